@@ -1,0 +1,598 @@
+//! The messages, version 1.
+//!
+//! Each message is the JSON payload of an [`crate::envelope`]; the envelope header's kind byte
+//! says which of the four top-level types it is, so a payload is only ever parsed as the type its
+//! signer declared. Objects are tagged by a `type` field that comes first; fields follow in the
+//! order they are declared here (that is the order `serde_json` writes, and the order a browser
+//! must use to reproduce the golden files byte for byte). Unknown types and unknown fields are
+//! refused: a peer that speaks a newer dialect gets an error, not a guess.
+//!
+//! Byte strings (file content, output) travel as standard base64 with padding.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::ids::{ActionHash, PairingProof, RequestId, SessionId};
+use crate::keys::DeviceId;
+use crate::limits::{self, LimitError};
+
+/// Which top-level message an envelope carries (the header's kind byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[repr(u8)]
+pub enum MessageKind {
+    /// [`Request`]: a device asks the host for something.
+    Request = 1,
+    /// [`Decision`]: a device answers a pending action.
+    Decision = 2,
+    /// [`HostEvent`]: the host tells devices what happened.
+    Event = 3,
+    /// [`Pairing`]: the pairing handshake.
+    Pairing = 4,
+}
+
+impl MessageKind {
+    /// The kind for a header byte, if it is one this version knows.
+    pub fn from_byte(byte: u8) -> Option<Self> {
+        Some(match byte {
+            1 => Self::Request,
+            2 => Self::Decision,
+            3 => Self::Event,
+            4 => Self::Pairing,
+            _ => return None,
+        })
+    }
+}
+
+/// A message of any kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Message {
+    /// A device asks.
+    Request(Request),
+    /// A device answers a pending action.
+    Decision(Decision),
+    /// The host reports.
+    Event(HostEvent),
+    /// Pairing handshake.
+    Pairing(Pairing),
+}
+
+/// What is wrong with a parsed message beyond its syntax.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum MessageError {
+    /// A field is over its size limit.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// A field holds a value that can never be valid (an empty argv, a NUL byte in a path, …).
+    #[error("{field}: {reason}")]
+    Invalid {
+        /// The field, named as on the wire.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+}
+
+impl Message {
+    /// The kind byte this message travels under.
+    pub fn kind(&self) -> MessageKind {
+        match self {
+            Self::Request(_) => MessageKind::Request,
+            Self::Decision(_) => MessageKind::Decision,
+            Self::Event(_) => MessageKind::Event,
+            Self::Pairing(_) => MessageKind::Pairing,
+        }
+    }
+
+    /// Checks every size limit and every value that can never be valid.
+    pub fn check(&self) -> Result<(), MessageError> {
+        match self {
+            Self::Request(Request::Action { action, .. }) => action.check(),
+            Self::Request(Request::Cancel { .. }) | Self::Decision(_) => Ok(()),
+            Self::Event(event) => event.check(),
+            Self::Pairing(pairing) => pairing.check(),
+        }
+    }
+
+    /// The JSON payload bytes.
+    pub fn to_payload(&self) -> Vec<u8> {
+        let bytes = match self {
+            Self::Request(m) => serde_json::to_vec(m),
+            Self::Decision(m) => serde_json::to_vec(m),
+            Self::Event(m) => serde_json::to_vec(m),
+            Self::Pairing(m) => serde_json::to_vec(m),
+        };
+        // These types hold only strings, integers, maps with string keys and byte strings that
+        // serialize as strings: serde_json cannot fail on them.
+        bytes.expect("message types always serialize")
+    }
+
+    /// Parses a payload as the given kind, then checks it. Only [`crate::envelope`] calls this,
+    /// after the signature has been verified.
+    pub(crate) fn from_payload(kind: MessageKind, payload: &[u8]) -> Result<Self, PayloadError> {
+        let message = match kind {
+            MessageKind::Request => Self::Request(serde_json::from_slice(payload)?),
+            MessageKind::Decision => Self::Decision(serde_json::from_slice(payload)?),
+            MessageKind::Event => Self::Event(serde_json::from_slice(payload)?),
+            MessageKind::Pairing => Self::Pairing(serde_json::from_slice(payload)?),
+        };
+        message.check()?;
+        Ok(message)
+    }
+}
+
+/// A payload that is not a valid message of its declared kind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// Not JSON, or not the declared type (an unknown `type`, an unknown or missing field).
+    #[error("payload does not parse: {0}")]
+    Syntax(#[from] serde_json::Error),
+    /// Parses, but breaks a limit or holds an impossible value.
+    #[error(transparent)]
+    Invalid(#[from] MessageError),
+}
+
+/// A device asks the host for something. Nothing here is a command: the host judges every one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Request {
+    /// Asks for an action to be judged by policy and, if allowed or approved, performed.
+    Action {
+        /// Chosen by the device; unique per device.
+        id: RequestId,
+        /// What to do.
+        action: Action,
+    },
+    /// Asks to cancel an earlier request of the same device (pending or running).
+    Cancel {
+        /// This request's own id.
+        id: RequestId,
+        /// The request to cancel.
+        target: RequestId,
+    },
+}
+
+/// One thing the host might do. Its canonical bytes (see [`crate::action`]) are what an approval
+/// binds to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Action {
+    /// Run a program with exactly these arguments (no shell unless argv names one).
+    Run {
+        /// Program and arguments; never empty.
+        argv: Vec<String>,
+        /// Working directory, resolved beneath a workspace root by the host.
+        cwd: String,
+        /// Environment variables to set on top of the host's sanitized environment.
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        env: BTreeMap<String, String>,
+    },
+    /// Read a file.
+    ReadFile {
+        /// The file.
+        path: String,
+    },
+    /// Create or replace a file with this content.
+    WriteFile {
+        /// The file.
+        path: String,
+        /// The whole new content.
+        content: Blob,
+    },
+    /// Replace the one occurrence of `old` with `new`; fails if `old` is missing or not unique.
+    EditFile {
+        /// The file.
+        path: String,
+        /// The exact text to replace; must occur exactly once.
+        old: String,
+        /// Its replacement.
+        new: String,
+    },
+    /// List a directory.
+    ListDir {
+        /// The directory.
+        path: String,
+    },
+    /// Send input to a session (a prompt to an agent, or keystrokes to a shell).
+    SessionInput {
+        /// The session.
+        session: SessionId,
+        /// The input, sent as is.
+        data: String,
+    },
+}
+
+impl Action {
+    fn check(&self) -> Result<(), MessageError> {
+        match self {
+            Self::Run { argv, cwd, env } => {
+                if argv.is_empty() {
+                    return Err(invalid("action.argv", "must name a program"));
+                }
+                limits::check("action.argv (count)", argv.len(), limits::MAX_ARGS)?;
+                let mut total = 0;
+                for arg in argv {
+                    limits::check("action.argv (one argument)", arg.len(), limits::MAX_ARG)?;
+                    no_nul("action.argv", arg)?;
+                    total += arg.len();
+                }
+                limits::check("action.argv (all arguments)", total, limits::MAX_ARGV_BYTES)?;
+                check_path("action.cwd", cwd)?;
+                limits::check("action.env (count)", env.len(), limits::MAX_ENV)?;
+                for (name, value) in env {
+                    limits::check("action.env (name)", name.len(), limits::MAX_ENV_ENTRY)?;
+                    limits::check("action.env (value)", value.len(), limits::MAX_ENV_ENTRY)?;
+                    if !is_env_name(name) {
+                        return Err(invalid("action.env", "names are [A-Za-z_][A-Za-z0-9_]*"));
+                    }
+                    no_nul("action.env", value)?;
+                }
+                Ok(())
+            }
+            Self::ReadFile { path } | Self::ListDir { path } => check_path("action.path", path),
+            Self::WriteFile { path, content } => {
+                check_path("action.path", path)?;
+                Ok(limits::check("action.content", content.0.len(), limits::MAX_CONTENT)?)
+            }
+            Self::EditFile { path, old, new } => {
+                check_path("action.path", path)?;
+                if old.is_empty() {
+                    return Err(invalid("action.old", "must not be empty"));
+                }
+                limits::check("action.old", old.len(), limits::MAX_CONTENT)?;
+                Ok(limits::check("action.new", new.len(), limits::MAX_CONTENT)?)
+            }
+            Self::SessionInput { data, .. } => {
+                Ok(limits::check("action.data", data.len(), limits::MAX_INPUT)?)
+            }
+        }
+    }
+}
+
+fn invalid(field: &'static str, reason: &'static str) -> MessageError {
+    MessageError::Invalid { field, reason }
+}
+
+fn no_nul(field: &'static str, s: &str) -> Result<(), MessageError> {
+    if s.contains('\0') { Err(invalid(field, "must not contain NUL")) } else { Ok(()) }
+}
+
+fn check_path(field: &'static str, path: &str) -> Result<(), MessageError> {
+    if path.is_empty() {
+        return Err(invalid(field, "must not be empty"));
+    }
+    limits::check(field, path.len(), limits::MAX_PATH)?;
+    no_nul(field, path)
+}
+
+fn check_text(field: &'static str, text: &str) -> Result<(), MessageError> {
+    Ok(limits::check(field, text.len(), limits::MAX_TEXT)?)
+}
+
+fn is_env_name(name: &str) -> bool {
+    let mut bytes = name.bytes();
+    matches!(bytes.next(), Some(b'A'..=b'Z' | b'a'..=b'z' | b'_'))
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A device's answer to a pending action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Decision {
+    /// The pending request answered.
+    pub request: RequestId,
+    /// The hash of the exact action the device was shown and approves or denies.
+    pub action_hash: ActionHash,
+    /// The answer.
+    pub verdict: Verdict,
+}
+
+/// Approve or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// Go ahead with exactly this action.
+    Approve,
+    /// Do not.
+    Deny,
+}
+
+/// Who asked for, or answered, an action.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Actor {
+    /// A paired device.
+    Device {
+        /// The device.
+        id: DeviceId,
+    },
+    /// Someone or something on the host machine: the terminal, an agent hook.
+    Local {
+        /// What it is, for people (`terminal`, `hook claude-code`).
+        name: String,
+    },
+}
+
+/// What the host reports to devices. Signed by the host like everything else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum HostEvent {
+    /// An action waits for an approver.
+    ActionPending {
+        /// The request.
+        request: RequestId,
+        /// Who asked.
+        requested_by: Actor,
+        /// Exactly what would run.
+        action: Action,
+        /// SHA-256 of the action's canonical bytes; a device recomputes it before approving.
+        action_hash: ActionHash,
+        /// One line for people ("run `cargo test` in /src/app").
+        summary: String,
+        /// Why policy asks (the rule or default that decided).
+        reason: String,
+        /// When the pending action lapses and counts as denied (Unix time, milliseconds).
+        expires_at_ms: u64,
+    },
+    /// A pending action was answered (or lapsed).
+    ActionDecided {
+        /// The request.
+        request: RequestId,
+        /// The outcome.
+        verdict: Verdict,
+        /// Who answered; absent when the action lapsed unanswered.
+        decided_by: Option<Actor>,
+    },
+    /// An action finished.
+    ActionResult {
+        /// The request.
+        request: RequestId,
+        /// The exit code of a command; absent for file operations or when killed by a signal.
+        exit_code: Option<i32>,
+        /// Output or file content, up to the cap.
+        output: Blob,
+        /// Whether `output` was cut at the cap.
+        truncated: bool,
+    },
+    /// A piece of a session's output.
+    Output {
+        /// The session.
+        session: SessionId,
+        /// Position of this chunk in the session's stream, from 0 without gaps.
+        seq: u64,
+        /// The bytes.
+        data: Blob,
+    },
+    /// Something went wrong with a request, or with the link.
+    Error {
+        /// The request it concerns, if any.
+        request: Option<RequestId>,
+        /// What kind of failure.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+    },
+}
+
+impl HostEvent {
+    fn check(&self) -> Result<(), MessageError> {
+        match self {
+            Self::ActionPending { requested_by, action, summary, reason, .. } => {
+                check_actor(requested_by)?;
+                action.check()?;
+                check_text("event.summary", summary)?;
+                check_text("event.reason", reason)
+            }
+            Self::ActionDecided { decided_by, .. } => {
+                decided_by.as_ref().map_or(Ok(()), check_actor)
+            }
+            Self::ActionResult { output, .. } => {
+                Ok(limits::check("event.output", output.0.len(), limits::MAX_OUTPUT)?)
+            }
+            Self::Output { data, .. } => {
+                Ok(limits::check("event.data", data.0.len(), limits::MAX_OUTPUT)?)
+            }
+            Self::Error { message, .. } => check_text("event.message", message),
+        }
+    }
+}
+
+fn check_actor(actor: &Actor) -> Result<(), MessageError> {
+    match actor {
+        Actor::Device { .. } => Ok(()),
+        Actor::Local { name } => check_text("actor.name", name),
+    }
+}
+
+/// Typed failures, so a device can say exactly what happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The request was malformed or broke a limit.
+    BadRequest,
+    /// The device's role does not allow this.
+    Forbidden,
+    /// The device was revoked.
+    Revoked,
+    /// Policy denies the action.
+    DeniedByPolicy,
+    /// An approver denied the action.
+    DeniedByApprover,
+    /// Nobody answered before the pending action lapsed.
+    Expired,
+    /// The request id, session or file does not exist.
+    NotFound,
+    /// An edit's old text is missing or not unique, or a request id was reused.
+    Conflict,
+    /// The path resolves outside the workspace.
+    OutsideWorkspace,
+    /// Too many requests; try later.
+    RateLimited,
+    /// The host failed in a way that is not the device's fault.
+    Internal,
+}
+
+/// What a device may do; set at the host when pairing, changed only there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Sees output, pending actions and results.
+    Viewer,
+    /// A viewer that also answers pending actions.
+    Approver,
+    /// An approver that also sends input and requests actions.
+    Operator,
+}
+
+/// The pairing handshake (see [`crate::pairing`] for the proof).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Pairing {
+    /// Device → host, signed by the new device key: "I hold the pairing secret".
+    Hello {
+        /// The name the device gives itself, shown at the host for the yes/no.
+        name: String,
+        /// HMAC-SHA256 under the pairing secret over a transcript of both keys and the name.
+        proof: PairingProof,
+    },
+    /// Host → device: the person at the host said yes.
+    Accepted {
+        /// The role granted.
+        role: Role,
+        /// The host's name, for the device's list.
+        host_name: String,
+    },
+    /// Host → device: refused (wrong proof, expired or used secret, the person said no).
+    Rejected {
+        /// Why, for people.
+        reason: String,
+    },
+}
+
+impl Pairing {
+    fn check(&self) -> Result<(), MessageError> {
+        match self {
+            Self::Hello { name, .. } => {
+                if name.trim().is_empty() {
+                    return Err(invalid("pairing.name", "must not be empty"));
+                }
+                if name.chars().any(char::is_control) {
+                    return Err(invalid("pairing.name", "must not contain control characters"));
+                }
+                check_text("pairing.name", name)
+            }
+            Self::Accepted { host_name, .. } => check_text("pairing.host_name", host_name),
+            Self::Rejected { reason } => check_text("pairing.reason", reason),
+        }
+    }
+}
+
+/// Bytes that travel as standard base64 with padding.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Blob(pub Vec<u8>);
+
+impl std::fmt::Debug for Blob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Blob({} bytes)", self.0.len())
+    }
+}
+
+impl From<&[u8]> for Blob {
+    fn from(bytes: &[u8]) -> Self {
+        Self(bytes.to_vec())
+    }
+}
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&base64_simd::STANDARD.encode_to_string(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Base64;
+        impl serde::de::Visitor<'_> for Base64 {
+            type Value = Blob;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a base64 string")
+            }
+            // Borrowed or not, the string is decoded in place: no intermediate copy of what can
+            // be megabytes of output.
+            fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Blob, E> {
+                base64_simd::STANDARD.decode_to_vec(s.as_bytes()).map(Blob).map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_str(Base64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(argv: &[&str]) -> Action {
+        Action::Run {
+            argv: argv.iter().map(|s| s.to_string()).collect(),
+            cwd: ".".into(),
+            env: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn unknown_types_and_fields_are_refused() {
+        let ok = br#"{"type":"read_file","path":"a"}"#;
+        assert!(serde_json::from_slice::<Action>(ok).is_ok());
+        assert!(serde_json::from_slice::<Action>(br#"{"type":"execute","path":"a"}"#).is_err());
+        assert!(
+            serde_json::from_slice::<Action>(br#"{"type":"read_file","path":"a","x":1}"#).is_err()
+        );
+        assert!(
+            serde_json::from_slice::<Decision>(
+                format!(
+                    r#"{{"request":"{}","action_hash":"{}","verdict":"maybe"}}"#,
+                    "0".repeat(32),
+                    "0".repeat(64)
+                )
+                .as_bytes()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn limits_name_the_field() {
+        assert_eq!(run(&[]).check(), Err(invalid("action.argv", "must name a program")));
+        let many = vec!["x"; limits::MAX_ARGS + 1];
+        assert!(matches!(
+            run(&many).check(),
+            Err(MessageError::Limit(LimitError { field: "action.argv (count)", .. }))
+        ));
+        let long = "x".repeat(limits::MAX_ARG + 1);
+        assert!(matches!(
+            run(&[&long]).check(),
+            Err(MessageError::Limit(LimitError { field: "action.argv (one argument)", .. }))
+        ));
+        assert_eq!(run(&["a\0b"]).check(), Err(invalid("action.argv", "must not contain NUL")));
+        let edit = Action::EditFile { path: "f".into(), old: String::new(), new: "x".into() };
+        assert_eq!(edit.check(), Err(invalid("action.old", "must not be empty")));
+        let mut env = BTreeMap::new();
+        env.insert("BAD-NAME".to_string(), "1".to_string());
+        let with_env = Action::Run { argv: vec!["true".into()], cwd: ".".into(), env };
+        assert!(matches!(with_env.check(), Err(MessageError::Invalid { field: "action.env", .. })));
+    }
+
+    #[test]
+    fn blob_is_base64() {
+        let json = serde_json::to_string(&Blob(b"hi\n".to_vec())).unwrap();
+        assert_eq!(json, "\"aGkK\"");
+        assert!(serde_json::from_str::<Blob>("\"not base64!\"").is_err());
+        // One spelling per value: no missing padding, no stray bits after the last byte.
+        assert!(serde_json::from_str::<Blob>("\"aGkK\"").is_ok());
+        assert!(serde_json::from_str::<Blob>("\"aGk\"").is_err());
+        assert!(serde_json::from_str::<Blob>("\"aGl=\"").is_err());
+    }
+}

@@ -1,0 +1,213 @@
+//! Fixed keys and one sample of every message, shared by the golden, attack and property tests.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+#![allow(dead_code)] // each test binary uses its own part of this module
+
+use std::collections::BTreeMap;
+
+use protocol::envelope::{SealContext, Sealed, VerifyContext, seal};
+use protocol::pairing::{self, PairingSecret};
+use protocol::{
+    Action, Actor, Blob, Decision, DeviceId, ErrorCode, HostEvent, Message, Pairing, PublicKey,
+    ReplayWindow, Request, RequestId, Role, SecretKey, SessionId, Verdict, action_hash,
+};
+
+/// The device's seed in every golden file.
+pub(crate) const DEVICE_SEED: [u8; 32] = [0x11; 32];
+/// The host's seed in every golden file.
+pub(crate) const HOST_SEED: [u8; 32] = [0x22; 32];
+/// A fixed "now" (2026-01-01T00:00:00Z).
+pub(crate) const NOW_MS: u64 = 1_767_225_600_000;
+/// A lifetime of one minute.
+pub(crate) const LIFETIME_MS: u64 = 60_000;
+
+pub(crate) fn device() -> SecretKey {
+    SecretKey::from_seed(&DEVICE_SEED)
+}
+
+pub(crate) fn host() -> SecretKey {
+    SecretKey::from_seed(&HOST_SEED)
+}
+
+pub(crate) fn request_id(n: u8) -> RequestId {
+    RequestId([n; 16])
+}
+
+pub(crate) fn session_id() -> SessionId {
+    SessionId([0x5e; 16])
+}
+
+/// One of each action, named as in the golden files.
+pub(crate) fn actions() -> Vec<(&'static str, Action)> {
+    let mut env = BTreeMap::new();
+    env.insert("RUST_LOG".to_string(), "debug".to_string());
+    env.insert("CI".to_string(), "1".to_string());
+    vec![
+        (
+            "run",
+            Action::Run {
+                argv: vec!["cargo".into(), "test".into(), "--".into(), "--nocapture".into()],
+                cwd: "crates/app".into(),
+                env: BTreeMap::new(),
+            },
+        ),
+        (
+            "run_with_env",
+            Action::Run {
+                argv: vec!["echo".into(), "héllo wörld".into(), "".into()],
+                cwd: ".".into(),
+                env,
+            },
+        ),
+        ("read_file", Action::ReadFile { path: "src/main.rs".into() }),
+        (
+            "write_file",
+            Action::WriteFile {
+                path: "notes/todo.md".into(),
+                content: Blob(b"- ship it\n\x00\xff".to_vec()),
+            },
+        ),
+        (
+            "edit_file",
+            Action::EditFile {
+                path: "src/lib.rs".into(),
+                old: "fn old() {}".into(),
+                new: "fn new() {}\n".into(),
+            },
+        ),
+        ("list_dir", Action::ListDir { path: "src".into() }),
+        (
+            "session_input",
+            Action::SessionInput { session: session_id(), data: "fix the failing test\n".into() },
+        ),
+    ]
+}
+
+/// One of each message (every request, decision, event and pairing variant).
+pub(crate) fn messages() -> Vec<(String, Message)> {
+    let device_id = DeviceId::new(device().public_key());
+    let mut out: Vec<(String, Message)> = Vec::new();
+    for (name, action) in actions() {
+        out.push((
+            format!("request_action_{name}"),
+            Message::Request(Request::Action { id: request_id(1), action }),
+        ));
+    }
+    out.push((
+        "request_cancel".into(),
+        Message::Request(Request::Cancel { id: request_id(2), target: request_id(1) }),
+    ));
+    let (_, run) = actions().swap_remove(0);
+    for verdict in [Verdict::Approve, Verdict::Deny] {
+        out.push((
+            format!("decision_{}", if verdict == Verdict::Approve { "approve" } else { "deny" }),
+            Message::Decision(Decision {
+                request: request_id(1),
+                action_hash: action_hash(&run),
+                verdict,
+            }),
+        ));
+    }
+    let events = [
+        (
+            "event_action_pending",
+            HostEvent::ActionPending {
+                request: request_id(1),
+                requested_by: Actor::Device { id: device_id },
+                action_hash: action_hash(&run),
+                action: run.clone(),
+                summary: "run `cargo test -- --nocapture` in crates/app".into(),
+                reason: "no rule allows Bash(cargo test *)".into(),
+                expires_at_ms: NOW_MS + 300_000,
+            },
+        ),
+        (
+            "event_action_decided",
+            HostEvent::ActionDecided {
+                request: request_id(1),
+                verdict: Verdict::Approve,
+                decided_by: Some(Actor::Local { name: "terminal".into() }),
+            },
+        ),
+        (
+            "event_action_result",
+            HostEvent::ActionResult {
+                request: request_id(1),
+                exit_code: Some(101),
+                output: Blob(b"test result: FAILED\n".to_vec()),
+                truncated: false,
+            },
+        ),
+        (
+            "event_output",
+            HostEvent::Output {
+                session: session_id(),
+                seq: 42,
+                data: Blob(b"\x1b[32m$\x1b[0m ".to_vec()),
+            },
+        ),
+        (
+            "event_error",
+            HostEvent::Error {
+                request: Some(request_id(1)),
+                code: ErrorCode::DeniedByPolicy,
+                message: "denied by rule Bash(rm *)".into(),
+            },
+        ),
+    ];
+    for (name, event) in events {
+        out.push((name.into(), Message::Event(event)));
+    }
+    let secret = PairingSecret::from_bytes([0x33; 32]);
+    let proof =
+        pairing::prove(&secret, &host().public_key(), &device().public_key(), "Ana's phone");
+    out.push((
+        "pairing_hello".into(),
+        Message::Pairing(Pairing::Hello { name: "Ana's phone".into(), proof }),
+    ));
+    out.push((
+        "pairing_accepted".into(),
+        Message::Pairing(Pairing::Accepted {
+            role: Role::Approver,
+            host_name: "workstation".into(),
+        }),
+    ));
+    out.push((
+        "pairing_rejected".into(),
+        Message::Pairing(Pairing::Rejected { reason: "the pairing code has expired".into() }),
+    ));
+    out
+}
+
+/// The context a device uses to seal for the host.
+pub(crate) fn to_host(host: &PublicKey, counter: u64) -> SealContext<'_> {
+    SealContext {
+        recipient: host,
+        counter,
+        issued_at_ms: NOW_MS,
+        expires_at_ms: NOW_MS + LIFETIME_MS,
+    }
+}
+
+/// A request frame from the device to the host with the given counter.
+pub(crate) fn request_frame(counter: u64) -> Vec<u8> {
+    let host = host().public_key();
+    let message = Message::Request(Request::Action {
+        id: request_id(1),
+        action: Action::ReadFile { path: "README.md".into() },
+    });
+    seal(&device(), &to_host(&host, counter), &message).unwrap()
+}
+
+/// Decodes and verifies `frame` at the host, at `now_ms`, with `window`.
+pub(crate) fn open_at_host(
+    frame: &[u8],
+    now_ms: u64,
+    window: &mut ReplayWindow,
+) -> Result<Message, protocol::EnvelopeError> {
+    let host = host().public_key();
+    let sealed = Sealed::decode(frame)?;
+    let verified =
+        sealed.verify(&device().public_key(), &VerifyContext::new(&host, now_ms), window)?;
+    Ok(verified.into_parts().1)
+}

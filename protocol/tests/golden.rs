@@ -1,0 +1,165 @@
+//! Golden files: the exact payload bytes of every message, a signed envelope of each, the
+//! canonical bytes and hash of every action, and printed identifiers. The web UI's tests read the
+//! same files and must reproduce them byte for byte.
+//!
+//! A mismatch fails the test. After a deliberate change to the wire format, regenerate with
+//! `BLESS=1 cargo test -p protocol --test golden` and review the diff like code.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use protocol::envelope::{Sealed, VerifyContext, seal};
+use protocol::{DeviceId, HostId, ReplayWindow, action, action_hash};
+use serde_json::json;
+
+fn golden_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("golden")
+}
+
+/// Compares `actual` with the committed file, or writes it when blessing.
+fn check(relative: &str, actual: &[u8], mismatches: &mut Vec<String>) {
+    let path = golden_dir().join(relative);
+    if std::env::var_os("BLESS").is_some() {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(&path, actual).unwrap();
+        return;
+    }
+    match fs::read(&path) {
+        Ok(expected) if expected == actual => {}
+        Ok(_) => mismatches.push(format!("{relative} differs")),
+        Err(e) => mismatches.push(format!("{relative}: {e}")),
+    }
+}
+
+fn pretty(value: &serde_json::Value) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(value).unwrap();
+    out.push(b'\n');
+    out
+}
+
+#[test]
+fn golden_files_match() {
+    let mut mismatches = Vec::new();
+    let host = host().public_key();
+
+    // Every message: its payload bytes alone, and a frame sealed by the device (events by the
+    // host) with a counter that counts up through the list.
+    let mut envelopes = Vec::new();
+    let mut names = Vec::new();
+    for (counter, (name, message)) in (1..).zip(messages()) {
+        let payload = message.to_payload();
+        check(&format!("messages/{name}.json"), &payload, &mut mismatches);
+
+        let (signer, recipient) = match message {
+            protocol::Message::Event(_) => (common::host(), device().public_key()),
+            _ => (device(), host),
+        };
+        let ctx = protocol::SealContext {
+            recipient: &recipient,
+            counter,
+            issued_at_ms: NOW_MS,
+            expires_at_ms: NOW_MS + LIFETIME_MS,
+        };
+        let frame = seal(&signer, &ctx, &message).unwrap();
+        // The golden frame must also open, or the file would enshrine a broken envelope.
+        let opened = Sealed::decode(&frame)
+            .unwrap()
+            .verify(
+                &signer.public_key(),
+                &VerifyContext::new(&recipient, NOW_MS),
+                &mut ReplayWindow::new(),
+            )
+            .unwrap();
+        assert_eq!(opened.message(), &message, "{name}");
+        envelopes.push(json!({
+            "name": name,
+            "kind": message.kind(),
+            "kind_byte": message.kind() as u8,
+            "sender_seed": hex::encode(signer.to_seed()),
+            "sender_public_key": hex::encode(signer.public_key().as_bytes()),
+            "recipient_public_key": hex::encode(recipient.as_bytes()),
+            "counter": counter,
+            "issued_at_ms": NOW_MS,
+            "expires_at_ms": NOW_MS + LIFETIME_MS,
+            "payload_file": format!("messages/{name}.json"),
+            "frame": hex::encode(&frame),
+        }));
+        names.push(name);
+    }
+    check(
+        "envelopes.json",
+        &pretty(&json!({
+            "domain": String::from_utf8_lossy(protocol::envelope::DOMAIN),
+            "version": protocol::envelope::VERSION,
+            "envelopes": envelopes,
+        })),
+        &mut mismatches,
+    );
+
+    let hashes: Vec<_> = actions()
+        .into_iter()
+        .map(|(name, a)| {
+            json!({
+                "name": name,
+                "action": a,
+                "canonical": hex::encode(action::canonical_bytes(&a)),
+                "sha256": action_hash(&a).to_string(),
+            })
+        })
+        .collect();
+    check("action-hashes.json", &pretty(&json!({ "actions": hashes })), &mut mismatches);
+
+    let device = device().public_key();
+    check(
+        "ids.json",
+        &pretty(&json!({
+            "host": {
+                "public_key": hex::encode(host.as_bytes()),
+                "id": HostId::new(host).to_string(),
+                "fingerprint": host.fingerprint().to_string(),
+            },
+            "device": {
+                "public_key": hex::encode(device.as_bytes()),
+                "id": DeviceId::new(device).to_string(),
+                "fingerprint": device.fingerprint().to_string(),
+            },
+            "pairing": {
+                "secret": hex::encode([0x33; 32]),
+                "name": "Ana's phone",
+                "proof_file": "messages/pairing_hello.json",
+            },
+        })),
+        &mut mismatches,
+    );
+
+    assert!(
+        mismatches.is_empty(),
+        "golden files differ from what the code produces: {mismatches:#?}\n\
+         If the change is deliberate: BLESS=1 cargo test -p protocol --test golden, then review the diff."
+    );
+    // Every message kind and every variant has a file.
+    assert_eq!(names.len(), 18);
+}
+
+#[test]
+fn committed_payloads_parse_back() {
+    // Reading direction: the committed files (which the browser reproduces) parse to the same
+    // messages, so the golden bytes are not only what Rust writes but also what Rust accepts.
+    use protocol::Message;
+    for (name, message) in messages() {
+        let path = golden_dir().join(format!("messages/{name}.json"));
+        let bytes = fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let parsed = match &message {
+            Message::Request(_) => Message::Request(serde_json::from_slice(&bytes).unwrap()),
+            Message::Decision(_) => Message::Decision(serde_json::from_slice(&bytes).unwrap()),
+            Message::Event(_) => Message::Event(serde_json::from_slice(&bytes).unwrap()),
+            Message::Pairing(_) => Message::Pairing(serde_json::from_slice(&bytes).unwrap()),
+        };
+        assert_eq!(parsed, message, "{name}");
+    }
+}
