@@ -1,10 +1,15 @@
 //! The host: the only part of the bridge that decides and executes.
 //!
-//! It will hold the host's identity key and device registry, the pure policy engine (the
-//! permission rules of `PERMISSIONS.md`), the approvals broker, confined file operations, the
-//! sandboxed executor, the hash-chained audit log, PTY sessions and the local API on a unix
-//! socket, with the `agent-host` binary in front. It will never hold relay routing logic.
-//!
-//! Today it holds nothing but this description: the protocol it will speak lives in `protocol`.
+//! Today it holds the pure policy engine ([`policy`]: the permission rules of `PERMISSIONS.md`,
+//! with `agent-host check` in front), the host's directories ([`dirs`]) and the atomic file
+//! writes every state file uses ([`fsutil`]). Still to come here: the identity key and device
+//! registry, the approvals broker, confined file operations, the sandboxed executor, the
+//! hash-chained audit log, PTY sessions and the local API on a unix socket. It will never hold
+//! relay routing logic.
 
 #![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod dirs;
+pub mod fsutil;
+pub mod policy;

@@ -1,0 +1,158 @@
+//! The `agent-host` command line. `main.rs` only parses and calls [`run`], so tests drive every
+//! command in-process.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::dirs::{self, Dirs};
+use crate::policy::{Mode, Policy, Settings, Subject, Trust};
+
+/// The host of the remote-control bridge: it alone decides and executes on this machine.
+#[derive(Debug, Parser)]
+#[command(name = "agent-host", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show what the policy decides for a command or a path, and why.
+    ///
+    /// Settings are merged from the user's file, the workspace's `.claude/settings.json` and
+    /// `.claude/settings.local.json` (their allow rules count only once the workspace is
+    /// trusted), and every `--settings FILE`. Exit status 0 whatever the decision; 2 for bad
+    /// usage or a settings file that cannot be read.
+    Check(CheckArgs),
+    /// Trust a workspace: its own settings' allow rules and extra directories start to count.
+    Trust {
+        /// The workspace (default: the current directory).
+        dir: Option<PathBuf>,
+    },
+}
+
+/// What `check` judges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CheckKind {
+    /// A shell command line.
+    Bash,
+    /// Reading a file.
+    Read,
+    /// Writing or editing a file.
+    Edit,
+    /// Fetching a URL.
+    Webfetch,
+    /// Any other tool, by name.
+    Tool,
+}
+
+/// Arguments of `check`.
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    /// bash, read, edit, webfetch or tool.
+    pub kind: CheckKind,
+    /// The command line, path, URL or tool name.
+    pub subject: String,
+    /// An extra settings file (repeatable); its rules count as the user's own.
+    #[arg(long = "settings", value_name = "FILE")]
+    pub settings: Vec<PathBuf>,
+    /// The workspace root (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// The mode, overriding every file's `defaultMode`.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Print one JSON object: {"decision", "reason", "rule"}.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs a parsed command line.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Check(args) => check(&args),
+        Command::Trust { dir } => trust(dir),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("agent-host: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn trust(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    let dirs = Dirs::discover()?;
+    let dir = match dir {
+        Some(d) => d,
+        None => std::env::current_dir()?,
+    };
+    let trusted = dirs::trust(&dirs, &dir)?;
+    println!("trusted {}", trusted.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads every settings file that applies to `workspace`, trusted or not.
+pub fn load_settings(
+    dirs: &Dirs,
+    workspace: &Path,
+    extra: &[PathBuf],
+) -> anyhow::Result<Vec<(Settings, Trust)>> {
+    let mut files = Vec::new();
+    let user = dirs.user_settings();
+    if user.exists() {
+        files.push((Settings::load(&user)?, Trust::Trusted));
+    }
+    let workspace_real = workspace.canonicalize().unwrap_or_else(|_| workspace.to_path_buf());
+    let trust = if dirs::trusted(dirs)?.contains(&workspace_real) {
+        Trust::Trusted
+    } else {
+        Trust::Untrusted
+    };
+    for name in ["settings.json", "settings.local.json"] {
+        let path = workspace.join(".claude").join(name);
+        if path.exists() {
+            files.push((Settings::load(&path)?, trust));
+        }
+    }
+    for path in extra {
+        files.push((Settings::load(path)?, Trust::Trusted));
+    }
+    Ok(files)
+}
+
+fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let dirs = Dirs::discover()?;
+    let cwd = std::env::current_dir()?;
+    let workspace = args.workspace.clone().unwrap_or_else(|| cwd.clone());
+    let files = load_settings(&dirs, &workspace, &args.settings)?;
+    let policy = Policy::new(&workspace, files, args.mode, dirs.all());
+    let subject = match args.kind {
+        CheckKind::Bash => Subject::Bash(args.subject.clone()),
+        CheckKind::Read => Subject::Read(PathBuf::from(&args.subject)),
+        CheckKind::Edit => Subject::Edit(PathBuf::from(&args.subject)),
+        CheckKind::Webfetch => Subject::WebFetch(args.subject.clone()),
+        CheckKind::Tool => Subject::Tool(args.subject.clone()),
+    };
+    let decision = policy.decide(&subject, &cwd);
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer(&mut out, &decision)?;
+        writeln!(out)?;
+    } else {
+        for note in policy.notes() {
+            eprintln!("note: {note}");
+        }
+        writeln!(out, "{}: {}", decision.decision, decision.reason)?;
+        if let Some(rule) = &decision.rule {
+            writeln!(out, "rule: {rule}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,75 @@
+//! Where the host keeps its files: the platform's config and state directories (through the
+//! `directories` crate), or `$AGENT_HOST_HOME/config` and `$AGENT_HOST_HOME/state` when that
+//! variable is set (tests, or several hosts on one machine).
+//!
+//! Nothing inside a workspace can move these: they come from the environment of the person who
+//! starts the host, never from a settings file.
+
+use std::path::{Path, PathBuf};
+
+/// The host's directories.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dirs {
+    /// Settings (`settings.json`) and, later, keys.
+    pub config: PathBuf,
+    /// State: trusted workspaces, and later devices, counters and the audit log.
+    pub state: PathBuf,
+}
+
+impl Dirs {
+    /// The directories for this user.
+    pub fn discover() -> anyhow::Result<Self> {
+        if let Some(home) = std::env::var_os("AGENT_HOST_HOME") {
+            let home = PathBuf::from(home);
+            return Ok(Self { config: home.join("config"), state: home.join("state") });
+        }
+        let project = directories::ProjectDirs::from("", "", "agent-host")
+            .ok_or_else(|| anyhow::anyhow!("no home directory: set AGENT_HOST_HOME"))?;
+        let state = project.state_dir().unwrap_or_else(|| project.data_local_dir()).to_path_buf();
+        Ok(Self { config: project.config_dir().to_path_buf(), state })
+    }
+
+    /// The user's settings file.
+    pub fn user_settings(&self) -> PathBuf {
+        self.config.join("settings.json")
+    }
+
+    /// The list of workspaces the user trusts.
+    pub fn trusted_workspaces(&self) -> PathBuf {
+        self.state.join("trusted-workspaces.json")
+    }
+
+    /// Both, for the policy's protected paths.
+    pub fn all(&self) -> Vec<PathBuf> {
+        vec![self.config.clone(), self.state.clone()]
+    }
+}
+
+/// Reads the trusted-workspace list. A missing file is an empty list; an unreadable or invalid
+/// one is an error (the host refuses to guess).
+pub fn trusted(dirs: &Dirs) -> anyhow::Result<Vec<PathBuf>> {
+    let path = dirs.trusted_workspaces();
+    match std::fs::read(&path) {
+        Ok(bytes) => {
+            serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+    }
+}
+
+/// Adds `workspace` (canonicalized) to the trusted list.
+pub fn trust(dirs: &Dirs, workspace: &Path) -> anyhow::Result<PathBuf> {
+    let workspace = workspace.canonicalize()?;
+    let mut list = trusted(dirs)?;
+    if !list.contains(&workspace) {
+        list.push(workspace.clone());
+    }
+    std::fs::create_dir_all(&dirs.state)?;
+    crate::fsutil::write_atomic(
+        &dirs.trusted_workspaces(),
+        &serde_json::to_vec_pretty(&list)?,
+        0o600,
+    )?;
+    Ok(workspace)
+}

@@ -1,0 +1,269 @@
+//! How a rule's specifier matches: Bash command patterns, gitignore-style path patterns and
+//! WebFetch domains.
+
+use std::path::{Component, Path, PathBuf};
+
+use globset::GlobBuilder;
+
+use super::rules::home_dir;
+
+/// `*` matches any run of characters (spaces included); everything else is literal.
+pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
+    let (p, t) = (pattern.as_bytes(), text.as_bytes());
+    let (mut pi, mut ti) = (0, 0);
+    // Position of the last `*` and where in the text it started matching.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == b'*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// A Bash specifier in its matching form: the legacy `prefix:*` becomes `prefix *`.
+pub(crate) fn normalize_bash(spec: &str) -> String {
+    match spec.strip_suffix(":*") {
+        Some(prefix) => format!("{prefix} *"),
+        None => spec.to_string(),
+    }
+}
+
+/// Does the Bash specifier match the command text? A trailing ` *` also matches nothing, so
+/// `ls *` matches `ls` (but not `lsof`).
+pub(crate) fn bash_matches(spec: &str, command: &str) -> bool {
+    let spec = normalize_bash(spec);
+    if let Some(prefix) = spec.strip_suffix(" *") {
+        if wildcard(prefix, command) {
+            return true;
+        }
+    }
+    wildcard(&spec, command)
+}
+
+/// The part of a Bash specifier before its first wildcard: what the rule spells out.
+pub(crate) fn literal_prefix(spec: &str) -> String {
+    let spec = normalize_bash(spec);
+    match spec.find('*') {
+        Some(i) => spec[..i].to_string(),
+        None => spec,
+    }
+}
+
+/// A path pattern (gitignore syntax, anchored as PERMISSIONS.md says), compiled once.
+#[derive(Debug, Clone)]
+pub(crate) struct PathPattern {
+    matcher: globset::GlobMatcher,
+    /// Relative patterns match the path relative to the working directory.
+    relative: bool,
+    /// `dir/**` also names `dir` itself, as in gitignore.
+    dir_itself: Option<PathBuf>,
+}
+
+impl PathPattern {
+    /// Compiles `spec`; `anchor` is where `/path` patterns start. `None`: not a valid glob.
+    pub(crate) fn new(spec: &str, anchor: &Path) -> Option<Self> {
+        let (glob, relative) = if let Some(rest) = spec.strip_prefix("//") {
+            (format!("/{rest}"), false)
+        } else if let Some(rest) = spec.strip_prefix("~/") {
+            (format!("{}/{rest}", escape(&home_dir())), false)
+        } else if spec == "~" {
+            (escape(&home_dir()), false)
+        } else if let Some(rest) = spec.strip_prefix('/') {
+            (format!("{}/{rest}", escape(anchor)), false)
+        } else {
+            let rest = spec.strip_prefix("./").unwrap_or(spec);
+            // A bare name matches at any depth below the working directory.
+            (if rest.contains('/') { rest.to_string() } else { format!("**/{rest}") }, true)
+        };
+        let glob = glob.trim_end_matches('/').to_string();
+        let matcher = GlobBuilder::new(&glob)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .ok()?
+            .compile_matcher();
+        let dir_itself = glob.strip_suffix("/**").map(PathBuf::from);
+        Some(Self { matcher, relative, dir_itself })
+    }
+
+    /// Does it match `path` (absolute, normalized) with `cwd` as the working directory?
+    pub(crate) fn matches(&self, cwd: &Path, path: &Path) -> bool {
+        let candidate = if self.relative {
+            match path.strip_prefix(cwd) {
+                Ok(rel) => rel,
+                Err(_) => return false,
+            }
+        } else {
+            path
+        };
+        self.matcher.is_match(candidate) || self.dir_itself.as_deref() == Some(candidate)
+    }
+}
+
+/// Compiles and matches in one go (for tests and one-off checks).
+#[cfg(test)]
+pub(crate) fn path_matches(spec: &str, anchor: &Path, cwd: &Path, path: &Path) -> bool {
+    PathPattern::new(spec, anchor).is_some_and(|p| p.matches(cwd, path))
+}
+
+fn escape(path: &Path) -> String {
+    globset::escape(&path.to_string_lossy())
+}
+
+/// Does a WebFetch specifier (`domain:example.com`, `domain:*.example.com`) match `host`?
+pub(crate) fn domain_matches(spec: &str, host: &str) -> bool {
+    let Some(pattern) = spec.strip_prefix("domain:") else { return false };
+    let (pattern, host) = (pattern.to_ascii_lowercase(), host.to_ascii_lowercase());
+    match pattern.strip_prefix("*.") {
+        Some(parent) => host.len() > parent.len() + 1 && host.ends_with(&format!(".{parent}")),
+        None => pattern == host,
+    }
+}
+
+/// Does a tool-name pattern match? Globs count in deny and ask rules; in allow rules they are
+/// ignored, except after a literal `mcp__server__` prefix.
+pub(crate) fn tool_matches(pattern: &str, tool: &str, in_allow: bool) -> bool {
+    if !pattern.contains('*') {
+        return pattern == tool;
+    }
+    if in_allow && !allow_glob_honoured(pattern) {
+        return false;
+    }
+    wildcard(pattern, tool)
+}
+
+/// Whether an allow rule's tool name is usable: no glob, or a glob after a literal
+/// `mcp__server__` prefix.
+pub(crate) fn allow_glob_honoured(pattern: &str) -> bool {
+    !pattern.contains('*')
+        || pattern
+            .strip_prefix("mcp__")
+            .and_then(|rest| rest.find("__").map(|i| &rest[..i]))
+            .is_some_and(|server| !server.is_empty() && !server.contains('*'))
+}
+
+/// Makes `path` absolute against `cwd` and removes `.` and `..` lexically.
+pub(crate) fn normalize(cwd: &Path, path: &Path) -> PathBuf {
+    let joined =
+        if let Ok(rest) = path.strip_prefix("~") { home_dir().join(rest) } else { cwd.join(path) };
+    let mut out = PathBuf::from("/");
+    for component in joined.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(c) => out.push(c),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+/// Resolves symlinks the way the kernel will when the path is opened: the longest existing
+/// prefix is canonicalized, the rest appended. A dangling final link resolves to its target.
+pub(crate) fn resolve(path: &Path) -> PathBuf {
+    let mut existing = path.to_path_buf();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = existing.canonicalize() {
+            let mut out = real;
+            for c in rest.iter().rev() {
+                out.push(c);
+            }
+            return out;
+        }
+        // A dangling symlink: follow it by hand once, relative to its directory.
+        if let Ok(target) = std::fs::read_link(&existing) {
+            let base = existing.parent().unwrap_or(Path::new("/"));
+            let mut next = normalize(base, &target);
+            for c in rest.iter().rev() {
+                next.push(c);
+            }
+            if next != path {
+                return resolve(&next);
+            }
+        }
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            _ => return path.to_path_buf(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bash_patterns_follow_the_table() {
+        assert!(bash_matches("npm run build", "npm run build"));
+        assert!(!bash_matches("npm run build", "npm run build --prod"));
+        assert!(bash_matches("npm run test *", "npm run test"));
+        assert!(bash_matches("npm run test *", "npm run test --watch"));
+        assert!(!bash_matches("npm run test *", "npm run testx"));
+        assert!(bash_matches("ls *", "ls"));
+        assert!(bash_matches("ls *", "ls -la"));
+        assert!(!bash_matches("ls *", "lsof"));
+        assert!(bash_matches("ls*", "ls -la"));
+        assert!(bash_matches("ls*", "lsof"));
+        assert!(bash_matches("git * main", "git checkout main"));
+        assert!(bash_matches("git * main", "git push origin main"));
+        assert!(bash_matches("ls:*", "ls -la"));
+        assert!(bash_matches("ls:*", "ls"));
+        assert!(!bash_matches("ls:*", "lsof"));
+        assert_eq!(literal_prefix("npm run test *"), "npm run test ");
+        assert_eq!(literal_prefix("ls:*"), "ls ");
+    }
+
+    #[test]
+    fn path_patterns_are_anchored() {
+        let (anchor, cwd) = (Path::new("/proj"), Path::new("/proj"));
+        assert!(path_matches(".env", anchor, cwd, Path::new("/proj/a/b/.env")));
+        assert!(path_matches(".env", anchor, cwd, Path::new("/proj/.env")));
+        assert!(path_matches("src/**", anchor, cwd, Path::new("/proj/src/x/y.rs")));
+        assert!(!path_matches("src/**", anchor, cwd, Path::new("/proj/vendor/pkg/src/x")));
+        assert!(path_matches(
+            "/docs/*.md",
+            anchor,
+            Path::new("/proj/sub"),
+            Path::new("/proj/docs/a.md")
+        ));
+        assert!(!path_matches("/docs/*.md", anchor, cwd, Path::new("/proj/docs/x/a.md")));
+        assert!(path_matches("//etc/**", anchor, cwd, Path::new("/etc/passwd")));
+        assert!(path_matches("*.env", anchor, cwd, Path::new("/proj/deep/prod.env")));
+    }
+
+    #[test]
+    fn domains_and_tools() {
+        assert!(domain_matches("domain:*.example.com", "a.b.example.com"));
+        assert!(!domain_matches("domain:*.example.com", "example.com"));
+        assert!(!domain_matches("domain:example.*", "example.evil.com"));
+        assert!(domain_matches("domain:Example.COM", "example.com"));
+        assert!(tool_matches("mcp__*", "mcp__github__create", false));
+        assert!(!tool_matches("mcp__*", "mcp__github__create", true));
+        assert!(tool_matches("mcp__github__*", "mcp__github__create", true));
+        assert!(!tool_matches("*", "Bash", true));
+    }
+
+    #[test]
+    fn wildcard_backtracks() {
+        assert!(wildcard("a*b*c", "aXbYbZc"));
+        assert!(!wildcard("a*b*c", "aXbYbZ"));
+        assert!(wildcard("*", ""));
+        assert!(!wildcard("", "x"));
+    }
+}

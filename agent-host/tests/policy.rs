@@ -1,0 +1,351 @@
+//! Table-driven tests of the policy engine: the rule tables and worked examples of
+//! PERMISSIONS.md, Codex's read-only classifier cases, GTFOBins' code-running snippets and the
+//! argument-injection vectors, each against a real temporary workspace.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::path::{Path, PathBuf};
+
+use agent_host::policy::{Mode, Policy, Settings, Subject, Trust, Verdict};
+use serde_json::Value;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("ws/src")).unwrap();
+        std::fs::create_dir_all(dir.path().join("ws/.git/hooks")).unwrap();
+        Self { dir }
+    }
+
+    fn ws(&self) -> PathBuf {
+        self.dir.path().join("ws").canonicalize().unwrap()
+    }
+
+    fn policy(&self, permissions: Value, mode: Option<Mode>) -> Policy {
+        let path = self.ws().join(".claude/settings.json");
+        let text = serde_json::json!({ "permissions": permissions }).to_string();
+        let settings = Settings::parse(&text, &path).unwrap();
+        let host_state = self.dir.path().join("host-state");
+        Policy::new(&self.ws(), vec![(settings, Trust::Trusted)], mode, vec![host_state])
+    }
+
+    fn bash(&self, policy: &Policy, line: &str) -> Verdict {
+        policy.decide(&Subject::Bash(line.into()), &self.ws()).decision
+    }
+}
+
+fn rules(allow: &[&str], ask: &[&str], deny: &[&str]) -> Value {
+    serde_json::json!({ "allow": allow, "ask": ask, "deny": deny })
+}
+
+use Verdict::{Allow, Ask, Deny};
+
+#[test]
+fn bash_rule_table() {
+    let f = Fixture::new();
+    let cases: &[(&str, &str, Verdict)] = &[
+        ("npm run build", "npm run build", Allow),
+        ("npm run build", "npm run build --prod", Ask),
+        ("npm run test *", "npm run test", Allow),
+        ("npm run test *", "npm run test --watch", Allow),
+        ("npm run test *", "npm run testx", Ask),
+        ("ls *", "ls -la", Allow),
+        ("ls *", "lsof", Ask),
+        ("ls*", "lsof", Allow),
+        ("git * main", "git checkout main", Allow),
+        ("git * main", "git push origin main", Allow),
+        ("ls:*", "ls -la", Allow),
+        ("ls:*", "lsof", Ask),
+    ];
+    for (rule, command, expected) in cases {
+        let p = f.policy(rules(&[&format!("Bash({rule})")], &[], &[]), None);
+        assert_eq!(f.bash(&p, command), *expected, "allow Bash({rule}) on `{command}`");
+    }
+}
+
+#[test]
+fn worked_examples() {
+    let f = Fixture::new();
+    let cases: &[(Value, &str, Verdict)] = &[
+        (rules(&["Bash(npm run test *)"], &[], &[]), "npm run test -- -u", Allow),
+        (rules(&["Bash(npm run test *)"], &[], &[]), "npm run testx", Ask),
+        (rules(&["Bash(safe *)"], &[], &[]), "safe a && rm -rf x", Ask),
+        (rules(&["Bash(safe *)"], &[], &[]), "safe a | safe b", Allow),
+        (rules(&["Bash(aws s3 ls)"], &[], &["Bash(aws *)"]), "aws s3 ls", Deny),
+        (rules(&["Bash(git *)"], &["Bash(git push *)"], &[]), "git push origin main", Ask),
+        (rules(&[], &[], &["Bash(rm *)"]), "FOO=bar rm -rf tmp", Deny),
+        (rules(&[], &[], &["Bash(rm *)"]), "timeout 5 rm x", Deny),
+        (rules(&["Bash(grep *)"], &[], &[]), "xargs grep foo", Allow),
+        (rules(&["Bash(grep *)"], &[], &[]), "xargs -n1 grep foo", Ask),
+        (rules(&["Bash(npm test *)"], &[], &[]), "NODE_ENV=test npm test", Allow),
+        (rules(&["Bash(npm test *)"], &[], &[]), "EVIL=1 npm test", Ask),
+    ];
+    for (permissions, command, expected) in cases {
+        let p = f.policy(permissions.clone(), None);
+        assert_eq!(f.bash(&p, command), *expected, "{permissions} on `{command}`");
+    }
+}
+
+#[test]
+fn path_examples() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    let p = f.policy(rules(&["Edit(src/**)"], &[], &["Read(.env)"]), None);
+    let decide = |s: Subject| p.decide(&s, &ws).decision;
+    assert_eq!(decide(Subject::Read(ws.join("a/b/.env"))), Deny);
+    assert_eq!(decide(Subject::Edit(ws.join("a/b/.env"))), Deny, "a Read deny blocks Edit too");
+    assert_eq!(decide(Subject::Edit(ws.join("src/x.rs"))), Allow);
+    assert_eq!(decide(Subject::Edit(ws.join("vendor/pkg/src/x"))), Ask);
+    assert_eq!(decide(Subject::Read(ws.join("src/x.rs"))), Allow, "reads inside the workspace");
+    assert_eq!(decide(Subject::Read("/etc/passwd".into())), Ask, "reads outside ask");
+    let web = f.policy(rules(&["WebFetch(domain:*.example.com)"], &[], &[]), None);
+    let fetch = |u: &str| web.decide(&Subject::WebFetch(u.into()), &ws).decision;
+    assert_eq!(fetch("https://example.com/x"), Ask);
+    assert_eq!(fetch("https://a.b.example.com/x"), Allow);
+    assert_eq!(fetch("https://example.evil.com/"), Ask);
+}
+
+#[test]
+fn always_asked_whatever_the_rules_say() {
+    let f = Fixture::new();
+    let p = f.policy(rules(&["Bash"], &[], &[]), None);
+    let long = format!("echo {}", "a".repeat(10_001));
+    for command in [
+        long.as_str(),
+        "echo $(id)",
+        "echo `id`",
+        "diff <(ls) x",
+        "find . -exec rm {} ;",
+        "find . -delete",
+        "watch ls",
+        "setsid ls",
+        "flock f ls",
+        "rm -rf /",
+        "rm -rf ~",
+        "rm -rf .",
+        "rm -rf ..",
+        "if true; then ls; fi",
+        "ls 'unterminated",
+    ] {
+        assert_eq!(
+            f.bash(&p, command),
+            Ask,
+            "`{}` must ask even under allow Bash",
+            &command[..command.len().min(40)]
+        );
+    }
+}
+
+#[test]
+fn modes() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    let none = rules(&[], &[], &[]);
+    let accept = f.policy(none.clone(), Some(Mode::AcceptEdits));
+    assert_eq!(accept.decide(&Subject::Edit(ws.join("src/a.rs")), &ws).decision, Allow);
+    assert_eq!(accept.decide(&Subject::Edit("/etc/x".into()), &ws).decision, Ask);
+    assert_eq!(
+        accept.decide(&Subject::Edit(ws.join(".git/hooks/pre-commit")), &ws).decision,
+        Ask,
+        "protected"
+    );
+    assert_eq!(
+        accept.decide(&Subject::Edit(ws.join(".git/config")), &ws).decision,
+        Ask,
+        "protected"
+    );
+    let plan = f.policy(none.clone(), Some(Mode::Plan));
+    assert_eq!(plan.decide(&Subject::Edit(ws.join("src/a.rs")), &ws).decision, Deny);
+    assert_eq!(f.bash(&plan, "ls -la"), Allow);
+    assert_eq!(f.bash(&plan, "touch x"), Deny);
+    let dont = f.policy(none, Some(Mode::DontAsk));
+    assert_eq!(f.bash(&dont, "touch x"), Deny);
+    assert_eq!(f.bash(&dont, "ls"), Allow);
+    // The host's own state is protected even when a rule allows the edit.
+    let state = f.dir.path().join("host-state/devices.json");
+    let allow_all = f.policy(rules(&["Edit"], &[], &[]), Some(Mode::AcceptEdits));
+    assert_eq!(allow_all.decide(&Subject::Edit(state), &ws).decision, Ask);
+}
+
+#[test]
+fn redirections_are_writes() {
+    let f = Fixture::new();
+    let p = f.policy(rules(&["Bash(echo *)"], &[], &["Edit(secret.txt)"]), None);
+    assert_eq!(f.bash(&p, "echo hi > /dev/null"), Allow);
+    assert_eq!(f.bash(&p, "echo hi 2>&1"), Allow);
+    assert_eq!(f.bash(&p, "echo hi > out.txt"), Ask);
+    assert_eq!(f.bash(&p, "echo hi >> secret.txt"), Deny);
+    let accept = f.policy(rules(&["Bash(echo *)"], &[], &[]), Some(Mode::AcceptEdits));
+    assert_eq!(f.bash(&accept, "echo hi > out.txt"), Allow);
+    assert_eq!(f.bash(&accept, "echo hi > /etc/out.txt"), Ask);
+}
+
+#[test]
+fn symlinks_count_both_ways() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    let outside = f.dir.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    std::fs::write(outside.join("secret"), "x").unwrap();
+    std::os::unix::fs::symlink(&outside, ws.join("link")).unwrap();
+    let p = f.policy(rules(&["Edit(link/**)"], &[], &[]), None);
+    // The link is inside, its target is not: reading it is not a workspace read.
+    assert_eq!(p.decide(&Subject::Read(ws.join("link/secret")), &ws).decision, Ask);
+    assert_eq!(f.bash(&p, "cat link/secret"), Ask);
+    // An allow needs both the link and its target to match.
+    assert_eq!(p.decide(&Subject::Edit(ws.join("link/secret")), &ws).decision, Ask);
+    // A deny applies if either matches.
+    let deny = f.policy(rules(&[], &[], &[&format!("Read(/{})", "link/**")]), None);
+    assert_eq!(deny.decide(&Subject::Read(ws.join("link/secret")), &ws).decision, Deny);
+}
+
+#[test]
+fn untrusted_workspace_allow_rules_do_not_count() {
+    let f = Fixture::new();
+    let path = f.ws().join(".claude/settings.json");
+    let settings = Settings::parse(
+        r#"{"permissions":{"allow":["Bash(touch *)"],"deny":["Bash(rm *)"]}}"#,
+        &path,
+    )
+    .unwrap();
+    let p = Policy::new(&f.ws(), vec![(settings, Trust::Untrusted)], None, vec![]);
+    assert_eq!(f.bash(&p, "touch x"), Ask, "allow ignored until trusted");
+    assert_eq!(f.bash(&p, "rm x"), Deny, "deny counts at once");
+    assert!(!p.notes().is_empty());
+}
+
+fn vectors(relative: &str) -> Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(relative);
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+#[test]
+fn codex_read_only_cases() {
+    // expect_auto_allow true: the read-only classifier may run it without asking (we allow).
+    // false: it must not be auto-allowed (we ask). No rules at all: defaults only.
+    let f = Fixture::new();
+    std::fs::write(f.ws().join("file.txt"), "x").unwrap();
+    std::fs::write(f.ws().join("Cargo.toml"), "x").unwrap();
+    let p = f.policy(rules(&[], &[], &[]), None);
+    let file = vectors("codex/codex_is_safe_command_cases.json");
+    let mut ran = 0;
+    for case in file["cases"].as_array().unwrap() {
+        let argv: Vec<String> = serde_json::from_value(case["argv"].clone()).unwrap();
+        let expected = if case["expect_auto_allow"].as_bool().unwrap() { Allow } else { Ask };
+        let d = p.decide(&Subject::Argv(argv.clone()), &f.ws());
+        assert_eq!(d.decision, expected, "{argv:?} ({}): {}", case["why"], d.reason);
+        ran += 1;
+    }
+    println!("Codex classifier cases: {ran} run, all as expected");
+}
+
+/// GTFOBins' "shell", "command", "reverse-shell" and "bind-shell" snippets of each binary that
+/// can run code, each a whole script (setup lines included), except bare invocations.
+fn gtfobins_snippets() -> Vec<(String, String)> {
+    let file = vectors("gtfobins/gtfobins_unprivileged.json");
+    let exec: Vec<String> = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/vectors/gtfobins/binaries_that_can_exec.txt"),
+    )
+    .unwrap()
+    .lines()
+    .map(str::to_string)
+    .collect();
+    let mut out = Vec::new();
+    for binary in &exec {
+        let Some(entry) = file["binaries"].get(binary) else { continue };
+        for category in ["shell", "command", "reverse-shell", "bind-shell"] {
+            for snippet in entry.get(category).and_then(Value::as_array).into_iter().flatten() {
+                let snippet = snippet.as_str().unwrap().trim();
+                if snippet != binary {
+                    out.push((binary.clone(), snippet.to_string()));
+                }
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn gtfobins_code_running_arguments_are_never_broadly_allowed() {
+    // For each binary that can run code, the broadest rule naming it (`Bash(BINARY *)`) must
+    // not auto-allow a GTFOBins invocation of it. Bare invocations (the binary alone, no
+    // arguments) are skipped: they carry no code-running argument; stdin is closed when the
+    // host runs a command.
+    let f = Fixture::new();
+    let lines = gtfobins_snippets();
+    assert!(lines.len() > 150, "only {} snippet lines found", lines.len());
+    for (binary, line) in &lines {
+        let p = f.policy(rules(&[&format!("Bash({binary} *)")], &[], &[]), None);
+        let d = p.decide(&Subject::Bash(line.clone()), &f.ws());
+        assert_ne!(d.decision, Allow, "Bash({binary} *) allowed `{line}`: {}", d.reason);
+        // Nor the rule with no specifier at all, except through the wrappers that PERMISSIONS.md
+        // says are looked through (`nohup CMD` is judged as CMD, here a placeholder program).
+        if !["nohup", "nice", "timeout", "time", "stdbuf", "xargs"].contains(&binary.as_str()) {
+            let everything = f.policy(rules(&["Bash"], &[], &[]), None);
+            let d = everything.decide(&Subject::Bash(line.clone()), &f.ws());
+            assert_ne!(d.decision, Allow, "Bash allowed `{line}`: {}", d.reason);
+        }
+    }
+    println!("GTFOBins: {} code-running invocations, none allowed by a broad rule", lines.len());
+}
+
+#[test]
+fn argument_injection_vectors_are_never_broadly_allowed() {
+    let f = Fixture::new();
+    let file = vectors("argument-injection/sonar_argument_injection_vectors.json");
+    let mut ran = 0;
+    for (name, kinds) in file["binaries"].as_object().unwrap() {
+        for entry in kinds.as_object().unwrap().values().flat_map(|v| v.as_array().unwrap()) {
+            // The first line is the injection; later lines show how to trigger it.
+            let line = entry["code"].as_str().unwrap().lines().next().unwrap();
+            let program = line.split_whitespace().next().unwrap();
+            let p = f.policy(rules(&[&format!("Bash({program} *)")], &[], &[]), None);
+            let d = p.decide(&Subject::Bash(line.to_string()), &f.ws());
+            assert_ne!(
+                d.decision, Allow,
+                "{name}: Bash({program} *) allowed `{line}`: {}",
+                d.reason
+            );
+            ran += 1;
+        }
+    }
+    assert!(ran >= 18);
+    println!("argument injection: {ran} vectors, none allowed by a broad rule");
+}
+
+#[test]
+fn argv_requests_are_judged_like_commands() {
+    let f = Fixture::new();
+    let p = f.policy(rules(&["Bash(cargo test *)"], &[], &["Bash(rm *)"]), None);
+    let argv = |a: &[&str]| {
+        p.decide(&Subject::Argv(a.iter().map(|s| s.to_string()).collect()), &f.ws()).decision
+    };
+    assert_eq!(argv(&["cargo", "test", "--release"]), Allow);
+    assert_eq!(argv(&["rm", "-rf", "x"]), Deny);
+    // An argument with shell syntax in it is one argument, not a second command.
+    assert_eq!(argv(&["cargo", "test", "; rm -rf x"]), Allow);
+    assert_eq!(argv(&["bash", "-c", "cargo test && rm -rf x"]), Deny);
+    assert_eq!(argv(&["sh", "-c", "cargo test $(id)"]), Ask);
+}
+
+#[test]
+fn settings_merge_deny_wins() {
+    let f = Fixture::new();
+    let a = Settings::parse(
+        r#"{"permissions":{"allow":["Bash(aws *)"]}}"#,
+        Path::new("/u/settings.json"),
+    )
+    .unwrap();
+    let b = Settings::parse(
+        r#"{"permissions":{"deny":["Bash(aws *)"]}}"#,
+        Path::new("/x/settings.json"),
+    )
+    .unwrap();
+    let p = Policy::new(&f.ws(), vec![(a, Trust::Trusted), (b, Trust::Trusted)], None, vec![]);
+    assert_eq!(f.bash(&p, "aws s3 ls"), Deny);
+}
