@@ -105,7 +105,9 @@ struct Walker<'a> {
 
 impl Walker<'_> {
     fn text(&self, node: Node<'_>) -> &str {
-        &self.source[node.byte_range()]
+        // Node ranges fall on character boundaries of valid UTF-8; `get` keeps a surprise from
+        // becoming a panic on input a peer controls.
+        self.source.get(node.byte_range()).unwrap_or_default()
     }
 
     fn statements(&mut self, node: Node<'_>, in_subshell: bool) -> Result<(), ShellError> {
