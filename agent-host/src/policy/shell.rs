@@ -63,13 +63,24 @@ pub(crate) enum ShellError {
     Unsupported(String),
 }
 
+thread_local! {
+    /// One parser per thread: making one and loading the grammar costs more than a short parse.
+    static PARSER: std::cell::RefCell<Option<Parser>> = const { std::cell::RefCell::new(None) };
+}
+
 /// Parses `source` as bash.
 pub(crate) fn parse(source: &str) -> Result<Script, ShellError> {
-    let mut parser = Parser::new();
-    parser
-        .set_language(&tree_sitter_bash::LANGUAGE.into())
-        .map_err(|_| ShellError::Unsupported("a shell grammar that failed to load".into()))?;
-    let tree = parser.parse(source, None).ok_or(ShellError::Syntax)?;
+    let tree = PARSER.with(|cell| {
+        let mut slot = cell.borrow_mut();
+        if slot.is_none() {
+            let mut parser = Parser::new();
+            parser.set_language(&tree_sitter_bash::LANGUAGE.into()).map_err(|_| {
+                ShellError::Unsupported("a shell grammar that failed to load".into())
+            })?;
+            *slot = Some(parser);
+        }
+        slot.as_mut().and_then(|p| p.parse(source, None)).ok_or(ShellError::Syntax)
+    })?;
     let root = tree.root_node();
     scan(root)?;
     let mut script = Script::default();
