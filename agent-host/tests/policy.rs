@@ -349,3 +349,34 @@ fn settings_merge_deny_wins() {
     let p = Policy::new(&f.ws(), vec![(a, Trust::Trusted), (b, Trust::Trusted)], None, vec![]);
     assert_eq!(f.bash(&p, "aws s3 ls"), Deny);
 }
+
+mod never_panics {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Any command line, argv or path a peer sends gets a decision, never a panic, and a
+        /// line with a substitution (not hidden in a comment, single quotes or an escape) is
+        /// never allowed.
+        #[test]
+        fn any_input_gets_a_decision(
+            line in "[ -~\n\u{e9}\u{1F600}]{0,80}",
+            argv in prop::collection::vec("[ -~]{0,12}", 0..5),
+            path in "[ -~]{0,40}",
+        ) {
+            let f = Fixture::new();
+            let p = f.policy(rules(&["Bash"], &[], &["Read(.env)"]), None);
+            let d = p.decide(&Subject::Bash(line.clone()), &f.ws());
+            let quoted = line.contains(['#', '\'', '\\']);
+            if (line.contains("$(") || line.contains('`')) && !quoted {
+                prop_assert_ne!(d.decision, Allow, "{}", line);
+            }
+            let _ = p.decide(&Subject::Argv(argv), &f.ws());
+            let _ = p.decide(&Subject::Read(path.clone().into()), &f.ws());
+            let _ = p.decide(&Subject::Edit(path.into()), &f.ws());
+        }
+    }
+}
