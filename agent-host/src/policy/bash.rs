@@ -153,10 +153,10 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
         if let Some(reason) = programs::always_asked(part.core) {
             return Decision::new(Verdict::Ask, reason, None);
         }
-        if let Some(targets) = programs::removal_targets(part.core) {
-            if let Some(critical) = critical_removal(policy, targets, part.cwd.as_deref()) {
-                return Decision::new(Verdict::Ask, critical, None);
-            }
+        if let Some(targets) = programs::removal_targets(part.core)
+            && let Some(critical) = critical_removal(policy, targets, part.cwd.as_deref())
+        {
+            return Decision::new(Verdict::Ask, critical, None);
         }
     }
     if let Some(d) = pending {

@@ -43,10 +43,10 @@ pub(crate) fn normalize_bash(spec: &str) -> String {
 /// `ls *` matches `ls` (but not `lsof`).
 pub(crate) fn bash_matches(spec: &str, command: &str) -> bool {
     let spec = normalize_bash(spec);
-    if let Some(prefix) = spec.strip_suffix(" *") {
-        if wildcard(prefix, command) {
-            return true;
-        }
+    if let Some(prefix) = spec.strip_suffix(" *")
+        && wildcard(prefix, command)
+    {
+        return true;
     }
     wildcard(&spec, command)
 }
