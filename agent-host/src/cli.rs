@@ -34,6 +34,33 @@ pub enum Command {
         /// The workspace (default: the current directory).
         dir: Option<PathBuf>,
     },
+    /// Read the audit log.
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+/// `agent-host audit …`
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain and the head; name the first record that was edited, removed,
+    /// inserted or reordered. Exit status 0 when intact, 1 when not, 2 when unreadable.
+    Verify {
+        /// The log (default: audit.jsonl in the host's state directory).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+    },
+    /// Show the last records readably.
+    Tail {
+        /// How many records.
+        #[arg(short = 'n', long, default_value_t = 20)]
+        lines: usize,
+        /// Keep printing records as they are appended.
+        #[arg(short, long)]
+        follow: bool,
+        /// The log (default: audit.jsonl in the host's state directory).
+        #[arg(long, value_name = "FILE")]
+        log: Option<PathBuf>,
+    },
 }
 
 /// What `check` judges.
@@ -77,12 +104,65 @@ pub fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check(&args),
         Command::Trust { dir } => trust(dir),
+        Command::Audit(command) => audit(command),
     };
     match result {
         Ok(code) => code,
         Err(e) => {
             eprintln!("agent-host: {e:#}");
             ExitCode::from(2)
+        }
+    }
+}
+
+fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
+    let default_log = || Dirs::discover().map(|d| d.audit_log());
+    match command {
+        AuditCommand::Verify { log } => {
+            let log = match log {
+                Some(l) => l,
+                None => default_log()?,
+            };
+            match crate::audit::verify(&log) {
+                Ok(v) => {
+                    let head = v
+                        .last
+                        .map(|(seq, hash)| format!(", head #{seq} {hash}"))
+                        .unwrap_or_default();
+                    println!("ok: {} records intact{head}", v.records);
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e @ crate::audit::AuditError::Io { .. }) => Err(e.into()),
+                Err(e) => {
+                    println!("TAMPERED: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
+        AuditCommand::Tail { lines, follow, log } => {
+            let log = match log {
+                Some(l) => l,
+                None => default_log()?,
+            };
+            let records = crate::audit::read_records(&log)?;
+            let mut out = std::io::stdout().lock();
+            for r in records.iter().skip(records.len().saturating_sub(lines)) {
+                writeln!(out, "{}", crate::audit::describe(r))?;
+            }
+            out.flush()?;
+            if !follow {
+                return Ok(ExitCode::SUCCESS);
+            }
+            let mut seen = records.len();
+            loop {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let records = crate::audit::read_records(&log)?;
+                for r in records.iter().skip(seen) {
+                    writeln!(out, "{}", crate::audit::describe(r))?;
+                }
+                out.flush()?;
+                seen = records.len();
+            }
         }
     }
 }

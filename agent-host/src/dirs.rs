@@ -39,6 +39,11 @@ impl Dirs {
         self.state.join("trusted-workspaces.json")
     }
 
+    /// The audit log (`audit.head` sits beside it).
+    pub fn audit_log(&self) -> PathBuf {
+        self.state.join("audit.jsonl")
+    }
+
     /// Both, for the policy's protected paths.
     pub fn all(&self) -> Vec<PathBuf> {
         vec![self.config.clone(), self.state.clone()]

@@ -1,0 +1,421 @@
+//! The audit log: append-only JSON lines, each hash-chained to the one before, on disk before
+//! the action it records runs.
+//!
+//! ```text
+//! {"seq":1,"time_ms":…,"prev":"000…0","event":{…}}
+//! {"seq":2,"time_ms":…,"prev":"<SHA-256 of line 1's bytes>","event":{…}}
+//! ```
+//!
+//! `prev` is the SHA-256 of the previous line exactly as written (without its newline), so
+//! changing any byte of a record breaks the link of the next one; `seq` counts from 1 without
+//! gaps, so a removed, inserted or reordered record is named as such. A chain alone cannot show
+//! that its *last* record was changed or removed, so every append also replaces `audit.head`
+//! (the last `seq` and hash, written atomically); [`verify`] checks the chain against it.
+//! Someone who can rewrite both files and recompute every hash is not stopped by this (that
+//! needs the host's signature on the head, held by devices: a later step).
+//!
+//! A line is written with one `write` and then `fsync`ed, so a killed writer leaves whole lines
+//! only; a torn last line (power loss) is cut off when the log is next opened, and said so.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::fsutil::write_atomic;
+
+/// The longest record accepted when reading; a longer line is malformed.
+const MAX_LINE: usize = 1 << 20;
+
+/// What happened, as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    /// A request was judged by policy.
+    Request {
+        /// Its id.
+        request: String,
+        /// Who asked (`dev1…`, `local:terminal`, `hook:claude-code`).
+        actor: String,
+        /// The action, as JSON.
+        action: serde_json::Value,
+        /// SHA-256 of the action's canonical bytes.
+        action_hash: String,
+        /// allow, ask or deny.
+        decision: String,
+        /// Why.
+        reason: String,
+        /// The rule that decided, if one did.
+        rule: Option<String>,
+    },
+    /// A pending action was answered.
+    Approval {
+        /// The request.
+        request: String,
+        /// approve or deny.
+        verdict: String,
+        /// Who answered.
+        by: String,
+        /// The action hash the answer named.
+        action_hash: String,
+    },
+    /// An action is about to run (written and flushed before it starts).
+    Start {
+        /// The request.
+        request: String,
+    },
+    /// An action finished.
+    Result {
+        /// The request.
+        request: String,
+        /// Exit code, if a command.
+        exit_code: Option<i32>,
+        /// One line for people.
+        summary: String,
+    },
+    /// A frame or request was refused before it was judged (bad signature, replay, …).
+    Refused {
+        /// Who it claimed to be from.
+        claimed_sender: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One line of the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Record {
+    /// Position, from 1.
+    pub seq: u64,
+    /// When it was written (Unix ms).
+    pub time_ms: u64,
+    /// SHA-256 (hex) of the previous line's bytes; 64 zeros for the first.
+    pub prev: String,
+    /// What happened.
+    pub event: Event,
+}
+
+/// What `audit.head` holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Head {
+    seq: u64,
+    hash: String,
+}
+
+/// Why the log does not verify, naming the record.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AuditError {
+    /// The file could not be read or written.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        error: io::Error,
+    },
+    /// A line is not a record.
+    #[error("line {line} is not a valid record: {reason}")]
+    Malformed {
+        /// 1-based line number.
+        line: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A record's `seq` is not the next number.
+    #[error("line {line} has seq {found} where {expected} belongs: {what}")]
+    Sequence {
+        /// 1-based line number.
+        line: u64,
+        /// The seq that belongs there.
+        expected: u64,
+        /// The seq found.
+        found: u64,
+        /// removed, inserted or reordered.
+        what: &'static str,
+    },
+    /// A record's `prev` is not the hash of the line before: that line was edited.
+    #[error("record {seq} does not follow record {previous}: record {previous} was edited")]
+    Edited {
+        /// The record whose link broke.
+        seq: u64,
+        /// The record that must have changed.
+        previous: u64,
+    },
+    /// The last record is not the one `audit.head` names.
+    #[error("the log ends at record {last} but audit.head names record {head}: {what}")]
+    Head {
+        /// The last record in the log.
+        last: u64,
+        /// The record the head names.
+        head: u64,
+        /// What that means.
+        what: &'static str,
+    },
+    /// Another process holds the log open for writing.
+    #[error("{0} is locked by another writer")]
+    Locked(PathBuf),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(io::Error) -> AuditError + '_ {
+    move |error| AuditError::Io { path: path.to_path_buf(), error }
+}
+
+fn hash(line: &[u8]) -> String {
+    hex::encode(Sha256::digest(line))
+}
+
+/// How [`verify`] words a log that holds records past its head.
+pub const AHEAD_OF_HEAD: &str = "records follow the one audit.head names (a writer stopped between a record and its head, or an append behind the host's back)";
+
+const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// The writer. One per log: the file is locked while it is open.
+#[derive(Debug)]
+pub struct AuditLog {
+    path: PathBuf,
+    head_path: PathBuf,
+    file: File,
+    seq: u64,
+    last_hash: String,
+    /// Set when opening cut off a torn last line.
+    pub recovered: Option<String>,
+}
+
+impl AuditLog {
+    /// Opens (or creates) the log at `path`, verifying it whole first: a host refuses to
+    /// append to a log that does not verify.
+    pub fn open(path: &Path) -> Result<Self, AuditError> {
+        let head_path = head_path(path);
+        let mut file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .open(path)
+            .map_err(io_err(path))?;
+        file.try_lock().map_err(|_| AuditError::Locked(path.to_path_buf()))?;
+        let mut recovered = cut_torn_tail(&mut file, path)?;
+        let verified = match verify(path) {
+            // A writer that stopped after syncing a record but before replacing the head
+            // leaves exactly one record past the head: finish its work.
+            Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD }) if last == head + 1 => {
+                let v = verify_chain(path)?;
+                if let Some((seq, hash)) = &v.last {
+                    let head = serde_json::to_vec(&Head { seq: *seq, hash: hash.clone() })
+                        .map_err(|e| AuditError::Malformed { line: *seq, reason: e.to_string() })?;
+                    write_atomic(&head_path, &head, 0o600).map_err(io_err(&head_path))?;
+                }
+                recovered =
+                    Some(format!("audit.head moved to record {last}, written just before a stop"));
+                v
+            }
+            other => other?,
+        };
+        let (seq, last_hash) = match verified {
+            Verified { last: Some((seq, hash)), .. } => (seq, hash),
+            Verified { last: None, .. } => (0, GENESIS.to_string()),
+        };
+        Ok(Self { path: path.to_path_buf(), head_path, file, seq, last_hash, recovered })
+    }
+
+    /// Appends `event` and makes it durable (line fsynced, head replaced) before returning.
+    pub fn append(&mut self, time_ms: u64, event: Event) -> Result<Record, AuditError> {
+        let record = Record { seq: self.seq + 1, time_ms, prev: self.last_hash.clone(), event };
+        let mut line = serde_json::to_vec(&record)
+            .map_err(|e| AuditError::Malformed { line: record.seq, reason: e.to_string() })?;
+        let line_hash = hash(&line);
+        line.push(b'\n');
+        // One write call: a killed process leaves the whole line or none of it.
+        self.file.write_all(&line).map_err(io_err(&self.path))?;
+        self.file.sync_data().map_err(io_err(&self.path))?;
+        let head = serde_json::to_vec(&Head { seq: record.seq, hash: line_hash.clone() })
+            .map_err(|e| AuditError::Malformed { line: record.seq, reason: e.to_string() })?;
+        write_atomic(&self.head_path, &head, 0o600).map_err(io_err(&self.head_path))?;
+        self.seq = record.seq;
+        self.last_hash = line_hash;
+        Ok(record)
+    }
+
+    /// The last seq written.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+}
+
+/// `audit.jsonl` → `audit.head` beside it.
+fn head_path(path: &Path) -> PathBuf {
+    path.with_extension("head")
+}
+
+/// Cuts a last line that has no newline (a write torn by power loss). Returns what was cut.
+fn cut_torn_tail(file: &mut File, path: &Path) -> Result<Option<String>, AuditError> {
+    let len = file.metadata().map_err(io_err(path))?.len();
+    if len == 0 {
+        return Ok(None);
+    }
+    let mut last = [0u8; 1];
+    file.seek(SeekFrom::Start(len - 1)).map_err(io_err(path))?;
+    file.read_exact(&mut last).map_err(io_err(path))?;
+    if last[0] == b'\n' {
+        return Ok(None);
+    }
+    // Find the start of the torn line.
+    let mut content = Vec::new();
+    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
+    file.read_to_end(&mut content).map_err(io_err(path))?;
+    let keep = content.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    file.set_len(keep as u64).map_err(io_err(path))?;
+    file.sync_all().map_err(io_err(path))?;
+    Ok(Some(format!("cut a torn last line of {} bytes", content.len() - keep)))
+}
+
+/// The result of a successful verification.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// How many records.
+    pub records: u64,
+    /// The last record's seq and hash.
+    pub last: Option<(u64, String)>,
+}
+
+/// Checks the whole log and its head. Names the first record that is wrong.
+pub fn verify(path: &Path) -> Result<Verified, AuditError> {
+    let verified = verify_chain(path)?;
+    check_head(path, &verified)?;
+    Ok(verified)
+}
+
+/// Checks the chain alone.
+fn verify_chain(path: &Path) -> Result<Verified, AuditError> {
+    let content = fs::read(path).map_err(io_err(path))?;
+    if content.last().is_some_and(|&b| b != b'\n') {
+        let line = content.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
+        return Err(AuditError::Malformed {
+            line,
+            reason: "no newline at the end (torn write)".into(),
+        });
+    }
+    let mut records = Vec::new();
+    for (i, line) in content.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
+        let line_no = i as u64 + 1;
+        if line.len() > MAX_LINE {
+            return Err(AuditError::Malformed { line: line_no, reason: "too long".into() });
+        }
+        let record: Record = serde_json::from_slice(line)
+            .map_err(|e| AuditError::Malformed { line: line_no, reason: e.to_string() })?;
+        records.push((record, hash(line)));
+    }
+    let mut expected_seq = 1;
+    let mut prev_hash = GENESIS.to_string();
+    for (i, (record, line_hash)) in records.iter().enumerate() {
+        let line_no = i as u64 + 1;
+        if record.seq != expected_seq {
+            let later = records[i..].iter().any(|(r, _)| r.seq == expected_seq);
+            let what = if record.seq < expected_seq {
+                "a record was inserted (or repeated)"
+            } else if later {
+                "records were reordered"
+            } else {
+                "a record was removed"
+            };
+            return Err(AuditError::Sequence {
+                line: line_no,
+                expected: expected_seq,
+                found: record.seq,
+                what,
+            });
+        }
+        if record.prev != prev_hash {
+            return Err(AuditError::Edited { seq: record.seq, previous: record.seq - 1 });
+        }
+        prev_hash = line_hash.clone();
+        expected_seq += 1;
+    }
+    let records = expected_seq - 1;
+    let last = (records > 0).then_some((records, prev_hash));
+    Ok(Verified { records, last })
+}
+
+/// Checks that the head names the chain's last record.
+fn check_head(path: &Path, verified: &Verified) -> Result<(), AuditError> {
+    let last = &verified.last;
+    let head_path = head_path(path);
+    let head: Option<Head> = match fs::read(&head_path) {
+        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| AuditError::Malformed {
+            line: 0,
+            reason: format!("{}: {e}", head_path.display()),
+        })?),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(AuditError::Io { path: head_path, error: e }),
+    };
+    match (&head, &last) {
+        (None, None) => {}
+        (None, Some((seq, _))) => {
+            return Err(AuditError::Head { last: *seq, head: 0, what: "audit.head is missing" });
+        }
+        (Some(h), None) => {
+            return Err(AuditError::Head { last: 0, head: h.seq, what: "records were removed" });
+        }
+        (Some(h), Some((seq, hash))) => {
+            if h.seq > *seq {
+                return Err(AuditError::Head {
+                    last: *seq,
+                    head: h.seq,
+                    what: "the last records were removed",
+                });
+            }
+            if h.seq < *seq {
+                return Err(AuditError::Head { last: *seq, head: h.seq, what: AHEAD_OF_HEAD });
+            }
+            if &h.hash != hash {
+                return Err(AuditError::Head {
+                    last: *seq,
+                    head: h.seq,
+                    what: "the last record was edited",
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads every record (for `audit tail`); stops at the first line that is not a record.
+pub fn read_records(path: &Path) -> Result<Vec<Record>, AuditError> {
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::from_str(l)
+                .map_err(|e| AuditError::Malformed { line: i as u64 + 1, reason: e.to_string() })
+        })
+        .collect()
+}
+
+/// One readable line for a record.
+pub fn describe(record: &Record) -> String {
+    let what = match &record.event {
+        Event::Request { request, actor, action_hash, decision, reason, rule, .. } => format!(
+            "request {request} from {actor}: {decision} ({reason}{}) action {}",
+            rule.as_ref().map(|r| format!("; rule {r}")).unwrap_or_default(),
+            &action_hash[..action_hash.len().min(12)]
+        ),
+        Event::Approval { request, verdict, by, .. } => {
+            format!("request {request}: {verdict} by {by}")
+        }
+        Event::Start { request } => format!("request {request}: started"),
+        Event::Result { request, exit_code, summary } => format!(
+            "request {request}: finished{} {summary}",
+            exit_code.map(|c| format!(" with exit code {c},")).unwrap_or_default()
+        ),
+        Event::Refused { claimed_sender, reason } => {
+            format!("refused a frame from {claimed_sender}: {reason}")
+        }
+    };
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.time_ms);
+    format!("#{:<5} {} {what}", record.seq, humantime::format_rfc3339_seconds(time))
+}
