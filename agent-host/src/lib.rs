@@ -11,6 +11,7 @@
 
 pub mod audit;
 pub mod cli;
+pub mod confine;
 pub mod dirs;
 pub mod fsutil;
 pub mod policy;
