@@ -37,6 +37,8 @@ pub enum Command {
     /// Read the audit log.
     #[command(subcommand)]
     Audit(AuditCommand),
+    /// Say which sandbox is in force, how processes are limited, and why.
+    Doctor,
 }
 
 /// `agent-host audit …`
@@ -105,6 +107,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check(args) => check(&args),
         Command::Trust { dir } => trust(dir),
         Command::Audit(command) => audit(command),
+        Command::Doctor => doctor(),
     };
     match result {
         Ok(code) => code,
@@ -165,6 +168,45 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn doctor() -> anyhow::Result<ExitCode> {
+    use crate::exec::{Sandbox, process_limit_available};
+    let dirs = Dirs::discover()?;
+    println!("config:  {}", dirs.config.display());
+    println!("state:   {}", dirs.state.display());
+    let ok = match Sandbox::detect() {
+        Ok(sandbox) => {
+            println!("sandbox: {}", sandbox.describe());
+            true
+        }
+        Err(e) => {
+            println!("sandbox: NONE. {e}.");
+            println!(
+                "         Commands will not run unless you opt in, at this machine, to running them"
+            );
+            println!(
+                "         UNSANDBOXED with your full rights. Install bubblewrap instead if you can."
+            );
+            false
+        }
+    };
+    match process_limit_available() {
+        Some(how) => println!("limits:  process count limited by {how}"),
+        None => println!(
+            "limits:  no process limit available (root without a writable pids cgroup); timeouts still apply"
+        ),
+    }
+    let probe = std::env::temp_dir().join(format!("agent-host-doctor-{}", std::process::id()));
+    std::fs::create_dir_all(&probe)?;
+    let confined = crate::confine::Workspace::open(std::slice::from_ref(&probe))
+        .and_then(|w| w.list(Path::new(".")).map(|_| ()));
+    let _ = std::fs::remove_dir(&probe);
+    match confined {
+        Ok(()) => println!("files:   confined by openat2 RESOLVE_BENEATH"),
+        Err(e) => println!("files:   UNAVAILABLE: {e}"),
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn trust(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {

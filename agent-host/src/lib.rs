@@ -13,5 +13,6 @@ pub mod audit;
 pub mod cli;
 pub mod confine;
 pub mod dirs;
+pub mod exec;
 pub mod fsutil;
 pub mod policy;

@@ -1,0 +1,364 @@
+//! The executor: runs one command that policy (or a person) allowed, inside the workspace,
+//! under an operating-system sandbox, with a timeout, an output cap and a process limit.
+//!
+//! The sandbox is bubblewrap: the whole filesystem read-only, the workspace roots writable, a
+//! private `/tmp`, fresh `/dev` and `/proc`, every namespace unshared (so no network unless the
+//! request allows it, and a pid namespace whose processes all die with the sandbox), the host's
+//! own config and state directories hidden under empty tmpfs mounts, and a clean environment.
+//! Where bubblewrap cannot run, [`Sandbox::detect`] says why, and commands run only after an
+//! explicit, local opt-in ([`Sandbox::Unsandboxed`]), which `agent-host doctor` states loudly.
+//!
+//! The process limit uses a pids cgroup when one can be created (cgroup v2 with delegation, or
+//! v1's pids hierarchy), joined before bubblewrap starts; otherwise `prlimit --nproc` inside
+//! the sandbox (which the kernel does not apply to root).
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Working directory: a directory inside a workspace root (checked by the caller through
+    /// [`crate::confine`]).
+    pub cwd: PathBuf,
+    /// Variables set on top of the clean environment.
+    pub env: BTreeMap<String, String>,
+    /// Whether the command may use the network.
+    pub network: bool,
+    /// Killed after this long.
+    pub timeout: Duration,
+}
+
+/// Limits that apply to every job.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Bytes of output kept; the rest is counted and dropped.
+    pub output_cap: usize,
+    /// Processes (and threads) the job may have at once.
+    pub max_processes: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { output_cap: protocol::limits::MAX_OUTPUT - 256, max_processes: 256 }
+    }
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The exit code, if it exited.
+    pub exit_code: Option<i32>,
+    /// Output (stdout and stderr interleaved), up to the cap, then a marker if cut.
+    pub output: Vec<u8>,
+    /// Whether output was cut at the cap.
+    pub truncated: bool,
+    /// Killed at the timeout.
+    pub timed_out: bool,
+    /// Killed because it was cancelled.
+    pub cancelled: bool,
+}
+
+/// Which sandbox is in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sandbox {
+    /// bubblewrap at this path, checked to work on this kernel.
+    Bubblewrap(PathBuf),
+    /// No sandbox: the person at the machine opted in locally.
+    Unsandboxed,
+}
+
+/// Why no sandbox is available.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("no sandbox can run here: {0}")]
+pub struct NoSandbox(pub String);
+
+impl Sandbox {
+    /// Finds bubblewrap and checks that it can create its namespaces here.
+    pub fn detect() -> Result<Self, NoSandbox> {
+        let bwrap = ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.exists())
+            .ok_or_else(|| {
+                NoSandbox(
+                    "bubblewrap (bwrap) is not installed; install the bubblewrap package".into(),
+                )
+            })?;
+        let probe = Command::new(&bwrap)
+            .args(["--ro-bind", "/", "/", "--unshare-all", "--die-with-parent", "--", "true"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| NoSandbox(format!("{} does not start: {e}", bwrap.display())))?;
+        if !probe.status.success() {
+            return Err(NoSandbox(format!(
+                "{} cannot create namespaces here: {}",
+                bwrap.display(),
+                String::from_utf8_lossy(&probe.stderr).trim()
+            )));
+        }
+        Ok(Self::Bubblewrap(bwrap))
+    }
+
+    /// The sandbox to use: bubblewrap if it works here; otherwise no sandbox only if the
+    /// person at the machine opted in (`allow_unsandboxed`), else the reason none can run.
+    pub fn choose(allow_unsandboxed: bool) -> Result<Self, NoSandbox> {
+        match Self::detect() {
+            Ok(s) => Ok(s),
+            Err(_) if allow_unsandboxed => Ok(Self::Unsandboxed),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One line for `agent-host doctor`.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Bubblewrap(p) => format!(
+                "bubblewrap ({}): read-only system, writable workspace, private /tmp, no network unless allowed, host state hidden",
+                p.display()
+            ),
+            Self::Unsandboxed => {
+                "NONE: commands run unsandboxed, with this user's full rights (opted in locally)"
+                    .into()
+            }
+        }
+    }
+}
+
+/// A pids cgroup for one job, removed when dropped.
+#[derive(Debug)]
+struct PidsCgroup {
+    dir: PathBuf,
+}
+
+impl PidsCgroup {
+    /// Creates a cgroup limited to `max` processes, if this machine lets us.
+    fn create(max: u32) -> Option<Self> {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let name =
+            format!("agent-host-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+        for parent in pids_parents() {
+            let dir = parent.join(&name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            if std::fs::write(dir.join("pids.max"), max.to_string()).is_ok() {
+                return Some(Self { dir });
+            }
+            let _ = std::fs::remove_dir(&dir);
+        }
+        None
+    }
+
+    fn procs(&self) -> PathBuf {
+        self.dir.join("cgroup.procs")
+    }
+}
+
+impl Drop for PidsCgroup {
+    fn drop(&mut self) {
+        // Empty by now (every process of the job was killed or exited and reaped).
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// Where a pids cgroup may be created: our own cgroup v2 directory (if delegated), then v1's
+/// pids hierarchy.
+fn pids_parents() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(text) = std::fs::read_to_string("/proc/self/cgroup") {
+        for line in text.lines() {
+            if let Some(path) = line.strip_prefix("0::") {
+                for mount in ["/sys/fs/cgroup", "/sys/fs/cgroup/unified"] {
+                    let dir = Path::new(mount).join(path.trim_start_matches('/'));
+                    let controllers = std::fs::read_to_string(dir.join("cgroup.subtree_control"))
+                        .unwrap_or_default();
+                    if controllers.split_whitespace().any(|c| c == "pids") {
+                        out.push(dir);
+                    }
+                }
+            }
+            if let Some(path) =
+                line.split(':').nth(2).filter(|_| line.split(':').nth(1) == Some("pids"))
+            {
+                out.push(Path::new("/sys/fs/cgroup/pids").join(path.trim_start_matches('/')));
+            }
+        }
+    }
+    out
+}
+
+/// Whether [`run`] can limit processes on this machine (for `doctor` and the tests).
+pub fn process_limit_available() -> Option<&'static str> {
+    if PidsCgroup::create(16).is_some() {
+        Some("pids cgroup")
+    } else if rustix::process::getuid().is_root() {
+        None
+    } else {
+        Some("prlimit --nproc")
+    }
+}
+
+/// The environment every job starts from.
+fn clean_env(job: &Job) -> BTreeMap<String, String> {
+    let mut env = BTreeMap::new();
+    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+    env.insert("HOME".into(), job.cwd.display().to_string());
+    env.insert("TMPDIR".into(), "/tmp".into());
+    env.insert("LANG".into(), std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()));
+    env.insert("TERM".into(), "dumb".into());
+    env.extend(job.env.clone());
+    env
+}
+
+/// Runs `job` under `sandbox`. `roots` are made writable; `hidden` (the host's own directories)
+/// are hidden. `cancel` kills the job when set.
+pub fn run(
+    sandbox: &Sandbox,
+    job: &Job,
+    roots: &[PathBuf],
+    hidden: &[PathBuf],
+    limits: &Limits,
+    cancel: &Arc<AtomicBool>,
+) -> std::io::Result<Outcome> {
+    if job.argv.is_empty() {
+        return Err(std::io::Error::other("empty command"));
+    }
+    let cgroup = PidsCgroup::create(limits.max_processes);
+    let mut command = match (&cgroup, sandbox) {
+        (Some(cg), _) => {
+            // Join the cgroup before anything else starts, then become the real command.
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "agent-host-job"])
+                .arg(cg.procs());
+            c
+        }
+        (None, Sandbox::Bubblewrap(bwrap)) => Command::new(bwrap),
+        (None, Sandbox::Unsandboxed) => Command::new(&job.argv[0]),
+    };
+    let mut inner: Vec<std::ffi::OsString> = Vec::new();
+    match sandbox {
+        Sandbox::Bubblewrap(bwrap) => {
+            if cgroup.is_some() {
+                inner.push(bwrap.into());
+            }
+            for arg in ["--die-with-parent", "--new-session", "--unshare-all"] {
+                inner.push(arg.into());
+            }
+            if job.network {
+                inner.push("--share-net".into());
+            }
+            for arg in
+                ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
+            {
+                inner.push(arg.into());
+            }
+            for root in roots {
+                inner.extend(["--bind".into(), root.clone().into(), root.clone().into()]);
+            }
+            for dir in hidden.iter().filter(|d| d.exists()) {
+                inner.extend(["--tmpfs".into(), dir.clone().into()]);
+            }
+            inner.extend(["--chdir".into(), job.cwd.clone().into(), "--clearenv".into()]);
+            for (k, v) in clean_env(job) {
+                inner.extend(["--setenv".into(), k.into(), v.into()]);
+            }
+            inner.push("--".into());
+            if cgroup.is_none() && !rustix::process::getuid().is_root() {
+                inner.extend([
+                    "prlimit".into(),
+                    format!("--nproc={}", limits.max_processes).into(),
+                    "--".into(),
+                ]);
+            }
+            inner.extend(job.argv.iter().map(Into::into));
+        }
+        Sandbox::Unsandboxed => {
+            if cgroup.is_some() {
+                inner.extend(job.argv.iter().map(Into::into));
+            } else {
+                inner.extend(job.argv[1..].iter().map(Into::into));
+            }
+            command.current_dir(&job.cwd).env_clear().envs(clean_env(job));
+        }
+    }
+    command.args(&inner);
+
+    let (reader, writer) = std::io::pipe()?;
+    command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
+    let mut child = command.spawn()?;
+    // Our copies of the write end are gone with `command`: EOF comes when the job's are.
+    drop(command);
+    let cap = limits.output_cap;
+    let collector = std::thread::spawn(move || collect(reader, cap));
+
+    let deadline = Instant::now() + job.timeout;
+    let (mut timed_out, mut cancelled) = (false, false);
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        if cancel.load(Ordering::Relaxed) {
+            cancelled = true;
+        } else if Instant::now() >= deadline {
+            timed_out = true;
+        }
+        if timed_out || cancelled {
+            kill_group(child.id());
+            break child.wait()?;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // In the sandbox every process dies with it. Without one, a background process can outlive
+    // the command and hold the pipe open: while it does, the group id is still its own, so
+    // killing the group cannot hit anyone else.
+    let grace = Instant::now() + Duration::from_millis(200);
+    while !collector.is_finished() && Instant::now() < grace {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    if !collector.is_finished() {
+        kill_group(child.id());
+    }
+    let (mut output, dropped) =
+        collector.join().map_err(|_| std::io::Error::other("output reader panicked"))?;
+    let truncated = dropped > 0;
+    if truncated {
+        output.extend_from_slice(
+            format!("\n[output truncated: {dropped} more bytes not shown]\n").as_bytes(),
+        );
+    }
+    drop(cgroup);
+    Ok(Outcome { exit_code: status.code(), output, truncated, timed_out, cancelled })
+}
+
+fn kill_group(pid: u32) {
+    if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
+        let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
+    }
+}
+
+/// Reads everything, keeping the first `cap` bytes; returns them and how many were dropped.
+fn collect(mut reader: std::io::PipeReader, cap: usize) -> (Vec<u8>, u64) {
+    let mut kept = Vec::new();
+    let mut dropped = 0u64;
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len()).min(n);
+                kept.extend_from_slice(&buf[..room]);
+                dropped += (n - room) as u64;
+            }
+        }
+    }
+    (kept, dropped)
+}
