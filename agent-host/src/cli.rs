@@ -39,6 +39,61 @@ pub enum Command {
     Audit(AuditCommand),
     /// Say which sandbox is in force, how processes are limited, and why.
     Doctor,
+    /// Run the host for one workspace: identity key, policy, approvals, audit log, sandbox,
+    /// and the local socket the other commands talk to.
+    Serve(ServeArgs),
+    /// List the actions waiting for approval.
+    Approvals {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve a pending action (the exact action listed by `approvals`).
+    Approve {
+        /// The request id (a unique prefix is enough).
+        id: String,
+    },
+    /// Deny a pending action.
+    Deny {
+        /// The request id (a unique prefix is enough).
+        id: String,
+    },
+    /// Run a command through the host: policy, approval, sandbox and audit, as remote requests
+    /// are. Exits with the command's exit code; 126 when denied.
+    Exec {
+        /// Return once the request is pending instead of waiting for the outcome.
+        #[arg(long)]
+        no_wait: bool,
+        /// Working directory, relative to the workspace root.
+        #[arg(long, value_name = "DIR")]
+        cwd: Option<String>,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// The workspace root (default: the current directory).
+    #[arg(long, value_name = "DIR")]
+    pub workspace: Option<PathBuf>,
+    /// An extra settings file (repeatable).
+    #[arg(long = "settings", value_name = "FILE")]
+    pub settings: Vec<PathBuf>,
+    /// The mode, overriding every file's `defaultMode`.
+    #[arg(long, value_enum)]
+    pub mode: Option<Mode>,
+    /// Run commands WITHOUT a sandbox when none can work here. Never the default.
+    #[arg(long)]
+    pub allow_unsandboxed: bool,
+    /// How long a pending action waits for a person before it counts as denied.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub approval_timeout: std::time::Duration,
+    /// How long a command may run.
+    #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub command_timeout: std::time::Duration,
 }
 
 /// `agent-host audit …`
@@ -108,6 +163,11 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trust { dir } => trust(dir),
         Command::Audit(command) => audit(command),
         Command::Doctor => doctor(),
+        Command::Serve(args) => serve(&args),
+        Command::Approvals { json } => approvals(json),
+        Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
+        Command::Deny { id } => decide(&id, protocol::Verdict::Deny),
+        Command::Exec { no_wait, cwd, argv } => exec(argv, cwd, !no_wait),
     };
     match result {
         Ok(code) => code,
@@ -168,6 +228,145 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             }
         }
     }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let dirs = Dirs::discover()?;
+    let workspace = match &args.workspace {
+        Some(w) => w.canonicalize()?,
+        None => std::env::current_dir()?.canonicalize()?,
+    };
+    let files = load_settings(&dirs, &workspace, &args.settings)?;
+    let policy = Policy::new(&workspace, files, args.mode, dirs.all());
+    for note in policy.notes() {
+        eprintln!("note: {note}");
+    }
+    let sandbox = crate::exec::Sandbox::choose(args.allow_unsandboxed)?;
+    if sandbox == crate::exec::Sandbox::Unsandboxed {
+        eprintln!(
+            "WARNING: no sandbox can run here; commands will run UNSANDBOXED with your full rights."
+        );
+    }
+    let config = crate::daemon::Config {
+        workspace: workspace.clone(),
+        policy,
+        sandbox,
+        approval_timeout: args.approval_timeout,
+        command_timeout: args.command_timeout,
+    };
+    runtime()?.block_on(async {
+        let (ready, host) = tokio::sync::oneshot::channel();
+        let announce = async {
+            if let Ok(id) = host.await {
+                println!("agent-host serving {} as {id}", workspace.display());
+                println!("socket: {}", crate::daemon::socket_path(&dirs).display());
+            }
+        };
+        let shutdown = async {
+            let _ = tokio::signal::ctrl_c().await;
+        };
+        let (result, ()) = tokio::join!(
+            crate::daemon::serve(dirs.clone(), config, Some(ready), shutdown),
+            announce
+        );
+        result
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn call(
+    request: &crate::local_api::ApiRequest,
+    on_line: impl FnMut(&crate::local_api::ApiResponse),
+) -> anyhow::Result<Vec<crate::local_api::ApiResponse>> {
+    let socket = crate::daemon::socket_path(&Dirs::discover()?);
+    runtime()?.block_on(crate::local_api::call(&socket, request, on_line))
+}
+
+fn pending_list() -> anyhow::Result<Vec<crate::approvals::Pending>> {
+    use crate::local_api::{ApiRequest, ApiResponse};
+    match call(&ApiRequest::Approvals, |_| {})?.into_iter().next() {
+        Some(ApiResponse::Approvals { pending }) => Ok(pending),
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    }
+}
+
+fn approvals(json: bool) -> anyhow::Result<ExitCode> {
+    let pending = pending_list()?;
+    if json {
+        println!("{}", serde_json::to_string(&pending)?);
+    } else if pending.is_empty() {
+        println!("nothing is waiting for approval");
+    } else {
+        for p in &pending {
+            println!(
+                "{}  {}
+    why: {}
+    asked by {}",
+                p.id, p.summary, p.reason, p.requested_by
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn decide(prefix: &str, verdict: protocol::Verdict) -> anyhow::Result<ExitCode> {
+    use crate::local_api::{ApiRequest, ApiResponse};
+    let pending = pending_list()?;
+    let matches: Vec<_> = pending.iter().filter(|p| p.id.to_string().starts_with(prefix)).collect();
+    let target = match matches.as_slice() {
+        [one] => *one,
+        [] => anyhow::bail!("no pending action has an id starting with {prefix}"),
+        _ => anyhow::bail!(
+            "{} pending actions start with {prefix}; give more of the id",
+            matches.len()
+        ),
+    };
+    let word = if verdict == protocol::Verdict::Approve { "approving" } else { "denying" };
+    println!("{word}: {}", target.summary);
+    let request = ApiRequest::Decide { id: target.id, action_hash: target.action_hash, verdict };
+    match call(&request, |_| {})?.into_iter().next() {
+        Some(ApiResponse::Decided { .. }) => Ok(ExitCode::SUCCESS),
+        Some(ApiResponse::Error { message }) => {
+            eprintln!("agent-host: {message}");
+            Ok(ExitCode::from(1))
+        }
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    }
+}
+
+fn exec(argv: Vec<String>, cwd: Option<String>, wait: bool) -> anyhow::Result<ExitCode> {
+    use crate::local_api::{ApiRequest, ApiResponse};
+    let mut code = ExitCode::from(1);
+    call(&ApiRequest::Exec { argv, cwd, wait }, |response| match response {
+        ApiResponse::Pending { request, summary, reason, .. } => {
+            eprintln!("waiting for approval of {request}: {summary} ({reason})");
+            eprintln!("  approve with: agent-host approve {}", &request.to_string()[..8]);
+            if !wait {
+                code = ExitCode::SUCCESS;
+            }
+        }
+        ApiResponse::Done { exit_code, output, truncated, timed_out, .. } => {
+            let _ = std::io::stdout().write_all(&output.0);
+            if *truncated {
+                eprintln!("agent-host: output was truncated");
+            }
+            if *timed_out {
+                eprintln!("agent-host: the command was killed at the timeout");
+            }
+            code = ExitCode::from(exit_code.map_or(1, |c| c.clamp(0, 255) as u8));
+        }
+        ApiResponse::Denied { reason, .. } => {
+            eprintln!("agent-host: denied: {reason}");
+            code = ExitCode::from(126);
+        }
+        ApiResponse::Error { message } => eprintln!("agent-host: {message}"),
+        other => eprintln!("agent-host: unexpected answer: {other:?}"),
+    })?;
+    Ok(code)
 }
 
 fn doctor() -> anyhow::Result<ExitCode> {

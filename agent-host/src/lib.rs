@@ -9,10 +9,14 @@
 
 #![forbid(unsafe_code)]
 
+pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod confine;
+pub mod daemon;
 pub mod dirs;
 pub mod exec;
 pub mod fsutil;
+pub mod identity;
+pub mod local_api;
 pub mod policy;

@@ -1,0 +1,183 @@
+//! The approvals broker: actions waiting for a person, and the rule that the first valid
+//! decision wins, once.
+//!
+//! Pure state, no I/O and no clock: the daemon holds it behind a mutex and passes the time in.
+//! A decision is valid only if it names a pending request, carries that request's action hash
+//! (so it approves exactly what was shown), and arrives before the request lapses. Deciding
+//! removes the request, so a second decision (a duplicate, a replay, or a loser of a race
+//! between the phone and the terminal) finds nothing and is refused. A request nobody answers
+//! lapses into a denial.
+
+use std::collections::BTreeMap;
+
+use protocol::{Action, ActionHash, RequestId, Verdict};
+use serde::{Deserialize, Serialize};
+
+/// An action waiting for a person.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// The request.
+    pub id: RequestId,
+    /// Exactly what would run.
+    pub action: Action,
+    /// Its canonical hash: what a decision must name.
+    pub action_hash: ActionHash,
+    /// One line for people.
+    pub summary: String,
+    /// Why policy asked.
+    pub reason: String,
+    /// Who asked.
+    pub requested_by: String,
+    /// When it lapses (Unix ms).
+    pub expires_at_ms: u64,
+}
+
+/// How a pending action was settled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The request.
+    pub pending: Pending,
+    /// Approved or denied.
+    pub verdict: Verdict,
+    /// Who decided; `None` when it lapsed.
+    pub by: Option<String>,
+}
+
+/// Why a decision was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecisionError {
+    /// No such pending request: never asked, already decided, or lapsed.
+    #[error("request {0} is not pending (never asked, already decided, or lapsed)")]
+    NotPending(RequestId),
+    /// The decision names another action than the one pending.
+    #[error("the decision names another action than the one pending for {0}")]
+    WrongAction(RequestId),
+    /// The request lapsed before the decision arrived.
+    #[error("request {0} lapsed before the decision arrived")]
+    Lapsed(RequestId),
+    /// A request with this id is already pending.
+    #[error("request {0} is already pending")]
+    Duplicate(RequestId),
+}
+
+/// The pending actions.
+#[derive(Debug, Default)]
+pub struct Broker {
+    pending: BTreeMap<RequestId, Pending>,
+}
+
+impl Broker {
+    /// An empty broker.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds an action to wait for a person.
+    pub fn add(&mut self, pending: Pending) -> Result<(), DecisionError> {
+        if self.pending.contains_key(&pending.id) {
+            return Err(DecisionError::Duplicate(pending.id));
+        }
+        self.pending.insert(pending.id, pending);
+        Ok(())
+    }
+
+    /// What is waiting, oldest id first.
+    pub fn list(&self) -> Vec<Pending> {
+        self.pending.values().cloned().collect()
+    }
+
+    /// One pending action.
+    pub fn get(&self, id: &RequestId) -> Option<&Pending> {
+        self.pending.get(id)
+    }
+
+    /// Applies a decision. The first valid one wins; the request is then gone.
+    pub fn decide(
+        &mut self,
+        id: RequestId,
+        action_hash: &ActionHash,
+        verdict: Verdict,
+        by: &str,
+        now_ms: u64,
+    ) -> Result<Resolution, DecisionError> {
+        let pending = self.pending.get(&id).ok_or(DecisionError::NotPending(id))?;
+        if pending.action_hash != *action_hash {
+            return Err(DecisionError::WrongAction(id));
+        }
+        if now_ms >= pending.expires_at_ms {
+            self.pending.remove(&id);
+            return Err(DecisionError::Lapsed(id));
+        }
+        let pending = self.pending.remove(&id).ok_or(DecisionError::NotPending(id))?;
+        Ok(Resolution { pending, verdict, by: Some(by.to_string()) })
+    }
+
+    /// Removes what lapsed by `now_ms`: each is a denial.
+    pub fn expire(&mut self, now_ms: u64) -> Vec<Resolution> {
+        let lapsed: Vec<RequestId> =
+            self.pending.values().filter(|p| now_ms >= p.expires_at_ms).map(|p| p.id).collect();
+        lapsed
+            .into_iter()
+            .filter_map(|id| self.pending.remove(&id))
+            .map(|pending| Resolution { pending, verdict: Verdict::Deny, by: None })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(n: u8, expires_at_ms: u64) -> Pending {
+        let action = Action::Run {
+            argv: vec!["rm".into(), n.to_string()],
+            cwd: ".".into(),
+            env: Default::default(),
+        };
+        Pending {
+            id: RequestId([n; 16]),
+            action_hash: protocol::action_hash(&action),
+            action,
+            summary: String::new(),
+            reason: String::new(),
+            requested_by: "dev1x".into(),
+            expires_at_ms,
+        }
+    }
+
+    #[test]
+    fn first_valid_decision_wins_once() {
+        let mut b = Broker::new();
+        let p = pending(1, 1000);
+        b.add(p.clone()).unwrap();
+        assert_eq!(b.add(p.clone()), Err(DecisionError::Duplicate(p.id)));
+        let wrong = ActionHash([0; 32]);
+        assert_eq!(
+            b.decide(p.id, &wrong, Verdict::Approve, "x", 10),
+            Err(DecisionError::WrongAction(p.id))
+        );
+        let r = b.decide(p.id, &p.action_hash, Verdict::Approve, "terminal", 10).unwrap();
+        assert_eq!((r.verdict, r.by.as_deref()), (Verdict::Approve, Some("terminal")));
+        assert_eq!(
+            b.decide(p.id, &p.action_hash, Verdict::Deny, "phone", 11),
+            Err(DecisionError::NotPending(p.id))
+        );
+    }
+
+    #[test]
+    fn unanswered_requests_lapse_into_denial() {
+        let mut b = Broker::new();
+        b.add(pending(1, 100)).unwrap();
+        b.add(pending(2, 200)).unwrap();
+        let lapsed = b.expire(150);
+        assert_eq!(lapsed.len(), 1);
+        assert_eq!((lapsed[0].verdict, &lapsed[0].by), (Verdict::Deny, &None));
+        let p = pending(2, 200);
+        assert_eq!(
+            b.decide(p.id, &p.action_hash, Verdict::Approve, "x", 200),
+            Err(DecisionError::Lapsed(p.id))
+        );
+        assert!(b.list().is_empty());
+    }
+}

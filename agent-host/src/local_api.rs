@@ -1,0 +1,133 @@
+//! The local API: JSON lines over the host's unix socket (mode 0600, peer uid checked), spoken
+//! by the `agent-host` CLI (and later by agent hooks). One request per connection; the answer
+//! is one line, or for a waiting `exec` a `pending` line followed by the outcome.
+
+use std::path::Path;
+
+use protocol::{ActionHash, Blob, RequestId, Verdict};
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::UnixStream;
+
+use crate::approvals::Pending;
+
+/// The longest request line accepted.
+pub const MAX_LINE: usize = 1 << 20;
+
+/// What a local client asks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ApiRequest {
+    /// Run a command through policy, approval, sandbox and audit.
+    Exec {
+        /// Program and arguments.
+        argv: Vec<String>,
+        /// Working directory inside the workspace (default: its root).
+        cwd: Option<String>,
+        /// Wait for the outcome (otherwise answer `pending` and go on in the background).
+        wait: bool,
+    },
+    /// List pending actions.
+    Approvals,
+    /// Answer a pending action, naming the action hash that was shown.
+    Decide {
+        /// The request.
+        id: RequestId,
+        /// The hash of the action shown to the person.
+        action_hash: ActionHash,
+        /// Approve or deny.
+        verdict: Verdict,
+    },
+    /// Who and where the host is.
+    Status,
+}
+
+/// What the host answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum ApiResponse {
+    /// The command ran.
+    Done {
+        /// The request.
+        request: RequestId,
+        /// Its exit code, if it exited.
+        exit_code: Option<i32>,
+        /// Output, up to the cap.
+        output: Blob,
+        /// Whether output was cut.
+        truncated: bool,
+        /// Whether it was killed at the timeout.
+        timed_out: bool,
+    },
+    /// Waiting for a person.
+    Pending {
+        /// The request.
+        request: RequestId,
+        /// What an approval must name.
+        action_hash: ActionHash,
+        /// One line for people.
+        summary: String,
+        /// Why policy asked.
+        reason: String,
+    },
+    /// Not run.
+    Denied {
+        /// The request, if one was made.
+        request: Option<RequestId>,
+        /// Why.
+        reason: String,
+    },
+    /// The pending actions.
+    Approvals {
+        /// Oldest id first.
+        pending: Vec<Pending>,
+    },
+    /// A decision was taken.
+    Decided {
+        /// The request.
+        request: RequestId,
+        /// What was decided.
+        verdict: Verdict,
+    },
+    /// Status.
+    Status {
+        /// `host1…`
+        host_id: String,
+        /// The workspace root.
+        workspace: String,
+        /// The sandbox in force.
+        sandbox: String,
+    },
+    /// The request could not be served.
+    Error {
+        /// Why.
+        message: String,
+    },
+}
+
+/// Sends one request and returns every answer line until the host closes the connection
+/// (`on_line` sees each as it arrives).
+pub async fn call(
+    socket: &Path,
+    request: &ApiRequest,
+    mut on_line: impl FnMut(&ApiResponse),
+) -> anyhow::Result<Vec<ApiResponse>> {
+    let stream = UnixStream::connect(socket).await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot reach the host at {}: {e} (is `agent-host serve` running?)",
+            socket.display()
+        )
+    })?;
+    let (read, mut write) = stream.into_split();
+    let mut line = serde_json::to_vec(request)?;
+    line.push(b'\n');
+    write.write_all(&line).await?;
+    let mut lines = BufReader::new(read).lines();
+    let mut out = Vec::new();
+    while let Some(line) = lines.next_line().await? {
+        let response: ApiResponse = serde_json::from_str(&line)?;
+        on_line(&response);
+        out.push(response);
+    }
+    Ok(out)
+}
