@@ -73,6 +73,11 @@ struct Part<'a> {
     full: String,
     /// The working directory it runs in, if known.
     cwd: Option<PathBuf>,
+    /// What it reads, if it is a read-only built-in.
+    read_only: Option<ReadOnly<'a>>,
+    /// The policy's verdict on each path it reads (`None`: the path expands, or the directory
+    /// is not known), computed once in the deny pass.
+    reads: Vec<(&'a Word, Option<Decision>)>,
 }
 
 fn join(words: &[Word]) -> String {
@@ -126,17 +131,27 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
             )),
         }
     }
-    for part in &parts {
-        if let Some(ro) = programs::read_only(part.core) {
-            for word in ro.reads {
-                if let (Some(v), Some(dir)) = (&word.value, &part.cwd) {
-                    let d = policy.read(&normalize(dir, Path::new(v)), dir);
-                    if d.decision == Verdict::Deny {
-                        return d;
+    let mut parts = parts;
+    for part in &mut parts {
+        let Some(ro) = &part.read_only else { continue };
+        let operands = ro.reads.iter().copied().chain(ro.cd.flatten());
+        let judged: Vec<_> = operands
+            .map(|word| {
+                let d = match (&word.value, word.glob, &part.cwd) {
+                    (Some(v), false, Some(dir)) => {
+                        Some(policy.read(&normalize(dir, Path::new(v)), dir))
                     }
-                }
-            }
+                    _ => None,
+                };
+                (word, d)
+            })
+            .collect();
+        if let Some(deny) =
+            judged.iter().find_map(|(_, d)| d.as_ref().filter(|d| d.decision == Verdict::Deny))
+        {
+            return deny.clone();
         }
+        part.reads = judged;
     }
 
     // 2. Ask rules and what is always asked.
@@ -168,8 +183,7 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
     let mut nested: Vec<String> = Vec::new();
     let mut builtins = false;
     for part in &parts {
-        let read_only =
-            if part.command.in_subshell { None } else { programs::read_only(part.core) };
+        let read_only = if part.command.in_subshell { None } else { part.read_only.as_ref() };
         if policy.mode == Mode::Plan && read_only.is_none() {
             return Decision::new(
                 Verdict::Deny,
@@ -193,7 +207,7 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
             used.push(rule);
             continue;
         }
-        match read_only.map(|ro| builtin_reads_allowed(policy, &ro, part)) {
+        match read_only.map(|_| builtin_reads_allowed(part)) {
             Some(Ok(())) => builtins = true,
             Some(Err(d)) => return d,
             None => {
@@ -241,6 +255,8 @@ fn parts<'a>(script: &'a Script, cwd: &Path) -> Vec<Part<'a>> {
             text: join(core),
             full: join(&command.words),
             cwd: dir.clone(),
+            read_only: programs::read_only(core),
+            reads: Vec::new(),
         });
         if core.first().and_then(programs::program) == Some("cd") {
             dir = match (command.in_subshell, core.get(1), &dir) {
@@ -300,12 +316,8 @@ fn rule_would_match(policy: &Policy, part: &Part<'_>) -> bool {
     policy.rules_for(&["Bash"], RuleKind::Allow).any(|r| spec_matches(r, &part.text))
 }
 
-/// A read-only built-in is allowed when every path it reads is.
-fn builtin_reads_allowed(
-    policy: &Policy,
-    ro: &ReadOnly<'_>,
-    part: &Part<'_>,
-) -> Result<(), Decision> {
+/// A read-only built-in is allowed when every path it reads is (as judged in the deny pass).
+fn builtin_reads_allowed(part: &Part<'_>) -> Result<(), Decision> {
     if part.command.assignments.iter().any(|(n, _)| !programs::harmless_env(n)) {
         return Err(Decision::new(
             Verdict::Ask,
@@ -313,31 +325,24 @@ fn builtin_reads_allowed(
             None,
         ));
     }
-    let Some(dir) = &part.cwd else {
-        if ro.reads.is_empty() {
-            return Ok(());
-        }
-        return Err(Decision::new(
-            Verdict::Ask,
-            format!("`{}` runs after a `cd` whose target is not known", part.text),
-            None,
-        ));
-    };
-    let mut reads: Vec<&Word> = ro.reads.clone();
-    if let Some(Some(target)) = ro.cd {
-        reads.push(target);
-    }
-    for word in reads {
-        let Some(v) = word.value.as_deref().filter(|_| !word.glob) else {
-            return Err(Decision::new(
-                Verdict::Ask,
-                format!("`{}` reads `{}`, which expands", part.text, word.text),
-                None,
-            ));
-        };
-        let d = policy.read(&normalize(dir, Path::new(v)), dir);
-        if d.decision != Verdict::Allow {
-            return Err(d);
+    for (word, decision) in &part.reads {
+        match decision {
+            Some(d) if d.decision == Verdict::Allow => {}
+            Some(d) => return Err(d.clone()),
+            None if part.cwd.is_none() => {
+                return Err(Decision::new(
+                    Verdict::Ask,
+                    format!("`{}` runs after a `cd` whose target is not known", part.text),
+                    None,
+                ));
+            }
+            None => {
+                return Err(Decision::new(
+                    Verdict::Ask,
+                    format!("`{}` reads `{}`, which expands", part.text, word.text),
+                    None,
+                ));
+            }
         }
     }
     Ok(())

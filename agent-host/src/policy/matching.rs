@@ -42,13 +42,16 @@ pub(crate) fn normalize_bash(spec: &str) -> String {
 /// Does the Bash specifier match the command text? A trailing ` *` also matches nothing, so
 /// `ls *` matches `ls` (but not `lsof`).
 pub(crate) fn bash_matches(spec: &str, command: &str) -> bool {
-    let spec = normalize_bash(spec);
+    // Only the rare legacy form pays for a normalized copy.
+    if spec.ends_with(":*") {
+        return bash_matches(&normalize_bash(spec), command);
+    }
     if let Some(prefix) = spec.strip_suffix(" *")
         && wildcard(prefix, command)
     {
         return true;
     }
-    wildcard(&spec, command)
+    wildcard(spec, command)
 }
 
 /// The part of a Bash specifier before its first wildcard: what the rule spells out.

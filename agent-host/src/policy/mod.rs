@@ -196,16 +196,15 @@ impl Policy {
         decision
     }
 
-    fn rules_for(&self, tools: &[&str], kind: RuleKind) -> impl Iterator<Item = &Rule> {
-        let matching: Vec<&Rule> = self
-            .rules
-            .iter()
-            .filter(|r| {
-                r.kind == kind
-                    && tools.iter().any(|t| tool_matches(&r.tool, t, kind == RuleKind::Allow))
-            })
-            .collect();
-        matching.into_iter()
+    fn rules_for<'a>(
+        &'a self,
+        tools: &'a [&'a str],
+        kind: RuleKind,
+    ) -> impl Iterator<Item = &'a Rule> + 'a {
+        self.rules.iter().filter(move |r| {
+            r.kind == kind
+                && tools.iter().any(|t| tool_matches(&r.tool, t, kind == RuleKind::Allow))
+        })
     }
 
     fn inside_roots(&self, real: &Path) -> bool {
