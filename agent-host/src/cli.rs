@@ -39,6 +39,9 @@ pub enum Command {
     Audit(AuditCommand),
     /// Say which sandbox is in force, how processes are limited, and why.
     Doctor,
+    /// (internal) Restrict this process with Landlock and seccomp, then run a command.
+    #[command(name = "__sandbox", hide = true)]
+    Sandbox(crate::landlock_sandbox::HelperArgs),
     /// Run the host for one workspace: identity key, policy, approvals, audit log, sandbox,
     /// and the local socket the other commands talk to.
     Serve(ServeArgs),
@@ -163,6 +166,12 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Trust { dir } => trust(dir),
         Command::Audit(command) => audit(command),
         Command::Doctor => doctor(),
+        Command::Sandbox(args) => {
+            // Only reached when the sandbox could not be set up or the command not started:
+            // 125, as `env` and `timeout` do, so it is not mistaken for the command's own code.
+            eprintln!("agent-host: {:#}", crate::landlock_sandbox::run_helper(&args));
+            return ExitCode::from(125);
+        }
         Command::Serve(args) => serve(&args),
         Command::Approvals { json } => approvals(json),
         Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
@@ -374,7 +383,8 @@ fn doctor() -> anyhow::Result<ExitCode> {
     let dirs = Dirs::discover()?;
     println!("config:  {}", dirs.config.display());
     println!("state:   {}", dirs.state.display());
-    let ok = match Sandbox::detect() {
+    let helper = std::env::current_exe().ok();
+    let ok = match Sandbox::detect(helper.as_deref()) {
         Ok(sandbox) => {
             println!("sandbox: {}", sandbox.describe());
             true

@@ -13,6 +13,7 @@
 //! the sandbox (which the kernel does not apply to root).
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::io::Read as _;
 use std::os::unix::process::CommandExt as _;
 use std::path::{Path, PathBuf};
@@ -72,6 +73,9 @@ pub struct Outcome {
 pub enum Sandbox {
     /// bubblewrap at this path, checked to work on this kernel.
     Bubblewrap(PathBuf),
+    /// Landlock and seccomp, applied by this `agent-host` binary re-run as a helper
+    /// (see [`crate::landlock_sandbox`]), checked to be fully enforced on this kernel.
+    Landlock(PathBuf),
     /// No sandbox: the person at the machine opted in locally.
     Unsandboxed,
 }
@@ -82,8 +86,39 @@ pub enum Sandbox {
 pub struct NoSandbox(pub String);
 
 impl Sandbox {
-    /// Finds bubblewrap and checks that it can create its namespaces here.
-    pub fn detect() -> Result<Self, NoSandbox> {
+    /// bubblewrap if it works here, otherwise Landlock + seccomp through `helper` (the
+    /// `agent-host` binary) if that is fully enforced here.
+    pub fn detect(helper: Option<&Path>) -> Result<Self, NoSandbox> {
+        let bwrap = match Self::bubblewrap() {
+            Ok(s) => return Ok(s),
+            Err(e) => e,
+        };
+        match helper {
+            Some(helper) => {
+                Self::landlock(helper).map_err(|l| NoSandbox(format!("{}; and {}", bwrap.0, l.0)))
+            }
+            None => Err(bwrap),
+        }
+    }
+
+    /// Landlock + seccomp through `helper`, checked by running `true` under it.
+    pub fn landlock(helper: &Path) -> Result<Self, NoSandbox> {
+        let probe = Command::new(helper)
+            .args(["__sandbox", "--", "/bin/true"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| NoSandbox(format!("{} does not start: {e}", helper.display())))?;
+        if !probe.status.success() {
+            return Err(NoSandbox(format!(
+                "Landlock cannot be enforced here: {}",
+                String::from_utf8_lossy(&probe.stderr).trim()
+            )));
+        }
+        Ok(Self::Landlock(helper.to_path_buf()))
+    }
+
+    /// bubblewrap, checked to create its namespaces here.
+    pub fn bubblewrap() -> Result<Self, NoSandbox> {
         let bwrap = ["/usr/bin/bwrap", "/usr/local/bin/bwrap", "/bin/bwrap"]
             .iter()
             .map(PathBuf::from)
@@ -111,7 +146,8 @@ impl Sandbox {
     /// The sandbox to use: bubblewrap if it works here; otherwise no sandbox only if the
     /// person at the machine opted in (`allow_unsandboxed`), else the reason none can run.
     pub fn choose(allow_unsandboxed: bool) -> Result<Self, NoSandbox> {
-        match Self::detect() {
+        let helper = std::env::current_exe().ok();
+        match Self::detect(helper.as_deref()) {
             Ok(s) => Ok(s),
             Err(_) if allow_unsandboxed => Ok(Self::Unsandboxed),
             Err(e) => Err(e),
@@ -125,6 +161,7 @@ impl Sandbox {
                 "bubblewrap ({}): read-only system, writable workspace, private /tmp, no network unless allowed, host state hidden",
                 p.display()
             ),
+            Self::Landlock(_) => "Landlock + seccomp: system read-only, host state unreadable, writable workspace and private temp directory, no network unless allowed (no pid or mount namespace)".into(),
             Self::Unsandboxed => {
                 "NONE: commands run unsandboxed, with this user's full rights (opted in locally)"
                     .into()
@@ -207,6 +244,30 @@ pub fn process_limit_available() -> Option<&'static str> {
     }
 }
 
+/// A job's private temporary directory, removed when dropped.
+#[derive(Debug)]
+struct JobTmp {
+    path: PathBuf,
+}
+
+impl Drop for JobTmp {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+fn tempdir_for_job() -> std::io::Result<JobTmp> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let path = std::env::temp_dir().join(format!(
+        "agent-host-job-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::DirBuilder::new().mode(0o700).create(&path)?;
+    Ok(JobTmp { path })
+}
+
 /// The environment every job starts from.
 fn clean_env(job: &Job) -> BTreeMap<String, String> {
     let mut env = BTreeMap::new();
@@ -233,64 +294,86 @@ pub fn run(
         return Err(std::io::Error::other("empty command"));
     }
     let cgroup = PidsCgroup::create(limits.max_processes);
-    let mut command = match (&cgroup, sandbox) {
-        (Some(cg), _) => {
-            // Join the cgroup before anything else starts, then become the real command.
-            let mut c = Command::new("/bin/sh");
-            c.args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "agent-host-job"])
-                .arg(cg.procs());
-            c
-        }
-        (None, Sandbox::Bubblewrap(bwrap)) => Command::new(bwrap),
-        (None, Sandbox::Unsandboxed) => Command::new(&job.argv[0]),
+    // Outside bubblewrap, the job gets a private temporary directory of its own.
+    let private_tmp = match sandbox {
+        Sandbox::Bubblewrap(_) => None,
+        _ => Some(tempdir_for_job()?),
     };
-    let mut inner: Vec<std::ffi::OsString> = Vec::new();
+    let mut env = clean_env(job);
+    if let Some(tmp) = &private_tmp {
+        env.insert("TMPDIR".into(), tmp.path.display().to_string());
+    }
+    let nproc = |argv: &mut Vec<OsString>| {
+        if cgroup.is_none() && !rustix::process::getuid().is_root() {
+            argv.extend([
+                "prlimit".into(),
+                format!("--nproc={}", limits.max_processes).into(),
+                "--".into(),
+            ]);
+        }
+    };
+    let mut argv: Vec<OsString> = Vec::new();
     match sandbox {
         Sandbox::Bubblewrap(bwrap) => {
-            if cgroup.is_some() {
-                inner.push(bwrap.into());
-            }
+            argv.push(bwrap.into());
             for arg in ["--die-with-parent", "--new-session", "--unshare-all"] {
-                inner.push(arg.into());
+                argv.push(arg.into());
             }
             if job.network {
-                inner.push("--share-net".into());
+                argv.push("--share-net".into());
             }
             for arg in
                 ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
             {
-                inner.push(arg.into());
+                argv.push(arg.into());
             }
             for root in roots {
-                inner.extend(["--bind".into(), root.clone().into(), root.clone().into()]);
+                argv.extend(["--bind".into(), root.into(), root.into()]);
             }
             for dir in hidden.iter().filter(|d| d.exists()) {
-                inner.extend(["--tmpfs".into(), dir.clone().into()]);
+                argv.extend(["--tmpfs".into(), dir.into()]);
             }
-            inner.extend(["--chdir".into(), job.cwd.clone().into(), "--clearenv".into()]);
-            for (k, v) in clean_env(job) {
-                inner.extend(["--setenv".into(), k.into(), v.into()]);
+            argv.extend(["--chdir".into(), job.cwd.clone().into(), "--clearenv".into()]);
+            for (k, v) in &env {
+                argv.extend(["--setenv".into(), k.into(), v.into()]);
             }
-            inner.push("--".into());
-            if cgroup.is_none() && !rustix::process::getuid().is_root() {
-                inner.extend([
-                    "prlimit".into(),
-                    format!("--nproc={}", limits.max_processes).into(),
-                    "--".into(),
-                ]);
-            }
-            inner.extend(job.argv.iter().map(Into::into));
+            argv.push("--".into());
         }
-        Sandbox::Unsandboxed => {
-            if cgroup.is_some() {
-                inner.extend(job.argv.iter().map(Into::into));
-            } else {
-                inner.extend(job.argv[1..].iter().map(Into::into));
+        Sandbox::Landlock(helper) => {
+            argv.extend([helper.into(), "__sandbox".into()]);
+            for root in roots.iter().chain(private_tmp.as_ref().map(|t| &t.path)) {
+                argv.extend(["--write".into(), root.into()]);
             }
-            command.current_dir(&job.cwd).env_clear().envs(clean_env(job));
+            for dir in hidden {
+                argv.extend(["--hide".into(), dir.into()]);
+            }
+            if job.network {
+                argv.push("--network".into());
+            }
+            argv.push("--".into());
         }
+        Sandbox::Unsandboxed => {}
     }
-    command.args(&inner);
+    nproc(&mut argv);
+    argv.extend(job.argv.iter().map(Into::into));
+    let mut command = match &cgroup {
+        Some(cg) => {
+            // Join the cgroup before anything else starts, then become the real command.
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "agent-host-job"])
+                .arg(cg.procs());
+            c.args(&argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    };
+    if !matches!(sandbox, Sandbox::Bubblewrap(_)) {
+        command.current_dir(&job.cwd).env_clear().envs(&env);
+    }
 
     let (reader, writer) = std::io::pipe()?;
     command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
@@ -336,6 +419,7 @@ pub fn run(
         );
     }
     drop(cgroup);
+    drop(private_tmp);
     Ok(Outcome { exit_code: status.code(), output, truncated, timed_out, cancelled })
 }
 

@@ -18,5 +18,6 @@ pub mod dirs;
 pub mod exec;
 pub mod fsutil;
 pub mod identity;
+pub mod landlock_sandbox;
 pub mod local_api;
 pub mod policy;

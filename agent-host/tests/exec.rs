@@ -31,14 +31,19 @@ fn setup() -> Setup {
     Setup { _dir: dir, root, outside, hidden }
 }
 
-fn sandbox() -> Option<Sandbox> {
-    match Sandbox::detect() {
-        Ok(s) => Some(s),
-        Err(e) => {
-            println!("SKIPPED: {e}");
-            None
-        }
+/// Every sandbox that can run here: bubblewrap, and Landlock + seccomp through the real
+/// `agent-host` binary. Each attack test runs against both.
+fn sandboxes() -> Vec<Sandbox> {
+    let mut out = Vec::new();
+    match Sandbox::bubblewrap() {
+        Ok(s) => out.push(s),
+        Err(e) => println!("SKIPPED for bubblewrap: {e}"),
     }
+    match Sandbox::landlock(std::path::Path::new(env!("CARGO_BIN_EXE_agent-host"))) {
+        Ok(s) => out.push(s),
+        Err(e) => println!("SKIPPED for Landlock: {e}"),
+    }
+    out
 }
 
 fn job(s: &Setup, script: &str) -> Job {
@@ -65,159 +70,189 @@ fn exec(sandbox: &Sandbox, s: &Setup, job: &Job) -> Outcome {
 
 #[test]
 fn runs_in_the_workspace_and_reports_exit_and_output() {
-    let Some(sb) = sandbox() else { return };
-    let s = setup();
-    let out = exec(&sb, &s, &job(&s, "pwd; echo err >&2; echo made > here.txt; exit 3"));
-    assert_eq!(out.exit_code, Some(3));
-    let text = String::from_utf8_lossy(&out.output);
-    assert!(text.contains(s.root.to_str().unwrap()) && text.contains("err"), "{text}");
-    assert_eq!(std::fs::read_to_string(s.root.join("here.txt")).unwrap(), "made\n");
+    for sb in sandboxes() {
+        let s = setup();
+        let out = exec(&sb, &s, &job(&s, "pwd; echo err >&2; echo made > here.txt; exit 3"));
+        assert_eq!(out.exit_code, Some(3));
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(text.contains(s.root.to_str().unwrap()) && text.contains("err"), "{text}");
+        assert_eq!(std::fs::read_to_string(s.root.join("here.txt")).unwrap(), "made\n");
+    }
 }
 
 #[test]
 fn network_is_off_unless_allowed() {
-    let Some(sb) = sandbox() else { return };
-    let s = setup();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let mut j = job(&s, "");
-    j.argv = vec!["/bin/bash".into(), "-c".into(), format!("echo hi > /dev/tcp/127.0.0.1/{port}")];
-    let off = exec(&sb, &s, &j);
-    assert_ne!(
-        off.exit_code,
-        Some(0),
-        "connected without network: {:?}",
-        String::from_utf8_lossy(&off.output)
-    );
-    j.network = true;
-    let on = exec(&sb, &s, &j);
-    assert_eq!(on.exit_code, Some(0), "{}", String::from_utf8_lossy(&on.output));
+    for sb in sandboxes() {
+        let s = setup();
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mut j = job(&s, "");
+        j.argv =
+            vec!["/bin/bash".into(), "-c".into(), format!("echo hi > /dev/tcp/127.0.0.1/{port}")];
+        let off = exec(&sb, &s, &j);
+        assert_ne!(
+            off.exit_code,
+            Some(0),
+            "connected without network: {:?}",
+            String::from_utf8_lossy(&off.output)
+        );
+        j.network = true;
+        let on = exec(&sb, &s, &j);
+        assert_eq!(on.exit_code, Some(0), "{}", String::from_utf8_lossy(&on.output));
+    }
 }
 
 #[test]
 fn writes_outside_the_workspace_fail_and_tmp_is_private() {
-    let Some(sb) = sandbox() else { return };
-    let s = setup();
-    let target = s.outside.join("escaped");
-    let out = exec(&sb, &s, &job(&s, &format!("echo x > '{}'", target.display())));
-    assert_ne!(out.exit_code, Some(0));
-    assert!(!target.exists());
-    for path in ["/etc/agent-host-probe", "/usr/agent-host-probe"] {
-        let out = exec(&sb, &s, &job(&s, &format!("echo x > {path}")));
-        assert_ne!(out.exit_code, Some(0), "{path} was writable");
+    for sb in sandboxes() {
+        let s = setup();
+        let target = s.outside.join("escaped");
+        let out = exec(&sb, &s, &job(&s, &format!("echo x > '{}'", target.display())));
+        assert_ne!(out.exit_code, Some(0));
+        assert!(!target.exists());
+        for path in ["/etc/agent-host-probe", "/usr/agent-host-probe"] {
+            let out = exec(&sb, &s, &job(&s, &format!("echo x > {path}")));
+            assert_ne!(out.exit_code, Some(0), "{path} was writable");
+        }
+        // The job's temporary directory ($TMPDIR: a private /tmp under bubblewrap, a private
+        // directory under Landlock) is writable, and gone for the host afterwards.
+        let name = format!("agent-host-private-{}", std::process::id());
+        let out = exec(
+            &sb,
+            &s,
+            &job(
+                &s,
+                &format!(
+                    "echo x > \"$TMPDIR/{name}\" && cat \"$TMPDIR/{name}\" && echo \"$TMPDIR\""
+                ),
+            ),
+        );
+        assert_eq!(out.exit_code, Some(0), "{sb:?}: {}", String::from_utf8_lossy(&out.output));
+        let tmpdir = String::from_utf8_lossy(&out.output).lines().last().unwrap().to_string();
+        assert!(
+            !PathBuf::from(&tmpdir).join(&name).exists(),
+            "the job's temp dir leaked to the host"
+        );
+        assert!(!PathBuf::from("/tmp").join(&name).exists(), "the job wrote the host's /tmp");
     }
-    let marker = format!("/tmp/agent-host-private-{}", std::process::id());
-    let out = exec(&sb, &s, &job(&s, &format!("echo x > {marker} && cat {marker}")));
-    assert_eq!(out.exit_code, Some(0), "{}", String::from_utf8_lossy(&out.output));
-    assert!(!PathBuf::from(&marker).exists(), "the sandbox's /tmp leaked to the host");
 }
 
 #[test]
 fn the_hosts_state_is_invisible() {
-    let Some(sb) = sandbox() else { return };
-    let s = setup();
-    let out = exec(&sb, &s, &job(&s, &format!("cat '{}'", s.hidden.join("host.key").display())));
-    assert_ne!(out.exit_code, Some(0));
-    assert!(!String::from_utf8_lossy(&out.output).contains("PRIVATE KEY"));
-    // And the environment is clean: cargo set CARGO_MANIFEST_DIR for this test process, and
-    // the job must not inherit it.
-    let out = exec(&sb, &s, &job(&s, "env"));
-    let env = String::from_utf8_lossy(&out.output);
-    assert!(!env.contains("CARGO_MANIFEST_DIR"), "{env}");
+    for sb in sandboxes() {
+        let s = setup();
+        let out =
+            exec(&sb, &s, &job(&s, &format!("cat '{}'", s.hidden.join("host.key").display())));
+        assert_ne!(out.exit_code, Some(0));
+        assert!(!String::from_utf8_lossy(&out.output).contains("PRIVATE KEY"));
+        // And the environment is clean: cargo set CARGO_MANIFEST_DIR for this test process, and
+        // the job must not inherit it.
+        let out = exec(&sb, &s, &job(&s, "env"));
+        let env = String::from_utf8_lossy(&out.output);
+        assert!(!env.contains("CARGO_MANIFEST_DIR"), "{env}");
+    }
 }
 
 #[test]
 fn a_timeout_kills_the_whole_job() {
-    let Some(sb) = sandbox() else { return };
-    let s = setup();
-    let mut j = job(&s, "sleep 30 & sleep 30 & wait");
-    j.timeout = Duration::from_millis(300);
-    let start = Instant::now();
-    let out = exec(&sb, &s, &j);
-    assert!(out.timed_out);
-    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    for sb in sandboxes() {
+        let s = setup();
+        let mut j = job(&s, "sleep 30 & sleep 30 & wait");
+        j.timeout = Duration::from_millis(300);
+        let start = Instant::now();
+        let out = exec(&sb, &s, &j);
+        assert!(out.timed_out);
+        assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    }
 }
 
 #[test]
 fn cancel_kills_the_whole_job() {
-    let Some(sb) = sandbox() else { return };
-    let s = setup();
-    let cancel = Arc::new(AtomicBool::new(false));
-    let flag = cancel.clone();
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(200));
-        flag.store(true, std::sync::atomic::Ordering::Relaxed);
-    });
-    let start = Instant::now();
-    let j = job(&s, "sleep 30 & sleep 30; wait");
-    let out =
-        run(&sb, &j, std::slice::from_ref(&s.root), &[], &Limits::default(), &cancel).unwrap();
-    assert!(out.cancelled);
-    assert!(start.elapsed() < Duration::from_secs(10));
+    for sb in sandboxes() {
+        let s = setup();
+        let cancel = Arc::new(AtomicBool::new(false));
+        let flag = cancel.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            flag.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        let start = Instant::now();
+        let j = job(&s, "sleep 30 & sleep 30; wait");
+        let out =
+            run(&sb, &j, std::slice::from_ref(&s.root), &[], &Limits::default(), &cancel).unwrap();
+        assert!(out.cancelled);
+        assert!(start.elapsed() < Duration::from_secs(10));
+    }
 }
 
 #[test]
 fn output_is_capped_with_a_marker() {
-    let Some(sb) = sandbox() else { return };
-    let s = setup();
-    let limits = Limits { output_cap: 1000, ..Limits::default() };
-    let j = job(&s, "yes | head -c 3000000");
-    let out = run(
-        &sb,
-        &j,
-        std::slice::from_ref(&s.root),
-        &[],
-        &limits,
-        &Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
-    assert!(out.truncated);
-    assert_eq!(out.exit_code, Some(0));
-    let text = String::from_utf8_lossy(&out.output);
-    assert!(
-        text.ends_with("[output truncated: 2999000 more bytes not shown]\n"),
-        "{}",
-        &text[text.len() - 80..]
-    );
+    for sb in sandboxes() {
+        let s = setup();
+        let limits = Limits { output_cap: 1000, ..Limits::default() };
+        let j = job(&s, "yes | head -c 3000000");
+        let out = run(
+            &sb,
+            &j,
+            std::slice::from_ref(&s.root),
+            &[],
+            &limits,
+            &Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        assert!(out.truncated);
+        assert_eq!(out.exit_code, Some(0));
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(
+            text.ends_with("[output truncated: 2999000 more bytes not shown]\n"),
+            "{}",
+            &text[text.len() - 80..]
+        );
+    }
 }
 
 #[test]
 fn a_fork_bomb_is_contained() {
-    let Some(sb) = sandbox() else { return };
-    let Some(how) = process_limit_available() else {
-        println!(
-            "SKIPPED: no process limit can be set here (running as root without a writable pids cgroup)"
+    for sb in sandboxes() {
+        let Some(how) = process_limit_available() else {
+            println!(
+                "SKIPPED: no process limit can be set here (running as root without a writable pids cgroup)"
+            );
+            return;
+        };
+        let s = setup();
+        let limits = Limits { max_processes: 64, ..Limits::default() };
+        let mut j = job(&s, "");
+        j.argv = vec!["/bin/bash".into(), "-c".into(), "b() { b | b & }; b; sleep 10".into()];
+        j.timeout = Duration::from_secs(3);
+        let start = Instant::now();
+        let out = run(
+            &sb,
+            &j,
+            std::slice::from_ref(&s.root),
+            &[],
+            &limits,
+            &Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        assert!(start.elapsed() < Duration::from_secs(20));
+        assert!(out.timed_out);
+        // The limit was reached: bash reports forks refused.
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(
+            text.contains("Resource temporarily unavailable"),
+            "{}",
+            &text[..text.len().min(300)]
         );
-        return;
-    };
-    let s = setup();
-    let limits = Limits { max_processes: 64, ..Limits::default() };
-    let mut j = job(&s, "");
-    j.argv = vec!["/bin/bash".into(), "-c".into(), "b() { b | b & }; b; sleep 10".into()];
-    j.timeout = Duration::from_secs(3);
-    let start = Instant::now();
-    let out = run(
-        &sb,
-        &j,
-        std::slice::from_ref(&s.root),
-        &[],
-        &limits,
-        &Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap();
-    assert!(start.elapsed() < Duration::from_secs(20));
-    assert!(out.timed_out);
-    // The limit was reached: bash reports forks refused.
-    let text = String::from_utf8_lossy(&out.output);
-    assert!(text.contains("Resource temporarily unavailable"), "{}", &text[..text.len().min(300)]);
-    // The machine is still fine: a new job runs.
-    let after = exec(&sb, &s, &job(&s, "echo alive"));
-    assert_eq!(String::from_utf8_lossy(&after.output), "alive\n");
-    println!(
-        "fork bomb contained by {how}: timed out {}, {} bytes of output",
-        out.timed_out,
-        out.output.len()
-    );
+        // The machine is still fine: a new job runs.
+        let after = exec(&sb, &s, &job(&s, "echo alive"));
+        assert_eq!(String::from_utf8_lossy(&after.output), "alive\n");
+        println!(
+            "fork bomb contained by {how}: timed out {}, {} bytes of output",
+            out.timed_out,
+            out.output.len()
+        );
+    }
 }
 
 #[test]
@@ -247,10 +282,13 @@ fn doctor_says_which_sandbox_is_in_force() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    match Sandbox::detect() {
+    match Sandbox::detect(Some(std::path::Path::new(env!("CARGO_BIN_EXE_agent-host")))) {
         Ok(_) => {
             assert_eq!(out.status.code(), Some(0), "{text}");
-            assert!(text.contains("sandbox: bubblewrap"), "{text}");
+            assert!(
+                text.contains("sandbox: bubblewrap") || text.contains("sandbox: Landlock"),
+                "{text}"
+            );
         }
         Err(_) => {
             assert_eq!(out.status.code(), Some(1), "{text}");

@@ -43,7 +43,8 @@ fn start(extra: &[&str]) -> Daemon {
         settings.to_str().unwrap(),
     ];
     args.extend_from_slice(extra);
-    if agent_host::exec::Sandbox::detect().is_err() {
+    if agent_host::exec::Sandbox::detect(Some(Path::new(env!("CARGO_BIN_EXE_agent-host")))).is_err()
+    {
         println!("no sandbox here: the daemon runs with --allow-unsandboxed");
         args.push("--allow-unsandboxed");
     }

@@ -1,0 +1,169 @@
+//! The fallback sandbox where bubblewrap cannot run: Landlock for the filesystem, seccomp for
+//! the network.
+//!
+//! `agent-host` re-runs itself as a helper (`agent-host __sandbox …`, hidden from `--help`)
+//! that restricts itself and then `exec`s the command, so no `unsafe` `pre_exec` is needed:
+//! - Landlock: read and execute everywhere except the hidden directories (the host's own
+//!   config and state), write only in the workspace roots, the job's private temporary
+//!   directory and `/dev/null`-like devices; TCP bind and connect refused when the network is
+//!   off. The ruleset must be fully enforced, or the helper refuses to run anything.
+//! - seccomp: without network, `socket()` for IPv4, IPv6 and netlink, and `io_uring_setup`
+//!   (which can open sockets on its own), fail with `EACCES`.
+//!
+//! Landlock grants by allow-list, so "everything but X" is spelt as the siblings of X and of each
+//! of its ancestors ([`readable_roots`]).
+
+use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+
+use landlock::{
+    ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible as _, Ruleset, RulesetAttr as _,
+    RulesetCreatedAttr as _, RulesetStatus, path_beneath_rules,
+};
+use seccompiler::{
+    BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule,
+};
+
+/// The Landlock ABI whose features are required: filesystem rights including truncate and
+/// ioctl on devices, and TCP.
+const REQUIRED: ABI = ABI::V5;
+
+/// What the helper is asked to do.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HelperArgs {
+    /// A directory the command may write (repeatable).
+    #[arg(long = "write", value_name = "DIR")]
+    pub write: Vec<PathBuf>,
+    /// A directory the command may not even read (repeatable).
+    #[arg(long = "hide", value_name = "DIR")]
+    pub hide: Vec<PathBuf>,
+    /// Leave the network on.
+    #[arg(long)]
+    pub network: bool,
+    /// The command.
+    #[arg(last = true, required = true)]
+    pub argv: Vec<String>,
+}
+
+/// Restricts this process as asked, then becomes the command. Returns only on failure.
+pub fn run_helper(args: &HelperArgs) -> anyhow::Error {
+    if let Err(e) = restrict(args) {
+        return e.context("the Landlock sandbox could not be set up; nothing was run");
+    }
+    let Some((program, rest)) = args.argv.split_first() else {
+        return anyhow::anyhow!("no command");
+    };
+    let error = std::process::Command::new(program).args(rest).exec();
+    anyhow::anyhow!("cannot run {program}: {error}")
+}
+
+fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
+    let all = AccessFs::from_all(REQUIRED);
+    let read = AccessFs::from_read(REQUIRED);
+    let hidden: Vec<PathBuf> = args.hide.iter().filter_map(|h| h.canonicalize().ok()).collect();
+    let mut ruleset =
+        Ruleset::default().set_compatibility(CompatLevel::HardRequirement).handle_access(all)?;
+    if !args.network {
+        ruleset = ruleset.handle_access(AccessNet::BindTcp | AccessNet::ConnectTcp)?;
+    }
+    let devices =
+        ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/urandom", "/dev/random"];
+    let status = ruleset
+        .create()?
+        .add_rules(path_beneath_rules(readable_roots(&hidden), read))?
+        .add_rules(path_beneath_rules(&args.write, all))?
+        .add_rules(path_beneath_rules(devices, AccessFs::from_all(REQUIRED) & !AccessFs::Execute))?
+        .restrict_self()?;
+    if status.ruleset != RulesetStatus::FullyEnforced {
+        anyhow::bail!("Landlock is not fully enforced here ({:?})", status.ruleset);
+    }
+    if !args.network {
+        let filter: BpfProgram = network_filter()?.try_into()?;
+        seccompiler::apply_filter(&filter)?;
+    }
+    Ok(())
+}
+
+fn network_filter() -> anyhow::Result<SeccompFilter> {
+    let family = |f: i32| -> anyhow::Result<SeccompRule> {
+        Ok(SeccompRule::new(vec![SeccompCondition::new(
+            0,
+            SeccompCmpArgLen::Dword,
+            SeccompCmpOp::Eq,
+            f as u64,
+        )?])?)
+    };
+    let mut rules = BTreeMap::new();
+    rules.insert(
+        libc::SYS_socket,
+        vec![family(libc::AF_INET)?, family(libc::AF_INET6)?, family(libc::AF_NETLINK)?],
+    );
+    rules.insert(libc::SYS_io_uring_setup, Vec::new());
+    Ok(SeccompFilter::new(
+        rules,
+        SeccompAction::Allow,
+        SeccompAction::Errno(libc::EACCES as u32),
+        std::env::consts::ARCH.try_into()?,
+    )?)
+}
+
+/// Directories (and files) to grant read access to so that everything is readable except the
+/// `hidden` paths: `/` itself, or, where a hidden path lies below, the siblings along the way.
+pub fn readable_roots(hidden: &[PathBuf]) -> Vec<PathBuf> {
+    let mut allowed = vec![PathBuf::from("/")];
+    for h in hidden {
+        let mut next = Vec::new();
+        for p in allowed {
+            if h.starts_with(&p) {
+                if &p != h {
+                    expand(&p, h, &mut next);
+                }
+            } else {
+                next.push(p);
+            }
+        }
+        allowed = next;
+    }
+    allowed
+}
+
+fn expand(dir: &Path, hidden: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let child = entry.path();
+        if hidden.starts_with(&child) {
+            if child != hidden {
+                expand(&child, hidden, out);
+            }
+        } else {
+            out.push(child);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn everything_but_the_hidden_path_is_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        for d in ["a/secret/deep", "a/public", "b"] {
+            std::fs::create_dir_all(base.join(d)).unwrap();
+        }
+        std::fs::write(base.join("a/file"), "x").unwrap();
+        let roots = readable_roots(&[base.join("a/secret")]);
+        assert!(roots.contains(&base.join("a/public")));
+        assert!(roots.contains(&base.join("a/file")));
+        assert!(roots.contains(&base.join("b")));
+        assert!(
+            !roots
+                .iter()
+                .any(|r| r.starts_with(base.join("a/secret"))
+                    || base.join("a/secret").starts_with(r))
+        );
+    }
+}
