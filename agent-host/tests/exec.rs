@@ -56,16 +56,13 @@ fn job(s: &Setup, script: &str) -> Job {
     }
 }
 
-fn exec(sandbox: &Sandbox, s: &Setup, job: &Job) -> Outcome {
-    run(
-        sandbox,
-        job,
-        std::slice::from_ref(&s.root),
-        std::slice::from_ref(&s.hidden),
-        &Limits::default(),
-        &Arc::new(AtomicBool::new(false)),
-    )
-    .unwrap()
+fn exec(sb: &Sandbox, s: &Setup, job: &Job) -> Outcome {
+    exec_with(sb, s, job, &Limits::default())
+}
+
+fn exec_with(sb: &Sandbox, s: &Setup, job: &Job, limits: &Limits) -> Outcome {
+    let (roots, hidden) = (std::slice::from_ref(&s.root), std::slice::from_ref(&s.hidden));
+    run(sb, job, roots, hidden, limits, &Arc::new(AtomicBool::new(false))).unwrap()
 }
 
 #[test]
@@ -191,15 +188,7 @@ fn output_is_capped_with_a_marker() {
         let s = setup();
         let limits = Limits { output_cap: 1000, ..Limits::default() };
         let j = job(&s, "yes | head -c 3000000");
-        let out = run(
-            &sb,
-            &j,
-            std::slice::from_ref(&s.root),
-            &[],
-            &limits,
-            &Arc::new(AtomicBool::new(false)),
-        )
-        .unwrap();
+        let out = exec_with(&sb, &s, &j, &limits);
         assert!(out.truncated);
         assert_eq!(out.exit_code, Some(0));
         let text = String::from_utf8_lossy(&out.output);
@@ -226,15 +215,7 @@ fn a_fork_bomb_is_contained() {
         j.argv = vec!["/bin/bash".into(), "-c".into(), "b() { b | b & }; b; sleep 10".into()];
         j.timeout = Duration::from_secs(3);
         let start = Instant::now();
-        let out = run(
-            &sb,
-            &j,
-            std::slice::from_ref(&s.root),
-            &[],
-            &limits,
-            &Arc::new(AtomicBool::new(false)),
-        )
-        .unwrap();
+        let out = exec_with(&sb, &s, &j, &limits);
         assert!(start.elapsed() < Duration::from_secs(20));
         assert!(out.timed_out);
         // The limit was reached: bash reports forks refused.
