@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 /// The host's directories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dirs {
-    /// Settings (`settings.json`) and, later, keys.
+    /// Settings (`settings.json`) and the identity key (`host.key`).
     pub config: PathBuf,
-    /// State: trusted workspaces, and later devices, counters and the audit log.
+    /// State: trusted workspaces, the audit log, the local socket; later devices and counters.
     pub state: PathBuf,
 }
 

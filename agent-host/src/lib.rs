@@ -1,11 +1,11 @@
 //! The host: the only part of the bridge that decides and executes.
 //!
-//! Today it holds the pure policy engine ([`policy`]: the permission rules of `PERMISSIONS.md`,
-//! with `agent-host check` in front), the host's directories ([`dirs`]) and the atomic file
-//! writes every state file uses ([`fsutil`]). Still to come here: the identity key and device
-//! registry, the approvals broker, confined file operations, the sandboxed executor, the
-//! hash-chained audit log, PTY sessions and the local API on a unix socket. It will never hold
-//! relay routing logic.
+//! It holds the pure policy engine ([`policy`]: the permission rules of `PERMISSIONS.md`), the
+//! approvals broker ([`approvals`]), confined file operations ([`confine`]), the sandboxed
+//! executor ([`exec`], with [`landlock_sandbox`] as its fallback), the hash-chained audit log
+//! ([`audit`]), the identity key ([`identity`]), the daemon and its local socket ([`daemon`],
+//! [`local_api`]) and the command line ([`cli`]). Still to come: the device registry, pairing,
+//! the remote link and PTY sessions. It will never hold relay routing logic.
 
 #![forbid(unsafe_code)]
 

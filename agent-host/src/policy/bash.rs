@@ -3,8 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use super::builtins::{self, ReadOnly};
 use super::matching::{bash_matches, literal_prefix, normalize, resolve};
-use super::programs::{self, ReadOnly};
+use super::programs;
 use super::rules::{Mode, Rule, RuleKind, home_dir};
 use super::shell::{self, Redirect, Script, SimpleCommand, Word};
 use super::{Decision, Policy, Verdict};
@@ -255,7 +256,7 @@ fn parts<'a>(script: &'a Script, cwd: &Path) -> Vec<Part<'a>> {
             text: join(core),
             full: join(&command.words),
             cwd: dir.clone(),
-            read_only: programs::read_only(core),
+            read_only: builtins::read_only(core),
             reads: Vec::new(),
         });
         if core.first().and_then(programs::program) == Some("cd") {

@@ -13,6 +13,7 @@
 //! `agent-host/tests/policy.rs`; keep them passing and add a row for each new behaviour.
 
 mod bash;
+mod builtins;
 pub(crate) mod matching;
 pub(crate) mod programs;
 pub mod rules;
