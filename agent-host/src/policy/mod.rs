@@ -6,7 +6,7 @@
 //! deny, then ask, then allow; compound commands are split with a real shell parser and every
 //! part must be allowed; what cannot be parsed or understood is asked. On top of that the host
 //! adds what that system leaves to chance: a broad rule never covers arguments that make a
-//! program run code it is given ([`programs::literal_words_needed`]), reads and writes are
+//! program run code it is given (`programs::literal_words_needed`), reads and writes are
 //! judged on the resolved path as well as the written one, and protected paths always ask.
 //!
 //! To change it safely: every rule of `PERMISSIONS.md` has a table-driven test in
