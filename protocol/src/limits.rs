@@ -1,7 +1,7 @@
 //! Size limits on everything a peer sends.
 //!
 //! The frame limit is checked before a single byte is parsed; the others are checked on the
-//! parsed message before it is handed to anyone (see [`crate::message::Message::check_limits`]).
+//! parsed message before it is handed to anyone (see [`crate::message::Message::check`]).
 //! Each violation is a [`LimitError`] naming the field, so a peer learns exactly what it broke.
 
 /// The largest frame (header, payload and signature) that is decoded at all.
