@@ -268,11 +268,14 @@ async fn exec(
     ) {
         return (ApiResponse::Error { message: format!("audit log: {e}; nothing was run") }, None);
     }
-    let job = Job {
+    // The network is on only for a command that reaches it by design and that an explicit rule
+    // allowed (here) or a person approved (set when the approval arrives).
+    let wants_network = host.config.policy.wants_network(&argv);
+    let mut job = Job {
         argv,
         cwd: cwd_path,
         env: Default::default(),
-        network: false,
+        network: wants_network && decision.rule.is_some(),
         timeout: host.config.command_timeout,
     };
     match decision.decision {
@@ -304,7 +307,10 @@ async fn exec(
             };
             let later = tokio::spawn(async move {
                 match rx.await {
-                    Ok(Resolution { verdict: Verdict::Approve, .. }) => run(host, id, job).await,
+                    Ok(Resolution { verdict: Verdict::Approve, .. }) => {
+                        job.network = wants_network;
+                        run(host, id, job).await
+                    }
                     Ok(Resolution { by: Some(by), .. }) => {
                         ApiResponse::Denied { request: Some(id), reason: format!("denied by {by}") }
                     }

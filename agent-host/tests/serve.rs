@@ -242,3 +242,27 @@ fn key_socket_and_state_are_private_and_one_host_per_state() {
     // The first host still answers.
     assert_eq!(d.cli(&["exec", "--", "echo", "still"]).status.code(), Some(0));
 }
+
+#[test]
+fn only_an_approved_network_client_gets_the_network() {
+    let d = start(&[]);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let approve_next = |d: &Daemon| {
+        let pending = d.wait_pending();
+        assert_eq!(d.cli(&["approve", &pending[0].id.to_string()]).status.code(), Some(0));
+    };
+    // A network client (python is one), approved by a person: online.
+    let script =
+        format!("import socket; socket.create_connection(('127.0.0.1', {port}), timeout=5)");
+    let client = d.spawn_cli(&["exec", "--", "/usr/bin/python3", "-c", &script]);
+    approve_next(&d);
+    let out = client.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stderr), text(&out.stdout));
+    // A shell writing to /dev/tcp is not a network client: approved, it still runs offline.
+    let shell =
+        d.spawn_cli(&["exec", "--", "bash", "-c", &format!("echo hi > /dev/tcp/127.0.0.1/{port}")]);
+    approve_next(&d);
+    let out = shell.wait_with_output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "a non-network command reached the network");
+}

@@ -171,6 +171,35 @@ impl Policy {
         self.mode
     }
 
+    /// Whether a command reaches the network by design (a network client, a package manager,
+    /// git talking to a remote). The executor turns the network on for it only when it was
+    /// allowed by an explicit rule or approved by a person; otherwise it runs offline.
+    pub fn wants_network(&self, argv: &[String]) -> bool {
+        let script = match programs::shell_script(argv) {
+            Some(script) => shell::parse(script).ok(),
+            None => Some(shell::Script {
+                commands: vec![shell::SimpleCommand {
+                    assignments: Vec::new(),
+                    words: argv
+                        .iter()
+                        .map(|a| shell::Word {
+                            text: a.clone(),
+                            value: Some(a.clone()),
+                            glob: false,
+                        })
+                        .collect(),
+                    in_subshell: false,
+                }],
+                redirects: Vec::new(),
+            }),
+        };
+        script.is_some_and(|s| {
+            s.commands
+                .iter()
+                .any(|c| programs::network_client(&c.words[programs::strip_wrappers(&c.words)..]))
+        })
+    }
+
     /// Judges `subject` with `cwd` as the working directory.
     pub fn decide(&self, subject: &Subject, cwd: &Path) -> Decision {
         let cwd = normalize(Path::new("/"), cwd);

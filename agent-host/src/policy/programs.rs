@@ -136,6 +136,39 @@ fn list(text: &'static str) -> HashSet<&'static str> {
     text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect()
 }
 
+/// Whether a command is one that reaches the network by design: a network client (GTFOBins'
+/// network list), a package manager, or git talking to a remote. The executor gives such a
+/// command the network only when an explicit rule allowed it or a person approved it.
+pub(crate) fn network_client(words: &[Word]) -> bool {
+    static SET: OnceLock<HashSet<&'static str>> = OnceLock::new();
+    let clients = SET.get_or_init(|| list(include_str!("data/binaries_with_network.txt")));
+    let Some(name) = words.first().and_then(program) else { return false };
+    let sub = words.iter().skip(1).map(value).find(|v| !v.starts_with('-')).unwrap_or("");
+    // `python3.11` and `python3` are `python` in the list.
+    let base = name.trim_end_matches(|c: char| c.is_ascii_digit() || c == '.');
+    clients.contains(name)
+        || clients.contains(base)
+        || matches!(
+            name,
+            "npm"
+                | "pnpm"
+                | "yarn"
+                | "bun"
+                | "npx"
+                | "bunx"
+                | "pip"
+                | "pip3"
+                | "uv"
+                | "cargo"
+                | "go"
+                | "gem"
+                | "bundle"
+                | "composer"
+        )
+        || (name == "git"
+            && matches!(sub, "clone" | "fetch" | "pull" | "push" | "ls-remote" | "submodule"))
+}
+
 /// Programs that can run other programs or code they are given, reach the network, or take
 /// arguments that do either (GTFOBins, the argument-injection vectors, and interpreters).
 fn exec_capable() -> &'static HashSet<&'static str> {
@@ -524,6 +557,14 @@ mod tests {
         assert_eq!(n(&["m4"]), EXACT);
         assert_eq!(n(&["python3"]), EXACT);
         assert_eq!(n(&["ls", "-la"]), 0);
+    }
+
+    #[test]
+    fn network_clients() {
+        let yes = |s: &[&str]| network_client(&words(s));
+        assert!(yes(&["curl", "https://example.com"]) && yes(&["/usr/bin/python3.11", "x.py"]));
+        assert!(yes(&["git", "fetch", "origin"]) && yes(&["npm", "install"]));
+        assert!(!yes(&["git", "status"]) && !yes(&["ls"]) && !yes(&["echo", "curl"]));
     }
 
     #[test]
