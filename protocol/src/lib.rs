@@ -19,6 +19,7 @@ pub mod keys;
 pub mod limits;
 pub mod message;
 pub mod pairing;
+pub mod relay;
 pub mod replay;
 
 pub use action::action_hash;

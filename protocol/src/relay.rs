@@ -1,0 +1,249 @@
+//! What hosts and devices say to the relay (not to each other): authentication by challenge,
+//! the host's signed list of devices, presence, and the small routing header of data frames.
+//!
+//! Control messages are JSON in WebSocket text frames. Data frames are binary:
+//!
+//! ```text
+//! to the relay:    kind (1 byte) ‖ destination key (32) ‖ payload     kind 1: to that peer
+//!                                                                      kind 2: host → all its devices (key ignored)
+//! from the relay:  1 ‖ source key (32) ‖ payload
+//! ```
+//!
+//! The payload is opaque to the relay: an end-to-end signed envelope ([`crate::envelope`]).
+//! The relay only ever learns who talks to whom.
+//!
+//! Authentication: the relay sends a fresh 32-byte nonce; the client signs
+//! `AUTH_DOMAIN ‖ nonce ‖ SHA-256(relay certificate as the client saw it)` with its key. The
+//! certificate hash binds the answer to this TLS connection, so a relay in the middle cannot
+//! pass a challenge through to another relay and use the answer there.
+
+use serde::{Deserialize, Serialize};
+
+use crate::keys::{BadSignature, PublicKey, SecretKey};
+
+/// Prefix of the signed challenge answer.
+pub const AUTH_DOMAIN: &[u8] = b"agent-bridge relay auth v1\0";
+/// Prefix of a host's signed device list.
+pub const REGISTER_DOMAIN: &[u8] = b"agent-bridge relay register v1\0";
+/// The most devices a host may register.
+pub const MAX_DEVICES: usize = 256;
+/// Length of the routing header of a data frame.
+pub const HEADER: usize = 33;
+
+/// Which side of the bridge a client is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Side {
+    /// A host: may register devices and send to them.
+    Host,
+    /// A device: may send to hosts that registered it.
+    Device,
+}
+
+/// Relay → client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum FromRelay {
+    /// The first message of every connection.
+    Challenge {
+        /// 32 fresh random bytes, hex.
+        nonce: String,
+    },
+    /// Authentication succeeded.
+    Welcome,
+    /// A registered device came online or went away (to its hosts only).
+    Presence {
+        /// The device's key, hex.
+        device: String,
+        /// Online now?
+        online: bool,
+    },
+    /// A request was refused; the connection stays open.
+    Refused {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Client → relay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ToRelay {
+    /// The answer to the challenge.
+    Hello {
+        /// Host or device.
+        side: Side,
+        /// The client's public key, hex.
+        key: String,
+        /// Signature over [`auth_message`], hex.
+        signature: String,
+    },
+    /// A host's list of the devices that may reach it (replaces the previous list).
+    Register {
+        /// Increases with every registration of this host.
+        counter: u64,
+        /// Device keys, hex.
+        devices: Vec<String>,
+        /// Signature over [`register_message`], hex.
+        signature: String,
+    },
+}
+
+/// The bytes a client signs to answer a challenge.
+pub fn auth_message(nonce: &[u8; 32], side: Side, cert_sha256: &[u8; 32]) -> Vec<u8> {
+    let mut out = AUTH_DOMAIN.to_vec();
+    out.extend_from_slice(nonce);
+    out.push(match side {
+        Side::Host => b'h',
+        Side::Device => b'd',
+    });
+    out.extend_from_slice(cert_sha256);
+    out
+}
+
+/// The bytes a host signs to register devices.
+pub fn register_message(counter: u64, devices: &[[u8; 32]]) -> Vec<u8> {
+    let mut out = REGISTER_DOMAIN.to_vec();
+    out.extend_from_slice(&counter.to_be_bytes());
+    out.extend_from_slice(&(devices.len() as u32).to_be_bytes());
+    for d in devices {
+        out.extend_from_slice(d);
+    }
+    out
+}
+
+/// Builds a signed `Hello`.
+pub fn hello(secret: &SecretKey, side: Side, nonce: &[u8; 32], cert_sha256: &[u8; 32]) -> ToRelay {
+    ToRelay::Hello {
+        side,
+        key: hex::encode(secret.public_key().as_bytes()),
+        signature: hex::encode(secret.sign(&auth_message(nonce, side, cert_sha256))),
+    }
+}
+
+/// Builds a signed `Register`.
+pub fn register(secret: &SecretKey, counter: u64, devices: &[[u8; 32]]) -> ToRelay {
+    ToRelay::Register {
+        counter,
+        devices: devices.iter().map(hex::encode).collect(),
+        signature: hex::encode(secret.sign(&register_message(counter, devices))),
+    }
+}
+
+/// Why a control message was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RelayAuthError {
+    /// A key or signature is not hex of the right length.
+    #[error("malformed {0}")]
+    Malformed(&'static str),
+    /// The key is not acceptable.
+    #[error("key refused: {0}")]
+    Key(#[from] crate::keys::KeyError),
+    /// The signature does not verify.
+    #[error(transparent)]
+    Signature(#[from] BadSignature),
+    /// Too many devices.
+    #[error("at most {MAX_DEVICES} devices")]
+    TooMany,
+}
+
+fn hex32(s: &str, what: &'static str) -> Result<[u8; 32], RelayAuthError> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s, &mut out).map_err(|_| RelayAuthError::Malformed(what))?;
+    Ok(out)
+}
+
+fn hex64(s: &str) -> Result<[u8; 64], RelayAuthError> {
+    let mut out = [0u8; 64];
+    hex::decode_to_slice(s, &mut out).map_err(|_| RelayAuthError::Malformed("signature"))?;
+    Ok(out)
+}
+
+/// The relay's check of a `Hello`: returns the authenticated key.
+pub fn check_hello(
+    side: Side,
+    key: &str,
+    signature: &str,
+    nonce: &[u8; 32],
+    cert_sha256: &[u8; 32],
+) -> Result<PublicKey, RelayAuthError> {
+    let key = PublicKey::from_bytes(&hex32(key, "key")?)?;
+    key.verify(&auth_message(nonce, side, cert_sha256), &hex64(signature)?)?;
+    Ok(key)
+}
+
+/// The relay's check of a `Register` from an authenticated host: returns the device keys.
+pub fn check_register(
+    host: &PublicKey,
+    counter: u64,
+    devices: &[String],
+    signature: &str,
+) -> Result<Vec<[u8; 32]>, RelayAuthError> {
+    if devices.len() > MAX_DEVICES {
+        return Err(RelayAuthError::TooMany);
+    }
+    let keys = devices.iter().map(|d| hex32(d, "device key")).collect::<Result<Vec<_>, _>>()?;
+    host.verify(&register_message(counter, &keys), &hex64(signature)?)?;
+    Ok(keys)
+}
+
+/// Builds a data frame for the relay.
+pub fn data_frame(kind: u8, peer: &[u8; 32], payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload.len());
+    out.push(kind);
+    out.extend_from_slice(peer);
+    out.extend_from_slice(payload);
+    out
+}
+
+/// Splits a data frame into kind, peer and payload; `None` if shorter than the header.
+pub fn split_frame(frame: &[u8]) -> Option<(u8, [u8; 32], &[u8])> {
+    if frame.len() < HEADER {
+        return None;
+    }
+    let mut peer = [0u8; 32];
+    peer.copy_from_slice(&frame[1..HEADER]);
+    Some((frame[0], peer, &frame[HEADER..]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_binds_nonce_side_and_certificate() {
+        let secret = SecretKey::from_seed(&[5; 32]);
+        let (nonce, cert) = ([1; 32], [2; 32]);
+        let ToRelay::Hello { key, signature, .. } = hello(&secret, Side::Device, &nonce, &cert)
+        else {
+            panic!()
+        };
+        assert!(check_hello(Side::Device, &key, &signature, &nonce, &cert).is_ok());
+        assert!(check_hello(Side::Host, &key, &signature, &nonce, &cert).is_err());
+        assert!(check_hello(Side::Device, &key, &signature, &[9; 32], &cert).is_err());
+        assert!(check_hello(Side::Device, &key, &signature, &nonce, &[9; 32]).is_err());
+        assert!(check_hello(Side::Device, "zz", &signature, &nonce, &cert).is_err());
+    }
+
+    #[test]
+    fn registration_is_signed_by_the_host() {
+        let host = SecretKey::from_seed(&[5; 32]);
+        let other = SecretKey::from_seed(&[6; 32]);
+        let devices = [[7u8; 32], [8u8; 32]];
+        let ToRelay::Register { counter, devices: d, signature } = register(&host, 3, &devices)
+        else {
+            panic!()
+        };
+        assert_eq!(check_register(&host.public_key(), counter, &d, &signature).unwrap(), devices);
+        assert!(check_register(&other.public_key(), counter, &d, &signature).is_err());
+        assert!(check_register(&host.public_key(), counter + 1, &d, &signature).is_err());
+    }
+
+    #[test]
+    fn frames_split() {
+        let f = data_frame(1, &[3; 32], b"hi");
+        assert_eq!(split_frame(&f), Some((1, [3; 32], &b"hi"[..])));
+        assert_eq!(split_frame(&f[..10]), None);
+    }
+}
