@@ -1,11 +1,18 @@
 //! The relay: an untrusted router between hosts and their paired devices.
 //!
-//! It will hold the TLS WebSocket server (`Server::bind / serve / shutdown`), key
-//! authentication by challenge, routing of opaque frames between a host and the devices it
-//! registered, per-connection limits with backpressure, `/health` and `/metrics`, and the web
-//! UI's static files. It will never hold a secret of a host or a device, nor any way to make a
-//! host act: every frame it carries is signed end to end.
-//!
-//! Today it holds nothing but this description.
+//! It holds the TLS WebSocket server ([`Server`]: `bind`, `serve`, `shutdown`, so tests run a
+//! real one in-process on port 0), authentication of hosts and devices by a signed challenge
+//! bound to the TLS certificate, routing of opaque frames between a host and the devices it
+//! registered in a message it signs ([`hub`]), per-connection limits on frame size, rate and
+//! queued bytes, connection caps, idle timeouts, pings, `/health` and `/metrics`
+//! ([`metrics`]). It holds no secret of a host or a device and no way to make a host act: every
+//! payload is an end-to-end signed envelope it cannot forge. Later it also serves the web UI.
 
 #![forbid(unsafe_code)]
+
+pub mod hub;
+pub mod metrics;
+pub mod server;
+pub mod tls;
+
+pub use server::{Config, Limits, Server};

@@ -1,0 +1,198 @@
+//! Who is connected, which devices each host registered, and routing between them.
+//!
+//! Pure bookkeeping behind a mutex: no I/O and no awaiting while it is held. Delivery never
+//! waits either: a frame goes into the target connection's queue or, if that queue already holds
+//! more than the limit, the target is cut off as too slow, so one slow phone stalls no one else.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use protocol::relay::{FromRelay, Side};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::metrics::Metrics;
+
+/// Why a connection is being closed by the relay.
+pub(crate) type Kick = Option<(u16, String)>;
+
+/// One authenticated connection, as the hub sees it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) key: [u8; 32],
+    pub(crate) side: Side,
+    pub(crate) tx: mpsc::UnboundedSender<Message>,
+    pub(crate) queued: Arc<AtomicUsize>,
+    pub(crate) kick: watch::Sender<Kick>,
+}
+
+impl Conn {
+    /// Queues a message unless the queue is over `max_queued` bytes; then cuts the connection.
+    fn deliver(&self, message: Message, max_queued: usize, metrics: &Metrics) -> bool {
+        let size = message.len();
+        let queued = self.queued.fetch_add(size, Ordering::Relaxed) + size;
+        if queued > max_queued {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            if self.kick.borrow().is_none() {
+                Metrics::inc(&metrics.limit_closes);
+                let _ = self
+                    .kick
+                    .send(Some((1008, format!("too slow: over {max_queued} bytes queued"))));
+            }
+            return false;
+        }
+        if self.tx.send(message).is_err() {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+/// The relay's routing state.
+#[derive(Debug, Default)]
+pub(crate) struct Hub {
+    /// Bytes queued towards one connection before it is cut off.
+    max_queued: usize,
+    conns: HashMap<u64, Conn>,
+    by_key: HashMap<[u8; 32], Vec<u64>>,
+    /// host → (last counter, devices)
+    registrations: HashMap<[u8; 32], (u64, HashSet<[u8; 32]>)>,
+    next_id: u64,
+}
+
+/// Why a frame was not routed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NoRoute {
+    /// The pair is not registered by the host.
+    NotAllowed,
+    /// Nobody of that key is connected (or every target was cut off).
+    Offline,
+}
+
+impl Hub {
+    pub(crate) fn new(max_queued: usize) -> Self {
+        Self { max_queued, ..Self::default() }
+    }
+
+    pub(crate) fn connections_of(&self, key: &[u8; 32]) -> usize {
+        self.by_key.get(key).map_or(0, Vec::len)
+    }
+
+    /// Adds a connection; returns its id. Tells the hosts that registered a device it is online.
+    pub(crate) fn add(&mut self, conn: Conn, metrics: &Metrics) -> u64 {
+        self.next_id += 1;
+        let id = self.next_id;
+        let (key, side) = (conn.key, conn.side);
+        self.conns.insert(id, conn);
+        let first = {
+            let ids = self.by_key.entry(key).or_default();
+            ids.push(id);
+            ids.len() == 1
+        };
+        if side == Side::Device && first {
+            self.presence(&key, true, metrics);
+        }
+        id
+    }
+
+    /// Removes a connection; tells hosts when a device's last connection went away.
+    pub(crate) fn remove(&mut self, id: u64, metrics: &Metrics) {
+        let Some(conn) = self.conns.remove(&id) else { return };
+        let last = match self.by_key.get_mut(&conn.key) {
+            Some(ids) => {
+                ids.retain(|&i| i != id);
+                ids.is_empty()
+            }
+            None => true,
+        };
+        if last {
+            self.by_key.remove(&conn.key);
+            if conn.side == Side::Device {
+                self.presence(&conn.key, false, metrics);
+            }
+        }
+    }
+
+    fn presence(&self, device: &[u8; 32], online: bool, metrics: &Metrics) {
+        let event = FromRelay::Presence { device: hex::encode(device), online };
+        let Ok(text) = serde_json::to_string(&event) else { return };
+        for (host, (_, devices)) in &self.registrations {
+            if devices.contains(device) {
+                self.send_to_key(host, Side::Host, Message::text(text.clone()), metrics);
+            }
+        }
+    }
+
+    fn send_to_key(&self, key: &[u8; 32], side: Side, message: Message, metrics: &Metrics) -> bool {
+        let mut delivered = false;
+        for id in self.by_key.get(key).into_iter().flatten() {
+            if let Some(conn) = self.conns.get(id).filter(|c| c.side == side) {
+                delivered |= conn.deliver(message.clone(), self.max_queued, metrics);
+            }
+        }
+        delivered
+    }
+
+    /// Replaces a host's device list if `counter` is newer; returns false for a stale counter.
+    pub(crate) fn register(
+        &mut self,
+        host: [u8; 32],
+        counter: u64,
+        devices: Vec<[u8; 32]>,
+        metrics: &Metrics,
+    ) -> bool {
+        if self.registrations.get(&host).is_some_and(|(last, _)| counter <= *last) {
+            return false;
+        }
+        let devices: HashSet<[u8; 32]> = devices.into_iter().collect();
+        // Devices no longer registered lose their route at once; tell the host who is online.
+        let online: Vec<[u8; 32]> =
+            devices.iter().filter(|d| self.by_key.contains_key(*d)).copied().collect();
+        self.registrations.insert(host, (counter, devices));
+        for device in online {
+            let event = FromRelay::Presence { device: hex::encode(device), online: true };
+            if let Ok(text) = serde_json::to_string(&event) {
+                self.send_to_key(&host, Side::Host, Message::text(text), metrics);
+            }
+        }
+        true
+    }
+
+    fn registered(&self, host: &[u8; 32], device: &[u8; 32]) -> bool {
+        self.registrations.get(host).is_some_and(|(_, d)| d.contains(device))
+    }
+
+    /// Routes a data frame from `from` (of `side`) to `to`, or to all of a host's devices.
+    pub(crate) fn route(
+        &self,
+        from: &[u8; 32],
+        side: Side,
+        broadcast: bool,
+        to: &[u8; 32],
+        payload: &[u8],
+        metrics: &Metrics,
+    ) -> Result<usize, NoRoute> {
+        let frame = Message::binary(protocol::relay::data_frame(1, from, payload));
+        let targets: Vec<([u8; 32], Side)> = match (side, broadcast) {
+            (Side::Host, true) => self
+                .registrations
+                .get(from)
+                .map_or_else(Vec::new, |(_, d)| d.iter().map(|d| (*d, Side::Device)).collect()),
+            (Side::Host, false) if self.registered(from, to) => vec![(*to, Side::Device)],
+            (Side::Device, false) if self.registered(to, from) => vec![(*to, Side::Host)],
+            _ => return Err(NoRoute::NotAllowed),
+        };
+        let delivered = targets
+            .iter()
+            .filter(|(key, side)| self.send_to_key(key, *side, frame.clone(), metrics))
+            .count();
+        if delivered == 0 { Err(NoRoute::Offline) } else { Ok(delivered) }
+    }
+
+    /// Every connection's kick switch, for shutdown.
+    pub(crate) fn all_kicks(&self) -> Vec<watch::Sender<Kick>> {
+        self.conns.values().map(|c| c.kick.clone()).collect()
+    }
+}

@@ -1,0 +1,108 @@
+//! `relay`: parses flags, sets up logging, runs the server until Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// The bridge's relay: routes signed frames between hosts and the devices they paired, and
+/// can read none of them.
+#[derive(Debug, Parser)]
+#[command(name = "relay", version, about)]
+struct Args {
+    /// Address and port to listen on (one TLS port for /ws, /health and /metrics).
+    #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8443")]
+    listen: SocketAddr,
+    /// TLS certificate chain (PEM). Needs --key.
+    #[arg(long, env = "RELAY_CERT", requires = "key", conflicts_with = "self_signed")]
+    cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "RELAY_KEY", requires = "cert")]
+    key: Option<PathBuf>,
+    /// Make a self-signed certificate for these names (and print its SHA-256 fingerprint for
+    /// clients to pin). Repeat for several names; default: localhost and 127.0.0.1.
+    #[arg(long, num_args = 0.., value_name = "NAME")]
+    self_signed: Option<Vec<String>>,
+    /// Largest frame a client may send, in bytes.
+    #[arg(long, env = "RELAY_MAX_FRAME")]
+    max_frame: Option<usize>,
+    /// Bytes queued towards one connection before it is cut off as too slow.
+    #[arg(long, env = "RELAY_MAX_QUEUED")]
+    max_queued: Option<usize>,
+    /// Data frames per second one connection may send.
+    #[arg(long, env = "RELAY_RATE")]
+    rate: Option<u32>,
+    /// Connections open at once.
+    #[arg(long, env = "RELAY_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Seconds without any frame before a connection is closed.
+    #[arg(long, env = "RELAY_IDLE_TIMEOUT")]
+    idle_timeout: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("relay: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let identity = match (&args.cert, &args.key, &args.self_signed) {
+        (Some(cert), Some(key), _) => relay::tls::from_pem_files(cert, key)?,
+        (None, None, Some(names)) => {
+            let names = if names.is_empty() {
+                vec!["localhost".into(), "127.0.0.1".into()]
+            } else {
+                names.clone()
+            };
+            let identity = relay::tls::self_signed(names)?;
+            println!("self-signed certificate, SHA-256 {}", hex::encode(identity.cert_sha256));
+            identity
+        }
+        _ => anyhow::bail!("give --cert and --key, or --self-signed"),
+    };
+    let mut limits = relay::Limits::default();
+    if let Some(v) = args.max_frame {
+        limits.max_frame = v;
+    }
+    if let Some(v) = args.max_queued {
+        limits.max_queued = v;
+    }
+    if let Some(v) = args.rate {
+        limits.frames_per_sec = v;
+        limits.burst = v.saturating_mul(2);
+    }
+    if let Some(v) = args.max_connections {
+        limits.max_connections = v;
+    }
+    if let Some(v) = args.idle_timeout {
+        limits.idle_timeout = Duration::from_secs(v);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let server =
+            relay::Server::bind(relay::Config { listen: args.listen, identity, limits }).await?;
+        tracing::info!(addr = %server.local_addr(), "relay listening");
+        let serving = server.clone();
+        let task = tokio::spawn(async move { serving.serve().await });
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("shutting down");
+        server.shutdown().await;
+        task.abort();
+        Ok(())
+    })
+}

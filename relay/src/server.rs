@@ -1,0 +1,493 @@
+//! The server: one TLS port with `/health`, `/metrics` and the WebSocket endpoint `/ws`.
+//!
+//! Each connection: TLS handshake, one HTTP request head (at most 8 KiB), then either a plain
+//! answer or the WebSocket upgrade; then the challenge, the client's signed answer, and frames
+//! until either side closes. Every step has a time limit, every frame a size limit, every
+//! connection a rate and a queue limit; breaking one closes that connection with a code and a
+//! reason, and nothing else.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use protocol::relay::{FromRelay, Side, ToRelay};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+use crate::hub::{Conn, Hub, Kick, NoRoute};
+use crate::metrics::Metrics;
+use crate::tls::Identity;
+
+/// Limits on every connection and on the whole relay.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// The largest WebSocket message (a data frame: routing header and envelope).
+    pub max_frame: usize,
+    /// Bytes queued towards one connection before it is cut off as too slow.
+    pub max_queued: usize,
+    /// Data frames per second one connection may send (sustained).
+    pub frames_per_sec: u32,
+    /// Data frames one connection may send in a burst.
+    pub burst: u32,
+    /// Connections open at once.
+    pub max_connections: usize,
+    /// Connections open at once for one key.
+    pub max_per_key: usize,
+    /// Time allowed for the TLS handshake, the HTTP head and the challenge answer.
+    pub handshake_timeout: Duration,
+    /// A connection that sends nothing (not even a pong) for this long is closed.
+    pub idle_timeout: Duration,
+    /// How often the relay pings.
+    pub ping_interval: Duration,
+    /// How long shutdown waits for connections to close.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame: protocol::limits::MAX_FRAME + protocol::relay::HEADER,
+            max_queued: 8 << 20,
+            frames_per_sec: 200,
+            burst: 400,
+            max_connections: 20_000,
+            max_per_key: 4,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
+            ping_interval: Duration::from_secs(25),
+            drain_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How the relay is set up.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The TLS certificate and key.
+    pub identity: Identity,
+    /// The limits.
+    pub limits: Limits,
+}
+
+struct Inner {
+    config: Config,
+    listener: Mutex<Option<TcpListener>>,
+    local_addr: SocketAddr,
+    hub: Mutex<Hub>,
+    metrics: Metrics,
+    open: AtomicUsize,
+    stop: watch::Sender<bool>,
+}
+
+/// A relay. Cloning gives another handle to the same relay.
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Server({})", self.inner.local_addr)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Every critical section is a few map operations; a panic in one is a bug, and the maps
+    // stay consistent enough to keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Server {
+    /// Binds the listening socket (port 0 picks a free one).
+    pub async fn bind(config: Config) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let local_addr = listener.local_addr()?;
+        let (stop, _) = watch::channel(false);
+        let hub = Hub::new(config.limits.max_queued);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                listener: Mutex::new(Some(listener)),
+                local_addr,
+                hub: Mutex::new(hub),
+                metrics: Metrics::default(),
+                open: AtomicUsize::new(0),
+                stop,
+            }),
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.inner.local_addr
+    }
+
+    /// The counters behind `/metrics`.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
+    }
+
+    /// Accepts connections until [`Server::shutdown`].
+    pub async fn serve(&self) -> std::io::Result<()> {
+        let listener = lock(&self.inner.listener)
+            .take()
+            .ok_or_else(|| std::io::Error::other("already serving"))?;
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.inner.config.identity.config.clone());
+        let mut stop = self.inner.stop.subscribe();
+        loop {
+            tokio::select! {
+                _ = stop.changed() => break,
+                accepted = listener.accept() => {
+                    let Ok((tcp, peer)) = accepted else { continue };
+                    let inner = self.inner.clone();
+                    let acceptor = acceptor.clone();
+                    tokio::spawn(async move {
+                        Metrics::inc(&inner.metrics.connections_total);
+                        let open = inner.open.fetch_add(1, Ordering::Relaxed) + 1;
+                        inner.metrics.connections.store(open as u64, Ordering::Relaxed);
+                        if let Err(e) = connection(&inner, acceptor, tcp, open).await {
+                            tracing::debug!(%peer, "connection ended: {e}");
+                        }
+                        let open = inner.open.fetch_sub(1, Ordering::Relaxed) - 1;
+                        inner.metrics.connections.store(open as u64, Ordering::Relaxed);
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops accepting, closes every connection with 1001 "relay shutting down", and waits for
+    /// them to go (at most the drain timeout).
+    pub async fn shutdown(&self) {
+        let _ = self.inner.stop.send(true);
+        for kick in lock(&self.inner.hub).all_kicks() {
+            let _ = kick.send(Some((1001, "relay shutting down".into())));
+        }
+        let deadline = Instant::now() + self.inner.config.limits.drain_timeout;
+        while self.inner.open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+async fn connection(
+    inner: &Arc<Inner>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    tcp: TcpStream,
+    open: usize,
+) -> anyhow::Result<()> {
+    let limits = &inner.config.limits;
+    let _ = tcp.set_nodelay(true);
+    let mut tls = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await??;
+    let head = tokio::time::timeout(limits.handshake_timeout, read_head(&mut tls)).await??;
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut request = httparse::Request::new(&mut headers);
+    if !matches!(request.parse(&head), Ok(httparse::Status::Complete(n)) if n == head.len()) {
+        return respond(&mut tls, "400 Bad Request", "bad request\n").await;
+    }
+    let header = |name: &str| {
+        request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
+    };
+    match (request.method, request.path) {
+        (Some("GET"), Some("/health")) => respond(&mut tls, "200 OK", "ok\n").await,
+        (Some("GET"), Some("/metrics")) => {
+            respond(&mut tls, "200 OK", &inner.metrics.render()).await
+        }
+        (Some("GET"), Some("/ws")) => {
+            let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
+            let Some(key) = header("sec-websocket-key").filter(|_| upgrade) else {
+                return respond(&mut tls, "400 Bad Request", "expected a WebSocket upgrade\n")
+                    .await;
+            };
+            if open > limits.max_connections {
+                Metrics::inc(&inner.metrics.limit_closes);
+                return respond(&mut tls, "503 Service Unavailable", "too many connections\n")
+                    .await;
+            }
+            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+            let response = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+            );
+            tls.write_all(response.as_bytes()).await?;
+            let config = WebSocketConfig::default()
+                .max_message_size(Some(limits.max_frame))
+                .max_frame_size(Some(limits.max_frame))
+                .read_buffer_size(4096)
+                .write_buffer_size(0);
+            let ws = WebSocketStream::from_raw_socket(tls, Role::Server, Some(config)).await;
+            session(inner, ws).await
+        }
+        _ => respond(&mut tls, "404 Not Found", "not found\n").await,
+    }
+}
+
+/// Reads an HTTP request head (through the blank line), at most 8 KiB.
+async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> anyhow::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(512);
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if head.len() >= 8192 {
+            anyhow::bail!("request head over 8 KiB");
+        }
+        if stream.read(&mut byte).await? == 0 {
+            anyhow::bail!("closed during the request head");
+        }
+        head.push(byte[0]);
+    }
+    Ok(head)
+}
+
+async fn respond<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: &str,
+    body: &str,
+) -> anyhow::Result<()> {
+    let content_type =
+        if body.starts_with("# HELP") { "text/plain; version=0.0.4" } else { "text/plain" };
+    let response = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(response.as_bytes()).await?;
+    stream.shutdown().await?;
+    Ok(())
+}
+
+fn close(code: u16, reason: impl Into<String>) -> Message {
+    Message::Close(Some(CloseFrame { code: code.into(), reason: reason.into().into() }))
+}
+
+/// The WebSocket session of one client: authenticate, then route until either side closes.
+async fn session<S>(inner: &Arc<Inner>, ws: WebSocketStream<S>) -> anyhow::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = inner.config.limits.clone();
+    let metrics = &inner.metrics;
+    let (mut sink, mut stream) = ws.split();
+    let mut nonce = [0u8; 32];
+    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    sink.send(Message::text(serde_json::to_string(&FromRelay::Challenge {
+        nonce: hex::encode(nonce),
+    })?))
+    .await?;
+
+    let answer = tokio::time::timeout(limits.handshake_timeout, stream.next()).await;
+    let (side, key) = match answer {
+        Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ToRelay>(&text) {
+            Ok(ToRelay::Hello { side, key, signature }) => {
+                match protocol::relay::check_hello(
+                    side,
+                    &key,
+                    &signature,
+                    &nonce,
+                    &inner.config.identity.cert_sha256,
+                ) {
+                    Ok(key) => (side, *key.as_bytes()),
+                    Err(e) => {
+                        Metrics::inc(&metrics.auth_failures);
+                        sink.send(close(4003, format!("authentication failed: {e}"))).await?;
+                        return Ok(());
+                    }
+                }
+            }
+            _ => {
+                Metrics::inc(&metrics.auth_failures);
+                sink.send(close(4003, "authentication failed: expected a hello")).await?;
+                return Ok(());
+            }
+        },
+        Ok(_) => {
+            Metrics::inc(&metrics.auth_failures);
+            sink.send(close(4003, "authentication failed: expected a hello")).await?;
+            return Ok(());
+        }
+        Err(_) => {
+            Metrics::inc(&metrics.auth_failures);
+            sink.send(close(4008, "authentication timeout")).await?;
+            return Ok(());
+        }
+    };
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let (kick, mut kicked) = watch::channel::<Kick>(None);
+    let added = {
+        let mut hub = lock(&inner.hub);
+        (hub.connections_of(&key) < limits.max_per_key).then(|| {
+            let conn =
+                Conn { key, side, tx: tx.clone(), queued: queued.clone(), kick: kick.clone() };
+            hub.add(conn, metrics)
+        })
+    };
+    let Some(id) = added else {
+        Metrics::inc(&metrics.limit_closes);
+        sink.send(close(4009, "too many connections for this key")).await?;
+        return Ok(());
+    };
+    // Everything queued for the writer is counted, so that the writer's accounting balances.
+    let enqueue = |message: Message| {
+        queued.fetch_add(message.len(), Ordering::Relaxed);
+        let _ = tx.send(message);
+    };
+    enqueue(Message::text(serde_json::to_string(&FromRelay::Welcome)?));
+
+    // The writer owns the sink: queued messages, pings, and the close when kicked.
+    let writer = {
+        let queued = queued.clone();
+        let mut kicked = kicked.clone();
+        let ping_interval = limits.ping_interval;
+        tokio::spawn(async move {
+            let mut ping = tokio::time::interval(ping_interval);
+            ping.tick().await;
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = kicked.changed() => {
+                        let why = kicked.borrow().clone();
+                        if let Some((code, reason)) = why {
+                            // A peer too slow to read may never take this; the time limit ends it.
+                            let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(close(code, reason))).await;
+                        }
+                        break;
+                    }
+                    message = rx.recv() => {
+                        let Some(message) = message else { break };
+                        let size = message.len();
+                        // A peer that stopped reading blocks this send; a kick must still end it.
+                        let sent = tokio::select! {
+                            sent = sink.send(message) => Some(sent),
+                            _ = kicked.changed() => None,
+                        };
+                        queued.fetch_sub(size, Ordering::Relaxed);
+                        match sent {
+                            Some(Ok(())) => {}
+                            Some(Err(_)) => break,
+                            None => {
+                                let why = kicked.borrow().clone();
+                                if let Some((code, reason)) = why {
+                                    let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(close(code, reason))).await;
+                                }
+                                break;
+                            }
+                        }
+                    }
+                    _ = ping.tick() => {
+                        if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
+                    }
+                }
+            }
+        })
+    };
+
+    let mut tokens = f64::from(limits.burst);
+    let mut refilled = Instant::now();
+    let outcome: Option<(u16, String)> = loop {
+        let next = tokio::select! {
+            _ = kicked.changed() => break None,
+            next = tokio::time::timeout(limits.idle_timeout, stream.next()) => next,
+        };
+        let message = match next {
+            Err(_) => break Some((1001, "idle timeout".into())),
+            Ok(None) => break None,
+            Ok(Some(Err(WsError::Capacity(e)))) => {
+                break Some((1009, format!("frame too large: {e}")));
+            }
+            Ok(Some(Err(WsError::Protocol(e)))) => {
+                break Some((1002, format!("protocol error: {e}")));
+            }
+            Ok(Some(Err(WsError::Utf8(_)))) => {
+                break Some((1007, "text frame is not UTF-8".into()));
+            }
+            Ok(Some(Err(_))) => break None,
+            Ok(Some(Ok(m))) => m,
+        };
+        match message {
+            Message::Binary(frame) => {
+                let now = Instant::now();
+                tokens = (tokens
+                    + now.duration_since(refilled).as_secs_f64()
+                        * f64::from(limits.frames_per_sec))
+                .min(f64::from(limits.burst));
+                refilled = now;
+                if tokens < 1.0 {
+                    break Some((
+                        1008,
+                        format!("rate limit: over {} frames per second", limits.frames_per_sec),
+                    ));
+                }
+                tokens -= 1.0;
+                let Some((kind, peer, payload)) = protocol::relay::split_frame(&frame) else {
+                    break Some((1008, "data frame shorter than its routing header".into()));
+                };
+                if !matches!(kind, 1 | 2) {
+                    break Some((1008, format!("unknown data frame kind {kind}")));
+                }
+                Metrics::inc(&metrics.frames_in);
+                metrics.bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
+                let routed = lock(&inner.hub).route(&key, side, kind == 2, &peer, payload, metrics);
+                match routed {
+                    Ok(n) => {
+                        metrics.frames_out.fetch_add(n as u64, Ordering::Relaxed);
+                        metrics.bytes_out.fetch_add((n * payload.len()) as u64, Ordering::Relaxed);
+                    }
+                    Err(NoRoute::NotAllowed | NoRoute::Offline) => Metrics::inc(&metrics.drops),
+                }
+            }
+            Message::Text(text) => match serde_json::from_str::<ToRelay>(&text) {
+                Ok(ToRelay::Register { counter, devices, signature }) if side == Side::Host => {
+                    let Ok(host) = protocol::PublicKey::from_bytes(&key) else {
+                        break Some((1011, "internal error".into()));
+                    };
+                    let refusal =
+                        match protocol::relay::check_register(&host, counter, &devices, &signature)
+                        {
+                            Ok(list) => {
+                                let fresh = lock(&inner.hub).register(key, counter, list, metrics);
+                                (!fresh).then(|| {
+                                    format!(
+                                        "registration counter {counter} is not newer than the last"
+                                    )
+                                })
+                            }
+                            Err(e) => Some(format!("registration refused: {e}")),
+                        };
+                    if let Some(reason) = refusal {
+                        enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
+                            reason,
+                        })?));
+                    }
+                }
+                _ => break Some((1008, "unexpected control message".into())),
+            },
+            Message::Close(_) => break None,
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+        }
+    };
+    if outcome.as_ref().is_some_and(|(code, _)| *code != 1000) {
+        Metrics::inc(&metrics.limit_closes);
+    }
+    let reason = outcome.unwrap_or((1000, "bye".into()));
+    // A kick already in place (too slow, shutdown) keeps its reason.
+    kick.send_if_modified(|current| {
+        if current.is_none() {
+            *current = Some(reason);
+            true
+        } else {
+            false
+        }
+    });
+    let _ = writer.await;
+    lock(&inner.hub).remove(id, metrics);
+    Ok(())
+}

@@ -1,0 +1,338 @@
+//! A real relay in-process on 127.0.0.1:0 with real TLS, and real clients: authentication,
+//! routing only between a host and the devices it registered, limits that cut off one
+//! offender and keep serving everyone else, certificate pinning, health and metrics, shutdown.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::Duration;
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use protocol::SecretKey;
+use protocol::relay::{FromRelay, Side, ToRelay};
+use relay::{Config, Limits, Server};
+use relay_client::{Link, LinkError, authenticate, connect, next_control, pinned_config};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio_tungstenite::tungstenite::Message;
+
+struct Relay {
+    server: Server,
+    addr: String,
+    pin: [u8; 32],
+}
+
+async fn relay(limits: Limits) -> Relay {
+    let identity = relay::tls::self_signed(vec!["localhost".into()]).unwrap();
+    let pin = identity.cert_sha256;
+    let server = Server::bind(Config { listen: "127.0.0.1:0".parse().unwrap(), identity, limits })
+        .await
+        .unwrap();
+    let addr = server.local_addr().to_string();
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve().await });
+    Relay { server, addr, pin }
+}
+
+fn key(seed: u8) -> SecretKey {
+    SecretKey::from_seed(&[seed; 32])
+}
+
+async fn join(r: &Relay, secret: &SecretKey, side: Side) -> Link {
+    let (mut link, cert) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
+    authenticate(&mut link, secret, side, &cert).await.unwrap();
+    link
+}
+
+async fn register(link: &mut Link, host: &SecretKey, counter: u64, devices: &[&SecretKey]) {
+    let keys: Vec<[u8; 32]> = devices.iter().map(|d| *d.public_key().as_bytes()).collect();
+    let message = protocol::relay::register(host, counter, &keys);
+    link.send(Message::text(serde_json::to_string(&message).unwrap())).await.unwrap();
+}
+
+async fn send(link: &mut Link, kind: u8, to: &SecretKey, payload: &[u8]) {
+    let frame = protocol::relay::data_frame(kind, to.public_key().as_bytes(), payload);
+    link.send(Message::binary(frame)).await.unwrap();
+}
+
+/// The next data frame (source, payload), skipping control messages; `None` on timeout.
+async fn recv(link: &mut Link) -> Option<([u8; 32], Vec<u8>)> {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(2), link.next()).await {
+            Ok(Some(Ok(Message::Binary(frame)))) => {
+                let (kind, from, payload) = protocol::relay::split_frame(&frame).unwrap();
+                assert_eq!(kind, 1);
+                return Some((from, payload.to_vec()));
+            }
+            Ok(Some(Ok(_))) => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Reads until the relay closes; returns the close code and reason.
+async fn closed(link: &mut Link) -> (u16, String) {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), link.next()).await {
+            Ok(Some(Ok(Message::Close(Some(f))))) => return (f.code.into(), f.reason.to_string()),
+            Ok(Some(Ok(Message::Close(None)))) | Ok(None) => return (1005, String::new()),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(_))) => return (1006, String::new()),
+            Err(_) => panic!("the relay did not close the connection"),
+        }
+    }
+}
+
+async fn wait_presence(link: &mut Link, device: &SecretKey, online: bool) {
+    let want = FromRelay::Presence { device: hex::encode(device.public_key().as_bytes()), online };
+    loop {
+        let got = tokio::time::timeout(Duration::from_secs(5), next_control(link))
+            .await
+            .unwrap()
+            .unwrap();
+        if got == want {
+            return;
+        }
+    }
+}
+
+#[tokio::test]
+async fn routes_only_between_a_host_and_its_registered_devices() {
+    let r = relay(Limits::default()).await;
+    let (h, d1, d2, stranger) = (key(1), key(2), key(3), key(4));
+    let mut host = join(&r, &h, Side::Host).await;
+    let mut dev1 = join(&r, &d1, Side::Device).await;
+    let mut dev2 = join(&r, &d2, Side::Device).await;
+    let mut other = join(&r, &stranger, Side::Device).await;
+    register(&mut host, &h, 1, &[&d1, &d2]).await;
+    wait_presence(&mut host, &d1, true).await;
+
+    send(&mut dev1, 1, &h, b"from d1").await;
+    assert_eq!(recv(&mut host).await, Some((*d1.public_key().as_bytes(), b"from d1".to_vec())));
+    send(&mut host, 1, &d2, b"to d2").await;
+    assert_eq!(recv(&mut dev2).await, Some((*h.public_key().as_bytes(), b"to d2".to_vec())));
+    send(&mut host, 2, &h, b"everyone").await;
+    assert_eq!(recv(&mut dev1).await.unwrap().1, b"everyone");
+    assert_eq!(recv(&mut dev2).await.unwrap().1, b"everyone");
+
+    // A stranger cannot even deliver a frame to the host, nor the host to it.
+    send(&mut other, 1, &h, b"let me in").await;
+    send(&mut host, 1, &stranger, b"hello?").await;
+    assert_eq!(recv(&mut host).await, None);
+    assert_eq!(recv(&mut other).await, None);
+    // Nor may a device address another device.
+    send(&mut dev1, 1, &d2, b"sideways").await;
+    assert_eq!(recv(&mut dev2).await, None);
+    assert!(r.server.metrics().drops.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+
+    // A new registration without d2 cuts its route at once; an old counter is refused.
+    register(&mut host, &h, 2, &[&d1]).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut dev2, 1, &h, b"still there?").await;
+    assert_eq!(recv(&mut host).await, None);
+    register(&mut host, &h, 1, &[&d1, &d2]).await;
+    let refused = tokio::time::timeout(Duration::from_secs(5), next_control(&mut host))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(refused, FromRelay::Refused { ref reason } if reason.contains("not newer")),
+        "{refused:?}"
+    );
+
+    // Presence: a device going away is announced to its host.
+    dev1.close(None).await.unwrap();
+    wait_presence(&mut host, &d1, false).await;
+    r.server.shutdown().await;
+}
+
+#[tokio::test]
+async fn authentication_failures_are_refused() {
+    let r = relay(Limits::default()).await;
+    // Claiming another key than the one that signs.
+    let (mut link, cert) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
+    let FromRelay::Challenge { nonce } = next_control(&mut link).await.unwrap() else { panic!() };
+    let nonce: [u8; 32] = hex::decode(nonce).unwrap().try_into().unwrap();
+    let ToRelay::Hello { signature, .. } =
+        protocol::relay::hello(&key(1), Side::Device, &nonce, &cert)
+    else {
+        panic!()
+    };
+    let forged = ToRelay::Hello {
+        side: Side::Device,
+        key: hex::encode(key(2).public_key().as_bytes()),
+        signature,
+    };
+    link.send(Message::text(serde_json::to_string(&forged).unwrap())).await.unwrap();
+    assert_eq!(closed(&mut link).await.0, 4003);
+
+    // Replaying an answer captured on another connection (another nonce).
+    let captured = protocol::relay::hello(&key(1), Side::Device, &nonce, &cert);
+    let (mut link, _) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
+    let _challenge = next_control(&mut link).await.unwrap();
+    link.send(Message::text(serde_json::to_string(&captured).unwrap())).await.unwrap();
+    assert_eq!(closed(&mut link).await.0, 4003);
+
+    // An answer bound to another relay's certificate.
+    let (mut link, _) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
+    let FromRelay::Challenge { nonce } = next_control(&mut link).await.unwrap() else { panic!() };
+    let nonce: [u8; 32] = hex::decode(nonce).unwrap().try_into().unwrap();
+    let elsewhere = protocol::relay::hello(&key(1), Side::Device, &nonce, &[0xee; 32]);
+    link.send(Message::text(serde_json::to_string(&elsewhere).unwrap())).await.unwrap();
+    assert_eq!(closed(&mut link).await.0, 4003);
+
+    // Data before authentication.
+    let (mut link, _) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
+    let _challenge = next_control(&mut link).await.unwrap();
+    link.send(Message::binary(vec![1; 40])).await.unwrap();
+    assert_eq!(closed(&mut link).await.0, 4003);
+    assert!(r.server.metrics().auth_failures.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+
+    // The relay still serves honest clients.
+    let _ok = join(&r, &key(9), Side::Host).await;
+}
+
+#[tokio::test]
+async fn a_wrong_certificate_is_refused_unless_pinned() {
+    let r = relay(Limits::default()).await;
+    let wrong = connect(&r.addr, "localhost", pinned_config([0xab; 32])).await;
+    assert!(matches!(wrong, Err(LinkError::Connect(_))), "{:?}", wrong.err());
+    assert!(connect(&r.addr, "localhost", pinned_config(r.pin)).await.is_ok());
+}
+
+#[tokio::test]
+async fn oversized_and_garbage_frames_get_a_close_code_and_others_keep_going() {
+    let limits = Limits { max_frame: 64 * 1024, ..Limits::default() };
+    let r = relay(limits).await;
+    let (h, d) = (key(1), key(2));
+    let mut host = join(&r, &h, Side::Host).await;
+    let mut dev = join(&r, &d, Side::Device).await;
+    register(&mut host, &h, 1, &[&d]).await;
+    wait_presence(&mut host, &d, true).await;
+
+    let mut big = join(&r, &key(5), Side::Device).await;
+    let _ = big.send(Message::binary(vec![1; 128 * 1024])).await;
+    assert_eq!(closed(&mut big).await.0, 1009);
+
+    let mut short = join(&r, &key(6), Side::Device).await;
+    short.send(Message::binary(vec![1; 5])).await.unwrap();
+    assert_eq!(closed(&mut short).await.0, 1008);
+
+    let mut chatter = join(&r, &key(7), Side::Device).await;
+    chatter.send(Message::text("{\"type\":\"nonsense\"}")).await.unwrap();
+    assert_eq!(closed(&mut chatter).await.0, 1008);
+
+    send(&mut dev, 1, &h, b"fine").await;
+    assert_eq!(recv(&mut host).await.unwrap().1, b"fine");
+}
+
+#[tokio::test]
+async fn a_flood_is_cut_off_by_the_rate_limit() {
+    let limits = Limits { frames_per_sec: 50, burst: 50, ..Limits::default() };
+    let r = relay(limits).await;
+    let (h, d) = (key(1), key(2));
+    let mut host = join(&r, &h, Side::Host).await;
+    register(&mut host, &h, 1, &[&d]).await;
+    let mut dev = join(&r, &d, Side::Device).await;
+    for _ in 0..500 {
+        if dev
+            .send(Message::binary(protocol::relay::data_frame(1, h.public_key().as_bytes(), b"x")))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let (code, reason) = closed(&mut dev).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("rate limit"), "{reason}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_consumer_is_cut_off_without_slowing_its_neighbours() {
+    let limits = Limits {
+        max_queued: 4 << 20,
+        frames_per_sec: 100_000,
+        burst: 100_000,
+        ..Limits::default()
+    };
+    let r = relay(limits).await;
+    let (h, slow_key, fast_key) = (key(1), key(2), key(3));
+    let mut host = join(&r, &h, Side::Host).await;
+    let mut slow = join(&r, &slow_key, Side::Device).await;
+    let mut fast = join(&r, &fast_key, Side::Device).await;
+    register(&mut host, &h, 1, &[&slow_key, &fast_key]).await;
+    wait_presence(&mut host, &fast_key, true).await;
+
+    // The fast device reads everything meant for it while the slow one reads nothing.
+    let expected = 2000;
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < expected {
+            match recv(&mut fast).await {
+                Some(_) => got += 1,
+                None => break,
+            }
+        }
+        got
+    });
+    // 2000 × 16 KiB = 32 MiB towards the slow device: far more than the socket buffers and the
+    // 4 MiB queue hold. Sent at a pace the fast device keeps up with.
+    let payload = vec![7u8; 16 * 1024];
+    for i in 0..expected {
+        send(&mut host, 1, &slow_key, &payload).await;
+        send(&mut host, 1, &fast_key, &payload).await;
+        if i % 64 == 0 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+    let got = reader.await.unwrap();
+    let m = r.server.metrics();
+    assert_eq!(
+        got,
+        expected,
+        "the fast device missed frames: in {} out {} drops {} limit {}",
+        m.frames_in.load(std::sync::atomic::Ordering::Relaxed),
+        m.frames_out.load(std::sync::atomic::Ordering::Relaxed),
+        m.drops.load(std::sync::atomic::Ordering::Relaxed),
+        m.limit_closes.load(std::sync::atomic::Ordering::Relaxed)
+    );
+    let (code, reason) = closed(&mut slow).await;
+    assert_eq!(code, 1008, "{reason}");
+    assert!(reason.contains("too slow"), "{reason}");
+}
+
+#[tokio::test]
+async fn health_metrics_and_per_key_cap() {
+    let limits = Limits { max_per_key: 1, ..Limits::default() };
+    let r = relay(limits).await;
+    let _first = join(&r, &key(1), Side::Host).await;
+    let (mut second, cert) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
+    let refused = authenticate(&mut second, &key(1), Side::Host, &cert).await;
+    assert!(matches!(refused, Err(LinkError::Closed { code: 4009, .. })), "{refused:?}");
+
+    for (path, expect) in [("/health", "ok"), ("/metrics", "relay_connections_total")] {
+        let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(pinned_config(r.pin))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut body = String::new();
+        let _ = tls.read_to_string(&mut body).await;
+        assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+        assert!(body.contains(expect), "{body}");
+    }
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_connection_with_a_reason() {
+    let r = relay(Limits::default()).await;
+    let mut a = join(&r, &key(1), Side::Host).await;
+    let mut b = join(&r, &key(2), Side::Device).await;
+    r.server.shutdown().await;
+    assert_eq!(closed(&mut a).await, (1001, "relay shutting down".into()));
+    assert_eq!(closed(&mut b).await.0, 1001);
+    assert!(connect(&r.addr, "localhost", pinned_config(r.pin)).await.is_err(), "still accepting");
+}
