@@ -1,13 +1,21 @@
 //! The link from a host or a device to a relay.
 //!
-//! Today: a TLS connection that trusts exactly one pinned certificate (by SHA-256, as a
-//! self-signed relay's pairing link carries it; anything else is refused), the WebSocket
-//! upgrade, and authentication by answering the relay's challenge. Still to come: system
-//! roots for a relay with a public certificate, reconnection with jittered exponential
-//! backoff, and end-to-end resume (sequence numbers and acknowledgements per direction) so
-//! each application message is delivered exactly once. It holds no policy and executes nothing.
+//! A TLS connection that trusts exactly one pinned certificate (by SHA-256, as a self-signed
+//! relay's pairing link carries it; anything else is refused), the WebSocket upgrade, and
+//! authentication by answering the relay's challenge ([`connect`], [`authenticate`]); on top,
+//! [`Client`]: reconnection with jittered exponential backoff, re-registration of a host's
+//! devices, and end-to-end resume ([`resume`]: sequence numbers and acknowledgements per
+//! direction) so each application message is delivered exactly once across drops and relay
+//! restarts. Still to come: system roots for a relay with a public certificate, and pacing of
+//! a resent backlog (today a backlog larger than the relay's rate burst gets the link cut for
+//! rate, again on every reconnect). It holds no policy and executes nothing.
 
 #![forbid(unsafe_code)]
+
+pub mod client;
+pub mod resume;
+
+pub use client::{Client, ClientConfig};
 
 use std::sync::Arc;
 

@@ -1,0 +1,260 @@
+//! A link to the relay that stays up: reconnects with jittered exponential backoff,
+//! authenticates again, re-registers a host's devices, and resumes end to end
+//! ([`crate::resume`]) so every message is delivered exactly once across drops and relay
+//! restarts.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use protocol::SecretKey;
+use protocol::relay::{FromRelay, Side};
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::Message;
+
+use crate::resume::{Incoming, Peer};
+use crate::{Link, authenticate, connect};
+
+/// How the client connects.
+pub struct ClientConfig {
+    /// `host:port` of the relay.
+    pub addr: String,
+    /// The name the relay's certificate is presented for (SNI).
+    pub server_name: String,
+    /// TLS trust ([`crate::pinned_config`] for a self-signed relay).
+    pub tls: Arc<rustls::ClientConfig>,
+    /// This side's key.
+    pub secret: SecretKey,
+    /// Host or device.
+    pub side: Side,
+    /// For a host: the devices that may reach it, registered on every connection.
+    pub devices: Vec<[u8; 32]>,
+    /// Unacknowledged messages are sent again after this long.
+    pub rto: Duration,
+    /// The first reconnection delay; doubled on each failure up to `backoff_max`.
+    pub backoff_min: Duration,
+    /// The longest reconnection delay.
+    pub backoff_max: Duration,
+}
+
+impl ClientConfig {
+    /// Defaults: resend after 1 s, reconnect after 100 ms doubling up to 5 s.
+    pub fn new(
+        addr: String,
+        server_name: String,
+        tls: Arc<rustls::ClientConfig>,
+        secret: SecretKey,
+        side: Side,
+    ) -> Self {
+        Self {
+            addr,
+            server_name,
+            tls,
+            secret,
+            side,
+            devices: Vec::new(),
+            rto: Duration::from_secs(1),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(5),
+        }
+    }
+}
+
+enum Command {
+    Send([u8; 32], Vec<u8>),
+    DropConnection,
+}
+
+/// The client was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the relay client has stopped")]
+pub struct Stopped;
+
+/// A self-healing link. Dropping it stops it.
+pub struct Client {
+    commands: mpsc::UnboundedSender<Command>,
+    inbox: mpsc::UnboundedReceiver<([u8; 32], Vec<u8>)>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Client {
+    /// Starts connecting in the background.
+    pub fn start(config: ClientConfig) -> Self {
+        let (commands, rx) = mpsc::unbounded_channel();
+        let (tx, inbox) = mpsc::unbounded_channel();
+        let task = tokio::spawn(drive(config, rx, tx));
+        Self { commands, inbox, task }
+    }
+
+    /// Queues a message for `peer`; it is delivered exactly once, whenever the link allows.
+    pub fn send(&self, peer: [u8; 32], message: Vec<u8>) -> Result<(), Stopped> {
+        self.commands.send(Command::Send(peer, message)).map_err(|_| Stopped)
+    }
+
+    /// The next message from a peer, in order.
+    pub async fn recv(&mut self) -> Option<([u8; 32], Vec<u8>)> {
+        self.inbox.recv().await
+    }
+
+    /// Drops the current connection (as a network change would); the client reconnects.
+    pub fn drop_connection(&self) {
+        let _ = self.commands.send(Command::DropConnection);
+    }
+}
+
+fn jittered(config: &ClientConfig, attempt: u32) -> Duration {
+    let base = config.backoff_min.saturating_mul(1 << attempt.min(16)).min(config.backoff_max);
+    let mut r = [0u8; 2];
+    let _ = getrandom::fill(&mut r);
+    // Between half and all of the delay, so that clients cut off together do not return together.
+    let fraction = 0.5 + f64::from(u16::from_be_bytes(r)) / f64::from(u16::MAX) / 2.0;
+    base.mul_f64(fraction)
+}
+
+async fn drive(
+    config: ClientConfig,
+    mut commands: mpsc::UnboundedReceiver<Command>,
+    inbox: mpsc::UnboundedSender<([u8; 32], Vec<u8>)>,
+) {
+    let epoch = Instant::now();
+    let now_ms = || epoch.elapsed().as_millis() as u64;
+    let mut peers: HashMap<[u8; 32], Peer> = HashMap::new();
+    let mut attempt = 0u32;
+    let mut counter = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    loop {
+        let link = connect(&config.addr, &config.server_name, config.tls.clone()).await;
+        let mut link: Link = match link {
+            Ok((mut link, cert)) => {
+                match authenticate(&mut link, &config.secret, config.side, &cert).await {
+                    Ok(()) => link,
+                    Err(_) => {
+                        if !wait(&config, attempt, &mut commands, &mut peers, now_ms()).await {
+                            return;
+                        }
+                        attempt += 1;
+                        continue;
+                    }
+                }
+            }
+            Err(_) => {
+                if !wait(&config, attempt, &mut commands, &mut peers, now_ms()).await {
+                    return;
+                }
+                attempt += 1;
+                continue;
+            }
+        };
+        attempt = 0;
+        if config.side == Side::Host {
+            counter += 1;
+            let register = protocol::relay::register(&config.secret, counter, &config.devices);
+            let Ok(text) = serde_json::to_string(&register) else { return };
+            if link.send(Message::text(text)).await.is_err() {
+                continue;
+            }
+        }
+        // Everything not yet acknowledged goes again on a new connection.
+        let mut ok = true;
+        for (peer, state) in &mut peers {
+            for payload in state.poll_resend(now_ms(), 0, true) {
+                ok &= link
+                    .send(Message::binary(protocol::relay::data_frame(1, peer, &payload)))
+                    .await
+                    .is_ok();
+            }
+        }
+        if !ok {
+            continue;
+        }
+        let mut tick = tokio::time::interval(config.rto / 2);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::DropConnection) => break,
+                    Some(Command::Send(peer, message)) => {
+                        let state = peers.entry(peer).or_default();
+                        let Ok(payload) = state.push(&message, now_ms()) else { continue };
+                        if link.send(Message::binary(protocol::relay::data_frame(1, &peer, &payload))).await.is_err() {
+                            break;
+                        }
+                    }
+                },
+                incoming = link.next() => match incoming {
+                    Some(Ok(Message::Binary(frame))) => {
+                        let Some((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
+                        let state = peers.entry(from).or_default();
+                        if let Incoming::Deliver(message) = state.receive(payload)
+                            && inbox.send((from, message)).is_err()
+                        {
+                            return;
+                        }
+                        if let Some(ack) = state.poll_ack()
+                            && link.send(Message::binary(protocol::relay::data_frame(1, &from, &ack))).await.is_err()
+                        {
+                            break;
+                        }
+                    }
+                    Some(Ok(Message::Text(text))) => {
+                        // A device coming back online gets what it missed at once.
+                        if let Ok(FromRelay::Presence { device, online: true }) = serde_json::from_str(&text) {
+                            let mut key = [0u8; 32];
+                            if hex::decode_to_slice(&device, &mut key).is_ok()
+                                && let Some(state) = peers.get_mut(&key)
+                            {
+                                for payload in state.poll_resend(now_ms(), 0, true) {
+                                    let _ = link.send(Message::binary(protocol::relay::data_frame(1, &key, &payload))).await;
+                                }
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Ok(_)) => {}
+                },
+                _ = tick.tick() => {
+                    let mut ok = true;
+                    for (peer, state) in &mut peers {
+                        for payload in state.poll_resend(now_ms(), config.rto.as_millis() as u64, false) {
+                            ok &= link.send(Message::binary(protocol::relay::data_frame(1, peer, &payload))).await.is_ok();
+                        }
+                    }
+                    if !ok { break; }
+                }
+            }
+        }
+        let _ = link.close(None).await;
+    }
+}
+
+/// Waits out a backoff delay while still taking messages to send later. False: stopped.
+async fn wait(
+    config: &ClientConfig,
+    attempt: u32,
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    peers: &mut HashMap<[u8; 32], Peer>,
+    now_ms: u64,
+) -> bool {
+    let sleep = tokio::time::sleep(jittered(config, attempt));
+    tokio::pin!(sleep);
+    loop {
+        tokio::select! {
+            () = &mut sleep => return true,
+            command = commands.recv() => match command {
+                None => return false,
+                Some(Command::DropConnection) => {}
+                Some(Command::Send(peer, message)) => {
+                    let _ = peers.entry(peer).or_default().push(&message, now_ms);
+                }
+            }
+        }
+    }
+}
