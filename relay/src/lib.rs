@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod echo;
 pub mod hub;
 pub mod metrics;
 pub mod server;

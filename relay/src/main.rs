@@ -40,6 +40,10 @@ struct Args {
     /// Seconds without any frame before a connection is closed.
     #[arg(long, env = "RELAY_IDLE_TIMEOUT")]
     idle_timeout: Option<u64>,
+    /// For conformance tests only: serve plain ws:// on this address, without TLS or
+    /// authentication, echoing every message (the relay's WebSocket layer, for Autobahn).
+    #[arg(long, value_name = "ADDR")]
+    echo: Option<SocketAddr>,
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,19 @@ fn main() -> ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(addr) = args.echo {
+        let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+        return runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind(addr).await?;
+            println!("echo on ws://{}", listener.local_addr()?);
+            relay::echo::serve_echo(
+                listener,
+                relay::Limits { max_frame: 16 << 20, ..relay::Limits::default() },
+            )
+            .await?;
+            Ok(())
+        });
+    }
     let identity = match (&args.cert, &args.key, &args.self_signed) {
         (Some(cert), Some(key), _) => relay::tls::from_pem_files(cert, key)?,
         (None, None, Some(names)) => {

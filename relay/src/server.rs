@@ -214,25 +214,35 @@ async fn connection(
                 return respond(&mut tls, "503 Service Unavailable", "too many connections\n")
                     .await;
             }
-            let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
-            let response = format!(
-                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-            );
-            tls.write_all(response.as_bytes()).await?;
-            let config = WebSocketConfig::default()
-                .max_message_size(Some(limits.max_frame))
-                .max_frame_size(Some(limits.max_frame))
-                .read_buffer_size(4096)
-                .write_buffer_size(0);
-            let ws = WebSocketStream::from_raw_socket(tls, Role::Server, Some(config)).await;
+            tls.write_all(switching_protocols(key).as_bytes()).await?;
+            let ws =
+                WebSocketStream::from_raw_socket(tls, Role::Server, Some(ws_config(limits))).await;
             session(inner, ws).await
         }
         _ => respond(&mut tls, "404 Not Found", "not found\n").await,
     }
 }
 
+/// The WebSocket settings of every connection: the frame limit, and small buffers (an idle
+/// connection should cost little memory).
+pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .max_message_size(Some(limits.max_frame))
+        .max_frame_size(Some(limits.max_frame))
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+}
+
+/// The 101 answer to a WebSocket upgrade with this `Sec-WebSocket-Key`.
+pub(crate) fn switching_protocols(key: &[u8]) -> String {
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
+    format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+}
+
 /// Reads an HTTP request head (through the blank line), at most 8 KiB.
-async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> anyhow::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(512);
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
