@@ -6,7 +6,8 @@
 //! [`Client`]: reconnection with jittered exponential backoff, re-registration of a host's
 //! devices, and end-to-end resume ([`resume`]: sequence numbers and acknowledgements per
 //! direction) so each application message is delivered exactly once across drops and relay
-//! restarts. Still to come: system roots for a relay with a public certificate, and pacing of
+//! restarts. Trust is either one pinned certificate ([`pinned_config`]) or the system's
+//! certificate authorities ([`system_roots_config`]). Still to come: pacing of
 //! a resent backlog (today a backlog larger than the relay's rate burst gets the link cut for
 //! rate, again on every reconnect). It holds no policy and executes nothing.
 
@@ -126,6 +127,24 @@ pub fn pinned_config(sha256: [u8; 32]) -> Arc<rustls::ClientConfig> {
         .map(|b| b.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth());
     // The ring provider supports the safe default versions, so the builder cannot fail.
     Arc::new(config.unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3")))
+}
+
+/// A TLS client configuration that trusts the operating system's certificate authorities, for
+/// a relay with a public certificate. Fails if the system has none.
+pub fn system_roots_config() -> Result<Arc<rustls::ClientConfig>, LinkError> {
+    let loaded = rustls_native_certs::load_native_certs();
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _ignored) = roots.add_parsable_certificates(loaded.certs);
+    if added == 0 {
+        return Err(LinkError::Protocol("no system certificate authorities found".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| LinkError::Protocol(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// Connects to `addr` (host:port) over TLS with `tls`, upgrades to a WebSocket on `/ws`, and

@@ -196,6 +196,11 @@ async fn a_wrong_certificate_is_refused_unless_pinned() {
     let wrong = connect(&r.addr, "localhost", pinned_config([0xab; 32])).await;
     assert!(matches!(wrong, Err(LinkError::Connect(_))), "{:?}", wrong.err());
     assert!(connect(&r.addr, "localhost", pinned_config(r.pin)).await.is_ok());
+    // The system's authorities do not vouch for a self-signed relay either.
+    match relay_client::system_roots_config() {
+        Ok(system) => assert!(connect(&r.addr, "localhost", system).await.is_err()),
+        Err(e) => println!("no system certificate authorities here ({e}): nothing to trust at all"),
+    }
 }
 
 #[tokio::test]
