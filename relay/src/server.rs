@@ -225,7 +225,7 @@ async fn connection(
 
 /// The WebSocket settings of every connection: the frame limit, and small buffers (an idle
 /// connection should cost little memory).
-pub(crate) fn ws_config(limits: &Limits) -> WebSocketConfig {
+pub fn ws_config(limits: &Limits) -> WebSocketConfig {
     WebSocketConfig::default()
         .max_message_size(Some(limits.max_frame))
         .max_frame_size(Some(limits.max_frame))
@@ -372,11 +372,25 @@ where
                         break;
                     }
                     message = rx.recv() => {
-                        let Some(message) = message else { break };
-                        let size = message.len();
-                        // A peer that stopped reading blocks this send; a kick must still end it.
+                        let Some(first) = message else { break };
+                        // Whatever else is already queued goes out with it, in one flush.
+                        let mut batch = vec![first];
+                        while batch.len() < 64 {
+                            match rx.try_recv() {
+                                Ok(m) => batch.push(m),
+                                Err(_) => break,
+                            }
+                        }
+                        let size: usize = batch.iter().map(Message::len).sum();
+                        let write = async {
+                            for m in batch {
+                                sink.feed(m).await?;
+                            }
+                            sink.flush().await
+                        };
+                        // A peer that stopped reading blocks this write; a kick must still end it.
                         let sent = tokio::select! {
-                            sent = sink.send(message) => Some(sent),
+                            sent = write => Some(sent),
                             _ = kicked.changed() => None,
                         };
                         queued.fetch_sub(size, Ordering::Relaxed);

@@ -1,0 +1,279 @@
+//! Load tool: the relay path (device → relay → host → relay → device, TLS on both legs) side
+//! by side with a direct TLS WebSocket echo (same client, no relay), in one run; then the
+//! relay's resident memory per idle authenticated connection.
+//!
+//! Run: `cargo run --release -p relay --example load` (`-- --seconds 3 --idle 10000` are the
+//! defaults). Results go in BENCHMARKS.md.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt as _, StreamExt as _};
+use protocol::SecretKey;
+use protocol::relay::Side;
+use relay::{Config, Limits, Server};
+use relay_client::{Link, authenticate, connect, pinned_config};
+use tokio_tungstenite::tungstenite::Message;
+
+const FRAME: usize = 1024;
+
+fn secret(kind: u8, i: u32) -> SecretKey {
+    let mut seed = [kind; 32];
+    seed[..4].copy_from_slice(&i.to_be_bytes());
+    SecretKey::from_seed(&seed)
+}
+
+fn arg(name: &str, default: u64) -> u64 {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn raise_fd_limit() {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let mut limit = getrlimit(Resource::Nofile);
+    limit.current = limit.maximum;
+    let _ = setrlimit(Resource::Nofile, limit);
+}
+
+fn limits() -> Limits {
+    Limits {
+        frames_per_sec: 1_000_000,
+        burst: 1_000_000,
+        max_connections: 30_000,
+        ..Limits::default()
+    }
+}
+
+async fn join(addr: &str, pin: [u8; 32], key: &SecretKey, side: Side) -> anyhow::Result<Link> {
+    let (mut link, cert) = connect(addr, "localhost", pinned_config(pin)).await?;
+    authenticate(&mut link, key, side, &cert).await?;
+    Ok(link)
+}
+
+/// Closed loop for `seconds`: send 1 KiB, wait for it to come back. Returns round-trip times.
+async fn ping_loop(
+    link: &mut Link,
+    frame: impl Fn(&[u8]) -> Vec<u8>,
+    seconds: u64,
+) -> anyhow::Result<Vec<u32>> {
+    let mut rtts = Vec::new();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let body = vec![0x5au8; FRAME];
+    while Instant::now() < end {
+        let start = Instant::now();
+        link.send(Message::binary(frame(&body))).await?;
+        loop {
+            match link.next().await {
+                Some(Ok(Message::Binary(_))) => break,
+                Some(Ok(_)) => {}
+                _ => anyhow::bail!("link closed"),
+            }
+        }
+        rtts.push(start.elapsed().as_micros() as u32);
+    }
+    Ok(rtts)
+}
+
+/// `pairs` devices each talking to their own host through the relay; hosts echo.
+async fn relay_path(pairs: u32, seconds: u64) -> anyhow::Result<Vec<u32>> {
+    let identity = relay::tls::self_signed(vec!["localhost".into()])?;
+    let pin = identity.cert_sha256;
+    let server =
+        Server::bind(Config { listen: "127.0.0.1:0".parse()?, identity, limits: limits() }).await?;
+    let addr = server.local_addr().to_string();
+    let serving = server.clone();
+    tokio::spawn(async move { serving.serve().await });
+    let mut tasks = Vec::new();
+    for i in 0..pairs {
+        let (h, d) = (secret(1, i), secret(2, i));
+        let (hk, dk) = (*h.public_key().as_bytes(), *d.public_key().as_bytes());
+        let mut host = join(&addr, pin, &h, Side::Host).await?;
+        let register = protocol::relay::register(&h, 1, &[dk]);
+        host.send(Message::text(serde_json::to_string(&register)?)).await?;
+        tokio::spawn(async move {
+            while let Some(Ok(message)) = host.next().await {
+                if let Message::Binary(frame) = message
+                    && let Some((_, from, payload)) = protocol::relay::split_frame(&frame)
+                    && host
+                        .send(Message::binary(protocol::relay::data_frame(1, &from, payload)))
+                        .await
+                        .is_err()
+                {
+                    break;
+                }
+            }
+        });
+        let mut device = join(&addr, pin, &d, Side::Device).await?;
+        tasks.push(tokio::spawn(async move {
+            // Wait until the registration is in: the first echo.
+            ping_loop(&mut device, |b| protocol::relay::data_frame(1, &hk, b), 0).await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ping_loop(&mut device, |b| protocol::relay::data_frame(1, &hk, b), seconds).await
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    server.shutdown().await;
+    Ok(all)
+}
+
+/// `pairs` clients each talking to a direct TLS WebSocket echo with the relay's settings.
+async fn direct_echo(pairs: u32, seconds: u64) -> anyhow::Result<Vec<u32>> {
+    let identity = relay::tls::self_signed(vec!["localhost".into()])?;
+    let pin = identity.cert_sha256;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?.to_string();
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
+    let config = relay::server::ws_config(&limits());
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let _ = tcp.set_nodelay(true);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else { return };
+                let Ok(mut ws) =
+                    tokio_tungstenite::accept_async_with_config(tls, Some(config)).await
+                else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_binary() && ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let mut tasks = Vec::new();
+    for _ in 0..pairs {
+        let (mut link, _) = connect(&addr, "localhost", pinned_config(pin)).await?;
+        tasks.push(tokio::spawn(async move {
+            // The same 33-byte header as the relay path, so frames are the same size.
+            let frame = |b: &[u8]| protocol::relay::data_frame(1, &[0; 32], b);
+            ping_loop(&mut link, frame, 0).await?;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            ping_loop(&mut link, frame, seconds).await
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
+fn summary(mut rtts: Vec<u32>, seconds: u64) -> (f64, u32, u32) {
+    rtts.sort_unstable();
+    let pct = |p: f64| {
+        rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0)
+    };
+    (rtts.len() as f64 / seconds as f64, pct(0.50), pct(0.99))
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Child mode: a relay alone in its process, so its memory can be read.
+async fn serve_child(port: u16) -> anyhow::Result<()> {
+    raise_fd_limit();
+    let identity = relay::tls::self_signed(vec!["localhost".into()])?;
+    println!("{}", hex::encode(identity.cert_sha256));
+    let listen = format!("127.0.0.1:{port}").parse()?;
+    let server = Server::bind(Config { listen, identity, limits: limits() }).await?;
+    server.serve().await?;
+    Ok(())
+}
+
+async fn idle_memory(count: u32) -> anyhow::Result<(u64, u64)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .args(["--child-relay", &port.to_string()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let mut out =
+        tokio::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?);
+    let mut line = String::new();
+    tokio::io::AsyncBufReadExt::read_line(&mut out, &mut line).await?;
+    let pin: [u8; 32] =
+        hex::decode(line.trim())?.try_into().map_err(|_| anyhow::anyhow!("bad pin"))?;
+    let addr = format!("127.0.0.1:{port}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Warm up with a few connections so that start-up allocations are not counted.
+    let mut links = Vec::new();
+    for i in 0..16 {
+        links.push(join(&addr, pin, &secret(3, 1_000_000 + i), Side::Device).await?);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss_kib(pid);
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(64));
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let (addr, semaphore) = (addr.clone(), semaphore.clone());
+        tasks.push(tokio::spawn(async move {
+            let _permit = semaphore.acquire().await;
+            join(&addr, pin, &secret(4, i), Side::Device).await
+        }));
+    }
+    for t in tasks {
+        links.push(t.await??);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = rss_kib(pid);
+    drop(links);
+    let _ = child.kill().await;
+    Ok((before, after))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(i) = args.iter().position(|a| a == "--child-relay") {
+        let port =
+            args.get(i + 1).and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("port"))?;
+        return serve_child(port).await;
+    }
+    raise_fd_limit();
+    let seconds = arg("--seconds", 3);
+    let idle = arg("--idle", 10_000) as u32;
+    println!(
+        "1 KiB frames, closed loop, {seconds} s per row; relay path vs direct TLS WebSocket echo\n"
+    );
+    println!("| pairs | path | messages/s | p50 | p99 | relay/direct msgs/s | relay/direct p99 |");
+    println!("|---:|---|---:|---:|---:|---:|---:|");
+    for pairs in [1u32, 10, 100] {
+        let relayed = summary(relay_path(pairs, seconds).await?, seconds);
+        let direct = summary(direct_echo(pairs, seconds).await?, seconds);
+        for (name, (rate, p50, p99)) in [("relay", relayed), ("direct", direct)] {
+            println!("| {pairs} | {name} | {rate:.0} | {p50} µs | {p99} µs | | |");
+        }
+        println!(
+            "| {pairs} | ratio | | | | {:.2} | {:.2} |",
+            relayed.0 / direct.0,
+            f64::from(relayed.2) / f64::from(direct.2.max(1))
+        );
+    }
+    let (before, after) = idle_memory(idle).await?;
+    println!(
+        "\nidle authenticated connections: {idle}; relay RSS {before} KiB before, {after} KiB after: {:.1} KiB per connection",
+        (after.saturating_sub(before)) as f64 / f64::from(idle)
+    );
+    Ok(())
+}
