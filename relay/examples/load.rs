@@ -78,20 +78,18 @@ async fn ping_loop(
     Ok(rtts)
 }
 
-/// `pairs` devices each talking to their own host through the relay; hosts echo.
-async fn relay_path(pairs: u32, seconds: u64) -> anyhow::Result<Vec<u32>> {
-    let identity = relay::tls::self_signed(vec!["localhost".into()])?;
-    let pin = identity.cert_sha256;
-    let server =
-        Server::bind(Config { listen: "127.0.0.1:0".parse()?, identity, limits: limits() }).await?;
-    let addr = server.local_addr().to_string();
-    let serving = server.clone();
-    tokio::spawn(async move { serving.serve().await });
+/// `pairs` devices each talking to their own host through the relay at `addr`; hosts echo.
+async fn relay_path(
+    addr: &str,
+    pin: [u8; 32],
+    pairs: u32,
+    seconds: u64,
+) -> anyhow::Result<Vec<u32>> {
     let mut tasks = Vec::new();
     for i in 0..pairs {
         let (h, d) = (secret(1, i), secret(2, i));
         let (hk, dk) = (*h.public_key().as_bytes(), *d.public_key().as_bytes());
-        let mut host = join(&addr, pin, &h, Side::Host).await?;
+        let mut host = join(addr, pin, &h, Side::Host).await?;
         let register = protocol::relay::register(&h, 1, &[dk]);
         host.send(Message::text(serde_json::to_string(&register)?)).await?;
         tokio::spawn(async move {
@@ -107,7 +105,7 @@ async fn relay_path(pairs: u32, seconds: u64) -> anyhow::Result<Vec<u32>> {
                 }
             }
         });
-        let mut device = join(&addr, pin, &d, Side::Device).await?;
+        let mut device = join(addr, pin, &d, Side::Device).await?;
         tasks.push(tokio::spawn(async move {
             // Wait until the registration is in: the first echo.
             ping_loop(&mut device, |b| protocol::relay::data_frame(1, &hk, b), 0).await?;
@@ -119,40 +117,19 @@ async fn relay_path(pairs: u32, seconds: u64) -> anyhow::Result<Vec<u32>> {
     for t in tasks {
         all.extend(t.await??);
     }
-    server.shutdown().await;
     Ok(all)
 }
 
-/// `pairs` clients each talking to a direct TLS WebSocket echo with the relay's settings.
-async fn direct_echo(pairs: u32, seconds: u64) -> anyhow::Result<Vec<u32>> {
-    let identity = relay::tls::self_signed(vec!["localhost".into()])?;
-    let pin = identity.cert_sha256;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?.to_string();
-    let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
-    let config = relay::server::ws_config(&limits());
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            let _ = tcp.set_nodelay(true);
-            let acceptor = acceptor.clone();
-            tokio::spawn(async move {
-                let Ok(tls) = acceptor.accept(tcp).await else { return };
-                let Ok(mut ws) =
-                    tokio_tungstenite::accept_async_with_config(tls, Some(config)).await
-                else {
-                    return;
-                };
-                while let Some(Ok(m)) = ws.next().await {
-                    if m.is_binary() && ws.send(m).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
+/// `pairs` clients each talking to the direct echo at `addr`.
+async fn direct_echo(
+    addr: &str,
+    pin: [u8; 32],
+    pairs: u32,
+    seconds: u64,
+) -> anyhow::Result<Vec<u32>> {
     let mut tasks = Vec::new();
     for _ in 0..pairs {
-        let (mut link, _) = connect(&addr, "localhost", pinned_config(pin)).await?;
+        let (mut link, _) = connect(addr, "localhost", pinned_config(pin)).await?;
         tasks.push(tokio::spawn(async move {
             // The same 33-byte header as the relay path, so frames are the same size.
             let frame = |b: &[u8]| protocol::relay::data_frame(1, &[0; 32], b);
@@ -166,6 +143,28 @@ async fn direct_echo(pairs: u32, seconds: u64) -> anyhow::Result<Vec<u32>> {
         all.extend(t.await??);
     }
     Ok(all)
+}
+
+/// A TLS WebSocket echo with the relay's WebSocket settings.
+async fn serve_echo_tls(listener: tokio::net::TcpListener, identity: relay::tls::Identity) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(identity.config.clone());
+    let config = relay::server::ws_config(&limits());
+    while let Ok((tcp, _)) = listener.accept().await {
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(tls) = acceptor.accept(tcp).await else { return };
+            let Ok(mut ws) = tokio_tungstenite::accept_async_with_config(tls, Some(config)).await
+            else {
+                return;
+            };
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_binary() && ws.send(m).await.is_err() {
+                    break;
+                }
+            }
+        });
+    }
 }
 
 fn summary(mut rtts: Vec<u32>, seconds: u64) -> (f64, u32, u32) {
@@ -189,25 +188,30 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// Child mode: a relay alone in its process, so its memory can be read.
-async fn serve_child(port: u16) -> anyhow::Result<()> {
+/// Child mode: a relay or the direct echo alone in its own process, as in a deployment (and
+/// so that its memory can be read). Prints the certificate's SHA-256, then serves.
+async fn serve_child(mode: &str, port: u16) -> anyhow::Result<()> {
     raise_fd_limit();
     let identity = relay::tls::self_signed(vec!["localhost".into()])?;
     println!("{}", hex::encode(identity.cert_sha256));
-    let listen = format!("127.0.0.1:{port}").parse()?;
+    let listen: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    if mode == "echo" {
+        serve_echo_tls(tokio::net::TcpListener::bind(listen).await?, identity).await;
+        return Ok(());
+    }
     let server = Server::bind(Config { listen, identity, limits: limits() }).await?;
     server.serve().await?;
     Ok(())
 }
 
-async fn idle_memory(count: u32) -> anyhow::Result<(u64, u64)> {
+/// Starts a child server; returns it, its address and its certificate pin.
+async fn spawn_child(mode: &str) -> anyhow::Result<(tokio::process::Child, String, [u8; 32])> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
-        .args(["--child-relay", &port.to_string()])
+        .args(["--child", mode, &port.to_string()])
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
-    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
     let mut out =
         tokio::io::BufReader::new(child.stdout.take().ok_or_else(|| anyhow::anyhow!("no stdout"))?);
     let mut line = String::new();
@@ -215,7 +219,18 @@ async fn idle_memory(count: u32) -> anyhow::Result<(u64, u64)> {
     let pin: [u8; 32] =
         hex::decode(line.trim())?.try_into().map_err(|_| anyhow::anyhow!("bad pin"))?;
     let addr = format!("127.0.0.1:{port}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&addr).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Ok((child, addr, pin))
+}
+
+async fn idle_memory(count: u32) -> anyhow::Result<(u64, u64)> {
+    let (mut child, addr, pin) = spawn_child("relay").await?;
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
     // Warm up with a few connections so that start-up allocations are not counted.
     let mut links = Vec::new();
     for i in 0..16 {
@@ -245,10 +260,11 @@ async fn idle_memory(count: u32) -> anyhow::Result<(u64, u64)> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if let Some(i) = args.iter().position(|a| a == "--child-relay") {
+    if let Some(i) = args.iter().position(|a| a == "--child") {
+        let mode = args.get(i + 1).cloned().unwrap_or_default();
         let port =
-            args.get(i + 1).and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("port"))?;
-        return serve_child(port).await;
+            args.get(i + 2).and_then(|p| p.parse().ok()).ok_or_else(|| anyhow::anyhow!("port"))?;
+        return serve_child(&mode, port).await;
     }
     raise_fd_limit();
     let seconds = arg("--seconds", 3);
@@ -259,8 +275,12 @@ async fn main() -> anyhow::Result<()> {
     println!("| pairs | path | messages/s | p50 | p99 | relay/direct msgs/s | relay/direct p99 |");
     println!("|---:|---|---:|---:|---:|---:|---:|");
     for pairs in [1u32, 10, 100] {
-        let relayed = summary(relay_path(pairs, seconds).await?, seconds);
-        let direct = summary(direct_echo(pairs, seconds).await?, seconds);
+        let (relay_child, addr, pin) = spawn_child("relay").await?;
+        let relayed = summary(relay_path(&addr, pin, pairs, seconds).await?, seconds);
+        drop(relay_child);
+        let (echo_child, addr, pin) = spawn_child("echo").await?;
+        let direct = summary(direct_echo(&addr, pin, pairs, seconds).await?, seconds);
+        drop(echo_child);
         for (name, (rate, p50, p99)) in [("relay", relayed), ("direct", direct)] {
             println!("| {pairs} | {name} | {rate:.0} | {p50} µs | {p99} µs | | |");
         }
