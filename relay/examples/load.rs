@@ -209,6 +209,9 @@ async fn spawn_child(mode: &str) -> anyhow::Result<(tokio::process::Child, Strin
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["--child", mode, &port.to_string()])
+        // Relay and echo alike get one worker thread: on two cores shared with the clients,
+        // a second one mostly adds cross-thread wake-ups to the tail.
+        .env("TOKIO_WORKER_THREADS", "1")
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()?;
