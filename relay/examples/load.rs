@@ -78,6 +78,17 @@ async fn ping_loop(
     Ok(rtts)
 }
 
+/// Every loop's round-trip times, together.
+async fn gather(
+    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<u32>>>>,
+) -> anyhow::Result<Vec<u32>> {
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    Ok(all)
+}
+
 /// `pairs` devices each talking to their own host through the relay at `addr`; hosts echo.
 async fn relay_path(
     addr: &str,
@@ -113,11 +124,7 @@ async fn relay_path(
             ping_loop(&mut device, |b| protocol::relay::data_frame(1, &hk, b), seconds).await
         }));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    Ok(all)
+    gather(tasks).await
 }
 
 /// `pairs` clients each talking to the direct echo at `addr`.
@@ -138,11 +145,7 @@ async fn direct_echo(
             ping_loop(&mut link, frame, seconds).await
         }));
     }
-    let mut all = Vec::new();
-    for t in tasks {
-        all.extend(t.await??);
-    }
-    Ok(all)
+    gather(tasks).await
 }
 
 /// A TLS WebSocket echo with the relay's WebSocket settings.
