@@ -36,10 +36,14 @@ pub struct ClientConfig {
     pub backoff_min: Duration,
     /// The longest reconnection delay.
     pub backoff_max: Duration,
+    /// Data frames per second this client sends at most (messages, resends and
+    /// acknowledgements), so that it stays under the relay's rate limit. Also the burst.
+    pub max_frames_per_sec: u32,
 }
 
 impl ClientConfig {
-    /// Defaults: resend after 1 s, reconnect after 100 ms doubling up to 5 s.
+    /// Defaults: resend after 1 s, reconnect after 100 ms doubling up to 5 s, at most 150
+    /// frames per second (the relay's default limit is 200).
     pub fn new(
         addr: String,
         server_name: String,
@@ -57,6 +61,7 @@ impl ClientConfig {
             rto: Duration::from_secs(1),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
+            max_frames_per_sec: 150,
         }
     }
 }
@@ -118,6 +123,62 @@ fn jittered(config: &ClientConfig, attempt: u32) -> Duration {
     base.mul_f64(fraction)
 }
 
+/// A token bucket: how many frames may go now.
+struct Pace {
+    tokens: f64,
+    rate: f64,
+    last: Instant,
+}
+
+impl Pace {
+    fn new(rate: u32) -> Self {
+        Self { tokens: f64::from(rate), rate: f64::from(rate), last: Instant::now() }
+    }
+
+    fn available(&mut self) -> usize {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.rate);
+        self.last = now;
+        self.tokens as usize
+    }
+
+    fn spend(&mut self, n: usize) {
+        self.tokens -= n as f64;
+    }
+}
+
+/// Sends acknowledgements and whatever is due, within the pace. False: the link failed.
+async fn flush(
+    link: &mut Link,
+    peers: &mut HashMap<[u8; 32], Peer>,
+    pace: &mut Pace,
+    now_ms: u64,
+    rto_ms: u64,
+) -> bool {
+    for (peer, state) in peers.iter_mut() {
+        let budget = pace.available();
+        let mut frames: Vec<Vec<u8>> = Vec::new();
+        if budget > 0
+            && let Some(ack) = state.poll_ack()
+        {
+            frames.push(ack);
+        }
+        frames.extend(state.poll_send(now_ms, rto_ms, budget.saturating_sub(frames.len())));
+        pace.spend(frames.len());
+        for payload in frames {
+            if link
+                .send(Message::binary(protocol::relay::data_frame(1, peer, &payload)))
+                .await
+                .is_err()
+            {
+                return false;
+            }
+        }
+    }
+    true
+}
+
 async fn drive(
     config: ClientConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
@@ -125,33 +186,27 @@ async fn drive(
 ) {
     let epoch = Instant::now();
     let now_ms = || epoch.elapsed().as_millis() as u64;
+    let rto_ms = config.rto.as_millis() as u64;
     let mut peers: HashMap<[u8; 32], Peer> = HashMap::new();
+    let mut pace = Pace::new(config.max_frames_per_sec.max(1));
     let mut attempt = 0u32;
     let mut counter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     loop {
-        let link = connect(&config.addr, &config.server_name, config.tls.clone()).await;
-        let mut link: Link = match link {
-            Ok((mut link, cert)) => {
-                match authenticate(&mut link, &config.secret, config.side, &cert).await {
-                    Ok(()) => link,
-                    Err(_) => {
-                        if !wait(&config, attempt, &mut commands, &mut peers, now_ms()).await {
-                            return;
-                        }
-                        attempt += 1;
-                        continue;
-                    }
-                }
+        let connected = match connect(&config.addr, &config.server_name, config.tls.clone()).await {
+            Ok((mut link, cert)) => authenticate(&mut link, &config.secret, config.side, &cert)
+                .await
+                .map(|()| link)
+                .ok(),
+            Err(_) => None,
+        };
+        let Some(mut link) = connected else {
+            if !wait(&config, attempt, &mut commands, &mut peers).await {
+                return;
             }
-            Err(_) => {
-                if !wait(&config, attempt, &mut commands, &mut peers, now_ms()).await {
-                    return;
-                }
-                attempt += 1;
-                continue;
-            }
+            attempt += 1;
+            continue;
         };
         attempt = 0;
         if config.side == Side::Host {
@@ -162,29 +217,23 @@ async fn drive(
                 continue;
             }
         }
-        // Everything not yet acknowledged goes again on a new connection.
-        let mut ok = true;
-        for (peer, state) in &mut peers {
-            for payload in state.poll_resend(now_ms(), 0, true) {
-                ok &= link
-                    .send(Message::binary(protocol::relay::data_frame(1, peer, &payload)))
-                    .await
-                    .is_ok();
-            }
+        // Everything not yet acknowledged is due again on a new connection.
+        for state in peers.values_mut() {
+            state.reconnected();
         }
-        if !ok {
+        if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
             continue;
         }
-        let mut tick = tokio::time::interval(config.rto / 2);
+        let mut tick = tokio::time::interval((config.rto / 4).max(Duration::from_millis(10)));
         loop {
             tokio::select! {
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::DropConnection) => break,
                     Some(Command::Send(peer, message)) => {
-                        let state = peers.entry(peer).or_default();
-                        let Ok(payload) = state.push(&message, now_ms()) else { continue };
-                        if link.send(Message::binary(protocol::relay::data_frame(1, &peer, &payload))).await.is_err() {
+                        // A full backlog drops the message; the caller sees it as never acknowledged.
+                        let _ = peers.entry(peer).or_default().push(&message);
+                        if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
                             break;
                         }
                     }
@@ -198,11 +247,6 @@ async fn drive(
                         {
                             return;
                         }
-                        if let Some(ack) = state.poll_ack()
-                            && link.send(Message::binary(protocol::relay::data_frame(1, &from, &ack))).await.is_err()
-                        {
-                            break;
-                        }
                     }
                     Some(Ok(Message::Text(text))) => {
                         // A device coming back online gets what it missed at once.
@@ -211,9 +255,7 @@ async fn drive(
                             if hex::decode_to_slice(&device, &mut key).is_ok()
                                 && let Some(state) = peers.get_mut(&key)
                             {
-                                for payload in state.poll_resend(now_ms(), 0, true) {
-                                    let _ = link.send(Message::binary(protocol::relay::data_frame(1, &key, &payload))).await;
-                                }
+                                state.reconnected();
                             }
                         }
                     }
@@ -221,13 +263,9 @@ async fn drive(
                     Some(Ok(_)) => {}
                 },
                 _ = tick.tick() => {
-                    let mut ok = true;
-                    for (peer, state) in &mut peers {
-                        for payload in state.poll_resend(now_ms(), config.rto.as_millis() as u64, false) {
-                            ok &= link.send(Message::binary(protocol::relay::data_frame(1, peer, &payload))).await.is_ok();
-                        }
+                    if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
+                        break;
                     }
-                    if !ok { break; }
                 }
             }
         }
@@ -241,7 +279,6 @@ async fn wait(
     attempt: u32,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     peers: &mut HashMap<[u8; 32], Peer>,
-    now_ms: u64,
 ) -> bool {
     let sleep = tokio::time::sleep(jittered(config, attempt));
     tokio::pin!(sleep);
@@ -252,7 +289,7 @@ async fn wait(
                 None => return false,
                 Some(Command::DropConnection) => {}
                 Some(Command::Send(peer, message)) => {
-                    let _ = peers.entry(peer).or_default().push(&message, now_ms);
+                    let _ = peers.entry(peer).or_default().push(&message);
                 }
             }
         }

@@ -7,9 +7,9 @@
 //! devices, and end-to-end resume ([`resume`]: sequence numbers and acknowledgements per
 //! direction) so each application message is delivered exactly once across drops and relay
 //! restarts. Trust is either one pinned certificate ([`pinned_config`]) or the system's
-//! certificate authorities ([`system_roots_config`]). Still to come: pacing of
-//! a resent backlog (today a backlog larger than the relay's rate burst gets the link cut for
-//! rate, again on every reconnect). It holds no policy and executes nothing.
+//! certificate authorities ([`system_roots_config`]). Everything the client sends (messages,
+//! resends after a reconnect, acknowledgements) is paced below a configured rate, so a backlog
+//! never trips the relay's rate limit. It holds no policy and executes nothing.
 
 #![forbid(unsafe_code)]
 

@@ -9,8 +9,10 @@
 //! 1 ‖ seq (u64 BE)                  "I have everything up to and including seq"
 //! ```
 //!
-//! The sender keeps what is not yet acknowledged and sends it again after a reconnect and
-//! whenever it has waited longer than the retransmission timeout; the receiver delivers only the
+//! The sender keeps what is not yet acknowledged; [`Peer::poll_send`] hands out what is due
+//! (never sent, or sent longer ago than the retransmission timeout, or everything after
+//! [`Peer::reconnected`]) up to a budget, so the caller can pace itself below the relay's rate
+//! limit. The receiver delivers only the
 //! next number in sequence, drops duplicates and anything after a gap (it will come again), and
 //! acknowledges what it holds.
 
@@ -46,8 +48,8 @@ pub enum Incoming {
 }
 
 impl Peer {
-    /// Numbers a message and keeps it until acknowledged; returns the payload to send.
-    pub fn push(&mut self, message: &[u8], now_ms: u64) -> Result<Vec<u8>, Backlog> {
+    /// Numbers a message and keeps it until acknowledged; [`Peer::poll_send`] hands it out.
+    pub fn push(&mut self, message: &[u8]) -> Result<u64, Backlog> {
         if self.unacked.len() >= MAX_UNACKED {
             return Err(Backlog);
         }
@@ -56,8 +58,15 @@ impl Peer {
         payload.push(0);
         payload.extend_from_slice(&self.next_seq.to_be_bytes());
         payload.extend_from_slice(message);
-        self.unacked.push_back((self.next_seq, payload.clone(), Some(now_ms)));
-        Ok(payload)
+        self.unacked.push_back((self.next_seq, payload, None));
+        Ok(self.next_seq)
+    }
+
+    /// After a new connection: everything unacknowledged is due again.
+    pub fn reconnected(&mut self) {
+        for (_, _, sent) in &mut self.unacked {
+            *sent = None;
+        }
     }
 
     /// Handles a payload from the peer.
@@ -100,13 +109,15 @@ impl Peer {
         Some(payload)
     }
 
-    /// Payloads to send again: all of them after a reconnect (`all`), otherwise those unacked
-    /// for longer than `rto_ms`.
-    pub fn poll_resend(&mut self, now_ms: u64, rto_ms: u64, all: bool) -> Vec<Vec<u8>> {
+    /// Up to `budget` payloads that are due, oldest first: never sent yet, or sent more than
+    /// `rto_ms` ago without an acknowledgement.
+    pub fn poll_send(&mut self, now_ms: u64, rto_ms: u64, budget: usize) -> Vec<Vec<u8>> {
         let mut out = Vec::new();
         for (_, payload, sent) in &mut self.unacked {
-            let due = all || sent.is_none_or(|t| now_ms.saturating_sub(t) >= rto_ms);
-            if due {
+            if out.len() >= budget {
+                break;
+            }
+            if sent.is_none_or(|t| now_ms.saturating_sub(t) >= rto_ms) {
                 *sent = Some(now_ms);
                 out.push(payload.clone());
             }
@@ -142,10 +153,10 @@ mod tests {
         let mut sent = 0u32;
         for now in 0..20_000u64 {
             if sent < 500 && next() % 3 == 0 {
-                wire_ab.push(a.push(&sent.to_be_bytes(), now).unwrap());
+                a.push(&sent.to_be_bytes()).unwrap();
                 sent += 1;
             }
-            wire_ab.extend(a.poll_resend(now, 50, false));
+            wire_ab.extend(a.poll_send(now, 50, 4));
             // The channel: loses a third, duplicates some, swaps neighbours.
             let mut delivered_now = Vec::new();
             for p in wire_ab.drain(..) {
@@ -175,6 +186,20 @@ mod tests {
         }
         assert_eq!(got, (0..500).collect::<Vec<_>>());
         assert_eq!(a.unacked(), 0);
+    }
+
+    #[test]
+    fn sending_respects_the_budget_and_a_reconnect_makes_everything_due() {
+        let mut p = Peer::default();
+        for i in 0..10u8 {
+            p.push(&[i]).unwrap();
+        }
+        assert_eq!(p.poll_send(0, 1000, 4).len(), 4);
+        assert_eq!(p.poll_send(0, 1000, 100).len(), 6);
+        assert!(p.poll_send(10, 1000, 100).is_empty(), "nothing due before the timeout");
+        assert_eq!(p.poll_send(1000, 1000, 100).len(), 10, "all due after the timeout");
+        p.reconnected();
+        assert_eq!(p.poll_send(1001, 1000, 3).len(), 3);
     }
 
     #[test]
