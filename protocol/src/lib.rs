@@ -1,5 +1,6 @@
 //! The bridge's wire protocol: identifiers, messages, the signed envelope, the replay guard, the
-//! canonical action hash and the pairing proof.
+//! canonical action hash, the pairing proof, and what hosts and devices say to the relay
+//! ([`relay`]).
 //!
 //! This crate is sans-IO. It has no sockets, no async runtime, no clock and no filesystem: the
 //! current time and all randomness are passed in by the caller, so every rule here can be tested
