@@ -127,3 +127,21 @@ proptest! {
         prop_assert!(open_at_host(&frame, NOW_MS, &mut ReplayWindow::new()).is_err());
     }
 }
+
+proptest! {
+    #[test]
+    fn relay_control_checks_never_panic(
+        key in ".{0,80}",
+        signature in ".{0,140}",
+        devices in prop::collection::vec(".{0,70}", 0..4),
+        frame in prop::collection::vec(any::<u8>(), 0..80),
+        counter in any::<u64>(),
+    ) {
+        use protocol::relay::{Side, check_hello, check_register, split_frame};
+        prop_assert!(check_hello(Side::Host, &key, &signature, &[1; 32], &[2; 32]).is_err());
+        let _ = check_register(&host().public_key(), counter, &devices, &signature);
+        if let Some((_, _, payload)) = split_frame(&frame) {
+            prop_assert_eq!(payload.len(), frame.len() - protocol::relay::HEADER);
+        }
+    }
+}
