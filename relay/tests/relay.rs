@@ -294,7 +294,7 @@ async fn a_slow_consumer_is_cut_off_without_slowing_its_neighbours() {
     for i in 0..expected {
         send(&mut host, 1, &slow_key, &payload).await;
         send(&mut host, 1, &fast_key, &payload).await;
-        if i % 64 == 0 {
+        if i % 16 == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     }
