@@ -276,7 +276,18 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             }
         };
         let shutdown = async {
-            let _ = tokio::signal::ctrl_c().await;
+            // Ctrl-C at the terminal, or SIGTERM from a service manager: stop cleanly.
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
         };
         let (result, ()) = tokio::join!(
             crate::daemon::serve(dirs.clone(), config, Some(ready), shutdown),

@@ -266,3 +266,16 @@ fn only_an_approved_network_client_gets_the_network() {
     let out = shell.wait_with_output().unwrap();
     assert_ne!(out.status.code(), Some(0), "a non-network command reached the network");
 }
+
+#[test]
+fn sigterm_stops_the_host_cleanly() {
+    let mut d = start(&[]);
+    let pid = rustix::process::Pid::from_raw(d.child.id() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = d.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    assert!(!d.socket().exists(), "the socket was left behind");
+    // The audit log is intact for the next start.
+    let verify = d.cli(&["audit", "verify"]);
+    assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
+}

@@ -116,7 +116,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         tracing::info!(addr = %server.local_addr(), "relay listening");
         let serving = server.clone();
         let task = tokio::spawn(async move { serving.serve().await });
-        tokio::signal::ctrl_c().await?;
+        // Ctrl-C at the terminal, or SIGTERM from a service manager: drain and stop.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => result?,
+            _ = term.recv() => {}
+        }
         tracing::info!("shutting down");
         server.shutdown().await;
         task.abort();

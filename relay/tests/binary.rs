@@ -52,8 +52,9 @@ async fn self_signed_start_health_and_clean_stop() {
     }
     assert!(body.starts_with("HTTP/1.1 200") && body.ends_with("ok\n"), "{body}");
 
+    // A service manager's SIGTERM stops it cleanly, as Ctrl-C does.
     let pid = rustix::process::Pid::from_raw(child.id() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::INT).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
