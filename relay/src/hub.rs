@@ -164,17 +164,17 @@ impl Hub {
         self.registrations.get(host).is_some_and(|(_, d)| d.contains(device))
     }
 
-    /// Routes a data frame from `from` (of `side`) to `to`, or to all of a host's devices.
+    /// Routes `frame` (already addressed as coming from `from`) from `from` (of `side`) to `to`,
+    /// or to all of a host's devices.
     pub(crate) fn route(
         &self,
         from: &[u8; 32],
         side: Side,
         broadcast: bool,
         to: &[u8; 32],
-        payload: &[u8],
+        frame: Message,
         metrics: &Metrics,
     ) -> Result<usize, NoRoute> {
-        let frame = Message::binary(protocol::relay::data_frame(1, from, payload));
         let targets: Vec<([u8; 32], Side)> = match (side, broadcast) {
             (Side::Host, true) => self
                 .registrations

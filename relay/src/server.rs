@@ -457,13 +457,29 @@ where
                 if !matches!(kind, 1 | 2) {
                     break Some((1008, format!("unknown data frame kind {kind}")));
                 }
+                let payload_len = payload.len();
                 Metrics::inc(&metrics.frames_in);
-                metrics.bytes_in.fetch_add(payload.len() as u64, Ordering::Relaxed);
-                let routed = lock(&inner.hub).route(&key, side, kind == 2, &peer, payload, metrics);
+                metrics.bytes_in.fetch_add(payload_len as u64, Ordering::Relaxed);
+                // Forward the received buffer itself, its routing header rewritten to name the
+                // sender (the same size), instead of copying the payload into a new frame.
+                let forwarded = match frame.try_into_mut() {
+                    Ok(mut buffer) => {
+                        buffer[0] = 1;
+                        buffer[1..protocol::relay::HEADER].copy_from_slice(&key);
+                        Message::Binary(buffer.freeze())
+                    }
+                    Err(frame) => Message::binary(protocol::relay::data_frame(
+                        1,
+                        &key,
+                        &frame[protocol::relay::HEADER..],
+                    )),
+                };
+                let routed =
+                    lock(&inner.hub).route(&key, side, kind == 2, &peer, forwarded, metrics);
                 match routed {
                     Ok(n) => {
                         metrics.frames_out.fetch_add(n as u64, Ordering::Relaxed);
-                        metrics.bytes_out.fetch_add((n * payload.len()) as u64, Ordering::Relaxed);
+                        metrics.bytes_out.fetch_add((n * payload_len) as u64, Ordering::Relaxed);
                     }
                     Err(NoRoute::NotAllowed | NoRoute::Offline) => Metrics::inc(&metrics.drops),
                 }
