@@ -46,6 +46,8 @@ struct Host {
     audit: Mutex<AuditLog>,
     broker: Mutex<Broker>,
     waiters: Mutex<HashMap<RequestId, oneshot::Sender<Resolution>>>,
+    /// The workspace root, held open once for every confined lookup.
+    files: crate::confine::Workspace,
 }
 
 fn now_ms() -> u64 {
@@ -84,6 +86,7 @@ pub async fn serve(
     let listener = UnixListener::bind(&socket)?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(host = %host_id, socket = %socket.display(), sandbox = %config.sandbox.describe(), "host ready");
+    let files = crate::confine::Workspace::open(std::slice::from_ref(&config.workspace))?;
     let host = Arc::new(Host {
         config,
         dirs,
@@ -91,6 +94,7 @@ pub async fn serve(
         audit: Mutex::new(audit),
         broker: Mutex::new(Broker::new()),
         waiters: Mutex::new(HashMap::new()),
+        files,
     });
     if let Some(ready) = ready {
         let _ = ready.send(host_id);
@@ -238,9 +242,8 @@ async fn exec(
     if argv.is_empty() {
         return (denied("an empty command".into()), None);
     }
-    let root = host.config.workspace.clone();
     let cwd_rel = cwd.unwrap_or_else(|| ".".into());
-    let Some(cwd_path) = resolve_cwd(&root, &cwd_rel) else {
+    let Some(cwd_path) = resolve_cwd(&host.files, &cwd_rel) else {
         return (
             denied(format!("working directory {cwd_rel} is not a directory inside the workspace")),
             None,
@@ -328,11 +331,10 @@ async fn exec(
 
 /// The working directory, resolved beneath the root by the kernel; `None` if it is not a
 /// directory inside.
-fn resolve_cwd(root: &Path, relative: &str) -> Option<PathBuf> {
-    let workspace = crate::confine::Workspace::open(&[root.to_path_buf()]).ok()?;
-    workspace.list(Path::new(relative)).ok()?;
-    let path = root.join(relative).canonicalize().ok()?;
-    path.starts_with(root.canonicalize().ok()?).then_some(path)
+fn resolve_cwd(files: &crate::confine::Workspace, relative: &str) -> Option<PathBuf> {
+    files.list(Path::new(relative)).ok()?;
+    let path = files.root().join(relative).canonicalize().ok()?;
+    path.starts_with(files.root()).then_some(path)
 }
 
 /// Runs an allowed or approved job: audit first (flushed), then the sandbox, then audit.
