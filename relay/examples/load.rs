@@ -78,6 +78,17 @@ async fn ping_loop(
     Ok(rtts)
 }
 
+/// One warm-up round trip, a short pause, then the closed loop for `seconds`.
+async fn measure(
+    link: &mut Link,
+    frame: impl Fn(&[u8]) -> Vec<u8>,
+    seconds: u64,
+) -> anyhow::Result<Vec<u32>> {
+    ping_loop(link, &frame, 0).await?;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    ping_loop(link, &frame, seconds).await
+}
+
 /// Every loop's round-trip times, together.
 async fn gather(
     tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<u32>>>>,
@@ -118,10 +129,8 @@ async fn relay_path(
         });
         let mut device = join(addr, pin, &d, Side::Device).await?;
         tasks.push(tokio::spawn(async move {
-            // Wait until the registration is in: the first echo.
-            ping_loop(&mut device, |b| protocol::relay::data_frame(1, &hk, b), 0).await?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            ping_loop(&mut device, |b| protocol::relay::data_frame(1, &hk, b), seconds).await
+            // The first echo also shows that the registration is in.
+            measure(&mut device, |b| protocol::relay::data_frame(1, &hk, b), seconds).await
         }));
     }
     gather(tasks).await
@@ -140,9 +149,7 @@ async fn direct_echo(
         tasks.push(tokio::spawn(async move {
             // The same 33-byte header as the relay path, so frames are the same size.
             let frame = |b: &[u8]| protocol::relay::data_frame(1, &[0; 32], b);
-            ping_loop(&mut link, frame, 0).await?;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            ping_loop(&mut link, frame, seconds).await
+            measure(&mut link, frame, seconds).await
         }));
     }
     gather(tasks).await
