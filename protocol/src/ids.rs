@@ -83,6 +83,12 @@ hex_bytes!(
     PairingProof,
     32
 );
+hex_bytes!(
+    /// Names one pairing offer without revealing its secret: SHA-256 of a domain prefix and the
+    /// secret (see [`crate::pairing::token`]). The relay sees it; it cannot be turned into a proof.
+    PairingToken,
+    32
+);
 
 #[cfg(test)]
 mod tests {

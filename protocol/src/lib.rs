@@ -18,6 +18,7 @@ pub mod envelope;
 pub mod ids;
 pub mod keys;
 pub mod limits;
+pub mod link;
 pub mod message;
 pub mod pairing;
 pub mod relay;
@@ -27,8 +28,9 @@ pub use action::action_hash;
 pub use envelope::{
     EnvelopeError, Header, SealContext, SealError, Sealed, Verified, VerifyContext, seal,
 };
-pub use ids::{ActionHash, PairingProof, RequestId, SessionId};
+pub use ids::{ActionHash, PairingProof, PairingToken, RequestId, SessionId};
 pub use keys::{DeviceId, Fingerprint, HostId, PublicKey, SecretKey};
+pub use link::PairingLink;
 pub use message::{
     Action, Actor, Blob, Decision, ErrorCode, HostEvent, Message, MessageKind, Pairing, Request,
     Role, Verdict,

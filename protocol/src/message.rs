@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::ids::{ActionHash, PairingProof, RequestId, SessionId};
+use crate::ids::{ActionHash, PairingProof, PairingToken, RequestId, SessionId};
 use crate::keys::DeviceId;
 use crate::limits::{self, LimitError};
 
@@ -90,7 +90,9 @@ impl Message {
     pub fn check(&self) -> Result<(), MessageError> {
         match self {
             Self::Request(Request::Action { action, .. }) => action.check(),
-            Self::Request(Request::Cancel { .. }) | Self::Decision(_) => Ok(()),
+            Self::Request(Request::Cancel { .. } | Request::Sync { .. }) | Self::Decision(_) => {
+                Ok(())
+            }
             Self::Event(event) => event.check(),
             Self::Pairing(pairing) => pairing.check(),
         }
@@ -152,6 +154,12 @@ pub enum Request {
         id: RequestId,
         /// The request to cancel.
         target: RequestId,
+    },
+    /// Asks for the host's status and every pending action the device may see; the host
+    /// answers with an [`HostEvent::ActionPending`] for each, then [`HostEvent::Status`].
+    Sync {
+        /// This request's own id, echoed in the status.
+        id: RequestId,
     },
 }
 
@@ -366,6 +374,23 @@ pub enum HostEvent {
         /// The bytes.
         data: Blob,
     },
+    /// Who and where the host is, and what this device may do there. Follows the pending
+    /// actions it counts.
+    Status {
+        /// The [`Request::Sync`] answered; absent when the host sends it unasked (a device came
+        /// online).
+        request: Option<RequestId>,
+        /// The host's name, for people.
+        host_name: String,
+        /// The workspace root.
+        workspace: String,
+        /// The sandbox in force, for people.
+        sandbox: String,
+        /// This device's role.
+        role: Role,
+        /// How many pending actions were sent just before.
+        pending: u32,
+    },
     /// Something went wrong with a request, or with the link.
     Error {
         /// The request it concerns, if any.
@@ -394,6 +419,11 @@ impl HostEvent {
             }
             Self::Output { data, .. } => {
                 Ok(limits::check("event.data", data.0.len(), limits::MAX_OUTPUT)?)
+            }
+            Self::Status { host_name, workspace, sandbox, .. } => {
+                check_text("event.host_name", host_name)?;
+                check_text("event.workspace", workspace)?;
+                check_text("event.sandbox", sandbox)
             }
             Self::Error { message, .. } => check_text("event.message", message),
         }
@@ -453,6 +483,8 @@ pub enum Role {
 pub enum Pairing {
     /// Device → host, signed by the new device key: "I hold the pairing secret".
     Hello {
+        /// Which offer (the token of its secret, from the link).
+        token: PairingToken,
         /// The name the device gives itself, shown at the host for the yes/no.
         name: String,
         /// HMAC-SHA256 under the pairing secret over a transcript of both keys and the name.

@@ -11,17 +11,25 @@
 //! The device sends it in a [`crate::message::Pairing::Hello`] signed by its new key, so the
 //! host also learns that the device holds that key. The secret itself never travels on the
 //! wire: only the QR code or the link's fragment carries it.
+//!
+//! The offer is named on the wire by its [`token`], `SHA-256("agent-bridge pairing token v1" 0x00
+//! ‖ secret)`: the host registers it at the relay so that a device it does not know yet may
+//! reach it for this one handshake, and the hello names it so the host knows which offer a
+//! wrong proof burns. Knowing the token does not help to make a proof.
 
 use hmac::{KeyInit as _, Mac as _};
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
-use crate::ids::PairingProof;
+use crate::ids::{PairingProof, PairingToken};
 use crate::keys::PublicKey;
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// The prefix of the transcript.
 pub const DOMAIN: &[u8] = b"agent-bridge pairing v1\0";
+
+/// The prefix hashed with the secret into the offer's [`token`].
+pub const TOKEN_DOMAIN: &[u8] = b"agent-bridge pairing token v1\0";
 
 /// The one-time pairing secret. Zeroized when dropped; never printed by `Debug`.
 #[derive(Clone, Zeroize, ZeroizeOnDrop)]
@@ -60,6 +68,15 @@ fn mac(secret: &PairingSecret, host: &PublicKey, device: &PublicKey, name: &str)
     mac.update(&u32::try_from(name.len()).unwrap_or(u32::MAX).to_be_bytes());
     mac.update(name.as_bytes());
     mac
+}
+
+/// The public name of the offer whose secret this is.
+pub fn token(secret: &PairingSecret) -> PairingToken {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(TOKEN_DOMAIN);
+    hash.update(secret.as_bytes());
+    PairingToken(hash.finalize().into())
 }
 
 /// The device's proof.

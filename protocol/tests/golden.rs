@@ -130,6 +130,7 @@ fn golden_files_match() {
             },
             "pairing": {
                 "secret": hex::encode([0x33; 32]),
+                "token": protocol::pairing::token(&protocol::pairing::PairingSecret::from_bytes([0x33; 32])).to_string(),
                 "name": "Ana's phone",
                 "proof_file": "messages/pairing_hello.json",
             },
@@ -143,7 +144,7 @@ fn golden_files_match() {
          If the change is deliberate: BLESS=1 cargo test -p protocol --test golden, then review the diff."
     );
     // Every message kind and every variant has a file.
-    assert_eq!(names.len(), 18);
+    assert_eq!(names.len(), 20);
 }
 
 #[test]

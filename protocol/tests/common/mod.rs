@@ -97,6 +97,7 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
         "request_cancel".into(),
         Message::Request(Request::Cancel { id: request_id(2), target: request_id(1) }),
     ));
+    out.push(("request_sync".into(), Message::Request(Request::Sync { id: request_id(3) })));
     let (_, run) = actions().swap_remove(0);
     for verdict in [Verdict::Approve, Verdict::Deny] {
         out.push((
@@ -147,6 +148,17 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
             },
         ),
         (
+            "event_status",
+            HostEvent::Status {
+                request: Some(request_id(3)),
+                host_name: "workstation".into(),
+                workspace: "/home/ana/src/app".into(),
+                sandbox: "bubblewrap".into(),
+                role: Role::Operator,
+                pending: 1,
+            },
+        ),
+        (
             "event_error",
             HostEvent::Error {
                 request: Some(request_id(1)),
@@ -163,7 +175,11 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
         pairing::prove(&secret, &host().public_key(), &device().public_key(), "Ana's phone");
     out.push((
         "pairing_hello".into(),
-        Message::Pairing(Pairing::Hello { name: "Ana's phone".into(), proof }),
+        Message::Pairing(Pairing::Hello {
+            token: pairing::token(&secret),
+            name: "Ana's phone".into(),
+            proof,
+        }),
     ));
     out.push((
         "pairing_accepted".into(),

@@ -1,0 +1,191 @@
+//! The pairing link: what `agent-host pair` prints as a QR code and as text.
+//!
+//! ```text
+//! https://RELAY/pair#v=1&host=host1…&secret=HEX64&expires=UNIX_MS[&cert=HEX64]
+//! ```
+//!
+//! `RELAY` is the relay's `host:port`; the path is the web UI's pairing page. Everything secret
+//! sits in the fragment, which a browser never sends to the server, so the relay that serves the
+//! page never sees the secret. `cert` is the SHA-256 of the relay's certificate when it is
+//! self-signed: the device pins it instead of trusting certificate authorities. Values are hex,
+//! decimal or bech32m, so nothing needs percent-encoding; unknown parameters are refused, like
+//! unknown message fields.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::keys::HostId;
+use crate::pairing::PairingSecret;
+
+/// The link format's version.
+pub const LINK_VERSION: u32 = 1;
+
+/// A parsed pairing link.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PairingLink {
+    /// The relay, `host:port`.
+    pub relay: String,
+    /// The host to pair with (its key).
+    pub host: HostId,
+    /// The one-time secret.
+    pub secret: [u8; 32],
+    /// When the offer lapses (Unix ms).
+    pub expires_at_ms: u64,
+    /// SHA-256 of a self-signed relay's certificate, to pin.
+    pub cert_sha256: Option<[u8; 32]>,
+}
+
+impl fmt::Debug for PairingLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PairingLink")
+            .field("relay", &self.relay)
+            .field("host", &self.host)
+            .field("secret", &"…")
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PairingLink {
+    /// The secret, as the pairing proof takes it.
+    pub fn pairing_secret(&self) -> PairingSecret {
+        PairingSecret::from_bytes(self.secret)
+    }
+}
+
+impl fmt::Display for PairingLink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "https://{}/pair#v={LINK_VERSION}&host={}&secret={}&expires={}",
+            self.relay,
+            self.host,
+            hex::encode(self.secret),
+            self.expires_at_ms
+        )?;
+        if let Some(cert) = &self.cert_sha256 {
+            write!(f, "&cert={}", hex::encode(cert))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a pairing link could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// Not `https://RELAY/pair#…`.
+    #[error("not a pairing link (expected https://RELAY/pair#…)")]
+    NotALink,
+    /// A version this side does not read.
+    #[error("pairing link version {0} is not supported")]
+    Version(String),
+    /// A parameter is missing.
+    #[error("the pairing link has no `{0}`")]
+    Missing(&'static str),
+    /// A parameter is malformed, repeated or unknown.
+    #[error("the pairing link's `{0}` is not valid")]
+    Invalid(String),
+}
+
+fn hex32(value: &str, name: &str) -> Result<[u8; 32], LinkError> {
+    let mut out = [0u8; 32];
+    if value.len() != 64 || value.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Err(LinkError::Invalid(name.into()));
+    }
+    hex::decode_to_slice(value, &mut out).map_err(|_| LinkError::Invalid(name.into()))?;
+    Ok(out)
+}
+
+impl FromStr for PairingLink {
+    type Err = LinkError;
+
+    fn from_str(s: &str) -> Result<Self, LinkError> {
+        let s = s.trim();
+        if s.len() > 1024 {
+            return Err(LinkError::NotALink);
+        }
+        let rest = s.strip_prefix("https://").ok_or(LinkError::NotALink)?;
+        let (relay, fragment) = rest.split_once("/pair#").ok_or(LinkError::NotALink)?;
+        if relay.is_empty() || relay.contains(['/', '?', '#', '@']) {
+            return Err(LinkError::NotALink);
+        }
+        let (mut version, mut host, mut secret, mut expires, mut cert) =
+            (None, None, None, None, None);
+        for pair in fragment.split('&') {
+            let (name, value) = pair.split_once('=').ok_or(LinkError::Invalid(pair.into()))?;
+            let slot = match name {
+                "v" => &mut version,
+                "host" => &mut host,
+                "secret" => &mut secret,
+                "expires" => &mut expires,
+                "cert" => &mut cert,
+                _ => return Err(LinkError::Invalid(name.into())),
+            };
+            if slot.replace(value).is_some() {
+                return Err(LinkError::Invalid(name.into()));
+            }
+        }
+        let version = version.ok_or(LinkError::Missing("v"))?;
+        if version != LINK_VERSION.to_string() {
+            return Err(LinkError::Version(version.into()));
+        }
+        Ok(Self {
+            relay: relay.into(),
+            host: host
+                .ok_or(LinkError::Missing("host"))?
+                .parse()
+                .map_err(|_| LinkError::Invalid("host".into()))?,
+            secret: hex32(secret.ok_or(LinkError::Missing("secret"))?, "secret")?,
+            expires_at_ms: expires
+                .ok_or(LinkError::Missing("expires"))?
+                .parse()
+                .map_err(|_| LinkError::Invalid("expires".into()))?,
+            cert_sha256: cert.map(|c| hex32(c, "cert")).transpose()?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keys::SecretKey;
+
+    fn link() -> PairingLink {
+        PairingLink {
+            relay: "192.168.1.5:7443".into(),
+            host: HostId::new(SecretKey::from_seed(&[1; 32]).public_key()),
+            secret: [7; 32],
+            expires_at_ms: 1_800_000_000_000,
+            cert_sha256: Some([9; 32]),
+        }
+    }
+
+    #[test]
+    fn round_trips_and_keeps_the_secret_in_the_fragment() {
+        let text = link().to_string();
+        let (before, after) = text.split_once('#').unwrap();
+        assert!(!before.contains(&hex::encode([7u8; 32])));
+        assert!(after.contains(&hex::encode([7u8; 32])));
+        assert_eq!(text.parse::<PairingLink>().unwrap(), link());
+        let no_cert = PairingLink { cert_sha256: None, ..link() };
+        assert_eq!(no_cert.to_string().parse::<PairingLink>().unwrap(), no_cert);
+    }
+
+    #[test]
+    fn refuses_what_it_does_not_understand() {
+        let text = link().to_string();
+        assert_eq!("http://x/pair#v=1".parse::<PairingLink>(), Err(LinkError::NotALink));
+        assert_eq!(
+            text.replace("v=1", "v=2").parse::<PairingLink>(),
+            Err(LinkError::Version("2".into()))
+        );
+        assert!(format!("{text}&x=1").parse::<PairingLink>().is_err());
+        assert!(format!("{text}&v=1").parse::<PairingLink>().is_err());
+        assert!(text.replace("host=host1", "host=dev1").parse::<PairingLink>().is_err());
+        let short = text.replace(&hex::encode([7u8; 32]), "07");
+        assert_eq!(short.parse::<PairingLink>(), Err(LinkError::Invalid("secret".into())));
+        let missing = text.replace("&expires=1800000000000", "");
+        assert_eq!(missing.parse::<PairingLink>(), Err(LinkError::Missing("expires")));
+    }
+}
