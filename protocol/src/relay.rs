@@ -12,6 +12,12 @@
 //! The payload is opaque to the relay: an end-to-end signed envelope ([`crate::envelope`]).
 //! The relay only ever learns who talks to whom.
 //!
+//! Pairing: a device the host has not registered yet reaches it only through an open pairing
+//! offer. The host lists the offers' [`crate::pairing::token`]s in its signed registration; the
+//! new device sends [`ToRelay::Knock`] naming the host and the token from its link, and the relay
+//! then routes between that device and the host for as long as the host keeps the token
+//! registered (the host drops it once the offer is used, burned or expired).
+//!
 //! Authentication: the relay sends a fresh 32-byte nonce; the client signs
 //! `AUTH_DOMAIN ‖ nonce ‖ SHA-256(relay certificate as the client saw it)` with its key. The
 //! certificate hash binds the answer to this TLS connection, so a relay in the middle cannot
@@ -27,6 +33,8 @@ pub const AUTH_DOMAIN: &[u8] = b"agent-bridge relay auth v1\0";
 pub const REGISTER_DOMAIN: &[u8] = b"agent-bridge relay register v1\0";
 /// The most devices a host may register.
 pub const MAX_DEVICES: usize = 256;
+/// The most open pairing offers a host may register.
+pub const MAX_OFFERS: usize = 16;
 /// Length of the routing header of a data frame.
 pub const HEADER: usize = 33;
 
@@ -58,6 +66,14 @@ pub enum FromRelay {
         /// Online now?
         online: bool,
     },
+    /// A data frame was not delivered (sent at most once a second per connection).
+    Undeliverable {
+        /// The addressee's key, hex.
+        peer: String,
+        /// True: the route exists but the peer is not connected. False: there is no route (a
+        /// device the host has not registered, or no longer).
+        offline: bool,
+    },
     /// A request was refused; the connection stays open.
     Refused {
         /// Why.
@@ -84,8 +100,18 @@ pub enum ToRelay {
         counter: u64,
         /// Device keys, hex.
         devices: Vec<String>,
+        /// Tokens of the open pairing offers, hex.
+        #[serde(default)]
+        offers: Vec<String>,
         /// Signature over [`register_message`], hex.
         signature: String,
+    },
+    /// A device not yet registered asks to reach a host for pairing.
+    Knock {
+        /// The host's key, hex.
+        host: String,
+        /// The offer's token from the pairing link, hex.
+        token: String,
     },
 }
 
@@ -101,13 +127,15 @@ pub fn auth_message(nonce: &[u8; 32], side: Side, cert_sha256: &[u8; 32]) -> Vec
     out
 }
 
-/// The bytes a host signs to register devices.
-pub fn register_message(counter: u64, devices: &[[u8; 32]]) -> Vec<u8> {
+/// The bytes a host signs to register devices and open pairing offers.
+pub fn register_message(counter: u64, devices: &[[u8; 32]], offers: &[[u8; 32]]) -> Vec<u8> {
     let mut out = REGISTER_DOMAIN.to_vec();
     out.extend_from_slice(&counter.to_be_bytes());
-    out.extend_from_slice(&(devices.len() as u32).to_be_bytes());
-    for d in devices {
-        out.extend_from_slice(d);
+    for list in [devices, offers] {
+        out.extend_from_slice(&(list.len() as u32).to_be_bytes());
+        for item in list {
+            out.extend_from_slice(item);
+        }
     }
     out
 }
@@ -122,11 +150,17 @@ pub fn hello(secret: &SecretKey, side: Side, nonce: &[u8; 32], cert_sha256: &[u8
 }
 
 /// Builds a signed `Register`.
-pub fn register(secret: &SecretKey, counter: u64, devices: &[[u8; 32]]) -> ToRelay {
+pub fn register(
+    secret: &SecretKey,
+    counter: u64,
+    devices: &[[u8; 32]],
+    offers: &[[u8; 32]],
+) -> ToRelay {
     ToRelay::Register {
         counter,
         devices: devices.iter().map(hex::encode).collect(),
-        signature: hex::encode(secret.sign(&register_message(counter, devices))),
+        offers: offers.iter().map(hex::encode).collect(),
+        signature: hex::encode(secret.sign(&register_message(counter, devices, offers))),
     }
 }
 
@@ -146,9 +180,13 @@ pub enum RelayAuthError {
     /// Too many devices.
     #[error("at most {MAX_DEVICES} devices")]
     TooMany,
+    /// Too many open pairing offers.
+    #[error("at most {MAX_OFFERS} open pairing offers")]
+    TooManyOffers,
 }
 
-fn hex32(s: &str, what: &'static str) -> Result<[u8; 32], RelayAuthError> {
+/// Decodes 32 bytes of hex (a key, a token).
+pub fn hex32(s: &str, what: &'static str) -> Result<[u8; 32], RelayAuthError> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(s, &mut out).map_err(|_| RelayAuthError::Malformed(what))?;
     Ok(out)
@@ -173,19 +211,33 @@ pub fn check_hello(
     Ok(key)
 }
 
-/// The relay's check of a `Register` from an authenticated host: returns the device keys.
+/// A host's checked registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// The devices that may reach the host.
+    pub devices: Vec<[u8; 32]>,
+    /// Tokens of its open pairing offers.
+    pub offers: Vec<[u8; 32]>,
+}
+
+/// The relay's check of a `Register` from an authenticated host.
 pub fn check_register(
     host: &PublicKey,
     counter: u64,
     devices: &[String],
+    offers: &[String],
     signature: &str,
-) -> Result<Vec<[u8; 32]>, RelayAuthError> {
+) -> Result<Registration, RelayAuthError> {
     if devices.len() > MAX_DEVICES {
         return Err(RelayAuthError::TooMany);
     }
-    let keys = devices.iter().map(|d| hex32(d, "device key")).collect::<Result<Vec<_>, _>>()?;
-    host.verify(&register_message(counter, &keys), &hex64(signature)?)?;
-    Ok(keys)
+    if offers.len() > MAX_OFFERS {
+        return Err(RelayAuthError::TooManyOffers);
+    }
+    let devices = devices.iter().map(|d| hex32(d, "device key")).collect::<Result<Vec<_>, _>>()?;
+    let offers = offers.iter().map(|t| hex32(t, "offer token")).collect::<Result<Vec<_>, _>>()?;
+    host.verify(&register_message(counter, &devices, &offers), &hex64(signature)?)?;
+    Ok(Registration { devices, offers })
 }
 
 /// Builds a data frame for the relay.
@@ -231,13 +283,21 @@ mod tests {
         let host = SecretKey::from_seed(&[5; 32]);
         let other = SecretKey::from_seed(&[6; 32]);
         let devices = [[7u8; 32], [8u8; 32]];
-        let ToRelay::Register { counter, devices: d, signature } = register(&host, 3, &devices)
+        let offers = [[9u8; 32]];
+        let ToRelay::Register { counter, devices: d, offers: o, signature } =
+            register(&host, 3, &devices, &offers)
         else {
             panic!()
         };
-        assert_eq!(check_register(&host.public_key(), counter, &d, &signature).unwrap(), devices);
-        assert!(check_register(&other.public_key(), counter, &d, &signature).is_err());
-        assert!(check_register(&host.public_key(), counter + 1, &d, &signature).is_err());
+        let checked = check_register(&host.public_key(), counter, &d, &o, &signature).unwrap();
+        assert_eq!((checked.devices, checked.offers), (devices.to_vec(), offers.to_vec()));
+        assert!(check_register(&other.public_key(), counter, &d, &o, &signature).is_err());
+        assert!(check_register(&host.public_key(), counter + 1, &d, &o, &signature).is_err());
+        // An offer cannot be added or moved into the device list behind the host's back.
+        assert!(check_register(&host.public_key(), counter, &d, &[], &signature).is_err());
+        let mut moved = d.clone();
+        moved.extend(o.iter().cloned());
+        assert!(check_register(&host.public_key(), counter, &moved, &[], &signature).is_err());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::SecretKey;
-use protocol::relay::{FromRelay, Side};
+use protocol::relay::{FromRelay, Side, ToRelay};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -30,6 +30,11 @@ pub struct ClientConfig {
     pub side: Side,
     /// For a host: the devices that may reach it, registered on every connection.
     pub devices: Vec<[u8; 32]>,
+    /// For a host: the tokens of its open pairing offers, registered with the devices.
+    pub offers: Vec<[u8; 32]>,
+    /// For a device that is pairing: the host's key and the offer's token, sent on every
+    /// connection so the relay routes the handshake.
+    pub knock: Option<([u8; 32], [u8; 32])>,
     /// Unacknowledged messages are sent again after this long.
     pub rto: Duration,
     /// The first reconnection delay; doubled on each failure up to `backoff_max`.
@@ -58,6 +63,8 @@ impl ClientConfig {
             secret,
             side,
             devices: Vec::new(),
+            offers: Vec::new(),
+            knock: None,
             rto: Duration::from_secs(1),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
@@ -68,7 +75,39 @@ impl ClientConfig {
 
 enum Command {
     Send([u8; 32], Vec<u8>),
+    Register(Vec<[u8; 32]>, Vec<[u8; 32]>),
     DropConnection,
+}
+
+/// What the client hands to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A message from a peer, exactly once and in order.
+    Message {
+        /// The peer's key (authenticated by the relay only: check the envelope).
+        from: [u8; 32],
+        /// The message.
+        bytes: Vec<u8>,
+    },
+    /// A registered device came online or went away (hosts only).
+    Presence {
+        /// The device's key.
+        device: [u8; 32],
+        /// Online now?
+        online: bool,
+    },
+    /// A frame could not be delivered (at most one notice a second per connection).
+    Undeliverable {
+        /// To whom.
+        peer: [u8; 32],
+        /// True: allowed but not connected. False: the relay has no route (not registered by
+        /// that host, or no longer).
+        offline: bool,
+    },
+    /// The relay refused a control message (a registration, a knock), with its reason.
+    Refused(String),
+    /// A connection was made and authenticated (and, for a host, its registration sent).
+    Connected,
 }
 
 /// The client was closed.
@@ -79,7 +118,7 @@ pub struct Stopped;
 /// A self-healing link. Dropping it stops it.
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
-    inbox: mpsc::UnboundedReceiver<([u8; 32], Vec<u8>)>,
+    inbox: mpsc::UnboundedReceiver<Inbound>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -103,9 +142,24 @@ impl Client {
         self.commands.send(Command::Send(peer, message)).map_err(|_| Stopped)
     }
 
-    /// The next message from a peer, in order.
+    /// The next message from a peer, in order (other notices are skipped).
     pub async fn recv(&mut self) -> Option<([u8; 32], Vec<u8>)> {
+        loop {
+            if let Inbound::Message { from, bytes } = self.inbox.recv().await? {
+                return Some((from, bytes));
+            }
+        }
+    }
+
+    /// The next message or notice.
+    pub async fn next(&mut self) -> Option<Inbound> {
         self.inbox.recv().await
+    }
+
+    /// For a host: replaces the registered devices and open pairing offers, at once on the
+    /// current connection and on every later one.
+    pub fn register(&self, devices: Vec<[u8; 32]>, offers: Vec<[u8; 32]>) -> Result<(), Stopped> {
+        self.commands.send(Command::Register(devices, offers)).map_err(|_| Stopped)
     }
 
     /// Drops the current connection (as a network change would); the client reconnects.
@@ -179,13 +233,34 @@ async fn flush(
     true
 }
 
+/// This incarnation's resume epoch: nanoseconds since the Unix epoch, so it grows across
+/// restarts (see [`crate::resume`]).
+fn incarnation() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
+}
+
+async fn send_control(link: &mut Link, message: &ToRelay) -> bool {
+    match serde_json::to_string(message) {
+        Ok(text) => link.send(Message::text(text)).await.is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn hex_key(s: &str) -> Option<[u8; 32]> {
+    let mut key = [0u8; 32];
+    hex::decode_to_slice(s, &mut key).ok().map(|()| key)
+}
+
 async fn drive(
-    config: ClientConfig,
+    mut config: ClientConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    inbox: mpsc::UnboundedSender<([u8; 32], Vec<u8>)>,
+    inbox: mpsc::UnboundedSender<Inbound>,
 ) {
-    let epoch = Instant::now();
-    let now_ms = || epoch.elapsed().as_millis() as u64;
+    let started = Instant::now();
+    let now_ms = || started.elapsed().as_millis() as u64;
+    let epoch = incarnation();
     let rto_ms = config.rto.as_millis() as u64;
     let mut peers: HashMap<[u8; 32], Peer> = HashMap::new();
     let mut pace = Pace::new(config.max_frames_per_sec.max(1));
@@ -202,7 +277,7 @@ async fn drive(
             Err(_) => None,
         };
         let Some(mut link) = connected else {
-            if !wait(&config, attempt, &mut commands, &mut peers).await {
+            if !wait(&mut config, attempt, epoch, &mut commands, &mut peers).await {
                 return;
             }
             attempt += 1;
@@ -211,11 +286,20 @@ async fn drive(
         attempt = 0;
         if config.side == Side::Host {
             counter += 1;
-            let register = protocol::relay::register(&config.secret, counter, &config.devices);
-            let Ok(text) = serde_json::to_string(&register) else { return };
-            if link.send(Message::text(text)).await.is_err() {
+            let register =
+                protocol::relay::register(&config.secret, counter, &config.devices, &config.offers);
+            if !send_control(&mut link, &register).await {
                 continue;
             }
+        }
+        if let Some((host, token)) = &config.knock {
+            let knock = ToRelay::Knock { host: hex::encode(host), token: hex::encode(token) };
+            if !send_control(&mut link, &knock).await {
+                continue;
+            }
+        }
+        if inbox.send(Inbound::Connected).is_err() {
+            return;
         }
         // Everything not yet acknowledged is due again on a new connection.
         for state in peers.values_mut() {
@@ -230,9 +314,22 @@ async fn drive(
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::DropConnection) => break,
+                    Some(Command::Register(devices, offers)) => {
+                        (config.devices, config.offers) = (devices, offers);
+                        counter += 1;
+                        let register = protocol::relay::register(
+                            &config.secret,
+                            counter,
+                            &config.devices,
+                            &config.offers,
+                        );
+                        if !send_control(&mut link, &register).await {
+                            break;
+                        }
+                    }
                     Some(Command::Send(peer, message)) => {
                         // A full backlog drops the message; the caller sees it as never acknowledged.
-                        let _ = peers.entry(peer).or_default().push(&message);
+                        let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch)).push(&message);
                         if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
                             break;
                         }
@@ -241,22 +338,32 @@ async fn drive(
                 incoming = link.next() => match incoming {
                     Some(Ok(Message::Binary(frame))) => {
                         let Some((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
-                        let state = peers.entry(from).or_default();
-                        if let Incoming::Deliver(message) = state.receive(payload)
-                            && inbox.send((from, message)).is_err()
+                        let state = peers.entry(from).or_insert_with(|| Peer::new(epoch));
+                        if let Incoming::Deliver(bytes) = state.receive(payload)
+                            && inbox.send(Inbound::Message { from, bytes }).is_err()
                         {
                             return;
                         }
                     }
                     Some(Ok(Message::Text(text))) => {
-                        // A device coming back online gets what it missed at once.
-                        if let Ok(FromRelay::Presence { device, online: true }) = serde_json::from_str(&text) {
-                            let mut key = [0u8; 32];
-                            if hex::decode_to_slice(&device, &mut key).is_ok()
-                                && let Some(state) = peers.get_mut(&key)
-                            {
-                                state.reconnected();
+                        let notice = match serde_json::from_str(&text) {
+                            Ok(FromRelay::Presence { device, online }) => {
+                                let Some(device) = hex_key(&device) else { continue };
+                                // A device coming back online gets what it missed at once.
+                                if online && let Some(state) = peers.get_mut(&device) {
+                                    state.reconnected();
+                                }
+                                Inbound::Presence { device, online }
                             }
+                            Ok(FromRelay::Undeliverable { peer, offline }) => {
+                                let Some(peer) = hex_key(&peer) else { continue };
+                                Inbound::Undeliverable { peer, offline }
+                            }
+                            Ok(FromRelay::Refused { reason }) => Inbound::Refused(reason),
+                            _ => continue,
+                        };
+                        if inbox.send(notice).is_err() {
+                            return;
                         }
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
@@ -275,8 +382,9 @@ async fn drive(
 
 /// Waits out a backoff delay while still taking messages to send later. False: stopped.
 async fn wait(
-    config: &ClientConfig,
+    config: &mut ClientConfig,
     attempt: u32,
+    epoch: u64,
     commands: &mut mpsc::UnboundedReceiver<Command>,
     peers: &mut HashMap<[u8; 32], Peer>,
 ) -> bool {
@@ -288,8 +396,11 @@ async fn wait(
             command = commands.recv() => match command {
                 None => return false,
                 Some(Command::DropConnection) => {}
+                Some(Command::Register(devices, offers)) => {
+                    (config.devices, config.offers) = (devices, offers);
+                }
                 Some(Command::Send(peer, message)) => {
-                    let _ = peers.entry(peer).or_default().push(&message);
+                    let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch)).push(&message);
                 }
             }
         }

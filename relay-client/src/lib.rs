@@ -16,7 +16,7 @@
 pub mod client;
 pub mod resume;
 
-pub use client::{Client, ClientConfig};
+pub use client::{Client, ClientConfig, Inbound};
 
 use std::sync::Arc;
 

@@ -5,21 +5,29 @@
 //! Sans-IO: the caller passes the time in and carries the bytes. Each data frame's payload is
 //!
 //! ```text
-//! 0 ‖ seq (u64 BE) ‖ message        a message, numbered from 1 per direction
-//! 1 ‖ seq (u64 BE)                  "I have everything up to and including seq"
+//! 0 ‖ epoch (u64 BE) ‖ seq (u64 BE) ‖ base (u64 BE) ‖ message    a message, numbered from 1
+//! 1 ‖ epoch (u64 BE) ‖ seq (u64 BE)        "of your stream `epoch`, I have everything up to seq"
 //! ```
+//!
+//! `epoch` names the sender's incarnation (a process start: it grows across restarts), so a
+//! peer that restarts (a `remote` command run again, a host restarted) starts a fresh stream
+//! and is not mistaken for a replay of the old one. `base` is the oldest message the sender
+//! still holds: a receiver that meets a stream for the first time starts there, so it neither
+//! waits for messages that went to the peer's previous incarnation nor skips one that is
+//! still coming. Frames of an older epoch than the one in use are dropped.
 //!
 //! The sender keeps what is not yet acknowledged; [`Peer::poll_send`] hands out what is due
 //! (never sent, or sent longer ago than the retransmission timeout, or everything after
 //! [`Peer::reconnected`]) up to a budget, so the caller can pace itself below the relay's rate
-//! limit. The receiver delivers only the
-//! next number in sequence, drops duplicates and anything after a gap (it will come again), and
-//! acknowledges what it holds.
+//! limit. The receiver delivers only the next number in sequence, drops duplicates and anything
+//! after a gap (it will come again), and acknowledges what it holds.
 
 use std::collections::VecDeque;
 
 /// The most unacknowledged messages kept per peer; past this, [`Peer::push`] refuses.
 pub const MAX_UNACKED: usize = 4096;
+
+const DATA_HEADER: usize = 25;
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -27,12 +35,14 @@ pub const MAX_UNACKED: usize = 4096;
 pub struct Backlog;
 
 /// Resume state with one peer.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Peer {
+    epoch: u64,
     next_seq: u64,
-    /// (seq, encoded frame payload, last sent at ms)
+    /// (seq, message, last sent at ms)
     unacked: VecDeque<(u64, Vec<u8>, Option<u64>)>,
-    delivered: u64,
+    /// The peer's stream being received: its epoch, and how far it was delivered.
+    stream: Option<(u64, u64)>,
     ack_due: bool,
 }
 
@@ -47,18 +57,23 @@ pub enum Incoming {
     Malformed,
 }
 
+fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
+    Some(u64::from_be_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
 impl Peer {
+    /// Resume state for a sender whose incarnation is `epoch` (larger than any before it).
+    pub fn new(epoch: u64) -> Self {
+        Self { epoch, next_seq: 0, unacked: VecDeque::new(), stream: None, ack_due: false }
+    }
+
     /// Numbers a message and keeps it until acknowledged; [`Peer::poll_send`] hands it out.
     pub fn push(&mut self, message: &[u8]) -> Result<u64, Backlog> {
         if self.unacked.len() >= MAX_UNACKED {
             return Err(Backlog);
         }
         self.next_seq += 1;
-        let mut payload = Vec::with_capacity(9 + message.len());
-        payload.push(0);
-        payload.extend_from_slice(&self.next_seq.to_be_bytes());
-        payload.extend_from_slice(message);
-        self.unacked.push_back((self.next_seq, payload, None));
+        self.unacked.push_back((self.next_seq, message.to_vec(), None));
         Ok(self.next_seq)
     }
 
@@ -71,27 +86,38 @@ impl Peer {
 
     /// Handles a payload from the peer.
     pub fn receive(&mut self, payload: &[u8]) -> Incoming {
-        let Some((&kind, rest)) = payload.split_first() else { return Incoming::Malformed };
-        let Some(seq) = rest.get(..8).map(|b| u64::from_be_bytes(b.try_into().unwrap_or([0; 8])))
+        let (Some(&kind), Some(epoch), Some(seq)) =
+            (payload.first(), be_u64(payload, 1), be_u64(payload, 9))
         else {
             return Incoming::Malformed;
         };
         match kind {
             0 => {
-                if seq == self.delivered + 1 {
-                    self.delivered = seq;
-                    self.ack_due = true;
-                    Incoming::Deliver(rest[8..].to_vec())
+                let Some(base) = be_u64(payload, 17).filter(|&b| b >= 1 && b <= seq) else {
+                    return Incoming::Malformed;
+                };
+                let delivered = match self.stream {
+                    Some((current, delivered)) if current == epoch => delivered,
+                    Some((current, _)) if current > epoch => return Incoming::Nothing,
+                    // A stream met for the first time, or the peer restarted.
+                    _ => base - 1,
+                };
+                self.ack_due = true;
+                if seq == delivered + 1 {
+                    self.stream = Some((epoch, seq));
+                    Incoming::Deliver(payload[DATA_HEADER..].to_vec())
                 } else {
                     // A duplicate (already delivered) or ahead of a gap: acknowledge what we have
                     // so the sender knows where to resume.
-                    self.ack_due = true;
+                    self.stream = Some((epoch, delivered));
                     Incoming::Nothing
                 }
             }
-            1 => {
-                while self.unacked.front().is_some_and(|(s, _, _)| *s <= seq) {
-                    self.unacked.pop_front();
+            1 if payload.len() == 17 => {
+                if epoch == self.epoch {
+                    while self.unacked.front().is_some_and(|(s, _, _)| *s <= seq) {
+                        self.unacked.pop_front();
+                    }
                 }
                 Incoming::Nothing
             }
@@ -104,22 +130,31 @@ impl Peer {
         if !std::mem::take(&mut self.ack_due) {
             return None;
         }
+        let (epoch, delivered) = self.stream?;
         let mut payload = vec![1];
-        payload.extend_from_slice(&self.delivered.to_be_bytes());
+        payload.extend_from_slice(&epoch.to_be_bytes());
+        payload.extend_from_slice(&delivered.to_be_bytes());
         Some(payload)
     }
 
     /// Up to `budget` payloads that are due, oldest first: never sent yet, or sent more than
     /// `rto_ms` ago without an acknowledgement.
     pub fn poll_send(&mut self, now_ms: u64, rto_ms: u64, budget: usize) -> Vec<Vec<u8>> {
+        let Some(&(base, _, _)) = self.unacked.front() else { return Vec::new() };
         let mut out = Vec::new();
-        for (_, payload, sent) in &mut self.unacked {
+        for (seq, message, sent) in &mut self.unacked {
             if out.len() >= budget {
                 break;
             }
             if sent.is_none_or(|t| now_ms.saturating_sub(t) >= rto_ms) {
                 *sent = Some(now_ms);
-                out.push(payload.clone());
+                let mut payload = Vec::with_capacity(DATA_HEADER + message.len());
+                payload.push(0);
+                payload.extend_from_slice(&self.epoch.to_be_bytes());
+                payload.extend_from_slice(&seq.to_be_bytes());
+                payload.extend_from_slice(&base.to_be_bytes());
+                payload.extend_from_slice(message);
+                out.push(payload);
             }
         }
         out
@@ -139,7 +174,7 @@ mod tests {
     /// message arrives exactly once and in order.
     #[test]
     fn exactly_once_over_a_bad_channel() {
-        let (mut a, mut b) = (Peer::default(), Peer::default());
+        let (mut a, mut b) = (Peer::new(1), Peer::new(2));
         let mut wire_ab: Vec<Vec<u8>> = Vec::new();
         let mut wire_ba: Vec<Vec<u8>> = Vec::new();
         let mut got = Vec::new();
@@ -190,7 +225,7 @@ mod tests {
 
     #[test]
     fn sending_respects_the_budget_and_a_reconnect_makes_everything_due() {
-        let mut p = Peer::default();
+        let mut p = Peer::new(1);
         for i in 0..10u8 {
             p.push(&[i]).unwrap();
         }
@@ -204,9 +239,49 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_named() {
-        let mut p = Peer::default();
+        let mut p = Peer::new(1);
         assert_eq!(p.receive(&[]), Incoming::Malformed);
         assert_eq!(p.receive(&[0, 1, 2]), Incoming::Malformed);
         assert_eq!(p.receive(&[9; 9]), Incoming::Malformed);
+        assert_eq!(p.receive(&[0; 17]), Incoming::Malformed, "a message without its base");
+    }
+
+    /// A peer that restarts (a new epoch) starts a new stream at the other side, which neither
+    /// waits for what went to the old incarnation nor mistakes the new one for duplicates; the
+    /// old incarnation's late frames are dropped.
+    #[test]
+    fn a_restarted_peer_starts_a_fresh_stream() {
+        let mut host = Peer::new(100);
+        let mut old = Peer::new(5);
+        for m in [b"a", b"b"] {
+            old.push(m).unwrap();
+        }
+        let old_frames = old.poll_send(0, 1000, 10);
+        for f in &old_frames {
+            assert!(matches!(host.receive(f), Incoming::Deliver(_)));
+        }
+        // The host sends two messages that the old device never acknowledges.
+        host.push(b"for the old one").unwrap();
+        host.push(b"also").unwrap();
+        let _ = host.poll_send(0, 1000, 10);
+        let mut new = Peer::new(6);
+        new.push(b"first of the new one").unwrap();
+        for f in new.poll_send(1, 1000, 10) {
+            assert_eq!(host.receive(&f), Incoming::Deliver(b"first of the new one".to_vec()));
+        }
+        // The late frame of the old incarnation is dropped.
+        assert_eq!(host.receive(&old_frames[0]), Incoming::Nothing);
+        // What the host still holds reaches the new incarnation from its oldest unacknowledged.
+        host.push(b"new news").unwrap();
+        let got: Vec<Incoming> =
+            host.poll_send(5000, 1000, 10).iter().map(|f| new.receive(f)).collect();
+        assert_eq!(
+            got,
+            [b"for the old one".as_slice(), b"also", b"new news"]
+                .map(|m| Incoming::Deliver(m.to_vec()))
+        );
+        let ack = new.poll_ack().unwrap();
+        host.receive(&ack);
+        assert_eq!(host.unacked(), 0);
     }
 }

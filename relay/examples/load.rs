@@ -112,7 +112,7 @@ async fn relay_path(
         let (h, d) = (secret(1, i), secret(2, i));
         let (hk, dk) = (*h.public_key().as_bytes(), *d.public_key().as_bytes());
         let mut host = join(addr, pin, &h, Side::Host).await?;
-        let register = protocol::relay::register(&h, 1, &[dk]);
+        let register = protocol::relay::register(&h, 1, &[dk], &[]);
         host.send(Message::text(serde_json::to_string(&register)?)).await?;
         tokio::spawn(async move {
             while let Some(Ok(message)) = host.next().await {

@@ -8,11 +8,16 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use protocol::relay::{FromRelay, Side};
+use protocol::relay::{FromRelay, Registration, Side};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::metrics::Metrics;
+
+/// The most devices that may knock with one pairing offer (the right one, and a few that
+/// guessed wrong or were sent by a relay that saw the token): each gets a route to the host
+/// for the pairing handshake only, and the host burns the offer at the first wrong proof.
+pub(crate) const MAX_KNOCKS: usize = 4;
 
 /// Why a connection is being closed by the relay.
 pub(crate) type Kick = Option<(u16, String)>;
@@ -59,6 +64,8 @@ pub(crate) struct Hub {
     by_key: HashMap<[u8; 32], Vec<u64>>,
     /// host → (last counter, devices)
     registrations: HashMap<[u8; 32], (u64, HashSet<[u8; 32]>)>,
+    /// host → its open pairing offers' tokens → the devices that knocked with each
+    offers: HashMap<[u8; 32], HashMap<[u8; 32], Vec<[u8; 32]>>>,
     next_id: u64,
 }
 
@@ -135,18 +142,28 @@ impl Hub {
         delivered
     }
 
-    /// Replaces a host's device list if `counter` is newer; returns false for a stale counter.
+    /// Replaces a host's device list and open offers if `counter` is newer; returns false for
+    /// a stale counter. Devices that knocked with an offer no longer open lose their route.
     pub(crate) fn register(
         &mut self,
         host: [u8; 32],
         counter: u64,
-        devices: Vec<[u8; 32]>,
+        registration: Registration,
         metrics: &Metrics,
     ) -> bool {
         if self.registrations.get(&host).is_some_and(|(last, _)| counter <= *last) {
             return false;
         }
-        let devices: HashSet<[u8; 32]> = devices.into_iter().collect();
+        let mut knocked = self.offers.remove(&host).unwrap_or_default();
+        let offers: HashMap<[u8; 32], Vec<[u8; 32]>> = registration
+            .offers
+            .into_iter()
+            .map(|token| (token, knocked.remove(&token).unwrap_or_default()))
+            .collect();
+        if !offers.is_empty() {
+            self.offers.insert(host, offers);
+        }
+        let devices: HashSet<[u8; 32]> = registration.devices.into_iter().collect();
         // Devices no longer registered lose their route at once; tell the host who is online.
         let online: Vec<[u8; 32]> =
             devices.iter().filter(|d| self.by_key.contains_key(*d)).copied().collect();
@@ -160,8 +177,28 @@ impl Hub {
         true
     }
 
+    /// A device not registered by `host` asks to reach it with an open offer's token. True if
+    /// the offer is open (and has room for another device: at most [`MAX_KNOCKS`]).
+    pub(crate) fn knock(&mut self, device: [u8; 32], host: &[u8; 32], token: &[u8; 32]) -> bool {
+        let Some(knocked) = self.offers.get_mut(host).and_then(|o| o.get_mut(token)) else {
+            return false;
+        };
+        if knocked.contains(&device) {
+            return true;
+        }
+        if knocked.len() >= MAX_KNOCKS {
+            return false;
+        }
+        knocked.push(device);
+        true
+    }
+
     fn registered(&self, host: &[u8; 32], device: &[u8; 32]) -> bool {
         self.registrations.get(host).is_some_and(|(_, d)| d.contains(device))
+            || self
+                .offers
+                .get(host)
+                .is_some_and(|offers| offers.values().any(|knocked| knocked.contains(device)))
     }
 
     /// Routes `frame` (already addressed as coming from `from`) from `from` (of `side`) to `to`,

@@ -22,6 +22,9 @@ use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::hub::{Conn, Hub, Kick, NoRoute};
+
+/// The shortest time between two "undeliverable" notices to one connection.
+const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 use crate::metrics::Metrics;
 use crate::tls::Identity;
 
@@ -416,6 +419,7 @@ where
 
     let mut tokens = f64::from(limits.burst);
     let mut refilled = Instant::now();
+    let mut last_notice: Option<Instant> = None;
     let outcome: Option<(u16, String)> = loop {
         let next = tokio::select! {
             _ = kicked.changed() => break None,
@@ -481,30 +485,56 @@ where
                         metrics.frames_out.fetch_add(n as u64, Ordering::Relaxed);
                         metrics.bytes_out.fetch_add((n * payload_len) as u64, Ordering::Relaxed);
                     }
-                    Err(NoRoute::NotAllowed | NoRoute::Offline) => Metrics::inc(&metrics.drops),
+                    Err(no_route) => {
+                        Metrics::inc(&metrics.drops);
+                        // Say so, at most once a second, so a sender learns why it hears nothing.
+                        if last_notice.is_none_or(|t| now.duration_since(t) >= NOTICE_INTERVAL) {
+                            last_notice = Some(now);
+                            let notice = FromRelay::Undeliverable {
+                                peer: hex::encode(peer),
+                                offline: no_route == NoRoute::Offline,
+                            };
+                            enqueue(Message::text(serde_json::to_string(&notice)?));
+                        }
+                    }
                 }
             }
             Message::Text(text) => match serde_json::from_str::<ToRelay>(&text) {
-                Ok(ToRelay::Register { counter, devices, signature }) if side == Side::Host => {
+                Ok(ToRelay::Register { counter, devices, offers, signature })
+                    if side == Side::Host =>
+                {
                     let Ok(host) = protocol::PublicKey::from_bytes(&key) else {
                         break Some((1011, "internal error".into()));
                     };
-                    let refusal =
-                        match protocol::relay::check_register(&host, counter, &devices, &signature)
-                        {
-                            Ok(list) => {
-                                let fresh = lock(&inner.hub).register(key, counter, list, metrics);
-                                (!fresh).then(|| {
-                                    format!(
-                                        "registration counter {counter} is not newer than the last"
-                                    )
-                                })
-                            }
-                            Err(e) => Some(format!("registration refused: {e}")),
-                        };
+                    let checked = protocol::relay::check_register(
+                        &host, counter, &devices, &offers, &signature,
+                    );
+                    let refusal = match checked {
+                        Ok(list) => {
+                            let fresh = lock(&inner.hub).register(key, counter, list, metrics);
+                            (!fresh).then(|| {
+                                format!("registration counter {counter} is not newer than the last")
+                            })
+                        }
+                        Err(e) => Some(format!("registration refused: {e}")),
+                    };
                     if let Some(reason) = refusal {
                         enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
                             reason,
+                        })?));
+                    }
+                }
+                Ok(ToRelay::Knock { host, token }) if side == Side::Device => {
+                    let open = match (
+                        protocol::relay::hex32(&host, "host"),
+                        protocol::relay::hex32(&token, "token"),
+                    ) {
+                        (Ok(host), Ok(token)) => lock(&inner.hub).knock(key, &host, &token),
+                        _ => false,
+                    };
+                    if !open {
+                        enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
+                            reason: "no such pairing offer is open at that host".into(),
                         })?));
                     }
                 }

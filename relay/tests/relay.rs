@@ -44,7 +44,7 @@ async fn join(r: &Relay, secret: &SecretKey, side: Side) -> Link {
 
 async fn register(link: &mut Link, host: &SecretKey, counter: u64, devices: &[&SecretKey]) {
     let keys: Vec<[u8; 32]> = devices.iter().map(|d| *d.public_key().as_bytes()).collect();
-    let message = protocol::relay::register(host, counter, &keys);
+    let message = protocol::relay::register(host, counter, &keys, &[]);
     link.send(Message::text(serde_json::to_string(&message).unwrap())).await.unwrap();
 }
 
@@ -150,6 +150,61 @@ async fn routes_only_between_a_host_and_its_registered_devices() {
     // Presence: a device going away is announced to its host.
     dev1.close(None).await.unwrap();
     wait_presence(&mut host, &d1, false).await;
+    r.server.shutdown().await;
+}
+
+async fn control(link: &mut Link, message: &ToRelay) {
+    link.send(Message::text(serde_json::to_string(message).unwrap())).await.unwrap();
+}
+
+/// A device the host has not registered reaches it only by knocking with the token of an offer
+/// the host registered, and only while that offer stays open.
+#[tokio::test]
+async fn a_new_device_reaches_the_host_only_through_an_open_pairing_offer() {
+    let r = relay(Limits::default()).await;
+    let (h, newcomer, guesser) = (key(1), key(2), key(3));
+    let mut host = join(&r, &h, Side::Host).await;
+    let mut new = join(&r, &newcomer, Side::Device).await;
+    let mut guess = join(&r, &guesser, Side::Device).await;
+    let token = [0x77; 32];
+    control(&mut host, &protocol::relay::register(&h, 1, &[], &[token])).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // Before knocking, nothing passes; a wrong token is refused and opens nothing.
+    send(&mut new, 1, &h, b"before").await;
+    assert!(nothing(&mut host).await);
+    let h_hex = hex::encode(h.public_key().as_bytes());
+    control(&mut guess, &ToRelay::Knock { host: h_hex.clone(), token: hex::encode([1u8; 32]) })
+        .await;
+    let refused = loop {
+        match tokio::time::timeout(Duration::from_secs(5), next_control(&mut guess))
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            FromRelay::Refused { reason } => break reason,
+            _ => continue,
+        }
+    };
+    assert!(refused.contains("no such pairing offer"), "{refused}");
+    send(&mut guess, 1, &h, b"guessed").await;
+    assert!(nothing(&mut host).await);
+
+    // With the token, the handshake flows both ways; broadcasts still reach registered devices only.
+    control(&mut new, &ToRelay::Knock { host: h_hex, token: hex::encode(token) }).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut new, 1, &h, b"hello").await;
+    assert_eq!(recv(&mut host).await.unwrap().1, b"hello");
+    send(&mut host, 1, &newcomer, b"welcome").await;
+    assert_eq!(recv(&mut new).await.unwrap().1, b"welcome");
+    send(&mut host, 2, &h, b"everyone").await;
+    assert!(nothing(&mut new).await);
+
+    // The host closes the offer: the route goes with it.
+    control(&mut host, &protocol::relay::register(&h, 2, &[], &[])).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    send(&mut new, 1, &h, b"after").await;
+    assert!(nothing(&mut host).await);
     r.server.shutdown().await;
 }
 
