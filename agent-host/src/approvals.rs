@@ -26,6 +26,8 @@ pub struct Pending {
     pub summary: String,
     /// Why policy asked.
     pub reason: String,
+    /// For writes and edits: a diff preview.
+    pub preview: Option<String>,
     /// Who asked.
     pub requested_by: String,
     /// When it lapses (Unix ms).
@@ -141,6 +143,7 @@ mod tests {
             action,
             summary: String::new(),
             reason: String::new(),
+            preview: None,
             requested_by: "dev1x".into(),
             expires_at_ms,
         }

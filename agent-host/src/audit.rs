@@ -76,6 +76,13 @@ pub enum Event {
         /// One line for people.
         summary: String,
     },
+    /// The device list changed: a device paired, revoked, renamed, or given another role.
+    Device {
+        /// `dev1…`
+        device: String,
+        /// What happened, for people.
+        change: String,
+    },
     /// A frame or request was refused before it was judged (bad signature, replay, …).
     Refused {
         /// Who it claimed to be from.
@@ -415,6 +422,7 @@ pub fn describe(record: &Record) -> String {
         Event::Refused { claimed_sender, reason } => {
             format!("refused a frame from {claimed_sender}: {reason}")
         }
+        Event::Device { device, change } => format!("device {device}: {change}"),
     };
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.time_ms);
     format!("#{:<5} {} {what}", record.seq, humantime::format_rfc3339_seconds(time))

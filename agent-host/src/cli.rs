@@ -61,6 +61,21 @@ pub enum Command {
         /// The request id (a unique prefix is enough).
         id: String,
     },
+    /// Start the host for this directory with an embedded relay, and print a pairing link and
+    /// QR code. Loopback by default; `--lan` lets a phone on the same network reach it.
+    Up(UpArgs),
+    /// Pair a device with the running host: prints a QR code and a one-time link, then asks
+    /// here before the device is paired.
+    Pair(PairArgs),
+    /// List paired devices, or change one (`revoke`, `rename`, `set-role`).
+    Devices {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+        /// A change to make.
+        #[command(subcommand)]
+        change: Option<DevicesCommand>,
+    },
     /// Run a command through the host: policy, approval, sandbox and audit, as remote requests
     /// are. Exits with the command's exit code; 126 when denied.
     Exec {
@@ -74,6 +89,81 @@ pub enum Command {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+}
+
+/// `agent-host devices …`
+#[derive(Debug, Subcommand)]
+pub enum DevicesCommand {
+    /// Remove a device: it is cut off at once.
+    Revoke {
+        /// Its id (a unique prefix is enough).
+        id: String,
+    },
+    /// Rename a device.
+    Rename {
+        /// Its id (a unique prefix is enough).
+        id: String,
+        /// The new name.
+        name: String,
+    },
+    /// Change a device's role.
+    SetRole {
+        /// Its id (a unique prefix is enough).
+        id: String,
+        /// viewer, approver or operator.
+        #[arg(value_parser = parse_role)]
+        role: protocol::Role,
+    },
+}
+
+fn parse_role(s: &str) -> Result<protocol::Role, String> {
+    match s {
+        "viewer" => Ok(protocol::Role::Viewer),
+        "approver" => Ok(protocol::Role::Approver),
+        "operator" => Ok(protocol::Role::Operator),
+        _ => Err("viewer, approver or operator".into()),
+    }
+}
+
+/// Arguments of `pair`.
+#[derive(Debug, clap::Args)]
+pub struct PairArgs {
+    /// What the device may do: viewer (sees), approver (also answers pending actions) or
+    /// operator (also requests actions).
+    #[arg(long, default_value = "operator", value_parser = parse_role)]
+    pub role: protocol::Role,
+    /// The name to register the device under (default: the name it gives itself).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// How long the link works.
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub expires: std::time::Duration,
+    /// Pair the device that proves the secret without asking (for scripts run here).
+    #[arg(long)]
+    pub yes: bool,
+}
+
+/// Arguments of `up`.
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The host's settings, sandbox and timeouts.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+    /// Listen on this machine's LAN address instead of loopback.
+    #[arg(long)]
+    pub lan: bool,
+    /// The embedded relay's port.
+    #[arg(long, default_value_t = 7443)]
+    pub port: u16,
+    /// The role of the device paired with the printed link.
+    #[arg(long, default_value = "operator", value_parser = parse_role)]
+    pub role: protocol::Role,
+    /// Pair the device that proves the printed link's secret without asking.
+    #[arg(long)]
+    pub yes: bool,
+    /// Print no pairing link at start (pair later with `agent-host pair`).
+    #[arg(long)]
+    pub no_pair: bool,
 }
 
 /// Arguments of `serve`.
@@ -97,6 +187,16 @@ pub struct ServeArgs {
     /// How long a command may run.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub command_timeout: std::time::Duration,
+    /// The relay that links paired devices, `HOST:PORT` (not with `up`, which embeds one).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub relay: Option<String>,
+    /// The relay certificate's SHA-256 (hex), to pin a self-signed relay; without it the
+    /// system's certificate authorities are trusted.
+    #[arg(long, value_name = "SHA256", requires = "relay")]
+    pub relay_cert: Option<String>,
+    /// The name devices see for this host (default: the machine's name).
+    #[arg(long)]
+    pub host_name: Option<String>,
 }
 
 /// `agent-host audit …`
@@ -173,6 +273,9 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(125);
         }
         Command::Serve(args) => serve(&args),
+        Command::Up(args) => up(&args),
+        Command::Pair(args) => pair(&args),
+        Command::Devices { json, change } => devices(json, change),
         Command::Approvals { json } => approvals(json),
         Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
         Command::Deny { id } => decide(&id, protocol::Verdict::Deny),
@@ -243,13 +346,12 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
-    let dirs = Dirs::discover()?;
+fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::daemon::Config> {
     let workspace = match &args.workspace {
         Some(w) => w.canonicalize()?,
         None => std::env::current_dir()?.canonicalize()?,
     };
-    let files = load_settings(&dirs, &workspace, &args.settings)?;
+    let files = load_settings(dirs, &workspace, &args.settings)?;
     let policy = Policy::new(&workspace, files, args.mode, dirs.all());
     for note in policy.notes() {
         eprintln!("note: {note}");
@@ -260,41 +362,215 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
             "WARNING: no sandbox can run here; commands will run UNSANDBOXED with your full rights."
         );
     }
-    let config = crate::daemon::Config {
-        workspace: workspace.clone(),
+    let host_name = match &args.host_name {
+        Some(name) => name.clone(),
+        None => rustix::system::uname().nodename().to_string_lossy().into_owned(),
+    };
+    let relay = match &args.relay {
+        Some(relay) => Some(relay_setup(relay, args.relay_cert.as_deref())?),
+        None => None,
+    };
+    Ok(crate::daemon::Config {
+        workspace,
         policy,
         sandbox,
         approval_timeout: args.approval_timeout,
         command_timeout: args.command_timeout,
+        host_name,
+        relay,
+    })
+}
+
+/// How to reach a relay given as `HOST:PORT` (a `wss://` or `https://` prefix is allowed).
+fn relay_setup(relay: &str, cert: Option<&str>) -> anyhow::Result<crate::link::RelaySetup> {
+    let addr = relay
+        .trim_start_matches("wss://")
+        .trim_start_matches("https://")
+        .trim_end_matches('/')
+        .to_string();
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        anyhow::bail!("the relay is HOST:PORT, not {relay}");
     };
-    runtime()?.block_on(async {
-        let (ready, host) = tokio::sync::oneshot::channel();
-        let announce = async {
-            if let Ok(id) = host.await {
-                println!("agent-host serving {} as {id}", workspace.display());
-                println!("socket: {}", crate::daemon::socket_path(&dirs).display());
+    if port.parse::<u16>().is_err() || host.is_empty() {
+        anyhow::bail!("the relay is HOST:PORT, not {relay}");
+    }
+    let server_name = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let (tls, cert_sha256) = match cert {
+        Some(hex_digest) => {
+            let pin = protocol::relay::hex32(hex_digest, "certificate SHA-256")
+                .map_err(|e| anyhow::anyhow!("--relay-cert: {e}"))?;
+            (relay_client::pinned_config(pin), Some(pin))
+        }
+        None => (relay_client::system_roots_config()?, None),
+    };
+    Ok(crate::link::RelaySetup { public: addr.clone(), addr, server_name, tls, cert_sha256 })
+}
+
+/// Waits for Ctrl-C at the terminal, or SIGTERM from a service manager.
+async fn stop_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
             }
-        };
-        let shutdown = async {
-            // Ctrl-C at the terminal, or SIGTERM from a service manager: stop cleanly.
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = tokio::signal::ctrl_c() => {}
-                        _ = term.recv() => {}
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
-        let (result, ()) = tokio::join!(
-            crate::daemon::serve(dirs.clone(), config, Some(ready), shutdown),
-            announce
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+/// Runs the daemon until a stop signal; `announce` runs once it is ready.
+async fn run_daemon(
+    dirs: Dirs,
+    config: crate::daemon::Config,
+    announce: impl FnOnce(protocol::HostId),
+) -> anyhow::Result<()> {
+    let (ready, host) = tokio::sync::oneshot::channel();
+    let announced = async {
+        if let Ok(id) = host.await {
+            announce(id);
+        }
+    };
+    let (result, ()) =
+        tokio::join!(crate::daemon::serve(dirs, config, Some(ready), stop_signal()), announced);
+    result
+}
+
+fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
+    let dirs = Dirs::discover()?;
+    let config = daemon_config(&dirs, args)?;
+    let workspace = config.workspace.clone();
+    let socket = crate::daemon::socket_path(&dirs);
+    runtime()?.block_on(run_daemon(dirs, config, |id| {
+        println!("agent-host serving {} as {id}", workspace.display());
+        println!("socket: {}", socket.display());
+    }))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
+    if args.serve.relay.is_some() {
+        anyhow::bail!(
+            "`up` runs its own relay; to use another one, run `agent-host serve --relay`"
         );
+    }
+    let dirs = Dirs::discover()?;
+    let mut config = daemon_config(&dirs, &args.serve)?;
+    let workspace = config.workspace.clone();
+    let socket = crate::daemon::socket_path(&dirs);
+    let (role, yes, no_pair) = (args.role, args.yes, args.no_pair);
+    runtime()?.block_on(async {
+        let ip = if args.lan {
+            crate::up::lan_address()?
+        } else {
+            std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
+        };
+        let (relay, setup) =
+            crate::up::start_relay(&dirs, std::net::SocketAddr::new(ip, args.port)).await?;
+        let pin = setup.cert_sha256.map(hex::encode).unwrap_or_default();
+        let public = setup.public.clone();
+        config.relay = Some(setup);
+        let result = run_daemon(dirs, config, move |id| {
+            println!("agent-host up: {} as {id}", workspace.display());
+            println!("relay:  wss://{public} (self-signed certificate, SHA-256 {pin})");
+            println!("socket: {}", socket.display());
+            println!("approve here with `agent-host approvals` and `agent-host approve ID`; Ctrl-C stops.");
+            if !no_pair {
+                // The person's yes/no is read from this terminal, away from the host's threads.
+                std::thread::spawn(move || {
+                    match crate::up::pair_at_terminal(&socket, role, None, 300, yes, true) {
+                        Ok(true) => {}
+                        Ok(false) => println!("pair a device later with `agent-host pair`"),
+                        Err(e) => eprintln!("agent-host: pairing: {e:#}"),
+                    }
+                });
+            }
+        })
+        .await;
+        relay.shutdown().await;
         result
     })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
+    let socket = crate::daemon::socket_path(&Dirs::discover()?);
+    let paired = crate::up::pair_at_terminal(
+        &socket,
+        args.role,
+        args.name.clone(),
+        args.expires.as_secs().max(1),
+        args.yes,
+        false,
+    )?;
+    Ok(if paired { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Result<ExitCode> {
+    use crate::local_api::{ApiRequest, ApiResponse, DeviceChange};
+    let dirs = Dirs::discover()?;
+    let socket = crate::daemon::socket_path(&dirs);
+    let running = std::os::unix::net::UnixStream::connect(&socket).is_ok();
+    let Some(change) = change else {
+        let devices = if running {
+            match call(&ApiRequest::Devices, |_| {})?.into_iter().next() {
+                Some(ApiResponse::Devices { devices }) => devices,
+                other => anyhow::bail!("unexpected answer: {other:?}"),
+            }
+        } else {
+            let registry = crate::devices::Registry::load(&dirs.state)?;
+            crate::link::device_infos(&registry, &Default::default())
+        };
+        if json {
+            println!("{}", serde_json::to_string(&devices)?);
+        } else if devices.is_empty() {
+            println!("no paired devices (pair one with `agent-host pair`)");
+        }
+        for d in devices.iter().filter(|_| !json) {
+            let seen = match d.last_seen_ms {
+                _ if d.online => "online now".to_string(),
+                Some(ms) => format!(
+                    "last seen {}",
+                    humantime::format_rfc3339_seconds(
+                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
+                    )
+                ),
+                None => "never seen".into(),
+            };
+            println!(
+                "{}  {}  {}  fingerprint {}  {seen}",
+                d.id,
+                crate::link::role_name(d.role),
+                d.name,
+                d.fingerprint
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (id, change) = match change {
+        DevicesCommand::Revoke { id } => (id, DeviceChange::Revoke),
+        DevicesCommand::Rename { id, name } => (id, DeviceChange::Rename { name }),
+        DevicesCommand::SetRole { id, role } => (id, DeviceChange::SetRole { role }),
+    };
+    if running {
+        match call(&ApiRequest::Device { id, change }, |_| {})?.into_iter().next() {
+            Some(ApiResponse::Ok { message }) => println!("{message}"),
+            Some(ApiResponse::Error { message }) => anyhow::bail!("{message}"),
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        }
+    } else {
+        // No host runs: change the files; the audit log records it all the same.
+        let mut registry = crate::devices::Registry::load(&dirs.state)?;
+        let (device, what) = crate::link::apply_change(&mut registry, &id, &change)?;
+        let mut audit = crate::audit::AuditLog::open(&dirs.audit_log())?;
+        audit.append(
+            crate::daemon::now_ms(),
+            crate::audit::Event::Device { device: device.to_string(), change: what.clone() },
+        )?;
+        println!("{device}: {what}");
+    }
     Ok(ExitCode::SUCCESS)
 }
 

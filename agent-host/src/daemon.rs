@@ -1,28 +1,30 @@
 //! `agent-host serve`: the daemon for one workspace. It holds the identity key, the policy, the
-//! approvals broker, the audit log and the sandbox, and serves the local API on a unix socket.
+//! approvals broker, the audit log, the sandbox and the paired devices, serves the local API on
+//! a unix socket, and (with a relay) the link to paired devices.
 //!
-//! Every command takes one path: policy → (if asked) a pending action that the first valid
-//! decision settles → audit record flushed → sandboxed run → audit record of the result. The
-//! remote link (later) feeds requests into the same path.
+//! Every action, local or remote, takes the one path in [`crate::actions`].
 
 use std::collections::HashMap;
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use protocol::{Action, Blob, HostId, RequestId, Verdict, action_hash};
+use protocol::{HostEvent, HostId, RequestId, SecretKey};
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 
-use crate::approvals::{Broker, Pending, Resolution};
-use crate::audit::{AuditLog, Event};
+use crate::actions::{Outcome, Requester};
+use crate::approvals::{Broker, Resolution};
+use crate::audit::AuditLog;
+use crate::devices::Registry;
 use crate::dirs::Dirs;
-use crate::exec::{Job, Limits, Sandbox};
+use crate::exec::Sandbox;
+use crate::link::{Offers, RelaySetup, ToLink};
 use crate::local_api::{ApiRequest, ApiResponse, MAX_LINE};
-use crate::policy::{Policy, Subject, Verdict as PolicyVerdict};
+use crate::policy::Policy;
 
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
@@ -37,26 +39,59 @@ pub struct Config {
     pub approval_timeout: Duration,
     /// How long a command may run.
     pub command_timeout: Duration,
+    /// The host's name, shown to devices.
+    pub host_name: String,
+    /// The relay that links paired devices, if any.
+    pub relay: Option<RelaySetup>,
 }
 
-struct Host {
-    config: Config,
-    dirs: Dirs,
-    host_id: HostId,
-    audit: Mutex<AuditLog>,
-    broker: Mutex<Broker>,
-    waiters: Mutex<HashMap<RequestId, oneshot::Sender<Resolution>>>,
+/// The running host, shared by the local API, the relay link and the actions they start.
+pub struct Host {
+    pub(crate) config: Config,
+    pub(crate) dirs: Dirs,
+    pub(crate) key: SecretKey,
+    pub(crate) host_id: HostId,
+    pub(crate) audit: Mutex<AuditLog>,
+    pub(crate) broker: Mutex<Broker>,
+    pub(crate) waiters: Mutex<HashMap<RequestId, oneshot::Sender<Resolution>>>,
     /// The workspace root, held open once for every confined lookup.
-    files: crate::confine::Workspace,
+    pub(crate) files: crate::confine::Workspace,
+    pub(crate) devices: Mutex<Registry>,
+    pub(crate) offers: Mutex<Offers>,
+    /// To the relay link, when there is one.
+    pub(crate) link: Option<mpsc::UnboundedSender<ToLink>>,
 }
 
-fn now_ms() -> u64 {
+impl Host {
+    /// Tells every paired device (through the link, if there is one).
+    pub(crate) fn broadcast(&self, event: HostEvent) {
+        if let Some(link) = &self.link {
+            let _ = link.send(ToLink::Broadcast(event));
+        }
+    }
+
+    /// Asks the link to register the current devices and offers at the relay.
+    pub(crate) fn reregister(&self) {
+        if let Some(link) = &self.link {
+            let _ = link.send(ToLink::Register);
+        }
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The socket of the host whose state is in `dirs`.
 pub fn socket_path(dirs: &Dirs) -> PathBuf {
     dirs.state.join("host.sock")
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding one of these would be a bug; the state is still consistent
+    // (every mutation is a single call), so keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the daemon until `shutdown` resolves. `ready` receives the host id once the socket
@@ -81,21 +116,29 @@ pub async fn serve(
     if let Some(note) = &audit.recovered {
         tracing::warn!("audit log: {note}");
     }
+    let devices = Registry::load(&dirs.state)?;
     let socket = socket_path(&dirs);
     let _ = std::fs::remove_file(&socket); // stale: the lock above proves no host owns it
     let listener = UnixListener::bind(&socket)?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
     tracing::info!(host = %host_id, socket = %socket.display(), sandbox = %config.sandbox.describe(), "host ready");
     let files = crate::confine::Workspace::open(std::slice::from_ref(&config.workspace))?;
+    let (link_tx, link_rx) = mpsc::unbounded_channel();
+    let relay = config.relay.clone();
     let host = Arc::new(Host {
         config,
         dirs,
+        key,
         host_id,
         audit: Mutex::new(audit),
         broker: Mutex::new(Broker::new()),
         waiters: Mutex::new(HashMap::new()),
         files,
+        devices: Mutex::new(devices),
+        offers: Mutex::new(Offers::default()),
+        link: relay.is_some().then_some(link_tx),
     });
+    let link = relay.map(|setup| tokio::spawn(crate::link::run(host.clone(), setup, link_rx)));
     if let Some(ready) = ready {
         let _ = ready.send(host_id);
     }
@@ -119,46 +162,51 @@ pub async fn serve(
         }
     }
     expiry.abort();
+    if let Some(link) = link {
+        link.abort();
+    }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("host stopped");
     Ok(())
 }
 
-/// Denies what lapsed, every 250 ms.
+/// Denies what lapsed, every 250 ms, and drops lapsed pairing offers.
 async fn expire_loop(host: Arc<Host>) {
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         let lapsed = lock(&host.broker).expire(now_ms());
         for resolution in lapsed {
-            settle(&host, resolution);
+            crate::actions::settle(&host, resolution);
+        }
+        if lock(&host.offers).expire(now_ms()) {
+            host.reregister();
         }
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these would be a bug; the state is still consistent
-    // (every mutation is a single call), so keep serving.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+/// One local client's connection: one request, then one or more answers (and, while pairing,
+/// the person's yes or no).
+pub(crate) struct LocalConn {
+    lines: tokio::io::Lines<BufReader<tokio::io::Take<OwnedReadHalf>>>,
+    write: OwnedWriteHalf,
 }
 
-/// Records a resolution and wakes whoever waits for it.
-fn settle(host: &Host, resolution: Resolution) {
-    let id = resolution.pending.id;
-    let by = resolution.by.clone().unwrap_or_else(|| "nobody (lapsed)".into());
-    let verdict = if resolution.verdict == Verdict::Approve { "approve" } else { "deny" };
-    if let Err(e) = lock(&host.audit).append(
-        now_ms(),
-        Event::Approval {
-            request: id.to_string(),
-            verdict: verdict.into(),
-            by,
-            action_hash: resolution.pending.action_hash.to_string(),
-        },
-    ) {
-        tracing::error!("audit: {e}");
+impl LocalConn {
+    pub(crate) async fn send(&mut self, response: &ApiResponse) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec(response)?;
+        bytes.push(b'\n');
+        self.write.write_all(&bytes).await?;
+        Ok(())
     }
-    if let Some(waiter) = lock(&host.waiters).remove(&id) {
-        let _ = waiter.send(resolution);
+
+    /// The next line from the client, parsed; `None` when it hung up.
+    pub(crate) async fn next<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> anyhow::Result<Option<T>> {
+        match self.lines.next_line().await? {
+            Some(line) => Ok(Some(serde_json::from_str(&line)?)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -167,56 +215,64 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
     if peer.uid() != rustix::process::getuid().as_raw() {
         anyhow::bail!("refused a local client of uid {}", peer.uid());
     }
-    let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let n = BufReader::new(read.take(MAX_LINE as u64 + 1)).read_line(&mut line).await?;
-    let mut send = async |response: &ApiResponse| -> anyhow::Result<()> {
-        let mut bytes = serde_json::to_vec(response)?;
-        bytes.push(b'\n');
-        write.write_all(&bytes).await?;
-        Ok(())
-    };
-    if n > MAX_LINE {
-        return send(&ApiResponse::Error { message: format!("request over {MAX_LINE} bytes") })
-            .await;
-    }
-    let request: ApiRequest = match serde_json::from_str(&line) {
-        Ok(r) => r,
-        Err(e) => return send(&ApiResponse::Error { message: format!("bad request: {e}") }).await,
+    let (read, write) = stream.into_split();
+    // Requests are small; a pairing answer is one more small line.
+    let mut conn =
+        LocalConn { lines: BufReader::new(read.take(2 * MAX_LINE as u64 + 2)).lines(), write };
+    let request: ApiRequest = match conn.next().await {
+        Ok(Some(r)) => r,
+        Ok(None) => return Ok(()),
+        Err(e) => {
+            return conn.send(&ApiResponse::Error { message: format!("bad request: {e}") }).await;
+        }
     };
     match request {
         ApiRequest::Status => {
-            send(&ApiResponse::Status {
+            let response = ApiResponse::Status {
                 host_id: host.host_id.to_string(),
                 workspace: host.config.workspace.display().to_string(),
                 sandbox: host.config.sandbox.describe(),
-            })
-            .await
+            };
+            conn.send(&response).await
         }
         ApiRequest::Approvals => {
             let pending = lock(&host.broker).list();
-            send(&ApiResponse::Approvals { pending }).await
+            conn.send(&ApiResponse::Approvals { pending }).await
         }
         ApiRequest::Decide { id, action_hash, verdict } => {
-            let result =
-                lock(&host.broker).decide(id, &action_hash, verdict, "local:terminal", now_ms());
-            match result {
-                Ok(resolution) => {
-                    settle(&host, resolution);
-                    send(&ApiResponse::Decided { request: id, verdict }).await
-                }
-                Err(e) => send(&ApiResponse::Error { message: e.to_string() }).await,
-            }
+            let response =
+                match crate::actions::decide(&host, id, &action_hash, verdict, "local:terminal") {
+                    Ok(()) => ApiResponse::Decided { request: id, verdict },
+                    Err(e) => ApiResponse::Error { message: e.to_string() },
+                };
+            conn.send(&response).await
         }
         ApiRequest::Exec { argv, cwd, wait } => {
-            let (first, rest) = exec(host, argv, cwd).await;
-            send(&first).await?;
+            let id = RequestId(crate::identity::random_id()?);
+            let action = protocol::Action::Run {
+                argv,
+                cwd: cwd.unwrap_or_else(|| ".".into()),
+                env: Default::default(),
+            };
+            if let Err(e) =
+                protocol::Message::Request(protocol::Request::Action { id, action: action.clone() })
+                    .check()
+            {
+                return conn
+                    .send(&ApiResponse::Denied { request: None, reason: e.to_string() })
+                    .await;
+            }
+            let by = Requester::Local("terminal".into());
+            let (first, rest) = crate::actions::submit(host, by, id, action).await;
+            conn.send(&to_api(first)).await?;
             if let Some(rest) = rest {
                 if wait {
-                    send(&rest.await.unwrap_or_else(|_| ApiResponse::Error {
+                    let last = rest.await.unwrap_or_else(|_| Outcome::Refused {
+                        request: Some(id),
+                        code: protocol::ErrorCode::Internal,
                         message: "the host stopped".into(),
-                    }))
-                    .await?;
+                    });
+                    conn.send(&to_api(last)).await?;
                 } else {
                     // Go on without the client: the action still runs when approved.
                     tokio::spawn(async move {
@@ -226,156 +282,50 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ApiRequest::Pair { role, name, expires_secs, yes } => {
+            crate::link::pair_local(&host, &mut conn, role, name, expires_secs, yes).await
+        }
+        ApiRequest::Devices => {
+            let online = crate::link::online(&host);
+            let devices = crate::link::device_infos(&lock(&host.devices), &online);
+            conn.send(&ApiResponse::Devices { devices }).await
+        }
+        ApiRequest::Device { id, change } => {
+            let response = match crate::link::change_device(&host, &id, change) {
+                Ok(message) => ApiResponse::Ok { message },
+                Err(e) => ApiResponse::Error { message: e.to_string() },
+            };
+            conn.send(&response).await
+        }
     }
 }
 
-type Later = tokio::task::JoinHandle<ApiResponse>;
-
-/// Judges and (when allowed or approved) runs a command. Returns the first answer, and the
-/// final one still to come when a person must decide.
-async fn exec(
-    host: Arc<Host>,
-    argv: Vec<String>,
-    cwd: Option<String>,
-) -> (ApiResponse, Option<Later>) {
-    let denied = |reason: String| ApiResponse::Denied { request: None, reason };
-    if argv.is_empty() {
-        return (denied("an empty command".into()), None);
-    }
-    let cwd_rel = cwd.unwrap_or_else(|| ".".into());
-    let Some(cwd_path) = resolve_cwd(&host.files, &cwd_rel) else {
-        return (
-            denied(format!("working directory {cwd_rel} is not a directory inside the workspace")),
-            None,
-        );
-    };
-    let id = match crate::identity::random_id() {
-        Ok(id) => RequestId(id),
-        Err(e) => return (ApiResponse::Error { message: e.to_string() }, None),
-    };
-    let action = Action::Run { argv: argv.clone(), cwd: cwd_rel, env: Default::default() };
-    let hash = action_hash(&action);
-    let decision = host.config.policy.decide(&Subject::Argv(argv.clone()), &cwd_path);
-    let summary = format!("run `{}` in {}", argv.join(" "), cwd_path.display());
-    if let Err(e) = lock(&host.audit).append(
-        now_ms(),
-        Event::Request {
-            request: id.to_string(),
-            actor: "local:terminal".into(),
-            action: serde_json::to_value(&action).unwrap_or_default(),
-            action_hash: hash.to_string(),
-            decision: decision.decision.to_string(),
-            reason: decision.reason.clone(),
-            rule: decision.rule.clone(),
+/// How the local API reports an outcome.
+fn to_api(outcome: Outcome) -> ApiResponse {
+    use protocol::ErrorCode;
+    match outcome {
+        Outcome::Pending(p) => ApiResponse::Pending {
+            request: p.id,
+            action_hash: p.action_hash,
+            summary: p.summary,
+            reason: p.reason,
         },
-    ) {
-        return (ApiResponse::Error { message: format!("audit log: {e}; nothing was run") }, None);
-    }
-    // The network is on only for a command that reaches it by design and that an explicit rule
-    // allowed (here) or a person approved (set when the approval arrives).
-    let wants_network = host.config.policy.wants_network(&argv);
-    let mut job = Job {
-        argv,
-        cwd: cwd_path,
-        env: Default::default(),
-        network: wants_network && decision.rule.is_some(),
-        timeout: host.config.command_timeout,
-    };
-    match decision.decision {
-        PolicyVerdict::Deny => {
-            (ApiResponse::Denied { request: Some(id), reason: decision.reason }, None)
-        }
-        PolicyVerdict::Allow => (run(host, id, job).await, None),
-        PolicyVerdict::Ask => {
-            let (tx, rx) = oneshot::channel();
-            lock(&host.waiters).insert(id, tx);
-            let pending = Pending {
-                id,
-                action,
-                action_hash: hash,
-                summary: summary.clone(),
-                reason: decision.reason.clone(),
-                requested_by: "local:terminal".into(),
-                expires_at_ms: now_ms() + host.config.approval_timeout.as_millis() as u64,
-            };
-            if let Err(e) = lock(&host.broker).add(pending) {
-                lock(&host.waiters).remove(&id);
-                return (ApiResponse::Error { message: e.to_string() }, None);
-            }
-            let first = ApiResponse::Pending {
-                request: id,
-                action_hash: hash,
-                summary,
-                reason: decision.reason,
-            };
-            let later = tokio::spawn(async move {
-                match rx.await {
-                    Ok(Resolution { verdict: Verdict::Approve, .. }) => {
-                        job.network = wants_network;
-                        run(host, id, job).await
-                    }
-                    Ok(Resolution { by: Some(by), .. }) => {
-                        ApiResponse::Denied { request: Some(id), reason: format!("denied by {by}") }
-                    }
-                    Ok(Resolution { by: None, .. }) => ApiResponse::Denied {
-                        request: Some(id),
-                        reason: "nobody approved before the request lapsed".into(),
-                    },
-                    Err(_) => ApiResponse::Error { message: "the host stopped".into() },
-                }
-            });
-            (first, Some(later))
-        }
-    }
-}
-
-/// The working directory, resolved beneath the root by the kernel; `None` if it is not a
-/// directory inside.
-fn resolve_cwd(files: &crate::confine::Workspace, relative: &str) -> Option<PathBuf> {
-    files.list(Path::new(relative)).ok()?;
-    let path = files.root().join(relative).canonicalize().ok()?;
-    path.starts_with(files.root()).then_some(path)
-}
-
-/// Runs an allowed or approved job: audit first (flushed), then the sandbox, then audit.
-async fn run(host: Arc<Host>, id: RequestId, job: Job) -> ApiResponse {
-    if let Err(e) = lock(&host.audit).append(now_ms(), Event::Start { request: id.to_string() }) {
-        return ApiResponse::Error { message: format!("audit log: {e}; nothing was run") };
-    }
-    let worker = host.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        let roots = [worker.config.workspace.clone()];
-        crate::exec::run(
-            &worker.config.sandbox,
-            &job,
-            &roots,
-            &worker.dirs.all(),
-            &Limits::default(),
-            &Arc::new(AtomicBool::new(false)),
-        )
-    })
-    .await;
-    let outcome = match outcome {
-        Ok(Ok(o)) => o,
-        Ok(Err(e)) => return ApiResponse::Error { message: format!("could not run: {e}") },
-        Err(e) => return ApiResponse::Error { message: format!("could not run: {e}") },
-    };
-    let summary = if outcome.timed_out {
-        "killed at the timeout".to_string()
-    } else {
-        format!("{} bytes of output", outcome.output.len())
-    };
-    if let Err(e) = lock(&host.audit).append(
-        now_ms(),
-        Event::Result { request: id.to_string(), exit_code: outcome.exit_code, summary },
-    ) {
-        tracing::error!("audit: {e}");
-    }
-    ApiResponse::Done {
-        request: id,
-        exit_code: outcome.exit_code,
-        output: Blob(outcome.output),
-        truncated: outcome.truncated,
-        timed_out: outcome.timed_out,
+        Outcome::Done { request, exit_code, output, truncated, timed_out } => ApiResponse::Done {
+            request,
+            exit_code,
+            output: protocol::Blob(output),
+            truncated,
+            timed_out,
+        },
+        Outcome::Refused {
+            request,
+            code:
+                ErrorCode::DeniedByPolicy
+                | ErrorCode::DeniedByApprover
+                | ErrorCode::Expired
+                | ErrorCode::OutsideWorkspace,
+            message,
+        } => ApiResponse::Denied { request, reason: message },
+        Outcome::Refused { message, .. } => ApiResponse::Error { message },
     }
 }

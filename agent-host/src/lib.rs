@@ -4,20 +4,26 @@
 //! approvals broker ([`approvals`]), confined file operations ([`confine`]), the sandboxed
 //! executor ([`exec`], with [`landlock_sandbox`] as its fallback), the hash-chained audit log
 //! ([`audit`]), the identity key ([`identity`]), the daemon and its local socket ([`daemon`],
-//! [`local_api`]) and the command line ([`cli`]). Still to come: the device registry, pairing,
-//! the remote link and PTY sessions. It will never hold relay routing logic.
+//! [`local_api`]), the one path every action takes ([`actions`]), the paired devices
+//! ([`devices`]), the link to them through a relay and pairing ([`link`]), `agent-host up` with
+//! its embedded relay ([`up`]) and the command line ([`cli`]). Still to come: PTY sessions. It
+//! holds no relay routing logic: `up` runs the `relay` crate's server beside the host.
 
 #![forbid(unsafe_code)]
 
+pub mod actions;
 pub mod approvals;
 pub mod audit;
 pub mod cli;
 pub mod confine;
 pub mod daemon;
+pub mod devices;
 pub mod dirs;
 pub mod exec;
 pub mod fsutil;
 pub mod identity;
 pub mod landlock_sandbox;
+pub mod link;
 pub mod local_api;
 pub mod policy;
+pub mod up;

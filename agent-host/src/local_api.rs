@@ -1,10 +1,12 @@
 //! The local API: JSON lines over the host's unix socket (mode 0600, peer uid checked), spoken
 //! by the `agent-host` CLI (and later by agent hooks). One request per connection; the answer
-//! is one line, or for a waiting `exec` a `pending` line followed by the outcome.
+//! is one line, or for a waiting `exec` a `pending` line followed by the outcome. `pair` is a
+//! short conversation: the link, then (unless `yes`) the question "pair this device?" that the
+//! client answers with one [`PairAnswer`] line, then the outcome.
 
 use std::path::Path;
 
-use protocol::{ActionHash, Blob, RequestId, Verdict};
+use protocol::{ActionHash, Blob, RequestId, Role, Verdict};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
@@ -40,6 +42,71 @@ pub enum ApiRequest {
     },
     /// Who and where the host is.
     Status,
+    /// Open a pairing offer and see it through.
+    Pair {
+        /// The role the device will have.
+        role: Role,
+        /// The name to register the device under (default: the name it gives itself).
+        name: Option<String>,
+        /// How long the offer stays open, in seconds.
+        expires_secs: u64,
+        /// Accept a device with a valid proof without asking.
+        yes: bool,
+    },
+    /// List the paired devices.
+    Devices,
+    /// Change a paired device.
+    Device {
+        /// Its id (a unique prefix is enough).
+        id: String,
+        /// What to change.
+        change: DeviceChange,
+    },
+}
+
+/// A change to a paired device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case", deny_unknown_fields)]
+pub enum DeviceChange {
+    /// Remove it: cut off at once.
+    Revoke,
+    /// Give it another name.
+    Rename {
+        /// The new name.
+        name: String,
+    },
+    /// Give it another role.
+    SetRole {
+        /// The new role.
+        role: Role,
+    },
+}
+
+/// The pairing client's answer to [`ApiResponse::PairConfirm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairAnswer {
+    /// Yes, pair it.
+    pub accept: bool,
+}
+
+/// A paired device as listed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceInfo {
+    /// `dev1…`
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its role.
+    pub role: Role,
+    /// Its key's fingerprint, to compare with the device's screen.
+    pub fingerprint: String,
+    /// When it was paired (Unix ms).
+    pub paired_at_ms: u64,
+    /// When a verified message from it last arrived (Unix ms).
+    pub last_seen_ms: Option<u64>,
+    /// Connected to the relay now (as far as the host knows).
+    pub online: bool,
 }
 
 /// What the host answers.
@@ -98,6 +165,48 @@ pub enum ApiResponse {
         /// The sandbox in force.
         sandbox: String,
     },
+    /// A pairing offer is open: show this link (and its QR code).
+    PairLink {
+        /// The link.
+        link: String,
+        /// When the offer lapses (Unix ms).
+        expires_at_ms: u64,
+    },
+    /// A device proved it holds the secret: pair it? Answer with a [`PairAnswer`] line.
+    PairConfirm {
+        /// `dev1…`
+        device: String,
+        /// The name it gave.
+        name: String,
+        /// Its key's fingerprint, as the device shows it.
+        fingerprint: String,
+        /// The role it would get.
+        role: Role,
+    },
+    /// Paired.
+    Paired {
+        /// `dev1…`
+        device: String,
+        /// Its name.
+        name: String,
+        /// Its role.
+        role: Role,
+    },
+    /// The pairing did not happen.
+    PairFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The paired devices.
+    Devices {
+        /// By id.
+        devices: Vec<DeviceInfo>,
+    },
+    /// Done.
+    Ok {
+        /// What was done, for people.
+        message: String,
+    },
     /// The request could not be served.
     Error {
         /// Why.
@@ -111,6 +220,19 @@ pub async fn call(
     socket: &Path,
     request: &ApiRequest,
     mut on_line: impl FnMut(&ApiResponse),
+) -> anyhow::Result<Vec<ApiResponse>> {
+    converse(socket, request, |r| {
+        on_line(r);
+        None
+    })
+    .await
+}
+
+/// Like [`call`], but `on_line` may answer a line (a pairing question) with a [`PairAnswer`].
+pub async fn converse(
+    socket: &Path,
+    request: &ApiRequest,
+    mut on_line: impl FnMut(&ApiResponse) -> Option<PairAnswer>,
 ) -> anyhow::Result<Vec<ApiResponse>> {
     let stream = UnixStream::connect(socket).await.map_err(|e| {
         anyhow::anyhow!(
@@ -126,7 +248,11 @@ pub async fn call(
     let mut out = Vec::new();
     while let Some(line) = lines.next_line().await? {
         let response: ApiResponse = serde_json::from_str(&line)?;
-        on_line(&response);
+        if let Some(answer) = on_line(&response) {
+            let mut line = serde_json::to_vec(&answer)?;
+            line.push(b'\n');
+            write.write_all(&line).await?;
+        }
         out.push(response);
     }
     Ok(out)

@@ -24,6 +24,8 @@ pub const MAX_ENV: usize = 64;
 pub const MAX_ENV_ENTRY: usize = 4096;
 /// The longest text meant for people: a summary, a reason, an error message, a device name.
 pub const MAX_TEXT: usize = 4096;
+/// The longest diff preview shown with a pending write or edit.
+pub const MAX_PREVIEW: usize = 16 << 10;
 /// The longest single input sent to a session, in bytes.
 pub const MAX_INPUT: usize = 64 << 10;
 /// The most entries a directory listing carries.

@@ -342,6 +342,10 @@ pub enum HostEvent {
         summary: String,
         /// Why policy asks (the rule or default that decided).
         reason: String,
+        /// For writes and edits: a unified diff of the file as it is against what it would
+        /// become, possibly cut short.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        preview: Option<String>,
         /// When the pending action lapses and counts as denied (Unix time, milliseconds).
         expires_at_ms: u64,
     },
@@ -405,11 +409,13 @@ pub enum HostEvent {
 impl HostEvent {
     fn check(&self) -> Result<(), MessageError> {
         match self {
-            Self::ActionPending { requested_by, action, summary, reason, .. } => {
+            Self::ActionPending { requested_by, action, summary, reason, preview, .. } => {
                 check_actor(requested_by)?;
                 action.check()?;
                 check_text("event.summary", summary)?;
-                check_text("event.reason", reason)
+                check_text("event.reason", reason)?;
+                let preview = preview.as_deref().unwrap_or_default();
+                Ok(limits::check("event.preview", preview.len(), limits::MAX_PREVIEW)?)
             }
             Self::ActionDecided { decided_by, .. } => {
                 decided_by.as_ref().map_or(Ok(()), check_actor)

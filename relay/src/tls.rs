@@ -56,6 +56,14 @@ pub fn from_pem_files(cert: &Path, key: &Path) -> anyhow::Result<Identity> {
     server_config(certs, key)
 }
 
+/// A self-signed certificate and its key as PEM, to keep (the key belongs in a file of mode
+/// 0600) and load later with [`from_pem_files`], so the fingerprint that devices pin stays
+/// the same across restarts.
+pub fn self_signed_pem(names: Vec<String>) -> anyhow::Result<(String, String)> {
+    let certified = rcgen::generate_simple_self_signed(names)?;
+    Ok((certified.cert.pem(), certified.signing_key.serialize_pem()))
+}
+
 /// Makes a self-signed certificate for `names` (DNS names or IP addresses).
 pub fn self_signed(names: Vec<String>) -> anyhow::Result<Identity> {
     let certified = rcgen::generate_simple_self_signed(names)?;

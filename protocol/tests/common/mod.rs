@@ -99,6 +99,7 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
     ));
     out.push(("request_sync".into(), Message::Request(Request::Sync { id: request_id(3) })));
     let (_, run) = actions().swap_remove(0);
+    let (_, edit) = actions().into_iter().find(|(name, _)| *name == "edit_file").unwrap();
     for verdict in [Verdict::Approve, Verdict::Deny] {
         out.push((
             format!("decision_{}", if verdict == Verdict::Approve { "approve" } else { "deny" }),
@@ -119,6 +120,23 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
                 action: run.clone(),
                 summary: "run `cargo test -- --nocapture` in crates/app".into(),
                 reason: "no rule allows Bash(cargo test *)".into(),
+                preview: None,
+                expires_at_ms: NOW_MS + 300_000,
+            },
+        ),
+        (
+            "event_action_pending_edit",
+            HostEvent::ActionPending {
+                request: request_id(2),
+                requested_by: Actor::Local { name: "hook claude-code".into() },
+                action_hash: action_hash(&edit),
+                action: edit.clone(),
+                summary: "edit /home/ana/src/app/src/lib.rs".into(),
+                reason: "edits ask by default".into(),
+                preview: Some(
+                    "--- src/lib.rs\n+++ src/lib.rs (new)\n@@ -1 +1,2 @@\n-fn old() {}\n+fn new() {}\n+\n"
+                        .into(),
+                ),
                 expires_at_ms: NOW_MS + 300_000,
             },
         ),

@@ -1,0 +1,517 @@
+//! The one path every action takes, whoever asks (the local terminal, an agent hook, a paired
+//! device): policy → (if asked) a pending action that the first valid decision settles → audit
+//! record flushed → sandboxed run or confined file operation → audit record of the result.
+//!
+//! Every step is also told to the paired devices as a host-signed event: a new pending action,
+//! its decision, the result. What only concerns the requester (a refusal, a failure) is returned
+//! as an [`Outcome`] for the caller to pass on.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use protocol::{Action, ActionHash, Actor, Blob, ErrorCode, HostEvent, RequestId, Verdict};
+use tokio::sync::oneshot;
+
+use crate::approvals::{Pending, Resolution};
+use crate::audit::Event;
+use crate::daemon::{Host, lock, now_ms};
+use crate::exec::{Job, Limits};
+use crate::policy::{Subject, Verdict as PolicyVerdict};
+
+/// The longest diff preview shown with a pending write or edit.
+pub const MAX_PREVIEW: usize = protocol::limits::MAX_PREVIEW - 32;
+
+/// Who asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requester {
+    /// Someone at this machine (`terminal`, `hook claude-code`).
+    Local(String),
+    /// A paired device.
+    Device(protocol::DeviceId),
+}
+
+impl Requester {
+    /// The name the audit log and the broker use: `local:terminal`, `dev1…`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Local(name) => format!("local:{name}"),
+            Self::Device(id) => id.to_string(),
+        }
+    }
+}
+
+/// The actor a label stands for, as devices are told.
+pub fn actor(label: &str) -> Actor {
+    match label.parse() {
+        Ok(id) => Actor::Device { id },
+        Err(_) => Actor::Local { name: label.strip_prefix("local:").unwrap_or(label).into() },
+    }
+}
+
+/// Where a request stands, as its requester is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Waiting for a person.
+    Pending(Pending),
+    /// Done (ran, or the file operation succeeded).
+    Done {
+        /// The request.
+        request: RequestId,
+        /// The command's exit code; `None` for file operations or a killed command.
+        exit_code: Option<i32>,
+        /// Output, file content or listing, up to the cap.
+        output: Vec<u8>,
+        /// Whether output was cut.
+        truncated: bool,
+        /// Killed at the timeout.
+        timed_out: bool,
+    },
+    /// Not done: denied, lapsed, or failed.
+    Refused {
+        /// The request, once one was made.
+        request: Option<RequestId>,
+        /// What kind of refusal.
+        code: ErrorCode,
+        /// For people.
+        message: String,
+    },
+}
+
+impl Outcome {
+    fn refused(request: Option<RequestId>, code: ErrorCode, message: impl Into<String>) -> Self {
+        Self::Refused { request, code, message: message.into() }
+    }
+
+    /// The event that tells the requester about a refusal (others learn of the rest by
+    /// broadcast).
+    pub fn error_event(&self) -> Option<HostEvent> {
+        match self {
+            Self::Refused { request, code, message } => {
+                Some(HostEvent::Error { request: *request, code: *code, message: message.clone() })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The final outcome, still to come when a person must decide.
+pub type Later = tokio::task::JoinHandle<Outcome>;
+
+/// What an allowed or approved request does.
+enum Work {
+    Run(Job),
+    File(Action),
+}
+
+/// A command line for people: arguments quoted as a POSIX shell would need them.
+pub fn quote_argv(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| {
+            let plain = !a.is_empty()
+                && a.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_./=:,+@%".contains(&b));
+            if plain { a.clone() } else { format!("'{}'", a.replace('\'', r"'\''")) }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn diff_preview(path: &str, old: &str, new: &str) -> String {
+    let diff = similar::TextDiff::from_lines(old, new);
+    let mut text =
+        diff.unified_diff().context_radius(3).header(path, &format!("{path} (new)")).to_string();
+    if text.len() > MAX_PREVIEW {
+        let mut cut = MAX_PREVIEW;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push_str("\n… (preview cut)\n");
+    }
+    text
+}
+
+fn fs_code(e: &crate::confine::FsError) -> ErrorCode {
+    use crate::confine::FsError;
+    match e {
+        FsError::OutsideWorkspace(_) | FsError::Symlink(_) | FsError::HardLinked(..) => {
+            ErrorCode::OutsideWorkspace
+        }
+        FsError::OldTextMissing(_) | FsError::OldTextNotUnique(..) => ErrorCode::Conflict,
+        FsError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
+            ErrorCode::NotFound
+        }
+        FsError::WrongType(..) | FsError::TooLarge { .. } | FsError::NotText(_) => {
+            ErrorCode::BadRequest
+        }
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// What policy is asked, the one line shown to people, and a preview for writes and edits.
+struct Judged {
+    subject: Subject,
+    summary: String,
+    preview: Option<String>,
+    work: Work,
+    /// For commands: whether the command reaches the network by design.
+    wants_network: bool,
+}
+
+fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Outcome> {
+    let root = host.files.root().to_path_buf();
+    let shown = |p: &str| root.join(p).display().to_string();
+    Ok(match action {
+        Action::Run { argv, cwd, env } => {
+            let Some(cwd_path) = resolve_cwd(&host.files, cwd) else {
+                return Err(Outcome::refused(
+                    Some(id),
+                    ErrorCode::OutsideWorkspace,
+                    format!("working directory {cwd} is not a directory inside the workspace"),
+                ));
+            };
+            let mut summary = format!("run `{}` in {}", quote_argv(argv), cwd_path.display());
+            if !env.is_empty() {
+                let names: Vec<&str> = env.keys().map(String::as_str).collect();
+                summary.push_str(&format!(" with {} set", names.join(", ")));
+            }
+            Judged {
+                subject: Subject::Argv(argv.clone()),
+                summary,
+                preview: None,
+                wants_network: host.config.policy.wants_network(argv),
+                work: Work::Run(Job {
+                    argv: argv.clone(),
+                    cwd: cwd_path,
+                    env: env.clone(),
+                    network: false,
+                    timeout: host.config.command_timeout,
+                }),
+            }
+        }
+        Action::ReadFile { path } | Action::ListDir { path } => Judged {
+            subject: Subject::Read(root.join(path)),
+            summary: if matches!(action, Action::ReadFile { .. }) {
+                format!("read {}", shown(path))
+            } else {
+                format!("list {}", shown(path))
+            },
+            preview: None,
+            wants_network: false,
+            work: Work::File(action.clone()),
+        },
+        Action::WriteFile { path, content } => {
+            let old = host.files.read(Path::new(path)).unwrap_or_default();
+            let preview = match std::str::from_utf8(&content.0) {
+                Ok(new) => diff_preview(path, &String::from_utf8_lossy(&old), new),
+                Err(_) => format!("{} bytes of binary content", content.0.len()),
+            };
+            Judged {
+                subject: Subject::Edit(root.join(path)),
+                summary: format!("write {} bytes to {}", content.0.len(), shown(path)),
+                preview: Some(preview),
+                wants_network: false,
+                work: Work::File(action.clone()),
+            }
+        }
+        Action::EditFile { path, old, new } => {
+            let current = host.files.read(Path::new(path)).ok();
+            let preview = match current.as_deref().map(String::from_utf8_lossy) {
+                Some(text) if text.matches(old.as_str()).count() == 1 => {
+                    diff_preview(path, &text, &text.replacen(old.as_str(), new, 1))
+                }
+                _ => diff_preview(path, old, new),
+            };
+            Judged {
+                subject: Subject::Edit(root.join(path)),
+                summary: format!("edit {}", shown(path)),
+                preview: Some(preview),
+                wants_network: false,
+                work: Work::File(action.clone()),
+            }
+        }
+        Action::SessionInput { .. } => {
+            return Err(Outcome::refused(
+                Some(id),
+                ErrorCode::NotFound,
+                "no such session on this host",
+            ));
+        }
+    })
+}
+
+/// Judges a request and, when allowed or approved, performs it. Returns the first answer, and
+/// the final one still to come when a person must decide.
+pub async fn submit(
+    host: Arc<Host>,
+    by: Requester,
+    id: RequestId,
+    action: Action,
+) -> (Outcome, Option<Later>) {
+    let judged = match judge_input(&host, id, &action) {
+        Ok(j) => j,
+        Err(refusal) => return (refusal, None),
+    };
+    let hash = protocol::action_hash(&action);
+    let cwd = match &judged.work {
+        Work::Run(job) => job.cwd.clone(),
+        Work::File(_) => host.files.root().to_path_buf(),
+    };
+    let mut decision = host.config.policy.decide(&judged.subject, &cwd);
+    // Environment changes can redirect any program (PATH, LD_PRELOAD, …): a person sees them.
+    if matches!(&action, Action::Run { env, .. } if !env.is_empty())
+        && decision.decision == PolicyVerdict::Allow
+    {
+        decision.decision = PolicyVerdict::Ask;
+        decision.reason = format!("it sets environment variables ({})", decision.reason);
+    }
+    let label = by.label();
+    if let Err(e) = lock(&host.audit).append(
+        now_ms(),
+        Event::Request {
+            request: id.to_string(),
+            actor: label.clone(),
+            action: serde_json::to_value(&action).unwrap_or_default(),
+            action_hash: hash.to_string(),
+            decision: decision.decision.to_string(),
+            reason: decision.reason.clone(),
+            rule: decision.rule.clone(),
+        },
+    ) {
+        return (
+            Outcome::refused(Some(id), ErrorCode::Internal, format!("audit log: {e}; not done")),
+            None,
+        );
+    }
+    // The network is on only for a command that reaches it by design and that an explicit rule
+    // allowed (here) or a person approved (set when the approval arrives).
+    let Judged { summary, preview, mut work, wants_network, .. } = judged;
+    if let Work::Run(job) = &mut work {
+        job.network = wants_network && decision.rule.is_some();
+    }
+    match decision.decision {
+        PolicyVerdict::Deny => {
+            (Outcome::refused(Some(id), ErrorCode::DeniedByPolicy, decision.reason), None)
+        }
+        PolicyVerdict::Allow => (perform(host, id, work).await, None),
+        PolicyVerdict::Ask => {
+            let (tx, rx) = oneshot::channel();
+            lock(&host.waiters).insert(id, tx);
+            let pending = Pending {
+                id,
+                action,
+                action_hash: hash,
+                summary,
+                reason: decision.reason,
+                preview,
+                requested_by: label,
+                expires_at_ms: now_ms() + host.config.approval_timeout.as_millis() as u64,
+            };
+            if let Err(e) = lock(&host.broker).add(pending.clone()) {
+                lock(&host.waiters).remove(&id);
+                return (Outcome::refused(Some(id), ErrorCode::Conflict, e.to_string()), None);
+            }
+            host.broadcast(pending_event(&pending));
+            let later = tokio::spawn(async move {
+                match rx.await {
+                    Ok(Resolution { verdict: Verdict::Approve, .. }) => {
+                        if let Work::Run(job) = &mut work {
+                            job.network = wants_network;
+                        }
+                        perform(host, id, work).await
+                    }
+                    Ok(Resolution { by: Some(by), .. }) => Outcome::refused(
+                        Some(id),
+                        ErrorCode::DeniedByApprover,
+                        format!("denied by {by}"),
+                    ),
+                    Ok(Resolution { by: None, .. }) => Outcome::refused(
+                        Some(id),
+                        ErrorCode::Expired,
+                        "nobody approved before the request lapsed",
+                    ),
+                    Err(_) => Outcome::refused(Some(id), ErrorCode::Internal, "the host stopped"),
+                }
+            });
+            (Outcome::Pending(pending), Some(later))
+        }
+    }
+}
+
+/// The event that shows a pending action to devices.
+pub fn pending_event(p: &Pending) -> HostEvent {
+    HostEvent::ActionPending {
+        request: p.id,
+        requested_by: actor(&p.requested_by),
+        action: p.action.clone(),
+        action_hash: p.action_hash,
+        summary: p.summary.clone(),
+        reason: p.reason.clone(),
+        preview: p.preview.clone(),
+        expires_at_ms: p.expires_at_ms,
+    }
+}
+
+/// Records a resolution, tells the devices, and wakes whoever waits for it.
+pub fn settle(host: &Host, resolution: Resolution) {
+    let id = resolution.pending.id;
+    let by = resolution.by.clone().unwrap_or_else(|| "nobody (lapsed)".into());
+    let verdict = if resolution.verdict == Verdict::Approve { "approve" } else { "deny" };
+    if let Err(e) = lock(&host.audit).append(
+        now_ms(),
+        Event::Approval {
+            request: id.to_string(),
+            verdict: verdict.into(),
+            by,
+            action_hash: resolution.pending.action_hash.to_string(),
+        },
+    ) {
+        tracing::error!("audit: {e}");
+    }
+    host.broadcast(HostEvent::ActionDecided {
+        request: id,
+        verdict: resolution.verdict,
+        decided_by: resolution.by.as_deref().map(actor),
+    });
+    if let Some(waiter) = lock(&host.waiters).remove(&id) {
+        let _ = waiter.send(resolution);
+    }
+}
+
+/// Applies a decision by `by` (a device id or `local:…`); the first valid one wins.
+pub fn decide(
+    host: &Host,
+    id: RequestId,
+    action_hash: &ActionHash,
+    verdict: Verdict,
+    by: &str,
+) -> Result<(), crate::approvals::DecisionError> {
+    let resolution = lock(&host.broker).decide(id, action_hash, verdict, by, now_ms())?;
+    settle(host, resolution);
+    Ok(())
+}
+
+/// The working directory, resolved beneath the root by the kernel; `None` if it is not a
+/// directory inside.
+fn resolve_cwd(files: &crate::confine::Workspace, relative: &str) -> Option<PathBuf> {
+    files.list(Path::new(relative)).ok()?;
+    let path = files.root().join(relative).canonicalize().ok()?;
+    path.starts_with(files.root()).then_some(path)
+}
+
+/// Performs an allowed or approved request: audit first (flushed), then the sandbox or the
+/// confined file operation, then audit, then the result to every device.
+async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
+    if let Err(e) = lock(&host.audit).append(now_ms(), Event::Start { request: id.to_string() }) {
+        return Outcome::refused(
+            Some(id),
+            ErrorCode::Internal,
+            format!("audit log: {e}; not done"),
+        );
+    }
+    let worker = host.clone();
+    let done = tokio::task::spawn_blocking(move || match work {
+        Work::Run(job) => {
+            let roots = [worker.config.workspace.clone()];
+            crate::exec::run(
+                &worker.config.sandbox,
+                &job,
+                &roots,
+                &worker.dirs.all(),
+                &Limits::default(),
+                &Arc::new(AtomicBool::new(false)),
+            )
+            .map(|o| (o.exit_code, o.output, o.truncated, o.timed_out))
+            .map_err(|e| (ErrorCode::Internal, format!("could not run: {e}")))
+        }
+        Work::File(action) => file_op(&worker.files, &action)
+            .map(|output| (None, output, false, false))
+            .map_err(|e| (fs_code(&e), e.to_string())),
+    })
+    .await;
+    let (exit_code, mut output, mut truncated, timed_out) = match done {
+        Ok(Ok(o)) => o,
+        Ok(Err((code, message))) => {
+            audit_result(&host, id, None, &format!("failed: {message}"));
+            return Outcome::refused(Some(id), code, message);
+        }
+        Err(e) => return Outcome::refused(Some(id), ErrorCode::Internal, e.to_string()),
+    };
+    if output.len() > protocol::limits::MAX_OUTPUT {
+        output.truncate(protocol::limits::MAX_OUTPUT);
+        truncated = true;
+    }
+    let summary = if timed_out {
+        "killed at the timeout".to_string()
+    } else {
+        format!("{} bytes of output", output.len())
+    };
+    audit_result(&host, id, exit_code, &summary);
+    host.broadcast(HostEvent::ActionResult {
+        request: id,
+        exit_code,
+        output: Blob(output.clone()),
+        truncated,
+    });
+    Outcome::Done { request: id, exit_code, output, truncated, timed_out }
+}
+
+fn audit_result(host: &Host, id: RequestId, exit_code: Option<i32>, summary: &str) {
+    if let Err(e) = lock(&host.audit).append(
+        now_ms(),
+        Event::Result { request: id.to_string(), exit_code, summary: summary.into() },
+    ) {
+        tracing::error!("audit: {e}");
+    }
+}
+
+fn file_op(
+    files: &crate::confine::Workspace,
+    action: &Action,
+) -> Result<Vec<u8>, crate::confine::FsError> {
+    match action {
+        Action::ReadFile { path } => files.read(Path::new(path)),
+        Action::ListDir { path } => Ok(files
+            .list(Path::new(path))?
+            .into_iter()
+            .map(|e| format!("{}\t{}\n", e.kind, e.name))
+            .collect::<String>()
+            .into_bytes()),
+        Action::WriteFile { path, content } => files.write(Path::new(path), &content.0).map(|()| {
+            Vec::new() // nothing to show but success
+        }),
+        Action::EditFile { path, old, new } => {
+            files.edit(Path::new(path), old, new).map(|()| Vec::new())
+        }
+        Action::Run { .. } | Action::SessionInput { .. } => Ok(Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn argv_is_quoted_for_people() {
+        let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(quote_argv(&argv(&["echo", "hello"])), "echo hello");
+        assert_eq!(quote_argv(&argv(&["rm", "-rf", "a b"])), "rm -rf 'a b'");
+        assert_eq!(quote_argv(&argv(&["sh", "-c", "it's; ls"])), r"sh -c 'it'\''s; ls'");
+        assert_eq!(quote_argv(&argv(&["printf", ""])), "printf ''");
+    }
+
+    #[test]
+    fn labels_map_to_actors() {
+        assert_eq!(actor("local:terminal"), Actor::Local { name: "terminal".into() });
+        let id = protocol::DeviceId::new(protocol::SecretKey::from_seed(&[1; 32]).public_key());
+        assert_eq!(actor(&id.to_string()), Actor::Device { id });
+    }
+
+    #[test]
+    fn previews_are_unified_diffs_and_bounded() {
+        let p = diff_preview("a.txt", "one\ntwo\n", "one\nthree\n");
+        assert!(p.contains("-two") && p.contains("+three"), "{p}");
+        let big = "x\n".repeat(MAX_PREVIEW);
+        assert!(diff_preview("b", "", &big).len() <= MAX_PREVIEW + 20);
+    }
+}

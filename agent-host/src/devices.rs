@@ -1,0 +1,301 @@
+//! The paired devices and their counters.
+//!
+//! Two files in the state directory, each replaced atomically (temp, fsync, rename):
+//! - `devices.json`: who is paired, with which role, since when (changed only at this machine:
+//!   pairing, `agent-host devices revoke|rename|set-role`);
+//! - `counters.json`: for each device, the replay window of what it sent (written before the
+//!   host acts on a message, so a message accepted once bounces after a restart too), how far
+//!   the host's own counter towards it is reserved, and when it was last seen.
+//!
+//! The host's counter towards a device is reserved in blocks of [`TX_BLOCK`]: the file records
+//! the end of the block in use, and a restarted host starts after it, so a counter is never
+//! reused even though the host does not write the file for every event it sends.
+//!
+//! A file that exists but does not parse stops the host (fail closed): it never starts with
+//! an empty device list or forgotten counters in its place.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use protocol::{DeviceId, ReplayState, Role};
+use serde::{Deserialize, Serialize};
+
+/// How many outgoing counters are reserved at a time.
+pub const TX_BLOCK: u64 = 1024;
+
+/// The most paired devices (the relay's registration limit).
+pub const MAX_DEVICES: usize = protocol::relay::MAX_DEVICES;
+
+/// One paired device.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Device {
+    /// Its id (its public key).
+    pub id: DeviceId,
+    /// The name it gave itself, or the one set here.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// When it was paired (Unix ms).
+    pub paired_at_ms: u64,
+}
+
+/// The counters of one device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// What it sent: the replay window.
+    pub rx: ReplayState,
+    /// The host's counter towards it is reserved up to here (inclusive).
+    pub tx_reserved: u64,
+    /// When a verified message from it last arrived (Unix ms).
+    pub last_seen_ms: Option<u64>,
+}
+
+/// Why the registry could not be used.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// A state file could not be read or written.
+    #[error("{path}: {error}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        error: std::io::Error,
+    },
+    /// A state file does not parse: the host refuses to start rather than forget devices.
+    #[error("{path} is damaged ({error}); refusing to go on without it")]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// The parse error.
+        error: serde_json::Error,
+    },
+    /// No paired device has this id (or unique prefix).
+    #[error("no paired device matches {0}")]
+    Unknown(String),
+    /// Several devices match the prefix.
+    #[error("{0} matches several devices; give more of the id")]
+    Ambiguous(String),
+    /// The device is already paired.
+    #[error("{0} is already paired")]
+    AlreadyPaired(DeviceId),
+    /// No room for another device.
+    #[error("at most {MAX_DEVICES} devices can be paired")]
+    Full,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DevicesFile {
+    devices: Vec<Device>,
+}
+
+/// The registry, as loaded from the state directory.
+#[derive(Debug)]
+pub struct Registry {
+    dir: PathBuf,
+    devices: BTreeMap<DeviceId, Device>,
+    counters: BTreeMap<DeviceId, Counters>,
+    /// The next counter to use towards each device (in memory; see [`TX_BLOCK`]).
+    tx_next: BTreeMap<DeviceId, u64>,
+}
+
+fn read_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RegistryError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map_err(|error| RegistryError::Damaged { path: path.to_path_buf(), error }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(T::default()),
+        Err(error) => Err(RegistryError::Io { path: path.to_path_buf(), error }),
+    }
+}
+
+impl Registry {
+    /// Loads the registry kept in `state_dir`.
+    pub fn load(state_dir: &Path) -> Result<Self, RegistryError> {
+        let file: DevicesFile = read_json(&state_dir.join("devices.json"))?;
+        let counters: BTreeMap<DeviceId, Counters> = read_json(&state_dir.join("counters.json"))?;
+        // Continue after every reserved block: counters handed out before a crash stay used.
+        let tx_next = counters.iter().map(|(id, c)| (*id, c.tx_reserved + 1)).collect();
+        Ok(Self {
+            dir: state_dir.to_path_buf(),
+            devices: file.devices.into_iter().map(|d| (d.id, d)).collect(),
+            counters,
+            tx_next,
+        })
+    }
+
+    fn write(&self, name: &str, bytes: &[u8]) -> Result<(), RegistryError> {
+        let path = self.dir.join(name);
+        crate::fsutil::write_atomic(&path, bytes, 0o600)
+            .map_err(|error| RegistryError::Io { path, error })
+    }
+
+    fn save_devices(&self) -> Result<(), RegistryError> {
+        let file = DevicesFile { devices: self.devices.values().cloned().collect() };
+        self.write("devices.json", &serde_json::to_vec_pretty(&file).unwrap_or_default())
+    }
+
+    /// Writes the counters file.
+    pub fn save_counters(&self) -> Result<(), RegistryError> {
+        self.write("counters.json", &serde_json::to_vec_pretty(&self.counters).unwrap_or_default())
+    }
+
+    /// Every paired device, by id.
+    pub fn list(&self) -> Vec<(Device, Counters)> {
+        self.devices
+            .values()
+            .map(|d| (d.clone(), self.counters.get(&d.id).copied().unwrap_or_default()))
+            .collect()
+    }
+
+    /// One paired device.
+    pub fn get(&self, id: &DeviceId) -> Option<&Device> {
+        self.devices.get(id)
+    }
+
+    /// The keys the relay should route to.
+    pub fn keys(&self) -> Vec<[u8; 32]> {
+        self.devices.keys().map(|id| *id.as_bytes()).collect()
+    }
+
+    /// The device an id or unique prefix of one names.
+    pub fn find(&self, prefix: &str) -> Result<DeviceId, RegistryError> {
+        let matches: Vec<DeviceId> =
+            self.devices.keys().filter(|id| id.to_string().starts_with(prefix)).copied().collect();
+        match matches.as_slice() {
+            [one] => Ok(*one),
+            [] => Err(RegistryError::Unknown(prefix.into())),
+            _ => Err(RegistryError::Ambiguous(prefix.into())),
+        }
+    }
+
+    /// Adds a newly paired device; its counters start afresh.
+    pub fn add(&mut self, device: Device) -> Result<(), RegistryError> {
+        if self.devices.contains_key(&device.id) {
+            return Err(RegistryError::AlreadyPaired(device.id));
+        }
+        if self.devices.len() >= MAX_DEVICES {
+            return Err(RegistryError::Full);
+        }
+        let id = device.id;
+        self.devices.insert(id, device);
+        self.counters.insert(id, Counters::default());
+        self.tx_next.insert(id, 1);
+        self.save_counters()?;
+        self.save_devices()
+    }
+
+    /// Removes a device. Its counters are kept, so its old messages bounce even if it were
+    /// paired again.
+    pub fn revoke(&mut self, id: &DeviceId) -> Result<Device, RegistryError> {
+        let device = self.devices.remove(id).ok_or(RegistryError::Unknown(id.to_string()))?;
+        self.save_devices()?;
+        Ok(device)
+    }
+
+    /// Renames a device.
+    pub fn rename(&mut self, id: &DeviceId, name: String) -> Result<(), RegistryError> {
+        self.devices.get_mut(id).ok_or(RegistryError::Unknown(id.to_string()))?.name = name;
+        self.save_devices()
+    }
+
+    /// Changes a device's role.
+    pub fn set_role(&mut self, id: &DeviceId, role: Role) -> Result<(), RegistryError> {
+        self.devices.get_mut(id).ok_or(RegistryError::Unknown(id.to_string()))?.role = role;
+        self.save_devices()
+    }
+
+    /// The persisted replay window of what `id` sent.
+    pub fn rx(&self, id: &DeviceId) -> ReplayState {
+        self.counters.get(id).map(|c| c.rx).unwrap_or_default()
+    }
+
+    /// Records a verified message from `id`: its window after the message, and the time.
+    /// Written to disk before returning: the host acts on the message only after this.
+    pub fn accepted(
+        &mut self,
+        id: &DeviceId,
+        rx: ReplayState,
+        now_ms: u64,
+    ) -> Result<(), RegistryError> {
+        let counters = self.counters.entry(*id).or_default();
+        counters.rx = rx;
+        counters.last_seen_ms = Some(now_ms);
+        self.save_counters()
+    }
+
+    /// The next counter towards `id`, reserving (and writing) a new block when one runs out.
+    pub fn next_tx(&mut self, id: &DeviceId) -> Result<u64, RegistryError> {
+        let next = self.tx_next.get(id).copied().unwrap_or(1);
+        let counters = self.counters.entry(*id).or_default();
+        if next > counters.tx_reserved {
+            counters.tx_reserved = next + TX_BLOCK - 1;
+            self.save_counters()?;
+        }
+        self.tx_next.insert(*id, next + 1);
+        Ok(next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protocol::{ReplayWindow, SecretKey};
+
+    fn device(seed: u8) -> Device {
+        Device {
+            id: DeviceId::new(SecretKey::from_seed(&[seed; 32]).public_key()),
+            name: format!("phone {seed}"),
+            role: Role::Approver,
+            paired_at_ms: 1,
+        }
+    }
+
+    #[test]
+    fn counters_survive_a_restart_and_are_never_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::load(dir.path()).unwrap();
+        let d = device(1);
+        reg.add(d.clone()).unwrap();
+        assert!(matches!(reg.add(d.clone()), Err(RegistryError::AlreadyPaired(_))));
+        let mut window = ReplayWindow::restore(reg.rx(&d.id));
+        window.commit(7).unwrap();
+        reg.accepted(&d.id, window.export(), 99).unwrap();
+        let sent: Vec<u64> = (0..3).map(|_| reg.next_tx(&d.id).unwrap()).collect();
+        assert_eq!(sent, [1, 2, 3]);
+
+        let mut again = Registry::load(dir.path()).unwrap();
+        let mut window = ReplayWindow::restore(again.rx(&d.id));
+        assert!(window.commit(7).is_err(), "a message accepted before the restart bounces");
+        assert!(again.next_tx(&d.id).unwrap() > 3, "a counter used before is never reused");
+        assert_eq!(again.list()[0].1.last_seen_ms, Some(99));
+    }
+
+    #[test]
+    fn revoke_rename_and_set_role_persist() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::load(dir.path()).unwrap();
+        let (a, b) = (device(1), device(2));
+        reg.add(a.clone()).unwrap();
+        reg.add(b.clone()).unwrap();
+        assert!(matches!(reg.find("dev1"), Err(RegistryError::Ambiguous(_))));
+        assert_eq!(reg.find(&a.id.to_string()).unwrap(), a.id);
+        reg.rename(&a.id, "kitchen tablet".into()).unwrap();
+        reg.set_role(&a.id, Role::Viewer).unwrap();
+        reg.revoke(&b.id).unwrap();
+        let again = Registry::load(dir.path()).unwrap();
+        let list = again.list();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].0.name.as_str(), list[0].0.role), ("kitchen tablet", Role::Viewer));
+        assert!(again.get(&b.id).is_none());
+    }
+
+    #[test]
+    fn a_damaged_file_stops_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("devices.json"), b"{ not json").unwrap();
+        assert!(matches!(Registry::load(dir.path()), Err(RegistryError::Damaged { .. })));
+    }
+}
