@@ -53,7 +53,7 @@ pub fn actor(label: &str) -> Actor {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Waiting for a person.
-    Pending(Pending),
+    Pending(Box<Pending>),
     /// Done (ran, or the file operation succeeded).
     Done {
         /// The request.
@@ -265,6 +265,20 @@ pub async fn submit(
         decision.decision = PolicyVerdict::Ask;
         decision.reason = format!("it sets environment variables ({})", decision.reason);
     }
+    // A device runs a command without a person's yes only under an explicit allow rule: the
+    // built-in allowances for read-only commands serve agents at this machine, not a phone that
+    // may be lost.
+    if matches!(by, Requester::Device(_))
+        && matches!(action, Action::Run { .. })
+        && decision.decision == PolicyVerdict::Allow
+        && decision.rule.is_none()
+    {
+        decision.decision = PolicyVerdict::Ask;
+        decision.reason = format!(
+            "a device's command runs unasked only under an explicit allow rule ({})",
+            decision.reason
+        );
+    }
     let label = by.label();
     if let Err(e) = lock(&host.audit).append(
         now_ms(),
@@ -333,7 +347,7 @@ pub async fn submit(
                     Err(_) => Outcome::refused(Some(id), ErrorCode::Internal, "the host stopped"),
                 }
             });
-            (Outcome::Pending(pending), Some(later))
+            (Outcome::Pending(Box::new(pending)), Some(later))
         }
     }
 }

@@ -598,12 +598,19 @@ fn approvals(json: bool) -> anyhow::Result<ExitCode> {
         println!("nothing is waiting for approval");
     } else {
         for p in &pending {
-            println!(
-                "{}  {}
-    why: {}
-    asked by {}",
-                p.id, p.summary, p.reason, p.requested_by
-            );
+            let left = p.expires_at_ms.saturating_sub(crate::daemon::now_ms()) / 1000;
+            println!("{}  {}", p.id, p.summary);
+            if let protocol::Action::Run { argv, cwd, env } = &p.action {
+                println!("    exactly: {argv:?} in {cwd}");
+                for (name, value) in env {
+                    println!("    with {name}={value}");
+                }
+            }
+            println!("    why: {}", p.reason);
+            println!("    asked by {}; {left} s left", p.requested_by);
+            for line in p.preview.iter().flat_map(|p| p.lines()) {
+                println!("    | {line}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

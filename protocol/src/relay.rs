@@ -295,7 +295,7 @@ mod tests {
         assert!(check_register(&host.public_key(), counter + 1, &d, &o, &signature).is_err());
         // An offer cannot be added or moved into the device list behind the host's back.
         assert!(check_register(&host.public_key(), counter, &d, &[], &signature).is_err());
-        let mut moved = d.clone();
+        let mut moved = d;
         moved.extend(o.iter().cloned());
         assert!(check_register(&host.public_key(), counter, &moved, &[], &signature).is_err());
     }

@@ -19,6 +19,9 @@ use crate::metrics::Metrics;
 /// for the pairing handshake only, and the host burns the offer at the first wrong proof.
 pub(crate) const MAX_KNOCKS: usize = 4;
 
+/// One host's open offers: token → the devices that knocked with it.
+type Knocks = HashMap<[u8; 32], Vec<[u8; 32]>>;
+
 /// Why a connection is being closed by the relay.
 pub(crate) type Kick = Option<(u16, String)>;
 
@@ -65,7 +68,7 @@ pub(crate) struct Hub {
     /// host → (last counter, devices)
     registrations: HashMap<[u8; 32], (u64, HashSet<[u8; 32]>)>,
     /// host → its open pairing offers' tokens → the devices that knocked with each
-    offers: HashMap<[u8; 32], HashMap<[u8; 32], Vec<[u8; 32]>>>,
+    offers: HashMap<[u8; 32], Knocks>,
     next_id: u64,
 }
 
@@ -155,7 +158,7 @@ impl Hub {
             return false;
         }
         let mut knocked = self.offers.remove(&host).unwrap_or_default();
-        let offers: HashMap<[u8; 32], Vec<[u8; 32]>> = registration
+        let offers: Knocks = registration
             .offers
             .into_iter()
             .map(|token| (token, knocked.remove(&token).unwrap_or_default()))

@@ -1,0 +1,205 @@
+//! A paired identity on this machine: the device key (mode 0600), what pairing learnt about the
+//! host, and the counters, in one directory per profile.
+//!
+//! `$REMOTE_HOME/<profile>/` when `REMOTE_HOME` is set, else the platform's config directory
+//! (`~/.config/agent-bridge-remote/profiles/<profile>/` on Linux). Files:
+//! - `device.key`: the 32-byte Ed25519 seed, mode 0600 (refused if others can read it);
+//! - `pairing.json`: the host's id, the relay, the pinned certificate, the role granted;
+//! - `counters.json`: the last counter this device used towards the host and the highest
+//!   counter it accepted from the host, updated under a lock (`counters.lock`) so that several
+//!   `remote` commands at once never reuse a counter.
+//!
+//! Every file is replaced atomically (temp file, fsync, rename, fsync of the directory).
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+
+use protocol::{HostId, Role, SecretKey};
+use serde::{Deserialize, Serialize};
+
+/// What pairing learnt about the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pairing {
+    /// The host (its key): every event must be signed by it.
+    pub host: HostId,
+    /// The host's name.
+    pub host_name: String,
+    /// The relay, `host:port`.
+    pub relay: String,
+    /// The relay certificate's SHA-256 (hex) when it is pinned.
+    pub cert_sha256: Option<String>,
+    /// The role the host granted.
+    pub role: Role,
+    /// When (Unix ms).
+    pub paired_at_ms: u64,
+}
+
+/// The counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Counters {
+    /// The last counter used towards the host.
+    pub sent: u64,
+    /// The highest counter accepted from the host.
+    pub received: u64,
+}
+
+/// One profile's directory.
+#[derive(Debug, Clone)]
+pub struct Profile {
+    dir: PathBuf,
+}
+
+fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+    tmp.as_file().set_permissions(std::fs::Permissions::from_mode(mode))?;
+    tmp.write_all(bytes)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    File::open(dir)?.sync_all()
+}
+
+impl Profile {
+    /// The profile called `name`.
+    pub fn open(name: &str) -> anyhow::Result<Self> {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || name.starts_with('.')
+        {
+            anyhow::bail!("a profile name is letters, digits, `-`, `_` and `.`");
+        }
+        let base = match std::env::var_os("REMOTE_HOME") {
+            Some(home) => PathBuf::from(home),
+            None => directories::ProjectDirs::from("", "", "agent-bridge-remote")
+                .ok_or_else(|| anyhow::anyhow!("no home directory: set REMOTE_HOME"))?
+                .config_dir()
+                .join("profiles"),
+        };
+        Ok(Self { dir: base.join(name) })
+    }
+
+    /// Its directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn ensure_dir(&self) -> anyhow::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
+        Ok(())
+    }
+
+    /// Makes a new device key (replacing any), with fresh counters.
+    pub fn new_key(&self) -> anyhow::Result<SecretKey> {
+        self.ensure_dir()?;
+        let mut seed = [0u8; 32];
+        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        write_atomic(&self.dir.join("device.key"), &seed, 0o600)?;
+        let _ = std::fs::remove_file(self.dir.join("pairing.json"));
+        self.save_counters(Counters::default())?;
+        Ok(SecretKey::from_seed(&seed))
+    }
+
+    /// The device key.
+    pub fn key(&self) -> anyhow::Result<SecretKey> {
+        let path = self.dir.join("device.key");
+        let bytes = std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!("{}: {e} (pair this profile first: remote pair LINK)", path.display())
+        })?;
+        let mode = std::fs::metadata(&path)?.permissions().mode();
+        if mode & 0o077 != 0 {
+            anyhow::bail!(
+                "{} is readable by others (mode {:o}); refusing it",
+                path.display(),
+                mode & 0o777
+            );
+        }
+        let seed: [u8; 32] = bytes
+            .as_slice()
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()))?;
+        Ok(SecretKey::from_seed(&seed))
+    }
+
+    /// What pairing learnt.
+    pub fn pairing(&self) -> anyhow::Result<Pairing> {
+        let path = self.dir.join("pairing.json");
+        let bytes = std::fs::read(&path).map_err(|e| {
+            anyhow::anyhow!(
+                "this profile is not paired ({}: {e}); run: remote pair LINK",
+                path.display()
+            )
+        })?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))
+    }
+
+    /// Records a pairing.
+    pub fn save_pairing(&self, pairing: &Pairing) -> anyhow::Result<()> {
+        write_atomic(&self.dir.join("pairing.json"), &serde_json::to_vec_pretty(pairing)?, 0o600)?;
+        Ok(())
+    }
+
+    fn save_counters(&self, counters: Counters) -> anyhow::Result<()> {
+        write_atomic(&self.dir.join("counters.json"), &serde_json::to_vec(&counters)?, 0o600)?;
+        Ok(())
+    }
+
+    /// Reads the counters, lets `change` update them, and writes them back, all under the
+    /// profile's lock.
+    pub fn update_counters<T>(&self, change: impl FnOnce(&mut Counters) -> T) -> anyhow::Result<T> {
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(self.dir.join("counters.lock"))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+        let path = self.dir.join("counters.json");
+        let mut counters: Counters = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Counters::default(),
+            Err(e) => return Err(e.into()),
+        };
+        let out = change(&mut counters);
+        self.save_counters(counters)?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn key_is_private_and_counters_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile { dir: dir.path().join("p") };
+        let key = profile.new_key().unwrap();
+        let mode =
+            std::fs::metadata(profile.dir().join("device.key")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(profile.key().unwrap().public_key(), key.public_key());
+        let a = profile.update_counters(|c| {
+            c.sent += 1;
+            c.sent
+        });
+        let b = profile.update_counters(|c| {
+            c.sent += 1;
+            c.sent
+        });
+        assert_eq!((a.unwrap(), b.unwrap()), (1, 2));
+        std::fs::set_permissions(
+            profile.dir().join("device.key"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .unwrap();
+        assert!(profile.key().is_err(), "a key others can read is refused");
+        assert!(Profile::open("../x").is_err());
+    }
+}

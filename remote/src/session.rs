@@ -1,0 +1,206 @@
+//! A device's conversation with its host through the relay: every message it sends is sealed
+//! with the device key and a fresh counter; every event it accepts is verified against the host
+//! key learnt at pairing, addressed to this device, unexpired, and newer than any counter
+//! accepted before (by this or an earlier command of the same profile). Anything else is
+//! dropped, and counted.
+
+use std::time::Instant;
+
+use protocol::{
+    HostEvent, Message, PublicKey, ReplayState, ReplayWindow, SealContext, Sealed, SecretKey,
+    VerifyContext,
+};
+use relay_client::{Client, ClientConfig, Inbound};
+
+use crate::profile::Profile;
+
+/// How long a message the device sends stays valid.
+const LIFETIME_MS: u64 = 2 * 60 * 1000;
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Why no answer came.
+#[derive(Debug)]
+pub enum Silence {
+    /// Nothing valid arrived in time.
+    Timeout {
+        /// Whether the relay said the host is offline.
+        host_offline: bool,
+    },
+    /// The relay has no route to the host for this device: not registered (revoked?).
+    NoRoute,
+    /// The link stopped.
+    Stopped,
+}
+
+impl std::error::Error for Silence {}
+
+impl std::fmt::Display for Silence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout { host_offline: true } => {
+                f.write_str("no answer: the relay says the host is offline")
+            }
+            Self::Timeout { host_offline: false } => f.write_str("no answer from the host in time"),
+            Self::NoRoute => f.write_str(
+                "the relay will not route to the host for this device: it is not paired there \
+                 (revoked?)",
+            ),
+            Self::Stopped => f.write_str("the link to the relay stopped"),
+        }
+    }
+}
+
+/// Where to connect and whom to trust.
+pub struct Link {
+    /// The relay, `host:port`.
+    pub relay: String,
+    /// Its certificate's SHA-256, pinned; `None` trusts the system's authorities.
+    pub cert_sha256: Option<[u8; 32]>,
+    /// The host.
+    pub host: PublicKey,
+    /// For pairing: the host key and the offer token to knock with.
+    pub knock: Option<([u8; 32], [u8; 32])>,
+}
+
+/// A connected device.
+pub struct Session {
+    client: Client,
+    key: SecretKey,
+    host: PublicKey,
+    profile: Option<Profile>,
+    window: ReplayWindow,
+    host_offline: bool,
+    /// Frames dropped because they did not verify.
+    pub dropped: u64,
+}
+
+fn server_name(relay: &str) -> String {
+    let host = relay.rsplit_once(':').map_or(relay, |(h, _)| h);
+    host.trim_start_matches('[').trim_end_matches(']').to_string()
+}
+
+impl Session {
+    /// Connects as `key`. With a profile, counters come from and go to it; without one (while
+    /// pairing) they start afresh.
+    pub fn start(
+        link: Link,
+        key: SecretKey,
+        profile: Option<Profile>,
+        received: u64,
+    ) -> anyhow::Result<Self> {
+        let tls = match link.cert_sha256 {
+            Some(pin) => relay_client::pinned_config(pin),
+            None => relay_client::system_roots_config()?,
+        };
+        let mut config = ClientConfig::new(
+            link.relay.clone(),
+            server_name(&link.relay),
+            tls,
+            SecretKey::from_seed(&key.to_seed()),
+            protocol::relay::Side::Device,
+        );
+        config.knock = link.knock;
+        // Everything up to the highest counter accepted before counts as seen.
+        let window = ReplayWindow::restore(ReplayState {
+            highest: received,
+            seen: if received == 0 { 0 } else { u64::MAX },
+        });
+        Ok(Self {
+            client: Client::start(config),
+            key,
+            host: link.host,
+            profile,
+            window,
+            host_offline: false,
+            dropped: 0,
+        })
+    }
+
+    /// Seals and queues a message to the host.
+    pub fn send(&mut self, message: &Message) -> anyhow::Result<()> {
+        let counter = match &self.profile {
+            Some(profile) => profile.update_counters(|c| {
+                c.sent += 1;
+                c.sent
+            })?,
+            None => 1,
+        };
+        let now = now_ms();
+        let ctx = SealContext {
+            recipient: &self.host,
+            counter,
+            issued_at_ms: now,
+            expires_at_ms: now + LIFETIME_MS,
+        };
+        let frame = protocol::seal(&self.key, &ctx, message)?;
+        self.client
+            .send(*self.host.as_bytes(), frame)
+            .map_err(|_| anyhow::anyhow!("the link to the relay stopped"))
+    }
+
+    /// The next verified message from the host, waiting until `deadline`.
+    pub async fn next(&mut self, deadline: Instant) -> Result<Message, Silence> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let inbound = match tokio::time::timeout(left, self.client.next()).await {
+                Err(_) => return Err(Silence::Timeout { host_offline: self.host_offline }),
+                Ok(None) => return Err(Silence::Stopped),
+                Ok(Some(i)) => i,
+            };
+            match inbound {
+                Inbound::Message { from, bytes } => {
+                    if from != *self.host.as_bytes() {
+                        self.dropped += 1;
+                        continue;
+                    }
+                    if let Some(message) = self.verify(&bytes) {
+                        return Ok(message);
+                    }
+                }
+                Inbound::Undeliverable { offline: false, .. } => return Err(Silence::NoRoute),
+                Inbound::Undeliverable { offline: true, .. } => self.host_offline = true,
+                Inbound::Refused(reason) => {
+                    eprintln!("remote: the relay refused: {reason}");
+                }
+                Inbound::Presence { .. } | Inbound::Connected => {}
+            }
+        }
+    }
+
+    /// The next host event, waiting until `deadline`.
+    pub async fn next_event(&mut self, deadline: Instant) -> Result<HostEvent, Silence> {
+        loop {
+            if let Message::Event(event) = self.next(deadline).await? {
+                return Ok(event);
+            }
+        }
+    }
+
+    /// This device's key.
+    pub fn key(&self) -> PublicKey {
+        self.key.public_key()
+    }
+
+    fn verify(&mut self, frame: &[u8]) -> Option<Message> {
+        let me = self.key.public_key();
+        let sealed = Sealed::decode(frame).ok()?;
+        let verified =
+            sealed.verify(&self.host, &VerifyContext::new(&me, now_ms()), &mut self.window);
+        let Ok(verified) = verified else {
+            self.dropped += 1;
+            return None;
+        };
+        let counter = verified.header().counter;
+        if let Some(profile) = &self.profile {
+            // Later commands of this profile refuse this counter and anything older.
+            let _ = profile.update_counters(|c| c.received = c.received.max(counter));
+        }
+        Some(verified.into_parts().1)
+    }
+}
