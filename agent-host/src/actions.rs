@@ -160,6 +160,20 @@ struct Judged {
 
 fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Outcome> {
     let root = host.files.root().to_path_buf();
+    // A file outside the workspace can never be read or written (the kernel refuses it at the
+    // moment of use, too): say so at once instead of asking a person for nothing.
+    if let Action::ReadFile { path }
+    | Action::ListDir { path }
+    | Action::WriteFile { path, .. }
+    | Action::EditFile { path, .. } = action
+        && !crate::policy::matching::normalize(&root, Path::new(path)).starts_with(&root)
+    {
+        return Err(Outcome::refused(
+            Some(id),
+            ErrorCode::OutsideWorkspace,
+            format!("{path} is outside the workspace"),
+        ));
+    }
     let shown = |p: &str| root.join(p).display().to_string();
     Ok(match action {
         Action::Run { argv, cwd, env } => {

@@ -120,10 +120,11 @@ pub fn pair_at_terminal(
             None
         }
         ApiResponse::PairConfirm { device, name, fingerprint, role } => {
-            print!(
-                "pair \"{name}\", fingerprint {fingerprint} ({device}), as {}? [y/N] ",
+            println!(
+                "pair \"{name}\", fingerprint {fingerprint} ({device}), as {}?",
                 role_name(*role)
             );
+            print!("[y/N] ");
             let _ = std::io::stdout().flush();
             let mut line = String::new();
             let accept = std::io::stdin().lock().read_line(&mut line).is_ok()

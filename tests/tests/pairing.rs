@@ -1,0 +1,218 @@
+//! Pairing and roles with the real binaries: `agent-host up` (its embedded relay on loopback),
+//! `agent-host pair`, and `remote` devices.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::time::Duration;
+
+use e2e::{World, eventually, pending_ids, text};
+
+/// The README's story: the host is up, a device pairs after the yes at the machine, its
+/// `run -- echo hello` shows up as pending, `agent-host approve` lets it run, and the result
+/// reaches the device.
+#[test]
+fn pair_with_the_local_yes_then_a_request_runs_after_local_approval() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let phone = world.device("phone");
+    let mut offer = world.offer(&["--role", "operator"]);
+    let pairing = phone.spawn(&["pair", &offer.link, "--name", "Ana's phone"]);
+    let question = offer.question();
+    assert!(question.contains("Ana's phone") && question.contains("as operator"), "{question}");
+    // The device shows the same fingerprint the host asks about.
+    offer.answer(true);
+    let out = pairing.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let shown = String::from_utf8_lossy(&out.stdout);
+    let fingerprint = shown.lines().find_map(|l| l.strip_prefix("fingerprint: ")).unwrap();
+    assert!(question.contains(fingerprint.split_whitespace().next().unwrap()), "{question}");
+    assert!(offer.finish().contains("paired"));
+
+    let run = phone.spawn(&["run", "--", "echo", "hello"]);
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let id = pending_ids(&world).remove(0);
+    let approve = world.agent_host(&["approve", &id[..10]]);
+    assert!(approve.status.success(), "{}", text(&approve));
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
+
+    let devices = world.agent_host(&["devices"]);
+    assert!(String::from_utf8_lossy(&devices.stdout).contains("Ana's phone"));
+}
+
+#[test]
+fn saying_no_at_the_host_pairs_nothing() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let phone = world.device("phone");
+    let mut offer = world.offer(&[]);
+    let pairing = phone.spawn(&["pair", &offer.link]);
+    offer.question();
+    offer.answer(false);
+    let out = pairing.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("did not accept"), "{}", text(&out));
+    assert!(phone.run(&["status"]).status.code() != Some(0));
+}
+
+#[test]
+fn expired_reused_and_wrong_secrets_pair_nothing() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+
+    // Expired: the device refuses the link, and the host no longer holds the offer either.
+    let offer = world.offer(&["--yes", "--expires", "1s"]);
+    std::thread::sleep(Duration::from_millis(1500));
+    let late = world.device("late");
+    let out = late.run(&["pair", &offer.link]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"), "{}", text(&out));
+    // The same link with its expiry moved later: the host has dropped the offer all the same.
+    let mut stretched: protocol::PairingLink = offer.link.parse().unwrap();
+    stretched.expires_at_ms += 3_600_000;
+    let out = late.run(&["--timeout", "3s", "pair", &stretched.to_string()]);
+    assert!(!out.status.success(), "a host-side expired offer still paired: {}", text(&out));
+
+    // Reused: the first device pairs, the second with the same link does not.
+    let offer = world.offer(&["--yes"]);
+    let first = world.device("first");
+    assert!(first.run(&["pair", &offer.link]).status.success());
+    let second = world.device("second");
+    let out = second.run(&["--timeout", "3s", "pair", &offer.link]);
+    assert!(!out.status.success(), "a used link paired again: {}", text(&out));
+
+    // A wrong secret: the link's secret changed by one digit.
+    let offer = world.offer(&["--yes"]);
+    let at = offer.link.find("secret=").unwrap() + "secret=".len();
+    let mut wrong = offer.link.clone();
+    let digit = if &wrong[at..at + 1] == "0" { "1" } else { "0" };
+    wrong.replace_range(at..at + 1, digit);
+    let guesser = world.device("guesser");
+    let out = guesser.run(&["--timeout", "3s", "pair", &wrong]);
+    assert!(!out.status.success(), "a wrong secret paired: {}", text(&out));
+
+    let listed = world.agent_host(&["devices", "--json"]);
+    let devices: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(devices.as_array().unwrap().len(), 1, "only `first` is paired: {devices}");
+}
+
+#[test]
+fn two_devices_pair_at_the_same_time() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let (a, b) = (world.device("a"), world.device("b"));
+    let (offer_a, offer_b) = (world.offer(&["--yes"]), world.offer(&["--yes", "--role", "viewer"]));
+    let (pa, pb) = (a.spawn(&["pair", &offer_a.link]), b.spawn(&["pair", &offer_b.link]));
+    let (oa, ob) = (pa.wait_with_output().unwrap(), pb.wait_with_output().unwrap());
+    assert!(oa.status.success(), "{}", text(&oa));
+    assert!(ob.status.success(), "{}", text(&ob));
+    assert!(String::from_utf8_lossy(&ob.stdout).contains("as viewer"));
+    assert!(a.run(&["status"]).status.success());
+    assert!(b.run(&["status"]).status.success());
+}
+
+#[test]
+fn roles_limit_what_a_device_may_do_and_revocation_cuts_it_off() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let (viewer, approver, operator) =
+        (world.device("viewer"), world.device("approver"), world.device("operator"));
+    world.pair(&viewer, "viewer");
+    world.pair(&approver, "approver");
+    world.pair(&operator, "operator");
+
+    // An approver cannot request.
+    let out = approver.run(&["run", "--", "printf", "x"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"), "{}", text(&out));
+
+    // A viewer sees the pending action but cannot approve it; the approver can.
+    let run = operator.spawn(&["run", "--", "touch", "made-by-operator"]);
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let id = pending_ids(&world).remove(0);
+    let listed = viewer.run(&["pending"]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains(&id), "{}", text(&listed));
+    let out = viewer.run(&["approve", &id[..8]]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("forbidden"), "{}", text(&out));
+    assert_eq!(pending_ids(&world), vec![id.clone()], "still pending after the viewer tried");
+    let out = approver.run(&["approve", &id[..8]]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(world.ws().join("made-by-operator").exists());
+
+    // Revoked: cut off at once, and nothing it sends is acted on.
+    let revoke = world.agent_host(&["devices", "revoke", &device_id(&world, "operator")]);
+    assert!(revoke.status.success(), "{}", text(&revoke));
+    let out = operator.run(&["--timeout", "5s", "run", "--", "printf", "x"]);
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
+    assert!(!world.audit().contains("printf"), "a revoked device's request was judged");
+    assert!(world.audit().contains("revoked"));
+}
+
+fn device_id(world: &World, name: &str) -> String {
+    let listed = world.agent_host(&["devices", "--json"]);
+    let devices: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["name"] == name)
+        .map(|d| d["id"].as_str().unwrap().to_string())
+        .unwrap()
+}
+
+#[test]
+fn no_answer_before_expiry_means_deny_and_policy_denials_are_typed() {
+    let world = World::new();
+    let _host = world.up(0, &["--approval-timeout", "2s"]);
+    let phone = world.device("phone");
+    world.pair(&phone, "operator");
+    let out = phone.run(&["run", "--", "touch", "never"]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expired"), "{}", text(&out));
+    assert!(!world.ws().join("never").exists());
+
+    let out = phone.run(&["run", "--", "rm", "-rf", "."]);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("denied_by_policy"), "{}", text(&out));
+
+    // An explicit allow rule runs at once, with the command's own exit code.
+    let out = phone.run(&["run", "--", "printf", "%s", "ok"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(out.stdout, b"ok");
+}
+
+#[test]
+fn files_are_read_written_and_edited_inside_the_workspace_only() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let phone = world.device("phone");
+    world.pair(&phone, "operator");
+    std::fs::write(world.ws().join("notes.txt"), "one\ntwo\n").unwrap();
+    let out = phone.run(&["read", "notes.txt"]);
+    assert_eq!(out.stdout, b"one\ntwo\n", "{}", text(&out));
+    let out = phone.run(&["read", "../home/config/host.key"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("outside"), "{}", text(&out));
+
+    // An edit waits for approval and shows its diff.
+    let edit = phone.spawn(&["edit", "notes.txt", "--old", "two", "--new", "three"]);
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let listing = String::from_utf8_lossy(&world.agent_host(&["approvals"]).stdout).into_owned();
+    assert!(listing.contains("-two") && listing.contains("+three"), "{listing}");
+    let id = pending_ids(&world).remove(0);
+    assert!(world.agent_host(&["approve", &id]).status.success());
+    assert!(edit.wait_with_output().unwrap().status.success());
+    assert_eq!(std::fs::read_to_string(world.ws().join("notes.txt")).unwrap(), "one\nthree\n");
+
+    let write = std::thread::spawn(move || phone.run_with_input(&["write", "new.txt"], b"fresh\n"));
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let id = pending_ids(&world).remove(0);
+    assert!(world.agent_host(&["deny", &id]).status.success());
+    let out = write.join().unwrap();
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out));
+    assert!(!world.ws().join("new.txt").exists());
+}
