@@ -64,14 +64,8 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 }
 
 impl Profile {
-    /// The profile called `name`.
+    /// The profile called `name`, in `$REMOTE_HOME` or the platform's config directory.
     pub fn open(name: &str) -> anyhow::Result<Self> {
-        if name.is_empty()
-            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-            || name.starts_with('.')
-        {
-            anyhow::bail!("a profile name is letters, digits, `-`, `_` and `.`");
-        }
         let base = match std::env::var_os("REMOTE_HOME") {
             Some(home) => PathBuf::from(home),
             None => directories::ProjectDirs::from("", "", "agent-bridge-remote")
@@ -79,6 +73,17 @@ impl Profile {
                 .config_dir()
                 .join("profiles"),
         };
+        Self::open_in(&base, name)
+    }
+
+    /// The profile called `name` under `base`.
+    pub fn open_in(base: &Path, name: &str) -> anyhow::Result<Self> {
+        if name.is_empty()
+            || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            || name.starts_with('.')
+        {
+            anyhow::bail!("a profile name is letters, digits, `-`, `_` and `.`");
+        }
         Ok(Self { dir: base.join(name) })
     }
 

@@ -127,6 +127,11 @@ impl World {
             .unwrap()
     }
 
+    /// What the host logged on stderr so far.
+    pub fn host_log(&self) -> String {
+        std::fs::read_to_string(self.base.join("host.log")).unwrap_or_default()
+    }
+
     /// The audit log, readably.
     pub fn audit(&self) -> String {
         let out = self.agent_host(&["audit", "tail", "-n", "100000"]);
@@ -208,7 +213,9 @@ pub struct Host {
 
 impl Host {
     fn spawn(world: &World, mut cmd: Command) -> Self {
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        // The host's log goes to a file beside the workspace, for a failing test to show.
+        let log = std::fs::File::create(world.base.join("host.log")).unwrap();
+        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().unwrap();
         let lines = lines_of(child.stdout.take().unwrap());
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut relay, mut id) = (None, None);
