@@ -399,37 +399,47 @@ pub fn run(
     // Our copies of the write end are gone with `command`: EOF comes when the job's are.
     drop(command);
     let cap = limits.output_cap;
-    let collector = std::thread::spawn(move || collect(reader, cap));
+    let (collected_tx, collected) = std::sync::mpsc::channel();
+    let collector = std::thread::spawn(move || {
+        let _ = collected_tx.send(collect(reader, cap));
+    });
 
+    // This thread waits for the command (no polling, so a quick command returns at once); a
+    // watchdog kills its process group at the timeout or on cancellation.
     let deadline = Instant::now() + job.timeout;
-    let (mut timed_out, mut cancelled) = (false, false);
-    let status = loop {
-        if let Some(status) = child.try_wait()? {
-            break status;
+    let (exited_tx, exited) = std::sync::mpsc::channel::<()>();
+    let (pid, cancel_flag) = (child.id(), cancel.clone());
+    let watchdog = std::thread::spawn(move || {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match exited.recv_timeout(left.min(Duration::from_millis(20))) {
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                // Exited (or the waiting side is gone): nothing to kill.
+                _ => return (false, false),
+            }
+            let cancelled = cancel_flag.load(Ordering::Relaxed);
+            if cancelled || Instant::now() >= deadline {
+                kill_group(pid);
+                return (!cancelled, cancelled);
+            }
         }
-        if cancel.load(Ordering::Relaxed) {
-            cancelled = true;
-        } else if Instant::now() >= deadline {
-            timed_out = true;
-        }
-        if timed_out || cancelled {
-            kill_group(child.id());
-            break child.wait()?;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
+    });
+    let status = child.wait();
+    let _ = exited_tx.send(());
+    let (timed_out, cancelled) = watchdog.join().unwrap_or((false, false));
+    let status = status?;
     // In the sandbox every process dies with it. Without one, a background process can outlive
     // the command and hold the pipe open: while it does, the group id is still its own, so
     // killing the group cannot hit anyone else.
-    let grace = Instant::now() + Duration::from_millis(200);
-    while !collector.is_finished() && Instant::now() < grace {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    if !collector.is_finished() {
-        kill_group(child.id());
-    }
-    let (mut output, dropped) =
-        collector.join().map_err(|_| std::io::Error::other("output reader panicked"))?;
+    let collected = match collected.recv_timeout(Duration::from_millis(200)) {
+        Ok(c) => c,
+        Err(_) => {
+            kill_group(pid);
+            collected.recv().map_err(|_| std::io::Error::other("output reader panicked"))?
+        }
+    };
+    let _ = collector.join();
+    let (mut output, dropped) = collected;
     let truncated = dropped > 0;
     if truncated {
         output.extend_from_slice(
