@@ -5,9 +5,12 @@
 //! (`~/.config/agent-bridge-remote/profiles/<profile>/` on Linux). Files:
 //! - `device.key`: the 32-byte Ed25519 seed, mode 0600 (refused if others can read it);
 //! - `pairing.json`: the host's id, the relay, the pinned certificate, the role granted;
-//! - `counters.json`: the last counter this device used towards the host and the highest
-//!   counter it accepted from the host, updated under a lock (`counters.lock`) so that several
-//!   `remote` commands at once never reuse a counter.
+//! - `counters.json`: how far this device's counters towards the host are reserved, and the
+//!   highest counter it accepted from the host, updated under a lock (`counters.lock`) so that
+//!   several `remote` commands at once never reuse a counter. A command reserves a small block
+//!   of counters ([`COUNTER_BLOCK`]) at a time, so it writes this file once per block rather
+//!   than once per message; blocks of commands running together stay within the host's replay
+//!   window of 64, so their messages may interleave.
 //!
 //! Every file is replaced atomically (temp file, fsync, rename, fsync of the directory).
 
@@ -18,6 +21,9 @@ use std::path::{Path, PathBuf};
 
 use protocol::{HostId, Role, SecretKey};
 use serde::{Deserialize, Serialize};
+
+/// How many counters a command reserves at once.
+pub const COUNTER_BLOCK: u64 = 16;
 
 /// What pairing learnt about the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -41,7 +47,7 @@ pub struct Pairing {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Counters {
-    /// The last counter used towards the host.
+    /// Counters towards the host are used (or reserved) up to here.
     pub sent: u64,
     /// The highest counter accepted from the host.
     pub received: u64,

@@ -74,6 +74,10 @@ pub struct Session {
     key: SecretKey,
     host: PublicKey,
     profile: Option<Profile>,
+    /// The next counter to use, and the last one reserved.
+    counters: (u64, u64),
+    /// The highest counter accepted from the host when the session started.
+    received_at_start: u64,
     window: ReplayWindow,
     host_offline: bool,
     /// Frames dropped because they did not verify.
@@ -116,21 +120,35 @@ impl Session {
             key,
             host: link.host,
             profile,
+            counters: (1, 0),
+            received_at_start: received,
             window,
             host_offline: false,
             dropped: 0,
         })
     }
 
+    /// The next counter, reserving a block when the last one is used up. Without a profile
+    /// (while pairing) the device's first message is 1.
+    fn next_counter(&mut self) -> anyhow::Result<u64> {
+        let (next, reserved) = &mut self.counters;
+        if *next > *reserved
+            && let Some(profile) = &self.profile
+        {
+            (*next, *reserved) = profile.update_counters(|c| {
+                let first = c.sent + 1;
+                c.sent += crate::profile::COUNTER_BLOCK;
+                (first, c.sent)
+            })?;
+        }
+        let counter = *next;
+        *next += 1;
+        Ok(counter)
+    }
+
     /// Seals and queues a message to the host.
     pub fn send(&mut self, message: &Message) -> anyhow::Result<()> {
-        let counter = match &self.profile {
-            Some(profile) => profile.update_counters(|c| {
-                c.sent += 1;
-                c.sent
-            })?,
-            None => 1,
-        };
+        let counter = self.next_counter()?;
         let now = now_ms();
         let ctx = SealContext {
             recipient: &self.host,
@@ -196,11 +214,21 @@ impl Session {
             self.dropped += 1;
             return None;
         };
-        let counter = verified.header().counter;
-        if let Some(profile) = &self.profile {
-            // Later commands of this profile refuse this counter and anything older.
-            let _ = profile.update_counters(|c| c.received = c.received.max(counter));
-        }
         Some(verified.into_parts().1)
+    }
+}
+
+impl Drop for Session {
+    /// Records the highest counter accepted, so later commands of this profile refuse it and
+    /// anything older. (Were it lost in a crash, a later command could be shown an old event
+    /// again: events carry request ids it would not be waiting for, and the host refuses any
+    /// answer to what is no longer pending.)
+    fn drop(&mut self) {
+        let highest = self.window.export().highest;
+        if let Some(profile) = &self.profile
+            && highest > self.received_at_start
+        {
+            let _ = profile.update_counters(|c| c.received = c.received.max(highest));
+        }
     }
 }
