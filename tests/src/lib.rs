@@ -220,7 +220,8 @@ impl Host {
         let deadline = Instant::now() + Duration::from_secs(30);
         let (mut relay, mut id) = (None, None);
         let socket = world.home().join("state/host.sock");
-        while id.is_none() || !socket.exists() {
+        let wants_relay = cmd.get_args().any(|a| a == "up");
+        while id.is_none() || !socket.exists() || (wants_relay && relay.is_none()) {
             let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
             else {
                 let status = child.try_wait();
