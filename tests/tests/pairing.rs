@@ -216,3 +216,76 @@ fn files_are_read_written_and_edited_inside_the_workspace_only() {
     assert_eq!(out.status.code(), Some(126), "{}", text(&out));
     assert!(!world.ws().join("new.txt").exists());
 }
+
+/// A hello with the right token but a wrong proof (what a relay that saw the token could send)
+/// burns the offer: the real device with the real link is then refused too, and the host's
+/// audit log says why.
+#[test]
+fn a_wrong_proof_burns_the_offer() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let offer = world.offer(&["--yes"]);
+    let link: protocol::PairingLink = offer.link.parse().unwrap();
+    let token = protocol::pairing::token(&link.pairing_secret());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let answer = runtime.block_on(async {
+        let host = link.host.key();
+        let session_link = remote::session::Link {
+            relay: link.relay.clone(),
+            cert_sha256: link.cert_sha256,
+            host,
+            knock: Some((*host.as_bytes(), token.0)),
+        };
+        let key = protocol::SecretKey::from_seed(&[0x42; 32]);
+        let mut session = remote::session::Session::start(session_link, key, None, 0).unwrap();
+        let hello = protocol::Pairing::Hello {
+            token,
+            name: "impostor".into(),
+            proof: protocol::PairingProof([0; 32]),
+        };
+        session.send(&protocol::Message::Pairing(hello)).unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        session.next(deadline).await.unwrap()
+    });
+    assert!(
+        matches!(&answer, protocol::Message::Pairing(protocol::Pairing::Rejected { reason }) if reason.contains("burned")),
+        "{answer:?}"
+    );
+    assert!(offer.finish().contains("burned"));
+    let device = world.device("real");
+    let out = device.run(&["--timeout", "3s", "pair", &link.to_string()]);
+    assert!(!out.status.success(), "a burned offer still paired: {}", text(&out));
+    assert!(world.audit().contains("wrong proof"), "{}", world.audit());
+}
+
+/// A remote approval and a local one race: exactly one wins and the action runs once.
+#[test]
+fn a_remote_and_a_local_approval_race_and_the_action_runs_once() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let (op, approver) = (world.device("op"), world.device("approver"));
+    world.pair(&op, "operator");
+    world.pair(&approver, "approver");
+    for round in 0..3 {
+        let run = op.spawn(&["run", "--", "sh", "-c", "echo x >> raced"]);
+        assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+        let id = pending_ids(&world).remove(0);
+        let remote = approver.spawn(&["approve", &id]);
+        let local = world.agent_host(&["approve", &id]);
+        let remote = remote.wait_with_output().unwrap();
+        // The winner says "approved"; the loser finds nothing pending, is refused, or learns
+        // that someone else approved.
+        let remote_won = String::from_utf8_lossy(&remote.stdout).lines().any(|l| l == "approved");
+        let local_won = local.status.success();
+        assert!(
+            remote_won ^ local_won,
+            "round {round}: exactly one approval wins\n{}\n{}",
+            text(&remote),
+            text(&local)
+        );
+        assert!(run.wait_with_output().unwrap().status.success());
+        let runs = std::fs::read_to_string(world.ws().join("raced")).unwrap();
+        assert_eq!(runs.lines().count(), round + 1, "round {round}: ran {runs:?}");
+    }
+    assert_eq!(world.audit().matches(": approve by").count(), 3, "{}", world.audit());
+}
