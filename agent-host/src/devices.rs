@@ -180,15 +180,19 @@ impl Registry {
             return Err(RegistryError::Full);
         }
         let id = device.id;
+        // A newly paired device counts from 1 again; the host's own counter towards it goes on
+        // after anything it ever reserved for that key.
+        let tx_from = self.counters.get(&id).map_or(1, |c| c.tx_reserved + 1);
         self.devices.insert(id, device);
-        self.counters.insert(id, Counters::default());
-        self.tx_next.insert(id, 1);
+        self.counters.insert(id, Counters { tx_reserved: tx_from - 1, ..Counters::default() });
+        self.tx_next.insert(id, tx_from);
         self.save_counters()?;
         self.save_devices()
     }
 
-    /// Removes a device. Its counters are kept, so its old messages bounce even if it were
-    /// paired again.
+    /// Removes a device. Its frames are refused from now on (it is no longer paired). Were the
+    /// same key paired again, its counters would start afresh, as the device's own do when it
+    /// pairs (old frames would still be bounded by their expiry).
     pub fn revoke(&mut self, id: &DeviceId) -> Result<Device, RegistryError> {
         let device = self.devices.remove(id).ok_or(RegistryError::Unknown(id.to_string()))?;
         self.save_devices()?;

@@ -56,7 +56,9 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_frame: protocol::limits::MAX_FRAME + protocol::relay::HEADER,
+            // An envelope, the routing header, and the end-to-end resume header (25 bytes)
+            // that relay-client puts before each envelope, with room to spare.
+            max_frame: protocol::limits::MAX_FRAME + protocol::relay::HEADER + 64,
             max_queued: 8 << 20,
             frames_per_sec: 200,
             burst: 400,
