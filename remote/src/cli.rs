@@ -131,26 +131,12 @@ struct Ctx {
     session: Session,
 }
 
-fn connect(profile: &Profile) -> anyhow::Result<(Pairing, Session)> {
-    let pairing = profile.pairing()?;
-    let key = profile.key()?;
-    let cert_sha256 = match &pairing.cert_sha256 {
-        Some(hex) => Some(protocol::relay::hex32(hex, "certificate").map_err(anyhow::Error::msg)?),
-        None => None,
-    };
-    let received = profile.update_counters(|c| c.received)?;
-    let link =
-        Link { relay: pairing.relay.clone(), cert_sha256, host: pairing.host.key(), knock: None };
-    let session = Session::start(link, key, Some(profile.clone()), received)?;
-    Ok((pairing, session))
-}
-
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let profile = Profile::open(&cli.profile)?;
     if let Command::Pair { link, name, force } = cli.command {
         return pair(&profile, &link, name, force, cli.json, cli.timeout).await;
     }
-    let (pairing, session) = connect(&profile)?;
+    let (pairing, session) = Session::open(&profile)?;
     let mut ctx = Ctx { json: cli.json, timeout: cli.timeout, pairing, session };
     match cli.command {
         Command::Pair { .. } => unreachable!("handled above"),

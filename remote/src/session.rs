@@ -146,6 +146,27 @@ impl Session {
         Ok(counter)
     }
 
+    /// Connects as a paired profile, to the host and through the relay it was paired with.
+    pub fn open(profile: &Profile) -> anyhow::Result<(crate::profile::Pairing, Self)> {
+        let pairing = profile.pairing()?;
+        let key = profile.key()?;
+        let cert_sha256 = match &pairing.cert_sha256 {
+            Some(hex) => {
+                Some(protocol::relay::hex32(hex, "certificate").map_err(anyhow::Error::msg)?)
+            }
+            None => None,
+        };
+        let received = profile.update_counters(|c| c.received)?;
+        let link = Link {
+            relay: pairing.relay.clone(),
+            cert_sha256,
+            host: pairing.host.key(),
+            knock: None,
+        };
+        let session = Self::start(link, key, Some(profile.clone()), received)?;
+        Ok((pairing, session))
+    }
+
     /// Seals and queues a message to the host.
     pub fn send(&mut self, message: &Message) -> anyhow::Result<()> {
         let counter = self.next_counter()?;

@@ -19,22 +19,11 @@ use std::time::{Duration, Instant};
 
 use e2e::{Device, World};
 use protocol::{Action, Decision, HostEvent, Message, Request, RequestId, Verdict};
-use remote::session::{Link, Session};
+use remote::session::Session;
 
 fn session(device: &Device) -> Session {
     let profile = remote::profile::Profile::open_in(&device.home, &device.profile).unwrap();
-    let pairing = profile.pairing().unwrap();
-    let link = Link {
-        relay: pairing.relay.clone(),
-        cert_sha256: pairing
-            .cert_sha256
-            .as_deref()
-            .map(|c| protocol::relay::hex32(c, "c").unwrap()),
-        host: pairing.host.key(),
-        knock: None,
-    };
-    let received = profile.update_counters(|c| c.received).unwrap();
-    Session::start(link, profile.key().unwrap(), Some(profile), received).unwrap()
+    Session::open(&profile).unwrap().1
 }
 
 fn main() {

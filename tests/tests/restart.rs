@@ -77,20 +77,7 @@ fn an_approval_for_another_action_hash_is_refused() {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let answer = runtime.block_on(async {
         let profile = remote::profile::Profile::open_in(&approver.home, &approver.profile).unwrap();
-        let pairing = profile.pairing().unwrap();
-        let link = remote::session::Link {
-            relay: pairing.relay.clone(),
-            cert_sha256: pairing
-                .cert_sha256
-                .as_deref()
-                .map(|c| protocol::relay::hex32(c, "cert").unwrap()),
-            host: pairing.host.key(),
-            knock: None,
-        };
-        let received = profile.update_counters(|c| c.received).unwrap();
-        let mut session =
-            remote::session::Session::start(link, profile.key().unwrap(), Some(profile), received)
-                .unwrap();
+        let (_, mut session) = remote::session::Session::open(&profile).unwrap();
         let other = protocol::Action::Run {
             argv: vec!["touch".into(), "something-else".into()],
             cwd: ".".into(),
