@@ -13,7 +13,7 @@ use protocol::relay::{FromRelay, Side, ToRelay};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::resume::{Incoming, Peer};
+use crate::resume::{Incoming, Join, Peer};
 use crate::{Link, authenticate, connect};
 
 /// How the client connects.
@@ -213,10 +213,8 @@ async fn flush(
     for (peer, state) in peers.iter_mut() {
         let budget = pace.available();
         let mut frames: Vec<Vec<u8>> = Vec::new();
-        if budget > 0
-            && let Some(ack) = state.poll_ack()
-        {
-            frames.push(ack);
+        if budget > 0 {
+            frames.extend(state.poll_acks());
         }
         frames.extend(state.poll_send(now_ms, rto_ms, budget.saturating_sub(frames.len())));
         pace.spend(frames.len());
@@ -261,6 +259,9 @@ async fn drive(
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
     let epoch = incarnation();
+    // A device joins the host's stream where it connects; a host catches up on what a device
+    // sent while it was away (see crate::resume).
+    let join = if config.side == Side::Host { Join::AtBase } else { Join::AtFirstFrame };
     let rto_ms = config.rto.as_millis() as u64;
     let mut peers: HashMap<[u8; 32], Peer> = HashMap::new();
     let mut pace = Pace::new(config.max_frames_per_sec.max(1));
@@ -277,7 +278,7 @@ async fn drive(
             Err(_) => None,
         };
         let Some(mut link) = connected else {
-            if !wait(&mut config, attempt, epoch, &mut commands, &mut peers).await {
+            if !wait(&mut config, attempt, (epoch, join), &mut commands, &mut peers).await {
                 return;
             }
             attempt += 1;
@@ -329,7 +330,7 @@ async fn drive(
                     }
                     Some(Command::Send(peer, message)) => {
                         // A full backlog drops the message; the caller sees it as never acknowledged.
-                        let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch)).push(&message);
+                        let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch, join)).push(&message);
                         if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
                             break;
                         }
@@ -338,7 +339,7 @@ async fn drive(
                 incoming = link.next() => match incoming {
                     Some(Ok(Message::Binary(frame))) => {
                         let Some((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
-                        let state = peers.entry(from).or_insert_with(|| Peer::new(epoch));
+                        let state = peers.entry(from).or_insert_with(|| Peer::new(epoch, join));
                         if let Incoming::Deliver(bytes) = state.receive(payload)
                             && inbox.send(Inbound::Message { from, bytes }).is_err()
                         {
@@ -384,7 +385,7 @@ async fn drive(
 async fn wait(
     config: &mut ClientConfig,
     attempt: u32,
-    epoch: u64,
+    (epoch, join): (u64, Join),
     commands: &mut mpsc::UnboundedReceiver<Command>,
     peers: &mut HashMap<[u8; 32], Peer>,
 ) -> bool {
@@ -400,7 +401,7 @@ async fn wait(
                     (config.devices, config.offers) = (devices, offers);
                 }
                 Some(Command::Send(peer, message)) => {
-                    let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch)).push(&message);
+                    let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch, join)).push(&message);
                 }
             }
         }

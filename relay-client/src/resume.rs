@@ -11,10 +11,16 @@
 //!
 //! `epoch` names the sender's incarnation (a process start: it grows across restarts), so a
 //! peer that restarts (a `remote` command run again, a host restarted) starts a fresh stream
-//! and is not mistaken for a replay of the old one. `base` is the oldest message the sender
-//! still holds: a receiver that meets a stream for the first time starts there, so it neither
-//! waits for messages that went to the peer's previous incarnation nor skips one that is
-//! still coming. Frames of an older epoch than the one in use are dropped.
+//! and is not mistaken for a replay of the old one. A receiver follows each incarnation of a
+//! peer that sends to it as a stream of its own (up to [`MAX_STREAMS`]), so two processes
+//! holding the same key (a `remote watch` and a `remote approve`) can both talk to the host.
+//! Where a receiver starts in a stream it has not seen:
+//! - if it has followed a stream of this peer before (the peer restarted), at `base`, the oldest
+//!   message the peer still holds, so nothing the new incarnation sent is skipped;
+//! - if it just started itself, as its [`Join`] says: a host at `base` (what a device sent while
+//!   the host was away is still for it), a device at the first frame that arrives (what the host
+//!   sent before was for an earlier process of the device, or for another process of the same
+//!   key, which acknowledges it on its own).
 //!
 //! The sender keeps what is not yet acknowledged; [`Peer::poll_send`] hands out what is due
 //! (never sent, or sent longer ago than the retransmission timeout, or everything after
@@ -27,6 +33,9 @@ use std::collections::VecDeque;
 /// The most unacknowledged messages kept per peer; past this, [`Peer::push`] refuses.
 pub const MAX_UNACKED: usize = 4096;
 
+/// The most incarnations of one peer followed at once; the oldest is forgotten first.
+pub const MAX_STREAMS: usize = 8;
+
 const DATA_HEADER: usize = 25;
 
 /// Why a message could not be queued.
@@ -34,16 +43,35 @@ const DATA_HEADER: usize = 25;
 #[error("{MAX_UNACKED} messages are waiting for acknowledgement")]
 pub struct Backlog;
 
+/// Where this side, just started, joins a peer's stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// At the oldest message the peer still holds.
+    AtBase,
+    /// At the first frame that arrives.
+    AtFirstFrame,
+}
+
+/// One incarnation of the peer, as received.
+#[derive(Debug, Clone, Copy)]
+struct Stream {
+    epoch: u64,
+    delivered: u64,
+    ack_due: bool,
+}
+
 /// Resume state with one peer.
 #[derive(Debug)]
 pub struct Peer {
     epoch: u64,
+    join: Join,
     next_seq: u64,
     /// (seq, message, last sent at ms)
     unacked: VecDeque<(u64, Vec<u8>, Option<u64>)>,
-    /// The peer's stream being received: its epoch, and how far it was delivered.
-    stream: Option<(u64, u64)>,
-    ack_due: bool,
+    /// The peer's incarnations being received.
+    streams: Vec<Stream>,
+    /// Whether any stream of this peer was ever followed.
+    followed: bool,
 }
 
 /// What a received payload turned out to be.
@@ -62,9 +90,17 @@ fn be_u64(bytes: &[u8], at: usize) -> Option<u64> {
 }
 
 impl Peer {
-    /// Resume state for a sender whose incarnation is `epoch` (larger than any before it).
-    pub fn new(epoch: u64) -> Self {
-        Self { epoch, next_seq: 0, unacked: VecDeque::new(), stream: None, ack_due: false }
+    /// Resume state for a sender whose incarnation is `epoch` (larger than any before it), that
+    /// joins the peer's streams as `join` says.
+    pub fn new(epoch: u64, join: Join) -> Self {
+        Self {
+            epoch,
+            join,
+            next_seq: 0,
+            unacked: VecDeque::new(),
+            streams: Vec::new(),
+            followed: false,
+        }
     }
 
     /// Numbers a message and keeps it until acknowledged; [`Peer::poll_send`] hands it out.
@@ -96,20 +132,33 @@ impl Peer {
                 let Some(base) = be_u64(payload, 17).filter(|&b| b >= 1 && b <= seq) else {
                     return Incoming::Malformed;
                 };
-                let delivered = match self.stream {
-                    Some((current, delivered)) if current == epoch => delivered,
-                    Some((current, _)) if current > epoch => return Incoming::Nothing,
-                    // A stream met for the first time, or the peer restarted.
-                    _ => base - 1,
+                let at = match self.streams.iter().position(|s| s.epoch == epoch) {
+                    Some(at) => at,
+                    None => {
+                        let start = if self.followed || self.join == Join::AtBase {
+                            base - 1
+                        } else {
+                            seq - 1
+                        };
+                        if self.streams.len() >= MAX_STREAMS
+                            && let Some(oldest) =
+                                (0..self.streams.len()).min_by_key(|&i| self.streams[i].epoch)
+                        {
+                            self.streams.swap_remove(oldest);
+                        }
+                        self.followed = true;
+                        self.streams.push(Stream { epoch, delivered: start, ack_due: false });
+                        self.streams.len() - 1
+                    }
                 };
-                self.ack_due = true;
-                if seq == delivered + 1 {
-                    self.stream = Some((epoch, seq));
+                let stream = &mut self.streams[at];
+                // A duplicate (already delivered) or ahead of a gap gets an acknowledgement of
+                // what is held, so the sender knows where to resume.
+                stream.ack_due = true;
+                if seq == stream.delivered + 1 {
+                    stream.delivered = seq;
                     Incoming::Deliver(payload[DATA_HEADER..].to_vec())
                 } else {
-                    // A duplicate (already delivered) or ahead of a gap: acknowledge what we have
-                    // so the sender knows where to resume.
-                    self.stream = Some((epoch, delivered));
                     Incoming::Nothing
                 }
             }
@@ -125,16 +174,17 @@ impl Peer {
         }
     }
 
-    /// The acknowledgement to send, if one is due.
-    pub fn poll_ack(&mut self) -> Option<Vec<u8>> {
-        if !std::mem::take(&mut self.ack_due) {
-            return None;
+    /// The acknowledgements to send (one per stream that has news).
+    pub fn poll_acks(&mut self) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        for stream in self.streams.iter_mut().filter(|s| s.ack_due) {
+            stream.ack_due = false;
+            let mut payload = vec![1];
+            payload.extend_from_slice(&stream.epoch.to_be_bytes());
+            payload.extend_from_slice(&stream.delivered.to_be_bytes());
+            out.push(payload);
         }
-        let (epoch, delivered) = self.stream?;
-        let mut payload = vec![1];
-        payload.extend_from_slice(&epoch.to_be_bytes());
-        payload.extend_from_slice(&delivered.to_be_bytes());
-        Some(payload)
+        out
     }
 
     /// Up to `budget` payloads that are due, oldest first: never sent yet, or sent more than
@@ -174,7 +224,7 @@ mod tests {
     /// message arrives exactly once and in order.
     #[test]
     fn exactly_once_over_a_bad_channel() {
-        let (mut a, mut b) = (Peer::new(1), Peer::new(2));
+        let (mut a, mut b) = (Peer::new(1, Join::AtBase), Peer::new(2, Join::AtBase));
         let mut wire_ab: Vec<Vec<u8>> = Vec::new();
         let mut wire_ba: Vec<Vec<u8>> = Vec::new();
         let mut got = Vec::new();
@@ -212,7 +262,7 @@ mod tests {
                     got.push(u32::from_be_bytes(m.try_into().unwrap()));
                 }
             }
-            wire_ba.extend(b.poll_ack());
+            wire_ba.extend(b.poll_acks());
             for p in wire_ba.drain(..) {
                 if next() % 3 != 0 {
                     a.receive(&p);
@@ -225,7 +275,7 @@ mod tests {
 
     #[test]
     fn sending_respects_the_budget_and_a_reconnect_makes_everything_due() {
-        let mut p = Peer::new(1);
+        let mut p = Peer::new(1, Join::AtBase);
         for i in 0..10u8 {
             p.push(&[i]).unwrap();
         }
@@ -239,20 +289,48 @@ mod tests {
 
     #[test]
     fn malformed_payloads_are_named() {
-        let mut p = Peer::new(1);
+        let mut p = Peer::new(1, Join::AtBase);
         assert_eq!(p.receive(&[]), Incoming::Malformed);
         assert_eq!(p.receive(&[0, 1, 2]), Incoming::Malformed);
         assert_eq!(p.receive(&[9; 9]), Incoming::Malformed);
         assert_eq!(p.receive(&[0; 17]), Incoming::Malformed, "a message without its base");
     }
 
+    /// A side that joins a stream late (a new process for a key another process of the same key
+    /// keeps acknowledging) starts at the first frame it gets instead of waiting for messages
+    /// the peer no longer holds.
+    #[test]
+    fn a_late_joiner_starts_at_the_first_frame_it_gets() {
+        let mut host = Peer::new(100, Join::AtBase);
+        let mut watcher = Peer::new(7, Join::AtFirstFrame);
+        for m in [b"one", b"two"] {
+            host.push(m).unwrap();
+        }
+        let early = host.poll_send(0, 1000, 10);
+        // Nobody acknowledges these yet; a new process of the same key joins now.
+        let mut joiner = Peer::new(8, Join::AtFirstFrame);
+        host.push(b"three").unwrap();
+        let late = host.poll_send(1, 1000, 10);
+        assert_eq!(late.len(), 1);
+        assert_eq!(joiner.receive(&late[0]), Incoming::Deliver(b"three".to_vec()));
+        // The watcher saw everything and acknowledges for the key; the joiner's old frames
+        // are duplicates to it now.
+        for f in early.iter().chain(&late) {
+            assert!(matches!(watcher.receive(f), Incoming::Deliver(_)));
+        }
+        for ack in watcher.poll_acks() {
+            host.receive(&ack);
+        }
+        assert_eq!(host.unacked(), 0);
+        assert_eq!(joiner.receive(&early[0]), Incoming::Nothing);
+    }
+
     /// A peer that restarts (a new epoch) starts a new stream at the other side, which neither
-    /// waits for what went to the old incarnation nor mistakes the new one for duplicates; the
-    /// old incarnation's late frames are dropped.
+    /// waits for what went to the old incarnation nor mistakes the new one for duplicates.
     #[test]
     fn a_restarted_peer_starts_a_fresh_stream() {
-        let mut host = Peer::new(100);
-        let mut old = Peer::new(5);
+        let mut host = Peer::new(100, Join::AtBase);
+        let mut old = Peer::new(5, Join::AtFirstFrame);
         for m in [b"a", b"b"] {
             old.push(m).unwrap();
         }
@@ -264,13 +342,17 @@ mod tests {
         host.push(b"for the old one").unwrap();
         host.push(b"also").unwrap();
         let _ = host.poll_send(0, 1000, 10);
-        let mut new = Peer::new(6);
+        let mut new = Peer::new(6, Join::AtFirstFrame);
         new.push(b"first of the new one").unwrap();
         for f in new.poll_send(1, 1000, 10) {
             assert_eq!(host.receive(&f), Incoming::Deliver(b"first of the new one".to_vec()));
         }
-        // The late frame of the old incarnation is dropped.
+        // A late copy of the old incarnation's frame is a duplicate in its own stream; and that
+        // incarnation (another process of the same key, still running) is still heard.
         assert_eq!(host.receive(&old_frames[0]), Incoming::Nothing);
+        old.push(b"c").unwrap();
+        let more = old.poll_send(2, 1000, 10);
+        assert_eq!(host.receive(more.last().unwrap()), Incoming::Deliver(b"c".to_vec()));
         // What the host still holds reaches the new incarnation from its oldest unacknowledged.
         host.push(b"new news").unwrap();
         let got: Vec<Incoming> =
@@ -280,8 +362,9 @@ mod tests {
             [b"for the old one".as_slice(), b"also", b"new news"]
                 .map(|m| Incoming::Deliver(m.to_vec()))
         );
-        let ack = new.poll_ack().unwrap();
-        host.receive(&ack);
+        for ack in new.poll_acks() {
+            host.receive(&ack);
+        }
         assert_eq!(host.unacked(), 0);
     }
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use protocol::SecretKey;
 use protocol::relay::Side;
 use relay::{Config, Limits, Server};
-use relay_client::{Client, ClientConfig, pinned_config};
+use relay_client::{Client, ClientConfig, Inbound, pinned_config};
 
 async fn start(addr: std::net::SocketAddr, identity: relay::tls::Identity) -> Server {
     // The clients pace themselves below this rate, resent backlogs included.
@@ -44,8 +44,12 @@ async fn thousand_messages_each_way_survive_drops_and_a_relay_restart() {
     let (host_key, device_key) =
         (SecretKey::from_seed(&[1; 32]).public_key(), SecretKey::from_seed(&[2; 32]).public_key());
     let (h, d) = (*host_key.as_bytes(), *device_key.as_bytes());
-    let host = client(&addr.to_string(), pin, 1, Side::Host, vec![d]);
-    let device = client(&addr.to_string(), pin, 2, Side::Device, Vec::new());
+    let mut host = client(&addr.to_string(), pin, 1, Side::Host, vec![d]);
+    let mut device = client(&addr.to_string(), pin, 2, Side::Device, Vec::new());
+    // Start once both are linked: a device joins the host's stream where it connects (what was
+    // sent to its key before is for an earlier process of it; see relay_client::resume).
+    while device.next().await.unwrap() != Inbound::Connected {}
+    while host.next().await.unwrap() != (Inbound::Presence { device: d, online: true }) {}
 
     const N: u32 = 1000;
     let mut server = Some(server);

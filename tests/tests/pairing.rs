@@ -289,3 +289,58 @@ fn a_remote_and_a_local_approval_race_and_the_action_runs_once() {
     }
     assert_eq!(world.audit().matches(": approve by").count(), 3, "{}", world.audit());
 }
+
+/// `remote watch` shows what is already pending and what comes after; a role changed at the
+/// host applies to the device's next request; a renamed device is listed under its new name.
+#[test]
+fn watch_streams_events_and_role_changes_apply_at_once() {
+    use std::io::BufRead as _;
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let (op, watcher) = (world.device("op"), world.device("watcher"));
+    world.pair(&op, "operator");
+    world.pair(&watcher, "viewer");
+    let first = op.spawn(&["run", "--", "touch", "one"]);
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let mut watch = watcher.spawn(&["--json", "watch"]);
+    let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next_event = move || -> serde_json::Value {
+        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
+    };
+    assert_eq!(next_event()["type"], "action_pending", "what was pending before it started");
+    let id = pending_ids(&world).remove(0);
+    assert!(world.agent_host(&["deny", &id]).status.success());
+    let decided = next_event();
+    assert_eq!(
+        (decided["type"].as_str(), decided["verdict"].as_str()),
+        (Some("action_decided"), Some("deny"))
+    );
+    assert_eq!(first.wait_with_output().unwrap().status.code(), Some(126));
+
+    // The viewer may not approve; made an approver at the host, it may.
+    let watcher_id = {
+        let listed = world.agent_host(&["devices", "--json"]);
+        let devices: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+        devices.as_array().unwrap().iter().find(|d| d["name"] == "watcher").unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let second = op.spawn(&["run", "--", "touch", "two"]);
+    assert_eq!(next_event()["type"], "action_pending");
+    let id = pending_ids(&world).remove(0);
+    let refused = watcher.run(&["approve", &id]);
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let changed = world.agent_host(&["devices", "set-role", &watcher_id, "approver"]);
+    assert!(changed.status.success(), "{}", text(&changed));
+    let renamed = world.agent_host(&["devices", "rename", &watcher_id[..12], "kitchen tablet"]);
+    assert!(renamed.status.success(), "{}", text(&renamed));
+    let out = watcher.run(&["approve", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(second.wait_with_output().unwrap().status.success());
+    assert!(world.ws().join("two").exists());
+    let listed = String::from_utf8_lossy(&world.agent_host(&["devices"]).stdout).into_owned();
+    assert!(listed.contains("kitchen tablet") && listed.contains("approver"), "{listed}");
+    let _ = watch.kill();
+    let _ = watch.wait();
+}
