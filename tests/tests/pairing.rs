@@ -304,16 +304,24 @@ fn watch_streams_events_and_role_changes_apply_at_once() {
     assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
     let mut watch = watcher.spawn(&["--json", "watch"]);
     let mut lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
-    let mut next_event = move || -> serde_json::Value {
-        serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap()
+    // The next event of a kind (a device may also get the pending list again as it connects).
+    let mut next_event = move |kind: &str| -> serde_json::Value {
+        loop {
+            let event: serde_json::Value =
+                serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+            if event["type"] == kind {
+                return event;
+            }
+        }
     };
-    assert_eq!(next_event()["type"], "action_pending", "what was pending before it started");
     let id = pending_ids(&world).remove(0);
+    let shown = next_event("action_pending");
+    assert_eq!(shown["request"], id.as_str(), "what was pending before it started");
     assert!(world.agent_host(&["deny", &id]).status.success());
-    let decided = next_event();
+    let decided = next_event("action_decided");
     assert_eq!(
-        (decided["type"].as_str(), decided["verdict"].as_str()),
-        (Some("action_decided"), Some("deny"))
+        (decided["request"].as_str(), decided["verdict"].as_str()),
+        (Some(id.as_str()), Some("deny"))
     );
     assert_eq!(first.wait_with_output().unwrap().status.code(), Some(126));
 
@@ -327,8 +335,9 @@ fn watch_streams_events_and_role_changes_apply_at_once() {
             .to_string()
     };
     let second = op.spawn(&["run", "--", "touch", "two"]);
-    assert_eq!(next_event()["type"], "action_pending");
+    let shown = next_event("action_pending");
     let id = pending_ids(&world).remove(0);
+    assert_eq!(shown["request"], id.as_str(), "a new pending action is streamed");
     let refused = watcher.run(&["approve", &id]);
     assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
     let changed = world.agent_host(&["devices", "set-role", &watcher_id, "approver"]);
