@@ -67,6 +67,13 @@ pub enum Outcome {
         /// Killed at the timeout.
         timed_out: bool,
     },
+    /// Allowed for an agent that performs the action itself (nothing ran here).
+    Allowed {
+        /// The request.
+        request: RequestId,
+        /// Why: the rule, or who approved.
+        reason: String,
+    },
     /// Not done: denied, lapsed, or failed.
     Refused {
         /// The request, once one was made.
@@ -251,6 +258,14 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
                 "no such session on this host",
             ));
         }
+        Action::WebFetch { .. } | Action::Tool { .. } => {
+            return Err(Outcome::refused(
+                Some(id),
+                ErrorCode::BadRequest,
+                "the host fetches nothing and uses no agent's tools; these are only judged for \
+                 agents that ask (agent-host hook, agent-host ask)",
+            ));
+        }
     })
 }
 
@@ -294,22 +309,8 @@ pub async fn submit(
         );
     }
     let label = by.label();
-    if let Err(e) = lock(&host.audit).append(
-        now_ms(),
-        Event::Request {
-            request: id.to_string(),
-            actor: label.clone(),
-            action: serde_json::to_value(&action).unwrap_or_default(),
-            action_hash: hash.to_string(),
-            decision: decision.decision.to_string(),
-            reason: decision.reason.clone(),
-            rule: decision.rule.clone(),
-        },
-    ) {
-        return (
-            Outcome::refused(Some(id), ErrorCode::Internal, format!("audit log: {e}; not done")),
-            None,
-        );
+    if let Err(refusal) = audit_request(&host, id, &label, &action, &decision) {
+        return (refusal, None);
     }
     // The network is on only for a command that reaches it by design and that an explicit rule
     // allowed (here) or a person approved (set when the approval arrives).
@@ -323,8 +324,6 @@ pub async fn submit(
         }
         PolicyVerdict::Allow => (perform(host, id, work).await, None),
         PolicyVerdict::Ask => {
-            let (tx, rx) = oneshot::channel();
-            lock(&host.waiters).insert(id, tx);
             let pending = Pending {
                 id,
                 action,
@@ -335,34 +334,207 @@ pub async fn submit(
                 requested_by: label,
                 expires_at_ms: now_ms() + host.config.approval_timeout.as_millis() as u64,
             };
-            if let Err(e) = lock(&host.broker).add(pending.clone()) {
-                lock(&host.waiters).remove(&id);
-                return (Outcome::refused(Some(id), ErrorCode::Conflict, e.to_string()), None);
-            }
-            host.broadcast(pending_event(&pending));
+            let rx = match open_pending(&host, &pending) {
+                Ok(rx) => rx,
+                Err(refusal) => return (refusal, None),
+            };
             let later = tokio::spawn(async move {
-                match rx.await {
-                    Ok(Resolution { verdict: Verdict::Approve, .. }) => {
+                match answered(id, rx.await) {
+                    Ok(_) => {
                         if let Work::Run(job) = &mut work {
                             job.network = wants_network;
                         }
                         perform(host, id, work).await
                     }
-                    Ok(Resolution { by: Some(by), .. }) => Outcome::refused(
-                        Some(id),
-                        ErrorCode::DeniedByApprover,
-                        format!("denied by {by}"),
-                    ),
-                    Ok(Resolution { by: None, .. }) => Outcome::refused(
-                        Some(id),
-                        ErrorCode::Expired,
-                        "nobody approved before the request lapsed",
-                    ),
-                    Err(_) => Outcome::refused(Some(id), ErrorCode::Internal, "the host stopped"),
+                    Err(refusal) => refusal,
                 }
             });
             (Outcome::Pending(Box::new(pending)), Some(later))
         }
+    }
+}
+
+/// Writes (and flushes) the audit record of a judged request.
+fn audit_request(
+    host: &Host,
+    id: RequestId,
+    label: &str,
+    action: &Action,
+    decision: &crate::policy::Decision,
+) -> Result<(), Outcome> {
+    lock(&host.audit)
+        .append(
+            now_ms(),
+            Event::Request {
+                request: id.to_string(),
+                actor: label.into(),
+                action: serde_json::to_value(action).unwrap_or_default(),
+                action_hash: protocol::action_hash(action).to_string(),
+                decision: decision.decision.to_string(),
+                reason: decision.reason.clone(),
+                rule: decision.rule.clone(),
+            },
+        )
+        .map(|_| ())
+        .map_err(|e| {
+            Outcome::refused(Some(id), ErrorCode::Internal, format!("audit log: {e}; not done"))
+        })
+}
+
+/// Makes an action wait for a person, shows it to every device, and returns where its
+/// resolution will arrive.
+fn open_pending(host: &Host, pending: &Pending) -> Result<oneshot::Receiver<Resolution>, Outcome> {
+    let (tx, rx) = oneshot::channel();
+    lock(&host.waiters).insert(pending.id, tx);
+    if let Err(e) = lock(&host.broker).add(pending.clone()) {
+        lock(&host.waiters).remove(&pending.id);
+        return Err(Outcome::refused(Some(pending.id), ErrorCode::Conflict, e.to_string()));
+    }
+    host.broadcast(pending_event(pending));
+    Ok(rx)
+}
+
+/// Who approved, or the refusal a denial or a lapse means.
+fn answered(
+    id: RequestId,
+    resolution: Result<Resolution, oneshot::error::RecvError>,
+) -> Result<String, Outcome> {
+    match resolution {
+        Ok(Resolution { verdict: Verdict::Approve, by, .. }) => Ok(by.unwrap_or_default()),
+        Ok(Resolution { by: Some(by), .. }) => {
+            Err(Outcome::refused(Some(id), ErrorCode::DeniedByApprover, format!("denied by {by}")))
+        }
+        Ok(Resolution { by: None, .. }) => Err(Outcome::refused(
+            Some(id),
+            ErrorCode::Expired,
+            "nobody approved before the request lapsed",
+        )),
+        Err(_) => Err(Outcome::refused(Some(id), ErrorCode::Internal, "the host stopped")),
+    }
+}
+
+/// What policy is asked about an action an agent performs itself.
+fn subject_of(action: &Action) -> Option<Subject> {
+    Some(match action {
+        Action::Run { argv, .. } => Subject::Argv(argv.clone()),
+        Action::ReadFile { path } | Action::ListDir { path } => Subject::Read(path.into()),
+        Action::WriteFile { path, .. } | Action::EditFile { path, .. } => {
+            Subject::Edit(path.into())
+        }
+        Action::WebFetch { url } => Subject::WebFetch(url.clone()),
+        Action::Tool { name, .. } => Subject::Tool(name.clone()),
+        Action::SessionInput { .. } => return None,
+    })
+}
+
+/// Judges an action that a local agent will perform itself (`agent-host hook`, `agent-host
+/// ask`): policy, then, if it asks, a pending action that the first valid decision settles,
+/// from the terminal or a paired device. Nothing is run here. `cwd` is the agent's working
+/// directory; it must lie inside the workspace this host serves.
+pub async fn judge(
+    host: Arc<Host>,
+    by: Requester,
+    id: RequestId,
+    action: Action,
+    cwd: PathBuf,
+) -> (Outcome, Option<Later>) {
+    let Some(subject) = subject_of(&action) else {
+        return (Outcome::refused(Some(id), ErrorCode::BadRequest, "nothing to judge"), None);
+    };
+    if !cwd.starts_with(host.files.root()) {
+        let message = format!(
+            "the agent works in {}, outside the workspace this host serves ({})",
+            cwd.display(),
+            host.files.root().display()
+        );
+        return (Outcome::refused(Some(id), ErrorCode::OutsideWorkspace, message), None);
+    }
+    let decision = host.config.policy.decide(&subject, &cwd);
+    let label = by.label();
+    if let Err(refusal) = audit_request(&host, id, &label, &action, &decision) {
+        return (refusal, None);
+    }
+    match decision.decision {
+        PolicyVerdict::Deny => {
+            (Outcome::refused(Some(id), ErrorCode::DeniedByPolicy, decision.reason), None)
+        }
+        PolicyVerdict::Allow => (Outcome::Allowed { request: id, reason: decision.reason }, None),
+        PolicyVerdict::Ask => {
+            let (summary, preview) = describe_for_agent(&action);
+            let pending = Pending {
+                id,
+                action_hash: protocol::action_hash(&action),
+                action,
+                summary: format!("{summary} (by {})", by_name(&by)),
+                reason: decision.reason,
+                preview,
+                requested_by: label,
+                expires_at_ms: now_ms() + host.config.approval_timeout.as_millis() as u64,
+            };
+            let rx = match open_pending(&host, &pending) {
+                Ok(rx) => rx,
+                Err(refusal) => return (refusal, None),
+            };
+            let later = tokio::spawn(async move {
+                match answered(id, rx.await) {
+                    Ok(by) => Outcome::Allowed { request: id, reason: format!("approved by {by}") },
+                    Err(refusal) => refusal,
+                }
+            });
+            (Outcome::Pending(Box::new(pending)), Some(later))
+        }
+    }
+}
+
+fn by_name(by: &Requester) -> String {
+    match by {
+        Requester::Local(name) => name.clone(),
+        Requester::Device(id) => id.to_string(),
+    }
+}
+
+/// The one line and the preview shown for an agent's own action.
+fn describe_for_agent(action: &Action) -> (String, Option<String>) {
+    match action {
+        Action::Run { argv, cwd, .. } => match argv.as_slice() {
+            [shell, flag, script] if shell == "bash" && flag == "-c" => {
+                (format!("run `{script}` in {cwd}"), None)
+            }
+            _ => (format!("run `{}` in {cwd}", quote_argv(argv)), None),
+        },
+        Action::ReadFile { path } => (format!("read {path}"), None),
+        Action::ListDir { path } => (format!("search {path}"), None),
+        Action::WriteFile { path, content } => {
+            let old = std::fs::read(path).unwrap_or_default();
+            let preview = match std::str::from_utf8(&content.0) {
+                Ok(new) => diff_preview(path, &String::from_utf8_lossy(&old), new),
+                Err(_) => format!("{} bytes of binary content", content.0.len()),
+            };
+            (format!("write {} bytes to {path}", content.0.len()), Some(preview))
+        }
+        Action::EditFile { path, old, new } => {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let preview = if text.contains(old.as_str()) {
+                diff_preview(path, &text, &text.replacen(old.as_str(), new, 1))
+            } else {
+                diff_preview(path, old, new)
+            };
+            (format!("edit {path}"), Some(preview))
+        }
+        Action::WebFetch { url } => (format!("fetch {url}"), None),
+        Action::Tool { name, input } => {
+            let mut shown = input.clone();
+            if shown.len() > 1024 {
+                let mut cut = 1024;
+                while !shown.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                shown.truncate(cut);
+                shown.push('…');
+            }
+            (format!("use {name}"), Some(shown))
+        }
+        Action::SessionInput { .. } => ("send input to a session".into(), None),
     }
 }
 
@@ -511,7 +683,10 @@ fn file_op(
         Action::EditFile { path, old, new } => {
             files.edit(Path::new(path), old, new).map(|()| Vec::new())
         }
-        Action::Run { .. } | Action::SessionInput { .. } => Ok(Vec::new()),
+        Action::Run { .. }
+        | Action::SessionInput { .. }
+        | Action::WebFetch { .. }
+        | Action::Tool { .. } => Ok(Vec::new()),
     }
 }
 

@@ -76,6 +76,18 @@ pub enum Command {
         #[command(subcommand)]
         change: Option<DevicesCommand>,
     },
+    /// Answer an agent's hook: reads the hook's JSON on stdin, asks the host, prints the
+    /// decision. Always answers (exit 0): an unreachable host or no answer in time is a deny.
+    #[command(subcommand)]
+    Hook(HookCommand),
+    /// Ask the host about one action (JSON on stdin: {"action": {...}, "cwd": "...",
+    /// "requester": "..."}) and print {"decision", "reason", "request"}. Exit status: 0 allow,
+    /// 1 deny, 3 the host could not be asked or nobody answered in time (a deny), 2 bad input.
+    Ask {
+        /// How long to wait for a person when policy asks.
+        #[arg(long, default_value = "9m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Run a command through the host: policy, approval, sandbox and audit, as remote requests
     /// are. Exits with the command's exit code; 126 when denied.
     Exec {
@@ -88,6 +100,18 @@ pub enum Command {
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<String>,
+    },
+}
+
+/// `agent-host hook …`
+#[derive(Debug, Subcommand)]
+pub enum HookCommand {
+    /// Claude Code's PreToolUse and PermissionRequest hooks.
+    ClaudeCode {
+        /// How long to wait for a person when policy asks (keep it under the hook's timeout in
+        /// the agent's settings).
+        #[arg(long, default_value = "9m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
     },
 }
 
@@ -276,6 +300,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => up(&args),
         Command::Pair(args) => pair(&args),
         Command::Devices { json, change } => devices(json, change),
+        Command::Hook(HookCommand::ClaudeCode { timeout }) => hook_claude_code(timeout),
+        Command::Ask { timeout } => ask(timeout),
         Command::Approvals { json } => approvals(json),
         Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
         Command::Deny { id } => decide(&id, protocol::Verdict::Deny),
@@ -493,6 +519,68 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         result
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+fn read_stdin() -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut input = Vec::new();
+    std::io::stdin().take(crate::hook::MAX_INPUT as u64).read_to_end(&mut input)?;
+    Ok(input)
+}
+
+fn socket_or_none() -> PathBuf {
+    // Without directories the socket cannot exist; the ask then fails and is a deny.
+    Dirs::discover().map(|d| crate::daemon::socket_path(&d)).unwrap_or_default()
+}
+
+fn hook_claude_code(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    let input = read_stdin().unwrap_or_default();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let output = runtime.block_on(crate::hook::claude_code(&input, &socket_or_none(), timeout));
+    println!("{output}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn ask(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+    use crate::hook::{Answer, AskInput, ask_output};
+    let print = |answer: &Answer, code: u8| {
+        println!("{}", ask_output(answer));
+        Ok(ExitCode::from(code))
+    };
+    let input = match read_stdin()
+        .map_err(|e| e.to_string())
+        .and_then(|bytes| serde_json::from_slice::<AskInput>(&bytes).map_err(|e| e.to_string()))
+    {
+        Ok(input) => input,
+        Err(e) => {
+            let answer = Answer {
+                allow: false,
+                reason: format!("bad input: {e}"),
+                request: None,
+                reached: false,
+            };
+            return print(&answer, 2);
+        }
+    };
+    let cwd = match input.cwd {
+        Some(cwd) => cwd,
+        None => std::env::current_dir()?.display().to_string(),
+    };
+    let requester = input.requester.unwrap_or_else(|| "ask".into());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let answer = runtime.block_on(crate::hook::ask_host(
+        &socket_or_none(),
+        input.action,
+        &requester,
+        &cwd,
+        timeout,
+    ));
+    let code = match (answer.allow, answer.reached) {
+        (true, _) => 0,
+        (false, true) => 1,
+        (false, false) => 3,
+    };
+    print(&answer, code)
 }
 
 fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {

@@ -282,6 +282,39 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        ApiRequest::Judge { action, requester, cwd } => {
+            let id = RequestId(crate::identity::random_id()?);
+            let checked = protocol::Message::Request(protocol::Request::Action {
+                id,
+                action: action.clone(),
+            })
+            .check();
+            let name_ok = !requester.is_empty()
+                && requester.len() <= 64
+                && !requester.chars().any(char::is_control);
+            if let Err(e) = checked {
+                return conn
+                    .send(&ApiResponse::Denied { request: None, reason: e.to_string() })
+                    .await;
+            }
+            if !name_ok {
+                let reason = "the requester is a short printable name".to_string();
+                return conn.send(&ApiResponse::Denied { request: None, reason }).await;
+            }
+            let by = Requester::Local(requester);
+            let cwd = PathBuf::from(cwd);
+            let (first, rest) = crate::actions::judge(host, by, id, action, cwd).await;
+            conn.send(&to_api(first)).await?;
+            if let Some(rest) = rest {
+                let last = rest.await.unwrap_or_else(|_| Outcome::Refused {
+                    request: Some(id),
+                    code: protocol::ErrorCode::Internal,
+                    message: "the host stopped".into(),
+                });
+                conn.send(&to_api(last)).await?;
+            }
+            Ok(())
+        }
         ApiRequest::Pair { role, name, expires_secs, yes } => {
             crate::link::pair_local(&host, &mut conn, role, name, expires_secs, yes).await
         }
@@ -327,5 +360,6 @@ fn to_api(outcome: Outcome) -> ApiResponse {
             message,
         } => ApiResponse::Denied { request, reason: message },
         Outcome::Refused { message, .. } => ApiResponse::Error { message },
+        Outcome::Allowed { request, reason } => ApiResponse::Allowed { request, reason },
     }
 }

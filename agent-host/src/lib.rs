@@ -21,6 +21,7 @@ pub mod devices;
 pub mod dirs;
 pub mod exec;
 pub mod fsutil;
+pub mod hook;
 pub mod identity;
 pub mod landlock_sandbox;
 pub mod link;

@@ -29,6 +29,16 @@ pub enum ApiRequest {
         /// Wait for the outcome (otherwise answer `pending` and go on in the background).
         wait: bool,
     },
+    /// Judge an action a local agent will perform itself (a hook, `agent-host ask`): the
+    /// answer is `allowed` or `denied` (after `pending` when a person must decide).
+    Judge {
+        /// The action.
+        action: protocol::Action,
+        /// Who asks, for people and the audit log (`hook claude-code`).
+        requester: String,
+        /// The agent's working directory (absolute).
+        cwd: String,
+    },
     /// List pending actions.
     Approvals,
     /// Answer a pending action, naming the action hash that was shown.
@@ -135,6 +145,13 @@ pub enum ApiResponse {
         /// One line for people.
         summary: String,
         /// Why policy asked.
+        reason: String,
+    },
+    /// Allowed for the agent to perform (nothing ran at the host).
+    Allowed {
+        /// The request.
+        request: RequestId,
+        /// Why: the rule, or who approved.
         reason: String,
     },
     /// Not run.

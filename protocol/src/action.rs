@@ -17,6 +17,8 @@
 //! edit_file      field("edit_file") ‖ field(path) ‖ h(old) ‖ h(new)
 //! list_dir       field("list_dir") ‖ field(path)
 //! session_input  field("session_input") ‖ field(session id, 16 raw bytes) ‖ h(data)
+//! web_fetch      field("web_fetch") ‖ field(url)
+//! tool           field("tool") ‖ field(name) ‖ h(input)
 //! ```
 //!
 //! The type names are the JSON `type` tags. Content is bound by its hash, so the canonical form
@@ -73,6 +75,15 @@ pub fn canonical_bytes(action: &Action) -> Vec<u8> {
             field(&mut out, b"session_input");
             field(&mut out, &session.0);
             hashed(&mut out, data.as_bytes());
+        }
+        Action::WebFetch { url } => {
+            field(&mut out, b"web_fetch");
+            field(&mut out, url.as_bytes());
+        }
+        Action::Tool { name, input } => {
+            field(&mut out, b"tool");
+            field(&mut out, name.as_bytes());
+            hashed(&mut out, input.as_bytes());
         }
     }
     out

@@ -26,6 +26,10 @@ pub const MAX_ENV_ENTRY: usize = 4096;
 pub const MAX_TEXT: usize = 4096;
 /// The longest diff preview shown with a pending write or edit.
 pub const MAX_PREVIEW: usize = 16 << 10;
+/// The longest URL.
+pub const MAX_URL: usize = 8 << 10;
+/// The longest tool name.
+pub const MAX_TOOL_NAME: usize = 256;
 /// The longest single input sent to a session, in bytes.
 pub const MAX_INPUT: usize = 64 << 10;
 /// The most entries a directory listing carries.

@@ -211,6 +211,20 @@ pub enum Action {
         /// The input, sent as is.
         data: String,
     },
+    /// Fetch a URL. Judged for an agent that fetches it itself (`agent-host hook`, `ask`); the
+    /// host does not fetch.
+    WebFetch {
+        /// The URL.
+        url: String,
+    },
+    /// Use another tool of an agent (an MCP tool, `mcp__server__tool`). Judged only: the agent
+    /// uses the tool itself.
+    Tool {
+        /// The tool's name.
+        name: String,
+        /// Its input as the agent gave it (JSON text).
+        input: String,
+    },
 }
 
 impl Action {
@@ -255,6 +269,20 @@ impl Action {
             }
             Self::SessionInput { data, .. } => {
                 Ok(limits::check("action.data", data.len(), limits::MAX_INPUT)?)
+            }
+            Self::WebFetch { url } => {
+                if url.is_empty() {
+                    return Err(invalid("action.url", "must not be empty"));
+                }
+                limits::check("action.url", url.len(), limits::MAX_URL)?;
+                no_nul("action.url", url)
+            }
+            Self::Tool { name, input } => {
+                if name.is_empty() || name.chars().any(char::is_control) {
+                    return Err(invalid("action.name", "a tool name is printable text"));
+                }
+                limits::check("action.name", name.len(), limits::MAX_TOOL_NAME)?;
+                Ok(limits::check("action.input", input.len(), limits::MAX_CONTENT)?)
             }
         }
     }

@@ -327,6 +327,8 @@ fn describe_action(action: &Action) -> String {
         Action::WriteFile { path, content } => format!("write {} bytes to {path}", content.0.len()),
         Action::EditFile { path, .. } => format!("edit {path}"),
         Action::SessionInput { session, data } => format!("send {data:?} to session {session}"),
+        Action::WebFetch { url } => format!("fetch {url}"),
+        Action::Tool { name, input } => format!("use {name} with {input}"),
     }
 }
 

@@ -80,6 +80,14 @@ pub(crate) fn actions() -> Vec<(&'static str, Action)> {
             "session_input",
             Action::SessionInput { session: session_id(), data: "fix the failing test\n".into() },
         ),
+        ("web_fetch", Action::WebFetch { url: "https://docs.rs/tokio/latest/tokio/".into() }),
+        (
+            "tool",
+            Action::Tool {
+                name: "mcp__github__create_issue".into(),
+                input: r#"{"title":"Flaky test","body":"It fails 1 in 20 runs."}"#.into(),
+            },
+        ),
     ]
 }
 

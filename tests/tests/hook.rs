@@ -1,0 +1,155 @@
+//! `agent-host hook claude-code` and `agent-host ask` against the real host: Claude Code's own
+//! hook inputs (tests/golden/claude-code/, one per tool kind), answered by policy, by a person
+//! on a paired device or at the terminal, and with the host down.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::Write as _;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use e2e::{World, bin, eventually, pending_ids, text};
+use serde_json::Value;
+
+fn input(world: &World, name: &str) -> Vec<u8> {
+    let path = format!("{}/golden/claude-code/{name}.json", env!("CARGO_MANIFEST_DIR"));
+    let template = std::fs::read_to_string(path).unwrap();
+    template.replace("{{WS}}", world.ws().to_str().unwrap()).into_bytes()
+}
+
+fn spawn(world: &World, args: &[&str], stdin: &[u8]) -> Child {
+    let mut child = Command::new(bin("agent-host"))
+        .args(args)
+        .current_dir(world.ws())
+        .env("AGENT_HOST_HOME", world.home())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child
+}
+
+fn answer(out: &Output) -> Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(out)))
+}
+
+fn hook(world: &World, name: &str) -> Child {
+    spawn(world, &["hook", "claude-code"], &input(world, name))
+}
+
+/// The PreToolUse decision and its reason.
+fn pre_tool_use(out: &Output) -> (String, String) {
+    assert_eq!(out.status.code(), Some(0), "{}", text(out));
+    let value = answer(out);
+    let specific = &value["hookSpecificOutput"];
+    assert_eq!(specific["hookEventName"], "PreToolUse");
+    (
+        specific["permissionDecision"].as_str().unwrap().to_string(),
+        specific["permissionDecisionReason"].as_str().unwrap().to_string(),
+    )
+}
+
+#[test]
+fn the_hook_answers_every_tool_kind_from_policy_or_a_person() {
+    let world = World::new();
+    let host = world.up(0, &[]);
+    std::fs::write(world.ws().join("notes.txt"), "one\ntwo\n").unwrap();
+    let phone = world.device("phone");
+    world.pair(&phone, "approver");
+
+    // Policy alone: an allowed read and command, a denied command.
+    for (name, want) in [("read", "allow"), ("bash_allowed", "allow"), ("bash_denied", "deny")] {
+        let (decision, reason) = pre_tool_use(&hook(&world, name).wait_with_output().unwrap());
+        assert_eq!(decision, want, "{name}: {reason}");
+    }
+
+    // Asked, and approved from the phone, which sees exactly what the agent will do.
+    let write = hook(&world, "write");
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let listed = String::from_utf8_lossy(&phone.run(&["pending"]).stdout).into_owned();
+    assert!(listed.contains("new.txt") && listed.contains("+fresh"), "{listed}");
+    assert!(listed.contains("hook claude-code"), "who asked: {listed}");
+    let id = pending_ids(&world).remove(0);
+    assert!(phone.run(&["approve", &id]).status.success());
+    let (decision, reason) = pre_tool_use(&write.wait_with_output().unwrap());
+    assert_eq!(decision, "allow", "{reason}");
+    assert!(reason.contains("approved by dev1"), "{reason}");
+    assert!(!world.ws().join("new.txt").exists(), "the host itself writes nothing");
+
+    // Asked, and denied from the phone; asked, and denied at the terminal.
+    for (name, deny_with_phone) in [("edit", true), ("webfetch", false), ("mcp", true)] {
+        let call = hook(&world, name);
+        assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1), "{name}");
+        let id = pending_ids(&world).remove(0);
+        if deny_with_phone {
+            assert!(phone.run(&["deny", &id]).status.success());
+        } else {
+            assert!(world.agent_host(&["deny", &id]).status.success());
+        }
+        let (decision, reason) = pre_tool_use(&call.wait_with_output().unwrap());
+        assert_eq!(decision, "deny", "{name}: {reason}");
+        assert!(reason.contains("denied by"), "{name}: {reason}");
+    }
+
+    // The PermissionRequest form, approved at the terminal.
+    let call = hook(&world, "permission_request");
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let id = pending_ids(&world).remove(0);
+    assert!(world.agent_host(&["approve", &id]).status.success());
+    let out = call.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let value = answer(&out);
+    assert_eq!(value["hookSpecificOutput"]["hookEventName"], "PermissionRequest");
+    assert_eq!(value["hookSpecificOutput"]["decision"]["behavior"], "allow");
+
+    // Every question is in the audit log, with its answer.
+    let audit = world.audit();
+    assert_eq!(audit.matches("from local:hook claude-code").count(), 8, "{audit}");
+
+    // The host down: an explicit deny, exit 0, valid JSON, for both forms.
+    host.stop();
+    for name in ["bash_allowed", "permission_request"] {
+        let out = hook(&world, name).wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+        let value = answer(&out);
+        let specific = &value["hookSpecificOutput"];
+        let denied =
+            specific["permissionDecision"] == "deny" || specific["decision"]["behavior"] == "deny";
+        assert!(denied, "{value}");
+        assert!(value.to_string().contains("cannot be asked"), "{value}");
+    }
+    // Not even JSON: still an explicit deny.
+    let out = spawn(&world, &["hook", "claude-code"], b"{oops").wait_with_output().unwrap();
+    assert_eq!(pre_tool_use(&out).0, "deny");
+}
+
+#[test]
+fn ask_prints_the_decision_with_documented_exit_codes() {
+    let world = World::new();
+    let host = world.up(0, &["--approval-timeout", "2s"]);
+    let ws = world.ws().display().to_string();
+    let ask = |action: &str| -> Output {
+        let stdin = format!(r#"{{"action":{action},"cwd":"{ws}","requester":"my-agent"}}"#);
+        spawn(&world, &["ask"], stdin.as_bytes()).wait_with_output().unwrap()
+    };
+    let allowed = ask(r#"{"type":"run","argv":["printf","x"],"cwd":"."}"#);
+    assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed));
+    assert_eq!(answer(&allowed)["decision"], "allow");
+    let denied = ask(r#"{"type":"run","argv":["rm","-rf","x"],"cwd":"."}"#);
+    assert_eq!(denied.status.code(), Some(1), "{}", text(&denied));
+    assert_eq!(answer(&denied)["decision"], "deny");
+    // Nobody answers before the pending action lapses: a deny.
+    let lapsed = ask(r#"{"type":"web_fetch","url":"https://example.com"}"#);
+    assert_eq!(lapsed.status.code(), Some(1), "{}", text(&lapsed));
+    assert!(answer(&lapsed)["reason"].as_str().unwrap().contains("nobody approved"));
+    let bad = spawn(&world, &["ask"], br#"{"action":{"type":"launch_missiles"}}"#);
+    let bad = bad.wait_with_output().unwrap();
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert_eq!(answer(&bad)["decision"], "deny");
+    host.stop();
+    let down = ask(r#"{"type":"run","argv":["printf","x"],"cwd":"."}"#);
+    assert_eq!(down.status.code(), Some(3), "{}", text(&down));
+    assert_eq!(answer(&down)["decision"], "deny");
+}
