@@ -281,7 +281,6 @@ pub async fn submit(
         Ok(j) => j,
         Err(refusal) => return (refusal, None),
     };
-    let hash = protocol::action_hash(&action);
     let cwd = match &judged.work {
         Work::Run(job) => job.cwd.clone(),
         Work::File(_) => host.files.root().to_path_buf(),
@@ -324,34 +323,42 @@ pub async fn submit(
         }
         PolicyVerdict::Allow => (perform(host, id, work).await, None),
         PolicyVerdict::Ask => {
-            let pending = Pending {
-                id,
-                action,
-                action_hash: hash,
-                summary,
-                reason: decision.reason,
-                preview,
-                requested_by: label,
-                expires_at_ms: now_ms() + host.config.approval_timeout.as_millis() as u64,
-            };
-            let rx = match open_pending(&host, &pending) {
-                Ok(rx) => rx,
-                Err(refusal) => return (refusal, None),
-            };
-            let later = tokio::spawn(async move {
-                match answered(id, rx.await) {
-                    Ok(_) => {
-                        if let Work::Run(job) = &mut work {
-                            job.network = wants_network;
-                        }
-                        perform(host, id, work).await
-                    }
-                    Err(refusal) => refusal,
+            let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
+            let runner = host.clone();
+            ask_then(&host, id, action, shown, move |_| async move {
+                if let Work::Run(job) = &mut work {
+                    job.network = wants_network;
                 }
-            });
-            (Outcome::Pending(Box::new(pending)), Some(later))
+                perform(runner, id, work).await
+            })
         }
     }
+}
+
+/// Makes an action wait for a person; once approved, `then` (given who approved) gives the
+/// final outcome; a denial or a lapse is the final outcome itself.
+fn ask_then<F, Fut>(
+    host: &Host,
+    id: RequestId,
+    action: Action,
+    shown: Shown,
+    then: F,
+) -> (Outcome, Option<Later>)
+where
+    F: FnOnce(String) -> Fut + Send + 'static,
+    Fut: Future<Output = Outcome> + Send + 'static,
+{
+    let (pending, rx) = match open_pending(host, id, action, shown) {
+        Ok(opened) => opened,
+        Err(refusal) => return (refusal, None),
+    };
+    let later = tokio::spawn(async move {
+        match answered(id, rx.await) {
+            Ok(by) => then(by).await,
+            Err(refusal) => refusal,
+        }
+    });
+    (Outcome::Pending(Box::new(pending)), Some(later))
 }
 
 /// Writes (and flushes) the audit record of a judged request.
@@ -381,17 +388,40 @@ fn audit_request(
         })
 }
 
-/// Makes an action wait for a person, shows it to every device, and returns where its
+/// What people are shown of a pending action.
+struct Shown {
+    summary: String,
+    reason: String,
+    preview: Option<String>,
+    requested_by: String,
+}
+
+/// Makes an action wait for a person, shows it to every device, and returns it with where its
 /// resolution will arrive.
-fn open_pending(host: &Host, pending: &Pending) -> Result<oneshot::Receiver<Resolution>, Outcome> {
+fn open_pending(
+    host: &Host,
+    id: RequestId,
+    action: Action,
+    shown: Shown,
+) -> Result<(Pending, oneshot::Receiver<Resolution>), Outcome> {
+    let pending = Pending {
+        id,
+        action_hash: protocol::action_hash(&action),
+        action,
+        summary: shown.summary,
+        reason: shown.reason,
+        preview: shown.preview,
+        requested_by: shown.requested_by,
+        expires_at_ms: now_ms() + host.config.approval_timeout.as_millis() as u64,
+    };
     let (tx, rx) = oneshot::channel();
-    lock(&host.waiters).insert(pending.id, tx);
+    lock(&host.waiters).insert(id, tx);
     if let Err(e) = lock(&host.broker).add(pending.clone()) {
-        lock(&host.waiters).remove(&pending.id);
-        return Err(Outcome::refused(Some(pending.id), ErrorCode::Conflict, e.to_string()));
+        lock(&host.waiters).remove(&id);
+        return Err(Outcome::refused(Some(id), ErrorCode::Conflict, e.to_string()));
     }
-    host.broadcast(pending_event(pending));
-    Ok(rx)
+    host.broadcast(pending_event(&pending));
+    Ok((pending, rx))
 }
 
 /// Who approved, or the refusal a denial or a lapse means.
@@ -461,27 +491,11 @@ pub async fn judge(
         PolicyVerdict::Allow => (Outcome::Allowed { request: id, reason: decision.reason }, None),
         PolicyVerdict::Ask => {
             let (summary, preview) = describe_for_agent(&action);
-            let pending = Pending {
-                id,
-                action_hash: protocol::action_hash(&action),
-                action,
-                summary: format!("{summary} (by {})", by_name(&by)),
-                reason: decision.reason,
-                preview,
-                requested_by: label,
-                expires_at_ms: now_ms() + host.config.approval_timeout.as_millis() as u64,
-            };
-            let rx = match open_pending(&host, &pending) {
-                Ok(rx) => rx,
-                Err(refusal) => return (refusal, None),
-            };
-            let later = tokio::spawn(async move {
-                match answered(id, rx.await) {
-                    Ok(by) => Outcome::Allowed { request: id, reason: format!("approved by {by}") },
-                    Err(refusal) => refusal,
-                }
-            });
-            (Outcome::Pending(Box::new(pending)), Some(later))
+            let summary = format!("{summary} (by {})", by_name(&by));
+            let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
+            ask_then(&host, id, action, shown, move |by| async move {
+                Outcome::Allowed { request: id, reason: format!("approved by {by}") }
+            })
         }
     }
 }
