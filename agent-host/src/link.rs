@@ -99,11 +99,48 @@ pub(crate) struct Offer {
     events: mpsc::UnboundedSender<PairEvent>,
 }
 
-/// The open pairing offers and who is online.
+/// The open pairing offers, who is online, and how many refusals may still be written.
 #[derive(Default)]
 pub(crate) struct Offers {
     open: HashMap<PairingToken, Offer>,
     online: HashSet<DeviceId>,
+    refusals: RefusalBudget,
+}
+
+/// Refused frames are audited one by one up to [`REFUSALS_PER_SEC`] (and a burst of as many
+/// again); past that, a flood (a hostile relay can send anything) is counted, and the count is
+/// written with the next refusal that fits, so the log and the disk stay bounded and nothing
+/// goes unmentioned.
+#[derive(Debug)]
+struct RefusalBudget {
+    tokens: f64,
+    last: std::time::Instant,
+    suppressed: u64,
+}
+
+/// Refusals audited one by one per second.
+pub const REFUSALS_PER_SEC: f64 = 50.0;
+
+impl Default for RefusalBudget {
+    fn default() -> Self {
+        Self { tokens: 2.0 * REFUSALS_PER_SEC, last: std::time::Instant::now(), suppressed: 0 }
+    }
+}
+
+impl RefusalBudget {
+    /// `None`: over the rate, counted. `Some(n)`: write it, noting `n` refusals counted before.
+    fn take(&mut self) -> Option<u64> {
+        let now = std::time::Instant::now();
+        let refill = now.duration_since(self.last).as_secs_f64() * REFUSALS_PER_SEC;
+        self.tokens = (self.tokens + refill).min(2.0 * REFUSALS_PER_SEC);
+        self.last = now;
+        if self.tokens < 1.0 {
+            self.suppressed += 1;
+            return None;
+        }
+        self.tokens -= 1.0;
+        Some(std::mem::take(&mut self.suppressed))
+    }
 }
 
 impl Offers {
@@ -132,7 +169,15 @@ fn audit(host: &Host, event: Event) {
 
 fn refuse(host: &Host, claimed: &str, reason: impl std::fmt::Display) {
     tracing::info!(claimed_sender = claimed, "refused: {reason}");
-    audit(host, Event::Refused { claimed_sender: claimed.into(), reason: reason.to_string() });
+    let Some(earlier) = lock(&host.offers).refusals.take() else { return };
+    let reason = if earlier > 0 {
+        format!(
+            "{reason} (and {earlier} refusals before this one, over {REFUSALS_PER_SEC}/s, counted only)"
+        )
+    } else {
+        reason.to_string()
+    };
+    audit(host, Event::Refused { claimed_sender: claimed.into(), reason });
 }
 
 /// The devices online now.
@@ -715,4 +760,20 @@ async fn pair_device(
         Pairing::Accepted { role: device.role, host_name: host.config.host_name.clone() },
     ));
     finish(Ok(device));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_refusals_is_counted_not_written_one_by_one() {
+        let mut budget = RefusalBudget::default();
+        let written = (0..1000).filter(|_| budget.take().is_some()).count();
+        assert!((100..=102).contains(&written), "{written} written");
+        // A second later there is room again, and the count comes with the next record.
+        budget.last -= Duration::from_secs(1);
+        assert_eq!(budget.take(), Some(1000 - written as u64));
+        assert_eq!(budget.take(), Some(0));
+    }
 }
