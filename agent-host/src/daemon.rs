@@ -301,19 +301,37 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
                 let reason = "the requester is a short printable name".to_string();
                 return conn.send(&ApiResponse::Denied { request: None, reason }).await;
             }
+            let gave_up = format!("local:{requester} (stopped waiting)");
             let by = Requester::Local(requester);
             let cwd = PathBuf::from(cwd);
-            let (first, rest) = crate::actions::judge(host, by, id, action, cwd).await;
+            let (first, rest) = crate::actions::judge(host.clone(), by, id, action, cwd).await;
             conn.send(&to_api(first)).await?;
-            if let Some(rest) = rest {
-                let last = rest.await.unwrap_or_else(|_| Outcome::Refused {
-                    request: Some(id),
-                    code: protocol::ErrorCode::Internal,
-                    message: "the host stopped".into(),
-                });
-                conn.send(&to_api(last)).await?;
+            let Some(mut rest) = rest else { return Ok(()) };
+            tokio::select! {
+                last = &mut rest => {
+                    let last = last.unwrap_or_else(|_| Outcome::Refused {
+                        request: Some(id),
+                        code: protocol::ErrorCode::Internal,
+                        message: "the host stopped".into(),
+                    });
+                    conn.send(&to_api(last)).await
+                }
+                // The asker hung up (its own deadline passed): nobody would hear an approval,
+                // so the question is withdrawn as denied.
+                _ = conn.next::<serde_json::Value>() => {
+                    let hash = lock(&host.broker).get(&id).map(|p| p.action_hash);
+                    if let Some(hash) = hash {
+                        let _ = crate::actions::decide(
+                            &host,
+                            id,
+                            &hash,
+                            protocol::Verdict::Deny,
+                            &gave_up,
+                        );
+                    }
+                    Ok(())
+                }
             }
-            Ok(())
         }
         ApiRequest::Pair { role, name, expires_secs, yes } => {
             crate::link::pair_local(&host, &mut conn, role, name, expires_secs, yes).await

@@ -153,3 +153,17 @@ fn ask_prints_the_decision_with_documented_exit_codes() {
     assert_eq!(down.status.code(), Some(3), "{}", text(&down));
     assert_eq!(answer(&down)["decision"], "deny");
 }
+
+/// A hook whose deadline passes answers deny, and its question is withdrawn at the host, so no
+/// one approves what nobody waits for any more.
+#[test]
+fn a_hook_that_stops_waiting_withdraws_its_question() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let call = spawn(&world, &["hook", "claude-code", "--timeout", "1s"], &input(&world, "write"));
+    let (decision, reason) = pre_tool_use(&call.wait_with_output().unwrap());
+    assert_eq!(decision, "deny", "{reason}");
+    assert!(reason.contains("nobody answered"), "{reason}");
+    assert!(eventually(Duration::from_secs(10), || pending_ids(&world).is_empty()));
+    assert!(world.audit().contains("stopped waiting"), "{}", world.audit());
+}
