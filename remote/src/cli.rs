@@ -230,7 +230,15 @@ async fn pair(
     let wait = Duration::from_millis(link.expires_at_ms.saturating_sub(now_ms())).max(timeout);
     let deadline = Instant::now() + wait;
     loop {
-        match session.next(deadline).await? {
+        let message = match session.next(deadline).await {
+            Ok(m) => m,
+            Err(Silence::NoRoute) => anyhow::bail!(
+                "the host has no open pairing offer for this link (used, burned, withdrawn or \
+                 expired); ask for a new one"
+            ),
+            Err(e) => return Err(e.into()),
+        };
+        match message {
             Message::Pairing(protocol::Pairing::Accepted { role, host_name }) => {
                 let pairing = Pairing {
                     host: link.host,
