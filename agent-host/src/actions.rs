@@ -109,6 +109,8 @@ pub type Later = tokio::task::JoinHandle<Outcome>;
 enum Work {
     Run(Job),
     File(Action),
+    /// Input for a session's terminal.
+    Input(protocol::SessionId, String),
 }
 
 /// A command line for people: arguments quoted as a POSIX shell would need them.
@@ -157,7 +159,8 @@ fn fs_code(e: &crate::confine::FsError) -> ErrorCode {
 
 /// What policy is asked, the one line shown to people, and a preview for writes and edits.
 struct Judged {
-    subject: Subject,
+    /// Who decides: policy, about this subject, or a fixed rule of the host's (session input).
+    subject: Result<Subject, crate::policy::Decision>,
     summary: String,
     preview: Option<String>,
     work: Work,
@@ -197,7 +200,7 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
                 summary.push_str(&format!(" with {} set", names.join(", ")));
             }
             Judged {
-                subject: Subject::Argv(argv.clone()),
+                subject: Ok(Subject::Argv(argv.clone())),
                 summary,
                 preview: None,
                 wants_network: host.config.policy.wants_network(argv),
@@ -211,7 +214,7 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
             }
         }
         Action::ReadFile { path } | Action::ListDir { path } => Judged {
-            subject: Subject::Read(root.join(path)),
+            subject: Ok(Subject::Read(root.join(path))),
             summary: if matches!(action, Action::ReadFile { .. }) {
                 format!("read {}", shown(path))
             } else {
@@ -228,7 +231,7 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
                 Err(_) => format!("{} bytes of binary content", content.0.len()),
             };
             Judged {
-                subject: Subject::Edit(root.join(path)),
+                subject: Ok(Subject::Edit(root.join(path))),
                 summary: format!("write {} bytes to {}", content.0.len(), shown(path)),
                 preview: Some(preview),
                 wants_network: false,
@@ -244,19 +247,31 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
                 _ => diff_preview(path, old, new),
             };
             Judged {
-                subject: Subject::Edit(root.join(path)),
+                subject: Ok(Subject::Edit(root.join(path))),
                 summary: format!("edit {}", shown(path)),
                 preview: Some(preview),
                 wants_network: false,
                 work: Work::File(action.clone()),
             }
         }
-        Action::SessionInput { .. } => {
-            return Err(Outcome::refused(
-                Some(id),
-                ErrorCode::NotFound,
-                "no such session on this host",
-            ));
+        Action::SessionInput { session, data } => {
+            let live = lock(&host.sessions).get(session).map(|l| (l.kind, l.command.clone()));
+            let Some((kind, command)) = live else {
+                return Err(Outcome::refused(
+                    Some(id),
+                    ErrorCode::NotFound,
+                    "no such session on this host (it may have ended)",
+                ));
+            };
+            let (allow, reason) = crate::session::judge_input(kind, data);
+            let decision = if allow { PolicyVerdict::Allow } else { PolicyVerdict::Ask };
+            Judged {
+                subject: Err(crate::policy::Decision { decision, reason, rule: None }),
+                summary: format!("type {data:?} into `{}`", quote_argv(&command)),
+                preview: None,
+                wants_network: false,
+                work: Work::Input(*session, data.clone()),
+            }
         }
         Action::WebFetch { .. } | Action::Tool { .. } => {
             return Err(Outcome::refused(
@@ -283,9 +298,12 @@ pub async fn submit(
     };
     let cwd = match &judged.work {
         Work::Run(job) => job.cwd.clone(),
-        Work::File(_) => host.files.root().to_path_buf(),
+        Work::File(_) | Work::Input(..) => host.files.root().to_path_buf(),
     };
-    let mut decision = host.config.policy.decide(&judged.subject, &cwd);
+    let mut decision = match &judged.subject {
+        Ok(subject) => host.config.policy.decide(subject, &cwd),
+        Err(fixed) => fixed.clone(),
+    };
     // Environment changes can redirect any program (PATH, LD_PRELOAD, …): a person sees them.
     if matches!(&action, Action::Run { env, .. } if !env.is_empty())
         && decision.decision == PolicyVerdict::Allow
@@ -641,6 +659,12 @@ async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
         Work::File(action) => file_op(&worker.files, &action)
             .map(|output| (None, output, false, false))
             .map_err(|e| (fs_code(&e), e.to_string())),
+        Work::Input(session, data) => match lock(&worker.sessions).get(&session) {
+            Some(live) if live.input.send(data.into_bytes()).is_ok() => {
+                Ok((None, Vec::new(), false, false))
+            }
+            _ => Err((ErrorCode::NotFound, "the session ended".to_string())),
+        },
     })
     .await;
     let (exit_code, mut output, mut truncated, timed_out) = match done {

@@ -88,6 +88,21 @@ pub enum Command {
         #[arg(long, default_value = "9m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
+    /// Run a program in a pseudo-terminal at this terminal, shared with paired devices: they see
+    /// its output, and an operator's input to it is judged like any request (prompt text to an
+    /// agent is allowed; each input to a shell or an interpreter is asked). Exits with the
+    /// program's exit code.
+    Run {
+        /// Treat the program as a coding agent (known agents such as `claude` are by default).
+        #[arg(long, conflicts_with = "shell")]
+        agent: bool,
+        /// Treat the program as a shell or an interpreter (the default for unknown programs).
+        #[arg(long)]
+        shell: bool,
+        /// The program and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
     /// Run a command through the host: policy, approval, sandbox and audit, as remote requests
     /// are. Exits with the command's exit code; 126 when denied.
     Exec {
@@ -302,6 +317,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Devices { json, change } => devices(json, change),
         Command::Hook(HookCommand::ClaudeCode { timeout }) => hook_claude_code(timeout),
         Command::Ask { timeout } => ask(timeout),
+        Command::Run { agent, shell, command } => {
+            let kind = match (agent, shell) {
+                (true, _) => protocol::SessionKind::Agent,
+                (_, true) => protocol::SessionKind::Shell,
+                _ => crate::session::kind_of(&command[0]),
+            };
+            crate::session::run(&socket_or_none(), command, kind)
+        }
         Command::Approvals { json } => approvals(json),
         Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
         Command::Deny { id } => decide(&id, protocol::Verdict::Deny),

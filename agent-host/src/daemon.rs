@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::{HostEvent, HostId, RequestId, SecretKey};
-use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
@@ -58,6 +58,8 @@ pub struct Host {
     pub(crate) files: crate::confine::Workspace,
     pub(crate) devices: Mutex<Registry>,
     pub(crate) offers: Mutex<Offers>,
+    /// Sessions shared by `agent-host run`.
+    pub(crate) sessions: Mutex<HashMap<protocol::SessionId, crate::session::Live>>,
     /// To the relay link, when there is one.
     pub(crate) link: Option<mpsc::UnboundedSender<ToLink>>,
 }
@@ -136,6 +138,7 @@ pub async fn serve(
         files,
         devices: Mutex::new(devices),
         offers: Mutex::new(Offers::default()),
+        sessions: Mutex::new(HashMap::new()),
         link: relay.is_some().then_some(link_tx),
     });
     let link = relay.map(|setup| tokio::spawn(crate::link::run(host.clone(), setup, link_rx)));
@@ -187,7 +190,9 @@ async fn expire_loop(host: Arc<Host>) {
 /// One local client's connection: one request, then one or more answers (and, while pairing,
 /// the person's yes or no).
 pub(crate) struct LocalConn {
-    lines: tokio::io::Lines<BufReader<tokio::io::Take<OwnedReadHalf>>>,
+    read: BufReader<OwnedReadHalf>,
+    /// Bytes read but not yet a whole line.
+    partial: Vec<u8>,
     write: OwnedWriteHalf,
 }
 
@@ -199,13 +204,26 @@ impl LocalConn {
         Ok(())
     }
 
-    /// The next line from the client, parsed; `None` when it hung up.
+    /// The next line from the client (at most [`MAX_LINE`] bytes), parsed; `None` when it hung
+    /// up. Cancel-safe: what was read stays for the next call.
     pub(crate) async fn next<T: serde::de::DeserializeOwned>(
         &mut self,
     ) -> anyhow::Result<Option<T>> {
-        match self.lines.next_line().await? {
-            Some(line) => Ok(Some(serde_json::from_str(&line)?)),
-            None => Ok(None),
+        loop {
+            if let Some(at) = self.partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=at).collect();
+                return Ok(Some(serde_json::from_slice(&line[..at])?));
+            }
+            if self.partial.len() > MAX_LINE {
+                anyhow::bail!("a line over {MAX_LINE} bytes");
+            }
+            let buf = self.read.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let n = buf.len().min(MAX_LINE + 1);
+            self.partial.extend_from_slice(&buf[..n]);
+            self.read.consume(n);
         }
     }
 }
@@ -216,9 +234,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
         anyhow::bail!("refused a local client of uid {}", peer.uid());
     }
     let (read, write) = stream.into_split();
-    // Requests are small; a pairing answer is one more small line.
-    let mut conn =
-        LocalConn { lines: BufReader::new(read.take(2 * MAX_LINE as u64 + 2)).lines(), write };
+    let mut conn = LocalConn { read: BufReader::new(read), partial: Vec::new(), write };
     let request: ApiRequest = match conn.next().await {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(()),
@@ -333,6 +349,9 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
                 }
             }
         }
+        ApiRequest::Session { command, kind } => {
+            share_session(&host, &mut conn, command, kind).await
+        }
         ApiRequest::Pair { role, name, expires_secs, yes } => {
             crate::link::pair_local(&host, &mut conn, role, name, expires_secs, yes).await
         }
@@ -349,6 +368,51 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
             conn.send(&response).await
         }
     }
+}
+
+/// Shares the session an `agent-host run` holds until it ends or hangs up.
+async fn share_session(
+    host: &Host,
+    conn: &mut LocalConn,
+    command: Vec<String>,
+    kind: protocol::SessionKind,
+) -> anyhow::Result<()> {
+    use crate::session::{Live, SessionUpdate};
+    let total: usize = command.iter().map(String::len).sum();
+    if command.is_empty() || command.len() > protocol::limits::MAX_ARGS || total > 64 << 10 {
+        let message = "a session runs one program with its arguments".to_string();
+        return conn.send(&ApiResponse::Error { message }).await;
+    }
+    let session = protocol::SessionId(crate::identity::random_id()?);
+    let (input, mut inputs) = mpsc::unbounded_channel();
+    lock(&host.sessions).insert(session, Live::new(command.clone(), kind, input));
+    host.broadcast(HostEvent::SessionStarted { session, command, kind });
+    let result = async {
+        conn.send(&ApiResponse::SessionOpened { session }).await?;
+        loop {
+            tokio::select! {
+                update = conn.next::<SessionUpdate>() => match update? {
+                    Some(SessionUpdate::Output { data }) => {
+                        let seq = match lock(&host.sessions).get_mut(&session) {
+                            Some(live) => live.push(data.0.clone()),
+                            None => return Ok(None),
+                        };
+                        host.broadcast(HostEvent::Output { session, seq, data });
+                    }
+                    Some(SessionUpdate::Ended { exit_code }) => return Ok(exit_code),
+                    None => return Ok(None),
+                },
+                Some(data) = inputs.recv() => {
+                    conn.send(&ApiResponse::SessionInput { data: protocol::Blob(data) }).await?;
+                }
+            }
+        }
+    }
+    .await;
+    lock(&host.sessions).remove(&session);
+    let exit_code = result.as_ref().ok().copied().flatten();
+    host.broadcast(HostEvent::SessionEnded { session, exit_code });
+    result.map(|_| ())
 }
 
 /// How the local API reports an outcome.

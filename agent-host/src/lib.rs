@@ -6,8 +6,8 @@
 //! ([`audit`]), the identity key ([`identity`]), the daemon and its local socket ([`daemon`],
 //! [`local_api`]), the one path every action takes ([`actions`]), the paired devices
 //! ([`devices`]), the link to them through a relay and pairing ([`link`]), `agent-host up` with
-//! its embedded relay ([`up`]), agents' hooks ([`hook`]) and the command line ([`cli`]). Still to
-//! come: PTY sessions. It
+//! its embedded relay ([`up`]), agents' hooks ([`hook`]), sessions in a pseudo-terminal
+//! ([`session`]) and the command line ([`cli`]). It
 //! holds no relay routing logic: `up` runs the `relay` crate's server beside the host.
 
 #![forbid(unsafe_code)]
@@ -28,4 +28,5 @@ pub mod landlock_sandbox;
 pub mod link;
 pub mod local_api;
 pub mod policy;
+pub mod session;
 pub mod up;

@@ -507,6 +507,26 @@ fn sync(
     for p in &pending {
         let _ = link.send(ToLink::To(device, pending_event(p)));
     }
+    // Live sessions, with what they printed lately.
+    let sessions: Vec<HostEvent> = lock(&host.sessions)
+        .iter()
+        .flat_map(|(id, live)| {
+            let started = HostEvent::SessionStarted {
+                session: *id,
+                command: live.command.clone(),
+                kind: live.kind,
+            };
+            let output = live.scrollback.iter().map(|(seq, data)| HostEvent::Output {
+                session: *id,
+                seq: *seq,
+                data: protocol::Blob(data.clone()),
+            });
+            std::iter::once(started).chain(output).collect::<Vec<_>>()
+        })
+        .collect();
+    for event in sessions {
+        let _ = link.send(ToLink::To(device, event));
+    }
     let _ = link.send(ToLink::To(
         device,
         HostEvent::Status {

@@ -39,6 +39,14 @@ pub enum ApiRequest {
         /// The agent's working directory (absolute).
         cwd: String,
     },
+    /// Share a session that `agent-host run` holds: the answer is `session_opened`; then the
+    /// client sends [`crate::session::SessionUpdate`] lines and receives `session_input` lines.
+    Session {
+        /// The program and its arguments.
+        command: Vec<String>,
+        /// Its kind.
+        kind: protocol::SessionKind,
+    },
     /// List pending actions.
     Approvals,
     /// Answer a pending action, naming the action hash that was shown.
@@ -160,6 +168,16 @@ pub enum ApiResponse {
         request: Option<RequestId>,
         /// Why.
         reason: String,
+    },
+    /// The session is shared under this id.
+    SessionOpened {
+        /// Its id.
+        session: protocol::SessionId,
+    },
+    /// Approved input for the session's terminal.
+    SessionInput {
+        /// The bytes.
+        data: Blob,
     },
     /// The pending actions.
     Approvals {

@@ -397,6 +397,22 @@ pub enum HostEvent {
         /// Whether `output` was cut at the cap.
         truncated: bool,
     },
+    /// A session started under the host (or is running, when a device syncs).
+    SessionStarted {
+        /// The session.
+        session: SessionId,
+        /// The program and its arguments.
+        command: Vec<String>,
+        /// What kind of program it is, which decides how input to it is judged.
+        kind: SessionKind,
+    },
+    /// A session ended.
+    SessionEnded {
+        /// The session.
+        session: SessionId,
+        /// The program's exit code; absent when killed by a signal.
+        exit_code: Option<i32>,
+    },
     /// A piece of a session's output.
     Output {
         /// The session.
@@ -454,6 +470,12 @@ impl HostEvent {
             Self::Output { data, .. } => {
                 Ok(limits::check("event.data", data.0.len(), limits::MAX_OUTPUT)?)
             }
+            Self::SessionStarted { command, .. } => {
+                limits::check("event.command (count)", command.len(), limits::MAX_ARGS)?;
+                let total: usize = command.iter().map(String::len).sum();
+                Ok(limits::check("event.command", total, limits::MAX_ARGV_BYTES)?)
+            }
+            Self::SessionEnded { .. } => Ok(()),
             Self::Status { host_name, workspace, sandbox, .. } => {
                 check_text("event.host_name", host_name)?;
                 check_text("event.workspace", workspace)?;
@@ -469,6 +491,18 @@ fn check_actor(actor: &Actor) -> Result<(), MessageError> {
         Actor::Device { .. } => Ok(()),
         Actor::Local { name } => check_text("actor.name", name),
     }
+}
+
+/// What runs in a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SessionKind {
+    /// A coding agent: prompt text is allowed by default (its own tool calls go through the
+    /// host's hook).
+    Agent,
+    /// A shell or an interpreter: each input is an action that needs approval, because typing
+    /// into a shell is performing.
+    Shell,
 }
 
 /// Typed failures, so a device can say exactly what happened.

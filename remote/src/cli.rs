@@ -89,6 +89,19 @@ pub enum Command {
         #[arg(long)]
         new: String,
     },
+    /// Type into a session the host shares (`agent-host run`): judged like any request.
+    Send {
+        /// The session (as `watch` shows it).
+        session: String,
+        /// The text; a newline is added unless --no-newline.
+        text: Option<String>,
+        /// Send Ctrl-C instead of text.
+        #[arg(long, conflicts_with = "text")]
+        interrupt: bool,
+        /// Do not add a newline.
+        #[arg(long)]
+        no_newline: bool,
+    },
     /// List the actions waiting for approval, with what exactly each would do.
     Pending,
     /// Approve a pending action (as listed by `pending`; a unique id prefix is enough).
@@ -129,6 +142,21 @@ struct Ctx {
     timeout: Duration,
     pairing: Pairing,
     session: Session,
+    /// Session events that came with a sync (live sessions and their recent output).
+    backlog: Vec<HostEvent>,
+    /// Output chunks already shown, (session, seq): a sync sends the scrollback again.
+    shown: std::collections::HashSet<(protocol::SessionId, u64)>,
+}
+
+impl Ctx {
+    /// Whether a session event is new (not a repeat of output already shown).
+    fn fresh(&mut self, event: &HostEvent) -> bool {
+        match event {
+            HostEvent::Output { session, seq, .. } => self.shown.insert((*session, *seq)),
+            HostEvent::SessionStarted { session, .. } => self.shown.insert((*session, u64::MAX)),
+            _ => true,
+        }
+    }
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -137,7 +165,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         return pair(&profile, &link, name, force, cli.json, cli.timeout).await;
     }
     let (pairing, session) = Session::open(&profile)?;
-    let mut ctx = Ctx { json: cli.json, timeout: cli.timeout, pairing, session };
+    let mut ctx = Ctx {
+        json: cli.json,
+        timeout: cli.timeout,
+        pairing,
+        session,
+        backlog: Vec::new(),
+        shown: Default::default(),
+    };
     match cli.command {
         Command::Pair { .. } => unreachable!("handled above"),
         Command::Status => status(&mut ctx).await,
@@ -161,6 +196,16 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Edit { path, old, new } => {
             request(&mut ctx, Action::EditFile { path, old, new }, true, false).await
+        }
+        Command::Send { session, text, interrupt, no_newline } => {
+            let session: protocol::SessionId = session.parse()?;
+            let data = match (interrupt, text) {
+                (true, _) => "\u{3}".to_string(),
+                (false, Some(text)) if no_newline => text,
+                (false, Some(text)) => format!("{text}\n"),
+                (false, None) => anyhow::bail!("give the text to send, or --interrupt"),
+            };
+            request(&mut ctx, Action::SessionInput { session, data }, true, false).await
         }
         Command::Approve { id } => decide(&mut ctx, &id, Verdict::Approve).await,
         Command::Deny { id } => decide(&mut ctx, &id, Verdict::Deny).await,
@@ -286,6 +331,13 @@ async fn sync(ctx: &mut Ctx) -> anyhow::Result<(Vec<HostEvent>, HostEvent)> {
                 return Ok((pending, status));
             }
             HostEvent::Status { .. } => pending.clear(),
+            event @ (HostEvent::SessionStarted { .. }
+            | HostEvent::SessionEnded { .. }
+            | HostEvent::Output { .. })
+                if ctx.fresh(&event) =>
+            {
+                ctx.backlog.push(event);
+            }
             _ => {}
         }
     }
@@ -554,11 +606,16 @@ async fn watch(ctx: &mut Ctx) -> anyhow::Result<ExitCode> {
         }
     }
     let forever = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+    let mut backlog = std::mem::take(&mut ctx.backlog).into_iter();
     loop {
-        let event = match ctx.session.next_event(forever).await {
-            Ok(e) => e,
-            Err(Silence::NoRoute) => anyhow::bail!(Silence::NoRoute),
-            Err(e) => return Err(e.into()),
+        let event = match backlog.next() {
+            Some(e) => e,
+            None => match ctx.session.next_event(forever).await {
+                Ok(e) if ctx.fresh(&e) => e,
+                Ok(_) => continue,
+                Err(Silence::NoRoute) => anyhow::bail!(Silence::NoRoute),
+                Err(e) => return Err(e.into()),
+            },
         };
         if ctx.json {
             print_json(&event)?;
@@ -586,7 +643,13 @@ async fn watch(ctx: &mut Ctx) -> anyhow::Result<ExitCode> {
             HostEvent::Status { host_name, pending, .. } => {
                 println!("host {host_name}: {pending} pending");
             }
-            HostEvent::Output { .. } => {}
+            HostEvent::Output { data, .. } => std::io::stdout().write_all(&data.0)?,
+            HostEvent::SessionStarted { session, command, kind } => {
+                println!("session {session} ({kind:?}): {command:?}");
+            }
+            HostEvent::SessionEnded { session, exit_code } => {
+                println!("session {session} ended ({exit_code:?})");
+            }
         }
         std::io::stdout().flush()?;
     }

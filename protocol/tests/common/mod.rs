@@ -9,7 +9,8 @@ use protocol::envelope::{SealContext, Sealed, VerifyContext, seal};
 use protocol::pairing::{self, PairingSecret};
 use protocol::{
     Action, Actor, Blob, Decision, DeviceId, ErrorCode, HostEvent, Message, Pairing, PublicKey,
-    ReplayWindow, Request, RequestId, Role, SecretKey, SessionId, Verdict, action_hash,
+    ReplayWindow, Request, RequestId, Role, SecretKey, SessionId, SessionKind, Verdict,
+    action_hash,
 };
 
 /// The device's seed in every golden file.
@@ -173,6 +174,15 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
                 data: Blob(b"\x1b[32m$\x1b[0m ".to_vec()),
             },
         ),
+        (
+            "event_session_started",
+            HostEvent::SessionStarted {
+                session: session_id(),
+                command: vec!["claude".into(), "--model".into(), "opus".into()],
+                kind: SessionKind::Agent,
+            },
+        ),
+        ("event_session_ended", HostEvent::SessionEnded { session: session_id(), exit_code: Some(0) }),
         (
             "event_status",
             HostEvent::Status {

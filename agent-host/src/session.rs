@@ -1,0 +1,329 @@
+//! Sessions: a program in a pseudo-terminal, run by `agent-host run` at this machine's
+//! terminal and shared through the host with paired devices.
+//!
+//! `agent-host run -- CMD` makes the pseudo-terminal and starts the program in it (as the
+//! leader of a new session with the terminal as its controlling one, through `setsid --ctty`, so
+//! Ctrl-C and hang-ups reach it as they would in a terminal). The person at the machine keeps
+//! full control: the local terminal is switched to raw mode and mirrored both ways, and its size
+//! is followed. Output also goes to the host over the local socket (batched every 50 ms), which
+//! keeps the last [`SCROLLBACK`] bytes and sends them to devices as numbered, host-signed
+//! `output` events; a device that connects or syncs later gets the scrollback again.
+//!
+//! Input from a device is a `session_input` request, judged like any other: for an agent, prompt
+//! text is allowed (its own tool calls go through the hook), but a line starting with `!` (an
+//! agent's shell escape) is asked; for a shell or an interpreter each input is asked, because
+//! typing into a shell is performing; an interrupt alone (Ctrl-C) is always allowed. What is
+//! allowed or approved is written into the terminal by `agent-host run`.
+
+use std::collections::VecDeque;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::process::{Command, ExitCode, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use protocol::{Blob, SessionId, SessionKind};
+use serde::{Deserialize, Serialize};
+
+use crate::local_api::{ApiRequest, ApiResponse};
+
+/// How much output the host keeps per session for devices that join later.
+pub const SCROLLBACK: usize = 64 << 10;
+/// The largest output chunk sent at once.
+const CHUNK: usize = 32 << 10;
+/// How long output is gathered before it is sent.
+const BATCH: Duration = Duration::from_millis(50);
+
+/// What `agent-host run` tells the host after the session opened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SessionUpdate {
+    /// Output of the program.
+    Output {
+        /// The bytes.
+        data: Blob,
+    },
+    /// The program ended.
+    Ended {
+        /// Its exit code, if it exited.
+        exit_code: Option<i32>,
+    },
+}
+
+/// The kind a program is, when not given: known coding agents are agents, anything else is
+/// treated as a shell.
+pub fn kind_of(program: &str) -> SessionKind {
+    let name = Path::new(program).file_name().and_then(|n| n.to_str()).unwrap_or(program);
+    match name {
+        "claude" | "codex" | "aider" | "gemini" | "opencode" | "goose" | "amp" => {
+            SessionKind::Agent
+        }
+        _ => SessionKind::Shell,
+    }
+}
+
+/// How input from a device is judged: allow (with the reason) or ask (with the reason).
+pub fn judge_input(kind: SessionKind, data: &str) -> (bool, String) {
+    if data == "\u{3}" {
+        return (true, "an interrupt (Ctrl-C) only stops what runs".into());
+    }
+    match kind {
+        SessionKind::Agent if data.trim_start().starts_with('!') => {
+            (false, "a line starting with `!` runs a shell command in the agent".into())
+        }
+        SessionKind::Agent => (true, "prompt text to an agent session".into()),
+        SessionKind::Shell => (
+            false,
+            "typing into a shell or an interpreter is performing: each input is asked".into(),
+        ),
+    }
+}
+
+/// A session as the host keeps it.
+#[derive(Debug)]
+pub struct Live {
+    /// The program and its arguments.
+    pub command: Vec<String>,
+    /// Its kind.
+    pub kind: SessionKind,
+    /// The last output chunks, numbered.
+    pub scrollback: VecDeque<(u64, Vec<u8>)>,
+    bytes: usize,
+    next_seq: u64,
+    /// Approved input, to the `agent-host run` that holds the terminal.
+    pub input: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+}
+
+impl Live {
+    /// A new session.
+    pub fn new(
+        command: Vec<String>,
+        kind: SessionKind,
+        input: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    ) -> Self {
+        Self { command, kind, scrollback: VecDeque::new(), bytes: 0, next_seq: 0, input }
+    }
+
+    /// Keeps a chunk of output (dropping the oldest past [`SCROLLBACK`]); returns its number.
+    pub fn push(&mut self, data: Vec<u8>) -> u64 {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.bytes += data.len();
+        self.scrollback.push_back((seq, data));
+        while self.bytes > SCROLLBACK && self.scrollback.len() > 1 {
+            if let Some((_, old)) = self.scrollback.pop_front() {
+                self.bytes -= old.len();
+            }
+        }
+        seq
+    }
+}
+
+/// Restores the local terminal's settings when dropped.
+struct RawMode(Option<rustix::termios::Termios>);
+
+impl RawMode {
+    fn enter() -> Self {
+        let stdin = std::io::stdin();
+        if !rustix::termios::isatty(&stdin) {
+            return Self(None);
+        }
+        let Ok(saved) = rustix::termios::tcgetattr(&stdin) else { return Self(None) };
+        let mut raw = saved.clone();
+        raw.make_raw();
+        let _ = rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw);
+        Self(Some(saved))
+    }
+}
+
+impl Drop for RawMode {
+    fn drop(&mut self) {
+        if let Some(saved) = &self.0 {
+            let _ = rustix::termios::tcsetattr(
+                std::io::stdin(),
+                rustix::termios::OptionalActions::Now,
+                saved,
+            );
+        }
+    }
+}
+
+/// What the output side passes to the thread that talks to the host.
+enum Piece {
+    Output(Vec<u8>),
+    End(Option<i32>),
+}
+
+fn send(stream: &mut UnixStream, update: &SessionUpdate) -> std::io::Result<()> {
+    let mut line = serde_json::to_vec(update)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// `agent-host run`: runs `argv` in a pseudo-terminal shared through the host at `socket`.
+/// Returns the program's exit status.
+pub fn run(socket: &Path, argv: Vec<String>, kind: SessionKind) -> anyhow::Result<ExitCode> {
+    let mut host = UnixStream::connect(socket).map_err(|e| {
+        anyhow::anyhow!("cannot reach the host at {}: {e} (is it running?)", socket.display())
+    })?;
+    let mut line = serde_json::to_vec(&ApiRequest::Session { command: argv.clone(), kind })?;
+    line.push(b'\n');
+    host.write_all(&line)?;
+    let mut from_host = BufReader::new(host.try_clone()?);
+    let mut first = String::new();
+    from_host.read_line(&mut first)?;
+    let session: SessionId = match serde_json::from_str(&first)? {
+        ApiResponse::SessionOpened { session } => session,
+        ApiResponse::Error { message } => anyhow::bail!("{message}"),
+        other => anyhow::bail!("unexpected answer: {other:?}"),
+    };
+
+    use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
+    let master = openpt(OpenptFlags::RDWR | OpenptFlags::NOCTTY)?;
+    grantpt(&master)?;
+    unlockpt(&master)?;
+    let name = ptsname(&master, Vec::new())?;
+    let slave = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(std::ffi::OsStr::new(std::str::from_utf8(name.as_bytes())?))?;
+    let follow_size = |master: &std::fs::File| {
+        if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdin()) {
+            let _ = rustix::termios::tcsetwinsize(master, size);
+        }
+    };
+    let master = std::fs::File::from(master);
+    follow_size(&master);
+    let mut child = Command::new("setsid")
+        .arg("--ctty")
+        .arg("--")
+        .args(&argv)
+        .stdin(Stdio::from(slave.try_clone()?))
+        .stdout(Stdio::from(slave.try_clone()?))
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", argv[0]))?;
+    eprintln!("agent-host: session {session} shared with paired devices\r");
+    let raw = RawMode::enter();
+
+    // Output: to this terminal at once, to the host in batches.
+    let (out_tx, out_rx) = mpsc::channel::<Piece>();
+    let end_tx = out_tx.clone();
+    let mut reader = master.try_clone()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        let mut stdout = std::io::stdout();
+        loop {
+            match reader.read(&mut buf) {
+                // EIO: every holder of the terminal's other end is gone.
+                Ok(0) | Err(_) => return,
+                Ok(n) => {
+                    let _ = stdout.write_all(&buf[..n]);
+                    let _ = stdout.flush();
+                    if out_tx.send(Piece::Output(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    let mut to_host = host.try_clone()?;
+    let batcher = std::thread::spawn(move || {
+        let mut batch: Vec<u8> = Vec::new();
+        let mut since: Option<Instant> = None;
+        let flush = |batch: &mut Vec<u8>, to_host: &mut UnixStream| {
+            for piece in batch.chunks(CHUNK) {
+                let _ = send(to_host, &SessionUpdate::Output { data: Blob(piece.to_vec()) });
+            }
+            batch.clear();
+        };
+        loop {
+            let wait =
+                since.map_or(Duration::from_secs(3600), |t| BATCH.saturating_sub(t.elapsed()));
+            match out_rx.recv_timeout(wait) {
+                Ok(Piece::Output(chunk)) => {
+                    since.get_or_insert_with(Instant::now);
+                    batch.extend_from_slice(&chunk);
+                }
+                Ok(Piece::End(exit_code)) => {
+                    flush(&mut batch, &mut to_host);
+                    let _ = send(&mut to_host, &SessionUpdate::Ended { exit_code });
+                    return;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => return,
+            }
+            if batch.len() >= CHUNK || since.is_some_and(|t| t.elapsed() >= BATCH) {
+                flush(&mut batch, &mut to_host);
+                since = None;
+            }
+        }
+    });
+    // This terminal's keys go to the program as they are.
+    let mut keys_to = master.try_clone()?;
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 1024];
+        let mut stdin = std::io::stdin();
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 || keys_to.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    });
+    // Approved input from devices.
+    let mut input_to = master.try_clone()?;
+    std::thread::spawn(move || {
+        for line in from_host.lines() {
+            let Ok(line) = line else { return };
+            if let Ok(ApiResponse::SessionInput { data }) = serde_json::from_str(&line)
+                && input_to.write_all(&data.0).is_err()
+            {
+                return;
+            }
+        }
+    });
+    // The terminal's size, followed.
+    let status = loop {
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        follow_size(&master);
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Let the last output drain (a background process may hold the terminal open: not forever).
+    std::thread::sleep(BATCH * 2);
+    let _ = end_tx.send(Piece::End(status.code()));
+    let _ = batcher.join();
+    drop(raw);
+    Ok(ExitCode::from(status.code().map_or(1, |c| c.clamp(0, 255) as u8)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn input_is_judged_by_the_kind_of_program() {
+        assert_eq!(kind_of("/usr/local/bin/claude"), SessionKind::Agent);
+        assert_eq!(kind_of("bash"), SessionKind::Shell);
+        assert_eq!(kind_of("python3"), SessionKind::Shell);
+        assert!(judge_input(SessionKind::Agent, "fix the failing test\n").0);
+        assert!(!judge_input(SessionKind::Agent, "  !rm -rf ~\n").0, "an agent's shell escape");
+        assert!(!judge_input(SessionKind::Shell, "ls\n").0);
+        assert!(judge_input(SessionKind::Shell, "\u{3}").0, "an interrupt");
+        assert!(!judge_input(SessionKind::Shell, "\u{3}rm -rf x\n").0, "not only an interrupt");
+    }
+
+    #[test]
+    fn scrollback_keeps_the_latest_output_within_its_bound() {
+        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut live = Live::new(vec!["sh".into()], SessionKind::Shell, tx);
+        for i in 0..100u64 {
+            assert_eq!(live.push(vec![b'x'; 4096]), i);
+        }
+        assert!(live.bytes <= SCROLLBACK);
+        assert_eq!(live.scrollback.back().map(|(seq, _)| *seq), Some(99));
+        assert_eq!(live.scrollback.len(), SCROLLBACK / 4096);
+    }
+}

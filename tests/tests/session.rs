@@ -1,0 +1,147 @@
+//! Sessions: real programs (`bash --norc`, `python3 -q`) in a pseudo-terminal under
+//! `agent-host run`, watched from one device and typed into from another, every input judged.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::io::BufRead as _;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use e2e::{Device, World, bin, eventually, pending_ids, text};
+use protocol::HostEvent;
+
+/// What a watching device has seen: sessions started, their output, sessions ended.
+#[derive(Default)]
+struct Seen {
+    session: Option<String>,
+    output: Vec<u8>,
+    ended: Option<Option<i32>>,
+}
+
+fn watch(device: &Device) -> (Child, Arc<Mutex<Seen>>) {
+    let mut child = device.spawn(&["--json", "watch"]);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let into = seen.clone();
+    std::thread::spawn(move || {
+        for line in lines {
+            let Ok(line) = line else { return };
+            let Ok(event) = serde_json::from_str::<HostEvent>(&line) else { continue };
+            let mut seen = into.lock().unwrap();
+            match event {
+                HostEvent::SessionStarted { session, .. } => {
+                    seen.session = Some(session.to_string());
+                }
+                HostEvent::Output { data, .. } => seen.output.extend_from_slice(&data.0),
+                HostEvent::SessionEnded { exit_code, .. } => seen.ended = Some(exit_code),
+                _ => {}
+            }
+        }
+    });
+    (child, seen)
+}
+
+fn run(world: &World, args: &[&str]) -> Child {
+    // Its stdin stays open and silent: nobody types at this terminal.
+    Command::new(bin("agent-host"))
+        .arg("run")
+        .args(args)
+        .current_dir(world.ws())
+        .env("AGENT_HOST_HOME", world.home())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn saw(seen: &Arc<Mutex<Seen>>, needle: &str) -> bool {
+    eventually(Duration::from_secs(15), || {
+        String::from_utf8_lossy(&seen.lock().unwrap().output).contains(needle)
+    })
+}
+
+/// Types `text` from the operator device and approves it at the host (each input to a shell
+/// or an interpreter waits for a person).
+fn type_approved(world: &World, op: &Device, session: &str, text_: &str) {
+    let send = op.spawn(&["send", session, text_]);
+    assert!(eventually(Duration::from_secs(15), || pending_ids(world).len() == 1), "{text_}");
+    let id = pending_ids(world).remove(0);
+    let listed = String::from_utf8_lossy(&world.agent_host(&["approvals"]).stdout).into_owned();
+    assert!(listed.contains("each input is asked"), "{listed}");
+    assert!(world.agent_host(&["approve", &id]).status.success());
+    let out = send.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+fn setup() -> (World, e2e::Host, Device, Device) {
+    let world = World::new();
+    let host = world.up(0, &[]);
+    let (op, screen) = (world.device("op"), world.device("screen"));
+    world.pair(&op, "operator");
+    world.pair(&screen, "viewer");
+    (world, host, op, screen)
+}
+
+#[test]
+fn a_shell_session_is_watched_typed_into_with_approval_and_interrupted() {
+    let (world, _host, op, screen) = setup();
+    let mut shell = run(&world, &["--", "bash", "--norc"]);
+    let (mut watcher, seen) = watch(&screen);
+    assert!(eventually(Duration::from_secs(15), || seen.lock().unwrap().session.is_some()));
+    let session = seen.lock().unwrap().session.clone().unwrap();
+
+    // Input waits for a person; the output reaches the watching device.
+    type_approved(&world, &op, &session, "echo $((6*7))-from-the-phone");
+    assert!(saw(&seen, "42-from-the-phone"));
+    // A viewer cannot type.
+    let out = screen.run(&["send", &session, "echo nope"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+
+    // Ctrl-C reaches the program: the sleep stops at once and the next line runs. (Outputs are
+    // computed, so the terminal's echo of the typed line cannot pass for them.)
+    type_approved(&world, &op, &session, "sleep 60; echo slept-$((1+1))");
+    let out = op.run(&["send", &session, "--interrupt"]);
+    assert!(out.status.success(), "an interrupt needs no approval: {}", text(&out));
+    type_approved(&world, &op, &session, "echo after-$((2+3))");
+    assert!(saw(&seen, "after-5"));
+    assert!(!String::from_utf8_lossy(&seen.lock().unwrap().output).contains("slept-2"));
+
+    // The end of the session reaches the device, and `run` exits with the program's code.
+    type_approved(&world, &op, &session, "exit 3");
+    assert!(eventually(Duration::from_secs(15), || seen.lock().unwrap().ended.is_some()));
+    assert_eq!(seen.lock().unwrap().ended, Some(Some(3)));
+    let out = shell.wait().unwrap();
+    assert_eq!(out.code(), Some(3));
+    let local = shell.stdout.take().map(|mut s| {
+        let mut all = String::new();
+        std::io::Read::read_to_string(&mut s, &mut all).unwrap();
+        all
+    });
+    assert!(local.unwrap_or_default().contains("42-from-the-phone"), "mirrored at the terminal");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    let audit = world.audit();
+    // Every input was judged and recorded: four asked and approved, one interrupt allowed.
+    assert_eq!(audit.matches("ask (typing into a shell").count(), 4, "{audit}");
+    assert_eq!(audit.matches("allow (an interrupt").count(), 1, "{audit}");
+}
+
+#[test]
+fn a_python_session_gets_input_and_ctrl_c() {
+    let (world, _host, op, screen) = setup();
+    let mut python = run(&world, &["--", "python3", "-q"]);
+    let (mut watcher, seen) = watch(&screen);
+    assert!(eventually(Duration::from_secs(15), || seen.lock().unwrap().session.is_some()));
+    let session = seen.lock().unwrap().session.clone().unwrap();
+    type_approved(&world, &op, &session, "print(6 * 7, 'from python')");
+    assert!(saw(&seen, "42 from python"));
+    type_approved(&world, &op, &session, "import time; time.sleep(60)");
+    assert!(op.run(&["send", &session, "--interrupt"]).status.success());
+    assert!(saw(&seen, "KeyboardInterrupt"));
+    type_approved(&world, &op, &session, "raise SystemExit(5)");
+    assert_eq!(python.wait().unwrap().code(), Some(5));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
