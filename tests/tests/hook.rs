@@ -167,3 +167,52 @@ fn a_hook_that_stops_waiting_withdraws_its_question() {
     assert!(eventually(Duration::from_secs(10), || pending_ids(&world).is_empty()));
     assert!(world.audit().contains("stopped waiting"), "{}", world.audit());
 }
+
+/// A stand-in agent (a shell script) asks through the hook before running a Bash command, waits
+/// while a paired device decides, and proceeds only once it approved.
+#[test]
+fn a_scripted_agent_proceeds_once_a_device_approves() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let phone = world.device("phone");
+    world.pair(&phone, "approver");
+    let call = String::from_utf8(input(&world, "write"))
+        .unwrap()
+        .replace(r#""tool_name":"Write""#, r#""tool_name":"Bash""#)
+        .replace(
+            r#""tool_input":{"file_path":"#,
+            r#""tool_input":{"command":"touch agent-did-it","file_path":"#,
+        );
+    let script = world.base.join("agent.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\n\
+             answer=$(printf '%s' '{call}' | \"$AGENT_HOST\" hook claude-code)\n\
+             case \"$answer\" in\n\
+               *'\"permissionDecision\":\"allow\"'*) touch agent-did-it; echo proceeded ;;\n\
+               *) echo \"stopped: $answer\"; exit 1 ;;\n\
+             esac\n"
+        ),
+    )
+    .unwrap();
+    let agent = Command::new("sh")
+        .arg(&script)
+        .current_dir(world.ws())
+        .env("AGENT_HOST_HOME", world.home())
+        .env("AGENT_HOST", bin("agent-host"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    assert!(!world.ws().join("agent-did-it").exists(), "the agent waits for the decision");
+    let id = pending_ids(&world).remove(0);
+    let listed = String::from_utf8_lossy(&phone.run(&["pending"]).stdout).into_owned();
+    assert!(listed.contains("touch agent-did-it"), "{listed}");
+    assert!(phone.run(&["approve", &id]).status.success());
+    let out = agent.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "proceeded");
+    assert!(world.ws().join("agent-did-it").exists());
+}
