@@ -127,6 +127,20 @@ impl World {
             .unwrap()
     }
 
+    /// Starts an `agent-host` command against this world's host, with its standard streams
+    /// piped (stdin stays open until the caller takes and drops it).
+    pub fn agent_host_child(&self, args: &[&str]) -> Child {
+        Command::new(bin("agent-host"))
+            .args(args)
+            .current_dir(self.ws())
+            .env("AGENT_HOST_HOME", self.home())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    }
+
     /// What the host logged on stderr so far.
     pub fn host_log(&self) -> String {
         std::fs::read_to_string(self.base.join("host.log")).unwrap_or_default()

@@ -18,15 +18,7 @@ fn input(world: &World, name: &str) -> Vec<u8> {
 }
 
 fn spawn(world: &World, args: &[&str], stdin: &[u8]) -> Child {
-    let mut child = Command::new(bin("agent-host"))
-        .args(args)
-        .current_dir(world.ws())
-        .env("AGENT_HOST_HOME", world.home())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = world.agent_host_child(args);
     child.stdin.take().unwrap().write_all(stdin).unwrap();
     child
 }

@@ -4,11 +4,11 @@
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
 use std::io::BufRead as _;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use e2e::{Device, World, bin, eventually, pending_ids, text};
+use e2e::{Device, World, eventually, pending_ids, text};
 use protocol::HostEvent;
 
 /// What a watching device has seen: sessions started, their output, sessions ended.
@@ -44,16 +44,7 @@ fn watch(device: &Device) -> (Child, Arc<Mutex<Seen>>) {
 
 fn run(world: &World, args: &[&str]) -> Child {
     // Its stdin stays open and silent: nobody types at this terminal.
-    Command::new(bin("agent-host"))
-        .arg("run")
-        .args(args)
-        .current_dir(world.ws())
-        .env("AGENT_HOST_HOME", world.home())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    world.agent_host_child(&[&["run"], args].concat())
 }
 
 fn saw(seen: &Arc<Mutex<Seen>>, needle: &str) -> bool {
