@@ -176,13 +176,18 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
     | Action::ListDir { path }
     | Action::WriteFile { path, .. }
     | Action::EditFile { path, .. } = action
-        && !crate::policy::matching::normalize(&root, Path::new(path)).starts_with(&root)
     {
-        return Err(Outcome::refused(
-            Some(id),
-            ErrorCode::OutsideWorkspace,
-            format!("{path} is outside the workspace"),
-        ));
+        if !crate::policy::matching::normalize(&root, Path::new(path)).starts_with(&root) {
+            return Err(Outcome::refused(
+                Some(id),
+                ErrorCode::OutsideWorkspace,
+                format!("{path} is outside the workspace"),
+            ));
+        }
+        // Nor a symlink, or a path through one that leads out: the kernel says so now.
+        if let Err(e) = host.files.usable(Path::new(path)) {
+            return Err(Outcome::refused(Some(id), fs_code(&e), e.to_string()));
+        }
     }
     let shown = |p: &str| root.join(p).display().to_string();
     Ok(match action {

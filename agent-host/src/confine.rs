@@ -156,6 +156,28 @@ impl Workspace {
             .map_err(|e| errno(path, e))
     }
 
+    /// Whether `path` can be used at all, without reading or changing it: it resolves inside a
+    /// root and is not a symlink (for a path that does not exist yet, its directory resolves
+    /// inside). The operation itself still resolves it again, by the kernel, at the moment of use.
+    pub fn usable(&self, path: &Path) -> Result<(), FsError> {
+        match self.open_beneath(path, OFlags::PATH | OFlags::NOFOLLOW, Mode::empty()) {
+            Ok(fd) => {
+                let stat = rustix::fs::fstat(&fd).map_err(|e| errno(path, e))?;
+                if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink {
+                    return Err(FsError::Symlink(path.display().to_string()));
+                }
+                Ok(())
+            }
+            Err(FsError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+                let parent =
+                    path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+                self.open_beneath(parent, OFlags::PATH | OFlags::DIRECTORY, Mode::empty())
+                    .map(|_| ())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
     /// Reads a regular file.
     pub fn read(&self, path: &Path) -> Result<Vec<u8>, FsError> {
         let shown = path.display().to_string();

@@ -268,3 +268,20 @@ fn path_traversal_corpora_never_read_outside() {
     assert!(fs::read_dir(&s.outside).unwrap().count() == 1, "a write escaped");
     println!("traversal corpora: {tried} attempts, none left the workspace");
 }
+
+/// `usable` answers before an operation what the operation would refuse for where it leads.
+#[test]
+fn usable_says_where_a_path_leads_without_touching_it() {
+    let s = setup();
+    s.ws.usable(Path::new("sub/file.txt")).unwrap();
+    s.ws.usable(Path::new("sub/not-yet.txt")).unwrap();
+    s.ws.usable(Path::new("sub")).unwrap();
+    outside(s.ws.usable(Path::new("../outside/secret")));
+    outside(s.ws.usable(Path::new("/etc/passwd")));
+    symlink(&s.outside, s.root.join("dirlink")).unwrap();
+    outside(s.ws.usable(Path::new("dirlink/secret")));
+    outside(s.ws.usable(Path::new("dirlink/new")));
+    symlink(s.root.join("sub/file.txt"), s.root.join("filelink")).unwrap();
+    assert!(matches!(s.ws.usable(Path::new("filelink")), Err(FsError::Symlink(_))));
+    assert!(s.ws.usable(Path::new("missing-dir/new")).is_err());
+}
