@@ -353,3 +353,34 @@ fn watch_streams_events_and_role_changes_apply_at_once() {
     let _ = watch.kill();
     let _ = watch.wait();
 }
+
+/// An operator device cannot leave the workspace: not with a working directory above it, an
+/// absolute one elsewhere, a symlink that points out, nor a path that climbs or links out.
+#[test]
+fn a_device_cannot_escape_the_workspace() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let op = world.device("op");
+    world.pair(&op, "operator");
+    std::os::unix::fs::symlink("/etc", world.ws().join("etc-link")).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", world.ws().join("hostname-link")).unwrap();
+    for cwd in ["..", "/etc", "etc-link", "../../.."] {
+        let out = op.run(&["run", "--cwd", cwd, "--", "printf", "escaped"]);
+        assert_eq!(out.status.code(), Some(1), "cwd {cwd}: {}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("outside"),
+            "cwd {cwd}: {}",
+            text(&out)
+        );
+        assert!(!String::from_utf8_lossy(&out.stdout).contains("escaped"));
+    }
+    for path in ["../home/config/host.key", "/etc/hostname", "hostname-link", "etc-link/hostname"] {
+        let out = op.run(&["read", path]);
+        assert_eq!(out.status.code(), Some(1), "read {path}: {}", text(&out));
+        assert!(out.stdout.is_empty(), "read {path} leaked: {}", text(&out));
+    }
+    let out = op.run_with_input(&["write", "etc-link/owned"], b"x");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(!std::path::Path::new("/etc/owned").exists());
+    assert!(pending_ids(&world).is_empty(), "nothing outside is even put to a person");
+}
