@@ -52,12 +52,15 @@ pub async fn start_relay(
     let names = vec!["localhost".to_string(), listen.ip().to_string()];
     let identity = relay_identity(dirs, names)?;
     let pin = identity.cert_sha256;
-    let server =
-        relay::Server::bind(relay::Config { listen, identity, limits: relay::Limits::default() })
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot listen on {listen}: {e} (another `up`? try --port)")
-            })?;
+    let server = relay::Server::bind(relay::Config {
+        listen,
+        identity,
+        limits: relay::Limits::default(),
+        // Self-signed: a browser binds its answer to the certificate hash from the link.
+        origins: Vec::new(),
+    })
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (another `up`? try --port)"))?;
     let addr = server.local_addr();
     let serving = server.clone();
     tokio::spawn(async move {

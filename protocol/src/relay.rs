@@ -19,9 +19,14 @@
 //! registered (the host drops it once the offer is used, burned or expired).
 //!
 //! Authentication: the relay sends a fresh 32-byte nonce; the client signs
-//! `AUTH_DOMAIN ‖ nonce ‖ SHA-256(relay certificate as the client saw it)` with its key. The
-//! certificate hash binds the answer to this TLS connection, so a relay in the middle cannot
-//! pass a challenge through to another relay and use the answer there.
+//! `AUTH_DOMAIN ‖ nonce ‖ side ‖ binding` with its key, where the binding names the relay it
+//! talks to: the SHA-256 of the relay's certificate as the client saw it, so a relay in the
+//! middle cannot pass a challenge through to another relay and use the answer there. A browser
+//! cannot see the certificate; it binds instead to what it can know: the certificate hash from
+//! the pairing link (a self-signed relay, which the person compared when the browser warned), or
+//! [`origin_binding`] of the page's origin (a relay with a public certificate, which the browser
+//! checked). The relay accepts its certificate's hash and the bindings of the origins it is
+//! configured to serve.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,6 +34,9 @@ use crate::keys::{BadSignature, PublicKey, SecretKey};
 
 /// Prefix of the signed challenge answer.
 pub const AUTH_DOMAIN: &[u8] = b"agent-bridge relay auth v1\0";
+/// Prefix hashed with an origin into an [`origin_binding`].
+pub const ORIGIN_DOMAIN: &[u8] = b"agent-bridge origin v1\0";
+
 /// Prefix of a host's signed device list.
 pub const REGISTER_DOMAIN: &[u8] = b"agent-bridge relay register v1\0";
 /// The most devices a host may register.
@@ -115,15 +123,27 @@ pub enum ToRelay {
     },
 }
 
-/// The bytes a client signs to answer a challenge.
-pub fn auth_message(nonce: &[u8; 32], side: Side, cert_sha256: &[u8; 32]) -> Vec<u8> {
+/// What a browser binds its challenge answer to when it cannot see the relay's certificate:
+/// `SHA-256(ORIGIN_DOMAIN ‖ origin)`, the origin as the browser writes it
+/// (`https://relay.example.com`, with a port only when not 443).
+pub fn origin_binding(origin: &str) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(ORIGIN_DOMAIN);
+    hash.update(origin.as_bytes());
+    hash.finalize().into()
+}
+
+/// The bytes a client signs to answer a challenge; `binding` names the relay (see the module
+/// documentation).
+pub fn auth_message(nonce: &[u8; 32], side: Side, binding: &[u8; 32]) -> Vec<u8> {
     let mut out = AUTH_DOMAIN.to_vec();
     out.extend_from_slice(nonce);
     out.push(match side {
         Side::Host => b'h',
         Side::Device => b'd',
     });
-    out.extend_from_slice(cert_sha256);
+    out.extend_from_slice(binding);
     out
 }
 
@@ -198,16 +218,36 @@ fn hex64(s: &str) -> Result<[u8; 64], RelayAuthError> {
     Ok(out)
 }
 
-/// The relay's check of a `Hello`: returns the authenticated key.
+/// The relay's check of a `Hello` bound to `binding`: returns the authenticated key.
 pub fn check_hello(
     side: Side,
     key: &str,
     signature: &str,
     nonce: &[u8; 32],
-    cert_sha256: &[u8; 32],
+    binding: &[u8; 32],
+) -> Result<PublicKey, RelayAuthError> {
+    check_hello_any(side, key, signature, nonce, std::slice::from_ref(binding))
+}
+
+/// The relay's check of a `Hello` bound to any of `bindings` (its certificate's hash first, then
+/// the origins it serves).
+pub fn check_hello_any(
+    side: Side,
+    key: &str,
+    signature: &str,
+    nonce: &[u8; 32],
+    bindings: &[[u8; 32]],
 ) -> Result<PublicKey, RelayAuthError> {
     let key = PublicKey::from_bytes(&hex32(key, "key")?)?;
-    key.verify(&auth_message(nonce, side, cert_sha256), &hex64(signature)?)?;
+    let signature = hex64(signature)?;
+    let mut result = Err(BadSignature);
+    for binding in bindings {
+        result = key.verify(&auth_message(nonce, side, binding), &signature);
+        if result.is_ok() {
+            break;
+        }
+    }
+    result?;
     Ok(key)
 }
 
@@ -276,6 +316,22 @@ mod tests {
         assert!(check_hello(Side::Device, &key, &signature, &[9; 32], &cert).is_err());
         assert!(check_hello(Side::Device, &key, &signature, &nonce, &[9; 32]).is_err());
         assert!(check_hello(Side::Device, "zz", &signature, &nonce, &cert).is_err());
+    }
+
+    #[test]
+    fn a_browser_binds_to_an_origin_the_relay_serves() {
+        let secret = SecretKey::from_seed(&[5; 32]);
+        let (nonce, cert) = ([1; 32], [2; 32]);
+        let ours = origin_binding("https://relay.example.com");
+        let ToRelay::Hello { key, signature, .. } = hello(&secret, Side::Device, &nonce, &ours)
+        else {
+            panic!()
+        };
+        assert!(check_hello_any(Side::Device, &key, &signature, &nonce, &[cert, ours]).is_ok());
+        // Bound to another origin (a phishing copy of the page): refused.
+        let theirs = origin_binding("https://relay.example.com.evil.test");
+        assert!(check_hello_any(Side::Device, &key, &signature, &nonce, &[cert, theirs]).is_err());
+        assert!(check_hello_any(Side::Device, &key, &signature, &nonce, &[]).is_err());
     }
 
     #[test]

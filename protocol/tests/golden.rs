@@ -138,6 +138,25 @@ fn golden_files_match() {
         &mut mismatches,
     );
 
+    // Relay authentication: the challenge answer's bytes, bound to a certificate or an origin.
+    let nonce = [0x44u8; 32];
+    let cert = [0x55u8; 32];
+    let origin = "https://relay.example.com";
+    let binding = protocol::relay::origin_binding(origin);
+    check(
+        "relay-auth.json",
+        &pretty(&json!({
+            "nonce": hex::encode(nonce),
+            "certificate_sha256": hex::encode(cert),
+            "device_bound_to_certificate": hex::encode(protocol::relay::auth_message(&nonce, protocol::relay::Side::Device, &cert)),
+            "origin": origin,
+            "origin_binding": hex::encode(binding),
+            "device_bound_to_origin": hex::encode(protocol::relay::auth_message(&nonce, protocol::relay::Side::Device, &binding)),
+            "host_bound_to_certificate": hex::encode(protocol::relay::auth_message(&nonce, protocol::relay::Side::Host, &cert)),
+        })),
+        &mut mismatches,
+    );
+
     assert!(
         mismatches.is_empty(),
         "golden files differ from what the code produces: {mismatches:#?}\n\

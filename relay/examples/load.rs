@@ -209,7 +209,8 @@ async fn serve_child(mode: &str, port: u16) -> anyhow::Result<()> {
         serve_echo_tls(tokio::net::TcpListener::bind(listen).await?, identity).await;
         return Ok(());
     }
-    let server = Server::bind(Config { listen, identity, limits: limits() }).await?;
+    let server =
+        Server::bind(Config { listen, identity, limits: limits(), origins: Vec::new() }).await?;
     server.serve().await?;
     Ok(())
 }

@@ -25,6 +25,11 @@ struct Args {
     /// clients to pin). Repeat for several names; default: localhost and 127.0.0.1.
     #[arg(long, num_args = 0.., value_name = "NAME")]
     self_signed: Option<Vec<String>>,
+    /// An origin the relay serves browsers at (`https://relay.example.com`), whose binding it
+    /// accepts in a challenge answer from a browser, which cannot see the certificate
+    /// (repeatable; comma-separated in the variable).
+    #[arg(long = "origin", env = "RELAY_ORIGIN", value_delimiter = ',', value_name = "URL")]
+    origins: Vec<String>,
     /// Largest frame a client may send, in bytes.
     #[arg(long, env = "RELAY_MAX_FRAME")]
     max_frame: Option<usize>,
@@ -111,8 +116,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let server =
-            relay::Server::bind(relay::Config { listen: args.listen, identity, limits }).await?;
+        let server = relay::Server::bind(relay::Config {
+            listen: args.listen,
+            identity,
+            limits,
+            origins: args.origins,
+        })
+        .await?;
         tracing::info!(addr = %server.local_addr(), "relay listening");
         let serving = server.clone();
         let task = tokio::spawn(async move { serving.serve().await });

@@ -81,6 +81,9 @@ pub struct Config {
     pub identity: Identity,
     /// The limits.
     pub limits: Limits,
+    /// The origins browsers reach this relay at; a challenge answer bound to one of them is
+    /// accepted besides one bound to the certificate (see `protocol::relay`).
+    pub origins: Vec<String>,
 }
 
 struct Inner {
@@ -301,13 +304,10 @@ where
     let (side, key) = match answer {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ToRelay>(&text) {
             Ok(ToRelay::Hello { side, key, signature }) => {
-                match protocol::relay::check_hello(
-                    side,
-                    &key,
-                    &signature,
-                    &nonce,
-                    &inner.config.identity.cert_sha256,
-                ) {
+                let bindings: Vec<[u8; 32]> = std::iter::once(inner.config.identity.cert_sha256)
+                    .chain(inner.config.origins.iter().map(|o| protocol::relay::origin_binding(o)))
+                    .collect();
+                match protocol::relay::check_hello_any(side, &key, &signature, &nonce, &bindings) {
                     Ok(key) => (side, *key.as_bytes()),
                     Err(e) => {
                         Metrics::inc(&metrics.auth_failures);

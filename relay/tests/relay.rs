@@ -23,9 +23,14 @@ struct Relay {
 async fn relay(limits: Limits) -> Relay {
     let identity = relay::tls::self_signed(vec!["localhost".into()]).unwrap();
     let pin = identity.cert_sha256;
-    let server = Server::bind(Config { listen: "127.0.0.1:0".parse().unwrap(), identity, limits })
-        .await
-        .unwrap();
+    let server = Server::bind(Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        identity,
+        limits,
+        origins: vec!["https://relay.test".into()],
+    })
+    .await
+    .unwrap();
     let addr = server.local_addr().to_string();
     let serving = server.clone();
     tokio::spawn(async move { serving.serve().await });
@@ -205,6 +210,25 @@ async fn a_new_device_reaches_the_host_only_through_an_open_pairing_offer() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     send(&mut new, 1, &h, b"after").await;
     assert!(nothing(&mut host).await);
+    r.server.shutdown().await;
+}
+
+/// A browser cannot see the certificate: it binds its answer to the origin it loaded the page
+/// from, which the relay accepts only for the origins it serves.
+#[tokio::test]
+async fn a_browser_authenticates_by_the_origin_the_relay_serves() {
+    let r = relay(Limits::default()).await;
+    let device = key(9);
+    let (mut link, _cert) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
+    let ours = protocol::relay::origin_binding("https://relay.test");
+    authenticate(&mut link, &device, Side::Device, &ours).await.unwrap();
+    let (mut link, _cert) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
+    let theirs = protocol::relay::origin_binding("https://relay.test.evil.example");
+    let refused = authenticate(&mut link, &device, Side::Device, &theirs).await;
+    assert!(
+        matches!(refused, Err(LinkError::Closed { code: 4003, .. })),
+        "an answer bound to another origin: {refused:?}"
+    );
     r.server.shutdown().await;
 }
 

@@ -13,7 +13,8 @@ use relay_client::{Client, ClientConfig, Inbound, pinned_config};
 async fn start(addr: std::net::SocketAddr, identity: relay::tls::Identity) -> Server {
     // The clients pace themselves below this rate, resent backlogs included.
     let limits = Limits { frames_per_sec: 2_000, burst: 2_000, ..Limits::default() };
-    let server = Server::bind(Config { listen: addr, identity, limits }).await.unwrap();
+    let server =
+        Server::bind(Config { listen: addr, identity, limits, origins: Vec::new() }).await.unwrap();
     let serving = server.clone();
     tokio::spawn(async move { serving.serve().await });
     server

@@ -282,6 +282,24 @@ export async function fingerprint(key) {
   return [0, 4, 8, 12].map((i) => chars.slice(i, i + 4).join("")).join("-");
 }
 
+// --- relay authentication ------------------------------------------------------------------
+
+export const AUTH_DOMAIN = utf8.encode("agent-bridge relay auth v1\0");
+export const ORIGIN_DOMAIN = utf8.encode("agent-bridge origin v1\0");
+
+/**
+ * What a browser binds its challenge answer to: the relay certificate's SHA-256 from the pairing
+ * link (a self-signed relay), else this binding of the page's origin (`location.origin`).
+ */
+export async function originBinding(origin) {
+  return sha256(concat(ORIGIN_DOMAIN, utf8.encode(origin)));
+}
+
+/** The bytes signed to answer the relay's challenge (`side`: "host" or "device"). */
+export function authMessage(nonce, side, binding) {
+  return concat(AUTH_DOMAIN, nonce, Uint8Array.of(side === "host" ? 0x68 : 0x64), binding);
+}
+
 // --- pairing -------------------------------------------------------------------------------
 
 /** The offer's public name: what the relay sees instead of the secret. */

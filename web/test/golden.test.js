@@ -107,3 +107,14 @@ test("base64 has one spelling", () => {
   assert.throws(() => p.fromBase64("aGk"));
   assert.throws(() => p.fromBase64("aGl="));
 });
+
+test("the relay challenge answer, bound to a certificate or an origin", async () => {
+  const g = json("relay-auth.json");
+  const nonce = p.fromHex(g.nonce, 32);
+  const cert = p.fromHex(g.certificate_sha256, 32);
+  assert.equal(p.toHex(p.authMessage(nonce, "device", cert)), g.device_bound_to_certificate);
+  assert.equal(p.toHex(p.authMessage(nonce, "host", cert)), g.host_bound_to_certificate);
+  const binding = await p.originBinding(g.origin);
+  assert.equal(p.toHex(binding), g.origin_binding);
+  assert.equal(p.toHex(p.authMessage(nonce, "device", binding)), g.device_bound_to_origin);
+});
