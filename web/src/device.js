@@ -1,0 +1,260 @@
+// A device in the browser: the link to the relay (authentication, pairing knock, end-to-end
+// resume) and the device's conversation with its host (signed requests and decisions out,
+// host-signed events in, checked against the host key from pairing).
+//
+// The same code runs in Node for the tests (with its WebSocket). Keys are WebCrypto Ed25519
+// keys; in the browser the private key is made non-extractable and kept in IndexedDB.
+
+import * as p from "./protocol.js";
+
+const subtle = globalThis.crypto?.subtle ?? (await import("node:crypto")).webcrypto.subtle;
+
+/** Makes a device key pair whose private half can never be read out. */
+export async function newKeyPair() {
+  return subtle.generateKey({ name: "Ed25519" }, false, ["sign", "verify"]);
+}
+
+export async function rawPublicKey(keyPair) {
+  return new Uint8Array(await subtle.exportKey("raw", keyPair.publicKey));
+}
+
+function randomBytes(n) {
+  const out = new Uint8Array(n);
+  globalThis.crypto.getRandomValues(out);
+  return out;
+}
+
+function u64(bytes, at) {
+  return new DataView(bytes.buffer, bytes.byteOffset + at, 8).getBigUint64(0);
+}
+
+function be64(n) {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n));
+  return out;
+}
+
+/**
+ * The relay link of a device: one WebSocket, reconnected with backoff, and the resume layer of
+ * relay-client/src/resume.rs towards the host (this side's epoch; the host's stream joined at
+ * the first frame that arrives; acknowledgements; everything unacknowledged sent again after a
+ * reconnect or a second).
+ */
+export class RelayLink {
+  constructor({ url, keyPair, publicKey, binding, knock = null, onMessage, onNotice = () => {} }) {
+    Object.assign(this, { url, keyPair, publicKey, binding, knock, onMessage, onNotice });
+    this.epoch = BigInt(Date.now()) * 1000000n + BigInt(Math.floor(Math.random() * 1e6));
+    this.nextSeq = 1n;
+    this.unacked = []; // { peer, seq, message, sentAt }
+    this.streams = new Map(); // `${peerHex}:${epoch}` -> delivered (bigint)
+    this.closed = false;
+    this.backoff = 100;
+    this.timer = setInterval(() => this.resend(false), 250);
+    this.connect();
+  }
+
+  connect() {
+    if (this.closed) return;
+    const ws = new WebSocket(this.url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    this.ready = false;
+    ws.onmessage = (event) => this.received(event.data).catch((e) => this.onNotice({ error: String(e) }));
+    ws.onclose = () => {
+      this.ready = false;
+      if (this.closed) return;
+      this.onNotice({ offline: true });
+      setTimeout(() => this.connect(), this.backoff * (0.5 + Math.random() / 2));
+      this.backoff = Math.min(this.backoff * 2, 5000);
+    };
+  }
+
+  async received(data) {
+    if (typeof data === "string") {
+      const control = JSON.parse(data);
+      if (control.type === "challenge") {
+        const nonce = p.fromHex(control.nonce, 32);
+        const signature = await subtle.sign("Ed25519", this.keyPair.privateKey, p.authMessage(nonce, "device", this.binding));
+        this.ws.send(JSON.stringify({ type: "hello", side: "device", key: p.toHex(this.publicKey), signature: p.toHex(new Uint8Array(signature)) }));
+      } else if (control.type === "welcome") {
+        this.backoff = 100;
+        if (this.knock) this.ws.send(JSON.stringify({ type: "knock", host: p.toHex(this.knock.host), token: this.knock.token }));
+        this.ready = true;
+        this.onNotice({ online: true });
+        this.resend(true);
+      } else {
+        this.onNotice(control);
+      }
+      return;
+    }
+    const frame = new Uint8Array(data);
+    if (frame.length < 33) return;
+    const from = frame.slice(1, 33);
+    const payload = frame.subarray(33);
+    if (payload[0] === 1 && payload.length === 17) {
+      if (u64(payload, 1) === this.epoch) {
+        const seq = u64(payload, 9);
+        this.unacked = this.unacked.filter((m) => m.seq > seq);
+      }
+      return;
+    }
+    if (payload[0] !== 0 || payload.length < 25) return;
+    const [epoch, seq, base] = [u64(payload, 1), u64(payload, 9), u64(payload, 17)];
+    if (base < 1n || base > seq) return;
+    const key = `${p.toHex(from)}:${epoch}`;
+    const known = this.streams.has(key);
+    // A stream this side has not seen is joined where it arrives (resume.rs: Join::AtFirstFrame).
+    const delivered = known ? this.streams.get(key) : (this.followed ? base - 1n : seq - 1n);
+    this.followed = true;
+    let now = delivered;
+    if (seq === delivered + 1n) {
+      now = seq;
+      this.streams.set(key, now);
+      this.onMessage(from, payload.slice(25));
+    } else {
+      this.streams.set(key, delivered);
+    }
+    this.ack(from, epoch, now);
+  }
+
+  ack(peer, epoch, seq) {
+    if (!this.ready) return;
+    this.ws.send(p.concat(Uint8Array.of(1), peer, Uint8Array.of(1), be64(epoch), be64(seq)));
+  }
+
+  /** Queues a message for `peer`; it is sent now if the link is up, and again until acknowledged. */
+  send(peer, message) {
+    this.unacked.push({ peer, seq: this.nextSeq++, message, sentAt: null });
+    this.resend(false);
+  }
+
+  resend(all) {
+    if (!this.ready || this.unacked.length === 0) return;
+    const base = this.unacked[0].seq;
+    const now = Date.now();
+    for (const m of this.unacked) {
+      if (all || m.sentAt === null || now - m.sentAt >= 1000) {
+        m.sentAt = now;
+        const payload = p.concat(Uint8Array.of(0), be64(this.epoch), be64(m.seq), be64(base), m.message);
+        this.ws.send(p.concat(Uint8Array.of(1), m.peer, payload));
+      }
+    }
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.timer);
+    this.ws?.close();
+  }
+}
+
+/**
+ * A paired (or pairing) device talking to its host. `state` is where counters live
+ * ({ sent, received }); the browser persists it in IndexedDB, the tests keep it in memory.
+ */
+export class Device {
+  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, knock = null }) {
+    Object.assign(this, { keyPair, publicKey, hostKey, state });
+    this.window = { highest: BigInt(state.received ?? 0) };
+    this.seen = new Set();
+    this.waiters = [];
+    this.events = [];
+    this.link = new RelayLink({
+      url: relayUrl,
+      keyPair,
+      publicKey,
+      binding,
+      knock,
+      onMessage: (from, bytes) => this.incoming(from, bytes),
+      onNotice: (notice) => this.notice?.(notice),
+    });
+  }
+
+  async incoming(from, bytes) {
+    if (p.toHex(from) !== p.toHex(this.hostKey)) return;
+    let opened;
+    try {
+      opened = await p.open(bytes, this.hostKey, this.publicKey, Date.now());
+    } catch {
+      return; // not from the host, not for us, or altered: dropped
+    }
+    // The replay guard: each counter once, nothing at or below what an earlier run accepted.
+    const counter = opened.header.counter;
+    if (counter <= BigInt(this.state.received ?? 0) || this.seen.has(counter)) return;
+    this.seen.add(counter);
+    if (counter > this.window.highest) this.window.highest = counter;
+    this.events.push(opened.message);
+    for (const w of this.waiters.splice(0)) w();
+  }
+
+  /** The next message from the host that `match` accepts, within `ms`. */
+  async next(match, ms = 30000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const at = this.events.findIndex(match);
+      if (at >= 0) return this.events.splice(at, 1)[0];
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error("no answer from the host in time");
+      await new Promise((resolve) => {
+        const timer = setTimeout(resolve, left);
+        this.waiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Seals and sends a message of `kind` to the host. */
+  async send(kind, message) {
+    this.state.sent = (this.state.sent ?? 0) + 1;
+    const now = Date.now();
+    const frame = await p.seal(this.keyPair.privateKey, {
+      kind,
+      sender: this.publicKey,
+      recipient: this.hostKey,
+      counter: this.state.sent,
+      issuedAtMs: now,
+      expiresAtMs: now + 120000,
+    }, message);
+    this.link.send(this.hostKey, frame);
+  }
+
+  /** A fresh request id. */
+  static requestId() {
+    return p.toHex(randomBytes(16));
+  }
+
+  close() {
+    this.state.received = Number(this.window.highest > BigInt(this.state.received ?? 0) ? this.window.highest : BigInt(this.state.received ?? 0));
+    this.link.close();
+  }
+}
+
+/**
+ * Pairs a new device with the host of `link` (a parsed pairing link): sends the hello proving
+ * the secret, and waits for the host's answer (signed by the host key from the link).
+ */
+export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000 }) {
+  const publicKey = await rawPublicKey(keyPair);
+  const token = await p.pairingToken(link.secret);
+  const proof = await p.pairingProof(link.secret, link.hostKey, publicKey, name);
+  const state = { sent: 0, received: 0 };
+  const device = new Device({
+    relayUrl,
+    binding,
+    keyPair,
+    publicKey,
+    hostKey: link.hostKey,
+    state,
+    knock: { host: link.hostKey, token },
+  });
+  await device.send("pairing", { type: "hello", token, name, proof });
+  try {
+    const answer = await device.next((m) => m.type === "accepted" || m.type === "rejected", ms);
+    if (answer.type === "rejected") throw new Error(`the host refused the pairing: ${answer.reason}`);
+    return { role: answer.role, hostName: answer.host_name, publicKey, state };
+  } finally {
+    device.close();
+  }
+}
