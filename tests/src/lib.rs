@@ -154,16 +154,7 @@ impl World {
 
     /// Opens a pairing offer (`agent-host pair`), returning once its link is printed.
     pub fn offer(&self, args: &[&str]) -> Offer {
-        let mut child = Command::new(bin("agent-host"))
-            .arg("pair")
-            .args(args)
-            .current_dir(self.ws())
-            .env("AGENT_HOST_HOME", self.home())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = self.agent_host_child(&[&["pair"], args].concat());
         let lines = lines_of(child.stdout.take().unwrap());
         // Owned by the offer at once, so that a failure below still reaps the process.
         let mut offer = Offer { child, link: String::new(), lines };
