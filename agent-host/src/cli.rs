@@ -43,7 +43,8 @@ pub enum Command {
     #[command(name = "__sandbox", hide = true)]
     Sandbox(crate::landlock_sandbox::HelperArgs),
     /// Run the host for one workspace: identity key, policy, approvals, audit log, sandbox,
-    /// and the local socket the other commands talk to.
+    /// the local socket the other commands talk to, and (with --relay) the link to paired
+    /// devices.
     Serve(ServeArgs),
     /// List the actions waiting for approval.
     Approvals {

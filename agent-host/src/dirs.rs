@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 pub struct Dirs {
     /// Settings (`settings.json`) and the identity key (`host.key`).
     pub config: PathBuf,
-    /// State: trusted workspaces, the audit log, the local socket; later devices and counters.
+    /// State: trusted workspaces, the audit log, the local socket, paired devices and counters.
     pub state: PathBuf,
 }
 

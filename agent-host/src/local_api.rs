@@ -1,6 +1,7 @@
 //! The local API: JSON lines over the host's unix socket (mode 0600, peer uid checked), spoken
-//! by the `agent-host` CLI (and later by agent hooks). One request per connection; the answer
-//! is one line, or for a waiting `exec` a `pending` line followed by the outcome. `pair` is a
+//! by the `agent-host` CLI, agent hooks, `agent-host ask` and `agent-host run`. One request per
+//! connection; the answer is one line, or for a waiting `exec` or `judge` a `pending` line
+//! followed by the outcome; a shared session streams both ways until it ends. `pair` is a
 //! short conversation: the link, then (unless `yes`) the question "pair this device?" that the
 //! client answers with one [`PairAnswer`] line, then the outcome.
 
