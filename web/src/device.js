@@ -150,23 +150,33 @@ export class RelayLink {
 
 /**
  * A paired (or pairing) device talking to its host. `state` is where counters live
- * ({ sent, received }); the browser persists it in IndexedDB, the tests keep it in memory.
+ * ({ sent, received }); `persist(state)` keeps it (the browser: IndexedDB; the tests: memory)
+ * and is awaited before a counter is used, so a reload never signs two messages with one
+ * counter. `notice` receives the link's notices ({ online }, { offline }, relay messages).
  */
 export class Device {
-  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, knock = null }) {
-    Object.assign(this, { keyPair, publicKey, hostKey, state });
-    this.window = { highest: BigInt(state.received ?? 0) };
+  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, knock = null, persist = async () => {}, notice = () => {} }) {
+    Object.assign(this, { keyPair, publicKey, hostKey, state, persist, notice });
+    // Nothing at or below what an earlier run accepted is accepted again.
+    this.floor = BigInt(state.received ?? 0);
+    this.highest = this.floor;
     this.seen = new Set();
     this.waiters = [];
     this.events = [];
+    this.queue = Promise.resolve();
+    /** When set, takes each verified host event instead of the queue that `next` reads. */
+    this.onEvent = null;
     this.link = new RelayLink({
       url: relayUrl,
       keyPair,
       publicKey,
       binding,
       knock,
-      onMessage: (from, bytes) => this.incoming(from, bytes),
-      onNotice: (notice) => this.notice?.(notice),
+      // One at a time, in arrival order (checking a signature is asynchronous).
+      onMessage: (from, bytes) => (this.queue = this.queue
+          .then(() => this.incoming(from, bytes))
+          .catch((e) => this.notice({ error: String(e) }))),
+      onNotice: (notice) => this.notice(notice),
     });
   }
 
@@ -180,10 +190,14 @@ export class Device {
     }
     // The replay guard: each counter once, nothing at or below what an earlier run accepted.
     const counter = opened.header.counter;
-    if (counter <= BigInt(this.state.received ?? 0) || this.seen.has(counter)) return;
+    if (counter <= this.floor || this.seen.has(counter)) return;
     this.seen.add(counter);
-    if (counter > this.window.highest) this.window.highest = counter;
-    this.events.push(opened.message);
+    if (counter > this.highest) {
+      this.highest = counter;
+      this.state.received = Number(counter);
+      this.persist(this.state).catch(() => {});
+    }
+    this.onEvent ? this.onEvent(opened.message) : this.events.push(opened.message);
     for (const w of this.waiters.splice(0)) w();
   }
 
@@ -208,6 +222,7 @@ export class Device {
   /** Seals and sends a message of `kind` to the host. */
   async send(kind, message) {
     this.state.sent = (this.state.sent ?? 0) + 1;
+    await this.persist(this.state);
     const now = Date.now();
     const frame = await p.seal(this.keyPair.privateKey, {
       kind,
@@ -226,20 +241,23 @@ export class Device {
   }
 
   close() {
-    this.state.received = Number(this.window.highest > BigInt(this.state.received ?? 0) ? this.window.highest : BigInt(this.state.received ?? 0));
     this.link.close();
   }
 }
 
 /**
  * Pairs a new device with the host of `link` (a parsed pairing link): sends the hello proving
- * the secret, and waits for the host's answer (signed by the host key from the link).
+ * the secret, and waits for the host's answer (signed by the host key from the link). Fails
+ * at once when the relay refuses the link's offer or has no route to the host.
  */
-export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000 }) {
+export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000, notice = () => {} }) {
   const publicKey = await rawPublicKey(keyPair);
   const token = await p.pairingToken(link.secret);
   const proof = await p.pairingProof(link.secret, link.hostKey, publicKey, name);
   const state = { sent: 0, received: 0 };
+  let fail;
+  const failed = new Promise((_, reject) => (fail = reject));
+  failed.catch(() => {});
   const device = new Device({
     relayUrl,
     binding,
@@ -248,10 +266,17 @@ export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000 
     hostKey: link.hostKey,
     state,
     knock: { host: link.hostKey, token },
+    notice: (n) => {
+      notice(n);
+      if (n.type === "refused") fail(new Error(`the relay refused: ${n.reason} (the link was used, or it expired)`));
+      if (n.type === "undeliverable") {
+        fail(new Error(n.offline ? "the host is not connected to the relay" : "the relay has no route to that host for this link (used or expired)"));
+      }
+    },
   });
   await device.send("pairing", { type: "hello", token, name, proof });
   try {
-    const answer = await device.next((m) => m.type === "accepted" || m.type === "rejected", ms);
+    const answer = await Promise.race([device.next((m) => m.type === "accepted" || m.type === "rejected", ms), failed]);
     if (answer.type === "rejected") throw new Error(`the host refused the pairing: ${answer.reason}`);
     return { role: answer.role, hostName: answer.host_name, publicKey, state };
   } finally {
