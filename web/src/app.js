@@ -1,0 +1,656 @@
+// The page: pairing from the link's fragment, then the host screen (status, what needs an
+// answer, sessions, requests, activity). Every tap that asks the host for something becomes a
+// message signed with this browser's key; the host decides. Nothing here is trusted by the
+// host, and nothing the relay sends is shown unless the host's key signed it.
+
+import * as p from "./protocol.js";
+import { Device, newKeyPair, pair, rawPublicKey } from "./device.js";
+import * as store from "./store.js";
+
+const main = document.getElementById("main");
+const banner = document.getElementById("banner");
+const linkState = document.getElementById("link-state");
+
+// --- small DOM helpers (text only: nothing from the host is ever parsed as HTML) -------------
+
+function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [name, value] of Object.entries(attrs)) {
+    if (value === false || value === null || value === undefined) continue;
+    if (name.startsWith("on")) el.addEventListener(name.slice(2), value);
+    else if (name === "class") el.className = value;
+    else el.setAttribute(name, value === true ? "" : value);
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : String(child));
+  }
+  return el;
+}
+
+function show(...children) {
+  main.replaceChildren(...children);
+}
+
+function setBanner(text) {
+  banner.hidden = !text;
+  banner.textContent = text ?? "";
+}
+
+function fail(title, detail, ...extra) {
+  show(h("section", {}, h("h2", {}, title), h("p", {}, detail), ...extra));
+}
+
+const text = new TextDecoder();
+
+function outputText(base64) {
+  return text.decode(p.fromBase64(base64 ?? ""));
+}
+
+// Terminal output shown as text: colour and cursor sequences dropped, line ends made plain.
+function plain(terminal) {
+  return terminal
+    .replace(/\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g, "")
+    .replace(/\r\n/g, "\n")
+    .replace(/\r/g, "");
+}
+
+function seconds(ms) {
+  const s = Math.max(0, Math.ceil(ms / 1000));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+/** Splits a command line the way a POSIX shell splits words (quotes and backslashes only). */
+function words(line) {
+  const out = [];
+  let word = null;
+  let quote = null;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i];
+    if (quote === "'") {
+      if (c === "'") quote = null;
+      else word += c;
+    } else if (quote === '"') {
+      if (c === '"') quote = null;
+      else if (c === "\\" && i + 1 < line.length && '"\\$`'.includes(line[i + 1])) word += line[++i];
+      else word += c;
+    } else if (c === "'" || c === '"') {
+      quote = c;
+      word ??= "";
+    } else if (c === "\\" && i + 1 < line.length) {
+      word = (word ?? "") + line[++i];
+    } else if (/\s/.test(c)) {
+      if (word !== null) out.push(word);
+      word = null;
+    } else {
+      word = (word ?? "") + c;
+    }
+  }
+  if (quote) throw new Error("a quote is not closed");
+  if (word !== null) out.push(word);
+  return out;
+}
+
+function describe(action) {
+  switch (action.type) {
+    case "run":
+      return `run ${action.argv.join(" ")}`;
+    case "read_file":
+      return `read ${action.path}`;
+    case "write_file":
+      return `write ${action.path}`;
+    case "edit_file":
+      return `edit ${action.path}`;
+    case "list_dir":
+      return `list ${action.path}`;
+    case "session_input":
+      return action.data === "\u0003" ? "interrupt a session" : `type ${JSON.stringify(action.data)} into a session`;
+    case "web_fetch":
+      return `fetch ${action.url}`;
+    case "tool":
+      return `use the tool ${action.name}`;
+    default:
+      return action.type;
+  }
+}
+
+const ERRORS = {
+  bad_request: "The host could not use the request",
+  forbidden: "This browser's role does not allow that",
+  revoked: "This browser was revoked at the host",
+  denied_by_policy: "Denied by the host's policy",
+  denied_by_approver: "Denied by an approver",
+  expired: "Expired: nobody answered in time, which means no",
+  not_found: "The host does not know that (any more)",
+  conflict: "That answer was for another action",
+  outside_workspace: "Outside the host's workspace",
+  rate_limited: "Too many requests: try again in a moment",
+  internal: "The host failed",
+};
+
+function errorText(event) {
+  return `${ERRORS[event.code] ?? event.code}: ${event.message}`;
+}
+
+const ROLES = {
+  viewer: "viewer: sees what happens",
+  approver: "approver: answers what the host asks",
+  operator: "operator: answers, and asks the host to act",
+};
+
+// --- pairing ---------------------------------------------------------------------------------
+
+function sameRelay(a, b) {
+  const bare = (host) => host.replace(/:443$/, "");
+  return bare(a) === bare(b);
+}
+
+async function pairingScreen(href, existing) {
+  let link;
+  try {
+    link = p.parseLink(href);
+  } catch (e) {
+    history.replaceState(null, "", "/pair");
+    return fail("This pairing link is not valid", `${e.message}. Run \`agent-host pair\` again and open the new link.`);
+  }
+  // The secret stays out of the address bar, the history and any bookmark.
+  history.replaceState(null, "", "/pair");
+  linkState.textContent = "Pairing";
+  if (!sameRelay(link.relay, location.host)) {
+    return fail("This link is for another relay", `It names ${link.relay}, but this page came from ${location.host}. Open the link as it was printed.`);
+  }
+  if (link.expiresAtMs <= Date.now()) {
+    return fail("This pairing link expired", `It expired at ${new Date(link.expiresAtMs).toLocaleTimeString()}. Run \`agent-host pair\` again for a new one.`);
+  }
+  if (existing) {
+    const again = h("button", { type: "button" }, "Forget it and pair with this link");
+    again.addEventListener("click", async () => {
+      await store.forget();
+      start(href);
+    });
+    return fail(
+      "This browser is already paired",
+      `It is paired with ${existing.hostName}. To pair it with this link instead, forget the current pairing (its key is deleted).`,
+      h("div", { class: "buttons" }, again, h("button", { type: "button", onclick: () => location.assign("/") }, "Keep it")),
+    );
+  }
+  let keyPair;
+  try {
+    keyPair = await newKeyPair();
+  } catch {
+    return fail("This browser cannot make the key it needs", "It has no WebCrypto Ed25519. A current Chrome, Edge, Firefox or Safari has it.");
+  }
+  const publicKey = await rawPublicKey(keyPair);
+  const fingerprint = await p.fingerprint(publicKey);
+  const hostId = p.keyId("host", link.hostKey);
+  const name = h("input", { type: "text", id: "device-name", name: "name", required: true, maxlength: "64", autocomplete: "off", value: /Mobi|Android|iPhone/.test(navigator.userAgent) ? "Phone" : "Browser" });
+  const button = h("button", { type: "submit", class: "approve" }, "Pair this browser");
+  const progress = h("div", { role: "status", "aria-live": "polite" });
+  const left = h("span", { "data-expires": link.expiresAtMs });
+  const form = h(
+    "form",
+    {},
+    h("h2", {}, "Pair this browser"),
+    h("p", {}, "With the host ", h("code", { class: "mono" }, hostId.slice(0, 20) + "…"), ". The link works once; ", left, " left."),
+    h("label", { for: "device-name" }, "Name for this browser"),
+    name,
+    h("p", {}, "This browser's fingerprint (the host shows it when it asks):"),
+    h("p", { class: "fingerprint mono", id: "my-fingerprint" }, fingerprint),
+    h("div", { class: "buttons" }, button),
+    progress,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    name.disabled = true;
+    progress.replaceChildren(
+      h("p", {}, "Waiting for the host. At its terminal, check that it shows the fingerprint ", h("strong", {}, fingerprint), " before you answer yes."),
+    );
+    const binding = link.certSha256 ?? (await p.originBinding(location.origin));
+    try {
+      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${location.host}/ws`, binding, keyPair, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
+      await store.save({
+        keyPair,
+        publicKey,
+        name: name.value.trim() || "Browser",
+        hostKey: link.hostKey,
+        hostName: paired.hostName,
+        role: paired.role,
+        relay: location.host,
+        binding,
+        sent: paired.state.sent,
+        received: paired.state.received,
+        pairedAtMs: Date.now(),
+      });
+      history.replaceState(null, "", "/");
+      start("/");
+    } catch (e) {
+      progress.replaceChildren(h("p", { class: "bad", role: "alert" }, `Not paired: ${e.message}.`), h("p", {}, "Run `agent-host pair` again for a new link."));
+    }
+  });
+  show(h("section", {}, form));
+  tick();
+}
+
+// --- the host screen -------------------------------------------------------------------------
+
+class HostScreen {
+  constructor(record) {
+    this.record = record;
+    this.me = p.keyId("dev", record.publicKey);
+    this.pending = new Map(); // request -> { event, gen, card, outcome }
+    this.gen = 0;
+    this.mine = new Map(); // request -> { title, item }
+    this.sessions = new Map(); // session -> { command, kind, chunks: Map(seq -> text), ended, view }
+    this.relayUp = false;
+    this.hostState = "unknown"; // online | offline | no-route | unknown
+    this.build();
+    this.device = new Device({
+      relayUrl: `wss://${location.host}/ws`,
+      binding: record.binding,
+      keyPair: record.keyPair,
+      publicKey: record.publicKey,
+      hostKey: record.hostKey,
+      state: record,
+      persist: (state) => store.save(state),
+      notice: (n) => this.notice(n),
+    });
+    this.device.onEvent = (event) => this.event(event);
+  }
+
+  build() {
+    const r = this.record;
+    this.statusList = h("dl", {});
+    this.statusSection = h("section", { "aria-labelledby": "host-title" }, h("h2", { id: "host-title" }, r.hostName), this.statusList);
+    this.pendingList = h("div", {});
+    this.pendingEmpty = h("p", { class: "empty" }, "Nothing is waiting for an answer.");
+    this.pendingSection = h("section", { "aria-labelledby": "pending-title" }, h("h2", { id: "pending-title" }, "Needs you"), this.pendingEmpty, this.pendingList);
+    this.sessionList = h("div", {});
+    this.sessionSection = h("section", { "aria-labelledby": "sessions-title", hidden: true }, h("h2", { id: "sessions-title" }, "Sessions"), this.sessionList);
+    this.feed = h("ol", { class: "feed" });
+    this.feedEmpty = h("p", { class: "empty" }, "Nothing yet.");
+    this.activitySection = h("section", { "aria-labelledby": "activity-title" }, h("h2", { id: "activity-title" }, "Activity"), this.feedEmpty, this.feed);
+    this.requestSection = this.requestForms();
+    const forget = h("button", { type: "button", onclick: () => this.forget() }, "Forget this browser");
+    this.aboutSection = h(
+      "section",
+      { "aria-labelledby": "about-title" },
+      h("h2", { id: "about-title" }, "This browser"),
+      h("dl", {}, h("dt", {}, "Name"), h("dd", {}, r.name), h("dt", {}, "Fingerprint"), h("dd", { class: "mono", id: "about-fingerprint" }, "…"), h("dt", {}, "Id"), h("dd", { class: "mono" }, this.me)),
+      h("div", { class: "buttons" }, forget),
+    );
+    p.fingerprint(r.publicKey).then((f) => (document.getElementById("about-fingerprint").textContent = f));
+    // What needs an answer comes first: it is why the page is open.
+    show(this.pendingSection, this.statusSection, this.sessionSection, this.requestSection, this.activitySection, this.aboutSection);
+    this.renderStatus();
+    this.applyRole();
+  }
+
+  renderStatus() {
+    const s = this.status;
+    const state = {
+      online: "online",
+      offline: "offline (not connected to the relay)",
+      "no-route": "unreachable from this browser",
+      unknown: this.relayUp ? "asking…" : "unknown",
+    }[this.hostState];
+    const rows = [["Host", state], ["Your role", ROLES[this.record.role] ?? this.record.role]];
+    if (s) rows.push(["Workspace", s.workspace], ["Sandbox", s.sandbox]);
+    this.statusList.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k.toLowerCase() }, v)]));
+    linkState.textContent = this.relayUp ? "Connected" : "Connecting…";
+    setBanner(
+      !this.relayUp && this.wasUp
+        ? "The connection to the relay is lost. Reconnecting… (nothing you sent is lost: it goes when the link is back)"
+        : this.hostState === "no-route"
+          ? "The relay will not carry this browser's messages to the host: the host revoked this browser, or has not reconnected since the relay restarted. If it was revoked, forget this browser and pair it again."
+          : this.hostState === "offline"
+            ? "Your host is offline: it is not connected to the relay. What you send waits and goes when it is back."
+            : null,
+    );
+  }
+
+  applyRole() {
+    this.requestSection.hidden = this.record.role !== "operator";
+  }
+
+  notice(n) {
+    if (n.online) {
+      this.relayUp = true;
+      this.wasUp = true;
+      this.sync();
+    } else if (n.offline) {
+      this.relayUp = false;
+    } else if (n.type === "undeliverable") {
+      this.hostState = n.offline ? "offline" : "no-route";
+    } else if (n.type === "refused") {
+      this.say({ title: "The relay refused", detail: n.reason, tone: "bad" });
+    }
+    this.renderStatus();
+  }
+
+  sync() {
+    this.device.send("request", { type: "sync", id: Device.requestId() });
+  }
+
+  event(e) {
+    this.hostState = "online";
+    switch (e.type) {
+      case "status":
+        this.status = e;
+        if (e.role !== this.record.role) {
+          this.record.role = e.role;
+          store.save(this.record);
+          this.applyRole();
+        }
+        // A sync sends every open action before its status: what was not announced since the
+        // last status is no longer open.
+        for (const [id, entry] of this.pending) if (entry.gen < this.gen && !entry.outcome) this.dropPending(id);
+        this.gen++;
+        break;
+      case "action_pending":
+        this.addPending(e);
+        break;
+      case "action_decided":
+        this.decided(e);
+        break;
+      case "action_result":
+        this.result(e);
+        break;
+      case "error":
+        this.error(e);
+        break;
+      case "session_started":
+      case "output":
+      case "session_ended":
+        this.sessionEvent(e);
+        break;
+    }
+    this.renderStatus();
+    this.renderPendingEmpty();
+  }
+
+  // --- what needs an answer ---
+
+  addPending(e) {
+    const known = this.pending.get(e.request);
+    if (known) {
+      known.gen = this.gen;
+      return;
+    }
+    const entry = { event: e, gen: this.gen, outcome: null };
+    const a = e.action;
+    const who = e.requested_by.type === "local" ? `${e.requested_by.name} (at the host)` : e.requested_by.id === this.me ? "this browser" : `device ${e.requested_by.id.slice(0, 16)}…`;
+    const what = [];
+    if (a.type === "run") {
+      what.push(h("dt", {}, "Command"), h("dd", {}, h("ol", { class: "argv mono", "aria-label": "arguments" }, a.argv.map((arg) => h("li", {}, arg)))));
+      what.push(h("dt", {}, "In"), h("dd", { class: "mono" }, a.cwd));
+      for (const [k, v] of Object.entries(a.env ?? {})) what.push(h("dt", {}, "Env"), h("dd", { class: "mono" }, `${k}=${v}`));
+    } else if (a.path !== undefined) {
+      what.push(h("dt", {}, "Path"), h("dd", { class: "mono" }, a.path));
+    } else if (a.type === "web_fetch") {
+      what.push(h("dt", {}, "URL"), h("dd", { class: "mono" }, a.url));
+    } else if (a.type === "tool") {
+      what.push(h("dt", {}, "Tool"), h("dd", { class: "mono" }, a.name), h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.input)));
+    } else if (a.type === "session_input") {
+      what.push(h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.data)));
+    }
+    what.push(h("dt", {}, "Why asked"), h("dd", {}, e.reason), h("dt", {}, "Asked by"), h("dd", {}, who));
+    const left = h("span", { "data-expires": e.expires_at_ms });
+    what.push(h("dt", {}, "Time left"), h("dd", {}, left));
+    const approve = h("button", { type: "button", class: "approve" }, "Approve");
+    const deny = h("button", { type: "button", class: "deny" }, "Deny");
+    const outcome = h("p", { class: "outcome", role: "status", "aria-live": "polite" });
+    const canAnswer = this.record.role !== "viewer";
+    const card = h(
+      "article",
+      { class: "card pending", "data-request": e.request, "aria-label": e.summary },
+      h("h3", {}, e.summary),
+      h("dl", {}, what),
+      e.preview ? h("details", { open: true }, h("summary", {}, "Change"), h("pre", { class: "diff" }, e.preview)) : null,
+      canAnswer ? h("div", { class: "buttons" }, approve, deny) : h("p", { class: "muted" }, "A viewer cannot answer."),
+      outcome,
+    );
+    const answer = async (verdict) => {
+      approve.disabled = deny.disabled = true;
+      outcome.textContent = verdict === "approve" ? "Sending your approval…" : "Sending your denial…";
+      // The answer names the exact action (its hash), checked against the action shown.
+      if ((await p.actionHash(a)) !== e.action_hash) {
+        outcome.textContent = "Refused here: the action does not match its hash.";
+        return;
+      }
+      entry.answered = verdict;
+      await this.device.send("decision", { request: e.request, action_hash: e.action_hash, verdict });
+    };
+    approve.addEventListener("click", () => answer("approve"));
+    deny.addEventListener("click", () => answer("deny"));
+    Object.assign(entry, { card, approve, deny, outcomeEl: outcome });
+    this.pending.set(e.request, entry);
+    this.pendingList.append(card);
+    tick();
+  }
+
+  decided(e) {
+    const by = !e.decided_by ? "the host (no answer in time, or the asker left)" : e.decided_by.type === "local" ? `${e.decided_by.name} at the host` : e.decided_by.id === this.me ? "you" : `device ${e.decided_by.id.slice(0, 16)}…`;
+    const verb = e.verdict === "approve" ? "Approved" : "Denied";
+    const entry = this.pending.get(e.request);
+    const title = entry?.event.summary ?? this.mine.get(e.request)?.title ?? "an action";
+    if (entry && !entry.outcome) {
+      entry.outcome = e.verdict;
+      entry.approve.disabled = entry.deny.disabled = true;
+      entry.outcomeEl.textContent = `${verb} by ${by}.`;
+      entry.outcomeEl.className = `outcome ${e.verdict === "approve" ? "ok" : "bad"}`;
+      entry.card.querySelector("[data-expires]")?.removeAttribute("data-expires");
+      // The outcome stays in view a moment, then the activity feed keeps it.
+      setTimeout(() => this.dropPending(e.request), 5000);
+    }
+    this.say({ request: e.request, title: `${verb}: ${title}`, detail: `by ${by}`, tone: e.verdict === "approve" ? "ok" : "bad" });
+  }
+
+  dropPending(id) {
+    this.pending.get(id)?.card.remove();
+    this.pending.delete(id);
+    this.renderPendingEmpty();
+  }
+
+  renderPendingEmpty() {
+    this.pendingEmpty.hidden = this.pending.size > 0;
+  }
+
+  // --- activity ---
+
+  /** Adds (or, for a request already shown, updates) an activity item. */
+  say({ request = null, title, detail = null, tone = null, output = null }) {
+    const item = h(
+      "li",
+      { "data-request": request },
+      h("p", { class: tone ?? "" }, h("strong", {}, title)),
+      detail ? h("p", { class: "muted" }, detail) : null,
+      output !== null ? h("pre", {}, output || "(no output)") : null,
+    );
+    const known = request && this.mine.get(request);
+    if (known?.item) known.item.replaceWith(item);
+    else this.feed.prepend(item);
+    if (known) known.item = item;
+    while (this.feed.children.length > 100) this.feed.lastChild.remove();
+    this.feedEmpty.hidden = true;
+  }
+
+  result(e) {
+    const title = this.mine.get(e.request)?.title ?? this.pending.get(e.request)?.event.summary ?? "an action";
+    const exit = e.exit_code === null || e.exit_code === undefined ? "done" : `exit ${e.exit_code}`;
+    this.say({
+      request: e.request,
+      title: `${title}: ${exit}`,
+      detail: e.truncated ? "output truncated by the host" : null,
+      tone: e.exit_code === 0 || e.exit_code === null ? "ok" : "bad",
+      output: plain(outputText(e.output)),
+    });
+  }
+
+  error(e) {
+    const entry = e.request && this.pending.get(e.request);
+    if (entry && entry.answered && !entry.outcome) {
+      entry.outcomeEl.textContent = `Not taken: ${errorText(e)}`;
+      entry.outcomeEl.className = "outcome bad";
+      return;
+    }
+    const title = (e.request && this.mine.get(e.request)?.title) ?? "The host said no";
+    this.say({ request: e.request, title: `${title}: refused`, detail: errorText(e), tone: "bad" });
+  }
+
+  // --- requests (operators) ---
+
+  async request(action) {
+    const id = Device.requestId();
+    const title = describe(action);
+    this.mine.set(id, { title, item: null });
+    this.say({ request: id, title, detail: "sent; waiting for the host (it may ask for an approval)" });
+    await this.device.send("request", { type: "action", id, action });
+  }
+
+  requestForms() {
+    const command = h("input", { type: "text", id: "run-command", name: "command", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "cargo test" });
+    const cwd = h("input", { type: "text", id: "run-cwd", name: "cwd", value: ".", autocapitalize: "off", spellcheck: "false" });
+    const runError = h("p", { class: "bad", role: "alert" });
+    const run = h(
+      "form",
+      {},
+      h("label", { for: "run-command" }, "Run a command"),
+      command,
+      h("label", { for: "run-cwd" }, "In (relative to the workspace)"),
+      cwd,
+      h("div", { class: "buttons" }, h("button", { type: "submit" }, "Request run")),
+      runError,
+    );
+    run.addEventListener("submit", (event) => {
+      event.preventDefault();
+      runError.textContent = "";
+      let argv;
+      try {
+        argv = words(command.value);
+      } catch (e) {
+        runError.textContent = `Not sent: ${e.message}.`;
+        return;
+      }
+      if (argv.length === 0) {
+        runError.textContent = "Not sent: type a command.";
+        return;
+      }
+      this.request({ type: "run", argv, cwd: cwd.value.trim() || ".", env: {} });
+      command.value = "";
+    });
+    const path = h("input", { type: "text", id: "read-path", name: "path", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "README.md" });
+    const read = h("form", {}, h("label", { for: "read-path" }, "Read a file"), path, h("div", { class: "buttons" }, h("button", { type: "submit" }, "Request read")));
+    read.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!path.value.trim()) return;
+      this.request({ type: "read_file", path: path.value.trim() });
+      path.value = "";
+    });
+    return h("section", { "aria-labelledby": "request-title" }, h("h2", { id: "request-title" }, "Ask the host"), run, read);
+  }
+
+  // --- sessions ---
+
+  sessionEvent(e) {
+    let s = this.sessions.get(e.session);
+    if (!s) {
+      s = { command: [], kind: "agent", chunks: new Map(), ended: null };
+      this.sessions.set(e.session, s);
+      this.buildSession(e.session, s);
+    }
+    if (e.type === "session_started") {
+      Object.assign(s, { command: e.command, kind: e.kind, ended: null });
+    } else if (e.type === "output") {
+      s.chunks.set(e.seq, outputText(e.data));
+      // The host keeps 64 KiB of scrollback; so does this view.
+      let size = 0;
+      for (const seq of [...s.chunks.keys()].sort((x, y) => y - x)) {
+        size += s.chunks.get(seq).length;
+        if (size > 65536) s.chunks.delete(seq);
+      }
+    } else {
+      s.ended = { exit: e.exit_code };
+    }
+    this.renderSession(s);
+  }
+
+  buildSession(id, s) {
+    const input = h("input", { type: "text", id: `input-${id}`, autocomplete: "off", autocapitalize: "off", spellcheck: "false" });
+    const send = h("button", { type: "submit" }, "Send");
+    const interrupt = h("button", { type: "button", class: "deny" }, "Interrupt (Ctrl-C)");
+    const form = h("form", {}, h("label", { for: `input-${id}` }, "Type into the session"), input, h("div", { class: "buttons" }, send, interrupt));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.request({ type: "session_input", session: id, data: `${input.value}\n` });
+      input.value = "";
+    });
+    interrupt.addEventListener("click", () => this.request({ type: "session_input", session: id, data: "\u0003" }));
+    s.title = h("h3", {});
+    s.state = h("p", { class: "muted" });
+    s.screen = h("pre", { class: "terminal", "aria-label": "session output", tabindex: "0" });
+    s.form = form;
+    s.view = h("article", { class: "card session", "data-session": id }, s.title, s.state, s.screen, form);
+    this.sessionList.append(s.view);
+    this.sessionSection.hidden = false;
+  }
+
+  renderSession(s) {
+    s.title.textContent = s.command.join(" ") || "a session";
+    s.state.textContent = s.ended
+      ? `ended${s.ended.exit === null || s.ended.exit === undefined ? "" : `, exit ${s.ended.exit}`}`
+      : s.kind === "shell"
+        ? "running (a shell: each input is asked at the host)"
+        : "running (an agent: prompts go straight in)";
+    const follow = s.screen.scrollTop + s.screen.clientHeight >= s.screen.scrollHeight - 8;
+    s.screen.textContent = plain([...s.chunks.keys()].sort((x, y) => x - y).map((k) => s.chunks.get(k)).join(""));
+    if (follow) s.screen.scrollTop = s.screen.scrollHeight;
+    s.form.hidden = Boolean(s.ended) || this.record.role !== "operator";
+  }
+
+  async forget() {
+    if (!confirm("Forget this browser? Its key is deleted; to use it again, pair it again.")) return;
+    this.device.close();
+    await store.forget();
+    location.assign("/");
+  }
+}
+
+// --- countdowns ------------------------------------------------------------------------------
+
+function tick() {
+  for (const el of document.querySelectorAll("[data-expires]")) {
+    const left = Number(el.dataset.expires) - Date.now();
+    el.textContent = left > 0 ? seconds(left) : "expired";
+    if (left <= 0) {
+      const card = el.closest(".pending");
+      for (const button of card?.querySelectorAll("button") ?? []) button.disabled = true;
+      const outcome = card?.querySelector(".outcome");
+      if (outcome && !outcome.textContent) outcome.textContent = "Expired: no answer in time means no.";
+    }
+  }
+}
+setInterval(tick, 1000);
+
+// --- start -----------------------------------------------------------------------------------
+
+async function start(href) {
+  let record;
+  try {
+    record = await store.load();
+  } catch (e) {
+    return fail("This browser cannot keep a key", `Its storage (IndexedDB) is not available: ${e.message}. A private window may block it.`);
+  }
+  const url = new URL(href, location.href);
+  if (url.pathname === "/pair" && url.hash.length > 1) return pairingScreen(url.href, record);
+  if (!record) {
+    linkState.textContent = "Not paired";
+    return fail(
+      "This browser is not paired",
+      "At the host, run `agent-host pair` (or `agent-host up`), then open the link it prints, or scan its QR code, on this device.",
+    );
+  }
+  new HostScreen(record);
+}
+
+start(location.href);
