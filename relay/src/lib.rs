@@ -5,8 +5,10 @@
 //! bound to the TLS certificate, routing of opaque frames between a host and the devices it
 //! registered in a message it signs ([`hub`]), per-connection limits on frame size, rate and
 //! queued bytes, connection caps, idle timeouts, pings, `/health` and `/metrics`
-//! ([`metrics`]), and an echo mode for the Autobahn conformance suite ([`echo`]). It holds no secret of a host or a device and no way to make a host act: every
-//! payload is an end-to-end signed envelope it cannot forge. Later it also serves the web UI.
+//! ([`metrics`]), an echo mode for the Autobahn conformance suite ([`echo`]), and the web UI's
+//! files ([`web`]).
+//! It holds no secret of a host or a device and no way to make a host act: every payload is an
+//! end-to-end signed envelope it cannot forge.
 
 #![forbid(unsafe_code)]
 
@@ -15,5 +17,6 @@ pub mod hub;
 pub mod metrics;
 pub mod server;
 pub mod tls;
+pub mod web;
 
 pub use server::{Config, Limits, Server};

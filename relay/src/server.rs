@@ -1,4 +1,5 @@
-//! The server: one TLS port with `/health`, `/metrics` and the WebSocket endpoint `/ws`.
+//! The server: one TLS port with `/health`, `/metrics`, the WebSocket endpoint `/ws`, and the
+//! web UI (`/`, `/pair` and its files, see [`crate::web`]).
 //!
 //! Each connection: TLS handshake, one HTTP request head (at most 8 KiB), then either a plain
 //! answer or the WebSocket upgrade; then the challenge, the client's signed answer, and frames
@@ -227,6 +228,15 @@ async fn connection(
                 WebSocketStream::from_raw_socket(tls, Role::Server, Some(ws_config(limits))).await;
             session(inner, ws).await
         }
+        (Some("GET"), Some(path)) => match crate::web::file(path) {
+            Some(file) => {
+                tls.write_all(crate::web::head(&file).as_bytes()).await?;
+                tls.write_all(file.body).await?;
+                tls.shutdown().await?;
+                Ok(())
+            }
+            None => respond(&mut tls, "404 Not Found", "not found\n").await,
+        },
         _ => respond(&mut tls, "404 Not Found", "not found\n").await,
     }
 }

@@ -394,7 +394,7 @@ async fn a_slow_consumer_is_cut_off_without_slowing_its_neighbours() {
 }
 
 #[tokio::test]
-async fn health_metrics_and_per_key_cap() {
+async fn health_metrics_web_ui_and_per_key_cap() {
     let limits = Limits { max_per_key: 1, ..Limits::default() };
     let r = relay(limits).await;
     let _first = join(&r, &key(1), Side::Host).await;
@@ -402,7 +402,13 @@ async fn health_metrics_and_per_key_cap() {
     let refused = authenticate(&mut second, &key(1), Side::Host, &cert).await;
     assert!(matches!(refused, Err(LinkError::Closed { code: 4009, .. })), "{refused:?}");
 
-    for (path, expect) in [("/health", "ok"), ("/metrics", "relay_connections_total")] {
+    // The web UI shares the port, with its content security policy.
+    for (path, expect) in [
+        ("/health", "ok"),
+        ("/metrics", "relay_connections_total"),
+        ("/pair", "Content-Security-Policy: default-src 'none'"),
+        ("/app.js", "X-Content-Type-Options: nosniff"),
+    ] {
         let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
         let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(pinned_config(r.pin))
