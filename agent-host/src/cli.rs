@@ -525,12 +525,13 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let result = run_daemon(dirs, config, move |id| {
             println!("agent-host up: {} as {id}", workspace.display());
             println!("relay:  wss://{public} (self-signed certificate, SHA-256 {pin})");
+            println!("web:    https://{public}/ (a browser pairs by opening a link from `agent-host pair`)");
             println!("socket: {}", socket.display());
             println!("approve here with `agent-host approvals` and `agent-host approve ID`; Ctrl-C stops.");
             if !no_pair {
                 // The person's yes/no is read from this terminal, away from the host's threads.
                 std::thread::spawn(move || {
-                    match crate::up::pair_at_terminal(&socket, role, None, 300, yes, true) {
+                    match crate::up::pair_at_terminal(&socket, role, None, 300, yes) {
                         Ok(true) => {}
                         Ok(false) => println!("pair a device later with `agent-host pair`"),
                         Err(e) => eprintln!("agent-host: pairing: {e:#}"),
@@ -615,7 +616,6 @@ fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
         args.name.clone(),
         args.expires.as_secs().max(1),
         args.yes,
-        false,
     )?;
     Ok(if paired { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -93,14 +93,14 @@ pub fn qr_code(link: &str) -> String {
 
 /// Opens a pairing offer at the host listening on `socket` and sees it through at this
 /// terminal: prints the QR code and the link, asks the yes/no on stdin (unless `yes`), prints
-/// the outcome. Returns whether a device was paired.
+/// the outcome, and for a link that pins a self-signed relay, what a browser will show. Returns
+/// whether a device was paired.
 pub fn pair_at_terminal(
     socket: &Path,
     role: Role,
     name: Option<String>,
     expires_secs: u64,
     yes: bool,
-    self_signed: bool,
 ) -> anyhow::Result<bool> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let request = ApiRequest::Pair { role, name, expires_secs, yes };
@@ -113,11 +113,10 @@ pub fn pair_at_terminal(
             println!("Pair a device as {} (the link works once, for {left} s):", role_name(role));
             println!("  {link}");
             println!("  with the command line: remote pair '{link}'");
-            if self_signed {
-                println!(
-                    "  The relay's certificate is self-signed: a browser warns before the page \
-                     loads. The link pins the certificate's SHA-256, which is the `cert=` value."
-                );
+            if let Some(pin) =
+                link.parse::<protocol::link::PairingLink>().ok().and_then(|l| l.cert_sha256)
+            {
+                println!("{}", self_signed_advice(&pin));
             }
             let _ = std::io::stdout().flush();
             None
@@ -153,4 +152,22 @@ pub fn pair_at_terminal(
         eprintln!("not paired: {reason}");
     }
     Ok(paired)
+}
+
+/// What a person opening the link in a browser will see with a self-signed relay, and what to
+/// check before going past the warning.
+pub fn self_signed_advice(pin: &[u8; 32]) -> String {
+    let pairs: Vec<String> = pin.iter().map(|b| format!("{b:02X}")).collect();
+    format!(
+        "  In a browser: the relay's certificate is self-signed, so the browser warns before it \
+         shows the page\n  (\"Your connection is not private\" or similar). Open the warning's \
+         certificate details and compare\n  its SHA-256 fingerprint with this one (the link's \
+         `cert=`):\n      {}\n      {}\n  If it matches, go on (\"Advanced\", then \"Proceed\"). If \
+         it differs, stop: another server answered,\n  and the page it serves could pair in your \
+         name. Either way the page can only ask: every request is\n  signed by a key that never \
+         leaves the browser, the host judges each one, and it answers only with\n  messages signed \
+         by its own key.",
+        pairs[..16].join(" "),
+        pairs[16..].join(" ")
+    )
 }
