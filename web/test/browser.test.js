@@ -1,0 +1,228 @@
+// The web UI in a real browser (Debian's Chromium driven by playwright-core) against the real
+// host and its embedded relay (`agent-host up`), with the `remote` CLI as a second device.
+// The browser accepts the relay's self-signed certificate as a person would after comparing
+// its fingerprint (here: told to ignore certificate errors; the pin is in the pairing link).
+//
+// Set UPDATE_DOCS=1 to write the phone-size screenshot of a pending action to docs/.
+
+import { after, before, describe, test } from "node:test";
+import assert from "node:assert/strict";
+import { copyFileSync, existsSync } from "node:fs";
+import { join } from "node:path";
+import { agentHost, missingBinaries, root, run, startHost } from "../test-support/host.mjs";
+
+const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
+let chromium = null;
+try {
+  ({ chromium } = await import("playwright-core"));
+} catch {
+  // said below
+}
+const skip =
+  missingBinaries() ||
+  (!chromium && "playwright-core is not installed (the project's test command runs `npm ci` in web/)") ||
+  (!existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (the project's test command installs Debian's chromium)`);
+
+describe("the web UI in Chromium", { skip }, () => {
+  let world;
+  let browser;
+  let page;
+  let browserId;
+
+  before(async () => {
+    world = await startHost({ allow: ["Bash(printf *)"], deny: ["Bash(rm *)"] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
+    page = await context.newPage();
+    page.on("dialog", (dialog) => dialog.accept());
+    // A CLI device beside the browser, to ask for things the browser then answers.
+    const offer = await world.offer(["--yes", "--role", "operator"]);
+    const cli = world.remote("cli", ["pair", offer.link, "--name", "cli"]);
+    const paired = await cli.done;
+    assert.equal(paired.code, 0, paired.stderr);
+  });
+
+  after(async () => {
+    await browser?.close();
+    world?.stop();
+  });
+
+  test("an unpaired browser says how to pair", async () => {
+    await page.goto(`https://${world.relay}/`);
+    await page.getByRole("heading", { name: "This browser is not paired" }).waitFor();
+    assert.match(await page.locator("main").innerText(), /agent-host pair/);
+  });
+
+  test("the relay serves the page with a strict content security policy", async () => {
+    const response = await page.goto(`https://${world.relay}/`);
+    const headers = response.headers();
+    assert.match(headers["content-security-policy"], /script-src 'self'/);
+    assert.match(headers["content-security-policy"], /frame-ancestors 'none'/);
+    assert.equal(headers["x-content-type-options"], "nosniff");
+  });
+
+  test("pairing from the link, with the host's yes after comparing fingerprints", async () => {
+    const offer = await world.offer(["--role", "operator"]);
+    await page.goto(offer.link);
+    await page.getByLabel("Name for this browser").fill("Test phone");
+    // The secret has left the address bar.
+    assert.equal(new URL(page.url()).hash, "");
+    const shown = (await page.locator("#my-fingerprint").innerText()).trim();
+    await page.getByRole("button", { name: "Pair this browser" }).click();
+    const asked = await offer.line(/^pair "Test phone", fingerprint /);
+    assert.ok(asked.includes(`fingerprint ${shown} (`), `${asked} vs ${shown}`);
+    browserId = asked.match(/\((dev1\w+)\)/)[1];
+    offer.child.stdin.write("y\n");
+    await offer.line(/paired "Test phone"/);
+    await page.getByRole("heading", { name: "Needs you" }).waitFor();
+    await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
+    assert.match(await page.locator("[data-field=workspace]").innerText(), /ws$/);
+    // The private key is a CryptoKey the page itself cannot read out.
+    const stored = await page.evaluate(
+      () =>
+        new Promise((resolve, reject) => {
+          const open = indexedDB.open("agent-bridge");
+          open.onerror = () => reject(open.error);
+          open.onsuccess = () => {
+            const get = open.result.transaction("device").objectStore("device").get("this");
+            get.onsuccess = () => resolve({ extractable: get.result.keyPair.privateKey.extractable, role: get.result.role, sent: get.result.sent });
+          };
+        }),
+    );
+    assert.equal(stored.extractable, false);
+    assert.equal(stored.role, "operator");
+    assert.ok(stored.sent >= 2, "the pairing hello and the first sync used counters 1 and 2");
+  });
+
+  test("a command asked by the CLI device is approved in the browser, and its result shows", async () => {
+    const run = world.remote("cli", ["run", "--", "sh", "-c", "echo approved-from-the-phone > approved.txt; echo done"]);
+    const card = page.locator("article.pending", { hasText: "approved-from-the-phone" });
+    await card.waitFor();
+    assert.match(await card.innerText(), /Asked by\s+device dev1/);
+    assert.match(await card.innerText(), /Time left\s+\d+:\d\d/);
+    await card.getByRole("button", { name: "Approve" }).click();
+    await card.getByText("Approved by you.").waitFor();
+    assert.ok(await card.getByRole("button", { name: "Approve" }).isDisabled(), "an answer can be given once");
+    const done = await run.done;
+    assert.equal(done.code, 0, done.stderr);
+    assert.match(done.stdout, /done/);
+    assert.ok(existsSync(join(world.ws, "approved.txt")));
+    await page.locator("ol.feed li", { hasText: "exit 0" }).filter({ hasText: "done" }).waitFor();
+  });
+
+  test("an edit is shown with its diff and denied in the browser", async () => {
+    const { writeFileSync, readFileSync } = await import("node:fs");
+    writeFileSync(join(world.ws, "notes.txt"), "keep this line\n");
+    const edit = world.remote("cli", ["edit", "notes.txt", "--old", "keep this line", "--new", "replace it"]);
+    const card = page.locator("article.pending", { hasText: "notes.txt" });
+    await card.waitFor();
+    assert.match(await card.locator("pre.diff").innerText(), /-keep this line\n\+replace it/);
+    // The approved card gives way to this one after showing its outcome.
+    await page.locator("article.pending", { hasText: "approved-from-the-phone" }).waitFor({ state: "detached" });
+    await page.evaluate(() => window.scrollTo(0, 0));
+    const shot = join(world.base, "pending-action.png");
+    await page.screenshot({ path: shot });
+    if (process.env.UPDATE_DOCS === "1") copyFileSync(shot, join(root, "docs/pending-action.png"));
+    await card.getByRole("button", { name: "Deny" }).click();
+    await card.getByText("Denied by you.").waitFor();
+    const done = await edit.done;
+    assert.notEqual(done.code, 0, "a denied edit must fail at the CLI");
+    assert.equal(readFileSync(join(world.ws, "notes.txt"), "utf8"), "keep this line\n");
+  });
+
+  test("the operator form runs a command and reads a file", async () => {
+    await page.getByLabel("Run a command").fill(`printf '%s\\n' "hello from the form"`);
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.locator("ol.feed li", { hasText: "hello from the form" }).filter({ hasText: "exit 0" }).waitFor();
+    // Denied by policy: a clear message, nothing run.
+    await page.getByLabel("Run a command").fill("rm notes.txt");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.locator("ol.feed li", { hasText: "Denied by the host's policy" }).waitFor();
+    assert.ok(existsSync(join(world.ws, "notes.txt")));
+    await page.getByLabel("Read a file").fill("notes.txt");
+    await page.getByRole("button", { name: "Request read" }).click();
+    await page.locator("ol.feed li", { hasText: "read notes.txt" }).filter({ hasText: "keep this line" }).waitFor();
+  });
+
+  test("a shell session shows in the browser; input typed there is approved there and reaches it", async () => {
+    world.spawnHost(["run", "--shell", "--", "bash", "--norc"]);
+    const session = page.locator("article.session", { hasText: "bash --norc" });
+    await session.waitFor();
+    await session.getByText("running (a shell").waitFor();
+    const type = async (line, needle) => {
+      await session.getByLabel("Type into the session").fill(line);
+      await session.getByRole("button", { name: "Send" }).click();
+      // Typing into a shell is performing: the host asks, and this browser may answer.
+      const card = page.locator("article.pending", { hasText: needle });
+      await card.getByRole("button", { name: "Approve" }).click();
+      await card.getByText("Approved by you.").waitFor();
+    };
+    await type("echo from-the-phone-$((6*7))", "from-the-phone");
+    await session.locator("pre", { hasText: "from-the-phone-42" }).waitFor();
+    // Ctrl-C is allowed without asking, and reaches the program: the sleep ends at once.
+    await type("sleep 300", "sleep 300");
+    await session.getByRole("button", { name: "Interrupt (Ctrl-C)" }).click();
+    await type("echo after-$((20+1))", "after-");
+    await session.locator("pre", { hasText: "after-21" }).waitFor();
+  });
+
+  test("an agent's hook call is approved in the browser, and the agent proceeds", async () => {
+    const { writeFileSync } = await import("node:fs");
+    const call = JSON.stringify({
+      session_id: "s1",
+      transcript_path: join(world.base, "transcript.jsonl"),
+      cwd: world.ws,
+      permission_mode: "default",
+      hook_event_name: "PreToolUse",
+      tool_name: "Bash",
+      tool_input: { command: "touch agent-did-it", description: "Leave a mark" },
+      tool_use_id: "toolu_01",
+    });
+    writeFileSync(join(world.base, "call.json"), call);
+    // A stand-in for a coding agent: it asks its PreToolUse hook, and acts only on an allow.
+    const script = join(world.base, "agent.sh");
+    writeFileSync(
+      script,
+      `#!/bin/sh
+answer=$("$AGENT_HOST" hook claude-code < "$1")
+case "$answer" in
+  *'"permissionDecision":"allow"'*) touch agent-did-it; echo proceeded ;;
+  *) echo "stopped: $answer"; exit 1 ;;
+esac
+`,
+    );
+    const agent = run("sh", [script, join(world.base, "call.json")], { cwd: world.ws, env: { ...world.env, AGENT_HOST: agentHost } });
+    const card = page.locator("article.pending", { hasText: "touch agent-did-it" });
+    assert.match(await card.innerText(), /Asked by\s+hook claude-code/);
+    await card.getByRole("button", { name: "Approve" }).click();
+    const done = await agent;
+    assert.equal(done.code, 0, done.stdout + done.stderr);
+    assert.match(done.stdout, /proceeded/);
+    assert.ok(existsSync(join(world.ws, "agent-did-it")));
+  });
+
+  test("a reload keeps the key and the pairing", async () => {
+    const before = await page.locator("#about-fingerprint").innerText();
+    await page.reload();
+    await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
+    assert.equal(await page.locator("#about-fingerprint").innerText(), before);
+    // And the host still takes its requests (counters carried over the reload).
+    await page.getByLabel("Run a command").fill("printf after-reload");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.locator("ol.feed li", { hasText: "after-reload" }).filter({ hasText: "exit 0" }).waitFor();
+  });
+
+  test("a revoked browser is refused and says so", async () => {
+    const revoked = await world.agentHost(["devices", "revoke", browserId]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    await page.reload();
+    await page.getByRole("alert").filter({ hasText: "revoked this browser" }).waitFor();
+    await page.getByLabel("Run a command").fill("printf should-not-run");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await new Promise((r) => setTimeout(r, 1500));
+    assert.equal(await page.locator("ol.feed li", { hasText: "should-not-run" }).filter({ hasText: "exit" }).count(), 0);
+    // Forgetting it leaves an unpaired browser.
+    await page.getByRole("button", { name: "Forget this browser" }).click();
+    await page.getByRole("heading", { name: "This browser is not paired" }).waitFor();
+  });
+});
