@@ -314,11 +314,11 @@ class HostScreen {
   }
 
   notice(n) {
-    if (n.online) {
+    if (n.type === "link" && n.up) {
       this.relayUp = true;
       this.wasUp = true;
       this.sync();
-    } else if (n.offline) {
+    } else if (n.type === "link") {
       this.relayUp = false;
     } else if (n.type === "undeliverable") {
       this.hostState = n.offline ? "offline" : "no-route";

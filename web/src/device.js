@@ -59,11 +59,11 @@ export class RelayLink {
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.ready = false;
-    ws.onmessage = (event) => this.received(event.data).catch((e) => this.onNotice({ error: String(e) }));
+    ws.onmessage = (event) => this.received(event.data).catch((e) => this.onNotice({ type: "error", error: String(e) }));
     ws.onclose = () => {
       this.ready = false;
       if (this.closed) return;
-      this.onNotice({ offline: true });
+      this.onNotice({ type: "link", up: false });
       setTimeout(() => this.connect(), this.backoff * (0.5 + Math.random() / 2));
       this.backoff = Math.min(this.backoff * 2, 5000);
     };
@@ -80,7 +80,7 @@ export class RelayLink {
         this.backoff = 100;
         if (this.knock) this.ws.send(JSON.stringify({ type: "knock", host: p.toHex(this.knock.host), token: this.knock.token }));
         this.ready = true;
-        this.onNotice({ online: true });
+        this.onNotice({ type: "link", up: true });
         this.resend(true);
       } else {
         this.onNotice(control);
@@ -152,7 +152,8 @@ export class RelayLink {
  * A paired (or pairing) device talking to its host. `state` is where counters live
  * ({ sent, received }); `persist(state)` keeps it (the browser: IndexedDB; the tests: memory)
  * and is awaited before a counter is used, so a reload never signs two messages with one
- * counter. `notice` receives the link's notices ({ online }, { offline }, relay messages).
+ * counter. `notice` receives notices: `{ type: "link", up }` as the relay link comes and goes,
+ * `{ type: "error", error }`, and the relay's own control messages (`undeliverable`, `refused`).
  */
 export class Device {
   constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, knock = null, persist = async () => {}, notice = () => {} }) {
@@ -175,7 +176,7 @@ export class Device {
       // One at a time, in arrival order (checking a signature is asynchronous).
       onMessage: (from, bytes) => (this.queue = this.queue
           .then(() => this.incoming(from, bytes))
-          .catch((e) => this.notice({ error: String(e) }))),
+          .catch((e) => this.notice({ type: "error", error: String(e) }))),
       onNotice: (notice) => this.notice(notice),
     });
   }
