@@ -7,15 +7,17 @@ import { existsSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from "nod
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 
 export const root = fileURLToPath(new URL("../../", import.meta.url));
 export const agentHost = join(root, "target/debug/agent-host");
 export const remoteBin = join(root, "target/debug/remote");
+export const relayBin = join(root, "target/debug/relay");
 
 /** Why the binaries cannot be used, or false. */
 export function missingBinaries() {
-  return [agentHost, remoteBin].some((b) => !existsSync(b)) && "the workspace's binaries are not built (the project's test command builds them first)";
+  return [agentHost, remoteBin, relayBin].some((b) => !existsSync(b)) && "the workspace's binaries are not built (the project's test command builds them first)";
 }
 
 /** Follows a stream's lines; the function returned waits for the first line matching `pattern`. */
@@ -53,11 +55,30 @@ export function run(command, args, options) {
   });
 }
 
+/** A TCP port free on loopback just now. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.on("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+function exited(child) {
+  return child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((resolve) => child.on("exit", resolve));
+}
+
 /**
- * Starts `agent-host up` with `permissions` as its settings. The result runs `agent-host` and
- * `remote` commands in that world, makes pairing offers, and stops everything.
+ * Starts a host with `permissions` as its settings: by default `agent-host up` (with its
+ * embedded relay) on a free port; with `separateRelay`, the `relay` binary (self-signed) and
+ * `agent-host serve --relay` linked to it. The result runs `agent-host` and `remote` commands
+ * in that world, makes pairing offers, stops and starts the host (same home, same port), and
+ * stops everything.
  */
-export async function startHost(permissions) {
+export async function startHost(permissions, { separateRelay = false } = {}) {
   const base = mkdtempSync(join(tmpdir(), "web-host-"));
   const home = join(base, "home");
   const ws = join(base, "ws");
@@ -66,17 +87,40 @@ export async function startHost(permissions) {
   writeFileSync(settings, JSON.stringify({ permissions }));
   const env = { ...process.env, AGENT_HOST_HOME: home, REMOTE_HOME: join(base, "devices"), RUST_LOG: "info" };
   const sandbox = spawnSync(agentHost, ["doctor"], { env }).status === 0 ? [] : ["--allow-unsandboxed"];
+  const children = [];
+  const relay = `127.0.0.1:${await freePort()}`;
+  let hostArgs;
+  if (separateRelay) {
+    const server = spawn(relayBin, ["--self-signed", "--listen", relay], { env, stdio: ["ignore", "pipe", openSync(join(base, "relay.log"), "w")] });
+    children.push(server);
+    const pin = (await lines(server.stdout)(/SHA-256 [0-9a-f]{64}/)).match(/[0-9a-f]{64}/)[0];
+    hostArgs = ["serve", "--relay", relay, "--relay-cert", pin];
+  } else {
+    hostArgs = ["up", "--no-pair", "--port", relay.split(":")[1]];
+  }
+  hostArgs.push("--host-name", "workstation", "--settings", settings, ...sandbox);
+  let host = null;
   // The host's log goes beside the workspace, for a failing test to look at.
-  const log = openSync(join(base, "host.log"), "w");
-  const host = spawn(agentHost, ["up", "--no-pair", "--port", "0", "--host-name", "workstation", "--settings", settings, ...sandbox], { cwd: ws, env, stdio: ["pipe", "pipe", log] });
-  const children = [host];
-  const relay = (await lines(host.stdout)(/^relay:\s+wss:\/\/\S+/)).match(/wss:\/\/(\S+)/)[1];
+  const log = openSync(join(base, "host.log"), "a");
+  const launch = async () => {
+    host = spawn(agentHost, hostArgs, { cwd: ws, env, stdio: ["pipe", "pipe", log] });
+    children.push(host);
+    await lines(host.stdout)(/^socket: /);
+  };
+  await launch();
   const world = {
     base,
     home,
     ws,
     env,
     relay,
+    /** Stops the host (with `up`, its relay too). */
+    stopHost: async () => {
+      host.kill("SIGINT");
+      await exited(host);
+    },
+    /** Starts the host again, as it was. */
+    startHost: launch,
     /** `agent-host ARGS` in the workspace, to its end. */
     agentHost: (args) => run(agentHost, args, { cwd: ws, env }),
     /** `agent-host ARGS`, still running. */

@@ -123,8 +123,12 @@ describe("the web UI in Chromium", { skip }, () => {
     const shot = join(world.base, "pending-action.png");
     await page.screenshot({ path: shot });
     if (process.env.UPDATE_DOCS === "1") copyFileSync(shot, join(root, "docs/pending-action.png"));
-    await card.getByRole("button", { name: "Deny" }).click();
+    // By keyboard this time: the buttons are real buttons.
+    await card.getByRole("button", { name: "Deny" }).focus();
+    await page.keyboard.press("Enter");
     await card.getByText("Denied by you.").waitFor();
+    // Nothing on the page is wider than the phone.
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
     const done = await edit.done;
     assert.notEqual(done.code, 0, "a denied edit must fail at the CLI");
     assert.equal(readFileSync(join(world.ws, "notes.txt"), "utf8"), "keep this line\n");
@@ -201,6 +205,16 @@ esac
     assert.ok(existsSync(join(world.ws, "agent-did-it")));
   });
 
+  test("a lost link shows a banner and resumes by itself", async () => {
+    await world.stopHost(); // `up`: its relay goes with it
+    await page.getByRole("alert").filter({ hasText: "connection to the relay is lost" }).waitFor();
+    await world.startHost();
+    await page.locator("#banner").waitFor({ state: "hidden" });
+    await page.getByLabel("Run a command").fill("printf after-the-restart");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.locator("ol.feed li", { hasText: "after-the-restart" }).filter({ hasText: "exit 0" }).waitFor();
+  });
+
   test("a reload keeps the key and the pairing", async () => {
     const before = await page.locator("#about-fingerprint").innerText();
     await page.reload();
@@ -224,5 +238,50 @@ esac
     // Forgetting it leaves an unpaired browser.
     await page.getByRole("button", { name: "Forget this browser" }).click();
     await page.getByRole("heading", { name: "This browser is not paired" }).waitFor();
+  });
+});
+
+describe("the web UI in Chromium, with a separate relay", { skip }, () => {
+  let world;
+  let browser;
+  let context;
+  let page;
+  let link;
+
+  before(async () => {
+    world = await startHost({ allow: ["Bash(printf *)"] }, { separateRelay: true });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    context = await browser.newContext({ ignoreHTTPSErrors: true });
+    page = await context.newPage();
+  });
+
+  after(async () => {
+    await browser?.close();
+    world?.stop();
+  });
+
+  test("the relay serves the page, and pairing through it works", async () => {
+    ({ link } = await world.offer(["--yes", "--role", "operator"]));
+    await page.goto(link);
+    await page.getByRole("button", { name: "Pair this browser" }).click();
+    await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
+  });
+
+  test("a used pairing link says so in another browser", async () => {
+    const other = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+    await other.goto(link);
+    await other.getByRole("button", { name: "Pair this browser" }).click();
+    await other.getByRole("alert").filter({ hasText: "Not paired: the relay refused" }).waitFor();
+    assert.match(await other.locator("main").innerText(), /the link was used, or it expired/);
+  });
+
+  test("an offline host is shown, and a request made meanwhile goes when it is back", async () => {
+    await world.stopHost();
+    await page.getByLabel("Run a command").fill("printf made-while-away");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.getByRole("alert").filter({ hasText: "Your host is offline" }).waitFor();
+    await world.startHost();
+    await page.locator("ol.feed li", { hasText: "made-while-away" }).filter({ hasText: "exit 0" }).waitFor();
+    await page.locator("#banner").waitFor({ state: "hidden" });
   });
 });
