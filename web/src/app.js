@@ -256,6 +256,7 @@ class HostScreen {
       notice: (n) => this.notice(n),
     });
     this.device.onEvent = (event) => this.event(event);
+    addEventListener("pagehide", () => this.device.persist(this.device.state).catch(() => {}));
   }
 
   build() {

@@ -196,7 +196,9 @@ export class Device {
     if (counter > this.highest) {
       this.highest = counter;
       this.state.received = Number(counter);
-      this.persist(this.state).catch(() => {});
+      // Stored once a burst (a session's output) is over, and when the device closes.
+      clearTimeout(this.saving);
+      this.saving = setTimeout(() => this.persist(this.state).catch(() => {}), 250);
     }
     this.onEvent ? this.onEvent(opened.message) : this.events.push(opened.message);
     for (const w of this.waiters.splice(0)) w();
@@ -242,6 +244,8 @@ export class Device {
   }
 
   close() {
+    clearTimeout(this.saving);
+    this.persist(this.state).catch(() => {});
     this.link.close();
   }
 }
