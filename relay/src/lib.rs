@@ -5,8 +5,9 @@
 //! bound to the TLS certificate, routing of opaque frames between a host and the devices it
 //! registered in a message it signs ([`hub`]), per-connection limits on frame size, rate and
 //! queued bytes, connection caps, idle timeouts, pings, `/health` and `/metrics`
-//! ([`metrics`]), an echo mode for the Autobahn conformance suite ([`echo`]), and the web UI's
-//! files ([`web`]).
+//! ([`metrics`]), an echo mode for the Autobahn conformance suite ([`echo`]), the web UI's
+//! files ([`web`]), and an event-stream transport for browsers that will not open a WebSocket
+//! to it ([`sse`]).
 //! It holds no secret of a host or a device and no way to make a host act: every payload is an
 //! end-to-end signed envelope it cannot forge.
 
@@ -16,6 +17,7 @@ pub mod echo;
 pub mod hub;
 pub mod metrics;
 pub mod server;
+pub mod sse;
 pub mod tls;
 pub mod web;
 

@@ -1,5 +1,6 @@
-//! The server: one TLS port with `/health`, `/metrics`, the WebSocket endpoint `/ws`, and the
-//! web UI (`/`, `/pair` and its files, see [`crate::web`]).
+//! The server: one TLS port with `/health`, `/metrics`, the WebSocket endpoint `/ws`, its
+//! event-stream fallback for browsers (`/sse`, see [`crate::sse`]), and the web UI (`/`, `/pair`
+//! and its files, see [`crate::web`]).
 //!
 //! Each connection: TLS handshake, one HTTP request head (at most 8 KiB), then either a plain
 //! answer or the WebSocket upgrade; then the challenge, the client's signed answer, and frames
@@ -94,6 +95,7 @@ struct Inner {
     hub: Mutex<Hub>,
     metrics: Metrics,
     open: AtomicUsize,
+    sse: Arc<crate::sse::Sessions>,
     stop: watch::Sender<bool>,
 }
 
@@ -130,6 +132,7 @@ impl Server {
                 hub: Mutex::new(hub),
                 metrics: Metrics::default(),
                 open: AtomicUsize::new(0),
+                sse: Arc::default(),
                 stop,
             }),
         })
@@ -226,7 +229,58 @@ async fn connection(
             tls.write_all(switching_protocols(key).as_bytes()).await?;
             let ws =
                 WebSocketStream::from_raw_socket(tls, Role::Server, Some(ws_config(limits))).await;
-            session(inner, ws).await
+            let (sink, stream) = ws.split();
+            session(inner, sink, stream).await
+        }
+        (Some("GET"), Some("/sse")) => {
+            if open > limits.max_connections {
+                Metrics::inc(&inner.metrics.limit_closes);
+                return respond(&mut tls, "503 Service Unavailable", "too many connections\n")
+                    .await;
+            }
+            // What the client posts comes in through `inbound`; on this connection it only
+            // reads, and the session ends when the client closes it.
+            let (gone_tx, gone) = tokio::sync::oneshot::channel();
+            let (name, inbound) = inner.sse.open(gone)?;
+            tls.write_all(crate::sse::STREAM_HEAD.as_bytes()).await?;
+            tls.write_all(format!("data: s{name}\n\n").as_bytes()).await?;
+            tls.flush().await?;
+            let (mut reader, writer) = tokio::io::split(tls);
+            let watch = tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
+                drop(gone_tx);
+            });
+            let result = session(inner, crate::sse::event_sink(writer), inbound).await;
+            watch.abort();
+            result
+        }
+        (Some("POST"), Some(path)) if path.starts_with("/sse/") => {
+            let length = header("content-length")
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .and_then(|v| v.trim().parse::<usize>().ok());
+            let Some(length) = length else {
+                return respond(&mut tls, "411 Length Required", "a length is required\n").await;
+            };
+            if length > limits.max_frame + 1 {
+                return respond(&mut tls, "413 Content Too Large", "over the frame limit\n").await;
+            }
+            let mut body = vec![0; length];
+            tokio::time::timeout(limits.handshake_timeout, tls.read_exact(&mut body)).await??;
+            let message = match crate::sse::decode_post(&body) {
+                Ok(m) => m,
+                Err(e) => return respond(&mut tls, "400 Bad Request", &format!("{e}\n")).await,
+            };
+            match inner.sse.post(&path["/sse/".len()..], message) {
+                crate::sse::Posted::Queued => respond(&mut tls, "204 No Content", "").await,
+                crate::sse::Posted::NoSession => {
+                    respond(&mut tls, "404 Not Found", "no such session\n").await
+                }
+                crate::sse::Posted::Full => {
+                    respond(&mut tls, "429 Too Many Requests", "the session's queue is full\n")
+                        .await
+                }
+            }
         }
         (Some("GET"), Some(path)) => match crate::web::file(path) {
             Some(file) => {
@@ -295,14 +349,15 @@ fn close(code: u16, reason: impl Into<String>) -> Message {
     Message::Close(Some(CloseFrame { code: code.into(), reason: reason.into().into() }))
 }
 
-/// The WebSocket session of one client: authenticate, then route until either side closes.
-async fn session<S>(inner: &Arc<Inner>, ws: WebSocketStream<S>) -> anyhow::Result<()>
+/// The session of one client, over a WebSocket or the event-stream fallback
+/// ([`crate::sse`]): authenticate, then route until either side closes.
+async fn session<K, T>(inner: &Arc<Inner>, mut sink: K, mut stream: T) -> anyhow::Result<()>
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    K: futures_util::Sink<Message, Error = WsError> + Unpin + Send + 'static,
+    T: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
 {
     let limits = inner.config.limits.clone();
     let metrics = &inner.metrics;
-    let (mut sink, mut stream) = ws.split();
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     sink.send(Message::text(serde_json::to_string(&FromRelay::Challenge {

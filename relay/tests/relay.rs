@@ -435,3 +435,111 @@ async fn shutdown_closes_every_connection_with_a_reason() {
     assert_eq!(closed(&mut b).await.0, 1001);
     assert!(connect(&r.addr, "localhost", pinned_config(r.pin)).await.is_err(), "still accepting");
 }
+
+/// One HTTPS request on its own connection; the whole answer.
+async fn https(r: &Relay, request: &[u8]) -> String {
+    let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls =
+        tokio_rustls::TlsConnector::from(pinned_config(r.pin)).connect(name, tcp).await.unwrap();
+    tls.write_all(request).await.unwrap();
+    let mut answer = String::new();
+    let _ = tls.read_to_string(&mut answer).await;
+    answer
+}
+
+fn post(path: &str, body: &[u8]) -> Vec<u8> {
+    let mut request = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    request.extend_from_slice(body);
+    request
+}
+
+#[tokio::test]
+async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
+    use tokio::io::AsyncBufReadExt as _;
+    let r = relay(Limits::default()).await;
+    let (host, phone) = (key(1), key(2));
+    let mut host_link = join(&r, &host, Side::Host).await;
+    register(&mut host_link, &host, 1, &[&phone]).await;
+
+    let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls =
+        tokio_rustls::TlsConnector::from(pinned_config(r.pin)).connect(name, tcp).await.unwrap();
+    tls.write_all(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    let mut events = tokio::io::BufReader::new(tls);
+    let mut next_event = async || loop {
+        let mut line = String::new();
+        assert!(events.read_line(&mut line).await.unwrap() > 0, "the stream ended");
+        if let Some(data) = line.strip_prefix("data: ") {
+            return data.trim_end().to_owned();
+        }
+    };
+    let b64 = |s: &str| base64_simd::STANDARD.decode_to_vec(s.as_bytes()).unwrap();
+    let session = next_event().await.strip_prefix('s').unwrap().to_owned();
+    let path = format!("/sse/{session}");
+    let challenge = next_event().await;
+    let Ok(FromRelay::Challenge { nonce }) =
+        serde_json::from_slice(&b64(challenge.strip_prefix('t').unwrap()))
+    else {
+        panic!("{challenge}")
+    };
+    let mut nonce_bytes = [0u8; 32];
+    hex::decode_to_slice(&nonce, &mut nonce_bytes).unwrap();
+
+    // Posts to another session, over the limit, or of no known kind are refused.
+    assert!(https(&r, &post("/sse/00", b"t{}")).await.starts_with("HTTP/1.1 404"));
+    // (Refused on its length alone, before any of the body is read.)
+    let big = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+        Limits::default().max_frame + 2
+    );
+    assert!(https(&r, big.as_bytes()).await.starts_with("HTTP/1.1 413"));
+    assert!(https(&r, &post(&path, b"x")).await.starts_with("HTTP/1.1 400"));
+
+    let hello = protocol::relay::hello(&phone, Side::Device, &nonce_bytes, &r.pin);
+    let body = [b"t".as_slice(), serde_json::to_string(&hello).unwrap().as_bytes()].concat();
+    assert!(https(&r, &post(&path, &body)).await.starts_with("HTTP/1.1 204"));
+    let welcome = next_event().await;
+    assert!(
+        matches!(
+            serde_json::from_slice(&b64(welcome.strip_prefix('t').unwrap())),
+            Ok(FromRelay::Welcome)
+        ),
+        "{welcome}"
+    );
+
+    // Both ways, the relay naming the sender as on a WebSocket.
+    let frame = protocol::relay::data_frame(1, host.public_key().as_bytes(), b"from the phone");
+    let body = [b"b".as_slice(), &frame].concat();
+    assert!(https(&r, &post(&path, &body)).await.starts_with("HTTP/1.1 204"));
+    assert_eq!(
+        recv(&mut host_link).await.unwrap(),
+        (*phone.public_key().as_bytes(), b"from the phone".to_vec())
+    );
+    send(&mut host_link, 1, &phone, b"to the phone").await;
+    let event = next_event().await;
+    let frame = b64(event.strip_prefix('b').unwrap());
+    let (kind, from, payload) = protocol::relay::split_frame(&frame).unwrap();
+    assert_eq!(
+        (kind, from, payload),
+        (1, *host.public_key().as_bytes(), b"to the phone".as_slice())
+    );
+
+    // Closing the event stream ends the session at once (not at the idle timeout).
+    drop(events);
+    let gone = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            if let FromRelay::Presence { online: false, .. } =
+                next_control(&mut host_link).await.unwrap()
+            {
+                return;
+            }
+        }
+    });
+    assert!(gone.await.is_ok(), "the host was not told that the phone went away");
+}
