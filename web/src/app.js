@@ -8,6 +8,9 @@ import { Device, newKeyPair, pair, rawPublicKey } from "./device.js";
 import * as store from "./store.js";
 
 const main = document.getElementById("main");
+// `?transport=event-stream` forces the relay's event-stream fallback (for a browser whose
+// WebSocket will not connect); the default tries a WebSocket first.
+const transport = new URLSearchParams(location.search).get("transport") ?? "auto";
 const banner = document.getElementById("banner");
 const linkState = document.getElementById("link-state");
 
@@ -150,11 +153,11 @@ async function pairingScreen(href, existing) {
   try {
     link = p.parseLink(href);
   } catch (e) {
-    history.replaceState(null, "", "/pair");
+    history.replaceState(null, "", `/pair${location.search}`);
     return fail("This pairing link is not valid", `${e.message}. Run \`agent-host pair\` again and open the new link.`);
   }
   // The secret stays out of the address bar, the history and any bookmark.
-  history.replaceState(null, "", "/pair");
+  history.replaceState(null, "", `/pair${location.search}`);
   linkState.textContent = "Pairing";
   if (!sameRelay(link.relay, location.host)) {
     return fail("This link is for another relay", `It names ${link.relay}, but this page came from ${location.host}. Open the link as it was printed.`);
@@ -208,7 +211,7 @@ async function pairingScreen(href, existing) {
     );
     const binding = link.certSha256 ?? (await p.originBinding(location.origin));
     try {
-      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${location.host}/ws`, binding, keyPair, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
+      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${location.host}/ws`, binding, keyPair, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
       await store.save({
         keyPair,
         publicKey,
@@ -222,8 +225,8 @@ async function pairingScreen(href, existing) {
         received: paired.state.received,
         pairedAtMs: Date.now(),
       });
-      history.replaceState(null, "", "/");
-      start("/");
+      history.replaceState(null, "", `/${location.search}`);
+      start(`/${location.search}`);
     } catch (e) {
       progress.replaceChildren(h("p", { class: "bad", role: "alert" }, `Not paired: ${e.message}.`), h("p", {}, "Run `agent-host pair` again for a new link."));
     }
@@ -254,6 +257,7 @@ class HostScreen {
       state: record,
       persist: (state) => store.save(state),
       notice: (n) => this.notice(n),
+      transport,
     });
     this.device.onEvent = (event) => this.event(event);
     addEventListener("pagehide", () => this.device.persist(this.device.state).catch(() => {}));
@@ -643,7 +647,8 @@ async function start(href) {
     return fail("This browser cannot keep a key", `Its storage (IndexedDB) is not available: ${e.message}. A private window may block it.`);
   }
   const url = new URL(href, location.href);
-  if (url.pathname === "/pair" && url.hash.length > 1) return pairingScreen(url.href, record);
+  // The link as printed (a `?transport=` the person added is not part of it).
+  if (url.pathname === "/pair" && url.hash.length > 1) return pairingScreen(`${url.origin}${url.pathname}${url.hash}`, record);
   if (!record) {
     linkState.textContent = "Not paired";
     return fail(

@@ -35,14 +35,81 @@ function be64(n) {
 }
 
 /**
+ * The relay's event-stream fallback (relay/src/sse.rs) in the shape of a WebSocket: `send`,
+ * `close`, `onmessage`, `onclose`. Events come as server-sent events; each message goes out as
+ * one POST, in order.
+ */
+export class EventStreamSocket {
+  constructor(wsUrl) {
+    const base = new URL(wsUrl);
+    base.protocol = base.protocol === "ws:" ? "http:" : "https:";
+    this.base = base.origin;
+    this.name = null;
+    this.ended = false;
+    this.posting = Promise.resolve();
+    this.source = new EventSource(`${this.base}/sse`);
+    this.source.onmessage = (event) => this.event(event.data);
+    this.source.onerror = () => this.end();
+  }
+
+  event(data) {
+    const [tag, body] = [data[0], data.slice(1)];
+    if (tag === "s") {
+      this.name = body;
+      return;
+    }
+    const bytes = body ? p.fromBase64(body) : new Uint8Array();
+    if (tag === "t") this.onmessage?.({ data: new TextDecoder().decode(bytes) });
+    else if (tag === "b") this.onmessage?.({ data: bytes.buffer });
+    else if (tag === "p") this.post("p", new Uint8Array());
+    else if (tag === "c") this.end();
+  }
+
+  send(data) {
+    if (typeof data === "string") this.post("t", new TextEncoder().encode(data));
+    else this.post("b", data);
+  }
+
+  post(tag, bytes) {
+    const body = p.concat(new TextEncoder().encode(tag), bytes);
+    this.posting = this.posting
+      .then(async () => {
+        if (this.ended) return;
+        const response = await fetch(`${this.base}/sse/${this.name}`, { method: "POST", body, cache: "no-store" });
+        if (!response.ok) this.end();
+      })
+      .catch(() => this.end());
+  }
+
+  end() {
+    if (this.ended) return;
+    this.ended = true;
+    this.source.close();
+    this.onclose?.();
+  }
+
+  close() {
+    this.end();
+  }
+}
+
+/**
  * The relay link of a device: one WebSocket, reconnected with backoff, and the resume layer of
  * relay-client/src/resume.rs towards the host (this side's epoch; the host's stream joined at
  * the first frame that arrives; acknowledgements; everything unacknowledged sent again after a
  * reconnect or a second).
+ *
+ * `transport`: "websocket", "event-stream" ([`EventStreamSocket`]), or "auto" (the default): a
+ * WebSocket, and the event stream for the rest of the page's life once two WebSocket attempts
+ * in a row closed before the relay said anything (iOS Safari will not open one to a relay whose
+ * self-signed certificate the person accepted for the page).
  */
 export class RelayLink {
-  constructor({ url, keyPair, publicKey, binding, knock = null, onMessage, onNotice = () => {} }) {
+  constructor({ url, keyPair, publicKey, binding, knock = null, onMessage, onNotice = () => {}, transport = "auto" }) {
     Object.assign(this, { url, keyPair, publicKey, binding, knock, onMessage, onNotice });
+    this.eventStream = transport === "event-stream";
+    this.fallback = transport === "auto" && typeof EventSource === "function";
+    this.silentFailures = 0;
     this.epoch = BigInt(Date.now()) * 1000000n + BigInt(Math.floor(Math.random() * 1e6));
     this.nextSeq = 1n;
     this.unacked = []; // { peer, seq, message, sentAt }
@@ -55,14 +122,23 @@ export class RelayLink {
 
   connect() {
     if (this.closed) return;
-    const ws = new WebSocket(this.url);
+    const ws = this.eventStream ? new EventStreamSocket(this.url) : new WebSocket(this.url);
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.ready = false;
-    ws.onmessage = (event) => this.received(event.data).catch((e) => this.onNotice({ type: "error", error: String(e) }));
+    let heard = false;
+    ws.onmessage = (event) => {
+      heard = true;
+      this.silentFailures = 0;
+      this.received(event.data).catch((e) => this.onNotice({ type: "error", error: String(e) }));
+    };
     ws.onclose = () => {
       this.ready = false;
       if (this.closed) return;
+      if (!heard && this.fallback && !this.eventStream && ++this.silentFailures >= 2) {
+        this.eventStream = true;
+        this.onNotice({ type: "transport", transport: "event-stream" });
+      }
       this.onNotice({ type: "link", up: false });
       setTimeout(() => this.connect(), this.backoff * (0.5 + Math.random() / 2));
       this.backoff = Math.min(this.backoff * 2, 5000);
@@ -156,7 +232,7 @@ export class RelayLink {
  * `{ type: "error", error }`, and the relay's own control messages (`undeliverable`, `refused`).
  */
 export class Device {
-  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, knock = null, persist = async () => {}, notice = () => {} }) {
+  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, knock = null, persist = async () => {}, notice = () => {}, transport = "auto" }) {
     Object.assign(this, { keyPair, publicKey, hostKey, state, persist, notice });
     // Nothing at or below what an earlier run accepted is accepted again.
     this.floor = BigInt(state.received ?? 0);
@@ -173,6 +249,7 @@ export class Device {
       publicKey,
       binding,
       knock,
+      transport,
       // One at a time, in arrival order (checking a signature is asynchronous).
       onMessage: (from, bytes) => (this.queue = this.queue
           .then(() => this.incoming(from, bytes))
@@ -255,7 +332,7 @@ export class Device {
  * the secret, and waits for the host's answer (signed by the host key from the link). Fails
  * at once when the relay refuses the link's offer or has no route to the host.
  */
-export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000, notice = () => {} }) {
+export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000, notice = () => {}, transport = "auto" }) {
   const publicKey = await rawPublicKey(keyPair);
   const token = await p.pairingToken(link.secret);
   const proof = await p.pairingProof(link.secret, link.hostKey, publicKey, name);
@@ -271,6 +348,7 @@ export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000,
     hostKey: link.hostKey,
     state,
     knock: { host: link.hostKey, token },
+    transport,
     notice: (n) => {
       notice(n);
       if (n.type === "refused") fail(new Error(`the relay refused: ${n.reason} (the link was used, or it expired)`));
