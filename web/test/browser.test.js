@@ -285,3 +285,46 @@ describe("the web UI in Chromium, with a separate relay", { skip }, () => {
     await page.locator("#banner").waitFor({ state: "hidden" });
   });
 });
+
+describe("the web UI in Chromium, when the browser will not open a WebSocket", { skip }, () => {
+  let world;
+  let browser;
+
+  before(async () => {
+    world = await startHost({ allow: ["Bash(printf *)"] });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+  });
+
+  after(async () => {
+    await browser?.close();
+    world?.stop();
+  });
+
+  test("the page falls back to the relay's event stream: pairing, requests and approvals work", async () => {
+    const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+    // As iOS Safari does with a self-signed relay: every WebSocket fails at once.
+    let refused = 0;
+    await page.routeWebSocket(/\/ws$/, (ws) => {
+      refused++;
+      ws.close();
+    });
+    const { link } = await world.offer(["--yes", "--role", "operator"]);
+    await page.goto(link);
+    await page.getByRole("button", { name: "Pair this browser" }).click();
+    await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
+    assert.ok(refused >= 2, `the WebSocket was tried first (${refused} attempts)`);
+    await page.getByLabel("Run a command").fill("printf through-the-event-stream");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.locator("ol.feed li", { hasText: "through-the-event-stream" }).filter({ hasText: "exit 0" }).waitFor();
+    // An action asked at the host, approved from this page.
+    const exec = world.agentHost(["exec", "--", "sh", "-c", "echo approved > over-sse.txt"]);
+    const card = page.locator("article.pending", { hasText: "over-sse.txt" });
+    await card.getByRole("button", { name: "Approve" }).click();
+    await card.getByText("Approved by you.").waitFor();
+    assert.equal((await exec).code, 0);
+    assert.ok(existsSync(join(world.ws, "over-sse.txt")));
+    // A reload goes straight back to the event stream's host screen.
+    await page.reload();
+    await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
+  });
+});
