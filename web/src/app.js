@@ -58,6 +58,14 @@ function plain(terminal) {
     .replace(/\r/g, "");
 }
 
+/** A unified diff as text, its added and removed lines marked for colour. */
+function diff(text) {
+  const lines = text.split("\n");
+  if (lines.at(-1) === "") lines.pop();
+  const kind = (line) => (/^\+(?!\+\+ )/.test(line) ? "add" : /^-(?!-- )/.test(line) ? "del" : null);
+  return h("pre", { class: "diff" }, lines.map((line) => h("span", { class: kind(line) }, `${line}\n`)));
+}
+
 function seconds(ms) {
   const s = Math.max(0, Math.ceil(ms / 1000));
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
@@ -411,7 +419,7 @@ class HostScreen {
       { class: "card pending", "data-request": e.request, "aria-label": e.summary },
       h("h3", {}, e.summary),
       h("dl", {}, what),
-      e.preview ? h("details", { open: true }, h("summary", {}, "Change"), h("pre", { class: "diff" }, e.preview)) : null,
+      e.preview ? h("details", { open: true }, h("summary", {}, "Change"), diff(e.preview)) : null,
       canAnswer ? h("div", { class: "buttons" }, approve, deny) : h("p", { class: "muted" }, "A viewer cannot answer."),
       outcome,
     );
@@ -458,7 +466,10 @@ class HostScreen {
   }
 
   renderPendingEmpty() {
+    const open = [...this.pending.values()].filter((entry) => !entry.outcome).length;
     this.pendingEmpty.hidden = this.pending.size > 0;
+    // The tab says how many answers are waiting, for a phone with the page in the background.
+    document.title = open > 0 ? `(${open}) Agent bridge` : "Agent bridge";
   }
 
   // --- activity ---

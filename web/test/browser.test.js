@@ -120,6 +120,8 @@ describe("the web UI in Chromium", { skip }, () => {
     // The approved card gives way to this one after showing its outcome.
     await page.locator("article.pending", { hasText: "approved-from-the-phone" }).waitFor({ state: "detached" });
     await page.evaluate(() => window.scrollTo(0, 0));
+    assert.equal(await page.title(), "(1) Agent bridge", "the tab counts what waits for an answer");
+    assert.equal((await card.locator("pre.diff .del").innerText()).trim(), "-keep this line");
     const shot = join(world.base, "pending-action.png");
     await page.screenshot({ path: shot });
     if (process.env.UPDATE_DOCS === "1") copyFileSync(shot, join(root, "docs/pending-action.png"));
