@@ -9,8 +9,14 @@
 //! `prev` is the SHA-256 of the previous line exactly as written (without its newline), so
 //! changing any byte of a record breaks the link of the next one; `seq` counts from 1 without
 //! gaps, so a removed, inserted or reordered record is named as such. A chain alone cannot show
-//! that its *last* record was changed or removed, so every append also replaces `audit.head`
-//! (the last `seq` and hash, written atomically); [`verify`] checks the chain against it.
+//! that its *last* record was changed or removed, so every append also records the last `seq`
+//! and hash in `audit.head`; [`verify`] checks the chain against it.
+//!
+//! `audit.head` has two fixed-size slots, written in turn in place (`seq` even: the first, odd:
+//! the second) and synced, each with a checksum; the head is the valid slot with the higher
+//! `seq`. A write torn by a crash spoils one slot and leaves the other, one record behind,
+//! which is the state of a writer stopped between a record and its head, completed at the next
+//! open. (One `fdatasync` per record instead of a replaced file's two `fsync`s and a rename.)
 //! Someone who can rewrite both files and recompute every hash is not stopped by this (that
 //! needs the host's signature on the head, held by devices: a later step).
 //!
@@ -111,6 +117,80 @@ pub struct Record {
 struct Head {
     seq: u64,
     hash: String,
+    /// [`head_check`] of the two above: tells a whole slot from a torn one. (Absent in a head
+    /// written by an earlier version, a single JSON object.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    check: Option<String>,
+}
+
+/// The size of one slot of `audit.head`: the JSON padded with spaces, then a newline.
+const HEAD_SLOT: usize = 192;
+
+fn head_check(seq: u64, hash: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"agent-bridge audit head v1\0");
+    h.update(seq.to_be_bytes());
+    h.update(hash.as_bytes());
+    hex::encode(&h.finalize()[..8])
+}
+
+fn head_slot(seq: u64, hash: &str) -> Vec<u8> {
+    let head = Head { seq, hash: hash.to_string(), check: Some(head_check(seq, hash)) };
+    let mut slot = serde_json::to_vec(&head).unwrap_or_default();
+    slot.resize(HEAD_SLOT - 1, b' ');
+    slot.push(b'\n');
+    slot
+}
+
+/// The head in `bytes` (two slots, or an earlier version's single object), if any is whole.
+fn parse_head(bytes: &[u8]) -> Option<Head> {
+    if bytes.len() != 2 * HEAD_SLOT {
+        return serde_json::from_slice::<Head>(bytes).ok().filter(|h| h.check.is_none());
+    }
+    bytes
+        .chunks(HEAD_SLOT)
+        .filter_map(|slot| serde_json::from_slice::<Head>(slot.trim_ascii_end()).ok())
+        .filter(|h| h.check.as_deref() == Some(head_check(h.seq, &h.hash).as_str()))
+        .max_by_key(|h| h.seq)
+}
+
+/// `audit.head`, open for writing its slots in place.
+#[derive(Debug)]
+struct HeadFile {
+    path: PathBuf,
+    /// None until the head exists in the two-slot form.
+    file: Option<File>,
+}
+
+impl HeadFile {
+    fn open(path: &Path) -> Result<Self, AuditError> {
+        let file = match fs::metadata(path) {
+            Ok(m) if m.len() == 2 * HEAD_SLOT as u64 => {
+                Some(OpenOptions::new().write(true).open(path).map_err(io_err(path))?)
+            }
+            _ => None,
+        };
+        Ok(Self { path: path.to_path_buf(), file })
+    }
+
+    /// Records `seq`/`hash` in its slot, durably. The first time (no head yet, or an earlier
+    /// version's), the whole file is written atomically instead; the other slot then holds a
+    /// lower `seq` that no check relies on.
+    fn write(&mut self, seq: u64, hash: &str) -> Result<(), AuditError> {
+        use std::os::unix::fs::FileExt as _;
+        let Some(file) = &self.file else {
+            let (this, other) = (head_slot(seq, hash), head_slot(seq.saturating_sub(1), GENESIS));
+            let both =
+                if seq.is_multiple_of(2) { [this, other].concat() } else { [other, this].concat() };
+            write_atomic(&self.path, &both, 0o600).map_err(io_err(&self.path))?;
+            self.file =
+                Some(OpenOptions::new().write(true).open(&self.path).map_err(io_err(&self.path))?);
+            return Ok(());
+        };
+        let at = (seq % 2) * HEAD_SLOT as u64;
+        file.write_all_at(&head_slot(seq, hash), at).map_err(io_err(&self.path))?;
+        file.sync_data().map_err(io_err(&self.path))
+    }
 }
 
 /// Why the log does not verify, naming the record.
@@ -185,7 +265,7 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    head_path: PathBuf,
+    head: HeadFile,
     file: File,
     seq: u64,
     last_hash: String,
@@ -207,19 +287,15 @@ impl AuditLog {
             .map_err(io_err(path))?;
         file.try_lock().map_err(|_| AuditError::Locked(path.to_path_buf()))?;
         let mut recovered = cut_torn_tail(&mut file, path)?;
+        let mut head_behind = false;
         let verified = match verify(path) {
-            // A writer that stopped after syncing a record but before replacing the head
+            // A writer that stopped after syncing a record but before recording the head
             // leaves exactly one record past the head: finish its work.
             Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD }) if last == head + 1 => {
-                let v = verify_chain(path)?;
-                if let Some((seq, hash)) = &v.last {
-                    let head = serde_json::to_vec(&Head { seq: *seq, hash: hash.clone() })
-                        .map_err(|e| AuditError::Malformed { line: *seq, reason: e.to_string() })?;
-                    write_atomic(&head_path, &head, 0o600).map_err(io_err(&head_path))?;
-                }
                 recovered =
                     Some(format!("audit.head moved to record {last}, written just before a stop"));
-                v
+                head_behind = true;
+                verify_chain(path)?
             }
             other => other?,
         };
@@ -227,10 +303,15 @@ impl AuditLog {
             Verified { last: Some((seq, hash)), .. } => (seq, hash),
             Verified { last: None, .. } => (0, GENESIS.to_string()),
         };
-        Ok(Self { path: path.to_path_buf(), head_path, file, seq, last_hash, recovered })
+        let mut head = HeadFile::open(&head_path)?;
+        // A head to complete, or one in an earlier version's form, is written now.
+        if seq > 0 && (head.file.is_none() || head_behind) {
+            head.write(seq, &last_hash)?;
+        }
+        Ok(Self { path: path.to_path_buf(), head, file, seq, last_hash, recovered })
     }
 
-    /// Appends `event` and makes it durable (line fsynced, head replaced) before returning.
+    /// Appends `event` and makes it durable (line synced, then the head) before returning.
     pub fn append(&mut self, time_ms: u64, event: Event) -> Result<Record, AuditError> {
         let record = Record { seq: self.seq + 1, time_ms, prev: self.last_hash.clone(), event };
         let mut line = serde_json::to_vec(&record)
@@ -240,9 +321,7 @@ impl AuditLog {
         // One write call: a killed process leaves the whole line or none of it.
         self.file.write_all(&line).map_err(io_err(&self.path))?;
         self.file.sync_data().map_err(io_err(&self.path))?;
-        let head = serde_json::to_vec(&Head { seq: record.seq, hash: line_hash.clone() })
-            .map_err(|e| AuditError::Malformed { line: record.seq, reason: e.to_string() })?;
-        write_atomic(&self.head_path, &head, 0o600).map_err(io_err(&self.head_path))?;
+        self.head.write(record.seq, &line_hash)?;
         self.seq = record.seq;
         self.last_hash = line_hash;
         Ok(record)
@@ -353,9 +432,9 @@ fn check_head(path: &Path, verified: &Verified) -> Result<(), AuditError> {
     let last = &verified.last;
     let head_path = head_path(path);
     let head: Option<Head> = match fs::read(&head_path) {
-        Ok(bytes) => Some(serde_json::from_slice(&bytes).map_err(|e| AuditError::Malformed {
+        Ok(bytes) => Some(parse_head(&bytes).ok_or_else(|| AuditError::Malformed {
             line: 0,
-            reason: format!("{}: {e}", head_path.display()),
+            reason: format!("{}: holds no whole head", head_path.display()),
         })?),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(AuditError::Io { path: head_path, error: e }),

@@ -212,3 +212,48 @@ fn a_killed_writer_leaves_whole_records() {
         assert!(verify(&path).is_ok(), "round {round}");
     }
 }
+
+#[test]
+fn a_torn_head_slot_leaves_the_record_before_and_reopening_completes_it() {
+    let (_dir, path) = log_with(5);
+    let head = path.with_extension("head");
+    let mut bytes = std::fs::read(&head).unwrap();
+    assert_eq!(bytes.len() % 2, 0, "two slots");
+    // Record 5 went to the second slot (odd seq); tear it as a crash mid-write would.
+    let half = bytes.len() / 2;
+    bytes[half + 10..half + 40].fill(b'#');
+    std::fs::write(&head, &bytes).unwrap();
+    assert!(
+        matches!(
+            verify(&path),
+            Err(AuditError::Head { last: 5, head: 4, what: agent_host::audit::AHEAD_OF_HEAD })
+        ),
+        "{:?}",
+        verify(&path)
+    );
+    let reopened = AuditLog::open(&path).unwrap();
+    assert!(reopened.recovered.is_some());
+    drop(reopened);
+    assert_eq!(verify(&path).unwrap().records, 5);
+    // Both slots torn: no head is believed.
+    std::fs::write(&head, vec![b'#'; bytes.len()]).unwrap();
+    assert!(matches!(verify(&path), Err(AuditError::Malformed { line: 0, .. })));
+}
+
+#[test]
+fn a_head_of_the_earlier_single_object_form_still_verifies_and_is_rewritten() {
+    let (_dir, path) = log_with(3);
+    let head = path.with_extension("head");
+    let bytes = std::fs::read(&head).unwrap();
+    let slot = std::str::from_utf8(&bytes[bytes.len() / 2..]).unwrap().trim_end();
+    let record: serde_json::Value = serde_json::from_str(slot).unwrap();
+    assert_eq!(record["seq"], 3);
+    let legacy = serde_json::json!({ "seq": 3, "hash": record["hash"] });
+    std::fs::write(&head, serde_json::to_vec(&legacy).unwrap()).unwrap();
+    assert_eq!(verify(&path).unwrap().records, 3);
+    let mut log = AuditLog::open(&path).unwrap();
+    log.append(4, event(4)).unwrap();
+    drop(log);
+    assert_eq!(std::fs::read(&head).unwrap().len(), bytes.len());
+    assert_eq!(verify(&path).unwrap().records, 4);
+}
