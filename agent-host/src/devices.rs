@@ -1,11 +1,18 @@
 //! The paired devices and their counters.
 //!
-//! Two files in the state directory, each replaced atomically (temp, fsync, rename):
-//! - `devices.json`: who is paired, with which role, since when (changed only at this machine:
-//!   pairing, `agent-host devices revoke|rename|set-role`);
-//! - `counters.json`: for each device, the replay window of what it sent (written before the
-//!   host acts on a message, so a message accepted once bounces after a restart too), how far
-//!   the host's own counter towards it is reserved, and when it was last seen.
+//! Files in the state directory:
+//! - `devices.json` (replaced atomically: temp, fsync, rename): who is paired, with which role,
+//!   since when (changed only at this machine: pairing, `agent-host devices
+//!   revoke|rename|set-role`);
+//! - `counters.json` (replaced atomically) and `counters.journal` (appended to): for each
+//!   device, the replay window of what it sent, how far the host's own counter towards it is
+//!   reserved, and when it was last seen. Each accepted message appends its device's new window
+//!   to the journal as one numbered line and syncs it (one `fdatasync`) before the host acts on
+//!   the message, so a message accepted once bounces after a restart too. Loading applies the
+//!   journal's lines numbered past the one `counters.json` records; every
+//!   [`JOURNAL_COMPACT`] lines (and whenever `counters.json` is written anyway) the state is
+//!   written whole and the journal emptied. A torn last line (a crash mid-write) was never
+//!   synced, so its message was never acted on: it is dropped.
 //!
 //! The host's counter towards a device is reserved in blocks of [`TX_BLOCK`]: the file records
 //! the end of the block in use, and a restarted host starts after it, so a counter is never
@@ -22,6 +29,9 @@ use serde::{Deserialize, Serialize};
 
 /// How many outgoing counters are reserved at a time.
 pub const TX_BLOCK: u64 = 1024;
+
+/// Journal lines after which the counters are written whole and the journal emptied.
+pub const JOURNAL_COMPACT: u64 = 4096;
 
 /// The most paired devices (the relay's registration limit).
 pub const MAX_DEVICES: usize = protocol::relay::MAX_DEVICES;
@@ -92,6 +102,38 @@ struct DevicesFile {
     devices: Vec<Device>,
 }
 
+/// `counters.json`: the counters, and the last journal line they include.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CountersFile {
+    journal: u64,
+    devices: BTreeMap<DeviceId, Counters>,
+}
+
+/// `counters.json` as this version writes it, or as an earlier one did (the map alone).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum AnyCountersFile {
+    Current(CountersFile),
+    Earlier(BTreeMap<DeviceId, Counters>),
+}
+
+impl Default for AnyCountersFile {
+    fn default() -> Self {
+        Self::Current(CountersFile::default())
+    }
+}
+
+/// One line of `counters.journal`: a device's window after a message it sent.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JournalLine {
+    n: u64,
+    id: DeviceId,
+    rx: ReplayState,
+    seen_ms: u64,
+}
+
 /// The registry, as loaded from the state directory.
 #[derive(Debug)]
 pub struct Registry {
@@ -100,6 +142,38 @@ pub struct Registry {
     counters: BTreeMap<DeviceId, Counters>,
     /// The next counter to use towards each device (in memory; see [`TX_BLOCK`]).
     tx_next: BTreeMap<DeviceId, u64>,
+    /// The number of the last journal line (written or loaded).
+    journal_n: u64,
+    /// Journal lines since `counters.json` was last written.
+    journal_lines: u64,
+    /// The journal, once opened for appending (on the first message accepted).
+    journal: Option<std::fs::File>,
+}
+
+/// The journal's file name in the state directory.
+const JOURNAL: &str = "counters.journal";
+
+/// The journal's whole lines. A last line without its newline, or that does not parse, was
+/// torn by a crash and is dropped; a bad line before the last one is damage.
+fn read_journal(path: &Path) -> Result<Vec<JournalLine>, RegistryError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(RegistryError::Io { path: path.to_path_buf(), error }),
+    };
+    let mut lines: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+    // After the last newline: empty, or a torn line.
+    lines.pop();
+    let last = lines.len();
+    let mut out = Vec::with_capacity(last);
+    for (i, line) in lines.into_iter().enumerate() {
+        match serde_json::from_slice(line) {
+            Ok(l) => out.push(l),
+            Err(_) if i + 1 == last => {}
+            Err(error) => return Err(RegistryError::Damaged { path: path.to_path_buf(), error }),
+        }
+    }
+    Ok(out)
 }
 
 fn read_json<T: Default + for<'de> Deserialize<'de>>(path: &Path) -> Result<T, RegistryError> {
@@ -115,7 +189,20 @@ impl Registry {
     /// Loads the registry kept in `state_dir`.
     pub fn load(state_dir: &Path) -> Result<Self, RegistryError> {
         let file: DevicesFile = read_json(&state_dir.join("devices.json"))?;
-        let counters: BTreeMap<DeviceId, Counters> = read_json(&state_dir.join("counters.json"))?;
+        let (mut journal_n, mut counters) = match read_json(&state_dir.join("counters.json"))? {
+            AnyCountersFile::Current(f) => (f.journal, f.devices),
+            AnyCountersFile::Earlier(devices) => (0, devices),
+        };
+        let mut journal_lines = 0;
+        for line in read_journal(&state_dir.join(JOURNAL))? {
+            journal_lines += 1;
+            if line.n > journal_n {
+                journal_n = line.n;
+                let c = counters.entry(line.id).or_default();
+                c.rx = line.rx;
+                c.last_seen_ms = Some(line.seen_ms);
+            }
+        }
         // Continue after every reserved block: counters handed out before a crash stay used.
         let tx_next = counters.iter().map(|(id, c)| (*id, c.tx_reserved + 1)).collect();
         Ok(Self {
@@ -123,6 +210,9 @@ impl Registry {
             devices: file.devices.into_iter().map(|d| (d.id, d)).collect(),
             counters,
             tx_next,
+            journal_n,
+            journal_lines,
+            journal: None,
         })
     }
 
@@ -137,9 +227,50 @@ impl Registry {
         self.write("devices.json", &serde_json::to_vec_pretty(&file).unwrap_or_default())
     }
 
-    /// Writes the counters file.
-    pub fn save_counters(&self) -> Result<(), RegistryError> {
-        self.write("counters.json", &serde_json::to_vec_pretty(&self.counters).unwrap_or_default())
+    /// Writes the counters file whole, then empties the journal (whose lines it includes).
+    pub fn save_counters(&mut self) -> Result<(), RegistryError> {
+        let file = CountersFile { journal: self.journal_n, devices: self.counters.clone() };
+        self.write("counters.json", &serde_json::to_vec_pretty(&file).unwrap_or_default())?;
+        if self.journal_lines > 0 {
+            let path = self.dir.join(JOURNAL);
+            let io = |error| RegistryError::Io { path: path.clone(), error };
+            let journal = match self.journal.take() {
+                Some(f) => f,
+                None => std::fs::OpenOptions::new().append(true).open(&path).map_err(io)?,
+            };
+            journal.set_len(0).map_err(io)?;
+            journal.sync_data().map_err(io)?;
+            self.journal = Some(journal);
+            self.journal_lines = 0;
+        }
+        Ok(())
+    }
+
+    /// Appends one line to the journal and syncs it.
+    fn journal_append(&mut self, line: &JournalLine) -> Result<(), RegistryError> {
+        use std::io::Write as _;
+        let path = self.dir.join(JOURNAL);
+        let io = |error| RegistryError::Io { path: path.clone(), error };
+        if self.journal.is_none() {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let file = std::fs::OpenOptions::new()
+                .append(true)
+                .create(true)
+                .mode(0o600)
+                .open(&path)
+                .map_err(io)?;
+            // The file's name is durable before anything relies on what it holds.
+            std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+            self.journal = Some(file);
+        }
+        let mut bytes = serde_json::to_vec(line).unwrap_or_default();
+        bytes.push(b'\n');
+        let journal = self.journal.as_mut().ok_or_else(|| io(std::io::Error::other("closed")))?;
+        // One write: a crash leaves the whole line or a torn one, which loading drops.
+        journal.write_all(&bytes).map_err(io)?;
+        journal.sync_data().map_err(io)?;
+        self.journal_lines += 1;
+        Ok(())
     }
 
     /// Every paired device, by id.
@@ -224,10 +355,16 @@ impl Registry {
         rx: ReplayState,
         now_ms: u64,
     ) -> Result<(), RegistryError> {
+        self.journal_n += 1;
+        let line = JournalLine { n: self.journal_n, id: *id, rx, seen_ms: now_ms };
+        self.journal_append(&line)?;
         let counters = self.counters.entry(*id).or_default();
         counters.rx = rx;
         counters.last_seen_ms = Some(now_ms);
-        self.save_counters()
+        if self.journal_lines >= JOURNAL_COMPACT {
+            self.save_counters()?;
+        }
+        Ok(())
     }
 
     /// The next counter towards `id`, reserving (and writing) a new block when one runs out.
@@ -294,6 +431,59 @@ mod tests {
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].0.name.as_str(), list[0].0.role), ("kitchen tablet", Role::Viewer));
         assert!(again.get(&b.id).is_none());
+    }
+
+    #[test]
+    fn windows_come_back_from_the_journal_and_stale_or_torn_lines_change_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::load(dir.path()).unwrap();
+        let d = device(1);
+        reg.add(d.clone()).unwrap();
+        let mut window = ReplayWindow::restore(reg.rx(&d.id));
+        for counter in [3, 5, 9] {
+            window.commit(counter).unwrap();
+            reg.accepted(&d.id, window.export(), counter).unwrap();
+        }
+        let journal = dir.path().join(JOURNAL);
+        let written = std::fs::read_to_string(&journal).unwrap();
+        assert_eq!(written.lines().count(), 3, "one line per message, nothing else rewritten");
+        let again = Registry::load(dir.path()).unwrap();
+        assert_eq!(again.rx(&d.id), window.export());
+        assert_eq!(again.list()[0].1.last_seen_ms, Some(9));
+
+        // A torn last line (a crash mid-write) is dropped.
+        std::fs::write(&journal, format!("{written}{{\"n\":4,\"id\":")).unwrap();
+        assert_eq!(Registry::load(dir.path()).unwrap().rx(&d.id), window.export());
+
+        // Written whole: the journal empties, and a line it held that outlived the rewrite (a
+        // crash between the two) is older than the file, so it changes nothing.
+        let mut reg = Registry::load(dir.path()).unwrap();
+        reg.save_counters().unwrap();
+        assert_eq!(std::fs::read(&journal).unwrap().len(), 0);
+        let stale = written.lines().next().unwrap();
+        std::fs::write(&journal, format!("{stale}\n")).unwrap();
+        let again = Registry::load(dir.path()).unwrap();
+        assert_eq!(again.rx(&d.id), window.export());
+        let mut replayed = ReplayWindow::restore(again.rx(&d.id));
+        assert!(replayed.commit(5).is_err() && replayed.commit(3).is_err());
+
+        // A bad line before the last is damage, not a crash: the host stops.
+        std::fs::write(&journal, format!("garbage\n{stale}\n")).unwrap();
+        assert!(matches!(Registry::load(dir.path()), Err(RegistryError::Damaged { .. })));
+    }
+
+    #[test]
+    fn an_earlier_counters_file_still_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = device(1);
+        let earlier = format!(
+            "{{\"{}\": {{\"rx\": {{\"highest\": 7, \"seen\": 1}}, \"tx_reserved\": 1024, \"last_seen_ms\": 5}}}}",
+            d.id
+        );
+        std::fs::write(dir.path().join("counters.json"), earlier).unwrap();
+        let mut reg = Registry::load(dir.path()).unwrap();
+        assert_eq!(reg.rx(&d.id).highest, 7);
+        assert_eq!(reg.next_tx(&d.id).unwrap(), 1025);
     }
 
     #[test]
