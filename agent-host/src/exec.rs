@@ -291,6 +291,74 @@ fn clean_env(job: &Job) -> BTreeMap<String, String> {
     env
 }
 
+/// The `prlimit` prefix that limits processes where no cgroup does (see the module notes).
+fn nproc_prefix(cgroup: Option<&PidsCgroup>, limits: &Limits) -> Vec<OsString> {
+    if cgroup.is_none() && !rustix::process::getuid().is_root() {
+        vec!["prlimit".into(), format!("--nproc={}", limits.max_processes).into(), "--".into()]
+    } else {
+        Vec::new()
+    }
+}
+
+/// bubblewrap's arguments up to `--`: the mounts (`protected` read-only inside the writable
+/// `roots`, `hidden` under empty tmpfs mounts), the namespaces, the working directory, and a
+/// clean environment holding `env` only.
+fn bwrap_args(
+    bwrap: &Path,
+    network: bool,
+    roots: &[PathBuf],
+    protected: &[PathBuf],
+    hidden: &[PathBuf],
+    cwd: &Path,
+    env: &BTreeMap<String, String>,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![bwrap.into()];
+    for arg in ["--die-with-parent", "--new-session", "--unshare-all"] {
+        argv.push(arg.into());
+    }
+    if network {
+        argv.push("--share-net".into());
+    }
+    for arg in ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"] {
+        argv.push(arg.into());
+    }
+    for root in roots {
+        argv.extend(["--bind".into(), root.into(), root.into()]);
+    }
+    // Protected paths stay read-only even inside a writable root.
+    for path in protected {
+        argv.extend(["--ro-bind".into(), path.into(), path.into()]);
+    }
+    for dir in hidden {
+        argv.extend(["--tmpfs".into(), dir.into()]);
+    }
+    argv.extend(["--chdir".into(), cwd.into(), "--clearenv".into()]);
+    for (k, v) in env {
+        argv.extend(["--setenv".into(), k.into(), v.into()]);
+    }
+    argv.push("--".into());
+    argv
+}
+
+/// The command for `argv`, joining `cgroup` first when there is one.
+fn command_in(cgroup: Option<&PidsCgroup>, argv: &[OsString]) -> Command {
+    match cgroup {
+        Some(cg) => {
+            // Join the cgroup before anything else starts, then become the real command.
+            let mut c = Command::new("/bin/sh");
+            c.args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "agent-host-job"])
+                .arg(cg.procs());
+            c.args(argv);
+            c
+        }
+        None => {
+            let mut c = Command::new(&argv[0]);
+            c.args(&argv[1..]);
+            c
+        }
+    }
+}
+
 /// Runs `job` under `sandbox`. `roots` are made writable; `hidden` (the host's own directories)
 /// are hidden. `cancel` kills the job when set.
 pub fn run(
@@ -314,45 +382,19 @@ pub fn run(
     if let Some(tmp) = &private_tmp {
         env.insert("TMPDIR".into(), tmp.path.display().to_string());
     }
-    let nproc = |argv: &mut Vec<OsString>| {
-        if cgroup.is_none() && !rustix::process::getuid().is_root() {
-            argv.extend([
-                "prlimit".into(),
-                format!("--nproc={}", limits.max_processes).into(),
-                "--".into(),
-            ]);
-        }
-    };
     let mut argv: Vec<OsString> = Vec::new();
     match sandbox {
         Sandbox::Bubblewrap(bwrap) => {
-            argv.push(bwrap.into());
-            for arg in ["--die-with-parent", "--new-session", "--unshare-all"] {
-                argv.push(arg.into());
-            }
-            if job.network {
-                argv.push("--share-net".into());
-            }
-            for arg in
-                ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
-            {
-                argv.push(arg.into());
-            }
-            for root in roots {
-                argv.extend(["--bind".into(), root.into(), root.into()]);
-            }
-            // Protected paths stay read-only even inside a writable root.
-            for path in protected_in(roots) {
-                argv.extend(["--ro-bind".into(), path.clone().into(), path.into()]);
-            }
-            for dir in hidden.iter().filter(|d| d.exists()) {
-                argv.extend(["--tmpfs".into(), dir.into()]);
-            }
-            argv.extend(["--chdir".into(), job.cwd.clone().into(), "--clearenv".into()]);
-            for (k, v) in &env {
-                argv.extend(["--setenv".into(), k.into(), v.into()]);
-            }
-            argv.push("--".into());
+            let hidden: Vec<PathBuf> = hidden.iter().filter(|d| d.exists()).cloned().collect();
+            argv = bwrap_args(
+                bwrap,
+                job.network,
+                roots,
+                &protected_in(roots),
+                &hidden,
+                &job.cwd,
+                &env,
+            );
         }
         Sandbox::Landlock(helper) => {
             argv.extend([helper.into(), "__sandbox".into()]);
@@ -372,33 +414,33 @@ pub fn run(
         }
         Sandbox::Unsandboxed => {}
     }
-    nproc(&mut argv);
+    argv.extend(nproc_prefix(cgroup.as_ref(), limits));
     argv.extend(job.argv.iter().map(Into::into));
-    let mut command = match &cgroup {
-        Some(cg) => {
-            // Join the cgroup before anything else starts, then become the real command.
-            let mut c = Command::new("/bin/sh");
-            c.args(["-c", "echo $$ > \"$1\" && shift && exec \"$@\"", "agent-host-job"])
-                .arg(cg.procs());
-            c.args(&argv);
-            c
-        }
-        None => {
-            let mut c = Command::new(&argv[0]);
-            c.args(&argv[1..]);
-            c
-        }
-    };
+    let mut command = command_in(cgroup.as_ref(), &argv);
     if !matches!(sandbox, Sandbox::Bubblewrap(_)) {
         command.current_dir(&job.cwd).env_clear().envs(&env);
     }
 
     let (reader, writer) = std::io::pipe()?;
     command.stdin(Stdio::null()).stdout(writer.try_clone()?).stderr(writer).process_group(0);
-    let mut child = command.spawn()?;
+    let child = command.spawn()?;
     // Our copies of the write end are gone with `command`: EOF comes when the job's are.
     drop(command);
-    let cap = limits.output_cap;
+    let outcome = finish(child, reader, job.timeout, cancel, limits.output_cap);
+    drop(cgroup);
+    drop(private_tmp);
+    outcome
+}
+
+/// Waits for a started job: its output collected up to `cap`, killed at `timeout` or when
+/// `cancel` is set.
+fn finish(
+    mut child: std::process::Child,
+    reader: std::io::PipeReader,
+    timeout: Duration,
+    cancel: &Arc<AtomicBool>,
+    cap: usize,
+) -> std::io::Result<Outcome> {
     let (collected_tx, collected) = std::sync::mpsc::channel();
     let collector = std::thread::spawn(move || {
         let _ = collected_tx.send(collect(reader, cap));
@@ -406,7 +448,7 @@ pub fn run(
 
     // This thread waits for the command (no polling, so a quick command returns at once); a
     // watchdog kills its process group at the timeout or on cancellation.
-    let deadline = Instant::now() + job.timeout;
+    let deadline = Instant::now() + timeout;
     let (exited_tx, exited) = std::sync::mpsc::channel::<()>();
     let (pid, cancel_flag) = (child.id(), cancel.clone());
     let watchdog = std::thread::spawn(move || {
@@ -446,8 +488,6 @@ pub fn run(
             format!("\n[output truncated: {dropped} more bytes not shown]\n").as_bytes(),
         );
     }
-    drop(cgroup);
-    drop(private_tmp);
     Ok(Outcome { exit_code: status.code(), output, truncated, timed_out, cancelled })
 }
 
