@@ -650,14 +650,18 @@ async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
     let done = tokio::task::spawn_blocking(move || match work {
         Work::Run(job) => {
             let roots = [worker.config.workspace.clone()];
-            crate::exec::run(
-                &worker.config.sandbox,
-                &job,
-                &roots,
-                &worker.dirs.all(),
-                &Limits::default(),
-                &Arc::new(AtomicBool::new(false)),
-            )
+            let cancel = Arc::new(AtomicBool::new(false));
+            match &worker.pool {
+                Some(pool) => pool.run(&job, &cancel),
+                None => crate::exec::run(
+                    &worker.config.sandbox,
+                    &job,
+                    &roots,
+                    &worker.dirs.all(),
+                    &Limits::default(),
+                    &cancel,
+                ),
+            }
             .map(|o| (o.exit_code, o.output, o.truncated, o.timed_out))
             .map_err(|e| (ErrorCode::Internal, format!("could not run: {e}")))
         }

@@ -42,6 +42,9 @@ pub enum Command {
     /// (internal) Restrict this process with Landlock and seccomp, then run a command.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(crate::landlock_sandbox::HelperArgs),
+    /// (internal) Inside a sandbox started ahead: read the job from stdin and become it.
+    #[command(name = "__launch", hide = true)]
+    Launch,
     /// Run the host for one workspace: identity key, policy, approvals, audit log, sandbox,
     /// the local socket the other commands talk to, and (with --relay) the link to paired
     /// devices.
@@ -310,6 +313,11 @@ pub fn run(cli: Cli) -> ExitCode {
             // Only reached when the sandbox could not be set up or the command not started:
             // 125, as `env` and `timeout` do, so it is not mistaken for the command's own code.
             eprintln!("agent-host: {:#}", crate::landlock_sandbox::run_helper(&args));
+            return ExitCode::from(125);
+        }
+        Command::Launch => {
+            // As for `__sandbox`: only reached when the job could not be started.
+            eprintln!("agent-host: {:#}", crate::exec::launch_from_stdin());
             return ExitCode::from(125);
         }
         Command::Serve(args) => serve(&args),

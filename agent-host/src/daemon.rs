@@ -62,6 +62,8 @@ pub struct Host {
     pub(crate) sessions: Mutex<HashMap<protocol::SessionId, crate::session::Live>>,
     /// To the relay link, when there is one.
     pub(crate) link: Option<mpsc::UnboundedSender<ToLink>>,
+    /// A bubblewrap sandbox kept started for the next command (none under other sandboxes).
+    pub(crate) pool: Option<crate::exec::WarmPool>,
 }
 
 impl Host {
@@ -127,6 +129,15 @@ pub async fn serve(
     let files = crate::confine::Workspace::open(std::slice::from_ref(&config.workspace))?;
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let relay = config.relay.clone();
+    let pool = std::env::current_exe().ok().and_then(|launcher| {
+        crate::exec::WarmPool::start(
+            &config.sandbox,
+            &launcher,
+            std::slice::from_ref(&config.workspace),
+            &dirs.all(),
+            &crate::exec::Limits::default(),
+        )
+    });
     let host = Arc::new(Host {
         config,
         dirs,
@@ -140,6 +151,7 @@ pub async fn serve(
         offers: Mutex::new(Offers::default()),
         sessions: Mutex::new(HashMap::new()),
         link: relay.is_some().then_some(link_tx),
+        pool,
     });
     let link = relay.map(|setup| tokio::spawn(crate::link::run(host.clone(), setup, link_rx)));
     if let Some(ready) = ready {

@@ -491,6 +491,271 @@ fn finish(
     Ok(Outcome { exit_code: status.code(), output, truncated, timed_out, cancelled })
 }
 
+/// How long the pool waits after a job before starting the next sandbox.
+const REFILL_DELAY: Duration = Duration::from_millis(10);
+
+/// What a warm sandbox's launcher is told to run (as JSON on its standard input).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct Launch {
+    argv: Vec<String>,
+    cwd: PathBuf,
+    env: BTreeMap<String, String>,
+}
+
+/// The most a launcher reads from its standard input.
+const MAX_LAUNCH: u64 = 4 << 20;
+
+/// The launcher inside a warm sandbox (`agent-host __launch`): reads what to run from standard
+/// input, then becomes it, with standard input from `/dev/null`, in its directory, with exactly
+/// its environment. Returns only on failure.
+pub fn launch_from_stdin() -> anyhow::Error {
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().take(MAX_LAUNCH).read_to_end(&mut input) {
+        return anyhow::anyhow!("reading the job: {e}");
+    }
+    let launch: Launch = match serde_json::from_slice(&input) {
+        Ok(l) => l,
+        Err(e) => return anyhow::anyhow!("the job does not parse: {e}"),
+    };
+    let Some((program, args)) = launch.argv.split_first() else {
+        return anyhow::anyhow!("no command");
+    };
+    let error = Command::new(program)
+        .args(args)
+        .current_dir(&launch.cwd)
+        .env_clear()
+        .envs(&launch.env)
+        .stdin(Stdio::null())
+        .exec();
+    anyhow::anyhow!("cannot run {program}: {error}")
+}
+
+/// A bubblewrap sandbox started before its job: namespaces made, mounts in place, cgroup
+/// joined, and inside it the launcher waiting for what to run.
+#[derive(Debug)]
+struct Warm {
+    child: std::process::Child,
+    job_in: std::io::PipeWriter,
+    output: std::io::PipeReader,
+    cgroup: Option<PidsCgroup>,
+    /// What it was started with that can change on disk: the protected paths that existed,
+    /// and the hidden directories that existed.
+    protected: Vec<PathBuf>,
+    hidden: Vec<PathBuf>,
+}
+
+impl Warm {
+    /// Stops it unused.
+    fn discard(mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.wait();
+    }
+}
+
+/// What every sandbox of a pool is made of.
+#[derive(Debug, Clone)]
+struct PoolSpec {
+    bwrap: PathBuf,
+    launcher: PathBuf,
+    roots: Vec<PathBuf>,
+    hidden: Vec<PathBuf>,
+    limits: Limits,
+}
+
+impl PoolSpec {
+    fn hidden_now(&self) -> Vec<PathBuf> {
+        self.hidden.iter().filter(|d| d.exists()).cloned().collect()
+    }
+
+    fn start(&self) -> std::io::Result<Warm> {
+        let cgroup = PidsCgroup::create(self.limits.max_processes);
+        let (protected, hidden) = (protected_in(&self.roots), self.hidden_now());
+        let mut argv = bwrap_args(
+            &self.bwrap,
+            false,
+            &self.roots,
+            &protected,
+            &hidden,
+            Path::new("/"),
+            &BTreeMap::new(),
+        );
+        argv.extend([self.launcher.clone().into(), "__launch".into()]);
+        let mut command = command_in(cgroup.as_ref(), &argv);
+        let (job_out, job_in) = std::io::pipe()?;
+        let (output, writer) = std::io::pipe()?;
+        command.stdin(job_out).stdout(writer.try_clone()?).stderr(writer).process_group(0);
+        let child = command.spawn()?;
+        drop(command);
+        Ok(Warm { child, job_in, output, cgroup, protected, hidden })
+    }
+}
+
+/// One bubblewrap sandbox kept started ahead of the next job, so that a job does not wait for
+/// namespaces, mounts and a cgroup to be made (10-25 ms on a busy machine; the job itself
+/// then starts in about a millisecond).
+///
+/// A sandbox serves one job and is replaced after it. It is used only if nothing it was made
+/// from has changed on disk since (the protected `.git/hooks` and `.git/config` that exist,
+/// the hidden directories that exist) and the job needs no network; otherwise the job starts
+/// a sandbox of its own as [`run`] does, with the same result. Sandboxes are started by one
+/// thread of the pool's own, which lives as long as the pool: bubblewrap's
+/// `--die-with-parent` ties each one to that thread, so they all end with the pool (or the
+/// host).
+#[derive(Debug)]
+pub struct WarmPool {
+    spec: PoolSpec,
+    sandbox: Sandbox,
+    ready: Arc<std::sync::Mutex<Option<Warm>>>,
+    refill: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    warm_runs: std::sync::atomic::AtomicU64,
+}
+
+impl WarmPool {
+    /// A pool for jobs in `roots` with `hidden` hidden, run by the `launcher` binary (this
+    /// `agent-host`); `None` unless `sandbox` is bubblewrap and the launcher is visible inside
+    /// it.
+    pub fn start(
+        sandbox: &Sandbox,
+        launcher: &Path,
+        roots: &[PathBuf],
+        hidden: &[PathBuf],
+        limits: &Limits,
+    ) -> Option<Self> {
+        let Sandbox::Bubblewrap(bwrap) = sandbox else { return None };
+        if hidden.iter().any(|h| launcher.starts_with(h)) {
+            return None;
+        }
+        let spec = PoolSpec {
+            bwrap: bwrap.clone(),
+            launcher: launcher.to_path_buf(),
+            roots: roots.to_vec(),
+            hidden: hidden.to_vec(),
+            limits: limits.clone(),
+        };
+        let ready: Arc<std::sync::Mutex<Option<Warm>>> = Arc::default();
+        let (refill, requests) = std::sync::mpsc::channel::<()>();
+        let (slot, making) = (ready.clone(), spec.clone());
+        std::thread::Builder::new()
+            .name("warm-sandbox".into())
+            .spawn(move || {
+                while requests.recv().is_ok() {
+                    if lock_slot(&slot).is_some() {
+                        continue;
+                    }
+                    // The job that used the last one is reporting its result now: starting
+                    // the next sandbox (CPU-heavy for a few milliseconds) can wait for that.
+                    std::thread::sleep(REFILL_DELAY);
+                    match making.start() {
+                        Ok(warm) => *lock_slot(&slot) = Some(warm),
+                        Err(e) => tracing::warn!("could not start a sandbox ahead: {e}"),
+                    }
+                }
+                if let Some(warm) = lock_slot(&slot).take() {
+                    warm.discard();
+                }
+            })
+            .ok()?;
+        let _ = refill.send(());
+        Some(Self {
+            spec,
+            sandbox: sandbox.clone(),
+            ready,
+            refill: std::sync::Mutex::new(refill),
+            warm_runs: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    /// Waits until a sandbox is started and waiting, up to `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if lock_slot(&self.ready).is_some() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        false
+    }
+
+    /// How many jobs ran in a sandbox started ahead.
+    pub fn warm_runs(&self) -> u64 {
+        self.warm_runs.load(Ordering::Relaxed)
+    }
+
+    fn refill(&self) {
+        let sender = self.refill.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = sender.send(());
+    }
+
+    /// Runs `job`: in the sandbox started ahead if there is one and it still fits, otherwise
+    /// as [`run`] does. Then starts the next one.
+    pub fn run(&self, job: &Job, cancel: &Arc<AtomicBool>) -> std::io::Result<Outcome> {
+        let warm = if job.network { None } else { lock_slot(&self.ready).take() };
+        let warm = warm.and_then(|mut w| {
+            let fits = w.protected == protected_in(&self.spec.roots)
+                && w.hidden == self.spec.hidden_now()
+                && matches!(w.child.try_wait(), Ok(None));
+            if fits {
+                Some(w)
+            } else {
+                w.discard();
+                None
+            }
+        });
+        let outcome = match warm {
+            Some(warm) if !job.argv.is_empty() => {
+                self.warm_runs.fetch_add(1, Ordering::Relaxed);
+                self.run_warm(warm, job, cancel)
+            }
+            other => {
+                if let Some(warm) = other {
+                    warm.discard();
+                }
+                run(
+                    &self.sandbox,
+                    job,
+                    &self.spec.roots,
+                    &self.spec.hidden,
+                    &self.spec.limits,
+                    cancel,
+                )
+            }
+        };
+        self.refill();
+        outcome
+    }
+
+    fn run_warm(
+        &self,
+        warm: Warm,
+        job: &Job,
+        cancel: &Arc<AtomicBool>,
+    ) -> std::io::Result<Outcome> {
+        use std::io::Write as _;
+        let Warm { child, mut job_in, output, cgroup, .. } = warm;
+        let mut argv: Vec<String> = nproc_prefix(cgroup.as_ref(), &self.spec.limits)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        argv.extend(job.argv.iter().cloned());
+        let launch = Launch { argv, cwd: job.cwd.clone(), env: clean_env(job) };
+        let bytes = serde_json::to_vec(&launch).map_err(std::io::Error::other)?;
+        let sent = job_in.write_all(&bytes);
+        drop(job_in);
+        if let Err(e) = sent {
+            kill_group(child.id());
+            return Err(e);
+        }
+        let outcome = finish(child, output, job.timeout, cancel, self.spec.limits.output_cap);
+        drop(cgroup);
+        outcome
+    }
+}
+
+fn lock_slot(slot: &std::sync::Mutex<Option<Warm>>) -> std::sync::MutexGuard<'_, Option<Warm>> {
+    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn kill_group(pid: u32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);

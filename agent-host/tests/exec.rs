@@ -1,7 +1,8 @@
 //! The executor with real programs in a real sandbox: network clients fail, writes outside the
 //! workspace fail, the host's state is invisible, timeouts and cancellation kill the whole job,
-//! output is capped, and a fork bomb is contained. Tests that need the sandbox skip, saying
-//! why, only where the kernel or the machine forbids it.
+//! output is capped, and a fork bomb is contained. Each attack runs against bubblewrap started
+//! for the job, bubblewrap started ahead (the host's warm pool), and Landlock + seccomp. Tests
+//! that need the sandbox skip, saying why, only where the kernel or the machine forbids it.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use agent_host::exec::{Job, Limits, Outcome, Sandbox, process_limit_available, run};
+use agent_host::exec::{Job, Limits, Outcome, Sandbox, WarmPool, process_limit_available, run};
 
 struct Setup {
     _dir: tempfile::TempDir,
@@ -31,16 +32,31 @@ fn setup() -> Setup {
     Setup { _dir: dir, root, outside, hidden }
 }
 
-/// Every sandbox that can run here: bubblewrap, and Landlock + seccomp through the real
-/// `agent-host` binary. Each attack test runs against both.
-fn sandboxes() -> Vec<Sandbox> {
+/// A way to run a job: a sandbox, started for the job or (bubblewrap) ahead of it.
+#[derive(Debug, Clone)]
+struct Runner {
+    sandbox: Sandbox,
+    warm: bool,
+}
+
+fn agent_host_bin() -> &'static std::path::Path {
+    std::path::Path::new(env!("CARGO_BIN_EXE_agent-host"))
+}
+
+/// Every sandbox that can run here: bubblewrap (started for the job, and started ahead by a
+/// warm pool), and Landlock + seccomp through the real `agent-host` binary. Each attack test
+/// runs against all of them.
+fn sandboxes() -> Vec<Runner> {
     let mut out = Vec::new();
     match Sandbox::bubblewrap() {
-        Ok(s) => out.push(s),
+        Ok(s) => {
+            out.push(Runner { sandbox: s.clone(), warm: false });
+            out.push(Runner { sandbox: s, warm: true });
+        }
         Err(e) => println!("SKIPPED for bubblewrap: {e}"),
     }
-    match Sandbox::landlock(std::path::Path::new(env!("CARGO_BIN_EXE_agent-host"))) {
-        Ok(s) => out.push(s),
+    match Sandbox::landlock(agent_host_bin()) {
+        Ok(s) => out.push(Runner { sandbox: s, warm: false }),
         Err(e) => println!("SKIPPED for Landlock: {e}"),
     }
     out
@@ -56,13 +72,31 @@ fn job(s: &Setup, script: &str) -> Job {
     }
 }
 
-fn exec(sb: &Sandbox, s: &Setup, job: &Job) -> Outcome {
+fn exec(sb: &Runner, s: &Setup, job: &Job) -> Outcome {
     exec_with(sb, s, job, &Limits::default())
 }
 
-fn exec_with(sb: &Sandbox, s: &Setup, job: &Job, limits: &Limits) -> Outcome {
+fn exec_with(sb: &Runner, s: &Setup, job: &Job, limits: &Limits) -> Outcome {
+    exec_cancellable(sb, s, job, limits, &Arc::new(AtomicBool::new(false)))
+}
+
+fn exec_cancellable(
+    sb: &Runner,
+    s: &Setup,
+    job: &Job,
+    limits: &Limits,
+    cancel: &Arc<AtomicBool>,
+) -> Outcome {
     let (roots, hidden) = (std::slice::from_ref(&s.root), std::slice::from_ref(&s.hidden));
-    run(sb, job, roots, hidden, limits, &Arc::new(AtomicBool::new(false))).unwrap()
+    if !sb.warm {
+        return run(&sb.sandbox, job, roots, hidden, limits, cancel).unwrap();
+    }
+    let pool = WarmPool::start(&sb.sandbox, agent_host_bin(), roots, hidden, limits).unwrap();
+    assert!(pool.wait_ready(Duration::from_secs(20)), "no sandbox was started ahead");
+    let out = pool.run(job, cancel).unwrap();
+    // A job that needs the network gets a sandbox of its own; every other one the warm one.
+    assert_eq!(pool.warm_runs(), u64::from(!job.network), "{job:?}");
+    out
 }
 
 #[test]
@@ -175,8 +209,7 @@ fn cancel_kills_the_whole_job() {
         });
         let start = Instant::now();
         let j = job(&s, "sleep 30 & sleep 30; wait");
-        let out =
-            run(&sb, &j, std::slice::from_ref(&s.root), &[], &Limits::default(), &cancel).unwrap();
+        let out = exec_cancellable(&sb, &s, &j, &Limits::default(), &cancel);
         assert!(out.cancelled);
         assert!(start.elapsed() < Duration::from_secs(10));
     }
@@ -283,7 +316,7 @@ fn doctor_says_which_sandbox_is_in_force() {
 fn git_hooks_and_config_stay_read_only_inside_the_workspace() {
     // Under bubblewrap they are read-only mounts. Landlock cannot carve them out of a writable
     // root (its rights are inherited), so there they are protected by policy alone.
-    for sb in sandboxes().into_iter().filter(|s| matches!(s, Sandbox::Bubblewrap(_))) {
+    for sb in sandboxes().into_iter().filter(|s| matches!(s.sandbox, Sandbox::Bubblewrap(_))) {
         let s = setup();
         std::fs::create_dir_all(s.root.join(".git/hooks")).unwrap();
         std::fs::write(s.root.join(".git/config"), "[core]\n").unwrap();
@@ -302,4 +335,45 @@ fn git_hooks_and_config_stay_read_only_inside_the_workspace() {
         let out = exec(&sb, &s, &job(&s, "mkdir -p src && echo ok > src/x && cat src/x"));
         assert_eq!(out.exit_code, Some(0), "{sb:?}: {}", String::from_utf8_lossy(&out.output));
     }
+}
+
+#[test]
+fn a_sandbox_started_ahead_is_not_used_once_the_workspace_changed_under_it() {
+    let Ok(bwrap) = Sandbox::bubblewrap() else {
+        println!("SKIPPED: bubblewrap cannot run here");
+        return;
+    };
+    let s = setup();
+    let roots = std::slice::from_ref(&s.root);
+    let pool = WarmPool::start(
+        &bwrap,
+        agent_host_bin(),
+        roots,
+        std::slice::from_ref(&s.hidden),
+        &Limits::default(),
+    )
+    .unwrap();
+    assert!(pool.wait_ready(Duration::from_secs(20)));
+    // `.git/hooks` appears after the sandbox was made: that sandbox would leave it writable.
+    std::fs::create_dir_all(s.root.join(".git/hooks")).unwrap();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let out = pool.run(&job(&s, "echo evil > .git/hooks/pre-commit"), &cancel).unwrap();
+    assert_ne!(out.exit_code, Some(0), "{}", String::from_utf8_lossy(&out.output));
+    assert!(!s.root.join(".git/hooks/pre-commit").exists());
+    assert_eq!(pool.warm_runs(), 0, "the stale sandbox was used");
+    // The next one is made with the hooks protected, and used.
+    assert!(pool.wait_ready(Duration::from_secs(20)));
+    let mut j = job(&s, "echo evil > .git/hooks/pre-commit; pwd; echo \"$HOME $FROM_JOB\"");
+    j.cwd = s.root.join(".git");
+    j.env.insert("FROM_JOB".into(), "set by the job".into());
+    let out = pool.run(&j, &cancel).unwrap();
+    assert_eq!(pool.warm_runs(), 1);
+    let text = String::from_utf8_lossy(&out.output);
+    assert!(!s.root.join(".git/hooks/pre-commit").exists(), "{text}");
+    // The job's own directory and environment, not the launcher's.
+    let dir = s.root.join(".git");
+    assert!(
+        text.contains(&format!("{}\n{} set by the job", dir.display(), dir.display())),
+        "{text}"
+    );
 }
