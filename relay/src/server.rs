@@ -284,7 +284,8 @@ async fn connection(
         }
         (Some("GET"), Some(path)) => match crate::web::file(path) {
             Some(file) => {
-                tls.write_all(crate::web::head(&file).as_bytes()).await?;
+                let host = header("host").and_then(crate::web::plain_host);
+                tls.write_all(crate::web::head(&file, host).as_bytes()).await?;
                 tls.write_all(file.body).await?;
                 tls.shutdown().await?;
                 Ok(())

@@ -7,10 +7,26 @@
 //! also drops it from the address bar once read.
 
 /// The policy on every page: own scripts, styles and WebSocket only; no framing, no plugins,
-/// no forms posting anywhere, no `<base>` tricks.
-pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
-     style-src 'self'; img-src 'self' data:; connect-src 'self'; manifest-src 'self'; \
-     base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// no forms posting anywhere, no `<base>` tricks. `connect-src` names the page's own `wss://`
+/// origin as well, for browsers whose `'self'` does not cover WebSockets.
+pub fn content_security_policy(host: Option<&str>) -> String {
+    let wss = host.map(|h| format!(" wss://{h}")).unwrap_or_default();
+    format!(
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+         connect-src 'self'{wss}; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
+         frame-ancestors 'none'"
+    )
+}
+
+/// The request's `Host` if it is a plain host name or address with an optional port (anything
+/// else is left out of the policy rather than echoed into a header).
+pub fn plain_host(host: &[u8]) -> Option<&str> {
+    let host = std::str::from_utf8(host).ok()?;
+    let plain = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    plain.then_some(host)
+}
 
 /// One file of the UI.
 #[derive(Debug, Clone, Copy)]
@@ -48,15 +64,16 @@ pub fn file(path: &str) -> Option<File> {
     })
 }
 
-/// The head of a `200 OK` answer carrying `file`.
-pub fn head(file: &File) -> String {
+/// The head of a `200 OK` answer carrying `file`, to a request that named `host`.
+pub fn head(file: &File, host: Option<&str>) -> String {
     format!(
         "HTTP/1.1 200 OK\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
-         Content-Security-Policy: {CONTENT_SECURITY_POLICY}\r\n\
+         Content-Security-Policy: {}\r\n\
          X-Content-Type-Options: nosniff\r\nReferrer-Policy: no-referrer\r\n\
          X-Frame-Options: DENY\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n",
         file.content_type,
-        file.body.len()
+        file.body.len(),
+        content_security_policy(host),
     )
 }
 
@@ -73,6 +90,11 @@ mod tests {
             assert!(file(path).is_none(), "{path}");
         }
         assert!(file("/").unwrap().body.starts_with(b"<!doctype html>"));
-        assert!(head(&file("/app.js").unwrap()).contains("text/javascript"));
+        assert!(head(&file("/app.js").unwrap(), None).contains("text/javascript"));
+        let csp = head(&file("/").unwrap(), plain_host(b"192.168.1.5:7443"));
+        assert!(csp.contains("connect-src 'self' wss://192.168.1.5:7443;"), "{csp}");
+        for bad in [&b"evil.com\r\nSet-Cookie: x"[..], b"a b", b"", b"x;y"] {
+            assert_eq!(plain_host(bad), None);
+        }
     }
 }
