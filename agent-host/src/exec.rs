@@ -11,6 +11,10 @@
 //! The process limit uses a pids cgroup when one can be created (cgroup v2 with delegation, or
 //! v1's pids hierarchy), joined before bubblewrap starts; otherwise `prlimit --nproc` inside
 //! the sandbox (which the kernel does not apply to root).
+//!
+//! [`WarmPool`] keeps one bubblewrap sandbox started ahead of the next job, with a launcher
+//! waiting inside for what to run, and uses it only while it still matches what a sandbox
+//! started for the job would be.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
