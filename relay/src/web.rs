@@ -54,6 +54,7 @@ pub fn file(path: &str) -> Option<File> {
         "/" | "/pair" | "/index.html" => INDEX,
         "/app.js" => script(include_bytes!("../../web/src/app.js")),
         "/store.js" => script(include_bytes!("../../web/src/store.js")),
+        "/terminal.js" => script(include_bytes!("../../web/src/terminal.js")),
         "/device.js" => script(include_bytes!("../../web/src/device.js")),
         "/protocol.js" => script(include_bytes!("../../web/src/protocol.js")),
         "/style.css" => File {

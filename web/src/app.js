@@ -6,6 +6,7 @@
 import * as p from "./protocol.js";
 import { Device, newKeyPair, pair, rawPublicKey } from "./device.js";
 import * as store from "./store.js";
+import { Screen } from "./terminal.js";
 
 const main = document.getElementById("main");
 // `?transport=event-stream` forces the relay's event-stream fallback (for a browser whose
@@ -50,12 +51,12 @@ function outputText(base64) {
   return text.decode(p.fromBase64(base64 ?? ""));
 }
 
-// Terminal output shown as text: colour and cursor sequences dropped, line ends made plain.
+// A command's output as a terminal would have shown it (progress lines redrawn in place,
+// colours dropped).
 function plain(terminal) {
-  return terminal
-    .replace(/\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)|\x1b[@-Z\\-_]/g, "")
-    .replace(/\r\n/g, "\n")
-    .replace(/\r/g, "");
+  const screen = new Screen();
+  screen.write(terminal);
+  return screen.text();
 }
 
 /** A unified diff as text, its added and removed lines marked for colour. */
@@ -252,7 +253,7 @@ class HostScreen {
     this.pending = new Map(); // request -> { event, gen, card, outcome }
     this.gen = 0;
     this.mine = new Map(); // request -> { title, item }
-    this.sessions = new Map(); // session -> { command, kind, chunks: Map(seq -> text), ended, view }
+    this.sessions = new Map(); // session -> { command, kind, term, decoder, seq, ended, view }
     this.relayUp = false;
     this.hostState = "unknown"; // online | offline | no-route | unknown
     this.build();
@@ -571,20 +572,17 @@ class HostScreen {
   sessionEvent(e) {
     let s = this.sessions.get(e.session);
     if (!s) {
-      s = { command: [], kind: "agent", chunks: new Map(), ended: null };
+      s = { command: [], kind: "agent", term: new Screen(), decoder: new TextDecoder(), seq: 0, ended: null };
       this.sessions.set(e.session, s);
       this.buildSession(e.session, s);
     }
     if (e.type === "session_started") {
       Object.assign(s, { command: e.command, kind: e.kind, ended: null });
     } else if (e.type === "output") {
-      s.chunks.set(e.seq, outputText(e.data));
-      // The host keeps 64 KiB of scrollback; so does this view.
-      let size = 0;
-      for (const seq of [...s.chunks.keys()].sort((x, y) => y - x)) {
-        size += s.chunks.get(seq).length;
-        if (size > 65536) s.chunks.delete(seq);
-      }
+      // A sync sends the scrollback again: what this view has already shown is skipped.
+      if (e.seq <= s.seq) return;
+      s.seq = e.seq;
+      s.term.write(s.decoder.decode(p.fromBase64(e.data), { stream: true }));
     } else {
       s.ended = { exit: e.exit_code };
     }
@@ -619,7 +617,7 @@ class HostScreen {
         ? "running (a shell: each input is asked at the host)"
         : "running (an agent: prompts go straight in)";
     const follow = s.screen.scrollTop + s.screen.clientHeight >= s.screen.scrollHeight - 8;
-    s.screen.textContent = plain([...s.chunks.keys()].sort((x, y) => x - y).map((k) => s.chunks.get(k)).join(""));
+    s.screen.textContent = s.term.text();
     if (follow) s.screen.scrollTop = s.screen.scrollHeight;
     s.form.hidden = Boolean(s.ended) || this.record.role !== "operator";
   }
