@@ -533,7 +533,8 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
         let result = run_daemon(dirs, config, move |id| {
             println!("agent-host up: {} as {id}", workspace.display());
             println!("relay:  wss://{public} (self-signed certificate, SHA-256 {pin})");
-            println!("web:    https://{public}/ (a browser pairs by opening a link from `agent-host pair`)");
+            let how = if no_pair { "a link from `agent-host pair`" } else { "the link below" };
+            println!("web:    https://{public}/ (a browser pairs by opening {how})");
             println!("socket: {}", socket.display());
             println!("approve here with `agent-host approvals` and `agent-host approve ID`; Ctrl-C stops.");
             if !no_pair {

@@ -164,7 +164,7 @@ pub fn self_signed_advice(pin: &[u8; 32]) -> String {
          certificate details and compare\n  its SHA-256 fingerprint with this one (the link's \
          `cert=`):\n      {}\n      {}\n  If it matches, go on (\"Advanced\", then \"Proceed\"). If \
          it differs, stop: another server answered,\n  and the page it serves could pair in your \
-         name. Either way the page can only ask: every request is\n  signed by a key that never \
+         name. Once paired, the page can only ask: every request is\n  signed by a key that never \
          leaves the browser, the host judges each one, and it answers only with\n  messages signed \
          by its own key.",
         pairs[..16].join(" "),
