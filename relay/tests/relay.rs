@@ -458,38 +458,75 @@ fn post(path: &str, body: &[u8]) -> Vec<u8> {
     request
 }
 
+/// A client of the relay's event-stream transport, as a browser's fallback is.
+struct EventStream {
+    events: tokio::io::BufReader<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    path: String,
+}
+
+impl EventStream {
+    async fn open(r: &Relay) -> Self {
+        let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = tokio_rustls::TlsConnector::from(pinned_config(r.pin))
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        tls.write_all(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        let mut stream = Self { events: tokio::io::BufReader::new(tls), path: String::new() };
+        let session = stream.next().await.strip_prefix('s').unwrap().to_owned();
+        stream.path = format!("/sse/{session}");
+        stream
+    }
+
+    /// The next event's data.
+    async fn next(&mut self) -> String {
+        use tokio::io::AsyncBufReadExt as _;
+        loop {
+            let mut line = String::new();
+            assert!(self.events.read_line(&mut line).await.unwrap() > 0, "the stream ended");
+            if let Some(data) = line.strip_prefix("data: ") {
+                return data.trim_end().to_owned();
+            }
+        }
+    }
+
+    /// Answers the challenge (the first event after the session's name) as `secret`.
+    async fn authenticate(&mut self, r: &Relay, secret: &SecretKey) {
+        let challenge = self.next().await;
+        let Ok(FromRelay::Challenge { nonce }) =
+            serde_json::from_slice(&b64(challenge.strip_prefix('t').unwrap()))
+        else {
+            panic!("{challenge}")
+        };
+        let mut nonce_bytes = [0u8; 32];
+        hex::decode_to_slice(&nonce, &mut nonce_bytes).unwrap();
+        let hello = protocol::relay::hello(secret, Side::Device, &nonce_bytes, &r.pin);
+        let body = [b"t".as_slice(), serde_json::to_string(&hello).unwrap().as_bytes()].concat();
+        assert!(https(r, &post(&self.path, &body)).await.starts_with("HTTP/1.1 204"));
+        let welcome = self.next().await;
+        assert!(
+            matches!(
+                serde_json::from_slice(&b64(welcome.strip_prefix('t').unwrap())),
+                Ok(FromRelay::Welcome)
+            ),
+            "{welcome}"
+        );
+    }
+}
+
+fn b64(s: &str) -> Vec<u8> {
+    base64_simd::STANDARD.decode_to_vec(s.as_bytes()).unwrap()
+}
+
 #[tokio::test]
 async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
-    use tokio::io::AsyncBufReadExt as _;
     let r = relay(Limits::default()).await;
     let (host, phone) = (key(1), key(2));
     let mut host_link = join(&r, &host, Side::Host).await;
     register(&mut host_link, &host, 1, &[&phone]).await;
-
-    let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls =
-        tokio_rustls::TlsConnector::from(pinned_config(r.pin)).connect(name, tcp).await.unwrap();
-    tls.write_all(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
-    let mut events = tokio::io::BufReader::new(tls);
-    let mut next_event = async || loop {
-        let mut line = String::new();
-        assert!(events.read_line(&mut line).await.unwrap() > 0, "the stream ended");
-        if let Some(data) = line.strip_prefix("data: ") {
-            return data.trim_end().to_owned();
-        }
-    };
-    let b64 = |s: &str| base64_simd::STANDARD.decode_to_vec(s.as_bytes()).unwrap();
-    let session = next_event().await.strip_prefix('s').unwrap().to_owned();
-    let path = format!("/sse/{session}");
-    let challenge = next_event().await;
-    let Ok(FromRelay::Challenge { nonce }) =
-        serde_json::from_slice(&b64(challenge.strip_prefix('t').unwrap()))
-    else {
-        panic!("{challenge}")
-    };
-    let mut nonce_bytes = [0u8; 32];
-    hex::decode_to_slice(&nonce, &mut nonce_bytes).unwrap();
+    let mut stream = EventStream::open(&r).await;
+    let path = stream.path.clone();
 
     // Posts to another session, over the limit, or of no known kind are refused.
     assert!(https(&r, &post("/sse/00", b"t{}")).await.starts_with("HTTP/1.1 404"));
@@ -500,18 +537,7 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
     );
     assert!(https(&r, big.as_bytes()).await.starts_with("HTTP/1.1 413"));
     assert!(https(&r, &post(&path, b"x")).await.starts_with("HTTP/1.1 400"));
-
-    let hello = protocol::relay::hello(&phone, Side::Device, &nonce_bytes, &r.pin);
-    let body = [b"t".as_slice(), serde_json::to_string(&hello).unwrap().as_bytes()].concat();
-    assert!(https(&r, &post(&path, &body)).await.starts_with("HTTP/1.1 204"));
-    let welcome = next_event().await;
-    assert!(
-        matches!(
-            serde_json::from_slice(&b64(welcome.strip_prefix('t').unwrap())),
-            Ok(FromRelay::Welcome)
-        ),
-        "{welcome}"
-    );
+    stream.authenticate(&r, &phone).await;
 
     // Both ways, the relay naming the sender as on a WebSocket.
     let frame = protocol::relay::data_frame(1, host.public_key().as_bytes(), b"from the phone");
@@ -522,7 +548,7 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
         (*phone.public_key().as_bytes(), b"from the phone".to_vec())
     );
     send(&mut host_link, 1, &phone, b"to the phone").await;
-    let event = next_event().await;
+    let event = stream.next().await;
     let frame = b64(event.strip_prefix('b').unwrap());
     let (kind, from, payload) = protocol::relay::split_frame(&frame).unwrap();
     assert_eq!(
@@ -531,7 +557,7 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
     );
 
     // Closing the event stream ends the session at once (not at the idle timeout).
-    drop(events);
+    drop(stream);
     let gone = tokio::time::timeout(Duration::from_secs(2), async {
         loop {
             if let FromRelay::Presence { online: false, .. } =
@@ -542,4 +568,33 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
         }
     });
     assert!(gone.await.is_ok(), "the host was not told that the phone went away");
+}
+
+#[tokio::test]
+async fn an_event_stream_lives_while_its_client_answers_pings_and_no_longer() {
+    let limits = Limits {
+        ping_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(600),
+        ..Limits::default()
+    };
+    let r = relay(limits).await;
+    let mut stream = EventStream::open(&r).await;
+    stream.authenticate(&r, &key(3)).await;
+    // Past several idle timeouts, answering each ping with a posted pong.
+    let until = std::time::Instant::now() + Duration::from_secs(2);
+    while std::time::Instant::now() < until {
+        let event = tokio::time::timeout(Duration::from_secs(1), stream.next()).await.unwrap();
+        assert_eq!(event, "p", "only pings while nothing else happens");
+        assert!(https(&r, &post(&stream.path, b"p")).await.starts_with("HTTP/1.1 204"));
+    }
+    // Silent from now on: closed for idleness, with the code and reason a WebSocket gets.
+    let closed = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let event = stream.next().await;
+            if let Some(body) = event.strip_prefix('c') {
+                return String::from_utf8(b64(body)).unwrap();
+            }
+        }
+    });
+    assert_eq!(closed.await.unwrap(), "1001 idle timeout");
 }
