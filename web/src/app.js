@@ -343,7 +343,9 @@ class HostScreen {
   }
 
   sync() {
-    this.device.send("request", { type: "sync", id: Device.requestId() });
+    this.device.send("request", { type: "sync", id: Device.requestId() }).catch((error) => {
+      this.say({ title: "Could not ask the host for its state", detail: error.message, tone: "bad" });
+    });
   }
 
   event(e) {
@@ -433,7 +435,14 @@ class HostScreen {
         return;
       }
       entry.answered = verdict;
-      await this.device.send("decision", { request: e.request, action_hash: e.action_hash, verdict });
+      try {
+        await this.device.send("decision", { request: e.request, action_hash: e.action_hash, verdict });
+      } catch (error) {
+        // Nothing was signed (the counter could not be stored first): it may be pressed again.
+        entry.answered = null;
+        approve.disabled = deny.disabled = false;
+        outcome.textContent = `Not sent: ${error.message}`;
+      }
     };
     approve.addEventListener("click", () => answer("approve"));
     deny.addEventListener("click", () => answer("deny"));
@@ -522,7 +531,11 @@ class HostScreen {
     const title = describe(action);
     this.mine.set(id, { title, item: null });
     this.say({ request: id, title, detail: "sent; waiting for the host (it may ask for an approval)" });
-    await this.device.send("request", { type: "action", id, action });
+    try {
+      await this.device.send("request", { type: "action", id, action });
+    } catch (error) {
+      this.say({ request: id, title: `${title}: not sent`, detail: error.message, tone: "bad" });
+    }
   }
 
   requestForms() {
