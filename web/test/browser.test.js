@@ -277,6 +277,15 @@ describe("the web UI in Chromium, with a separate relay", { skip }, () => {
     assert.match(await other.locator("main").innerText(), /the link was used, or it expired/);
   });
 
+  test("an expired pairing link says so before anything is sent", async () => {
+    const { link } = await world.offer(["--expires", "1s"]);
+    await new Promise((r) => setTimeout(r, 1500));
+    const other = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
+    await other.goto(link);
+    await other.getByRole("heading", { name: "This pairing link expired" }).waitFor();
+    assert.equal(await other.getByRole("button", { name: "Pair this browser" }).count(), 0);
+  });
+
   test("an offline host is shown, and a request made meanwhile goes when it is back", async () => {
     await world.stopHost();
     await page.getByLabel("Run a command").fill("printf made-while-away");
