@@ -12,11 +12,15 @@
 //! that its *last* record was changed or removed, so every append also records the last `seq`
 //! and hash in `audit.head`; [`verify`] checks the chain against it.
 //!
-//! `audit.head` has two fixed-size slots, written in turn in place (`seq` even: the first, odd:
-//! the second) and synced, each with a checksum; the head is the valid slot with the higher
-//! `seq`. A write torn by a crash spoils one slot and leaves the other, one record behind,
-//! which is the state of a writer stopped between a record and its head, completed at the next
-//! open. (One `fdatasync` per record instead of a replaced file's two `fsync`s and a rename.)
+//! `audit.head` has two fixed-size slots in blocks of their own, written in turn in place
+//! (`seq` even: the first, odd: the second) and synced, each with a checksum; the head is the
+//! valid slot with the higher `seq`. A write torn by a crash spoils one slot and leaves the
+//! other, one record behind, which is the state of a writer stopped between a record and its
+//! head, completed at the next open. So each update is atomic (whole, or absent and said so)
+//! by double buffering rather than by a temporary file and a rename: one `fdatasync` per record
+//! instead of two `fsync`s and a rename. The file is first made, or converted from an earlier
+//! version's single object, by a temporary file and a rename.
+//!
 //! Someone who can rewrite both files and recompute every hash is not stopped by this (that
 //! needs the host's signature on the head, held by devices: a later step).
 //!
@@ -126,6 +130,13 @@ struct Head {
 /// The size of one slot of `audit.head`: the JSON padded with spaces, then a newline.
 const HEAD_SLOT: usize = 192;
 
+/// Where the second slot starts: a block of its own, so that a torn write of one slot's block
+/// cannot touch the other.
+const HEAD_STRIDE: usize = 4096;
+
+/// The size of `audit.head`.
+const HEAD_LEN: usize = HEAD_STRIDE + HEAD_SLOT;
+
 fn head_check(seq: u64, hash: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"agent-bridge audit head v1\0");
@@ -144,11 +155,11 @@ fn head_slot(seq: u64, hash: &str) -> Vec<u8> {
 
 /// The head in `bytes` (two slots, or an earlier version's single object), if any is whole.
 fn parse_head(bytes: &[u8]) -> Option<Head> {
-    if bytes.len() != 2 * HEAD_SLOT {
+    if bytes.len() != HEAD_LEN {
         return serde_json::from_slice::<Head>(bytes).ok().filter(|h| h.check.is_none());
     }
-    bytes
-        .chunks(HEAD_SLOT)
+    [&bytes[..HEAD_SLOT], &bytes[HEAD_STRIDE..]]
+        .into_iter()
         .filter_map(|slot| serde_json::from_slice::<Head>(slot.trim_ascii_end()).ok())
         .filter(|h| h.check.as_deref() == Some(head_check(h.seq, &h.hash).as_str()))
         .max_by_key(|h| h.seq)
@@ -165,7 +176,7 @@ struct HeadFile {
 impl HeadFile {
     fn open(path: &Path) -> Result<Self, AuditError> {
         let file = match fs::metadata(path) {
-            Ok(m) if m.len() == 2 * HEAD_SLOT as u64 => {
+            Ok(m) if m.len() == HEAD_LEN as u64 => {
                 Some(OpenOptions::new().write(true).open(path).map_err(io_err(path))?)
             }
             _ => None,
@@ -180,14 +191,17 @@ impl HeadFile {
         use std::os::unix::fs::FileExt as _;
         let Some(file) = &self.file else {
             let (this, other) = (head_slot(seq, hash), head_slot(seq.saturating_sub(1), GENESIS));
-            let both =
-                if seq.is_multiple_of(2) { [this, other].concat() } else { [other, this].concat() };
-            write_atomic(&self.path, &both, 0o600).map_err(io_err(&self.path))?;
+            let (mut first, second) =
+                if seq.is_multiple_of(2) { (this, other) } else { (other, this) };
+            first.resize(HEAD_STRIDE - 1, b' ');
+            first.push(b'\n');
+            first.extend_from_slice(&second);
+            write_atomic(&self.path, &first, 0o600).map_err(io_err(&self.path))?;
             self.file =
                 Some(OpenOptions::new().write(true).open(&self.path).map_err(io_err(&self.path))?);
             return Ok(());
         };
-        let at = (seq % 2) * HEAD_SLOT as u64;
+        let at = (seq % 2) * HEAD_STRIDE as u64;
         file.write_all_at(&head_slot(seq, hash), at).map_err(io_err(&self.path))?;
         file.sync_data().map_err(io_err(&self.path))
     }

@@ -218,10 +218,9 @@ fn a_torn_head_slot_leaves_the_record_before_and_reopening_completes_it() {
     let (_dir, path) = log_with(5);
     let head = path.with_extension("head");
     let mut bytes = std::fs::read(&head).unwrap();
-    assert_eq!(bytes.len() % 2, 0, "two slots");
+    assert_eq!(bytes.len(), 4096 + 192, "two slots, a block apart");
     // Record 5 went to the second slot (odd seq); tear it as a crash mid-write would.
-    let half = bytes.len() / 2;
-    bytes[half + 10..half + 40].fill(b'#');
+    bytes[4096 + 10..4096 + 40].fill(b'#');
     std::fs::write(&head, &bytes).unwrap();
     assert!(
         matches!(
@@ -245,7 +244,7 @@ fn a_head_of_the_earlier_single_object_form_still_verifies_and_is_rewritten() {
     let (_dir, path) = log_with(3);
     let head = path.with_extension("head");
     let bytes = std::fs::read(&head).unwrap();
-    let slot = std::str::from_utf8(&bytes[bytes.len() / 2..]).unwrap().trim_end();
+    let slot = std::str::from_utf8(&bytes[4096..]).unwrap().trim_end();
     let record: serde_json::Value = serde_json::from_str(slot).unwrap();
     assert_eq!(record["seq"], 3);
     let legacy = serde_json::json!({ "seq": 3, "hash": record["hash"] });
