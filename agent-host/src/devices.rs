@@ -12,7 +12,8 @@
 //!   journal's lines numbered past the one `counters.json` records; every
 //!   [`JOURNAL_COMPACT`] lines (and whenever `counters.json` is written anyway) the state is
 //!   written whole and the journal emptied. A torn last line (a crash mid-write) was never
-//!   synced, so its message was never acted on: it is dropped.
+//!   synced, so its message was never acted on: it is dropped. Each update is thus atomic
+//!   (a whole line, or none) without a temporary file and a rename per message.
 //!
 //! The host's counter towards a device is reserved in blocks of [`TX_BLOCK`]: the file records
 //! the end of the block in use, and a restarted host starts after it, so a counter is never
