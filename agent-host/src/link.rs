@@ -253,6 +253,18 @@ pub(crate) fn change_device(host: &Host, id: &str, change: DeviceChange) -> anyh
     audit(host, Event::Device { device: device.to_string(), change: what.clone() });
     if change == DeviceChange::Revoke {
         lock(&host.offers).online.remove(&device);
+        // Said to the device while its route is still open (the registration that closes it
+        // follows on the same link), so that it knows why it hears nothing more.
+        if let Some(link) = &host.link {
+            let _ = link.send(ToLink::To(
+                device,
+                HostEvent::Error {
+                    request: None,
+                    code: ErrorCode::Revoked,
+                    message: "this device was revoked at the host; pair it again to use it".into(),
+                },
+            ));
+        }
     }
     host.reregister();
     Ok(format!("{device}: {what}"))
