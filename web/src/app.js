@@ -306,6 +306,7 @@ class HostScreen {
       online: "online",
       offline: "offline (not connected to the relay)",
       "no-route": "unreachable from this browser",
+      revoked: "revoked this browser",
       unknown: this.relayUp ? "asking…" : "unknown",
     }[this.hostState];
     const rows = [["Host", state], ["Your role", ROLES[this.record.role] ?? this.record.role]];
@@ -315,7 +316,9 @@ class HostScreen {
     setBanner(
       !this.relayUp && this.wasUp
         ? "The connection to the relay is lost. Reconnecting… (nothing you sent is lost: it goes when the link is back)"
-        : this.hostState === "no-route"
+        : this.hostState === "revoked"
+          ? "The host revoked this browser: it takes nothing from it any more. Forget this browser, then pair it again if it should come back."
+          : this.hostState === "no-route"
           ? "The relay will not carry this browser's messages to the host: the host revoked this browser, or has not reconnected since the relay restarted. If it was revoked, forget this browser and pair it again."
           : this.hostState === "offline"
             ? "Your host is offline: it is not connected to the relay. What you send waits and goes when it is back."
@@ -349,6 +352,12 @@ class HostScreen {
   }
 
   event(e) {
+    if (e.type === "error" && e.code === "revoked" && !e.request) {
+      // The host's last word to this browser.
+      this.hostState = "revoked";
+      this.renderStatus();
+      return;
+    }
     this.hostState = "online";
     switch (e.type) {
       case "status":

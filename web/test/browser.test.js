@@ -231,6 +231,9 @@ esac
   test("a revoked browser is refused and says so", async () => {
     const revoked = await world.agentHost(["devices", "revoke", browserId]);
     assert.equal(revoked.code, 0, revoked.stderr);
+    // Told at once, while the page is open.
+    await page.getByRole("alert").filter({ hasText: "The host revoked this browser" }).waitFor();
+    // And after a reload, by the relay, which no longer carries its messages.
     await page.reload();
     await page.getByRole("alert").filter({ hasText: "revoked this browser" }).waitFor();
     await page.getByLabel("Run a command").fill("printf should-not-run");
