@@ -509,10 +509,19 @@ struct Launch {
 /// The most a launcher reads from its standard input.
 const MAX_LAUNCH: u64 = 4 << 20;
 
+/// The byte a launcher writes once it is running inside its sandbox (read off by the pool
+/// before the output pipe is the job's).
+const LAUNCHER_READY: u8 = 0x06;
+
 /// The launcher inside a warm sandbox (`agent-host __launch`): reads what to run from standard
 /// input, then becomes it, with standard input from `/dev/null`, in its directory, with exactly
 /// its environment. Returns only on failure.
 pub fn launch_from_stdin() -> anyhow::Error {
+    use std::io::Write as _;
+    let mut out = std::io::stdout();
+    if let Err(e) = out.write_all(&[LAUNCHER_READY]).and_then(|()| out.flush()) {
+        return anyhow::anyhow!("saying ready: {e}");
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().take(MAX_LAUNCH).read_to_end(&mut input) {
         return anyhow::anyhow!("reading the job: {e}");
@@ -590,7 +599,20 @@ impl PoolSpec {
         command.stdin(job_out).stdout(writer.try_clone()?).stderr(writer).process_group(0);
         let child = command.spawn()?;
         drop(command);
-        Ok(Warm { child, job_in, output, cgroup, protected, hidden })
+        let mut warm = Warm { child, job_in, output, cgroup, protected, hidden };
+        // Ready once the launcher runs inside: namespaces, mounts and cgroup all made.
+        let mut ready = [0u8; 1];
+        match warm.output.read_exact(&mut ready) {
+            Ok(()) if ready[0] == LAUNCHER_READY => Ok(warm),
+            Ok(()) => {
+                warm.discard();
+                Err(std::io::Error::other("the launcher said something else than ready"))
+            }
+            Err(e) => {
+                warm.discard();
+                Err(std::io::Error::other(format!("the sandbox did not start: {e}")))
+            }
+        }
     }
 }
 
