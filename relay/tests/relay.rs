@@ -409,12 +409,7 @@ async fn health_metrics_web_ui_and_per_key_cap() {
         ("/pair", "Content-Security-Policy: default-src 'none'"),
         ("/app.js", "X-Content-Type-Options: nosniff"),
     ] {
-        let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(pinned_config(r.pin))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let mut tls = tls_to(&r).await;
         tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
             .await
             .unwrap();
@@ -437,11 +432,15 @@ async fn shutdown_closes_every_connection_with_a_reason() {
 }
 
 /// One HTTPS request on its own connection; the whole answer.
-async fn https(r: &Relay, request: &[u8]) -> String {
+/// A TLS connection to the relay, its certificate pinned.
+async fn tls_to(r: &Relay) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls =
-        tokio_rustls::TlsConnector::from(pinned_config(r.pin)).connect(name, tcp).await.unwrap();
+    tokio_rustls::TlsConnector::from(pinned_config(r.pin)).connect(name, tcp).await.unwrap()
+}
+
+async fn https(r: &Relay, request: &[u8]) -> String {
+    let mut tls = tls_to(r).await;
     tls.write_all(request).await.unwrap();
     let mut answer = String::new();
     let _ = tls.read_to_string(&mut answer).await;
@@ -466,12 +465,7 @@ struct EventStream {
 
 impl EventStream {
     async fn open(r: &Relay) -> Self {
-        let tcp = tokio::net::TcpStream::connect(&r.addr).await.unwrap();
-        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-        let mut tls = tokio_rustls::TlsConnector::from(pinned_config(r.pin))
-            .connect(name, tcp)
-            .await
-            .unwrap();
+        let mut tls = tls_to(r).await;
         tls.write_all(b"GET /sse HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
         let mut stream = Self { events: tokio::io::BufReader::new(tls), path: String::new() };
         let session = stream.next().await.strip_prefix('s').unwrap().to_owned();
