@@ -12,7 +12,8 @@ use clap::Parser;
 #[derive(Debug, Parser)]
 #[command(name = "relay", version, about)]
 struct Args {
-    /// Address and port to listen on (one TLS port for /ws, /health and /metrics).
+    /// Address and port to listen on (one TLS port for the web UI, /ws, /sse, /health and
+    /// /metrics).
     #[arg(long, env = "RELAY_LISTEN", default_value = "127.0.0.1:8443")]
     listen: SocketAddr,
     /// TLS certificate chain (PEM). Needs --key.
