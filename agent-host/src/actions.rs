@@ -384,7 +384,7 @@ where
     (Outcome::Pending(Box::new(pending)), Some(later))
 }
 
-/// Writes (and flushes) the audit record of a judged request.
+/// Writes the audit record of a judged request (durable before anything takes effect).
 fn audit_request(
     host: &Host,
     id: RequestId,
@@ -392,23 +392,19 @@ fn audit_request(
     action: &Action,
     decision: &crate::policy::Decision,
 ) -> Result<(), Outcome> {
-    lock(&host.audit)
-        .append(
-            now_ms(),
-            Event::Request {
-                request: id.to_string(),
-                actor: label.into(),
-                action: serde_json::to_value(action).unwrap_or_default(),
-                action_hash: protocol::action_hash(action).to_string(),
-                decision: decision.decision.to_string(),
-                reason: decision.reason.clone(),
-                rule: decision.rule.clone(),
-            },
-        )
-        .map(|_| ())
-        .map_err(|e| {
-            Outcome::refused(Some(id), ErrorCode::Internal, format!("audit log: {e}; not done"))
-        })
+    host.record(Event::Request {
+        request: id.to_string(),
+        actor: label.into(),
+        action: serde_json::to_value(action).unwrap_or_default(),
+        action_hash: protocol::action_hash(action).to_string(),
+        decision: decision.decision.to_string(),
+        reason: decision.reason.clone(),
+        rule: decision.rule.clone(),
+    })
+    .map(|_| ())
+    .map_err(|e| {
+        Outcome::refused(Some(id), ErrorCode::Internal, format!("audit log: {e}; not done"))
+    })
 }
 
 /// What people are shown of a pending action.
@@ -511,15 +507,24 @@ pub async fn judge(
         PolicyVerdict::Deny => {
             (Outcome::refused(Some(id), ErrorCode::DeniedByPolicy, decision.reason), None)
         }
-        PolicyVerdict::Allow => (Outcome::Allowed { request: id, reason: decision.reason }, None),
+        PolicyVerdict::Allow => (allowed(&host, id, decision.reason), None),
         PolicyVerdict::Ask => {
             let (summary, preview) = describe_for_agent(&action);
             let summary = format!("{summary} (by {})", by_name(&by));
             let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
+            let answering = host.clone();
             ask_then(&host, id, action, shown, move |by| async move {
-                Outcome::Allowed { request: id, reason: format!("approved by {by}") }
+                allowed(&answering, id, format!("approved by {by}"))
             })
         }
+    }
+}
+
+/// An agent's yes, once what led to it is on disk (the agent acts on it at once).
+fn allowed(host: &Host, id: RequestId, reason: String) -> Outcome {
+    match host.commit() {
+        Ok(()) => Outcome::Allowed { request: id, reason },
+        Err(e) => Outcome::refused(Some(id), ErrorCode::Internal, format!("{e}; not allowed")),
     }
 }
 
@@ -594,15 +599,12 @@ pub fn settle(host: &Host, resolution: Resolution) {
     let id = resolution.pending.id;
     let by = resolution.by.clone().unwrap_or_else(|| "nobody (lapsed)".into());
     let verdict = if resolution.verdict == Verdict::Approve { "approve" } else { "deny" };
-    if let Err(e) = lock(&host.audit).append(
-        now_ms(),
-        Event::Approval {
-            request: id.to_string(),
-            verdict: verdict.into(),
-            by,
-            action_hash: resolution.pending.action_hash.to_string(),
-        },
-    ) {
+    if let Err(e) = host.record(Event::Approval {
+        request: id.to_string(),
+        verdict: verdict.into(),
+        by,
+        action_hash: resolution.pending.action_hash.to_string(),
+    }) {
         tracing::error!("audit: {e}");
     }
     host.broadcast(HostEvent::ActionDecided {
@@ -636,15 +638,16 @@ fn resolve_cwd(files: &crate::confine::Workspace, relative: &str) -> Option<Path
     path.starts_with(files.root()).then_some(path)
 }
 
-/// Performs an allowed or approved request: audit first (flushed), then the sandbox or the
-/// confined file operation, then audit, then the result to every device.
+/// Performs an allowed or approved request: audit first (committed, with the records and
+/// counters that led here), then the sandbox or the confined file operation, then the result
+/// to every device, then audit.
 async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
-    if let Err(e) = lock(&host.audit).append(now_ms(), Event::Start { request: id.to_string() }) {
-        return Outcome::refused(
-            Some(id),
-            ErrorCode::Internal,
-            format!("audit log: {e}; not done"),
-        );
+    let committed = host
+        .record(Event::Start { request: id.to_string() })
+        .map_err(anyhow::Error::from)
+        .and_then(|_| host.commit());
+    if let Err(e) = committed {
+        return Outcome::refused(Some(id), ErrorCode::Internal, format!("{e}; not done"));
     }
     let worker = host.clone();
     let done = tokio::task::spawn_blocking(move || match work {
@@ -693,21 +696,21 @@ async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
     } else {
         format!("{} bytes of output", output.len())
     };
-    audit_result(&host, id, exit_code, &summary);
+    // The result goes out first: its record is not one an action waits for.
     host.broadcast(HostEvent::ActionResult {
         request: id,
         exit_code,
         output: Blob(output.clone()),
         truncated,
     });
+    audit_result(&host, id, exit_code, &summary);
     Outcome::Done { request: id, exit_code, output, truncated, timed_out }
 }
 
 fn audit_result(host: &Host, id: RequestId, exit_code: Option<i32>, summary: &str) {
-    if let Err(e) = lock(&host.audit).append(
-        now_ms(),
-        Event::Result { request: id.to_string(), exit_code, summary: summary.into() },
-    ) {
+    if let Err(e) =
+        host.record(Event::Result { request: id.to_string(), exit_code, summary: summary.into() })
+    {
         tracing::error!("audit: {e}");
     }
 }

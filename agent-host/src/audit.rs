@@ -1,5 +1,5 @@
 //! The audit log: append-only JSON lines, each hash-chained to the one before, on disk before
-//! the action it records runs.
+//! any action they lead to runs.
 //!
 //! ```text
 //! {"seq":1,"time_ms":…,"prev":"000…0","event":{…}}
@@ -12,25 +12,39 @@
 //! that its *last* record was changed or removed, so every append also records the last `seq`
 //! and hash in `audit.head`; [`verify`] checks the chain against it.
 //!
-//! `audit.head` has two fixed-size slots in blocks of their own, written in turn in place
-//! (`seq` even: the first, odd: the second) and synced, each with a checksum; the head is the
-//! valid slot with the higher `seq`. A write torn by a crash spoils one slot and leaves the
-//! other, one record behind, which is the state of a writer stopped between a record and its
-//! head, completed at the next open. So each update is atomic (whole, or absent and said so)
-//! by double buffering rather than by a temporary file and a rename: one `fdatasync` per record
-//! instead of two `fsync`s and a rename. The file is first made, or converted from an earlier
+//! `audit.head` has two fixed-size slots in blocks of their own, written in turn in place (each
+//! update into the slot that does not hold the newest head) and synced, each with a checksum;
+//! the head is the valid slot with the higher `seq`. A write torn by a crash spoils one slot
+//! and leaves the other, the head before, which is the state of a writer stopped between
+//! records and their head, completed at the next open. So each update is atomic (whole, or
+//! absent and said so) by double buffering rather than by a temporary file and a rename: one
+//! `fdatasync` per update instead of two `fsync`s and a rename. The file is first made, or converted from an earlier
 //! version's single object, by a temporary file and a rename.
 //!
 //! Someone who can rewrite both files and recompute every hash is not stopped by this (that
 //! needs the host's signature on the head, held by devices: a later step).
 //!
-//! A line is written with one `write` and then `fsync`ed, so a killed writer leaves whole lines
-//! only; a torn last line (power loss) is cut off when the log is next opened, and said so.
+//! A line is written with one `write`, so a killed writer leaves whole lines only; a torn last
+//! line (power loss) is cut off when the log is next opened, and said so.
+//!
+//! Writing and syncing are apart, as in a database's group commit: [`AuditLog::append_deferred`]
+//! writes a record at once, and [`AuditLog::sync`] makes every record written so far durable
+//! (the log's data, then the head) with one `fdatasync` of each file however many records it
+//! covers. The host syncs before anything takes effect (an action starts, an agent is told
+//! yes), so every record an action follows is on disk before it runs; the records of what took
+//! no effect (a request shown, a refusal, a result) are synced in the background right after
+//! they are written, and a power loss in between loses them whole, never a record an action
+//! followed. [`AuditLog::append`] does both at once. A writer lets at most [`MAX_UNSYNCED`]
+//! records wait for a sync, so a writer stopped between writing records and syncing them
+//! leaves at most [`MAX_AHEAD`] records past the head (those of the sync it was in, with a
+//! slot torn, and those after), which the next open completes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -39,6 +53,14 @@ use crate::fsutil::write_atomic;
 
 /// The longest record accepted when reading; a longer line is malformed.
 const MAX_LINE: usize = 1 << 20;
+
+/// The most records a writer lets wait for a sync: one more, and it syncs before going on.
+pub const MAX_UNSYNCED: u64 = 32;
+
+/// The most records past the head that opening completes: a writer stopped between writing
+/// and syncing ([`MAX_UNSYNCED`]), plus those of the sync it was in if that tore the head's
+/// slot. More than that is not the trace of a stop, and the log does not verify.
+pub const MAX_AHEAD: u64 = 2 * MAX_UNSYNCED + 1;
 
 /// What happened, as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -153,16 +175,23 @@ fn head_slot(seq: u64, hash: &str) -> Vec<u8> {
     slot
 }
 
-/// The head in `bytes` (two slots, or an earlier version's single object), if any is whole.
-fn parse_head(bytes: &[u8]) -> Option<Head> {
+/// The head in `bytes` (two slots, or an earlier version's single object), if any is whole,
+/// with the slot it is in (0 for the single object).
+fn parse_head(bytes: &[u8]) -> Option<(Head, usize)> {
     if bytes.len() != HEAD_LEN {
-        return serde_json::from_slice::<Head>(bytes).ok().filter(|h| h.check.is_none());
+        return serde_json::from_slice::<Head>(bytes)
+            .ok()
+            .filter(|h| h.check.is_none())
+            .map(|h| (h, 0));
     }
     [&bytes[..HEAD_SLOT], &bytes[HEAD_STRIDE..]]
         .into_iter()
-        .filter_map(|slot| serde_json::from_slice::<Head>(slot.trim_ascii_end()).ok())
-        .filter(|h| h.check.as_deref() == Some(head_check(h.seq, &h.hash).as_str()))
-        .max_by_key(|h| h.seq)
+        .enumerate()
+        .filter_map(|(i, slot)| {
+            serde_json::from_slice::<Head>(slot.trim_ascii_end()).ok().map(|h| (h, i))
+        })
+        .filter(|(h, _)| h.check.as_deref() == Some(head_check(h.seq, &h.hash).as_str()))
+        .max_by_key(|(h, _)| h.seq)
 }
 
 /// `audit.head`, open for writing its slots in place.
@@ -171,39 +200,46 @@ struct HeadFile {
     path: PathBuf,
     /// None until the head exists in the two-slot form.
     file: Option<File>,
+    /// The slot that holds the newest head: the next update goes to the other.
+    newest: usize,
 }
 
 impl HeadFile {
     fn open(path: &Path) -> Result<Self, AuditError> {
-        let file = match fs::metadata(path) {
-            Ok(m) if m.len() == HEAD_LEN as u64 => {
-                Some(OpenOptions::new().write(true).open(path).map_err(io_err(path))?)
+        let (file, newest) = match fs::read(path) {
+            Ok(bytes) if bytes.len() == HEAD_LEN => {
+                let newest = parse_head(&bytes).map_or(0, |(_, slot)| slot);
+                (Some(OpenOptions::new().write(true).open(path).map_err(io_err(path))?), newest)
             }
-            _ => None,
+            _ => (None, 0),
         };
-        Ok(Self { path: path.to_path_buf(), file })
+        Ok(Self { path: path.to_path_buf(), file, newest })
     }
 
-    /// Records `seq`/`hash` in its slot, durably. The first time (no head yet, or an earlier
-    /// version's), the whole file is written atomically instead; the other slot then holds a
-    /// lower `seq` that no check relies on.
+    /// Records `seq`/`hash` in the slot that does not hold the newest head, durably. The first
+    /// time (no head yet, or an earlier version's), the whole file is written atomically
+    /// instead; the other slot then holds a lower `seq` that no check relies on.
     fn write(&mut self, seq: u64, hash: &str) -> Result<(), AuditError> {
         use std::os::unix::fs::FileExt as _;
         let Some(file) = &self.file else {
             let (this, other) = (head_slot(seq, hash), head_slot(seq.saturating_sub(1), GENESIS));
-            let (mut first, second) =
-                if seq.is_multiple_of(2) { (this, other) } else { (other, this) };
+            let slot = (seq % 2) as usize;
+            let (mut first, second) = if slot == 0 { (this, other) } else { (other, this) };
             first.resize(HEAD_STRIDE - 1, b' ');
             first.push(b'\n');
             first.extend_from_slice(&second);
             write_atomic(&self.path, &first, 0o600).map_err(io_err(&self.path))?;
             self.file =
                 Some(OpenOptions::new().write(true).open(&self.path).map_err(io_err(&self.path))?);
+            self.newest = slot;
             return Ok(());
         };
-        let at = (seq % 2) * HEAD_STRIDE as u64;
-        file.write_all_at(&head_slot(seq, hash), at).map_err(io_err(&self.path))?;
-        file.sync_data().map_err(io_err(&self.path))
+        let slot = 1 - self.newest;
+        file.write_all_at(&head_slot(seq, hash), (slot * HEAD_STRIDE) as u64)
+            .map_err(io_err(&self.path))?;
+        file.sync_data().map_err(io_err(&self.path))?;
+        self.newest = slot;
+        Ok(())
     }
 }
 
@@ -275,16 +311,37 @@ pub const AHEAD_OF_HEAD: &str = "records follow the one audit.head names (a writ
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// The writer. One per log: the file is locked while it is open.
+/// The writer. One per log: the file is locked while it is open. Shared between threads:
+/// records are written under one lock and synced under another, so that a sync in progress
+/// does not hold up the next record.
 #[derive(Debug)]
 pub struct AuditLog {
     path: PathBuf,
-    head: HeadFile,
+    writer: Mutex<Writer>,
+    syncer: Mutex<Syncer>,
+    /// The last seq synced (line and head).
+    synced: AtomicU64,
+    /// Set when opening cut off a torn last line or completed the head.
+    pub recovered: Option<String>,
+}
+
+#[derive(Debug)]
+struct Writer {
     file: File,
     seq: u64,
     last_hash: String,
-    /// Set when opening cut off a torn last line.
-    pub recovered: Option<String>,
+}
+
+#[derive(Debug)]
+struct Syncer {
+    /// The log, a second handle to sync it by.
+    file: File,
+    head: HeadFile,
+}
+
+fn locked<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Each update under these locks is one call that leaves the state whole.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl AuditLog {
@@ -302,12 +359,15 @@ impl AuditLog {
         file.try_lock().map_err(|_| AuditError::Locked(path.to_path_buf()))?;
         let mut recovered = cut_torn_tail(&mut file, path)?;
         let mut head_behind = false;
-        let verified = match verify(path) {
-            // A writer that stopped after syncing a record but before recording the head
-            // leaves exactly one record past the head: finish its work.
-            Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD }) if last == head + 1 => {
-                recovered =
-                    Some(format!("audit.head moved to record {last}, written just before a stop"));
+        let verified = match verify_at_rest(path) {
+            // A writer that stopped after writing records but before recording them in the
+            // head leaves them past it: finish its work.
+            Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD })
+                if last <= head + MAX_AHEAD =>
+            {
+                recovered = Some(format!(
+                    "audit.head moved from record {head} to {last}, written just before a stop"
+                ));
                 head_behind = true;
                 verify_chain(path)?
             }
@@ -319,31 +379,84 @@ impl AuditLog {
         };
         let mut head = HeadFile::open(&head_path)?;
         // A head to complete, or one in an earlier version's form, is written now.
-        if seq > 0 && (head.file.is_none() || head_behind) {
+        // A new log gets its head at once (naming no record), so that records written and not
+        // yet synced are past a head from the start.
+        if head.file.is_none() || head_behind {
+            file.sync_data().map_err(io_err(path))?;
             head.write(seq, &last_hash)?;
         }
-        Ok(Self { path: path.to_path_buf(), head, file, seq, last_hash, recovered })
+        let syncer = Syncer { file: file.try_clone().map_err(io_err(path))?, head };
+        Ok(Self {
+            path: path.to_path_buf(),
+            writer: Mutex::new(Writer { file, seq, last_hash }),
+            syncer: Mutex::new(syncer),
+            synced: AtomicU64::new(seq),
+            recovered,
+        })
     }
 
-    /// Appends `event` and makes it durable (line synced, then the head) before returning.
-    pub fn append(&mut self, time_ms: u64, event: Event) -> Result<Record, AuditError> {
-        let record = Record { seq: self.seq + 1, time_ms, prev: self.last_hash.clone(), event };
-        let mut line = serde_json::to_vec(&record)
-            .map_err(|e| AuditError::Malformed { line: record.seq, reason: e.to_string() })?;
-        let line_hash = hash(&line);
-        line.push(b'\n');
-        // One write call: a killed process leaves the whole line or none of it.
-        self.file.write_all(&line).map_err(io_err(&self.path))?;
-        self.file.sync_data().map_err(io_err(&self.path))?;
-        self.head.write(record.seq, &line_hash)?;
-        self.seq = record.seq;
-        self.last_hash = line_hash;
+    /// Appends `event` and makes it durable, with every record before it (see [`Self::sync`]),
+    /// before returning.
+    pub fn append(&self, time_ms: u64, event: Event) -> Result<Record, AuditError> {
+        let record = self.append_deferred(time_ms, event)?;
+        self.sync()?;
         Ok(record)
+    }
+
+    /// Appends `event`: written at once (a killed process keeps it), durable at the next
+    /// [`Self::sync`]. When [`MAX_UNSYNCED`] records already wait, syncs first.
+    pub fn append_deferred(&self, time_ms: u64, event: Event) -> Result<Record, AuditError> {
+        let record = {
+            let mut writer = locked(&self.writer);
+            if writer.seq >= self.synced.load(Ordering::Acquire) + MAX_UNSYNCED {
+                drop(writer);
+                self.sync()?;
+                writer = locked(&self.writer);
+            }
+            let record =
+                Record { seq: writer.seq + 1, time_ms, prev: writer.last_hash.clone(), event };
+            let mut line = serde_json::to_vec(&record)
+                .map_err(|e| AuditError::Malformed { line: record.seq, reason: e.to_string() })?;
+            let line_hash = hash(&line);
+            line.push(b'\n');
+            // One write call: a killed process leaves the whole line or none of it.
+            writer.file.write_all(&line).map_err(io_err(&self.path))?;
+            writer.seq = record.seq;
+            writer.last_hash = line_hash;
+            record
+        };
+        Ok(record)
+    }
+
+    /// Makes every record written so far durable: the log's data synced, then the head moved
+    /// to the last record and synced. Nothing to do when that is done already.
+    pub fn sync(&self) -> Result<(), AuditError> {
+        let mut syncer = locked(&self.syncer);
+        let (seq, hash) = {
+            let writer = locked(&self.writer);
+            (writer.seq, writer.last_hash.clone())
+        };
+        if seq <= self.synced.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        syncer.file.sync_data().map_err(io_err(&self.path))?;
+        syncer.head.write(seq, &hash)?;
+        self.synced.store(seq, Ordering::Release);
+        Ok(())
     }
 
     /// The last seq written.
     pub fn seq(&self) -> u64 {
-        self.seq
+        locked(&self.writer).seq
+    }
+}
+
+impl Drop for AuditLog {
+    /// A writer that stops syncs what it wrote.
+    fn drop(&mut self) {
+        if let Err(e) = self.sync() {
+            tracing::error!("audit: {e}");
+        }
     }
 }
 
@@ -381,13 +494,39 @@ pub struct Verified {
     pub records: u64,
     /// The last record's seq and hash.
     pub last: Option<(u64, String)>,
+    /// Records past the head that the host writing the log has not synced yet.
+    pub unsynced: u64,
 }
 
-/// Checks the whole log and its head. Names the first record that is wrong.
+/// Checks the whole log and its head. Names the first record that is wrong. While a host
+/// writes the log (it holds the log's lock), up to [`MAX_AHEAD`] records past the head are
+/// records written and not yet synced, not a fault.
 pub fn verify(path: &Path) -> Result<Verified, AuditError> {
+    // The head first: a writer moves it only to records already written, so the log read
+    // after it holds every record it names.
+    let head = read_head(path)?;
     let verified = verify_chain(path)?;
-    check_head(path, &verified)?;
+    match check_head(head.as_ref(), &verified) {
+        Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD })
+            if last <= head + MAX_AHEAD && written_now(path) =>
+        {
+            Ok(Verified { unsynced: last - head, ..verified })
+        }
+        checked => checked.map(|()| verified),
+    }
+}
+
+/// [`verify`] for a log no one writes: every record must be in the head.
+fn verify_at_rest(path: &Path) -> Result<Verified, AuditError> {
+    let head = read_head(path)?;
+    let verified = verify_chain(path)?;
+    check_head(head.as_ref(), &verified)?;
     Ok(verified)
+}
+
+/// Whether a writer holds the log open (and locked) now.
+fn written_now(path: &Path) -> bool {
+    File::open(path).is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
 }
 
 /// Checks the chain alone.
@@ -438,26 +577,34 @@ fn verify_chain(path: &Path) -> Result<Verified, AuditError> {
     }
     let records = expected_seq - 1;
     let last = (records > 0).then_some((records, prev_hash));
-    Ok(Verified { records, last })
+    Ok(Verified { records, last, unsynced: 0 })
+}
+
+/// The head of the log at `path`; `None` if there is no head file.
+fn read_head(path: &Path) -> Result<Option<Head>, AuditError> {
+    let head_path = head_path(path);
+    match fs::read(&head_path) {
+        Ok(bytes) => match parse_head(&bytes) {
+            Some((head, _)) => Ok(Some(head)),
+            None => Err(AuditError::Malformed {
+                line: 0,
+                reason: format!("{}: holds no whole head", head_path.display()),
+            }),
+        },
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(AuditError::Io { path: head_path, error: e }),
+    }
 }
 
 /// Checks that the head names the chain's last record.
-fn check_head(path: &Path, verified: &Verified) -> Result<(), AuditError> {
+fn check_head(head: Option<&Head>, verified: &Verified) -> Result<(), AuditError> {
     let last = &verified.last;
-    let head_path = head_path(path);
-    let head: Option<Head> = match fs::read(&head_path) {
-        Ok(bytes) => Some(parse_head(&bytes).ok_or_else(|| AuditError::Malformed {
-            line: 0,
-            reason: format!("{}: holds no whole head", head_path.display()),
-        })?),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-        Err(e) => return Err(AuditError::Io { path: head_path, error: e }),
-    };
-    match (&head, &last) {
+    match (head, last) {
         (None, None) => {}
         (None, Some((seq, _))) => {
             return Err(AuditError::Head { last: *seq, head: 0, what: "audit.head is missing" });
         }
+        (Some(h), None) if h.seq == 0 => {}
         (Some(h), None) => {
             return Err(AuditError::Head { last: 0, head: h.seq, what: "records were removed" });
         }

@@ -362,7 +362,15 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                         .last
                         .map(|(seq, hash)| format!(", head #{seq} {hash}"))
                         .unwrap_or_default();
-                    println!("ok: {} records intact{head}", v.records);
+                    let unsynced = if v.unsynced > 0 {
+                        format!(
+                            " ({} just written by the running host, not yet synced)",
+                            v.unsynced
+                        )
+                    } else {
+                        String::new()
+                    };
+                    println!("ok: {} records intact{head}{unsynced}", v.records);
                     Ok(ExitCode::SUCCESS)
                 }
                 Err(e @ crate::audit::AuditError::Io { .. }) => Err(e.into()),
@@ -685,7 +693,7 @@ fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Result<ExitCod
         // No host runs: change the files; the audit log records it all the same.
         let mut registry = crate::devices::Registry::load(&dirs.state)?;
         let (device, what) = crate::link::apply_change(&mut registry, &id, &change)?;
-        let mut audit = crate::audit::AuditLog::open(&dirs.audit_log())?;
+        let audit = crate::audit::AuditLog::open(&dirs.audit_log())?;
         audit.append(
             crate::daemon::now_ms(),
             crate::audit::Event::Device { device: device.to_string(), change: what.clone() },

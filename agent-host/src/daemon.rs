@@ -18,8 +18,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::{Outcome, Requester};
 use crate::approvals::{Broker, Resolution};
-use crate::audit::AuditLog;
-use crate::devices::Registry;
+use crate::audit::{AuditError, AuditLog, Event, Record};
+use crate::devices::{JournalSync, Registry};
 use crate::dirs::Dirs;
 use crate::exec::Sandbox;
 use crate::link::{Offers, RelaySetup, ToLink};
@@ -51,7 +51,12 @@ pub struct Host {
     pub(crate) dirs: Dirs,
     pub(crate) key: SecretKey,
     pub(crate) host_id: HostId,
-    pub(crate) audit: Mutex<AuditLog>,
+    /// Written through [`Host::record`], made durable by [`Host::commit`].
+    pub(crate) audit: Arc<AuditLog>,
+    /// Syncs the devices' counter journal.
+    pub(crate) journal: Arc<JournalSync>,
+    /// Syncs both in the background.
+    pub(crate) syncer: Syncer,
     pub(crate) broker: Mutex<Broker>,
     pub(crate) waiters: Mutex<HashMap<RequestId, oneshot::Sender<Resolution>>>,
     /// The workspace root, held open once for every confined lookup.
@@ -74,10 +79,78 @@ impl Host {
         }
     }
 
+    /// Writes an audit record now. It reaches the disk in the background right after, and
+    /// surely before anything takes effect ([`Host::commit`]).
+    pub(crate) fn record(&self, event: Event) -> Result<Record, AuditError> {
+        let record = self.audit.append_deferred(now_ms(), event);
+        self.syncer.soon();
+        record
+    }
+
+    /// Makes durable every counter accepted and every audit record written so far. Called
+    /// before anything takes effect: an action starts, an agent is told yes, the device list
+    /// changes.
+    pub(crate) fn commit(&self) -> anyhow::Result<()> {
+        self.journal.sync().map_err(|e| anyhow::anyhow!("the devices' counters: {e}"))?;
+        self.audit.sync().map_err(|e| anyhow::anyhow!("the audit log: {e}"))
+    }
+
     /// Asks the link to register the current devices and offers at the relay.
     pub(crate) fn reregister(&self) {
         if let Some(link) = &self.link {
             let _ = link.send(ToLink::Register);
+        }
+    }
+}
+
+/// How long a record that no action waits for may stay unsynced: the background sync waits
+/// this long after it is asked for, so that a commit coming meanwhile (an action about to
+/// start) syncs it in the same `fdatasync` instead of waiting behind a sync in progress.
+const SYNC_WINDOW: Duration = Duration::from_millis(10);
+
+/// Syncs the audit log and the counter journal on a thread of its own, [`SYNC_WINDOW`] after
+/// it is asked to (requests coalesce), so that records and counters reach the disk soon without
+/// anyone waiting for them. Stops, after one last sync, when dropped.
+pub(crate) struct Syncer {
+    asked: Option<std::sync::mpsc::SyncSender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start(audit: Arc<AuditLog>, journal: Arc<JournalSync>) -> std::io::Result<Self> {
+        // One request waiting is enough: it syncs everything written before it is served.
+        let (asked, requests) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new().name("state-sync".into()).spawn(move || {
+            let sync = || {
+                if let Err(e) = journal.sync() {
+                    tracing::error!("the devices' counters: {e}");
+                }
+                if let Err(e) = audit.sync() {
+                    tracing::error!("audit: {e}");
+                }
+            };
+            while requests.recv().is_ok() {
+                std::thread::sleep(SYNC_WINDOW);
+                sync();
+            }
+            sync();
+        })?;
+        Ok(Self { asked: Some(asked), thread: Some(thread) })
+    }
+
+    /// Asks for a sync soon.
+    pub(crate) fn soon(&self) {
+        if let Some(asked) = &self.asked {
+            let _ = asked.try_send(());
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        drop(self.asked.take());
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
         }
     }
 }
@@ -112,7 +185,7 @@ pub async fn serve(
     let host_id = HostId::new(key.public_key());
     // The audit log's lock also makes this the only host on this state directory.
     let audit = AuditLog::open(&dirs.audit_log()).map_err(|e| match e {
-        crate::audit::AuditError::Locked(_) => {
+        AuditError::Locked(_) => {
             anyhow::anyhow!("another agent-host is running on {}", dirs.state.display())
         }
         other => anyhow::anyhow!("the audit log does not verify; refusing to start: {other}"),
@@ -121,6 +194,8 @@ pub async fn serve(
         tracing::warn!("audit log: {note}");
     }
     let devices = Registry::load(&dirs.state)?;
+    let (audit, journal) = (Arc::new(audit), devices.journal_sync());
+    let syncer = Syncer::start(audit.clone(), journal.clone())?;
     let socket = socket_path(&dirs);
     let _ = std::fs::remove_file(&socket); // stale: the lock above proves no host owns it
     let listener = UnixListener::bind(&socket)?;
@@ -143,7 +218,9 @@ pub async fn serve(
         dirs,
         key,
         host_id,
-        audit: Mutex::new(audit),
+        audit,
+        journal,
+        syncer,
         broker: Mutex::new(Broker::new()),
         waiters: Mutex::new(HashMap::new()),
         files,
@@ -181,6 +258,9 @@ pub async fn serve(
         link.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    if let Err(e) = host.commit() {
+        tracing::error!("{e}");
+    }
     tracing::info!("host stopped");
     Ok(())
 }

@@ -7,13 +7,16 @@
 //! - `counters.json` (replaced atomically) and `counters.journal` (appended to): for each
 //!   device, the replay window of what it sent, how far the host's own counter towards it is
 //!   reserved, and when it was last seen. Each accepted message appends its device's new window
-//!   to the journal as one numbered line and syncs it (one `fdatasync`) before the host acts on
-//!   the message, so a message accepted once bounces after a restart too. Loading applies the
-//!   journal's lines numbered past the one `counters.json` records; every
-//!   [`JOURNAL_COMPACT`] lines (and whenever `counters.json` is written anyway) the state is
-//!   written whole and the journal emptied. A torn last line (a crash mid-write) was never
-//!   synced, so its message was never acted on: it is dropped. Each update is thus atomic
-//!   (a whole line, or none) without a temporary file and a rename per message.
+//!   to the journal as one numbered line, at once, so a message accepted once bounces after
+//!   the host is stopped or killed. The journal is synced ([`JournalSync`], one `fdatasync`
+//!   however many lines) before anything takes effect (an action starts), in the same commit
+//!   as the audit log, and in the background right after each line otherwise: a power loss can
+//!   only lose lines of messages that nothing took effect from. Loading applies the journal's
+//!   lines numbered past the one `counters.json` records; every [`JOURNAL_COMPACT`] lines (and
+//!   whenever `counters.json` is written anyway) the state is written whole and the journal
+//!   emptied. A torn last line (power lost mid-write) was never synced: it is dropped. Each
+//!   update is thus atomic (a whole line, or none) without a temporary file and a rename per
+//!   message.
 //!
 //! The host's counter towards a device is reserved in blocks of [`TX_BLOCK`]: the file records
 //! the end of the block in use, and a restarted host starts after it, so a counter is never
@@ -24,6 +27,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use protocol::{DeviceId, ReplayState, Role};
 use serde::{Deserialize, Serialize};
@@ -149,6 +154,36 @@ pub struct Registry {
     journal_lines: u64,
     /// The journal, once opened for appending (on the first message accepted).
     journal: Option<std::fs::File>,
+    /// What syncs the journal, without the registry's lock.
+    journal_sync: Arc<JournalSync>,
+}
+
+/// Makes the journal's lines durable, apart from the registry, so that a sync in progress
+/// does not hold up the next message.
+#[derive(Debug, Default)]
+pub struct JournalSync {
+    /// A second handle to the journal, once it is open.
+    file: OnceLock<std::fs::File>,
+    /// The number of the last line written.
+    written: AtomicU64,
+    /// The number of the last line synced.
+    synced: Mutex<u64>,
+}
+
+impl JournalSync {
+    /// Syncs every line written so far (nothing to do when that is done already).
+    pub fn sync(&self) -> std::io::Result<()> {
+        let mut synced = self.synced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let written = self.written.load(Ordering::Acquire);
+        if written <= *synced {
+            return Ok(());
+        }
+        if let Some(file) = self.file.get() {
+            file.sync_data()?;
+        }
+        *synced = written;
+        Ok(())
+    }
 }
 
 /// The journal's file name in the state directory.
@@ -214,6 +249,7 @@ impl Registry {
             journal_n,
             journal_lines,
             journal: None,
+            journal_sync: Arc::default(),
         })
     }
 
@@ -241,13 +277,21 @@ impl Registry {
             };
             journal.set_len(0).map_err(io)?;
             journal.sync_data().map_err(io)?;
+            if self.journal_sync.file.get().is_none() {
+                let _ = self.journal_sync.file.set(journal.try_clone().map_err(io)?);
+            }
             self.journal = Some(journal);
             self.journal_lines = 0;
         }
         Ok(())
     }
 
-    /// Appends one line to the journal and syncs it.
+    /// What syncs the journal.
+    pub fn journal_sync(&self) -> Arc<JournalSync> {
+        self.journal_sync.clone()
+    }
+
+    /// Appends one line to the journal (synced by [`JournalSync`]).
     fn journal_append(&mut self, line: &JournalLine) -> Result<(), RegistryError> {
         use std::io::Write as _;
         let path = self.dir.join(JOURNAL);
@@ -262,6 +306,7 @@ impl Registry {
                 .map_err(io)?;
             // The file's name is durable before anything relies on what it holds.
             std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
+            let _ = self.journal_sync.file.set(file.try_clone().map_err(io)?);
             self.journal = Some(file);
         }
         let mut bytes = serde_json::to_vec(line).unwrap_or_default();
@@ -269,7 +314,7 @@ impl Registry {
         let journal = self.journal.as_mut().ok_or_else(|| io(std::io::Error::other("closed")))?;
         // One write: a crash leaves the whole line or a torn one, which loading drops.
         journal.write_all(&bytes).map_err(io)?;
-        journal.sync_data().map_err(io)?;
+        self.journal_sync.written.store(line.n, Ordering::Release);
         self.journal_lines += 1;
         Ok(())
     }
@@ -349,7 +394,7 @@ impl Registry {
     }
 
     /// Records a verified message from `id`: its window after the message, and the time.
-    /// Written to disk before returning: the host acts on the message only after this.
+    /// Written before returning, durable at the next [`JournalSync::sync`].
     pub fn accepted(
         &mut self,
         id: &DeviceId,

@@ -162,8 +162,16 @@ impl Offers {
 }
 
 fn audit(host: &Host, event: Event) {
-    if let Err(e) = lock(&host.audit).append(now_ms(), event) {
+    if let Err(e) = host.record(event) {
         tracing::error!("audit: {e}");
+    }
+}
+
+/// Records a change of the device list, durably before going on.
+fn audit_device_change(host: &Host, device: DeviceId, change: String) {
+    audit(host, Event::Device { device: device.to_string(), change });
+    if let Err(e) = host.commit() {
+        tracing::error!("{e}");
     }
 }
 
@@ -250,7 +258,7 @@ pub fn role_name(role: Role) -> &'static str {
 /// cut off at the relay at once.
 pub(crate) fn change_device(host: &Host, id: &str, change: DeviceChange) -> anyhow::Result<String> {
     let (device, what) = apply_change(&mut lock(&host.devices), id, &change)?;
-    audit(host, Event::Device { device: device.to_string(), change: what.clone() });
+    audit_device_change(host, device, what.clone());
     if change == DeviceChange::Revoke {
         lock(&host.offers).online.remove(&device);
         // Said to the device while its route is still open (the registration that closes it
@@ -597,7 +605,10 @@ fn on_frame(
         let mut window = ReplayWindow::restore(devices.rx(&id));
         match sealed.verify(&key, &ctx, &mut window) {
             Ok(v) => match devices.accepted(&id, window.export(), now) {
-                Ok(()) => v,
+                Ok(()) => {
+                    host.syncer.soon();
+                    v
+                }
                 Err(e) => {
                     drop(devices);
                     return refuse(
@@ -779,12 +790,10 @@ async fn pair_device(
         reject("the host could not record the pairing");
         return finish(Err(e.to_string()));
     }
-    audit(
+    audit_device_change(
         &host,
-        Event::Device {
-            device: id.to_string(),
-            change: format!("paired as {} ({})", role_name(device.role), device.name),
-        },
+        id,
+        format!("paired as {} ({})", role_name(device.role), device.name),
     );
     let _ = link.send(ToLink::Register);
     let _ = link.send(ToLink::Pairing(

@@ -23,7 +23,7 @@ fn event(i: u64) -> Event {
 fn log_with(n: u64) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
-    let mut log = AuditLog::open(&path).unwrap();
+    let log = AuditLog::open(&path).unwrap();
     for i in 1..=n {
         log.append(1_767_225_600_000 + i, event(i)).unwrap();
     }
@@ -42,7 +42,7 @@ fn write_lines(path: &Path, lines: &[String]) {
 fn an_intact_log_verifies_and_reopens_where_it_ended() {
     let (_dir, path) = log_with(5);
     assert_eq!(verify(&path).unwrap().records, 5);
-    let mut log = AuditLog::open(&path).unwrap();
+    let log = AuditLog::open(&path).unwrap();
     assert_eq!(log.seq(), 5);
     log.append(1, event(6)).unwrap();
     assert_eq!(verify(&path).unwrap().records, 6);
@@ -161,23 +161,45 @@ fn the_cli_says_which_record() {
     assert!(String::from_utf8_lossy(&bad.stdout).contains("record 1 was edited"));
 }
 
-/// Run as a child by `a_killed_writer_leaves_whole_records`: appends until killed.
+/// Run as a child by `a_killed_writer_leaves_whole_records`: appends until killed, each record
+/// synced, or (`AUDIT_WRITER_DEFERRED`) synced a few records at a time as a host does.
 #[test]
 fn audit_writer_child() {
     let Some(path) = std::env::var_os("AUDIT_WRITER_CHILD") else { return };
-    let mut log = AuditLog::open(Path::new(&path)).unwrap();
+    let deferred = std::env::var_os("AUDIT_WRITER_DEFERRED").is_some();
+    let log = AuditLog::open(Path::new(&path)).unwrap();
     std::fs::write(Path::new(&path).with_extension("ready"), b"").unwrap();
     for i in 1.. {
-        log.append(i, event(i)).unwrap();
+        if deferred {
+            log.append_deferred(i, event(i)).unwrap();
+            if i % 7 == 0 {
+                log.sync().unwrap();
+            }
+        } else {
+            log.append(i, event(i)).unwrap();
+        }
     }
 }
 
 #[test]
 fn a_killed_writer_leaves_whole_records() {
+    killed_writer(false);
+}
+
+#[test]
+fn a_killed_writer_of_deferred_records_leaves_what_the_next_open_completes() {
+    killed_writer(true);
+}
+
+fn killed_writer(deferred: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     for round in 0..5u64 {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        if deferred {
+            command.env("AUDIT_WRITER_DEFERRED", "1");
+        }
+        let mut child = command
             .args(["--exact", "audit_writer_child", "--nocapture"])
             .env("AUDIT_WRITER_CHILD", &path)
             .stdout(std::process::Stdio::null())
@@ -194,16 +216,17 @@ fn a_killed_writer_leaves_whole_records() {
         child.kill().unwrap(); // SIGKILL, mid-stream
         child.wait().unwrap();
         // Whatever instant it died at, the log holds whole records only: it verifies, or its
-        // head lags by the one record being written (line synced, head not yet replaced),
-        // which reopening completes. Either way it then verifies.
+        // head lags by the records being written (one when each is synced, those since the
+        // last sync otherwise), which reopening completes. Either way it then verifies.
         match verify(&path) {
             Ok(v) => assert!(v.records > 0),
             Err(AuditError::Head { last, head, what }) => {
-                assert_eq!(
-                    (what, last),
-                    (agent_host::audit::AHEAD_OF_HEAD, head + 1),
-                    "round {round}"
-                )
+                assert_eq!(what, agent_host::audit::AHEAD_OF_HEAD, "round {round}");
+                if deferred {
+                    assert!(last - head <= 8, "round {round}: {last} past {head}");
+                } else {
+                    assert_eq!(last, head + 1, "round {round}");
+                }
             }
             Err(e) => panic!("round {round}: {e}"),
         }
@@ -250,9 +273,95 @@ fn a_head_of_the_earlier_single_object_form_still_verifies_and_is_rewritten() {
     let legacy = serde_json::json!({ "seq": 3, "hash": record["hash"] });
     std::fs::write(&head, serde_json::to_vec(&legacy).unwrap()).unwrap();
     assert_eq!(verify(&path).unwrap().records, 3);
-    let mut log = AuditLog::open(&path).unwrap();
+    let log = AuditLog::open(&path).unwrap();
     log.append(4, event(4)).unwrap();
     drop(log);
     assert_eq!(std::fs::read(&head).unwrap().len(), bytes.len());
     assert_eq!(verify(&path).unwrap().records, 4);
+}
+
+#[test]
+fn deferred_records_are_written_at_once_and_in_the_head_from_the_sync() {
+    use agent_host::audit::MAX_UNSYNCED;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    for i in 1..=3 {
+        log.append_deferred(i, event(i)).unwrap();
+    }
+    assert_eq!(lines(&path).len(), 3, "written at once");
+    // While the writer holds the log, records past the head are its unsynced ones.
+    let seen = verify(&path).unwrap();
+    assert_eq!((seen.records, seen.unsynced), (3, 3));
+    log.sync().unwrap();
+    let seen = verify(&path).unwrap();
+    assert_eq!((seen.records, seen.unsynced), (3, 0));
+    // However many wait, a writer lets no more than MAX_UNSYNCED go unsynced.
+    for i in 4..=200 {
+        log.append_deferred(i, event(i)).unwrap();
+        assert!(verify(&path).unwrap().unsynced <= MAX_UNSYNCED, "at {i}");
+    }
+    // A writer that stops syncs what it wrote.
+    drop(log);
+    let seen = verify(&path).unwrap();
+    assert_eq!((seen.records, seen.unsynced), (200, 0));
+}
+
+#[test]
+fn more_records_past_the_head_than_a_stop_leaves_do_not_verify() {
+    use agent_host::audit::MAX_AHEAD;
+    let (_dir, path) = log_with(10);
+    let head = path.with_extension("head");
+    let at_ten = std::fs::read(&head).unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    for i in 11..=10 + MAX_AHEAD {
+        log.append(i, event(i)).unwrap();
+    }
+    drop(log);
+    // The head put back at record 10: records 11..=10+MAX_AHEAD look written and unsynced.
+    std::fs::write(&head, &at_ten).unwrap();
+    assert!(matches!(
+        verify(&path),
+        Err(AuditError::Head { head: 10, what: agent_host::audit::AHEAD_OF_HEAD, .. })
+    ));
+    let log = AuditLog::open(&path).unwrap();
+    assert!(log.recovered.is_some());
+    log.append(11 + MAX_AHEAD, event(11 + MAX_AHEAD)).unwrap();
+    drop(log);
+    // One more than that is no trace of a stop: the host refuses to open it.
+    std::fs::write(&head, &at_ten).unwrap();
+    assert!(matches!(AuditLog::open(&path), Err(AuditError::Head { head: 10, .. })));
+}
+
+#[test]
+fn a_torn_slot_leaves_the_head_of_the_sync_before_however_far_apart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("audit.jsonl");
+    let log = AuditLog::open(&path).unwrap();
+    // Syncs at 3, 5 and 7: the same parity, each into the slot the newest head is not in.
+    for (from, to) in [(1, 3), (4, 5), (6, 7)] {
+        for i in from..=to {
+            log.append_deferred(i, event(i)).unwrap();
+        }
+        log.sync().unwrap();
+    }
+    drop(log);
+    let head = path.with_extension("head");
+    let mut bytes = std::fs::read(&head).unwrap();
+    let newest = [0, 4096]
+        .into_iter()
+        .find(|&at| String::from_utf8_lossy(&bytes[at..at + 192]).contains("\"seq\":7"))
+        .unwrap();
+    bytes[newest + 10..newest + 40].fill(b'#');
+    std::fs::write(&head, &bytes).unwrap();
+    assert!(
+        matches!(
+            verify(&path),
+            Err(AuditError::Head { last: 7, head: 5, what: agent_host::audit::AHEAD_OF_HEAD })
+        ),
+        "{:?}",
+        verify(&path)
+    );
+    drop(AuditLog::open(&path).unwrap());
+    assert_eq!(verify(&path).unwrap().records, 7);
 }

@@ -145,6 +145,40 @@ fn an_asked_command_runs_only_after_approval() {
 }
 
 #[test]
+fn an_action_starts_only_once_its_records_are_on_disk() {
+    let d = start(&[]);
+    let waiting = d.spawn_cli(&[
+        "exec",
+        "--",
+        "sh",
+        "-c",
+        "touch started; while [ ! -e go ]; do sleep 0.01; done",
+    ]);
+    let id = d.wait_pending()[0].id.to_string();
+    assert_eq!(d.cli(&["approve", &id[..8]]).status.code(), Some(0));
+    let start = Instant::now();
+    while !d.ws.join("started").exists() {
+        assert!(start.elapsed() < Duration::from_secs(20), "the command did not start");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    // The host syncs other records in the background, a little later; those an action
+    // follows are synced before it starts: the head names the start of this very command.
+    let log = d.home.join("state/audit.jsonl");
+    let verified = agent_host::audit::verify(&log).unwrap();
+    assert_eq!(verified.unsynced, 0, "records written before the action were not synced");
+    let records = agent_host::audit::read_records(&log).unwrap();
+    let last = records.last().unwrap();
+    assert!(
+        matches!(&last.event, agent_host::audit::Event::Start { request } if *request == id),
+        "{last:?}"
+    );
+    assert_eq!(verified.last.unwrap().0, last.seq);
+    std::fs::write(d.ws.join("go"), b"").unwrap();
+    let out = waiting.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
 fn a_denied_command_does_not_run() {
     let d = start(&[]);
     let waiting = d.spawn_cli(&["exec", "--", "touch", "denied-file"]);
