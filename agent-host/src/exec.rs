@@ -436,56 +436,106 @@ pub fn run(
     outcome
 }
 
+/// How often a waiting job looks at its cancel flag.
+const CANCEL_CHECK: Duration = Duration::from_millis(20);
+
+/// How long the output may stay open after the command exited (a background process holding
+/// it, outside a sandbox) before its process group is killed.
+const OUTPUT_GRACE: Duration = Duration::from_millis(200);
+
 /// Waits for a started job: its output collected up to `cap`, killed at `timeout` or when
-/// `cancel` is set.
+/// `cancel` is set. One thread does it all, woken by the output and by the process's exit
+/// (a pidfd), so a quick command returns at once and no thread is started per job.
 fn finish(
     mut child: std::process::Child,
-    reader: std::io::PipeReader,
+    mut reader: std::io::PipeReader,
     timeout: Duration,
     cancel: &Arc<AtomicBool>,
     cap: usize,
 ) -> std::io::Result<Outcome> {
-    let (collected_tx, collected) = std::sync::mpsc::channel();
-    let collector = std::thread::spawn(move || {
-        let _ = collected_tx.send(collect(reader, cap));
-    });
-
-    // This thread waits for the command (no polling, so a quick command returns at once); a
-    // watchdog kills its process group at the timeout or on cancellation.
+    use rustix::event::{PollFd, PollFlags};
+    let pid = child.id();
+    // Without pidfds (Linux before 5.3) the exit is looked for at each wake-up instead.
+    let pidfd = rustix::process::pidfd_open(
+        rustix::process::Pid::from_child(&child),
+        rustix::process::PidfdFlags::empty(),
+    )
+    .ok();
     let deadline = Instant::now() + timeout;
-    let (exited_tx, exited) = std::sync::mpsc::channel::<()>();
-    let (pid, cancel_flag) = (child.id(), cancel.clone());
-    let watchdog = std::thread::spawn(move || {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match exited.recv_timeout(left.min(Duration::from_millis(20))) {
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
-                // Exited (or the waiting side is gone): nothing to kill.
-                _ => return (false, false),
-            }
-            let cancelled = cancel_flag.load(Ordering::Relaxed);
-            if cancelled || Instant::now() >= deadline {
+    let (mut output, mut dropped) = (Vec::new(), 0u64);
+    let mut buf = vec![0u8; 16 * 1024];
+    let (mut status, mut exited_at, mut eof) = (None, None, false);
+    let (mut timed_out, mut cancelled, mut group_killed) = (false, false, false);
+    while status.is_none() || !eof {
+        let now = Instant::now();
+        if status.is_none() && !timed_out && !cancelled {
+            if cancel.load(Ordering::Relaxed) {
+                cancelled = true;
                 kill_group(pid);
-                return (!cancelled, cancelled);
+            } else if now >= deadline {
+                timed_out = true;
+                kill_group(pid);
             }
         }
-    });
-    let status = child.wait();
-    let _ = exited_tx.send(());
-    let (timed_out, cancelled) = watchdog.join().unwrap_or((false, false));
-    let status = status?;
-    // In the sandbox every process dies with it. Without one, a background process can outlive
-    // the command and hold the pipe open: while it does, the group id is still its own, so
-    // killing the group cannot hit anyone else.
-    let collected = match collected.recv_timeout(Duration::from_millis(200)) {
-        Ok(c) => c,
-        Err(_) => {
-            kill_group(pid);
-            collected.recv().map_err(|_| std::io::Error::other("output reader panicked"))?
+        // In the sandbox every process dies with it. Without one, a background process can
+        // outlive the command and hold the pipe open: while it does, the group id is still
+        // its own, so killing the group cannot hit anyone else.
+        // A process that left the group keeps the output open for good: stop reading.
+        if let Some(at) = exited_at
+            && !eof
+            && now.duration_since(at) >= OUTPUT_GRACE
+        {
+            if group_killed && now.duration_since(at) >= 2 * OUTPUT_GRACE {
+                break;
+            }
+            if !group_killed {
+                group_killed = true;
+                kill_group(pid);
+            }
         }
-    };
-    let _ = collector.join();
-    let (mut output, dropped) = collected;
+        let mut wait = if status.is_some() { OUTPUT_GRACE } else { CANCEL_CHECK };
+        if pidfd.is_none() && status.is_none() {
+            wait = Duration::from_millis(2);
+        }
+        if status.is_none() && !timed_out {
+            wait = wait.min(deadline.saturating_duration_since(now));
+        }
+        let mut fds = Vec::with_capacity(2);
+        if !eof {
+            fds.push(PollFd::new(&reader, PollFlags::IN));
+        }
+        if let (Some(fd), None) = (&pidfd, &status) {
+            fds.push(PollFd::new(fd, PollFlags::IN));
+        }
+        let timeout = rustix::event::Timespec::try_from(wait).ok();
+        match rustix::event::poll(&mut fds, timeout.as_ref()) {
+            Ok(_) | Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
+        }
+        let readable = !eof && !fds[0].revents().is_empty();
+        let exit_seen = pidfd.is_none() || fds.last().is_some_and(|fd| !fd.revents().is_empty());
+        drop(fds);
+        if readable {
+            match reader.read(&mut buf) {
+                Ok(0) => eof = true,
+                Ok(n) => {
+                    let room = cap.saturating_sub(output.len()).min(n);
+                    output.extend_from_slice(&buf[..room]);
+                    dropped += (n - room) as u64;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => eof = true,
+            }
+        }
+        if status.is_none()
+            && exit_seen
+            && let Some(s) = child.try_wait()?
+        {
+            status = Some(s);
+            exited_at = Some(Instant::now());
+        }
+    }
+    let status = status.ok_or_else(|| std::io::Error::other("no exit status"))?;
     let truncated = dropped > 0;
     if truncated {
         output.extend_from_slice(
@@ -786,22 +836,4 @@ fn kill_group(pid: u32) {
     if let Some(pid) = rustix::process::Pid::from_raw(pid as i32) {
         let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::KILL);
     }
-}
-
-/// Reads everything, keeping the first `cap` bytes; returns them and how many were dropped.
-fn collect(mut reader: std::io::PipeReader, cap: usize) -> (Vec<u8>, u64) {
-    let mut kept = Vec::new();
-    let mut dropped = 0u64;
-    let mut buf = [0u8; 16 * 1024];
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                let room = cap.saturating_sub(kept.len()).min(n);
-                kept.extend_from_slice(&buf[..room]);
-                dropped += (n - room) as u64;
-            }
-        }
-    }
-    (kept, dropped)
 }

@@ -288,6 +288,35 @@ fn unsandboxed_mode_still_times_out_and_caps() {
 }
 
 #[test]
+fn unsandboxed_a_background_process_holding_the_output_does_not_hold_the_result() {
+    let s = setup();
+    let run_script = |script: &str| {
+        let start = Instant::now();
+        let out = run(
+            &Sandbox::Unsandboxed,
+            &job(&s, script),
+            std::slice::from_ref(&s.root),
+            &[],
+            &Limits::default(),
+            &Arc::new(AtomicBool::new(false)),
+        )
+        .unwrap();
+        (out, start.elapsed())
+    };
+    // Left in the command's process group: killed a moment after the command exits.
+    let (out, took) = run_script("echo before; sleep 30 & echo after");
+    assert_eq!(out.exit_code, Some(0));
+    assert!(!out.timed_out);
+    assert_eq!(String::from_utf8_lossy(&out.output), "before\nafter\n");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    // Out of the group (a session of its own): the output stops being read instead.
+    let (out, took) = run_script("echo before; setsid sleep 3 & echo after");
+    assert_eq!(out.exit_code, Some(0));
+    assert!(String::from_utf8_lossy(&out.output).starts_with("before\n"));
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+}
+
+#[test]
 fn doctor_says_which_sandbox_is_in_force() {
     let home = tempfile::tempdir().unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-host"))
