@@ -12,13 +12,13 @@
 //! that its *last* record was changed or removed, so every append also records the last `seq`
 //! and hash in `audit.head`; [`verify`] checks the chain against it.
 //!
-//! `audit.head` has two fixed-size slots in blocks of their own, written in turn in place (each
-//! update into the slot that does not hold the newest head) and synced, each with a checksum;
-//! the head is the valid slot with the higher `seq`. A write torn by a crash spoils one slot
-//! and leaves the other, the head before, which is the state of a writer stopped between
-//! records and their head, completed at the next open. So each update is atomic (whole, or
-//! absent and said so) by double buffering rather than by a temporary file and a rename: one
-//! `fdatasync` per update instead of two `fsync`s and a rename. The file is first made, or converted from an earlier
+//! `audit.head` has two fixed-size slots in blocks of their own, each with a checksum; the
+//! head is the valid slot with the higher `seq`. Updates go in place into the slot that does
+//! not hold the head on disk, until a sync puts them there; then the other slot takes the
+//! next ones. A write torn by a crash spoils that slot only and leaves the other, an earlier
+//! head, which is the state of a writer stopped between records and their head, completed at
+//! the next open. So each update is atomic (whole, or absent and said so) by double buffering
+//! rather than by a temporary file and a rename. The file is first made, or converted from an earlier
 //! version's single object, by a temporary file and a rename.
 //!
 //! Someone who can rewrite both files and recompute every hash is not stopped by this (that
@@ -29,15 +29,15 @@
 //!
 //! Writing and syncing are apart, as in a database's group commit: [`AuditLog::append_deferred`]
 //! writes a record at once, and [`AuditLog::sync`] makes every record written so far durable
-//! (the log's data, then the head) with one `fdatasync` of each file however many records it
-//! covers. The host syncs before anything takes effect (an action starts, an agent is told
-//! yes), so every record an action follows is on disk before it runs; the records of what took
-//! no effect (a request shown, a refusal, a result) are synced in the background right after
-//! they are written, and a power loss in between loses them whole, never a record an action
-//! followed. [`AuditLog::append`] does both at once. A writer lets at most [`MAX_UNSYNCED`]
-//! records wait for a sync, so a writer stopped between writing records and syncing them
-//! leaves at most [`MAX_AHEAD`] records past the head (those of the sync it was in, with a
-//! slot torn, and those after), which the next open completes.
+//! with one `fdatasync` however many records it covers, then writes the head naming the last
+//! (at once for every reader; on disk by [`AuditLog::sync_head`] just after). The host syncs
+//! before anything takes effect (an action starts, an agent is told yes), so every record an
+//! action follows is on disk before it runs; the records of what took no effect (a request
+//! shown, a refusal, a result) and the head are synced in the background a moment later, and a
+//! power loss in between loses those records whole, never a record an action followed.
+//! [`AuditLog::append`] does it all at once. A writer lets at most [`MAX_UNSYNCED`] records
+//! wait for a sync, and the head on disk fall that far behind, so a writer stopped in between
+//! leaves at most [`MAX_AHEAD`] records past the head on disk, which the next open completes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
@@ -57,9 +57,10 @@ const MAX_LINE: usize = 1 << 20;
 /// The most records a writer lets wait for a sync: one more, and it syncs before going on.
 pub const MAX_UNSYNCED: u64 = 32;
 
-/// The most records past the head that opening completes: a writer stopped between writing
-/// and syncing ([`MAX_UNSYNCED`]), plus those of the sync it was in if that tore the head's
-/// slot. More than that is not the trace of a stop, and the log does not verify.
+/// The most records past the head that opening completes: those a writer stopped before
+/// syncing (at most [`MAX_UNSYNCED`]), plus those synced whose head had not reached the disk
+/// (fewer than [`MAX_UNSYNCED`]). More than that is not the trace of a stop, and the log does
+/// not verify.
 pub const MAX_AHEAD: u64 = 2 * MAX_UNSYNCED + 1;
 
 /// What happened, as recorded.
@@ -200,25 +201,29 @@ struct HeadFile {
     path: PathBuf,
     /// None until the head exists in the two-slot form.
     file: Option<File>,
-    /// The slot that holds the newest head: the next update goes to the other.
-    newest: usize,
+    /// The slot that holds the newest head on disk (synced), and its seq. It is not written
+    /// until the other one is synced: a crash can tear only the other.
+    durable: (usize, u64),
+    /// The seq written to the other slot and not yet synced.
+    pending: Option<u64>,
 }
 
 impl HeadFile {
     fn open(path: &Path) -> Result<Self, AuditError> {
-        let (file, newest) = match fs::read(path) {
+        let (file, durable) = match fs::read(path) {
             Ok(bytes) if bytes.len() == HEAD_LEN => {
-                let newest = parse_head(&bytes).map_or(0, |(_, slot)| slot);
+                let newest = parse_head(&bytes).map_or((0, 0), |(head, slot)| (slot, head.seq));
                 (Some(OpenOptions::new().write(true).open(path).map_err(io_err(path))?), newest)
             }
-            _ => (None, 0),
+            _ => (None, (0, 0)),
         };
-        Ok(Self { path: path.to_path_buf(), file, newest })
+        Ok(Self { path: path.to_path_buf(), file, durable, pending: None })
     }
 
-    /// Records `seq`/`hash` in the slot that does not hold the newest head, durably. The first
-    /// time (no head yet, or an earlier version's), the whole file is written atomically
-    /// instead; the other slot then holds a lower `seq` that no check relies on.
+    /// Records `seq`/`hash` in the slot that does not hold the head on disk, on disk at the
+    /// next [`Self::sync`]. The first time (no head yet, or an earlier version's), the whole
+    /// file is written atomically instead; the other slot then holds a lower `seq` that no
+    /// check relies on.
     fn write(&mut self, seq: u64, hash: &str) -> Result<(), AuditError> {
         use std::os::unix::fs::FileExt as _;
         let Some(file) = &self.file else {
@@ -231,14 +236,21 @@ impl HeadFile {
             write_atomic(&self.path, &first, 0o600).map_err(io_err(&self.path))?;
             self.file =
                 Some(OpenOptions::new().write(true).open(&self.path).map_err(io_err(&self.path))?);
-            self.newest = slot;
+            (self.durable, self.pending) = ((slot, seq), None);
             return Ok(());
         };
-        let slot = 1 - self.newest;
+        let slot = 1 - self.durable.0;
         file.write_all_at(&head_slot(seq, hash), (slot * HEAD_STRIDE) as u64)
             .map_err(io_err(&self.path))?;
+        self.pending = Some(seq);
+        Ok(())
+    }
+
+    /// Puts the last head written on disk; it then holds the slot the next one avoids.
+    fn sync(&mut self) -> Result<(), AuditError> {
+        let (Some(file), Some(seq)) = (&self.file, self.pending) else { return Ok(()) };
         file.sync_data().map_err(io_err(&self.path))?;
-        self.newest = slot;
+        (self.durable, self.pending) = ((1 - self.durable.0, seq), None);
         Ok(())
     }
 }
@@ -384,6 +396,7 @@ impl AuditLog {
         if head.file.is_none() || head_behind {
             file.sync_data().map_err(io_err(path))?;
             head.write(seq, &last_hash)?;
+            head.sync()?;
         }
         let syncer = Syncer { file: file.try_clone().map_err(io_err(path))?, head };
         Ok(Self {
@@ -395,11 +408,12 @@ impl AuditLog {
         })
     }
 
-    /// Appends `event` and makes it durable, with every record before it (see [`Self::sync`]),
-    /// before returning.
+    /// Appends `event` and makes it durable, with every record before it, and the head naming
+    /// it (see [`Self::sync`] and [`Self::sync_head`]), before returning.
     pub fn append(&self, time_ms: u64, event: Event) -> Result<Record, AuditError> {
         let record = self.append_deferred(time_ms, event)?;
         self.sync()?;
+        self.sync_head()?;
         Ok(record)
     }
 
@@ -429,7 +443,9 @@ impl AuditLog {
     }
 
     /// Makes every record written so far durable: the log's data synced, then the head moved
-    /// to the last record and synced. Nothing to do when that is done already.
+    /// to the last record (written at once for every reader, synced by [`Self::sync_head`], or
+    /// here when the head on disk is [`MAX_UNSYNCED`] records behind). Nothing to do when that
+    /// is done already.
     pub fn sync(&self) -> Result<(), AuditError> {
         let mut syncer = locked(&self.syncer);
         let (seq, hash) = {
@@ -442,7 +458,15 @@ impl AuditLog {
         syncer.file.sync_data().map_err(io_err(&self.path))?;
         syncer.head.write(seq, &hash)?;
         self.synced.store(seq, Ordering::Release);
+        if seq >= syncer.head.durable.1 + MAX_UNSYNCED {
+            syncer.head.sync()?;
+        }
         Ok(())
+    }
+
+    /// Puts the head on disk as [`Self::sync`] last wrote it.
+    pub fn sync_head(&self) -> Result<(), AuditError> {
+        locked(&self.syncer).head.sync()
     }
 
     /// The last seq written.
@@ -454,7 +478,7 @@ impl AuditLog {
 impl Drop for AuditLog {
     /// A writer that stops syncs what it wrote.
     fn drop(&mut self) {
-        if let Err(e) = self.sync() {
+        if let Err(e) = self.sync().and_then(|()| self.sync_head()) {
             tracing::error!("audit: {e}");
         }
     }

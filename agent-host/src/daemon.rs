@@ -125,7 +125,7 @@ impl Syncer {
                 if let Err(e) = journal.sync() {
                     tracing::error!("the devices' counters: {e}");
                 }
-                if let Err(e) = audit.sync() {
+                if let Err(e) = audit.sync().and_then(|()| audit.sync_head()) {
                     tracing::error!("audit: {e}");
                 }
             };

@@ -338,30 +338,46 @@ fn a_torn_slot_leaves_the_head_of_the_sync_before_however_far_apart() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
     let log = AuditLog::open(&path).unwrap();
-    // Syncs at 3, 5 and 7: the same parity, each into the slot the newest head is not in.
+    let head = path.with_extension("head");
+    let slot_of = |seq: u64| {
+        let bytes = std::fs::read(&head).unwrap();
+        [0, 4096].into_iter().find(|&at| {
+            String::from_utf8_lossy(&bytes[at..at + 192]).contains(&format!("\"seq\":{seq},"))
+        })
+    };
+    // Heads put on disk at 3, 5 and 7: the same parity, each into the slot the head on disk
+    // is not in.
     for (from, to) in [(1, 3), (4, 5), (6, 7)] {
         for i in from..=to {
             log.append_deferred(i, event(i)).unwrap();
         }
         log.sync().unwrap();
+        log.sync_head().unwrap();
     }
+    let seven = slot_of(7).unwrap();
+    assert_eq!(slot_of(5), Some(4096 - seven));
+    // Heads written and not yet put on disk all go to the other slot: 7's stays as it is.
+    for i in 8..=9 {
+        log.append_deferred(i, event(i)).unwrap();
+        log.sync().unwrap();
+        assert_eq!(slot_of(7), Some(seven), "at {i}");
+        assert_eq!(slot_of(i), Some(4096 - seven), "at {i}");
+    }
+    log.sync_head().unwrap();
     drop(log);
-    let head = path.with_extension("head");
+    // Torn, the newest leaves the one before it.
     let mut bytes = std::fs::read(&head).unwrap();
-    let newest = [0, 4096]
-        .into_iter()
-        .find(|&at| String::from_utf8_lossy(&bytes[at..at + 192]).contains("\"seq\":7"))
-        .unwrap();
-    bytes[newest + 10..newest + 40].fill(b'#');
+    let nine = slot_of(9).unwrap();
+    bytes[nine + 10..nine + 40].fill(b'#');
     std::fs::write(&head, &bytes).unwrap();
     assert!(
         matches!(
             verify(&path),
-            Err(AuditError::Head { last: 7, head: 5, what: agent_host::audit::AHEAD_OF_HEAD })
+            Err(AuditError::Head { last: 9, head: 7, what: agent_host::audit::AHEAD_OF_HEAD })
         ),
         "{:?}",
         verify(&path)
     );
     drop(AuditLog::open(&path).unwrap());
-    assert_eq!(verify(&path).unwrap().records, 7);
+    assert_eq!(verify(&path).unwrap().records, 9);
 }
