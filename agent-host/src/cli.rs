@@ -42,7 +42,8 @@ pub enum Command {
     /// (internal) Restrict this process with Landlock and seccomp, then run a command.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(crate::landlock_sandbox::HelperArgs),
-    /// (internal) Inside a sandbox started ahead: read the job from stdin and become it.
+    /// (internal) Inside a sandbox started ahead: read the job from the pool, run it, and
+    /// report how it ended.
     #[command(name = "__launch", hide = true)]
     Launch,
     /// Run the host for one workspace: identity key, policy, approvals, audit log, sandbox,
@@ -315,11 +316,7 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("agent-host: {:#}", crate::landlock_sandbox::run_helper(&args));
             return ExitCode::from(125);
         }
-        Command::Launch => {
-            // As for `__sandbox`: only reached when the job could not be started.
-            eprintln!("agent-host: {:#}", crate::exec::launch_from_stdin());
-            return ExitCode::from(125);
-        }
+        Command::Launch => return ExitCode::from(crate::exec::launch_in_sandbox()),
         Command::Serve(args) => serve(&args),
         Command::Up(args) => up(&args),
         Command::Pair(args) => pair(&args),

@@ -430,7 +430,8 @@ pub fn run(
     let child = command.spawn()?;
     // Our copies of the write end are gone with `command`: EOF comes when the job's are.
     drop(command);
-    let outcome = finish(child, reader, job.timeout, cancel, limits.output_cap);
+    let outcome =
+        finish(child, reader, None, job.timeout, cancel, limits.output_cap).map(|(o, _)| o);
     drop(cgroup);
     drop(private_tmp);
     outcome
@@ -443,16 +444,30 @@ const CANCEL_CHECK: Duration = Duration::from_millis(20);
 /// it, outside a sandbox) before its process group is killed.
 const OUTPUT_GRACE: Duration = Duration::from_millis(200);
 
+/// Where a job's exit status comes from.
+enum Exit {
+    /// The process waited for (bubblewrap, or the command itself).
+    Waited(std::process::ExitStatus),
+    /// The code a warm sandbox's launcher reported for the command.
+    Reported(i32),
+}
+
+/// What [`finish`] leaves: the outcome, and the started process if it still has to be reaped
+/// (a warm sandbox that reported its job's status before it ended).
+type Finished = (Outcome, Option<std::process::Child>);
+
 /// Waits for a started job: its output collected up to `cap`, killed at `timeout` or when
-/// `cancel` is set. One thread does it all, woken by the output and by the process's exit
-/// (a pidfd), so a quick command returns at once and no thread is started per job.
+/// `cancel` is set. One thread does it all, woken by the output, by the process's exit (a
+/// pidfd) and, for a warm sandbox, by its launcher's report on `report`, so a quick command
+/// returns at once and no thread is started per job.
 fn finish(
     mut child: std::process::Child,
     mut reader: std::io::PipeReader,
+    mut report: Option<std::os::unix::net::UnixStream>,
     timeout: Duration,
     cancel: &Arc<AtomicBool>,
     cap: usize,
-) -> std::io::Result<Outcome> {
+) -> std::io::Result<Finished> {
     use rustix::event::{PollFd, PollFlags};
     let pid = child.id();
     // Without pidfds (Linux before 5.3) the exit is looked for at each wake-up instead.
@@ -464,6 +479,7 @@ fn finish(
     let deadline = Instant::now() + timeout;
     let (mut output, mut dropped) = (Vec::new(), 0u64);
     let mut buf = vec![0u8; 16 * 1024];
+    let mut reported = Vec::new();
     let (mut status, mut exited_at, mut eof) = (None, None, false);
     let (mut timed_out, mut cancelled, mut group_killed) = (false, false, false);
     while status.is_none() || !eof {
@@ -475,6 +491,10 @@ fn finish(
             } else if now >= deadline {
                 timed_out = true;
                 kill_group(pid);
+            }
+            // A killed sandbox's launcher reports nothing: its end is what counts.
+            if timed_out || cancelled {
+                report = None;
             }
         }
         // In the sandbox every process dies with it. Without one, a background process can
@@ -500,9 +520,13 @@ fn finish(
         if status.is_none() && !timed_out {
             wait = wait.min(deadline.saturating_duration_since(now));
         }
-        let mut fds = Vec::with_capacity(2);
+        let mut fds = Vec::with_capacity(3);
         if !eof {
             fds.push(PollFd::new(&reader, PollFlags::IN));
+        }
+        let watch_report = status.is_none() && report.is_some();
+        if let (true, Some(channel)) = (watch_report, &report) {
+            fds.push(PollFd::new(channel, PollFlags::IN));
         }
         if let (Some(fd), None) = (&pidfd, &status) {
             fds.push(PollFd::new(fd, PollFlags::IN));
@@ -513,6 +537,7 @@ fn finish(
             Err(e) => return Err(e.into()),
         }
         let readable = !eof && !fds[0].revents().is_empty();
+        let report_ready = watch_report && !fds[usize::from(!eof)].revents().is_empty();
         let exit_seen = pidfd.is_none() || fds.last().is_some_and(|fd| !fd.revents().is_empty());
         drop(fds);
         if readable {
@@ -527,11 +552,26 @@ fn finish(
                 Err(_) => eof = true,
             }
         }
+        if report_ready && let Some(channel) = &mut report {
+            let mut byte = [0u8; 8];
+            match channel.read(&mut byte) {
+                Ok(n) if n > 0 => {
+                    reported.extend_from_slice(&byte[..n]);
+                    if let Some(code) = parse_report(&reported) {
+                        status = Some(Exit::Reported(code));
+                        exited_at = Some(Instant::now());
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                // Gone without a word: the process's end says how it went.
+                _ => report = None,
+            }
+        }
         if status.is_none()
             && exit_seen
             && let Some(s) = child.try_wait()?
         {
-            status = Some(s);
+            status = Some(Exit::Waited(s));
             exited_at = Some(Instant::now());
         }
     }
@@ -542,13 +582,17 @@ fn finish(
             format!("\n[output truncated: {dropped} more bytes not shown]\n").as_bytes(),
         );
     }
-    Ok(Outcome { exit_code: status.code(), output, truncated, timed_out, cancelled })
+    let (exit_code, unreaped) = match status {
+        Exit::Waited(s) => (s.code(), None),
+        Exit::Reported(code) => (Some(code), Some(child)),
+    };
+    Ok((Outcome { exit_code, output, truncated, timed_out, cancelled }, unreaped))
 }
 
 /// How long the pool waits after a job before starting the next sandbox.
 const REFILL_DELAY: Duration = Duration::from_millis(10);
 
-/// What a warm sandbox's launcher is told to run (as JSON on its standard input).
+/// What a warm sandbox's launcher is told to run (as JSON on its channel).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Launch {
     argv: Vec<String>,
@@ -556,41 +600,80 @@ struct Launch {
     env: BTreeMap<String, String>,
 }
 
-/// The most a launcher reads from its standard input.
+/// The most a launcher reads from its channel.
 const MAX_LAUNCH: u64 = 4 << 20;
 
-/// The byte a launcher writes once it is running inside its sandbox (read off by the pool
-/// before the output pipe is the job's).
+/// The byte a launcher writes on its channel once it is running inside its sandbox.
 const LAUNCHER_READY: u8 = 0x06;
 
-/// The launcher inside a warm sandbox (`agent-host __launch`): reads what to run from standard
-/// input, then becomes it, with standard input from `/dev/null`, in its directory, with exactly
-/// its environment. Returns only on failure.
-pub fn launch_from_stdin() -> anyhow::Error {
-    use std::io::Write as _;
-    let mut out = std::io::stdout();
-    if let Err(e) = out.write_all(&[LAUNCHER_READY]).and_then(|()| out.flush()) {
-        return anyhow::anyhow!("saying ready: {e}");
+/// What starts a launcher's report of its job's exit code (then the code, 4 bytes big-endian).
+const LAUNCHER_REPORT: u8 = b'X';
+
+/// The exit code a launcher reports when it cannot start the command.
+const CANNOT_LAUNCH: i32 = 125;
+
+/// The exit code in a launcher's report, once it is whole.
+fn parse_report(bytes: &[u8]) -> Option<i32> {
+    match bytes {
+        [LAUNCHER_REPORT, a, b, c, d, ..] => Some(i32::from_be_bytes([*a, *b, *c, *d])),
+        _ => None,
+    }
+}
+
+/// The launcher inside a warm sandbox (`agent-host __launch`). Its standard input is its
+/// channel to the pool, a socket: it says it is ready, reads what to run (to the end of what
+/// the pool sends), starts it with standard input from `/dev/null`, standard output and error
+/// its own (the job's output pipe), in its directory, with exactly its environment; waits for
+/// it and reports its exit code (128 + the signal that killed it, as shells do) on the
+/// channel. The pool has its answer then, without waiting for bubblewrap to end. Returns the
+/// launcher's own exit code.
+pub fn launch_in_sandbox() -> u8 {
+    use std::os::fd::AsFd as _;
+    use std::os::unix::process::ExitStatusExt as _;
+    let stdin = std::io::stdin();
+    let report = |code: i32| {
+        let mut message = vec![LAUNCHER_REPORT];
+        message.extend_from_slice(&code.to_be_bytes());
+        let _ = rustix::io::write(stdin.as_fd(), &message);
+    };
+    if rustix::io::write(stdin.as_fd(), &[LAUNCHER_READY]).is_err() {
+        return 1;
     }
     let mut input = Vec::new();
-    if let Err(e) = std::io::stdin().take(MAX_LAUNCH).read_to_end(&mut input) {
-        return anyhow::anyhow!("reading the job: {e}");
+    if let Err(e) = stdin.lock().take(MAX_LAUNCH).read_to_end(&mut input) {
+        eprintln!("agent-host: reading the job: {e}");
+        report(CANNOT_LAUNCH);
+        return 1;
     }
     let launch: Launch = match serde_json::from_slice(&input) {
         Ok(l) => l,
-        Err(e) => return anyhow::anyhow!("the job does not parse: {e}"),
+        Err(e) => {
+            eprintln!("agent-host: the job does not parse: {e}");
+            report(CANNOT_LAUNCH);
+            return 1;
+        }
     };
     let Some((program, args)) = launch.argv.split_first() else {
-        return anyhow::anyhow!("no command");
+        eprintln!("agent-host: no command");
+        report(CANNOT_LAUNCH);
+        return 1;
     };
-    let error = Command::new(program)
+    let started = Command::new(program)
         .args(args)
         .current_dir(&launch.cwd)
         .env_clear()
         .envs(&launch.env)
         .stdin(Stdio::null())
-        .exec();
-    anyhow::anyhow!("cannot run {program}: {error}")
+        .spawn();
+    let code = match started.and_then(|mut child| child.wait()) {
+        Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        Err(e) => {
+            eprintln!("agent-host: cannot run {program}: {e}");
+            CANNOT_LAUNCH
+        }
+    };
+    report(code);
+    0
 }
 
 /// A bubblewrap sandbox started before its job: namespaces made, mounts in place, cgroup
@@ -598,7 +681,8 @@ pub fn launch_from_stdin() -> anyhow::Error {
 #[derive(Debug)]
 struct Warm {
     child: std::process::Child,
-    job_in: std::io::PipeWriter,
+    /// To the launcher: the job goes one way, ready and the report the other.
+    channel: std::os::unix::net::UnixStream,
     output: std::io::PipeReader,
     cgroup: Option<PidsCgroup>,
     /// What it was started with that can change on disk: the protected paths that existed,
@@ -642,17 +726,34 @@ impl PoolSpec {
             Path::new("/"),
             &BTreeMap::new(),
         );
-        argv.extend([self.launcher.clone().into(), "__launch".into()]);
-        let mut command = command_in(cgroup.as_ref(), &argv);
-        let (job_out, job_in) = std::io::pipe()?;
+        // bubblewrap keeps descriptors 0-2 open in its own two processes (the one outside and
+        // the sandbox's init) until the sandbox ends, and closes the others there. So the
+        // output pipe reaches it as descriptor 3, and only the launcher makes it its standard
+        // output and error: the pipe's end then comes with the job's processes alone, and the
+        // launcher's report, on a socket as its standard input, comes before bubblewrap ends.
+        argv.extend(
+            ["/bin/sh", "-c", "exec >&3 2>&3 3>&- && exec \"$0\" __launch"].map(OsString::from),
+        );
+        argv.push(self.launcher.clone().into());
+        let mut outer: Vec<OsString> =
+            ["/bin/sh", "-c", "exec 3>&1 >/dev/null && exec \"$@\"", "agent-host-launch"]
+                .map(OsString::from)
+                .into();
+        outer.extend(argv);
+        let mut command = command_in(cgroup.as_ref(), &outer);
+        let (channel, launcher_end) = std::os::unix::net::UnixStream::pair()?;
         let (output, writer) = std::io::pipe()?;
-        command.stdin(job_out).stdout(writer.try_clone()?).stderr(writer).process_group(0);
+        command
+            .stdin(std::os::fd::OwnedFd::from(launcher_end))
+            .stdout(writer)
+            .stderr(Stdio::null())
+            .process_group(0);
         let child = command.spawn()?;
         drop(command);
-        let mut warm = Warm { child, job_in, output, cgroup, protected, hidden };
+        let mut warm = Warm { child, channel, output, cgroup, protected, hidden };
         // Ready once the launcher runs inside: namespaces, mounts and cgroup all made.
         let mut ready = [0u8; 1];
-        match warm.output.read_exact(&mut ready) {
+        match warm.channel.read_exact(&mut ready) {
             Ok(()) if ready[0] == LAUNCHER_READY => Ok(warm),
             Ok(()) => {
                 warm.discard();
@@ -682,7 +783,7 @@ pub struct WarmPool {
     spec: PoolSpec,
     sandbox: Sandbox,
     ready: Arc<std::sync::Mutex<Option<Warm>>>,
-    refill: std::sync::Mutex<std::sync::mpsc::Sender<()>>,
+    tasks: std::sync::Mutex<std::sync::mpsc::Sender<PoolTask>>,
     warm_runs: std::sync::atomic::AtomicU64,
 }
 
@@ -709,12 +810,17 @@ impl WarmPool {
             limits: limits.clone(),
         };
         let ready: Arc<std::sync::Mutex<Option<Warm>>> = Arc::default();
-        let (refill, requests) = std::sync::mpsc::channel::<()>();
+        let (tasks, todo) = std::sync::mpsc::channel::<PoolTask>();
         let (slot, making) = (ready.clone(), spec.clone());
         std::thread::Builder::new()
             .name("warm-sandbox".into())
             .spawn(move || {
-                while requests.recv().is_ok() {
+                while let Ok(task) = todo.recv() {
+                    if let PoolTask::Reap(child, cgroup) = task {
+                        reap(child);
+                        drop(cgroup);
+                        continue;
+                    }
                     if lock_slot(&slot).is_some() {
                         continue;
                     }
@@ -731,12 +837,12 @@ impl WarmPool {
                 }
             })
             .ok()?;
-        let _ = refill.send(());
+        let _ = tasks.send(PoolTask::Refill);
         Some(Self {
             spec,
             sandbox: sandbox.clone(),
             ready,
-            refill: std::sync::Mutex::new(refill),
+            tasks: std::sync::Mutex::new(tasks),
             warm_runs: std::sync::atomic::AtomicU64::new(0),
         })
     }
@@ -758,9 +864,9 @@ impl WarmPool {
         self.warm_runs.load(Ordering::Relaxed)
     }
 
-    fn refill(&self) {
-        let sender = self.refill.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let _ = sender.send(());
+    fn send(&self, task: PoolTask) {
+        let sender = self.tasks.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = sender.send(task);
     }
 
     /// Runs `job`: in the sandbox started ahead if there is one and it still fits, otherwise
@@ -797,7 +903,7 @@ impl WarmPool {
                 )
             }
         };
-        self.refill();
+        self.send(PoolTask::Refill);
         outcome
     }
 
@@ -808,7 +914,7 @@ impl WarmPool {
         cancel: &Arc<AtomicBool>,
     ) -> std::io::Result<Outcome> {
         use std::io::Write as _;
-        let Warm { child, mut job_in, output, cgroup, .. } = warm;
+        let Warm { child, mut channel, output, cgroup, .. } = warm;
         let mut argv: Vec<String> = nproc_prefix(cgroup.as_ref(), &self.spec.limits)
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
@@ -816,15 +922,47 @@ impl WarmPool {
         argv.extend(job.argv.iter().cloned());
         let launch = Launch { argv, cwd: job.cwd.clone(), env: clean_env(job) };
         let bytes = serde_json::to_vec(&launch).map_err(std::io::Error::other)?;
-        let sent = job_in.write_all(&bytes);
-        drop(job_in);
+        let sent =
+            channel.write_all(&bytes).and_then(|()| channel.shutdown(std::net::Shutdown::Write));
         if let Err(e) = sent {
             kill_group(child.id());
+            self.send(PoolTask::Reap(child, cgroup));
             return Err(e);
         }
-        let outcome = finish(child, output, job.timeout, cancel, self.spec.limits.output_cap);
-        drop(cgroup);
-        outcome
+        let cap = self.spec.limits.output_cap;
+        let (outcome, unreaped) = finish(child, output, Some(channel), job.timeout, cancel, cap)?;
+        match unreaped {
+            // Reported before bubblewrap ended: it ends in a moment, reaped by the pool.
+            Some(child) => self.send(PoolTask::Reap(child, cgroup)),
+            None => drop(cgroup),
+        }
+        Ok(outcome)
+    }
+}
+
+/// What the pool's thread does.
+enum PoolTask {
+    /// Start the next sandbox, unless one is waiting.
+    Refill,
+    /// Wait for a used sandbox to end, then remove its cgroup.
+    Reap(std::process::Child, Option<PidsCgroup>),
+}
+
+/// Waits for a used sandbox to end. Its launcher reported just before it ended, and the
+/// sandbox ends with the launcher; one still running after [`OUTPUT_GRACE`] (a job that
+/// reported for its launcher) is ended.
+fn reap(mut child: std::process::Child) {
+    let deadline = Instant::now() + OUTPUT_GRACE;
+    loop {
+        match child.try_wait() {
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(1)),
+            Ok(None) => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return;
+            }
+            Ok(Some(_)) | Err(_) => return,
+        }
     }
 }
 

@@ -288,6 +288,27 @@ fn unsandboxed_mode_still_times_out_and_caps() {
 }
 
 #[test]
+fn exit_codes_output_and_leftover_processes_in_every_sandbox() {
+    for sb in sandboxes() {
+        let s = setup();
+        let out = exec(&sb, &s, &job(&s, "echo out; echo err >&2; exit 7"));
+        assert_eq!(out.exit_code, Some(7), "{sb:?}");
+        assert_eq!(String::from_utf8_lossy(&out.output), "out\nerr\n", "{sb:?}");
+        // Killed by a signal: under bubblewrap, started ahead or not, 128 + its number, as
+        // bubblewrap and shells say it; Landlock's helper becomes the command, so no code.
+        let signalled = if matches!(sb.sandbox, Sandbox::Bubblewrap(_)) { Some(137) } else { None };
+        assert_eq!(exec(&sb, &s, &job(&s, "kill -9 $$")).exit_code, signalled, "{sb:?}");
+        // A process left behind ends with the job, and does not hold its result.
+        let start = Instant::now();
+        let out = exec(&sb, &s, &job(&s, "(sleep 1; touch late) & echo started"));
+        assert_eq!((out.exit_code, out.timed_out), (Some(0), false), "{sb:?}");
+        assert!(start.elapsed() < Duration::from_millis(900), "{sb:?}: {:?}", start.elapsed());
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(!s.root.join("late").exists(), "{sb:?}: a process outlived its job");
+    }
+}
+
+#[test]
 fn unsandboxed_a_background_process_holding_the_output_does_not_hold_the_result() {
     let s = setup();
     let run_script = |script: &str| {
