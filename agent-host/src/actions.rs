@@ -633,7 +633,7 @@ pub fn decide(
 /// The working directory, resolved beneath the root by the kernel; `None` if it is not a
 /// directory inside.
 fn resolve_cwd(files: &crate::confine::Workspace, relative: &str) -> Option<PathBuf> {
-    files.list(Path::new(relative)).ok()?;
+    files.is_dir(Path::new(relative)).ok()?;
     let path = files.root().join(relative).canonicalize().ok()?;
     path.starts_with(files.root()).then_some(path)
 }

@@ -206,6 +206,11 @@ impl Workspace {
         Ok(out)
     }
 
+    /// Whether `path` is a directory inside a root, as the kernel resolves it.
+    pub fn is_dir(&self, path: &Path) -> Result<(), FsError> {
+        self.open_beneath(path, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).map(|_| ())
+    }
+
     /// Lists a directory (names sorted), up to [`MAX_ENTRIES`].
     pub fn list(&self, path: &Path) -> Result<Vec<Entry>, FsError> {
         let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::DIRECTORY, Mode::empty())?;

@@ -285,3 +285,22 @@ fn usable_says_where_a_path_leads_without_touching_it() {
     assert!(matches!(s.ws.usable(Path::new("filelink")), Err(FsError::Symlink(_))));
     assert!(s.ws.usable(Path::new("missing-dir/new")).is_err());
 }
+
+#[test]
+fn a_working_directory_is_a_directory_inside() {
+    let s = setup();
+    s.ws.is_dir(Path::new(".")).unwrap();
+    s.ws.is_dir(Path::new("sub")).unwrap();
+    s.ws.is_dir(&s.root.join("sub")).unwrap();
+    assert!(s.ws.is_dir(Path::new("sub/file.txt")).is_err(), "a file is not a directory");
+    assert!(s.ws.is_dir(Path::new("missing")).is_err());
+    outside(s.ws.is_dir(Path::new("..")));
+    outside(s.ws.is_dir(&s.outside));
+    symlink(&s.outside, s.root.join("out")).unwrap();
+    outside(s.ws.is_dir(Path::new("out")));
+    // However many entries it holds (listing stops at MAX_ENTRIES; this does not list).
+    for i in 0..=agent_host::confine::MAX_ENTRIES {
+        fs::write(s.root.join(format!("f{i}")), "").unwrap();
+    }
+    s.ws.is_dir(Path::new(".")).unwrap();
+}
