@@ -406,7 +406,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
 fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::daemon::Config> {
@@ -466,7 +466,14 @@ fn relay_setup(relay: &str, cert: Option<&str>) -> anyhow::Result<crate::link::R
         }
         None => (relay_client::system_roots_config()?, None),
     };
-    Ok(crate::link::RelaySetup { public: addr.clone(), addr, server_name, tls, cert_sha256 })
+    Ok(crate::link::RelaySetup {
+        public: addr.clone(),
+        addr,
+        server_name,
+        tls,
+        cert_sha256,
+        local: None,
+    })
 }
 
 /// Waits for Ctrl-C at the terminal, or SIGTERM from a service manager.

@@ -61,6 +61,8 @@ pub struct RelaySetup {
     pub cert_sha256: Option<[u8; 32]>,
     /// `host:port` as devices reach it (printed in pairing links).
     pub public: String,
+    /// For a relay embedded in this process (`up`): the host's own way in, without TLS.
+    pub local: Option<relay_client::LocalConnector>,
 }
 
 impl std::fmt::Debug for RelaySetup {
@@ -456,6 +458,7 @@ pub(crate) async fn run(
     );
     config.devices = lock(&host.devices).keys();
     config.offers = lock(&host.offers).tokens();
+    config.local = setup.local.clone();
     let mut client = Client::start(config);
     let Some(to_self) = host.link.clone() else { return };
     let mut recent = Recent::default();

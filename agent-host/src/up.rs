@@ -10,6 +10,7 @@
 use std::io::{BufRead as _, Write as _};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
+use std::sync::Arc;
 
 use protocol::Role;
 
@@ -68,12 +69,19 @@ pub async fn start_relay(
             tracing::error!("embedded relay: {e}");
         }
     });
+    // The host itself reaches its relay within the process: the same session, without TLS
+    // and two more trips through the kernel for each message.
+    let embedded = server.clone();
+    let local: relay_client::LocalConnector = Arc::new(move || {
+        (Box::new(embedded.connect_local()) as Box<dyn relay_client::Duplex>, pin)
+    });
     let setup = RelaySetup {
         addr: addr.to_string(),
         server_name: "localhost".into(),
         tls: relay_client::pinned_config(pin),
         cert_sha256: Some(pin),
         public: addr.to_string(),
+        local: Some(local),
     };
     Ok((server, setup))
 }

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::resume::{Incoming, Join, Peer};
-use crate::{Link, authenticate, connect};
+use crate::{Duplex, LocalConnector, authenticate, connect};
 
 /// How the client connects.
 pub struct ClientConfig {
@@ -44,6 +44,9 @@ pub struct ClientConfig {
     /// Data frames per second this client sends at most (messages, resends and
     /// acknowledgements), so that it stays under the relay's rate limit. Also the burst.
     pub max_frames_per_sec: u32,
+    /// For a host whose relay runs in its own process: connect through this instead of TLS
+    /// to `addr` (the rest, authentication included, is the same).
+    pub local: Option<LocalConnector>,
 }
 
 impl ClientConfig {
@@ -69,6 +72,7 @@ impl ClientConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             max_frames_per_sec: 150,
+            local: None,
         }
     }
 }
@@ -204,7 +208,7 @@ impl Pace {
 
 /// Sends acknowledgements and whatever is due, within the pace. False: the link failed.
 async fn flush(
-    link: &mut Link,
+    link: &mut Box<dyn Duplex>,
     peers: &mut HashMap<[u8; 32], Peer>,
     pace: &mut Pace,
     now_ms: u64,
@@ -239,7 +243,7 @@ fn incarnation() -> u64 {
         .map_or(1, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
-async fn send_control(link: &mut Link, message: &ToRelay) -> bool {
+async fn send_control(link: &mut Box<dyn Duplex>, message: &ToRelay) -> bool {
     match serde_json::to_string(message) {
         Ok(text) => link.send(Message::text(text)).await.is_ok(),
         Err(_) => false,
@@ -270,8 +274,14 @@ async fn drive(
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     loop {
-        let connected = match connect(&config.addr, &config.server_name, config.tls.clone()).await {
-            Ok((mut link, cert)) => authenticate(&mut link, &config.secret, config.side, &cert)
+        let opened = match &config.local {
+            Some(local) => Ok(local()),
+            None => connect(&config.addr, &config.server_name, config.tls.clone())
+                .await
+                .map(|(link, cert)| (Box::new(link) as Box<dyn Duplex>, cert)),
+        };
+        let connected = match opened {
+            Ok((mut link, cert)) => authenticate(&mut *link, &config.secret, config.side, &cert)
                 .await
                 .map(|()| link)
                 .ok(),
@@ -368,6 +378,13 @@ async fn drive(
                         }
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    // Over TLS the WebSocket layer has answered already (one more pong is
+                    // allowed); a connection in the relay's process has no such layer.
+                    Some(Ok(Message::Ping(payload))) => {
+                        if link.send(Message::Pong(payload)).await.is_err() {
+                            break;
+                        }
+                    }
                     Some(Ok(_)) => {}
                 },
                 _ = tick.tick() => {
@@ -377,7 +394,7 @@ async fn drive(
                 }
             }
         }
-        let _ = link.close(None).await;
+        let _ = link.close().await;
     }
 }
 

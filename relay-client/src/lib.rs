@@ -30,10 +30,33 @@ use sha2::{Digest as _, Sha256};
 use tokio::net::TcpStream;
 use tokio_rustls::client::TlsStream;
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 /// A WebSocket to the relay over TLS.
 pub type Link = WebSocketStream<TlsStream<TcpStream>>;
+
+/// Either direction of a connection to the relay, as WebSocket messages: a [`Link`], or a
+/// connection within the relay's own process ([`LocalConnector`]).
+pub trait Duplex:
+    futures_util::Sink<Message, Error = WsError>
+    + futures_util::Stream<Item = Result<Message, WsError>>
+    + Send
+    + Unpin
+{
+}
+
+impl<T> Duplex for T where
+    T: futures_util::Sink<Message, Error = WsError>
+        + futures_util::Stream<Item = Result<Message, WsError>>
+        + Send
+        + Unpin
+{
+}
+
+/// Opens a connection to a relay that runs in this same process (one a host embeds), instead
+/// of one over TLS: the connection, and the SHA-256 of the certificate the relay presents to
+/// everyone else, which the authentication is bound to as over TLS.
+pub type LocalConnector = Arc<dyn Fn() -> (Box<dyn Duplex>, [u8; 32]) + Send + Sync>;
 
 /// Why the link could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -172,8 +195,8 @@ pub async fn connect(
 }
 
 /// Answers the relay's challenge as `secret` on `side`, and waits for the welcome.
-pub async fn authenticate(
-    link: &mut Link,
+pub async fn authenticate<L: Duplex + ?Sized>(
+    link: &mut L,
     secret: &SecretKey,
     side: Side,
     cert_sha256: &[u8; 32],
@@ -199,7 +222,7 @@ pub async fn authenticate(
 }
 
 /// The next control message from the relay (skipping pings).
-pub async fn next_control(link: &mut Link) -> Result<FromRelay, LinkError> {
+pub async fn next_control<L: Duplex + ?Sized>(link: &mut L) -> Result<FromRelay, LinkError> {
     loop {
         match link.next().await {
             Some(Ok(Message::Text(text))) => {

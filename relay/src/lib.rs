@@ -15,6 +15,7 @@
 
 pub mod echo;
 pub mod hub;
+pub mod local;
 pub mod metrics;
 pub mod server;
 pub mod sse;

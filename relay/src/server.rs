@@ -163,19 +163,34 @@ impl Server {
                     let inner = self.inner.clone();
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
-                        Metrics::inc(&inner.metrics.connections_total);
-                        let open = inner.open.fetch_add(1, Ordering::Relaxed) + 1;
-                        inner.metrics.connections.store(open as u64, Ordering::Relaxed);
-                        if let Err(e) = connection(&inner, acceptor, tcp, open).await {
+                        let open = Open::count(&inner);
+                        if let Err(e) = connection(&inner, acceptor, tcp, open.0).await {
                             tracing::debug!(%peer, "connection ended: {e}");
                         }
-                        let open = inner.open.fetch_sub(1, Ordering::Relaxed) - 1;
-                        inner.metrics.connections.store(open as u64, Ordering::Relaxed);
                     });
                 }
             }
         }
         Ok(())
+    }
+
+    /// A connection from this same process, for a host whose relay is embedded: the session
+    /// a TLS WebSocket client gets (challenge, hello bound to this relay's certificate, limits,
+    /// routing, presence), carried by two channels instead of TLS and a socket. Closed at once
+    /// once the relay is shutting down.
+    pub fn connect_local(&self) -> crate::local::LocalConn {
+        let (client, relay) = crate::local::pair();
+        if !*self.inner.stop.borrow() {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                let _open = Open::count(&inner);
+                let (sink, stream) = relay;
+                if let Err(e) = session(&inner, sink, stream).await {
+                    tracing::debug!("local connection ended: {e}");
+                }
+            });
+        }
+        crate::local::LocalConn::new(client)
     }
 
     /// Stops accepting, closes every connection with 1001 "relay shutting down", and waits for
@@ -189,6 +204,26 @@ impl Server {
         while self.inner.open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+}
+
+/// A connection counted as open (in the metrics and for the drain at shutdown) while it lives;
+/// holds how many were open with it.
+struct Open(usize, Arc<Inner>);
+
+impl Open {
+    fn count(inner: &Arc<Inner>) -> Self {
+        Metrics::inc(&inner.metrics.connections_total);
+        let open = inner.open.fetch_add(1, Ordering::Relaxed) + 1;
+        inner.metrics.connections.store(open as u64, Ordering::Relaxed);
+        Self(open, inner.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        let open = self.1.open.fetch_sub(1, Ordering::Relaxed) - 1;
+        self.1.metrics.connections.store(open as u64, Ordering::Relaxed);
     }
 }
 

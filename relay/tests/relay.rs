@@ -592,3 +592,68 @@ async fn an_event_stream_lives_while_its_client_answers_pings_and_no_longer() {
     });
     assert_eq!(closed.await.unwrap(), "1001 idle timeout");
 }
+
+#[tokio::test]
+async fn a_host_in_the_relays_own_process_gets_the_same_session_without_tls() {
+    let r = relay(Limits::default()).await;
+    let (host, phone, stranger) = (key(1), key(2), key(3));
+    // Bound to the relay's certificate as over TLS: an answer bound to another is refused.
+    let mut wrong = r.server.connect_local();
+    assert!(authenticate(&mut wrong, &host, Side::Host, &[7u8; 32]).await.is_err());
+    let mut local = r.server.connect_local();
+    authenticate(&mut local, &host, Side::Host, &r.pin).await.unwrap();
+    let message = protocol::relay::register(&host, 1, &[*phone.public_key().as_bytes()], &[]);
+    local.send(Message::text(serde_json::to_string(&message).unwrap())).await.unwrap();
+    let mut device = join(&r, &phone, Side::Device).await;
+    let online =
+        FromRelay::Presence { device: hex::encode(phone.public_key().as_bytes()), online: true };
+    while tokio::time::timeout(Duration::from_secs(5), next_control(&mut local))
+        .await
+        .unwrap()
+        .unwrap()
+        != online
+    {}
+    // Both ways, between the process's own host and a device over TLS.
+    send(&mut device, 1, &host, b"from the phone").await;
+    let from_phone = loop {
+        match tokio::time::timeout(Duration::from_secs(2), local.next()).await.unwrap() {
+            Some(Ok(Message::Binary(frame))) => {
+                let (_, from, payload) = protocol::relay::split_frame(&frame).unwrap();
+                break (from, payload.to_vec());
+            }
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(from_phone, (*phone.public_key().as_bytes(), b"from the phone".to_vec()));
+    let frame = protocol::relay::data_frame(1, phone.public_key().as_bytes(), b"from the host");
+    local.send(Message::binary(frame)).await.unwrap();
+    assert_eq!(
+        recv(&mut device).await,
+        Some((*host.public_key().as_bytes(), b"from the host".to_vec()))
+    );
+    // Only registered devices reach it, as over TLS.
+    let mut other = join(&r, &stranger, Side::Device).await;
+    send(&mut other, 1, &host, b"let me in").await;
+    let nothing_came = tokio::time::timeout(Duration::from_millis(500), async {
+        loop {
+            if let Some(Ok(Message::Binary(_))) = local.next().await {
+                return;
+            }
+        }
+    })
+    .await
+    .is_err();
+    assert!(nothing_came, "a stranger's frame reached the host");
+    // Counted, and closed with a reason at shutdown like the others.
+    assert!(r.server.metrics().connections.load(std::sync::atomic::Ordering::Relaxed) >= 3);
+    r.server.shutdown().await;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), local.next()).await.unwrap() {
+            Some(Ok(Message::Close(Some(f)))) => break u16::from(f.code),
+            Some(Ok(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(code, 1001);
+}
