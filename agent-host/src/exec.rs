@@ -612,6 +612,22 @@ const LAUNCHER_REPORT: u8 = b'X';
 /// The exit code a launcher reports when it cannot start the command.
 const CANNOT_LAUNCH: i32 = 125;
 
+/// Where `program` is: itself if it names a path, else the first executable file of that name
+/// in `path`'s directories (as `execvp` looks), else itself (for the error to name).
+fn find_program(program: &str, path: &str) -> PathBuf {
+    if program.contains('/') {
+        return PathBuf::from(program);
+    }
+    path.split(':')
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| Path::new(dir).join(program))
+        .find(|candidate| {
+            candidate.is_file()
+                && rustix::fs::access(candidate, rustix::fs::Access::EXEC_OK).is_ok()
+        })
+        .unwrap_or_else(|| PathBuf::from(program))
+}
+
 /// The exit code in a launcher's report, once it is whole.
 fn parse_report(bytes: &[u8]) -> Option<i32> {
     match bytes {
@@ -658,19 +674,33 @@ pub fn launch_in_sandbox() -> u8 {
         report(CANNOT_LAUNCH);
         return 1;
     };
-    let started = Command::new(program)
+    // Found here in the job's own PATH, so that the command is spawned (vfork and exec)
+    // rather than forked from this process.
+    let path = launch.env.get("PATH").map_or("", String::as_str);
+    let started = Command::new(find_program(program, path))
+        .arg0(program)
         .args(args)
         .current_dir(&launch.cwd)
         .env_clear()
         .envs(&launch.env)
         .stdin(Stdio::null())
         .spawn();
-    let code = match started.and_then(|mut child| child.wait()) {
-        Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+    let mut child = match started {
+        Ok(child) => child,
         Err(e) => {
             eprintln!("agent-host: cannot run {program}: {e}");
-            CANNOT_LAUNCH
+            report(CANNOT_LAUNCH);
+            return 1;
         }
+    };
+    // The output is the job's alone from now on: its end comes with the job's, not later
+    // with this process's.
+    if let Ok(null) = std::fs::File::open("/dev/null") {
+        let _ = rustix::stdio::dup2_stdout(&null).and_then(|()| rustix::stdio::dup2_stderr(&null));
+    }
+    let code = match child.wait() {
+        Ok(status) => status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)),
+        Err(_) => CANNOT_LAUNCH,
     };
     report(code);
     0

@@ -309,6 +309,24 @@ fn exit_codes_output_and_leftover_processes_in_every_sandbox() {
 }
 
 #[test]
+fn programs_are_found_in_path_and_keep_the_name_they_were_called_by() {
+    for sb in sandboxes() {
+        let s = setup();
+        let mut j = job(&s, "");
+        j.argv = vec!["sh".into(), "-c".into(), "echo $0".into()];
+        let out = exec(&sb, &s, &j);
+        assert_eq!(
+            (out.exit_code, String::from_utf8_lossy(&out.output).as_ref()),
+            (Some(0), "sh\n")
+        );
+        j.argv = vec!["no-such-program-here".into()];
+        let out = exec(&sb, &s, &j);
+        assert!(!matches!(out.exit_code, Some(0) | None), "{sb:?}: {out:?}");
+        assert!(String::from_utf8_lossy(&out.output).contains("no-such-program-here"), "{sb:?}");
+    }
+}
+
+#[test]
 fn unsandboxed_a_background_process_holding_the_output_does_not_hold_the_result() {
     let s = setup();
     let run_script = |script: &str| {
