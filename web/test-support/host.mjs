@@ -85,7 +85,7 @@ export async function startHost(permissions, { separateRelay = false } = {}) {
   mkdirSync(ws);
   const settings = join(base, "settings.json");
   writeFileSync(settings, JSON.stringify({ permissions }));
-  const env = { ...process.env, AGENT_HOST_HOME: home, REMOTE_HOME: join(base, "devices"), RUST_LOG: "info" };
+  const env = { ...process.env, AGENT_HOST_HOME: home, REMOTE_HOME: join(base, "devices"), RUST_LOG: process.env.RUST_LOG ?? "info" };
   const sandbox = spawnSync(agentHost, ["doctor"], { env }).status === 0 ? [] : ["--allow-unsandboxed"];
   const children = [];
   const relay = `127.0.0.1:${await freePort()}`;
