@@ -560,6 +560,9 @@ fn finish(
                     if let Some(code) = parse_report(&reported) {
                         status = Some(Exit::Reported(code));
                         exited_at = Some(Instant::now());
+                    } else if reported.len() >= 5 {
+                        // Not a report: the process's end says how it went.
+                        report = None;
                     }
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
