@@ -10,8 +10,8 @@
 //!   to the journal as one numbered line, at once, so a message accepted once bounces after
 //!   the host is stopped or killed. The journal is synced ([`JournalSync`], one `fdatasync`
 //!   however many lines) before anything takes effect (an action starts), in the same commit
-//!   as the audit log, and in the background right after each line otherwise: a power loss can
-//!   only lose lines of messages that nothing took effect from. Loading applies the journal's
+//!   as the audit log, and otherwise in the background a few milliseconds after each line: a
+//!   power loss can only lose lines of messages that nothing took effect from. Loading applies the journal's
 //!   lines numbered past the one `counters.json` records; every [`JOURNAL_COMPACT`] lines (and
 //!   whenever `counters.json` is written anyway) the state is written whole and the journal
 //!   emptied. A torn last line (power lost mid-write) was never synced: it is dropped. Each
