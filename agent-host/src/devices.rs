@@ -11,7 +11,10 @@
 //!   the host is stopped or killed. The journal is synced ([`JournalSync`], one `fdatasync`
 //!   however many lines) before anything takes effect (an action starts), in the same commit
 //!   as the audit log, and otherwise in the background a few milliseconds after each line: a
-//!   power loss can only lose lines of messages that nothing took effect from. Loading applies the journal's
+//!   power loss can only lose lines of messages that no action followed. At worst a request
+//!   and its approval were accepted and the power went before the action's commit: a relay
+//!   replaying both after the restart gets the approved action run then, once, as it never
+//!   ran; never twice, since an action's commit makes its counters durable first. Loading applies the journal's
 //!   lines numbered past the one `counters.json` records; every [`JOURNAL_COMPACT`] lines (and
 //!   whenever `counters.json` is written anyway) the state is written whole and the journal
 //!   emptied. A torn last line (power lost mid-write) was never synced: it is dropped. Each
