@@ -331,7 +331,7 @@ pub struct AuditLog {
     path: PathBuf,
     writer: Mutex<Writer>,
     syncer: Mutex<Syncer>,
-    /// The last seq synced (line and head).
+    /// The last seq synced (its line on disk, the head naming it written).
     synced: AtomicU64,
     /// Set when opening cut off a torn last line or completed the head.
     pub recovered: Option<String>,
