@@ -10,7 +10,9 @@
 //!   several `remote` commands at once never reuse a counter. A command reserves a small block
 //!   of counters ([`COUNTER_BLOCK`]) at a time, so it writes this file once per block rather
 //!   than once per message; blocks of commands running together stay within the host's replay
-//!   window of 64, so their messages may interleave.
+//!   window of 64, so their messages may interleave. A session that keeps sending reserves its
+//!   next block while the last [`RESERVE_AHEAD`] counters of the current one are left, on a
+//!   thread of its own, so that its messages do not wait for this file.
 //!
 //! Every file is replaced atomically (temp file, fsync, rename, fsync of the directory).
 
@@ -24,6 +26,11 @@ use serde::{Deserialize, Serialize};
 
 /// How many counters a command reserves at once.
 pub const COUNTER_BLOCK: u64 = 16;
+
+/// With this many counters of its block left, a session reserves the next block in the
+/// background. A command that sends fewer than `COUNTER_BLOCK - RESERVE_AHEAD` messages never
+/// holds more than its one block.
+pub const RESERVE_AHEAD: u64 = COUNTER_BLOCK / 4;
 
 /// What pairing learnt about the host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -160,6 +167,15 @@ impl Profile {
         Ok(())
     }
 
+    /// Reserves the next [`COUNTER_BLOCK`] counters towards the host: its first and last.
+    pub fn reserve_block(&self) -> anyhow::Result<(u64, u64)> {
+        self.update_counters(|c| {
+            let first = c.sent + 1;
+            c.sent += COUNTER_BLOCK;
+            (first, c.sent)
+        })
+    }
+
     /// Reads the counters, lets `change` update them, and writes them back, all under the
     /// profile's lock.
     pub fn update_counters<T>(&self, change: impl FnOnce(&mut Counters) -> T) -> anyhow::Result<T> {
@@ -179,6 +195,59 @@ impl Profile {
         let out = change(&mut counters);
         self.save_counters(counters)?;
         Ok(out)
+    }
+}
+
+/// The counters one session uses towards the host, reserved from its profile in blocks.
+/// Without a profile (while pairing) they start at 1 and are not recorded.
+#[derive(Debug)]
+pub struct CounterBlocks {
+    profile: Option<Profile>,
+    /// The next to use.
+    next: u64,
+    /// The last of the block in use.
+    last: u64,
+    /// The next block, being reserved on a thread of its own.
+    ahead: Option<std::thread::JoinHandle<anyhow::Result<(u64, u64)>>>,
+}
+
+impl CounterBlocks {
+    /// Nothing reserved yet: the first counter taken reserves a block.
+    pub fn new(profile: Option<Profile>) -> Self {
+        Self { profile, next: 1, last: 0, ahead: None }
+    }
+
+    /// The next counter. When the block is used up, the next one is the block reserved ahead
+    /// ([`Self::reserve_ahead`]), waited for if still being written; if that failed, or none
+    /// was reserved ahead, a block is reserved here, and its error returned.
+    pub fn take(&mut self) -> anyhow::Result<u64> {
+        if let Some(profile) = &self.profile
+            && self.next > self.last
+        {
+            let ahead = self.ahead.take().and_then(|thread| thread.join().ok()?.ok());
+            (self.next, self.last) = match ahead {
+                Some(block) => block,
+                None => profile.reserve_block()?,
+            };
+        }
+        self.next += 1;
+        Ok(self.next - 1)
+    }
+
+    /// Once no more than [`RESERVE_AHEAD`] counters of the block are left, starts reserving
+    /// the next block in the background. Called after a message is sent, so that the write is
+    /// not on its way.
+    pub fn reserve_ahead(&mut self) {
+        let Some(profile) = &self.profile else { return };
+        let left = (self.last + 1).saturating_sub(self.next);
+        if left <= RESERVE_AHEAD && self.ahead.is_none() {
+            let profile = profile.clone();
+            // Without a thread, the block is reserved when it is needed.
+            self.ahead = std::thread::Builder::new()
+                .name("reserve-counters".into())
+                .spawn(move || profile.reserve_block())
+                .ok();
+        }
     }
 }
 
@@ -212,5 +281,67 @@ mod tests {
         .unwrap();
         assert!(profile.key().is_err(), "a key others can read is refused");
         assert!(Profile::open("../x").is_err());
+    }
+
+    fn sent(profile: &Profile) -> u64 {
+        profile.update_counters(|c| c.sent).unwrap()
+    }
+
+    #[test]
+    fn a_session_reserves_its_next_block_ahead_and_never_repeats_a_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile { dir: dir.path().join("p") };
+        std::fs::create_dir_all(profile.dir()).unwrap();
+        let mut session = CounterBlocks::new(Some(profile.clone()));
+        // A command that sends a few messages holds one block and starts no thread.
+        let quiet = COUNTER_BLOCK - RESERVE_AHEAD - 1;
+        for expected in 1..=quiet {
+            assert_eq!(session.take().unwrap(), expected);
+            session.reserve_ahead();
+        }
+        assert!(session.ahead.is_none());
+        assert_eq!(sent(&profile), COUNTER_BLOCK);
+        // One more and the next block is being reserved while this one still has some left.
+        assert_eq!(session.take().unwrap(), quiet + 1);
+        session.reserve_ahead();
+        let ahead = session.ahead.take().expect("reserving ahead");
+        let block = ahead.join().unwrap().unwrap();
+        assert_eq!(block, (COUNTER_BLOCK + 1, 2 * COUNTER_BLOCK));
+        session.ahead = Some(std::thread::spawn(move || Ok(block)));
+        // Another command of the profile takes the block after it meanwhile.
+        let mut other = CounterBlocks::new(Some(profile));
+        assert_eq!(other.take().unwrap(), 2 * COUNTER_BLOCK + 1);
+        let mut taken: Vec<u64> = (0..2 * COUNTER_BLOCK)
+            .map(|_| {
+                let c = session.take().unwrap();
+                session.reserve_ahead();
+                c
+            })
+            .collect();
+        assert!(taken.windows(2).all(|w| w[0] < w[1]), "{taken:?}");
+        assert_eq!(taken[RESERVE_AHEAD as usize], COUNTER_BLOCK + 1, "the block reserved ahead");
+        assert!(!taken.iter().any(|c| (2 * COUNTER_BLOCK + 1..=3 * COUNTER_BLOCK).contains(c)));
+        taken.push(other.take().unwrap());
+        let unique: std::collections::BTreeSet<u64> = taken.iter().copied().collect();
+        assert_eq!(unique.len(), taken.len());
+    }
+
+    #[test]
+    fn a_block_that_failed_ahead_is_reserved_when_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile { dir: dir.path().join("p") };
+        std::fs::create_dir_all(profile.dir()).unwrap();
+        let mut session = CounterBlocks::new(Some(profile.clone()));
+        for _ in 0..COUNTER_BLOCK {
+            session.take().unwrap();
+        }
+        session.ahead = Some(std::thread::spawn(|| Err(anyhow::anyhow!("disk full"))));
+        assert_eq!(session.take().unwrap(), COUNTER_BLOCK + 1);
+        assert_eq!(sent(&profile), 2 * COUNTER_BLOCK);
+        // Without a profile (pairing), counters simply count from 1.
+        let mut pairing = CounterBlocks::new(None);
+        assert_eq!((pairing.take().unwrap(), pairing.take().unwrap()), (1, 2));
+        pairing.reserve_ahead();
+        assert!(pairing.ahead.is_none());
     }
 }

@@ -12,7 +12,7 @@ use protocol::{
 };
 use relay_client::{Client, ClientConfig, Inbound};
 
-use crate::profile::Profile;
+use crate::profile::{CounterBlocks, Profile};
 
 /// How long a message the device sends stays valid.
 const LIFETIME_MS: u64 = 2 * 60 * 1000;
@@ -74,8 +74,8 @@ pub struct Session {
     key: SecretKey,
     host: PublicKey,
     profile: Option<Profile>,
-    /// The next counter to use, and the last one reserved.
-    counters: (u64, u64),
+    /// Counters towards the host.
+    counters: CounterBlocks,
     /// The highest counter accepted from the host when the session started.
     received_at_start: u64,
     window: ReplayWindow,
@@ -119,31 +119,13 @@ impl Session {
             client: Client::start(config),
             key,
             host: link.host,
+            counters: CounterBlocks::new(profile.clone()),
             profile,
-            counters: (1, 0),
             received_at_start: received,
             window,
             host_offline: false,
             dropped: 0,
         })
-    }
-
-    /// The next counter, reserving a block when the last one is used up. Without a profile
-    /// (while pairing) the device's first message is 1.
-    fn next_counter(&mut self) -> anyhow::Result<u64> {
-        let (next, reserved) = &mut self.counters;
-        if *next > *reserved
-            && let Some(profile) = &self.profile
-        {
-            (*next, *reserved) = profile.update_counters(|c| {
-                let first = c.sent + 1;
-                c.sent += crate::profile::COUNTER_BLOCK;
-                (first, c.sent)
-            })?;
-        }
-        let counter = *next;
-        *next += 1;
-        Ok(counter)
     }
 
     /// Connects as a paired profile, to the host and through the relay it was paired with.
@@ -169,7 +151,7 @@ impl Session {
 
     /// Seals and queues a message to the host.
     pub fn send(&mut self, message: &Message) -> anyhow::Result<()> {
-        let counter = self.next_counter()?;
+        let counter = self.counters.take()?;
         let now = now_ms();
         let ctx = SealContext {
             recipient: &self.host,
@@ -180,7 +162,9 @@ impl Session {
         let frame = protocol::seal(&self.key, &ctx, message)?;
         self.client
             .send(*self.host.as_bytes(), frame)
-            .map_err(|_| anyhow::anyhow!("the link to the relay stopped"))
+            .map_err(|_| anyhow::anyhow!("the link to the relay stopped"))?;
+        self.counters.reserve_ahead();
+        Ok(())
     }
 
     /// The next verified message from the host, waiting until `deadline`.
