@@ -21,9 +21,14 @@
 //!   update is thus atomic (a whole line, or none) without a temporary file and a rename per
 //!   message.
 //!
-//! The host's counter towards a device is reserved in blocks of [`TX_BLOCK`]: the file records
+//! The host's counter towards a device is reserved in blocks of [`TX_BLOCK`]: the state records
 //! the end of the block in use, and a restarted host starts after it, so a counter is never
-//! reused even though the host does not write the file for every event it sends.
+//! reused even though the host does not write the file for every event it sends. The next
+//! block is reserved ahead, by a journal line, while the last quarter of the current one is
+//! used; the line is synced in the background (or at the next commit), and only if it is not
+//! yet on disk when the block runs out does the event that needs it wait for the sync. A block
+//! is thus never used before its reservation is durable, and no event waits for a rewrite of
+//! `counters.json` except the first to a device after a start.
 //!
 //! A file that exists but does not parse stops the host (fail closed): it never starts with
 //! an empty device list or forgotten counters in its place.
@@ -133,14 +138,28 @@ impl Default for AnyCountersFile {
     }
 }
 
-/// One line of `counters.journal`: a device's window after a message it sent.
+/// One line of `counters.journal`: a device's window after a message it sent, or how far the
+/// host's counter towards it is reserved now.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JournalLine {
     n: u64,
     id: DeviceId,
-    rx: ReplayState,
-    seen_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rx: Option<ReplayState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    seen_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    tx_reserved: Option<u64>,
+}
+
+/// The host's next counter towards a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tx {
+    /// The counter to use.
+    pub counter: u64,
+    /// A block was reserved ahead by a journal line, which wants syncing soon.
+    pub reserved_ahead: bool,
 }
 
 /// The registry, as loaded from the state directory.
@@ -151,6 +170,9 @@ pub struct Registry {
     counters: BTreeMap<DeviceId, Counters>,
     /// The next counter to use towards each device (in memory; see [`TX_BLOCK`]).
     tx_next: BTreeMap<DeviceId, u64>,
+    /// Blocks reserved ahead by a journal line not known to be synced: the line's number, and
+    /// the end of the reservation that is durable until then.
+    tx_ahead: BTreeMap<DeviceId, (u64, u64)>,
     /// The number of the last journal line (written or loaded).
     journal_n: u64,
     /// Journal lines since `counters.json` was last written.
@@ -176,9 +198,14 @@ pub struct JournalSync {
 impl JournalSync {
     /// Syncs every line written so far (nothing to do when that is done already).
     pub fn sync(&self) -> std::io::Result<()> {
+        self.sync_through(self.written.load(Ordering::Acquire))
+    }
+
+    /// Makes line `n` durable, with every line written so far unless it already is.
+    fn sync_through(&self, n: u64) -> std::io::Result<()> {
         let mut synced = self.synced.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let written = self.written.load(Ordering::Acquire);
-        if written <= *synced {
+        if n <= *synced || written <= *synced {
             return Ok(());
         }
         if let Some(file) = self.file.get() {
@@ -238,8 +265,15 @@ impl Registry {
             if line.n > journal_n {
                 journal_n = line.n;
                 let c = counters.entry(line.id).or_default();
-                c.rx = line.rx;
-                c.last_seen_ms = Some(line.seen_ms);
+                if let Some(rx) = line.rx {
+                    c.rx = rx;
+                }
+                if let Some(seen) = line.seen_ms {
+                    c.last_seen_ms = Some(seen);
+                }
+                if let Some(tx) = line.tx_reserved {
+                    c.tx_reserved = c.tx_reserved.max(tx);
+                }
             }
         }
         // Continue after every reserved block: counters handed out before a crash stay used.
@@ -249,6 +283,7 @@ impl Registry {
             devices: file.devices.into_iter().map(|d| (d.id, d)).collect(),
             counters,
             tx_next,
+            tx_ahead: BTreeMap::new(),
             journal_n,
             journal_lines,
             journal: None,
@@ -286,6 +321,8 @@ impl Registry {
             self.journal = Some(journal);
             self.journal_lines = 0;
         }
+        // Every reservation is in the file now.
+        self.tx_ahead.clear();
         Ok(())
     }
 
@@ -405,7 +442,13 @@ impl Registry {
         now_ms: u64,
     ) -> Result<(), RegistryError> {
         self.journal_n += 1;
-        let line = JournalLine { n: self.journal_n, id: *id, rx, seen_ms: now_ms };
+        let line = JournalLine {
+            n: self.journal_n,
+            id: *id,
+            rx: Some(rx),
+            seen_ms: Some(now_ms),
+            tx_reserved: None,
+        };
         self.journal_append(&line)?;
         let counters = self.counters.entry(*id).or_default();
         counters.rx = rx;
@@ -416,16 +459,46 @@ impl Registry {
         Ok(())
     }
 
-    /// The next counter towards `id`, reserving (and writing) a new block when one runs out.
-    pub fn next_tx(&mut self, id: &DeviceId) -> Result<u64, RegistryError> {
+    /// The next counter towards `id` (see [`TX_BLOCK`]): from a block whose reservation is on
+    /// disk, waiting for the sync of the one reserved ahead if it is not yet; with no block
+    /// left, a new one is written whole first.
+    pub fn next_tx(&mut self, id: &DeviceId) -> Result<Tx, RegistryError> {
         let next = self.tx_next.get(id).copied().unwrap_or(1);
-        let counters = self.counters.entry(*id).or_default();
-        if next > counters.tx_reserved {
-            counters.tx_reserved = next + TX_BLOCK - 1;
+        if let Some(&(line, durable)) = self.tx_ahead.get(id)
+            && next > durable
+        {
+            let path = self.dir.join(JOURNAL);
+            self.journal_sync
+                .sync_through(line)
+                .map_err(|error| RegistryError::Io { path, error })?;
+            self.tx_ahead.remove(id);
+        }
+        let reserved = self.counters.entry(*id).or_default().tx_reserved;
+        let mut reserved_ahead = false;
+        if next > reserved {
+            self.counters.entry(*id).or_default().tx_reserved = next + TX_BLOCK - 1;
             self.save_counters()?;
+        } else if reserved - next < TX_BLOCK / 4 && !self.tx_ahead.contains_key(id) {
+            self.journal_n += 1;
+            let line = JournalLine {
+                n: self.journal_n,
+                id: *id,
+                rx: None,
+                seen_ms: None,
+                tx_reserved: Some(reserved + TX_BLOCK),
+            };
+            match self.journal_append(&line) {
+                Ok(()) => {
+                    self.counters.entry(*id).or_default().tx_reserved = reserved + TX_BLOCK;
+                    self.tx_ahead.insert(*id, (line.n, reserved));
+                    reserved_ahead = true;
+                }
+                // Reserved when it is needed instead, where an error stops the event.
+                Err(e) => tracing::warn!("cannot reserve counters ahead: {e}"),
+            }
         }
         self.tx_next.insert(*id, next + 1);
-        Ok(next)
+        Ok(Tx { counter: next, reserved_ahead })
     }
 }
 
@@ -453,14 +526,65 @@ mod tests {
         let mut window = ReplayWindow::restore(reg.rx(&d.id));
         window.commit(7).unwrap();
         reg.accepted(&d.id, window.export(), 99).unwrap();
-        let sent: Vec<u64> = (0..3).map(|_| reg.next_tx(&d.id).unwrap()).collect();
+        let sent: Vec<u64> = (0..3).map(|_| reg.next_tx(&d.id).unwrap().counter).collect();
         assert_eq!(sent, [1, 2, 3]);
 
         let mut again = Registry::load(dir.path()).unwrap();
         let mut window = ReplayWindow::restore(again.rx(&d.id));
         assert!(window.commit(7).is_err(), "a message accepted before the restart bounces");
-        assert!(again.next_tx(&d.id).unwrap() > 3, "a counter used before is never reused");
+        assert!(again.next_tx(&d.id).unwrap().counter > 3, "a counter used before is never reused");
         assert_eq!(again.list()[0].1.last_seen_ms, Some(99));
+    }
+
+    #[test]
+    fn the_next_block_is_reserved_ahead_and_used_only_once_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut reg = Registry::load(dir.path()).unwrap();
+        let d = device(1);
+        reg.add(d.clone()).unwrap();
+        let synced = |reg: &Registry| *reg.journal_sync.synced.lock().unwrap();
+        let mut taken = Vec::new();
+        let mut take = |reg: &mut Registry| {
+            let tx = reg.next_tx(&d.id).unwrap();
+            taken.push(tx.counter);
+            tx
+        };
+        // The last quarter of the first block: the next one is reserved by a journal line.
+        let ahead_from = TX_BLOCK - TX_BLOCK / 4 + 1;
+        for _ in 1..ahead_from {
+            assert!(!take(&mut reg).reserved_ahead);
+        }
+        assert!(take(&mut reg).reserved_ahead);
+        let journal = std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap();
+        let line = journal.lines().last().unwrap();
+        assert!(line.contains(&format!("\"tx_reserved\":{}", 2 * TX_BLOCK)), "{line}");
+        let file: CountersFile =
+            serde_json::from_slice(&std::fs::read(dir.path().join("counters.json")).unwrap())
+                .unwrap();
+        assert_eq!(file.devices[&d.id].tx_reserved, TX_BLOCK, "counters.json is not rewritten");
+
+        // Were the power lost now, the line with it, a restart still goes past every counter
+        // used, as they all come from the block on disk.
+        let lost = tempfile::tempdir().unwrap();
+        for name in ["devices.json", "counters.json"] {
+            std::fs::copy(dir.path().join(name), lost.path().join(name)).unwrap();
+        }
+        let kept = journal.len() - line.len() - 1;
+        std::fs::write(lost.path().join(JOURNAL), &journal[..kept]).unwrap();
+        let first = Registry::load(lost.path()).unwrap().next_tx(&d.id).unwrap().counter;
+        assert_eq!(first, TX_BLOCK + 1);
+
+        // The rest of the block does not wait for the line; the next block does.
+        let line_n = reg.journal_n;
+        while take(&mut reg).counter < TX_BLOCK {}
+        assert!(synced(&reg) < line_n, "nothing synced before the block ran out");
+        assert_eq!(take(&mut reg).counter, TX_BLOCK + 1);
+        assert!(synced(&reg) >= line_n, "the reservation is on disk before its first counter");
+        assert!(taken.iter().copied().eq(1..=TX_BLOCK + 1), "one run, nothing skipped or repeated");
+
+        // A restart goes on after the block reserved ahead.
+        let first = Registry::load(dir.path()).unwrap().next_tx(&d.id).unwrap().counter;
+        assert_eq!(first, 2 * TX_BLOCK + 1);
     }
 
     #[test]
@@ -532,7 +656,7 @@ mod tests {
         std::fs::write(dir.path().join("counters.json"), earlier).unwrap();
         let mut reg = Registry::load(dir.path()).unwrap();
         assert_eq!(reg.rx(&d.id).highest, 7);
-        assert_eq!(reg.next_tx(&d.id).unwrap(), 1025);
+        assert_eq!(reg.next_tx(&d.id).unwrap().counter, 1025);
     }
 
     #[test]

@@ -379,7 +379,12 @@ fn seal_to(host: &Host, to: &[u8; 32], message: &Message) -> Option<Vec<u8>> {
         let mut devices = lock(&host.devices);
         if devices.get(&id).is_some() {
             match devices.next_tx(&id) {
-                Ok(c) => c,
+                Ok(tx) => {
+                    if tx.reserved_ahead {
+                        host.syncer.soon();
+                    }
+                    tx.counter
+                }
                 Err(e) => {
                     tracing::error!("cannot reserve counters: {e}; not sending");
                     return None;
