@@ -4,13 +4,13 @@
 //!
 //! Every action, local or remote, takes the one path in [`crate::actions`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use protocol::{HostEvent, HostId, RequestId, SecretKey};
+use protocol::{DeviceId, HostEvent, HostId, RequestId, SecretKey};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{UnixListener, UnixStream};
@@ -53,8 +53,9 @@ pub struct Host {
     pub(crate) host_id: HostId,
     /// Written through [`Host::record`], made durable by [`Host::commit`].
     pub(crate) audit: Arc<AuditLog>,
-    /// Syncs the devices' counter journal.
-    pub(crate) journal: Arc<JournalSync>,
+    /// The requests devices made shortly before this start, which could still be replayed
+    /// ([`requested_before`]).
+    pub(crate) requested_before: HashSet<(DeviceId, RequestId)>,
     /// Syncs both in the background.
     pub(crate) syncer: Syncer,
     pub(crate) broker: Mutex<Broker>,
@@ -87,11 +88,16 @@ impl Host {
         record
     }
 
-    /// Makes durable every counter accepted and every audit record written so far. Called
-    /// before anything takes effect: an action starts, an agent is told yes, the device list
-    /// changes.
+    /// Makes durable every audit record written so far. Called before anything takes effect:
+    /// an action starts, an agent is told yes, the device list changes.
+    ///
+    /// The counter lines of the messages that led there are synced in the background, within
+    /// [`SYNC_WINDOW`], not here: one `fdatasync` on the way of every action instead of two.
+    /// Were the power lost before they reached the disk, the request's record did, and a
+    /// restarted host refuses the request if it comes again ([`requested_before`]); its approval
+    /// has nothing to approve (pending actions do not survive a restart). An action runs at most
+    /// once all the same.
     pub(crate) fn commit(&self) -> anyhow::Result<()> {
-        self.journal.sync().map_err(|e| anyhow::anyhow!("the devices' counters: {e}"))?;
         self.audit.sync().map_err(|e| anyhow::anyhow!("the audit log: {e}"))
     }
 
@@ -155,6 +161,29 @@ impl Drop for Syncer {
     }
 }
 
+/// The requests paired devices made in the audit log's last records, recent enough that a relay
+/// could still deliver them again (within a message's longest life and twice the clock skew
+/// allowed before `now_ms`). A restarted host refuses these even if the counters of their
+/// messages were lost with the power ([`Host::commit`]).
+pub(crate) fn requested_before(
+    log: &std::path::Path,
+    ctx: &protocol::VerifyContext<'_>,
+) -> Result<HashSet<(DeviceId, RequestId)>, AuditError> {
+    let since = ctx.now_ms.saturating_sub(ctx.replayable_for_ms());
+    let mut requests = HashSet::new();
+    for record in crate::audit::read_records(log)?.into_iter().rev() {
+        if record.time_ms < since {
+            break;
+        }
+        if let Event::Request { request, actor, .. } = record.event
+            && let (Ok(device), Ok(request)) = (actor.parse(), request.parse())
+        {
+            requests.insert((device, request));
+        }
+    }
+    Ok(requests)
+}
+
 /// Now, in Unix milliseconds.
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
@@ -194,6 +223,9 @@ pub async fn serve(
         tracing::warn!("audit log: {note}");
     }
     let devices = Registry::load(&dirs.state)?;
+    let me = key.public_key();
+    let requested_before =
+        requested_before(&dirs.audit_log(), &protocol::VerifyContext::new(&me, now_ms()))?;
     let (audit, journal) = (Arc::new(audit), devices.journal_sync());
     let syncer = Syncer::start(audit.clone(), journal.clone())?;
     let socket = socket_path(&dirs);
@@ -219,7 +251,7 @@ pub async fn serve(
         key,
         host_id,
         audit,
-        journal,
+        requested_before,
         syncer,
         broker: Mutex::new(Broker::new()),
         waiters: Mutex::new(HashMap::new()),

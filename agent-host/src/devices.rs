@@ -9,13 +9,15 @@
 //!   reserved, and when it was last seen. Each accepted message appends its device's new window
 //!   to the journal as one numbered line, at once, so a message accepted once bounces after
 //!   the host is stopped or killed. The journal is synced ([`JournalSync`], one `fdatasync`
-//!   however many lines) before anything takes effect (an action starts), in the same commit
-//!   as the audit log, and otherwise in the background a few milliseconds after each line: a
-//!   power loss can only lose lines of messages that no action followed. At worst a request
+//!   however many lines) in the background a few milliseconds after each line, so a power
+//!   loss can only lose the lines of the last few messages. What protects an action then is
+//!   the audit log, synced before the action starts: a restarted host refuses a device's
+//!   request whose record it holds from before (`daemon::requested_before`), and pending
+//!   actions, which an old approval could name, do not survive a restart. At worst a request
 //!   and its approval were accepted and the power went before the action's commit: a relay
 //!   replaying both after the restart gets the approved action run then, once, as it never
-//!   ran; never twice, since an action's commit makes its counters durable first. Loading applies the journal's
-//!   lines numbered past the one `counters.json` records; every [`JOURNAL_COMPACT`] lines (and
+//!   ran; never twice. Loading applies the journal's lines numbered past the one
+//!   `counters.json` records; every [`JOURNAL_COMPACT`] lines (and
 //!   whenever `counters.json` is written anyway) the state is written whole and the journal
 //!   emptied. A torn last line (power lost mid-write) was never synced: it is dropped. Each
 //!   update is thus atomic (a whole line, or none) without a temporary file and a rename per

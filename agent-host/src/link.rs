@@ -667,6 +667,11 @@ fn dispatch(
             if device.role < Role::Operator {
                 return forbidden(Role::Operator, Some(id));
             }
+            if host.requested_before.contains(&(device.id, id)) {
+                let what = "a request made before the host restarted, sent again";
+                refuse(host, &label, what);
+                return error(link, device.id, Some(id), ErrorCode::Conflict, what);
+            }
             if !recent.start((device.id, id)) {
                 // Asked before: send the answer again, never run it twice.
                 if let Some(Some(answer)) = recent.answers.get(&(device.id, id)) {

@@ -209,6 +209,13 @@ impl<'a> VerifyContext<'a> {
     pub fn new(me: &'a PublicKey, now_ms: u64) -> Self {
         Self { me, now_ms, max_skew_ms: 120_000, max_lifetime_ms: 600_000 }
     }
+
+    /// How long after its acceptance a frame may still verify: it was issued at most
+    /// `max_skew_ms` ahead, lives at most `max_lifetime_ms`, and is taken up to `max_skew_ms`
+    /// after it expired.
+    pub fn replayable_for_ms(&self) -> u64 {
+        self.max_lifetime_ms + 2 * self.max_skew_ms
+    }
 }
 
 fn be_u64(bytes: &[u8], at: usize) -> u64 {

@@ -110,3 +110,73 @@ fn an_approval_for_another_action_hash_is_refused() {
     assert!(run.wait_with_output().unwrap().status.success());
     assert!(world.ws().join("approved-file").exists());
 }
+
+/// The counter lines of the last few messages are synced in the background, so a power loss
+/// may take them; the audit log, synced before an action starts, then still keeps the action
+/// from running twice: the restarted host refuses a request that it recorded before.
+#[test]
+fn a_request_that_ran_is_refused_after_a_restart_that_lost_its_counters() {
+    let relay = Hostile::start();
+    let world = World::new();
+    let host = world.serve(&relay.addr, &relay.cert_sha256, &[]);
+    let host_id: protocol::HostId = host.id.parse().unwrap();
+    let host_key = *host_id.as_bytes();
+    let op = world.device("op");
+    world.pair(&op, "operator");
+    let out = op.run(&["run", "--", "printf", "once"]);
+    assert_eq!(out.stdout, b"once", "{}", text(&out));
+
+    // The request's frame, as the relay saw it.
+    let op_key = protocol::PublicKey::from_bytes(&device_key(&op)).unwrap();
+    let me = host_id.key();
+    let now = protocol_now_ms();
+    let (request, frame) = relay
+        .log()
+        .iter()
+        .filter(|s| s.from == device_key(&op))
+        .filter_map(|s| envelope_of(&s.payload).map(<[u8]>::to_vec))
+        .find_map(|envelope| {
+            let sealed = protocol::Sealed::decode(&envelope).ok()?;
+            let ctx = protocol::VerifyContext::new(&me, now);
+            let verified = sealed.verify(&op_key, &ctx, &mut protocol::ReplayWindow::new()).ok()?;
+            match verified.into_parts().1 {
+                Message::Request(protocol::Request::Action { id, action })
+                    if matches!(&action, protocol::Action::Run { argv, .. } if argv[1] == "once") =>
+                {
+                    Some((id, envelope))
+                }
+                _ => None,
+            }
+        })
+        .expect("the request went through the relay");
+
+    // The host stops, and every counter line since pairing is lost, as if the power went.
+    host.stop();
+    let state = world.home().join("state");
+    let _ = std::fs::remove_file(state.join("counters.journal"));
+    let path = state.join("counters.json");
+    let mut counters: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    for device in counters["devices"].as_object_mut().unwrap().values_mut() {
+        device["rx"] = serde_json::json!({ "highest": 0, "seen": 0 });
+    }
+    std::fs::write(&path, serde_json::to_vec(&counters).unwrap()).unwrap();
+
+    let host = world.serve(&relay.addr, &relay.cert_sha256, &[]);
+    assert!(eventually(Duration::from_secs(10), || relay.connected(&host_key)));
+    relay.inject(device_key(&op), host_key, &fresh_stream(&frame));
+    assert!(
+        eventually(Duration::from_secs(10), || world
+            .audit()
+            .contains("made before the host restarted")),
+        "{}",
+        world.audit()
+    );
+    let started = format!("request {request}: started");
+    assert_eq!(world.audit().matches(&started).count(), 1, "{}", world.audit());
+    drop(host);
+}
+
+fn protocol_now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64
+}
