@@ -667,6 +667,25 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, AuditError> {
         .collect()
 }
 
+/// The last records, newest first, back to the first one written before `since_ms`; only those
+/// are parsed. For a log that verified (the host's own at start).
+pub fn records_since(path: &Path, since_ms: u64) -> Result<Vec<Record>, AuditError> {
+    let text = fs::read_to_string(path).map_err(io_err(path))?;
+    let total = text.lines().count();
+    let mut out = Vec::new();
+    for (back, line) in text.lines().rev().enumerate() {
+        let record: Record = serde_json::from_str(line).map_err(|e| AuditError::Malformed {
+            line: (total - back) as u64,
+            reason: e.to_string(),
+        })?;
+        if record.time_ms < since_ms {
+            break;
+        }
+        out.push(record);
+    }
+    Ok(out)
+}
+
 /// One readable line for a record.
 pub fn describe(record: &Record) -> String {
     let what = match &record.event {

@@ -171,10 +171,7 @@ pub(crate) fn requested_before(
 ) -> Result<HashSet<(DeviceId, RequestId)>, AuditError> {
     let since = ctx.now_ms.saturating_sub(ctx.replayable_for_ms());
     let mut requests = HashSet::new();
-    for record in crate::audit::read_records(log)?.into_iter().rev() {
-        if record.time_ms < since {
-            break;
-        }
+    for record in crate::audit::records_since(log, since)? {
         if let Event::Request { request, actor, .. } = record.event
             && let (Ok(device), Ok(request)) = (actor.parse(), request.parse())
         {

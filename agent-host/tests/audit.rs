@@ -49,6 +49,18 @@ fn an_intact_log_verifies_and_reopens_where_it_ended() {
 }
 
 #[test]
+fn the_last_records_are_read_back_to_a_time() {
+    let (_dir, path) = log_with(5);
+    let seqs = |since| -> Vec<u64> {
+        agent_host::audit::records_since(&path, since).unwrap().iter().map(|r| r.seq).collect()
+    };
+    let base = 1_767_225_600_000;
+    assert_eq!(seqs(base + 4), vec![5, 4]);
+    assert_eq!(seqs(base + 6), Vec::<u64>::new());
+    assert_eq!(seqs(0), vec![5, 4, 3, 2, 1]);
+}
+
+#[test]
 fn an_edited_record_is_named() {
     let (_dir, path) = log_with(5);
     let mut l = lines(&path);
