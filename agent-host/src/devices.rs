@@ -17,9 +17,8 @@
 //!   and its approval were accepted and the power went before the action's commit: a relay
 //!   replaying both after the restart gets the approved action run then, once, as it never
 //!   ran; never twice. Loading applies the journal's lines numbered past the one
-//!   `counters.json` records; every [`JOURNAL_COMPACT`] lines (and
-//!   whenever `counters.json` is written anyway) the state is written whole and the journal
-//!   emptied. A torn last line (power lost mid-write) was never synced: it is dropped. Each
+//!   `counters.json` records; every [`JOURNAL_COMPACT`] lines (and whenever `counters.json` is
+//!   written anyway) the state is written whole and the journal emptied. A torn last line (power lost mid-write) was never synced: it is dropped. Each
 //!   update is thus atomic (a whole line, or none) without a temporary file and a rename per
 //!   message.
 //!
@@ -27,8 +26,8 @@
 //! the end of the block in use, and a restarted host starts after it, so a counter is never
 //! reused even though the host does not write the file for every event it sends. The next
 //! block is reserved ahead, by a journal line, while the last quarter of the current one is
-//! used; the line is synced in the background (or at the next commit), and only if it is not
-//! yet on disk when the block runs out does the event that needs it wait for the sync. A block
+//! used; the line is synced in the background, and only if it is not yet on disk when the
+//! block runs out does the event that needs it wait for the sync. A block
 //! is thus never used before its reservation is durable, and no event waits for a rewrite of
 //! `counters.json` except the first to a device after a start.
 //!

@@ -251,6 +251,16 @@ impl CounterBlocks {
     }
 }
 
+impl Drop for CounterBlocks {
+    /// Lets a reservation under way finish, so that a command that ends leaves no temporary
+    /// file behind.
+    fn drop(&mut self) {
+        if let Some(thread) = self.ahead.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
