@@ -638,8 +638,8 @@ fn resolve_cwd(files: &crate::confine::Workspace, relative: &str) -> Option<Path
     path.starts_with(files.root()).then_some(path)
 }
 
-/// Performs an allowed or approved request: audit first (committed, with the records and
-/// counters that led here), then the sandbox or the confined file operation, then the result
+/// Performs an allowed or approved request: audit first (committed, with the records that led
+/// here; see [`Host::commit`]), then the sandbox or the confined file operation, then the result
 /// to every device, then audit.
 async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
     let committed = host
