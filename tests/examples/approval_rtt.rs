@@ -9,8 +9,9 @@
 //! ```
 //!
 //! It runs the real `agent-host up` (its embedded relay) and pairs two devices with the real
-//! `remote`; the rounds then use the `remote` crate's device code in-process, so a process
-//! start is not counted. Rounds start `INTERVAL_MS` apart (default 100): approvals come at a
+//! `remote`; the rounds then use the `remote` crate's device code in-process, each device on a
+//! thread of its own with a current-thread runtime as in `remote`, so a process start is not
+//! counted. Rounds start `INTERVAL_MS` apart (default 100): approvals come at a
 //! person's pace, and each client keeps under the relay's frame rate.
 
 #![allow(clippy::unwrap_used)] // a measuring tool: a panic is the report
@@ -37,11 +38,13 @@ fn main() {
     world.pair(&b, "approver");
     println!("host {} via relay {}", host.id, host.relay.as_deref().unwrap_or("?"));
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    runtime.block_on(async {
-        let mut asker = session(&a);
-        let mut approver = session(&b);
-        tokio::spawn(async move {
+    // Each device runs as `remote` does: a thread of its own with a current-thread runtime,
+    // so that no wake-up crosses threads inside a device.
+    let device_runtime =
+        || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    std::thread::spawn(move || {
+        device_runtime().block_on(async {
+            let mut approver = session(&b);
             let forever = Instant::now() + Duration::from_secs(86_400);
             while let Ok(event) = approver.next_event(forever).await {
                 if let HostEvent::ActionPending { request, action, action_hash, .. } = event
@@ -52,6 +55,9 @@ fn main() {
                 }
             }
         });
+    });
+    device_runtime().block_on(async {
+        let mut asker = session(&a);
         let mut times = Vec::with_capacity(rounds);
         let (mut to_pending, mut to_decided) = (Vec::new(), Vec::new());
         let mut next = Instant::now();
