@@ -463,7 +463,7 @@ type Finished = (Outcome, Option<std::process::Child>);
 fn finish(
     mut child: std::process::Child,
     mut reader: std::io::PipeReader,
-    mut report: Option<std::os::unix::net::UnixStream>,
+    mut report: Option<&mut std::os::unix::net::UnixStream>,
     timeout: Duration,
     cancel: &Arc<AtomicBool>,
     cap: usize,
@@ -552,7 +552,7 @@ fn finish(
                 Err(_) => eof = true,
             }
         }
-        if report_ready && let Some(channel) = &mut report {
+        if report_ready && let Some(channel) = report.as_mut() {
             let mut byte = [0u8; 8];
             match channel.read(&mut byte) {
                 Ok(n) if n > 0 => {
@@ -560,6 +560,11 @@ fn finish(
                     if let Some(code) = parse_report(&reported) {
                         status = Some(Exit::Reported(code));
                         exited_at = Some(Instant::now());
+                        // A process the job left behind holds its output: hanging up now
+                        // ends the sandbox, and that process with it.
+                        if !eof {
+                            let _ = channel.shutdown(std::net::Shutdown::Both);
+                        }
                     } else if reported.len() >= 5 {
                         // Not a report: the process's end says how it went.
                         report = None;
@@ -644,8 +649,10 @@ fn parse_report(bytes: &[u8]) -> Option<i32> {
 /// the pool sends), starts it with standard input from `/dev/null`, standard output and error
 /// its own (the job's output pipe), in its directory, with exactly its environment; waits for
 /// it and reports its exit code (128 + the signal that killed it, as shells do) on the
-/// channel. The pool has its answer then, without waiting for bubblewrap to end. Returns the
-/// launcher's own exit code.
+/// channel. The pool has its answer then, without waiting for bubblewrap to end. The launcher
+/// (and with it the sandbox) ends when the pool hangs up, which the pool does once the
+/// result is on its way: taking the sandbox down is work for the CPU that can wait. Returns
+/// the launcher's own exit code.
 pub fn launch_in_sandbox() -> u8 {
     use std::os::fd::AsFd as _;
     use std::os::unix::process::ExitStatusExt as _;
@@ -706,6 +713,9 @@ pub fn launch_in_sandbox() -> u8 {
         Err(_) => CANNOT_LAUNCH,
     };
     report(code);
+    // Until the pool hangs up (or is gone): the hang-up, not a byte, is what is waited for.
+    let mut hangup = [rustix::event::PollFd::new(&stdin, rustix::event::PollFlags::empty())];
+    while let Err(rustix::io::Errno::INTR) = rustix::event::poll(&mut hangup, None) {}
     0
 }
 
@@ -804,13 +814,15 @@ impl PoolSpec {
 /// namespaces, mounts and a cgroup to be made (10-25 ms on a busy machine; the job itself
 /// then starts in about a millisecond).
 ///
-/// A sandbox serves one job and is replaced after it. It is used only if nothing it was made
-/// from has changed on disk since (the protected `.git/hooks` and `.git/config` that exist,
-/// the hidden directories that exist) and the job needs no network; otherwise the job starts
-/// a sandbox of its own as [`run`] does, with the same result. Sandboxes are started by one
-/// thread of the pool's own, which lives as long as the pool: bubblewrap's
-/// `--die-with-parent` ties each one to that thread, so they all end with the pool (or the
-/// host).
+/// A sandbox serves one job and is replaced after it: 10 ms after the job, once its result is
+/// on its way, the pool takes it down (ending any process the job left behind; at once instead
+/// if such a process holds the job's output) and starts the next one. It is used
+/// only if nothing it was made from has changed on disk since (the protected `.git/hooks` and
+/// `.git/config` that exist, the hidden directories that exist) and the job needs no network;
+/// otherwise the job starts a sandbox of its own as [`run`] does, with the same result.
+/// Sandboxes are started by one thread of the pool's own, which lives as long as the pool:
+/// bubblewrap's `--die-with-parent` ties each one to that thread, so they all end with the
+/// pool (or the host).
 #[derive(Debug)]
 pub struct WarmPool {
     spec: PoolSpec,
@@ -848,23 +860,26 @@ impl WarmPool {
         std::thread::Builder::new()
             .name("warm-sandbox".into())
             .spawn(move || {
+                let mut used = Vec::new();
                 while let Ok(task) = todo.recv() {
-                    if let PoolTask::Reap(child, cgroup) = task {
-                        reap(child);
-                        drop(cgroup);
+                    if let PoolTask::Reap(sandbox) = task {
+                        used.push(sandbox);
                         continue;
                     }
+                    // The job that used the last one is reporting its result now: ending that
+                    // sandbox and starting the next (each CPU-heavy for a few milliseconds)
+                    // can wait for that.
+                    std::thread::sleep(REFILL_DELAY);
+                    used.drain(..).for_each(Used::end);
                     if lock_slot(&slot).is_some() {
                         continue;
                     }
-                    // The job that used the last one is reporting its result now: starting
-                    // the next sandbox (CPU-heavy for a few milliseconds) can wait for that.
-                    std::thread::sleep(REFILL_DELAY);
                     match making.start() {
                         Ok(warm) => *lock_slot(&slot) = Some(warm),
                         Err(e) => tracing::warn!("could not start a sandbox ahead: {e}"),
                     }
                 }
+                used.into_iter().for_each(Used::end);
                 if let Some(warm) = lock_slot(&slot).take() {
                     warm.discard();
                 }
@@ -959,14 +974,15 @@ impl WarmPool {
             channel.write_all(&bytes).and_then(|()| channel.shutdown(std::net::Shutdown::Write));
         if let Err(e) = sent {
             kill_group(child.id());
-            self.send(PoolTask::Reap(child, cgroup));
+            self.send(PoolTask::Reap(Used { child, cgroup, channel }));
             return Err(e);
         }
         let cap = self.spec.limits.output_cap;
-        let (outcome, unreaped) = finish(child, output, Some(channel), job.timeout, cancel, cap)?;
+        let (outcome, unreaped) =
+            finish(child, output, Some(&mut channel), job.timeout, cancel, cap)?;
         match unreaped {
-            // Reported before bubblewrap ended: it ends in a moment, reaped by the pool.
-            Some(child) => self.send(PoolTask::Reap(child, cgroup)),
+            // Reported before bubblewrap ended: its launcher waits for the pool to hang up.
+            Some(child) => self.send(PoolTask::Reap(Used { child, cgroup, channel })),
             None => drop(cgroup),
         }
         Ok(outcome)
@@ -975,15 +991,34 @@ impl WarmPool {
 
 /// What the pool's thread does.
 enum PoolTask {
-    /// Start the next sandbox, unless one is waiting.
+    /// End the used sandboxes and start the next one (unless one is waiting), after
+    /// [`REFILL_DELAY`].
     Refill,
-    /// Wait for a used sandbox to end, then remove its cgroup.
-    Reap(std::process::Child, Option<PidsCgroup>),
+    /// A used sandbox, to end at the next refill.
+    Reap(Used),
 }
 
-/// Waits for a used sandbox to end. Its launcher reported just before it ended, and the
-/// sandbox ends with the launcher; one still running after [`OUTPUT_GRACE`] (a job that
-/// reported for its launcher) is ended.
+/// A sandbox whose job has reported.
+struct Used {
+    child: std::process::Child,
+    cgroup: Option<PidsCgroup>,
+    /// Its launcher waits for this to close before it ends.
+    channel: std::os::unix::net::UnixStream,
+}
+
+impl Used {
+    /// Hangs up on its launcher, waits for the sandbox to end, and removes its cgroup.
+    fn end(self) {
+        let Self { child, cgroup, channel } = self;
+        drop(channel);
+        reap(child);
+        drop(cgroup);
+    }
+}
+
+/// Waits for a used sandbox to end. The sandbox ends with its launcher, which ends when the
+/// pool hangs up; one still running after [`OUTPUT_GRACE`] (a job that reported for its
+/// launcher) is ended.
 fn reap(mut child: std::process::Child) {
     let deadline = Instant::now() + OUTPUT_GRACE;
     loop {

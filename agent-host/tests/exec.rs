@@ -406,6 +406,32 @@ fn git_hooks_and_config_stay_read_only_inside_the_workspace() {
 }
 
 #[test]
+fn a_process_left_behind_in_a_sandbox_started_ahead_ends_before_the_next_one_is_ready() {
+    let Ok(bwrap) = Sandbox::bubblewrap() else {
+        println!("SKIPPED: bubblewrap cannot run here");
+        return;
+    };
+    let s = setup();
+    let (roots, hidden) = (std::slice::from_ref(&s.root), std::slice::from_ref(&s.hidden));
+    let pool =
+        WarmPool::start(&bwrap, agent_host_bin(), roots, hidden, &Limits::default()).unwrap();
+    assert!(pool.wait_ready(Duration::from_secs(20)));
+    let cancel = Arc::new(AtomicBool::new(false));
+    // Detached from the job's output, so that nothing waits for it.
+    let start = Instant::now();
+    let out = pool
+        .run(&job(&s, "(sleep 1; touch late) >/dev/null 2>&1 & echo started"), &cancel)
+        .unwrap();
+    assert_eq!((out.exit_code, pool.warm_runs()), (Some(0), 1));
+    assert!(start.elapsed() < Duration::from_millis(900), "{:?}", start.elapsed());
+    // The used sandbox is taken down before the next one starts; the pool lives on meanwhile.
+    assert!(pool.wait_ready(Duration::from_secs(20)));
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(!s.root.join("late").exists(), "a process outlived its job's sandbox");
+    drop(pool);
+}
+
+#[test]
 fn a_sandbox_started_ahead_is_not_used_once_the_workspace_changed_under_it() {
     let Ok(bwrap) = Sandbox::bubblewrap() else {
         println!("SKIPPED: bubblewrap cannot run here");
