@@ -650,35 +650,7 @@ async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
         return Outcome::refused(Some(id), ErrorCode::Internal, format!("{e}; not done"));
     }
     let worker = host.clone();
-    let done = tokio::task::spawn_blocking(move || match work {
-        Work::Run(job) => {
-            let roots = [worker.config.workspace.clone()];
-            let cancel = Arc::new(AtomicBool::new(false));
-            match &worker.pool {
-                Some(pool) => pool.run(&job, &cancel),
-                None => crate::exec::run(
-                    &worker.config.sandbox,
-                    &job,
-                    &roots,
-                    &worker.dirs.all(),
-                    &Limits::default(),
-                    &cancel,
-                ),
-            }
-            .map(|o| (o.exit_code, o.output, o.truncated, o.timed_out))
-            .map_err(|e| (ErrorCode::Internal, format!("could not run: {e}")))
-        }
-        Work::File(action) => file_op(&worker.files, &action)
-            .map(|output| (None, output, false, false))
-            .map_err(|e| (fs_code(&e), e.to_string())),
-        Work::Input(session, data) => match lock(&worker.sessions).get(&session) {
-            Some(live) if live.input.send(data.into_bytes()).is_ok() => {
-                Ok((None, Vec::new(), false, false))
-            }
-            _ => Err((ErrorCode::NotFound, "the session ended".to_string())),
-        },
-    })
-    .await;
+    let done = tokio::task::spawn_blocking(move || act(&worker, work)).await;
     let (exit_code, mut output, mut truncated, timed_out) = match done {
         Ok(Ok(o)) => o,
         Ok(Err((code, message))) => {
@@ -705,6 +677,41 @@ async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
     });
     audit_result(&host, id, exit_code, &summary);
     Outcome::Done { request: id, exit_code, output, truncated, timed_out }
+}
+
+/// What an action left: exit code, output, whether it was cut, whether it timed out.
+type Ran = (Option<i32>, Vec<u8>, bool, bool);
+
+/// Does `work`, on a thread that may block.
+fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
+    match work {
+        Work::Run(job) => {
+            let roots = [worker.config.workspace.clone()];
+            let cancel = Arc::new(AtomicBool::new(false));
+            match &worker.pool {
+                Some(pool) => pool.run(&job, &cancel),
+                None => crate::exec::run(
+                    &worker.config.sandbox,
+                    &job,
+                    &roots,
+                    &worker.dirs.all(),
+                    &Limits::default(),
+                    &cancel,
+                ),
+            }
+            .map(|o| (o.exit_code, o.output, o.truncated, o.timed_out))
+            .map_err(|e| (ErrorCode::Internal, format!("could not run: {e}")))
+        }
+        Work::File(action) => file_op(&worker.files, &action)
+            .map(|output| (None, output, false, false))
+            .map_err(|e| (fs_code(&e), e.to_string())),
+        Work::Input(session, data) => match lock(&worker.sessions).get(&session) {
+            Some(live) if live.input.send(data.into_bytes()).is_ok() => {
+                Ok((None, Vec::new(), false, false))
+            }
+            _ => Err((ErrorCode::NotFound, "the session ended".to_string())),
+        },
+    }
 }
 
 fn audit_result(host: &Host, id: RequestId, exit_code: Option<i32>, summary: &str) {
