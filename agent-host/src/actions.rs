@@ -642,21 +642,24 @@ fn resolve_cwd(files: &crate::confine::Workspace, relative: &str) -> Option<Path
 /// here; see [`Host::commit`]), then the sandbox or the confined file operation, then the result
 /// to every device, then audit.
 async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
-    let committed = host
-        .record(Event::Start { request: id.to_string() })
-        .map_err(anyhow::Error::from)
-        .and_then(|_| host.commit());
-    if let Err(e) = committed {
+    if let Err(e) = host.record(Event::Start { request: id.to_string() }) {
         return Outcome::refused(Some(id), ErrorCode::Internal, format!("{e}; not done"));
     }
     let worker = host.clone();
-    let done = tokio::task::spawn_blocking(move || act(&worker, work)).await;
+    // The commit waits for the disk off the runtime's thread, which meanwhile sends the
+    // decision to the devices.
+    let done = tokio::task::spawn_blocking(move || {
+        worker.commit().map_err(|e| (ErrorCode::Internal, format!("{e}; not done")))?;
+        Ok(act(&worker, work))
+    })
+    .await;
     let (exit_code, mut output, mut truncated, timed_out) = match done {
-        Ok(Ok(o)) => o,
-        Ok(Err((code, message))) => {
+        Ok(Ok(Ok(o))) => o,
+        Ok(Ok(Err((code, message)))) => {
             audit_result(&host, id, None, &format!("failed: {message}"));
             return Outcome::refused(Some(id), code, message);
         }
+        Ok(Err((code, message))) => return Outcome::refused(Some(id), code, message),
         Err(e) => return Outcome::refused(Some(id), ErrorCode::Internal, e.to_string()),
     };
     if output.len() > protocol::limits::MAX_OUTPUT {
