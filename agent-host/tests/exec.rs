@@ -405,17 +405,26 @@ fn git_hooks_and_config_stay_read_only_inside_the_workspace() {
     }
 }
 
-#[test]
-fn a_process_left_behind_in_a_sandbox_started_ahead_ends_before_the_next_one_is_ready() {
-    let Ok(bwrap) = Sandbox::bubblewrap() else {
-        println!("SKIPPED: bubblewrap cannot run here");
-        return;
+/// A warm pool for `s` with its first sandbox started; `None`, saying so, without bubblewrap.
+fn ready_pool(s: &Setup) -> Option<WarmPool> {
+    let bwrap = match Sandbox::bubblewrap() {
+        Ok(b) => b,
+        Err(e) => {
+            println!("SKIPPED: bubblewrap cannot run here: {e}");
+            return None;
+        }
     };
-    let s = setup();
     let (roots, hidden) = (std::slice::from_ref(&s.root), std::slice::from_ref(&s.hidden));
     let pool =
         WarmPool::start(&bwrap, agent_host_bin(), roots, hidden, &Limits::default()).unwrap();
-    assert!(pool.wait_ready(Duration::from_secs(20)));
+    assert!(pool.wait_ready(Duration::from_secs(20)), "no sandbox was started ahead");
+    Some(pool)
+}
+
+#[test]
+fn a_process_left_behind_in_a_sandbox_started_ahead_ends_before_the_next_one_is_ready() {
+    let s = setup();
+    let Some(pool) = ready_pool(&s) else { return };
     let cancel = Arc::new(AtomicBool::new(false));
     // Detached from the job's output, so that nothing waits for it.
     let start = Instant::now();
@@ -433,21 +442,8 @@ fn a_process_left_behind_in_a_sandbox_started_ahead_ends_before_the_next_one_is_
 
 #[test]
 fn a_sandbox_started_ahead_is_not_used_once_the_workspace_changed_under_it() {
-    let Ok(bwrap) = Sandbox::bubblewrap() else {
-        println!("SKIPPED: bubblewrap cannot run here");
-        return;
-    };
     let s = setup();
-    let roots = std::slice::from_ref(&s.root);
-    let pool = WarmPool::start(
-        &bwrap,
-        agent_host_bin(),
-        roots,
-        std::slice::from_ref(&s.hidden),
-        &Limits::default(),
-    )
-    .unwrap();
-    assert!(pool.wait_ready(Duration::from_secs(20)));
+    let Some(pool) = ready_pool(&s) else { return };
     // `.git/hooks` appears after the sandbox was made: that sandbox would leave it writable.
     std::fs::create_dir_all(s.root.join(".git/hooks")).unwrap();
     let cancel = Arc::new(AtomicBool::new(false));
