@@ -816,8 +816,8 @@ impl PoolSpec {
 ///
 /// A sandbox serves one job and is replaced after it: 10 ms after the job, once its result is
 /// on its way, the pool takes it down (ending any process the job left behind; at once instead
-/// if such a process holds the job's output) and starts the next one. It is used
-/// only if nothing it was made from has changed on disk since (the protected `.git/hooks` and
+/// if such a process holds the job's output) and starts the next one. It is used only if
+/// nothing it was made from has changed on disk since (the protected `.git/hooks` and
 /// `.git/config` that exist, the hidden directories that exist) and the job needs no network;
 /// otherwise the job starts a sandbox of its own as [`run`] does, with the same result.
 /// Sandboxes are started by one thread of the pool's own, which lives as long as the pool:
