@@ -553,35 +553,50 @@ fn written_now(path: &Path) -> bool {
     File::open(path).is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
 }
 
-/// Checks the chain alone.
+/// Checks the chain alone, a line at a time: a log of any length needs no more memory than
+/// its longest line. Names the first line that is wrong.
 fn verify_chain(path: &Path) -> Result<Verified, AuditError> {
-    let content = fs::read(path).map_err(io_err(path))?;
-    if content.last().is_some_and(|&b| b != b'\n') {
-        let line = content.iter().filter(|&&b| b == b'\n').count() as u64 + 1;
-        return Err(AuditError::Malformed {
-            line,
-            reason: "no newline at the end (torn write)".into(),
-        });
-    }
-    let mut records = Vec::new();
-    for (i, line) in content.split(|&b| b == b'\n').filter(|l| !l.is_empty()).enumerate() {
-        let line_no = i as u64 + 1;
-        if line.len() > MAX_LINE {
-            return Err(AuditError::Malformed { line: line_no, reason: "too long".into() });
+    use std::io::BufRead as _;
+    let mut file = File::open(path).map_err(io_err(path))?;
+    // Up to the length seen now: a writer appending meanwhile is not read half-way.
+    let len = file.metadata().map_err(io_err(path))?.len();
+    // A torn last line is named as such, whatever comes before it.
+    if len > 0 {
+        let mut last = [0u8; 1];
+        file.seek(SeekFrom::End(-1))
+            .and_then(|_| file.read_exact(&mut last))
+            .and_then(|()| file.rewind())
+            .map_err(io_err(path))?;
+        if last[0] != b'\n' {
+            let line = newlines(&mut file).map_err(io_err(path))? + 1;
+            return Err(AuditError::Malformed {
+                line,
+                reason: "no newline at the end (torn write)".into(),
+            });
         }
-        let record: Record = serde_json::from_slice(line)
-            .map_err(|e| AuditError::Malformed { line: line_no, reason: e.to_string() })?;
-        records.push((record, hash(line)));
     }
-    let mut expected_seq = 1;
-    let mut prev_hash = GENESIS.to_string();
-    for (i, (record, line_hash)) in records.iter().enumerate() {
-        let line_no = i as u64 + 1;
+    let mut reader = io::BufReader::new(file.take(len));
+    let mut line = Vec::new();
+    let (mut line_no, mut expected_seq, mut prev_hash) = (0u64, 1u64, GENESIS.to_string());
+    loop {
+        line.clear();
+        let read = (&mut reader).take(MAX_LINE as u64 + 1).read_until(b'\n', &mut line);
+        if read.map_err(io_err(path))? == 0 {
+            break;
+        }
+        if line.pop() != Some(b'\n') {
+            return Err(AuditError::Malformed { line: line_no + 1, reason: "too long".into() });
+        }
+        if line.is_empty() {
+            continue;
+        }
+        line_no += 1;
+        let record: Record = serde_json::from_slice(&line)
+            .map_err(|e| AuditError::Malformed { line: line_no, reason: e.to_string() })?;
         if record.seq != expected_seq {
-            let later = records[i..].iter().any(|(r, _)| r.seq == expected_seq);
             let what = if record.seq < expected_seq {
                 "a record was inserted (or repeated)"
-            } else if later {
+            } else if comes_later(&mut reader, expected_seq) {
                 "records were reordered"
             } else {
                 "a record was removed"
@@ -596,12 +611,35 @@ fn verify_chain(path: &Path) -> Result<Verified, AuditError> {
         if record.prev != prev_hash {
             return Err(AuditError::Edited { seq: record.seq, previous: record.seq - 1 });
         }
-        prev_hash = line_hash.clone();
+        prev_hash = hash(&line);
         expected_seq += 1;
     }
     let records = expected_seq - 1;
     let last = (records > 0).then_some((records, prev_hash));
     Ok(Verified { records, last, unsynced: 0 })
+}
+
+/// How many lines `reader` holds from where it is.
+fn newlines(reader: &mut impl Read) -> io::Result<u64> {
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut count = 0;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => return Ok(count),
+            Ok(n) => count += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Whether a record numbered `seq` comes in what is left of `reader` (to tell a reordered log
+/// from one with a record removed).
+fn comes_later(reader: impl io::BufRead, seq: u64) -> bool {
+    reader
+        .split(b'\n')
+        .map_while(Result::ok)
+        .any(|line| serde_json::from_slice::<Record>(&line).is_ok_and(|record| record.seq == seq))
 }
 
 /// The head of the log at `path`; `None` if there is no head file.

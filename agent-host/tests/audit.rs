@@ -127,6 +127,21 @@ fn removed_inserted_and_reordered_records_are_named() {
 }
 
 #[test]
+fn a_garbled_or_overlong_line_is_named_by_its_number() {
+    let (_dir, path) = log_with(4);
+    let original = lines(&path);
+    for (bad, reason) in [("x".repeat(2 << 20), "too long"), ("{\"seq\":".into(), "EOF")] {
+        let mut l = original.clone();
+        l.insert(2, bad);
+        write_lines(&path, &l);
+        match verify(&path) {
+            Err(AuditError::Malformed { line: 3, reason: r }) if r.contains(reason) => {}
+            other => panic!("{reason}: {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn a_torn_last_line_is_reported_then_cut_on_open() {
     let (_dir, path) = log_with(3);
     let mut bytes = std::fs::read(&path).unwrap();
