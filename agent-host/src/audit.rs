@@ -360,6 +360,12 @@ impl AuditLog {
     /// Opens (or creates) the log at `path`, verifying it whole first: a host refuses to
     /// append to a log that does not verify.
     pub fn open(path: &Path) -> Result<Self, AuditError> {
+        Self::open_with(path, &mut |_| {})
+    }
+
+    /// [`Self::open`], showing `visit` each record of the log, in order, once it is checked
+    /// (so that what a host needs from its past takes no second read).
+    pub fn open_with(path: &Path, visit: &mut dyn FnMut(&Record)) -> Result<Self, AuditError> {
         let head_path = head_path(path);
         let mut file = OpenOptions::new()
             .read(true)
@@ -371,7 +377,10 @@ impl AuditLog {
         file.try_lock().map_err(|_| AuditError::Locked(path.to_path_buf()))?;
         let mut recovered = cut_torn_tail(&mut file, path)?;
         let mut head_behind = false;
-        let verified = match verify_at_rest(path) {
+        // As `verify` does, but no one else writes the log: every record must be in the head.
+        let read = read_head(path)?;
+        let verified = verify_chain(path, visit)?;
+        match check_head(read.as_ref(), &verified) {
             // A writer that stopped after writing records but before recording them in the
             // head leaves them past it: finish its work.
             Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD })
@@ -381,10 +390,9 @@ impl AuditLog {
                     "audit.head moved from record {head} to {last}, written just before a stop"
                 ));
                 head_behind = true;
-                verify_chain(path)?
             }
             other => other?,
-        };
+        }
         let (seq, last_hash) = match verified {
             Verified { last: Some((seq, hash)), .. } => (seq, hash),
             Verified { last: None, .. } => (0, GENESIS.to_string()),
@@ -529,7 +537,7 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
     // The head first: a writer moves it only to records already written, so the log read
     // after it holds every record it names.
     let head = read_head(path)?;
-    let verified = verify_chain(path)?;
+    let verified = verify_chain(path, &mut |_| {})?;
     match check_head(head.as_ref(), &verified) {
         Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD })
             if last <= head + MAX_AHEAD && written_now(path) =>
@@ -540,22 +548,15 @@ pub fn verify(path: &Path) -> Result<Verified, AuditError> {
     }
 }
 
-/// [`verify`] for a log no one writes: every record must be in the head.
-fn verify_at_rest(path: &Path) -> Result<Verified, AuditError> {
-    let head = read_head(path)?;
-    let verified = verify_chain(path)?;
-    check_head(head.as_ref(), &verified)?;
-    Ok(verified)
-}
-
 /// Whether a writer holds the log open (and locked) now.
 fn written_now(path: &Path) -> bool {
     File::open(path).is_ok_and(|f| matches!(f.try_lock_shared(), Err(fs::TryLockError::WouldBlock)))
 }
 
 /// Checks the chain alone, a line at a time: a log of any length needs no more memory than
-/// its longest line. Names the first line that is wrong.
-fn verify_chain(path: &Path) -> Result<Verified, AuditError> {
+/// its longest line. Names the first line that is wrong; shows `visit` each record once it is
+/// checked.
+fn verify_chain(path: &Path, visit: &mut dyn FnMut(&Record)) -> Result<Verified, AuditError> {
     use std::io::BufRead as _;
     let mut file = File::open(path).map_err(io_err(path))?;
     // Up to the length seen now: a writer appending meanwhile is not read half-way.
@@ -613,6 +614,7 @@ fn verify_chain(path: &Path) -> Result<Verified, AuditError> {
         }
         prev_hash = hash(&line);
         expected_seq += 1;
+        visit(&record);
     }
     let records = expected_seq - 1;
     let last = (records > 0).then_some((records, prev_hash));
@@ -703,25 +705,6 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, AuditError> {
                 .map_err(|e| AuditError::Malformed { line: i as u64 + 1, reason: e.to_string() })
         })
         .collect()
-}
-
-/// The last records, newest first, back to the first one written before `since_ms`; only those
-/// are parsed. For a log that verified (the host's own at start).
-pub fn records_since(path: &Path, since_ms: u64) -> Result<Vec<Record>, AuditError> {
-    let text = fs::read_to_string(path).map_err(io_err(path))?;
-    let total = text.lines().count();
-    let mut out = Vec::new();
-    for (back, line) in text.lines().rev().enumerate() {
-        let record: Record = serde_json::from_str(line).map_err(|e| AuditError::Malformed {
-            line: (total - back) as u64,
-            reason: e.to_string(),
-        })?;
-        if record.time_ms < since_ms {
-            break;
-        }
-        out.push(record);
-    }
-    Ok(out)
 }
 
 /// One readable line for a record.

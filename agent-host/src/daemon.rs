@@ -54,7 +54,7 @@ pub struct Host {
     /// Written through [`Host::record`], made durable by [`Host::commit`].
     pub(crate) audit: Arc<AuditLog>,
     /// The requests devices made shortly before this start, which could still be replayed
-    /// ([`requested_before`]).
+    /// ([`recent_request`]).
     pub(crate) requested_before: HashSet<(DeviceId, RequestId)>,
     /// Syncs both in the background.
     pub(crate) syncer: Syncer,
@@ -94,7 +94,7 @@ impl Host {
     /// The counter lines of the messages that led there are synced in the background, within
     /// [`SYNC_WINDOW`], not here: one `fdatasync` on the way of every action instead of two.
     /// Were the power lost before they reached the disk, the request's record did, and a
-    /// restarted host refuses the request if it comes again ([`requested_before`]); its approval
+    /// restarted host refuses the request if it comes again ([`recent_request`]); its approval
     /// has nothing to approve (pending actions do not survive a restart). An action runs at most
     /// once all the same.
     pub(crate) fn commit(&self) -> anyhow::Result<()> {
@@ -161,24 +161,19 @@ impl Drop for Syncer {
     }
 }
 
-/// The requests paired devices made in the audit log's last records, recent enough that a relay
-/// could still deliver them again (within a message's longest life and twice the clock skew
-/// allowed before `now_ms`). A restarted host refuses these even if the counters of their
-/// messages were lost with the power ([`Host::commit`]).
-pub(crate) fn requested_before(
-    log: &std::path::Path,
-    ctx: &protocol::VerifyContext<'_>,
-) -> Result<HashSet<(DeviceId, RequestId)>, AuditError> {
-    let since = ctx.now_ms.saturating_sub(ctx.replayable_for_ms());
-    let mut requests = HashSet::new();
-    for record in crate::audit::records_since(log, since)? {
-        if let Event::Request { request, actor, .. } = record.event
-            && let (Ok(device), Ok(request)) = (actor.parse(), request.parse())
-        {
-            requests.insert((device, request));
+/// The request a paired device made in `record`, if the record is recent enough that a relay
+/// could still deliver the request again: written at `since_ms` or later, that is within a
+/// message's longest life and twice the clock skew allowed before now
+/// ([`protocol::VerifyContext::replayable_for_ms`]). A restarted host refuses these requests
+/// even if the counters of their messages were lost with the power ([`Host::commit`]). Every
+/// record of the log is looked at, so a clock stepped back meanwhile hides none.
+pub(crate) fn recent_request(record: &Record, since_ms: u64) -> Option<(DeviceId, RequestId)> {
+    match &record.event {
+        Event::Request { request, actor, .. } if record.time_ms >= since_ms => {
+            Some((actor.parse().ok()?, request.parse().ok()?))
         }
+        _ => None,
     }
-    Ok(requests)
 }
 
 /// Now, in Unix milliseconds.
@@ -209,8 +204,13 @@ pub async fn serve(
     std::fs::set_permissions(&dirs.state, std::fs::Permissions::from_mode(0o700))?;
     let key = crate::identity::load_or_create(&dirs.config.join("host.key"))?;
     let host_id = HostId::new(key.public_key());
+    let me = key.public_key();
+    let horizon = protocol::VerifyContext::new(&me, now_ms());
+    let since = horizon.now_ms.saturating_sub(horizon.replayable_for_ms());
+    let mut requested_before = HashSet::new();
+    let mut remember = |record: &Record| requested_before.extend(recent_request(record, since));
     // The audit log's lock also makes this the only host on this state directory.
-    let audit = AuditLog::open(&dirs.audit_log()).map_err(|e| match e {
+    let audit = AuditLog::open_with(&dirs.audit_log(), &mut remember).map_err(|e| match e {
         AuditError::Locked(_) => {
             anyhow::anyhow!("another agent-host is running on {}", dirs.state.display())
         }
@@ -220,9 +220,6 @@ pub async fn serve(
         tracing::warn!("audit log: {note}");
     }
     let devices = Registry::load(&dirs.state)?;
-    let me = key.public_key();
-    let requested_before =
-        requested_before(&dirs.audit_log(), &protocol::VerifyContext::new(&me, now_ms()))?;
     let (audit, journal) = (Arc::new(audit), devices.journal_sync());
     let syncer = Syncer::start(audit.clone(), journal.clone())?;
     let socket = socket_path(&dirs);

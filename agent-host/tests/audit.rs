@@ -49,15 +49,22 @@ fn an_intact_log_verifies_and_reopens_where_it_ended() {
 }
 
 #[test]
-fn the_last_records_are_read_back_to_a_time() {
-    let (_dir, path) = log_with(5);
-    let seqs = |since| -> Vec<u64> {
-        agent_host::audit::records_since(&path, since).unwrap().iter().map(|r| r.seq).collect()
-    };
-    let base = 1_767_225_600_000;
-    assert_eq!(seqs(base + 4), vec![5, 4]);
-    assert_eq!(seqs(base + 6), Vec::<u64>::new());
-    assert_eq!(seqs(0), vec![5, 4, 3, 2, 1]);
+fn opening_shows_each_record_once_in_order_also_when_it_completes_the_head() {
+    let (_dir, path) = log_with(3);
+    let head = path.with_extension("head");
+    let head_at_3 = std::fs::read(&head).unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    log.append(1_767_225_600_004, event(4)).unwrap();
+    log.append(1_767_225_600_005, event(5)).unwrap();
+    drop(log);
+    // As a writer stopped between its records and their head leaves it.
+    std::fs::write(&head, head_at_3).unwrap();
+    assert!(matches!(verify(&path), Err(AuditError::Head { last: 5, head: 3, .. })));
+    let mut seen = Vec::new();
+    let log = AuditLog::open_with(&path, &mut |r| seen.push((r.seq, r.time_ms))).unwrap();
+    assert!(log.recovered.is_some());
+    let expected: Vec<(u64, u64)> = (1..=5).map(|i| (i, 1_767_225_600_000 + i)).collect();
+    assert_eq!(seen, expected);
 }
 
 #[test]
