@@ -48,17 +48,24 @@ fn an_intact_log_verifies_and_reopens_where_it_ended() {
     assert_eq!(verify(&path).unwrap().records, 6);
 }
 
+/// A log of `n` records whose head names record `n`, followed by `more` records, as a writer
+/// stopped between its records and their head leaves it.
+fn log_with_head_behind(n: u64, more: u64) -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = log_with(n);
+    let head = path.with_extension("head");
+    let at_n = std::fs::read(&head).unwrap();
+    let log = AuditLog::open(&path).unwrap();
+    for i in n + 1..=n + more {
+        log.append(1_767_225_600_000 + i, event(i)).unwrap();
+    }
+    drop(log);
+    std::fs::write(&head, &at_n).unwrap();
+    (dir, path)
+}
+
 #[test]
 fn opening_shows_each_record_once_in_order_also_when_it_completes_the_head() {
-    let (_dir, path) = log_with(3);
-    let head = path.with_extension("head");
-    let head_at_3 = std::fs::read(&head).unwrap();
-    let log = AuditLog::open(&path).unwrap();
-    log.append(1_767_225_600_004, event(4)).unwrap();
-    log.append(1_767_225_600_005, event(5)).unwrap();
-    drop(log);
-    // As a writer stopped between its records and their head leaves it.
-    std::fs::write(&head, head_at_3).unwrap();
+    let (_dir, path) = log_with_head_behind(3, 2);
     assert!(matches!(verify(&path), Err(AuditError::Head { last: 5, head: 3, .. })));
     let mut seen = Vec::new();
     let log = AuditLog::open_with(&path, &mut |r| seen.push((r.seq, r.time_ms))).unwrap();
@@ -344,16 +351,10 @@ fn deferred_records_are_written_at_once_and_in_the_head_from_the_sync() {
 #[test]
 fn more_records_past_the_head_than_a_stop_leaves_do_not_verify() {
     use agent_host::audit::MAX_AHEAD;
-    let (_dir, path) = log_with(10);
+    // Records 11..=10+MAX_AHEAD look written and unsynced.
+    let (_dir, path) = log_with_head_behind(10, MAX_AHEAD);
     let head = path.with_extension("head");
     let at_ten = std::fs::read(&head).unwrap();
-    let log = AuditLog::open(&path).unwrap();
-    for i in 11..=10 + MAX_AHEAD {
-        log.append(i, event(i)).unwrap();
-    }
-    drop(log);
-    // The head put back at record 10: records 11..=10+MAX_AHEAD look written and unsynced.
-    std::fs::write(&head, &at_ten).unwrap();
     assert!(matches!(
         verify(&path),
         Err(AuditError::Head { head: 10, what: agent_host::audit::AHEAD_OF_HEAD, .. })
