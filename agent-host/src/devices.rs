@@ -517,12 +517,18 @@ mod tests {
         }
     }
 
-    #[test]
-    fn counters_survive_a_restart_and_are_never_reused() {
+    /// A registry in a new directory, with one device paired.
+    fn one_device() -> (tempfile::TempDir, Registry, Device) {
         let dir = tempfile::tempdir().unwrap();
         let mut reg = Registry::load(dir.path()).unwrap();
         let d = device(1);
         reg.add(d.clone()).unwrap();
+        (dir, reg, d)
+    }
+
+    #[test]
+    fn counters_survive_a_restart_and_are_never_reused() {
+        let (dir, mut reg, d) = one_device();
         assert!(matches!(reg.add(d.clone()), Err(RegistryError::AlreadyPaired(_))));
         let mut window = ReplayWindow::restore(reg.rx(&d.id));
         window.commit(7).unwrap();
@@ -539,10 +545,7 @@ mod tests {
 
     #[test]
     fn the_next_block_is_reserved_ahead_and_used_only_once_on_disk() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut reg = Registry::load(dir.path()).unwrap();
-        let d = device(1);
-        reg.add(d.clone()).unwrap();
+        let (dir, mut reg, d) = one_device();
         let synced = |reg: &Registry| *reg.journal_sync.synced.lock().unwrap();
         let mut taken = Vec::new();
         let mut take = |reg: &mut Registry| {
@@ -609,10 +612,7 @@ mod tests {
 
     #[test]
     fn windows_come_back_from_the_journal_and_stale_or_torn_lines_change_nothing() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut reg = Registry::load(dir.path()).unwrap();
-        let d = device(1);
-        reg.add(d.clone()).unwrap();
+        let (dir, mut reg, d) = one_device();
         let mut window = ReplayWindow::restore(reg.rx(&d.id));
         for counter in [3, 5, 9] {
             window.commit(counter).unwrap();

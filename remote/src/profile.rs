@@ -293,15 +293,21 @@ mod tests {
         assert!(Profile::open("../x").is_err());
     }
 
+    /// A profile in a new directory.
+    fn new_profile() -> (tempfile::TempDir, Profile) {
+        let dir = tempfile::tempdir().unwrap();
+        let profile = Profile { dir: dir.path().join("p") };
+        std::fs::create_dir_all(profile.dir()).unwrap();
+        (dir, profile)
+    }
+
     fn sent(profile: &Profile) -> u64 {
         profile.update_counters(|c| c.sent).unwrap()
     }
 
     #[test]
     fn a_session_reserves_its_next_block_ahead_and_never_repeats_a_counter() {
-        let dir = tempfile::tempdir().unwrap();
-        let profile = Profile { dir: dir.path().join("p") };
-        std::fs::create_dir_all(profile.dir()).unwrap();
+        let (_dir, profile) = new_profile();
         let mut session = CounterBlocks::new(Some(profile.clone()));
         // A command that sends a few messages holds one block and starts no thread.
         let quiet = COUNTER_BLOCK - RESERVE_AHEAD - 1;
@@ -338,9 +344,7 @@ mod tests {
 
     #[test]
     fn a_block_that_failed_ahead_is_reserved_when_needed() {
-        let dir = tempfile::tempdir().unwrap();
-        let profile = Profile { dir: dir.path().join("p") };
-        std::fs::create_dir_all(profile.dir()).unwrap();
+        let (_dir, profile) = new_profile();
         let mut session = CounterBlocks::new(Some(profile.clone()));
         for _ in 0..COUNTER_BLOCK {
             session.take().unwrap();
