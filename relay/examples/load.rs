@@ -1,9 +1,10 @@
 //! Load tool: the relay path (device → relay → host → relay → device, TLS on both legs) side
-//! by side with a direct TLS WebSocket echo (same client, no relay), in one run; then the
-//! relay's resident memory per idle authenticated connection.
+//! by side with a direct TLS WebSocket echo (same client, no relay), in one run, with the
+//! processor time each side used per round trip; then the relay's resident memory per idle
+//! authenticated connection.
 //!
 //! Run: `cargo run --release -p relay --example load` (`-- --seconds 3 --idle 10000` are the
-//! defaults). Results go in BENCHMARKS.md.
+//! defaults; `--pairs N` runs one row alone). Results go in BENCHMARKS.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -54,18 +55,12 @@ async fn join(addr: &str, pin: [u8; 32], key: &SecretKey, side: Side) -> anyhow:
     Ok(link)
 }
 
-/// Closed loop for `seconds`: send 1 KiB, wait for it to come back. Returns round-trip times.
-async fn ping_loop(
-    link: &mut Link,
-    frame: impl Fn(&[u8]) -> Vec<u8>,
-    seconds: u64,
-) -> anyhow::Result<Vec<u32>> {
+/// Closed loop until `end`: send the frame, wait for it to come back. Returns round-trip times.
+async fn ping_loop(link: &mut Link, frame: &[u8], end: Instant) -> anyhow::Result<Vec<u32>> {
     let mut rtts = Vec::new();
-    let end = Instant::now() + Duration::from_secs(seconds);
-    let body = vec![0x5au8; FRAME];
-    while Instant::now() < end {
+    loop {
         let start = Instant::now();
-        link.send(Message::binary(frame(&body))).await?;
+        link.send(Message::binary(frame.to_vec())).await?;
         loop {
             match link.next().await {
                 Some(Ok(Message::Binary(_))) => break,
@@ -74,40 +69,74 @@ async fn ping_loop(
             }
         }
         rtts.push(start.elapsed().as_micros() as u32);
+        if Instant::now() >= end {
+            return Ok(rtts);
+        }
     }
-    Ok(rtts)
 }
 
-/// One warm-up round trip, a short pause, then the closed loop for `seconds`.
-async fn measure(
-    link: &mut Link,
-    frame: impl Fn(&[u8]) -> Vec<u8>,
-    seconds: u64,
-) -> anyhow::Result<Vec<u32>> {
-    ping_loop(link, &frame, 0).await?;
+/// What one row measured: every round-trip time, and the processor time (user and system)
+/// the server child and this process (the clients, and the hosts on the relay path) used.
+struct Row {
+    rtts: Vec<u32>,
+    elapsed: Duration,
+    server_cpu: Duration,
+    client_cpu: Duration,
+}
+
+/// Processor time a process has used so far, from `/proc/PID/stat` (Linux counts it in
+/// hundredths of a second).
+fn cpu_time(pid: &str) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name, which is in parentheses: utime and stime are the
+    // 12th and 13th of them.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace().skip(11).take(2).filter_map(|t| t.parse::<u64>().ok()).sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+/// Each link (with the frame it sends) in its closed loop, all at once, for `seconds`, after
+/// one warm-up round trip each (which also shows a host's registration is in).
+async fn run(links: Vec<(Link, Vec<u8>)>, server: u32, seconds: u64) -> anyhow::Result<Row> {
+    let mut ready = Vec::new();
+    for (mut link, frame) in links {
+        ping_loop(&mut link, &frame, Instant::now()).await?;
+        ready.push((link, frame));
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    ping_loop(link, &frame, seconds).await
-}
-
-/// Every loop's round-trip times, together.
-async fn gather(
-    tasks: Vec<tokio::task::JoinHandle<anyhow::Result<Vec<u32>>>>,
-) -> anyhow::Result<Vec<u32>> {
-    let mut all = Vec::new();
+    let (server, client) = (server.to_string(), "self");
+    let (server_before, client_before) = (cpu_time(&server), cpu_time(client));
+    let start = Instant::now();
+    let end = start + Duration::from_secs(seconds);
+    let tasks: Vec<_> = ready
+        .into_iter()
+        .map(|(mut link, frame)| {
+            tokio::spawn(async move { ping_loop(&mut link, &frame, end).await })
+        })
+        .collect();
+    let mut rtts = Vec::new();
     for t in tasks {
-        all.extend(t.await??);
+        rtts.extend(t.await??);
     }
-    Ok(all)
+    Ok(Row {
+        rtts,
+        elapsed: start.elapsed(),
+        server_cpu: cpu_time(&server).saturating_sub(server_before),
+        client_cpu: cpu_time(client).saturating_sub(client_before),
+    })
 }
 
-/// `pairs` devices each talking to their own host through the relay at `addr`; hosts echo.
-async fn relay_path(
+/// `pairs` devices, each with its own host, through the relay at `addr`; the hosts echo.
+async fn relay_links(
     addr: &str,
     pin: [u8; 32],
     pairs: u32,
-    seconds: u64,
-) -> anyhow::Result<Vec<u32>> {
-    let mut tasks = Vec::new();
+) -> anyhow::Result<Vec<(Link, Vec<u8>)>> {
+    let mut links = Vec::new();
     for i in 0..pairs {
         let (h, d) = (secret(1, i), secret(2, i));
         let (hk, dk) = (*h.public_key().as_bytes(), *d.public_key().as_bytes());
@@ -127,32 +156,20 @@ async fn relay_path(
                 }
             }
         });
-        let mut device = join(addr, pin, &d, Side::Device).await?;
-        tasks.push(tokio::spawn(async move {
-            // The first echo also shows that the registration is in.
-            measure(&mut device, |b| protocol::relay::data_frame(1, &hk, b), seconds).await
-        }));
+        let device = join(addr, pin, &d, Side::Device).await?;
+        links.push((device, protocol::relay::data_frame(1, &hk, &[0x5a; FRAME])));
     }
-    gather(tasks).await
+    Ok(links)
 }
 
-/// `pairs` clients each talking to the direct echo at `addr`.
-async fn direct_echo(
-    addr: &str,
-    pin: [u8; 32],
-    pairs: u32,
-    seconds: u64,
-) -> anyhow::Result<Vec<u32>> {
-    let mut tasks = Vec::new();
+/// `pairs` clients of the direct echo at `addr`, sending frames of the relay path's size.
+async fn echo_links(addr: &str, pin: [u8; 32], pairs: u32) -> anyhow::Result<Vec<(Link, Vec<u8>)>> {
+    let mut links = Vec::new();
     for _ in 0..pairs {
-        let (mut link, _) = connect(addr, "localhost", pinned_config(pin)).await?;
-        tasks.push(tokio::spawn(async move {
-            // The same 33-byte header as the relay path, so frames are the same size.
-            let frame = |b: &[u8]| protocol::relay::data_frame(1, &[0; 32], b);
-            measure(&mut link, frame, seconds).await
-        }));
+        let (link, _) = connect(addr, "localhost", pinned_config(pin)).await?;
+        links.push((link, protocol::relay::data_frame(1, &[0; 32], &[0x5a; FRAME])));
     }
-    gather(tasks).await
+    Ok(links)
 }
 
 /// A TLS WebSocket echo with the relay's WebSocket settings.
@@ -177,14 +194,25 @@ async fn serve_echo_tls(listener: tokio::net::TcpListener, identity: relay::tls:
     }
 }
 
-fn summary(mut rtts: Vec<u32>, seconds: u64) -> (f64, u32, u32) {
+/// Messages per second, p50 and p99 in µs, and the server's and the client's processor time
+/// per round trip in µs.
+fn summary(row: Row) -> (f64, u32, u32, f64, f64) {
+    let Row { mut rtts, elapsed, server_cpu, client_cpu } = row;
     rtts.sort_unstable();
     let pct = |p: f64| {
         rtts.get(((rtts.len() as f64 * p) as usize).min(rtts.len().saturating_sub(1)))
             .copied()
             .unwrap_or(0)
     };
-    (rtts.len() as f64 / seconds as f64, pct(0.50), pct(0.99))
+    let n = rtts.len().max(1) as f64;
+    let per_trip = |cpu: Duration| cpu.as_secs_f64() * 1e6 / n;
+    (
+        rtts.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.50),
+        pct(0.99),
+        per_trip(server_cpu),
+        per_trip(client_cpu),
+    )
 }
 
 fn rss_kib(pid: u32) -> u64 {
@@ -242,9 +270,13 @@ async fn spawn_child(mode: &str) -> anyhow::Result<(tokio::process::Child, Strin
     Ok((child, addr, pin))
 }
 
+fn child_pid(child: &tokio::process::Child) -> anyhow::Result<u32> {
+    child.id().ok_or_else(|| anyhow::anyhow!("no pid"))
+}
+
 async fn idle_memory(count: u32) -> anyhow::Result<(u64, u64)> {
     let (mut child, addr, pin) = spawn_child("relay").await?;
-    let pid = child.id().ok_or_else(|| anyhow::anyhow!("no pid"))?;
+    let pid = child_pid(&child)?;
     // Warm up with a few connections so that start-up allocations are not counted.
     let mut links = Vec::new();
     for i in 0..16 {
@@ -286,20 +318,31 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "1 KiB frames, closed loop, {seconds} s per row; relay path vs direct TLS WebSocket echo\n"
     );
-    println!("| pairs | path | messages/s | p50 | p99 | relay/direct msgs/s | relay/direct p99 |");
-    println!("|---:|---|---:|---:|---:|---:|---:|");
-    for pairs in [1u32, 10, 100] {
+    println!(
+        "| pairs | path | messages/s | p50 | p99 | server CPU per trip | client CPU per trip | relay/direct msgs/s | relay/direct p99 |"
+    );
+    println!("|---:|---|---:|---:|---:|---:|---:|---:|---:|");
+    // `--pairs N` measures that one row alone (to profile it, say).
+    let rows = match arg("--pairs", 0) as u32 {
+        0 => vec![1, 10, 100],
+        n => vec![n],
+    };
+    for pairs in rows {
         let (relay_child, addr, pin) = spawn_child("relay").await?;
-        let relayed = summary(relay_path(&addr, pin, pairs, seconds).await?, seconds);
+        let pid = child_pid(&relay_child)?;
+        let relayed = summary(run(relay_links(&addr, pin, pairs).await?, pid, seconds).await?);
         drop(relay_child);
         let (echo_child, addr, pin) = spawn_child("echo").await?;
-        let direct = summary(direct_echo(&addr, pin, pairs, seconds).await?, seconds);
+        let pid = child_pid(&echo_child)?;
+        let direct = summary(run(echo_links(&addr, pin, pairs).await?, pid, seconds).await?);
         drop(echo_child);
-        for (name, (rate, p50, p99)) in [("relay", relayed), ("direct", direct)] {
-            println!("| {pairs} | {name} | {rate:.0} | {p50} µs | {p99} µs | | |");
+        for (name, (rate, p50, p99, server, client)) in [("relay", relayed), ("direct", direct)] {
+            println!(
+                "| {pairs} | {name} | {rate:.0} | {p50} µs | {p99} µs | {server:.1} µs | {client:.1} µs | | |"
+            );
         }
         println!(
-            "| {pairs} | ratio | | | | {:.2} | {:.2} |",
+            "| {pairs} | ratio | | | | | | {:.2} | {:.2} |",
             relayed.0 / direct.0,
             f64::from(relayed.2) / f64::from(direct.2.max(1))
         );
