@@ -215,19 +215,21 @@ impl Hub {
         frame: Message,
         metrics: &Metrics,
     ) -> Result<usize, NoRoute> {
-        let targets: Vec<([u8; 32], Side)> = match (side, broadcast) {
-            (Side::Host, true) => self
-                .registrations
-                .get(from)
-                .map_or_else(Vec::new, |(_, d)| d.iter().map(|d| (*d, Side::Device)).collect()),
-            (Side::Host, false) if self.registered(from, to) => vec![(*to, Side::Device)],
-            (Side::Device, false) if self.registered(to, from) => vec![(*to, Side::Host)],
+        let delivered = match (side, broadcast) {
+            (Side::Host, true) => self.registrations.get(from).map_or(0, |(_, devices)| {
+                devices
+                    .iter()
+                    .filter(|d| self.send_to_key(d, Side::Device, frame.clone(), metrics))
+                    .count()
+            }),
+            (Side::Host, false) if self.registered(from, to) => {
+                usize::from(self.send_to_key(to, Side::Device, frame, metrics))
+            }
+            (Side::Device, false) if self.registered(to, from) => {
+                usize::from(self.send_to_key(to, Side::Host, frame, metrics))
+            }
             _ => return Err(NoRoute::NotAllowed),
         };
-        let delivered = targets
-            .iter()
-            .filter(|(key, side)| self.send_to_key(key, *side, frame.clone(), metrics))
-            .count();
         if delivered == 0 { Err(NoRoute::Offline) } else { Ok(delivered) }
     }
 
