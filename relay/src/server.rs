@@ -462,60 +462,55 @@ where
     let writer = {
         let queued = queued.clone();
         let mut kicked = kicked.clone();
+        let why = kicked.clone();
         let ping_interval = limits.ping_interval;
         tokio::spawn(async move {
             let mut ping = tokio::time::interval(ping_interval);
             ping.tick().await;
-            loop {
-                tokio::select! {
+            let stopped = kicked.changed();
+            tokio::pin!(stopped);
+            let was_kicked = loop {
+                let mut size = 0;
+                let write = tokio::select! {
                     biased;
-                    _ = kicked.changed() => {
-                        let why = kicked.borrow().clone();
-                        if let Some((code, reason)) = why {
-                            // A peer too slow to read may never take this; the time limit ends it.
-                            let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(close(code, reason))).await;
-                        }
-                        break;
-                    }
+                    _ = &mut stopped => break true,
                     message = rx.recv() => {
-                        let Some(first) = message else { break };
+                        let Some(first) = message else { break false };
                         // Whatever else is already queued goes out with it, in one flush.
-                        let mut batch = vec![first];
-                        while batch.len() < 64 {
-                            match rx.try_recv() {
-                                Ok(m) => batch.push(m),
-                                Err(_) => break,
-                            }
-                        }
-                        let size: usize = batch.iter().map(Message::len).sum();
-                        let write = async {
-                            for m in batch {
+                        futures_util::future::Either::Left(async {
+                            let mut next = Some(first);
+                            let mut count = 0;
+                            while let Some(m) = next {
+                                size += m.len();
                                 sink.feed(m).await?;
+                                count += 1;
+                                next = if count < 64 { rx.try_recv().ok() } else { None };
                             }
                             sink.flush().await
-                        };
-                        // A peer that stopped reading blocks this write; a kick must still end it.
-                        let sent = tokio::select! {
-                            sent = write => Some(sent),
-                            _ = kicked.changed() => None,
-                        };
-                        queued.fetch_sub(size, Ordering::Relaxed);
-                        match sent {
-                            Some(Ok(())) => {}
-                            Some(Err(_)) => break,
-                            None => {
-                                let why = kicked.borrow().clone();
-                                if let Some((code, reason)) = why {
-                                    let _ = tokio::time::timeout(Duration::from_secs(5), sink.send(close(code, reason))).await;
-                                }
-                                break;
-                            }
-                        }
+                        })
                     }
                     _ = ping.tick() => {
-                        if sink.send(Message::Ping(Default::default())).await.is_err() { break; }
+                        futures_util::future::Either::Right(sink.send(Message::Ping(Default::default())))
                     }
+                };
+                // A peer that stopped reading blocks this write; a kick must still end it.
+                let sent = tokio::select! {
+                    sent = write => Some(sent),
+                    _ = &mut stopped => None,
+                };
+                queued.fetch_sub(size, Ordering::Relaxed);
+                match sent {
+                    Some(Ok(())) => {}
+                    Some(Err(_)) => break false,
+                    None => break true,
                 }
+            };
+            let reason = why.borrow().clone();
+            if let (true, Some((code, reason))) = (was_kicked, reason) {
+                // A peer too slow to read may never take this; the time limit ends it.
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(5), sink.send(close(code, reason)))
+                        .await;
             }
         })
     };
@@ -523,29 +518,44 @@ where
     let mut tokens = f64::from(limits.burst);
     let mut refilled = Instant::now();
     let mut last_notice: Option<Instant> = None;
+    // The idle timer is armed once and moved on only when it fires, to the idle timeout after
+    // the last message heard (not re-armed for every frame).
+    let mut heard = tokio::time::Instant::now();
+    let idle = tokio::time::sleep_until(heard + limits.idle_timeout);
+    tokio::pin!(idle);
+    let stopped = kicked.changed();
+    tokio::pin!(stopped);
     let outcome: Option<(u16, String)> = loop {
         let next = tokio::select! {
-            _ = kicked.changed() => break None,
-            next = tokio::time::timeout(limits.idle_timeout, stream.next()) => next,
+            _ = &mut stopped => break None,
+            () = &mut idle => {
+                let deadline = heard + limits.idle_timeout;
+                if deadline <= tokio::time::Instant::now() {
+                    break Some((1001, "idle timeout".into()));
+                }
+                idle.as_mut().reset(deadline);
+                continue;
+            }
+            next = stream.next() => next,
         };
+        heard = tokio::time::Instant::now();
         let message = match next {
-            Err(_) => break Some((1001, "idle timeout".into())),
-            Ok(None) => break None,
-            Ok(Some(Err(WsError::Capacity(e)))) => {
+            None => break None,
+            Some(Err(WsError::Capacity(e))) => {
                 break Some((1009, format!("frame too large: {e}")));
             }
-            Ok(Some(Err(WsError::Protocol(e)))) => {
+            Some(Err(WsError::Protocol(e))) => {
                 break Some((1002, format!("protocol error: {e}")));
             }
-            Ok(Some(Err(WsError::Utf8(_)))) => {
+            Some(Err(WsError::Utf8(_))) => {
                 break Some((1007, "text frame is not UTF-8".into()));
             }
-            Ok(Some(Err(_))) => break None,
-            Ok(Some(Ok(m))) => m,
+            Some(Err(_)) => break None,
+            Some(Ok(m)) => m,
         };
         match message {
             Message::Binary(frame) => {
-                let now = Instant::now();
+                let now = heard.into_std();
                 tokens = (tokens
                     + now.duration_since(refilled).as_secs_f64()
                         * f64::from(limits.frames_per_sec))
