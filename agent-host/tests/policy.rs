@@ -378,5 +378,58 @@ mod never_panics {
             let _ = p.decide(&Subject::Read(path.clone().into()), &f.ws());
             let _ = p.decide(&Subject::Edit(path.into()), &f.ws());
         }
+
+        /// Any rule a settings file holds is either taken or refused with an error naming the
+        /// file, never a panic; and a policy of whatever rules were taken decides anything.
+        #[test]
+        fn any_rule_is_taken_or_refused(
+            lists in prop::collection::vec(prop::collection::vec(rule(), 0..4), 3),
+            line in "[ -~]{0,40}",
+            path in "[ -~]{0,30}",
+        ) {
+            let f = Fixture::new();
+            let file = f.ws().join(".claude/settings.json");
+            let text = serde_json::json!({
+                "permissions": { "allow": lists[0], "ask": lists[1], "deny": lists[2] }
+            })
+            .to_string();
+            match Settings::parse(&text, &file) {
+                Ok(settings) => {
+                    let host_state = f.dir.path().join("host-state");
+                    let p = Policy::new(&f.ws(), vec![(settings, Trust::Trusted)], None, vec![host_state]);
+                    let _ = p.decide(&Subject::Bash(line.clone()), &f.ws());
+                    let argv = line.split(' ').map(String::from).collect();
+                    let _ = p.decide(&Subject::Argv(argv), &f.ws());
+                    let _ = p.decide(&Subject::Read(path.clone().into()), &f.ws());
+                    let _ = p.decide(&Subject::Edit(path.into()), &f.ws());
+                }
+                Err(e) => prop_assert!(e.to_string().contains("settings.json"), "{}", e),
+            }
+        }
+    }
+
+    /// A rule as a settings file might hold one: a known tool or a made-up name, with or
+    /// without a specifier in parentheses, made of anything printable (globs, `:*`, `//`, `~`,
+    /// unbalanced parentheses).
+    fn rule() -> impl Strategy<Value = String> {
+        let tool = prop::sample::select(vec![
+            "Bash",
+            "Read",
+            "Edit",
+            "Write",
+            "WebFetch",
+            "Glob",
+            "mcp__srv__tool",
+            "mcp__srv",
+            "",
+            "bash",
+            "Read(",
+        ]);
+        (tool, prop::option::of("[ -~]{0,16}"), any::<bool>()).prop_map(|(tool, spec, close)| {
+            match spec {
+                Some(spec) => format!("{tool}({spec}{}", if close { ")" } else { "" }),
+                None => tool.to_string(),
+            }
+        })
     }
 }
