@@ -386,9 +386,14 @@ impl AuditLog {
             Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD })
                 if last <= head + MAX_AHEAD =>
             {
-                recovered = Some(format!(
+                let moved = format!(
                     "audit.head moved from record {head} to {last}, written just before a stop"
-                ));
+                );
+                // Both may be needed at one open: say both.
+                recovered = Some(match recovered {
+                    Some(cut) => format!("{cut}; {moved}"),
+                    None => moved,
+                });
                 head_behind = true;
             }
             other => other?,

@@ -75,6 +75,22 @@ fn opening_shows_each_record_once_in_order_also_when_it_completes_the_head() {
 }
 
 #[test]
+fn an_open_that_cuts_a_torn_line_and_completes_the_head_says_both() {
+    let (_dir, path) = log_with_head_behind(3, 2);
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, b"{\"seq\":6,\"time_ms\":").unwrap();
+    drop(file);
+    let log = AuditLog::open(&path).unwrap();
+    let said = log.recovered.clone().unwrap();
+    assert!(
+        said.contains("cut a torn last line") && said.contains("moved from record 3 to 5"),
+        "{said}"
+    );
+    drop(log);
+    assert_eq!(verify(&path).unwrap().records, 5);
+}
+
+#[test]
 fn an_edited_record_is_named() {
     let (_dir, path) = log_with(5);
     let mut l = lines(&path);
