@@ -24,8 +24,10 @@
 //! Someone who can rewrite both files and recompute every hash is not stopped by this (that
 //! needs the host's signature on the head, held by devices: a later step).
 //!
-//! A line is written with one `write`, so a killed writer leaves whole lines only; a torn last
-//! line (power loss) is cut off when the log is next opened, and said so.
+//! A line is written with one `write`. A writer killed during it can still leave that line torn
+//! where the write crossed a page (Linux ends a write at a page boundary once the process has
+//! been killed), as a power loss can; a torn last line is cut off when the log is next opened,
+//! and said so. Nothing followed a torn record: the host acts only after its record is synced.
 //!
 //! Writing and syncing are apart, as in a database's group commit: [`AuditLog::append_deferred`]
 //! writes a record at once, and [`AuditLog::sync`] makes every record written so far durable
@@ -446,7 +448,8 @@ impl AuditLog {
                 .map_err(|e| AuditError::Malformed { line: record.seq, reason: e.to_string() })?;
             let line_hash = hash(&line);
             line.push(b'\n');
-            // One write call: a killed process leaves the whole line or none of it.
+            // One write call; a kill during it may still tear the line at a page boundary, and
+            // the next open cuts a torn last line off.
             writer.file.write_all(&line).map_err(io_err(&self.path))?;
             writer.seq = record.seq;
             writer.last_hash = line_hash;
@@ -502,7 +505,8 @@ fn head_path(path: &Path) -> PathBuf {
     path.with_extension("head")
 }
 
-/// Cuts a last line that has no newline (a write torn by power loss). Returns what was cut.
+/// Cuts a last line that has no newline (a write torn by a power loss, or by a kill while it
+/// crossed a page). Returns what was cut.
 fn cut_torn_tail(file: &mut File, path: &Path) -> Result<Option<String>, AuditError> {
     let len = file.metadata().map_err(io_err(path))?.len();
     if len == 0 {
@@ -577,7 +581,9 @@ fn verify_chain(path: &Path, visit: &mut dyn FnMut(&Record)) -> Result<Verified,
             let line = newlines(&mut file).map_err(io_err(path))? + 1;
             return Err(AuditError::Malformed {
                 line,
-                reason: "no newline at the end (torn write)".into(),
+                reason: "no newline at the end (a torn write, which the host cuts off when it \
+                         next opens the log)"
+                    .into(),
             });
         }
     }

@@ -218,7 +218,7 @@ fn the_cli_says_which_record() {
     assert!(String::from_utf8_lossy(&bad.stdout).contains("record 1 was edited"));
 }
 
-/// Run as a child by `a_killed_writer_leaves_whole_records`: appends until killed, each record
+/// Run as a child by `a_killed_writer_leaves_what_the_next_open_completes`: appends until killed, each record
 /// synced, or (`AUDIT_WRITER_DEFERRED`) synced a few records at a time as a host does.
 #[test]
 fn audit_writer_child() {
@@ -239,7 +239,7 @@ fn audit_writer_child() {
 }
 
 #[test]
-fn a_killed_writer_leaves_whole_records() {
+fn a_killed_writer_leaves_what_the_next_open_completes() {
     killed_writer(false);
 }
 
@@ -251,6 +251,7 @@ fn a_killed_writer_of_deferred_records_leaves_what_the_next_open_completes() {
 fn killed_writer(deferred: bool) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("audit.jsonl");
+    let mut torn = 0;
     for round in 0..5u64 {
         let mut command = Command::new(std::env::current_exe().unwrap());
         if deferred {
@@ -272,9 +273,11 @@ fn killed_writer(deferred: bool) {
         std::thread::sleep(std::time::Duration::from_millis(20 + round * 17));
         child.kill().unwrap(); // SIGKILL, mid-stream
         child.wait().unwrap();
-        // Whatever instant it died at, the log holds whole records only: it verifies, or its
-        // head lags by the records being written (one when each is synced, those since the
-        // last sync otherwise), which reopening completes. Either way it then verifies.
+        // Whatever instant it died at, the log verifies; or its head lags by the records being
+        // written (one when each is synced, those since the last sync otherwise); or, killed
+        // during a write that crossed a page, its last line is torn there. Reopening completes
+        // the head or cuts the torn line, and says so; then it verifies.
+        let len = std::fs::metadata(&path).unwrap().len();
         match verify(&path) {
             Ok(v) => assert!(v.records > 0),
             Err(AuditError::Head { last, head, what }) => {
@@ -285,12 +288,29 @@ fn killed_writer(deferred: bool) {
                     assert_eq!(last, head + 1, "round {round}");
                 }
             }
+            Err(AuditError::Malformed { line, reason }) if reason.contains("torn") => {
+                assert_eq!(len % 4096, 0, "round {round}: torn at {len}, not a page boundary");
+                assert_eq!(line, newlines(&path) + 1, "round {round}: the last line");
+                torn += 1;
+            }
             Err(e) => panic!("round {round}: {e}"),
         }
         let reopened = AuditLog::open(&path).unwrap();
+        if torn > 0 {
+            assert!(
+                reopened.recovered.as_ref().is_some_and(|r| r.contains("torn")),
+                "round {round}"
+            );
+        }
         drop(reopened);
         assert!(verify(&path).is_ok(), "round {round}");
+        torn = 0;
     }
+}
+
+/// How many newlines a file holds.
+fn newlines(path: &Path) -> u64 {
+    std::fs::read(path).unwrap().iter().filter(|&&b| b == b'\n').count() as u64
 }
 
 #[test]
