@@ -381,7 +381,7 @@ impl AuditLog {
         let mut head_behind = false;
         // As `verify` does, but no one else writes the log: every record must be in the head.
         let read = read_head(path)?;
-        let verified = verify_chain(path, visit)?;
+        let verified = verify_chain(path, false, visit)?;
         match check_head(read.as_ref(), &verified) {
             // A writer that stopped after writing records but before recording them in the
             // head leaves them past it: finish its work.
@@ -541,15 +541,17 @@ pub struct Verified {
 
 /// Checks the whole log and its head. Names the first record that is wrong. While a host
 /// writes the log (it holds the log's lock), up to [`MAX_AHEAD`] records past the head are
-/// records written and not yet synced, not a fault.
+/// records written and not yet synced, and a last line without its newline is one being
+/// written (left out), not a fault.
 pub fn verify(path: &Path) -> Result<Verified, AuditError> {
+    let live = written_now(path);
     // The head first: a writer moves it only to records already written, so the log read
     // after it holds every record it names.
     let head = read_head(path)?;
-    let verified = verify_chain(path, &mut |_| {})?;
+    let verified = verify_chain(path, live, &mut |_| {})?;
     match check_head(head.as_ref(), &verified) {
         Err(AuditError::Head { last, head, what: AHEAD_OF_HEAD })
-            if last <= head + MAX_AHEAD && written_now(path) =>
+            if last <= head + MAX_AHEAD && (live || written_now(path)) =>
         {
             Ok(Verified { unsynced: last - head, ..verified })
         }
@@ -564,20 +566,33 @@ fn written_now(path: &Path) -> bool {
 
 /// Checks the chain alone, a line at a time: a log of any length needs no more memory than
 /// its longest line. Names the first line that is wrong; shows `visit` each record once it is
-/// checked.
-fn verify_chain(path: &Path, visit: &mut dyn FnMut(&Record)) -> Result<Verified, AuditError> {
+/// checked. With `being_written` (a writer holds the log), a last line without its newline is
+/// one the writer is in the middle of, and is left out.
+fn verify_chain(
+    path: &Path,
+    being_written: bool,
+    visit: &mut dyn FnMut(&Record),
+) -> Result<Verified, AuditError> {
     use std::io::BufRead as _;
     let mut file = File::open(path).map_err(io_err(path))?;
     // Up to the length seen now: a writer appending meanwhile is not read half-way.
-    let len = file.metadata().map_err(io_err(path))?.len();
-    // A torn last line is named as such, whatever comes before it.
+    let mut len = file.metadata().map_err(io_err(path))?.len();
+    // A torn last line is named as such, whatever comes before it (unless a writer is in the
+    // middle of it).
     if len > 0 {
         let mut last = [0u8; 1];
-        file.seek(SeekFrom::End(-1))
+        file.seek(SeekFrom::Start(len - 1))
             .and_then(|_| file.read_exact(&mut last))
             .and_then(|()| file.rewind())
             .map_err(io_err(path))?;
-        if last[0] != b'\n' {
+        let whole = match last[0] {
+            b'\n' => Some(len),
+            _ if being_written => whole_lines(&mut file, len).map_err(io_err(path))?,
+            _ => None,
+        };
+        if let Some(whole) = whole {
+            len = whole;
+        } else {
             let line = newlines(&mut file).map_err(io_err(path))? + 1;
             return Err(AuditError::Malformed {
                 line,
@@ -630,6 +645,21 @@ fn verify_chain(path: &Path, visit: &mut dyn FnMut(&Record)) -> Result<Verified,
     let records = expected_seq - 1;
     let last = (records > 0).then_some((records, prev_hash));
     Ok(Verified { records, last, unsynced: 0 })
+}
+
+/// Where the last whole line of the first `len` bytes ends, if the line after it could still be
+/// a record being written (no longer than a record may be). Leaves `file` at its start.
+fn whole_lines(file: &mut File, len: u64) -> io::Result<Option<u64>> {
+    let start = len.saturating_sub(MAX_LINE as u64 + 1);
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(start))?;
+    Read::by_ref(file).take(len - start).read_to_end(&mut tail)?;
+    file.rewind()?;
+    Ok(match tail.iter().rposition(|&b| b == b'\n') {
+        Some(i) => Some(start + i as u64 + 1),
+        None if start == 0 => Some(0),
+        None => None,
+    })
 }
 
 /// How many lines `reader` holds from where it is.

@@ -91,6 +91,23 @@ fn an_open_that_cuts_a_torn_line_and_completes_the_head_says_both() {
 }
 
 #[test]
+fn a_line_being_written_while_a_host_holds_the_log_is_left_out_not_called_torn() {
+    let (_dir, path) = log_with(3);
+    let log = AuditLog::open(&path).unwrap();
+    // A record half-way through its write, as another process reading the log may see it.
+    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
+    std::io::Write::write_all(&mut file, b"{\"seq\":4,\"time_ms\":").unwrap();
+    assert_eq!(verify(&path).unwrap().records, 3);
+    // With no writer holding the log, the same line is a torn write.
+    drop(log);
+    assert!(
+        matches!(verify(&path), Err(AuditError::Malformed { line: 4, ref reason }) if reason.contains("torn")),
+        "{:?}",
+        verify(&path)
+    );
+}
+
+#[test]
 fn an_edited_record_is_named() {
     let (_dir, path) = log_with(5);
     let mut l = lines(&path);
