@@ -30,6 +30,12 @@ fn log_with(n: u64) -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
+/// Appends the start of a record and no more, as a write cut short leaves it.
+fn append_half_a_record(path: &Path) {
+    let mut file = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+    std::io::Write::write_all(&mut file, b"{\"seq\":99,\"time_ms\":").unwrap();
+}
+
 fn lines(path: &Path) -> Vec<String> {
     std::fs::read_to_string(path).unwrap().lines().map(str::to_string).collect()
 }
@@ -77,9 +83,7 @@ fn opening_shows_each_record_once_in_order_also_when_it_completes_the_head() {
 #[test]
 fn an_open_that_cuts_a_torn_line_and_completes_the_head_says_both() {
     let (_dir, path) = log_with_head_behind(3, 2);
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    std::io::Write::write_all(&mut file, b"{\"seq\":6,\"time_ms\":").unwrap();
-    drop(file);
+    append_half_a_record(&path);
     let log = AuditLog::open(&path).unwrap();
     let said = log.recovered.clone().unwrap();
     assert!(
@@ -95,8 +99,7 @@ fn a_line_being_written_while_a_host_holds_the_log_is_left_out_not_called_torn()
     let (_dir, path) = log_with(3);
     let log = AuditLog::open(&path).unwrap();
     // A record half-way through its write, as another process reading the log may see it.
-    let mut file = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
-    std::io::Write::write_all(&mut file, b"{\"seq\":4,\"time_ms\":").unwrap();
+    append_half_a_record(&path);
     assert_eq!(verify(&path).unwrap().records, 3);
     // With no writer holding the log, the same line is a torn write.
     drop(log);
@@ -191,9 +194,7 @@ fn a_garbled_or_overlong_line_is_named_by_its_number() {
 #[test]
 fn a_torn_last_line_is_reported_then_cut_on_open() {
     let (_dir, path) = log_with(3);
-    let mut bytes = std::fs::read(&path).unwrap();
-    bytes.extend_from_slice(b"{\"seq\":4,\"time_ms\":1,\"pr");
-    std::fs::write(&path, &bytes).unwrap();
+    append_half_a_record(&path);
     assert!(matches!(verify(&path), Err(AuditError::Malformed { line: 4, .. })));
     let log = AuditLog::open(&path).unwrap();
     assert!(log.recovered.is_some());
