@@ -369,7 +369,7 @@ impl AuditLog {
     /// (so that what a host needs from its past takes no second read).
     pub fn open_with(path: &Path, visit: &mut dyn FnMut(&Record)) -> Result<Self, AuditError> {
         let head_path = head_path(path);
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .read(true)
             .append(true)
             .create(true)
@@ -377,7 +377,7 @@ impl AuditLog {
             .open(path)
             .map_err(io_err(path))?;
         file.try_lock().map_err(|_| AuditError::Locked(path.to_path_buf()))?;
-        let mut recovered = cut_torn_tail(&mut file, path)?;
+        let mut recovered = cut_torn_tail(&file, path)?;
         let mut head_behind = false;
         // As `verify` does, but no one else writes the log: every record must be in the head.
         let read = read_head(path)?;
@@ -507,25 +507,9 @@ fn head_path(path: &Path) -> PathBuf {
 
 /// Cuts a last line that has no newline (a write torn by a power loss, or by a kill while it
 /// crossed a page). Returns what was cut.
-fn cut_torn_tail(file: &mut File, path: &Path) -> Result<Option<String>, AuditError> {
-    let len = file.metadata().map_err(io_err(path))?.len();
-    if len == 0 {
-        return Ok(None);
-    }
-    let mut last = [0u8; 1];
-    file.seek(SeekFrom::Start(len - 1)).map_err(io_err(path))?;
-    file.read_exact(&mut last).map_err(io_err(path))?;
-    if last[0] == b'\n' {
-        return Ok(None);
-    }
-    // Find the start of the torn line.
-    let mut content = Vec::new();
-    file.seek(SeekFrom::Start(0)).map_err(io_err(path))?;
-    file.read_to_end(&mut content).map_err(io_err(path))?;
-    let keep = content.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    file.set_len(keep as u64).map_err(io_err(path))?;
-    file.sync_all().map_err(io_err(path))?;
-    Ok(Some(format!("cut a torn last line of {} bytes", content.len() - keep)))
+fn cut_torn_tail(file: &File, path: &Path) -> Result<Option<String>, AuditError> {
+    let cut = crate::fsutil::cut_torn_line(file, MAX_LINE as u64 + 1).map_err(io_err(path))?;
+    Ok((cut > 0).then(|| format!("cut a torn last line of {cut} bytes")))
 }
 
 /// The result of a successful verification.
@@ -587,7 +571,8 @@ fn verify_chain(
             .map_err(io_err(path))?;
         let whole = match last[0] {
             b'\n' => Some(len),
-            _ if being_written => whole_lines(&mut file, len).map_err(io_err(path))?,
+            _ if being_written => crate::fsutil::whole_lines_end(&file, len, MAX_LINE as u64 + 1)
+                .map_err(io_err(path))?,
             _ => None,
         };
         if let Some(whole) = whole {
@@ -645,21 +630,6 @@ fn verify_chain(
     let records = expected_seq - 1;
     let last = (records > 0).then_some((records, prev_hash));
     Ok(Verified { records, last, unsynced: 0 })
-}
-
-/// Where the last whole line of the first `len` bytes ends, if the line after it could still be
-/// a record being written (no longer than a record may be). Leaves `file` at its start.
-fn whole_lines(file: &mut File, len: u64) -> io::Result<Option<u64>> {
-    let start = len.saturating_sub(MAX_LINE as u64 + 1);
-    let mut tail = Vec::new();
-    file.seek(SeekFrom::Start(start))?;
-    Read::by_ref(file).take(len - start).read_to_end(&mut tail)?;
-    file.rewind()?;
-    Ok(match tail.iter().rposition(|&b| b == b'\n') {
-        Some(i) => Some(start + i as u64 + 1),
-        None if start == 0 => Some(0),
-        None => None,
-    })
 }
 
 /// How many lines `reader` holds from where it is.
