@@ -18,9 +18,10 @@
 //!   replaying both after the restart gets the approved action run then, once, as it never
 //!   ran; never twice. Loading applies the journal's lines numbered past the one
 //!   `counters.json` records; every [`JOURNAL_COMPACT`] lines (and whenever `counters.json` is
-//!   written anyway) the state is written whole and the journal emptied. A torn last line (power lost mid-write) was never synced: it is dropped. Each
-//!   update is thus atomic (a whole line, or none) without a temporary file and a rename per
-//!   message.
+//!   written anyway) the state is written whole and the journal emptied. A torn last line
+//!   (power lost, or the host killed, mid-write) was never synced: it is dropped, and cut off
+//!   before the next line is appended. Each update is thus atomic (a whole line, or none)
+//!   without a temporary file and a rename per message.
 //!
 //! The host's counter towards a device is reserved in blocks of [`TX_BLOCK`]: the state records
 //! the end of the block in use, and a restarted host starts after it, so a counter is never
@@ -220,6 +221,9 @@ impl JournalSync {
 /// The journal's file name in the state directory.
 const JOURNAL: &str = "counters.journal";
 
+/// Longer than any journal line (a device id, a replay window and two numbers).
+const MAX_JOURNAL_LINE: u64 = 64 << 10;
+
 /// The journal's whole lines. A last line without its newline, or that does not parse, was
 /// torn by a crash and is dropped; a bad line before the last one is damage.
 fn read_journal(path: &Path) -> Result<Vec<JournalLine>, RegistryError> {
@@ -340,11 +344,15 @@ impl Registry {
         if self.journal.is_none() {
             use std::os::unix::fs::OpenOptionsExt as _;
             let file = std::fs::OpenOptions::new()
+                .read(true)
                 .append(true)
                 .create(true)
                 .mode(0o600)
                 .open(&path)
                 .map_err(io)?;
+            // A line a crash cut short (loading dropped it) must not become the start of the
+            // next one.
+            crate::fsutil::cut_torn_line(&file, MAX_JOURNAL_LINE).map_err(io)?;
             // The file's name is durable before anything relies on what it holds.
             std::fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io)?;
             let _ = self.journal_sync.file.set(file.try_clone().map_err(io)?);
@@ -353,7 +361,8 @@ impl Registry {
         let mut bytes = serde_json::to_vec(line).unwrap_or_default();
         bytes.push(b'\n');
         let journal = self.journal.as_mut().ok_or_else(|| io(std::io::Error::other("closed")))?;
-        // One write: a crash leaves the whole line or a torn one, which loading drops.
+        // One write: a crash (or a kill while it crosses a page) leaves the whole line or a torn
+        // one, which loading drops and the next append cuts off first.
         journal.write_all(&bytes).map_err(io)?;
         self.journal_sync.written.store(line.n, Ordering::Release);
         self.journal_lines += 1;
@@ -644,6 +653,26 @@ mod tests {
         // A bad line before the last is damage, not a crash: the host stops.
         std::fs::write(&journal, format!("garbage\n{stale}\n")).unwrap();
         assert!(matches!(Registry::load(dir.path()), Err(RegistryError::Damaged { .. })));
+    }
+
+    #[test]
+    fn a_message_accepted_after_a_torn_journal_line_survives_the_next_load() {
+        let (dir, mut reg, d) = one_device();
+        let mut window = ReplayWindow::restore(reg.rx(&d.id));
+        window.commit(3).unwrap();
+        reg.accepted(&d.id, window.export(), 3).unwrap();
+        drop(reg);
+        // A crash in the middle of the next line.
+        let journal = dir.path().join(JOURNAL);
+        let written = std::fs::read_to_string(&journal).unwrap();
+        std::fs::write(&journal, format!("{written}{{\"n\":2,\"id\":")).unwrap();
+        // The restarted host accepts another message: its line must not join the torn one.
+        let mut reg = Registry::load(dir.path()).unwrap();
+        window.commit(4).unwrap();
+        reg.accepted(&d.id, window.export(), 4).unwrap();
+        drop(reg);
+        let again = Registry::load(dir.path()).unwrap();
+        assert_eq!(again.rx(&d.id), window.export());
     }
 
     #[test]
