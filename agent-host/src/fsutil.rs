@@ -46,8 +46,12 @@ pub fn whole_lines_end(file: &File, len: u64, max_line: u64) -> io::Result<Optio
 pub fn cut_torn_line(file: &File, max_line: u64) -> io::Result<u64> {
     use std::os::unix::fs::FileExt as _;
     let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(0);
+    }
     let mut last = [0u8; 1];
-    if len == 0 || (file.read_exact_at(&mut last, len - 1).is_ok() && last[0] == b'\n') {
+    file.read_exact_at(&mut last, len - 1)?;
+    if last[0] == b'\n' {
         return Ok(0);
     }
     match whole_lines_end(file, len, max_line)? {
