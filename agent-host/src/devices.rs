@@ -673,6 +673,8 @@ mod tests {
         drop(reg);
         let again = Registry::load(dir.path()).unwrap();
         assert_eq!(again.rx(&d.id), window.export());
+        // So a relay replaying that message is refused.
+        assert!(ReplayWindow::restore(again.rx(&d.id)).commit(4).is_err());
     }
 
     #[test]
