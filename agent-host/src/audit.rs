@@ -569,22 +569,22 @@ fn verify_chain(
             .and_then(|_| file.read_exact(&mut last))
             .and_then(|()| file.rewind())
             .map_err(io_err(path))?;
-        let whole = match last[0] {
-            b'\n' => Some(len),
-            _ if being_written => crate::fsutil::whole_lines_end(&file, len, MAX_LINE as u64 + 1)
-                .map_err(io_err(path))?,
-            _ => None,
-        };
-        if let Some(whole) = whole {
-            len = whole;
-        } else {
-            let line = newlines(&mut file).map_err(io_err(path))? + 1;
-            return Err(AuditError::Malformed {
-                line,
-                reason: "no newline at the end (a torn write, which the host cuts off when it \
+        if last[0] != b'\n' {
+            let whole = crate::fsutil::whole_lines_end(&file, len, MAX_LINE as u64 + 1)
+                .map_err(io_err(path))?;
+            match whole {
+                Some(whole) if being_written => len = whole,
+                _ => {
+                    let line = newlines(&mut file).map_err(io_err(path))? + 1;
+                    let reason = if whole.is_some() {
+                        "no newline at the end (a torn write, which the host cuts off when it \
                          next opens the log)"
-                    .into(),
-            });
+                    } else {
+                        "no newline at the end, and longer than a record: not a torn write"
+                    };
+                    return Err(AuditError::Malformed { line, reason: reason.into() });
+                }
+            }
         }
     }
     let mut reader = io::BufReader::new(file.take(len));

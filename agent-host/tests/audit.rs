@@ -204,6 +204,21 @@ fn a_torn_last_line_is_reported_then_cut_on_open() {
 }
 
 #[test]
+fn a_tail_longer_than_any_record_is_damage_and_is_not_cut() {
+    let (_dir, path) = log_with(3);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes.resize(bytes.len() + (1 << 20) + 2, b'x');
+    std::fs::write(&path, &bytes).unwrap();
+    let said = |r: Result<_, AuditError>| match r {
+        Err(AuditError::Malformed { line: 4, reason }) => reason,
+        other => panic!("{other:?}"),
+    };
+    assert!(said(verify(&path).map(|_| ())).contains("not a torn write"));
+    assert!(said(AuditLog::open(&path).map(|_| ())).contains("not a torn write"));
+    assert_eq!(std::fs::read(&path).unwrap().len(), bytes.len(), "nothing was cut");
+}
+
+#[test]
 fn one_writer_at_a_time() {
     let (_dir, path) = log_with(1);
     let _first = AuditLog::open(&path).unwrap();
