@@ -39,8 +39,13 @@ fn bench(c: &mut Criterion) {
     let settings = Settings::parse(&rules(), &ws.join("settings.json")).expect("settings parse");
     let policy = Policy::new(&ws, vec![(settings, Trust::Trusted)], None, vec![]);
     let mut group = c.benchmark_group("policy decision, 50 rules");
+    std::fs::write(ws.join("src/lib.rs"), "// TODO\n").expect("write");
     for (name, line) in [
         ("compound: cd && cmd | tail (3 parts)", "cd src && cargo test --release | tail -n 5"),
+        (
+            "read-only built-ins: cd && grep -rn | head (3 parts)",
+            "cd src && grep -rn TODO . | head -n 5",
+        ),
         (
             "pipeline: cd && cmd 2>&1 | grep | head (4 parts)",
             "cd src && cargo test --release 2>&1 | grep -v warning | head -n 50",

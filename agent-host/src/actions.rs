@@ -271,7 +271,7 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
             let (allow, reason) = crate::session::judge_input(kind, data);
             let decision = if allow { PolicyVerdict::Allow } else { PolicyVerdict::Ask };
             Judged {
-                subject: Err(crate::policy::Decision { decision, reason, rule: None }),
+                subject: Err(crate::policy::Decision::fixed(decision, reason)),
                 summary: format!("type {data:?} into `{}`", quote_argv(&command)),
                 preview: None,
                 wants_network: false,

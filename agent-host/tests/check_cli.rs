@@ -37,7 +37,13 @@ fn json_output_has_the_documented_shape() {
     assert_eq!(v["decision"], "allow");
     assert_eq!(v["rule"], "Bash(npm run test *)");
     assert!(v["reason"].as_str().unwrap().contains("npm run test"));
-    assert_eq!(v.as_object().unwrap().len(), 3);
+    assert_eq!(v["explicit"], true, "every part allowed by a rule");
+    assert_eq!(v["programs"], serde_json::json!(["npm"]), "what the policy judged");
+    assert_eq!(v.as_object().unwrap().len(), 5);
+
+    let v = json(&check(&home, &ws, &["bash", "ls | wc -l", "--json"]));
+    assert_eq!((&v["decision"], &v["explicit"]), (&"allow".into(), &false.into()));
+    assert_eq!(v["programs"], serde_json::json!(["ls", "wc"]));
 
     let v = json(&check(&home, &ws, &["bash", "safe && rm -rf x", "--settings", s, "--json"]));
     assert_eq!(v["decision"], "deny");

@@ -18,7 +18,13 @@ impl Fixture {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("ws/src")).unwrap();
         std::fs::create_dir_all(dir.path().join("ws/.git/hooks")).unwrap();
+        std::fs::create_dir_all(dir.path().join("home/.ssh")).unwrap();
+        std::fs::write(dir.path().join("home/.ssh/id_rsa"), "secret").unwrap();
         Self { dir }
+    }
+
+    fn home(&self) -> PathBuf {
+        self.dir.path().join("home").canonicalize().unwrap()
     }
 
     fn ws(&self) -> PathBuf {
@@ -31,6 +37,7 @@ impl Fixture {
         let settings = Settings::parse(&text, &path).unwrap();
         let host_state = self.dir.path().join("host-state");
         Policy::new(&self.ws(), vec![(settings, Trust::Trusted)], mode, vec![host_state])
+            .with_home(&self.home())
     }
 
     fn bash(&self, policy: &Policy, line: &str) -> Verdict {
@@ -51,7 +58,12 @@ fn bash_rule_table() {
         ("npm run build", "npm run build", Allow),
         ("npm run build", "npm run build --prod", Ask),
         ("npm run test *", "npm run test", Allow),
-        ("npm run test *", "npm run test --watch", Allow),
+        // Stricter than PERMISSIONS.md's table, which says the rule matches: npm takes every
+        // `--flag` before `--` as its own configuration (`-C ..`, `--script-shell`, and flags
+        // tools read back from `npm_config_*`), so a broad rule covers it only after `--`.
+        ("npm run test *", "npm run test --watch", Ask),
+        ("npm run test *", "npm run test -- --watch", Allow),
+        ("npm run test *", "npm run test -C ..", Ask),
         ("npm run test *", "npm run testx", Ask),
         ("ls *", "ls -la", Allow),
         ("ls *", "lsof", Ask),
@@ -60,6 +72,9 @@ fn bash_rule_table() {
         ("git * main", "git push origin main", Allow),
         ("ls:*", "ls -la", Allow),
         ("ls:*", "lsof", Ask),
+        // A rule with quotes matches the line as written.
+        ("say \"a b\"", "say \"a b\"", Allow),
+        ("say \"a b\"", "say a b", Ask),
     ];
     for (rule, command, expected) in cases {
         let p = f.policy(rules(&[&format!("Bash({rule})")], &[], &[]), None);
@@ -218,6 +233,221 @@ fn untrusted_workspace_allow_rules_do_not_count() {
     assert!(!p.notes().is_empty());
 }
 
+/// What a second review found against the rewritten policy: each asks or is denied.
+#[test]
+fn the_attacks_on_the_rewrite_ask_or_are_denied() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    let home = f.home();
+    std::fs::write(ws.join("README.md"), "hello").unwrap();
+    std::fs::write(ws.join(".env"), "TOKEN=1").unwrap();
+    std::fs::create_dir_all(ws.join("tools")).unwrap();
+    std::fs::write(ws.join("tools/bash"), "#!/bin/sh\n").unwrap();
+    let none = f.policy(rules(&[], &[], &[]), None);
+    let key = home.join(".ssh/id_rsa");
+    let date = format!("date -d 'TZ=\"{}\" now'", key.display());
+    let find = format!("find . -newermt 'TZ=\"{}\" now'", key.display());
+    let deep_parameter = format!("echo {}x{}", "${x:-".repeat(700), "}".repeat(700));
+    let deep_substitution = format!("echo {}x{}", "\"$(".repeat(1000), ")\"".repeat(1000));
+    for line in [
+        // Here-documents whose end bash finds elsewhere, or whose body expands.
+        "cat <<EOF\nEO\\\nF\ntouch pwned\nEOF",
+        "cat <<EOF\n$\\\n(touch pwned)\nEOF",
+        "echo 'a[$(touch pwned)]' >/dev/null; cat <<EOF\n${!_}\nEOF",
+        // Parameter expansions that evaluate code or assign.
+        "echo '$(touch pwned)' >/dev/null; cat <<< ${_@P}",
+        "echo 'a[$(touch pwned)]' >/dev/null; cat <<< ${HOME:_}",
+        "true <<<${CDPATH:=/tmp}; cd .ssh && cat id_rsa",
+        // `cd` alone goes home; `-d recurse` is `-r`.
+        "cd && grep -d recurse x",
+        "cd && grep --directories=recurse x",
+        "cd && ls",
+        // The shell's own `cd`, however it is spelt.
+        "cd src && command -- cd .. && cat ../README.md",
+        "cd src && command -p cd .. && cat ../README.md",
+        "cd src && builtin -- cd .. && cat ../README.md",
+        // Time zones read files.
+        &date,
+        &find,
+        // zsh is not bash; a shell from the workspace is not the shell.
+        "zsh -c 'ls *(e:\"touch pwned\":)'",
+        "tools/bash -c ls",
+        // Bytes that are not UTF-8; tilde after `=`; a named descriptor.
+        "cat $'\\xff'",
+        "cat a=~/.ssh/id_rsa",
+        "echo {PATH}>/dev/null; ls",
+        // Temporary files.
+        "echo hi | tac",
+        "sort -S 100K README.md",
+        // Numbers the parser would choke on, and nesting that would overflow its stack.
+        "echo {9223372036854775806..9223372036854775807}",
+        "echo {1..99999999999999999999}",
+        "ls 4294967296>/dev/null",
+        &deep_parameter,
+        &deep_substitution,
+        "echo {01..03}",
+    ] {
+        let d = none.decide(&Subject::Bash(line.into()), &ws);
+        assert_ne!(d.decision, Allow, "`{line}` was allowed: {}", d.reason);
+    }
+    let case = |permissions: &Value, mode: Option<Mode>, line: &str, expected: Verdict| {
+        let p = f.policy(permissions.clone(), mode);
+        let d = p.decide(&Subject::Bash(line.into()), &ws);
+        assert_eq!(d.decision, expected, "{permissions} {mode:?}: `{line}`: {}", d.reason);
+    };
+    let git = rules(&["Bash(git *)", "Bash(ls *)"], &["Bash(git push *)"], &["Bash(rm *)"]);
+    // Arguments from standard input may be anything.
+    case(&git, None, "echo push origin main | xargs git", Ask);
+    case(&rules(&["Bash(grep *)"], &[], &[]), None, "echo x | xargs grep -n", Allow);
+    // Words the policy cannot know match any deny or ask rule they may stand for.
+    case(&git, None, "r${x}m -rf x", Deny);
+    case(&git, None, "/usr/bin/r[m] -rf src", Deny);
+    case(&git, None, "echo 'a[$(id)]'; ls ${!_}", Ask);
+    std::fs::write(ws.join("push"), "").unwrap();
+    case(&git, None, "git pus? origin main", Ask);
+    case(&git, None, "git clone -c protocol.ext.allow=always 'ext::sh -c id' x", Ask);
+    case(&git, None, "git maintenance start", Ask);
+    case(&git, None, "git format-patch --output-directory=/tmp/x HEAD~1", Ask);
+    let make = rules(&["Bash(make test *)"], &[], &[]);
+    case(&make, None, "make test -- SHELL=/usr/bin/id", Ask);
+    case(&make, None, "make test deploy", Ask);
+    case(&make, None, "make test -j 4", Allow);
+    // A recursive reader reads what a Read rule is about.
+    let env = rules(&[], &[], &["Read(.env)"]);
+    case(&env, None, "grep -r TOKEN .", Ask);
+    case(&env, None, "rg --hidden TOKEN", Ask);
+    case(&env, None, "cat README.md", Allow);
+    // A directory git would take for a bare repository is protected, as are other spellings.
+    let accept = f.policy(rules(&[], &[], &[]), Some(Mode::AcceptEdits));
+    std::fs::create_dir_all(ws.join("evil")).unwrap();
+    std::fs::write(ws.join("evil/HEAD"), "ref: refs/heads/main\n").unwrap();
+    for path in ["evil/config", "evil/HEAD", "other/HEAD", ".GIT/config", ".claude/Settings.json"] {
+        let d = accept.decide(&Subject::Edit(ws.join(path)), &ws);
+        assert_eq!(d.decision, Ask, "{path}: {}", d.reason);
+    }
+}
+
+/// Each example of the review that attacked the first policy (issue 16), with no allow rule
+/// unless one is named: every one asks or is denied.
+#[test]
+fn the_attacks_that_beat_the_first_policy_ask_or_are_denied() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    std::fs::write(ws.join("README.md"), "hello").unwrap();
+    std::fs::write(ws.join(".env"), "TOKEN=1").unwrap();
+    std::fs::write(f.dir.path().join("README.md"), "outside").unwrap();
+    std::os::unix::fs::symlink(f.home().join(".ssh"), ws.join("keys")).unwrap();
+    let none = f.policy(rules(&[], &[], &[]), None);
+    for line in [
+        "sed -n 1p -e '1e touch /tmp/pwned' README.md",
+        "sed -n 1p -i README.md",
+        "find . -maxdepth 0 {-exec,touch,/tmp/pwned,\\;}",
+        "echo ' -exec touch /tmp/pwned ;' | xargs find .",
+        "BASH_ENV=./x.sh bash -c ls",
+        "cat -v ~/.ssh/id_rsa",
+        "grep -e. ~/.ssh/id_rsa",
+        "rg --files /",
+        "diff --from-file=/etc/shadow README.md",
+        // A `cd` that fails, runs in a pipeline, or leads through a symlink.
+        "cd nonexistent; cat ../README.md",
+        "cd src | cat ../README.md",
+        "cd keys && cat ../.ssh/id_rsa",
+        "cd keys; cat id_rsa",
+        // Globs are expanded and judged, and a match that reads as an option asks.
+        "cat *",
+        "ls keys/*",
+        "env -S 'cat README.md'",
+        "LD_PRELOAD=./x.so cat README.md",
+        "LANG=/tmp/x cat README.md",
+        "./cat README.md",
+    ] {
+        let d = none.decide(&Subject::Bash(line.into()), &ws);
+        assert_ne!(d.decision, Allow, "`{line}` was allowed: {}", d.reason);
+    }
+    std::fs::write(ws.join("-fkeys"), "").unwrap();
+    assert_eq!(f.bash(&none, "grep x *"), Ask, "a file named like an option");
+
+    let case = |permissions: Value, mode: Option<Mode>, line: &str, expected: Verdict| {
+        let p = f.policy(permissions.clone(), mode);
+        let d = p.decide(&Subject::Bash(line.into()), &ws);
+        assert_eq!(d.decision, expected, "{permissions} {mode:?}: `{line}`: {}", d.reason);
+    };
+    case(rules(&[], &[], &[]), Some(Mode::AcceptEdits), "cd .git && echo x >> config", Ask);
+    case(rules(&[], &[], &["Read(.env)"]), None, "cd src && cat ../.env", Deny);
+    let git = rules(&["Bash(git *)"], &["Bash(git push *)"], &[]);
+    case(git.clone(), None, "git \"push\" origin main", Ask);
+    case(git.clone(), None, "git -C . push", Ask);
+    case(git, None, "git --git-dir=.git push origin", Ask);
+    case(rules(&[], &[], &["Bash(rm *)"]), None, "'rm' -rf x", Deny);
+    case(rules(&[], &[], &["Bash(rm *)"]), None, "/bin/rm -rf x", Deny);
+    case(rules(&[], &[], &["Bash(rm *)"]), None, "{rm,-rf,x}", Deny);
+    case(rules(&[], &[], &["Bash(rm *)"]), None, "$'\\x72m' -rf x", Deny);
+    case(rules(&["Bash(npm run test *)"], &[], &[]), None, "npm run test -C ..", Ask);
+    case(rules(&["Bash(git log *)"], &[], &[]), None, "git log --outp=F", Ask);
+    case(rules(&["Bash(git log *)"], &[], &[]), None, "git log --oneline", Allow);
+
+    // A device's command: every part must be allowed by an explicit rule.
+    let ls = f.policy(rules(&["Bash(ls *)"], &[], &[]), None);
+    let argv = |line: &str| Subject::Argv(vec!["bash".into(), "-c".into(), line.into()]);
+    let d = ls.decide(&argv("ls; cat -v ~/.ssh/id_rsa"), &ws);
+    assert_eq!(d.decision, Ask, "{}", d.reason);
+    let d = ls.decide(&argv("ls; cat README.md"), &ws);
+    assert_eq!((d.decision, d.explicit), (Allow, false), "one part by a built-in: {}", d.reason);
+    let both = f.policy(rules(&["Bash(ls *)", "Bash(cat *)"], &[], &[]), None);
+    let d = both.decide(&argv("ls; cat README.md"), &ws);
+    assert_eq!((d.decision, d.explicit), (Allow, true), "{}", d.reason);
+    assert_eq!(d.programs, ["bash", "ls", "cat"]);
+
+    // Environment variables judged alike for every requester.
+    let make = f.policy(rules(&["Bash(make test)"], &[], &[]), None);
+    let env = |name: &str, value: &str| {
+        Subject::ArgvEnv(vec!["make".into(), "test".into()], vec![(name.into(), value.into())])
+    };
+    assert_eq!(make.decide(&env("LD_PRELOAD", "./evil.so"), &ws).decision, Ask);
+    assert_eq!(make.decide(&env("CI", "1"), &ws).decision, Allow);
+}
+
+#[test]
+fn protected_paths_are_every_git_and_the_agents_settings() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    let accept = f.policy(rules(&["Edit"], &[], &[]), Some(Mode::AcceptEdits));
+    for path in [
+        ws.join(".git/config"),
+        ws.join(".git/hooks/pre-commit"),
+        ws.join(".git"),
+        ws.join("vendor/lib/.git/config"),
+        ws.join(".git/modules/lib/hooks/post-checkout"),
+        ws.join(".git/worktrees/w/commondir"),
+        ws.join(".claude/settings.json"),
+        ws.join("sub/.claude/settings.local.json"),
+        ws.join(".mcp.json"),
+        f.home().join(".claude/settings.json"),
+    ] {
+        let d = accept.decide(&Subject::Edit(path.clone()), &ws);
+        assert_eq!(d.decision, Ask, "{}: {}", path.display(), d.reason);
+    }
+    assert_eq!(accept.decide(&Subject::Edit(ws.join("src/a.rs")), &ws).decision, Allow);
+}
+
+#[test]
+fn an_untrusted_workspace_only_tightens_the_mode() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    let path = ws.join(".claude/settings.json");
+    let load = |text: &str| Settings::parse(text, &path).unwrap();
+    let accept = load(r#"{"permissions":{"defaultMode":"acceptEdits"}}"#);
+    let p = Policy::new(&ws, vec![(accept.clone(), Trust::Untrusted)], None, vec![]);
+    assert_eq!(p.mode(), Mode::Default);
+    assert_eq!(p.decide(&Subject::Edit(ws.join("src/a.rs")), &ws).decision, Ask);
+    assert!(p.notes().iter().any(|n| n.contains("defaultMode")), "{:?}", p.notes());
+    let trusted = Policy::new(&ws, vec![(accept, Trust::Trusted)], None, vec![]);
+    assert_eq!(trusted.mode(), Mode::AcceptEdits);
+    let plan = load(r#"{"permissions":{"defaultMode":"plan"}}"#);
+    let p = Policy::new(&ws, vec![(plan, Trust::Untrusted)], None, vec![]);
+    assert_eq!(p.mode(), Mode::Plan, "tightening counts at once");
+}
+
 fn vectors(relative: &str) -> Value {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/vectors").join(relative);
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
@@ -232,10 +462,33 @@ fn codex_read_only_cases() {
     std::fs::write(f.ws().join("Cargo.toml"), "x").unwrap();
     let p = f.policy(rules(&[], &[], &[]), None);
     let file = vectors("codex/codex_is_safe_command_cases.json");
+    // Where this policy is stricter than Codex's classifier, and why.
+    let stricter = [
+        // `grep -R` follows every symlink it meets while recursing, out of the workspace too;
+        // `grep -r` (which follows only those named on the command line) is allowed.
+        r#"grep -R "Cargo.toml" -n"#,
+        r#"grep -R "Cargo.toml" -n || true"#,
+    ];
+    // Where it is looser, and why: a subshell is followed like the rest of the line (the
+    // directories its `cd`s lead to, its redirections), so `(ls)` is judged as `ls`; the effects
+    // oracle runs such lines.
+    let looser = ["(ls)", "ls || (pwd && echo hi)"];
+    // Stricter again: zsh's globs run code (`*(e:…:)`) and its bare `<file` runs a pager, so a
+    // zsh script is not judged as bash.
+    let zsh = |argv: &[String]| argv[0] == "zsh";
     let mut ran = 0;
     for case in file["cases"].as_array().unwrap() {
         let argv: Vec<String> = serde_json::from_value(case["argv"].clone()).unwrap();
-        let expected = if case["expect_auto_allow"].as_bool().unwrap() { Allow } else { Ask };
+        let last = argv.last().unwrap().as_str();
+        let expected = if (case["expect_auto_allow"].as_bool().unwrap()
+            && !stricter.contains(&last)
+            && !zsh(&argv))
+            || looser.contains(&last)
+        {
+            Allow
+        } else {
+            Ask
+        };
         let d = p.decide(&Subject::Argv(argv.clone()), &f.ws());
         assert_eq!(d.decision, expected, "{argv:?} ({}): {}", case["why"], d.reason);
         ran += 1;

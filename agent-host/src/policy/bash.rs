@@ -1,19 +1,27 @@
 //! Judging command lines and argv: split, then deny anywhere → deny; ask anywhere → ask; every
 //! part allowed → allow; otherwise ask.
+//!
+//! A part is allowed by an explicit allow rule that matches what the shell will run and spells
+//! out every word that decides what code runs, or as a read-only built-in when its whole command
+//! line is inside that program's grammar and every path it opens is a read the policy allows in
+//! each directory the part may run in. Environment variables, whoever sets them (a prefix, `env`,
+//! a request's `env`), must be harmless for either.
 
 use std::path::{Path, PathBuf};
 
-use super::builtins::{self, ReadOnly};
-use super::matching::{bash_matches, literal_prefix, normalize, resolve};
-use super::programs;
-use super::rules::{Mode, Rule, RuleKind, home_dir};
-use super::shell::{self, Redirect, Script, SimpleCommand, Word};
+use super::matching::{bash_matches, bash_may_match, literal_prefix, locate, normalize, resolve};
+use super::programs::{self, READ_ONLY_WRAPPERS, Wrapped};
+use super::readonly;
+use super::rules::{Mode, Rule, RuleKind};
+use super::shell::{Redirect, Script, SimpleCommand, Word};
 use super::{Decision, Policy, Verdict};
 
 /// Longer command lines are always asked (PERMISSIONS.md).
 const MAX_COMMAND: usize = 10_000;
 /// `bash -c 'bash -c …'` is looked into this many times, then asked.
 const MAX_NESTING: usize = 2;
+/// A glob may match at most this many paths; more is asked.
+const MAX_GLOB_MATCHES: usize = 1024;
 
 pub(super) fn decide_line(policy: &Policy, line: &str, cwd: &Path) -> Decision {
     decide_nested(policy, line, cwd, 0)
@@ -27,30 +35,49 @@ fn decide_nested(policy: &Policy, line: &str, cwd: &Path, depth: usize) -> Decis
             None,
         );
     }
-    match shell::parse(line) {
+    match super::shell::parse(line, &policy.shell_context()) {
         Ok(script) => decide_script(policy, &script, cwd, depth),
         Err(e) => Decision::new(Verdict::Ask, format!("asked because {e}"), None),
     }
 }
 
-pub(super) fn decide_argv(policy: &Policy, argv: &[String], cwd: &Path) -> Decision {
+pub(super) fn decide_argv(
+    policy: &Policy,
+    argv: &[String],
+    env: &[(String, String)],
+    cwd: &Path,
+) -> Decision {
     if argv.is_empty() {
         return Decision::new(Verdict::Deny, "an empty command", None);
     }
-    if let Some(script) = programs::shell_script(argv) {
-        return decide_nested(policy, script, cwd, 1);
+    if let Some(script) = programs::shell_script(argv, true) {
+        let mut decision = decide_nested(policy, script, cwd, 1);
+        let shell = argv[0].rsplit('/').next().unwrap_or(&argv[0]);
+        decision.programs.insert(0, shell.to_string());
+        if decision.decision == Verdict::Allow
+            && let Some((name, _)) = env.iter().find(|(n, v)| !programs::harmless_env(n, Some(v)))
+        {
+            decision.decision = Verdict::Ask;
+            decision.reason = format!("it sets {name}, which no rule looks past");
+            decision.explicit = false;
+        }
+        return decision;
     }
-    if argv.iter().map(|a| a.len() + 1).sum::<usize>() > MAX_COMMAND {
+    let size = argv.iter().chain(env.iter().map(|(_, v)| v)).map(|a| a.len() + 1).sum::<usize>();
+    if size > MAX_COMMAND {
         return Decision::new(
             Verdict::Ask,
             format!("the command is over {MAX_COMMAND} characters"),
             None,
         );
     }
-    let words =
-        argv.iter().map(|a| Word { text: quote(a), value: Some(a.clone()), glob: false }).collect();
     let script = Script {
-        commands: vec![SimpleCommand { assignments: Vec::new(), words, in_subshell: false }],
+        commands: vec![SimpleCommand {
+            assignments: env.iter().map(|(n, v)| (n.clone(), Word::literal(v))).collect(),
+            words: argv.iter().map(|a| Word::literal(a)).collect(),
+            changes_dir: false,
+            dirs: Some(vec![Vec::new()]),
+        }],
         redirects: Vec::new(),
     };
     decide_script(policy, &script, cwd, 1)
@@ -65,101 +92,84 @@ pub(crate) fn quote(arg: &str) -> String {
 
 /// One command as the rules see it.
 struct Part<'a> {
-    command: &'a SimpleCommand,
+    wrapped: Wrapped,
     /// The words after wrappers (`timeout 5`, `nice` …).
     core: &'a [Word],
-    /// `core` joined: what rules match.
+    /// What allow rules match: `core` as the shell passes it, quoted where needed.
     text: String,
-    /// The whole command without its assignments, wrappers included.
-    full: String,
-    /// The working directory it runs in, if known.
-    cwd: Option<PathBuf>,
-    /// What it reads, if it is a read-only built-in.
-    read_only: Option<ReadOnly<'a>>,
-    /// The policy's verdict on each path it reads (`None`: the path expands, or the directory
-    /// is not known), computed once in the deny pass.
-    reads: Vec<(&'a Word, Option<Decision>)>,
-}
-
-fn join(words: &[Word]) -> String {
-    words.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" ")
+    /// What deny and ask rules match: the forms of the words the shell will run.
+    forms: Vec<String>,
+    /// When a word is not known (`$X`, a glob the policy does not expand): the command with
+    /// `*` for each such word, which a deny or ask rule matches if it may match what it stands
+    /// for.
+    unknown: Option<String>,
+    /// The directories it may run in (`None`: not known, after a `cd` the policy cannot follow).
+    dirs: Option<Vec<PathBuf>>,
+    /// Every variable set for it: assignments in front, and `env NAME=VALUE`.
+    env: Vec<(String, Option<String>)>,
+    /// As a read-only built-in: the policy's verdict on each path it opens, in each directory;
+    /// `Err`, why it is not one.
+    read_only: Result<Vec<Decision>, String>,
 }
 
 fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> Decision {
-    let parts = parts(script, cwd);
+    let parts: Vec<Part<'_>> =
+        script.commands.iter().map(|c| part(policy, script, c, cwd)).collect();
     let bash_rules = |kind| policy.rules_for(&["Bash"], kind);
 
-    // 1. Deny anywhere wins. Deny rules look past every assignment and wrapper.
+    // 1. Deny anywhere wins. Deny rules look past every assignment and wrapper, and match any
+    //    form of the words the shell will run.
     for part in &parts {
-        for rule in bash_rules(RuleKind::Deny) {
-            if spec_matches(rule, &part.text) || spec_matches(rule, &part.full) {
-                return Decision::new(
-                    Verdict::Deny,
-                    format!("`{}` is denied by {rule}", part.text),
-                    Some(rule),
-                );
-            }
+        if let Some(rule) = bash_rules(RuleKind::Deny).find(|r| rule_hits(r, part)) {
+            return Decision::new(
+                Verdict::Deny,
+                format!("`{}` is denied by {rule}", part.text),
+                Some(rule),
+            );
+        }
+        if let Ok(reads) = &part.read_only
+            && let Some(deny) = reads.iter().find(|d| d.decision == Verdict::Deny)
+        {
+            return deny.clone();
         }
     }
     let mut pending: Option<Decision> = None;
-    let mut ask = |d: Decision| {
-        if pending.is_none() {
-            pending = Some(d);
-        }
-    };
-    for redirect in &script.redirects {
-        let (word, is_write) = match redirect {
+    for scoped in &script.redirects {
+        let (word, is_write) = match &scoped.redirect {
             Redirect::Write(w) => (w, true),
             Redirect::Read(w) => (w, false),
         };
         if word.value.as_deref() == Some("/dev/null") {
             continue;
         }
-        match (&word.value, word.glob) {
-            (Some(v), false) => {
-                let path = normalize(cwd, Path::new(v));
-                let d = if is_write { policy.edit(&path, cwd) } else { policy.read(&path, cwd) };
-                match d.decision {
-                    Verdict::Deny => return d,
-                    Verdict::Ask => ask(d),
-                    Verdict::Allow => {}
-                }
-            }
-            _ => ask(Decision::new(
+        let dirs = scoped.dirs.as_ref().and_then(|d| directories(policy, script, d, cwd));
+        let (Some(v), None, Some(dirs)) = (&word.value, &word.glob, dirs) else {
+            pending.get_or_insert(Decision::new(
                 Verdict::Ask,
-                format!("the redirection target `{}` is not a plain path", word.text),
+                format!(
+                    "the redirection target `{}` is not a plain path in a known place",
+                    word.text
+                ),
                 None,
-            )),
+            ));
+            continue;
+        };
+        for dir in &dirs {
+            let place = locate(dir, Path::new(v));
+            let d = if is_write { policy.edit(&place, cwd) } else { policy.read(&place, cwd) };
+            match d.decision {
+                Verdict::Deny => return d,
+                Verdict::Ask => {
+                    pending.get_or_insert(d);
+                }
+                Verdict::Allow => {}
+            }
         }
-    }
-    let mut parts = parts;
-    for part in &mut parts {
-        let Some(ro) = &part.read_only else { continue };
-        let operands = ro.reads.iter().copied().chain(ro.cd.flatten());
-        let judged: Vec<_> = operands
-            .map(|word| {
-                let d = match (&word.value, word.glob, &part.cwd) {
-                    (Some(v), false, Some(dir)) => {
-                        Some(policy.read(&normalize(dir, Path::new(v)), dir))
-                    }
-                    _ => None,
-                };
-                (word, d)
-            })
-            .collect();
-        if let Some(deny) =
-            judged.iter().find_map(|(_, d)| d.as_ref().filter(|d| d.decision == Verdict::Deny))
-        {
-            return deny.clone();
-        }
-        part.reads = judged;
     }
 
     // 2. Ask rules and what is always asked.
     for part in &parts {
-        if let Some(rule) = bash_rules(RuleKind::Ask)
-            .find(|r| spec_matches(r, &part.text) || spec_matches(r, &part.full))
-        {
+        if let Some(rule) = bash_rules(RuleKind::Ask).find(|r| rule_hits(r, part)) {
             return Decision::new(
                 Verdict::Ask,
                 format!("`{}` asks by {rule}", part.text),
@@ -170,7 +180,7 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
             return Decision::new(Verdict::Ask, reason, None);
         }
         if let Some(targets) = programs::removal_targets(part.core)
-            && let Some(critical) = critical_removal(policy, targets, part.cwd.as_deref())
+            && let Some(critical) = critical_removal(policy, targets, part.dirs.as_deref())
         {
             return Decision::new(Verdict::Ask, critical, None);
         }
@@ -182,13 +192,32 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
     // 3. Every part must be allowed.
     let mut used: Vec<&Rule> = Vec::new();
     let mut nested: Vec<String> = Vec::new();
+    let mut programs: Vec<String> = Vec::new();
     let mut builtins = false;
+    let mut explicit = true;
     for part in &parts {
-        let read_only = if part.command.in_subshell { None } else { part.read_only.as_ref() };
-        if policy.mode == Mode::Plan && read_only.is_none() {
+        programs.extend(part.wrapped.wrappers.iter().cloned());
+        if let Some(name) = part.core.first().and_then(programs::program) {
+            programs.push(name.to_string());
+            // Debian's egrep and fgrep are scripts that run grep.
+            if matches!(name, "egrep" | "fgrep") {
+                programs.push("grep".into());
+            }
+        }
+        let read_only = part.read_only.clone();
+        if policy.mode == Mode::Plan && read_only.is_err() {
             return Decision::new(
                 Verdict::Deny,
                 format!("plan mode is read-only: `{}` may write or execute", part.text),
+                None,
+            );
+        }
+        if let Some((name, _)) =
+            part.env.iter().find(|(n, v)| !programs::harmless_env(n, v.as_deref()))
+        {
+            return Decision::new(
+                Verdict::Ask,
+                format!("`{}` sets {name}, which no rule looks past", part.text),
                 None,
             );
         }
@@ -196,11 +225,22 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
             if depth >= MAX_NESTING {
                 return Decision::new(Verdict::Ask, "shells nested this deep are asked", None);
             }
-            let inner =
-                decide_nested(policy, &script, part.cwd.as_deref().unwrap_or(cwd), depth + 1);
+            let dir = match part.dirs.as_deref() {
+                Some([dir]) => dir.clone(),
+                _ => {
+                    return Decision::new(
+                        Verdict::Ask,
+                        format!("`{}` runs where the policy cannot tell", part.text),
+                        None,
+                    );
+                }
+            };
+            let inner = decide_nested(policy, &script, &dir, depth + 1);
             if inner.decision != Verdict::Allow {
                 return inner;
             }
+            explicit &= inner.explicit;
+            programs.extend(inner.programs);
             nested.push(format!("inside `{}`: {}", part.core[0].text, inner.reason));
             continue;
         }
@@ -208,24 +248,42 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
             used.push(rule);
             continue;
         }
-        match read_only.map(|_| builtin_reads_allowed(part)) {
-            Some(Ok(())) => builtins = true,
-            Some(Err(d)) => return d,
-            None => {
-                let why =
-                    if part.command.assignments.iter().any(|(n, _)| !programs::harmless_env(n)) {
-                        format!(
-                            "`{}` sets environment variables no allow rule looks past",
-                            part.text
-                        )
-                    } else if rule_would_match(policy, part) {
-                        format!(
-                            "`{}` runs code it is given, which a broad rule does not cover",
-                            part.text
-                        )
-                    } else {
-                        format!("no rule allows `{}`", part.text)
-                    };
+        match read_only {
+            Ok(reads)
+                if !part.wrapped.stdin_args
+                    && part
+                        .wrapped
+                        .wrappers
+                        .iter()
+                        .all(|w| READ_ONLY_WRAPPERS.contains(&w.as_str())) =>
+            {
+                if let Some(not_allowed) = reads.into_iter().find(|d| d.decision != Verdict::Allow)
+                {
+                    return not_allowed;
+                }
+                builtins = true;
+                explicit = false;
+            }
+            _ => {
+                let why = if rule_would_match(policy, part) {
+                    format!(
+                        "`{}` runs code it is given, which a broad rule does not cover",
+                        part.text
+                    )
+                } else {
+                    match &part.read_only {
+                        Err(e)
+                            if part
+                                .core
+                                .first()
+                                .and_then(programs::program)
+                                .is_some_and(readonly::is_read_only_program) =>
+                        {
+                            format!("no rule allows `{}`, and {e}", part.text)
+                        }
+                        _ => format!("no rule allows `{}`", part.text),
+                    }
+                };
                 return Decision::new(Verdict::Ask, why, None);
             }
         }
@@ -240,36 +298,338 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
     if reasons.is_empty() {
         reasons.push("nothing to run".into());
     }
-    Decision::new(Verdict::Allow, reasons.join("; "), rule)
+    programs.dedup();
+    Decision {
+        decision: Verdict::Allow,
+        reason: reasons.join("; "),
+        rule: rule.map(ToString::to_string),
+        explicit: explicit && !parts.is_empty(),
+        programs,
+    }
 }
 
-/// Splits the script into parts and follows `cd` to know each part's directory.
-fn parts<'a>(script: &'a Script, cwd: &Path) -> Vec<Part<'a>> {
-    let mut dir = Some(cwd.to_path_buf());
-    let mut out = Vec::new();
-    for command in &script.commands {
-        let start = programs::strip_wrappers(&command.words);
-        let core = &command.words[start..];
-        out.push(Part {
-            command,
-            core,
-            text: join(core),
-            full: join(&command.words),
-            cwd: dir.clone(),
-            read_only: builtins::read_only(core),
-            reads: Vec::new(),
-        });
-        if core.first().and_then(programs::program) == Some("cd") {
-            dir = match (command.in_subshell, core.get(1), &dir) {
-                // A `cd` inside `( … )` ends with it; what follows is not known to be where.
-                (true, _, _) => None,
-                (false, None, _) => Some(home_dir()),
-                (false, Some(Word { value: Some(v), glob: false, .. }), Some(d)) => {
-                    Some(normalize(d, Path::new(v)))
+/// Builds the policy's view of one command.
+fn part<'a>(policy: &Policy, script: &Script, command: &'a SimpleCommand, cwd: &Path) -> Part<'a> {
+    let wrapped = programs::strip_wrappers(&command.words);
+    let core = &command.words[wrapped.start..];
+    let dirs = command.dirs.as_ref().and_then(|d| directories(policy, script, d, cwd));
+    let mut env: Vec<(String, Option<String>)> =
+        command.assignments.iter().map(|(n, w)| (n.clone(), w.value.clone())).collect();
+    env.extend(wrapped.env.iter().cloned());
+    let read_only = read_only_reads(policy, core, dirs.as_deref(), cwd);
+    // The forms of the words as bash passes them: globs expanded in each directory the part
+    // may run in; a word still not known stands for anything.
+    let mut forms = Vec::new();
+    let mut unknown = command.words.iter().any(|w| w.value.is_none());
+    if command.words.iter().any(|w| w.glob.is_some()) {
+        match dirs.as_deref().map(|dirs| {
+            dirs.iter().map(|dir| expand_words(&command.words, dir)).collect::<Result<Vec<_>, _>>()
+        }) {
+            Some(Ok(expanded)) => {
+                for words in expanded {
+                    let start = programs::strip_wrappers(&words).start;
+                    forms.extend(self::forms(&words, start));
                 }
-                _ => None,
-            };
+            }
+            _ => unknown = true,
         }
+    }
+    forms.extend(self::forms(&command.words, wrapped.start));
+    let unknown = unknown.then(|| {
+        command
+            .words
+            .iter()
+            .map(|w| match (&w.value, &w.glob) {
+                (Some(v), None) => v.as_str(),
+                _ => "*",
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    });
+    Part { text: join_quoted(core), forms, unknown, core, wrapped, dirs, env, read_only }
+}
+
+/// Whether a deny or ask rule is about this part: it matches one of its forms, or may match
+/// what a word the policy does not know stands for.
+fn rule_hits(rule: &Rule, part: &Part<'_>) -> bool {
+    part.forms.iter().any(|f| spec_matches(rule, f))
+        || part.unknown.as_deref().is_some_and(|pattern| {
+            rule.specifier.as_deref().is_none_or(|spec| bash_may_match(spec, pattern))
+        })
+}
+
+/// The words with each glob replaced by what it matches from `dir` (or kept, when nothing
+/// matches, as bash keeps it).
+fn expand_words(words: &[Word], dir: &Path) -> Result<Vec<Word>, String> {
+    let mut out = Vec::with_capacity(words.len());
+    for word in words {
+        let (Some(pattern), Some(_)) = (&word.glob, &word.value) else {
+            out.push(word.clone());
+            continue;
+        };
+        let matches = expand_glob(pattern, dir)?;
+        if matches.is_empty() {
+            out.push(Word { glob: None, ..word.clone() });
+        } else {
+            out.extend(matches.iter().map(|m| Word::literal(m)));
+        }
+    }
+    Ok(out)
+}
+
+/// The words joined as a shell would show them: static values quoted where needed, dynamic
+/// words as written.
+fn join_quoted(words: &[Word]) -> String {
+    words
+        .iter()
+        .map(|w| w.value.as_deref().map_or_else(|| w.text.clone(), quote))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Every form of a command a deny or ask rule is matched against: the words after wrappers and
+/// the whole command, each as written, as values, and as quoted values; each also with the
+/// program's path reduced to its name (`/bin/rm` as `rm`) and, for git, global options skipped
+/// (`git -C dir push` as `git push`).
+fn forms(words: &[Word], start: usize) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut add = |s: String| {
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    };
+    for slice in [&words[start..], words] {
+        if slice.is_empty() {
+            continue;
+        }
+        let named: Vec<Word> = slice
+            .iter()
+            .enumerate()
+            .map(|(i, w)| match (i, programs::program(w)) {
+                (0, Some(name)) => Word::literal(name),
+                _ => w.clone(),
+            })
+            .collect();
+        let mut variants = vec![slice.to_vec(), named.clone()];
+        if programs::program(&named[0]) == Some("git")
+            && let Some(sub) = programs::git_subcommand(&named)
+            && sub > 1
+        {
+            let mut skipped = vec![named[0].clone()];
+            skipped.extend(named[sub..].iter().cloned());
+            variants.push(skipped);
+        }
+        for v in variants {
+            add(v.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "));
+            add(v
+                .iter()
+                .map(|w| w.value.as_deref().unwrap_or(&w.text))
+                .collect::<Vec<_>>()
+                .join(" "));
+            add(join_quoted(&v));
+        }
+    }
+    out
+}
+
+/// The directories each way of `cd`s gives, or `None` when one of them cannot be followed.
+fn directories(
+    policy: &Policy,
+    script: &Script,
+    histories: &[Vec<usize>],
+    cwd: &Path,
+) -> Option<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for history in histories {
+        let mut dir = cwd.to_path_buf();
+        for &index in history {
+            dir = changed_dir(policy, &script.commands.get(index)?.words, &dir)?;
+        }
+        if !out.contains(&dir) {
+            out.push(dir);
+        }
+    }
+    Some(out)
+}
+
+/// Where a successful `cd` leads (as bash keeps it: logical, or physical with `-P`); `None` for
+/// what the policy cannot follow (`pushd`, `popd`, `cd -`, a target that expands).
+fn changed_dir(policy: &Policy, words: &[Word], dir: &Path) -> Option<PathBuf> {
+    let start = programs::shell_builtin(words)?;
+    let values: Vec<&str> = words[start..]
+        .iter()
+        .map(|w| if w.glob.is_some() { None } else { w.value.as_deref() })
+        .collect::<Option<_>>()?;
+    let (name, args) = values.split_first()?;
+    if *name != "cd" {
+        return None;
+    }
+    let cd = readonly::read_only("cd", args).ok()?;
+    match cd.cd? {
+        None => Some(policy.home.clone()),
+        Some(target) if cd.physical => Some(resolve(&dir.join(target))),
+        Some(target) => Some(normalize(dir, Path::new(target))),
+    }
+}
+
+/// For a part that is a read-only built-in: the policy's verdict on each path it opens, in each
+/// directory it may run in. `Err`: why it is not a read-only built-in (or cannot be judged).
+fn read_only_reads(
+    policy: &Policy,
+    core: &[Word],
+    dirs: Option<&[PathBuf]>,
+    cwd: &Path,
+) -> Result<Vec<Decision>, String> {
+    let Some((program, _)) = core.split_first() else { return Err("nothing runs".into()) };
+    let Some(program_value) = program.value.as_deref().filter(|_| program.glob.is_none()) else {
+        return Err(format!("the program `{}` expands", program.text));
+    };
+    if let Some(word) = core.iter().find(|w| w.value.is_none()) {
+        return Err(format!("`{}` expands", word.text));
+    }
+    let mut words = Vec::with_capacity(core.len());
+    for word in &core[1..] {
+        let Some(pattern) = &word.glob else {
+            words.push(word.clone());
+            continue;
+        };
+        let Some([dir]) = dirs else {
+            return Err(format!("`{}` expands where the policy cannot tell", word.text));
+        };
+        let matches = expand_glob(pattern, dir)?;
+        if let Some(option) = matches.iter().find(|m| m.starts_with('-')) {
+            return Err(format!("`{}` expands to `{option}`, which reads as an option", word.text));
+        }
+        if matches.is_empty() {
+            words.push(Word { glob: None, ..word.clone() });
+        }
+        words.extend(matches.iter().map(|m| Word::literal(m)));
+    }
+    let args: Vec<&str> = words.iter().map(|w| w.value.as_deref().unwrap_or_default()).collect();
+    let ro = readonly::read_only(program_value, &args)?;
+    let Some(dirs) = dirs else {
+        return Err("it runs after a `cd` whose target is not known".into());
+    };
+    if ro.recursive && policy.has_read_rules_against() {
+        return Err(format!(
+            "`{program_value}` reads every file below a directory, and a rule denies or asks \
+             about reading some files"
+        ));
+    }
+    // Every read-only command reads where it runs (`ls`, `grep -r` and `find` without a path,
+    // `rg`); judging it for all is harmless. `cd` alone goes home.
+    let home = policy.home.to_string_lossy();
+    let mut reads: Vec<&str> = ro.reads.clone();
+    reads.push(".");
+    if ro.cd == Some(None) {
+        reads.push(&home);
+    }
+    let mut out = Vec::new();
+    for dir in dirs {
+        for read in &reads {
+            let place = locate(dir, Path::new(read));
+            if ro.files_only && *read != "." && place.real.is_dir() {
+                return Err(format!(
+                    "`{program_value}` given the directory `{read}` reads files in it"
+                ));
+            }
+            out.push(policy.read(&place, cwd));
+        }
+    }
+    Ok(out)
+}
+
+/// The paths a glob matches from `dir`, as bash would pass them (sorted; hidden names only when
+/// the pattern's component starts with `.`). Empty: nothing matches (bash then passes the word
+/// as it is).
+fn expand_glob(pattern: &str, dir: &Path) -> Result<Vec<String>, String> {
+    let unsupported = || format!("the glob `{pattern}` is not one the policy expands");
+    if pattern.contains("[[:") || pattern.contains("[^") || pattern.contains("**") {
+        return Err(unsupported());
+    }
+    let absolute = pattern.starts_with('/');
+    // (the path as bash prints it, the directory it names)
+    let mut found: Vec<(String, PathBuf)> = vec![(
+        if absolute { "/".into() } else { String::new() },
+        if absolute { PathBuf::from("/") } else { dir.to_path_buf() },
+    )];
+    let components: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    // `*/` matches directories only, and bash passes them with the slash.
+    let dirs_only = pattern.ends_with('/');
+    for (i, component) in components.iter().enumerate() {
+        let last = i + 1 == components.len() && !dirs_only;
+        let is_glob = has_glob(component);
+        let mut next = Vec::new();
+        for (shown, real) in &found {
+            let join = |name: &str| {
+                let sep = if shown.is_empty() || shown.ends_with('/') { "" } else { "/" };
+                (format!("{shown}{sep}{name}"), real.join(name))
+            };
+            if !is_glob {
+                let name = unescape(component);
+                let (s, r) = join(&name);
+                if last || r.is_dir() {
+                    next.push((s, r));
+                }
+                continue;
+            }
+            let matcher = globset::GlobBuilder::new(component)
+                .literal_separator(true)
+                .backslash_escape(true)
+                .build()
+                .map_err(|_| unsupported())?
+                .compile_matcher();
+            let Ok(entries) = std::fs::read_dir(real) else { continue };
+            let mut names: Vec<String> = Vec::new();
+            for entry in entries {
+                let name = entry.map_err(|_| unsupported())?.file_name();
+                // A name that is not UTF-8 would be passed as bytes the policy cannot judge.
+                let name = name.into_string().map_err(|_| unsupported())?;
+                if (!name.starts_with('.') || component.starts_with('.')) && matcher.is_match(&name)
+                {
+                    names.push(name);
+                }
+            }
+            names.sort();
+            for name in names {
+                let (s, r) = join(&name);
+                if last || r.is_dir() {
+                    next.push((s, r));
+                }
+            }
+            if next.len() > MAX_GLOB_MATCHES {
+                return Err(format!("`{pattern}` matches more than {MAX_GLOB_MATCHES} paths"));
+            }
+        }
+        found = next;
+    }
+    let slash = if dirs_only { "/" } else { "" };
+    Ok(found.into_iter().map(|(shown, _)| format!("{shown}{slash}")).collect())
+}
+
+fn has_glob(component: &str) -> bool {
+    let mut escaped = false;
+    for c in component.chars() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '*' | '?' | '[' => return true,
+            _ => {}
+        }
+    }
+    false
+}
+
+fn unescape(component: &str) -> String {
+    let mut out = String::with_capacity(component.len());
+    let mut escaped = false;
+    for c in component.chars() {
+        if c == '\\' && !escaped {
+            escaped = true;
+            continue;
+        }
+        escaped = false;
+        out.push(c);
     }
     out
 }
@@ -278,26 +638,40 @@ fn spec_matches(rule: &Rule, text: &str) -> bool {
     rule.specifier.as_deref().is_none_or(|spec| bash_matches(spec, text))
 }
 
-/// The allow rule that covers this part, if any: it matches, the assignments before the part
-/// are harmless, and the rule spells out every word that decides what code runs.
+/// The allow rule that covers this part, if any: it matches what the shell will run, and it
+/// spells out every word that decides what code runs. A command whose further arguments come
+/// from standard input (bare `xargs`) is covered only by a rule ending in a wildcard, and only
+/// when no argument can make it run code.
 fn allowing_rule<'a>(policy: &'a Policy, part: &Part<'_>) -> Option<&'a Rule> {
-    if part.command.assignments.iter().any(|(n, _)| !programs::harmless_env(n)) {
-        return None;
-    }
     let needed = programs::literal_words_needed(part.core);
+    if part.wrapped.stdin_args {
+        // Words from standard input may be anything: only a program no argument can make run
+        // code (one that would need no word spelt out even with an unknown one) is covered.
+        let mut with_stdin = part.core.to_vec();
+        with_stdin.push(Word { text: "$STDIN".into(), value: None, glob: None });
+        if programs::literal_words_needed(&with_stdin) != 0 {
+            return None;
+        }
+    }
     let must_spell = if needed == programs::EXACT {
         String::new()
     } else {
-        join(&part.core[..needed.min(part.core.len())])
+        join_quoted(&part.core[..needed.min(part.core.len())])
     };
+    // A rule written with quotes (`Bash(git commit -m "wip")`) matches the line as written too;
+    // what decides is still the words the shell passes (`must_spell` above).
+    let written = part.core.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" ");
     policy.rules_for(&["Bash"], RuleKind::Allow).find(|rule| {
-        if !spec_matches(rule, &part.text) {
+        if !spec_matches(rule, &part.text) && !spec_matches(rule, &written) {
             return false;
+        }
+        let spec = rule.specifier.as_deref().unwrap_or("*");
+        if part.wrapped.stdin_args {
+            return spec.ends_with('*');
         }
         if needed == 0 {
             return true;
         }
-        let spec = rule.specifier.as_deref().unwrap_or("*");
         if !spec.contains('*') {
             return true; // an exact rule spells out everything
         }
@@ -317,60 +691,30 @@ fn rule_would_match(policy: &Policy, part: &Part<'_>) -> bool {
     policy.rules_for(&["Bash"], RuleKind::Allow).any(|r| spec_matches(r, &part.text))
 }
 
-/// A read-only built-in is allowed when every path it reads is (as judged in the deny pass).
-fn builtin_reads_allowed(part: &Part<'_>) -> Result<(), Decision> {
-    if part.command.assignments.iter().any(|(n, _)| !programs::harmless_env(n)) {
-        return Err(Decision::new(
-            Verdict::Ask,
-            format!("`{}` sets environment variables", part.text),
-            None,
-        ));
-    }
-    for (word, decision) in &part.reads {
-        match decision {
-            Some(d) if d.decision == Verdict::Allow => {}
-            Some(d) => return Err(d.clone()),
-            None if part.cwd.is_none() => {
-                return Err(Decision::new(
-                    Verdict::Ask,
-                    format!("`{}` runs after a `cd` whose target is not known", part.text),
-                    None,
-                ));
-            }
-            None => {
-                return Err(Decision::new(
-                    Verdict::Ask,
-                    format!("`{}` reads `{}`, which expands", part.text, word.text),
-                    None,
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// `rm`/`rmdir` of `/`, home, a workspace root or one of its parents.
-fn critical_removal(policy: &Policy, targets: &[Word], cwd: Option<&Path>) -> Option<String> {
-    let home = resolve(&home_dir());
+fn critical_removal(policy: &Policy, targets: &[Word], dirs: Option<&[PathBuf]>) -> Option<String> {
+    let home = resolve(&policy.home);
     for word in targets {
-        let Some(v) = &word.value else {
+        let (Some(v), None) = (&word.value, &word.glob) else {
             return Some(format!("`rm` of `{}`, which expands, is always asked", word.text));
         };
         if v.starts_with('-') {
             continue;
         }
-        let Some(dir) = cwd else {
+        let Some(dirs) = dirs else {
             return Some("`rm` after a `cd` whose target is not known is always asked".into());
         };
-        let real = resolve(&normalize(dir, Path::new(v)));
-        let critical = real == Path::new("/")
-            || real == home
-            || policy.roots.iter().any(|root| root.starts_with(&real));
-        if critical {
-            return Some(format!(
-                "removing {} (the root, home, or a workspace or its parent) is always asked",
-                real.display()
-            ));
+        for dir in dirs {
+            let real = resolve(&dir.join(v));
+            let critical = real == Path::new("/")
+                || real == home
+                || policy.roots.iter().any(|root| root.starts_with(&real));
+            if critical {
+                return Some(format!(
+                    "removing {} (the root, home, or a workspace or its parent) is always asked",
+                    real.display()
+                ));
+            }
         }
     }
     None
@@ -378,6 +722,7 @@ fn critical_removal(policy: &Policy, targets: &[Word], cwd: Option<&Path>) -> Op
 
 /// `bash -c SCRIPT` and friends inside a command line: the script, to be judged itself.
 fn nested_script(core: &[Word]) -> Option<String> {
-    let argv: Option<Vec<String>> = core.iter().map(|w| w.value.clone()).collect();
-    programs::shell_script(&argv?).map(str::to_string)
+    let argv: Option<Vec<String>> =
+        core.iter().map(|w| if w.glob.is_some() { None } else { w.value.clone() }).collect();
+    programs::shell_script(&argv?, false).map(str::to_string)
 }

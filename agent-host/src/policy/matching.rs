@@ -5,6 +5,7 @@ use std::path::{Component, Path, PathBuf};
 
 use globset::GlobBuilder;
 
+#[cfg(test)]
 use super::rules::home_dir;
 
 /// `*` matches any run of characters (spaces included); everything else is literal.
@@ -29,6 +30,52 @@ pub(crate) fn wildcard(pattern: &str, text: &str) -> bool {
         }
     }
     p[pi..].iter().all(|&b| b == b'*')
+}
+
+/// Whether some text matches both patterns, where `*` in either matches any run of characters
+/// (spaces included) and everything else is literal: how a deny or ask rule is matched against
+/// a command with a word the policy cannot know (`$X`, a glob it does not expand), written as
+/// `*` there.
+pub(crate) fn wildcards_intersect(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    // reach[i][j]: the first i bytes of `a` and the first j of `b` can match one same text.
+    let mut reach = vec![vec![false; b.len() + 1]; a.len() + 1];
+    reach[0][0] = true;
+    for i in 0..=a.len() {
+        for j in 0..=b.len() {
+            if !reach[i][j] {
+                continue;
+            }
+            let (x, y) = (a.get(i), b.get(j));
+            // A star may stop matching, or keep matching what the other side gives.
+            if x == Some(&b'*') {
+                reach[i + 1][j] = true;
+                if j < b.len() {
+                    reach[i][j + 1] = true;
+                }
+            }
+            if y == Some(&b'*') {
+                reach[i][j + 1] = true;
+                if i < a.len() {
+                    reach[i + 1][j] = true;
+                }
+            }
+            if let (Some(x), Some(y)) = (x, y)
+                && x == y
+            {
+                reach[i + 1][j + 1] = true;
+            }
+        }
+    }
+    reach[a.len()][b.len()]
+}
+
+/// Does a Bash specifier match some command the pattern `command` (with `*` for words not
+/// known) stands for? The same reading of the specifier as [`bash_matches`].
+pub(crate) fn bash_may_match(spec: &str, command: &str) -> bool {
+    let spec = normalize_bash(spec);
+    spec.strip_suffix(" *").is_some_and(|prefix| wildcards_intersect(prefix, command))
+        || wildcards_intersect(&spec, command)
 }
 
 /// A Bash specifier in its matching form: the legacy `prefix:*` becomes `prefix *`.
@@ -74,14 +121,15 @@ pub(crate) struct PathPattern {
 }
 
 impl PathPattern {
-    /// Compiles `spec`; `anchor` is where `/path` patterns start. `None`: not a valid glob.
-    pub(crate) fn new(spec: &str, anchor: &Path) -> Option<Self> {
+    /// Compiles `spec`; `anchor` is where `/path` patterns start, `home` where `~/path` ones do.
+    /// `None`: not a valid glob.
+    pub(crate) fn new(spec: &str, anchor: &Path, home: &Path) -> Option<Self> {
         let (glob, relative) = if let Some(rest) = spec.strip_prefix("//") {
             (format!("/{rest}"), false)
         } else if let Some(rest) = spec.strip_prefix("~/") {
-            (format!("{}/{rest}", escape(&home_dir())), false)
+            (format!("{}/{rest}", escape(home)), false)
         } else if spec == "~" {
-            (escape(&home_dir()), false)
+            (escape(home), false)
         } else if let Some(rest) = spec.strip_prefix('/') {
             (format!("{}/{rest}", escape(anchor)), false)
         } else {
@@ -117,7 +165,7 @@ impl PathPattern {
 /// Compiles and matches in one go (for tests and one-off checks).
 #[cfg(test)]
 pub(crate) fn path_matches(spec: &str, anchor: &Path, cwd: &Path, path: &Path) -> bool {
-    PathPattern::new(spec, anchor).is_some_and(|p| p.matches(cwd, path))
+    PathPattern::new(spec, anchor, &home_dir()).is_some_and(|p| p.matches(cwd, path))
 }
 
 fn escape(path: &Path) -> String {
@@ -158,8 +206,7 @@ pub(crate) fn allow_glob_honoured(pattern: &str) -> bool {
 
 /// Makes `path` absolute against `cwd` and removes `.` and `..` lexically.
 pub(crate) fn normalize(cwd: &Path, path: &Path) -> PathBuf {
-    let joined =
-        if let Ok(rest) = path.strip_prefix("~") { home_dir().join(rest) } else { cwd.join(path) };
+    let joined = cwd.join(path);
     let mut out = PathBuf::from("/");
     for component in joined.components() {
         match component {
@@ -173,38 +220,77 @@ pub(crate) fn normalize(cwd: &Path, path: &Path) -> PathBuf {
     out
 }
 
-/// Resolves symlinks the way the kernel will when the path is opened: the longest existing
-/// prefix is canonicalized, the rest appended. A dangling final link resolves to its target.
+/// Resolves `path` (absolute, possibly with `.`, `..` and symlinks anywhere) the way the kernel
+/// will when it is opened: component by component, following each symlink where it is met and
+/// taking `..` from the directory actually reached (so `link/../x` is the parent of the link's
+/// target, not the link's own directory). Past the first component that does not exist, the
+/// rest is taken as written (opening it would fail there anyway). A chain of more than 40 links
+/// resolves to where it stopped, as `ELOOP` would.
 pub(crate) fn resolve(path: &Path) -> PathBuf {
-    let mut existing = path.to_path_buf();
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(real) = existing.canonicalize() {
-            let mut out = real;
-            for c in rest.iter().rev() {
-                out.push(c);
-            }
-            return out;
+    let mut out = PathBuf::from("/");
+    let mut pending: std::collections::VecDeque<std::ffi::OsString> = path
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some("..".into()),
+            _ => None,
+        })
+        .collect();
+    let mut missing = false;
+    let mut links = 0;
+    while let Some(name) = pending.pop_front() {
+        if name == ".." {
+            out.pop();
+            continue;
         }
-        // A dangling symlink: follow it by hand once, relative to its directory.
-        if let Ok(target) = std::fs::read_link(&existing) {
-            let base = existing.parent().unwrap_or(Path::new("/"));
-            let mut next = normalize(base, &target);
-            for c in rest.iter().rev() {
-                next.push(c);
-            }
-            if next != path {
-                return resolve(&next);
-            }
+        let next = out.join(&name);
+        if missing {
+            out = next;
+            continue;
         }
-        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
-            (Some(name), Some(parent)) => {
-                rest.push(name);
-                existing = parent.to_path_buf();
+        match std::fs::symlink_metadata(&next) {
+            Ok(meta) if meta.file_type().is_symlink() && links < 40 => {
+                links += 1;
+                let Ok(target) = std::fs::read_link(&next) else {
+                    out = next;
+                    missing = true;
+                    continue;
+                };
+                if target.is_absolute() {
+                    out = PathBuf::from("/");
+                }
+                for c in target.components().rev() {
+                    match c {
+                        Component::Normal(n) => pending.push_front(n.to_os_string()),
+                        Component::ParentDir => pending.push_front("..".into()),
+                        _ => {}
+                    }
+                }
             }
-            _ => return path.to_path_buf(),
+            Ok(_) => out = next,
+            Err(_) => {
+                out = next;
+                missing = true;
+            }
         }
     }
+    out
+}
+
+/// Where a path written in a command or a request leads, from the directory it is used in:
+/// the path as written (made absolute, `.` and `..` removed as text), and where the kernel will
+/// open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Located {
+    /// `dir` joined with the path, normalized as text.
+    pub(crate) lexical: PathBuf,
+    /// The same path resolved by [`resolve`].
+    pub(crate) real: PathBuf,
+}
+
+/// Locates `path` as used from `dir`.
+pub(crate) fn locate(dir: &Path, path: &Path) -> Located {
+    Located { lexical: normalize(dir, path), real: resolve(&dir.join(path)) }
 }
 
 #[cfg(test)]
@@ -260,6 +346,18 @@ mod tests {
         assert!(!tool_matches("mcp__*", "mcp__github__create", true));
         assert!(tool_matches("mcp__github__*", "mcp__github__create", true));
         assert!(!tool_matches("*", "Bash", true));
+    }
+
+    #[test]
+    fn wildcards_meet() {
+        assert!(wildcards_intersect("rm *", "* -rf x"));
+        assert!(wildcards_intersect("git push *", "git * origin main"));
+        assert!(!wildcards_intersect("rm *", "ls *"));
+        assert!(wildcards_intersect("*", ""));
+        assert!(!wildcards_intersect("a", "b"));
+        assert!(bash_may_match("rm *", "*"));
+        assert!(bash_may_match("ls *", "ls"));
+        assert!(!bash_may_match("git push *", "git status *"));
     }
 
     #[test]

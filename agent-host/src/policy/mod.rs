@@ -1,28 +1,40 @@
 //! The policy engine: a pure function from a request and its context to allow, ask or deny,
 //! with the rule or reason that decided. It reads no clock and touches the filesystem only to
-//! resolve symlinks in the paths it judges (so it sees what the kernel will open).
+//! resolve the paths it judges (so it sees what the kernel will open) and to expand globs.
 //!
 //! Semantics are those of `PERMISSIONS.md` (Claude Code's permission rules): lists are checked
 //! deny, then ask, then allow; compound commands are split with a real shell parser and every
 //! part must be allowed; what cannot be parsed or understood is asked. On top of that the host
-//! adds what that system leaves to chance: a broad rule never covers arguments that make a
-//! program run code it is given (`programs::literal_words_needed`), reads and writes are
-//! judged on the resolved path as well as the written one, and protected paths always ask.
+//! adds what that system leaves to chance:
+//! - whatever runs without a rule is an allow-list: the read-only built-ins (`readonly`), each
+//!   with the exact grammar of its options (`options`), every path it opens judged as a read in
+//!   the directory in force for that part of the line;
+//! - a broad rule never covers arguments that make a program run code it is given
+//!   (`programs::literal_words_needed`);
+//! - deny and ask rules match the words the shell will run (quotes removed, braces expanded,
+//!   `/bin/rm` as `rm`, git's global options skipped);
+//! - reads and writes are judged on where the kernel will open them as well as the written
+//!   path, and protected paths always ask;
+//! - an environment variable set for a command asks unless it is on a short harmless list,
+//!   whoever sends it.
 //!
-//! To change it safely: every rule of `PERMISSIONS.md` has a table-driven test in
-//! `agent-host/tests/policy.rs`; keep them passing and add a row for each new behaviour.
+//! SECURITY.md says what is allowed without a person and why, and what the effects oracle
+//! (`agent-host/tests/oracle/`) proves. To change this module safely: every rule of
+//! `PERMISSIONS.md` has a table-driven test in `agent-host/tests/policy.rs`; keep them passing,
+//! add a row for each new behaviour, and run the oracle.
 
 mod bash;
-mod builtins;
 pub(crate) mod matching;
+pub(crate) mod options;
 pub(crate) mod programs;
+mod readonly;
 pub mod rules;
 pub(crate) mod shell;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use matching::{PathPattern, domain_matches, normalize, resolve, tool_matches};
+use matching::{Located, PathPattern, domain_matches, locate, normalize, resolve, tool_matches};
 pub use rules::{Mode, Rule, RuleKind, Settings, SettingsError};
 
 /// What is being judged.
@@ -33,6 +45,10 @@ pub enum Subject {
     /// A program with exact arguments (a remote `run` request). `[sh, -c, SCRIPT]` is judged
     /// as the script.
     Argv(Vec<String>),
+    /// A program with exact arguments and environment variables set for it (a `run` request
+    /// with `env`): judged as the argv with `NAME=VALUE` in front, so a variable not on the
+    /// harmless list asks, whoever sends it.
+    ArgvEnv(Vec<String>, Vec<(String, String)>),
     /// Reading a file or listing a directory.
     Read(PathBuf),
     /// Creating, writing or editing a file.
@@ -74,11 +90,30 @@ pub struct Decision {
     pub reason: String,
     /// The rule that decided, as written (`Bash(npm run test *)`), if one did.
     pub rule: Option<String>,
+    /// For an allow: every part of it was allowed by an explicit allow rule (not by a read-only
+    /// built-in, the default for reads inside the workspace, or a mode). A device's command
+    /// runs unasked only when this holds.
+    pub explicit: bool,
+    /// The programs the policy judged as command words (wrappers and nested shells included),
+    /// by name: whatever else a command runs was not judged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<String>,
 }
 
 impl Decision {
     fn new(decision: Verdict, reason: impl Into<String>, rule: Option<&Rule>) -> Self {
-        Self { decision, reason: reason.into(), rule: rule.map(ToString::to_string) }
+        Self {
+            decision,
+            reason: reason.into(),
+            rule: rule.map(ToString::to_string),
+            explicit: decision == Verdict::Allow && rule.is_some(),
+            programs: Vec::new(),
+        }
+    }
+
+    /// A decision made by the host's own rules rather than by policy (session input).
+    pub fn fixed(decision: Verdict, reason: impl Into<String>) -> Self {
+        Self::new(decision, reason, None)
     }
 }
 
@@ -102,13 +137,17 @@ pub struct Policy {
     mode: Mode,
     roots: Vec<PathBuf>,
     protected: Vec<PathBuf>,
+    /// What `~` is, for the shell and for `~/…` rules.
+    home: PathBuf,
     notes: Vec<String>,
 }
 
 impl Policy {
     /// Merges settings files for a workspace. `mode` overrides every `defaultMode`; otherwise
-    /// the most restrictive `defaultMode` of the files wins. `protected` are the host's own
-    /// directories (config, state, keys), which are never written without asking.
+    /// the most restrictive `defaultMode` of the files wins (an untrusted file's counts only
+    /// when it tightens: `acceptEdits` there is ignored until the workspace is trusted).
+    /// `protected` are the host's own directories (config, state, keys), which are never
+    /// written without asking. Home is `$HOME` (see [`Policy::with_home`]).
     pub fn new(
         workspace: &Path,
         files: Vec<(Settings, Trust)>,
@@ -140,25 +179,49 @@ impl Policy {
                 roots.extend(settings.additional_directories.iter().map(|d| resolve(d)));
             }
             if let Some(m) = settings.default_mode {
-                file_mode = Some(file_mode.map_or(m, |old| more_restrictive(old, m)));
+                if trust == Trust::Untrusted && more_restrictive(m, Mode::Default) != m {
+                    notes.push(format!(
+                        "defaultMode {m:?} in {} is ignored until the workspace is trusted",
+                        settings.source.display()
+                    ));
+                } else {
+                    file_mode = Some(file_mode.map_or(m, |old| more_restrictive(old, m)));
+                }
             }
         }
         let protected = protected.iter().map(|p| resolve(&normalize(Path::new("/"), p))).collect();
-        let patterns = rules
-            .iter()
-            .map(|r| match (&r.specifier, r.tool.as_str()) {
-                (Some(spec), "Read" | "Edit" | "Write") => PathPattern::new(spec, &r.anchor),
-                _ => None,
-            })
-            .collect();
-        Self {
+        let mut policy = Self {
             rules,
-            patterns,
+            patterns: Vec::new(),
             mode: mode.or(file_mode).unwrap_or_default(),
             roots,
             protected,
+            home: rules::home_dir(),
             notes,
-        }
+        };
+        policy.compile_patterns();
+        policy
+    }
+
+    /// The same policy with `home` as the user's home directory (what `~` means in commands and
+    /// in `~/…` rules). Tests and the effects oracle judge a world with a home of its own.
+    pub fn with_home(mut self, home: &Path) -> Self {
+        self.home = resolve(&normalize(Path::new("/"), home));
+        self.compile_patterns();
+        self
+    }
+
+    fn compile_patterns(&mut self) {
+        self.patterns = self
+            .rules
+            .iter()
+            .map(|r| match (&r.specifier, r.tool.as_str()) {
+                (Some(spec), "Read" | "Edit" | "Write") => {
+                    PathPattern::new(spec, &r.anchor, &self.home)
+                }
+                _ => None,
+            })
+            .collect();
     }
 
     /// Warnings from merging (ignored rules), for `agent-host check` to show.
@@ -175,29 +238,20 @@ impl Policy {
     /// git talking to a remote). The executor turns the network on for it only when it was
     /// allowed by an explicit rule or approved by a person; otherwise it runs offline.
     pub fn wants_network(&self, argv: &[String]) -> bool {
-        let script = match programs::shell_script(argv) {
-            Some(script) => shell::parse(script).ok(),
-            None => Some(shell::Script {
-                commands: vec![shell::SimpleCommand {
-                    assignments: Vec::new(),
-                    words: argv
-                        .iter()
-                        .map(|a| shell::Word {
-                            text: a.clone(),
-                            value: Some(a.clone()),
-                            glob: false,
-                        })
-                        .collect(),
-                    in_subshell: false,
-                }],
-                redirects: Vec::new(),
-            }),
+        let commands = match programs::shell_script(argv, true) {
+            Some(script) => match shell::parse(script, &self.shell_context()) {
+                Ok(s) => s.commands.into_iter().map(|c| c.words).collect(),
+                Err(_) => return false,
+            },
+            None => vec![argv.iter().map(|a| shell::Word::literal(a)).collect::<Vec<_>>()],
         };
-        script.is_some_and(|s| {
-            s.commands
-                .iter()
-                .any(|c| programs::network_client(&c.words[programs::strip_wrappers(&c.words)..]))
-        })
+        commands
+            .iter()
+            .any(|words| programs::network_client(&words[programs::strip_wrappers(words).start..]))
+    }
+
+    fn shell_context(&self) -> shell::Context<'_> {
+        shell::Context { home: &self.home, changes_dir: &programs::changes_dir }
     }
 
     /// Judges `subject` with `cwd` as the working directory.
@@ -205,9 +259,10 @@ impl Policy {
         let cwd = normalize(Path::new("/"), cwd);
         let decision = match subject {
             Subject::Bash(line) => bash::decide_line(self, line, &cwd),
-            Subject::Argv(argv) => bash::decide_argv(self, argv, &cwd),
-            Subject::Read(path) => self.read(&normalize(&cwd, path), &cwd),
-            Subject::Edit(path) => self.edit(&normalize(&cwd, path), &cwd),
+            Subject::Argv(argv) => bash::decide_argv(self, argv, &[], &cwd),
+            Subject::ArgvEnv(argv, env) => bash::decide_argv(self, argv, env, &cwd),
+            Subject::Read(path) => self.read(&locate(&cwd, path), &cwd),
+            Subject::Edit(path) => self.edit(&locate(&cwd, path), &cwd),
             Subject::WebFetch(url) => self.web_fetch(url),
             Subject::Tool(name) => self.tool(name),
         };
@@ -220,7 +275,7 @@ impl Policy {
             return Decision {
                 decision: Verdict::Deny,
                 reason: format!("dontAsk mode denies what would be asked: {}", decision.reason),
-                rule: decision.rule,
+                ..decision
             };
         }
         decision
@@ -237,35 +292,61 @@ impl Policy {
         })
     }
 
+    /// Whether any Read (or Edit, Write) deny or ask rule exists: then a command that reads
+    /// every file below a directory may read what one of them is about.
+    pub(crate) fn has_read_rules_against(&self) -> bool {
+        self.rules.iter().any(|r| {
+            r.kind != RuleKind::Allow
+                && ["Read", "Edit", "Write"].iter().any(|t| tool_matches(&r.tool, t, false))
+        })
+    }
+
     fn inside_roots(&self, real: &Path) -> bool {
         self.roots.iter().any(|root| real.starts_with(root))
     }
 
-    fn protected(&self, lexical: &Path, real: &Path) -> bool {
-        let git_internal = |p: &Path| {
-            self.roots.iter().any(|root| {
-                p.strip_prefix(root).is_ok_and(|rel| {
-                    rel.starts_with(".git/hooks")
-                        || rel == Path::new(".git/config")
-                        || rel.starts_with(".git/config")
-                })
-            })
+    /// Protected paths are never written without asking, whatever the rules and the mode say:
+    /// anything inside any `.git` (the file of a worktree or submodule too: hooks, config,
+    /// `modules/*`, `worktrees/*`, `commondir`, in every nested repository), a file named `HEAD`
+    /// and anything inside a directory that holds one (git takes such a directory for a bare
+    /// repository and runs what its `config` says), the agents' own settings
+    /// (`.claude/settings*.json` anywhere, `~/.claude/…` included, and `.mcp.json`, which names
+    /// programs an agent starts), and the host's own directories. Names are compared without
+    /// case, as a case-insensitive filesystem would.
+    fn protected(&self, place: &Located) -> bool {
+        let named =
+            |c: &std::ffi::OsStr, name: &str| c.to_string_lossy().eq_ignore_ascii_case(name);
+        let agent_or_git = |p: &Path| {
+            p.components().any(|c| named(c.as_os_str(), ".git"))
+                || p.file_name().is_some_and(|n| named(n, ".mcp.json") || named(n, "HEAD"))
+                || (p.parent().and_then(Path::file_name).is_some_and(|d| named(d, ".claude"))
+                    && p.file_name()
+                        .map(|n| n.to_string_lossy().to_ascii_lowercase())
+                        .is_some_and(|n| n.starts_with("settings") && n.ends_with(".json")))
+                || p.ancestors()
+                    .skip(1)
+                    .take_while(|a| self.inside_roots(a))
+                    .any(|a| a.join("HEAD").exists())
         };
-        git_internal(lexical)
-            || git_internal(real)
-            || self.protected.iter().any(|p| real.starts_with(p) || lexical.starts_with(p))
+        agent_or_git(&place.lexical)
+            || agent_or_git(&place.real)
+            || self
+                .protected
+                .iter()
+                .any(|p| place.real.starts_with(p) || place.lexical.starts_with(p))
     }
 
     /// A path rule matches the written path or its resolution (for deny and ask), or both (for
-    /// allow), as PERMISSIONS.md says of symlinks.
+    /// allow), as PERMISSIONS.md says of symlinks. `cwd` is the request's working directory,
+    /// never a directory a `cd` inside the command line moved to.
     fn path_rule<'a>(
         &'a self,
         tools: &[&str],
         kind: RuleKind,
-        lexical: &Path,
-        real: &Path,
+        place: &Located,
         cwd: &Path,
     ) -> Option<&'a Rule> {
+        let (lexical, real) = (place.lexical.as_path(), place.real.as_path());
         self.rules.iter().zip(&self.patterns).find_map(|(r, pattern)| {
             if r.kind != kind
                 || !tools.iter().any(|t| tool_matches(&r.tool, t, kind == RuleKind::Allow))
@@ -276,11 +357,15 @@ impl Policy {
                 (None, _) => true,
                 (Some(_), None) => false,
                 (Some(_), Some(p)) => {
-                    let m = |path: &Path| p.matches(cwd, path);
                     if kind == RuleKind::Allow {
-                        m(lexical) && m(real)
+                        p.matches(cwd, lexical) && p.matches(cwd, real)
                     } else {
-                        m(lexical) || m(real)
+                        // Relative patterns count from the working directory, and for deny and
+                        // ask also from each workspace root (an agent in `src/` must not dodge
+                        // `Read(.env)` by reading `../.env`).
+                        std::iter::once(cwd)
+                            .chain(self.roots.iter().map(PathBuf::as_path))
+                            .any(|base| p.matches(base, lexical) || p.matches(base, real))
                     }
                 }
             };
@@ -288,39 +373,35 @@ impl Policy {
         })
     }
 
-    pub(crate) fn read(&self, lexical: &Path, cwd: &Path) -> Decision {
-        let real = resolve(lexical);
-        let shown = lexical.display();
-        if let Some(r) = self.path_rule(&["Read"], RuleKind::Deny, lexical, &real, cwd) {
+    pub(crate) fn read(&self, place: &Located, cwd: &Path) -> Decision {
+        let shown = place.lexical.display();
+        if let Some(r) = self.path_rule(&["Read"], RuleKind::Deny, place, cwd) {
             return Decision::new(
                 Verdict::Deny,
                 format!("reading {shown} is denied by {r}"),
                 Some(r),
             );
         }
-        if let Some(r) = self.path_rule(&["Read"], RuleKind::Ask, lexical, &real, cwd) {
+        if let Some(r) = self.path_rule(&["Read"], RuleKind::Ask, place, cwd) {
             return Decision::new(Verdict::Ask, format!("reading {shown} asks by {r}"), Some(r));
         }
-        if let Some(r) = self.path_rule(&["Read"], RuleKind::Allow, lexical, &real, cwd) {
+        if let Some(r) = self.path_rule(&["Read"], RuleKind::Allow, place, cwd) {
             return Decision::new(
                 Verdict::Allow,
                 format!("reading {shown} is allowed by {r}"),
                 Some(r),
             );
         }
-        if self.inside_roots(&real) {
+        if self.inside_roots(&place.real) {
             return Decision::new(Verdict::Allow, format!("{shown} is inside the workspace"), None);
         }
         Decision::new(Verdict::Ask, format!("{shown} resolves outside the workspace"), None)
     }
 
-    pub(crate) fn edit(&self, lexical: &Path, cwd: &Path) -> Decision {
-        let real = resolve(lexical);
-        let shown = lexical.display();
+    pub(crate) fn edit(&self, place: &Located, cwd: &Path) -> Decision {
+        let shown = place.lexical.display();
         // A Read deny also blocks writing the same path.
-        if let Some(r) =
-            self.path_rule(&["Edit", "Write", "Read"], RuleKind::Deny, lexical, &real, cwd)
-        {
+        if let Some(r) = self.path_rule(&["Edit", "Write", "Read"], RuleKind::Deny, place, cwd) {
             return Decision::new(
                 Verdict::Deny,
                 format!("writing {shown} is denied by {r}"),
@@ -330,24 +411,24 @@ impl Policy {
         if self.mode == Mode::Plan {
             return Decision::new(Verdict::Deny, "plan mode is read-only", None);
         }
-        if self.protected(lexical, &real) {
+        if self.protected(place) {
             return Decision::new(
                 Verdict::Ask,
                 format!("{shown} is a protected path: always asked"),
                 None,
             );
         }
-        if let Some(r) = self.path_rule(&["Edit", "Write"], RuleKind::Ask, lexical, &real, cwd) {
+        if let Some(r) = self.path_rule(&["Edit", "Write"], RuleKind::Ask, place, cwd) {
             return Decision::new(Verdict::Ask, format!("writing {shown} asks by {r}"), Some(r));
         }
-        if let Some(r) = self.path_rule(&["Edit", "Write"], RuleKind::Allow, lexical, &real, cwd) {
+        if let Some(r) = self.path_rule(&["Edit", "Write"], RuleKind::Allow, place, cwd) {
             return Decision::new(
                 Verdict::Allow,
                 format!("writing {shown} is allowed by {r}"),
                 Some(r),
             );
         }
-        if self.mode == Mode::AcceptEdits && self.inside_roots(&real) {
+        if self.mode == Mode::AcceptEdits && self.inside_roots(&place.real) {
             return Decision::new(
                 Verdict::Allow,
                 format!("acceptEdits mode: {shown} is inside the workspace"),

@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::sync::OnceLock;
 
+use super::options::{self, Grammar, Val, flag, value as valued};
 use super::shell::Word;
 
 /// The program name of a word: its value's last path component (`/usr/bin/git` → `git`).
@@ -22,58 +23,123 @@ pub(crate) fn value(word: &Word) -> &str {
     word.value.as_deref().unwrap_or("\u{0}dynamic")
 }
 
-/// Strips wrappers that only change how a command runs (`timeout 5`, `nice -n 2`, `nohup`, bare
-/// `xargs` …) and returns the index of the real command's first word.
-pub(crate) fn strip_wrappers(words: &[Word]) -> usize {
-    let mut i = 0;
-    while let Some(name) = words.get(i).and_then(program) {
-        let (takes_value, positional): (&[&str], usize) = match name {
-            "timeout" => (&["-k", "--kill-after", "-s", "--signal"], 1),
-            "time" | "nohup" | "builtin" | "noglob" => (&[], 0),
-            "command" => {
-                // `command -v x` asks what x is; it runs nothing.
-                if words.get(i + 1).is_some_and(|w| matches!(value(w), "-v" | "-V")) {
-                    return i;
-                }
-                (&[], 0)
-            }
-            "nice" => (&["-n", "--adjustment"], 0),
-            "stdbuf" => (&["-i", "-o", "-e", "--input", "--output", "--error"], 0),
-            "xargs" => {
-                // Only bare xargs is looked through; with flags it is its own program.
-                if words.get(i + 1).is_some_and(|w| value(w).starts_with('-')) {
-                    return i;
-                }
-                (&[], 0)
-            }
-            _ => return i,
-        };
-        let mut j = i + 1;
-        while let Some(w) = words.get(j) {
-            let v = value(w);
-            if v == "--" {
-                j += 1;
-                break;
-            }
-            if !v.starts_with('-') || v == "-" {
-                break;
-            }
-            j += if takes_value.contains(&v) { 2 } else { 1 };
-        }
-        j += positional;
-        if j >= words.len() {
-            // A wrapper with nothing to wrap is itself the command.
-            return i;
-        }
-        i = j;
-    }
-    i
+/// What stripping the wrappers in front of a command found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Wrapped {
+    /// The index of the real command's first word.
+    pub(crate) start: usize,
+    /// The wrappers looked through, by name, outermost first.
+    pub(crate) wrappers: Vec<String>,
+    /// Variables set by `env NAME=VALUE` in front of the command.
+    pub(crate) env: Vec<(String, Option<String>)>,
+    /// The command's further arguments come from standard input (bare `xargs`).
+    pub(crate) stdin_args: bool,
 }
 
-/// Environment variables an allow rule may look past: they change no program's behaviour in a
-/// way that runs other code.
-pub(crate) fn harmless_env(name: &str) -> bool {
-    matches!(
+/// Wrappers a read-only built-in may be run through: they change how, never what, and write
+/// nothing (`nohup` writes `nohup.out` when its output is a terminal; `xargs` takes arguments
+/// from standard input).
+pub(crate) const READ_ONLY_WRAPPERS: [&str; 7] =
+    ["timeout", "nice", "command", "builtin", "env", "stdbuf", "time"];
+
+const TIMEOUT: Grammar = Grammar::paths(&[
+    valued("kill-after", 'k', Val::Text),
+    valued("signal", 's', Val::Text),
+    flag("preserve-status", '\0'),
+    flag("foreground", '\0'),
+    flag("verbose", 'v'),
+]);
+const NICE: Grammar =
+    Grammar { numeric_option: true, ..Grammar::paths(&[valued("adjustment", 'n', Val::Text)]) };
+const STDBUF: Grammar = Grammar::paths(&[
+    valued("input", 'i', Val::Text),
+    valued("output", 'o', Val::Text),
+    valued("error", 'e', Val::Text),
+]);
+/// GNU `time` without `-o`/`-a` (they write a file).
+const TIME: Grammar = Grammar::paths(&[
+    flag("portability", 'p'),
+    flag("verbose", 'v'),
+    flag("quiet", 'q'),
+    valued("format", 'f', Val::Text),
+]);
+const COMMAND: Grammar = Grammar::paths(&[flag("", 'p')]);
+const NONE: Grammar = Grammar::paths(&[]);
+/// `env` without `-C` (changes directory), `-S` (splits a string into a command line), `-0`
+/// and the signal options.
+const ENV: Grammar = Grammar::paths(&[
+    flag("ignore-environment", 'i'),
+    valued("unset", 'u', Val::Text),
+    flag("debug", 'v'),
+]);
+
+/// Strips wrappers that only change how a command runs (`timeout 5`, `nice -n 2`, `env -u X`,
+/// bare `xargs` …), each looked through only with options its own grammar knows, and returns
+/// where the real command starts. A wrapper with an option it does not know, or with nothing to
+/// wrap, is itself the command.
+pub(crate) fn strip_wrappers(words: &[Word]) -> Wrapped {
+    let mut out = Wrapped::default();
+    let mut i = 0;
+    loop {
+        let Some(name) = words.get(i).and_then(program) else { return out };
+        let Some(rest) =
+            words[i + 1..].iter().map(|w| w.value.as_deref()).collect::<Option<Vec<_>>>()
+        else {
+            return out;
+        };
+        let (grammar, operands) = match name {
+            "timeout" => (&TIMEOUT, 1),
+            "nice" => (&NICE, 0),
+            "stdbuf" => (&STDBUF, 0),
+            "time" => (&TIME, 0),
+            "command" => (&COMMAND, 0),
+            "nohup" | "builtin" | "noglob" => (&NONE, 0),
+            "env" => (&ENV, 0),
+            // Only bare xargs is looked through; with flags it is its own program.
+            "xargs" if rest.first().is_some_and(|w| !w.starts_with('-')) => {
+                out.stdin_args = true;
+                (&NONE, 0)
+            }
+            _ => return out,
+        };
+        let Ok((_, next)) = options::parse_prefix(grammar, &rest) else { return out };
+        let mut j = i + 1 + next + operands;
+        if name == "env" {
+            // `env` with `-` alone empties the environment too; then NAME=VALUE words.
+            if words.get(j).is_some_and(|w| value(w) == "-") {
+                j += 1;
+            }
+            while let Some((n, v)) = words.get(j).and_then(|w| assignment(value(w))) {
+                out.env.push((n.to_string(), Some(v.to_string())));
+                j += 1;
+            }
+        }
+        if j >= words.len() {
+            // A wrapper with nothing to wrap is itself the command.
+            return out;
+        }
+        out.wrappers.push(name.to_string());
+        out.start = j;
+        i = j;
+    }
+}
+
+/// `NAME=VALUE` as `env` reads it.
+fn assignment(word: &str) -> Option<(&str, &str)> {
+    let (name, value) = word.split_once('=')?;
+    let valid = !name.is_empty()
+        && !name.starts_with(|c: char| c.is_ascii_digit())
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+    valid.then_some((name, value))
+}
+
+/// The environment variables a command may set without asking: they change no program's
+/// behaviour in a way that runs other code or reads other files. The value must be static and
+/// plain (letters, digits and `._,:=@+*-`): a path in `LANG` or `TZ` would make programs load
+/// files from it. Anything else — `BASH_ENV`, `LD_PRELOAD`, `PATH`, `NODE_OPTIONS`,
+/// `GIT_CONFIG_*`, `PAGER` … — asks.
+pub(crate) fn harmless_env(name: &str, value: Option<&str>) -> bool {
+    let listed = matches!(
         name,
         "NODE_ENV"
             | "RUST_LOG"
@@ -82,6 +148,7 @@ pub(crate) fn harmless_env(name: &str) -> bool {
             | "NO_COLOR"
             | "FORCE_COLOR"
             | "CLICOLOR"
+            | "CLICOLOR_FORCE"
             | "TERM"
             | "LANG"
             | "LANGUAGE"
@@ -91,7 +158,48 @@ pub(crate) fn harmless_env(name: &str) -> bool {
             | "PYTHONUNBUFFERED"
             | "PYTHONDONTWRITEBYTECODE"
             | "CARGO_TERM_COLOR"
-    ) || name.starts_with("LC_")
+            | "COLUMNS"
+            | "LINES"
+    ) || name.starts_with("LC_");
+    listed
+        && value.is_some_and(|v| {
+            v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._,:=@+*-".contains(&b))
+        })
+}
+
+/// Whether a command changes the shell's directory when it succeeds: `cd`, `pushd` or `popd`,
+/// run by the shell itself (see [`shell_builtin`]).
+pub(crate) fn changes_dir(words: &[Word]) -> bool {
+    shell_builtin(words)
+        .is_some_and(|i| matches!(words[i].value.as_deref(), Some("cd" | "pushd" | "popd")))
+}
+
+/// Where the command the shell itself runs starts, past `builtin [--]` and `command [-p] [--]`
+/// in front of it (a directory change or a builtin run that way is still the shell's own).
+/// `None`: `command -v`/`-V` (which runs nothing), an option they do not take, a word that
+/// expands, or nothing left.
+pub(crate) fn shell_builtin(words: &[Word]) -> Option<usize> {
+    let mut i = 0;
+    loop {
+        match words.get(i)?.value.as_deref()? {
+            "builtin" | "command" => {
+                let command = words[i].value.as_deref() == Some("command");
+                i += 1;
+                while let Some(v) = words.get(i).and_then(|w| w.value.as_deref()) {
+                    match v {
+                        "--" => {
+                            i += 1;
+                            break;
+                        }
+                        "-p" if command => i += 1,
+                        _ if v.starts_with('-') => return None,
+                        _ => break,
+                    }
+                }
+            }
+            _ => return Some(i),
+        }
+    }
 }
 
 /// Programs that are always asked, whatever the allow rules say.
@@ -222,7 +330,6 @@ pub(crate) const EXACT: usize = usize::MAX;
 /// `Bash(python3 *)` does not cover `python3 -c '…'`, but `Bash(python3 -m pytest *)` covers
 /// `python3 -m pytest -k slow`, because the rule itself names what runs.
 pub(crate) fn literal_words_needed(words: &[Word]) -> usize {
-    let all = words.len();
     let Some(name) = words.first().and_then(program) else { return EXACT };
     // A dynamic word anywhere in a code-running program could be anything.
     let dynamic = words.iter().any(|w| w.value.is_none());
@@ -231,24 +338,10 @@ pub(crate) fn literal_words_needed(words: &[Word]) -> usize {
         "sed" => sed(words),
         "awk" | "gawk" | "mawk" | "nawk" => awk(words),
         "npm" | "pnpm" | "yarn" | "bun" | "npx" | "bunx" | "cargo" | "make" => {
-            if dynamic || words.iter().any(|w| dangerous_build_option(value(w))) {
+            if dynamic {
                 return EXACT;
             }
-            // The subcommand must be spelt out, and for package managers the script or package
-            // it runs: `Bash(npm *)` does not cover `npm run build`, `Bash(npm run build *)` does.
-            let Some(sub) =
-                words.iter().skip(1).position(|w| !value(w).starts_with('-')).map(|p| p + 1)
-            else {
-                return 1;
-            };
-            let runs_named = matches!(name, "npm" | "pnpm" | "yarn" | "bun")
-                && matches!(value(&words[sub]), "run" | "run-script" | "exec" | "x" | "dlx");
-            let needed = match name {
-                "make" => 1,
-                _ if runs_named => sub + 2,
-                _ => sub + 1,
-            };
-            needed.min(all)
+            build_tool(name, words)
         }
         n if INTERPRETERS.contains(&n) => interpreter(words),
         n if exec_capable().contains(n) => EXACT,
@@ -292,21 +385,75 @@ fn dangerous_anywhere(words: &[Word]) -> usize {
         .unwrap_or(0)
 }
 
-fn dangerous_build_option(v: &str) -> bool {
-    [
-        "--config",
-        "-Z",
-        "--eval",
-        "-E",
-        "--node-options",
-        "--require",
-        "-r",
-        "--prefix",
-        "--call",
-        "-c",
-    ]
-    .iter()
-    .any(|o| v == *o || v.starts_with(&format!("{o}=")))
+/// Package managers and build tools. The subcommand must be spelt out, and for package
+/// managers the script or package it runs: `Bash(npm *)` does not cover `npm run build`,
+/// `Bash(npm run build *)` does. Their own options are an allow-list: any other option (before a
+/// `--`, after which words go to the script) must be spelt out too, since options and
+/// `NAME=VALUE` words configure what runs (npm turns every `--flag` into configuration such as
+/// `--script-shell` or `--prefix`, also `-C`; make takes `SHELL=…`, `-f`, `-C`, `--eval`; cargo
+/// `--config`, `-Z`, `--manifest-path`), and for make every target (each runs its own recipe).
+fn build_tool(name: &str, words: &[Word]) -> usize {
+    let all = words.len();
+    let harmless = |v: &str| -> bool {
+        match name {
+            "npm" | "pnpm" | "yarn" | "bun" | "npx" | "bunx" => {
+                matches!(v, "--silent" | "-s" | "--if-present" | "--no-color" | "--quiet")
+            }
+            "make" => {
+                matches!(
+                    v,
+                    "-k" | "--keep-going"
+                        | "-s"
+                        | "--silent"
+                        | "--quiet"
+                        | "-B"
+                        | "--always-make"
+                        | "--no-print-directory"
+                        | "-w"
+                        | "--print-directory"
+                        | "-j"
+                        | "--jobs"
+                ) || v.strip_prefix("-j").is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+                    || v.strip_prefix("--jobs=")
+                        .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            }
+            // cargo: everything but what loads configuration or another project.
+            _ => !["--config", "-Z", "--manifest-path", "-C"].iter().any(|o| {
+                v == *o || v.starts_with(&format!("{o}=")) || (o.len() == 2 && v.starts_with(o))
+            }),
+        }
+    };
+    // make reads `VAR=…` and targets after `--` too: for make every word counts.
+    let end = if name == "make" {
+        all
+    } else {
+        words.iter().position(|w| value(w) == "--").unwrap_or(all)
+    };
+    let mut needed = 1;
+    for (i, w) in words.iter().enumerate().take(end).skip(1) {
+        let v = value(w);
+        let jobs_value = name == "make"
+            && v.bytes().all(|b| b.is_ascii_digit())
+            && matches!(words.get(i - 1).map(value), Some("-j" | "--jobs"));
+        // For make, every target must be spelt out too: each runs its own recipe.
+        let configures = (v.starts_with('-') && !harmless(v))
+            || (name == "make" && !v.starts_with('-') && !jobs_value);
+        if configures {
+            needed = i + 1;
+        }
+    }
+    let sub =
+        words.iter().take(end).skip(1).position(|w| !value(w).starts_with('-')).map(|p| p + 1);
+    if let Some(sub) = sub {
+        let runs_named = matches!(name, "npm" | "pnpm" | "yarn" | "bun")
+            && matches!(value(&words[sub]), "run" | "run-script" | "exec" | "x" | "dlx");
+        needed = needed.max(match name {
+            "make" => 1,
+            _ if runs_named => sub + 2,
+            _ => sub + 1,
+        });
+    }
+    needed.min(all)
 }
 
 /// Interpreters: code flags need an exact rule; otherwise the script or module must be named.
@@ -327,22 +474,41 @@ fn interpreter(words: &[Word]) -> usize {
     EXACT
 }
 
-/// git: global options that change config or paths, subcommands that run helpers or pagers, and
-/// options that run programs or write files must all be spelt out by the rule.
+/// git: global options other than a few harmless ones (they change config, paths or the
+/// repository: `-c`, `-C`, `--git-dir` …), subcommands that run helpers or pagers, and options
+/// that run programs or write files must all be spelt out by the rule. git takes any unique
+/// prefix of a long option (`--outp=F` is `--output=F`), so a prefix of a dangerous option is
+/// dangerous.
 fn git(words: &[Word]) -> usize {
     let all = words.len();
-    const GLOBAL_DANGER: [&str; 9] = [
+    const GLOBAL_WITH_VALUE: [&str; 8] = [
+        "-C",
         "-c",
-        "--config-env",
-        "--exec-path",
-        "-p",
-        "--paginate",
         "--git-dir",
         "--work-tree",
         "--namespace",
         "--super-prefix",
+        "--config-env",
+        "--attr-source",
     ];
-    const SUBCOMMAND_DANGER: [&str; 16] = [
+    const GLOBAL_HARMLESS: [&str; 9] = [
+        "--no-pager",
+        "-P",
+        "--no-replace-objects",
+        "--literal-pathspecs",
+        "--glob-pathspecs",
+        "--noglob-pathspecs",
+        "--icase-pathspecs",
+        "--no-optional-locks",
+        "--no-advice",
+    ];
+    const SUBCOMMAND_DANGER: [&str; 22] = [
+        "maintenance",
+        "worktree",
+        "bundle",
+        "send-pack",
+        "http-push",
+        "subtree",
         "help",
         "difftool",
         "mergetool",
@@ -376,12 +542,16 @@ fn git(words: &[Word]) -> usize {
     ];
     let mut needed = 0;
     let mut subcommand: Option<&str> = None;
-    for (i, w) in words.iter().enumerate().skip(1) {
+    let mut i = 1;
+    while let Some(w) = words.get(i) {
         let Some(v) = w.value.as_deref() else { return EXACT };
         match subcommand {
             None if v.starts_with('-') => {
-                if GLOBAL_DANGER.iter().any(|o| v == *o || v.starts_with(&format!("{o}="))) {
-                    needed = i + 2;
+                if GLOBAL_WITH_VALUE.contains(&v) {
+                    i += 1;
+                    needed = i + 1;
+                } else if !GLOBAL_HARMLESS.contains(&v) {
+                    needed = i + 1;
                 }
             }
             None => {
@@ -391,9 +561,16 @@ fn git(words: &[Word]) -> usize {
                 }
             }
             Some(sub) => {
-                let long = OPTION_DANGER.iter().any(|o| v == *o || v.starts_with(&format!("{o}=")));
+                // A prefix of a dangerous option is that option to git; a longer name that
+                // starts with one (`--output-directory`) is of the same kind.
+                let long = v.starts_with("--") && {
+                    let name = v.split_once('=').map_or(v, |(n, _)| n);
+                    name.len() > 2
+                        && OPTION_DANGER.iter().any(|o| o.starts_with(name) || name.starts_with(o))
+                };
                 let short = match sub {
-                    "clone" | "fetch" | "pull" | "ls-remote" | "archive" | "push" => {
+                    "clone" => v.starts_with("-u") || v.starts_with("-o") || v.starts_with("-c"),
+                    "fetch" | "pull" | "ls-remote" | "archive" | "push" => {
                         v.starts_with("-u") || v.starts_with("-o")
                     }
                     "grep" => v.starts_with("-O"),
@@ -406,87 +583,139 @@ fn git(words: &[Word]) -> usize {
                 }
             }
         }
-    }
-    needed.min(all)
-}
-
-/// sed: `-i`, `-f`, and scripts with `e`, `w`, `r` or `W` commands need the rule to spell them.
-fn sed(words: &[Word]) -> usize {
-    let all = words.len();
-    let mut needed = 0;
-    let mut script_seen = false;
-    let mut i = 1;
-    while let Some(w) = words.get(i) {
-        let Some(v) = w.value.as_deref() else { return EXACT };
-        if v == "-e" || v == "--expression" {
-            let Some(script) = words.get(i + 1).and_then(|w| w.value.as_deref()) else {
-                return EXACT;
-            };
-            if !simple_sed_script(script) {
-                needed = i + 2;
-            }
-            script_seen = true;
-            i += 2;
-            continue;
-        }
-        if v.starts_with("-i")
-            || v.starts_with("--in-place")
-            || v.starts_with("-f")
-            || v.starts_with("--file")
-        {
-            needed = i + 1;
-        } else if let Some(script) = v.strip_prefix("--expression=") {
-            if !simple_sed_script(script) {
-                needed = i + 1;
-            }
-            script_seen = true;
-        } else if !v.starts_with('-') && !script_seen {
-            if !simple_sed_script(v) {
-                needed = i + 1;
-            }
-            script_seen = true;
-        }
         i += 1;
     }
     needed.min(all)
 }
 
-/// A sed script of print, delete and substitution commands only, with no `e`, `w` or `r`.
-pub(crate) fn simple_sed_script(script: &str) -> bool {
-    script.split([';', '\n']).map(str::trim).filter(|c| !c.is_empty()).all(|command| {
-        let body = command
-            .trim_start_matches(|c: char| c.is_ascii_digit() || matches!(c, ',' | '$' | ' '));
-        match body.chars().next() {
-            Some('p' | 'd' | 'q' | '=') => body.len() == 1,
-            Some('s') => substitution_flags(&body[1..])
-                .is_some_and(|f| f.chars().all(|c| "gpiI0123456789".contains(c))),
-            _ => false,
+/// git's global options, skipped to reach the subcommand (for deny and ask rules, which match
+/// `git -C dir push` as `git push`): the index of the subcommand's word, if there is one.
+pub(crate) fn git_subcommand(words: &[Word]) -> Option<usize> {
+    let mut i = 1;
+    while let Some(v) = words.get(i).map(value) {
+        if !v.starts_with('-') {
+            return Some(i);
         }
-    })
-}
-
-/// The flags of `s<d>pattern<d>replacement<d>flags`, honouring backslash escapes.
-fn substitution_flags(rest: &str) -> Option<&str> {
-    let mut chars = rest.char_indices();
-    let (_, delimiter) = chars.next()?;
-    if delimiter == '\\' || delimiter == '\n' {
-        return None;
-    }
-    let mut seen = 0;
-    let mut escaped = false;
-    for (i, c) in chars {
-        if escaped {
-            escaped = false;
-        } else if c == '\\' {
-            escaped = true;
-        } else if c == delimiter {
-            seen += 1;
-            if seen == 2 {
-                return Some(&rest[i + c.len_utf8()..]);
-            }
-        }
+        let takes_next = matches!(
+            v,
+            "-C" | "-c"
+                | "--git-dir"
+                | "--work-tree"
+                | "--namespace"
+                | "--super-prefix"
+                | "--config-env"
+                | "--attr-source"
+        );
+        i += if takes_next { 2 } else { 1 };
     }
     None
+}
+
+/// sed: `-i`, `-f`, an option it does not know, and a script that is not made only of the
+/// commands the read-only grammar accepts (no `e`, `r`, `w` …) need the rule to spell them.
+/// Options are read as GNU sed reads them (clusters, attached values, unique prefixes of long
+/// names, options after operands).
+fn sed(words: &[Word]) -> usize {
+    const LONG: [&str; 16] = [
+        "quiet",
+        "silent",
+        "debug",
+        "expression",
+        "file",
+        "follow-symlinks",
+        "in-place",
+        "line-length",
+        "posix",
+        "regexp-extended",
+        "separate",
+        "sandbox",
+        "unbuffered",
+        "null-data",
+        "help",
+        "version",
+    ];
+    let all = words.len();
+    let mut needed = 0;
+    // (index of the word holding it, script) for each -e; the operands' indices.
+    let mut scripts: Vec<(usize, &str)> = Vec::new();
+    let mut operands: Vec<usize> = Vec::new();
+    let mut options_done = false;
+    let mut i = 1;
+    while let Some(w) = words.get(i) {
+        let Some(v) = w.value.as_deref() else { return EXACT };
+        let here = i;
+        i += 1;
+        if options_done || v == "-" || !v.starts_with('-') {
+            operands.push(here);
+            continue;
+        }
+        if v == "--" {
+            options_done = true;
+            continue;
+        }
+        if let Some(long) = v.strip_prefix("--") {
+            let (name, attached) = long.split_once('=').map_or((long, None), |(n, a)| (n, Some(a)));
+            let matches: Vec<&str> = LONG.iter().copied().filter(|o| o.starts_with(name)).collect();
+            let resolved = if LONG.contains(&name) {
+                Some(name)
+            } else if matches.len() == 1 {
+                Some(matches[0])
+            } else {
+                None
+            };
+            match (resolved, attached) {
+                (Some("expression"), Some(script)) => scripts.push((here, script)),
+                (Some("expression"), None) => {
+                    let Some(script) = words.get(i).and_then(|w| w.value.as_deref()) else {
+                        return EXACT;
+                    };
+                    scripts.push((i, script));
+                    i += 1;
+                }
+                (Some("line-length"), None) => i += 1,
+                (Some("file"), None) => {
+                    i += 1;
+                    needed = i;
+                }
+                (Some("in-place" | "file"), _) | (None, _) => needed = here + 1,
+                _ => {}
+            }
+            continue;
+        }
+        let cluster = &v[1..];
+        for (at, c) in cluster.char_indices() {
+            let rest = &cluster[at + c.len_utf8()..];
+            match c {
+                'n' | 'E' | 'r' | 's' | 'u' | 'z' => continue,
+                'e' | 'l' | 'f' if rest.is_empty() => {
+                    let Some(value) = words.get(i).and_then(|w| w.value.as_deref()) else {
+                        return EXACT;
+                    };
+                    match c {
+                        'e' => scripts.push((i, value)),
+                        'f' => needed = i + 1,
+                        _ => {}
+                    }
+                    i += 1;
+                }
+                'e' => scripts.push((here, rest)),
+                'l' => {}
+                _ => needed = here + 1,
+            }
+            break;
+        }
+    }
+    if scripts.is_empty()
+        && let Some(&first) = operands.first()
+    {
+        scripts.push((first, value(&words[first])));
+    }
+    for (index, script) in scripts {
+        if super::readonly::sed_script_is_read_only(script).is_err() {
+            needed = needed.max(index + 1);
+        }
+    }
+    needed.min(all)
 }
 
 /// awk: a program that can call `system`, pipe to a command or write files must be spelt out.
@@ -508,13 +737,17 @@ fn awk(words: &[Word]) -> usize {
     0
 }
 
-/// `[sh|bash|zsh|dash, -c|-lc|-cl, SCRIPT]` exactly: the script, to be judged as a command line.
-pub(crate) fn shell_script(argv: &[String]) -> Option<&str> {
+/// `[sh|bash|dash, -c, SCRIPT]` exactly, the shell found on `PATH` or in `/bin` or `/usr/bin`:
+/// the script, to be judged as a command line. With `login`, also `-lc`/`-cl` (the shape agents
+/// such as Codex send their commands in): a login shell first runs the user's own profile,
+/// which no requester can change, so it is looked through for argv requests; inside a command
+/// line it is not. zsh is not looked through: its globs run code (`*(e:…:)`) and a bare
+/// `<file` runs a pager, so a bash reading of its script proves nothing.
+pub(crate) fn shell_script(argv: &[String], login: bool) -> Option<&str> {
     let [shell, flag, script] = argv else { return None };
-    let name = shell.rsplit('/').next().unwrap_or(shell);
-    (matches!(name, "sh" | "bash" | "zsh" | "dash")
-        && matches!(flag.as_str(), "-c" | "-lc" | "-cl"))
-    .then_some(script.as_str())
+    let name = super::readonly::system_program(shell)?;
+    let flag_ok = flag == "-c" || (login && matches!(flag.as_str(), "-lc" | "-cl"));
+    (matches!(name, "sh" | "bash" | "dash") && flag_ok).then_some(script.as_str())
 }
 
 #[cfg(test)]
@@ -522,19 +755,36 @@ mod tests {
     use super::*;
 
     fn words(s: &[&str]) -> Vec<Word> {
-        s.iter()
-            .map(|v| Word { text: v.to_string(), value: Some(v.to_string()), glob: false })
-            .collect()
+        s.iter().map(|v| Word::literal(v)).collect()
     }
 
     #[test]
-    fn wrappers_are_looked_through() {
-        let w = words(&["timeout", "-s", "KILL", "5", "nice", "-n", "2", "rm", "x"]);
-        assert_eq!(strip_wrappers(&w), 7);
-        assert_eq!(strip_wrappers(&words(&["xargs", "grep", "foo"])), 1);
-        assert_eq!(strip_wrappers(&words(&["xargs", "-n1", "grep", "foo"])), 0);
-        assert_eq!(strip_wrappers(&words(&["time"])), 0);
-        assert_eq!(strip_wrappers(&words(&["nohup", "--", "ls"])), 2);
+    fn wrappers_are_looked_through_with_their_own_grammar() {
+        let start = |s: &[&str]| strip_wrappers(&words(s)).start;
+        assert_eq!(start(&["timeout", "-s", "KILL", "5", "nice", "-n", "2", "rm", "x"]), 7);
+        assert_eq!(start(&["xargs", "grep", "foo"]), 1);
+        assert!(strip_wrappers(&words(&["xargs", "grep", "foo"])).stdin_args);
+        assert_eq!(start(&["xargs", "-n1", "grep", "foo"]), 0);
+        assert_eq!(start(&["time"]), 0);
+        assert_eq!(start(&["nohup", "--", "ls"]), 2);
+        assert_eq!(start(&["timeout", "--kill-a=1", "5", "ls"]), 3, "a unique prefix");
+        assert_eq!(start(&["env", "-S", "ls -la"]), 0, "-S is not looked through");
+        assert_eq!(start(&["env", "-C", "/", "ls"]), 0, "-C is not looked through");
+        assert_eq!(start(&["time", "-o", "out", "ls"]), 0, "time -o writes");
+        let env = strip_wrappers(&words(&["env", "-i", "A=1", "B=x/y", "ls"]));
+        assert_eq!(env.start, 4);
+        assert_eq!(env.env, vec![("A".into(), Some("1".into())), ("B".into(), Some("x/y".into()))]);
+        assert_eq!(env.wrappers, vec!["env".to_string()]);
+    }
+
+    #[test]
+    fn harmless_variables_need_plain_values() {
+        assert!(harmless_env("NODE_ENV", Some("test")));
+        assert!(harmless_env("RUST_LOG", Some("my_crate::db=debug,info")));
+        assert!(!harmless_env("LANG", Some("/tmp/locale")));
+        assert!(!harmless_env("LANG", None));
+        assert!(!harmless_env("BASH_ENV", Some("x")));
+        assert!(!harmless_env("LD_PRELOAD", Some("x")));
     }
 
     #[test]
@@ -545,12 +795,30 @@ mod tests {
         assert_eq!(n(&["python3", "script.py", "--flag"]), 2);
         assert_eq!(n(&["git", "status"]), 0);
         assert_eq!(n(&["git", "-c", "core.pager=sh", "log"]), 3);
+        assert_eq!(n(&["git", "-C", "..", "log"]), 3);
+        assert_eq!(n(&["git", "--no-pager", "log"]), 0);
         assert_eq!(n(&["git", "log", "--output=/tmp/x"]), 3);
+        assert_eq!(n(&["git", "log", "--outp=/tmp/x"]), 3, "a prefix of --output");
+        assert_eq!(n(&["git", "log", "--oneline"]), 0);
         assert_eq!(n(&["git", "help", "config"]), EXACT);
         assert_eq!(n(&["npm", "run", "build"]), 3);
+        assert_eq!(n(&["npm", "run", "test", "-C", ".."]), 4);
+        assert_eq!(n(&["npm", "run", "test", "--", "-C", ".."]), 3, "after --: the script's");
+        assert_eq!(n(&["make", "test", "SHELL=./x.sh"]), 3);
+        assert_eq!(n(&["make", "-j4", "test"]), 3, "every target is spelt out");
+        assert_eq!(n(&["make", "test", "-j", "4"]), 2);
+        assert_eq!(n(&["make", "test", "deploy"]), 3);
+        assert_eq!(n(&["make", "test", "--", "SHELL=/usr/bin/id"]), 4, "make reads it after --");
+        assert_eq!(n(&["git", "clone", "-c", "protocol.ext.allow=always", "ext::x"]), 3);
+        assert_eq!(n(&["git", "format-patch", "--output-directory=/x"]), 3);
+        assert_eq!(n(&["git", "maintenance", "start"]), EXACT);
+        assert_eq!(n(&["cargo", "test", "--config", "x"]), 3);
+        assert_eq!(n(&["cargo", "test", "--release"]), 2);
         assert_eq!(n(&["sed", "-n", "1,5p", "f"]), 0);
         assert_eq!(n(&["sed", "1e id", "f"]), 2);
         assert_eq!(n(&["sed", "-i", "s/a/b/", "f"]), 2);
+        assert_eq!(n(&["sed", "-n", "1p", "-e", "1e touch x", "f"]), 5);
+        assert_eq!(n(&["sed", "--in-pl", "s/a/b/", "f"]), 2, "a prefix of --in-place");
         assert_eq!(n(&["awk", "{print $1}", "f"]), 0);
         assert_eq!(n(&["awk", "BEGIN{system(\"id\")}"]), 2);
         assert_eq!(n(&["tar", "-xf", "a.tar"]), EXACT);
@@ -568,12 +836,11 @@ mod tests {
     }
 
     #[test]
-    fn sed_scripts() {
-        assert!(simple_sed_script("s/a/b/g"));
-        assert!(simple_sed_script("1,5p; 3d"));
-        assert!(!simple_sed_script("s/a/b/e"));
-        assert!(!simple_sed_script("s/a/b/w out"));
-        assert!(!simple_sed_script("1e id"));
-        assert!(simple_sed_script("s/a\\/x/b/"));
+    fn git_global_options_are_skipped_to_the_subcommand() {
+        let sub = |s: &[&str]| git_subcommand(&words(s));
+        assert_eq!(sub(&["git", "-C", ".", "push"]), Some(3));
+        assert_eq!(sub(&["git", "--git-dir=x", "push"]), Some(2));
+        assert_eq!(sub(&["git", "-c", "a=b", "--no-pager", "push"]), Some(4));
+        assert_eq!(sub(&["git"]), None);
     }
 }

@@ -118,6 +118,8 @@ pub struct Settings {
     pub default_mode: Option<Mode>,
     /// `additionalDirectories`, resolved against the anchor.
     pub additional_directories: Vec<PathBuf>,
+    /// The file it was read from, for messages.
+    pub source: PathBuf,
 }
 
 impl Settings {
@@ -135,7 +137,9 @@ impl Settings {
         let invalid =
             |message: String| SettingsError::Invalid { path: path.to_path_buf(), message };
         let file: File = serde_json::from_str(text).map_err(|e| invalid(e.to_string()))?;
-        let Some(p) = file.permissions else { return Ok(Self::default()) };
+        let Some(p) = file.permissions else {
+            return Ok(Self { source: path.to_path_buf(), ..Self::default() });
+        };
         let dir = path.parent().unwrap_or(Path::new("/"));
         let anchor = if dir.file_name().is_some_and(|n| n == ".claude") {
             dir.parent().unwrap_or(dir).to_path_buf()
@@ -173,7 +177,7 @@ impl Settings {
         };
         let additional_directories =
             p.additional_directories.iter().map(|d| expand_home(d, &anchor)).collect();
-        Ok(Self { rules, default_mode, additional_directories })
+        Ok(Self { rules, default_mode, additional_directories, source: path.to_path_buf() })
     }
 }
 

@@ -1,5 +1,5 @@
 //! Splits a shell command line into simple commands with a real parser (brush-parser, the
-//! POSIX/bash parser of the brush shell).
+//! POSIX/bash parser of the brush shell), and works out what bash would pass to each of them.
 //!
 //! Only a small, well-understood subset of the shell is accepted: simple commands joined by
 //! `&&`, `||`, `;`, `|`, `|&`, `&` and newlines, `!`, subshells, file redirections and
@@ -8,45 +8,91 @@
 //! [`ShellError::Syntax`], and the policy asks. Substitutions (`$(…)`, backticks, `<(…)`,
 //! `$((…))`) are reported apart, since they are always asked.
 //!
+//! Words are expanded as bash expands them where that needs no state: brace expansion (each
+//! resulting word is a word of its own, as bash passes it), tilde (`~`, `~/…` from the home the
+//! policy is given), and quote removal. A word that depends on anything else (parameters,
+//! `$'…'`, `~user`) has no static value; a word with unquoted glob characters carries the
+//! pattern, for the policy to expand against the directory it will run in.
+//!
+//! Each command also carries the directories it may run in: every way the `cd`s before it may
+//! have gone (a `cd` that fails leaves the directory as it was; `&&` and `||` tell which way it
+//! went; a `cd` in a pipeline or in `( … )` or in the background changes nothing after it).
+//!
 //! (tree-sitter-bash was used first; it took about 90 µs to parse a five-stage pipeline, where
 //! this parser takes 4 µs: see BENCHMARKS.md.)
 
+use std::path::Path;
+
 use brush_parser::ast::{
     self, AndOr, AssignmentName, AssignmentValue, Command, CommandPrefixOrSuffixItem,
-    CompoundCommand, IoFileRedirectKind, IoFileRedirectTarget, IoRedirect,
+    CompoundCommand, IoFileRedirectKind, IoFileRedirectTarget, IoRedirect, SeparatorOperator,
 };
-use brush_parser::word::{TildeExpr, WordPiece, WordPieceWithSource};
+use brush_parser::word::{
+    BraceExpressionMember, BraceExpressionOrText, TildeExpr, WordPiece, WordPieceWithSource,
+};
 use brush_parser::{Parser, ParserOptions};
+
+/// Brace expansion may make at most this many words of one command line; more is asked.
+const MAX_EXPANDED_WORDS: usize = 1024;
+/// At most this many ways the `cd`s of a line may have gone are followed; more is "unknown".
+const MAX_DIR_HISTORIES: usize = 16;
 
 /// One word of a command, as written and, when it is static, as the shell would pass it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Word {
-    /// The source text, quotes included.
+    /// The source text, quotes included (after brace expansion, the expanded source text).
     pub(crate) text: String,
-    /// The value after quote removal, or `None` when it depends on expansion (`$X`, `${…}`).
+    /// The value after tilde expansion and quote removal, or `None` when it depends on
+    /// expansion (`$X`, `${…}`, `$'…'`, `~user`).
     pub(crate) value: Option<String>,
-    /// Contains an unquoted glob (`*`, `?`, `[`) or brace expansion.
-    pub(crate) glob: bool,
+    /// When the word has unquoted glob characters (`*`, `?`, `[`): the pattern, with every
+    /// quoted or escaped character escaped by a backslash. Bash replaces the word with the
+    /// matching paths, or leaves it as it is when nothing matches.
+    pub(crate) glob: Option<String>,
+}
+
+impl Word {
+    /// A word with a known value and nothing to expand (an argv element).
+    pub(crate) fn literal(value: &str) -> Self {
+        Self { text: value.to_string(), value: Some(value.to_string()), glob: None }
+    }
 }
 
 /// A file a redirection reads or writes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Redirect {
-    /// `>`, `>>`, `>|`, `&>`, `&>>`, `2>` …: a write of this file.
+    /// `>`, `>>`, `>|`, `&>`, `&>>`, `<>`, `2>` …: a write of this file.
     Write(Word),
     /// `<`: a read of this file.
     Read(Word),
 }
+
+/// Where a command runs: each entry is one way the directory changes before it may have gone,
+/// as the indices (into [`Script::commands`]) of the directory-changing commands that took
+/// effect, in order; the empty list is the starting directory. `None`: too many ways to follow.
+pub(crate) type Dirs = Option<Vec<Vec<usize>>>;
 
 /// A command with its leading assignments split off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SimpleCommand {
     /// `NAME=value` before the command.
     pub(crate) assignments: Vec<(String, Word)>,
-    /// The program and its arguments.
+    /// The program and its arguments, brace-expanded.
     pub(crate) words: Vec<Word>,
-    /// Inside `( … )`.
-    pub(crate) in_subshell: bool,
+    /// Changes the shell's directory when it succeeds (`cd`, `pushd`, `popd`, as the policy's
+    /// classifier says), and runs in the shell itself (not in a pipeline or the background).
+    pub(crate) changes_dir: bool,
+    /// The directories it may run in.
+    pub(crate) dirs: Dirs,
+}
+
+/// A redirection with the directories it is opened in (those in force where it is written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ScopedRedirect {
+    /// The file and how it is opened.
+    pub(crate) redirect: Redirect,
+    /// Where relative paths start.
+    pub(crate) dirs: Dirs,
 }
 
 /// A parsed command line.
@@ -55,7 +101,7 @@ pub(crate) struct Script {
     /// Every simple command, in source order.
     pub(crate) commands: Vec<SimpleCommand>,
     /// Every file redirection, in source order.
-    pub(crate) redirects: Vec<Redirect>,
+    pub(crate) redirects: Vec<ScopedRedirect>,
 }
 
 /// Why a command line is not a plain list of simple commands.
@@ -72,47 +118,184 @@ pub(crate) enum ShellError {
     Unsupported(String),
 }
 
+/// What the parser needs to know from the policy.
+pub(crate) struct Context<'a> {
+    /// What `~` expands to.
+    pub(crate) home: &'a Path,
+    /// Whether a command (its words, brace-expanded) changes the shell's directory when it
+    /// succeeds and runs in the shell.
+    pub(crate) changes_dir: &'a dyn Fn(&[Word]) -> bool,
+}
+
 /// Parses `source` as bash.
-pub(crate) fn parse(source: &str) -> Result<Script, ShellError> {
+pub(crate) fn parse(source: &str, context: &Context<'_>) -> Result<Script, ShellError> {
+    precheck(source)?;
     let options = ParserOptions::default();
-    let program = Parser::new(std::io::BufReader::new(source.as_bytes()), &options)
-        .parse_program()
-        .map_err(|_| ShellError::Syntax)?;
-    let mut walker = Walker { options, script: Script::default() };
+    let program = guarded(|| {
+        Parser::new(std::io::BufReader::new(source.as_bytes()), &options).parse_program()
+    })?
+    .map_err(|_| ShellError::Syntax)?;
+    let mut walker = Walker { options, context, script: Script::default(), expanded: 0 };
+    let mut dirs: Dirs = Some(vec![Vec::new()]);
     for list in &program.complete_commands {
-        walker.list(list, false)?;
+        dirs = walker.list(list, dirs)?;
     }
     Ok(walker.script)
 }
 
-struct Walker {
-    options: ParserOptions,
-    script: Script,
+/// Brackets of any kind may nest this deep; deeper is asked (the parser recurses on each level,
+/// and a host's threads have small stacks).
+const MAX_NESTING: usize = 32;
+
+/// What the parser must not be given, or where it reads a line differently from bash.
+fn precheck(source: &str) -> Result<(), ShellError> {
+    let bytes = source.as_bytes();
+    let mut depth = 0usize;
+    for &b in bytes {
+        match b {
+            b'(' | b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ShellError::Unsupported(format!(
+                        "brackets nested deeper than {MAX_NESTING}"
+                    )));
+                }
+            }
+            b')' | b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    // A long number as a descriptor or in a brace sequence: the parser panics on what does not
+    // fit its integers.
+    let mut i = 0;
+    while i < bytes.len() {
+        if !bytes[i].is_ascii_digit() {
+            i += 1;
+            continue;
+        }
+        let start = i;
+        while i < bytes.len() && bytes[i].is_ascii_digit() {
+            i += 1;
+        }
+        let next = bytes.get(i).copied();
+        if (i - start >= 9 && matches!(next, Some(b'<' | b'>'))) || i - start >= 18 {
+            return Err(ShellError::Unsupported("a number this long".into()));
+        }
+    }
+    // `{NAME}>file` assigns a descriptor number to NAME (`{PATH}>x` changes PATH), where the
+    // parser sees an argument.
+    let mut rest = source;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let name_len =
+            after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
+        if name_len > 0
+            && after.as_bytes().get(name_len) == Some(&b'}')
+            && matches!(after.as_bytes().get(name_len + 1), Some(b'<' | b'>'))
+        {
+            return Err(ShellError::Unsupported("a redirection to a named descriptor".into()));
+        }
+        rest = after;
+    }
+    Ok(())
 }
 
-impl Walker {
-    fn list(&mut self, list: &ast::CompoundList, in_subshell: bool) -> Result<(), ShellError> {
-        for item in &list.0 {
-            let and_or = &item.0;
-            self.pipeline(&and_or.first, in_subshell)?;
-            for next in &and_or.additional {
-                match next {
-                    AndOr::And(p) | AndOr::Or(p) => self.pipeline(p, in_subshell)?,
+/// Runs the parser, turning a panic in it into a syntax error (it has had some on input it
+/// should refuse; a host must answer every request, never crash).
+fn guarded<T>(parse: impl FnOnce() -> T) -> Result<T, ShellError> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(parse)).map_err(|_| ShellError::Syntax)
+}
+
+struct Walker<'a> {
+    options: ParserOptions,
+    context: &'a Context<'a>,
+    script: Script,
+    /// Words made by brace expansion so far.
+    expanded: usize,
+}
+
+/// Either way of two.
+fn union(a: &Dirs, b: &Dirs) -> Dirs {
+    let (Some(a), Some(b)) = (a, b) else { return None };
+    let mut out = a.clone();
+    for h in b {
+        if !out.contains(h) {
+            out.push(h.clone());
+        }
+    }
+    (out.len() <= MAX_DIR_HISTORIES).then_some(out)
+}
+
+/// After the directory-changing command `index` succeeded.
+fn changed(dirs: &Dirs, index: usize) -> Dirs {
+    dirs.as_ref().map(|all| {
+        all.iter()
+            .map(|h| {
+                let mut h = h.clone();
+                h.push(index);
+                h
+            })
+            .collect()
+    })
+}
+
+impl Walker<'_> {
+    /// Walks a list; returns the directories in force after it.
+    fn list(&mut self, list: &ast::CompoundList, dirs: Dirs) -> Result<Dirs, ShellError> {
+        let mut current = dirs;
+        for ast::CompoundListItem(and_or, separator) in &list.0 {
+            let after = self.and_or(and_or, &current)?;
+            // A list run in the background is a subshell: what it changes stays there.
+            if matches!(separator, SeparatorOperator::Sequence) {
+                current = after;
+            }
+        }
+        Ok(current)
+    }
+
+    /// Walks `a && b || c …`; returns the directories in force after it, whichever way each
+    /// part went.
+    fn and_or(&mut self, list: &ast::AndOrList, dirs: &Dirs) -> Result<Dirs, ShellError> {
+        let (mut success, mut failure) = self.pipeline(&list.first, dirs)?;
+        for next in &list.additional {
+            match next {
+                AndOr::And(p) => {
+                    let (s, f) = self.pipeline(p, &success)?;
+                    success = s;
+                    failure = union(&failure, &f);
+                }
+                AndOr::Or(p) => {
+                    let (s, f) = self.pipeline(p, &failure)?;
+                    failure = f;
+                    success = union(&success, &s);
                 }
             }
         }
-        Ok(())
+        Ok(union(&success, &failure))
     }
 
-    fn pipeline(&mut self, pipeline: &ast::Pipeline, in_subshell: bool) -> Result<(), ShellError> {
+    /// Walks a pipeline; returns the directories in force after it when it succeeded and when
+    /// it failed.
+    fn pipeline(
+        &mut self,
+        pipeline: &ast::Pipeline,
+        dirs: &Dirs,
+    ) -> Result<(Dirs, Dirs), ShellError> {
+        // Every command of a pipeline of several runs in a subshell of its own.
+        let alone = pipeline.seq.len() == 1;
+        let mut after = (dirs.clone(), dirs.clone());
         for command in &pipeline.seq {
             match command {
-                Command::Simple(simple) => self.simple(simple, in_subshell)?,
-                Command::Compound(CompoundCommand::Subshell(sub), redirects) => {
-                    self.list(&sub.list, true)?;
-                    for r in redirects.iter().flat_map(|r| &r.0) {
-                        self.redirect(r)?;
+                Command::Simple(simple) => {
+                    if let Some(index) = self.simple(simple, dirs, alone)? {
+                        after = (changed(dirs, index), dirs.clone());
                     }
+                }
+                Command::Compound(CompoundCommand::Subshell(sub), redirects) => {
+                    for r in redirects.iter().flat_map(|r| &r.0) {
+                        self.redirect(r, dirs)?;
+                    }
+                    self.list(&sub.list, dirs.clone())?;
                 }
                 Command::Compound(compound, _) => {
                     return Err(ShellError::Unsupported(describe(compound)));
@@ -125,11 +308,22 @@ impl Walker {
                 }
             }
         }
-        Ok(())
+        if pipeline.bang {
+            after = (after.1, after.0);
+        }
+        Ok(after)
     }
 
-    fn simple(&mut self, simple: &ast::SimpleCommand, in_subshell: bool) -> Result<(), ShellError> {
-        let mut command = SimpleCommand { assignments: Vec::new(), words: Vec::new(), in_subshell };
+    /// Records a simple command; returns its index when it changes the shell's directory.
+    fn simple(
+        &mut self,
+        simple: &ast::SimpleCommand,
+        dirs: &Dirs,
+        in_shell: bool,
+    ) -> Result<Option<usize>, ShellError> {
+        let mut assignments = Vec::new();
+        let mut words = Vec::new();
+        let mut redirects = Vec::new();
         for item in simple.prefix.iter().flat_map(|p| &p.0) {
             match item {
                 CommandPrefixOrSuffixItem::AssignmentWord(assignment, _) => {
@@ -140,164 +334,449 @@ impl Walker {
                         }
                     };
                     let value = match &assignment.value {
-                        AssignmentValue::Scalar(w) => self.word(w)?,
+                        AssignmentValue::Scalar(w) => self.word(&w.value)?,
                         AssignmentValue::Array(_) => {
                             return Err(ShellError::Unsupported("an array assignment".into()));
                         }
                     };
-                    command.assignments.push((name, value));
+                    assignments.push((name, value));
                 }
-                other => self.item(other, &mut command)?,
+                other => self.item(other, &mut words, &mut redirects)?,
             }
         }
         if let Some(name) = &simple.word_or_name {
-            command.words.push(self.word(name)?);
+            words.extend(self.expanded_word(&name.value)?);
         }
         for item in simple.suffix.iter().flat_map(|s| &s.0) {
-            match item {
-                // `cmd A=b`: an argument that looks like an assignment is just an argument.
-                CommandPrefixOrSuffixItem::AssignmentWord(_, word) => {
-                    command.words.push(self.word(word)?)
-                }
-                other => self.item(other, &mut command)?,
-            }
+            self.item(item, &mut words, &mut redirects)?;
         }
-        if command.words.is_empty() {
-            if command.assignments.is_empty() {
-                return Ok(()); // only redirections
+        for redirect in redirects {
+            self.script.redirects.push(ScopedRedirect { redirect, dirs: dirs.clone() });
+        }
+        if words.is_empty() {
+            if assignments.is_empty() {
+                return Ok(None); // only redirections
             }
             return Err(ShellError::Unsupported(
                 "a variable assignment that changes what later commands run".into(),
             ));
         }
-        self.script.commands.push(command);
-        Ok(())
+        let changes_dir = in_shell && (self.context.changes_dir)(&words);
+        let index = self.script.commands.len();
+        self.script.commands.push(SimpleCommand {
+            assignments,
+            words,
+            changes_dir,
+            dirs: dirs.clone(),
+        });
+        Ok(changes_dir.then_some(index))
     }
 
     fn item(
         &mut self,
         item: &CommandPrefixOrSuffixItem,
-        command: &mut SimpleCommand,
+        words: &mut Vec<Word>,
+        redirects: &mut Vec<Redirect>,
     ) -> Result<(), ShellError> {
         match item {
+            // `cmd A=b`: an argument that looks like an assignment is just an argument.
             CommandPrefixOrSuffixItem::Word(w)
             | CommandPrefixOrSuffixItem::AssignmentWord(_, w) => {
-                command.words.push(self.word(w)?);
+                words.extend(self.expanded_word(&w.value)?);
                 Ok(())
             }
-            CommandPrefixOrSuffixItem::IoRedirect(r) => self.redirect(r),
+            CommandPrefixOrSuffixItem::IoRedirect(r) => {
+                if let Some(redirect) = self.file_redirect(r)? {
+                    redirects.push(redirect);
+                }
+                Ok(())
+            }
             CommandPrefixOrSuffixItem::ProcessSubstitution(..) => {
                 Err(ShellError::Substitution("process substitution"))
             }
         }
     }
 
-    fn redirect(&mut self, redirect: &IoRedirect) -> Result<(), ShellError> {
+    fn redirect(&mut self, redirect: &IoRedirect, dirs: &Dirs) -> Result<(), ShellError> {
+        if let Some(redirect) = self.file_redirect(redirect)? {
+            self.script.redirects.push(ScopedRedirect { redirect, dirs: dirs.clone() });
+        }
+        Ok(())
+    }
+
+    /// The file a redirection opens, if it opens one.
+    fn file_redirect(&mut self, redirect: &IoRedirect) -> Result<Option<Redirect>, ShellError> {
         match redirect {
             IoRedirect::File(_, kind, target) => {
                 let word = match target {
                     IoFileRedirectTarget::Filename(w) | IoFileRedirectTarget::Duplicate(w) => {
-                        self.word(w)?
+                        self.target(&w.value)?
                     }
-                    IoFileRedirectTarget::Fd(_) => return Ok(()),
+                    IoFileRedirectTarget::Fd(_) => return Ok(None),
                     IoFileRedirectTarget::ProcessSubstitution(..) => {
                         return Err(ShellError::Substitution("process substitution"));
                     }
                 };
-                match kind {
+                Ok(match kind {
                     // Duplicating or closing a descriptor touches no file; `>&file` writes one.
                     IoFileRedirectKind::DuplicateInput | IoFileRedirectKind::DuplicateOutput
-                        if is_fd(&word) => {}
-                    IoFileRedirectKind::Read | IoFileRedirectKind::DuplicateInput => {
-                        self.script.redirects.push(Redirect::Read(word));
+                        if is_fd(&word) =>
+                    {
+                        None
                     }
-                    _ => self.script.redirects.push(Redirect::Write(word)),
-                }
-                Ok(())
+                    IoFileRedirectKind::Read | IoFileRedirectKind::DuplicateInput => {
+                        Some(Redirect::Read(word))
+                    }
+                    _ => Some(Redirect::Write(word)),
+                })
             }
-            IoRedirect::OutputAndError(w, _) => {
-                let word = self.word(w)?;
-                self.script.redirects.push(Redirect::Write(word));
-                Ok(())
-            }
-            IoRedirect::HereString(_, w) => self.word(w).map(|_| ()),
+            IoRedirect::OutputAndError(w, _) => Ok(Some(Redirect::Write(self.target(&w.value)?))),
+            IoRedirect::HereString(_, w) => self.word(&w.value).map(|_| None),
             IoRedirect::HereDocument(_, doc) => {
-                // An unquoted delimiter expands the body; only substitutions matter there.
+                // An unquoted delimiter expands the body (parameters can run code) and joins
+                // lines ending in a backslash, which may end the document elsewhere than the
+                // parser saw: only a quoted delimiter, or a body with nothing to expand.
                 let body = &doc.doc.value;
-                if doc.requires_expansion
-                    && (body.contains("$(") || body.contains('`') || body.contains("$["))
-                {
-                    return Err(ShellError::Substitution("a substitution in a here-document"));
+                if doc.requires_expansion && body.contains(['$', '`', '\\']) {
+                    return Err(ShellError::Unsupported(
+                        "a here-document whose body expands (quote its delimiter)".into(),
+                    ));
                 }
-                Ok(())
+                Ok(None)
             }
         }
     }
 
-    fn word(&self, word: &ast::Word) -> Result<Word, ShellError> {
-        let pieces = brush_parser::word::parse(&word.value, &self.options)
+    /// A redirection's target: one word (a brace expansion into several is an error in bash).
+    fn target(&mut self, source: &str) -> Result<Word, ShellError> {
+        let mut words = self.expanded_word(source)?;
+        match (words.pop(), words.is_empty()) {
+            (Some(word), true) => Ok(word),
+            _ => Err(ShellError::Unsupported("a redirection to several files".into())),
+        }
+    }
+
+    /// A word brace-expanded into the words bash passes.
+    fn expanded_word(&mut self, source: &str) -> Result<Vec<Word>, ShellError> {
+        if !source.contains('{') {
+            return Ok(vec![self.word(source)?]);
+        }
+        // `{01..10}` pads, which the parser's numbers do not keep: not reasoned about.
+        let padded = source
+            .as_bytes()
+            .windows(3)
+            .any(|w| matches!(w[0], b'{' | b'.') && w[1] == b'0' && w[2].is_ascii_digit())
+            || source.contains("{+")
+            || source.contains("..+")
+            || source.contains("{-0")
+            || source.contains("..-0");
+        if padded {
+            return Err(ShellError::Unsupported("a zero-padded or signed brace sequence".into()));
+        }
+        let pieces = guarded(|| brush_parser::word::parse_brace_expansions(source, &self.options))?
             .map_err(|_| ShellError::Syntax)?;
-        let mut value = Some(String::new());
-        let mut glob = false;
-        pieces_value(&word.value, &pieces, false, &mut value, &mut glob)?;
-        Ok(Word { text: word.value.clone(), value, glob })
+        let Some(pieces) = pieces else { return Ok(vec![self.word(source)?]) };
+        let mut texts = vec![String::new()];
+        expand_braces(&pieces, &mut texts)?;
+        self.expanded += texts.len();
+        if self.expanded > MAX_EXPANDED_WORDS {
+            return Err(ShellError::Unsupported(format!(
+                "brace expansion into more than {MAX_EXPANDED_WORDS} words"
+            )));
+        }
+        // An expansion into nothing (`{a,b}` cannot, but `''{,}` can make empty words) is kept:
+        // bash removes a word only when it is empty and unquoted.
+        texts.iter().map(|t| self.word(t)).collect()
+    }
+
+    fn word(&self, source: &str) -> Result<Word, ShellError> {
+        let pieces = guarded(|| brush_parser::word::parse(source, &self.options))?
+            .map_err(|_| ShellError::Syntax)?;
+        let mut folded = Folded {
+            value: Some(String::new()),
+            pattern: String::new(),
+            glob: false,
+            home: self.context.home,
+        };
+        folded.pieces(source, &pieces, false)?;
+        // Bash expands `~` after the `=` (and after each `:`) of an argument shaped like an
+        // assignment (`a=~/x`): not reasoned about.
+        let assignment_shaped = source.split_once('=').is_some_and(|(n, _)| {
+            !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        });
+        if assignment_shaped && source.contains('~') {
+            folded.value = None;
+        }
+        Ok(Word {
+            text: source.to_string(),
+            value: folded.value,
+            glob: folded.glob.then_some(folded.pattern),
+        })
     }
 }
 
-/// Folds word pieces into a static value (or `None`), noting globs, refusing substitutions.
-fn pieces_value(
-    source: &str,
-    pieces: &[WordPieceWithSource],
-    quoted: bool,
-    value: &mut Option<String>,
-    glob: &mut bool,
+/// Appends every expansion of `pieces` to each text so far (bash's brace expansion: the
+/// preamble, each alternative, the postscript, left to right).
+fn expand_braces(
+    pieces: &[BraceExpressionOrText],
+    texts: &mut Vec<String>,
 ) -> Result<(), ShellError> {
     for piece in pieces {
-        let static_text: Option<String> = match &piece.piece {
-            WordPiece::Text(t) => {
-                if !quoted && t.contains(['*', '?', '[', '{']) {
-                    *glob = true;
+        match piece {
+            BraceExpressionOrText::Text(t) => texts.iter_mut().for_each(|s| s.push_str(t)),
+            BraceExpressionOrText::Expr(members) => {
+                let mut alternatives = Vec::new();
+                for member in members {
+                    match member {
+                        BraceExpressionMember::Child(children) => {
+                            let mut sub = vec![String::new()];
+                            expand_braces(children, &mut sub)?;
+                            alternatives.extend(sub);
+                        }
+                        BraceExpressionMember::NumberSequence { start, end, increment } => {
+                            sequence(*start, *end, *increment, &mut alternatives, |n| {
+                                Some(n.to_string())
+                            })?;
+                        }
+                        BraceExpressionMember::CharSequence { start, end, increment } => {
+                            let (s, e) = (i64::from(u32::from(*start)), i64::from(u32::from(*end)));
+                            sequence(s, e, *increment, &mut alternatives, |n| {
+                                u32::try_from(n).ok().and_then(char::from_u32).map(String::from)
+                            })?;
+                        }
+                    }
+                    if alternatives.len() > MAX_EXPANDED_WORDS {
+                        return Err(too_many());
+                    }
                 }
-                Some(t.clone())
-            }
-            WordPiece::SingleQuotedText(t) => Some(t.clone()),
-            WordPiece::EscapeSequence(e) => Some(match e.strip_prefix('\\') {
-                Some("\n") => String::new(),
-                Some(rest) => rest.to_string(),
-                None => e.clone(),
-            }),
-            WordPiece::DoubleQuotedSequence(inner) => {
-                pieces_value(source, inner, true, value, glob)?;
-                continue;
-            }
-            WordPiece::TildeExpansion(TildeExpr::Home) => Some("~".into()),
-            WordPiece::CommandSubstitution(_) | WordPiece::BackquotedCommandSubstitution(_) => {
-                return Err(ShellError::Substitution("command substitution"));
-            }
-            WordPiece::ArithmeticExpression(_) => {
-                return Err(ShellError::Substitution("arithmetic expansion"));
-            }
-            WordPiece::ParameterExpansion(_) => {
-                // `${x:-$(cmd)}` hides a substitution inside an expansion.
-                let text = source.get(piece.start_index..piece.end_index).unwrap_or(source);
-                if text.contains("$(") || text.contains('`') {
-                    return Err(ShellError::Substitution("command substitution"));
+                let mut next = Vec::with_capacity(texts.len() * alternatives.len());
+                for t in texts.iter() {
+                    for a in &alternatives {
+                        next.push(format!("{t}{a}"));
+                    }
                 }
-                None
+                if next.len() > MAX_EXPANDED_WORDS {
+                    return Err(too_many());
+                }
+                *texts = next;
             }
-            WordPiece::AnsiCQuotedText(_)
-            | WordPiece::GettextDoubleQuotedSequence(_)
-            | WordPiece::TildeExpansion(_) => None,
-        };
-        *value = match (value.take(), static_text) {
+        }
+    }
+    Ok(())
+}
+
+fn too_many() -> ShellError {
+    ShellError::Unsupported(format!("brace expansion into more than {MAX_EXPANDED_WORDS} words"))
+}
+
+/// `{start..end..increment}`, bounded.
+fn sequence(
+    start: i64,
+    end: i64,
+    increment: i64,
+    out: &mut Vec<String>,
+    show: impl Fn(i64) -> Option<String>,
+) -> Result<(), ShellError> {
+    let step = increment.checked_abs().filter(|s| *s != 0).unwrap_or(1);
+    let count = start.abs_diff(end) / step.unsigned_abs() + 1;
+    if count > MAX_EXPANDED_WORDS as u64 {
+        return Err(too_many());
+    }
+    let mut n = start;
+    for i in 0..count {
+        out.push(show(n).ok_or_else(|| ShellError::Unsupported("a brace sequence".into()))?);
+        if i + 1 < count {
+            n = if start <= end { n.checked_add(step) } else { n.checked_sub(step) }
+                .ok_or_else(too_many)?;
+        }
+    }
+    Ok(())
+}
+
+/// Folds word pieces into a static value (or `None`) and a glob pattern, refusing substitutions.
+struct Folded<'a> {
+    value: Option<String>,
+    pattern: String,
+    glob: bool,
+    home: &'a Path,
+}
+
+impl Folded<'_> {
+    fn push(&mut self, text: Option<&str>, pattern: &str) {
+        self.pattern.push_str(pattern);
+        self.value = match (self.value.take(), text) {
             (Some(mut v), Some(t)) => {
-                v.push_str(&t);
+                v.push_str(t);
                 Some(v)
             }
             _ => None,
         };
     }
-    Ok(())
+
+    fn pieces(
+        &mut self,
+        source: &str,
+        pieces: &[WordPieceWithSource],
+        quoted: bool,
+    ) -> Result<(), ShellError> {
+        for piece in pieces {
+            match &piece.piece {
+                WordPiece::Text(t) => {
+                    if !quoted && t.contains(['*', '?', '[']) {
+                        self.glob = true;
+                        // Braces left after brace expansion are literal.
+                        self.push(Some(t), &t.replace('{', "\\{").replace('}', "\\}"));
+                    } else {
+                        self.push(Some(t), &escape_glob(t));
+                    }
+                }
+                WordPiece::SingleQuotedText(t) => self.push(Some(t), &escape_glob(t)),
+                WordPiece::EscapeSequence(e) => {
+                    let t = match e.strip_prefix('\\') {
+                        Some("\n") => String::new(),
+                        // Inside double quotes a backslash escapes only `$`, `` ` ``, `"`, `\`.
+                        Some(rest) if quoted && !matches!(rest, "$" | "`" | "\"" | "\\") => {
+                            e.clone()
+                        }
+                        Some(rest) => rest.to_string(),
+                        None => e.clone(),
+                    };
+                    self.push(Some(&t), &escape_glob(&t));
+                }
+                WordPiece::DoubleQuotedSequence(inner) => self.pieces(source, inner, true)?,
+                WordPiece::TildeExpansion(TildeExpr::Home) if !quoted => {
+                    let home = self.home.to_string_lossy().into_owned();
+                    self.push(Some(&home), &escape_glob(&home));
+                }
+                WordPiece::CommandSubstitution(_) | WordPiece::BackquotedCommandSubstitution(_) => {
+                    return Err(ShellError::Substitution("command substitution"));
+                }
+                WordPiece::ArithmeticExpression(_) => {
+                    return Err(ShellError::Substitution("arithmetic expansion"));
+                }
+                WordPiece::ParameterExpansion(_) => {
+                    // Only `$NAME`, `${NAME}` and `${#NAME}`: every other form can evaluate
+                    // text as code (an array subscript or an offset is arithmetic, which runs
+                    // `a[$(cmd)]` found in a variable; `${!x}`, `${x@P}`; `${x:=…}` assigns).
+                    let text = source.get(piece.start_index..piece.end_index).unwrap_or(source);
+                    if !plain_parameter(text) {
+                        return Err(ShellError::Substitution(
+                            "a parameter expansion that can run code",
+                        ));
+                    }
+                    self.push(None, "");
+                }
+                WordPiece::AnsiCQuotedText(raw) => match ansi_c(raw) {
+                    Some(t) => self.push(Some(&t), &escape_glob(&t)),
+                    None => self.push(None, ""),
+                },
+                WordPiece::GettextDoubleQuotedSequence(inner) => {
+                    // `$"…"` is `"…"` translated; with no translation catalogue, `"…"`.
+                    self.pieces(source, inner, true)?;
+                }
+                WordPiece::TildeExpansion(_) => self.push(None, ""),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `$NAME`, `${NAME}`, `${#NAME}`, or a special or positional parameter: an expansion that only
+/// substitutes a value.
+fn plain_parameter(text: &str) -> bool {
+    let name = |n: &str| {
+        (!n.is_empty()
+            && !n.starts_with(|c: char| c.is_ascii_digit())
+            && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_'))
+            || (!n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            || matches!(n, "?" | "#" | "$" | "!" | "*" | "@" | "-")
+    };
+    match text.strip_prefix("${").and_then(|t| t.strip_suffix('}')) {
+        Some(inner) => name(inner.strip_prefix('#').filter(|n| !n.is_empty()).unwrap_or(inner)),
+        None => text.strip_prefix('$').is_some_and(name),
+    }
+}
+
+/// The value of `$'…'` (bash's ANSI-C quoting), or `None` for what it does not decode as bash
+/// does (a NUL, which ends the string there, or a malformed escape).
+fn ansi_c(raw: &str) -> Option<String> {
+    let mut out = String::with_capacity(raw.len());
+    let mut chars = raw.chars().peekable();
+    let digits = |chars: &mut std::iter::Peekable<std::str::Chars<'_>>, radix: u32, max: usize| {
+        let mut n: u32 = 0;
+        let mut count = 0;
+        while count < max {
+            let Some(d) = chars.peek().and_then(|c| c.to_digit(radix)) else { break };
+            n = n * radix + d;
+            chars.next();
+            count += 1;
+        }
+        (count > 0).then_some(n)
+    };
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let Some(e) = chars.next() else {
+            out.push('\\');
+            break;
+        };
+        let decoded = match e {
+            'a' => '\u{7}',
+            'b' => '\u{8}',
+            'e' | 'E' => '\u{1b}',
+            'f' => '\u{c}',
+            'n' => '\n',
+            'r' => '\r',
+            't' => '\t',
+            'v' => '\u{b}',
+            '\\' | '\'' | '"' | '?' => e,
+            '0'..='7' => {
+                let mut n = e.to_digit(8)?;
+                for _ in 0..2 {
+                    match chars.peek().and_then(|c| c.to_digit(8)) {
+                        Some(d) => {
+                            n = n * 8 + d;
+                            chars.next();
+                        }
+                        None => break,
+                    }
+                }
+                char::from_u32(n & 0xff)?
+            }
+            'x' => char::from_u32(digits(&mut chars, 16, 2)?)?,
+            'u' => char::from_u32(digits(&mut chars, 16, 4)?)?,
+            'U' => char::from_u32(digits(&mut chars, 16, 8)?)?,
+            'c' => {
+                let ctl = chars.next()?;
+                char::from_u32(u32::from(ctl.to_ascii_uppercase()) ^ 0x40)?
+            }
+            other => {
+                out.push('\\');
+                other
+            }
+        };
+        // A NUL ends the string in bash; a byte above 0x7f is passed as that byte, which a
+        // Rust string cannot hold as such.
+        if decoded == '\0' || !decoded.is_ascii() {
+            return None;
+        }
+        out.push(decoded);
+    }
+    Some(out)
+}
+
+/// Escapes glob characters so that a pattern matches them literally.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '{' | '}' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn is_fd(word: &Word) -> bool {
@@ -322,88 +801,4 @@ fn describe(compound: &CompoundCommand) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn argv(c: &SimpleCommand) -> Vec<String> {
-        c.words.iter().map(|w| w.value.clone().unwrap_or_else(|| format!("<{}>", w.text))).collect()
-    }
-
-    #[test]
-    fn splits_compound_commands() {
-        let s = parse("a 1 && b 'x y' || c \"q\\\"\" ; d | e |& f & g\nh").unwrap();
-        let all: Vec<_> = s.commands.iter().map(argv).collect();
-        assert_eq!(
-            all,
-            vec![
-                vec!["a", "1"],
-                vec!["b", "x y"],
-                vec!["c", "q\""],
-                vec!["d"],
-                vec!["e"],
-                vec!["f"],
-                vec!["g"],
-                vec!["h"]
-            ]
-        );
-    }
-
-    #[test]
-    fn redirections_are_reported() {
-        let s = parse("echo hi > out.txt 2>&1 && sort < in.txt >> log 2>/dev/null").unwrap();
-        assert_eq!(
-            s.redirects,
-            vec![
-                Redirect::Write(Word {
-                    text: "out.txt".into(),
-                    value: Some("out.txt".into()),
-                    glob: false
-                }),
-                Redirect::Read(Word {
-                    text: "in.txt".into(),
-                    value: Some("in.txt".into()),
-                    glob: false
-                }),
-                Redirect::Write(Word {
-                    text: "log".into(),
-                    value: Some("log".into()),
-                    glob: false
-                }),
-                Redirect::Write(Word {
-                    text: "/dev/null".into(),
-                    value: Some("/dev/null".into()),
-                    glob: false
-                }),
-            ]
-        );
-    }
-
-    #[test]
-    fn substitutions_and_unknown_constructs_are_refused() {
-        assert_eq!(parse("echo $(id)"), Err(ShellError::Substitution("command substitution")));
-        assert_eq!(parse("echo `id`"), Err(ShellError::Substitution("command substitution")));
-        assert_eq!(parse("diff <(ls) b"), Err(ShellError::Substitution("process substitution")));
-        assert_eq!(parse("echo $((1+2))"), Err(ShellError::Substitution("arithmetic expansion")));
-        assert!(matches!(parse("if true; then ls; fi"), Err(ShellError::Unsupported(_))));
-        assert!(matches!(parse("PATH=/tmp; ls"), Err(ShellError::Unsupported(_))));
-        assert!(matches!(parse("f() { ls; }"), Err(ShellError::Unsupported(_))));
-        assert_eq!(parse("ls 'unterminated"), Err(ShellError::Syntax));
-        // A substitution hidden in a here-document body is found too.
-        assert!(parse("cat <<EOF\n$(id)\nEOF").is_err());
-    }
-
-    #[test]
-    fn words_know_when_they_are_dynamic() {
-        let s = parse("FOO=1 ls $HOME \"$X\" *.rs a\\ b ~/x {a,b}").unwrap();
-        let c = &s.commands[0];
-        assert_eq!(c.assignments[0].0, "FOO");
-        assert_eq!(c.words[1].value, None);
-        assert_eq!(c.words[2].value, None);
-        assert!(c.words[3].glob);
-        assert_eq!(c.words[4].value.as_deref(), Some("a b"));
-        assert_eq!(c.words[5].value.as_deref(), Some("~/x"));
-        assert!(c.words[6].glob);
-        let sub = parse("(cd x; ls)").unwrap();
-        assert!(sub.commands.iter().all(|c| c.in_subshell));
-    }
-}
+mod tests;
