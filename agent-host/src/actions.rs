@@ -192,7 +192,7 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
     let shown = |p: &str| root.join(p).display().to_string();
     Ok(match action {
         Action::Run { argv, cwd, env } => {
-            let Some(cwd_path) = resolve_cwd(&host.files, cwd) else {
+            let Some(cwd_path) = working_dir(&host.files, host.files.root(), cwd) else {
                 return Err(Outcome::refused(
                     Some(id),
                     ErrorCode::OutsideWorkspace,
@@ -205,7 +205,7 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
                 summary.push_str(&format!(" with {} set", names.join(", ")));
             }
             Judged {
-                subject: Ok(Subject::Argv(argv.clone())),
+                subject: Ok(run_subject(argv, env)),
                 summary,
                 preview: None,
                 wants_network: host.config.policy.wants_network(argv),
@@ -309,20 +309,13 @@ pub async fn submit(
         Ok(subject) => host.config.policy.decide(subject, &cwd),
         Err(fixed) => fixed.clone(),
     };
-    // Environment changes can redirect any program (PATH, LD_PRELOAD, …): a person sees them.
-    if matches!(&action, Action::Run { env, .. } if !env.is_empty())
-        && decision.decision == PolicyVerdict::Allow
-    {
-        decision.decision = PolicyVerdict::Ask;
-        decision.reason = format!("it sets environment variables ({})", decision.reason);
-    }
-    // A device runs a command without a person's yes only under an explicit allow rule: the
-    // built-in allowances for read-only commands serve agents at this machine, not a phone that
-    // may be lost.
+    // A device runs a command without a person's yes only when every part of it is allowed by
+    // an explicit allow rule: the built-in allowances for read-only commands serve agents at
+    // this machine, not a phone that may be lost.
     if matches!(by, Requester::Device(_))
         && matches!(action, Action::Run { .. })
         && decision.decision == PolicyVerdict::Allow
-        && decision.rule.is_none()
+        && !decision.explicit
     {
         decision.decision = PolicyVerdict::Ask;
         decision.reason = format!(
@@ -462,10 +455,20 @@ fn answered(
     }
 }
 
+/// What policy is asked about a command: its argv, and the variables it sets, judged like
+/// `NAME=VALUE` in front of it (the same for every requester).
+fn run_subject(argv: &[String], env: &std::collections::BTreeMap<String, String>) -> Subject {
+    if env.is_empty() {
+        Subject::Argv(argv.to_vec())
+    } else {
+        Subject::ArgvEnv(argv.to_vec(), env.iter().map(|(n, v)| (n.clone(), v.clone())).collect())
+    }
+}
+
 /// What policy is asked about an action an agent performs itself.
 fn subject_of(action: &Action) -> Option<Subject> {
     Some(match action {
-        Action::Run { argv, .. } => Subject::Argv(argv.clone()),
+        Action::Run { argv, env, .. } => run_subject(argv, env),
         Action::ReadFile { path } | Action::ListDir { path } => Subject::Read(path.into()),
         Action::WriteFile { path, .. } | Action::EditFile { path, .. } => {
             Subject::Edit(path.into())
@@ -490,14 +493,24 @@ pub async fn judge(
     let Some(subject) = subject_of(&action) else {
         return (Outcome::refused(Some(id), ErrorCode::BadRequest, "nothing to judge"), None);
     };
-    if !cwd.starts_with(host.files.root()) {
+    // The same check as for a device's command: the directory, as the kernel resolves it, lies
+    // inside the workspace; a command's own `cwd` is taken from the agent's.
+    let root = host.files.root();
+    let dir =
+        working_dir(&host.files, root, &cwd.to_string_lossy()).and_then(
+            |agent_dir| match &action {
+                Action::Run { cwd: run_dir, .. } => working_dir(&host.files, &agent_dir, run_dir),
+                _ => Some(agent_dir),
+            },
+        );
+    let Some(cwd) = dir else {
         let message = format!(
-            "the agent works in {}, outside the workspace this host serves ({})",
+            "the agent works in {}, not a directory inside the workspace this host serves ({})",
             cwd.display(),
-            host.files.root().display()
+            root.display()
         );
         return (Outcome::refused(Some(id), ErrorCode::OutsideWorkspace, message), None);
-    }
+    };
     let decision = host.config.policy.decide(&subject, &cwd);
     let label = by.label();
     if let Err(refusal) = audit_request(&host, id, &label, &action, &decision) {
@@ -509,7 +522,7 @@ pub async fn judge(
         }
         PolicyVerdict::Allow => (allowed(&host, id, decision.reason), None),
         PolicyVerdict::Ask => {
-            let (summary, preview) = describe_for_agent(&action);
+            let (summary, preview) = describe_for_agent(&host.files, &action);
             let summary = format!("{summary} (by {})", by_name(&by));
             let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
             let answering = host.clone();
@@ -535,8 +548,16 @@ fn by_name(by: &Requester) -> String {
     }
 }
 
-/// The one line and the preview shown for an agent's own action.
-fn describe_for_agent(action: &Action) -> (String, Option<String>) {
+/// The one line and the preview shown for an agent's own action. A file's old content is read
+/// only through the confined file API: outside the workspace nothing is read or sent.
+fn describe_for_agent(
+    files: &crate::confine::Workspace,
+    action: &Action,
+) -> (String, Option<String>) {
+    let current = |path: &str| -> Option<Vec<u8>> {
+        let relative = Path::new(path).strip_prefix(files.root()).ok()?;
+        files.read(relative).ok()
+    };
     match action {
         Action::Run { argv, cwd, .. } => match argv.as_slice() {
             [shell, flag, script] if shell == "bash" && flag == "-c" => {
@@ -547,7 +568,7 @@ fn describe_for_agent(action: &Action) -> (String, Option<String>) {
         Action::ReadFile { path } => (format!("read {path}"), None),
         Action::ListDir { path } => (format!("search {path}"), None),
         Action::WriteFile { path, content } => {
-            let old = std::fs::read(path).unwrap_or_default();
+            let old = current(path).unwrap_or_default();
             let preview = match std::str::from_utf8(&content.0) {
                 Ok(new) => diff_preview(path, &String::from_utf8_lossy(&old), new),
                 Err(_) => format!("{} bytes of binary content", content.0.len()),
@@ -555,7 +576,8 @@ fn describe_for_agent(action: &Action) -> (String, Option<String>) {
             (format!("write {} bytes to {path}", content.0.len()), Some(preview))
         }
         Action::EditFile { path, old, new } => {
-            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let text =
+                current(path).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
             let preview = if text.contains(old.as_str()) {
                 diff_preview(path, &text, &text.replacen(old.as_str(), new, 1))
             } else {
@@ -632,10 +654,14 @@ pub fn decide(
 
 /// The working directory, resolved beneath the root by the kernel; `None` if it is not a
 /// directory inside.
-fn resolve_cwd(files: &crate::confine::Workspace, relative: &str) -> Option<PathBuf> {
-    files.is_dir(Path::new(relative)).ok()?;
-    let path = files.root().join(relative).canonicalize().ok()?;
-    path.starts_with(files.root()).then_some(path)
+/// The directory a command runs in: `requested` taken from `base` (an absolute directory; an
+/// absolute `requested` stands alone), resolved by the kernel, and a directory inside the
+/// workspace; `None` otherwise. Every requester's directory goes through here.
+fn working_dir(files: &crate::confine::Workspace, base: &Path, requested: &str) -> Option<PathBuf> {
+    let real = base.join(requested).canonicalize().ok()?;
+    let relative = real.strip_prefix(files.root()).ok()?;
+    files.is_dir(relative).ok()?;
+    Some(real)
 }
 
 /// Performs an allowed or approved request: audit first (committed, with the records that led

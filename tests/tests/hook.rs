@@ -146,6 +146,58 @@ fn ask_prints_the_decision_with_documented_exit_codes() {
     assert_eq!(answer(&down)["decision"], "deny");
 }
 
+/// Every requester goes through the same checks: variables set for a command ask unless they
+/// are harmless, the working directory must resolve inside the workspace, and the preview of a
+/// write outside the workspace reads nothing there.
+#[test]
+fn an_agent_gets_the_same_environment_and_directory_checks_as_a_device() {
+    let world = World::new();
+    let host = world.up(0, &["--approval-timeout", "2s"]);
+    let ws = world.ws().display().to_string();
+    let ask = |action: &str, cwd: &str| -> Output {
+        let stdin = format!(r#"{{"action":{action},"cwd":"{cwd}","requester":"my-agent"}}"#);
+        spawn(&world, &["ask"], stdin.as_bytes()).wait_with_output().unwrap()
+    };
+    // `printf` is allowed by a rule; with LD_PRELOAD set it is asked (and lapses: a deny).
+    let preload =
+        ask(r#"{"type":"run","argv":["printf","x"],"cwd":".","env":{"LD_PRELOAD":"./x.so"}}"#, &ws);
+    assert_eq!(answer(&preload)["decision"], "deny", "{}", text(&preload));
+    assert!(answer(&preload)["reason"].as_str().unwrap().contains("nobody approved"));
+    let harmless = ask(r#"{"type":"run","argv":["printf","x"],"cwd":".","env":{"CI":"1"}}"#, &ws);
+    assert_eq!(answer(&harmless)["decision"], "allow", "{}", text(&harmless));
+    // A command's own directory is taken from the agent's, and must stay inside.
+    std::fs::create_dir_all(world.ws().join("src")).unwrap();
+    let inside = ask(r#"{"type":"run","argv":["printf","x"],"cwd":"src"}"#, &ws);
+    assert_eq!(answer(&inside)["decision"], "allow", "{}", text(&inside));
+    for (run_dir, agent_dir) in [("..", ws.as_str()), ("/", ws.as_str()), (".", "/")] {
+        let action = format!(r#"{{"type":"run","argv":["printf","x"],"cwd":"{run_dir}"}}"#);
+        let out = ask(&action, agent_dir);
+        assert_eq!(answer(&out)["decision"], "deny", "{run_dir} from {agent_dir}: {}", text(&out));
+        assert!(text(&out).contains("not a directory inside the workspace"), "{}", text(&out));
+    }
+    // A write outside the workspace is asked; its preview shows nothing of what is there now.
+    let outside = world.ws().parent().unwrap().join("outside.txt");
+    std::fs::write(&outside, "SECRET-CONTENT\n").unwrap();
+    let call = hook_input(
+        &world,
+        &format!(
+            r#"{{"session_id":"1","cwd":"{ws}","permission_mode":"default","hook_event_name":"PreToolUse","tool_name":"Write","tool_input":{{"file_path":"{}","content":"new\n"}},"tool_use_id":"t"}}"#,
+            outside.display()
+        ),
+    );
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let listed = text(&world.agent_host(&["approvals", "--json"]));
+    assert!(listed.contains("+new") && !listed.contains("SECRET-CONTENT"), "{listed}");
+    let id = pending_ids(&world).remove(0);
+    assert!(world.agent_host(&["deny", &id]).status.success());
+    assert_eq!(pre_tool_use(&call.wait_with_output().unwrap()).0, "deny");
+    host.stop();
+}
+
+fn hook_input(world: &World, input: &str) -> Child {
+    spawn(world, &["hook", "claude-code"], input.as_bytes())
+}
+
 /// A hook whose deadline passes answers deny, and its question is withdrawn at the host, so no
 /// one approves what nobody waits for any more.
 #[test]
