@@ -106,7 +106,9 @@ fn workspace_allow_rules_count_after_trust() {
     std::fs::create_dir_all(ws.join(".claude")).unwrap();
     std::fs::write(
         ws.join(".claude/settings.json"),
-        r#"{"permissions":{"allow":["Bash(make *)"]}}"#,
+        // (`Bash(make *)` would not do: each make target runs its own recipe, so a broad rule
+        // must name the targets it covers.)
+        r#"{"permissions":{"allow":["Bash(make test *)"]}}"#,
     )
     .unwrap();
     assert_eq!(json(&check(&home, &ws, &["bash", "make test", "--json"]))["decision"], "ask");
