@@ -312,10 +312,12 @@ fn the_attacks_on_the_rewrite_ask_or_are_denied() {
     case(&make, None, "make test -- SHELL=/usr/bin/id", Ask);
     case(&make, None, "make test deploy", Ask);
     case(&make, None, "make test -j 4", Allow);
-    // A recursive reader reads what a Read rule is about.
+    // A recursive reader reads what a Read rule is about, when such a file is below it.
     let env = rules(&[], &[], &["Read(.env)"]);
     case(&env, None, "grep -r TOKEN .", Ask);
     case(&env, None, "rg --hidden TOKEN", Ask);
+    case(&env, None, "grep -rn TODO src", Allow);
+    case(&env, None, "rg TODO src", Allow);
     case(&env, None, "cat README.md", Allow);
     // A directory git would take for a bare repository is protected, as are other spellings.
     let accept = f.policy(rules(&[], &[], &[]), Some(Mode::AcceptEdits));

@@ -112,9 +112,31 @@ struct Part<'a> {
     read_only: Result<Vec<Decision>, String>,
 }
 
+/// The reads judged so far in one decision, by the path as the command joins it (the same file
+/// is often read by several parts: `cd src && ls`).
+struct Reads<'p> {
+    policy: &'p Policy,
+    cwd: &'p Path,
+    judged: std::cell::RefCell<std::collections::HashMap<PathBuf, (bool, Decision)>>,
+}
+
+impl Reads<'_> {
+    /// The policy's decision on reading `path` from `dir`, and whether it is a directory.
+    fn read(&self, dir: &Path, path: &str) -> (bool, Decision) {
+        let joined = dir.join(path);
+        if let Some(hit) = self.judged.borrow().get(&joined) {
+            return hit.clone();
+        }
+        let place = locate(dir, Path::new(path));
+        let judged = (place.real.is_dir(), self.policy.read(&place, self.cwd));
+        self.judged.borrow_mut().insert(joined, judged.clone());
+        judged
+    }
+}
+
 fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> Decision {
-    let parts: Vec<Part<'_>> =
-        script.commands.iter().map(|c| part(policy, script, c, cwd)).collect();
+    let reads = Reads { policy, cwd, judged: Default::default() };
+    let parts: Vec<Part<'_>> = script.commands.iter().map(|c| part(&reads, script, c)).collect();
     let bash_rules = |kind| policy.rules_for(&["Bash"], kind);
 
     // 1. Deny anywhere wins. Deny rules look past every assignment and wrapper, and match any
@@ -309,14 +331,15 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
 }
 
 /// Builds the policy's view of one command.
-fn part<'a>(policy: &Policy, script: &Script, command: &'a SimpleCommand, cwd: &Path) -> Part<'a> {
+fn part<'a>(reads: &Reads<'_>, script: &Script, command: &'a SimpleCommand) -> Part<'a> {
+    let (policy, cwd) = (reads.policy, reads.cwd);
     let wrapped = programs::strip_wrappers(&command.words);
     let core = &command.words[wrapped.start..];
     let dirs = command.dirs.as_ref().and_then(|d| directories(policy, script, d, cwd));
     let mut env: Vec<(String, Option<String>)> =
         command.assignments.iter().map(|(n, w)| (n.clone(), w.value.clone())).collect();
     env.extend(wrapped.env.iter().cloned());
-    let read_only = read_only_reads(policy, core, dirs.as_deref(), cwd);
+    let read_only = read_only_reads(reads, core, dirs.as_deref());
     // The forms of the words as bash passes them: globs expanded in each directory the part
     // may run in; a word still not known stands for anything.
     let mut forms = Vec::new();
@@ -475,11 +498,11 @@ fn changed_dir(policy: &Policy, words: &[Word], dir: &Path) -> Option<PathBuf> {
 /// For a part that is a read-only built-in: the policy's verdict on each path it opens, in each
 /// directory it may run in. `Err`: why it is not a read-only built-in (or cannot be judged).
 fn read_only_reads(
-    policy: &Policy,
+    judge: &Reads<'_>,
     core: &[Word],
     dirs: Option<&[PathBuf]>,
-    cwd: &Path,
 ) -> Result<Vec<Decision>, String> {
+    let (policy, cwd) = (judge.policy, judge.cwd);
     let Some((program, _)) = core.split_first() else { return Err("nothing runs".into()) };
     let Some(program_value) = program.value.as_deref().filter(|_| program.glob.is_none()) else {
         return Err(format!("the program `{}` expands", program.text));
@@ -510,12 +533,6 @@ fn read_only_reads(
     let Some(dirs) = dirs else {
         return Err("it runs after a `cd` whose target is not known".into());
     };
-    if ro.recursive && policy.has_read_rules_against() {
-        return Err(format!(
-            "`{program_value}` reads every file below a directory, and a rule denies or asks \
-             about reading some files"
-        ));
-    }
     // Every read-only command reads where it runs (`ls`, `grep -r` and `find` without a path,
     // `rg`); judging it for all is harmless. `cd` alone goes home.
     let home = policy.home.to_string_lossy();
@@ -527,13 +544,18 @@ fn read_only_reads(
     let mut out = Vec::new();
     for dir in dirs {
         for read in &reads {
-            let place = locate(dir, Path::new(read));
-            if ro.files_only && *read != "." && place.real.is_dir() {
+            let (is_dir, decision) = judge.read(dir, read);
+            if ro.files_only && *read != "." && is_dir {
                 return Err(format!(
                     "`{program_value}` given the directory `{read}` reads files in it"
                 ));
             }
-            out.push(policy.read(&place, cwd));
+            out.push(decision);
+        }
+        for tree in &ro.trees {
+            if let Some(d) = policy.read_tree(&locate(dir, Path::new(tree)), cwd) {
+                out.push(d);
+            }
         }
     }
     Ok(out)

@@ -117,6 +117,9 @@ impl Decision {
     }
 }
 
+/// Entries below a directory that a recursive reader's decision looks at before it asks.
+const MAX_TREE_ENTRIES: usize = 20_000;
+
 /// Whether a settings file's allow rules count (see invariant 6 of DESIGN.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trust {
@@ -292,13 +295,54 @@ impl Policy {
         })
     }
 
-    /// Whether any Read (or Edit, Write) deny or ask rule exists: then a command that reads
-    /// every file below a directory may read what one of them is about.
-    pub(crate) fn has_read_rules_against(&self) -> bool {
-        self.rules.iter().any(|r| {
-            r.kind != RuleKind::Allow
-                && ["Read", "Edit", "Write"].iter().any(|t| tool_matches(&r.tool, t, false))
-        })
+    /// For a command that reads every file below `place` (not following symlinks met there, as
+    /// `grep -r` and `rg` do not): a decision that asks when a Read deny or ask rule is about a
+    /// file there, or when there are more than [`MAX_TREE_ENTRIES`] entries to look at; `None`
+    /// when nothing there is any rule's business.
+    pub(crate) fn read_tree(&self, place: &Located, cwd: &Path) -> Option<Decision> {
+        let rules = |kind| self.rules_for(&["Read"], kind).next().is_some();
+        if !rules(RuleKind::Deny) && !rules(RuleKind::Ask) {
+            return None;
+        }
+        let mut stack = vec![place.clone()];
+        let mut seen = 0;
+        while let Some(dir) = stack.pop() {
+            let Ok(entries) = std::fs::read_dir(&dir.real) else { continue };
+            for entry in entries.flatten() {
+                seen += 1;
+                if seen > MAX_TREE_ENTRIES {
+                    return Some(Decision::new(
+                        Verdict::Ask,
+                        format!(
+                            "{} holds more than {MAX_TREE_ENTRIES} entries to check against the \
+                             Read rules",
+                            place.lexical.display()
+                        ),
+                        None,
+                    ));
+                }
+                let name = entry.file_name();
+                let child =
+                    Located { lexical: dir.lexical.join(&name), real: dir.real.join(&name) };
+                for kind in [RuleKind::Deny, RuleKind::Ask] {
+                    if let Some(r) = self.path_rule(&["Read"], kind, &child, cwd) {
+                        return Some(Decision::new(
+                            Verdict::Ask,
+                            format!(
+                                "it reads every file below {}, {} among them, which {r} is about",
+                                place.lexical.display(),
+                                child.lexical.display()
+                            ),
+                            Some(r),
+                        ));
+                    }
+                }
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    stack.push(child);
+                }
+            }
+        }
+        None
     }
 
     fn inside_roots(&self, real: &Path) -> bool {

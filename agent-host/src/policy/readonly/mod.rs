@@ -26,9 +26,9 @@ pub(crate) struct ReadOnly<'a> {
     /// The paths must not be directories: `diff DIR FILE` compares `DIR/FILE`, a path nobody
     /// judged, following symlinks.
     pub(crate) files_only: bool,
-    /// It reads the content of every file below the directories it is given (or the one it
-    /// runs in): a path rule about any file there is about this command too.
-    pub(crate) recursive: bool,
+    /// The directories whose every file it reads (a recursive `grep`, `rg`): a path rule
+    /// about any file below them is about this command too.
+    pub(crate) trees: Vec<&'a str>,
 }
 
 /// Whether `program` (a name, or a path in the system's own `bin` directories) with `args` is a
@@ -101,7 +101,8 @@ pub(crate) fn read_only<'a>(program: &'a str, args: &'a [&'a str]) -> Result<Rea
             if name == "date" && parsed.values.iter().any(|(_, v)| v.contains("TZ=")) {
                 return Err("a `TZ=` in a date makes `date` read that time zone file".into());
             }
-            // Recursive readers open every file below a directory, which no single path judged.
+            // Recursive readers open every file below the directories they are given (or the
+            // one they run in), which no single path judged.
             let recursive = match name {
                 "rg" => true,
                 "grep" | "egrep" | "fgrep" => {
@@ -112,10 +113,20 @@ pub(crate) fn read_only<'a>(program: &'a str, args: &'a [&'a str]) -> Result<Rea
                 }
                 _ => false,
             };
+            let trees = if recursive {
+                let skip = usize::from(
+                    !grammar.pattern_options.iter().any(|p| parsed.has(p))
+                        && !grammar.no_pattern_options.iter().any(|p| parsed.has(p)),
+                );
+                let operands: Vec<&str> = parsed.operands.iter().skip(skip).copied().collect();
+                if operands.is_empty() { vec!["."] } else { operands }
+            } else {
+                Vec::new()
+            };
             Ok(ReadOnly {
                 reads: parsed.paths,
                 files_only: name == "diff",
-                recursive,
+                trees,
                 ..ReadOnly::default()
             })
         }
