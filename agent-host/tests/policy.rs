@@ -233,6 +233,91 @@ fn untrusted_workspace_allow_rules_do_not_count() {
     assert!(!p.notes().is_empty());
 }
 
+/// What a third look found (a second review of the rewrite): each asks or is denied.
+#[test]
+fn the_second_review_of_the_rewrite_asks_or_is_denied() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    std::fs::write(ws.join("README.md"), "hello").unwrap();
+    std::fs::write(ws.join(".env"), "TOKEN=1").unwrap();
+    std::os::unix::fs::symlink(f.home(), ws.join("out")).unwrap();
+    std::os::unix::fs::symlink(f.home().join(".ssh"), ws.join("src/lnk")).unwrap();
+    let none = f.policy(rules(&[], &[], &[]), None);
+    let seventeen = format!("sort -m {}", "README.md ".repeat(17));
+    for line in [
+        // A named descriptor with a subscript; braces bash reads its own way.
+        "echo \"a[\\$(touch /tmp/pwned)]\" >/dev/null; ls {a[_]}>/dev/null",
+        "sed -n -e {,} '1e touch /tmp/p' README.md",
+        "cd {-L,} && cat .ssh/id_rsa",
+        "cat {..{,}}/home/.ssh/id_rsa",
+        "sed s{1,{}a1b1';#{e' <<< 'touch /tmp/p 1,'",
+        // Expansions the parser leaves as text.
+        "cd ${!} && cat .ssh/id_rsa",
+        "sed 's$a'\"${4294967296}\"'$;s$e;#$$' <<< 'touch /tmp/p #a'",
+        // sh is dash, which has no `$'…'`.
+        "sh -c \"echo \\$'\\\\' ; touch /tmp/p ; echo ' #'\"",
+        // bash's cd falls back to the physical path; the last of -P and -L counts.
+        "cd out/../ws/src && cat ../../home/.ssh/id_rsa",
+        "cd -P -L src/lnk/.. && cat lnk/id_rsa",
+        // /proc leads somewhere for the command, not for the policy.
+        "cd src && cat /proc/self/cwd/lnk/id_rsa",
+        // Bracket classes the glob matcher does not know.
+        "cat [[=o=]]ut/.ssh/id_rsa",
+        "cat o[u[:alpha:]]t/.ssh/id_rsa",
+        // Dates read from a file or standard input; a merge of more than 16 files.
+        "echo 'TZ=\"/x\" 2020-01-01' | date -f -",
+        &seventeen,
+        // Hangs and overflows in the parser.
+        "echo $( << ) ",
+        &format!("{}true{}", "if true; then ".repeat(150), "; fi".repeat(150)),
+    ] {
+        let d = none.decide(&Subject::Bash(line.into()), &ws);
+        assert_ne!(d.decision, Allow, "`{line}` was allowed: {}", d.reason);
+    }
+    let accept = f.policy(rules(&[], &[], &[]), Some(Mode::AcceptEdits));
+    for line in [
+        "echo 'touch x' > a.sh; echo > --pre=sh; rg -l x *",
+        "cd out/../ws/src && echo x >> ../../home/.ssh/authorized_keys",
+        "cd src && echo x >> /proc/self/cwd/lnk/authorized_keys",
+    ] {
+        let d = accept.decide(&Subject::Bash(line.into()), &ws);
+        assert_ne!(d.decision, Allow, "acceptEdits: `{line}` was allowed: {}", d.reason);
+    }
+    let case = |permissions: &Value, mode: Option<Mode>, line: &str, expected: Verdict| {
+        let p = f.policy(permissions.clone(), mode);
+        let d = p.decide(&Subject::Bash(line.into()), &ws);
+        assert_eq!(d.decision, expected, "{permissions} {mode:?}: `{line}`: {}", d.reason);
+        d
+    };
+    let git = rules(&["Bash(git *)"], &["Bash(git push *)"], &["Bash(rm *)"]);
+    case(&git, None, "git {,} push origin main", Ask);
+    case(&git, None, "git grep -nO'touch /tmp/p' -e .", Ask);
+    case(&git, None, "git rebase -x'touch /tmp/p' HEAD~1", Ask);
+    case(&git, None, "git clone -qu'touch /tmp/p;' file:///x y", Ask);
+    case(&git, None, "git format-patch -o /tmp/x HEAD~1", Ask);
+    std::fs::write(ws.join("-Oid"), "").unwrap();
+    case(&git, None, "git grep -e hello *", Ask);
+    let grep = rules(&["Bash(grep *)", "Bash(cat *)"], &[], &["Read(.env)"]);
+    case(&grep, None, "grep -rh TOKEN --include=.env", Deny);
+    case(&grep, None, "echo .env | xargs cat", Ask);
+    case(&rules(&["Bash(rg *)"], &[], &[]), None, "rg --pre ./x y README.md", Ask);
+    case(&rules(&["Bash(diff *)"], &[], &[]), None, "diff -l README.md README.md", Ask);
+    case(&rules(&["Bash(sort *)"], &[], &[]), None, "sort --compress-program=sh x", Ask);
+    case(&rules(&["Bash(*)"], &[], &["Bash(rm *)"]), None, "{,} rm -rf src", Deny);
+    case(&rules(&["Bash(*)"], &[], &["Bash(rm *)"]), None, "linux64 rm -rf src", Ask);
+    case(&rules(&["Bash(cargo test *)"], &[], &[]), None, "cargo test -vZunstable-options", Ask);
+    // A device: a write that only a mode allowed is not explicit.
+    let ls = rules(&["Bash(ls *)"], &[], &[]);
+    let d = case(&ls, Some(Mode::AcceptEdits), "ls > out.txt", Allow);
+    assert!(!d.explicit, "the write is allowed by the mode, not a rule");
+    let d = case(&ls, None, "ls -la", Allow);
+    assert!(d.explicit);
+    // Everyday forms that are harmless.
+    for line in ["[ -d src ] && ls src", "test -f README.md", ": ok", "ls >/dev/stderr"] {
+        case(&rules(&[], &[], &[]), None, line, Allow);
+    }
+}
+
 /// What a second review found against the rewritten policy: each asks or is denied.
 #[test]
 fn the_attacks_on_the_rewrite_ask_or_are_denied() {
@@ -314,8 +399,8 @@ fn the_attacks_on_the_rewrite_ask_or_are_denied() {
     case(&make, None, "make test -j 4", Allow);
     // A recursive reader reads what a Read rule is about, when such a file is below it.
     let env = rules(&[], &[], &["Read(.env)"]);
-    case(&env, None, "grep -r TOKEN .", Ask);
-    case(&env, None, "rg --hidden TOKEN", Ask);
+    case(&env, None, "grep -r TOKEN .", Deny);
+    case(&env, None, "rg --hidden TOKEN", Deny);
     case(&env, None, "grep -rn TODO src", Allow);
     case(&env, None, "rg TODO src", Allow);
     case(&env, None, "cat README.md", Allow);

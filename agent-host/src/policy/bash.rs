@@ -24,10 +24,11 @@ const MAX_NESTING: usize = 2;
 const MAX_GLOB_MATCHES: usize = 1024;
 
 pub(super) fn decide_line(policy: &Policy, line: &str, cwd: &Path) -> Decision {
-    decide_nested(policy, line, cwd, 0)
+    decide_nested(policy, line, false, cwd, 0)
 }
 
-fn decide_nested(policy: &Policy, line: &str, cwd: &Path, depth: usize) -> Decision {
+/// Judges a line as bash reads it, or with `posix` as sh (dash) reads it.
+fn decide_nested(policy: &Policy, line: &str, posix: bool, cwd: &Path, depth: usize) -> Decision {
     if line.len() > MAX_COMMAND {
         return Decision::new(
             Verdict::Ask,
@@ -35,7 +36,7 @@ fn decide_nested(policy: &Policy, line: &str, cwd: &Path, depth: usize) -> Decis
             None,
         );
     }
-    match super::shell::parse(line, &policy.shell_context()) {
+    match super::shell::parse(line, &policy.shell_context(posix)) {
         Ok(script) => decide_script(policy, &script, cwd, depth),
         Err(e) => Decision::new(Verdict::Ask, format!("asked because {e}"), None),
     }
@@ -50,8 +51,8 @@ pub(super) fn decide_argv(
     if argv.is_empty() {
         return Decision::new(Verdict::Deny, "an empty command", None);
     }
-    if let Some(script) = programs::shell_script(argv, true) {
-        let mut decision = decide_nested(policy, script, cwd, 1);
+    if let Some((script, posix)) = programs::shell_script(argv, true) {
+        let mut decision = decide_nested(policy, script, posix, cwd, 1);
         let shell = argv[0].rsplit('/').next().unwrap_or(&argv[0]);
         decision.programs.insert(0, shell.to_string());
         if decision.decision == Verdict::Allow
@@ -103,6 +104,9 @@ struct Part<'a> {
     /// `*` for each such word, which a deny or ask rule matches if it may match what it stands
     /// for.
     unknown: Option<String>,
+    /// For a command with globs: its words as bash will pass them, in each directory it may
+    /// run in (`None`: not known, or the line may create files before it runs).
+    expansions: Option<Vec<Vec<Word>>>,
     /// The directories it may run in (`None`: not known, after a `cd` the policy cannot follow).
     dirs: Option<Vec<PathBuf>>,
     /// Every variable set for it: assignments in front, and `env NAME=VALUE`.
@@ -136,7 +140,19 @@ impl Reads<'_> {
 
 fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> Decision {
     let reads = Reads { policy, cwd, judged: Default::default() };
-    let parts: Vec<Part<'_>> = script.commands.iter().map(|c| part(&reads, script, c)).collect();
+    // A line that may create files (a redirection that writes, a program that is not a
+    // read-only built-in) may create one a later glob matches, after the policy looked: its
+    // globs are not expanded, so not trusted.
+    let may_write = script
+        .redirects
+        .iter()
+        .any(|r| matches!(&r.redirect, Redirect::Write(w) if !harmless_target(w)))
+        || script.commands.iter().any(|c| {
+            let core = &c.words[programs::strip_wrappers(&c.words).start..];
+            !core.first().and_then(programs::program).is_some_and(readonly::is_read_only_program)
+        });
+    let parts: Vec<Part<'_>> =
+        script.commands.iter().map(|c| part(&reads, script, c, may_write)).collect();
     let bash_rules = |kind| policy.rules_for(&["Bash"], kind);
 
     // 1. Deny anywhere wins. Deny rules look past every assignment and wrapper, and match any
@@ -156,12 +172,14 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
         }
     }
     let mut pending: Option<Decision> = None;
+    // A write a redirection makes unasked without an Edit rule (in acceptEdits mode).
+    let mut implicit_write = false;
     for scoped in &script.redirects {
         let (word, is_write) = match &scoped.redirect {
             Redirect::Write(w) => (w, true),
             Redirect::Read(w) => (w, false),
         };
-        if word.value.as_deref() == Some("/dev/null") {
+        if harmless_target(word) {
             continue;
         }
         let dirs = scoped.dirs.as_ref().and_then(|d| directories(policy, script, d, cwd));
@@ -184,7 +202,7 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
                 Verdict::Ask => {
                     pending.get_or_insert(d);
                 }
-                Verdict::Allow => {}
+                Verdict::Allow => implicit_write |= is_write && !d.explicit,
             }
         }
     }
@@ -197,6 +215,13 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
                 format!("`{}` asks by {rule}", part.text),
                 Some(rule),
             );
+        }
+        // A read an ask rule is about asks, whatever allows the command.
+        if let Ok(reads) = &part.read_only
+            && let Some(asked) =
+                reads.iter().find(|d| d.decision == Verdict::Ask && d.rule.is_some())
+        {
+            return asked.clone();
         }
         if let Some(reason) = programs::always_asked(part.core) {
             return Decision::new(Verdict::Ask, reason, None);
@@ -243,7 +268,7 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
                 None,
             );
         }
-        if let Some(script) = nested_script(part.core) {
+        if let Some((script, posix)) = nested_script(part.core) {
             if depth >= MAX_NESTING {
                 return Decision::new(Verdict::Ask, "shells nested this deep are asked", None);
             }
@@ -257,7 +282,7 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
                     );
                 }
             };
-            let inner = decide_nested(policy, &script, &dir, depth + 1);
+            let inner = decide_nested(policy, &script, posix, &dir, depth + 1);
             if inner.decision != Verdict::Allow {
                 return inner;
             }
@@ -325,13 +350,18 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
         decision: Verdict::Allow,
         reason: reasons.join("; "),
         rule: rule.map(ToString::to_string),
-        explicit: explicit && !parts.is_empty(),
+        explicit: explicit && !implicit_write && !parts.is_empty(),
         programs,
     }
 }
 
 /// Builds the policy's view of one command.
-fn part<'a>(reads: &Reads<'_>, script: &Script, command: &'a SimpleCommand) -> Part<'a> {
+fn part<'a>(
+    reads: &Reads<'_>,
+    script: &Script,
+    command: &'a SimpleCommand,
+    may_write: bool,
+) -> Part<'a> {
     let (policy, cwd) = (reads.policy, reads.cwd);
     let wrapped = programs::strip_wrappers(&command.words);
     let core = &command.words[wrapped.start..];
@@ -339,20 +369,23 @@ fn part<'a>(reads: &Reads<'_>, script: &Script, command: &'a SimpleCommand) -> P
     let mut env: Vec<(String, Option<String>)> =
         command.assignments.iter().map(|(n, w)| (n.clone(), w.value.clone())).collect();
     env.extend(wrapped.env.iter().cloned());
-    let read_only = read_only_reads(reads, core, dirs.as_deref());
+    let read_only = read_only_reads(reads, core, dirs.as_deref(), may_write);
     // The forms of the words as bash passes them: globs expanded in each directory the part
     // may run in; a word still not known stands for anything.
     let mut forms = Vec::new();
     let mut unknown = command.words.iter().any(|w| w.value.is_none());
+    let mut expansions = None;
     if command.words.iter().any(|w| w.glob.is_some()) {
-        match dirs.as_deref().map(|dirs| {
+        let expanded = dirs.as_deref().filter(|_| !may_write).map(|dirs| {
             dirs.iter().map(|dir| expand_words(&command.words, dir)).collect::<Result<Vec<_>, _>>()
-        }) {
+        });
+        match expanded {
             Some(Ok(expanded)) => {
-                for words in expanded {
-                    let start = programs::strip_wrappers(&words).start;
-                    forms.extend(self::forms(&words, start));
+                for words in &expanded {
+                    let start = programs::strip_wrappers(words).start;
+                    forms.extend(self::forms(words, start));
                 }
+                expansions = Some(expanded);
             }
             _ => unknown = true,
         }
@@ -369,7 +402,17 @@ fn part<'a>(reads: &Reads<'_>, script: &Script, command: &'a SimpleCommand) -> P
             .collect::<Vec<_>>()
             .join(" ")
     });
-    Part { text: join_quoted(core), forms, unknown, core, wrapped, dirs, env, read_only }
+    Part {
+        text: join_quoted(core),
+        forms,
+        unknown,
+        expansions,
+        core,
+        wrapped,
+        dirs,
+        env,
+        read_only,
+    }
 }
 
 /// Whether a deny or ask rule is about this part: it matches one of its forms, or may match
@@ -491,7 +534,12 @@ fn changed_dir(policy: &Policy, words: &[Word], dir: &Path) -> Option<PathBuf> {
     match cd.cd? {
         None => Some(policy.home.clone()),
         Some(target) if cd.physical => Some(resolve(&dir.join(target))),
-        Some(target) => Some(normalize(dir, Path::new(target))),
+        Some(target) => {
+            // bash keeps the path as written (`..` taken as text), and when that is no
+            // directory it tries the path as the kernel resolves it.
+            let logical = normalize(dir, Path::new(target));
+            Some(if logical.is_dir() { logical } else { resolve(&dir.join(target)) })
+        }
     }
 }
 
@@ -501,6 +549,7 @@ fn read_only_reads(
     judge: &Reads<'_>,
     core: &[Word],
     dirs: Option<&[PathBuf]>,
+    may_write: bool,
 ) -> Result<Vec<Decision>, String> {
     let (policy, cwd) = (judge.policy, judge.cwd);
     let Some((program, _)) = core.split_first() else { return Err("nothing runs".into()) };
@@ -516,6 +565,12 @@ fn read_only_reads(
             words.push(word.clone());
             continue;
         };
+        if may_write {
+            return Err(format!(
+                "`{}` expands after something in the line that may create files",
+                word.text
+            ));
+        }
         let Some([dir]) = dirs else {
             return Err(format!("`{}` expands where the policy cannot tell", word.text));
         };
@@ -566,7 +621,7 @@ fn read_only_reads(
 /// as it is).
 fn expand_glob(pattern: &str, dir: &Path) -> Result<Vec<String>, String> {
     let unsupported = || format!("the glob `{pattern}` is not one the policy expands");
-    if pattern.contains("[[:") || pattern.contains("[^") || pattern.contains("**") {
+    if !plain_brackets(pattern) || pattern.contains("**") {
         return Err(unsupported());
     }
     let absolute = pattern.starts_with('/');
@@ -629,6 +684,32 @@ fn expand_glob(pattern: &str, dir: &Path) -> Result<Vec<String>, String> {
     Ok(found.into_iter().map(|(shown, _)| format!("{shown}{slash}")).collect())
 }
 
+/// Whether every bracket expression of a glob is a plain set (`[abc]`, `[a-z]`, `[!x]`), read
+/// alike by bash and the glob matcher: no classes (`[[:alpha:]]`, `[[=o=]]`, `[[.o.]]`), no
+/// escapes or `]` inside, no `^` for negation.
+fn plain_brackets(pattern: &str) -> bool {
+    let mut rest = pattern;
+    let mut escaped = false;
+    while let Some((i, c)) = rest.char_indices().next() {
+        rest = &rest[i + c.len_utf8()..];
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            '[' => {
+                let Some(end) = rest.find(']') else { continue };
+                let set = &rest[..end];
+                let body = set.strip_prefix('!').unwrap_or(set);
+                if body.is_empty() || set.starts_with('^') || body.contains(['[', '\\']) {
+                    return false;
+                }
+                rest = &rest[end + 1..];
+            }
+            _ => {}
+        }
+    }
+    true
+}
+
 fn has_glob(component: &str) -> bool {
     let mut escaped = false;
     for c in component.chars() {
@@ -656,6 +737,15 @@ fn unescape(component: &str) -> String {
     out
 }
 
+/// A redirection that opens no file of the workspace's: `/dev/null`, or the command's own output
+/// streams.
+fn harmless_target(word: &Word) -> bool {
+    matches!(
+        word.value.as_deref(),
+        Some("/dev/null" | "/dev/stdout" | "/dev/stderr" | "/dev/fd/1" | "/dev/fd/2")
+    ) && word.glob.is_none()
+}
+
 fn spec_matches(rule: &Rule, text: &str) -> bool {
     rule.specifier.as_deref().is_none_or(|spec| bash_matches(spec, text))
 }
@@ -668,11 +758,26 @@ fn allowing_rule<'a>(policy: &'a Policy, part: &Part<'_>) -> Option<&'a Rule> {
     let needed = programs::literal_words_needed(part.core);
     if part.wrapped.stdin_args {
         // Words from standard input may be anything: only a program no argument can make run
-        // code (one that would need no word spelt out even with an unknown one) is covered.
+        // code (one that would need no word spelt out even with an unknown one) is covered,
+        // and only when no Read rule is about anything (they may name any file).
         let mut with_stdin = part.core.to_vec();
         with_stdin.push(Word { text: "$STDIN".into(), value: None, glob: None });
-        if programs::literal_words_needed(&with_stdin) != 0 {
+        if programs::literal_words_needed(&with_stdin) != 0 || policy.has_read_rules() {
             return None;
+        }
+    }
+    // Globs count as the words bash will pass: known, none read as an option, and spelt out as
+    // far as the program needs.
+    let mut needed = needed;
+    if part.core.iter().any(|w| w.glob.is_some()) {
+        let expansions = part.expansions.as_ref()?;
+        for words in expansions {
+            let core = &words[programs::strip_wrappers(words).start..];
+            let globbed = core.iter().filter(|w| !part.core.contains(w));
+            if globbed.clone().any(|w| w.value.as_deref().is_some_and(|v| v.starts_with('-'))) {
+                return None;
+            }
+            needed = needed.max(programs::literal_words_needed(core));
         }
     }
     let must_spell = if needed == programs::EXACT {
@@ -743,8 +848,8 @@ fn critical_removal(policy: &Policy, targets: &[Word], dirs: Option<&[PathBuf]>)
 }
 
 /// `bash -c SCRIPT` and friends inside a command line: the script, to be judged itself.
-fn nested_script(core: &[Word]) -> Option<String> {
+fn nested_script(core: &[Word]) -> Option<(String, bool)> {
     let argv: Option<Vec<String>> =
         core.iter().map(|w| if w.glob.is_some() { None } else { w.value.clone() }).collect();
-    programs::shell_script(&argv?, false).map(str::to_string)
+    programs::shell_script(&argv?, false).map(|(s, posix)| (s.to_string(), posix))
 }

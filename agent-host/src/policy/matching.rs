@@ -224,8 +224,8 @@ pub(crate) fn normalize(cwd: &Path, path: &Path) -> PathBuf {
 /// will when it is opened: component by component, following each symlink where it is met and
 /// taking `..` from the directory actually reached (so `link/../x` is the parent of the link's
 /// target, not the link's own directory). Past the first component that does not exist, the
-/// rest is taken as written (opening it would fail there anyway). A chain of more than 40 links
-/// resolves to where it stopped, as `ELOOP` would.
+/// rest is taken as written (opening it would fail there anyway); so is everything in `/proc`.
+/// A chain of more than 40 links resolves to where it stopped, as `ELOOP` would.
 pub(crate) fn resolve(path: &Path) -> PathBuf {
     let mut out = PathBuf::from("/");
     let mut pending: std::collections::VecDeque<std::ffi::OsString> = path
@@ -244,8 +244,11 @@ pub(crate) fn resolve(path: &Path) -> PathBuf {
             continue;
         }
         let next = out.join(&name);
-        if missing {
+        // `/proc` links (`/proc/self/cwd`, `/proc/self/fd/N`, what `/dev/fd` leads to) lead
+        // somewhere for the process that opens them, not for the policy: taken as written.
+        if missing || next.starts_with("/proc") {
             out = next;
+            missing = true;
             continue;
         }
         match std::fs::symlink_metadata(&next) {

@@ -242,7 +242,7 @@ impl Policy {
     /// allowed by an explicit rule or approved by a person; otherwise it runs offline.
     pub fn wants_network(&self, argv: &[String]) -> bool {
         let commands = match programs::shell_script(argv, true) {
-            Some(script) => match shell::parse(script, &self.shell_context()) {
+            Some((script, posix)) => match shell::parse(script, &self.shell_context(posix)) {
                 Ok(s) => s.commands.into_iter().map(|c| c.words).collect(),
                 Err(_) => return false,
             },
@@ -253,8 +253,8 @@ impl Policy {
             .any(|words| programs::network_client(&words[programs::strip_wrappers(words).start..]))
     }
 
-    fn shell_context(&self) -> shell::Context<'_> {
-        shell::Context { home: &self.home, changes_dir: &programs::changes_dir }
+    fn shell_context(&self, posix: bool) -> shell::Context<'_> {
+        shell::Context { home: &self.home, posix, changes_dir: &programs::changes_dir }
     }
 
     /// Judges `subject` with `cwd` as the working directory.
@@ -295,13 +295,18 @@ impl Policy {
         })
     }
 
+    /// Whether any Read deny or ask rule exists.
+    pub(crate) fn has_read_rules(&self) -> bool {
+        let any = |kind| self.rules_for(&["Read"], kind).next().is_some();
+        any(RuleKind::Deny) || any(RuleKind::Ask)
+    }
+
     /// For a command that reads every file below `place` (not following symlinks met there, as
-    /// `grep -r` and `rg` do not): a decision that asks when a Read deny or ask rule is about a
-    /// file there, or when there are more than [`MAX_TREE_ENTRIES`] entries to look at; `None`
-    /// when nothing there is any rule's business.
+    /// `grep -r` and `rg` do not): a denial when a Read deny rule is about a file there, a
+    /// question when an ask rule is or when there are more than [`MAX_TREE_ENTRIES`] entries to
+    /// look at; `None` when nothing there is any rule's business.
     pub(crate) fn read_tree(&self, place: &Located, cwd: &Path) -> Option<Decision> {
-        let rules = |kind| self.rules_for(&["Read"], kind).next().is_some();
-        if !rules(RuleKind::Deny) && !rules(RuleKind::Ask) {
+        if !self.has_read_rules() {
             return None;
         }
         let mut stack = vec![place.clone()];
@@ -324,10 +329,12 @@ impl Policy {
                 let name = entry.file_name();
                 let child =
                     Located { lexical: dir.lexical.join(&name), real: dir.real.join(&name) };
-                for kind in [RuleKind::Deny, RuleKind::Ask] {
+                for (kind, verdict) in
+                    [(RuleKind::Deny, Verdict::Deny), (RuleKind::Ask, Verdict::Ask)]
+                {
                     if let Some(r) = self.path_rule(&["Read"], kind, &child, cwd) {
                         return Some(Decision::new(
-                            Verdict::Ask,
+                            verdict,
                             format!(
                                 "it reads every file below {}, {} among them, which {r} is about",
                                 place.lexical.display(),

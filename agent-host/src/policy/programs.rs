@@ -290,6 +290,64 @@ fn exec_capable() -> &'static HashSet<&'static str> {
         set.extend([
             "npx", "pnpm", "bunx", "deno", "bun", "cargo", "rustc", "curl", "env", "xargs",
         ]);
+        // Programs whose arguments are another command line.
+        set.extend([
+            "setarch",
+            "linux32",
+            "linux64",
+            "i386",
+            "x86_64",
+            "prlimit",
+            "setpriv",
+            "chroot",
+            "runuser",
+            "unshare",
+            "nsenter",
+            "capsh",
+            "systemd-run",
+            "chrt",
+            "ionice",
+            "taskset",
+            "numactl",
+            "cgexec",
+            "firejail",
+            "bwrap",
+            "sudo",
+            "doas",
+            "su",
+            "pkexec",
+            "sg",
+            "newgrp",
+            "script",
+            "expect",
+            "parallel",
+            "watch",
+            "flock",
+            "setsid",
+            "stdbuf",
+            "timeout",
+            "nice",
+            "nohup",
+            "time",
+            "strace",
+            "ltrace",
+            "gdb",
+            "valgrind",
+            "perf",
+            "entr",
+            "inotifywait",
+            "dbus-launch",
+            "xvfb-run",
+            "faketime",
+            "catchsegv",
+            "torsocks",
+            "proxychains",
+            "proxychains4",
+            "eatmydata",
+            "fakeroot",
+            "unbuffer",
+            "chpst",
+        ]);
         set
     })
 }
@@ -345,6 +403,16 @@ pub(crate) fn literal_words_needed(words: &[Word]) -> usize {
         }
         n if INTERPRETERS.contains(&n) => interpreter(words),
         n if exec_capable().contains(n) => EXACT,
+        // A read-only built-in with options that run programs or write, given what its
+        // grammar does not allow (`rg --pre`, `diff -l`, `sort -o`): only an exact rule
+        // covers it.
+        n if super::readonly::may_run_or_write(n) => {
+            let args: Option<Vec<&str>> = words[1..].iter().map(|w| w.value.as_deref()).collect();
+            match args {
+                Some(args) if super::readonly::read_only(n, &args).is_ok() => 0,
+                _ => EXACT,
+            }
+        }
         _ => 0,
     };
     by_program.max(dangerous_anywhere(words))
@@ -418,9 +486,13 @@ fn build_tool(name: &str, words: &[Word]) -> usize {
                         .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
             }
             // cargo: everything but what loads configuration or another project.
-            _ => !["--config", "-Z", "--manifest-path", "-C"].iter().any(|o| {
-                v == *o || v.starts_with(&format!("{o}=")) || (o.len() == 2 && v.starts_with(o))
-            }),
+            _ => {
+                let cluster = v.starts_with('-') && !v.starts_with("--");
+                !(["--config", "--manifest-path"]
+                    .iter()
+                    .any(|o| v == *o || v.starts_with(&format!("{o}=")))
+                    || (cluster && v[1..].contains(['Z', 'C'])))
+            }
         }
     };
     // make reads `VAR=…` and targets after `--` too: for make every word counts.
@@ -568,16 +640,21 @@ fn git(words: &[Word]) -> usize {
                     name.len() > 2
                         && OPTION_DANGER.iter().any(|o| o.starts_with(name) || name.starts_with(o))
                 };
-                let short = match sub {
-                    "clone" => v.starts_with("-u") || v.starts_with("-o") || v.starts_with("-c"),
-                    "fetch" | "pull" | "ls-remote" | "archive" | "push" => {
-                        v.starts_with("-u") || v.starts_with("-o")
-                    }
-                    "grep" => v.starts_with("-O"),
-                    "rebase" => v == "-x",
-                    "tag" | "commit" | "notes" => v.starts_with("-F"),
-                    _ => false,
+                // Short options cluster (`-nO'cmd'`) and take attached values (`-x'cmd'`): a
+                // dangerous letter anywhere in a cluster counts (a value that happens to hold
+                // one makes the rule spell it out, which is only stricter).
+                let letters: &str = match sub {
+                    "clone" => "uoc",
+                    "fetch" | "pull" | "ls-remote" | "archive" | "push" => "uo",
+                    "grep" => "O",
+                    "rebase" => "x",
+                    "tag" | "commit" | "notes" => "F",
+                    "format-patch" => "o",
+                    _ => "",
                 };
+                let short = v.starts_with('-')
+                    && !v.starts_with("--")
+                    && v[1..].chars().any(|c| letters.contains(c));
                 if long || short {
                     needed = i + 1;
                 }
@@ -743,11 +820,12 @@ fn awk(words: &[Word]) -> usize {
 /// which no requester can change, so it is looked through for argv requests; inside a command
 /// line it is not. zsh is not looked through: its globs run code (`*(e:…:)`) and a bare
 /// `<file` runs a pager, so a bash reading of its script proves nothing.
-pub(crate) fn shell_script(argv: &[String], login: bool) -> Option<&str> {
+/// The second value says whether the shell is a POSIX one (sh, dash) rather than bash.
+pub(crate) fn shell_script(argv: &[String], login: bool) -> Option<(&str, bool)> {
     let [shell, flag, script] = argv else { return None };
     let name = super::readonly::system_program(shell)?;
     let flag_ok = flag == "-c" || (login && matches!(flag.as_str(), "-lc" | "-cl"));
-    (matches!(name, "sh" | "bash" | "dash") && flag_ok).then_some(script.as_str())
+    (matches!(name, "sh" | "bash" | "dash") && flag_ok).then_some((script.as_str(), name != "bash"))
 }
 
 #[cfg(test)]

@@ -27,9 +27,7 @@ use brush_parser::ast::{
     self, AndOr, AssignmentName, AssignmentValue, Command, CommandPrefixOrSuffixItem,
     CompoundCommand, IoFileRedirectKind, IoFileRedirectTarget, IoRedirect, SeparatorOperator,
 };
-use brush_parser::word::{
-    BraceExpressionMember, BraceExpressionOrText, TildeExpr, WordPiece, WordPieceWithSource,
-};
+use brush_parser::word::{TildeExpr, WordPiece, WordPieceWithSource};
 use brush_parser::{Parser, ParserOptions};
 
 /// Brace expansion may make at most this many words of one command line; more is asked.
@@ -122,6 +120,10 @@ pub(crate) enum ShellError {
 pub(crate) struct Context<'a> {
     /// What `~` expands to.
     pub(crate) home: &'a Path,
+    /// The script is for a POSIX shell (`sh -c`, `dash -c`: dash on Debian), not bash: what
+    /// only bash expands (`$'…'`, braces, `<<<`, `[[`, `&>`, `|&`, `<(…)`) is refused, since
+    /// dash reads it as other text.
+    pub(crate) posix: bool,
     /// Whether a command (its words, brace-expanded) changes the shell's directory when it
     /// succeeds and runs in the shell.
     pub(crate) changes_dir: &'a dyn Fn(&[Word]) -> bool,
@@ -129,7 +131,7 @@ pub(crate) struct Context<'a> {
 
 /// Parses `source` as bash.
 pub(crate) fn parse(source: &str, context: &Context<'_>) -> Result<Script, ShellError> {
-    precheck(source)?;
+    precheck(source, context.posix)?;
     let options = ParserOptions::default();
     let program = guarded(|| {
         Parser::new(std::io::BufReader::new(source.as_bytes()), &options).parse_program()
@@ -147,8 +149,61 @@ pub(crate) fn parse(source: &str, context: &Context<'_>) -> Result<Script, Shell
 /// and a host's threads have small stacks).
 const MAX_NESTING: usize = 32;
 
+/// Keywords of compound commands (which the policy asks about anyway) a line may hold before
+/// it is refused unparsed: the parser recurses on their nesting.
+const MAX_KEYWORDS: usize = 32;
+
 /// What the parser must not be given, or where it reads a line differently from bash.
-fn precheck(source: &str) -> Result<(), ShellError> {
+fn precheck(source: &str, posix: bool) -> Result<(), ShellError> {
+    let unsupported = |what: &str| Err(ShellError::Unsupported(what.into()));
+    if source.contains('\0') {
+        return unsupported("a NUL byte (bash never sees what follows it)");
+    }
+    if posix {
+        for bash_only in ["$'", "$\"", "{", "}", "[[", "<<<", "&>", "|&", "<(", ">("] {
+            if source.contains(bash_only) {
+                return Err(ShellError::Unsupported(format!(
+                    "`{bash_only}` in a script for sh, which reads it unlike bash"
+                )));
+            }
+        }
+    }
+    let keywords = source
+        .split(|c: char| !c.is_ascii_alphanumeric() && c != '_')
+        .filter(|w| {
+            matches!(
+                *w,
+                "if" | "then"
+                    | "elif"
+                    | "else"
+                    | "while"
+                    | "until"
+                    | "for"
+                    | "do"
+                    | "case"
+                    | "select"
+                    | "function"
+                    | "coproc"
+            )
+        })
+        .count();
+    if keywords > MAX_KEYWORDS {
+        return unsupported("this many compound commands");
+    }
+    // `<<` with no delimiter word after it sends the parser into a loop.
+    let mut rest = source;
+    while let Some(at) = rest.find("<<") {
+        let after = &rest[at + 2..];
+        if let Some(string) = after.strip_prefix('<') {
+            rest = string;
+            continue;
+        }
+        let word = after.trim_start_matches('-').trim_start_matches([' ', '\t']);
+        if word.is_empty() || word.starts_with([')', ';', '&', '|', '<', '>', '\n', '(']) {
+            return unsupported("a here-document without a delimiter");
+        }
+        rest = after;
+    }
     let bytes = source.as_bytes();
     let mut depth = 0usize;
     for &b in bytes {
@@ -182,20 +237,10 @@ fn precheck(source: &str) -> Result<(), ShellError> {
             return Err(ShellError::Unsupported("a number this long".into()));
         }
     }
-    // `{NAME}>file` assigns a descriptor number to NAME (`{PATH}>x` changes PATH), where the
-    // parser sees an argument.
-    let mut rest = source;
-    while let Some(open) = rest.find('{') {
-        let after = &rest[open + 1..];
-        let name_len =
-            after.bytes().take_while(|b| b.is_ascii_alphanumeric() || *b == b'_').count();
-        if name_len > 0
-            && after.as_bytes().get(name_len) == Some(&b'}')
-            && matches!(after.as_bytes().get(name_len + 1), Some(b'<' | b'>'))
-        {
-            return Err(ShellError::Unsupported("a redirection to a named descriptor".into()));
-        }
-        rest = after;
+    // `{NAME}>file` assigns a descriptor number to NAME (`{PATH}>x` changes PATH, and
+    // `{a[_]}>x` evaluates a subscript), where the parser sees an argument.
+    if source.contains("}>") || source.contains("}<") {
+        return unsupported("a redirection to a named descriptor");
     }
     Ok(())
 }
@@ -461,31 +506,15 @@ impl Walker<'_> {
         if !source.contains('{') {
             return Ok(vec![self.word(source)?]);
         }
-        // `{01..10}` pads, which the parser's numbers do not keep: not reasoned about.
-        let padded = source
-            .as_bytes()
-            .windows(3)
-            .any(|w| matches!(w[0], b'{' | b'.') && w[1] == b'0' && w[2].is_ascii_digit())
-            || source.contains("{+")
-            || source.contains("..+")
-            || source.contains("{-0")
-            || source.contains("..-0");
-        if padded {
-            return Err(ShellError::Unsupported("a zero-padded or signed brace sequence".into()));
-        }
-        let pieces = guarded(|| brush_parser::word::parse_brace_expansions(source, &self.options))?
-            .map_err(|_| ShellError::Syntax)?;
-        let Some(pieces) = pieces else { return Ok(vec![self.word(source)?]) };
-        let mut texts = vec![String::new()];
-        expand_braces(&pieces, &mut texts)?;
+        let Some(texts) = braces::expand(source, MAX_EXPANDED_WORDS)? else {
+            return Ok(vec![self.word(source)?]);
+        };
         self.expanded += texts.len();
         if self.expanded > MAX_EXPANDED_WORDS {
             return Err(ShellError::Unsupported(format!(
                 "brace expansion into more than {MAX_EXPANDED_WORDS} words"
             )));
         }
-        // An expansion into nothing (`{a,b}` cannot, but `''{,}` can make empty words) is kept:
-        // bash removes a word only when it is empty and unquoted.
         texts.iter().map(|t| self.word(t)).collect()
     }
 
@@ -499,6 +528,13 @@ impl Walker<'_> {
             home: self.context.home,
         };
         folded.pieces(source, &pieces, false)?;
+        // The parser leaves some expansions as text (`${!}` as `$` and `{!}`): a word bash
+        // expands has no static value, whatever the parser made of it.
+        if folded.value.is_some() && expands(source) && !ansi_c_only(source) {
+            return Err(ShellError::Unsupported(format!(
+                "`{source}`, which the policy cannot read as bash does"
+            )));
+        }
         // Bash expands `~` after the `=` (and after each `:`) of an argument shaped like an
         // assignment (`a=~/x`): not reasoned about.
         let assignment_shaped = source.split_once('=').is_some_and(|(n, _)| {
@@ -513,84 +549,6 @@ impl Walker<'_> {
             glob: folded.glob.then_some(folded.pattern),
         })
     }
-}
-
-/// Appends every expansion of `pieces` to each text so far (bash's brace expansion: the
-/// preamble, each alternative, the postscript, left to right).
-fn expand_braces(
-    pieces: &[BraceExpressionOrText],
-    texts: &mut Vec<String>,
-) -> Result<(), ShellError> {
-    for piece in pieces {
-        match piece {
-            BraceExpressionOrText::Text(t) => texts.iter_mut().for_each(|s| s.push_str(t)),
-            BraceExpressionOrText::Expr(members) => {
-                let mut alternatives = Vec::new();
-                for member in members {
-                    match member {
-                        BraceExpressionMember::Child(children) => {
-                            let mut sub = vec![String::new()];
-                            expand_braces(children, &mut sub)?;
-                            alternatives.extend(sub);
-                        }
-                        BraceExpressionMember::NumberSequence { start, end, increment } => {
-                            sequence(*start, *end, *increment, &mut alternatives, |n| {
-                                Some(n.to_string())
-                            })?;
-                        }
-                        BraceExpressionMember::CharSequence { start, end, increment } => {
-                            let (s, e) = (i64::from(u32::from(*start)), i64::from(u32::from(*end)));
-                            sequence(s, e, *increment, &mut alternatives, |n| {
-                                u32::try_from(n).ok().and_then(char::from_u32).map(String::from)
-                            })?;
-                        }
-                    }
-                    if alternatives.len() > MAX_EXPANDED_WORDS {
-                        return Err(too_many());
-                    }
-                }
-                let mut next = Vec::with_capacity(texts.len() * alternatives.len());
-                for t in texts.iter() {
-                    for a in &alternatives {
-                        next.push(format!("{t}{a}"));
-                    }
-                }
-                if next.len() > MAX_EXPANDED_WORDS {
-                    return Err(too_many());
-                }
-                *texts = next;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn too_many() -> ShellError {
-    ShellError::Unsupported(format!("brace expansion into more than {MAX_EXPANDED_WORDS} words"))
-}
-
-/// `{start..end..increment}`, bounded.
-fn sequence(
-    start: i64,
-    end: i64,
-    increment: i64,
-    out: &mut Vec<String>,
-    show: impl Fn(i64) -> Option<String>,
-) -> Result<(), ShellError> {
-    let step = increment.checked_abs().filter(|s| *s != 0).unwrap_or(1);
-    let count = start.abs_diff(end) / step.unsigned_abs() + 1;
-    if count > MAX_EXPANDED_WORDS as u64 {
-        return Err(too_many());
-    }
-    let mut n = start;
-    for i in 0..count {
-        out.push(show(n).ok_or_else(|| ShellError::Unsupported("a brace sequence".into()))?);
-        if i + 1 < count {
-            n = if start <= end { n.checked_add(step) } else { n.checked_sub(step) }
-                .ok_or_else(too_many)?;
-        }
-    }
-    Ok(())
 }
 
 /// Folds word pieces into a static value (or `None`) and a glob pattern, refusing substitutions.
@@ -622,7 +580,9 @@ impl Folded<'_> {
         for piece in pieces {
             match &piece.piece {
                 WordPiece::Text(t) => {
-                    if !quoted && t.contains(['*', '?', '[']) {
+                    // A `[` with no `]` after it is no glob (`[ -f x ]`).
+                    let bracket = t.find('[').is_some_and(|i| t[i..].contains(']'));
+                    if !quoted && (t.contains(['*', '?']) || bracket) {
                         self.glob = true;
                         // Braces left after brace expansion are literal.
                         self.push(Some(t), &t.replace('{', "\\{").replace('}', "\\}"));
@@ -679,6 +639,41 @@ impl Folded<'_> {
         }
         Ok(())
     }
+}
+
+/// Whether the word, as written, has a `$` that bash expands (one not quoted by `'…'` or a
+/// backslash, followed by what starts a parameter, a substitution or `$'…'`/`$"…"`).
+fn expands(source: &str) -> bool {
+    let bytes = source.as_bytes();
+    let mut i = 0;
+    let mut double = false;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' => i += 1,
+            b'\'' if !double => {
+                i += bytes[i + 1..].iter().position(|b| *b == b'\'').map_or(bytes.len(), |p| p + 1);
+            }
+            b'"' => double = !double,
+            b'$' => {
+                if let Some(next) = bytes.get(i + 1)
+                    && (next.is_ascii_alphanumeric() || b"_{(!@#$*?-'\"`".contains(next))
+                {
+                    return true;
+                }
+            }
+            b'`' => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether every `$` of the word that expands starts `$'…'` or `$"…"` (which the parser reads
+/// into a static value itself).
+fn ansi_c_only(source: &str) -> bool {
+    let without = source.replace("$'", "'").replace("$\"", "\"");
+    !expands(&without)
 }
 
 /// `$NAME`, `${NAME}`, `${#NAME}`, or a special or positional parameter: an expansion that only
@@ -748,10 +743,8 @@ fn ansi_c(raw: &str) -> Option<String> {
             'x' => char::from_u32(digits(&mut chars, 16, 2)?)?,
             'u' => char::from_u32(digits(&mut chars, 16, 4)?)?,
             'U' => char::from_u32(digits(&mut chars, 16, 8)?)?,
-            'c' => {
-                let ctl = chars.next()?;
-                char::from_u32(u32::from(ctl.to_ascii_uppercase()) ^ 0x40)?
-            }
+            // `\\cX` takes a backslash after it in ways of its own: not reasoned about.
+            'c' => return None,
             other => {
                 out.push('\\');
                 other
@@ -800,5 +793,6 @@ fn describe(compound: &CompoundCommand) -> String {
     .into()
 }
 
+mod braces;
 #[cfg(test)]
 mod tests;

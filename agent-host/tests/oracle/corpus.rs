@@ -36,7 +36,7 @@ pub(crate) const ISSUE: &[&str] = &[
     "diff --from-file=/etc/shadow README.md",
 ];
 
-/// What a review found against the rewritten policy (each was allowed once, and did harm).
+/// What two reviews found against the rewritten policy (each was allowed once, and did harm).
 fn review_lines(world: &World) -> Vec<String> {
     let key = world.id_rsa.display();
     let mut lines: Vec<String> = [
@@ -59,6 +59,16 @@ fn review_lines(world: &World) -> Vec<String> {
         "sort --batch-size=2 -m README.md README.md README.md",
         "echo push origin main | xargs git",
         "echo {01..03}",
+        "echo \"a[\\$(touch pwned)]\" >/dev/null; ls {a[_]}>/dev/null",
+        "sed -n -e {,} '1e touch pwned' README.md",
+        "cd {-L,} && cat .ssh/id_rsa",
+        "cat {..{,}}/home/.ssh/id_rsa",
+        "sed s{1,{}a1b1';#{e' <<< 'touch pwned 1,'",
+        "cd ${!} && cat .ssh/id_rsa",
+        "sh -c \"echo \\$'\\\\' ; touch pwned ; echo ' #'\"",
+        "cat [[=l=]]ink-out/id_rsa",
+        "cd src && cat /proc/self/cwd/../link-out/id_rsa",
+        "echo 'TZ=\"../home/.ssh/id_rsa\" 2020-01-01' | date -f -",
     ]
     .iter()
     .map(|l| l.to_string())

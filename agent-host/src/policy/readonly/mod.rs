@@ -40,7 +40,21 @@ pub(crate) fn read_only<'a>(program: &'a str, args: &'a [&'a str]) -> Result<Rea
     let refused = |e: Refused| format!("`{name}`: {e}");
     let nothing = || Ok(ReadOnly::default());
     match name {
-        "echo" | "true" | "false" => nothing(),
+        "echo" | "true" | "false" | ":" => nothing(),
+        "test" | "[" => {
+            // Every operand may be a path it stats (`-f x`, `x -nt y`); operators and strings
+            // are judged as paths too, which costs nothing inside the workspace.
+            let operands = if name == "[" {
+                match args.split_last() {
+                    Some((&"]", rest)) => rest,
+                    _ => return Err("`[` without its closing `]`".into()),
+                }
+            } else {
+                args
+            };
+            let reads = operands.iter().copied().filter(|a| !a.starts_with('-')).collect();
+            Ok(ReadOnly { reads, ..ReadOnly::default() })
+        }
         "printf" => {
             // The `printf -v NAME` builtin sets a variable.
             if args.first().is_some_and(|a| a.starts_with("-v")) {
@@ -75,10 +89,12 @@ pub(crate) fn read_only<'a>(program: &'a str, args: &'a [&'a str]) -> Result<Rea
             if target == Some("-") {
                 return Err("`cd -` goes back to a directory the policy does not know".into());
             }
+            // The last of `-L` and `-P` counts.
+            let physical = parsed.given.iter().rev().find(|o| o.named("L") || o.named("P"));
             Ok(ReadOnly {
                 reads: target.into_iter().collect(),
                 cd: Some(target),
-                physical: parsed.has("P"),
+                physical: physical.is_some_and(|o| o.named("P")),
                 ..ReadOnly::default()
             })
         }
@@ -140,6 +156,9 @@ pub(crate) fn is_read_only_program(name: &str) -> bool {
         "echo"
             | "true"
             | "false"
+            | ":"
+            | "test"
+            | "["
             | "printf"
             | "pwd"
             | "which"
@@ -149,6 +168,13 @@ pub(crate) fn is_read_only_program(name: &str) -> bool {
             | "find"
             | "sed"
     ) || tables::grammar(name).is_some()
+}
+
+/// Whether `name` is a read-only built-in that, given options its grammar leaves out, runs
+/// programs or writes (`rg --pre`, `sort -o`, `diff -l`, `file -z`, `find -exec`, `sed e`,
+/// `uniq IN OUT`, `tac` from a pipe, `date -s`); the others only read more.
+pub(crate) fn may_run_or_write(name: &str) -> bool {
+    matches!(name, "rg" | "sort" | "diff" | "file" | "find" | "sed" | "uniq" | "tac" | "date")
 }
 
 /// Whether a sed script is made only of the commands the read-only grammar accepts.

@@ -664,7 +664,8 @@ const SORT_OPTIONS: &[Opt] = &[
     flag("help", '\0'),
     flag("version", '\0'),
 ];
-const SORT: Grammar = Grammar::paths(SORT_OPTIONS);
+/// At most 16 inputs: merging more makes sort write a temporary file.
+const SORT: Grammar = Grammar { max_operands: Some(16), ..Grammar::paths(SORT_OPTIONS) };
 
 // uniq: `[INPUT]` only, since its second operand is an OUTPUT file it writes (also `-NUM`, the
 // obsolete -f NUM). Nothing left out.
@@ -845,12 +846,13 @@ const ID: Grammar =
 // date: `[+FORMAT]`. Left out:
 //   -s, --set=STRING: sets the clock.
 //   --uct, --rfc-822, --rfc-2822: undocumented other names of -u and -R.
-// Beware: an operand that does not start with `+` (`MMDDhhmm[[CC]YY][.ss]`) SETS the clock;
+//   -f, --file=FILE: each line of FILE is a date, and a date may name a time zone file
+//     (`TZ="/path" now`), which date then reads.
+// Beware: a `-d` value with `TZ="…"` reads that file (the caller refuses it), and an operand that does not start with `+` (`MMDDhhmm[[CC]YY][.ss]`) SETS the clock;
 // the grammar cannot say so, so the caller must allow only a `+FORMAT` operand.
 const DATE_OPTIONS: &[Opt] = &[
     value("date", 'd', Val::Text),
     flag("debug", '\0'),
-    value("file", 'f', Val::Path),
     optional("iso-8601", 'I', Val::Text),
     flag("resolution", '\0'),
     flag("rfc-email", 'R'),
@@ -1005,7 +1007,7 @@ mod tests {
         ("md5sum", &["check"]),
         ("b2sum", &["check"]),
         ("uname", &["release", "sysname"]),
-        ("date", &["rfc-822", "rfc-2822", "set", "uct"]),
+        ("date", &["rfc-822", "rfc-2822", "set", "uct", "file"]),
         (
             "file",
             &[

@@ -5,6 +5,7 @@ use super::*;
 fn context() -> Context<'static> {
     Context {
         home: Path::new("/home/u"),
+        posix: false,
         changes_dir: &|w: &[Word]| w.first().and_then(|w| w.value.as_deref()) == Some("cd"),
     }
 }
@@ -81,6 +82,8 @@ fn words_are_expanded_as_bash_expands_them() {
     assert_eq!(c.words[7].value.as_deref(), Some("a\\b"), "a backslash in double quotes stays");
     assert_eq!(c.words[8].value, None, "~user is not known");
     let ansi = parse(r"$'rm' $'\x72\155' $'a\tb' $'\0x'").unwrap();
+    assert!(parse(r"cat $'\xff'").unwrap().commands[0].words[1].value.is_none(), "not ASCII");
+    assert!(parse(r"cat $'\c\\x41'").unwrap().commands[0].words[1].value.is_none());
     let values: Vec<_> = ansi.commands[0].words.iter().map(|w| w.value.clone()).collect();
     assert_eq!(values, [Some("rm".into()), Some("rm".into()), Some("a\tb".into()), None]);
 }
@@ -145,7 +148,7 @@ fn nesting_as_deep_as_allowed_fits_a_small_thread_stack() {
         format!("echo {}x{}", "${x:-".repeat(depth), "}".repeat(depth)),
         format!("echo {}x{}", "\"$(".repeat(depth / 2), ")\"".repeat(depth / 2)),
         format!("{}echo x{}", "(true; ".repeat(depth), ")".repeat(depth)),
-        format!("echo {}x{}", "{a,".repeat(depth), "}".repeat(depth)),
+        format!("echo '{}x{}'", "(".repeat(depth), ")".repeat(depth)),
     ];
     let handle = std::thread::Builder::new()
         .stack_size(2 << 20)
@@ -157,4 +160,30 @@ fn nesting_as_deep_as_allowed_fits_a_small_thread_stack() {
         "the subshells and the braces parse; the rest is refused"
     );
     assert!(parse(&format!("echo {}x{}", "${x:-".repeat(40), "}".repeat(40))).is_err());
+}
+
+#[test]
+fn what_the_parser_reads_unlike_bash_is_refused() {
+    for line in [
+        "cd ${!} && cat x",
+        "cd ${4294967296} && cat x",
+        "cat ${@@}",
+        "cat ${4294967296x}",
+        "echo {PATH}>/dev/null",
+        "ls {a[_]}>/dev/null",
+        "echo $( << ) ",
+        "cat x\0; rm -rf y",
+        &"if true; then :; fi; ".repeat(10),
+    ] {
+        assert!(parse(line).is_err(), "{line:?}");
+    }
+    // A `$` that starts nothing stays.
+    let s = parse("grep 'a$' \"b$\" c$ $/ x").unwrap();
+    assert_eq!(argv(&s.commands[0]), ["grep", "a$", "b$", "c$", "$/", "x"]);
+    // A script for sh may use nothing only bash expands.
+    let posix = Context { posix: true, ..context() };
+    for line in ["echo $'x'", "echo {a,b}", "cat <<< x", "ls &> x", "[[ -f x ]]"] {
+        assert!(super::parse(line, &posix).is_err(), "{line:?}");
+    }
+    assert!(super::parse("ls -la | wc -l", &posix).is_ok());
 }
