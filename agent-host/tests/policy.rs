@@ -242,6 +242,7 @@ fn the_second_review_of_the_rewrite_asks_or_is_denied() {
     std::fs::write(ws.join(".env"), "TOKEN=1").unwrap();
     std::os::unix::fs::symlink(f.home(), ws.join("out")).unwrap();
     std::os::unix::fs::symlink(f.home().join(".ssh"), ws.join("src/lnk")).unwrap();
+    std::os::unix::fs::symlink("/proc/self/cwd", ws.join("proc-cwd")).unwrap();
     let none = f.policy(rules(&[], &[], &[]), None);
     let seventeen = format!("sort -m {}", "README.md ".repeat(17));
     for line in [
@@ -261,6 +262,8 @@ fn the_second_review_of_the_rewrite_asks_or_is_denied() {
         "cd -P -L src/lnk/.. && cat lnk/id_rsa",
         // /proc leads somewhere for the command, not for the policy.
         "cd src && cat /proc/self/cwd/lnk/id_rsa",
+        "cd src && cat ../proc-cwd/lnk/id_rsa",
+        "cat /dev/fd/0",
         // Bracket classes the glob matcher does not know.
         "cat [[=o=]]ut/.ssh/id_rsa",
         "cat o[u[:alpha:]]t/.ssh/id_rsa",

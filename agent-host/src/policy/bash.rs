@@ -9,7 +9,10 @@
 
 use std::path::{Path, PathBuf};
 
-use super::matching::{bash_matches, bash_may_match, literal_prefix, locate, normalize, resolve};
+use super::matching::{
+    Located, Resolved, bash_matches, bash_may_match, literal_prefix, normalize, resolve,
+    resolve_from,
+};
 use super::programs::{self, READ_ONLY_WRAPPERS, Wrapped};
 use super::readonly;
 use super::rules::{Mode, Rule, RuleKind};
@@ -121,25 +124,49 @@ struct Part<'a> {
 struct Reads<'p> {
     policy: &'p Policy,
     cwd: &'p Path,
-    judged: std::cell::RefCell<std::collections::HashMap<PathBuf, (bool, Decision)>>,
+    judged: std::cell::RefCell<std::collections::HashMap<PathBuf, (Located, Decision)>>,
+    /// Each directory's resolution.
+    resolved: std::cell::RefCell<std::collections::HashMap<PathBuf, Resolved>>,
+    /// Where each way the line's `cd`s may have gone leads (`None`: not followed).
+    dirs: std::cell::RefCell<std::collections::HashMap<Vec<usize>, Option<PathBuf>>>,
 }
 
 impl Reads<'_> {
-    /// The policy's decision on reading `path` from `dir`, and whether it is a directory.
-    fn read(&self, dir: &Path, path: &str) -> (bool, Decision) {
+    /// Where `path`, used from `dir`, leads: resolved from `dir`'s own resolution, which is
+    /// remembered (most paths of a line start from one or two directories).
+    fn locate(&self, dir: &Path, path: &str) -> Located {
+        let known = self.resolved.borrow().get(dir).cloned();
+        let base = known.unwrap_or_else(|| {
+            let base = resolve_from(&Resolved { real: "/".into(), exists: true }, dir);
+            self.resolved.borrow_mut().insert(dir.to_path_buf(), base.clone());
+            base
+        });
+        let path = Path::new(path);
+        Located { lexical: normalize(dir, path), real: resolve_from(&base, path).real }
+    }
+
+    /// The policy's decision on reading `path` from `dir`, and where it leads.
+    fn read(&self, dir: &Path, path: &str) -> (Located, Decision) {
         let joined = dir.join(path);
         if let Some(hit) = self.judged.borrow().get(&joined) {
             return hit.clone();
         }
-        let place = locate(dir, Path::new(path));
-        let judged = (place.real.is_dir(), self.policy.read(&place, self.cwd));
+        let place = self.locate(dir, path);
+        let decision = self.policy.read(&place, self.cwd);
+        let judged = (place, decision);
         self.judged.borrow_mut().insert(joined, judged.clone());
         judged
     }
 }
 
 fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> Decision {
-    let reads = Reads { policy, cwd, judged: Default::default() };
+    let reads = Reads {
+        policy,
+        cwd,
+        judged: Default::default(),
+        resolved: Default::default(),
+        dirs: Default::default(),
+    };
     // A line that may create files (a redirection that writes, a program that is not a
     // read-only built-in) may create one a later glob matches, after the policy looked: its
     // globs are not expanded, so not trusted.
@@ -182,7 +209,7 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
         if harmless_target(word) {
             continue;
         }
-        let dirs = scoped.dirs.as_ref().and_then(|d| directories(policy, script, d, cwd));
+        let dirs = scoped.dirs.as_ref().and_then(|d| directories(&reads, script, d));
         let (Some(v), None, Some(dirs)) = (&word.value, &word.glob, dirs) else {
             pending.get_or_insert(Decision::new(
                 Verdict::Ask,
@@ -195,7 +222,7 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
             continue;
         };
         for dir in &dirs {
-            let place = locate(dir, Path::new(v));
+            let place = reads.locate(dir, v);
             let d = if is_write { policy.edit(&place, cwd) } else { policy.read(&place, cwd) };
             match d.decision {
                 Verdict::Deny => return d,
@@ -362,10 +389,9 @@ fn part<'a>(
     command: &'a SimpleCommand,
     may_write: bool,
 ) -> Part<'a> {
-    let (policy, cwd) = (reads.policy, reads.cwd);
     let wrapped = programs::strip_wrappers(&command.words);
     let core = &command.words[wrapped.start..];
-    let dirs = command.dirs.as_ref().and_then(|d| directories(policy, script, d, cwd));
+    let dirs = command.dirs.as_ref().and_then(|d| directories(reads, script, d));
     let mut env: Vec<(String, Option<String>)> =
         command.assignments.iter().map(|(n, w)| (n.clone(), w.value.clone())).collect();
     env.extend(wrapped.env.iter().cloned());
@@ -464,35 +490,40 @@ fn forms(words: &[Word], start: usize) -> Vec<String> {
             out.push(s);
         }
     };
-    for slice in [&words[start..], words] {
-        if slice.is_empty() {
-            continue;
-        }
-        let named: Vec<Word> = slice
-            .iter()
-            .enumerate()
-            .map(|(i, w)| match (i, programs::program(w)) {
-                (0, Some(name)) => Word::literal(name),
-                _ => w.clone(),
-            })
-            .collect();
-        let mut variants = vec![slice.to_vec(), named.clone()];
-        if programs::program(&named[0]) == Some("git")
-            && let Some(sub) = programs::git_subcommand(&named)
+    let slices: &[&[Word]] = if start == 0 { &[words] } else { &[&words[start..], words] };
+    for slice in slices {
+        let Some(first) = slice.first() else { continue };
+        let mut variants: Vec<std::borrow::Cow<'_, [Word]>> = vec![(*slice).into()];
+        // `/bin/rm` as `rm`.
+        let named = match (programs::program(first), &first.value) {
+            (Some(name), Some(value)) if name != value => {
+                let mut named = slice.to_vec();
+                named[0] = Word::literal(name);
+                variants.push(named.into());
+                variants.last().map(|v| v[0].clone())
+            }
+            _ => None,
+        };
+        let program = named.as_ref().unwrap_or(first);
+        if programs::program(program) == Some("git")
+            && let Some(sub) = programs::git_subcommand(slice)
             && sub > 1
         {
-            let mut skipped = vec![named[0].clone()];
-            skipped.extend(named[sub..].iter().cloned());
-            variants.push(skipped);
+            let mut skipped = vec![program.clone()];
+            skipped.extend(slice[sub..].iter().cloned());
+            variants.push(skipped.into());
         }
-        for v in variants {
+        for v in &variants {
             add(v.iter().map(|w| w.text.as_str()).collect::<Vec<_>>().join(" "));
-            add(v
-                .iter()
-                .map(|w| w.value.as_deref().unwrap_or(&w.text))
-                .collect::<Vec<_>>()
-                .join(" "));
-            add(join_quoted(&v));
+            // Quotes and escapes removed, and shell-quoted again: only when they change it.
+            if v.iter().any(|w| w.value.as_deref() != Some(w.text.as_str())) {
+                add(v
+                    .iter()
+                    .map(|w| w.value.as_deref().unwrap_or(&w.text))
+                    .collect::<Vec<_>>()
+                    .join(" "));
+                add(join_quoted(v));
+            }
         }
     }
     out
@@ -500,17 +531,26 @@ fn forms(words: &[Word], start: usize) -> Vec<String> {
 
 /// The directories each way of `cd`s gives, or `None` when one of them cannot be followed.
 fn directories(
-    policy: &Policy,
+    judge: &Reads<'_>,
     script: &Script,
     histories: &[Vec<usize>],
-    cwd: &Path,
 ) -> Option<Vec<PathBuf>> {
     let mut out = Vec::new();
     for history in histories {
-        let mut dir = cwd.to_path_buf();
-        for &index in history {
-            dir = changed_dir(policy, &script.commands.get(index)?.words, &dir)?;
-        }
+        let known = judge.dirs.borrow().get(history).cloned();
+        let dir = match known {
+            Some(dir) => dir?,
+            None => {
+                let mut dir = Some(judge.cwd.to_path_buf());
+                for &index in history {
+                    dir = dir.and_then(|d| {
+                        changed_dir(judge.policy, &script.commands.get(index)?.words, &d)
+                    });
+                }
+                judge.dirs.borrow_mut().insert(history.clone(), dir.clone());
+                dir?
+            }
+        };
         if !out.contains(&dir) {
             out.push(dir);
         }
@@ -599,8 +639,8 @@ fn read_only_reads(
     let mut out = Vec::new();
     for dir in dirs {
         for read in &reads {
-            let (is_dir, decision) = judge.read(dir, read);
-            if ro.files_only && *read != "." && is_dir {
+            let (place, decision) = judge.read(dir, read);
+            if ro.files_only && *read != "." && place.real.is_dir() {
                 return Err(format!(
                     "`{program_value}` given the directory `{read}` reads files in it"
                 ));
@@ -608,7 +648,7 @@ fn read_only_reads(
             out.push(decision);
         }
         for tree in &ro.trees {
-            if let Some(d) = policy.read_tree(&locate(dir, Path::new(tree)), cwd) {
+            if let Some(d) = policy.read_tree(&judge.read(dir, tree).0, cwd) {
                 out.push(d);
             }
         }

@@ -148,6 +148,11 @@ impl PathPattern {
         Some(Self { matcher, relative, dir_itself })
     }
 
+    /// Whether it counts from the working directory (`path`, `./path`), not from a fixed place.
+    pub(crate) fn is_relative(&self) -> bool {
+        self.relative
+    }
+
     /// Does it match `path` (absolute, normalized) with `cwd` as the working directory?
     pub(crate) fn matches(&self, cwd: &Path, path: &Path) -> bool {
         let candidate = if self.relative {
@@ -227,7 +232,26 @@ pub(crate) fn normalize(cwd: &Path, path: &Path) -> PathBuf {
 /// rest is taken as written (opening it would fail there anyway); so is everything in `/proc`.
 /// A chain of more than 40 links resolves to where it stopped, as `ELOOP` would.
 pub(crate) fn resolve(path: &Path) -> PathBuf {
-    let mut out = PathBuf::from("/");
+    resolve_from(&Resolved { real: PathBuf::from("/"), exists: true }, path).real
+}
+
+/// A path as [`resolve`] left it, and whether all of it exists (past a missing component the
+/// rest is as written).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) real: PathBuf,
+    pub(crate) exists: bool,
+}
+
+/// [`resolve`] of `base` joined with `path`, given `base` already resolved: the same answer,
+/// since resolving walks `base` first and arrives where `base` resolved to. An absolute
+/// `path` starts from the root.
+pub(crate) fn resolve_from(base: &Resolved, path: &Path) -> Resolved {
+    let (mut out, mut missing) = if path.is_absolute() {
+        (PathBuf::from("/"), false)
+    } else {
+        (base.real.clone(), !base.exists)
+    };
     let mut pending: std::collections::VecDeque<std::ffi::OsString> = path
         .components()
         .filter_map(|c| match c {
@@ -236,7 +260,6 @@ pub(crate) fn resolve(path: &Path) -> PathBuf {
             _ => None,
         })
         .collect();
-    let mut missing = false;
     let mut links = 0;
     while let Some(name) = pending.pop_front() {
         if name == ".." {
@@ -277,7 +300,7 @@ pub(crate) fn resolve(path: &Path) -> PathBuf {
             }
         }
     }
-    out
+    Resolved { real: out, exists: !missing }
 }
 
 /// Where a path written in a command or a request leads, from the directory it is used in:

@@ -414,9 +414,11 @@ impl Policy {
                         // Relative patterns count from the working directory, and for deny and
                         // ask also from each workspace root (an agent in `src/` must not dodge
                         // `Read(.env)` by reading `../.env`).
-                        std::iter::once(cwd)
-                            .chain(self.roots.iter().map(PathBuf::as_path))
-                            .any(|base| p.matches(base, lexical) || p.matches(base, real))
+                        let matches =
+                            |base: &Path| p.matches(base, lexical) || p.matches(base, real);
+                        matches(cwd)
+                            || (p.is_relative()
+                                && self.roots.iter().any(|root| root != cwd && matches(root)))
                     }
                 }
             };
