@@ -316,9 +316,6 @@ pub(crate) struct Observed<'a> {
     pub(crate) stderr: &'a [u8],
 }
 
-/// Programs that are scripts re-running another program by name.
-const IMPLIED: &[(&str, &str)] = &[("egrep", "grep"), ("fgrep", "grep")];
-
 /// Syscalls that change the filesystem or the system whatever their arguments.
 const ALWAYS_WRITES: &str = "mkdir mkdirat unlink unlinkat rmdir rename renameat renameat2 link \
     linkat symlink symlinkat chmod fchmod fchmodat chown fchown fchownat lchown truncate ftruncate \
@@ -336,11 +333,6 @@ pub(crate) fn judge(programs: &[String], seen: &Observed<'_>, rules: &Rules<'_>)
     let mut allowed: Vec<&str> =
         programs.iter().map(|p| p.rsplit('/').next().unwrap_or(p)).collect();
     allowed.push("bash");
-    for (from, to) in IMPLIED {
-        if allowed.contains(from) {
-            allowed.push(to);
-        }
-    }
     for (i, call) in seen.calls.iter().enumerate() {
         let name = call.name.as_str();
         match name {
@@ -662,7 +654,8 @@ mod tests {
         let netlink = r#"5 sendto(3<socket:[1]>, [{nlmsg_len=20}], 20, 0, {sa_family=AF_NETLINK, nl_pid=0, nl_groups=00000000}, 12) = 20"#;
         assert_eq!(judged(netlink, &[]), []);
         let egrep = r#"5 execve("/usr/bin/grep", ["grep", "-E", "x"], 0x1 /* 3 vars */) = 0"#;
-        assert_eq!(judged(egrep, &["egrep"]), []);
+        assert_eq!(judged(egrep, &["egrep"]), [Kind::Exec], "egrep runs grep: the policy says so");
+        assert_eq!(judged(egrep, &["egrep", "grep"]), []);
     }
 
     #[test]
