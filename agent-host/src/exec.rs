@@ -600,6 +600,9 @@ fn finish(
 /// How long the pool waits after a job before starting the next sandbox.
 const REFILL_DELAY: Duration = Duration::from_millis(10);
 
+/// Where a warm sandbox's launcher (this `agent-host` binary) is bound inside it.
+const LAUNCHER_INSIDE: &str = "/tmp/.agent-host-launcher";
+
 /// What a warm sandbox's launcher is told to run (as JSON on its channel).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct Launch {
@@ -769,6 +772,13 @@ impl PoolSpec {
             Path::new("/"),
             &BTreeMap::new(),
         );
+        // The launcher is bound at a fixed place in the sandbox's own `/tmp`: where it lies on
+        // the machine may be hidden there (a build under `/tmp`, whose `/tmp` is private).
+        let end = argv.len() - 1; // before bubblewrap's `--`
+        argv.splice(
+            end..end,
+            ["--ro-bind".into(), self.launcher.clone().into(), LAUNCHER_INSIDE.into()],
+        );
         // bubblewrap keeps descriptors 0-2 open in its own two processes (the one outside and
         // the sandbox's init) until the sandbox ends, and closes the others there. So the
         // output pipe reaches it as descriptor 3, and only the launcher makes it its standard
@@ -777,7 +787,7 @@ impl PoolSpec {
         argv.extend(
             ["/bin/sh", "-c", "exec >&3 2>&3 3>&- && exec \"$0\" __launch"].map(OsString::from),
         );
-        argv.push(self.launcher.clone().into());
+        argv.push(LAUNCHER_INSIDE.into());
         let mut outer: Vec<OsString> =
             ["/bin/sh", "-c", "exec 3>&1 >/dev/null && exec \"$@\"", "agent-host-launch"]
                 .map(OsString::from)
@@ -834,8 +844,8 @@ pub struct WarmPool {
 
 impl WarmPool {
     /// A pool for jobs in `roots` with `hidden` hidden, run by the `launcher` binary (this
-    /// `agent-host`); `None` unless `sandbox` is bubblewrap and the launcher is visible inside
-    /// it.
+    /// `agent-host`, bound into each sandbox); `None` unless `sandbox` is bubblewrap and the
+    /// launcher lies outside the hidden directories.
     pub fn start(
         sandbox: &Sandbox,
         launcher: &Path,
