@@ -233,6 +233,63 @@ fn untrusted_workspace_allow_rules_do_not_count() {
     assert!(!p.notes().is_empty());
 }
 
+/// What a third review found: each asks or is denied.
+#[test]
+fn the_third_review_asks_or_is_denied() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    std::fs::write(ws.join("README.md"), "hello").unwrap();
+    std::fs::write(ws.join(".env"), "TOKEN=1").unwrap();
+    std::os::unix::fs::symlink(f.home(), ws.join("out")).unwrap();
+    let none = f.policy(rules(&[], &[], &[]), None);
+    for line in [
+        "test -v 'a[$(touch /tmp/p)]'",
+        "[ -v 'a[$(touch /tmp/p)]' ]",
+        // Lines joined by a backslash before bash reads them.
+        "echo \"a[\\$(touch /tmp/p)]\" >/dev/null; ls {a[_]}\\\n>/dev/null",
+        "sh -c \"echo \\$\\\\\n'\\\\' ; touch /tmp/p ; echo ' #'\"",
+        "sed -n $'p #\\\n1e touch /tmp/p' README.md",
+        // `$'\''` and old arithmetic `$[…]`.
+        "sed 's$a'$'\\''\"${4294967296}\"$'\\''\\$\\;s\\$e\\;#\\$\\$ <<< \"touch /tmp/p #a''\"",
+        "echo 'a[$(touch /tmp/p)]' >/dev/null; cat {$,$}'\\'$[_]'\\'",
+        "cat $[1]",
+        // dash's and old bash's `.*` match `..`; extended globs.
+        "sh -c 'cat .*/home/.ssh/id_rsa'",
+        "cat .*/home/.ssh/id_rsa",
+        "cat @(out)/.ssh/id_rsa",
+        // An empty here-document delimiter sends the parser into a loop.
+        "cat <<'' ",
+        "cat <<\"\" ",
+    ] {
+        let d = none.decide(&Subject::Bash(line.into()), &ws);
+        assert_ne!(d.decision, Allow, "`{line}` was allowed: {}", d.reason);
+    }
+    let accept = f.policy(rules(&[], &[], &[]), Some(Mode::AcceptEdits));
+    let d = accept.decide(&Subject::Bash("echo pwned >> @(out)/.bashrc".into()), &ws);
+    assert_ne!(d.decision, Allow, "{}", d.reason);
+    let case = |permissions: &Value, line: &str, expected: Verdict| {
+        let p = f.policy(permissions.clone(), None);
+        let d = p.decide(&Subject::Bash(line.into()), &ws);
+        assert_eq!(d.decision, expected, "{permissions}: `{line}`: {}", d.reason);
+    };
+    let git = rules(&["Bash(git *)"], &["Bash(git push *)"], &[]);
+    case(&git, "git remote-ext x 'sh -c touch% /tmp/p' <<<'connect git-upload-pack'", Ask);
+    case(&git, "git commit -t /etc/passwd", Ask);
+    case(&git, "git status", Allow);
+    case(&rules(&["Bash(*)"], &["Bash(git push *)"], &[]), "/usr/lib/git-core/git-push x", Ask);
+    case(&rules(&["Bash(*)"], &[], &["Bash(rm *)"]), "dbus-run-session -- rm -rf src", Ask);
+    case(&rules(&["Bash(awk *)"], &[], &[]), "awk -v x=1 'BEGIN{system(\"id\")}'", Ask);
+    case(&rules(&["Bash(awk *)"], &[], &[]), "awk -e 'BEGIN{print 1}'", Ask);
+    case(&rules(&["Bash(awk *)"], &[], &[]), "awk '{print $1}' README.md", Allow);
+    // Read rules hold for read-only programs under an explicit rule, parsed or not.
+    let grep = rules(&["Bash(grep *)", "Bash(cat *)"], &[], &["Read(.env)"]);
+    case(&grep, "grep -y API .env", Deny);
+    case(&grep, "grep -D skip . .env", Deny);
+    case(&grep, "grep -R . --include=.env", Deny);
+    case(&grep, "cat $PWD/.env", Ask);
+    case(&grep, "grep -y hello README.md", Allow);
+}
+
 /// What a third look found (a second review of the rewrite): each asks or is denied.
 #[test]
 fn the_second_review_of_the_rewrite_asks_or_is_denied() {

@@ -197,6 +197,11 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
         {
             return deny.clone();
         }
+        if let Some(d) = unparsed_reads(&reads, part)
+            && d.decision == Verdict::Deny
+        {
+            return d;
+        }
     }
     let mut pending: Option<Decision> = None;
     // A write a redirection makes unasked without an Edit rule (in acceptEdits mode).
@@ -249,6 +254,9 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
                 reads.iter().find(|d| d.decision == Verdict::Ask && d.rule.is_some())
         {
             return asked.clone();
+        }
+        if let Some(d) = unparsed_reads(&reads, part) {
+            return d;
         }
         if let Some(reason) = programs::always_asked(part.core) {
             return Decision::new(Verdict::Ask, reason, None);
@@ -450,6 +458,56 @@ fn rule_hits(rule: &Rule, part: &Part<'_>) -> bool {
         })
 }
 
+/// For a read-only program outside its grammar (so allowed, if at all, by an explicit rule,
+/// `grep -y PAT .env`): when Read deny or ask rules exist, every word it is given may name a
+/// file it reads (an option's `=value` too, and a directory for the recursive readers), so each
+/// is judged against them; a word that expands may name anything and asks. `None`: no rule is
+/// about any of them.
+fn unparsed_reads(judge: &Reads<'_>, part: &Part<'_>) -> Option<Decision> {
+    let policy = judge.policy;
+    let program = part.core.first().and_then(programs::program)?;
+    if part.read_only.is_ok()
+        || !readonly::is_read_only_program(program)
+        || !policy.has_read_rules()
+    {
+        return None;
+    }
+    if let Some(word) = part.core.iter().find(|w| w.value.is_none() || w.glob.is_some()) {
+        return Some(Decision::new(
+            Verdict::Ask,
+            format!("`{}` may name any file, and a Read rule is about some", word.text),
+            None,
+        ));
+    }
+    let dirs = part.dirs.as_deref()?;
+    let recursive = matches!(program, "grep" | "egrep" | "fgrep" | "rg" | "diff");
+    let mut asked = None;
+    for word in &part.core[1..] {
+        let value = word.value.as_deref().unwrap_or_default();
+        let path = value.split_once('=').map_or(value, |(_, v)| v);
+        if path.is_empty() {
+            continue;
+        }
+        for dir in dirs {
+            let (place, decision) = judge.read(dir, path);
+            // What a rule says of the path itself (not that it lies outside the workspace: the
+            // allow rule covers that), and anything the walk below it found.
+            let about = (decision.rule.is_some()).then_some(decision);
+            let tree = recursive.then(|| policy.read_tree(&place, judge.cwd)).flatten();
+            for d in [about, tree].into_iter().flatten() {
+                match d.decision {
+                    Verdict::Deny => return Some(d),
+                    Verdict::Ask => {
+                        asked.get_or_insert(d);
+                    }
+                    Verdict::Allow => {}
+                }
+            }
+        }
+    }
+    asked
+}
+
 /// The words with each glob replaced by what it matches from `dir` (or kept, when nothing
 /// matches, as bash keeps it).
 fn expand_words(words: &[Word], dir: &Path) -> Result<Vec<Word>, String> {
@@ -505,6 +563,12 @@ fn forms(words: &[Word], start: usize) -> Vec<String> {
             _ => None,
         };
         let program = named.as_ref().unwrap_or(first);
+        // git's own programs by their path: `git-push x` is `git push x`.
+        if let Some(sub) = programs::program(program).and_then(|p| p.strip_prefix("git-")) {
+            let mut git = vec![Word::literal("git"), Word::literal(sub)];
+            git.extend(slice[1..].iter().cloned());
+            variants.push(git.into());
+        }
         if programs::program(program) == Some("git")
             && let Some(sub) = programs::git_subcommand(slice)
             && sub > 1
@@ -698,6 +762,12 @@ fn expand_glob(pattern: &str, dir: &Path) -> Result<Vec<String>, String> {
                 .compile_matcher();
             let Ok(entries) = std::fs::read_dir(real) else { continue };
             let mut names: Vec<String> = Vec::new();
+            // bash before 5.2 (and sh) lets `.*` match `.` and `..`: they count here too.
+            if component.starts_with('.') {
+                names.extend(
+                    [".", ".."].into_iter().filter(|d| matcher.is_match(d)).map(String::from),
+                );
+            }
             for entry in entries {
                 let name = entry.map_err(|_| unsupported())?.file_name();
                 // A name that is not UTF-8 would be passed as bytes the policy cannot judge.

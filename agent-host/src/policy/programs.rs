@@ -291,6 +291,7 @@ fn exec_capable() -> &'static HashSet<&'static str> {
             "npx", "pnpm", "bunx", "deno", "bun", "cargo", "rustc", "curl", "env", "xargs",
         ]);
         // Programs whose arguments are another command line.
+        set.extend(["dbus-run-session", "systemd-cat", "runcon", "sandbox", "ssh-agent"]);
         set.extend([
             "setarch",
             "linux32",
@@ -402,6 +403,8 @@ pub(crate) fn literal_words_needed(words: &[Word]) -> usize {
             build_tool(name, words)
         }
         n if INTERPRETERS.contains(&n) => interpreter(words),
+        // git's own programs run by their path (`/usr/lib/git-core/git-push`).
+        n if n.starts_with("git-") => EXACT,
         n if exec_capable().contains(n) => EXACT,
         // A read-only built-in with options that run programs or write, given what its
         // grammar does not allow (`rg --pre`, `diff -l`, `sort -o`): only an exact rule
@@ -519,9 +522,17 @@ fn build_tool(name: &str, words: &[Word]) -> usize {
     if let Some(sub) = sub {
         let runs_named = matches!(name, "npm" | "pnpm" | "yarn" | "bun")
             && matches!(value(&words[sub]), "run" | "run-script" | "exec" | "x" | "dlx");
+        // The script or package is the next word that is not an option (`run --if-present X`).
+        let named = words
+            .iter()
+            .enumerate()
+            .take(end)
+            .skip(sub + 1)
+            .find(|(_, w)| !value(w).starts_with('-'))
+            .map_or(sub + 2, |(i, _)| i + 1);
         needed = needed.max(match name {
             "make" => 1,
-            _ if runs_named => sub + 2,
+            _ if runs_named => named,
             _ => sub + 1,
         });
     }
@@ -574,29 +585,59 @@ fn git(words: &[Word]) -> usize {
         "--no-optional-locks",
         "--no-advice",
     ];
-    const SUBCOMMAND_DANGER: [&str; 22] = [
-        "maintenance",
-        "worktree",
-        "bundle",
-        "send-pack",
-        "http-push",
-        "subtree",
-        "help",
-        "difftool",
-        "mergetool",
-        "filter-branch",
-        "submodule",
-        "bisect",
-        "config",
-        "daemon",
-        "instaweb",
-        "web--browse",
-        "send-email",
-        "credential",
-        "hook",
-        "archimport",
-        "cvsimport",
-        "svn",
+    // The subcommands a broad rule covers (their options still checked below); any other
+    // (plumbing such as `remote-ext`, `config`, `help`, helpers, aliases) needs an exact rule.
+    const SUBCOMMANDS: [&str; 50] = [
+        "status",
+        "log",
+        "diff",
+        "show",
+        "branch",
+        "checkout",
+        "switch",
+        "restore",
+        "add",
+        "commit",
+        "push",
+        "pull",
+        "fetch",
+        "merge",
+        "rebase",
+        "reset",
+        "stash",
+        "tag",
+        "remote",
+        "clone",
+        "init",
+        "mv",
+        "rm",
+        "grep",
+        "blame",
+        "describe",
+        "rev-parse",
+        "rev-list",
+        "ls-files",
+        "ls-tree",
+        "cat-file",
+        "shortlog",
+        "reflog",
+        "cherry-pick",
+        "revert",
+        "clean",
+        "notes",
+        "am",
+        "apply",
+        "format-patch",
+        "archive",
+        "show-ref",
+        "for-each-ref",
+        "merge-base",
+        "name-rev",
+        "cherry",
+        "range-diff",
+        "check-ignore",
+        "version",
+        "gc",
     ];
     const OPTION_DANGER: [&str; 12] = [
         "--output",
@@ -628,7 +669,7 @@ fn git(words: &[Word]) -> usize {
             }
             None => {
                 subcommand = Some(v);
-                if SUBCOMMAND_DANGER.contains(&v) {
+                if !SUBCOMMANDS.contains(&v) {
                     return EXACT;
                 }
             }
@@ -648,7 +689,8 @@ fn git(words: &[Word]) -> usize {
                     "fetch" | "pull" | "ls-remote" | "archive" | "push" => "uo",
                     "grep" => "O",
                     "rebase" => "x",
-                    "tag" | "commit" | "notes" => "F",
+                    "tag" | "notes" => "F",
+                    "commit" => "Ft",
                     "format-patch" => "o",
                     _ => "",
                 };
@@ -795,23 +837,32 @@ fn sed(words: &[Word]) -> usize {
     needed.min(all)
 }
 
-/// awk: a program that can call `system`, pipe to a command or write files must be spelt out.
+/// awk: options that load code (`-f`, `-e`, `-i`, `-l`, `--source` …) need an exact rule, and
+/// a program text that can call `system`, pipe to a command, read or write files must be spelt
+/// out, wherever it is among the words (after `-v x=1` too).
 fn awk(words: &[Word]) -> usize {
+    const LOADS: [&str; 7] = ["-f", "-e", "-i", "-l", "-E", "--source", "--include"];
+    let mut needed = 0;
     for (i, w) in words.iter().enumerate().skip(1) {
         let Some(v) = w.value.as_deref() else { return EXACT };
-        if v == "-f" || v.starts_with("--file") || v == "-E" || v.starts_with("--exec") {
+        let long = v.starts_with("--")
+            && ["--file", "--source", "--include", "--load", "--exec"]
+                .iter()
+                .any(|o| o.starts_with(v.split('=').next().unwrap_or(v)) || v.starts_with(o));
+        let short = v.starts_with('-')
+            && !v.starts_with("--")
+            && LOADS.iter().any(|o| v[1..].contains(&o[1..]));
+        if long || short {
             return EXACT;
         }
-        if v == "-v" || v == "-F" {
-            continue;
-        }
-        if !v.starts_with('-') {
-            let risky =
-                ["system", "|", ">", "getline", "close", "fflush"].iter().any(|k| v.contains(k));
-            return if risky { i + 1 } else { 0 };
+        let risky = ["system", "|", ">", "<", "getline", "close", "fflush", "ENVIRON", "PROCINFO"]
+            .iter()
+            .any(|k| v.contains(k));
+        if risky {
+            needed = i + 1;
         }
     }
-    0
+    needed
 }
 
 /// `[sh|bash|dash, -c, SCRIPT]` exactly, the shell found on `PATH` or in `/bin` or `/usr/bin`:

@@ -159,6 +159,11 @@ fn precheck(source: &str, posix: bool) -> Result<(), ShellError> {
     if source.contains('\0') {
         return unsupported("a NUL byte (bash never sees what follows it)");
     }
+    // bash joins a line ending in a backslash to the next before it reads either, which the
+    // checks here and the parser do not all do alike.
+    if source.contains("\\\n") {
+        return unsupported("a line continued with a backslash");
+    }
     if posix {
         for bash_only in ["$'", "$\"", "{", "}", "[[", "<<<", "&>", "|&", "<(", ">("] {
             if source.contains(bash_only) {
@@ -199,7 +204,15 @@ fn precheck(source: &str, posix: bool) -> Result<(), ShellError> {
             continue;
         }
         let word = after.trim_start_matches('-').trim_start_matches([' ', '\t']);
-        if word.is_empty() || word.starts_with([')', ';', '&', '|', '<', '>', '\n', '(']) {
+        let empty_quoted = ["''", "\"\""].iter().any(|q| {
+            word.strip_prefix(q).is_some_and(|rest| {
+                rest.is_empty() || rest.starts_with([' ', '\t', '\n', ')', ';', '&', '|', '<', '>'])
+            })
+        });
+        if word.is_empty()
+            || empty_quoted
+            || word.starts_with([')', ';', '&', '|', '<', '>', '\n', '(', '\\'])
+        {
             return unsupported("a here-document without a delimiter");
         }
         rest = after;
@@ -530,7 +543,7 @@ impl Walker<'_> {
         folded.pieces(source, &pieces, false)?;
         // The parser leaves some expansions as text (`${!}` as `$` and `{!}`): a word bash
         // expands has no static value, whatever the parser made of it.
-        if folded.value.is_some() && expands(source) && !ansi_c_only(source) {
+        if folded.value.is_some() && expands(source) {
             return Err(ShellError::Unsupported(format!(
                 "`{source}`, which the policy cannot read as bash does"
             )));
@@ -538,10 +551,15 @@ impl Walker<'_> {
         // Bash expands `~` after the `=` (and after each `:`) of an argument shaped like an
         // assignment (`a=~/x`): not reasoned about.
         let assignment_shaped = source.split_once('=').is_some_and(|(n, _)| {
+            let n = n.strip_suffix('+').unwrap_or(n);
             !n.is_empty() && n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
         });
         if assignment_shaped && source.contains('~') {
             folded.value = None;
+        }
+        if folded.glob && self.context.posix {
+            // dash's globs match `.` and `..` (`.*`), unlike bash's.
+            return Err(ShellError::Unsupported(format!("the glob `{source}` in a script for sh")));
         }
         Ok(Word {
             text: source.to_string(),
@@ -580,6 +598,12 @@ impl Folded<'_> {
         for piece in pieces {
             match &piece.piece {
                 WordPiece::Text(t) => {
+                    // A shell with `extglob` on (as interactive ones often have) matches these.
+                    if !quoted && ["@(", "?(", "*(", "+(", "!("].iter().any(|p| t.contains(p)) {
+                        return Err(ShellError::Unsupported(format!(
+                            "`{t}`, an extended glob where the shell has extglob on"
+                        )));
+                    }
                     // A `[` with no `]` after it is no glob (`[ -f x ]`).
                     let bracket = t.find('[').is_some_and(|i| t[i..].contains(']'));
                     if !quoted && (t.contains(['*', '?']) || bracket) {
@@ -641,8 +665,9 @@ impl Folded<'_> {
     }
 }
 
-/// Whether the word, as written, has a `$` that bash expands (one not quoted by `'…'` or a
-/// backslash, followed by what starts a parameter, a substitution or `$'…'`/`$"…"`).
+/// Whether the word, as written, has what bash expands: a `$` (not in `'…'`, not escaped)
+/// before what starts a parameter, a substitution or old arithmetic (`$[…]`), or a backquote.
+/// `$'…'` and `$"…"` are quoting, which the parser reads into a static value itself.
 fn expands(source: &str) -> bool {
     let bytes = source.as_bytes();
     let mut i = 0;
@@ -653,10 +678,21 @@ fn expands(source: &str) -> bool {
             b'\'' if !double => {
                 i += bytes[i + 1..].iter().position(|b| *b == b'\'').map_or(bytes.len(), |p| p + 1);
             }
+            // `$'…'`: backslash escapes inside, `\'` among them.
+            b'$' if !double && bytes.get(i + 1) == Some(&b'\'') => {
+                i += 2;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'$' if !double && bytes.get(i + 1) == Some(&b'"') => {
+                double = true;
+                i += 1;
+            }
             b'"' => double = !double,
             b'$' => {
                 if let Some(next) = bytes.get(i + 1)
-                    && (next.is_ascii_alphanumeric() || b"_{(!@#$*?-'\"`".contains(next))
+                    && (next.is_ascii_alphanumeric() || b"_{([!@#$*?-`".contains(next))
                 {
                     return true;
                 }
@@ -667,13 +703,6 @@ fn expands(source: &str) -> bool {
         i += 1;
     }
     false
-}
-
-/// Whether every `$` of the word that expands starts `$'…'` or `$"…"` (which the parser reads
-/// into a static value itself).
-fn ansi_c_only(source: &str) -> bool {
-    let without = source.replace("$'", "'").replace("$\"", "\"");
-    !expands(&without)
 }
 
 /// `$NAME`, `${NAME}`, `${#NAME}`, or a special or positional parameter: an expansion that only

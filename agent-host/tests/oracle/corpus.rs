@@ -36,7 +36,7 @@ pub(crate) const ISSUE: &[&str] = &[
     "diff --from-file=/etc/shadow README.md",
 ];
 
-/// What two reviews found against the rewritten policy (each was allowed once, and did harm).
+/// What three reviews found against the rewritten policy (each was allowed once, and did harm).
 fn review_lines(world: &World) -> Vec<String> {
     let key = world.id_rsa.display();
     let mut lines: Vec<String> = [
@@ -69,6 +69,12 @@ fn review_lines(world: &World) -> Vec<String> {
         "cat [[=l=]]ink-out/id_rsa",
         "cd src && cat /proc/self/cwd/../link-out/id_rsa",
         "echo 'TZ=\"../home/.ssh/id_rsa\" 2020-01-01' | date -f -",
+        "test -v 'a[$(touch pwned)]'",
+        "cat .*/home/.ssh/id_rsa",
+        "sh -c 'cat .*/home/.ssh/id_rsa'",
+        "echo 'a[$(touch pwned)]' >/dev/null; cat {$,$}'\\'$[_]'\\'",
+        "sed -n $'p #\\\n1e touch pwned' README.md",
+        "echo \"a[\\$(touch pwned)]\" >/dev/null; ls {a[_]}\\\n>/dev/null",
     ]
     .iter()
     .map(|l| l.to_string())

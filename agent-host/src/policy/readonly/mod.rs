@@ -52,6 +52,10 @@ pub(crate) fn read_only<'a>(program: &'a str, args: &'a [&'a str]) -> Result<Rea
             } else {
                 args
             };
+            // `-v NAME` evaluates an array subscript in NAME as arithmetic, which runs code.
+            if operands.contains(&"-v") {
+                return Err("`test -v` evaluates what it is given".into());
+            }
             let reads = operands.iter().copied().filter(|a| !a.starts_with('-')).collect();
             Ok(ReadOnly { reads, ..ReadOnly::default() })
         }

@@ -17,6 +17,16 @@ pub(super) fn expand(raw: &str, max_words: usize) -> Result<Option<Vec<String>>,
     if expanding.is_empty() {
         return Ok(None);
     }
+    // The results are read again as words, which bash does not do: a `$` that a group's edge
+    // would join to what follows (`{$,$}'x'` is `$` then `'x'` to bash, `$'x'` when read
+    // again) is not reasoned about.
+    for group in &expanding {
+        let before = raw[..group.open].ends_with('$');
+        let inside = group.alternatives.iter().flatten().any(|a| a.ends_with('$'));
+        if before || inside {
+            return Err(unsupported("a `$` at the edge of a brace group"));
+        }
+    }
     let mut texts = vec![String::new()];
     let mut at = 0;
     for group in expanding {
