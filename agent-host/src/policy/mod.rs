@@ -143,7 +143,13 @@ pub struct Policy {
     /// What `~` is, for the shell and for `~/…` rules.
     home: PathBuf,
     notes: Vec<String>,
+    /// For each tool the policy asks about and each list, the rules that apply, in order
+    /// (tool-name globs resolved once here rather than at every decision).
+    index: Vec<(&'static str, RuleKind, Vec<usize>)>,
 }
+
+/// The tools whose rules are looked up at every decision.
+const INDEXED_TOOLS: [&str; 5] = ["Bash", "Read", "Edit", "Write", "WebFetch"];
 
 impl Policy {
     /// Merges settings files for a workspace. `mode` overrides every `defaultMode`; otherwise
@@ -201,6 +207,7 @@ impl Policy {
             protected,
             home: rules::home_dir(),
             notes,
+            index: Vec::new(),
         };
         policy.compile_patterns();
         policy
@@ -215,6 +222,23 @@ impl Policy {
     }
 
     fn compile_patterns(&mut self) {
+        self.index = INDEXED_TOOLS
+            .iter()
+            .flat_map(|tool| {
+                [RuleKind::Deny, RuleKind::Ask, RuleKind::Allow].map(|kind| {
+                    let matching = self
+                        .rules
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| {
+                            r.kind == kind && tool_matches(&r.tool, tool, kind == RuleKind::Allow)
+                        })
+                        .map(|(i, _)| i)
+                        .collect();
+                    (*tool, kind, matching)
+                })
+            })
+            .collect();
         self.patterns = self
             .rules
             .iter()
@@ -289,10 +313,33 @@ impl Policy {
         tools: &'a [&'a str],
         kind: RuleKind,
     ) -> impl Iterator<Item = &'a Rule> + 'a {
-        self.rules.iter().filter(move |r| {
-            r.kind == kind
-                && tools.iter().any(|t| tool_matches(&r.tool, t, kind == RuleKind::Allow))
-        })
+        let indices = self.rule_indices(tools, kind);
+        (0..indices.len()).map(move |n| &self.rules[indices[n]])
+    }
+
+    /// The indices of the rules on `kind`'s list that apply to any of `tools`, in order.
+    fn rule_indices(&self, tools: &[&str], kind: RuleKind) -> std::borrow::Cow<'_, [usize]> {
+        let indexed = |tool: &str| {
+            self.index.iter().find(|(t, k, _)| *t == tool && *k == kind).map(|(_, _, i)| i)
+        };
+        if let [tool] = tools
+            && let Some(indices) = indexed(tool)
+        {
+            return indices.as_slice().into();
+        }
+        let mut out: Vec<usize> = Vec::new();
+        for tool in tools {
+            match indexed(tool) {
+                Some(indices) => out.extend(indices),
+                None => out.extend(self.rules.iter().enumerate().filter_map(|(i, r)| {
+                    (r.kind == kind && tool_matches(&r.tool, tool, kind == RuleKind::Allow))
+                        .then_some(i)
+                })),
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out.into()
     }
 
     /// Whether any Read deny or ask rule exists.
@@ -398,12 +445,8 @@ impl Policy {
         cwd: &Path,
     ) -> Option<&'a Rule> {
         let (lexical, real) = (place.lexical.as_path(), place.real.as_path());
-        self.rules.iter().zip(&self.patterns).find_map(|(r, pattern)| {
-            if r.kind != kind
-                || !tools.iter().any(|t| tool_matches(&r.tool, t, kind == RuleKind::Allow))
-            {
-                return None;
-            }
+        self.rule_indices(tools, kind).iter().find_map(|&i| {
+            let (r, pattern) = (&self.rules[i], &self.patterns[i]);
             let hit = match (&r.specifier, pattern) {
                 (None, _) => true,
                 (Some(_), None) => false,
@@ -437,6 +480,10 @@ impl Policy {
         }
         if let Some(r) = self.path_rule(&["Read"], RuleKind::Ask, place, cwd) {
             return Decision::new(Verdict::Ask, format!("reading {shown} asks by {r}"), Some(r));
+        }
+        // Inside the workspace a read is allowed anyway; an allow rule only names which.
+        if self.inside_roots(&place.real) {
+            return Decision::new(Verdict::Allow, format!("{shown} is inside the workspace"), None);
         }
         if let Some(r) = self.path_rule(&["Read"], RuleKind::Allow, place, cwd) {
             return Decision::new(
