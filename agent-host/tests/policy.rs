@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use agent_host::policy::{Mode, Policy, Settings, Subject, Trust, Verdict};
+use agent_host::policy::{Decision, Mode, Policy, Settings, Subject, Trust, Verdict};
 use serde_json::Value;
 
 struct Fixture {
@@ -42,6 +42,21 @@ impl Fixture {
 
     fn bash(&self, policy: &Policy, line: &str) -> Verdict {
         policy.decide(&Subject::Bash(line.into()), &self.ws()).decision
+    }
+
+    /// Decides `line` under `permissions` and `mode`, checks the verdict, and returns the
+    /// decision.
+    fn expect(
+        &self,
+        permissions: &Value,
+        mode: Option<Mode>,
+        line: &str,
+        expected: Verdict,
+    ) -> Decision {
+        let p = self.policy(permissions.clone(), mode);
+        let d = p.decide(&Subject::Bash(line.into()), &self.ws());
+        assert_eq!(d.decision, expected, "{permissions} {mode:?}: `{line}`: {}", d.reason);
+        d
     }
 }
 
@@ -267,27 +282,37 @@ fn the_third_review_asks_or_is_denied() {
     let accept = f.policy(rules(&[], &[], &[]), Some(Mode::AcceptEdits));
     let d = accept.decide(&Subject::Bash("echo pwned >> @(out)/.bashrc".into()), &ws);
     assert_ne!(d.decision, Allow, "{}", d.reason);
-    let case = |permissions: &Value, line: &str, expected: Verdict| {
-        let p = f.policy(permissions.clone(), None);
-        let d = p.decide(&Subject::Bash(line.into()), &ws);
-        assert_eq!(d.decision, expected, "{permissions}: `{line}`: {}", d.reason);
-    };
     let git = rules(&["Bash(git *)"], &["Bash(git push *)"], &[]);
-    case(&git, "git remote-ext x 'sh -c touch% /tmp/p' <<<'connect git-upload-pack'", Ask);
-    case(&git, "git commit -t /etc/passwd", Ask);
-    case(&git, "git status", Allow);
-    case(&rules(&["Bash(*)"], &["Bash(git push *)"], &[]), "/usr/lib/git-core/git-push x", Ask);
-    case(&rules(&["Bash(*)"], &[], &["Bash(rm *)"]), "dbus-run-session -- rm -rf src", Ask);
-    case(&rules(&["Bash(awk *)"], &[], &[]), "awk -v x=1 'BEGIN{system(\"id\")}'", Ask);
-    case(&rules(&["Bash(awk *)"], &[], &[]), "awk -e 'BEGIN{print 1}'", Ask);
-    case(&rules(&["Bash(awk *)"], &[], &[]), "awk '{print $1}' README.md", Allow);
+    f.expect(
+        &git,
+        None,
+        "git remote-ext x 'sh -c touch% /tmp/p' <<<'connect git-upload-pack'",
+        Ask,
+    );
+    f.expect(&git, None, "git commit -t /etc/passwd", Ask);
+    f.expect(&git, None, "git status", Allow);
+    f.expect(
+        &rules(&["Bash(*)"], &["Bash(git push *)"], &[]),
+        None,
+        "/usr/lib/git-core/git-push x",
+        Ask,
+    );
+    f.expect(
+        &rules(&["Bash(*)"], &[], &["Bash(rm *)"]),
+        None,
+        "dbus-run-session -- rm -rf src",
+        Ask,
+    );
+    f.expect(&rules(&["Bash(awk *)"], &[], &[]), None, "awk -v x=1 'BEGIN{system(\"id\")}'", Ask);
+    f.expect(&rules(&["Bash(awk *)"], &[], &[]), None, "awk -e 'BEGIN{print 1}'", Ask);
+    f.expect(&rules(&["Bash(awk *)"], &[], &[]), None, "awk '{print $1}' README.md", Allow);
     // Read rules hold for read-only programs under an explicit rule, parsed or not.
     let grep = rules(&["Bash(grep *)", "Bash(cat *)"], &[], &["Read(.env)"]);
-    case(&grep, "grep -y API .env", Deny);
-    case(&grep, "grep -D skip . .env", Deny);
-    case(&grep, "grep -R . --include=.env", Deny);
-    case(&grep, "cat $PWD/.env", Ask);
-    case(&grep, "grep -y hello README.md", Allow);
+    f.expect(&grep, None, "grep -y API .env", Deny);
+    f.expect(&grep, None, "grep -D skip . .env", Deny);
+    f.expect(&grep, None, "grep -R . --include=.env", Deny);
+    f.expect(&grep, None, "cat $PWD/.env", Ask);
+    f.expect(&grep, None, "grep -y hello README.md", Allow);
 }
 
 /// What a third look found (a second review of the rewrite): each asks or is denied.
@@ -343,38 +368,37 @@ fn the_second_review_of_the_rewrite_asks_or_is_denied() {
         let d = accept.decide(&Subject::Bash(line.into()), &ws);
         assert_ne!(d.decision, Allow, "acceptEdits: `{line}` was allowed: {}", d.reason);
     }
-    let case = |permissions: &Value, mode: Option<Mode>, line: &str, expected: Verdict| {
-        let p = f.policy(permissions.clone(), mode);
-        let d = p.decide(&Subject::Bash(line.into()), &ws);
-        assert_eq!(d.decision, expected, "{permissions} {mode:?}: `{line}`: {}", d.reason);
-        d
-    };
     let git = rules(&["Bash(git *)"], &["Bash(git push *)"], &["Bash(rm *)"]);
-    case(&git, None, "git {,} push origin main", Ask);
-    case(&git, None, "git grep -nO'touch /tmp/p' -e .", Ask);
-    case(&git, None, "git rebase -x'touch /tmp/p' HEAD~1", Ask);
-    case(&git, None, "git clone -qu'touch /tmp/p;' file:///x y", Ask);
-    case(&git, None, "git format-patch -o /tmp/x HEAD~1", Ask);
+    f.expect(&git, None, "git {,} push origin main", Ask);
+    f.expect(&git, None, "git grep -nO'touch /tmp/p' -e .", Ask);
+    f.expect(&git, None, "git rebase -x'touch /tmp/p' HEAD~1", Ask);
+    f.expect(&git, None, "git clone -qu'touch /tmp/p;' file:///x y", Ask);
+    f.expect(&git, None, "git format-patch -o /tmp/x HEAD~1", Ask);
     std::fs::write(ws.join("-Oid"), "").unwrap();
-    case(&git, None, "git grep -e hello *", Ask);
+    f.expect(&git, None, "git grep -e hello *", Ask);
     let grep = rules(&["Bash(grep *)", "Bash(cat *)"], &[], &["Read(.env)"]);
-    case(&grep, None, "grep -rh TOKEN --include=.env", Deny);
-    case(&grep, None, "echo .env | xargs cat", Ask);
-    case(&rules(&["Bash(rg *)"], &[], &[]), None, "rg --pre ./x y README.md", Ask);
-    case(&rules(&["Bash(diff *)"], &[], &[]), None, "diff -l README.md README.md", Ask);
-    case(&rules(&["Bash(sort *)"], &[], &[]), None, "sort --compress-program=sh x", Ask);
-    case(&rules(&["Bash(*)"], &[], &["Bash(rm *)"]), None, "{,} rm -rf src", Deny);
-    case(&rules(&["Bash(*)"], &[], &["Bash(rm *)"]), None, "linux64 rm -rf src", Ask);
-    case(&rules(&["Bash(cargo test *)"], &[], &[]), None, "cargo test -vZunstable-options", Ask);
+    f.expect(&grep, None, "grep -rh TOKEN --include=.env", Deny);
+    f.expect(&grep, None, "echo .env | xargs cat", Ask);
+    f.expect(&rules(&["Bash(rg *)"], &[], &[]), None, "rg --pre ./x y README.md", Ask);
+    f.expect(&rules(&["Bash(diff *)"], &[], &[]), None, "diff -l README.md README.md", Ask);
+    f.expect(&rules(&["Bash(sort *)"], &[], &[]), None, "sort --compress-program=sh x", Ask);
+    f.expect(&rules(&["Bash(*)"], &[], &["Bash(rm *)"]), None, "{,} rm -rf src", Deny);
+    f.expect(&rules(&["Bash(*)"], &[], &["Bash(rm *)"]), None, "linux64 rm -rf src", Ask);
+    f.expect(
+        &rules(&["Bash(cargo test *)"], &[], &[]),
+        None,
+        "cargo test -vZunstable-options",
+        Ask,
+    );
     // A device: a write that only a mode allowed is not explicit.
     let ls = rules(&["Bash(ls *)"], &[], &[]);
-    let d = case(&ls, Some(Mode::AcceptEdits), "ls > out.txt", Allow);
+    let d = f.expect(&ls, Some(Mode::AcceptEdits), "ls > out.txt", Allow);
     assert!(!d.explicit, "the write is allowed by the mode, not a rule");
-    let d = case(&ls, None, "ls -la", Allow);
+    let d = f.expect(&ls, None, "ls -la", Allow);
     assert!(d.explicit);
     // Everyday forms that are harmless.
     for line in ["[ -d src ] && ls src", "test -f README.md", ": ok", "ls >/dev/stderr"] {
-        case(&rules(&[], &[], &[]), None, line, Allow);
+        f.expect(&rules(&[], &[], &[]), None, line, Allow);
     }
 }
 
@@ -435,35 +459,30 @@ fn the_attacks_on_the_rewrite_ask_or_are_denied() {
         let d = none.decide(&Subject::Bash(line.into()), &ws);
         assert_ne!(d.decision, Allow, "`{line}` was allowed: {}", d.reason);
     }
-    let case = |permissions: &Value, mode: Option<Mode>, line: &str, expected: Verdict| {
-        let p = f.policy(permissions.clone(), mode);
-        let d = p.decide(&Subject::Bash(line.into()), &ws);
-        assert_eq!(d.decision, expected, "{permissions} {mode:?}: `{line}`: {}", d.reason);
-    };
     let git = rules(&["Bash(git *)", "Bash(ls *)"], &["Bash(git push *)"], &["Bash(rm *)"]);
     // Arguments from standard input may be anything.
-    case(&git, None, "echo push origin main | xargs git", Ask);
-    case(&rules(&["Bash(grep *)"], &[], &[]), None, "echo x | xargs grep -n", Allow);
+    f.expect(&git, None, "echo push origin main | xargs git", Ask);
+    f.expect(&rules(&["Bash(grep *)"], &[], &[]), None, "echo x | xargs grep -n", Allow);
     // Words the policy cannot know match any deny or ask rule they may stand for.
-    case(&git, None, "r${x}m -rf x", Deny);
-    case(&git, None, "/usr/bin/r[m] -rf src", Deny);
-    case(&git, None, "echo 'a[$(id)]'; ls ${!_}", Ask);
+    f.expect(&git, None, "r${x}m -rf x", Deny);
+    f.expect(&git, None, "/usr/bin/r[m] -rf src", Deny);
+    f.expect(&git, None, "echo 'a[$(id)]'; ls ${!_}", Ask);
     std::fs::write(ws.join("push"), "").unwrap();
-    case(&git, None, "git pus? origin main", Ask);
-    case(&git, None, "git clone -c protocol.ext.allow=always 'ext::sh -c id' x", Ask);
-    case(&git, None, "git maintenance start", Ask);
-    case(&git, None, "git format-patch --output-directory=/tmp/x HEAD~1", Ask);
+    f.expect(&git, None, "git pus? origin main", Ask);
+    f.expect(&git, None, "git clone -c protocol.ext.allow=always 'ext::sh -c id' x", Ask);
+    f.expect(&git, None, "git maintenance start", Ask);
+    f.expect(&git, None, "git format-patch --output-directory=/tmp/x HEAD~1", Ask);
     let make = rules(&["Bash(make test *)"], &[], &[]);
-    case(&make, None, "make test -- SHELL=/usr/bin/id", Ask);
-    case(&make, None, "make test deploy", Ask);
-    case(&make, None, "make test -j 4", Allow);
+    f.expect(&make, None, "make test -- SHELL=/usr/bin/id", Ask);
+    f.expect(&make, None, "make test deploy", Ask);
+    f.expect(&make, None, "make test -j 4", Allow);
     // A recursive reader reads what a Read rule is about, when such a file is below it.
     let env = rules(&[], &[], &["Read(.env)"]);
-    case(&env, None, "grep -r TOKEN .", Deny);
-    case(&env, None, "rg --hidden TOKEN", Deny);
-    case(&env, None, "grep -rn TODO src", Allow);
-    case(&env, None, "rg TODO src", Allow);
-    case(&env, None, "cat README.md", Allow);
+    f.expect(&env, None, "grep -r TOKEN .", Deny);
+    f.expect(&env, None, "rg --hidden TOKEN", Deny);
+    f.expect(&env, None, "grep -rn TODO src", Allow);
+    f.expect(&env, None, "rg TODO src", Allow);
+    f.expect(&env, None, "cat README.md", Allow);
     // A directory git would take for a bare repository is protected, as are other spellings.
     let accept = f.policy(rules(&[], &[], &[]), Some(Mode::AcceptEdits));
     std::fs::create_dir_all(ws.join("evil")).unwrap();
@@ -485,16 +504,9 @@ fn the_attacks_that_beat_the_first_policy_ask_or_are_denied() {
     std::fs::write(f.dir.path().join("README.md"), "outside").unwrap();
     std::os::unix::fs::symlink(f.home().join(".ssh"), ws.join("keys")).unwrap();
     let none = f.policy(rules(&[], &[], &[]), None);
-    for line in [
-        "sed -n 1p -e '1e touch /tmp/pwned' README.md",
-        "sed -n 1p -i README.md",
-        "find . -maxdepth 0 {-exec,touch,/tmp/pwned,\\;}",
-        "echo ' -exec touch /tmp/pwned ;' | xargs find .",
-        "BASH_ENV=./x.sh bash -c ls",
-        "cat -v ~/.ssh/id_rsa",
-        "grep -e. ~/.ssh/id_rsa",
-        "rg --files /",
-        "diff --from-file=/etc/shadow README.md",
+    // The issue's own examples (the effects oracle runs them too).
+    let examples = include_str!("corpus/issue-examples.txt");
+    for line in examples.lines().chain([
         // A `cd` that fails, runs in a pipeline, or leads through a symlink.
         "cd nonexistent; cat ../README.md",
         "cd src | cat ../README.md",
@@ -507,31 +519,26 @@ fn the_attacks_that_beat_the_first_policy_ask_or_are_denied() {
         "LD_PRELOAD=./x.so cat README.md",
         "LANG=/tmp/x cat README.md",
         "./cat README.md",
-    ] {
+    ]) {
         let d = none.decide(&Subject::Bash(line.into()), &ws);
         assert_ne!(d.decision, Allow, "`{line}` was allowed: {}", d.reason);
     }
     std::fs::write(ws.join("-fkeys"), "").unwrap();
     assert_eq!(f.bash(&none, "grep x *"), Ask, "a file named like an option");
 
-    let case = |permissions: Value, mode: Option<Mode>, line: &str, expected: Verdict| {
-        let p = f.policy(permissions.clone(), mode);
-        let d = p.decide(&Subject::Bash(line.into()), &ws);
-        assert_eq!(d.decision, expected, "{permissions} {mode:?}: `{line}`: {}", d.reason);
-    };
-    case(rules(&[], &[], &[]), Some(Mode::AcceptEdits), "cd .git && echo x >> config", Ask);
-    case(rules(&[], &[], &["Read(.env)"]), None, "cd src && cat ../.env", Deny);
+    f.expect(&rules(&[], &[], &[]), Some(Mode::AcceptEdits), "cd .git && echo x >> config", Ask);
+    f.expect(&rules(&[], &[], &["Read(.env)"]), None, "cd src && cat ../.env", Deny);
     let git = rules(&["Bash(git *)"], &["Bash(git push *)"], &[]);
-    case(git.clone(), None, "git \"push\" origin main", Ask);
-    case(git.clone(), None, "git -C . push", Ask);
-    case(git, None, "git --git-dir=.git push origin", Ask);
-    case(rules(&[], &[], &["Bash(rm *)"]), None, "'rm' -rf x", Deny);
-    case(rules(&[], &[], &["Bash(rm *)"]), None, "/bin/rm -rf x", Deny);
-    case(rules(&[], &[], &["Bash(rm *)"]), None, "{rm,-rf,x}", Deny);
-    case(rules(&[], &[], &["Bash(rm *)"]), None, "$'\\x72m' -rf x", Deny);
-    case(rules(&["Bash(npm run test *)"], &[], &[]), None, "npm run test -C ..", Ask);
-    case(rules(&["Bash(git log *)"], &[], &[]), None, "git log --outp=F", Ask);
-    case(rules(&["Bash(git log *)"], &[], &[]), None, "git log --oneline", Allow);
+    f.expect(&git, None, "git \"push\" origin main", Ask);
+    f.expect(&git, None, "git -C . push", Ask);
+    f.expect(&git, None, "git --git-dir=.git push origin", Ask);
+    f.expect(&rules(&[], &[], &["Bash(rm *)"]), None, "'rm' -rf x", Deny);
+    f.expect(&rules(&[], &[], &["Bash(rm *)"]), None, "/bin/rm -rf x", Deny);
+    f.expect(&rules(&[], &[], &["Bash(rm *)"]), None, "{rm,-rf,x}", Deny);
+    f.expect(&rules(&[], &[], &["Bash(rm *)"]), None, "$'\\x72m' -rf x", Deny);
+    f.expect(&rules(&["Bash(npm run test *)"], &[], &[]), None, "npm run test -C ..", Ask);
+    f.expect(&rules(&["Bash(git log *)"], &[], &[]), None, "git log --outp=F", Ask);
+    f.expect(&rules(&["Bash(git log *)"], &[], &[]), None, "git log --oneline", Allow);
 
     // A device's command: every part must be allowed by an explicit rule.
     let ls = f.policy(rules(&["Bash(ls *)"], &[], &[]), None);

@@ -23,18 +23,8 @@ pub(crate) const READ_ONLY: &str = "ls cat tac head tail wc stat du diff cmp nl 
     fgrep rg base64 base32 sort uniq cut tr md5sum sha1sum sha256sum sha512sum b2sum readlink \
     realpath basename dirname uname whoami id date file find sed echo printf pwd which true false cd";
 
-/// The issue's own examples, verbatim.
-pub(crate) const ISSUE: &[&str] = &[
-    "sed -n 1p -e '1e touch /tmp/pwned' README.md",
-    "sed -n 1p -i README.md",
-    "find . -maxdepth 0 {-exec,touch,/tmp/pwned,\\;}",
-    "echo ' -exec touch /tmp/pwned ;' | xargs find .",
-    "BASH_ENV=./x.sh bash -c ls",
-    "cat -v ~/.ssh/id_rsa",
-    "grep -e. ~/.ssh/id_rsa",
-    "rg --files /",
-    "diff --from-file=/etc/shadow README.md",
-];
+/// The issue's own examples, verbatim (also asked about in `tests/policy.rs`).
+pub(crate) const ISSUE: &str = include_str!("../corpus/issue-examples.txt");
 
 /// What three reviews found against the rewritten policy (each was allowed once, and did harm).
 fn review_lines(world: &World) -> Vec<String> {
@@ -260,8 +250,8 @@ pub(crate) fn abbreviations(name: &str, all: &BTreeSet<String>) -> Vec<String> {
 /// Builds the corpus, printing which programs were skipped as not installed.
 pub(crate) fn generate(world: &World) -> Vec<Entry> {
     let mut c = Corpus::default();
-    for line in ISSUE {
-        c.add("issue", (*line).to_string());
+    for line in ISSUE.lines() {
+        c.add("issue", line.to_string());
     }
     for line in review_lines(world) {
         c.add("review", line);
