@@ -331,7 +331,7 @@ pub async fn submit(
     // allowed (here) or a person approved (set when the approval arrives).
     let Judged { summary, preview, mut work, wants_network, .. } = judged;
     if let Work::Run(job) = &mut work {
-        job.network = wants_network && decision.rule.is_some();
+        job.network = wants_network && decision.explicit;
     }
     match decision.decision {
         PolicyVerdict::Deny => {
@@ -652,8 +652,6 @@ pub fn decide(
     Ok(())
 }
 
-/// The working directory, resolved beneath the root by the kernel; `None` if it is not a
-/// directory inside.
 /// The directory a command runs in: `requested` taken from `base` (an absolute directory; an
 /// absolute `requested` stands alone), resolved by the kernel, and a directory inside the
 /// workspace; `None` otherwise. Every requester's directory goes through here.

@@ -248,9 +248,10 @@ fn untrusted_workspace_allow_rules_do_not_count() {
     assert!(!p.notes().is_empty());
 }
 
-/// What a third review found: each asks or is denied.
+/// Line continuations, `$'\''`, old arithmetic, dash's and extended globs, git plumbing, awk
+/// programs, and reads by read-only programs outside their grammar: each asks or is denied.
 #[test]
-fn the_third_review_asks_or_is_denied() {
+fn continuations_plumbing_and_unparsed_reads_ask_or_are_denied() {
     let f = Fixture::new();
     let ws = f.ws();
     std::fs::write(ws.join("README.md"), "hello").unwrap();
@@ -313,11 +314,24 @@ fn the_third_review_asks_or_is_denied() {
     f.expect(&grep, None, "grep -R . --include=.env", Deny);
     f.expect(&grep, None, "cat $PWD/.env", Ask);
     f.expect(&grep, None, "grep -y hello README.md", Allow);
+    // Where the `cd`s lead is not followed: a Read rule is about some files, so it asks.
+    f.expect(&grep, None, "cd a; cd b; cd c; cd d; cd e; cat .env", Ask);
+    // A short option's attached value is a path too.
+    f.expect(&grep, None, "grep -y -f.env x README.md", Deny);
+    // `diff` given a link to a denied file and a directory.
+    std::fs::create_dir(ws.join("sub")).unwrap();
+    std::os::unix::fs::symlink(ws.join(".env"), ws.join("sub/keylink")).unwrap();
+    f.expect(&rules(&["Bash(diff *)"], &[], &["Read(.env)"]), None, "diff sub/keylink .", Deny);
+    // awk's `@load` and `@include` load code.
+    f.expect(&rules(&["Bash(awk *)"], &[], &[]), None, "awk '@load \"x\"; BEGIN{}' README.md", Ask);
+    // bash reads `[a"b"]` as one bracket expression, the parser as pieces.
+    f.expect(&rules(&[], &[], &[]), None, "ls [a\"b\"]", Ask);
 }
 
-/// What a third look found (a second review of the rewrite): each asks or is denied.
+/// Brace edges, parameters left as text, named descriptors, dash, `cd`'s physical fallback,
+/// `/proc`, glob classes, date files, git option clusters: each asks or is denied.
 #[test]
-fn the_second_review_of_the_rewrite_asks_or_is_denied() {
+fn braces_descriptors_dash_and_proc_ask_or_are_denied() {
     let f = Fixture::new();
     let ws = f.ws();
     std::fs::write(ws.join("README.md"), "hello").unwrap();
@@ -402,9 +416,11 @@ fn the_second_review_of_the_rewrite_asks_or_is_denied() {
     }
 }
 
-/// What a second review found against the rewritten policy: each asks or is denied.
+/// Here-documents, parameter expansions that run code, `cd` spellings, time zones, zsh,
+/// temporary files, parser limits, stdin arguments, unknown words against deny rules, bare git
+/// repositories: each asks or is denied.
 #[test]
-fn the_attacks_on_the_rewrite_ask_or_are_denied() {
+fn heredocs_parameters_and_unknown_words_ask_or_are_denied() {
     let f = Fixture::new();
     let ws = f.ws();
     let home = f.home();
@@ -493,10 +509,10 @@ fn the_attacks_on_the_rewrite_ask_or_are_denied() {
     }
 }
 
-/// Each example of the review that attacked the first policy (issue 16), with no allow rule
+/// Each example of issue 16 (attacks on the policy before its grammars), with no allow rule
 /// unless one is named: every one asks or is denied.
 #[test]
-fn the_attacks_that_beat_the_first_policy_ask_or_are_denied() {
+fn the_examples_of_issue_16_ask_or_are_denied() {
     let f = Fixture::new();
     let ws = f.ws();
     std::fs::write(ws.join("README.md"), "hello").unwrap();

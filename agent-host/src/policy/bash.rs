@@ -7,6 +7,7 @@
 //! each directory the part may run in. Environment variables, whoever sets them (a prefix, `env`,
 //! a request's `env`), must be harmless for either.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use super::matching::{
@@ -64,6 +65,7 @@ pub(super) fn decide_argv(
             decision.decision = Verdict::Ask;
             decision.reason = format!("it sets {name}, which no rule looks past");
             decision.explicit = false;
+            decision.rule = None;
         }
         return decision;
     }
@@ -125,6 +127,10 @@ struct Reads<'p> {
     policy: &'p Policy,
     cwd: &'p Path,
     judged: std::cell::RefCell<std::collections::HashMap<PathBuf, (Located, Decision)>>,
+    /// How many paths the line's globs have matched so far.
+    globbed: Cell<usize>,
+    /// What each directory walked for the Read rules held.
+    trees: std::cell::RefCell<std::collections::HashMap<PathBuf, Option<Decision>>>,
     /// Each directory's resolution.
     resolved: std::cell::RefCell<std::collections::HashMap<PathBuf, Resolved>>,
     /// Where each way the line's `cd`s may have gone leads (`None`: not followed).
@@ -143,6 +149,17 @@ impl Reads<'_> {
         });
         let path = Path::new(path);
         Located { lexical: normalize(dir, path), real: resolve_from(&base, path).real }
+    }
+
+    /// What a walk below `path` (from `dir`) found for the Read rules, once per directory.
+    fn tree(&self, dir: &Path, path: &str) -> Option<Decision> {
+        let place = self.read(dir, path).0;
+        if let Some(known) = self.trees.borrow().get(&place.real) {
+            return known.clone();
+        }
+        let found = self.policy.read_tree(&place, self.cwd);
+        self.trees.borrow_mut().insert(place.real, found.clone());
+        found
     }
 
     /// The policy's decision on reading `path` from `dir`, and where it leads.
@@ -164,6 +181,8 @@ fn decide_script(policy: &Policy, script: &Script, cwd: &Path, depth: usize) -> 
         policy,
         cwd,
         judged: Default::default(),
+        globbed: Cell::new(0),
+        trees: Default::default(),
         resolved: Default::default(),
         dirs: Default::default(),
     };
@@ -411,7 +430,9 @@ fn part<'a>(
     let mut expansions = None;
     if command.words.iter().any(|w| w.glob.is_some()) {
         let expanded = dirs.as_deref().filter(|_| !may_write).map(|dirs| {
-            dirs.iter().map(|dir| expand_words(&command.words, dir)).collect::<Result<Vec<_>, _>>()
+            dirs.iter()
+                .map(|dir| expand_words(&command.words, dir, &reads.globbed))
+                .collect::<Result<Vec<_>, _>>()
         });
         match expanded {
             Some(Ok(expanded)) => {
@@ -479,21 +500,32 @@ fn unparsed_reads(judge: &Reads<'_>, part: &Part<'_>) -> Option<Decision> {
             None,
         ));
     }
-    let dirs = part.dirs.as_deref()?;
+    let Some(dirs) = part.dirs.as_deref() else {
+        return Some(Decision::new(
+            Verdict::Ask,
+            "it runs where the policy cannot tell, and a Read rule is about some files",
+            None,
+        ));
+    };
     let recursive = matches!(program, "grep" | "egrep" | "fgrep" | "rg" | "diff");
     let mut asked = None;
     for word in &part.core[1..] {
         let value = word.value.as_deref().unwrap_or_default();
-        let path = value.split_once('=').map_or(value, |(_, v)| v);
-        if path.is_empty() {
-            continue;
+        // The word itself, an option's `=value`, and a short option's attached value
+        // (`-f.env`).
+        let mut paths = vec![value, value.split_once('=').map_or("", |(_, v)| v)];
+        if let Some(rest) = value.strip_prefix('-').filter(|r| !r.starts_with('-')) {
+            paths.push(rest.get(1..).unwrap_or_default());
         }
-        for dir in dirs {
-            let (place, decision) = judge.read(dir, path);
+        for (dir, path) in dirs.iter().flat_map(|d| paths.iter().map(move |p| (d, *p))) {
+            if path.is_empty() {
+                continue;
+            }
+            let decision = judge.read(dir, path).1;
             // What a rule says of the path itself (not that it lies outside the workspace: the
             // allow rule covers that), and anything the walk below it found.
             let about = (decision.rule.is_some()).then_some(decision);
-            let tree = recursive.then(|| policy.read_tree(&place, judge.cwd)).flatten();
+            let tree = if recursive { judge.tree(dir, path) } else { None };
             for d in [about, tree].into_iter().flatten() {
                 match d.decision {
                     Verdict::Deny => return Some(d),
@@ -510,14 +542,14 @@ fn unparsed_reads(judge: &Reads<'_>, part: &Part<'_>) -> Option<Decision> {
 
 /// The words with each glob replaced by what it matches from `dir` (or kept, when nothing
 /// matches, as bash keeps it).
-fn expand_words(words: &[Word], dir: &Path) -> Result<Vec<Word>, String> {
+fn expand_words(words: &[Word], dir: &Path, budget: &Cell<usize>) -> Result<Vec<Word>, String> {
     let mut out = Vec::with_capacity(words.len());
     for word in words {
         let (Some(pattern), Some(_)) = (&word.glob, &word.value) else {
             out.push(word.clone());
             continue;
         };
-        let matches = expand_glob(pattern, dir)?;
+        let matches = expand_glob(pattern, dir, budget)?;
         if matches.is_empty() {
             out.push(Word { glob: None, ..word.clone() });
         } else {
@@ -655,7 +687,7 @@ fn read_only_reads(
     dirs: Option<&[PathBuf]>,
     may_write: bool,
 ) -> Result<Vec<Decision>, String> {
-    let (policy, cwd) = (judge.policy, judge.cwd);
+    let policy = judge.policy;
     let Some((program, _)) = core.split_first() else { return Err("nothing runs".into()) };
     let Some(program_value) = program.value.as_deref().filter(|_| program.glob.is_none()) else {
         return Err(format!("the program `{}` expands", program.text));
@@ -678,7 +710,7 @@ fn read_only_reads(
         let Some([dir]) = dirs else {
             return Err(format!("`{}` expands where the policy cannot tell", word.text));
         };
-        let matches = expand_glob(pattern, dir)?;
+        let matches = expand_glob(pattern, dir, &judge.globbed)?;
         if let Some(option) = matches.iter().find(|m| m.starts_with('-')) {
             return Err(format!("`{}` expands to `{option}`, which reads as an option", word.text));
         }
@@ -694,6 +726,17 @@ fn read_only_reads(
     };
     // Every read-only command reads where it runs (`ls`, `grep -r` and `find` without a path,
     // `rg`); judging it for all is harmless. `cd` alone goes home.
+    if ro.files_only {
+        for dir in dirs {
+            for read in &ro.reads {
+                if judge.read(dir, read).0.real.is_dir() {
+                    return Err(format!(
+                        "`{program_value}` given the directory `{read}` reads files in it"
+                    ));
+                }
+            }
+        }
+    }
     let home = policy.home.to_string_lossy();
     let mut reads: Vec<&str> = ro.reads.clone();
     reads.push(".");
@@ -703,16 +746,10 @@ fn read_only_reads(
     let mut out = Vec::new();
     for dir in dirs {
         for read in &reads {
-            let (place, decision) = judge.read(dir, read);
-            if ro.files_only && *read != "." && place.real.is_dir() {
-                return Err(format!(
-                    "`{program_value}` given the directory `{read}` reads files in it"
-                ));
-            }
-            out.push(decision);
+            out.push(judge.read(dir, read).1);
         }
         for tree in &ro.trees {
-            if let Some(d) = policy.read_tree(&judge.read(dir, tree).0, cwd) {
+            if let Some(d) = judge.tree(dir, tree) {
                 out.push(d);
             }
         }
@@ -723,7 +760,7 @@ fn read_only_reads(
 /// The paths a glob matches from `dir`, as bash would pass them (sorted; hidden names only when
 /// the pattern's component starts with `.`). Empty: nothing matches (bash then passes the word
 /// as it is).
-fn expand_glob(pattern: &str, dir: &Path) -> Result<Vec<String>, String> {
+fn expand_glob(pattern: &str, dir: &Path, budget: &Cell<usize>) -> Result<Vec<String>, String> {
     let unsupported = || format!("the glob `{pattern}` is not one the policy expands");
     if !plain_brackets(pattern) || pattern.contains("**") {
         return Err(unsupported());
@@ -789,6 +826,14 @@ fn expand_glob(pattern: &str, dir: &Path) -> Result<Vec<String>, String> {
             }
         }
         found = next;
+    }
+    // All the globs of a decision together match at most this many paths.
+    budget.set(budget.get() + found.len());
+    if budget.get() > MAX_GLOB_MATCHES * 4 {
+        return Err(format!(
+            "the globs of this line match more than {} paths",
+            MAX_GLOB_MATCHES * 4
+        ));
     }
     let slash = if dirs_only { "/" } else { "" };
     Ok(found.into_iter().map(|(shown, _)| format!("{shown}{slash}")).collect())

@@ -1,6 +1,8 @@
 //! The policy engine: a pure function from a request and its context to allow, ask or deny,
 //! with the rule or reason that decided. It reads no clock and touches the filesystem only to
-//! resolve the paths it judges (so it sees what the kernel will open) and to expand globs.
+//! read what it judges: resolving paths (so it sees what the kernel will open), expanding
+//! globs, walking what a recursive reader reads when a Read rule may be about a file there,
+//! and looking for the marks of a git directory among protected paths.
 //!
 //! Semantics are those of `PERMISSIONS.md` (Claude Code's permission rules): lists are checked
 //! deny, then ask, then allow; compound commands are split with a real shell parser and every
@@ -491,9 +493,6 @@ impl Policy {
                 format!("reading {shown} is allowed by {r}"),
                 Some(r),
             );
-        }
-        if self.inside_roots(&place.real) {
-            return Decision::new(Verdict::Allow, format!("{shown} is inside the workspace"), None);
         }
         Decision::new(Verdict::Ask, format!("{shown} resolves outside the workspace"), None)
     }

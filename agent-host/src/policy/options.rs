@@ -5,8 +5,11 @@
 //!
 //! A grammar is an allow-list: a word that is not one of its options makes the whole command
 //! unknown, and the policy asks. Whatever a grammar lists must exist in the real program with the
-//! arity given here; that is what makes prefix resolution safe (an abbreviation that is unique
-//! among the listed options is either unique in the program too, or an error there).
+//! arity given here, and no option the program has but the grammar leaves out may have a full
+//! name that is a prefix of a listed one (the program would take it exactly; the tables' test
+//! `LEFT_OUT` checks this): that is what makes prefix resolution safe (an abbreviation unique
+//! among the listed options is either unique in the program too, or an error there). Programs
+//! that take no abbreviations (ripgrep) only refuse more.
 
 /// What an option's value (or an operand) is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

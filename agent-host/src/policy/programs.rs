@@ -1,6 +1,6 @@
 //! What the policy knows about particular programs: wrappers to look through, what is always
 //! asked, and which arguments make a program run code it is given. (The read-only built-ins
-//! are in `builtins`.)
+//! are in `readonly`.)
 //!
 //! The lists of programs that can run other programs, reach the network or take dangerous
 //! arguments come from GTFOBins and SonarSource's argument-injection vectors (see
@@ -93,7 +93,7 @@ pub(crate) fn strip_wrappers(words: &[Word]) -> Wrapped {
             "stdbuf" => (&STDBUF, 0),
             "time" => (&TIME, 0),
             "command" => (&COMMAND, 0),
-            "nohup" | "builtin" | "noglob" => (&NONE, 0),
+            "nohup" | "builtin" => (&NONE, 0),
             "env" => (&ENV, 0),
             // Only bare xargs is looked through; with flags it is its own program.
             "xargs" if rest.first().is_some_and(|w| !w.starts_with('-')) => {
@@ -855,9 +855,11 @@ fn awk(words: &[Word]) -> usize {
         if long || short {
             return EXACT;
         }
-        let risky = ["system", "|", ">", "<", "getline", "close", "fflush", "ENVIRON", "PROCINFO"]
-            .iter()
-            .any(|k| v.contains(k));
+        // `@load` and `@include` load code from inside the program.
+        let risky =
+            ["system", "|", ">", "<", "getline", "close", "fflush", "ENVIRON", "PROCINFO", "@"]
+                .iter()
+                .any(|k| v.contains(k));
         if risky {
             needed = i + 1;
         }

@@ -10,9 +10,12 @@
 //!
 //! Words are expanded as bash expands them where that needs no state: brace expansion (each
 //! resulting word is a word of its own, as bash passes it), tilde (`~`, `~/…` from the home the
-//! policy is given), and quote removal. A word that depends on anything else (parameters,
-//! `$'…'`, `~user`) has no static value; a word with unquoted glob characters carries the
-//! pattern, for the policy to expand against the directory it will run in.
+//! policy is given), `$'…'` (ASCII only), and quote removal. A word that depends on anything
+//! else (parameters, `~user`) has no static value; a word with unquoted glob characters
+//! carries the pattern, for the policy to expand against the directory it will run in. Where
+//! the parser is known to read a line unlike bash (a line continued with a backslash, `${!}`,
+//! brackets around quoted text, nested braces …), the line is refused before or after
+//! parsing: see `precheck`, `expands` and `braces`.
 //!
 //! Each command also carries the directories it may run in: every way the `cd`s before it may
 //! have gone (a `cd` that fails leaves the directory as it was; `&&` and `||` tell which way it
@@ -541,6 +544,11 @@ impl Walker<'_> {
             home: self.context.home,
         };
         folded.pieces(source, &pieces, false)?;
+        if bracket_across_quotes(source) {
+            return Err(ShellError::Unsupported(format!(
+                "`{source}`, a glob bracket around quoted or escaped text"
+            )));
+        }
         // The parser leaves some expansions as text (`${!}` as `$` and `{!}`): a word bash
         // expands has no static value, whatever the parser made of it.
         if folded.value.is_some() && expands(source) {
@@ -698,6 +706,47 @@ fn expands(source: &str) -> bool {
                 }
             }
             b'`' => return true,
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Whether an unquoted `[` is closed by an unquoted `]` with quoted or escaped text between
+/// (`lin["k"]`): bash reads it as one bracket expression, the parser as separate pieces.
+fn bracket_across_quotes(source: &str) -> bool {
+    let bytes = source.as_bytes();
+    let mut open: Option<bool> = None; // Some(whether quoting was met since the `[`)
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' | b'\'' | b'"' if open.is_some() => {
+                open = Some(true);
+                let quote = bytes[i];
+                i += 1;
+                if quote != b'\\' {
+                    while i < bytes.len() && bytes[i] != quote {
+                        i += if bytes[i] == b'\\' && quote == b'"' { 2 } else { 1 };
+                    }
+                }
+            }
+            b'\\' => i += 1,
+            b'\'' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'\'' {
+                    i += 1;
+                }
+            }
+            b'"' => {
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'[' if open.is_none() => open = Some(false),
+            b']' if open == Some(true) => return true,
+            b']' => open = None,
             _ => {}
         }
         i += 1;

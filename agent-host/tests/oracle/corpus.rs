@@ -21,13 +21,15 @@ pub(crate) struct Entry {
 /// The programs the policy may allow without rules.
 pub(crate) const READ_ONLY: &str = "ls cat tac head tail wc stat du diff cmp nl od grep egrep \
     fgrep rg base64 base32 sort uniq cut tr md5sum sha1sum sha256sum sha512sum b2sum readlink \
-    realpath basename dirname uname whoami id date file find sed echo printf pwd which true false cd";
+    realpath basename dirname uname whoami id date file find sed echo printf pwd which true false cd \
+    sha224sum sha384sum type command test";
 
 /// The issue's own examples, verbatim (also asked about in `tests/policy.rs`).
 pub(crate) const ISSUE: &str = include_str!("../corpus/issue-examples.txt");
 
-/// What three reviews found against the rewritten policy (each was allowed once, and did harm).
-fn review_lines(world: &World) -> Vec<String> {
+/// Lines that once got past the policy and did harm (the test rows in `tests/policy.rs` say why
+/// each is refused now).
+fn known_attacks(world: &World) -> Vec<String> {
     let key = world.id_rsa.display();
     let mut lines: Vec<String> = [
         "cat <<EOF\nEO\\\nF\ntouch pwned\nEOF",
@@ -253,8 +255,8 @@ pub(crate) fn generate(world: &World) -> Vec<Entry> {
     for line in ISSUE.lines() {
         c.add("issue", line.to_string());
     }
-    for line in review_lines(world) {
-        c.add("review", line);
+    for line in known_attacks(world) {
+        c.add("attack", line);
     }
     for program in READ_ONLY.split_whitespace() {
         if program == "find" {
@@ -877,8 +879,8 @@ pub(crate) fn everyday(text: &str) -> Vec<Entry> {
     text.lines()
         .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
         .map(|l| {
-            let (rule, line) = match l.strip_prefix('[').and_then(|r| r.split_once("] ")) {
-                Some((rule, line)) => (Some(rule.to_string()), line),
+            let (rule, line) = match l.strip_prefix("[Bash(").and_then(|r| r.split_once(")] ")) {
+                Some((rule, line)) => (Some(format!("Bash({rule})")), line),
                 None => (None, l),
             };
             Entry { line: line.to_string(), origin: "everyday".into(), rule }

@@ -157,10 +157,9 @@ const TAC_OPTIONS: &[Opt] = &[
 const TAC: Grammar = Grammar::paths(TAC_OPTIONS);
 
 // head (also `-NUM`). Left out:
-//   -c (the short name only; --bytes is listed): a first argument `-NUM` followed by letters is
-//     the obsolete syntax, where `head -5c FILE` reads FILE as an operand, but a getopt reading
-//     takes FILE as -c's value, so the policy would not judge it.
 //   ---presume-input-pipe: undocumented, for tests.
+// `-NUM` followed by letters (`head -5c FILE`, the obsolete syntax, where FILE is an operand)
+// is refused by the parser (digits must end a `-NUM`), so `-c` can be listed.
 const HEAD_OPTIONS: &[Opt] = &[
     // `-c` is safe for head: its obsolete `-NUMc` form is refused (digits must end a `-NUM`).
     value("bytes", 'c', Val::Text),
@@ -848,7 +847,8 @@ const ID: Grammar =
 //   --uct, --rfc-822, --rfc-2822: undocumented other names of -u and -R.
 //   -f, --file=FILE: each line of FILE is a date, and a date may name a time zone file
 //     (`TZ="/path" now`), which date then reads.
-// Beware: a `-d` value with `TZ="…"` reads that file (the caller refuses it), and an operand that does not start with `+` (`MMDDhhmm[[CC]YY][.ss]`) SETS the clock;
+// Beware: a `-d` value with `TZ="…"` reads that file (the caller refuses it), and an operand
+// that does not start with `+` (`MMDDhhmm[[CC]YY][.ss]`) SETS the clock;
 // the grammar cannot say so, so the caller must allow only a `+FORMAT` operand.
 const DATE_OPTIONS: &[Opt] = &[
     value("date", 'd', Val::Text),

@@ -198,7 +198,7 @@ fn looks_like_sequence(a: &str, b: &str) -> bool {
 
 fn numbers(a: i64, b: i64, step: i64) -> Result<Vec<String>, ShellError> {
     const MAX: u64 = 1024;
-    let count = a.abs_diff(b) / step.unsigned_abs() + 1;
+    let count = (a.abs_diff(b) / step.unsigned_abs()).saturating_add(1);
     if count > MAX {
         return Err(too_many(MAX as usize));
     }
