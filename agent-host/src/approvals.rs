@@ -7,6 +7,11 @@
 //! removes the request, so a second decision (a duplicate, a replay, or a loser of a race
 //! between the phone and the terminal) finds nothing and is refused. A request nobody answers
 //! lapses into a denial.
+//!
+//! Under the two-person rule ([`Broker::two_person`]) a device may not approve what it
+//! requested itself: someone else must (another device, or the person at the machine). It may
+//! still deny, which withdraws its own request. Off by default: one person with one phone is
+//! the common case.
 
 use std::collections::BTreeMap;
 
@@ -61,18 +66,31 @@ pub enum DecisionError {
     /// A request with this id is already pending.
     #[error("request {0} is already pending")]
     Duplicate(RequestId),
+    /// Under the two-person rule, the device that requested an action approved it.
+    #[error(
+        "request {0} was made by this device; under the two-person rule another must approve it"
+    )]
+    OwnRequest(RequestId),
 }
 
 /// The pending actions.
 #[derive(Debug, Default)]
 pub struct Broker {
     pending: BTreeMap<RequestId, Pending>,
+    two_person: bool,
 }
 
 impl Broker {
     /// An empty broker.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A broker under which a device may not approve its own requests (see the module notes).
+    /// Requests made at this machine (`local:…`) are not a device's.
+    pub fn two_person(mut self, on: bool) -> Self {
+        self.two_person = on;
+        self
     }
 
     /// Adds an action to wait for a person.
@@ -110,6 +128,13 @@ impl Broker {
         if now_ms >= pending.expires_at_ms {
             self.pending.remove(&id);
             return Err(DecisionError::Lapsed(id));
+        }
+        if self.two_person
+            && verdict == Verdict::Approve
+            && pending.requested_by == by
+            && !by.starts_with("local:")
+        {
+            return Err(DecisionError::OwnRequest(id));
         }
         let pending = self.pending.remove(&id).ok_or(DecisionError::NotPending(id))?;
         Ok(Resolution { pending, verdict, by: Some(by.to_string()) })
@@ -166,6 +191,32 @@ mod tests {
             b.decide(p.id, &p.action_hash, Verdict::Deny, "phone", 11),
             Err(DecisionError::NotPending(p.id))
         );
+    }
+
+    #[test]
+    fn under_two_persons_a_device_does_not_approve_its_own_request() {
+        let p = pending(1, 1000);
+        let mut alone = Broker::new();
+        alone.add(p.clone()).unwrap();
+        assert!(alone.decide(p.id, &p.action_hash, Verdict::Approve, "dev1x", 10).is_ok());
+        let mut b = Broker::new().two_person(true);
+        b.add(p.clone()).unwrap();
+        assert_eq!(
+            b.decide(p.id, &p.action_hash, Verdict::Approve, "dev1x", 10),
+            Err(DecisionError::OwnRequest(p.id))
+        );
+        // Still pending: another device approves it.
+        let r = b.decide(p.id, &p.action_hash, Verdict::Approve, "dev1y", 10).unwrap();
+        assert_eq!(r.by.as_deref(), Some("dev1y"));
+        // Its own deny withdraws it.
+        b.add(p.clone()).unwrap();
+        let r = b.decide(p.id, &p.action_hash, Verdict::Deny, "dev1x", 10).unwrap();
+        assert_eq!(r.verdict, Verdict::Deny);
+        // The person at the machine approves what the terminal asked.
+        let mut local = Broker::new().two_person(true);
+        let mine = Pending { requested_by: "local:terminal".into(), ..p.clone() };
+        local.add(mine).unwrap();
+        assert!(local.decide(p.id, &p.action_hash, Verdict::Approve, "local:terminal", 10).is_ok());
     }
 
     #[test]

@@ -241,6 +241,9 @@ pub struct ServeArgs {
     /// The name devices see for this host (default: the machine's name).
     #[arg(long)]
     pub host_name: Option<String>,
+    /// The two-person rule: a device may not approve an action it requested itself.
+    #[arg(long)]
+    pub two_person: bool,
 }
 
 /// `agent-host audit …`
@@ -441,6 +444,7 @@ fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::daemon:
         command_timeout: args.command_timeout,
         host_name,
         relay,
+        two_person: args.two_person,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct Config {
     pub host_name: String,
     /// The relay that links paired devices, if any.
     pub relay: Option<RelaySetup>,
+    /// A device may not approve what it requested itself ([`Broker::two_person`]).
+    pub two_person: bool,
 }
 
 /// The running host, shared by the local API, the relay link and the actions they start.
@@ -239,6 +241,7 @@ pub async fn serve(
             &crate::exec::Limits::default(),
         )
     });
+    let broker = Broker::new().two_person(config.two_person);
     let host = Arc::new(Host {
         config,
         dirs,
@@ -247,7 +250,7 @@ pub async fn serve(
         audit,
         requested_before,
         syncer,
-        broker: Mutex::new(Broker::new()),
+        broker: Mutex::new(broker),
         waiters: Mutex::new(HashMap::new()),
         files,
         devices: Mutex::new(devices),

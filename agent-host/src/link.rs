@@ -730,6 +730,7 @@ fn dispatch(
                 let code = match e {
                     DecisionError::WrongAction(_) => ErrorCode::Conflict,
                     DecisionError::Lapsed(_) => ErrorCode::Expired,
+                    DecisionError::OwnRequest(_) => ErrorCode::Forbidden,
                     _ => ErrorCode::NotFound,
                 };
                 refuse(host, &label, &e);

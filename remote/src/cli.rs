@@ -521,6 +521,15 @@ async fn request(
                     (false, _) => ExitCode::SUCCESS,
                 });
             }
+            // Once pending, a request is no longer refused for this device's role: a
+            // `forbidden` about it refuses a decision on it (this device's own approval under
+            // the two-person rule, made elsewhere), and the request still waits.
+            HostEvent::Error { code: ErrorCode::Forbidden, message, .. } if shown => {
+                if !ctx.json {
+                    eprintln!("remote: a decision on it was refused: {message}");
+                }
+                continue;
+            }
             HostEvent::Error { code, message, .. } => {
                 if !ctx.json {
                     eprintln!("remote: {}: {message}", error_name(code));

@@ -384,3 +384,28 @@ fn a_device_cannot_escape_the_workspace() {
     assert!(!std::path::Path::new("/etc/owned").exists());
     assert!(pending_ids(&world).is_empty(), "nothing outside is even put to a person");
 }
+
+/// Under `--two-person`, a device's approval of its own request is refused and audited; another
+/// device's approval runs it.
+#[test]
+fn under_the_two_person_rule_a_device_does_not_approve_its_own_request() {
+    let world = World::new();
+    let _host = world.up(0, &["--two-person"]);
+    let (phone, tablet) = (world.device("phone"), world.device("tablet"));
+    world.pair(&phone, "operator");
+    world.pair(&tablet, "approver");
+    let run = phone.spawn(&["run", "--", "sh", "-c", "echo x >> two"]);
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let id = pending_ids(&world).remove(0);
+    let own = phone.run(&["approve", &id]);
+    assert!(!own.status.success(), "{}", text(&own));
+    assert!(text(&own).contains("two-person"), "{}", text(&own));
+    assert!(!world.ws().join("two").exists(), "its own approval ran it");
+    assert_eq!(pending_ids(&world), vec![id.clone()]);
+    let other = tablet.run(&["approve", &id]);
+    assert!(other.status.success(), "{}", text(&other));
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(std::fs::read_to_string(world.ws().join("two")).unwrap(), "x\n");
+    assert!(world.audit().contains("two-person"), "{}", world.audit());
+}
