@@ -332,7 +332,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 (_, true) => protocol::SessionKind::Shell,
                 _ => crate::session::kind_of(&command[0]),
             };
-            crate::session::run(&socket_or_none(), command, kind)
+            crate::session::run(&agent_socket_or_none(), command, kind)
         }
         Command::Approvals { json } => approvals(json),
         Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
@@ -516,7 +516,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::discover()?;
     let config = daemon_config(&dirs, args)?;
     let workspace = config.workspace.clone();
-    let socket = crate::daemon::socket_path(&dirs);
+    let socket = crate::daemon::owner_socket(&dirs);
     runtime()?.block_on(run_daemon(dirs, config, |id| {
         println!("agent-host serving {} as {id}", workspace.display());
         println!("socket: {}", socket.display());
@@ -533,7 +533,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::discover()?;
     let mut config = daemon_config(&dirs, &args.serve)?;
     let workspace = config.workspace.clone();
-    let socket = crate::daemon::socket_path(&dirs);
+    let socket = crate::daemon::owner_socket(&dirs);
     let (role, yes, no_pair) = (args.role, args.yes, args.no_pair);
     runtime()?.block_on(async {
         let ip = if args.lan {
@@ -578,15 +578,16 @@ fn read_stdin() -> std::io::Result<Vec<u8>> {
     Ok(input)
 }
 
-fn socket_or_none() -> PathBuf {
+fn agent_socket_or_none() -> PathBuf {
     // Without directories the socket cannot exist; the ask then fails and is a deny.
-    Dirs::discover().map(|d| crate::daemon::socket_path(&d)).unwrap_or_default()
+    Dirs::discover().map(|d| crate::daemon::agent_socket(&d)).unwrap_or_default()
 }
 
 fn hook_claude_code(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
     let input = read_stdin().unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let output = runtime.block_on(crate::hook::claude_code(&input, &socket_or_none(), timeout));
+    let output =
+        runtime.block_on(crate::hook::claude_code(&input, &agent_socket_or_none(), timeout));
     println!("{output}");
     Ok(ExitCode::SUCCESS)
 }
@@ -619,7 +620,7 @@ fn ask(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
     let requester = input.requester.unwrap_or_else(|| "ask".into());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let answer = runtime.block_on(crate::hook::ask_host(
-        &socket_or_none(),
+        &agent_socket_or_none(),
         input.action,
         &requester,
         &cwd,
@@ -634,7 +635,7 @@ fn ask(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
 }
 
 fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
-    let socket = crate::daemon::socket_path(&Dirs::discover()?);
+    let socket = crate::daemon::owner_socket(&Dirs::discover()?);
     let paired = crate::up::pair_at_terminal(
         &socket,
         args.role,
@@ -648,7 +649,7 @@ fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
 fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Result<ExitCode> {
     use crate::local_api::{ApiRequest, ApiResponse, DeviceChange};
     let dirs = Dirs::discover()?;
-    let socket = crate::daemon::socket_path(&dirs);
+    let socket = crate::daemon::owner_socket(&dirs);
     let running = std::os::unix::net::UnixStream::connect(&socket).is_ok();
     let Some(change) = change else {
         let devices = if running {
@@ -715,7 +716,15 @@ fn call(
     request: &crate::local_api::ApiRequest,
     on_line: impl FnMut(&crate::local_api::ApiResponse),
 ) -> anyhow::Result<Vec<crate::local_api::ApiResponse>> {
-    let socket = crate::daemon::socket_path(&Dirs::discover()?);
+    let dirs = Dirs::discover()?;
+    let owner = crate::daemon::owner_socket(&dirs);
+    // What any asker may do goes through the agent socket where the owner socket is out of
+    // reach (inside a jail), and is labelled `local:agent` there.
+    let socket = if request.needs_owner() || owner.exists() {
+        owner
+    } else {
+        crate::daemon::agent_socket(&dirs)
+    };
     runtime()?.block_on(crate::local_api::call(&socket, request, on_line))
 }
 

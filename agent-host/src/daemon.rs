@@ -1,6 +1,13 @@
 //! `agent-host serve`: the daemon for one workspace. It holds the identity key, the policy, the
 //! approvals broker, the audit log, the sandbox and the paired devices, serves the local API on
-//! a unix socket, and (with a relay) the link to paired devices.
+//! two unix sockets, and (with a relay) the link to paired devices.
+//!
+//! The two sockets ([`Door`]): the *owner socket* takes every request, including those that
+//! grant or change authority (approve, deny, pair, devices and their roles); it lies in the
+//! state directory, which every sandbox and jail hides. The *agent socket* takes only what an
+//! agent needs (ask, the hook, a session's input and output, running a command through policy,
+//! status); it lies in a directory of its own that a jail binds in. An owner request on the
+//! agent socket is refused and audited.
 //!
 //! Every action, local or remote, takes the one path in [`crate::actions`].
 
@@ -23,7 +30,7 @@ use crate::devices::{JournalSync, Registry};
 use crate::dirs::Dirs;
 use crate::exec::Sandbox;
 use crate::link::{Offers, RelaySetup, ToLink};
-use crate::local_api::{ApiRequest, ApiResponse, MAX_LINE};
+use crate::local_api::{ApiRequest, ApiResponse, Door, MAX_LINE};
 use crate::policy::Policy;
 
 /// How the daemon is set up.
@@ -183,9 +190,28 @@ pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
-/// The socket of the host whose state is in `dirs`.
-pub fn socket_path(dirs: &Dirs) -> PathBuf {
+/// The owner socket of the host whose state is in `dirs` (see the module notes).
+pub fn owner_socket(dirs: &Dirs) -> PathBuf {
     dirs.state.join("host.sock")
+}
+
+/// The directory of the agent socket, which a jail binds in.
+pub fn agent_socket_dir(dirs: &Dirs) -> PathBuf {
+    dirs.state.join("agent")
+}
+
+/// The agent socket of the host whose state is in `dirs` (see the module notes).
+pub fn agent_socket(dirs: &Dirs) -> PathBuf {
+    agent_socket_dir(dirs).join("agent.sock")
+}
+
+/// Binds a private socket at `path`, replacing a stale one (the audit log's lock proves no
+/// host owns it).
+fn bind_private(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(listener)
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -224,11 +250,14 @@ pub async fn serve(
     let devices = Registry::load(&dirs.state)?;
     let (audit, journal) = (Arc::new(audit), devices.journal_sync());
     let syncer = Syncer::start(audit.clone(), journal.clone())?;
-    let socket = socket_path(&dirs);
-    let _ = std::fs::remove_file(&socket); // stale: the lock above proves no host owns it
-    let listener = UnixListener::bind(&socket)?;
-    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))?;
-    tracing::info!(host = %host_id, socket = %socket.display(), sandbox = %config.sandbox.describe(), "host ready");
+    let agent_dir = agent_socket_dir(&dirs);
+    std::fs::create_dir_all(&agent_dir)?;
+    std::fs::set_permissions(&agent_dir, std::fs::Permissions::from_mode(0o700))?;
+    let (socket, agent) = (owner_socket(&dirs), agent_socket(&dirs));
+    let agents = bind_private(&agent)?;
+    // The owner socket last: tests and clients take it as the sign that the host is ready.
+    let owners = bind_private(&socket)?;
+    tracing::info!(host = %host_id, socket = %socket.display(), agent_socket = %agent.display(), sandbox = %config.sandbox.describe(), "host ready");
     let files = crate::confine::Workspace::open(std::slice::from_ref(&config.workspace))?;
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let relay = config.relay.clone();
@@ -268,18 +297,8 @@ pub async fn serve(
     loop {
         tokio::select! {
             () = &mut shutdown => break,
-            accepted = listener.accept() => {
-                let (stream, _) = match accepted {
-                    Ok(s) => s,
-                    Err(e) => { tracing::warn!("accept: {e}"); continue; }
-                };
-                let host = host.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle(host, stream).await {
-                        tracing::debug!("local client: {e}");
-                    }
-                });
-            }
+            accepted = owners.accept() => accept(&host, accepted, Door::Owner),
+            accepted = agents.accept() => accept(&host, accepted, Door::Agent),
         }
     }
     expiry.abort();
@@ -287,6 +306,7 @@ pub async fn serve(
         link.abort();
     }
     let _ = std::fs::remove_file(&socket);
+    let _ = std::fs::remove_file(&agent);
     if let Err(e) = host.commit() {
         tracing::error!("{e}");
     }
@@ -349,7 +369,28 @@ impl LocalConn {
     }
 }
 
-async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
+/// Serves one local client that came in at `door`.
+fn accept(
+    host: &Arc<Host>,
+    accepted: std::io::Result<(UnixStream, tokio::net::unix::SocketAddr)>,
+    door: Door,
+) {
+    let stream = match accepted {
+        Ok((stream, _)) => stream,
+        Err(e) => {
+            tracing::warn!("accept: {e}");
+            return;
+        }
+    };
+    let host = host.clone();
+    tokio::spawn(async move {
+        if let Err(e) = handle(host, stream, door).await {
+            tracing::debug!("local client: {e}");
+        }
+    });
+}
+
+async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Result<()> {
     let peer = stream.peer_cred()?;
     if peer.uid() != rustix::process::getuid().as_raw() {
         anyhow::bail!("refused a local client of uid {}", peer.uid());
@@ -363,6 +404,15 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
             return conn.send(&ApiResponse::Error { message: format!("bad request: {e}") }).await;
         }
     };
+    if door == Door::Agent && request.needs_owner() {
+        let message = format!(
+            "`{}` grants or changes authority: only the owner socket takes it, and nothing an \
+             agent runs can reach that",
+            request.op()
+        );
+        crate::link::refuse(&host, "local:agent-socket", &message);
+        return conn.send(&ApiResponse::Error { message }).await;
+    }
     match request {
         ApiRequest::Status => {
             let response = ApiResponse::Status {
@@ -399,7 +449,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream) -> anyhow::Result<()> {
                     .send(&ApiResponse::Denied { request: None, reason: e.to_string() })
                     .await;
             }
-            let by = Requester::Local("terminal".into());
+            let by = Requester::Local(door.asker().into());
             let (first, rest) = crate::actions::submit(host, by, id, action).await;
             conn.send(&to_api(first)).await?;
             if let Some(rest) = rest {

@@ -177,7 +177,7 @@ fn audit_device_change(host: &Host, device: DeviceId, change: String) {
     }
 }
 
-fn refuse(host: &Host, claimed: &str, reason: impl std::fmt::Display) {
+pub(crate) fn refuse(host: &Host, claimed: &str, reason: impl std::fmt::Display) {
     tracing::info!(claimed_sender = claimed, "refused: {reason}");
     let Some(earlier) = lock(&host.offers).refusals.take() else { return };
     let reason = if earlier > 0 {

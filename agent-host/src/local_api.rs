@@ -1,5 +1,7 @@
-//! The local API: JSON lines over the host's unix socket (mode 0600, peer uid checked), spoken
-//! by the `agent-host` CLI, agent hooks, `agent-host ask` and `agent-host run`. One request per
+//! The local API: JSON lines over the host's unix sockets (mode 0600, peer uid checked), spoken
+//! by the `agent-host` CLI, agent hooks, `agent-host ask` and `agent-host run`. Two sockets
+//! serve it ([`Door`]): the owner socket takes every request, the agent socket only those that
+//! do not grant or change authority ([`ApiRequest::needs_owner`]). One request per
 //! connection; the answer is one line, or for a waiting `exec` or `judge` a `pending` line
 //! followed by the outcome; a shared session streams both ways until it ends. `pair` is a
 //! short conversation: the link, then (unless `yes`) the question "pair this device?" that the
@@ -81,6 +83,55 @@ pub enum ApiRequest {
         /// What to change.
         change: DeviceChange,
     },
+}
+
+/// Which socket a request came in at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The owner socket: the person at the machine (hidden from every sandbox and jail).
+    Owner,
+    /// The agent socket: agents, their hooks, sessions (bound into jails).
+    Agent,
+}
+
+impl Door {
+    /// Who asks through this door, as the audit log names them (`local:terminal`).
+    pub fn asker(self) -> &'static str {
+        match self {
+            Self::Owner => "terminal",
+            Self::Agent => "agent",
+        }
+    }
+}
+
+impl ApiRequest {
+    /// Whether only the owner socket takes this request: it decides, pairs, or lists or
+    /// changes devices and what waits for a decision.
+    pub fn needs_owner(&self) -> bool {
+        match self {
+            Self::Approvals
+            | Self::Decide { .. }
+            | Self::Pair { .. }
+            | Self::Devices
+            | Self::Device { .. } => true,
+            Self::Exec { .. } | Self::Judge { .. } | Self::Session { .. } | Self::Status => false,
+        }
+    }
+
+    /// The request's name on the wire (`decide`).
+    pub fn op(&self) -> &'static str {
+        match self {
+            Self::Exec { .. } => "exec",
+            Self::Judge { .. } => "judge",
+            Self::Session { .. } => "session",
+            Self::Approvals => "approvals",
+            Self::Decide { .. } => "decide",
+            Self::Status => "status",
+            Self::Pair { .. } => "pair",
+            Self::Devices => "devices",
+            Self::Device { .. } => "device",
+        }
+    }
 }
 
 /// A change to a paired device.

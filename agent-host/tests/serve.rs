@@ -87,6 +87,10 @@ impl Daemon {
         self.home.join("state/host.sock")
     }
 
+    fn agent_socket(&self) -> PathBuf {
+        self.home.join("state/agent/agent.sock")
+    }
+
     fn wait_pending(&self) -> Vec<agent_host::approvals::Pending> {
         let start = Instant::now();
         loop {
@@ -255,11 +259,83 @@ fn a_decision_for_another_action_is_refused() {
 }
 
 #[test]
+fn the_agent_socket_asks_and_cannot_decide_pair_or_change_devices() {
+    let d = start(&[]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let ask = |request: &ApiRequest| {
+        runtime.block_on(call(&d.agent_socket(), request, |_| {})).unwrap().remove(0)
+    };
+    assert!(matches!(ask(&ApiRequest::Status), ApiResponse::Status { .. }));
+    // Asking works, and is labelled as the agent's.
+    let echo = ApiRequest::Exec { argv: vec!["echo".into(), "hi".into()], cwd: None, wait: true };
+    let done = runtime.block_on(call(&d.agent_socket(), &echo, |_| {})).unwrap();
+    assert!(matches!(done.last(), Some(ApiResponse::Done { exit_code: Some(0), .. })), "{done:?}");
+    assert!(audit(&d.home).contains("\"actor\":\"local:agent\""));
+    // A pending action of its own: it cannot approve it, list it, pair or change devices.
+    let waiting = d.spawn_cli(&["exec", "--", "touch", "x"]);
+    let pending = d.wait_pending().remove(0);
+    let approve = ApiRequest::Decide {
+        id: pending.id,
+        action_hash: pending.action_hash,
+        verdict: protocol::Verdict::Approve,
+    };
+    let pair = ApiRequest::Pair {
+        role: protocol::Role::Approver,
+        name: None,
+        expires_secs: 60,
+        yes: true,
+    };
+    let revoke = ApiRequest::Device {
+        id: "dev1".into(),
+        change: agent_host::local_api::DeviceChange::Revoke,
+    };
+    for request in [approve, pair, revoke, ApiRequest::Approvals, ApiRequest::Devices] {
+        let answer = ask(&request);
+        assert!(
+            matches!(answer, ApiResponse::Error { ref message } if message.contains("only the owner socket")),
+            "{request:?}: {answer:?}"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!d.ws.join("x").exists(), "the agent socket approved an action");
+    assert_eq!(d.wait_pending().len(), 1);
+    let log = audit(&d.home);
+    assert!(log.contains("local:agent-socket") && log.contains("`decide` grants"), "{log}");
+    // The owner socket decides.
+    assert_eq!(d.cli(&["approve", &pending.id.to_string()]).status.code(), Some(0));
+    assert_eq!(waiting.wait_with_output().unwrap().status.code(), Some(0));
+    assert!(d.ws.join("x").exists());
+}
+
+#[test]
+fn a_sandboxed_command_sees_neither_socket_nor_the_host_state() {
+    if agent_host::exec::Sandbox::detect(Some(Path::new(env!("CARGO_BIN_EXE_agent-host")))).is_err()
+    {
+        println!("no sandbox here: nothing to check");
+        return;
+    }
+    let d = start(&[]);
+    let probe = format!(
+        "for f in {} {} {}; do test -e \"$f\" && echo \"visible $f\"; done; echo checked",
+        d.socket().display(),
+        d.agent_socket().display(),
+        d.home.join("config/host.key").display(),
+    );
+    let probing = d.spawn_cli(&["exec", "--", "sh", "-c", &probe]);
+    let pending = d.wait_pending().remove(0);
+    assert_eq!(d.cli(&["approve", &pending.id.to_string()]).status.code(), Some(0));
+    let out = probing.wait_with_output().unwrap();
+    assert_eq!(text(&out.stdout), "checked\n", "{}", text(&out.stderr));
+}
+
+#[test]
 fn key_socket_and_state_are_private_and_one_host_per_state() {
     let d = start(&[]);
     let mode = |p: PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(d.home.join("config/host.key")), 0o600);
     assert_eq!(mode(d.socket()), 0o600);
+    assert_eq!(mode(d.agent_socket()), 0o600);
+    assert_eq!(mode(d.home.join("state/agent")), 0o700);
     assert_eq!(mode(d.home.join("state")), 0o700);
     assert_eq!(mode(d.home.join("state/audit.jsonl")), 0o600);
     let second = Command::new(env!("CARGO_BIN_EXE_agent-host"))
