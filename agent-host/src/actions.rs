@@ -260,15 +260,17 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
             }
         }
         Action::SessionInput { session, data } => {
-            let live = lock(&host.sessions).get(session).map(|l| (l.kind, l.command.clone()));
-            let Some((kind, command)) = live else {
+            let live = lock(&host.sessions)
+                .get(session)
+                .map(|l| (l.kind, l.command.clone(), l.typed.clone()));
+            let Some((kind, command, typed)) = live else {
                 return Err(Outcome::refused(
                     Some(id),
                     ErrorCode::NotFound,
                     "no such session on this host (it may have ended)",
                 ));
             };
-            let (allow, reason) = crate::session::judge_input(kind, data);
+            let (allow, reason) = crate::session::input::judge(kind, &typed, data);
             let decision = if allow { PolicyVerdict::Allow } else { PolicyVerdict::Ask };
             Judged {
                 subject: Err(crate::policy::Decision::fixed(decision, reason)),
@@ -732,8 +734,12 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
         Work::File(action) => file_op(&worker.files, &action)
             .map(|output| (None, output, false, false))
             .map_err(|e| (fs_code(&e), e.to_string())),
-        Work::Input(session, data) => match lock(&worker.sessions).get(&session) {
-            Some(live) if live.input.send(data.into_bytes()).is_ok() => {
+        Work::Input(session, data) => match lock(&worker.sessions).get_mut(&session) {
+            Some(live) => {
+                live.typed = crate::session::input::after(&live.typed, &data);
+                if live.input.send(data.into_bytes()).is_err() {
+                    return Err((ErrorCode::NotFound, "the session ended".to_string()));
+                }
                 Ok((None, Vec::new(), false, false))
             }
             _ => Err((ErrorCode::NotFound, "the session ended".to_string())),

@@ -9,11 +9,14 @@
 //! keeps the last [`SCROLLBACK`] bytes and sends them to devices as numbered, host-signed
 //! `output` events; a device that connects or syncs later gets the scrollback again.
 //!
-//! Input from a device is a `session_input` request, judged like any other: for an agent, prompt
-//! text is allowed (its own tool calls go through the hook), but a line starting with `!` (an
-//! agent's shell escape) is asked; for a shell or an interpreter each input is asked, because
-//! typing into a shell is performing; an interrupt alone (Ctrl-C) is always allowed. What is
-//! allowed or approved is written into the terminal by `agent-host run`.
+//! Input from a device is a `session_input` request, judged like any other, as the program will
+//! read it after its line editing ([`input`]): for an agent, prompt text is allowed (its own
+//! tool calls go through the hook), but shell escapes, slash commands outside a short list,
+//! menu answers and keys that are not text ask; for a shell or an interpreter each input is
+//! asked, because typing into a shell is performing; an interrupt alone (Ctrl-C) is always
+//! allowed. What is allowed or approved is written into the terminal by `agent-host run`.
+
+pub mod input;
 
 use std::collections::VecDeque;
 use std::io::{BufRead as _, BufReader, Read as _, Write as _};
@@ -63,23 +66,6 @@ pub fn kind_of(program: &str) -> SessionKind {
     }
 }
 
-/// How input from a device is judged: allow (with the reason) or ask (with the reason).
-pub fn judge_input(kind: SessionKind, data: &str) -> (bool, String) {
-    if data == "\u{3}" {
-        return (true, "an interrupt (Ctrl-C) only stops what runs".into());
-    }
-    match kind {
-        SessionKind::Agent if data.trim_start().starts_with('!') => {
-            (false, "a line starting with `!` runs a shell command in the agent".into())
-        }
-        SessionKind::Agent => (true, "prompt text to an agent session".into()),
-        SessionKind::Shell => (
-            false,
-            "typing into a shell or an interpreter is performing: each input is asked".into(),
-        ),
-    }
-}
-
 /// A session as the host keeps it.
 #[derive(Debug)]
 pub struct Live {
@@ -93,6 +79,8 @@ pub struct Live {
     next_seq: u64,
     /// Approved input, to the `agent-host run` that holds the terminal.
     pub input: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
+    /// What device input left unsubmitted in the program's line.
+    pub typed: input::Typed,
 }
 
 impl Live {
@@ -102,7 +90,15 @@ impl Live {
         kind: SessionKind,
         input: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     ) -> Self {
-        Self { command, kind, scrollback: VecDeque::new(), bytes: 0, next_seq: 0, input }
+        Self {
+            command,
+            kind,
+            scrollback: VecDeque::new(),
+            bytes: 0,
+            next_seq: 0,
+            input,
+            typed: Some(String::new()),
+        }
     }
 
     /// Keeps a chunk of output (dropping the oldest past [`SCROLLBACK`]); returns its number.
@@ -304,15 +300,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn input_is_judged_by_the_kind_of_program() {
+    fn known_agents_are_agents_and_anything_else_a_shell() {
         assert_eq!(kind_of("/usr/local/bin/claude"), SessionKind::Agent);
         assert_eq!(kind_of("bash"), SessionKind::Shell);
         assert_eq!(kind_of("python3"), SessionKind::Shell);
-        assert!(judge_input(SessionKind::Agent, "fix the failing test\n").0);
-        assert!(!judge_input(SessionKind::Agent, "  !rm -rf ~\n").0, "an agent's shell escape");
-        assert!(!judge_input(SessionKind::Shell, "ls\n").0);
-        assert!(judge_input(SessionKind::Shell, "\u{3}").0, "an interrupt");
-        assert!(!judge_input(SessionKind::Shell, "\u{3}rm -rf x\n").0, "not only an interrupt");
     }
 
     #[test]
