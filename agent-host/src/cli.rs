@@ -95,8 +95,9 @@ pub enum Command {
     },
     /// Run a program in a pseudo-terminal at this terminal, shared with paired devices: they see
     /// its output, and an operator's input to it is judged like any request (prompt text to an
-    /// agent is allowed; each input to a shell or an interpreter is asked). Exits with the
-    /// program's exit code.
+    /// agent is allowed; each input to a shell or an interpreter is asked). The program runs in
+    /// the host's jail: the workspace writable, the host's keys, state and owner socket absent,
+    /// the agents' settings read-only, the network on. Exits with the program's exit code.
     Run {
         /// Treat the program as a coding agent (known agents such as `claude` are by default).
         #[arg(long, conflicts_with = "shell")]
@@ -104,6 +105,10 @@ pub enum Command {
         /// Treat the program as a shell or an interpreter (the default for unknown programs).
         #[arg(long)]
         shell: bool,
+        /// Run the program WITHOUT the jail, with your full rights: it and everything it starts
+        /// can then change authority (approve, pair, trust) as you could.
+        #[arg(long)]
+        no_jail: bool,
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -326,13 +331,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Devices { json, change } => devices(json, change),
         Command::Hook(HookCommand::ClaudeCode { timeout }) => hook_claude_code(timeout),
         Command::Ask { timeout } => ask(timeout),
-        Command::Run { agent, shell, command } => {
+        Command::Run { agent, shell, no_jail, command } => {
             let kind = match (agent, shell) {
                 (true, _) => protocol::SessionKind::Agent,
                 (_, true) => protocol::SessionKind::Shell,
                 _ => crate::session::kind_of(&command[0]),
             };
-            crate::session::run(&agent_socket_or_none(), command, kind)
+            run_session(command, kind, no_jail)
         }
         Command::Approvals { json } => approvals(json),
         Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
@@ -576,6 +581,47 @@ fn read_stdin() -> std::io::Result<Vec<u8>> {
     let mut input = Vec::new();
     std::io::stdin().take(crate::hook::MAX_INPUT as u64).read_to_end(&mut input)?;
     Ok(input)
+}
+
+/// `agent-host run`: the jail from the running host's workspace, unless `no_jail`.
+fn run_session(
+    command: Vec<String>,
+    kind: protocol::SessionKind,
+    no_jail: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::local_api::{ApiRequest, ApiResponse};
+    let dirs = Dirs::discover()?;
+    let socket = crate::daemon::agent_socket(&dirs);
+    if no_jail {
+        eprintln!(
+            "agent-host: WARNING: `{}` runs UNJAILED with your full rights: it and everything it \
+             starts can approve, pair and trust as you can.",
+            command[0]
+        );
+        return crate::session::run(&socket, command, kind, None);
+    }
+    let bwrap = match crate::exec::Sandbox::bubblewrap() {
+        Ok(crate::exec::Sandbox::Bubblewrap(bwrap)) => bwrap,
+        Ok(_) => anyhow::bail!("no jail can run here"),
+        Err(e) => anyhow::bail!(
+            "no jail can run here: {}; `agent-host run --no-jail` runs the session with your \
+             full rights",
+            e.0
+        ),
+    };
+    let status =
+        runtime()?.block_on(crate::local_api::call(&socket, &ApiRequest::Status, |_| {}))?;
+    let Some(ApiResponse::Status { workspace, .. }) = status.into_iter().next() else {
+        anyhow::bail!("the host did not say where its workspace is");
+    };
+    let jail = crate::jail::Jail {
+        bwrap,
+        workspace: workspace.into(),
+        dirs,
+        home: std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute()),
+        exe: std::env::current_exe().ok().and_then(|e| e.canonicalize().ok()),
+    };
+    crate::session::run(&socket, command, kind, Some(&jail))
 }
 
 fn agent_socket_or_none() -> PathBuf {

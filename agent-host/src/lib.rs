@@ -24,6 +24,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod hook;
 pub mod identity;
+pub mod jail;
 pub mod landlock_sandbox;
 pub mod link;
 pub mod local_api;

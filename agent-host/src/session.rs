@@ -157,9 +157,14 @@ fn send(stream: &mut UnixStream, update: &SessionUpdate) -> std::io::Result<()> 
     stream.write_all(&line)
 }
 
-/// `agent-host run`: runs `argv` in a pseudo-terminal shared through the host at `socket`.
-/// Returns the program's exit status.
-pub fn run(socket: &Path, argv: Vec<String>, kind: SessionKind) -> anyhow::Result<ExitCode> {
+/// `agent-host run`: runs `argv` in a pseudo-terminal shared through the host at `socket`,
+/// inside `jail` when there is one. Returns the program's exit status.
+pub fn run(
+    socket: &Path,
+    argv: Vec<String>,
+    kind: SessionKind,
+    jail: Option<&crate::jail::Jail>,
+) -> anyhow::Result<ExitCode> {
     let mut host = UnixStream::connect(socket).map_err(|e| {
         anyhow::anyhow!("cannot reach the host at {}: {e} (is it running?)", socket.display())
     })?;
@@ -191,10 +196,11 @@ pub fn run(socket: &Path, argv: Vec<String>, kind: SessionKind) -> anyhow::Resul
     };
     let master = std::fs::File::from(master);
     follow_size(&master);
-    let mut child = Command::new("setsid")
-        .arg("--ctty")
-        .arg("--")
-        .args(&argv)
+    let mut launch: Vec<std::ffi::OsString> = jail.map(|j| j.argv()).unwrap_or_default();
+    launch.extend(["setsid".into(), "--ctty".into(), "--".into()]);
+    launch.extend(argv.iter().map(Into::into));
+    let mut child = Command::new(&launch[0])
+        .args(&launch[1..])
         .stdin(Stdio::from(slave.try_clone()?))
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave))

@@ -43,8 +43,10 @@ fn watch(device: &Device) -> (Child, Arc<Mutex<Seen>>) {
 }
 
 fn run(world: &World, args: &[&str]) -> Child {
-    // Its stdin stays open and silent: nobody types at this terminal.
-    world.agent_host_child(&[&["run"], args].concat())
+    // Its stdin stays open and silent: nobody types at this terminal. Jailed where a sandbox
+    // can run (the jail is bubblewrap too).
+    let jail: &[&str] = if e2e::sandbox_available() { &[] } else { &["--no-jail"] };
+    world.agent_host_child(&[&["run"], jail, args].concat())
 }
 
 fn saw(seen: &Arc<Mutex<Seen>>, needle: &str) -> bool {
@@ -183,4 +185,82 @@ fn an_agent_session_takes_prompt_text_and_asks_for_escapes_commands_and_keys() {
     let _ = agent.wait();
     let _ = watcher.kill();
     let _ = watcher.wait();
+}
+
+/// A program run as a jailed session attacks the host: it cannot reach the owner socket,
+/// approve its own pending action (through the agent socket either), pair a device, read the
+/// host's key or state, edit the agent's settings or write outside the workspace; it can ask.
+#[test]
+fn a_jailed_session_cannot_change_authority_or_leave_the_workspace() {
+    if !e2e::sandbox_available() {
+        println!("no sandbox here: no jail to attack");
+        return;
+    }
+    let (world, _host, _op, _screen) = setup();
+    let ws = world.ws();
+    std::fs::create_dir_all(ws.join(".claude")).unwrap();
+    let hooked = r#"{"hooks":{"PreToolUse":[{"matcher":"*","hooks":[{"type":"command","command":"agent-host hook claude-code"}]}]}}"#;
+    std::fs::write(ws.join(".claude/settings.json"), hooked).unwrap();
+    // An action waits for a person.
+    let mut waiting = world.agent_host_child(&["exec", "--", "touch", "pending-file"]);
+    assert!(eventually(Duration::from_secs(15), || pending_ids(&world).len() == 1));
+    let listed = world.agent_host(&["approvals", "--json"]);
+    let pending: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let approve = serde_json::json!({
+        "op": "decide",
+        "id": pending[0]["id"],
+        "action_hash": pending[0]["action_hash"],
+        "verdict": "approve",
+    });
+    let (home, outside) = (world.home(), world.base.join("outside"));
+    // Outside the workspace in the real home too (the jail's /tmp is its own).
+    let home_dir = std::path::PathBuf::from(std::env::var_os("HOME").unwrap());
+    let in_home = home_dir.join(format!(".agent-host-jail-probe-{}", std::process::id()));
+    let agent_socket = home.join("state/agent/agent.sock");
+    let raw = "import socket,sys\ns=socket.socket(socket.AF_UNIX)\ntry:\n s.connect(sys.argv[1])\n s.sendall(sys.argv[2].encode()+b'\\n')\n print(s.recv(65536).decode().strip())\nexcept OSError as e:\n print('cannot connect:', e.strerror)\n";
+    std::fs::write(ws.join("raw.py"), raw).unwrap();
+    let q = |p: &std::path::Path| format!("'{}'", p.display());
+    let script = format!(
+        "exec >probe.out 2>&1
+{bin} approve {id} && echo 'ATTACK approve worked'
+{bin} pair --yes --expires 5s </dev/null && echo 'ATTACK pair worked'
+python3 raw.py {owner} '{{\"op\":\"devices\"}}'
+python3 raw.py {agent} '{approve}'
+cat {key} && echo 'ATTACK key read'
+ls {state} | grep -v agent && echo 'ATTACK state listed'
+echo '{{}}' > .claude/settings.json && echo 'ATTACK settings edited'
+touch {outside}
+touch {in_home} && echo 'ATTACK wrote in the home'
+{bin} exec -- printf 'asked-%s\\n' ok
+echo done",
+        id = pending[0]["id"].as_str().unwrap(),
+        owner = q(&home.join("state/host.sock")),
+        agent = q(&agent_socket),
+        key = q(&home.join("config/host.key")),
+        state = q(&home.join("state")),
+        outside = q(&outside),
+        in_home = q(&in_home),
+        bin = q(&e2e::bin("agent-host")),
+    );
+    std::fs::write(ws.join("probe.sh"), script).unwrap();
+    let mut session = run(&world, &["--shell", "--", "sh", "probe.sh"]);
+    let status = session.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    let probe = std::fs::read_to_string(ws.join("probe.out")).unwrap();
+    assert!(probe.contains("done"), "{probe}");
+    assert!(!probe.contains("ATTACK"), "{probe}");
+    assert!(probe.contains("cannot connect"), "the owner socket answered: {probe}");
+    assert!(probe.contains("only the owner socket"), "{probe}");
+    assert!(probe.contains("asked-ok"), "the agent socket did not answer: {probe}");
+    assert_eq!(std::fs::read_to_string(ws.join(".claude/settings.json")).unwrap(), hooked);
+    let wrote_home = std::fs::remove_file(&in_home).is_ok();
+    assert!(!outside.exists() && !wrote_home, "{probe}");
+    // The action still waits, and the attempt that reached the host is in the audit log.
+    assert_eq!(pending_ids(&world).len(), 1);
+    assert!(!ws.join("pending-file").exists());
+    let audit = world.audit();
+    assert!(audit.contains("local:agent-socket") && audit.contains("`decide` grants"), "{audit}");
+    assert!(world.agent_host(&["deny", &pending_ids(&world)[0]]).status.success());
+    let _ = waiting.wait();
+    drop(waiting.stdin.take());
 }
