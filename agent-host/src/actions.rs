@@ -17,6 +17,7 @@ use crate::approvals::{Pending, Resolution};
 use crate::audit::Event;
 use crate::daemon::{Host, lock, now_ms};
 use crate::exec::{Job, Limits};
+use crate::local_api::Door;
 use crate::policy::{Subject, Verdict as PolicyVerdict};
 
 /// The longest diff preview shown with a pending write or edit.
@@ -518,21 +519,102 @@ pub async fn judge(
     if let Err(refusal) = audit_request(&host, id, &label, &action, &decision) {
         return (refusal, None);
     }
+    // A command may then run through the sandbox, once, in the directory judged; with the
+    // network as for a device's command (an explicit rule, or a person's yes).
+    let grant = match &action {
+        Action::Run { argv, .. } => Some(Grant {
+            action_hash: protocol::action_hash(&action),
+            cwd,
+            network: host.config.policy.wants_network(argv),
+            expires_at_ms: 0,
+        }),
+        _ => None,
+    };
     match decision.decision {
         PolicyVerdict::Deny => {
             (Outcome::refused(Some(id), ErrorCode::DeniedByPolicy, decision.reason), None)
         }
-        PolicyVerdict::Allow => (allowed(&host, id, decision.reason), None),
+        PolicyVerdict::Allow => {
+            let explicit = decision.explicit;
+            grant_run(&host, id, grant.map(|g| Grant { network: g.network && explicit, ..g }));
+            (allowed(&host, id, decision.reason), None)
+        }
         PolicyVerdict::Ask => {
             let (summary, preview) = describe_for_agent(&host.files, &action);
             let summary = format!("{summary} (by {})", by_name(&by));
             let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
             let answering = host.clone();
             ask_then(&host, id, action, shown, move |by| async move {
+                grant_run(&answering, id, grant);
                 allowed(&answering, id, format!("approved by {by}"))
             })
         }
     }
+}
+
+/// How long an allowed command waits for its run through the sandbox.
+const GRANT_FOR_MS: u64 = 5 * 60 * 1000;
+/// The most allowed commands waiting for their run (the oldest go first).
+const MAX_GRANTS: usize = 256;
+
+/// A command an agent was allowed, waiting for its run through the sandbox.
+#[derive(Debug, Clone)]
+pub struct Grant {
+    action_hash: ActionHash,
+    /// The directory judged, as the kernel resolved it.
+    cwd: PathBuf,
+    network: bool,
+    expires_at_ms: u64,
+}
+
+/// The allowed commands waiting for their run, by request.
+pub type Grants = std::collections::HashMap<RequestId, Grant>;
+
+fn grant_run(host: &Host, id: RequestId, grant: Option<Grant>) {
+    let Some(grant) = grant else { return };
+    let now = now_ms();
+    let mut grants = lock(&host.grants);
+    grants.retain(|_, g| g.expires_at_ms > now);
+    while grants.len() >= MAX_GRANTS {
+        let oldest = grants.iter().min_by_key(|(_, g)| g.expires_at_ms).map(|(id, _)| *id);
+        let Some(oldest) = oldest else { break };
+        grants.remove(&oldest);
+    }
+    grants.insert(id, Grant { expires_at_ms: now + GRANT_FOR_MS, ..grant });
+}
+
+/// Runs, through the sandbox, the command an agent was allowed under `id` (see
+/// [`crate::local_api::ApiRequest::RunAllowed`]): only the action judged, only once, in the
+/// directory judged. Anything else is refused and audited.
+pub async fn run_allowed(host: Arc<Host>, door: Door, id: RequestId, action: Action) -> Outcome {
+    let grant = lock(&host.grants).remove(&id).filter(|g| g.expires_at_ms > now_ms());
+    let refuse = |code, message: String| {
+        crate::link::refuse(&host, &format!("local:{}", door.asker()), &message);
+        Outcome::refused(Some(id), code, message)
+    };
+    let Some(grant) = grant else {
+        return refuse(
+            ErrorCode::NotFound,
+            format!("no command waits to run under request {id} (never allowed, run, or lapsed)"),
+        );
+    };
+    let Action::Run { argv, env, .. } = action.clone() else {
+        return refuse(ErrorCode::BadRequest, "only a command runs through the sandbox".into());
+    };
+    if protocol::action_hash(&action) != grant.action_hash {
+        return refuse(
+            ErrorCode::Conflict,
+            format!("this is not the command allowed under request {id}; nothing ran"),
+        );
+    }
+    let job = Job {
+        argv,
+        cwd: grant.cwd,
+        env,
+        network: grant.network,
+        timeout: host.config.command_timeout,
+    };
+    perform(host, id, Work::Run(job)).await
 }
 
 /// An agent's yes, once what led to it is on disk (the agent acts on it at once).

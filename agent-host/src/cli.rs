@@ -113,6 +113,20 @@ pub enum Command {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Run, through the host's sandbox, a command an agent's hook was allowed under REQUEST
+    /// (what the hook rewrites an allowed Bash command into). Only the command judged, once, in
+    /// the directory judged. Exits with the command's exit code; 126 when refused.
+    RunAllowed {
+        /// The request the command was judged under.
+        #[arg(long)]
+        request: String,
+        /// The agent's working directory, as the hook was told it.
+        #[arg(long)]
+        cwd: String,
+        /// The command, as judged.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Run a command through the host: policy, approval, sandbox and audit, as remote requests
     /// are. Exits with the command's exit code; 126 when denied.
     Exec {
@@ -131,12 +145,17 @@ pub enum Command {
 /// `agent-host hook …`
 #[derive(Debug, Subcommand)]
 pub enum HookCommand {
-    /// Claude Code's PreToolUse and PermissionRequest hooks.
+    /// Claude Code's PreToolUse and PermissionRequest hooks. An allowed Bash command is
+    /// handed back rewritten to run through the host's sandbox (`agent-host run-allowed`).
     ClaudeCode {
         /// How long to wait for a person when policy asks (keep it under the hook's timeout in
         /// the agent's settings).
         #[arg(long, default_value = "9m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+        /// Let the agent run allowed Bash commands itself, outside the host's sandbox (for
+        /// agents or versions that cannot take a rewritten command).
+        #[arg(long)]
+        in_place: bool,
     },
 }
 
@@ -329,7 +348,10 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Up(args) => up(&args),
         Command::Pair(args) => pair(&args),
         Command::Devices { json, change } => devices(json, change),
-        Command::Hook(HookCommand::ClaudeCode { timeout }) => hook_claude_code(timeout),
+        Command::Hook(HookCommand::ClaudeCode { timeout, in_place }) => {
+            hook_claude_code(timeout, !in_place)
+        }
+        Command::RunAllowed { request, cwd, argv } => run_allowed(&request, cwd, argv),
         Command::Ask { timeout } => ask(timeout),
         Command::Run { agent, shell, no_jail, command } => {
             let kind = match (agent, shell) {
@@ -629,11 +651,17 @@ fn agent_socket_or_none() -> PathBuf {
     Dirs::discover().map(|d| crate::daemon::agent_socket(&d)).unwrap_or_default()
 }
 
-fn hook_claude_code(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
+fn hook_claude_code(timeout: std::time::Duration, sandboxed: bool) -> anyhow::Result<ExitCode> {
     let input = read_stdin().unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let output =
-        runtime.block_on(crate::hook::claude_code(&input, &agent_socket_or_none(), timeout));
+    // The rewritten command names this binary by its path: it need not be on the agent's PATH.
+    let rewrite = sandboxed.then(|| std::env::current_exe().ok()).flatten();
+    let output = runtime.block_on(crate::hook::claude_code(
+        &input,
+        &agent_socket_or_none(),
+        timeout,
+        rewrite.as_deref(),
+    ));
     println!("{output}");
     Ok(ExitCode::SUCCESS)
 }
@@ -831,6 +859,29 @@ fn decide(prefix: &str, verdict: protocol::Verdict) -> anyhow::Result<ExitCode> 
         }
         other => anyhow::bail!("unexpected answer: {other:?}"),
     }
+}
+
+fn run_allowed(request: &str, cwd: String, argv: Vec<String>) -> anyhow::Result<ExitCode> {
+    use crate::local_api::{ApiRequest, ApiResponse};
+    let id = request.parse().map_err(|e| anyhow::anyhow!("--request: {e}"))?;
+    let action = protocol::Action::Run { argv, cwd, env: Default::default() };
+    let mut code = ExitCode::from(126);
+    call(&ApiRequest::RunAllowed { id, action }, |response| match response {
+        ApiResponse::Done { exit_code, output, truncated, timed_out, .. } => {
+            let _ = std::io::stdout().write_all(&output.0);
+            if *truncated {
+                eprintln!("agent-host: output was truncated");
+            }
+            if *timed_out {
+                eprintln!("agent-host: the command was killed at the timeout");
+            }
+            code = ExitCode::from(exit_code.map_or(1, |c| c.clamp(0, 255) as u8));
+        }
+        ApiResponse::Denied { reason, .. } => eprintln!("agent-host: refused: {reason}"),
+        ApiResponse::Error { message } => eprintln!("agent-host: {message}"),
+        other => eprintln!("agent-host: unexpected answer: {other:?}"),
+    })?;
+    Ok(code)
 }
 
 fn exec(argv: Vec<String>, cwd: Option<String>, wait: bool) -> anyhow::Result<ExitCode> {

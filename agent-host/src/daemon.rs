@@ -73,6 +73,9 @@ pub struct Host {
     pub(crate) files: crate::confine::Workspace,
     pub(crate) devices: Mutex<Registry>,
     pub(crate) offers: Mutex<Offers>,
+    /// Commands agents were allowed to run, waiting for their run through the sandbox
+    /// ([`crate::actions::run_allowed`]).
+    pub(crate) grants: Mutex<crate::actions::Grants>,
     /// Sessions shared by `agent-host run`.
     pub(crate) sessions: Mutex<HashMap<protocol::SessionId, crate::session::Live>>,
     /// To the relay link, when there is one.
@@ -284,6 +287,7 @@ pub async fn serve(
         files,
         devices: Mutex::new(devices),
         offers: Mutex::new(Offers::default()),
+        grants: Mutex::new(crate::actions::Grants::default()),
         sessions: Mutex::new(HashMap::new()),
         link: relay.is_some().then_some(link_tx),
         pool,
@@ -519,6 +523,10 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
                     Ok(())
                 }
             }
+        }
+        ApiRequest::RunAllowed { id, action } => {
+            let outcome = crate::actions::run_allowed(host, door, id, action).await;
+            conn.send(&to_api(outcome)).await
         }
         ApiRequest::Session { command, kind } => {
             share_session(&host, &mut conn, command, kind).await

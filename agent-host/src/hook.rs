@@ -131,32 +131,71 @@ pub async fn ask_host(
     }
 }
 
-/// Claude Code's answer for `event` (`PreToolUse` or `PermissionRequest`).
-pub fn claude_code_output(event: &str, answer: &Answer) -> Value {
+/// Claude Code's answer for `event` (`PreToolUse` or `PermissionRequest`); an allow may hand
+/// back `updated`, the tool input the agent then uses instead of its own.
+pub fn claude_code_output(event: &str, answer: &Answer, updated: Option<Value>) -> Value {
     let reason = format!("agent-host: {}", answer.reason);
+    let updated = updated.filter(|_| answer.allow);
     if event == "PermissionRequest" {
-        let decision = if answer.allow {
+        let mut decision = if answer.allow {
             json!({"behavior": "allow"})
         } else {
             json!({"behavior": "deny", "message": reason})
         };
+        if let Some(updated) = updated {
+            decision["updatedInput"] = updated;
+        }
         json!({"hookSpecificOutput": {"hookEventName": "PermissionRequest", "decision": decision}})
     } else {
-        json!({"hookSpecificOutput": {
+        let mut output = json!({
             "hookEventName": "PreToolUse",
             "permissionDecision": if answer.allow { "allow" } else { "deny" },
             "permissionDecisionReason": reason,
-        }})
+        });
+        if let Some(updated) = updated {
+            output["updatedInput"] = updated;
+        }
+        json!({ "hookSpecificOutput": output })
     }
 }
 
-/// One hook call: the input as Claude Code sends it, the output it reads.
-pub async fn claude_code(input: &[u8], socket: &Path, deadline: Duration) -> Value {
+/// The Bash tool input that runs an allowed `command` through the host's sandbox:
+/// `agent-host run-allowed`, bound to the request it was judged under (the host runs only that
+/// command, once, in that directory). The rest of the input (description, timeout) is kept.
+pub fn through_sandbox(exe: &Path, input: &Value, request: &str, cwd: &str) -> Option<Value> {
+    let command = input.get("command")?.as_str()?;
+    let argv: Vec<String> = vec![
+        exe.to_string_lossy().into_owned(),
+        "run-allowed".into(),
+        "--request".into(),
+        request.into(),
+        "--cwd".into(),
+        cwd.into(),
+        "--".into(),
+        "bash".into(),
+        "-c".into(),
+        command.into(),
+    ];
+    let mut updated = input.clone();
+    updated["command"] = Value::String(crate::actions::quote_argv(&argv));
+    Some(updated)
+}
+
+/// One hook call: the input as Claude Code sends it, the output it reads. With `sandbox` (the
+/// `agent-host` binary), an allowed Bash command comes back rewritten to run through the host's
+/// sandbox ([`through_sandbox`]).
+pub async fn claude_code(
+    input: &[u8],
+    socket: &Path,
+    deadline: Duration,
+    sandbox: Option<&Path>,
+) -> Value {
     let parsed: Result<Value, _> = serde_json::from_slice(input);
     let Ok(call) = parsed else {
         return claude_code_output(
             "PreToolUse",
             &Answer::deny("the hook input is not JSON; denied", false),
+            None,
         );
     };
     let event = call.get("hook_event_name").and_then(Value::as_str).unwrap_or("PreToolUse");
@@ -165,13 +204,25 @@ pub async fn claude_code(input: &[u8], socket: &Path, deadline: Duration) -> Val
     let tool_input = call.get("tool_input").cloned().unwrap_or(Value::Null);
     if cwd.is_empty() || tool.is_empty() {
         let answer = Answer::deny("the hook input lacks `cwd` or `tool_name`; denied", false);
-        return claude_code_output(event, &answer);
+        return claude_code_output(event, &answer, None);
     }
     let answer = match claude_code_action(tool, &tool_input, cwd) {
         Ok(action) => ask_host(socket, action, "hook claude-code", cwd, deadline).await,
         Err(e) => Answer::deny(format!("{tool}: {e}; denied"), false),
     };
-    claude_code_output(event, &answer)
+    let updated = match (sandbox, &answer.request) {
+        (Some(exe), Some(request)) if tool == "Bash" && answer.allow => {
+            match through_sandbox(exe, &tool_input, request, cwd) {
+                Some(updated) => Some(updated),
+                None => {
+                    let no = Answer::deny("the Bash input has no command to run; denied", true);
+                    return claude_code_output(event, &no, None);
+                }
+            }
+        }
+        _ => None,
+    };
+    claude_code_output(event, &answer, updated)
 }
 
 /// `agent-host ask`'s input: one action, and optionally where the agent works and its name.
@@ -221,9 +272,10 @@ mod tests {
     #[test]
     fn answers_are_explicit() {
         let no = Answer::deny("why", false);
-        let pre = claude_code_output("PreToolUse", &no);
+        let pre = claude_code_output("PreToolUse", &no, Some(json!({"command": "x"})));
         assert_eq!(pre["hookSpecificOutput"]["permissionDecision"], "deny");
-        let perm = claude_code_output("PermissionRequest", &no);
+        assert!(pre["hookSpecificOutput"].get("updatedInput").is_none(), "{pre}");
+        let perm = claude_code_output("PermissionRequest", &no, None);
         assert_eq!(perm["hookSpecificOutput"]["decision"]["behavior"], "deny");
         assert_eq!(ask_output(&no)["decision"], "deny");
     }

@@ -50,6 +50,15 @@ pub enum ApiRequest {
         /// Its kind.
         kind: protocol::SessionKind,
     },
+    /// Run, through the host's sandbox, a command an agent was allowed under `id` (by
+    /// `judge`): the action must be exactly the one judged (the same action hash), and runs
+    /// once. The answer is `done`.
+    RunAllowed {
+        /// The request the command was judged under.
+        id: RequestId,
+        /// The command, as judged.
+        action: protocol::Action,
+    },
     /// List pending actions.
     Approvals,
     /// Answer a pending action, naming the action hash that was shown.
@@ -114,7 +123,11 @@ impl ApiRequest {
             | Self::Pair { .. }
             | Self::Devices
             | Self::Device { .. } => true,
-            Self::Exec { .. } | Self::Judge { .. } | Self::Session { .. } | Self::Status => false,
+            Self::Exec { .. }
+            | Self::Judge { .. }
+            | Self::RunAllowed { .. }
+            | Self::Session { .. }
+            | Self::Status => false,
         }
     }
 
@@ -123,6 +136,7 @@ impl ApiRequest {
         match self {
             Self::Exec { .. } => "exec",
             Self::Judge { .. } => "judge",
+            Self::RunAllowed { .. } => "run_allowed",
             Self::Session { .. } => "session",
             Self::Approvals => "approvals",
             Self::Decide { .. } => "decide",

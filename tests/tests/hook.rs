@@ -260,3 +260,102 @@ fn a_scripted_agent_proceeds_once_a_device_approves() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "proceeded");
     assert!(world.ws().join("agent-did-it").exists());
 }
+
+/// A Bash call for `command` from the workspace, as Claude Code sends it.
+fn bash_call(world: &World, command: &str) -> String {
+    serde_json::json!({
+        "session_id": "7f8e",
+        "transcript_path": "/tmp/t.jsonl",
+        "cwd": world.ws(),
+        "permission_mode": "default",
+        "hook_event_name": "PreToolUse",
+        "tool_name": "Bash",
+        "tool_input": {"command": command, "description": "d", "timeout": 120000},
+        "tool_use_id": "toolu_01",
+    })
+    .to_string()
+}
+
+/// The command Claude Code would run for an allowed Bash call: the hook's `updatedInput`.
+fn rewritten(out: &Output) -> String {
+    let value = answer(out);
+    let specific = &value["hookSpecificOutput"];
+    assert_eq!(specific["permissionDecision"], "allow", "{value}");
+    assert_eq!(specific["updatedInput"]["timeout"], 120000, "the rest of the input is kept");
+    specific["updatedInput"]["command"].as_str().unwrap().to_string()
+}
+
+/// Runs `command` as the agent's Bash tool would, from the workspace.
+fn agent_runs(world: &World, command: &str) -> Output {
+    Command::new("bash")
+        .args(["-c", command])
+        .current_dir(world.ws())
+        .env("AGENT_HOST_HOME", world.home())
+        .output()
+        .unwrap()
+}
+
+/// An allowed Bash call comes back rewritten to run through the host's sandbox, bound to its
+/// request: it runs once, only as judged; a command the agent was approved to run cannot reach
+/// the host's sockets, key or state, write outside the workspace or open a connection; the
+/// refused attempts are audited. `--in-place` leaves the command as it is.
+#[test]
+fn allowed_commands_run_through_the_sandbox_bound_to_their_request() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let call = |command: &str, args: &[&str]| {
+        let args = [&["hook", "claude-code"], args].concat();
+        spawn(&world, &args, bash_call(&world, command).as_bytes()).wait_with_output().unwrap()
+    };
+    let wrapped = rewritten(&call("printf 'hello-%s' sandbox", &[]));
+    assert!(wrapped.contains("run-allowed --request"), "{wrapped}");
+    let ran = agent_runs(&world, &wrapped);
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "hello-sandbox", "{}", text(&ran));
+    // Once only.
+    let again = agent_runs(&world, &wrapped);
+    assert_eq!(again.status.code(), Some(126), "{}", text(&again));
+    // Only as judged: another command under an allowed request is refused, and burns it.
+    let wrapped = rewritten(&call("printf ok", &[]));
+    let forged = wrapped.replace("printf ok", "touch forged");
+    let out = agent_runs(&world, &forged);
+    assert_eq!(out.status.code(), Some(126), "{}", text(&out));
+    assert!(!world.ws().join("forged").exists());
+    assert_eq!(agent_runs(&world, &wrapped).status.code(), Some(126));
+    let audit = world.audit();
+    assert!(audit.contains("not the command allowed under request"), "{audit}");
+
+    // An approved command attacks the host from the sandbox.
+    if !e2e::sandbox_available() {
+        println!("no sandbox here: nothing to attack");
+        return;
+    }
+    let home = world.home();
+    let outside = world.base.join("outside");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let probe = format!(
+        "for f in {owner} {agent} {key} {state}/audit.jsonl; do test -e \"$f\" && echo \"ATTACK sees $f\"; done
+touch {outside} 2>/dev/null
+echo hi > /dev/tcp/127.0.0.1/{port} 2>/dev/null && echo 'ATTACK connected'
+echo probed > probed.txt",
+        owner = home.join("state/host.sock").display(),
+        agent = home.join("state/agent/agent.sock").display(),
+        key = home.join("config/host.key").display(),
+        state = home.join("state").display(),
+        outside = outside.display(),
+    );
+    let hook = spawn(&world, &["hook", "claude-code"], bash_call(&world, &probe).as_bytes());
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    assert!(world.agent_host(&["approve", &pending_ids(&world)[0]]).status.success());
+    let wrapped = rewritten(&hook.wait_with_output().unwrap());
+    let out = agent_runs(&world, &wrapped);
+    let said = text(&out);
+    assert!(out.status.success(), "{said}");
+    assert!(!said.contains("ATTACK"), "{said}");
+    assert_eq!(std::fs::read_to_string(world.ws().join("probed.txt")).unwrap(), "probed\n");
+    assert!(!outside.exists(), "wrote outside the workspace");
+
+    // In place: the command is the agent's own.
+    let value = answer(&call("printf ok", &["--in-place"]));
+    assert!(value["hookSpecificOutput"].get("updatedInput").is_none(), "{value}");
+}
