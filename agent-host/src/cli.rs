@@ -920,6 +920,14 @@ fn doctor() -> anyhow::Result<ExitCode> {
     let dirs = Dirs::discover()?;
     println!("config:  {}", dirs.config.display());
     println!("state:   {}", dirs.state.display());
+    println!(
+        "sockets: owner {} (hidden from every sandbox and jail)",
+        crate::daemon::owner_socket(&dirs).display()
+    );
+    println!(
+        "         agent {} (ask, hook, sessions; bound into jails)",
+        crate::daemon::agent_socket(&dirs).display()
+    );
     let helper = std::env::current_exe().ok();
     let ok = match Sandbox::detect(helper.as_deref()) {
         Ok(sandbox) => {
@@ -937,6 +945,20 @@ fn doctor() -> anyhow::Result<ExitCode> {
             false
         }
     };
+    match Sandbox::bubblewrap() {
+        Ok(_) => println!(
+            "jail:    `agent-host run` starts its program jailed by bubblewrap (workspace \
+             writable, host state and owner socket hidden, agents' settings read-only)"
+        ),
+        Err(e) => println!(
+            "jail:    NONE ({}): `agent-host run` refuses to start a session unless given \
+             --no-jail, which runs it with your full rights",
+            e.0
+        ),
+    }
+    for line in hook_modes() {
+        println!("hook:    {line}");
+    }
     match process_limit_available() {
         Some(how) => println!("limits:  process count limited by {how}"),
         None => println!(
@@ -953,6 +975,53 @@ fn doctor() -> anyhow::Result<ExitCode> {
         Err(e) => println!("files:   UNAVAILABLE: {e}"),
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// How Claude Code's settings files here call the hook: one line each.
+fn hook_modes() -> Vec<String> {
+    fn commands<'a>(value: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match value {
+            serde_json::Value::Object(map) => {
+                for (key, v) in map {
+                    match v.as_str() {
+                        Some(s) if key == "command" => out.push(s),
+                        _ => commands(v, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|v| commands(v, out)),
+            _ => {}
+        }
+    }
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let cwd = std::env::current_dir().ok();
+    let files = [
+        home.as_ref().map(|h| h.join(".claude/settings.json")),
+        home.as_ref().map(|h| h.join(".claude/settings.local.json")),
+        cwd.as_ref().map(|d| d.join(".claude/settings.json")),
+        cwd.as_ref().map(|d| d.join(".claude/settings.local.json")),
+    ];
+    let mut lines = Vec::new();
+    for file in files.into_iter().flatten() {
+        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(value) = serde_json::from_str::<serde_json::Value>(&text) else { continue };
+        let mut found = Vec::new();
+        commands(&value, &mut found);
+        for command in found.into_iter().filter(|c| c.contains("hook claude-code")) {
+            let mode = if command.contains("--in-place") {
+                "IN PLACE: the agent runs allowed Bash commands itself, outside the host's sandbox"
+            } else {
+                "allowed Bash commands run through the host's sandbox"
+            };
+            lines.push(format!("{}: {mode}", file.display()));
+        }
+    }
+    if lines.is_empty() {
+        lines.push(
+            "not configured in Claude Code's settings here (see README, \"Agents ask before they act\")".into(),
+        );
+    }
+    lines
 }
 
 fn trust(dir: Option<PathBuf>) -> anyhow::Result<ExitCode> {

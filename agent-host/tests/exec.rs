@@ -356,14 +356,44 @@ fn unsandboxed_a_background_process_holding_the_output_does_not_hold_the_result(
 }
 
 #[test]
-fn doctor_says_which_sandbox_is_in_force() {
+fn doctor_says_which_sandbox_jail_and_hook_mode_are_in_force() {
     let home = tempfile::tempdir().unwrap();
+    // A project whose Claude Code settings call the hook in place, and a user's that rewrite.
+    let (user, project) = (home.path().join("user"), home.path().join("project"));
+    let hook = |command: &str| {
+        serde_json::json!({"hooks": {"PreToolUse": [{"matcher": "*", "hooks": [
+            {"type": "command", "command": command}
+        ]}]}})
+        .to_string()
+    };
+    for (dir, command) in [
+        (&user, "agent-host hook claude-code"),
+        (&project, "agent-host hook claude-code --in-place"),
+    ] {
+        std::fs::create_dir_all(dir.join(".claude")).unwrap();
+        std::fs::write(dir.join(".claude/settings.json"), hook(command)).unwrap();
+    }
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-host"))
         .arg("doctor")
         .env("AGENT_HOST_HOME", home.path())
+        .env("HOME", &user)
+        .current_dir(&project)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("sockets: owner") && text.contains("agent/agent.sock"), "{text}");
+    let user_line = format!("hook:    {}", user.join(".claude/settings.json").display());
+    assert!(
+        text.lines().any(|l| l.starts_with(&user_line) && l.contains("through the host's sandbox")),
+        "{text}"
+    );
+    assert!(text.lines().any(|l| l.contains("project/.claude/settings.json: IN PLACE")), "{text}");
+    match Sandbox::bubblewrap() {
+        Ok(_) => {
+            assert!(text.contains("jail:    `agent-host run` starts its program jailed"), "{text}")
+        }
+        Err(_) => assert!(text.contains("jail:    NONE"), "{text}"),
+    }
     match Sandbox::detect(Some(std::path::Path::new(env!("CARGO_BIN_EXE_agent-host")))) {
         Ok(_) => {
             assert_eq!(out.status.code(), Some(0), "{text}");
