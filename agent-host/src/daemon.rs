@@ -261,6 +261,7 @@ pub async fn serve(
     // The owner socket last: tests and clients take it as the sign that the host is ready.
     let owners = bind_private(&socket)?;
     tracing::info!(host = %host_id, socket = %socket.display(), agent_socket = %agent.display(), sandbox = %config.sandbox.describe(), "host ready");
+    crate::exec::ensure_agent_settings_dir(&config.workspace)?;
     let files = crate::confine::Workspace::open(std::slice::from_ref(&config.workspace))?;
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let relay = config.relay.clone();

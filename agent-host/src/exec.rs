@@ -162,10 +162,10 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         match self {
             Self::Bubblewrap(p) => format!(
-                "bubblewrap ({}): read-only system, writable workspace (but .git/hooks and .git/config), private /tmp, no network unless allowed, host state hidden",
+                "bubblewrap ({}): read-only system, writable workspace (but .git/hooks, .git/config and the agents' settings), private /tmp, no network unless allowed, host state hidden",
                 p.display()
             ),
-            Self::Landlock(_) => "Landlock + seccomp: system read-only, host state unreadable, writable workspace and private temp directory, no network unless allowed (no pid or mount namespace; .git/hooks and .git/config are protected by policy only)".into(),
+            Self::Landlock(_) => "Landlock + seccomp: system read-only, host state unreadable, writable workspace and private temp directory, no network unless allowed (no pid or mount namespace; .git/hooks, .git/config and the agents' settings are protected by policy only)".into(),
             Self::Unsandboxed => {
                 "NONE: commands run unsandboxed, with this user's full rights (opted in locally)"
                     .into()
@@ -248,15 +248,33 @@ pub fn process_limit_available() -> Option<&'static str> {
     }
 }
 
-/// The paths inside the workspace roots that a job may never write, whatever policy allowed:
-/// git's hooks and config (writing them is running code later, outside any sandbox). Only
+/// What inside a workspace a job may never write, whatever policy allowed: git's hooks and
+/// config (writing them is running code later, outside any sandbox), and the agents' settings
+/// ([`AGENT_SETTINGS`]: their hooks, their permission rules, which the host reads too, their
+/// MCP servers).
+pub const PROTECTED: &[&str] = &[".git/hooks", ".git/config"];
+
+/// The agents' settings in a workspace, read-only to every job and jail. The host makes
+/// `.claude` when the workspace has none ([`ensure_agent_settings_dir`]), so that a settings
+/// file cannot be created where none was.
+pub const AGENT_SETTINGS: &[&str] = &[".claude", ".mcp.json", ".codex", ".gemini"];
+
+/// The protected paths ([`PROTECTED`], [`AGENT_SETTINGS`]) inside the workspace roots: only
 /// those that exist when the job starts.
 pub fn protected_in(roots: &[PathBuf]) -> Vec<PathBuf> {
     roots
         .iter()
-        .flat_map(|root| [root.join(".git/hooks"), root.join(".git/config")])
+        .flat_map(|root| PROTECTED.iter().chain(AGENT_SETTINGS).map(move |p| root.join(p)))
         .filter(|p| p.symlink_metadata().is_ok())
         .collect()
+}
+
+/// Makes the workspace's `.claude` directory when it has none (see [`AGENT_SETTINGS`]).
+pub fn ensure_agent_settings_dir(root: &Path) -> std::io::Result<()> {
+    match std::fs::create_dir(root.join(".claude")) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(e),
+        _ => Ok(()),
+    }
 }
 
 /// A job's private temporary directory, removed when dropped.
@@ -827,8 +845,7 @@ impl PoolSpec {
 /// A sandbox serves one job and is replaced after it: 10 ms after the job, once its result is
 /// on its way, the pool takes it down (ending any process the job left behind; at once instead
 /// if such a process holds the job's output) and starts the next one. It is used only if
-/// nothing it was made from has changed on disk since (the protected `.git/hooks` and
-/// `.git/config` that exist, the hidden directories that exist) and the job needs no network;
+/// nothing it was made from has changed on disk since (the protected paths that exist, the hidden directories that exist) and the job needs no network;
 /// otherwise the job starts a sandbox of its own as [`run`] does, with the same result.
 /// Sandboxes are started by one thread of the pool's own, which lives as long as the pool:
 /// bubblewrap's `--die-with-parent` ties each one to that thread, so they all end with the

@@ -3,8 +3,8 @@
 //!
 //! Inside the jail:
 //! - the whole filesystem is read-only, with fresh `/dev` and `/proc` and a private `/tmp`;
-//! - the workspace is writable, except git's hooks and config and the agents' settings files
-//!   in it ([`WORKSPACE_SETTINGS`]), which stay read-only;
+//! - the workspace is writable, except git's hooks and config and the agents' settings in it
+//!   ([`crate::exec::AGENT_SETTINGS`]: `.claude`, `.mcp.json`, …), which stay read-only;
 //! - in the home directory, only the agents' own state is writable ([`AGENT_STATE`]), and
 //!   their settings files in it ([`HOME_SETTINGS`]), where their hooks are configured, are
 //!   read-only again;
@@ -40,15 +40,6 @@ pub const AGENT_STATE: &[&str] =
 pub const HOME_SETTINGS: &[&str] = &[
     ".claude/settings.json",
     ".claude/settings.local.json",
-    ".codex/config.toml",
-    ".gemini/settings.json",
-];
-
-/// The agents' settings files in the workspace: read-only inside the jail.
-pub const WORKSPACE_SETTINGS: &[&str] = &[
-    ".claude/settings.json",
-    ".claude/settings.local.json",
-    ".mcp.json",
     ".codex/config.toml",
     ".gemini/settings.json",
 ];
@@ -92,10 +83,6 @@ impl Jail {
         push(&[&"--bind", ws, ws]);
         for path in crate::exec::protected_in(std::slice::from_ref(ws)) {
             push(&[&"--ro-bind", &path, &path]);
-        }
-        for file in WORKSPACE_SETTINGS {
-            let path = ws.join(file);
-            push(&[&"--ro-bind-try", &path, &path]);
         }
         for dir in self.dirs.all() {
             push(&[&"--tmpfs", &dir]);

