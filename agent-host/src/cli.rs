@@ -46,6 +46,14 @@ pub enum Command {
     /// report how it ended.
     #[command(name = "__launch", hide = true)]
     Launch,
+    /// (internal) Inside a jail: scope this process away from abstract unix sockets made
+    /// outside, then run a command.
+    #[command(name = "__scope", hide = true)]
+    Scope {
+        /// The command.
+        #[arg(last = true, required = true)]
+        argv: Vec<String>,
+    },
     /// Run the host for one workspace: identity key, policy, approvals, audit log, sandbox,
     /// the local socket the other commands talk to, and (with --relay) the link to paired
     /// devices.
@@ -344,6 +352,10 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(125);
         }
         Command::Launch => return ExitCode::from(crate::exec::launch_in_sandbox()),
+        Command::Scope { argv } => {
+            eprintln!("agent-host: {:#}", crate::landlock_sandbox::scope_then_run(&argv));
+            return ExitCode::from(125);
+        }
         Command::Serve(args) => serve(&args),
         Command::Up(args) => up(&args),
         Command::Pair(args) => pair(&args),
@@ -643,6 +655,10 @@ fn run_session(
         home: std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute()),
         exe: std::env::current_exe().ok().and_then(|e| e.canonicalize().ok()),
     };
+    if let Some(why) = jail.unfit() {
+        anyhow::bail!("no jail: {why} (or run with --no-jail, with your full rights)");
+    }
+    jail.ensure_home_settings()?;
     crate::session::run(&socket, command, kind, Some(&jail))
 }
 

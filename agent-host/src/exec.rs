@@ -162,10 +162,10 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         match self {
             Self::Bubblewrap(p) => format!(
-                "bubblewrap ({}): read-only system, writable workspace (but .git/hooks, .git/config and the agents' settings), private /tmp, no network unless allowed, host state hidden",
+                "bubblewrap ({}): read-only system, writable workspace (but .git/hooks, .git/config and the agents' settings), private /tmp, the user's runtime sockets hidden, no network unless allowed, host state hidden",
                 p.display()
             ),
-            Self::Landlock(_) => "Landlock + seccomp: system read-only, host state unreadable, writable workspace and private temp directory, no network unless allowed (no pid or mount namespace; .git/hooks, .git/config and the agents' settings are protected by policy only)".into(),
+            Self::Landlock(_) => "Landlock + seccomp: system read-only, host state unreadable, writable workspace and private temp directory, no unix sockets, no network unless allowed (no pid or mount namespace; .git/hooks, .git/config and the agents' settings are protected by policy only)".into(),
             Self::Unsandboxed => {
                 "NONE: commands run unsandboxed, with this user's full rights (opted in locally)"
                     .into()
@@ -259,14 +259,63 @@ pub const PROTECTED: &[&str] = &[".git/hooks", ".git/config"];
 /// file cannot be created where none was.
 pub const AGENT_SETTINGS: &[&str] = &[".claude", ".mcp.json", ".codex", ".gemini"];
 
-/// The protected paths ([`PROTECTED`], [`AGENT_SETTINGS`]) inside the workspace roots: only
-/// those that exist when the job starts.
-pub fn protected_in(roots: &[PathBuf]) -> Vec<PathBuf> {
-    roots
-        .iter()
-        .flat_map(|root| PROTECTED.iter().chain(AGENT_SETTINGS).map(move |p| root.join(p)))
-        .filter(|p| p.symlink_metadata().is_ok())
-        .collect()
+/// What a sandbox or jail mounts inside the writable workspace roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Protected {
+    /// Bound onto themselves, writable, so that they cannot be renamed or replaced (`.git`,
+    /// whose hooks and config are read-only inside it).
+    pub pinned: Vec<PathBuf>,
+    /// Read-only.
+    pub read_only: Vec<PathBuf>,
+}
+
+/// The protected paths ([`PROTECTED`], [`AGENT_SETTINGS`]) inside the workspace roots, and
+/// `.git` to pin: those that exist when the job starts, each as the kernel resolves it, and
+/// only where that lies inside the root (a symbolic link out of the workspace leads to what is
+/// read-only or hidden already; followed, it could bind a hidden place back in).
+pub fn protected_in(roots: &[PathBuf]) -> Protected {
+    let resolve = |root: &PathBuf, name: &str| -> Option<PathBuf> {
+        let path = root.join(name);
+        path.symlink_metadata().ok()?;
+        let real = path.canonicalize().ok()?;
+        (real.starts_with(root) && real != *root).then_some(real)
+    };
+    let all = |names: &[&str]| -> Vec<PathBuf> {
+        roots.iter().flat_map(|root| names.iter().filter_map(move |n| resolve(root, n))).collect()
+    };
+    let mut read_only = all(PROTECTED);
+    read_only.extend(all(AGENT_SETTINGS));
+    let pinned = all(&[".git"]).into_iter().filter(|p| p.is_dir()).collect();
+    Protected { pinned, read_only }
+}
+
+/// Directories of sockets through which a program could act as the user outside any sandbox
+/// (the session bus, and through it systemd; gpg and ssh agents; terminal multiplexers), and
+/// container engines' sockets: bubblewrap's arguments that hide those present, the directories
+/// under empty tmpfs mounts, the sockets under `/dev/null`.
+pub fn hide_runtime_sockets() -> Vec<OsString> {
+    const DIRS: &[&str] = &["/run/user", "/run/dbus", "/run/screen", "/var/run/screen"];
+    const SOCKETS: &[&str] = &[
+        "/run/docker.sock",
+        "/var/run/docker.sock",
+        "/run/podman/podman.sock",
+        "/run/containerd/containerd.sock",
+    ];
+    let mut dirs: Vec<PathBuf> = DIRS.iter().map(PathBuf::from).collect();
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && runtime.is_absolute()
+        && !dirs.iter().any(|d| runtime.starts_with(d))
+    {
+        dirs.push(runtime);
+    }
+    let mut argv: Vec<OsString> = Vec::new();
+    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+        argv.extend(["--tmpfs".into(), dir.into()]);
+    }
+    for socket in SOCKETS.iter().filter(|s| Path::new(s).exists()) {
+        argv.extend(["--ro-bind".into(), "/dev/null".into(), (*socket).into()]);
+    }
+    argv
 }
 
 /// Makes the workspace's `.claude` directory when it has none (see [`AGENT_SETTINGS`]).
@@ -322,14 +371,14 @@ fn nproc_prefix(cgroup: Option<&PidsCgroup>, limits: &Limits) -> Vec<OsString> {
     }
 }
 
-/// bubblewrap's arguments up to `--`: the mounts (`protected` read-only inside the writable
-/// `roots`, `hidden` under empty tmpfs mounts), the namespaces, the working directory, and a
-/// clean environment holding `env` only.
+/// bubblewrap's arguments up to `--`: the mounts (`protected` inside the writable `roots`,
+/// the runtime sockets and `hidden` under empty tmpfs mounts), the namespaces, the working
+/// directory, and a clean environment holding `env` only.
 fn bwrap_args(
     bwrap: &Path,
     network: bool,
     roots: &[PathBuf],
-    protected: &[PathBuf],
+    protected: &Protected,
     hidden: &[PathBuf],
     cwd: &Path,
     env: &BTreeMap<String, String>,
@@ -344,11 +393,15 @@ fn bwrap_args(
     for arg in ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"] {
         argv.push(arg.into());
     }
+    argv.extend(hide_runtime_sockets());
     for root in roots {
         argv.extend(["--bind".into(), root.into(), root.into()]);
     }
     // Protected paths stay read-only even inside a writable root.
-    for path in protected {
+    for path in &protected.pinned {
+        argv.extend(["--bind".into(), path.into(), path.into()]);
+    }
+    for path in &protected.read_only {
         argv.extend(["--ro-bind".into(), path.into(), path.into()]);
     }
     for dir in hidden {
@@ -751,7 +804,7 @@ struct Warm {
     cgroup: Option<PidsCgroup>,
     /// What it was started with that can change on disk: the protected paths that existed,
     /// and the hidden directories that existed.
-    protected: Vec<PathBuf>,
+    protected: Protected,
     hidden: Vec<PathBuf>,
 }
 

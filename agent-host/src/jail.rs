@@ -3,26 +3,37 @@
 //!
 //! Inside the jail:
 //! - the whole filesystem is read-only, with fresh `/dev` and `/proc` and a private `/tmp`;
-//! - the workspace is writable, except git's hooks and config and the agents' settings in it
-//!   ([`crate::exec::AGENT_SETTINGS`]: `.claude`, `.mcp.json`, …), which stay read-only;
-//! - in the home directory, only the agents' own state is writable ([`AGENT_STATE`]), and
-//!   their settings files in it ([`HOME_SETTINGS`]), where their hooks are configured, are
-//!   read-only again;
+//!   the user's runtime sockets ([`crate::exec::hide_runtime_sockets`]: the session bus,
+//!   through which systemd would run anything outside; key agents; multiplexers; container
+//!   engines) are hidden, and the variables that name them unset ([`UNSET`]);
+//! - the workspace is writable (bound first, so that nothing bound after it is undone by it),
+//!   except git's hooks and config and the agents' settings in it
+//!   ([`crate::exec::AGENT_SETTINGS`]: `.claude`, `.mcp.json`, …), which stay read-only, and
+//!   `.git`, pinned so that it cannot be moved aside and remade;
+//! - in the home directory, only the agents' own state is writable ([`AGENT_STATE`]); their
+//!   settings files in it ([`HOME_SETTINGS`]), where their hooks are configured, are read-only
+//!   again (made empty first where the agent's directory lacks one,
+//!   [`Jail::ensure_home_settings`]), and the X cookie is hidden ([`HOME_HIDDEN`]); a
+//!   workspace that holds the home directory gets no jail ([`Jail::unfit`]);
 //! - the host's config and state directories are empty (no key, no audit log, no device list,
 //!   no owner socket), except the agent socket's directory, bound in read-only: the program
 //!   and everything it starts can ask the host, never decide;
 //! - the `agent-host` binary is bound in at its own path, so that the agent's hook runs
 //!   wherever the binary was installed;
-//! - the network is shared (an agent must reach its model); every other namespace is new, and
-//!   the jail dies with `agent-host run`.
+//! - the network is shared (an agent must reach its model), and with it the abstract unix
+//!   sockets, which Landlock's scoping keeps out of reach where the kernel has it (Linux 6.12;
+//!   `agent-host __scope` says so where not); every other namespace is new, and the jail dies
+//!   with `agent-host run`.
 //!
-//! The program keeps the environment it was started with, and its terminal: the jail makes no
-//! new terminal session, so the program is the pseudo-terminal's own (whose only reader is the
-//! program itself).
+//! The program keeps the rest of the environment it was started with, and its terminal: the
+//! jail makes no new terminal session, so the program is the pseudo-terminal's own (whose only
+//! reader is the program itself; the other end is not passed in).
 //!
-//! What the jail does not cover: what the agent writes to its own state (`~/.claude`, …) is
-//! read by the same agent later, jailed or not; files a jailed program creates in the workspace
-//! run outside it only when someone runs them.
+//! What the jail does not cover: what the agent writes to its own state (`~/.claude`,
+//! `~/.claude.json`, where its MCP servers are listed) is read by the same agent later, jailed
+//! or not; files a jailed program creates in the workspace run outside it only when someone
+//! runs them, and a settings name that does not exist in the workspace (`.mcp.json`,
+//! `.codex`, `.gemini`, `.git` where there is no repository) can be created.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -69,20 +80,33 @@ impl Jail {
         push(&[&"--die-with-parent", &"--unshare-all", &"--share-net"]);
         push(&[&"--ro-bind", &"/", &"/", &"--dev", &"/dev", &"--proc", &"/proc"]);
         push(&[&"--tmpfs", &"/tmp"]);
+        argv.extend(crate::exec::hide_runtime_sockets());
+        let mut push = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
+            argv.extend(args.iter().map(|a| a.as_ref().to_os_string()));
+        };
+        // The workspace first: nothing bound after it can be undone by it.
+        let ws = &self.workspace;
+        push(&[&"--bind", ws, ws]);
+        let protected = crate::exec::protected_in(std::slice::from_ref(ws));
+        for path in &protected.pinned {
+            push(&[&"--bind", path, path]);
+        }
+        for path in &protected.read_only {
+            push(&[&"--ro-bind", path, path]);
+        }
         if let Some(home) = &self.home {
             for state in AGENT_STATE {
                 let path = home.join(state);
                 push(&[&"--bind-try", &path, &path]);
             }
-            for file in HOME_SETTINGS {
+            for file in HOME_SETTINGS.iter().chain(HOME_HIDDEN) {
                 let path = home.join(file);
-                push(&[&"--ro-bind-try", &path, &path]);
+                if path.exists() && HOME_HIDDEN.contains(file) {
+                    push(&[&"--ro-bind", &"/dev/null", &path]);
+                } else {
+                    push(&[&"--ro-bind-try", &path, &path]);
+                }
             }
-        }
-        let ws = &self.workspace;
-        push(&[&"--bind", ws, ws]);
-        for path in crate::exec::protected_in(std::slice::from_ref(ws)) {
-            push(&[&"--ro-bind", &path, &path]);
         }
         for dir in self.dirs.all() {
             push(&[&"--tmpfs", &dir]);
@@ -92,11 +116,63 @@ impl Jail {
         if let Some(exe) = &self.exe {
             push(&[&"--ro-bind", exe, exe]);
         }
-        push(&[&"--chdir", &current_dir_in(ws)]);
-        argv.push("--".into());
+        for name in UNSET {
+            push(&[&"--unsetenv", name]);
+        }
+        push(&[&"--chdir", &current_dir_in(ws), &"--"]);
+        // Abstract unix sockets are not files: the jail shares the machine's network, so
+        // Landlock keeps its processes from those made outside it (an X server's, a bus's).
+        if let Some(exe) = &self.exe {
+            push(&[exe, &"__scope", &"--"]);
+        }
         argv
     }
+
+    /// Why no jail can keep this workspace's promises, if so: the workspace holds the home
+    /// directory (its shell's startup files would be writable).
+    pub fn unfit(&self) -> Option<String> {
+        let home = self.home.as_ref()?;
+        home.starts_with(&self.workspace).then(|| {
+            format!(
+                "the workspace {} holds your home directory: a jail would leave your shell's \
+                 startup files writable; serve a project directory instead",
+                self.workspace.display()
+            )
+        })
+    }
+
+    /// Makes the agents' settings files that are missing where the agent's directory exists
+    /// (`~/.claude/settings.json` as `{}`, …), so that they are read-only inside the jail
+    /// instead of free to be created.
+    pub fn ensure_home_settings(&self) -> std::io::Result<()> {
+        let Some(home) = &self.home else { return Ok(()) };
+        for (file, empty) in [
+            (".claude/settings.json", "{}\n"),
+            (".codex/config.toml", ""),
+            (".gemini/settings.json", "{}\n"),
+        ] {
+            let path = home.join(file);
+            if path.parent().is_some_and(Path::is_dir) && path.symlink_metadata().is_err() {
+                crate::fsutil::write_atomic(&path, empty.as_bytes(), 0o600)?;
+            }
+        }
+        Ok(())
+    }
 }
+
+/// Files under the home directory replaced by an empty one inside the jail: the X server's
+/// cookie (with it, a program could type into any window).
+pub const HOME_HIDDEN: &[&str] = &[".Xauthority"];
+
+/// Variables unset inside the jail: where the session bus, the display and the key agents are.
+pub const UNSET: &[&str] = &[
+    "DBUS_SESSION_BUS_ADDRESS",
+    "DISPLAY",
+    "WAYLAND_DISPLAY",
+    "XAUTHORITY",
+    "SSH_AUTH_SOCK",
+    "GPG_AGENT_INFO",
+];
 
 /// Where the program starts: the current directory when it lies in the workspace, the
 /// workspace root otherwise.

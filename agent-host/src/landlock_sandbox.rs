@@ -7,8 +7,10 @@
 //!   config and state), write only in the workspace roots, the job's private temporary
 //!   directory and `/dev/null`-like devices; TCP bind and connect refused when the network is
 //!   off. The ruleset must be fully enforced, or the helper refuses to run anything.
-//! - seccomp: without network, `socket()` for IPv4, IPv6 and netlink, and `io_uring_setup`
-//!   (which can open sockets on its own), fail with `EACCES`.
+//! - seccomp: `socket()` for unix sockets always (Landlock does not keep a path's socket from
+//!   `connect()`, and the host's owner socket, a session bus or an agent's socket would be in
+//!   reach; `socketpair()` still works), and without network for IPv4, IPv6 and netlink, and
+//!   `io_uring_setup` (which can open sockets on its own), fail with `EACCES`.
 //!
 //! Landlock grants by allow-list, so "everything but X" is spelt as the siblings of X and of each
 //! of its ancestors ([`readable_roots`]). Its rights are inherited by every descendant, so a
@@ -21,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use landlock::{
     ABI, Access, AccessFs, AccessNet, CompatLevel, Compatible as _, Ruleset, RulesetAttr as _,
-    RulesetCreatedAttr as _, RulesetStatus, path_beneath_rules,
+    RulesetCreatedAttr as _, RulesetStatus, Scope, path_beneath_rules,
 };
 use seccompiler::{
     BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
@@ -61,6 +63,30 @@ pub fn run_helper(args: &HelperArgs) -> anyhow::Error {
     anyhow::anyhow!("cannot run {program}: {error}")
 }
 
+/// `agent-host __scope -- ARGV` (inside a jail): keeps the command and everything it starts
+/// from abstract unix sockets made outside (Landlock's scoping, Linux 6.12 and later), then
+/// becomes the command. Where the kernel cannot, it says so once and runs the command all the
+/// same (the jail's other walls stand). Returns only on failure.
+pub fn scope_then_run(argv: &[String]) -> anyhow::Error {
+    let scoped = Ruleset::default()
+        .set_compatibility(CompatLevel::BestEffort)
+        .scope(Scope::AbstractUnixSocket)
+        .and_then(|r| r.create())
+        .and_then(|r| r.restrict_self());
+    match scoped {
+        Ok(status) if status.ruleset == RulesetStatus::FullyEnforced => {}
+        _ => eprintln!(
+            "agent-host: this kernel cannot keep the jail from abstract unix sockets (Landlock \
+             ABI 6, Linux 6.12); the jail's other walls stand\r"
+        ),
+    }
+    let Some((program, rest)) = argv.split_first() else {
+        return anyhow::anyhow!("no command");
+    };
+    let error = std::process::Command::new(program).args(rest).exec();
+    anyhow::anyhow!("cannot run {program}: {error}")
+}
+
 fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
     let all = AccessFs::from_all(REQUIRED);
     let read = AccessFs::from_read(REQUIRED);
@@ -81,14 +107,12 @@ fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
     if status.ruleset != RulesetStatus::FullyEnforced {
         anyhow::bail!("Landlock is not fully enforced here ({:?})", status.ruleset);
     }
-    if !args.network {
-        let filter: BpfProgram = network_filter()?.try_into()?;
-        seccompiler::apply_filter(&filter)?;
-    }
+    let filter: BpfProgram = socket_filter(args.network)?.try_into()?;
+    seccompiler::apply_filter(&filter)?;
     Ok(())
 }
 
-fn network_filter() -> anyhow::Result<SeccompFilter> {
+fn socket_filter(network: bool) -> anyhow::Result<SeccompFilter> {
     let family = |f: i32| -> anyhow::Result<SeccompRule> {
         Ok(SeccompRule::new(vec![SeccompCondition::new(
             0,
@@ -98,11 +122,16 @@ fn network_filter() -> anyhow::Result<SeccompFilter> {
         )?])?)
     };
     let mut rules = BTreeMap::new();
-    rules.insert(
-        libc::SYS_socket,
-        vec![family(libc::AF_INET)?, family(libc::AF_INET6)?, family(libc::AF_NETLINK)?],
-    );
-    rules.insert(libc::SYS_io_uring_setup, Vec::new());
+    let mut families = vec![family(libc::AF_UNIX)?];
+    if !network {
+        families.extend([
+            family(libc::AF_INET)?,
+            family(libc::AF_INET6)?,
+            family(libc::AF_NETLINK)?,
+        ]);
+        rules.insert(libc::SYS_io_uring_setup, Vec::new());
+    }
+    rules.insert(libc::SYS_socket, families);
     Ok(SeccompFilter::new(
         rules,
         SeccompAction::Allow,

