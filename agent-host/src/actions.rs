@@ -110,8 +110,8 @@ pub type Later = tokio::task::JoinHandle<Outcome>;
 enum Work {
     Run(Job),
     File(Action),
-    /// Input for a session's terminal.
-    Input(protocol::SessionId, String),
+    /// Input for a session's terminal, with the line it was judged against.
+    Input(protocol::SessionId, String, crate::session::input::Typed),
 }
 
 /// A command line for people: arguments quoted as a POSIX shell would need them.
@@ -278,7 +278,7 @@ fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Ou
                 summary: format!("type {data:?} into `{}`", quote_argv(&command)),
                 preview: None,
                 wants_network: false,
-                work: Work::Input(*session, data.clone()),
+                work: Work::Input(*session, data.clone(), typed),
             }
         }
         Action::WebFetch { .. } | Action::Tool { .. } => {
@@ -816,7 +816,15 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
         Work::File(action) => file_op(&worker.files, &action)
             .map(|output| (None, output, false, false))
             .map_err(|e| (fs_code(&e), e.to_string())),
-        Work::Input(session, data) => match lock(&worker.sessions).get_mut(&session) {
+        Work::Input(session, data, judged) => match lock(&worker.sessions).get_mut(&session) {
+            // Other input reached the line while this one waited: what it would do now was
+            // never judged.
+            Some(live) if live.typed != judged => Err((
+                ErrorCode::Conflict,
+                "other input reached the session while this one waited; nothing was typed, \
+                 send it again"
+                    .to_string(),
+            )),
             Some(live) => {
                 live.typed = crate::session::input::after(&live.typed, &data);
                 if live.input.send(data.into_bytes()).is_err() {

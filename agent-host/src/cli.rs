@@ -671,7 +671,20 @@ fn hook_claude_code(timeout: std::time::Duration, sandboxed: bool) -> anyhow::Re
     let input = read_stdin().unwrap_or_default();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     // The rewritten command names this binary by its path: it need not be on the agent's PATH.
-    let rewrite = sandboxed.then(|| std::env::current_exe().ok()).flatten();
+    let rewrite = match sandboxed.then(std::env::current_exe).transpose() {
+        Ok(exe) => exe,
+        Err(e) => {
+            // Never fall back to running in place: the answer is a deny.
+            let answer = crate::hook::Answer {
+                allow: false,
+                reason: format!("agent-host cannot find its own binary ({e}); denied"),
+                request: None,
+                reached: false,
+            };
+            println!("{}", crate::hook::claude_code_output("PreToolUse", &answer, None));
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
     let output = runtime.block_on(crate::hook::claude_code(
         &input,
         &agent_socket_or_none(),

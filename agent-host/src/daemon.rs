@@ -481,16 +481,21 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
                 action: action.clone(),
             })
             .check();
+            // `terminal` names the person at the owner socket: an asker elsewhere may not.
             let name_ok = !requester.is_empty()
                 && requester.len() <= 64
-                && !requester.chars().any(char::is_control);
+                && !requester.chars().any(char::is_control)
+                && (door == Door::Owner || !requester.starts_with(Door::Owner.asker()));
             if let Err(e) = checked {
                 return conn
                     .send(&ApiResponse::Denied { request: None, reason: e.to_string() })
                     .await;
             }
             if !name_ok {
-                let reason = "the requester is a short printable name".to_string();
+                let reason = format!(
+                    "the requester is a short printable name, not `{}`",
+                    Door::Owner.asker()
+                );
                 return conn.send(&ApiResponse::Denied { request: None, reason }).await;
             }
             let gave_up = format!("local:{requester} (stopped waiting)");
