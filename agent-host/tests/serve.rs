@@ -271,6 +271,13 @@ fn the_agent_socket_asks_and_cannot_decide_pair_or_change_devices() {
     let done = runtime.block_on(call(&d.agent_socket(), &echo, |_| {})).unwrap();
     assert!(matches!(done.last(), Some(ApiResponse::Done { exit_code: Some(0), .. })), "{done:?}");
     assert!(audit(&d.home).contains("\"actor\":\"local:agent\""));
+    // It may not pass for the person at the terminal.
+    let judge = ApiRequest::Judge {
+        action: protocol::Action::ReadFile { path: "x".into() },
+        requester: "terminal".into(),
+        cwd: d.ws.display().to_string(),
+    };
+    assert!(matches!(ask(&judge), ApiResponse::Denied { request: None, .. }));
     // A pending action of its own: it cannot approve it, list it, pair or change devices.
     let waiting = d.spawn_cli(&["exec", "--", "touch", "x"]);
     let pending = d.wait_pending().remove(0);

@@ -171,6 +171,18 @@ fn an_agent_session_takes_prompt_text_and_asks_for_escapes_commands_and_keys() {
         assert!(world.agent_host(&["deny", &id]).status.success());
         let _ = send.wait_with_output();
     }
+    // Input that waited for a person is not typed once other input changed the line: the bare
+    // Enter asks, `!id` arrives meanwhile (nothing submitted: allowed), and the approved Enter
+    // would have submitted it.
+    let enter = op.spawn(&["send", "--no-newline", &session, "\r"]);
+    assert!(eventually(Duration::from_secs(15), || pending_ids(&world).len() == 1));
+    let out = op.run(&["send", "--no-newline", &session, "!id"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(world.agent_host(&["approve", &pending_ids(&world).remove(0)]).status.success());
+    let out = enter.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the stale Enter was typed: {}", text(&out));
+    assert!(text(&out).contains("other input reached the session"), "{}", text(&out));
+    let _ = op.run(&["send", "--interrupt", &session]);
     // Something left unsubmitted counts when Enter comes later.
     let out = op.run(&["send", "--no-newline", &session, "!id"]);
     assert!(out.status.success(), "nothing submitted yet: {}", text(&out));
@@ -179,7 +191,7 @@ fn an_agent_session_takes_prompt_text_and_asks_for_escapes_commands_and_keys() {
     assert!(world.agent_host(&["deny", &pending_ids(&world).remove(0)]).status.success());
     let _ = send.wait_with_output();
     let audit = world.audit();
-    assert_eq!(audit.matches("ask (").count(), 8, "{audit}");
+    assert_eq!(audit.matches("ask (").count(), 9, "{audit}");
     let _ = op.run(&["send", "--interrupt", &session]);
     let _ = agent.kill();
     let _ = agent.wait();
