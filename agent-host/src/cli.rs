@@ -890,6 +890,23 @@ fn decide(prefix: &str, verdict: protocol::Verdict) -> anyhow::Result<ExitCode> 
     }
 }
 
+/// Prints a command's output and says how it ended; its exit code as ours.
+fn finished(
+    exit_code: Option<i32>,
+    output: &protocol::Blob,
+    truncated: bool,
+    timed_out: bool,
+) -> ExitCode {
+    let _ = std::io::stdout().write_all(&output.0);
+    if truncated {
+        eprintln!("agent-host: output was truncated");
+    }
+    if timed_out {
+        eprintln!("agent-host: the command was killed at the timeout");
+    }
+    ExitCode::from(exit_code.map_or(1, |c| c.clamp(0, 255) as u8))
+}
+
 fn run_allowed(request: &str, cwd: String, argv: Vec<String>) -> anyhow::Result<ExitCode> {
     use crate::local_api::{ApiRequest, ApiResponse};
     let id = request.parse().map_err(|e| anyhow::anyhow!("--request: {e}"))?;
@@ -897,14 +914,7 @@ fn run_allowed(request: &str, cwd: String, argv: Vec<String>) -> anyhow::Result<
     let mut code = ExitCode::from(126);
     call(&ApiRequest::RunAllowed { id, action }, |response| match response {
         ApiResponse::Done { exit_code, output, truncated, timed_out, .. } => {
-            let _ = std::io::stdout().write_all(&output.0);
-            if *truncated {
-                eprintln!("agent-host: output was truncated");
-            }
-            if *timed_out {
-                eprintln!("agent-host: the command was killed at the timeout");
-            }
-            code = ExitCode::from(exit_code.map_or(1, |c| c.clamp(0, 255) as u8));
+            code = finished(*exit_code, output, *truncated, *timed_out);
         }
         ApiResponse::Denied { reason, .. } => eprintln!("agent-host: refused: {reason}"),
         ApiResponse::Error { message } => eprintln!("agent-host: {message}"),
@@ -925,14 +935,7 @@ fn exec(argv: Vec<String>, cwd: Option<String>, wait: bool) -> anyhow::Result<Ex
             }
         }
         ApiResponse::Done { exit_code, output, truncated, timed_out, .. } => {
-            let _ = std::io::stdout().write_all(&output.0);
-            if *truncated {
-                eprintln!("agent-host: output was truncated");
-            }
-            if *timed_out {
-                eprintln!("agent-host: the command was killed at the timeout");
-            }
-            code = ExitCode::from(exit_code.map_or(1, |c| c.clamp(0, 255) as u8));
+            code = finished(*exit_code, output, *truncated, *timed_out);
         }
         ApiResponse::Denied { reason, .. } => {
             eprintln!("agent-host: denied: {reason}");
