@@ -799,7 +799,8 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
         Work::Run(job) => {
             let roots = [worker.config.workspace.clone()];
             let cancel = Arc::new(AtomicBool::new(false));
-            match &worker.pool {
+            let redirects = crate::exec::git_redirects(&roots);
+            let ran = match &worker.pool {
                 Some(pool) => pool.run(&job, &cancel),
                 None => crate::exec::run(
                     &worker.config.sandbox,
@@ -809,8 +810,22 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
                     &Limits::default(),
                     &cancel,
                 ),
-            }
-            .map(|o| (o.exit_code, o.output, o.truncated, o.timed_out))
+            };
+            let removed = crate::exec::remove_new_git_redirects(&roots, &redirects);
+            ran.map(|o| {
+                let mut output = o.output;
+                for path in removed {
+                    output.extend_from_slice(
+                        format!(
+                            "\nagent-host: removed {}, which the command created: it would \
+                             point git at other config and hooks\n",
+                            path.display()
+                        )
+                        .as_bytes(),
+                    );
+                }
+                (o.exit_code, output, o.truncated, o.timed_out)
+            })
             .map_err(|e| (ErrorCode::Internal, format!("could not run: {e}")))
         }
         Work::File(action) => file_op(&worker.files, &action)

@@ -267,32 +267,53 @@ pub struct Protected {
     pub pinned: Vec<PathBuf>,
     /// Read-only.
     pub read_only: Vec<PathBuf>,
+    /// Protected names that are symbolic links (or lie through one): a link in a writable
+    /// directory can be replaced, so nothing runs while one is there.
+    pub linked: Vec<PathBuf>,
 }
 
-/// The protected paths ([`PROTECTED`], [`AGENT_SETTINGS`]) inside the workspace roots, and
-/// `.git` to pin: those that exist when the job starts, each as the kernel resolves it, and
-/// only where that lies inside the root (a symbolic link out of the workspace leads to what is
-/// read-only or hidden already; followed, it could bind a hidden place back in).
+impl Protected {
+    /// Why no job or jail may start, if one may not.
+    pub fn refusal(&self) -> Option<String> {
+        let linked = self.linked.first()?;
+        Some(format!(
+            "{} is a symbolic link (or lies through one), which a sandbox cannot keep read-only: \
+             replace it with the file or directory itself",
+            linked.display()
+        ))
+    }
+}
+
+/// The protected paths ([`PROTECTED`], [`AGENT_SETTINGS`]) inside the workspace roots (which
+/// are canonical), and `.git` to pin: those that exist when the job starts. One that is a
+/// symbolic link, or lies through one, is `linked` instead: bubblewrap would follow it (a link
+/// to `/tmp` would bind the machine's `/tmp` back in), and the link itself could be replaced.
 pub fn protected_in(roots: &[PathBuf]) -> Protected {
-    let resolve = |root: &PathBuf, name: &str| -> Option<PathBuf> {
-        let path = root.join(name);
-        path.symlink_metadata().ok()?;
-        let real = path.canonicalize().ok()?;
-        (real.starts_with(root) && real != *root).then_some(real)
-    };
-    let all = |names: &[&str]| -> Vec<PathBuf> {
-        roots.iter().flat_map(|root| names.iter().filter_map(move |n| resolve(root, n))).collect()
-    };
-    let mut read_only = all(PROTECTED);
-    read_only.extend(all(AGENT_SETTINGS));
-    let pinned = all(&[".git"]).into_iter().filter(|p| p.is_dir()).collect();
-    Protected { pinned, read_only }
+    let mut out = Protected::default();
+    for root in roots {
+        for (name, pin) in
+            PROTECTED.iter().chain(AGENT_SETTINGS).map(|n| (*n, false)).chain([(".git", true)])
+        {
+            let path = root.join(name);
+            if path.symlink_metadata().is_err() {
+                continue;
+            }
+            if path.canonicalize().ok().as_ref() != Some(&path) {
+                out.linked.push(path);
+            } else if !pin {
+                out.read_only.push(path);
+            } else if path.is_dir() {
+                out.pinned.push(path);
+            }
+        }
+    }
+    out
 }
 
 /// Directories of sockets through which a program could act as the user outside any sandbox
-/// (the session bus, and through it systemd; gpg and ssh agents; terminal multiplexers), and
-/// container engines' sockets: bubblewrap's arguments that hide those present, the directories
-/// under empty tmpfs mounts, the sockets under `/dev/null`.
+/// (the session bus, and through it systemd; gpg and ssh agents; terminal multiplexers),
+/// container engines' sockets, and the X cookie: bubblewrap's arguments that hide those
+/// present, the directories under empty tmpfs mounts, the files under `/dev/null`.
 pub fn hide_runtime_sockets() -> Vec<OsString> {
     const DIRS: &[&str] = &["/run/user", "/run/dbus", "/run/screen", "/var/run/screen"];
     const SOCKETS: &[&str] = &[
@@ -308,14 +329,53 @@ pub fn hide_runtime_sockets() -> Vec<OsString> {
     {
         dirs.push(runtime);
     }
+    // As the kernel resolves them, once each: bubblewrap resolves a destination inside the
+    // new root, where an absolute link (Debian's `/var/run -> /run`) does not lead anywhere.
+    let real = |paths: Vec<PathBuf>, kind: fn(&Path) -> bool| -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> =
+            paths.iter().filter(|p| kind(p)).filter_map(|p| p.canonicalize().ok()).collect();
+        out.sort();
+        out.dedup();
+        out
+    };
     let mut argv: Vec<OsString> = Vec::new();
-    for dir in dirs.into_iter().filter(|d| d.is_dir()) {
+    for dir in real(dirs, Path::is_dir) {
         argv.extend(["--tmpfs".into(), dir.into()]);
     }
-    for socket in SOCKETS.iter().filter(|s| Path::new(s).exists()) {
-        argv.extend(["--ro-bind".into(), "/dev/null".into(), (*socket).into()]);
+    // The X server's cookie too: with it, a program could type into any window.
+    let mut files: Vec<PathBuf> = SOCKETS.iter().map(PathBuf::from).collect();
+    files.extend(std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".Xauthority")));
+    for file in real(files, Path::exists) {
+        argv.extend(["--ro-bind".into(), "/dev/null".into(), file.into()]);
     }
     argv
+}
+
+/// Files in a repository's `.git` that point git at another directory's config and hooks
+/// (`commondir`, as a linked worktree's has) or add config (`config.worktree`): a job could
+/// create them where they do not exist, and a read-only mount cannot stop that.
+pub const GIT_REDIRECTS: &[&str] = &[".git/commondir", ".git/config.worktree"];
+
+/// The [`GIT_REDIRECTS`] present in the roots.
+pub fn git_redirects(roots: &[PathBuf]) -> Vec<PathBuf> {
+    roots
+        .iter()
+        .flat_map(|root| GIT_REDIRECTS.iter().map(move |name| root.join(name)))
+        .filter(|p| p.symlink_metadata().is_ok())
+        .collect()
+}
+
+/// Removes the [`GIT_REDIRECTS`] that were not there `before` (a job or a session made them);
+/// returns them.
+pub fn remove_new_git_redirects(roots: &[PathBuf], before: &[PathBuf]) -> Vec<PathBuf> {
+    let new: Vec<PathBuf> =
+        git_redirects(roots).into_iter().filter(|p| !before.contains(p)).collect();
+    for path in &new {
+        if let Err(e) = std::fs::remove_file(path).or_else(|_| std::fs::remove_dir_all(path)) {
+            tracing::error!("cannot remove {}: {e}", path.display());
+        }
+    }
+    new
 }
 
 /// Makes the workspace's `.claude` directory when it has none (see [`AGENT_SETTINGS`]).
@@ -461,15 +521,11 @@ pub fn run(
     match sandbox {
         Sandbox::Bubblewrap(bwrap) => {
             let hidden: Vec<PathBuf> = hidden.iter().filter(|d| d.exists()).cloned().collect();
-            argv = bwrap_args(
-                bwrap,
-                job.network,
-                roots,
-                &protected_in(roots),
-                &hidden,
-                &job.cwd,
-                &env,
-            );
+            let protected = protected_in(roots);
+            if let Some(refusal) = protected.refusal() {
+                return Err(std::io::Error::other(refusal));
+            }
+            argv = bwrap_args(bwrap, job.network, roots, &protected, &hidden, &job.cwd, &env);
         }
         Sandbox::Landlock(helper) => {
             argv.extend([helper.into(), "__sandbox".into()]);
@@ -834,6 +890,9 @@ impl PoolSpec {
     fn start(&self) -> std::io::Result<Warm> {
         let cgroup = PidsCgroup::create(self.limits.max_processes);
         let (protected, hidden) = (protected_in(&self.roots), self.hidden_now());
+        if let Some(refusal) = protected.refusal() {
+            return Err(std::io::Error::other(refusal));
+        }
         let mut argv = bwrap_args(
             &self.bwrap,
             false,

@@ -6,15 +6,16 @@
 //!   the user's runtime sockets ([`crate::exec::hide_runtime_sockets`]: the session bus,
 //!   through which systemd would run anything outside; key agents; multiplexers; container
 //!   engines) are hidden, and the variables that name them unset ([`UNSET`]);
-//! - the workspace is writable (bound first, so that nothing bound after it is undone by it),
-//!   except git's hooks and config and the agents' settings in it
+//! - the workspace is writable (bound after the agents' state and before everything
+//!   read-only, so that no later bind undoes an earlier one), except git's hooks and config and the agents' settings in it
 //!   ([`crate::exec::AGENT_SETTINGS`]: `.claude`, `.mcp.json`, …), which stay read-only, and
 //!   `.git`, pinned so that it cannot be moved aside and remade;
 //! - in the home directory, only the agents' own state is writable ([`AGENT_STATE`]); their
 //!   settings files in it ([`HOME_SETTINGS`]), where their hooks are configured, are read-only
 //!   again (made empty first where the agent's directory lacks one,
-//!   [`Jail::ensure_home_settings`]), and the X cookie is hidden ([`HOME_HIDDEN`]); a
-//!   workspace that holds the home directory gets no jail ([`Jail::unfit`]);
+//!   [`Jail::ensure_home_settings`]), and the X cookie is hidden; a workspace that holds the
+//!   home directory, or whose protected names are symbolic links, gets no jail
+//!   ([`Jail::unfit`]);
 //! - the host's config and state directories are empty (no key, no audit log, no device list,
 //!   no owner socket), except the agent socket's directory, bound in read-only: the program
 //!   and everything it starts can ask the host, never decide;
@@ -84,7 +85,12 @@ impl Jail {
         let mut push = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
             argv.extend(args.iter().map(|a| a.as_ref().to_os_string()));
         };
-        // The workspace first: nothing bound after it can be undone by it.
+        // What is writable first, widest first, and what is read-only inside it after: a
+        // later bind is never undone by an earlier one.
+        let home = self.home.as_ref();
+        for state in AGENT_STATE.iter().filter_map(|s| home.map(|h| h.join(s))) {
+            push(&[&"--bind-try", &state, &state]);
+        }
         let ws = &self.workspace;
         push(&[&"--bind", ws, ws]);
         let protected = crate::exec::protected_in(std::slice::from_ref(ws));
@@ -94,19 +100,8 @@ impl Jail {
         for path in &protected.read_only {
             push(&[&"--ro-bind", path, path]);
         }
-        if let Some(home) = &self.home {
-            for state in AGENT_STATE {
-                let path = home.join(state);
-                push(&[&"--bind-try", &path, &path]);
-            }
-            for file in HOME_SETTINGS.iter().chain(HOME_HIDDEN) {
-                let path = home.join(file);
-                if path.exists() && HOME_HIDDEN.contains(file) {
-                    push(&[&"--ro-bind", &"/dev/null", &path]);
-                } else {
-                    push(&[&"--ro-bind-try", &path, &path]);
-                }
-            }
+        for file in HOME_SETTINGS.iter().filter_map(|f| home.map(|h| h.join(f))) {
+            push(&[&"--ro-bind-try", &file, &file]);
         }
         for dir in self.dirs.all() {
             push(&[&"--tmpfs", &dir]);
@@ -129,8 +124,14 @@ impl Jail {
     }
 
     /// Why no jail can keep this workspace's promises, if so: the workspace holds the home
-    /// directory (its shell's startup files would be writable).
+    /// directory (its shell's startup files would be writable), or a protected name in it is a
+    /// symbolic link ([`crate::exec::Protected::refusal`]).
     pub fn unfit(&self) -> Option<String> {
+        if let Some(refusal) =
+            crate::exec::protected_in(std::slice::from_ref(&self.workspace)).refusal()
+        {
+            return Some(refusal);
+        }
         let home = self.home.as_ref()?;
         home.starts_with(&self.workspace).then(|| {
             format!(
@@ -159,10 +160,6 @@ impl Jail {
         Ok(())
     }
 }
-
-/// Files under the home directory replaced by an empty one inside the jail: the X server's
-/// cookie (with it, a program could type into any window).
-pub const HOME_HIDDEN: &[&str] = &[".Xauthority"];
 
 /// Variables unset inside the jail: where the session bus, the display and the key agents are.
 pub const UNSET: &[&str] = &[

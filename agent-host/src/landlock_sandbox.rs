@@ -9,8 +9,8 @@
 //!   off. The ruleset must be fully enforced, or the helper refuses to run anything.
 //! - seccomp: `socket()` for unix sockets always (Landlock does not keep a path's socket from
 //!   `connect()`, and the host's owner socket, a session bus or an agent's socket would be in
-//!   reach; `socketpair()` still works), and without network for IPv4, IPv6 and netlink, and
-//!   `io_uring_setup` (which can open sockets on its own), fail with `EACCES`.
+//!   reach; `socketpair()` still works), without network for IPv4, IPv6 and netlink, and
+//!   `io_uring_setup` always (it opens and connects sockets on its own), fail with `EACCES`.
 //!
 //! Landlock grants by allow-list, so "everything but X" is spelt as the siblings of X and of each
 //! of its ancestors ([`readable_roots`]). Its rights are inherited by every descendant, so a
@@ -129,9 +129,10 @@ fn socket_filter(network: bool) -> anyhow::Result<SeccompFilter> {
             family(libc::AF_INET6)?,
             family(libc::AF_NETLINK)?,
         ]);
-        rules.insert(libc::SYS_io_uring_setup, Vec::new());
     }
     rules.insert(libc::SYS_socket, families);
+    // io_uring opens and connects sockets without `socket()`.
+    rules.insert(libc::SYS_io_uring_setup, Vec::new());
     Ok(SeccompFilter::new(
         rules,
         SeccompAction::Allow,

@@ -286,14 +286,28 @@ pub fn run(
             }
         }
     });
-    // The terminal's size, followed.
+    // The terminal's size, followed; and what a jailed program would point git at removed as
+    // soon as it appears (a read-only mount cannot keep a file from being made).
+    let roots: Vec<std::path::PathBuf> =
+        jail.map(|j| vec![j.workspace.clone()]).unwrap_or_default();
+    let redirects = crate::exec::git_redirects(&roots);
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
         }
+        for path in crate::exec::remove_new_git_redirects(&roots, &redirects) {
+            eprintln!(
+                "\r\nagent-host: removed {}, which the jailed program made: it would point git \
+                 at other config and hooks\r",
+                path.display()
+            );
+        }
         follow_size(&master);
         std::thread::sleep(Duration::from_millis(200));
     };
+    for path in crate::exec::remove_new_git_redirects(&roots, &redirects) {
+        eprintln!("\r\nagent-host: removed {}, which the jailed program made\r", path.display());
+    }
     // Let the last output drain (a background process may hold the terminal open: not forever).
     std::thread::sleep(BATCH * 2);
     let _ = end_tx.send(Piece::End(status.code()));

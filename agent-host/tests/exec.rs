@@ -410,27 +410,29 @@ fn doctor_says_which_sandbox_jail_and_hook_mode_are_in_force() {
     assert!(text.contains("files:   confined by openat2"), "{text}");
 }
 
-/// A protected name that is a symbolic link out of the workspace is not followed: binding it
-/// would bring a hidden place (the machine's `/tmp`, the host's state) back into the sandbox.
+/// A protected name that is a symbolic link is refused, not followed: bubblewrap would bind
+/// what it leads to (`.codex -> /tmp` brought the machine's `/tmp` back in), and the link itself
+/// could be replaced.
 #[test]
-fn a_protected_name_linked_out_of_the_workspace_binds_nothing_back_in() {
-    for sb in sandboxes().into_iter().filter(|s| matches!(s.sandbox, Sandbox::Bubblewrap(_))) {
+fn a_protected_name_that_is_a_symbolic_link_stops_every_job() {
+    let Ok(bwrap) = Sandbox::bubblewrap() else {
+        println!("SKIPPED: no bubblewrap");
+        return;
+    };
+    for (name, target) in
+        [(".codex", "/tmp"), (".gemini", "host-state"), (".git/hooks", "elsewhere")]
+    {
         let s = setup();
-        let marker = s.hidden.join("marker");
-        std::fs::write(&marker, "host").unwrap();
-        std::os::unix::fs::symlink(&s.hidden, s.root.join(".gemini")).unwrap();
-        std::os::unix::fs::symlink("/tmp", s.root.join(".codex")).unwrap();
-        let real_tmp = PathBuf::from(format!("/tmp/agent-host-test-marker-{}", std::process::id()));
-        std::fs::write(&real_tmp, "machine").unwrap();
-        let script = format!(
-            "test -e {} && echo 'sees the host state'; test -e {} && echo 'sees the real /tmp'; echo checked",
-            marker.display(),
-            real_tmp.display(),
-        );
-        let out = exec(&sb, &s, &job(&s, &script));
-        let _ = std::fs::remove_file(&real_tmp);
-        let said = String::from_utf8_lossy(&out.output).into_owned();
-        assert_eq!(said, "checked\n", "{sb:?}");
+        std::fs::create_dir_all(s.root.join(".git")).unwrap();
+        std::fs::create_dir_all(s.root.join("elsewhere")).unwrap();
+        let target = if target == "host-state" { s.hidden.clone() } else { PathBuf::from(target) };
+        std::os::unix::fs::symlink(&target, s.root.join(name)).unwrap();
+        let roots = std::slice::from_ref(&s.root);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let hidden = std::slice::from_ref(&s.hidden);
+        let refused = run(&bwrap, &job(&s, "echo ran"), roots, hidden, &Limits::default(), &cancel);
+        let message = refused.map(|o| String::from_utf8_lossy(&o.output).into_owned()).unwrap_err();
+        assert!(message.to_string().contains("symbolic link"), "{name}: {message}");
     }
 }
 

@@ -396,3 +396,19 @@ fn sigterm_stops_the_host_cleanly() {
     let verify = d.cli(&["audit", "verify"]);
     assert_eq!(verify.status.code(), Some(0), "{}", text(&verify.stdout));
 }
+
+/// A command that makes `.git/commondir` (which would point git at another directory's config
+/// and hooks, past the read-only ones) finds it removed when it ends, and is told so.
+#[test]
+fn a_git_redirect_a_command_made_is_removed() {
+    let d = start(&[]);
+    std::fs::create_dir_all(d.ws.join(".git/hooks")).unwrap();
+    std::fs::write(d.ws.join(".git/config"), "[core]\n").unwrap();
+    let making =
+        d.spawn_cli(&["exec", "--", "sh", "-c", "mkdir -p evil && echo ../evil > .git/commondir"]);
+    let pending = d.wait_pending().remove(0);
+    assert_eq!(d.cli(&["approve", &pending.id.to_string()]).status.code(), Some(0));
+    let out = making.wait_with_output().unwrap();
+    assert!(text(&out.stdout).contains("removed"), "{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(!d.ws.join(".git/commondir").exists());
+}

