@@ -72,7 +72,8 @@ pub struct Jail {
 }
 
 impl Jail {
-    /// bubblewrap's command line up to and including `--`; the program follows.
+    /// bubblewrap's command line up to and including `--`, then the scoping step
+    /// (`agent-host __scope --`) where the binary is known; the program follows.
     pub fn argv(&self) -> Vec<OsString> {
         let mut argv: Vec<OsString> = vec![self.bwrap.clone().into()];
         let mut push = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
