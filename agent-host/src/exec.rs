@@ -859,9 +859,10 @@ struct Warm {
     output: std::io::PipeReader,
     cgroup: Option<PidsCgroup>,
     /// What it was started with that can change on disk: the protected paths that existed,
-    /// and the hidden directories that existed.
+    /// the hidden directories that existed, and the runtime sockets it hid.
     protected: Protected,
     hidden: Vec<PathBuf>,
+    runtime: Vec<OsString>,
 }
 
 impl Warm {
@@ -933,7 +934,8 @@ impl PoolSpec {
             .process_group(0);
         let child = command.spawn()?;
         drop(command);
-        let mut warm = Warm { child, channel, output, cgroup, protected, hidden };
+        let runtime = hide_runtime_sockets();
+        let mut warm = Warm { child, channel, output, cgroup, protected, hidden, runtime };
         // Ready once the launcher runs inside: namespaces, mounts and cgroup all made.
         let mut ready = [0u8; 1];
         match warm.channel.read_exact(&mut ready) {
@@ -1063,6 +1065,7 @@ impl WarmPool {
         let warm = warm.and_then(|mut w| {
             let fits = w.protected == protected_in(&self.spec.roots)
                 && w.hidden == self.spec.hidden_now()
+                && w.runtime == hide_runtime_sockets()
                 && matches!(w.child.try_wait(), Ok(None));
             if fits {
                 Some(w)
