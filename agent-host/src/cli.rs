@@ -55,8 +55,8 @@ pub enum Command {
         argv: Vec<String>,
     },
     /// Run the host for one workspace: identity key, policy, approvals, audit log, sandbox,
-    /// the local socket the other commands talk to, and (with --relay) the link to paired
-    /// devices.
+    /// the owner and agent sockets the other commands talk to, and (with --relay) the link to
+    /// paired devices.
     Serve(ServeArgs),
     /// List the actions waiting for approval.
     Approvals {
@@ -675,12 +675,10 @@ fn hook_claude_code(timeout: std::time::Duration, sandboxed: bool) -> anyhow::Re
         Ok(exe) => exe,
         Err(e) => {
             // Never fall back to running in place: the answer is a deny.
-            let answer = crate::hook::Answer {
-                allow: false,
-                reason: format!("agent-host cannot find its own binary ({e}); denied"),
-                request: None,
-                reached: false,
-            };
+            let answer = crate::hook::Answer::deny(
+                format!("agent-host cannot find its own binary ({e}); denied"),
+                false,
+            );
             println!("{}", crate::hook::claude_code_output("PreToolUse", &answer, None));
             return Ok(ExitCode::SUCCESS);
         }

@@ -1,10 +1,13 @@
 //! The executor: runs one command that policy (or a person) allowed, inside the workspace,
 //! under an operating-system sandbox, with a timeout, an output cap and a process limit.
 //!
-//! The sandbox is bubblewrap: the whole filesystem read-only, the workspace roots writable, a
-//! private `/tmp`, fresh `/dev` and `/proc`, every namespace unshared (so no network unless the
-//! request allows it, and a pid namespace whose processes all die with the sandbox), the host's
-//! own config and state directories hidden under empty tmpfs mounts, and a clean environment.
+//! The sandbox is bubblewrap: the whole filesystem read-only, the workspace roots writable but
+//! for the protected paths in them ([`protected_in`]: git's hooks and config, `.git` pinned,
+//! the agents' settings), a private `/tmp`, fresh `/dev` and `/proc`, the user's runtime
+//! sockets hidden ([`hide_runtime_sockets`]), every namespace unshared (so no network unless
+//! the request allows it, and a pid namespace whose processes all die with the sandbox), the
+//! host's own config and state directories hidden under empty tmpfs mounts, and a clean
+//! environment.
 //! Where bubblewrap cannot run, [`Sandbox::detect`] says why, and commands run only after an
 //! explicit, local opt-in ([`Sandbox::Unsandboxed`]), which `agent-host doctor` states loudly.
 //!

@@ -4,8 +4,9 @@
 //!
 //! Both map the agent's own action to a host action, ask the running host over its socket
 //! (policy, then if it asks, a pending action answered at the terminal or from a paired device),
-//! and print the decision. The agent performs the action itself: the host only decides. They
-//! never fall silent: when the host cannot be reached, the input is not understood, or nobody
+//! and print the decision. The agent performs the action itself, except an allowed Bash command,
+//! which the hook hands back rewritten to run through the host's sandbox ([`through_sandbox`])
+//! unless told `--in-place`. They never fall silent: when the host cannot be reached, the input is not understood, or nobody
 //! answers before the deadline, the answer is an explicit deny with the reason.
 
 use std::path::Path;
@@ -33,7 +34,8 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn deny(reason: impl Into<String>, reached: bool) -> Self {
+    /// A deny, with why; `reached`: whether the host answered.
+    pub fn deny(reason: impl Into<String>, reached: bool) -> Self {
         Self { allow: false, reason: reason.into(), request: None, reached }
     }
 }

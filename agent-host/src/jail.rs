@@ -82,10 +82,9 @@ impl Jail {
         push(&[&"--die-with-parent", &"--unshare-all", &"--share-net"]);
         push(&[&"--ro-bind", &"/", &"/", &"--dev", &"/dev", &"--proc", &"/proc"]);
         push(&[&"--tmpfs", &"/tmp"]);
-        argv.extend(crate::exec::hide_runtime_sockets());
-        let mut push = |args: &[&dyn AsRef<std::ffi::OsStr>]| {
-            argv.extend(args.iter().map(|a| a.as_ref().to_os_string()));
-        };
+        for arg in crate::exec::hide_runtime_sockets() {
+            push(&[&arg]);
+        }
         // What is writable first, widest first, and what is read-only inside it after: a
         // later bind is never undone by an earlier one.
         let home = self.home.as_ref();

@@ -5,12 +5,15 @@
 //! submits it. So the bytes are replayed through that line editing, starting from what earlier
 //! device input left unsubmitted in the program's line ([`Typed`]), and every line they submit
 //! is judged whole. What the replay cannot classify (cursor keys, Shift-Tab, Tab, other control
-//! characters or escape sequences) asks, and leaves the line unknown until the next Enter.
+//! characters or escape sequences) asks, and leaves the line unknown until the next Enter. A
+//! `!` or `#` that reaches an empty line may switch an agent into its shell or memory mode,
+//! which outlasts the line ([`Typed::mode`]): every submitted line asks until Esc alone.
 //!
 //! To an agent, a submitted line is allowed as prompt text unless it starts with `!` (its shell
-//! escape), `#` (its memory, a file it writes) or a character outside [`PROMPT_START`], is a
-//! slash command outside [`HARMLESS_COMMANDS`], or looks like an answer to one of the agent's
-//! own menus (an empty line, one character, a number, `y`/`n`/`yes`/`no`): those ask. For a
+//! escape), `#` (its memory, a file it writes) or a character outside [`PROMPT_START`], holds a
+//! word starting with `@` (a file read into its context), is a slash command outside
+//! [`HARMLESS_COMMANDS`], or looks like an answer to one of the agent's own menus (an empty
+//! line, one character, a number, `y`/`n`/`yes`/`no`): those ask. For a
 //! shell or an interpreter every input asks except an interrupt alone. Ctrl-C alone (and Esc
 //! alone, to an agent: its interrupt key) is always allowed.
 //!
