@@ -74,6 +74,15 @@ pub enum FromRelay {
         /// Online now?
         online: bool,
     },
+    /// A host that registered this device connected (its first connection) or went away (its
+    /// last), and at a device's connection, for each host that registered it. Like all of the
+    /// relay's own messages it proves nothing: a device treats it as a hint for people.
+    HostPresence {
+        /// The host's key, hex.
+        host: String,
+        /// Connected now?
+        online: bool,
+    },
     /// A data frame was not delivered (sent at most once a second per connection).
     Undeliverable {
         /// The addressee's key, hex.

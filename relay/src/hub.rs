@@ -101,8 +101,24 @@ impl Hub {
             ids.push(id);
             ids.len() == 1
         };
-        if side == Side::Device && first {
-            self.presence(&key, true, metrics);
+        match side {
+            Side::Device if first => {
+                self.presence(&key, true, metrics);
+                let hosts: Vec<[u8; 32]> = self
+                    .registrations
+                    .iter()
+                    .filter(|(_, (_, devices))| devices.contains(&key))
+                    .map(|(host, _)| *host)
+                    .collect();
+                for host in hosts {
+                    let online = self.by_key.contains_key(&host);
+                    self.host_presence(&host, online, Some(&key), metrics);
+                }
+            }
+            // A later device connection hears only of changes: the first told it.
+            Side::Device => {}
+            Side::Host if first => self.host_presence(&key, true, None, metrics),
+            Side::Host => {}
         }
         id
     }
@@ -119,8 +135,9 @@ impl Hub {
         };
         if last {
             self.by_key.remove(&conn.key);
-            if conn.side == Side::Device {
-                self.presence(&conn.key, false, metrics);
+            match conn.side {
+                Side::Device => self.presence(&conn.key, false, metrics),
+                Side::Host => self.host_presence(&conn.key, false, None, metrics),
             }
         }
     }
@@ -132,6 +149,22 @@ impl Hub {
             if devices.contains(device) {
                 self.send_to_key(host, Side::Host, Message::text(text.clone()), metrics);
             }
+        }
+    }
+
+    /// Tells `host`'s registered devices (or only `to`) whether it is connected.
+    fn host_presence(
+        &self,
+        host: &[u8; 32],
+        online: bool,
+        to: Option<&[u8; 32]>,
+        metrics: &Metrics,
+    ) {
+        let event = FromRelay::HostPresence { host: hex::encode(host), online };
+        let Ok(text) = serde_json::to_string(&event) else { return };
+        let Some((_, devices)) = self.registrations.get(host) else { return };
+        for device in devices.iter().filter(|d| to.is_none_or(|to| to == *d)) {
+            self.send_to_key(device, Side::Device, Message::text(text.clone()), metrics);
         }
     }
 
@@ -170,11 +203,15 @@ impl Hub {
         // Devices no longer registered lose their route at once; tell the host who is online.
         let online: Vec<[u8; 32]> =
             devices.iter().filter(|d| self.by_key.contains_key(*d)).copied().collect();
-        self.registrations.insert(host, (counter, devices));
+        let before = self.registrations.insert(host, (counter, devices)).map(|(_, d)| d);
         for device in online {
             let event = FromRelay::Presence { device: hex::encode(device), online: true };
             if let Ok(text) = serde_json::to_string(&event) {
                 self.send_to_key(&host, Side::Host, Message::text(text), metrics);
+            }
+            // A device just registered (paired) learns that its host is here.
+            if !before.as_ref().is_some_and(|b| b.contains(&device)) {
+                self.host_presence(&host, true, Some(&device), metrics);
             }
         }
         true
