@@ -42,11 +42,38 @@ impl Requester {
     }
 }
 
-/// The actor a label stands for, as devices are told.
-pub fn actor(label: &str) -> Actor {
+/// The actor a label stands for, as devices are told, with the device's name from `name_of`.
+pub fn actor(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<String>) -> Actor {
     match label.parse() {
-        Ok(id) => Actor::Device { id },
+        Ok(id) => Actor::Device { name: name_of(&id), id },
         Err(_) => Actor::Local { name: label.strip_prefix("local:").unwrap_or(label).into() },
+    }
+}
+
+/// Who a label stands for, as people read it: a device by its name (its id when it has none),
+/// someone at the machine by what they are.
+pub fn person(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<String>) -> String {
+    match actor(label, name_of) {
+        Actor::Device { name: Some(name), .. } => format!("{name} (a paired device)"),
+        Actor::Device { id, name: None } => format!("device {id}"),
+        Actor::Local { name } => format!("{name} at the host"),
+    }
+}
+
+impl Host {
+    /// A device's name in the registry.
+    pub fn device_name(&self, id: &protocol::DeviceId) -> Option<String> {
+        lock(&self.devices).get(id).map(|d| d.name.clone())
+    }
+
+    /// [`actor`] with names from the registry.
+    pub fn actor(&self, label: &str) -> Actor {
+        actor(label, |id| self.device_name(id))
+    }
+
+    /// [`person`] with names from the registry.
+    pub fn person(&self, label: &str) -> String {
+        person(label, |id| self.device_name(id))
     }
 }
 
@@ -357,7 +384,7 @@ pub async fn submit(
 /// Makes an action wait for a person; once approved, `then` (given who approved) gives the
 /// final outcome; a denial or a lapse is the final outcome itself.
 fn ask_then<F, Fut>(
-    host: &Host,
+    host: &Arc<Host>,
     id: RequestId,
     action: Action,
     shown: Shown,
@@ -371,8 +398,9 @@ where
         Ok(opened) => opened,
         Err(refusal) => return (refusal, None),
     };
+    let host = host.clone();
     let later = tokio::spawn(async move {
-        match answered(id, rx.await) {
+        match answered(&host, id, rx.await) {
             Ok(by) => then(by).await,
             Err(refusal) => refusal,
         }
@@ -435,20 +463,25 @@ fn open_pending(
         lock(&host.waiters).remove(&id);
         return Err(Outcome::refused(Some(id), ErrorCode::Conflict, e.to_string()));
     }
-    host.broadcast(pending_event(&pending));
+    host.broadcast(pending_event(host, &pending));
     Ok((pending, rx))
 }
 
 /// Who approved, or the refusal a denial or a lapse means.
 fn answered(
+    host: &Host,
     id: RequestId,
     resolution: Result<Resolution, oneshot::error::RecvError>,
 ) -> Result<String, Outcome> {
     match resolution {
-        Ok(Resolution { verdict: Verdict::Approve, by, .. }) => Ok(by.unwrap_or_default()),
-        Ok(Resolution { by: Some(by), .. }) => {
-            Err(Outcome::refused(Some(id), ErrorCode::DeniedByApprover, format!("denied by {by}")))
+        Ok(Resolution { verdict: Verdict::Approve, by, .. }) => {
+            Ok(host.person(&by.unwrap_or_default()))
         }
+        Ok(Resolution { by: Some(by), .. }) => Err(Outcome::refused(
+            Some(id),
+            ErrorCode::DeniedByApprover,
+            format!("denied by {}", host.person(&by)),
+        )),
         Ok(Resolution { by: None, .. }) => Err(Outcome::refused(
             Some(id),
             ErrorCode::Expired,
@@ -541,7 +574,7 @@ pub async fn judge(
         }
         PolicyVerdict::Ask => {
             let (summary, preview) = describe_for_agent(&host.files, &action);
-            let summary = format!("{summary} (by {})", by_name(&by));
+            let summary = format!("{summary} (by {})", host.person(&by.label()));
             let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
             let answering = host.clone();
             ask_then(&host, id, action, shown, move |by| async move {
@@ -625,13 +658,6 @@ fn allowed(host: &Host, id: RequestId, reason: String) -> Outcome {
     }
 }
 
-fn by_name(by: &Requester) -> String {
-    match by {
-        Requester::Local(name) => name.clone(),
-        Requester::Device(id) => id.to_string(),
-    }
-}
-
 /// The one line and the preview shown for an agent's own action. A file's old content is read
 /// only through the confined file API: outside the workspace nothing is read or sent.
 fn describe_for_agent(
@@ -687,10 +713,10 @@ fn describe_for_agent(
 }
 
 /// The event that shows a pending action to devices.
-pub fn pending_event(p: &Pending) -> HostEvent {
+pub fn pending_event(host: &Host, p: &Pending) -> HostEvent {
     HostEvent::ActionPending {
         request: p.id,
-        requested_by: actor(&p.requested_by),
+        requested_by: host.actor(&p.requested_by),
         action: p.action.clone(),
         action_hash: p.action_hash,
         summary: p.summary.clone(),
@@ -716,7 +742,7 @@ pub fn settle(host: &Host, resolution: Resolution) {
     host.broadcast(HostEvent::ActionDecided {
         request: id,
         verdict: resolution.verdict,
-        decided_by: resolution.by.as_deref().map(actor),
+        decided_by: resolution.by.as_deref().map(|by| host.actor(by)),
     });
     if let Some(waiter) = lock(&host.waiters).remove(&id) {
         let _ = waiter.send(resolution);
@@ -907,9 +933,12 @@ mod tests {
 
     #[test]
     fn labels_map_to_actors() {
-        assert_eq!(actor("local:terminal"), Actor::Local { name: "terminal".into() });
+        assert_eq!(actor("local:terminal", |_| None), Actor::Local { name: "terminal".into() });
         let id = protocol::DeviceId::new(protocol::SecretKey::from_seed(&[1; 32]).public_key());
-        assert_eq!(actor(&id.to_string()), Actor::Device { id });
+        let named = |_: &protocol::DeviceId| Some("phone".to_string());
+        assert_eq!(actor(&id.to_string(), named), Actor::Device { id, name: Some("phone".into()) });
+        assert_eq!(person(&id.to_string(), named), "phone (a paired device)");
+        assert_eq!(person(&id.to_string(), |_| None), format!("device {id}"));
     }
 
     #[test]

@@ -533,7 +533,7 @@ fn sync(
     let Some(role) = lock(&host.devices).get(&device).map(|d| d.role) else { return };
     let pending = lock(&host.broker).list();
     for p in &pending {
-        let _ = link.send(ToLink::To(device, pending_event(p)));
+        let _ = link.send(ToLink::To(device, pending_event(host, p)));
     }
     // Live sessions, with what they printed lately.
     let sessions: Vec<HostEvent> = lock(&host.sessions)

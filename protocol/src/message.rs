@@ -344,6 +344,9 @@ pub enum Actor {
     Device {
         /// The device.
         id: DeviceId,
+        /// Its name at the host, for people (the host's registry; absent when it has none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
     },
     /// Someone or something on the host machine: the terminal, an agent hook.
     Local {
@@ -488,7 +491,8 @@ impl HostEvent {
 
 fn check_actor(actor: &Actor) -> Result<(), MessageError> {
     match actor {
-        Actor::Device { .. } => Ok(()),
+        Actor::Device { name: None, .. } => Ok(()),
+        Actor::Device { name: Some(name), .. } => check_text("actor.name", name),
         Actor::Local { name } => check_text("actor.name", name),
     }
 }

@@ -392,6 +392,16 @@ fn describe_action(action: &Action) -> String {
     }
 }
 
+/// A device as people read it: its name at the host when the host gave one, with the id's
+/// start to tell two of a name apart; the id alone otherwise.
+fn who(id: &protocol::DeviceId, name: Option<&str>) -> String {
+    let id = id.to_string();
+    match name {
+        Some(name) => format!("{name} ({}…)", &id[..id.len().min(12)]),
+        None => id,
+    }
+}
+
 fn print_pending(out: &mut dyn Write, event: &HostEvent) -> std::io::Result<()> {
     if let HostEvent::ActionPending {
         request,
@@ -405,7 +415,7 @@ fn print_pending(out: &mut dyn Write, event: &HostEvent) -> std::io::Result<()> 
     } = event
     {
         let who = match requested_by {
-            protocol::Actor::Device { id } => id.to_string(),
+            protocol::Actor::Device { id, name } => who(id, name.as_deref()),
             protocol::Actor::Local { name } => format!("{name} (at the host)"),
         };
         let left = expires_at_ms.saturating_sub(now_ms()) / 1000;
@@ -500,7 +510,7 @@ async fn request(
             }
             HostEvent::ActionDecided { verdict, decided_by, .. } if !ctx.json => {
                 let by = match decided_by {
-                    Some(protocol::Actor::Device { id }) => id.to_string(),
+                    Some(protocol::Actor::Device { id, name }) => who(&id, name.as_deref()),
                     Some(protocol::Actor::Local { name }) => format!("{name} at the host"),
                     None => "nobody (lapsed)".into(),
                 };
@@ -575,7 +585,7 @@ async fn decide(ctx: &mut Ctx, prefix: &str, verdict: Verdict) -> anyhow::Result
                 if ctx.json {
                     print_json(&event)?;
                 } else {
-                    let mine = matches!(decided_by, Some(protocol::Actor::Device { id }) if id.key() == ctx.session_key());
+                    let mine = matches!(decided_by, Some(protocol::Actor::Device { id, .. }) if id.key() == ctx.session_key());
                     let word = if *outcome == Verdict::Approve { "approved" } else { "denied" };
                     if mine {
                         println!("{word}");

@@ -124,7 +124,7 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
             "event_action_pending",
             HostEvent::ActionPending {
                 request: request_id(1),
-                requested_by: Actor::Device { id: device_id },
+                requested_by: Actor::Device { id: device_id, name: None },
                 action_hash: action_hash(&run),
                 action: run.clone(),
                 summary: "run `cargo test -- --nocapture` in crates/app".into(),
