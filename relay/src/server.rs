@@ -321,7 +321,7 @@ async fn connection(
             Some(file) => {
                 let host = header("host").and_then(crate::web::plain_host);
                 tls.write_all(crate::web::head(&file, host).as_bytes()).await?;
-                tls.write_all(file.body).await?;
+                tls.write_all(&file.body).await?;
                 tls.shutdown().await?;
                 Ok(())
             }

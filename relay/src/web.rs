@@ -6,13 +6,17 @@
 //! pairing link's fragment (its secret) is never sent to the server by a browser; the page
 //! also drops it from the address bar once read.
 
-/// The policy on every page: own scripts, styles and WebSocket only; no framing, no plugins,
-/// no forms posting anywhere, no `<base>` tricks. `connect-src` names the page's own `wss://`
-/// origin as well, for browsers whose `'self'` does not cover WebSockets.
+/// The policy on every page: own scripts and WebSocket only; no framing, no plugins, no forms
+/// posting anywhere, no `<base>` tricks. `connect-src` names the page's own `wss://` origin as
+/// well, for browsers whose `'self'` does not cover WebSockets. Styles may also be inline:
+/// the terminal (xterm.js) measures the font and writes its rules into `<style>` elements it
+/// makes; a style cannot run code or sign, and the page puts nothing from the host into markup
+/// (text only), so there is no markup for a hostile style to be injected through.
 pub fn content_security_policy(host: Option<&str>) -> String {
     let wss = host.map(|h| format!(" wss://{h}")).unwrap_or_default();
     format!(
-        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+        "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
+         img-src 'self' data:; \
          connect-src 'self'{wss}; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
          frame-ancestors 'none'"
     )
@@ -29,40 +33,52 @@ pub fn plain_host(host: &[u8]) -> Option<&str> {
 }
 
 /// One file of the UI.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct File {
     /// Its `Content-Type`.
     pub content_type: &'static str,
     /// Its bytes.
-    pub body: &'static [u8],
+    pub body: std::borrow::Cow<'static, [u8]>,
 }
 
-const INDEX: File = File {
-    content_type: "text/html; charset=utf-8",
-    body: include_bytes!("../../web/src/index.html"),
-};
+const HTML: &str = "text/html; charset=utf-8";
+const SCRIPT: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
 
-const fn script(body: &'static [u8]) -> File {
-    File { content_type: "text/javascript; charset=utf-8", body }
-}
+/// Every file of the UI: its address, its type, and its bytes as built in. The vendored
+/// xterm.js (`web/src/vendor/`, MIT, its licence beside it) is the npm package's own file, as
+/// `web/package-lock.json` pins it; a web test checks that the two are the same bytes.
+const FILES: &[(&str, &str, &[u8])] = &[
+    ("/index.html", HTML, include_bytes!("../../web/src/index.html")),
+    ("/app.js", SCRIPT, include_bytes!("../../web/src/app.js")),
+    ("/store.js", SCRIPT, include_bytes!("../../web/src/store.js")),
+    ("/terminal.js", SCRIPT, include_bytes!("../../web/src/terminal.js")),
+    ("/device.js", SCRIPT, include_bytes!("../../web/src/device.js")),
+    ("/protocol.js", SCRIPT, include_bytes!("../../web/src/protocol.js")),
+    ("/style.css", CSS, include_bytes!("../../web/src/style.css")),
+    ("/vendor/xterm.mjs", SCRIPT, include_bytes!("../../web/src/vendor/xterm.mjs")),
+    ("/vendor/xterm.css", CSS, include_bytes!("../../web/src/vendor/xterm.css")),
+];
+
+/// The variable that makes the relay read the UI's files from a directory (a checkout's
+/// `web/src`) at every request instead of the built-in copies: for working on the page without
+/// rebuilding. Only the files of [`FILES`] are served from it.
+pub const WEB_DIR_VARIABLE: &str = "AGENT_BRIDGE_WEB_DIR";
 
 /// The file at `path` (the request target without its query), if there is one. `/` is the
 /// app, and so is `/pair`, which the pairing link opens.
 pub fn file(path: &str) -> Option<File> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
-    Some(match path {
-        "/" | "/pair" | "/index.html" => INDEX,
-        "/app.js" => script(include_bytes!("../../web/src/app.js")),
-        "/store.js" => script(include_bytes!("../../web/src/store.js")),
-        "/terminal.js" => script(include_bytes!("../../web/src/terminal.js")),
-        "/device.js" => script(include_bytes!("../../web/src/device.js")),
-        "/protocol.js" => script(include_bytes!("../../web/src/protocol.js")),
-        "/style.css" => File {
-            content_type: "text/css; charset=utf-8",
-            body: include_bytes!("../../web/src/style.css"),
-        },
-        _ => return None,
-    })
+    let path = match path {
+        "/" | "/pair" => "/index.html",
+        other => other,
+    };
+    let (name, content_type, built_in) = FILES.iter().find(|(name, ..)| *name == path)?;
+    let body = match std::env::var_os(WEB_DIR_VARIABLE) {
+        Some(dir) => std::fs::read(std::path::Path::new(&dir).join(&name[1..])).ok()?.into(),
+        None => (*built_in).into(),
+    };
+    Some(File { content_type, body })
 }
 
 /// The head of a `200 OK` answer carrying `file`, to a request that named `host`.

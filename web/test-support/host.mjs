@@ -11,9 +11,13 @@ import { createServer } from "node:net";
 import { createInterface } from "node:readline";
 
 export const root = fileURLToPath(new URL("../../", import.meta.url));
-export const agentHost = join(root, "target/debug/agent-host");
-export const remoteBin = join(root, "target/debug/remote");
-export const relayBin = join(root, "target/debug/relay");
+// AGENT_BRIDGE_BIN_DIR names another directory of built binaries (a copy, while the workspace
+// rebuilds); with AGENT_BRIDGE_WEB_DIR set (the relay reads the page from there), the page's
+// files can be changed and tested without a rebuild.
+const bin = process.env.AGENT_BRIDGE_BIN_DIR || join(root, "target/debug");
+export const agentHost = join(bin, "agent-host");
+export const remoteBin = join(bin, "remote");
+export const relayBin = join(bin, "relay");
 
 /** Why the binaries cannot be used, or false. */
 export function missingBinaries() {
