@@ -166,9 +166,16 @@ fn except(roots: &[PathBuf], excluded: &[PathBuf]) -> Vec<PathBuf> {
     allowed
 }
 
+/// `dir`'s entries but `hidden` and its ancestors, whose own entries are looked at in turn.
+/// Symbolic links are left out: a rule is made on what a path opens to, so a rule for a link
+/// would grant its target, hidden or not (a link in the home to a secret, or into the host's
+/// state); what a link leads to is granted, or not, where it lies.
 fn expand(dir: &Path, hidden: &Path, out: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            continue;
+        }
         let child = entry.path();
         if hidden.starts_with(&child) {
             if child != hidden {
@@ -192,7 +199,10 @@ mod tests {
             std::fs::create_dir_all(base.join(d)).unwrap();
         }
         std::fs::write(base.join("a/file"), "x").unwrap();
+        std::os::unix::fs::symlink(base.join("a/secret/deep"), base.join("a/link")).unwrap();
         let roots = readable_roots(&[base.join("a/secret")]);
+        // A link's rule would be its target's.
+        assert!(!roots.contains(&base.join("a/link")));
         assert!(roots.contains(&base.join("a/public")));
         assert!(roots.contains(&base.join("a/file")));
         assert!(roots.contains(&base.join("b")));
