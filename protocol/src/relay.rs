@@ -75,7 +75,8 @@ pub enum FromRelay {
         online: bool,
     },
     /// A host that registered this device connected (its first connection) or went away (its
-    /// last), and at a device's connection, for each host that registered it. Like all of the
+    /// last); and after the welcome of each connection of a device, for each host that
+    /// registered it. Like all of the
     /// relay's own messages it proves nothing: a device treats it as a hint for people.
     HostPresence {
         /// The host's key, hex.

@@ -102,25 +102,26 @@ impl Hub {
             ids.len() == 1
         };
         match side {
-            Side::Device if first => {
-                self.presence(&key, true, metrics);
-                let hosts: Vec<[u8; 32]> = self
-                    .registrations
-                    .iter()
-                    .filter(|(_, (_, devices))| devices.contains(&key))
-                    .map(|(host, _)| *host)
-                    .collect();
-                for host in hosts {
-                    let online = self.by_key.contains_key(&host);
-                    self.host_presence(&host, online, Some(&key), metrics);
-                }
-            }
-            // A later device connection hears only of changes: the first told it.
-            Side::Device => {}
+            Side::Device if first => self.presence(&key, true, metrics),
             Side::Host if first => self.host_presence(&key, true, None, metrics),
-            Side::Host => {}
+            Side::Device | Side::Host => {}
         }
         id
+    }
+
+    /// Tells a device's new connection `id`, once it is welcomed, which of the hosts that
+    /// registered the device are connected.
+    pub(crate) fn greet(&self, id: u64, metrics: &Metrics) {
+        let Some(conn) = self.conns.get(&id).filter(|c| c.side == Side::Device) else { return };
+        for (host, (_, devices)) in &self.registrations {
+            if devices.contains(&conn.key) {
+                let online = self.by_key.contains_key(host);
+                let event = FromRelay::HostPresence { host: hex::encode(host), online };
+                if let Ok(text) = serde_json::to_string(&event) {
+                    conn.deliver(Message::text(text), self.max_queued, metrics);
+                }
+            }
+        }
     }
 
     /// Removes a connection; tells hosts when a device's last connection went away.

@@ -457,6 +457,7 @@ where
         let _ = tx.send(message);
     };
     enqueue(Message::text(serde_json::to_string(&FromRelay::Welcome)?));
+    lock(&inner.hub).greet(id, metrics);
 
     // The writer owns the sink: queued messages, pings, and the close when kicked.
     let writer = {
