@@ -831,8 +831,7 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
                 None => crate::exec::run(
                     &worker.config.sandbox,
                     &job,
-                    &roots,
-                    &worker.dirs.all(),
+                    &worker.scope,
                     &Limits::default(),
                     &cancel,
                 ),

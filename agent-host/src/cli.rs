@@ -144,8 +144,12 @@ pub enum Command {
         /// Working directory, relative to the workspace root.
         #[arg(long, value_name = "DIR")]
         cwd: Option<String>,
-        /// The program and its arguments.
-        #[arg(last = true, required = true)]
+        /// A shell line to run as bash runs it (`bash -c LINE`), judged part by part, instead
+        /// of an exact argv.
+        #[arg(long, value_name = "LINE", conflicts_with = "argv")]
+        shell: Option<String>,
+        /// The program and its arguments, exactly (no shell).
+        #[arg(last = true, required_unless_present = "shell")]
         argv: Vec<String>,
     },
 }
@@ -376,7 +380,13 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Approvals { json } => approvals(json),
         Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
         Command::Deny { id } => decide(&id, protocol::Verdict::Deny),
-        Command::Exec { no_wait, cwd, argv } => exec(argv, cwd, !no_wait),
+        Command::Exec { no_wait, cwd, shell, argv } => {
+            let argv = match shell {
+                Some(line) => vec!["bash".into(), "-c".into(), line],
+                None => argv,
+            };
+            exec(argv, cwd, !no_wait)
+        }
     };
     match result {
         Ok(code) => code,
@@ -475,7 +485,10 @@ fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::daemon:
         Some(relay) => Some(relay_setup(relay, args.relay_cert.as_deref())?),
         None => None,
     };
+    let user =
+        crate::userenv::UserEnv::from_host(&dirs.user_settings(), Some(dirs.sandbox_cache()))?;
     Ok(crate::daemon::Config {
+        user,
         workspace,
         policy,
         sandbox,
@@ -975,10 +988,19 @@ fn doctor() -> anyhow::Result<ExitCode> {
             false
         }
     };
+    match crate::userenv::UserEnv::from_host(&dirs.user_settings(), Some(dirs.sandbox_cache())) {
+        Ok(user) => {
+            for line in user.describe() {
+                println!("jobs:    {line}");
+            }
+        }
+        Err(e) => println!("jobs:    the settings do not read: {e}"),
+    }
     match Sandbox::bubblewrap() {
         Ok(_) => println!(
             "jail:    `agent-host run` starts its program jailed by bubblewrap (workspace \
-             writable, host state and owner socket hidden, agents' settings read-only)"
+             writable, host state and owner socket hidden, agents' settings read-only, the \
+             secrets jobs do not see hidden but the agents' logins)"
         ),
         Err(e) => println!(
             "jail:    NONE ({}): `agent-host run` refuses to start a session unless given \

@@ -52,12 +52,13 @@ pub struct Config {
     pub relay: Option<RelaySetup>,
     /// A device may not approve what it requested itself ([`Broker::two_person`]).
     pub two_person: bool,
+    /// What jobs see of the user's machine.
+    pub user: crate::userenv::UserEnv,
 }
 
 /// The running host, shared by the local API, the relay link and the actions they start.
 pub struct Host {
     pub(crate) config: Config,
-    pub(crate) dirs: Dirs,
     pub(crate) key: SecretKey,
     pub(crate) host_id: HostId,
     /// Written through [`Host::record`], made durable by [`Host::commit`].
@@ -82,6 +83,8 @@ pub struct Host {
     pub(crate) link: Option<mpsc::UnboundedSender<ToLink>>,
     /// A bubblewrap sandbox kept started for the next command (none under other sandboxes).
     pub(crate) pool: Option<crate::exec::WarmPool>,
+    /// Where jobs run and what they see.
+    pub(crate) scope: crate::exec::Scope,
 }
 
 impl Host {
@@ -265,19 +268,22 @@ pub async fn serve(
     let files = crate::confine::Workspace::open(std::slice::from_ref(&config.workspace))?;
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let relay = config.relay.clone();
+    let scope = crate::exec::Scope {
+        roots: vec![config.workspace.clone()],
+        hidden: dirs.all(),
+        user: config.user.clone(),
+    };
     let pool = std::env::current_exe().ok().and_then(|launcher| {
         crate::exec::WarmPool::start(
             &config.sandbox,
             &launcher,
-            std::slice::from_ref(&config.workspace),
-            &dirs.all(),
+            &scope,
             &crate::exec::Limits::default(),
         )
     });
     let broker = Broker::new().two_person(config.two_person);
     let host = Arc::new(Host {
         config,
-        dirs,
         key,
         host_id,
         audit,
@@ -292,6 +298,7 @@ pub async fn serve(
         sessions: Mutex::new(HashMap::new()),
         link: relay.is_some().then_some(link_tx),
         pool,
+        scope,
     });
     let link = relay.map(|setup| tokio::spawn(crate::link::run(host.clone(), setup, link_rx)));
     if let Some(ready) = ready {

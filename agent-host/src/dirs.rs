@@ -44,6 +44,12 @@ impl Dirs {
         self.state.join("audit.jsonl")
     }
 
+    /// The jobs' own caches (see [`crate::userenv`]): inside the state directory, which jobs
+    /// do not see, and bound back into each job writable.
+    pub fn sandbox_cache(&self) -> PathBuf {
+        self.state.join("sandbox-cache")
+    }
+
     /// Both, for the policy's protected paths.
     pub fn all(&self) -> Vec<PathBuf> {
         vec![self.config.clone(), self.state.clone()]

@@ -6,8 +6,9 @@
 //! the agents' settings), a private `/tmp`, fresh `/dev` and `/proc`, the user's runtime
 //! sockets hidden ([`hide_runtime_sockets`]), every namespace unshared (so no network unless
 //! the request allows it, and a pid namespace whose processes all die with the sandbox), the
-//! host's own config and state directories hidden under empty tmpfs mounts, and a clean
-//! environment.
+//! host's own config and state directories hidden under empty tmpfs mounts, and the user's
+//! environment as [`UserEnv`] makes it: their `PATH` and toolchains, their home read-only with
+//! its secrets hidden, and the jobs' own writable caches ([`Scope`]).
 //! Where bubblewrap cannot run, [`Sandbox::detect`] says why, and commands run only after an
 //! explicit, local opt-in ([`Sandbox::Unsandboxed`]), which `agent-host doctor` states loudly.
 //!
@@ -28,6 +29,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+pub use crate::userenv::UserEnv;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -165,10 +168,10 @@ impl Sandbox {
     pub fn describe(&self) -> String {
         match self {
             Self::Bubblewrap(p) => format!(
-                "bubblewrap ({}): read-only system, writable workspace (but .git/hooks, .git/config and the agents' settings), private /tmp, the user's runtime sockets hidden, no network unless allowed, host state hidden",
+                "bubblewrap ({}): read-only system and home (the user's secrets hidden), writable workspace (but .git/hooks, .git/config and the agents' settings) and jobs' own caches, private /tmp, the user's runtime sockets hidden, no network unless allowed, host state hidden",
                 p.display()
             ),
-            Self::Landlock(_) => "Landlock + seccomp: system read-only, host state unreadable, writable workspace and private temp directory, no unix sockets, no network unless allowed (no pid or mount namespace; .git/hooks, .git/config and the agents' settings are protected by policy only)".into(),
+            Self::Landlock(_) => "Landlock + seccomp: system and home read-only, host state and the user's secrets unreadable, writable workspace, jobs' own caches and private temp directory, no unix sockets, no network unless allowed (no pid or mount namespace; .git/hooks, .git/config and the agents' settings are protected by policy only)".into(),
             Self::Unsandboxed => {
                 "NONE: commands run unsandboxed, with this user's full rights (opted in locally)"
                     .into()
@@ -413,16 +416,55 @@ fn tempdir_for_job() -> std::io::Result<JobTmp> {
     Ok(JobTmp { path })
 }
 
-/// The environment every job starts from.
-fn clean_env(job: &Job) -> BTreeMap<String, String> {
-    let mut env = BTreeMap::new();
-    env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-    env.insert("HOME".into(), job.cwd.display().to_string());
-    env.insert("TMPDIR".into(), "/tmp".into());
-    env.insert("LANG".into(), std::env::var("LANG").unwrap_or_else(|_| "C.UTF-8".into()));
-    env.insert("TERM".into(), "dumb".into());
-    env.extend(job.env.clone());
-    env
+/// Where jobs run and what they see: the workspace roots (writable), the host's own
+/// directories (hidden), and the user's machine as [`UserEnv`] makes it.
+#[derive(Debug, Clone)]
+pub struct Scope {
+    /// The workspace roots, canonical.
+    pub roots: Vec<PathBuf>,
+    /// The host's config and state directories.
+    pub hidden: Vec<PathBuf>,
+    /// `PATH`, variables, home, secrets and caches.
+    pub user: UserEnv,
+}
+
+impl Scope {
+    /// The environment `job` starts from: the user's ([`UserEnv::job_env`]), then its own.
+    fn env(&self, job: &Job) -> BTreeMap<String, String> {
+        let mut env = self.user.job_env(&job.cwd);
+        env.extend(job.env.clone());
+        env
+    }
+
+    /// What a bubblewrap sandbox for these roots mounts, as things are on disk now.
+    fn mounts(&self) -> Mounts {
+        Mounts {
+            protected: protected_in(&self.roots),
+            hidden: self.hidden.iter().filter(|d| d.exists()).cloned().collect(),
+            runtime: hide_runtime_sockets(),
+            home: self.user.home.clone().filter(|h| h.is_dir()),
+            secrets: self.user.secrets_present(),
+            writable: self.user.writable_present(),
+        }
+    }
+}
+
+/// What a bubblewrap sandbox mounts besides the roots, found on disk when it starts: a sandbox
+/// started ahead is used only while these are the same.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mounts {
+    /// Inside the roots.
+    protected: Protected,
+    /// The host's directories that exist.
+    hidden: Vec<PathBuf>,
+    /// The arguments that hide the user's runtime sockets.
+    runtime: Vec<OsString>,
+    /// The user's home, bound read-only again over the private `/tmp` should it lie there.
+    home: Option<PathBuf>,
+    /// The user's secret places that exist, and whether each is a directory.
+    secrets: Vec<(PathBuf, bool)>,
+    /// The jobs' cache and the user's places made writable.
+    writable: Vec<PathBuf>,
 }
 
 /// The `prlimit` prefix that limits processes where no cgroup does (see the module notes).
@@ -434,18 +476,19 @@ fn nproc_prefix(cgroup: Option<&PidsCgroup>, limits: &Limits) -> Vec<OsString> {
     }
 }
 
-/// bubblewrap's arguments up to `--`: the mounts (`protected` inside the writable `roots`,
-/// the runtime sockets and `hidden` under empty tmpfs mounts), the namespaces, the working
-/// directory, and a clean environment holding `env` only.
+/// bubblewrap's arguments up to `--`: the mounts (the protected paths inside the writable
+/// `roots`, the runtime sockets and the host's directories under empty tmpfs mounts, the
+/// writable caches, the user's secrets hidden last), the namespaces, the working directory,
+/// and a clean environment holding `env` only.
 fn bwrap_args(
     bwrap: &Path,
     network: bool,
     roots: &[PathBuf],
-    protected: &Protected,
-    hidden: &[PathBuf],
+    mounts: &Mounts,
     cwd: &Path,
     env: &BTreeMap<String, String>,
 ) -> Vec<OsString> {
+    let Mounts { protected, hidden, runtime, home, secrets, writable } = mounts;
     let mut argv: Vec<OsString> = vec![bwrap.into()];
     for arg in ["--die-with-parent", "--new-session", "--unshare-all"] {
         argv.push(arg.into());
@@ -456,7 +499,10 @@ fn bwrap_args(
     for arg in ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"] {
         argv.push(arg.into());
     }
-    argv.extend(hide_runtime_sockets());
+    argv.extend(runtime.iter().cloned());
+    if let Some(home) = home.as_ref().filter(|h| h.starts_with("/tmp")) {
+        argv.extend(["--ro-bind".into(), home.into(), home.into()]);
+    }
     for root in roots {
         argv.extend(["--bind".into(), root.into(), root.into()]);
     }
@@ -469,6 +515,17 @@ fn bwrap_args(
     }
     for dir in hidden {
         argv.extend(["--tmpfs".into(), dir.into()]);
+    }
+    // After the host's directories: the jobs' cache lies in its state.
+    for place in writable {
+        argv.extend(["--bind".into(), place.into(), place.into()]);
+    }
+    // Last, so that no bind above shows one again.
+    for (secret, dir) in secrets {
+        match dir {
+            true => argv.extend(["--tmpfs".into(), secret.into()]),
+            false => argv.extend(["--ro-bind".into(), "/dev/null".into(), secret.into()]),
+        }
     }
     argv.extend(["--chdir".into(), cwd.into(), "--clearenv".into()]);
     for (k, v) in env {
@@ -497,16 +554,15 @@ fn command_in(cgroup: Option<&PidsCgroup>, argv: &[OsString]) -> Command {
     }
 }
 
-/// Runs `job` under `sandbox`. `roots` are made writable; `hidden` (the host's own directories)
-/// are hidden. `cancel` kills the job when set.
+/// Runs `job` under `sandbox`, in `scope`. `cancel` kills the job when set.
 pub fn run(
     sandbox: &Sandbox,
     job: &Job,
-    roots: &[PathBuf],
-    hidden: &[PathBuf],
+    scope: &Scope,
     limits: &Limits,
     cancel: &Arc<AtomicBool>,
 ) -> std::io::Result<Outcome> {
+    let roots = &scope.roots;
     if job.argv.is_empty() {
         return Err(std::io::Error::other("empty command"));
     }
@@ -516,26 +572,27 @@ pub fn run(
         Sandbox::Bubblewrap(_) => None,
         _ => Some(tempdir_for_job()?),
     };
-    let mut env = clean_env(job);
+    let mut env = scope.env(job);
     if let Some(tmp) = &private_tmp {
         env.insert("TMPDIR".into(), tmp.path.display().to_string());
     }
     let mut argv: Vec<OsString> = Vec::new();
     match sandbox {
         Sandbox::Bubblewrap(bwrap) => {
-            let hidden: Vec<PathBuf> = hidden.iter().filter(|d| d.exists()).cloned().collect();
-            let protected = protected_in(roots);
-            if let Some(refusal) = protected.refusal() {
+            let mounts = scope.mounts();
+            if let Some(refusal) = mounts.protected.refusal() {
                 return Err(std::io::Error::other(refusal));
             }
-            argv = bwrap_args(bwrap, job.network, roots, &protected, &hidden, &job.cwd, &env);
+            argv = bwrap_args(bwrap, job.network, roots, &mounts, &job.cwd, &env);
         }
         Sandbox::Landlock(helper) => {
             argv.extend([helper.into(), "__sandbox".into()]);
-            for root in roots.iter().chain(private_tmp.as_ref().map(|t| &t.path)) {
+            let writable = scope.user.writable_present();
+            for root in roots.iter().chain(private_tmp.as_ref().map(|t| &t.path)).chain(&writable) {
                 argv.extend(["--write".into(), root.into()]);
             }
-            for dir in hidden {
+            let secrets = scope.user.secrets_present().into_iter().map(|(p, _)| p);
+            for dir in scope.hidden.iter().cloned().chain(secrets) {
                 argv.extend(["--hide".into(), dir.into()]);
             }
             // Landlock rights are inherited by every descendant, so a writable root cannot
@@ -861,11 +918,8 @@ struct Warm {
     channel: std::os::unix::net::UnixStream,
     output: std::io::PipeReader,
     cgroup: Option<PidsCgroup>,
-    /// What it was started with that can change on disk: the protected paths that existed,
-    /// the hidden directories that existed, and the runtime sockets it hid.
-    protected: Protected,
-    hidden: Vec<PathBuf>,
-    runtime: Vec<OsString>,
+    /// What it mounted as things were on disk when it started.
+    mounts: Mounts,
 }
 
 impl Warm {
@@ -881,28 +935,22 @@ impl Warm {
 struct PoolSpec {
     bwrap: PathBuf,
     launcher: PathBuf,
-    roots: Vec<PathBuf>,
-    hidden: Vec<PathBuf>,
+    scope: Scope,
     limits: Limits,
 }
 
 impl PoolSpec {
-    fn hidden_now(&self) -> Vec<PathBuf> {
-        self.hidden.iter().filter(|d| d.exists()).cloned().collect()
-    }
-
     fn start(&self) -> std::io::Result<Warm> {
         let cgroup = PidsCgroup::create(self.limits.max_processes);
-        let (protected, hidden) = (protected_in(&self.roots), self.hidden_now());
-        if let Some(refusal) = protected.refusal() {
+        let mounts = self.scope.mounts();
+        if let Some(refusal) = mounts.protected.refusal() {
             return Err(std::io::Error::other(refusal));
         }
         let mut argv = bwrap_args(
             &self.bwrap,
             false,
-            &self.roots,
-            &protected,
-            &hidden,
+            &self.scope.roots,
+            &mounts,
             Path::new("/"),
             &BTreeMap::new(),
         );
@@ -937,8 +985,7 @@ impl PoolSpec {
             .process_group(0);
         let child = command.spawn()?;
         drop(command);
-        let runtime = hide_runtime_sockets();
-        let mut warm = Warm { child, channel, output, cgroup, protected, hidden, runtime };
+        let mut warm = Warm { child, channel, output, cgroup, mounts };
         // Ready once the launcher runs inside: namespaces, mounts and cgroup all made.
         let mut ready = [0u8; 1];
         match warm.channel.read_exact(&mut ready) {
@@ -977,25 +1024,24 @@ pub struct WarmPool {
 }
 
 impl WarmPool {
-    /// A pool for jobs in `roots` with `hidden` hidden, run by the `launcher` binary (this
-    /// `agent-host`, bound into each sandbox); `None` unless `sandbox` is bubblewrap and the
-    /// launcher lies outside the hidden directories.
+    /// A pool for jobs in `scope`, run by the `launcher` binary (this `agent-host`, bound into
+    /// each sandbox); `None` unless `sandbox` is bubblewrap and the launcher lies outside the
+    /// hidden directories.
     pub fn start(
         sandbox: &Sandbox,
         launcher: &Path,
-        roots: &[PathBuf],
-        hidden: &[PathBuf],
+        scope: &Scope,
         limits: &Limits,
     ) -> Option<Self> {
         let Sandbox::Bubblewrap(bwrap) = sandbox else { return None };
-        if hidden.iter().any(|h| launcher.starts_with(h)) {
+        let secrets = scope.user.secrets.iter();
+        if scope.hidden.iter().chain(secrets).any(|h| launcher.starts_with(h)) {
             return None;
         }
         let spec = PoolSpec {
             bwrap: bwrap.clone(),
             launcher: launcher.to_path_buf(),
-            roots: roots.to_vec(),
-            hidden: hidden.to_vec(),
+            scope: scope.clone(),
             limits: limits.clone(),
         };
         let ready: Arc<std::sync::Mutex<Option<Warm>>> = Arc::default();
@@ -1066,10 +1112,8 @@ impl WarmPool {
     pub fn run(&self, job: &Job, cancel: &Arc<AtomicBool>) -> std::io::Result<Outcome> {
         let warm = if job.network { None } else { lock_slot(&self.ready).take() };
         let warm = warm.and_then(|mut w| {
-            let fits = w.protected == protected_in(&self.spec.roots)
-                && w.hidden == self.spec.hidden_now()
-                && w.runtime == hide_runtime_sockets()
-                && matches!(w.child.try_wait(), Ok(None));
+            let fits =
+                w.mounts == self.spec.scope.mounts() && matches!(w.child.try_wait(), Ok(None));
             if fits {
                 Some(w)
             } else {
@@ -1086,14 +1130,7 @@ impl WarmPool {
                 if let Some(warm) = other {
                     warm.discard();
                 }
-                run(
-                    &self.sandbox,
-                    job,
-                    &self.spec.roots,
-                    &self.spec.hidden,
-                    &self.spec.limits,
-                    cancel,
-                )
+                run(&self.sandbox, job, &self.spec.scope, &self.spec.limits, cancel)
             }
         };
         self.send(PoolTask::Refill);
@@ -1113,7 +1150,7 @@ impl WarmPool {
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         argv.extend(job.argv.iter().cloned());
-        let launch = Launch { argv, cwd: job.cwd.clone(), env: clean_env(job) };
+        let launch = Launch { argv, cwd: job.cwd.clone(), env: self.spec.scope.env(job) };
         let bytes = serde_json::to_vec(&launch).map_err(std::io::Error::other)?;
         let sent =
             channel.write_all(&bytes).and_then(|()| channel.shutdown(std::net::Shutdown::Write));

@@ -13,7 +13,9 @@
 //! - in the home directory, only the agents' own state is writable ([`AGENT_STATE`]); their
 //!   settings files in it ([`HOME_SETTINGS`]), where their hooks are configured, are read-only
 //!   again (made empty first where the agent's directory lacks one,
-//!   [`Jail::ensure_home_settings`]), and the X cookie is hidden; a workspace that holds the
+//!   [`Jail::ensure_home_settings`]); the user's secrets are hidden as from jobs
+//!   ([`crate::userenv::SECRETS`]: keys, cloud and forge tokens, browser profiles, histories)
+//!   but for the agents' own logins, and the X cookie is hidden; a workspace that holds the
 //!   home directory, or whose protected names are symbolic links, gets no jail
 //!   ([`Jail::unfit`]);
 //! - the host's config and state directories are empty (no key, no audit log, no device list,
@@ -102,6 +104,14 @@ impl Jail {
         }
         for file in HOME_SETTINGS.iter().filter_map(|f| home.map(|h| h.join(f))) {
             push(&[&"--ro-bind-try", &file, &file]);
+        }
+        // The user's secrets, as jobs have them hidden, but the agents' own logins.
+        let secrets = crate::userenv::SECRETS.iter().filter_map(|s| home.map(|h| h.join(s)));
+        for (secret, dir) in crate::userenv::present(secrets) {
+            match dir {
+                true => push(&[&"--tmpfs", &secret]),
+                false => push(&[&"--ro-bind", &"/dev/null", &secret]),
+            }
         }
         for dir in self.dirs.all() {
             push(&[&"--tmpfs", &dir]);
@@ -209,5 +219,34 @@ mod tests {
         assert!(argv.contains(&"--share-net".to_string()));
         assert!(!argv.contains(&"--new-session".to_string()));
         assert_eq!(argv.last().map(String::as_str), Some("--"));
+    }
+
+    #[test]
+    fn the_users_secrets_are_hidden_but_the_agents_logins() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path().canonicalize().unwrap();
+        for dir in [".ssh", ".claude"] {
+            std::fs::create_dir_all(h.join(dir)).unwrap();
+        }
+        for file in [".netrc", ".claude/.credentials.json", ".claude.json"] {
+            std::fs::write(h.join(file), "x").unwrap();
+        }
+        let dirs = Dirs { config: h.join("cfg"), state: h.join("st") };
+        let jail = Jail {
+            bwrap: "/usr/bin/bwrap".into(),
+            workspace: h.join("ws"),
+            dirs,
+            home: Some(h.clone()),
+            exe: None,
+        };
+        let argv: Vec<OsString> = jail.argv();
+        let after = |flag: &str, path: &Path| {
+            argv.windows(2).any(|w| w[0] == *flag && w[1] == *path.as_os_str())
+                || argv.windows(3).any(|w| w[0] == *flag && w[2] == *path.as_os_str())
+        };
+        assert!(after("--tmpfs", &h.join(".ssh")));
+        assert!(after("--ro-bind", &h.join(".netrc")));
+        assert!(!argv.iter().any(|a| *a == *h.join(".claude/.credentials.json").as_os_str()));
+        assert!(!after("--ro-bind", &h.join(".claude.json")));
     }
 }

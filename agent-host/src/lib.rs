@@ -31,3 +31,4 @@ pub mod local_api;
 pub mod policy;
 pub mod session;
 pub mod up;
+pub mod userenv;

@@ -12,24 +12,51 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use agent_host::exec::{Job, Limits, Outcome, Sandbox, WarmPool, process_limit_available, run};
+use agent_host::exec::{
+    Job, Limits, Outcome, Sandbox, Scope, UserEnv, WarmPool, process_limit_available, run,
+};
+use agent_host::userenv::SandboxSettings;
 
 struct Setup {
     _dir: tempfile::TempDir,
     root: PathBuf,
     outside: PathBuf,
     hidden: PathBuf,
+    /// The user's home: read-only to jobs, its secret places hidden.
+    home: PathBuf,
+    scope: Scope,
 }
 
 fn setup() -> Setup {
+    setup_with(&SandboxSettings::default())
+}
+
+/// A workspace, a place outside it, the host's state, and a home, with jobs' scope made as the
+/// host makes it from this environment (its `PATH` and toolchain variables) and `settings`,
+/// but the home given. Where this environment names no `CARGO_HOME` or `RUSTUP_HOME`, the real
+/// home's `.cargo` and `.rustup` are named, as a user whose toolchain is there would have them.
+fn setup_with(settings: &SandboxSettings) -> Setup {
     let dir = tempfile::tempdir().unwrap();
     let base = dir.path().canonicalize().unwrap();
     let (root, outside, hidden) = (base.join("ws"), base.join("outside"), base.join("host-state"));
-    for d in [&root, &outside, &hidden] {
+    let home = base.join("home");
+    for d in [&root, &outside, &hidden, &home] {
         std::fs::create_dir_all(d).unwrap();
     }
     std::fs::write(hidden.join("host.key"), "PRIVATE KEY").unwrap();
-    Setup { _dir: dir, root, outside, hidden }
+    let mut vars: BTreeMap<String, String> = std::env::vars().collect();
+    if let Some(real_home) = vars.get("HOME").cloned() {
+        for (name, dir) in [("CARGO_HOME", ".cargo"), ("RUSTUP_HOME", ".rustup")] {
+            let dir = PathBuf::from(&real_home).join(dir);
+            if !vars.contains_key(name) && dir.is_dir() {
+                vars.insert(name.into(), dir.display().to_string());
+            }
+        }
+    }
+    vars.insert("HOME".into(), home.display().to_string());
+    let user = UserEnv::new(vars, settings, Some(hidden.join("sandbox-cache")));
+    let scope = Scope { roots: vec![root.clone()], hidden: vec![hidden.clone()], user };
+    Setup { _dir: dir, root, outside, hidden, home, scope }
 }
 
 /// A way to run a job: a sandbox, started for the job or (bubblewrap) ahead of it.
@@ -87,11 +114,10 @@ fn exec_cancellable(
     limits: &Limits,
     cancel: &Arc<AtomicBool>,
 ) -> Outcome {
-    let (roots, hidden) = (std::slice::from_ref(&s.root), std::slice::from_ref(&s.hidden));
     if !sb.warm {
-        return run(&sb.sandbox, job, roots, hidden, limits, cancel).unwrap();
+        return run(&sb.sandbox, job, &s.scope, limits, cancel).unwrap();
     }
-    let pool = WarmPool::start(&sb.sandbox, agent_host_bin(), roots, hidden, limits).unwrap();
+    let pool = WarmPool::start(&sb.sandbox, agent_host_bin(), &s.scope, limits).unwrap();
     assert!(pool.wait_ready(Duration::from_secs(20)), "no sandbox was started ahead");
     let out = pool.run(job, cancel).unwrap();
     // A job that needs the network gets a sandbox of its own; every other one the warm one.
@@ -277,14 +303,13 @@ fn unsandboxed_mode_still_times_out_and_caps() {
     let out = run(
         &Sandbox::Unsandboxed,
         &j,
-        std::slice::from_ref(&s.root),
-        &[],
+        &s.scope,
         &Limits::default(),
         &Arc::new(AtomicBool::new(false)),
     )
     .unwrap();
     assert!(out.timed_out);
-    assert!(String::from_utf8_lossy(&out.output).contains(s.root.to_str().unwrap()));
+    assert!(String::from_utf8_lossy(&out.output).contains(s.home.to_str().unwrap()));
 }
 
 #[test]
@@ -334,8 +359,7 @@ fn unsandboxed_a_background_process_holding_the_output_does_not_hold_the_result(
         let out = run(
             &Sandbox::Unsandboxed,
             &job(&s, script),
-            std::slice::from_ref(&s.root),
-            &[],
+            &s.scope,
             &Limits::default(),
             &Arc::new(AtomicBool::new(false)),
         )
@@ -427,10 +451,8 @@ fn a_protected_name_that_is_a_symbolic_link_stops_every_job() {
         std::fs::create_dir_all(s.root.join("elsewhere")).unwrap();
         let target = if target == "host-state" { s.hidden.clone() } else { PathBuf::from(target) };
         std::os::unix::fs::symlink(&target, s.root.join(name)).unwrap();
-        let roots = std::slice::from_ref(&s.root);
         let cancel = Arc::new(AtomicBool::new(false));
-        let hidden = std::slice::from_ref(&s.hidden);
-        let refused = run(&bwrap, &job(&s, "echo ran"), roots, hidden, &Limits::default(), &cancel);
+        let refused = run(&bwrap, &job(&s, "echo ran"), &s.scope, &Limits::default(), &cancel);
         let message = refused.map(|o| String::from_utf8_lossy(&o.output).into_owned()).unwrap_err();
         assert!(message.to_string().contains("symbolic link"), "{name}: {message}");
     }
@@ -492,9 +514,7 @@ fn ready_pool(s: &Setup) -> Option<WarmPool> {
             return None;
         }
     };
-    let (roots, hidden) = (std::slice::from_ref(&s.root), std::slice::from_ref(&s.hidden));
-    let pool =
-        WarmPool::start(&bwrap, agent_host_bin(), roots, hidden, &Limits::default()).unwrap();
+    let pool = WarmPool::start(&bwrap, agent_host_bin(), &s.scope, &Limits::default()).unwrap();
     assert!(pool.wait_ready(Duration::from_secs(20)), "no sandbox was started ahead");
     Some(pool)
 }
@@ -541,7 +561,7 @@ fn a_sandbox_started_ahead_is_not_used_once_the_workspace_changed_under_it() {
     // The job's own directory and environment, not the launcher's.
     let dir = s.root.join(".git");
     assert!(
-        text.contains(&format!("{}\n{} set by the job", dir.display(), dir.display())),
+        text.contains(&format!("{}\n{} set by the job", dir.display(), s.home.display())),
         "{text}"
     );
 }
@@ -564,4 +584,124 @@ fn a_unix_socket_outside_is_out_of_reach() {
         assert!(!said.contains("connected"), "{sb:?}: {said}");
         assert_ne!(out.exit_code, Some(0), "{sb:?}: {said}");
     }
+}
+
+/// The home is the user's, read-only, with its secret places hidden (directories, files, a
+/// link to a secret, and a place the settings add), while the rest of it reads; the jobs' own
+/// cache is writable; only the listed variables pass.
+#[test]
+fn the_home_reads_but_its_secrets_are_hidden_and_only_the_jobs_cache_is_written() {
+    let settings = SandboxSettings { hide: vec!["~/vault".into()], ..Default::default() };
+    for sb in sandboxes() {
+        let s = setup_with(&settings);
+        let home = &s.home;
+        std::fs::write(home.join("notes.txt"), "readable notes").unwrap();
+        for (file, text) in [
+            (".ssh/id_ed25519", "SSH KEY"),
+            (".aws/credentials", "AWS KEY"),
+            (".config/gh/hosts.yml", "GH TOKEN"),
+            (".netrc", "NETRC PASSWORD"),
+            (".cargo/credentials.toml", "CARGO TOKEN"),
+            ("vault/x", "VAULT"),
+            ("elsewhere/creds", "LINKED CREDENTIALS"),
+        ] {
+            std::fs::create_dir_all(home.join(file).parent().unwrap()).unwrap();
+            std::fs::write(home.join(file), text).unwrap();
+        }
+        std::os::unix::fs::symlink(home.join("elsewhere/creds"), home.join(".git-credentials"))
+            .unwrap();
+        let script = "cat ~/notes.txt; echo; \
+             cat ~/.ssh/id_ed25519 ~/.aws/credentials ~/.config/gh/hosts.yml ~/.netrc \
+                 ~/.cargo/credentials.toml ~/vault/x ~/.git-credentials 2>/dev/null; \
+             ls -A ~/.ssh ~/.aws; \
+             touch ~/new 2>/dev/null && echo HOME-WRITTEN; \
+             echo cached > \"$XDG_CACHE_HOME/c\" && cat \"$XDG_CACHE_HOME/c\"; \
+             echo \"npm=$npm_config_cache go=$GOCACHE\"; env";
+        let out = exec(&sb, &s, &job(&s, script));
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(text.starts_with("readable notes"), "{sb:?}: {text}");
+        for secret in ["SSH KEY", "AWS KEY", "GH TOKEN", "NETRC", "CARGO TOKEN", "VAULT", "LINKED"]
+        {
+            assert!(!text.contains(secret), "{sb:?}: {secret} was read: {text}");
+        }
+        assert!(!text.contains("id_ed25519"), "{sb:?}: {text}");
+        assert!(!text.contains("HOME-WRITTEN") && !home.join("new").exists(), "{sb:?}");
+        assert!(text.contains("\ncached\n"), "{sb:?}: {text}");
+        let cache = s.hidden.join("sandbox-cache");
+        assert!(text.contains(&format!(
+            "npm={}/npm go={}/go-build",
+            cache.display(),
+            cache.display()
+        )));
+        assert!(text.contains(&format!("HOME={}\n", home.display())), "{sb:?}: {text}");
+        assert!(!text.contains("CARGO_MANIFEST_DIR"), "{sb:?}: {text}");
+        // Still outside the job: the secrets are there, untouched.
+        assert_eq!(std::fs::read_to_string(home.join(".ssh/id_ed25519")).unwrap(), "SSH KEY");
+    }
+}
+
+/// `cargo test` in a Rust project with no dependencies, with the toolchain this machine has
+/// (found through `PATH`, `CARGO_HOME` and `RUSTUP_HOME`, as at the user's prompt).
+#[test]
+fn cargo_test_runs_with_the_users_toolchain() {
+    let s = setup();
+    let Some(_) = which("cargo", &s.scope.user.path) else {
+        println!("SKIPPED: no cargo in PATH");
+        return;
+    };
+    std::fs::write(
+        s.root.join("Cargo.toml"),
+        "[package]\nname = \"tiny\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n[workspace]\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(s.root.join("src")).unwrap();
+    std::fs::write(
+        s.root.join("src/lib.rs"),
+        "pub fn add(a: u32, b: u32) -> u32 { a + b }\n\n#[test]\nfn adds() { assert_eq!(add(2, 2), 4); }\n",
+    )
+    .unwrap();
+    for sb in sandboxes() {
+        let mut j = job(&s, "");
+        j.argv = vec!["cargo".into(), "test".into()];
+        j.timeout = Duration::from_secs(240);
+        let out = exec(&sb, &s, &j);
+        let text = String::from_utf8_lossy(&out.output);
+        assert_eq!(out.exit_code, Some(0), "{sb:?}: {text}");
+        assert!(text.contains("test adds ... ok"), "{sb:?}: {text}");
+    }
+}
+
+/// `npm test` in a Node project, where Node is installed; npm's cache and logs go to the jobs'
+/// own cache.
+#[test]
+fn npm_test_runs_where_node_is_installed() {
+    let s = setup();
+    if which("npm", &s.scope.user.path).is_none() || which("node", &s.scope.user.path).is_none() {
+        println!("SKIPPED: no node and npm in PATH");
+        return;
+    }
+    std::fs::write(
+        s.root.join("package.json"),
+        r#"{"name":"tiny","version":"1.0.0","private":true,"scripts":{"test":"node test.js"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        s.root.join("test.js"),
+        "const assert = require('node:assert'); assert.strictEqual(2 + 2, 4); console.log('node test passed');\n",
+    )
+    .unwrap();
+    for sb in sandboxes() {
+        let mut j = job(&s, "");
+        j.argv = vec!["npm".into(), "test".into()];
+        j.timeout = Duration::from_secs(120);
+        let out = exec(&sb, &s, &j);
+        let text = String::from_utf8_lossy(&out.output);
+        assert_eq!(out.exit_code, Some(0), "{sb:?}: {text}");
+        assert!(text.contains("node test passed"), "{sb:?}: {text}");
+    }
+}
+
+/// The first `name` in `path`'s directories.
+fn which(name: &str, path: &str) -> Option<PathBuf> {
+    path.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
 }

@@ -1,0 +1,479 @@
+//! What of the user's own machine a sandboxed job sees beyond its workspace: the programs their
+//! terminal runs, minus their secrets.
+//!
+//! - **`PATH`** is the host's own, as it was started (absolute directories only: `.` or a
+//!   relative entry would make the working directory's files programs), or the settings'
+//!   `sandbox.path`. So `cargo`, `npm`, `go`, `python` resolve as at the user's prompt.
+//! - **Variables**: the toolchains' and the locale's ([`PASSED`]: `CARGO_HOME`, `RUSTUP_HOME`,
+//!   `GOPATH`, `NVM_DIR`, `PYENV_ROOT`, `VIRTUAL_ENV`, `LANG`, …) pass through from the host's
+//!   environment, with the names `sandbox.env` adds; nothing else does (an allow-list: tokens in
+//!   the environment stay out).
+//! - **`HOME`** is the user's real home, read-only like the rest of the machine, with the secret
+//!   places hidden ([`SECRETS`], relative to the home, and `sandbox.hide`): directories under
+//!   empty tmpfs mounts, files under `/dev/null` (each as the kernel resolves it, so a link to a
+//!   secret hides the secret). The host's own directories are hidden as before.
+//! - **Caches**: a job may not write the user's own toolchain caches: `~/.cargo/registry`,
+//!   `~/.npm`, `~/.cache/pip` or Go's module and build caches feed builds that later run
+//!   *outside* any sandbox, so a job that could write them could poison them (a crate's source
+//!   edited in place runs at the user's next `cargo build`). Jobs read them (what the user has
+//!   fetched builds offline), and write their own: one directory of the host's
+//!   ([`crate::dirs::Dirs::sandbox_cache`]) holds `XDG_CACHE_HOME` (pip's cache, Go's build
+//!   cache, and most tools'), `npm_config_cache` and `GOCACHE`, writable in every job and
+//!   nowhere else. A user who wants jobs to fill their real caches names them in
+//!   `sandbox.writable`, accepting that risk; `agent-host doctor` lists them.
+//!
+//! The settings are read from the host's own settings file only (`settings.json` in its config
+//! directory), never from a workspace's: a workspace cannot widen what its jobs see.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// Places in the home that hold secrets (keys, tokens, passwords, sessions, histories), hidden
+/// from every job. Relative to the home.
+pub const SECRETS: &[&str] = &[
+    // keys and agents' sockets
+    ".ssh",
+    ".gnupg",
+    ".password-store",
+    ".local/share/keyrings",
+    ".pki",
+    // clouds and clusters
+    ".aws",
+    ".azure",
+    ".config/gcloud",
+    ".kube",
+    ".oci",
+    ".vault-token",
+    ".terraform.d/credentials.tfrc.json",
+    ".config/doctl",
+    ".config/op",
+    // forges, registries and package managers
+    ".config/gh",
+    ".config/hub",
+    ".config/glab-cli",
+    ".netrc",
+    ".git-credentials",
+    ".config/git/credentials",
+    ".docker/config.json",
+    ".npmrc",
+    ".yarnrc",
+    ".pypirc",
+    ".gem/credentials",
+    ".cargo/credentials",
+    ".cargo/credentials.toml",
+    ".m2/settings.xml",
+    ".gradle/gradle.properties",
+    ".config/pip/pip.conf",
+    // databases
+    ".pgpass",
+    ".my.cnf",
+    // browsers and mail
+    ".mozilla",
+    ".thunderbird",
+    ".config/google-chrome",
+    ".config/chromium",
+    ".config/BraveSoftware",
+    ".config/microsoft-edge",
+    ".var/app",
+    // what was typed at prompts
+    ".bash_history",
+    ".zsh_history",
+    ".local/share/fish/fish_history",
+    ".python_history",
+    ".node_repl_history",
+    ".psql_history",
+    ".mysql_history",
+    ".sqlite_history",
+    ".lesshst",
+    ".viminfo",
+];
+
+/// The agents' own logins, hidden from every job as [`SECRETS`] are (a job has no use for
+/// them); the jail of `agent-host run` leaves these to its agent, and hides the rest.
+pub const AGENT_LOGINS: &[&str] = &[
+    ".claude.json",
+    ".claude.json.backup",
+    ".claude/.credentials.json",
+    ".codex/auth.json",
+    ".gemini/oauth_creds.json",
+];
+
+/// The `places` that exist now, each as the kernel resolves it, with
+/// whether it is a directory; sorted, once each.
+pub fn present(places: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, bool)> {
+    let mut out: Vec<(PathBuf, bool)> = places
+        .into_iter()
+        .filter_map(|p| p.canonicalize().ok())
+        .map(|p| {
+            let dir = p.is_dir();
+            (p, dir)
+        })
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Variables passed from the host's environment to every job when set there.
+pub const PASSED: &[&str] = &[
+    "LANG",
+    "LANGUAGE",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "USER",
+    "LOGNAME",
+    // Rust
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "RUSTUP_TOOLCHAIN",
+    // Go
+    "GOPATH",
+    "GOROOT",
+    "GOMODCACHE",
+    "GOTOOLCHAIN",
+    // JavaScript
+    "NVM_DIR",
+    "NVM_BIN",
+    "NVM_INC",
+    "VOLTA_HOME",
+    "BUN_INSTALL",
+    "DENO_DIR",
+    "DENO_INSTALL",
+    "PNPM_HOME",
+    // Python
+    "PYENV_ROOT",
+    "PYENV_VERSION",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "CONDA_DEFAULT_ENV",
+    // others
+    "JAVA_HOME",
+    "ASDF_DIR",
+    "ASDF_DATA_DIR",
+    "MISE_DATA_DIR",
+    "RBENV_ROOT",
+    "GEM_HOME",
+    "GEM_PATH",
+];
+
+/// `PATH` when the host has none.
+const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// The `sandbox` object of the host's settings file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxSettings {
+    /// `PATH` for jobs instead of the host's.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// More variables to pass through (names).
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// More places to hide (absolute, or `~/…`).
+    #[serde(default)]
+    pub hide: Vec<String>,
+    /// Places of the user's that jobs may write (absolute, or `~/…`): the user's own caches,
+    /// accepting that a job could poison them.
+    #[serde(default)]
+    pub writable: Vec<String>,
+}
+
+/// Why the settings could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// Unreadable.
+    #[error("{path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What went wrong.
+        error: std::io::Error,
+    },
+    /// Not the expected shape.
+    #[error("{path}: sandbox: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl SandboxSettings {
+    /// The `sandbox` object of the settings file at `path` (defaults when the file or the
+    /// object is absent).
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        #[derive(serde::Deserialize)]
+        struct File {
+            #[serde(default)]
+            sandbox: Option<SandboxSettings>,
+        }
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
+            Err(error) => return Err(SettingsError::Read { path: path.into(), error }),
+        };
+        let file: File = serde_json::from_str(&text)
+            .map_err(|e| SettingsError::Invalid { path: path.into(), message: e.to_string() })?;
+        let settings = file.sandbox.unwrap_or_default();
+        let invalid = |message: String| SettingsError::Invalid { path: path.into(), message };
+        for name in &settings.env {
+            let valid = !name.is_empty()
+                && name.len() <= 128
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                && !name.as_bytes()[0].is_ascii_digit();
+            if !valid {
+                return Err(invalid(format!("env: {name:?} is not a variable name")));
+            }
+        }
+        for place in settings.hide.iter().chain(&settings.writable) {
+            if !(place.starts_with('/') || place.starts_with("~/")) {
+                return Err(invalid(format!("{place:?} is neither absolute nor ~/…")));
+            }
+        }
+        Ok(settings)
+    }
+}
+
+/// What jobs see of the user's machine; made once when the host starts ([`UserEnv::new`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserEnv {
+    /// The user's home (as the kernel resolves it), if there is a usable one.
+    pub home: Option<PathBuf>,
+    /// `PATH` for jobs.
+    pub path: String,
+    /// Variables passed through, with their values.
+    pub vars: BTreeMap<String, String>,
+    /// Where secrets may be: hidden wherever they exist when a job starts.
+    pub secrets: Vec<PathBuf>,
+    /// The jobs' own cache directory, writable in every job.
+    pub cache: Option<PathBuf>,
+    /// The user's places jobs may write (settings).
+    pub writable: Vec<PathBuf>,
+}
+
+impl UserEnv {
+    /// From the host's environment (`vars`, the process's own in the host) and `settings`,
+    /// with `cache` as the jobs' cache directory.
+    pub fn new(
+        vars: impl IntoIterator<Item = (String, String)>,
+        settings: &SandboxSettings,
+        cache: Option<PathBuf>,
+    ) -> Self {
+        let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        let home = vars
+            .get("HOME")
+            .map(PathBuf::from)
+            .filter(|h| h.is_absolute() && h != Path::new("/"))
+            .and_then(|h| h.canonicalize().ok());
+        let expand = |place: &str| -> Option<PathBuf> {
+            match place.strip_prefix("~/") {
+                Some(rest) => home.as_ref().map(|h| h.join(rest)),
+                None => Some(PathBuf::from(place)),
+            }
+        };
+        let path = settings.path.clone().or_else(|| vars.get("PATH").cloned());
+        let path = path.map_or_else(|| DEFAULT_PATH.to_string(), |p| absolute_path(&p));
+        let passed: BTreeMap<String, String> = PASSED
+            .iter()
+            .map(|n| n.to_string())
+            .chain(settings.env.iter().cloned())
+            .filter_map(|name| vars.get(&name).map(|v| (name, v.clone())))
+            .collect();
+        // A toolchain's home elsewhere keeps its tokens there.
+        let elsewhere = [("CARGO_HOME", "credentials"), ("CARGO_HOME", "credentials.toml")]
+            .into_iter()
+            .chain([("DOCKER_CONFIG", "config.json")])
+            .filter_map(|(var, file)| Some(PathBuf::from(vars.get(var)?).join(file)));
+        let mut secrets: Vec<PathBuf> = home
+            .iter()
+            .flat_map(|h| SECRETS.iter().chain(AGENT_LOGINS).map(move |s| h.join(s)))
+            .chain(elsewhere)
+            .chain(settings.hide.iter().filter_map(|p| expand(p)))
+            .collect();
+        secrets.sort();
+        secrets.dedup();
+        let writable = settings.writable.iter().filter_map(|p| expand(p)).collect();
+        Self { home, path, vars: passed, secrets, cache, writable }
+    }
+
+    /// From this process's environment and the host's settings file `settings`.
+    pub fn from_host(settings: &Path, cache: Option<PathBuf>) -> Result<Self, SettingsError> {
+        let settings = SandboxSettings::load(settings)?;
+        let vars = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
+        Ok(Self::new(vars, &settings, cache))
+    }
+
+    /// The environment a job in `cwd` starts from (before the job's own variables).
+    pub fn job_env(&self, cwd: &Path) -> BTreeMap<String, String> {
+        let mut env = self.vars.clone();
+        env.insert("PATH".into(), self.path.clone());
+        let home = self.home.as_deref().unwrap_or(cwd);
+        env.insert("HOME".into(), home.display().to_string());
+        env.insert("TMPDIR".into(), "/tmp".into());
+        env.entry("LANG".into()).or_insert_with(|| "C.UTF-8".into());
+        env.insert("TERM".into(), "dumb".into());
+        if let Some(cache) = &self.cache {
+            let cache = cache.display();
+            env.insert("XDG_CACHE_HOME".into(), cache.to_string());
+            env.insert("npm_config_cache".into(), format!("{cache}/npm"));
+            env.insert("GOCACHE".into(), format!("{cache}/go-build"));
+        }
+        env
+    }
+
+    /// The secret places that exist now, each as the kernel resolves it, with whether it is a
+    /// directory; sorted, once each.
+    pub fn secrets_present(&self) -> Vec<(PathBuf, bool)> {
+        present(self.secrets.iter().cloned())
+    }
+
+    /// The places jobs write besides their workspace that exist now: the jobs' cache (made
+    /// when missing), then the user's opted-in places, as the kernel resolves them.
+    pub fn writable_present(&self) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        if let Some(cache) = &self.cache {
+            if let Err(e) = make_private_dir(cache) {
+                tracing::warn!("cannot make the jobs' cache {}: {e}", cache.display());
+            } else if let Ok(real) = cache.canonicalize() {
+                out.push(real);
+            }
+        }
+        out.extend(self.writable.iter().filter_map(|p| p.canonicalize().ok()));
+        out
+    }
+
+    /// What `agent-host doctor` says of it, one line each.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!("PATH {}", self.path)];
+        let names: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+        lines.push(format!(
+            "variables passed: {}",
+            if names.is_empty() { "none".into() } else { names.join(" ") }
+        ));
+        match &self.home {
+            Some(home) => lines.push(format!("HOME {} (read-only)", home.display())),
+            None => lines.push("HOME the working directory (no usable home)".into()),
+        }
+        let hidden: Vec<String> =
+            self.secrets_present().into_iter().map(|(p, _)| p.display().to_string()).collect();
+        lines.push(format!(
+            "secrets hidden here: {}",
+            if hidden.is_empty() { "none present".into() } else { hidden.join(" ") }
+        ));
+        if let Some(cache) = &self.cache {
+            lines.push(format!(
+                "jobs' own caches (writable): {} (XDG_CACHE_HOME, npm_config_cache, GOCACHE)",
+                cache.display()
+            ));
+        }
+        for place in &self.writable {
+            lines.push(format!(
+                "WRITABLE by jobs (settings; a job could poison it): {}",
+                place.display()
+            ));
+        }
+        lines
+    }
+}
+
+/// `path`'s absolute directories, in order, once each.
+fn absolute_path(path: &str) -> String {
+    let mut seen: Vec<&str> = Vec::new();
+    for dir in path.split(':') {
+        if dir.starts_with('/') && !seen.contains(&dir) {
+            seen.push(dir);
+        }
+    }
+    seen.join(":")
+}
+
+/// Makes `dir` (and its parents) with mode 0700 where missing.
+fn make_private_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt as _;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn path_keeps_absolute_directories_once_and_only_listed_variables_pass() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path().to_str().unwrap();
+        let env = UserEnv::new(
+            vars(&[
+                ("HOME", h),
+                ("PATH", "/a/bin:.:bin::/a/bin:/usr/bin"),
+                ("CARGO_HOME", "/c"),
+                ("GITHUB_TOKEN", "secret"),
+                ("MY_TOOL", "x"),
+            ]),
+            &SandboxSettings { env: vec!["MY_TOOL".into()], ..Default::default() },
+            None,
+        );
+        assert_eq!(env.path, "/a/bin:/usr/bin");
+        let job = env.job_env(Path::new("/w"));
+        assert_eq!(job.get("CARGO_HOME").map(String::as_str), Some("/c"));
+        assert_eq!(job.get("MY_TOOL").map(String::as_str), Some("x"));
+        assert!(!job.contains_key("GITHUB_TOKEN"));
+        let real = home.path().canonicalize().unwrap();
+        assert_eq!(job.get("HOME"), Some(&real.display().to_string()));
+    }
+
+    #[test]
+    fn settings_path_wins_and_no_home_means_the_working_directory() {
+        let env = UserEnv::new(
+            vars(&[("PATH", "/a")]),
+            &SandboxSettings { path: Some("/x:/y".into()), ..Default::default() },
+            None,
+        );
+        assert_eq!(env.path, "/x:/y");
+        assert_eq!(env.job_env(Path::new("/w")).get("HOME").map(String::as_str), Some("/w"));
+        assert!(env.secrets.is_empty());
+    }
+
+    #[test]
+    fn present_secrets_are_found_through_links_and_settings_extend_the_list() {
+        let home = tempfile::tempdir().unwrap();
+        let real = home.path().canonicalize().unwrap();
+        std::fs::create_dir_all(real.join(".ssh")).unwrap();
+        std::fs::write(real.join("vault.txt"), "k").unwrap();
+        std::fs::write(real.join("target"), "t").unwrap();
+        std::os::unix::fs::symlink(real.join("target"), real.join(".netrc")).unwrap();
+        let settings = SandboxSettings { hide: vec!["~/vault.txt".into()], ..Default::default() };
+        let env = UserEnv::new(vars(&[("HOME", real.to_str().unwrap())]), &settings, None);
+        let present = env.secrets_present();
+        assert!(present.contains(&(real.join(".ssh"), true)));
+        assert!(present.contains(&(real.join("vault.txt"), false)));
+        // The link's target is what gets hidden.
+        assert!(present.contains(&(real.join("target"), false)));
+        assert!(!present.iter().any(|(p, _)| p.ends_with(".aws")));
+    }
+
+    #[test]
+    fn settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("settings.json");
+        assert_eq!(SandboxSettings::load(&file).unwrap(), SandboxSettings::default());
+        for bad in [
+            r#"{"sandbox": {"env": ["A B"]}}"#,
+            r#"{"sandbox": {"hide": ["relative"]}}"#,
+            r#"{"sandbox": {"writable": ["x/y"]}}"#,
+            r#"{"sandbox": {"unknown": 1}}"#,
+        ] {
+            std::fs::write(&file, bad).unwrap();
+            assert!(SandboxSettings::load(&file).is_err(), "{bad}");
+        }
+        std::fs::write(&file, r#"{"permissions": {}, "sandbox": {"writable": ["~/.npm"]}}"#)
+            .unwrap();
+        assert_eq!(SandboxSettings::load(&file).unwrap().writable, vec!["~/.npm".to_string()]);
+    }
+}
