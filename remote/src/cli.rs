@@ -64,8 +64,12 @@ pub enum Command {
         /// An environment variable to set, NAME=VALUE (repeatable).
         #[arg(long = "env", value_name = "NAME=VALUE")]
         env: Vec<String>,
-        /// The program and its arguments.
-        #[arg(last = true, required = true)]
+        /// A shell line to run as bash runs it (`bash -c LINE`: pipes, redirections, `&&`),
+        /// judged by the host's policy part by part, instead of an exact argv.
+        #[arg(long, value_name = "LINE", conflicts_with = "argv")]
+        shell: Option<String>,
+        /// The program and its arguments, exactly (no shell).
+        #[arg(last = true, required_unless_present = "shell")]
         argv: Vec<String>,
     },
     /// Print a file of the workspace.
@@ -177,7 +181,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pair { .. } => unreachable!("handled above"),
         Command::Status => status(&mut ctx).await,
         Command::Pending => pending(&mut ctx).await,
-        Command::Run { no_wait, cwd, env, argv } => {
+        Command::Run { no_wait, cwd, env, shell, argv } => {
+            let argv = match shell {
+                Some(line) => vec!["bash".into(), "-c".into(), line],
+                None => argv,
+            };
             let mut vars = std::collections::BTreeMap::new();
             for pair in env {
                 let Some((name, value)) = pair.split_once('=') else {

@@ -110,6 +110,16 @@ impl World {
         Host::spawn(self, self.host_command(&args))
     }
 
+    /// `agent-host up` as [`World::up`] does, with these variables set for the host (its
+    /// `HOME`, say: what jobs see of the user's machine comes from the host's environment).
+    pub fn up_with_env(&self, extra: &[&str], vars: &[(&str, &std::ffi::OsStr)]) -> Host {
+        let mut args = vec!["up", "--no-pair", "--port", "0"];
+        args.extend_from_slice(extra);
+        let mut cmd = self.host_command(&args);
+        cmd.envs(vars.iter().copied());
+        Host::spawn(self, cmd)
+    }
+
     /// `agent-host serve --relay ADDR --relay-cert SHA256` (a relay of the test's choosing).
     pub fn serve(&self, relay: &str, cert_sha256: &str, extra: &[&str]) -> Host {
         let mut args = vec!["serve", "--relay", relay, "--relay-cert", cert_sha256];
