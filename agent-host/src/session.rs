@@ -157,28 +157,141 @@ fn send(stream: &mut UnixStream, update: &SessionUpdate) -> std::io::Result<()> 
     stream.write_all(&line)
 }
 
+/// How often `agent-host run` tries to reach a host that went away.
+const RECONNECT_EVERY: Duration = Duration::from_secs(1);
+
+/// `agent-host run`'s side of the sharing: the connection to the host, made again (as a new
+/// session) when the host restarts, and the program's last output, which a new registration
+/// starts with so that devices see the screen as it is.
+struct Sharing {
+    socket: std::path::PathBuf,
+    command: Vec<String>,
+    kind: SessionKind,
+    /// Where output goes; `None` while the host is away.
+    writer: std::sync::Mutex<Option<UnixStream>>,
+    /// The last [`SCROLLBACK`] bytes of output (changed under `writer`'s lock).
+    tail: std::sync::Mutex<VecDeque<u8>>,
+    /// The program ended: no more registering.
+    ended: std::sync::atomic::AtomicBool,
+}
+
+impl Sharing {
+    /// Registers the session at the host; returns its id and the host's side to read input
+    /// from, and makes the connection the one output goes to, after the output kept so far.
+    fn register(&self) -> anyhow::Result<(SessionId, BufReader<UnixStream>)> {
+        let mut host = UnixStream::connect(&self.socket).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the host at {}: {e} (is it running?)",
+                self.socket.display()
+            )
+        })?;
+        let request = ApiRequest::Session { command: self.command.clone(), kind: self.kind };
+        let mut line = serde_json::to_vec(&request)?;
+        line.push(b'\n');
+        host.write_all(&line)?;
+        let mut from_host = BufReader::new(host.try_clone()?);
+        let mut first = String::new();
+        from_host.read_line(&mut first)?;
+        let session: SessionId = match serde_json::from_str(&first)? {
+            ApiResponse::SessionOpened { session } => session,
+            ApiResponse::Error { message } => anyhow::bail!("{message}"),
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        };
+        let mut writer = lock(&self.writer);
+        let tail: Vec<u8> = lock(&self.tail).iter().copied().collect();
+        for piece in tail.chunks(CHUNK) {
+            send(&mut host, &SessionUpdate::Output { data: Blob(piece.to_vec()) })?;
+        }
+        *writer = Some(host);
+        Ok((session, from_host))
+    }
+
+    /// Sends output to the host if it is there, and keeps it for a later registration.
+    fn output(&self, data: &[u8]) {
+        let mut writer = lock(&self.writer);
+        {
+            let mut tail = lock(&self.tail);
+            tail.extend(data);
+            let excess = tail.len().saturating_sub(SCROLLBACK);
+            tail.drain(..excess);
+        }
+        for piece in data.chunks(CHUNK) {
+            let update = SessionUpdate::Output { data: Blob(piece.to_vec()) };
+            if let Some(host) = writer.as_mut()
+                && send(host, &update).is_err()
+            {
+                *writer = None;
+            }
+        }
+    }
+
+    /// Tells the host that the program ended, and registers no more.
+    fn end(&self, exit_code: Option<i32>) {
+        self.ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(host) = lock(&self.writer).as_mut() {
+            let _ = send(host, &SessionUpdate::Ended { exit_code });
+        }
+    }
+
+    /// Writes approved input from the host into the program, and, when the host goes away,
+    /// says so at this terminal and registers again once it is back (a new session, which
+    /// devices see start with the screen as it is), until the program ends.
+    fn keep(&self, mut from_host: BufReader<UnixStream>, mut input_to: std::fs::File) {
+        let ended = || self.ended.load(std::sync::atomic::Ordering::SeqCst);
+        loop {
+            let mut line = String::new();
+            while matches!(from_host.read_line(&mut line), Ok(n) if n > 0) {
+                if let Ok(ApiResponse::SessionInput { data }) = serde_json::from_str(&line)
+                    && input_to.write_all(&data.0).is_err()
+                {
+                    return;
+                }
+                line.clear();
+            }
+            *lock(&self.writer) = None;
+            if ended() {
+                return;
+            }
+            eprint!(
+                "\r\nagent-host: the host went away; this session is not shared until it is back\r\n"
+            );
+            from_host = loop {
+                std::thread::sleep(RECONNECT_EVERY);
+                if ended() {
+                    return;
+                }
+                if let Ok((session, reader)) = self.register() {
+                    eprint!("\r\nagent-host: shared again, as session {session}\r\n");
+                    break reader;
+                }
+            };
+        }
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// `agent-host run`: runs `argv` in a pseudo-terminal shared through the host at `socket`,
-/// inside `jail` when there is one. Returns the program's exit status.
+/// inside `jail` when there is one. Returns the program's exit status. If the host goes away
+/// meanwhile, the program goes on, the terminal says sharing stopped, and the session is
+/// registered again when the host is back.
 pub fn run(
     socket: &Path,
     argv: Vec<String>,
     kind: SessionKind,
     jail: Option<&crate::jail::Jail>,
 ) -> anyhow::Result<ExitCode> {
-    let mut host = UnixStream::connect(socket).map_err(|e| {
-        anyhow::anyhow!("cannot reach the host at {}: {e} (is it running?)", socket.display())
-    })?;
-    let mut line = serde_json::to_vec(&ApiRequest::Session { command: argv.clone(), kind })?;
-    line.push(b'\n');
-    host.write_all(&line)?;
-    let mut from_host = BufReader::new(host.try_clone()?);
-    let mut first = String::new();
-    from_host.read_line(&mut first)?;
-    let session: SessionId = match serde_json::from_str(&first)? {
-        ApiResponse::SessionOpened { session } => session,
-        ApiResponse::Error { message } => anyhow::bail!("{message}"),
-        other => anyhow::bail!("unexpected answer: {other:?}"),
-    };
+    let sharing = std::sync::Arc::new(Sharing {
+        socket: socket.to_path_buf(),
+        command: argv.clone(),
+        kind,
+        writer: std::sync::Mutex::new(None),
+        tail: std::sync::Mutex::new(VecDeque::new()),
+        ended: std::sync::atomic::AtomicBool::new(false),
+    });
+    let (session, from_host) = sharing.register()?;
 
     use rustix::pty::{OpenptFlags, grantpt, openpt, ptsname, unlockpt};
     // Close-on-exec: the program (and a jail) gets the terminal's other end only.
@@ -231,13 +344,13 @@ pub fn run(
             }
         }
     });
-    let mut to_host = host.try_clone()?;
+    let to_host = sharing.clone();
     let batcher = std::thread::spawn(move || {
         let mut batch: Vec<u8> = Vec::new();
         let mut since: Option<Instant> = None;
-        let flush = |batch: &mut Vec<u8>, to_host: &mut UnixStream| {
-            for piece in batch.chunks(CHUNK) {
-                let _ = send(to_host, &SessionUpdate::Output { data: Blob(piece.to_vec()) });
+        let flush = |batch: &mut Vec<u8>, to_host: &Sharing| {
+            if !batch.is_empty() {
+                to_host.output(batch);
             }
             batch.clear();
         };
@@ -250,15 +363,15 @@ pub fn run(
                     batch.extend_from_slice(&chunk);
                 }
                 Ok(Piece::End(exit_code)) => {
-                    flush(&mut batch, &mut to_host);
-                    let _ = send(&mut to_host, &SessionUpdate::Ended { exit_code });
+                    flush(&mut batch, &to_host);
+                    to_host.end(exit_code);
                     return;
                 }
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
             if batch.len() >= CHUNK || since.is_some_and(|t| t.elapsed() >= BATCH) {
-                flush(&mut batch, &mut to_host);
+                flush(&mut batch, &to_host);
                 since = None;
             }
         }
@@ -274,18 +387,10 @@ pub fn run(
             }
         }
     });
-    // Approved input from devices.
-    let mut input_to = master.try_clone()?;
-    std::thread::spawn(move || {
-        for line in from_host.lines() {
-            let Ok(line) = line else { return };
-            if let Ok(ApiResponse::SessionInput { data }) = serde_json::from_str(&line)
-                && input_to.write_all(&data.0).is_err()
-            {
-                return;
-            }
-        }
-    });
+    // Approved input from devices, and the host's comings and goings.
+    let input_to = master.try_clone()?;
+    let keeper = sharing.clone();
+    std::thread::spawn(move || keeper.keep(from_host, input_to));
     // The terminal's size, followed; and what a jailed program would point git at removed as
     // soon as it appears (a read-only mount cannot keep a file from being made).
     let roots: Vec<std::path::PathBuf> =

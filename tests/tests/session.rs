@@ -305,3 +305,41 @@ echo done",
     let _ = waiting.wait();
     drop(waiting.stdin.take());
 }
+
+/// A host restarted under a running session leaves no ghost: `agent-host run` says at its
+/// terminal that sharing stopped, registers the session again once the host is back, and
+/// devices see it (starting with the screen as it was) and can type into it.
+#[test]
+fn a_session_is_shared_again_after_the_host_restarts() {
+    let (world, host, op, screen) = setup();
+    let port = host.port();
+    let mut shell = run(&world, &["--", "bash", "--norc"]);
+    let (mut watcher, seen) = watch(&screen);
+    assert!(eventually(Duration::from_secs(15), || seen.lock().unwrap().session.is_some()));
+    let before = seen.lock().unwrap().session.clone().unwrap();
+    type_approved(&world, &op, &before, "echo before-$((1+1))");
+    assert!(saw(&seen, "before-2"));
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+
+    host.stop();
+    let _host = world.up(port, &[]);
+    let (mut watcher, seen) = watch(&screen);
+    assert!(
+        eventually(Duration::from_secs(20), || seen.lock().unwrap().session.is_some()),
+        "the session was not registered again"
+    );
+    let after = seen.lock().unwrap().session.clone().unwrap();
+    assert_ne!(after, before);
+    assert!(saw(&seen, "before-2"), "the screen as it was comes first");
+    type_approved(&world, &op, &after, "echo after-$((2+2))");
+    assert!(saw(&seen, "after-4"));
+    type_approved(&world, &op, &after, "exit 0");
+    let out = shell.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("the host went away"), "{said}");
+    assert!(said.contains(&format!("shared again, as session {after}")), "{said}");
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}
