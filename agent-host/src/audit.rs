@@ -718,16 +718,22 @@ pub fn read_records(path: &Path) -> Result<Vec<Record>, AuditError> {
         .collect()
 }
 
-/// One readable line for a record.
-pub fn describe(record: &Record) -> String {
+/// One readable line for a record, devices named by `name_of` where it knows them (by their
+/// id as the log has it).
+pub fn describe(record: &Record, name_of: &dyn Fn(&str) -> Option<String>) -> String {
+    let who = |label: &str| match label.parse::<protocol::DeviceId>() {
+        Ok(_) => name_of(label).map_or_else(|| label.to_string(), |n| format!("\"{n}\"")),
+        Err(_) => label.to_string(),
+    };
     let what = match &record.event {
         Event::Request { request, actor, action_hash, decision, reason, rule, .. } => format!(
-            "request {request} from {actor}: {decision} ({reason}{}) action {}",
+            "request {request} from {}: {decision} ({reason}{}) action {}",
+            who(actor),
             rule.as_ref().map(|r| format!("; rule {r}")).unwrap_or_default(),
             &action_hash[..action_hash.len().min(12)]
         ),
         Event::Approval { request, verdict, by, .. } => {
-            format!("request {request}: {verdict} by {by}")
+            format!("request {request}: {verdict} by {}", who(by))
         }
         Event::Start { request } => format!("request {request}: started"),
         Event::Result { request, exit_code, summary } => format!(
@@ -737,7 +743,7 @@ pub fn describe(record: &Record) -> String {
         Event::Refused { claimed_sender, reason } => {
             format!("refused a frame from {claimed_sender}: {reason}")
         }
-        Event::Device { device, change } => format!("device {device}: {change}"),
+        Event::Device { device, change } => format!("device {}: {change}", who(device)),
     };
     let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.time_ms);
     format!("#{:<5} {} {what}", record.seq, humantime::format_rfc3339_seconds(time))

@@ -297,6 +297,9 @@ pub enum AuditCommand {
         /// How many records.
         #[arg(short = 'n', long, default_value_t = 20)]
         lines: usize,
+        /// Devices by their ids, not their names.
+        #[arg(long)]
+        ids: bool,
         /// Keep printing records as they are appended.
         #[arg(short, long)]
         follow: bool,
@@ -429,15 +432,17 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        AuditCommand::Tail { lines, follow, log } => {
+        AuditCommand::Tail { lines, follow, log, ids } => {
             let log = match log {
                 Some(l) => l,
                 None => default_log()?,
             };
+            let names = if ids { Default::default() } else { device_names() };
+            let name_of = |id: &str| names.get(id).cloned();
             let records = crate::audit::read_records(&log)?;
             let mut out = std::io::stdout().lock();
             for r in records.iter().skip(records.len().saturating_sub(lines)) {
-                writeln!(out, "{}", crate::audit::describe(r))?;
+                writeln!(out, "{}", crate::audit::describe(r, &name_of))?;
             }
             out.flush()?;
             if !follow {
@@ -448,7 +453,7 @@ fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 std::thread::sleep(std::time::Duration::from_millis(300));
                 let records = crate::audit::read_records(&log)?;
                 for r in records.iter().skip(seen) {
-                    writeln!(out, "{}", crate::audit::describe(r))?;
+                    writeln!(out, "{}", crate::audit::describe(r, &name_of))?;
                 }
                 out.flush()?;
                 seen = records.len();
@@ -842,6 +847,16 @@ fn call(
     runtime()?.block_on(crate::local_api::call(&socket, request, on_line))
 }
 
+/// The paired devices' names by their ids, as the host's registry has them (none if it cannot
+/// be read: people then read ids).
+fn device_names() -> std::collections::BTreeMap<String, String> {
+    let registry =
+        Dirs::discover().ok().and_then(|d| crate::devices::Registry::load(&d.state).ok());
+    registry
+        .map(|r| r.list().into_iter().map(|(d, _)| (d.id.to_string(), d.name)).collect())
+        .unwrap_or_default()
+}
+
 fn pending_list() -> anyhow::Result<Vec<crate::approvals::Pending>> {
     use crate::local_api::{ApiRequest, ApiResponse};
     match call(&ApiRequest::Approvals, |_| {})?.into_iter().next() {
@@ -867,7 +882,10 @@ fn approvals(json: bool) -> anyhow::Result<ExitCode> {
                 }
             }
             println!("    why: {}", p.reason);
-            println!("    asked by {}; {left} s left", p.requested_by);
+            let names = device_names();
+            let who =
+                crate::actions::person(&p.requested_by, |id| names.get(&id.to_string()).cloned());
+            println!("    asked by {who}; {left} s left");
             for line in p.preview.iter().flat_map(|p| p.lines()) {
                 println!("    | {line}");
             }

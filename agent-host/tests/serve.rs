@@ -190,7 +190,7 @@ fn a_denied_command_does_not_run() {
     assert_eq!(d.cli(&["deny", &pending[0].id.to_string()]).status.code(), Some(0));
     let out = waiting.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(126));
-    assert!(text(&out.stderr).contains("denied by local:terminal"));
+    assert!(text(&out.stderr).contains("denied by terminal at the host"));
     assert!(!d.ws.join("denied-file").exists());
 }
 

@@ -115,12 +115,21 @@ fn a_shell_line_is_judged_by_its_parts_and_runs_as_bash_would() {
     assert_eq!(out.status.code(), Some(126), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("denied_by_policy"), "{}", text(&out));
     assert!(!world.ws().join("made.txt").exists());
-    // A redirection writes: asked, then run as bash runs it.
+    // A redirection writes: asked (the device named, not its id), then run as bash runs it.
     let run = phone.spawn(&["run", "--shell", "printf hi | tr a-z A-Z > out.txt"]);
+    assert!(eventually(Duration::from_secs(20), || !pending_ids(&world).is_empty()));
+    let listed = String::from_utf8_lossy(&world.agent_host(&["approvals"]).stdout).into_owned();
+    assert!(listed.contains("asked by phone (a paired device)"), "{listed}");
     approve_the_pending_one(&world);
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(std::fs::read_to_string(world.ws().join("out.txt")).unwrap(), "HI");
+    // The audit log as people read it names the device; `--ids` gives its id.
+    let tail = world.agent_host(&["audit", "tail", "-n", "50"]);
+    let tail = String::from_utf8_lossy(&tail.stdout).into_owned();
+    assert!(tail.contains("from \"phone\":") && !tail.contains("from dev1"), "{tail}");
+    let ids = world.agent_host(&["audit", "tail", "-n", "50", "--ids"]);
+    assert!(String::from_utf8_lossy(&ids.stdout).contains("from dev1"), "{}", text(&ids));
     // An exact argv: `>` and `|` are words.
     let out = phone.run(&["run", "--", "printf", "%s %s", "a", "|"]);
     assert_eq!(out.stdout, b"a |", "{}", text(&out));

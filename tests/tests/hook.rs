@@ -67,7 +67,7 @@ fn the_hook_answers_every_tool_kind_from_policy_or_a_person() {
     assert!(phone.run(&["approve", &id]).status.success());
     let (decision, reason) = pre_tool_use(&write.wait_with_output().unwrap());
     assert_eq!(decision, "allow", "{reason}");
-    assert!(reason.contains("approved by dev1"), "{reason}");
+    assert!(reason.contains("approved by phone (a paired device)"), "{reason}");
     assert!(!world.ws().join("new.txt").exists(), "the host itself writes nothing");
 
     // Asked, and denied from the phone; asked, and denied at the terminal.
