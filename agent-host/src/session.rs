@@ -389,8 +389,7 @@ pub fn run(
     });
     // Approved input from devices, and the host's comings and goings.
     let input_to = master.try_clone()?;
-    let keeper = sharing.clone();
-    std::thread::spawn(move || keeper.keep(from_host, input_to));
+    std::thread::spawn(move || sharing.keep(from_host, input_to));
     // The terminal's size, followed; and what a jailed program would point git at removed as
     // soon as it appears (a read-only mount cannot keep a file from being made).
     let roots: Vec<std::path::PathBuf> =

@@ -313,7 +313,7 @@ echo done",
 fn a_session_is_shared_again_after_the_host_restarts() {
     let (world, host, op, screen) = setup();
     let port = host.port();
-    let mut shell = run(&world, &["--", "bash", "--norc"]);
+    let shell = run(&world, &["--", "bash", "--norc"]);
     let (mut watcher, seen) = watch(&screen);
     assert!(eventually(Duration::from_secs(15), || seen.lock().unwrap().session.is_some()));
     let before = seen.lock().unwrap().session.clone().unwrap();
