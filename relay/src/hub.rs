@@ -276,3 +276,57 @@ impl Hub {
         self.conns.values().map(|c| c.kick.clone()).collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection of `key` on `side`, and what the hub queues for it.
+    fn conn(key: [u8; 32], side: Side) -> (Conn, mpsc::UnboundedReceiver<Message>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (kick, _) = watch::channel(None);
+        (Conn { key, side, tx, queued: Arc::default(), kick }, rx)
+    }
+
+    fn heard(rx: &mut mpsc::UnboundedReceiver<Message>) -> Vec<FromRelay> {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|m| serde_json::from_str(m.to_text().ok()?).ok())
+            .collect()
+    }
+
+    fn host_presence(host: [u8; 32], online: bool) -> FromRelay {
+        FromRelay::HostPresence { host: hex::encode(host), online }
+    }
+
+    #[test]
+    fn a_device_hears_when_its_host_comes_and_goes_and_where_it_is_when_greeted() {
+        let (metrics, mut hub) = (Metrics::default(), Hub::new(1 << 20));
+        let (host, device, stranger) = ([1; 32], [2; 32], [3; 32]);
+        let (h, _host_rx) = conn(host, Side::Host);
+        let host_id = hub.add(h, &metrics);
+        let (d, mut device_rx) = conn(device, Side::Device);
+        let device_id = hub.add(d, &metrics);
+        let (s, mut stranger_rx) = conn(stranger, Side::Device);
+        let stranger_id = hub.add(s, &metrics);
+        // Registered now: the device, connected, learns its host is here.
+        let registration = Registration { devices: vec![device], offers: vec![] };
+        assert!(hub.register(host, 1, registration.clone(), &metrics));
+        assert_eq!(heard(&mut device_rx), vec![host_presence(host, true)]);
+        // Registered again, unchanged: nothing new to say.
+        assert!(hub.register(host, 2, registration, &metrics));
+        assert!(heard(&mut device_rx).is_empty());
+        // The host's last connection goes, and comes back.
+        hub.remove(host_id, &metrics);
+        assert_eq!(heard(&mut device_rx), vec![host_presence(host, false)]);
+        hub.greet(device_id, &metrics);
+        assert_eq!(heard(&mut device_rx), vec![host_presence(host, false)]);
+        let (h, _host_rx) = conn(host, Side::Host);
+        hub.add(h, &metrics);
+        assert_eq!(heard(&mut device_rx), vec![host_presence(host, true)]);
+        hub.greet(device_id, &metrics);
+        assert_eq!(heard(&mut device_rx), vec![host_presence(host, true)]);
+        // A device the host did not register hears nothing of it.
+        hub.greet(stranger_id, &metrics);
+        assert!(heard(&mut stranger_rx).is_empty());
+    }
+}
