@@ -397,15 +397,41 @@ fn doctor_says_which_sandbox_jail_and_hook_mode_are_in_force() {
         std::fs::create_dir_all(dir.join(".claude")).unwrap();
         std::fs::write(dir.join(".claude/settings.json"), hook(command)).unwrap();
     }
+    // A secret in the user's home, and a cache the settings make writable.
+    std::fs::create_dir_all(user.join(".ssh")).unwrap();
+    std::fs::create_dir_all(home.path().join("config")).unwrap();
+    std::fs::write(
+        home.path().join("config/settings.json"),
+        r#"{"sandbox": {"writable": ["~/.cargo/registry"], "env": ["MY_TOOL_HOME"]}}"#,
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_agent-host"))
         .arg("doctor")
         .env("AGENT_HOST_HOME", home.path())
         .env("HOME", &user)
+        .env("PATH", format!("/opt/none/bin:relative:{}", std::env::var("PATH").unwrap()))
+        .env("MY_TOOL_HOME", "/opt/tool")
         .current_dir(&project)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("sockets: owner") && text.contains("agent/agent.sock"), "{text}");
+    // What jobs see of the user's machine.
+    let user_real = user.canonicalize().unwrap();
+    assert!(text.contains("jobs:    PATH /opt/none/bin:/"), "{text}");
+    assert!(!text.contains(":relative:"), "{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("jobs:    variables passed:") && l.contains("MY_TOOL_HOME")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("jobs:    HOME {} (read-only)", user_real.display())), "{text}");
+    assert!(
+        text.contains(&format!("secrets hidden here: {}", user_real.join(".ssh").display())),
+        "{text}"
+    );
+    assert!(text.contains("jobs' own caches (writable)"), "{text}");
+    assert!(text.contains("WRITABLE by jobs (settings; a job could poison it)"), "{text}");
     let user_line = format!("hook:    {}", user.join(".claude/settings.json").display());
     assert!(
         text.lines().any(|l| l.starts_with(&user_line) && l.contains("through the host's sandbox")),
