@@ -532,6 +532,12 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
     assert!(https(&r, big.as_bytes()).await.starts_with("HTTP/1.1 413"));
     assert!(https(&r, &post(&path, b"x")).await.starts_with("HTTP/1.1 400"));
     stream.authenticate(&r, &phone).await;
+    // Welcomed, the device hears that its host is connected.
+    let presence = stream.next().await;
+    assert_eq!(
+        serde_json::from_slice::<FromRelay>(&b64(presence.strip_prefix('t').unwrap())).unwrap(),
+        FromRelay::HostPresence { host: hex::encode(host.public_key().as_bytes()), online: true }
+    );
 
     // Both ways, the relay naming the sender as on a WebSocket.
     let frame = protocol::relay::data_frame(1, host.public_key().as_bytes(), b"from the phone");
