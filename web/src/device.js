@@ -100,19 +100,23 @@ export class EventStreamSocket {
  * reconnect or a second).
  *
  * `transport`: "websocket", "event-stream" ([`EventStreamSocket`]), or "auto" (the default): a
- * WebSocket, and the event stream for the rest of the page's life once two WebSocket attempts
- * in a row closed before the relay said anything (iOS Safari will not open one to a relay whose
- * self-signed certificate the person accepted for the page).
+ * WebSocket, and the event stream once two WebSocket attempts in a row closed before the relay
+ * said anything (iOS Safari will not open one to a relay whose self-signed certificate the
+ * person accepted for the page). On that fallback the WebSocket is tried again at each
+ * reconnection and, while the event stream works, every `probeMs`: when a WebSocket hears the
+ * relay, the event stream is closed and the link reconnects over a WebSocket. Nothing is lost
+ * or doubled by a switch: the resume layer sends again what was not acknowledged, and each
+ * side delivers a sequence number once.
  */
 export class RelayLink {
-  constructor({ url, keyPair, publicKey, binding, knock = null, onMessage, onNotice = () => {}, transport = "auto" }) {
-    Object.assign(this, { url, keyPair, publicKey, binding, knock, onMessage, onNotice });
+  constructor({ url, keyPair, publicKey, binding, knock = null, onMessage, onNotice = () => {}, transport = "auto", probeMs = 30000 }) {
+    Object.assign(this, { url, keyPair, publicKey, binding, knock, onMessage, onNotice, probeMs });
     this.eventStream = transport === "event-stream";
     this.fallback = transport === "auto" && typeof EventSource === "function";
     this.silentFailures = 0;
     this.epoch = BigInt(Date.now()) * 1000000n + BigInt(Math.floor(Math.random() * 1e6));
     this.nextSeq = 1n;
-    this.unacked = []; // { peer, seq, message, sentAt }
+    this.unacked = []; // { peer, seq, message, sentAt, acked }
     this.streams = new Map(); // `${peerHex}:${epoch}` -> delivered (bigint)
     this.closed = false;
     this.backoff = 100;
@@ -134,10 +138,14 @@ export class RelayLink {
     };
     ws.onclose = () => {
       this.ready = false;
-      if (this.closed) return;
+      if (this.closed || ws !== this.ws) return;
       if (!heard && this.fallback && !this.eventStream && ++this.silentFailures >= 2) {
         this.eventStream = true;
         this.onNotice({ type: "transport", transport: "event-stream" });
+      } else if (this.fallback && this.eventStream) {
+        // The fallback was for that WebSocket, then: the next connection tries one again.
+        this.eventStream = false;
+        this.silentFailures = 0;
       }
       this.onNotice({ type: "link", up: false });
       setTimeout(() => this.connect(), this.backoff * (0.5 + Math.random() / 2));
@@ -156,8 +164,12 @@ export class RelayLink {
         this.backoff = 100;
         if (this.knock) this.ws.send(JSON.stringify({ type: "knock", host: p.toHex(this.knock.host), token: this.knock.token }));
         this.ready = true;
-        this.onNotice({ type: "link", up: true });
+        this.onNotice({ type: "link", up: true, transport: this.transport });
         this.resend(true);
+        if (this.eventStream && this.fallback) {
+          clearInterval(this.probing);
+          this.probing = setInterval(() => this.probe(), this.probeMs);
+        }
       } else {
         this.onNotice(control);
       }
@@ -170,7 +182,7 @@ export class RelayLink {
     if (payload[0] === 1 && payload.length === 17) {
       if (u64(payload, 1) === this.epoch) {
         const seq = u64(payload, 9);
-        this.unacked = this.unacked.filter((m) => m.seq > seq);
+        while (this.unacked.length > 0 && this.unacked[0].seq <= seq) this.unacked.shift().acked();
       }
       return;
     }
@@ -198,10 +210,53 @@ export class RelayLink {
     this.ws.send(p.concat(Uint8Array.of(1), peer, Uint8Array.of(1), be64(epoch), be64(seq)));
   }
 
-  /** Queues a message for `peer`; it is sent now if the link is up, and again until acknowledged. */
+  /** "websocket" or "event-stream": what the link uses (or tries) now. */
+  get transport() {
+    return this.eventStream ? "event-stream" : "websocket";
+  }
+
+  /**
+   * Queues a message for `peer`; it is sent now if the link is up, and again until
+   * acknowledged. Resolves when the peer acknowledges it (never, if the link is closed first).
+   */
   send(peer, message) {
-    this.unacked.push({ peer, seq: this.nextSeq++, message, sentAt: null });
+    let acked;
+    const done = new Promise((resolve) => (acked = resolve));
+    this.unacked.push({ peer, seq: this.nextSeq++, message, sentAt: null, acked });
     this.resend(false);
+    return done;
+  }
+
+  /** On the event-stream fallback: tries a WebSocket, and moves to it if the relay answers. */
+  probe() {
+    if (this.closed || !this.eventStream || !this.fallback) {
+      clearInterval(this.probing);
+      return;
+    }
+    if (this.probeOpen) return;
+    let ws;
+    try {
+      ws = new WebSocket(this.url);
+    } catch {
+      return;
+    }
+    this.probeOpen = true;
+    const done = (works) => {
+      if (!ws) return;
+      ws.onmessage = ws.onclose = null;
+      ws.close();
+      ws = null;
+      this.probeOpen = false;
+      clearTimeout(timer);
+      if (works && this.eventStream && !this.closed) {
+        clearInterval(this.probing);
+        // Its close reconnects, over a WebSocket this time.
+        this.ws.close();
+      }
+    };
+    const timer = setTimeout(() => done(false), 10000);
+    ws.onmessage = () => done(true);
+    ws.onclose = () => done(false);
   }
 
   resend(all) {
@@ -220,6 +275,7 @@ export class RelayLink {
   close() {
     this.closed = true;
     clearInterval(this.timer);
+    clearInterval(this.probing);
     this.ws?.close();
   }
 }
@@ -228,8 +284,10 @@ export class RelayLink {
  * A paired (or pairing) device talking to its host. `state` is where counters live
  * ({ sent, received }); `persist(state)` keeps it (the browser: IndexedDB; the tests: memory)
  * and is awaited before a counter is used, so a reload never signs two messages with one
- * counter. `notice` receives notices: `{ type: "link", up }` as the relay link comes and goes,
- * `{ type: "error", error }`, and the relay's own control messages (`undeliverable`, `refused`).
+ * counter. `notice` receives notices: `{ type: "link", up, transport }` as the relay link comes
+ * and goes, `{ type: "transport", transport }` when it falls back to the event stream,
+ * `{ type: "error", error }`, and the relay's own control messages (`undeliverable`, `refused`,
+ * `host_presence`).
  */
 export class Device {
   constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, knock = null, persist = async () => {}, notice = () => {}, transport = "auto" }) {
@@ -299,7 +357,10 @@ export class Device {
     }
   }
 
-  /** Seals and sends a message of `kind` to the host. */
+  /**
+   * Seals and queues a message of `kind` to the host; resolves once it is queued (its counter
+   * stored), to `{ acked }`, a promise that resolves when the host's side of the link has it.
+   */
   async send(kind, message) {
     this.state.sent = (this.state.sent ?? 0) + 1;
     await this.persist(this.state);
@@ -312,7 +373,7 @@ export class Device {
       issuedAtMs: now,
       expiresAtMs: now + 120000,
     }, message);
-    this.link.send(this.hostKey, frame);
+    return { acked: this.link.send(this.hostKey, frame) };
   }
 
   /** A fresh request id. */
