@@ -1,11 +1,197 @@
-// A small terminal screen for a session's output: enough of what programs send to a terminal
-// (carriage returns, backspaces, tabs, cursor moves, erasing, the alternate screen) that
-// progress bars, spinners and redrawn prompts read as they did on the host, shown as text.
-// Colours and other attributes are dropped. Lines are as long as the program makes them (the
-// page wraps them): the host's terminal width is not known here.
+// Terminals for what the host's programs print. `TermView` shows a session's output or a
+// command's result with xterm.js (vendored from npm, `vendor/xterm.mjs`): colours, carriage
+// returns, cursor moves, wide characters, as the host's terminal showed them. `Screen` reads the
+// same bytes as plain text, for a result whose terminal was retired (the page keeps a bounded
+// number of live terminals) and for the page's tests.
+//
+// The terminals only display: input to a session goes through the page's form, so that each
+// line is a signed request the host judges; nothing typed in a terminal reaches the host.
+
+import { Terminal } from "./vendor/xterm.mjs";
+
+const FONT = 'ui-monospace, "SF Mono", Menlo, Consolas, "DejaVu Sans Mono", "Liberation Mono", monospace';
+// xterm.js's vertical scrollbar lies over the right edge of its screen.
+const SCROLLBAR = 14;
+const SESSION_ROWS = 16;
+const RESULT_ROWS = 24;
+
+// Both palettes keep every colour at 4.5:1 or more against their background (xterm.js also
+// lifts any colour a program picks to that ratio: `minimumContrastRatio`).
+const LIGHT = {
+  background: "#ffffff",
+  foreground: "#1b1f24",
+  cursor: "#1b1f24",
+  cursorAccent: "#ffffff",
+  selectionBackground: "#b6d4fe",
+  black: "#1b1f24",
+  red: "#a40e26",
+  green: "#116329",
+  yellow: "#6f4a00",
+  blue: "#0550ae",
+  magenta: "#8250df",
+  cyan: "#1b6778",
+  white: "#57606a",
+  brightBlack: "#57606a",
+  brightRed: "#a40e26",
+  brightGreen: "#116329",
+  brightYellow: "#6f4a00",
+  brightBlue: "#0550ae",
+  brightMagenta: "#8250df",
+  brightCyan: "#1b6778",
+  brightWhite: "#1b1f24",
+};
+const DARK = {
+  background: "#0d1117",
+  foreground: "#e6edf3",
+  cursor: "#e6edf3",
+  cursorAccent: "#0d1117",
+  selectionBackground: "#264f78",
+  black: "#9198a1",
+  red: "#ff7b72",
+  green: "#3fb950",
+  yellow: "#d29922",
+  blue: "#58a6ff",
+  magenta: "#bc8cff",
+  cyan: "#39c5cf",
+  white: "#b1bac4",
+  brightBlack: "#9198a1",
+  brightRed: "#ffa198",
+  brightGreen: "#56d364",
+  brightYellow: "#e3b341",
+  brightBlue: "#79c0ff",
+  brightMagenta: "#d2a8ff",
+  brightCyan: "#56d4dd",
+  brightWhite: "#ffffff",
+};
+
+const darkScheme = globalThis.matchMedia?.("(prefers-color-scheme: dark)");
+const theme = () => (darkScheme?.matches ? DARK : LIGHT);
+const views = new Set();
+darkScheme?.addEventListener("change", () => {
+  for (const view of views) view.term.options.theme = theme();
+});
+const resized = typeof ResizeObserver === "function" ? new ResizeObserver((entries) => entries.forEach((e) => e.target.view?.fit())) : null;
+
+/** The width of one character cell of `size` px in the terminals' font. */
+function cellWidth(size) {
+  const probe = document.createElement("span");
+  probe.style.cssText = `position:absolute;visibility:hidden;white-space:pre;font-kerning:none;font-family:${FONT};font-size:${size}px`;
+  probe.textContent = "W".repeat(32);
+  document.body.append(probe);
+  const width = probe.getBoundingClientRect().width / 32;
+  probe.remove();
+  return width || size * 0.6;
+}
+
+/**
+ * One terminal, display only. `kind` "session": a PTY's output (its line ends are already
+ * CR LF), a fixed height, a long scrollback. `kind` "result": a command's output, whose bare
+ * line feeds (a pipe's) end lines; as tall as its lines, up to a limit. Its columns follow the
+ * width of its element, so a phone never scrolls sideways; a line longer than that wraps.
+ */
+export class TermView {
+  constructor(kind, label) {
+    this.kind = kind;
+    this.element = document.createElement("div");
+    this.element.className = `term ${kind}`;
+    this.element.setAttribute("role", "group");
+    this.element.setAttribute("aria-label", label);
+    this.screen = document.createElement("div");
+    this.element.append(this.screen);
+    this.element.view = this;
+    this.size = globalThis.innerWidth < 400 ? 12 : 13;
+    this.term = new Terminal({
+      cols: 80,
+      rows: kind === "session" ? SESSION_ROWS : 1,
+      convertEol: kind === "result",
+      disableStdin: true,
+      scrollback: kind === "session" ? 5000 : 2000,
+      fontFamily: FONT,
+      fontSize: this.size,
+      theme: theme(),
+      minimumContrastRatio: 4.5,
+      cursorInactiveStyle: "none",
+      // No program here hears of this terminal's size (a shell would redraw its own line): the
+      // cursor's line is rewrapped with the others.
+      reflowCursorLine: true,
+    });
+    // For the page's tests: the buffer, as xterm.js holds it.
+    this.element.terminal = this.term;
+    this.data = kind === "result" ? [] : null;
+    views.add(this);
+  }
+
+  /** Shows the terminal; its element must be in the document by now. */
+  open() {
+    if (this.opened || !this.element.isConnected) return;
+    this.opened = true;
+    this.term.open(this.screen);
+    this.fit();
+    resized?.observe(this.element);
+  }
+
+  /** Writes bytes (a Uint8Array) as the program sent them. */
+  write(bytes) {
+    this.data?.push(bytes);
+    this.term.write(bytes, () => this.fit());
+  }
+
+  /** A command's whole output: its last line end dropped, so that no empty row follows it. */
+  result(bytes) {
+    let end = bytes.length;
+    if (bytes[end - 1] === 0x0a) end -= bytes[end - 2] === 0x0d ? 2 : 1;
+    this.write(bytes.subarray(0, end));
+    // Nothing will be typed here: no cursor.
+    this.term.write("\x1b[?25l");
+  }
+
+  /** Fits the columns to the element's width, and a result's rows to its lines. */
+  fit() {
+    if (!this.opened) return;
+    const width = this.screen.clientWidth;
+    if (!width) return;
+    this.cell ??= cellWidth(this.size);
+    const cols = Math.max(20, Math.floor((width - SCROLLBAR) / this.cell));
+    if (cols !== this.term.cols) this.term.resize(cols, this.term.rows);
+    if (this.kind !== "result") return;
+    // As many rows as its lines take at this width (the cursor's line the last), up to a limit.
+    const b = this.term.buffer.active;
+    let used = b.length;
+    while (used > b.baseY + b.cursorY + 1 && !b.getLine(used - 1)?.translateToString(true)) used--;
+    const rows = Math.min(RESULT_ROWS, Math.max(1, used));
+    if (rows !== this.term.rows) this.term.resize(cols, rows);
+  }
+
+  /** A result's output as plain text (see `resultText`). */
+  text() {
+    return resultText(this.data ?? []);
+  }
+
+  dispose() {
+    resized?.unobserve(this.element);
+    views.delete(this);
+    this.term.dispose();
+  }
+}
+
+/**
+ * A command's output (byte chunks) as plain text: its line feeds end lines, as they do in
+ * `TermView`'s results; what a terminal does with carriage returns and escapes is done too.
+ */
+export function resultText(chunks) {
+  const screen = new Screen();
+  const decoder = new TextDecoder();
+  for (const bytes of chunks) screen.write(decoder.decode(bytes, { stream: true }).replace(/\r?\n/g, "\r\n"));
+  return screen.text();
+}
 
 const ESC = "\x1b";
 
+/**
+ * A terminal screen as plain text: carriage returns, backspaces, tabs, cursor moves, erasing,
+ * cleared and alternate screens, so that progress bars and redrawn prompts read as they were
+ * left; colours and other attributes dropped; lines as long as the program made them.
+ */
 export class Screen {
   /** Keeps at most `maxLines` lines (the oldest go first). */
   constructor(maxLines = 2000) {

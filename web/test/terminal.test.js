@@ -1,8 +1,9 @@
-// The session view's terminal screen, against what programs send to a terminal.
+// The plain-text terminal screen (for results shown as text), against what programs send to a
+// terminal. (The xterm.js terminals are tested in the browser: test/browser.test.js.)
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { Screen } from "../src/terminal.js";
+import { Screen, resultText } from "../src/terminal.js";
 
 function shown(...chunks) {
   const s = new Screen();
@@ -49,4 +50,12 @@ test("garbage cannot grow the pending buffer, and old lines go first", () => {
   const t = new Screen(3);
   t.write("1\r\n2\r\n3\r\n4\r\n5");
   assert.equal(t.text(), "3\n4\n5");
+});
+
+test("a command's output read as text: a pipe's line feeds end lines, cut anywhere", () => {
+  const bytes = (text) => new TextEncoder().encode(text);
+  assert.equal(resultText([bytes("total 8\n-rw-r--r-- a\n-rw-r--r-- b\n")]), "total 8\n-rw-r--r-- a\n-rw-r--r-- b");
+  assert.equal(resultText([bytes("one\r\ntwo\n")]), "one\ntwo");
+  const wide = bytes("日本\n\x1b[32mok\x1b[0m\n");
+  assert.equal(resultText([wide.subarray(0, 2), wide.subarray(2, 9), wide.subarray(9)]), "日本\nok");
 });
