@@ -1,12 +1,13 @@
 // The page: pairing from the link's fragment, then the host screen (status, what needs an
 // answer, sessions, requests, activity). Every tap that asks the host for something becomes a
 // message signed with this browser's key; the host decides. Nothing here is trusted by the
-// host, and nothing the relay sends is shown unless the host's key signed it.
+// host, and nothing the relay sends is shown unless the host's key signed it (the relay's own
+// hints, such as whether the host is connected, are shown as hints and decide nothing).
 
 import * as p from "./protocol.js";
 import { Device, newKeyPair, pair, rawPublicKey } from "./device.js";
 import * as store from "./store.js";
-import { Screen } from "./terminal.js";
+import { TermView, resultText } from "./terminal.js";
 
 const main = document.getElementById("main");
 // `?transport=event-stream` forces the relay's event-stream fallback (for a browser whose
@@ -45,20 +46,6 @@ function fail(title, detail, ...extra) {
   show(h("section", {}, h("h2", {}, title), h("p", {}, detail), ...extra));
 }
 
-const text = new TextDecoder();
-
-function outputText(base64) {
-  return text.decode(p.fromBase64(base64 ?? ""));
-}
-
-// A command's output as a terminal would have shown it (progress lines redrawn in place,
-// colours dropped).
-function plain(terminal) {
-  const screen = new Screen();
-  screen.write(terminal);
-  return screen.text();
-}
-
 /** A unified diff as text, its added and removed lines marked for colour. */
 function diff(text) {
   const lines = text.split("\n");
@@ -72,41 +59,15 @@ function seconds(ms) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
 }
 
-/** Splits a command line the way a POSIX shell splits words (quotes and backslashes only). */
-function words(line) {
-  const out = [];
-  let word = null;
-  let quote = null;
-  for (let i = 0; i < line.length; i++) {
-    const c = line[i];
-    if (quote === "'") {
-      if (c === "'") quote = null;
-      else word += c;
-    } else if (quote === '"') {
-      if (c === '"') quote = null;
-      else if (c === "\\" && i + 1 < line.length && '"\\$`'.includes(line[i + 1])) word += line[++i];
-      else word += c;
-    } else if (c === "'" || c === '"') {
-      quote = c;
-      word ??= "";
-    } else if (c === "\\" && i + 1 < line.length) {
-      word = (word ?? "") + line[++i];
-    } else if (/\s/.test(c)) {
-      if (word !== null) out.push(word);
-      word = null;
-    } else {
-      word = (word ?? "") + c;
-    }
-  }
-  if (quote) throw new Error("a quote is not closed");
-  if (word !== null) out.push(word);
-  return out;
+/** The line of a run action that is exactly `bash -c LINE` (what the page's box sends), or null. */
+function shellLine(argv) {
+  return argv?.length === 3 && argv[0] === "bash" && argv[1] === "-c" ? argv[2] : null;
 }
 
 function describe(action) {
   switch (action.type) {
     case "run":
-      return `run ${action.argv.join(" ")}`;
+      return `run ${shellLine(action.argv) ?? action.argv.join(" ")}`;
     case "read_file":
       return `read ${action.path}`;
     case "write_file":
@@ -142,6 +103,43 @@ const ERRORS = {
 
 function errorText(event) {
   return `${ERRORS[event.code] ?? event.code}: ${event.message}`;
+}
+
+/** A short form of a `dev1…` id, for when its device has no name. */
+function shortId(id) {
+  return id.length > 16 ? `${id.slice(0, 12)}…` : id;
+}
+
+/**
+ * Who an actor of the host's events is, as people say it: this browser as `self`; a device by
+ * its name (else a short id); someone at the host by name.
+ */
+function actorName(actor, me, self) {
+  if (!actor) return "the host";
+  if (actor.type === "local") return `${actor.name} (at the host)`;
+  if (actor.id === me) return self;
+  return actor.name || `device ${shortId(actor.id)}`;
+}
+
+/** An actor as `actorName` says it; for another device, its full id and fingerprint on demand. */
+function actorNode(actor, me, self) {
+  const name = actorName(actor, me, self);
+  if (actor?.type !== "device" || actor.id === me) return name;
+  const fingerprint = h("dd", { class: "mono" }, "…");
+  const details = h(
+    "details",
+    { class: "actor" },
+    h("summary", {}, name),
+    h("dl", {}, h("dt", {}, "Id"), h("dd", { class: "mono" }, actor.id), h("dt", {}, "Fingerprint"), fingerprint),
+  );
+  details.addEventListener("toggle", async () => {
+    try {
+      fingerprint.textContent = await p.fingerprint(p.keyOfId("dev", actor.id));
+    } catch {
+      fingerprint.textContent = "(not a device id)";
+    }
+  }, { once: true });
+  return details;
 }
 
 const ROLES = {
@@ -246,16 +244,28 @@ async function pairingScreen(href, existing) {
 
 // --- the host screen -------------------------------------------------------------------------
 
+const QUEUED = {
+  link: "queued: this browser is not connected to the relay; it goes when the link is back",
+  host: "queued: the host is offline; it goes when the host is back",
+};
+const SENT = "sent; waiting for the host (it may ask for an approval)";
+// Live terminals in Activity (each holds a renderer); older results are shown as plain text.
+const LIVE_RESULTS = 12;
+
 class HostScreen {
   constructor(record) {
     this.record = record;
     this.me = p.keyId("dev", record.publicKey);
-    this.pending = new Map(); // request -> { event, gen, card, outcome }
+    this.hostHex = p.toHex(record.hostKey);
+    this.pending = new Map(); // request -> { event, gen, card, outcome, pointer }
     this.gen = 0;
-    this.mine = new Map(); // request -> { title, item }
-    this.sessions = new Map(); // session -> { command, kind, term, decoder, seq, ended, view }
+    this.mine = new Map(); // request -> { what, type, stage: queued | sending | sent | answered }
+    this.items = new Map(); // activity entry id -> { entry, item, view }
+    this.liveResults = []; // the activity entries whose output is a live terminal, oldest first
+    this.sessions = new Map(); // session -> { command, kind, seq, ended, gen, view, … }
     this.relayUp = false;
-    this.hostState = "unknown"; // online | offline | no-route | unknown
+    this.transport = null;
+    this.hostState = "unknown"; // online | offline | no-route | revoked | unknown
     this.build();
     this.device = new Device({
       relayUrl: `wss://${location.host}/ws`,
@@ -270,6 +280,7 @@ class HostScreen {
     });
     this.device.onEvent = (event) => this.event(event);
     addEventListener("pagehide", () => this.device.persist(this.device.state).catch(() => {}));
+    store.activity().then((entries) => this.restore(entries), () => {});
   }
 
   build() {
@@ -300,6 +311,11 @@ class HostScreen {
     this.applyRole();
   }
 
+  /** Whether what this browser sends now goes at once; else why it waits. */
+  get waiting() {
+    return !this.relayUp ? "link" : this.hostState === "offline" ? "host" : null;
+  }
+
   renderStatus() {
     const s = this.status;
     const state = {
@@ -312,7 +328,8 @@ class HostScreen {
     const rows = [["Host", state], ["Your role", ROLES[this.record.role] ?? this.record.role]];
     if (s) rows.push(["Workspace", s.workspace], ["Sandbox", s.sandbox]);
     this.statusList.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k.toLowerCase() }, v)]));
-    linkState.textContent = this.relayUp ? "Connected" : "Connecting…";
+    linkState.textContent = !this.relayUp ? "Connecting…" : this.transport === "event-stream" ? "Connected (event stream)" : "Connected";
+    linkState.dataset.transport = this.relayUp ? this.transport ?? "" : "";
     setBanner(
       !this.relayUp && this.wasUp
         ? "The connection to the relay is lost. Reconnecting… (nothing you sent is lost: it goes when the link is back)"
@@ -324,6 +341,14 @@ class HostScreen {
             ? "Your host is offline: it is not connected to the relay. What you send waits and goes when it is back."
             : null,
     );
+    // What was sent says whether it waits.
+    for (const [request, mine] of this.mine) {
+      if (mine.stage !== "queued" && mine.stage !== "sending") continue;
+      const stage = this.waiting ? "queued" : "sending";
+      if (mine.stage === stage && mine.waiting === this.waiting) continue;
+      Object.assign(mine, { stage, waiting: this.waiting });
+      this.say({ request, title: mine.what, detail: this.waiting ? QUEUED[this.waiting] : "sending…" });
+    }
   }
 
   applyRole() {
@@ -334,11 +359,22 @@ class HostScreen {
     if (n.type === "link" && n.up) {
       this.relayUp = true;
       this.wasUp = true;
+      this.transport = n.transport;
       this.sync();
     } else if (n.type === "link") {
       this.relayUp = false;
+    } else if (n.type === "transport") {
+      this.transport = n.transport;
     } else if (n.type === "undeliverable") {
-      this.hostState = n.offline ? "offline" : "no-route";
+      if (this.hostState !== "revoked") this.hostState = n.offline ? "offline" : "no-route";
+    } else if (n.type === "host_presence" && n.host === this.hostHex && this.hostState !== "revoked") {
+      // The relay's word, a hint: the host's own answer to a sync says more.
+      if (!n.online) {
+        this.hostState = "offline";
+      } else if (this.hostState === "offline" || this.hostState === "no-route") {
+        this.hostState = "unknown";
+        this.sync();
+      }
     } else if (n.type === "refused") {
       this.say({ title: "The relay refused", detail: n.reason, tone: "bad" });
     }
@@ -359,6 +395,7 @@ class HostScreen {
       return;
     }
     this.hostState = "online";
+    if (e.request) this.answered(e.request);
     switch (e.type) {
       case "status":
         this.status = e;
@@ -367,9 +404,15 @@ class HostScreen {
           store.save(this.record);
           this.applyRole();
         }
-        // A sync sends every open action before its status: what was not announced since the
-        // last status is no longer open.
+        // A sync sends every open action and every live session before its status: what was
+        // not announced since the last status is no longer open, or no longer runs.
         for (const [id, entry] of this.pending) if (entry.gen < this.gen && !entry.outcome) this.dropPending(id);
+        for (const s of this.sessions.values()) {
+          if (s.gen < this.gen && !s.ended) {
+            s.ended = { gone: true };
+            this.renderSession(s);
+          }
+        }
         this.gen++;
         break;
       case "action_pending":
@@ -394,6 +437,12 @@ class HostScreen {
     this.renderPendingEmpty();
   }
 
+  /** The host has answered `request` (of this browser's, if it is one): it got it. */
+  answered(request) {
+    const mine = this.mine.get(request);
+    if (mine) mine.stage = "answered";
+  }
+
   // --- what needs an answer ---
 
   addPending(e) {
@@ -404,10 +453,11 @@ class HostScreen {
     }
     const entry = { event: e, gen: this.gen, outcome: null };
     const a = e.action;
-    const who = e.requested_by.type === "local" ? `${e.requested_by.name} (at the host)` : e.requested_by.id === this.me ? "this browser" : `device ${e.requested_by.id.slice(0, 16)}…`;
     const what = [];
     if (a.type === "run") {
-      what.push(h("dt", {}, "Command"), h("dd", {}, h("ol", { class: "argv mono", "aria-label": "arguments" }, a.argv.map((arg) => h("li", {}, arg)))));
+      const line = shellLine(a.argv);
+      if (line !== null) what.push(h("dt", {}, "Shell line"), h("dd", {}, h("code", { class: "line mono" }, line)));
+      else what.push(h("dt", {}, "Command"), h("dd", {}, h("ol", { class: "argv mono", "aria-label": "arguments" }, a.argv.map((arg) => h("li", {}, arg)))));
       what.push(h("dt", {}, "In"), h("dd", { class: "mono" }, a.cwd));
       for (const [k, v] of Object.entries(a.env ?? {})) what.push(h("dt", {}, "Env"), h("dd", { class: "mono" }, `${k}=${v}`));
     } else if (a.path !== undefined) {
@@ -417,9 +467,11 @@ class HostScreen {
     } else if (a.type === "tool") {
       what.push(h("dt", {}, "Tool"), h("dd", { class: "mono" }, a.name), h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.input)));
     } else if (a.type === "session_input") {
+      const s = this.sessions.get(a.session);
+      if (s) what.push(h("dt", {}, "Session"), h("dd", { class: "mono" }, sessionTitle(s)));
       what.push(h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.data)));
     }
-    what.push(h("dt", {}, "Why asked"), h("dd", {}, e.reason), h("dt", {}, "Asked by"), h("dd", {}, who));
+    what.push(h("dt", {}, "Why asked"), h("dd", {}, e.reason), h("dt", {}, "Asked by"), h("dd", {}, actorNode(e.requested_by, this.me, "this browser")));
     const left = h("span", { "data-expires": e.expires_at_ms });
     what.push(h("dt", {}, "Time left"), h("dd", {}, left));
     const approve = h("button", { type: "button", class: "approve" }, "Approve");
@@ -428,7 +480,7 @@ class HostScreen {
     const canAnswer = this.record.role !== "viewer";
     const card = h(
       "article",
-      { class: "card pending", "data-request": e.request, "aria-label": e.summary },
+      { class: "card pending", id: `pending-${e.request}`, "data-request": e.request, "aria-label": e.summary },
       h("h3", {}, e.summary),
       h("dl", {}, what),
       e.preview ? h("details", { open: true }, h("summary", {}, "Change"), diff(e.preview)) : null,
@@ -437,7 +489,8 @@ class HostScreen {
     );
     const answer = async (verdict) => {
       approve.disabled = deny.disabled = true;
-      outcome.textContent = verdict === "approve" ? "Sending your approval…" : "Sending your denial…";
+      const noun = verdict === "approve" ? "approval" : "denial";
+      outcome.textContent = this.waiting ? `Your ${noun} is ${QUEUED[this.waiting]}.` : `Sending your ${noun}…`;
       // The answer names the exact action (its hash), checked against the action shown.
       if ((await p.actionHash(a)) !== e.action_hash) {
         outcome.textContent = "Refused here: the action does not match its hash.";
@@ -445,7 +498,10 @@ class HostScreen {
       }
       entry.answered = verdict;
       try {
-        await this.device.send("decision", { request: e.request, action_hash: e.action_hash, verdict });
+        const { acked } = await this.device.send("decision", { request: e.request, action_hash: e.action_hash, verdict });
+        acked.then(() => {
+          if (!entry.outcome && entry.answered) outcome.textContent = `Your ${noun} is sent; waiting for the host.`;
+        });
       } catch (error) {
         // Nothing was signed (the counter could not be stored first): it may be pressed again.
         entry.answered = null;
@@ -457,29 +513,62 @@ class HostScreen {
     deny.addEventListener("click", () => answer("deny"));
     Object.assign(entry, { card, approve, deny, outcomeEl: outcome });
     this.pending.set(e.request, entry);
-    this.pendingList.append(card);
+    this.placePending(entry);
+    if (this.mine.get(e.request)?.type === "session_input") card.scrollIntoView({ block: "center" });
     tick();
   }
 
+  /**
+   * Puts a pending card in "Needs you", or, for input to a session shown here, at that session
+   * (with a line in "Needs you" that leads to it).
+   */
+  placePending(entry) {
+    const a = entry.event.action;
+    const s = a.type === "session_input" ? this.sessions.get(a.session) : null;
+    if (!s) {
+      this.pendingList.append(entry.card);
+      return;
+    }
+    s.waits.append(entry.card);
+    if (!entry.pointer) {
+      const go = h("button", { type: "button" }, "Show it");
+      go.addEventListener("click", () => {
+        entry.card.scrollIntoView({ block: "center" });
+        (entry.approve.disabled ? entry.card : entry.approve).focus({ preventScroll: true });
+      });
+      entry.pointer = h("p", { class: "pointer" }, `Input to the session ${sessionTitle(s)} waits at the session. `, go);
+      this.pendingList.append(entry.pointer);
+    }
+  }
+
   decided(e) {
-    const by = !e.decided_by ? "the host (no answer in time, or the asker left)" : e.decided_by.type === "local" ? `${e.decided_by.name} at the host` : e.decided_by.id === this.me ? "you" : `device ${e.decided_by.id.slice(0, 16)}…`;
+    const by = actorName(e.decided_by, this.me, "you");
     const verb = e.verdict === "approve" ? "Approved" : "Denied";
     const entry = this.pending.get(e.request);
-    const title = entry?.event.summary ?? this.mine.get(e.request)?.title ?? "an action";
+    const title = entry?.event.summary ?? this.mine.get(e.request)?.what ?? "an action";
     if (entry && !entry.outcome) {
       entry.outcome = e.verdict;
       entry.approve.disabled = entry.deny.disabled = true;
-      entry.outcomeEl.textContent = `${verb} by ${by}.`;
+      entry.outcomeEl.textContent = e.decided_by ? `${verb} by ${by}.` : `${verb} by the host (no answer in time, or the asker left).`;
       entry.outcomeEl.className = `outcome ${e.verdict === "approve" ? "ok" : "bad"}`;
       entry.card.querySelector("[data-expires]")?.removeAttribute("data-expires");
+      entry.pointer?.remove();
       // The outcome stays in view a moment, then the activity feed keeps it.
       setTimeout(() => this.dropPending(e.request), 5000);
     }
-    this.say({ request: e.request, title: `${verb}: ${title}`, detail: `by ${by}`, tone: e.verdict === "approve" ? "ok" : "bad" });
+    this.say({
+      request: e.request,
+      title: `${verb}: ${title}`,
+      detail: e.decided_by ? null : "by the host (no answer in time, or the asker left)",
+      by: e.decided_by ?? null,
+      tone: e.verdict === "approve" ? "ok" : "bad",
+    });
   }
 
   dropPending(id) {
-    this.pending.get(id)?.card.remove();
+    const entry = this.pending.get(id);
+    entry?.card.remove();
+    entry?.pointer?.remove();
     this.pending.delete(id);
     this.renderPendingEmpty();
   }
@@ -493,32 +582,129 @@ class HostScreen {
 
   // --- activity ---
 
-  /** Adds (or, for a request already shown, updates) an activity item. */
-  say({ request = null, title, detail = null, tone = null, output = null }) {
+  /**
+   * Adds (or, for a request already shown, updates) an activity entry, and keeps it (the last
+   * ACTIVITY_KEPT entries survive a reload). `output`: bytes, shown as a terminal shows them
+   * (`terminal`) or as text.
+   */
+  say({ request = null, title, detail = null, tone = null, by = null, output = null, terminal = false }) {
+    const known = request ? this.items.get(request) : null;
+    const mine = request ? this.mine.get(request) : null;
+    const entry = {
+      id: request ?? `note-${Device.requestId()}`,
+      at: known?.entry.at ?? Date.now(),
+      request,
+      what: mine?.what ?? known?.entry.what ?? null,
+      type: mine?.type ?? known?.entry.type ?? null,
+      mine: Boolean(mine) || Boolean(known?.entry.mine),
+      stage: mine?.stage ?? null,
+      title,
+      detail,
+      tone,
+      by,
+      output: output && output.length > OUTPUT_KEPT ? output.slice(output.length - OUTPUT_KEPT) : output,
+      cut: Boolean(output && output.length > OUTPUT_KEPT),
+      terminal,
+    };
+    this.show(entry, { live: true });
+    store.keep(entry).catch(() => {});
+  }
+
+  /** Shows an activity entry at the top (`live`: a live terminal if it has output), or below. */
+  show(entry, { live, bottom = false }) {
+    const known = this.items.get(entry.id);
+    const by = entry.by ? h("p", { class: "muted" }, "by ", actorNode(entry.by, this.me, "you")) : null;
+    let view = null;
+    let output = null;
+    if (entry.output !== null) {
+      if (entry.output.length === 0) {
+        output = h("p", { class: "muted" }, "(no output)");
+      } else if (entry.terminal && live) {
+        view = new TermView("result", "output");
+        output = view.element;
+      } else {
+        output = h("pre", {}, entry.terminal ? resultText([entry.output]) : new TextDecoder().decode(entry.output));
+      }
+    }
     const item = h(
       "li",
-      { "data-request": request },
-      h("p", { class: tone ?? "" }, h("strong", {}, title)),
-      detail ? h("p", { class: "muted" }, detail) : null,
-      output !== null ? h("pre", {}, output || "(no output)") : null,
+      { "data-request": entry.request },
+      h("p", { class: entry.tone ?? "" }, h("strong", {}, entry.title)),
+      entry.detail ? h("p", { class: "muted" }, entry.detail) : null,
+      by,
+      entry.cut ? h("p", { class: "muted" }, "(the start of the output is not kept)") : null,
+      output,
     );
-    const known = request && this.mine.get(request);
-    if (known?.item) known.item.replaceWith(item);
-    else this.feed.prepend(item);
-    if (known) known.item = item;
-    while (this.feed.children.length > 100) this.feed.lastChild.remove();
+    if (known) {
+      known.item.replaceWith(item);
+      this.retire(known);
+    } else if (bottom) {
+      this.feed.append(item);
+    } else {
+      this.feed.prepend(item);
+    }
+    const shown = { entry, item, view };
+    this.items.set(entry.id, shown);
+    if (view) {
+      view.open();
+      view.result(entry.output);
+      this.liveResults.push(shown);
+      while (this.liveResults.length > LIVE_RESULTS) this.plain(this.liveResults.shift());
+    }
+    while (this.feed.children.length > store.ACTIVITY_KEPT) {
+      const last = this.feed.lastChild;
+      const gone = [...this.items.values()].find((i) => i.item === last);
+      last.remove();
+      if (gone) {
+        this.items.delete(gone.entry.id);
+        this.retire(gone);
+      }
+    }
     this.feedEmpty.hidden = true;
   }
 
+  /** An activity item's terminal gives way to its text. */
+  plain(shown) {
+    if (!shown.view) return;
+    shown.view.element.replaceWith(h("pre", {}, shown.view.text()));
+    this.retire(shown);
+  }
+
+  retire(shown) {
+    shown.view?.dispose();
+    shown.view = null;
+    this.liveResults = this.liveResults.filter((s) => s !== shown);
+  }
+
+  /** Shows what an earlier page kept, below what this one has shown. */
+  restore(entries) {
+    const newest = entries.filter((e) => !this.items.has(e.id)).reverse();
+    let live = LIVE_RESULTS - this.liveResults.length;
+    for (let entry of newest) {
+      if (entry.mine && entry.request && !this.mine.has(entry.request)) {
+        this.mine.set(entry.request, { what: entry.what, type: entry.type, stage: "answered" });
+      }
+      if (entry.stage === "queued" || entry.stage === "sending") {
+        // Its message lived in the earlier page only.
+        entry = { ...entry, stage: null, tone: "bad", detail: "maybe not sent: the page was closed or reloaded before the host had it" };
+      }
+      this.show(entry, { live: Boolean(entry.terminal && entry.output?.length) && live-- > 0, bottom: true });
+    }
+  }
+
   result(e) {
-    const title = this.mine.get(e.request)?.title ?? this.pending.get(e.request)?.event.summary ?? "an action";
+    const mine = this.mine.get(e.request);
+    const title = mine?.what ?? this.pending.get(e.request)?.event.summary ?? "an action";
+    const type = mine?.type ?? this.pending.get(e.request)?.event.action.type;
     const exit = e.exit_code === null || e.exit_code === undefined ? "done" : `exit ${e.exit_code}`;
     this.say({
       request: e.request,
       title: `${title}: ${exit}`,
       detail: e.truncated ? "output truncated by the host" : null,
       tone: e.exit_code === 0 || e.exit_code === null ? "ok" : "bad",
-      output: plain(outputText(e.output)),
+      output: p.fromBase64(e.output ?? ""),
+      // A file's content is text; a command's output is what a terminal shows.
+      terminal: type !== "read_file",
     });
   }
 
@@ -529,7 +715,7 @@ class HostScreen {
       entry.outcomeEl.className = "outcome bad";
       return;
     }
-    const title = (e.request && this.mine.get(e.request)?.title) ?? "The host said no";
+    const title = (e.request && this.mine.get(e.request)?.what) ?? "The host said no";
     this.say({ request: e.request, title: `${title}: refused`, detail: errorText(e), tone: "bad" });
   }
 
@@ -537,45 +723,50 @@ class HostScreen {
 
   async request(action) {
     const id = Device.requestId();
-    const title = describe(action);
-    this.mine.set(id, { title, item: null });
-    this.say({ request: id, title, detail: "sent; waiting for the host (it may ask for an approval)" });
+    const what = describe(action);
+    const mine = { what, type: action.type, stage: this.waiting ? "queued" : "sending", waiting: this.waiting };
+    this.mine.set(id, mine);
+    this.say({ request: id, title: what, detail: this.waiting ? QUEUED[this.waiting] : "sending…" });
     try {
-      await this.device.send("request", { type: "action", id, action });
+      const { acked } = await this.device.send("request", { type: "action", id, action });
+      acked.then(() => {
+        if (mine.stage === "answered") return;
+        mine.stage = "sent";
+        this.say({ request: id, title: what, detail: SENT });
+      });
     } catch (error) {
-      this.say({ request: id, title: `${title}: not sent`, detail: error.message, tone: "bad" });
+      mine.stage = "answered";
+      this.say({ request: id, title: `${what}: not sent`, detail: error.message, tone: "bad" });
     }
   }
 
   requestForms() {
-    const command = h("input", { type: "text", id: "run-command", name: "command", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "cargo test" });
+    const command = h("input", { type: "text", id: "run-command", name: "command", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "cargo test 2>&1 | tail -20" });
     const cwd = h("input", { type: "text", id: "run-cwd", name: "cwd", value: ".", autocapitalize: "off", spellcheck: "false" });
     const runError = h("p", { class: "bad", role: "alert" });
     const run = h(
       "form",
       {},
       h("label", { for: "run-command" }, "Run a command"),
+      h("p", { class: "muted hint", id: "run-hint" }, "A line for bash, as at a terminal: pipes, redirections and ; included. The host judges every part."),
       command,
       h("label", { for: "run-cwd" }, "In (relative to the workspace)"),
       cwd,
       h("div", { class: "buttons" }, h("button", { type: "submit" }, "Request run")),
       runError,
     );
+    command.setAttribute("aria-describedby", "run-hint");
     run.addEventListener("submit", (event) => {
       event.preventDefault();
       runError.textContent = "";
-      let argv;
-      try {
-        argv = words(command.value);
-      } catch (e) {
-        runError.textContent = `Not sent: ${e.message}.`;
-        return;
-      }
-      if (argv.length === 0) {
+      // The line as typed, for bash: what it means is what bash makes of it, and the host
+      // judges that (every command of a pipeline or list, every redirection).
+      const line = command.value;
+      if (!line.trim()) {
         runError.textContent = "Not sent: type a command.";
         return;
       }
-      this.request({ type: "run", argv, cwd: cwd.value.trim() || ".", env: {} });
+      this.request({ type: "run", argv: ["bash", "-c", line], cwd: cwd.value.trim() || ".", env: {} });
       command.value = "";
     });
     const path = h("input", { type: "text", id: "read-path", name: "path", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "README.md" });
@@ -594,17 +785,18 @@ class HostScreen {
   sessionEvent(e) {
     let s = this.sessions.get(e.session);
     if (!s) {
-      s = { command: [], kind: "agent", term: new Screen(), decoder: new TextDecoder(), seq: 0, ended: null };
+      // `seq` counts from 0: nothing is shown yet.
+      s = { command: [], kind: "agent", seq: -1, ended: null, gen: this.gen };
       this.sessions.set(e.session, s);
       this.buildSession(e.session, s);
     }
     if (e.type === "session_started") {
-      Object.assign(s, { command: e.command, kind: e.kind, ended: null });
+      Object.assign(s, { command: e.command, kind: e.kind, ended: null, gen: this.gen });
     } else if (e.type === "output") {
       // A sync sends the scrollback again: what this view has already shown is skipped.
       if (e.seq <= s.seq) return;
       s.seq = e.seq;
-      s.term.write(s.decoder.decode(p.fromBase64(e.data), { stream: true }));
+      s.view.write(p.fromBase64(e.data));
     } else {
       s.ended = { exit: e.exit_code };
     }
@@ -624,23 +816,29 @@ class HostScreen {
     interrupt.addEventListener("click", () => this.request({ type: "session_input", session: id, data: "\u0003" }));
     s.title = h("h3", {});
     s.state = h("p", { class: "muted" });
-    s.screen = h("pre", { class: "terminal", "aria-label": "session output", tabindex: "0" });
+    s.waits = h("div", { class: "waits" });
+    s.view = new TermView("session", "session output");
     s.form = form;
-    s.view = h("article", { class: "card session", "data-session": id }, s.title, s.state, s.screen, form);
-    this.sessionList.append(s.view);
+    s.card = h("article", { class: "card session", "data-session": id }, s.title, s.state, s.waits, s.view.element, form);
+    this.sessionList.append(s.card);
     this.sessionSection.hidden = false;
+    s.view.open();
+    // Input to it that waited for its card (a sync sends pending actions first).
+    for (const entry of this.pending.values()) {
+      if (entry.event.action.type === "session_input" && entry.event.action.session === id) this.placePending(entry);
+    }
   }
 
   renderSession(s) {
-    s.title.textContent = s.command.join(" ") || "a session";
-    s.state.textContent = s.ended
-      ? `ended${s.ended.exit === null || s.ended.exit === undefined ? "" : `, exit ${s.ended.exit}`}`
-      : s.kind === "shell"
-        ? "running (a shell: each input is asked at the host)"
-        : "running (an agent: prompts go straight in)";
-    const follow = s.screen.scrollTop + s.screen.clientHeight >= s.screen.scrollHeight - 8;
-    s.screen.textContent = s.term.text();
-    if (follow) s.screen.scrollTop = s.screen.scrollHeight;
+    s.title.textContent = sessionTitle(s);
+    s.state.textContent = s.ended?.gone
+      ? "ended: the host no longer has this session (it restarted, or the session stopped being shared)"
+      : s.ended
+        ? `ended${s.ended.exit === null || s.ended.exit === undefined ? "" : `, exit ${s.ended.exit}`}`
+        : s.kind === "shell"
+          ? "running (a shell: each input is asked at the host)"
+          : "running (an agent: prompts go straight in)";
+    s.card.classList.toggle("ended", Boolean(s.ended));
     s.form.hidden = Boolean(s.ended) || this.record.role !== "operator";
   }
 
@@ -650,6 +848,13 @@ class HostScreen {
     await store.forget();
     location.assign("/");
   }
+}
+
+// A result's bytes kept for Activity: its last 64 KiB.
+const OUTPUT_KEPT = 64 << 10;
+
+function sessionTitle(s) {
+  return shellLine(s.command) ?? (s.command.join(" ") || "a session");
 }
 
 // --- countdowns ------------------------------------------------------------------------------

@@ -118,9 +118,9 @@ export async function startHost(permissions, { separateRelay = false } = {}) {
     ws,
     env,
     relay,
-    /** Stops the host (with `up`, its relay too). */
-    stopHost: async () => {
-      host.kill("SIGINT");
+    /** Stops the host (with `up`, its relay too); `signal` SIGKILL kills it. */
+    stopHost: async (signal = "SIGINT") => {
+      host.kill(signal);
       await exited(host);
     },
     /** Starts the host again, as it was. */

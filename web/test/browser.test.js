@@ -7,7 +7,7 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync } from "node:fs";
+import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { agentHost, missingBinaries, root, run, startHost } from "../test-support/host.mjs";
 
@@ -23,6 +23,79 @@ const skip =
   (!chromium && "playwright-core is not installed (the project's test command runs `npm ci` in web/)") ||
   (!existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (the project's test command installs Debian's chromium)`);
 
+const AXE = new URL("../node_modules/axe-core/axe.min.js", import.meta.url);
+// What axe-core checks here: contrast, and that every control has a name people can read.
+const AXE_RULES = [
+  "color-contrast",
+  "label",
+  "label-title-only",
+  "form-field-multiple-labels",
+  "button-name",
+  "input-button-name",
+  "select-name",
+  "summary-name",
+  "aria-input-field-name",
+  "aria-toggle-field-name",
+];
+
+/**
+ * Checks the screen the page shows now: nothing wider than a 320, 390 or 430 px phone, and
+ * axe-core (served to the page from its own origin, so the page's CSP stays as it is) finds no
+ * contrast or naming problems in the light or the dark theme.
+ */
+async function checkScreen(page, what) {
+  const origin = new URL(page.url()).origin;
+  await page.route(`${origin}/axe.min.js`, (route) => route.fulfill({ body: readFileSync(AXE), contentType: "text/javascript" }));
+  try {
+    for (const width of [320, 390, 430]) {
+      await page.setViewportSize({ width, height: 800 });
+      // Terminals fit their columns when their size is observed to change.
+      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+      const [wide, screen] = await page.evaluate(() => [document.documentElement.scrollWidth, innerWidth]);
+      assert.ok(wide <= screen, `${what} at ${width} px is ${wide} px wide`);
+    }
+    if (!(await page.evaluate(() => typeof window.axe === "object"))) await page.addScriptTag({ url: `${origin}/axe.min.js` });
+    for (const colorScheme of ["light", "dark"]) {
+      await page.emulateMedia({ colorScheme });
+      const found = await page.evaluate((rules) => window.axe.run(document, { runOnly: { type: "rule", values: rules } }), AXE_RULES);
+      const problems = found.violations.map((v) => `${v.id}: ${v.nodes.map((n) => `${n.target.join(" ")} (${n.failureSummary})`).join("; ")}`);
+      assert.deepEqual(problems, [], `${what}, ${colorScheme} theme`);
+    }
+  } finally {
+    await page.emulateMedia({ colorScheme: "light" });
+    await page.setViewportSize({ width: 390, height: 844 });
+    await page.unroute(`${origin}/axe.min.js`);
+  }
+}
+
+/** The lines a terminal on the page holds (rows that wrap joined again), as xterm.js has them. */
+function termLines(terminal) {
+  return terminal.evaluate((el) => {
+    const b = el.terminal.buffer.active;
+    const lines = [];
+    for (let i = 0; i < b.length; i++) {
+      const line = b.getLine(i);
+      const text = line.translateToString(true);
+      if (line.isWrapped && lines.length > 0) lines[lines.length - 1] += text;
+      else lines.push(text);
+    }
+    while (lines.length > 0 && lines.at(-1) === "") lines.pop();
+    return lines;
+  });
+}
+
+/** Waits until a terminal on the page shows a line matching `pattern`; resolves to its lines. */
+async function termShows(terminal, pattern, ms = 20000) {
+  await terminal.waitFor();
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const lines = await termLines(terminal);
+    if (lines.some((l) => pattern.test(l))) return lines;
+    if (Date.now() > deadline) throw new Error(`no line matching ${pattern} in ${JSON.stringify(lines)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
 describe("the web UI in Chromium", { skip }, () => {
   let world;
   let browser;
@@ -30,7 +103,7 @@ describe("the web UI in Chromium", { skip }, () => {
   let browserId;
 
   before(async () => {
-    world = await startHost({ allow: ["Bash(printf *)"], deny: ["Bash(rm *)"] });
+    world = await startHost({ allow: ["Bash(printf *)", "Bash(ls *)"], deny: ["Bash(rm *)"] });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
     const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     page = await context.newPage();
@@ -51,6 +124,7 @@ describe("the web UI in Chromium", { skip }, () => {
     await page.goto(`https://${world.relay}/`);
     await page.getByRole("heading", { name: "This browser is not paired" }).waitFor();
     assert.match(await page.locator("main").innerText(), /agent-host pair/);
+    await checkScreen(page, "the unpaired screen");
   });
 
   test("the relay serves the page with a strict content security policy", async () => {
@@ -68,6 +142,7 @@ describe("the web UI in Chromium", { skip }, () => {
     // The secret has left the address bar.
     assert.equal(new URL(page.url()).hash, "");
     const shown = (await page.locator("#my-fingerprint").innerText()).trim();
+    await checkScreen(page, "the pairing screen");
     await page.getByRole("button", { name: "Pair this browser" }).click();
     const asked = await offer.line(/^pair "Test phone", fingerprint /);
     assert.ok(asked.includes(`fingerprint ${shown} (`), `${asked} vs ${shown}`);
@@ -98,7 +173,12 @@ describe("the web UI in Chromium", { skip }, () => {
     const run = world.remote("cli", ["run", "--", "sh", "-c", "echo approved-from-the-phone > approved.txt; echo done"]);
     const card = page.locator("article.pending", { hasText: "approved-from-the-phone" });
     await card.waitFor();
-    assert.match(await card.innerText(), /Asked by\s+device dev1/);
+    // The device by its name; its id and fingerprint when asked for.
+    assert.match(await card.innerText(), /Asked by\s+cli\b/);
+    assert.doesNotMatch(await card.innerText(), /dev1/);
+    await card.locator("summary", { hasText: "cli" }).click();
+    await card.locator("details.actor dd", { hasText: /^dev1\w{50,}$/ }).waitFor();
+    await card.locator("details.actor dd", { hasText: /^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$/ }).waitFor();
     assert.match(await card.innerText(), /Time left\s+\d+:\d\d/);
     await card.getByRole("button", { name: "Approve" }).click();
     await card.getByText("Approved by you.").waitFor();
@@ -140,6 +220,14 @@ describe("the web UI in Chromium", { skip }, () => {
     await page.getByLabel("Run a command").fill(`printf '%s\\n' "hello from the form"`);
     await page.getByRole("button", { name: "Request run" }).click();
     await page.locator("ol.feed li", { hasText: "hello from the form" }).filter({ hasText: "exit 0" }).waitFor();
+    // A result reads as the terminal would show it: one line per line.
+    await page.getByLabel("Run a command").fill("ls -la");
+    await page.getByRole("button", { name: "Request run" }).click();
+    const listing = page.locator("ol.feed li", { hasText: "ls -la" }).filter({ hasText: "exit 0" });
+    const lines = await termShows(listing.locator(".term"), /notes\.txt$/);
+    assert.match(lines[0], /^total \d+$/);
+    assert.ok(lines.length >= 4, JSON.stringify(lines));
+    for (const line of lines.slice(1)) assert.match(line, /^[-dl][rwxsStT-]{9}\S* +\d+ /, JSON.stringify(lines));
     // Denied by policy: a clear message, nothing run.
     await page.getByLabel("Run a command").fill("rm notes.txt");
     await page.getByRole("button", { name: "Request run" }).click();
@@ -150,26 +238,46 @@ describe("the web UI in Chromium", { skip }, () => {
     await page.locator("ol.feed li", { hasText: "read notes.txt" }).filter({ hasText: "keep this line" }).waitFor();
   });
 
+  test("the run box is a line for bash: judged as its parts, run as bash runs it", async () => {
+    const line = "echo hi | tr a-z A-Z > out.txt; cat out.txt";
+    await page.getByLabel("Run a command").fill(line);
+    await page.getByRole("button", { name: "Request run" }).click();
+    // Not every part is allowed (only printf is): the host asks, and the card shows the line.
+    const card = page.locator("article.pending").filter({ has: page.locator("code.line", { hasText: line }) });
+    await card.waitFor();
+    assert.match(await card.innerText(), /Shell line\s+echo hi \| tr a-z A-Z > out\.txt; cat out\.txt/);
+    await card.getByRole("button", { name: "Approve" }).click();
+    const result = page.locator("ol.feed li", { hasText: "tr a-z A-Z" }).filter({ hasText: "exit 0" });
+    assert.deepEqual(await termShows(result.locator(".term"), /^HI$/), ["HI"]);
+    assert.equal(readFileSync(join(world.ws, "out.txt"), "utf8"), "HI\n");
+  });
+
   test("a shell session shows in the browser; input typed there is approved there and reaches it", async () => {
     world.spawnHost(["run", "--shell", "--", "bash", "--norc"]);
     const session = page.locator("article.session", { hasText: "bash --norc" });
     await session.waitFor();
     await session.getByText("running (a shell").waitFor();
-    const type = async (line, needle) => {
+    // From its first byte: the prompt bash printed before anything was typed.
+    await termShows(session.locator(".term"), /^bash-[\d.]+[$#] $/);
+    const type = async (line, needle, check = async () => {}) => {
       await session.getByLabel("Type into the session").fill(line);
       await session.getByRole("button", { name: "Send" }).click();
-      // Typing into a shell is performing: the host asks, and this browser may answer.
-      const card = page.locator("article.pending", { hasText: needle });
+      // Typing into a shell is performing: the host asks, and this browser may answer, at the
+      // session (and "Needs you" leads there).
+      const card = session.locator("article.pending", { hasText: needle });
+      await page.locator(".pointer", { hasText: "waits at the session" }).waitFor();
+      await check();
       await card.getByRole("button", { name: "Approve" }).click();
       await card.getByText("Approved by you.").waitFor();
     };
-    await type("echo from-the-phone-$((6*7))", "from-the-phone");
-    await session.locator("pre", { hasText: "from-the-phone-42" }).waitFor();
+    // The host screen with all it shows at once fits a phone and reads well.
+    await type("echo from-the-phone-$((6*7))", "from-the-phone", () => checkScreen(page, "the host screen"));
+    await termShows(session.locator(".term"), /^from-the-phone-42$/);
     // Ctrl-C is allowed without asking, and reaches the program: the sleep ends at once.
     await type("sleep 300", "sleep 300");
     await session.getByRole("button", { name: "Interrupt (Ctrl-C)" }).click();
     await type("echo after-$((20+1))", "after-");
-    await session.locator("pre", { hasText: "after-21" }).waitFor();
+    await termShows(session.locator(".term"), /^after-21$/);
   });
 
   test("an agent's hook call is approved in the browser, and the agent proceeds", async () => {
@@ -215,6 +323,10 @@ esac
     await page.getByLabel("Run a command").fill("printf after-the-restart");
     await page.getByRole("button", { name: "Request run" }).click();
     await page.locator("ol.feed li", { hasText: "after-the-restart" }).filter({ hasText: "exit 0" }).waitFor();
+    // The restarted host does not have the session of before: no ghost that takes input.
+    const session = page.locator("article.session", { hasText: "bash --norc" });
+    await session.getByText("ended").waitFor();
+    assert.equal(await session.getByLabel("Type into the session").isVisible(), false);
   });
 
   test("a reload keeps the key and the pairing", async () => {
@@ -226,6 +338,10 @@ esac
     await page.getByLabel("Run a command").fill("printf after-reload");
     await page.getByRole("button", { name: "Request run" }).click();
     await page.locator("ol.feed li", { hasText: "after-reload" }).filter({ hasText: "exit 0" }).waitFor();
+    // Activity was kept: what happened before the reload, with its output.
+    await page.locator("ol.feed li", { hasText: "printf after-the-restart: exit 0" }).waitFor();
+    const listing = page.locator("ol.feed li", { hasText: "ls -la: exit 0" });
+    assert.ok((await termLines(listing.locator(".term"))).some((l) => l.endsWith(" notes.txt")));
   });
 
   test("a revoked browser is refused and says so", async () => {
@@ -290,12 +406,21 @@ describe("the web UI in Chromium, with a separate relay", { skip }, () => {
   });
 
   test("an offline host is shown, and a request made meanwhile goes when it is back", async () => {
-    await world.stopHost();
+    // Killed: the relay tells the page (a hint it shows), within seconds.
+    await world.stopHost("SIGKILL");
+    await page.locator("[data-field=host]", { hasText: "offline" }).waitFor({ timeout: 5000 });
+    await page.getByRole("alert").filter({ hasText: "Your host is offline" }).waitFor();
     await page.getByLabel("Run a command").fill("printf made-while-away");
     await page.getByRole("button", { name: "Request run" }).click();
-    await page.getByRole("alert").filter({ hasText: "Your host is offline" }).waitFor();
+    const item = page.locator("ol.feed li", { hasText: "made-while-away" });
+    await item.getByText("queued: the host is offline").waitFor();
+    // The banner stays in view when the page scrolls.
+    await page.evaluate(() => window.scrollTo(0, document.body.scrollHeight));
+    const banner = await page.locator("#banner").boundingBox();
+    assert.ok(banner && banner.y >= 0 && banner.y < 5, `the banner is at ${JSON.stringify(banner)}`);
     await world.startHost();
-    await page.locator("ol.feed li", { hasText: "made-while-away" }).filter({ hasText: "exit 0" }).waitFor();
+    await page.locator("[data-field=host]", { hasText: "online" }).waitFor({ timeout: 5000 });
+    await item.filter({ hasText: "exit 0" }).waitFor();
     await page.locator("#banner").waitFor({ state: "hidden" });
   });
 });
@@ -316,9 +441,11 @@ describe("the web UI in Chromium, when the browser will not open a WebSocket", {
 
   test("the page falls back to the relay's event stream: pairing, requests and approvals work", async () => {
     const page = await (await browser.newContext({ ignoreHTTPSErrors: true })).newPage();
-    // As iOS Safari does with a self-signed relay: every WebSocket fails at once.
+    // As iOS Safari does with a self-signed relay: every WebSocket fails at once (until `allow`).
     let refused = 0;
+    let allow = false;
     await page.routeWebSocket(/\/ws$/, (ws) => {
+      if (allow) return ws.connectToServer();
       refused++;
       ws.close();
     });
@@ -340,5 +467,18 @@ describe("the web UI in Chromium, when the browser will not open a WebSocket", {
     // A reload goes straight back to the event stream's host screen.
     await page.reload();
     await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
+    await page.locator("#link-state[data-transport=event-stream]").waitFor();
+    // After an outage the page returns to the WebSocket once it works, and carries on: a
+    // request sent over it is answered once.
+    allow = true;
+    await world.stopHost();
+    await world.startHost();
+    await page.locator("#link-state[data-transport=websocket]").waitFor();
+    await page.getByLabel("Run a command").fill("printf back-on-the-websocket");
+    await page.getByRole("button", { name: "Request run" }).click();
+    const result = page.locator("ol.feed li", { hasText: "back-on-the-websocket" });
+    await result.filter({ hasText: "exit 0" }).waitFor();
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal(await result.count(), 1);
   });
 });
