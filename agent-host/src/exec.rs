@@ -443,6 +443,7 @@ impl Scope {
             hidden: self.hidden.iter().filter(|d| d.exists()).cloned().collect(),
             runtime: hide_runtime_sockets(),
             home: self.user.home.clone().filter(|h| h.is_dir()),
+            shown: self.user.shown.as_ref().map(|_| self.user.shown_present()),
             secrets: self.user.secrets_present(),
             writable: self.user.writable_present(),
         }
@@ -461,6 +462,8 @@ struct Mounts {
     runtime: Vec<OsString>,
     /// The user's home, bound read-only again over the private `/tmp` should it lie there.
     home: Option<PathBuf>,
+    /// With the home hidden: what of it is shown.
+    shown: Option<Vec<PathBuf>>,
     /// The user's secret places that exist, and whether each is a directory.
     secrets: Vec<(PathBuf, bool)>,
     /// The jobs' cache and the user's places made writable.
@@ -488,7 +491,7 @@ fn bwrap_args(
     cwd: &Path,
     env: &BTreeMap<String, String>,
 ) -> Vec<OsString> {
-    let Mounts { protected, hidden, runtime, home, secrets, writable } = mounts;
+    let Mounts { protected, hidden, runtime, home, shown, secrets, writable } = mounts;
     let mut argv: Vec<OsString> = vec![bwrap.into()];
     for arg in ["--die-with-parent", "--new-session", "--unshare-all"] {
         argv.push(arg.into());
@@ -500,8 +503,18 @@ fn bwrap_args(
         argv.push(arg.into());
     }
     argv.extend(runtime.iter().cloned());
-    if let Some(home) = home.as_ref().filter(|h| h.starts_with("/tmp")) {
-        argv.extend(["--ro-bind".into(), home.into(), home.into()]);
+    // Before the roots, which usually lie in the home.
+    match (home, shown) {
+        (Some(home), Some(shown)) => {
+            argv.extend(["--tmpfs".into(), home.into()]);
+            for place in shown {
+                argv.extend(["--ro-bind".into(), place.into(), place.into()]);
+            }
+        }
+        (Some(home), None) if home.starts_with("/tmp") => {
+            argv.extend(["--ro-bind".into(), home.into(), home.into()]);
+        }
+        _ => {}
     }
     for root in roots {
         argv.extend(["--bind".into(), root.into(), root.into()]);
@@ -594,6 +607,12 @@ pub fn run(
             let secrets = scope.user.secrets_present().into_iter().map(|(p, _)| p);
             for dir in scope.hidden.iter().cloned().chain(secrets) {
                 argv.extend(["--hide".into(), dir.into()]);
+            }
+            if let (Some(home), Some(_)) = (&scope.user.home, &scope.user.shown) {
+                argv.extend(["--home".into(), home.into()]);
+                for place in scope.user.shown_present() {
+                    argv.extend(["--show".into(), place.into()]);
+                }
             }
             // Landlock rights are inherited by every descendant, so a writable root cannot
             // keep `.git/hooks` read-only: under this fallback they are protected by policy

@@ -43,6 +43,13 @@ pub struct HelperArgs {
     /// A directory the command may not even read (repeatable).
     #[arg(long = "hide", value_name = "DIR")]
     pub hide: Vec<PathBuf>,
+    /// The user's home, hidden but for the `--show` places.
+    #[arg(long = "home", value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// A place in the hidden home the command may read all the same, but for the hidden
+    /// places inside it (repeatable).
+    #[arg(long = "show", value_name = "PATH")]
+    pub show: Vec<PathBuf>,
     /// Leave the network on.
     #[arg(long)]
     pub network: bool,
@@ -91,6 +98,21 @@ fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
     let all = AccessFs::from_all(REQUIRED);
     let read = AccessFs::from_read(REQUIRED);
     let hidden: Vec<PathBuf> = args.hide.iter().filter_map(|h| h.canonicalize().ok()).collect();
+    let home = args.home.as_ref().and_then(|h| h.canonicalize().ok());
+    let shown: Vec<PathBuf> = match &home {
+        Some(home) => {
+            let shown: Vec<PathBuf> = args
+                .show
+                .iter()
+                .filter_map(|s| s.canonicalize().ok())
+                .filter(|s| s.starts_with(home))
+                .collect();
+            // Less what is hidden in them (or a place that lies in something hidden).
+            except(&shown, &hidden)
+        }
+        None => Vec::new(),
+    };
+    let unreadable: Vec<PathBuf> = hidden.iter().cloned().chain(home).collect();
     let mut ruleset =
         Ruleset::default().set_compatibility(CompatLevel::HardRequirement).handle_access(all)?;
     if !args.network {
@@ -100,7 +122,8 @@ fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
         ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/urandom", "/dev/random"];
     let status = ruleset
         .create()?
-        .add_rules(path_beneath_rules(readable_roots(&hidden), read))?
+        .add_rules(path_beneath_rules(readable_roots(&unreadable), read))?
+        .add_rules(path_beneath_rules(shown, read))?
         .add_rules(path_beneath_rules(&args.write, all))?
         .add_rules(path_beneath_rules(devices, AccessFs::from_all(REQUIRED) & !AccessFs::Execute))?
         .restrict_self()?;
@@ -153,10 +176,10 @@ fn except(roots: &[PathBuf], excluded: &[PathBuf]) -> Vec<PathBuf> {
     for h in excluded {
         let mut next = Vec::new();
         for p in allowed {
-            if h.starts_with(&p) {
-                if &p != h {
-                    expand(&p, h, &mut next);
-                }
+            if p.starts_with(h) {
+                // Inside it (an earlier exclusion below it spelt it out): gone with it.
+            } else if h.starts_with(&p) {
+                expand(&p, h, &mut next);
             } else {
                 next.push(p);
             }
@@ -203,6 +226,9 @@ mod tests {
         let roots = readable_roots(&[base.join("a/secret")]);
         // A link's rule would be its target's.
         assert!(!roots.contains(&base.join("a/link")));
+        // A path hidden after one below it was: nothing of it stays.
+        let both = readable_roots(&[base.join("a/secret/deep"), base.join("a")]);
+        assert!(!both.iter().any(|r| r.starts_with(base.join("a"))), "{both:?}");
         assert!(roots.contains(&base.join("a/public")));
         assert!(roots.contains(&base.join("a/file")));
         assert!(roots.contains(&base.join("b")));

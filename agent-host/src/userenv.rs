@@ -22,6 +22,13 @@
 //!   nowhere else. A user who wants jobs to fill their real caches names them in
 //!   `sandbox.writable`, accepting that risk; `agent-host doctor` lists them.
 //!
+//! A secret list is always one place short (an application's token kept somewhere else in the
+//! home is readable). `"home": "toolchains"` in the settings turns the home around into an
+//! allow-list: the home is hidden but for the toolchains' own directories ([`TOOLCHAIN_DIRS`],
+//! the directories the toolchain variables name, and `PATH`'s directories in the home), and
+//! git's configuration, still without the secrets in them. Tools that read other settings from
+//! the home then do without; `sandbox.show` names more places to show.
+//!
 //! The settings are read from the host's own settings file only (`settings.json` in its config
 //! directory), never from a workspace's: a workspace cannot widen what its jobs see.
 
@@ -47,6 +54,31 @@ pub const SECRETS: &[&str] = &[
     ".terraform.d/credentials.tfrc.json",
     ".config/doctl",
     ".config/op",
+    ".config/hcloud",
+    ".config/linode-cli",
+    ".databrickscfg",
+    ".snowflake",
+    ".dbt/profiles.yml",
+    ".pulumi/credentials.json",
+    ".s3cfg",
+    ".config/rclone",
+    ".config/sops",
+    ".config/age",
+    // deployment platforms and APIs
+    ".fly",
+    ".config/netlify",
+    ".local/share/com.vercel.cli",
+    ".wrangler",
+    ".config/.wrangler",
+    ".supabase/access-token",
+    ".railway",
+    ".config/ngrok",
+    ".config/heroku",
+    ".huggingface/token",
+    ".cache/huggingface/token",
+    ".kaggle/kaggle.json",
+    ".config/keybase",
+    ".local/share/keybase",
     // forges, registries and package managers
     ".config/gh",
     ".config/hub",
@@ -67,7 +99,11 @@ pub const SECRETS: &[&str] = &[
     // databases
     ".pgpass",
     ".my.cnf",
-    // browsers and mail
+    // wallets
+    ".bitcoin",
+    ".electrum",
+    ".ethereum",
+    // browsers, mail and messengers
     ".mozilla",
     ".thunderbird",
     ".config/google-chrome",
@@ -75,6 +111,9 @@ pub const SECRETS: &[&str] = &[
     ".config/BraveSoftware",
     ".config/microsoft-edge",
     ".var/app",
+    ".config/Slack",
+    ".config/discord",
+    ".config/Signal",
     // what was typed at prompts
     ".bash_history",
     ".zsh_history",
@@ -157,6 +196,64 @@ pub const PASSED: &[&str] = &[
     "GEM_PATH",
 ];
 
+/// Where toolchains live in the home when no variable says otherwise, and the configuration
+/// that builds read: shown when the home is hidden (`"home": "toolchains"`).
+pub const TOOLCHAIN_DIRS: &[&str] = &[
+    ".cargo",
+    ".rustup",
+    ".nvm",
+    ".volta",
+    ".bun",
+    ".deno",
+    ".pyenv",
+    ".local/bin",
+    ".local/lib",
+    ".local/share/pnpm",
+    "go",
+    ".sdkman",
+    ".asdf",
+    ".local/share/mise",
+    ".rbenv",
+    ".gitconfig",
+    ".config/git",
+];
+
+/// Variables that name a toolchain's directory, shown when the home is hidden.
+const TOOLCHAIN_VARS: &[&str] = &[
+    "CARGO_HOME",
+    "RUSTUP_HOME",
+    "GOPATH",
+    "GOROOT",
+    "GOMODCACHE",
+    "NVM_DIR",
+    "VOLTA_HOME",
+    "BUN_INSTALL",
+    "DENO_DIR",
+    "DENO_INSTALL",
+    "PNPM_HOME",
+    "PYENV_ROOT",
+    "VIRTUAL_ENV",
+    "CONDA_PREFIX",
+    "JAVA_HOME",
+    "ASDF_DIR",
+    "ASDF_DATA_DIR",
+    "MISE_DATA_DIR",
+    "RBENV_ROOT",
+    "GEM_HOME",
+];
+
+/// How much of the home jobs see.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum HomeView {
+    /// All of it, read-only, but the secret places.
+    #[default]
+    ReadOnly,
+    /// Only the toolchains' directories and git's configuration (and `show`), read-only, but
+    /// the secret places in them.
+    Toolchains,
+}
+
 /// `PATH` when the host has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -177,6 +274,12 @@ pub struct SandboxSettings {
     /// accepting that a job could poison them.
     #[serde(default)]
     pub writable: Vec<String>,
+    /// How much of the home jobs see.
+    #[serde(default)]
+    pub home: HomeView,
+    /// With `"home": "toolchains"`, more places of the home to show (absolute, or `~/…`).
+    #[serde(default)]
+    pub show: Vec<String>,
 }
 
 /// Why the settings could not be read.
@@ -227,7 +330,7 @@ impl SandboxSettings {
                 return Err(invalid(format!("env: {name:?} is not a variable name")));
             }
         }
-        for place in settings.hide.iter().chain(&settings.writable) {
+        for place in settings.hide.iter().chain(&settings.writable).chain(&settings.show) {
             if !(place.starts_with('/') || place.starts_with("~/")) {
                 return Err(invalid(format!("{place:?} is neither absolute nor ~/…")));
             }
@@ -251,6 +354,8 @@ pub struct UserEnv {
     pub cache: Option<PathBuf>,
     /// The user's places jobs may write (settings).
     pub writable: Vec<PathBuf>,
+    /// With the home hidden (`"home": "toolchains"`): the places of it shown.
+    pub shown: Option<Vec<PathBuf>>,
 }
 
 impl UserEnv {
@@ -295,7 +400,25 @@ impl UserEnv {
         secrets.sort();
         secrets.dedup();
         let writable = settings.writable.iter().filter_map(|p| expand(p)).collect();
-        Self { home, path, vars: passed, secrets, cache, writable }
+        let shown = match (settings.home, &home) {
+            (HomeView::Toolchains, Some(h)) => {
+                let named = TOOLCHAIN_VARS.iter().filter_map(|v| vars.get(*v)).map(PathBuf::from);
+                let on_path = path.split(':').map(PathBuf::from);
+                let mut shown: Vec<PathBuf> = TOOLCHAIN_DIRS
+                    .iter()
+                    .map(|d| h.join(d))
+                    .chain(named)
+                    .chain(on_path)
+                    .chain(settings.show.iter().filter_map(|p| expand(p)))
+                    .filter(|p| p.starts_with(h) && p != h)
+                    .collect();
+                shown.sort();
+                shown.dedup();
+                Some(shown)
+            }
+            _ => None,
+        };
+        Self { home, path, vars: passed, secrets, cache, writable, shown }
     }
 
     /// From this process's environment and the host's settings file `settings`.
@@ -330,6 +453,20 @@ impl UserEnv {
         present(self.secrets.iter().cloned())
     }
 
+    /// With the home hidden, the places of it shown that exist now, as the kernel resolves
+    /// them, those still inside the home only (a link out of it shows nothing more).
+    pub fn shown_present(&self) -> Vec<PathBuf> {
+        let (Some(home), Some(shown)) = (&self.home, &self.shown) else { return Vec::new() };
+        let mut out: Vec<PathBuf> = shown
+            .iter()
+            .filter_map(|p| p.canonicalize().ok())
+            .filter(|p| p.starts_with(home) && p != home)
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The places jobs write besides their workspace that exist now: the jobs' cache (made
     /// when missing), then the user's opted-in places, as the kernel resolves them.
     pub fn writable_present(&self) -> Vec<PathBuf> {
@@ -353,9 +490,18 @@ impl UserEnv {
             "variables passed: {}",
             if names.is_empty() { "none".into() } else { names.join(" ") }
         ));
-        match &self.home {
-            Some(home) => lines.push(format!("HOME {} (read-only)", home.display())),
-            None => lines.push("HOME the working directory (no usable home)".into()),
+        match (&self.home, &self.shown) {
+            (Some(home), None) => lines.push(format!("HOME {} (read-only)", home.display())),
+            (Some(home), Some(_)) => {
+                let shown: Vec<String> =
+                    self.shown_present().iter().map(|p| p.display().to_string()).collect();
+                lines.push(format!(
+                    "HOME {} hidden but for (read-only): {}",
+                    home.display(),
+                    shown.join(" ")
+                ));
+            }
+            (None, _) => lines.push("HOME the working directory (no usable home)".into()),
         }
         let hidden: Vec<String> =
             self.secrets_present().into_iter().map(|(p, _)| p.display().to_string()).collect();
@@ -459,6 +605,41 @@ mod tests {
     }
 
     #[test]
+    fn a_hidden_home_shows_the_toolchains_path_and_settings_name_in_it_and_nothing_outside() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path().canonicalize().unwrap();
+        for dir in [".cargo", "tools/bin", "sdk", "docs", "elsewhere"] {
+            std::fs::create_dir_all(h.join(dir)).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc", h.join("docs/out")).unwrap();
+        let path = format!("{}:/usr/bin", h.join("tools/bin").display());
+        let settings = SandboxSettings {
+            home: HomeView::Toolchains,
+            show: vec!["~/docs".into(), "~/docs/out".into()],
+            ..Default::default()
+        };
+        let sdk = h.join("sdk").display().to_string();
+        let vars = vars(&[("HOME", h.to_str().unwrap()), ("PATH", &path), ("JAVA_HOME", &sdk)]);
+        let env = UserEnv::new(vars, &settings, None);
+        let shown = env.shown_present();
+        for place in [".cargo", "tools/bin", "sdk", "docs"] {
+            assert!(shown.contains(&h.join(place)), "{place}: {shown:?}");
+        }
+        assert!(!shown.contains(&h.join("elsewhere")) && !shown.contains(&h));
+        // A link in it that leads out shows nothing more (what is outside is there already).
+        assert!(!shown.iter().any(|p| !p.starts_with(&h)), "{shown:?}");
+        let said = env.describe().join("\n");
+        assert!(said.contains("hidden but for (read-only)"), "{said}");
+        // The default shows the whole home.
+        let default = UserEnv::new(
+            vec![("HOME".into(), h.display().to_string())],
+            &SandboxSettings::default(),
+            None,
+        );
+        assert!(default.shown.is_none() && default.shown_present().is_empty());
+    }
+
+    #[test]
     fn settings_are_checked() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("settings.json");
@@ -468,6 +649,8 @@ mod tests {
             r#"{"sandbox": {"hide": ["relative"]}}"#,
             r#"{"sandbox": {"writable": ["x/y"]}}"#,
             r#"{"sandbox": {"unknown": 1}}"#,
+            r#"{"sandbox": {"home": "everything"}}"#,
+            r#"{"sandbox": {"show": ["docs"]}}"#,
         ] {
             std::fs::write(&file, bad).unwrap();
             assert!(SandboxSettings::load(&file).is_err(), "{bad}");

@@ -731,3 +731,69 @@ fn npm_test_runs_where_node_is_installed() {
 fn which(name: &str, path: &str) -> Option<PathBuf> {
     path.split(':').map(|d| PathBuf::from(d).join(name)).find(|p| p.is_file())
 }
+
+/// `"home": "toolchains"`: the home hidden but for the toolchains' directories and git's
+/// configuration (less their secrets), with a workspace inside the home still writable.
+#[test]
+fn the_home_can_be_hidden_but_for_the_toolchains() {
+    for sb in sandboxes() {
+        let base = setup();
+        let home = base.home.clone();
+        let ws = home.join("proj");
+        for dir in [".local/bin", ".cargo", "proj", "docs"] {
+            std::fs::create_dir_all(home.join(dir)).unwrap();
+        }
+        std::fs::write(home.join(".local/bin/hello"), "#!/bin/sh\necho hello from the home\n")
+            .unwrap();
+        let hello = home.join(".local/bin/hello");
+        let mut mode = std::fs::metadata(&hello).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+        std::fs::set_permissions(&hello, mode).unwrap();
+        std::fs::write(home.join(".gitconfig"), "[user]\n\tname = Someone\n").unwrap();
+        std::fs::write(home.join(".cargo/config.toml"), "# cargo settings\n").unwrap();
+        std::fs::write(home.join(".cargo/credentials.toml"), "CARGO TOKEN").unwrap();
+        std::fs::write(home.join("notes.txt"), "PRIVATE NOTES").unwrap();
+        std::fs::write(home.join("docs/shown.txt"), "shown by settings").unwrap();
+        let settings = SandboxSettings {
+            home: agent_host::userenv::HomeView::Toolchains,
+            show: vec!["~/docs".into()],
+            path: Some(format!("{}:/usr/bin:/bin", home.join(".local/bin").display())),
+            ..Default::default()
+        };
+        let vars = [("HOME".to_string(), home.display().to_string())];
+        let user = UserEnv::new(vars, &settings, Some(base.hidden.join("sandbox-cache")));
+        let scope = Scope { roots: vec![ws.clone()], hidden: vec![base.hidden.clone()], user };
+        let mut j = job(
+            &base,
+            "hello; cat ~/.gitconfig ~/.cargo/config.toml ~/docs/shown.txt; \
+             cat ~/notes.txt ~/.cargo/credentials.toml 2>/dev/null; echo made > made.txt && cat made.txt",
+        );
+        j.cwd = ws.clone();
+        let out = match (&sb.sandbox, sb.warm) {
+            (_, false) => {
+                run(&sb.sandbox, &j, &scope, &Limits::default(), &Arc::new(AtomicBool::new(false)))
+                    .unwrap()
+            }
+            (_, true) => {
+                let pool =
+                    WarmPool::start(&sb.sandbox, agent_host_bin(), &scope, &Limits::default())
+                        .unwrap();
+                assert!(pool.wait_ready(Duration::from_secs(20)));
+                pool.run(&j, &Arc::new(AtomicBool::new(false))).unwrap()
+            }
+        };
+        let text = String::from_utf8_lossy(&out.output);
+        for shown in [
+            "hello from the home",
+            "name = Someone",
+            "# cargo settings",
+            "shown by settings",
+            "made",
+        ] {
+            assert!(text.contains(shown), "{sb:?}: {shown} missing: {text}");
+        }
+        assert!(!text.contains("PRIVATE NOTES") && !text.contains("CARGO TOKEN"), "{sb:?}: {text}");
+        assert_eq!(std::fs::read_to_string(ws.join("made.txt")).unwrap(), "made\n");
+        std::fs::remove_file(ws.join("made.txt")).unwrap();
+    }
+}
