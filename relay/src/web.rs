@@ -51,6 +51,9 @@ const CSS: &str = "text/css; charset=utf-8";
 const FILES: &[(&str, &str, &[u8])] = &[
     ("/index.html", HTML, include_bytes!("../../web/src/index.html")),
     ("/app.js", SCRIPT, include_bytes!("../../web/src/app.js")),
+    ("/ui.js", SCRIPT, include_bytes!("../../web/src/ui.js")),
+    ("/pairing.js", SCRIPT, include_bytes!("../../web/src/pairing.js")),
+    ("/host-screen.js", SCRIPT, include_bytes!("../../web/src/host-screen.js")),
     ("/store.js", SCRIPT, include_bytes!("../../web/src/store.js")),
     ("/terminal.js", SCRIPT, include_bytes!("../../web/src/terminal.js")),
     ("/device.js", SCRIPT, include_bytes!("../../web/src/device.js")),

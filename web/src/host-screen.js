@@ -1,0 +1,625 @@
+// The host screen: the host's state, what needs an answer, sessions, requests and Activity,
+// over one device link. Every tap that asks the host for something becomes a message signed with
+// this browser's key; the host decides.
+
+import * as p from "./protocol.js";
+import { Device } from "./device.js";
+import * as store from "./store.js";
+import { TermView, resultText } from "./terminal.js";
+import { transport, linkState, h, show, setBanner, diff, shellLine, describe, errorText, actorName, actorNode, ROLES, tick } from "./ui.js";
+
+// --- the host screen -------------------------------------------------------------------------
+
+const QUEUED = {
+  link: "queued: this browser is not connected to the relay; it goes when the link is back",
+  host: "queued: the host is offline; it goes when the host is back",
+};
+const SENT = "sent; waiting for the host (it may ask for an approval)";
+// Live terminals in Activity (each holds a renderer); older results are shown as plain text.
+const LIVE_RESULTS = 12;
+
+export class HostScreen {
+  constructor(record) {
+    this.record = record;
+    this.me = p.keyId("dev", record.publicKey);
+    this.hostHex = p.toHex(record.hostKey);
+    this.pending = new Map(); // request -> { event, gen, card, outcome, pointer }
+    this.gen = 0;
+    this.mine = new Map(); // request -> { what, type, stage: queued | sending | sent | answered }
+    this.items = new Map(); // activity entry id -> { entry, item, view }
+    this.liveResults = []; // the activity entries whose output is a live terminal, oldest first
+    this.sessions = new Map(); // session -> { command, kind, seq, ended, gen, view, … }
+    this.relayUp = false;
+    this.transport = null;
+    this.hostState = "unknown"; // online | offline | no-route | revoked | unknown
+    this.build();
+    this.device = new Device({
+      relayUrl: `wss://${location.host}/ws`,
+      binding: record.binding,
+      keyPair: record.keyPair,
+      publicKey: record.publicKey,
+      hostKey: record.hostKey,
+      state: record,
+      persist: (state) => store.save(state),
+      notice: (n) => this.notice(n),
+      transport,
+    });
+    this.device.onEvent = (event) => this.event(event);
+    addEventListener("pagehide", () => this.device.persist(this.device.state).catch(() => {}));
+    store.activity().then((entries) => this.restore(entries), () => {});
+  }
+
+  build() {
+    const r = this.record;
+    this.statusList = h("dl", {});
+    this.statusSection = h("section", { "aria-labelledby": "host-title" }, h("h2", { id: "host-title" }, r.hostName), this.statusList);
+    this.pendingList = h("div", {});
+    this.pendingEmpty = h("p", { class: "empty" }, "Nothing is waiting for an answer.");
+    this.pendingSection = h("section", { "aria-labelledby": "pending-title" }, h("h2", { id: "pending-title" }, "Needs you"), this.pendingEmpty, this.pendingList);
+    this.sessionList = h("div", {});
+    this.sessionSection = h("section", { "aria-labelledby": "sessions-title", hidden: true }, h("h2", { id: "sessions-title" }, "Sessions"), this.sessionList);
+    this.feed = h("ol", { class: "feed" });
+    this.feedEmpty = h("p", { class: "empty" }, "Nothing yet.");
+    this.activitySection = h("section", { "aria-labelledby": "activity-title" }, h("h2", { id: "activity-title" }, "Activity"), this.feedEmpty, this.feed);
+    this.requestSection = this.requestForms();
+    const forget = h("button", { type: "button", onclick: () => this.forget() }, "Forget this browser");
+    this.aboutSection = h(
+      "section",
+      { "aria-labelledby": "about-title" },
+      h("h2", { id: "about-title" }, "This browser"),
+      h("dl", {}, h("dt", {}, "Name"), h("dd", {}, r.name), h("dt", {}, "Fingerprint"), h("dd", { class: "mono", id: "about-fingerprint" }, "…"), h("dt", {}, "Id"), h("dd", { class: "mono" }, this.me)),
+      h("div", { class: "buttons" }, forget),
+    );
+    p.fingerprint(r.publicKey).then((f) => (document.getElementById("about-fingerprint").textContent = f));
+    // What needs an answer comes first: it is why the page is open.
+    show(this.pendingSection, this.statusSection, this.sessionSection, this.requestSection, this.activitySection, this.aboutSection);
+    this.renderStatus();
+    this.applyRole();
+  }
+
+  /** Whether what this browser sends now goes at once; else why it waits. */
+  get waiting() {
+    return !this.relayUp ? "link" : this.hostState === "offline" ? "host" : null;
+  }
+
+  renderStatus() {
+    const s = this.status;
+    const state = {
+      online: "online",
+      offline: "offline (not connected to the relay)",
+      "no-route": "unreachable from this browser",
+      revoked: "revoked this browser",
+      unknown: this.relayUp ? "asking…" : "unknown",
+    }[this.hostState];
+    const rows = [["Host", state], ["Your role", ROLES[this.record.role] ?? this.record.role]];
+    if (s) rows.push(["Workspace", s.workspace], ["Sandbox", s.sandbox]);
+    this.statusList.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k.toLowerCase() }, v)]));
+    linkState.textContent = !this.relayUp ? "Connecting…" : this.transport === "event-stream" ? "Connected (event stream)" : "Connected";
+    linkState.dataset.transport = this.relayUp ? this.transport ?? "" : "";
+    setBanner(
+      !this.relayUp && this.wasUp
+        ? "The connection to the relay is lost. Reconnecting… (nothing you sent is lost: it goes when the link is back)"
+        : this.hostState === "revoked"
+          ? "The host revoked this browser: it takes nothing from it any more. Forget this browser, then pair it again if it should come back."
+          : this.hostState === "no-route"
+          ? "The relay will not carry this browser's messages to the host: the host revoked this browser, or has not reconnected since the relay restarted. If it was revoked, forget this browser and pair it again."
+          : this.hostState === "offline"
+            ? "Your host is offline: it is not connected to the relay. What you send waits and goes when it is back."
+            : null,
+    );
+    // What was sent says whether it waits.
+    for (const [request, mine] of this.mine) {
+      if (mine.stage !== "queued" && mine.stage !== "sending") continue;
+      const stage = this.waiting ? "queued" : "sending";
+      if (mine.stage === stage && mine.waiting === this.waiting) continue;
+      Object.assign(mine, { stage, waiting: this.waiting });
+      this.say({ request, title: mine.what, detail: this.waiting ? QUEUED[this.waiting] : "sending…" });
+    }
+  }
+
+  applyRole() {
+    this.requestSection.hidden = this.record.role !== "operator";
+  }
+
+  notice(n) {
+    if (n.type === "link" && n.up) {
+      this.relayUp = true;
+      this.wasUp = true;
+      this.transport = n.transport;
+      this.sync();
+    } else if (n.type === "link") {
+      this.relayUp = false;
+    } else if (n.type === "transport") {
+      this.transport = n.transport;
+    } else if (n.type === "undeliverable") {
+      if (this.hostState !== "revoked") this.hostState = n.offline ? "offline" : "no-route";
+    } else if (n.type === "host_presence" && n.host === this.hostHex && this.hostState !== "revoked") {
+      // The relay's word, a hint: the host's own answer to a sync says more.
+      if (!n.online) {
+        this.hostState = "offline";
+      } else if (this.hostState === "offline" || this.hostState === "no-route") {
+        this.hostState = "unknown";
+        this.sync();
+      }
+    } else if (n.type === "refused") {
+      this.say({ title: "The relay refused", detail: n.reason, tone: "bad" });
+    }
+    this.renderStatus();
+  }
+
+  sync() {
+    this.device.send("request", { type: "sync", id: Device.requestId() }).catch((error) => {
+      this.say({ title: "Could not ask the host for its state", detail: error.message, tone: "bad" });
+    });
+  }
+
+  event(e) {
+    if (e.type === "error" && e.code === "revoked" && !e.request) {
+      // The host's last word to this browser.
+      this.hostState = "revoked";
+      this.renderStatus();
+      return;
+    }
+    this.hostState = "online";
+    if (e.request) this.answered(e.request);
+    switch (e.type) {
+      case "status":
+        this.status = e;
+        if (e.role !== this.record.role) {
+          this.record.role = e.role;
+          store.save(this.record);
+          this.applyRole();
+        }
+        // A sync sends every open action and every live session before its status: what was
+        // not announced since the last status is no longer open, or no longer runs.
+        for (const [id, entry] of this.pending) if (entry.gen < this.gen && !entry.outcome) this.dropPending(id);
+        for (const s of this.sessions.values()) {
+          if (s.gen < this.gen && !s.ended) {
+            s.ended = { gone: true };
+            this.renderSession(s);
+          }
+        }
+        this.gen++;
+        break;
+      case "action_pending":
+        this.addPending(e);
+        break;
+      case "action_decided":
+        this.decided(e);
+        break;
+      case "action_result":
+        this.result(e);
+        break;
+      case "error":
+        this.error(e);
+        break;
+      case "session_started":
+      case "output":
+      case "session_ended":
+        this.sessionEvent(e);
+        break;
+    }
+    this.renderStatus();
+    this.renderPendingEmpty();
+  }
+
+  /** The host has answered `request` (of this browser's, if it is one): it got it. */
+  answered(request) {
+    const mine = this.mine.get(request);
+    if (mine) mine.stage = "answered";
+  }
+
+  // --- what needs an answer ---
+
+  addPending(e) {
+    const known = this.pending.get(e.request);
+    if (known) {
+      known.gen = this.gen;
+      return;
+    }
+    const entry = { event: e, gen: this.gen, outcome: null };
+    const a = e.action;
+    const what = [];
+    if (a.type === "run") {
+      const line = shellLine(a.argv);
+      if (line !== null) what.push(h("dt", {}, "Shell line"), h("dd", {}, h("code", { class: "line mono" }, line)));
+      else what.push(h("dt", {}, "Command"), h("dd", {}, h("ol", { class: "argv mono", "aria-label": "arguments" }, a.argv.map((arg) => h("li", {}, arg)))));
+      what.push(h("dt", {}, "In"), h("dd", { class: "mono" }, a.cwd));
+      for (const [k, v] of Object.entries(a.env ?? {})) what.push(h("dt", {}, "Env"), h("dd", { class: "mono" }, `${k}=${v}`));
+    } else if (a.path !== undefined) {
+      what.push(h("dt", {}, "Path"), h("dd", { class: "mono" }, a.path));
+    } else if (a.type === "web_fetch") {
+      what.push(h("dt", {}, "URL"), h("dd", { class: "mono" }, a.url));
+    } else if (a.type === "tool") {
+      what.push(h("dt", {}, "Tool"), h("dd", { class: "mono" }, a.name), h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.input)));
+    } else if (a.type === "session_input") {
+      const s = this.sessions.get(a.session);
+      if (s) what.push(h("dt", {}, "Session"), h("dd", { class: "mono" }, sessionTitle(s)));
+      what.push(h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.data)));
+    }
+    what.push(h("dt", {}, "Why asked"), h("dd", {}, e.reason), h("dt", {}, "Asked by"), h("dd", {}, actorNode(e.requested_by, this.me, "this browser")));
+    const left = h("span", { "data-expires": e.expires_at_ms });
+    what.push(h("dt", {}, "Time left"), h("dd", {}, left));
+    const approve = h("button", { type: "button", class: "approve" }, "Approve");
+    const deny = h("button", { type: "button", class: "deny" }, "Deny");
+    const outcome = h("p", { class: "outcome", role: "status", "aria-live": "polite" });
+    const canAnswer = this.record.role !== "viewer";
+    const card = h(
+      "article",
+      { class: "card pending", id: `pending-${e.request}`, "data-request": e.request, "aria-label": e.summary },
+      h("h3", {}, e.summary),
+      h("dl", {}, what),
+      e.preview ? h("details", { open: true }, h("summary", {}, "Change"), diff(e.preview)) : null,
+      canAnswer ? h("div", { class: "buttons" }, approve, deny) : h("p", { class: "muted" }, "A viewer cannot answer."),
+      outcome,
+    );
+    const answer = async (verdict) => {
+      approve.disabled = deny.disabled = true;
+      const noun = verdict === "approve" ? "approval" : "denial";
+      outcome.textContent = this.waiting ? `Your ${noun} is ${QUEUED[this.waiting]}.` : `Sending your ${noun}…`;
+      // The answer names the exact action (its hash), checked against the action shown.
+      if ((await p.actionHash(a)) !== e.action_hash) {
+        outcome.textContent = "Refused here: the action does not match its hash.";
+        return;
+      }
+      entry.answered = verdict;
+      try {
+        const { acked } = await this.device.send("decision", { request: e.request, action_hash: e.action_hash, verdict });
+        acked.then(() => {
+          if (!entry.outcome && entry.answered) outcome.textContent = `Your ${noun} is sent; waiting for the host.`;
+        });
+      } catch (error) {
+        // Nothing was signed (the counter could not be stored first): it may be pressed again.
+        entry.answered = null;
+        approve.disabled = deny.disabled = false;
+        outcome.textContent = `Not sent: ${error.message}`;
+      }
+    };
+    approve.addEventListener("click", () => answer("approve"));
+    deny.addEventListener("click", () => answer("deny"));
+    Object.assign(entry, { card, approve, deny, outcomeEl: outcome });
+    this.pending.set(e.request, entry);
+    this.placePending(entry);
+    if (this.mine.get(e.request)?.type === "session_input") card.scrollIntoView({ block: "center" });
+    tick();
+  }
+
+  /**
+   * Puts a pending card in "Needs you", or, for input to a session shown here, at that session
+   * (with a line in "Needs you" that leads to it).
+   */
+  placePending(entry) {
+    const a = entry.event.action;
+    const s = a.type === "session_input" ? this.sessions.get(a.session) : null;
+    if (!s) {
+      this.pendingList.append(entry.card);
+      return;
+    }
+    s.waits.append(entry.card);
+    if (!entry.pointer) {
+      const go = h("button", { type: "button" }, "Show it");
+      go.addEventListener("click", () => {
+        entry.card.scrollIntoView({ block: "center" });
+        (entry.approve.disabled ? entry.card : entry.approve).focus({ preventScroll: true });
+      });
+      entry.pointer = h("p", { class: "pointer" }, `Input to the session ${sessionTitle(s)} waits at the session. `, go);
+      this.pendingList.append(entry.pointer);
+    }
+  }
+
+  decided(e) {
+    const by = actorName(e.decided_by, this.me, "you");
+    const verb = e.verdict === "approve" ? "Approved" : "Denied";
+    const entry = this.pending.get(e.request);
+    const title = entry?.event.summary ?? this.mine.get(e.request)?.what ?? "an action";
+    if (entry && !entry.outcome) {
+      entry.outcome = e.verdict;
+      entry.approve.disabled = entry.deny.disabled = true;
+      entry.outcomeEl.textContent = e.decided_by ? `${verb} by ${by}.` : `${verb} by the host (no answer in time, or the asker left).`;
+      entry.outcomeEl.className = `outcome ${e.verdict === "approve" ? "ok" : "bad"}`;
+      entry.card.querySelector("[data-expires]")?.removeAttribute("data-expires");
+      entry.pointer?.remove();
+      // The outcome stays in view a moment, then the activity feed keeps it.
+      setTimeout(() => this.dropPending(e.request), 5000);
+    }
+    this.say({
+      request: e.request,
+      title: `${verb}: ${title}`,
+      detail: e.decided_by ? null : "by the host (no answer in time, or the asker left)",
+      by: e.decided_by ?? null,
+      tone: e.verdict === "approve" ? "ok" : "bad",
+    });
+  }
+
+  dropPending(id) {
+    const entry = this.pending.get(id);
+    entry?.card.remove();
+    entry?.pointer?.remove();
+    this.pending.delete(id);
+    this.renderPendingEmpty();
+  }
+
+  renderPendingEmpty() {
+    const open = [...this.pending.values()].filter((entry) => !entry.outcome).length;
+    this.pendingEmpty.hidden = this.pending.size > 0;
+    // The tab says how many answers are waiting, for a phone with the page in the background.
+    document.title = open > 0 ? `(${open}) Agent bridge` : "Agent bridge";
+  }
+
+  // --- activity ---
+
+  /**
+   * Adds (or, for a request already shown, updates) an activity entry, and keeps it (the last
+   * ACTIVITY_KEPT entries survive a reload). `output`: bytes, shown as a terminal shows them
+   * (`terminal`) or as text.
+   */
+  say({ request = null, title, detail = null, tone = null, by = null, output = null, terminal = false }) {
+    const known = request ? this.items.get(request) : null;
+    const mine = request ? this.mine.get(request) : null;
+    const entry = {
+      id: request ?? `note-${Device.requestId()}`,
+      at: known?.entry.at ?? Date.now(),
+      request,
+      what: mine?.what ?? known?.entry.what ?? null,
+      type: mine?.type ?? known?.entry.type ?? null,
+      mine: Boolean(mine) || Boolean(known?.entry.mine),
+      stage: mine?.stage ?? null,
+      title,
+      detail,
+      tone,
+      by,
+      output: output && output.length > OUTPUT_KEPT ? output.slice(output.length - OUTPUT_KEPT) : output,
+      cut: Boolean(output && output.length > OUTPUT_KEPT),
+      terminal,
+    };
+    this.show(entry, { live: true });
+    store.keep(entry).catch(() => {});
+  }
+
+  /** Shows an activity entry at the top (`live`: a live terminal if it has output), or below. */
+  show(entry, { live, bottom = false }) {
+    const known = this.items.get(entry.id);
+    const by = entry.by ? h("p", { class: "muted" }, "by ", actorNode(entry.by, this.me, "you")) : null;
+    let view = null;
+    let output = null;
+    if (entry.output !== null) {
+      if (entry.output.length === 0) {
+        output = h("p", { class: "muted" }, "(no output)");
+      } else if (entry.terminal && live) {
+        view = new TermView("result", "output");
+        output = view.element;
+      } else {
+        output = h("pre", {}, entry.terminal ? resultText([entry.output]) : new TextDecoder().decode(entry.output));
+      }
+    }
+    const item = h(
+      "li",
+      { "data-request": entry.request },
+      h("p", { class: entry.tone ?? "" }, h("strong", {}, entry.title)),
+      entry.detail ? h("p", { class: "muted" }, entry.detail) : null,
+      by,
+      entry.cut ? h("p", { class: "muted" }, "(the start of the output is not kept)") : null,
+      output,
+    );
+    if (known) {
+      known.item.replaceWith(item);
+      this.retire(known);
+    } else if (bottom) {
+      this.feed.append(item);
+    } else {
+      this.feed.prepend(item);
+    }
+    const shown = { entry, item, view };
+    this.items.set(entry.id, shown);
+    if (view) {
+      view.open();
+      view.result(entry.output);
+      this.liveResults.push(shown);
+      while (this.liveResults.length > LIVE_RESULTS) this.plain(this.liveResults.shift());
+    }
+    while (this.feed.children.length > store.ACTIVITY_KEPT) {
+      const last = this.feed.lastChild;
+      const gone = [...this.items.values()].find((i) => i.item === last);
+      last.remove();
+      if (gone) {
+        this.items.delete(gone.entry.id);
+        this.retire(gone);
+      }
+    }
+    this.feedEmpty.hidden = true;
+  }
+
+  /** An activity item's terminal gives way to its text. */
+  plain(shown) {
+    if (!shown.view) return;
+    shown.view.element.replaceWith(h("pre", {}, shown.view.text()));
+    this.retire(shown);
+  }
+
+  retire(shown) {
+    shown.view?.dispose();
+    shown.view = null;
+    this.liveResults = this.liveResults.filter((s) => s !== shown);
+  }
+
+  /** Shows what an earlier page kept, below what this one has shown. */
+  restore(entries) {
+    const newest = entries.filter((e) => !this.items.has(e.id)).reverse();
+    let live = LIVE_RESULTS - this.liveResults.length;
+    for (let entry of newest) {
+      if (entry.mine && entry.request && !this.mine.has(entry.request)) {
+        this.mine.set(entry.request, { what: entry.what, type: entry.type, stage: "answered" });
+      }
+      if (entry.stage === "queued" || entry.stage === "sending") {
+        // Its message lived in the earlier page only.
+        entry = { ...entry, stage: null, tone: "bad", detail: "maybe not sent: the page was closed or reloaded before the host had it" };
+      }
+      this.show(entry, { live: Boolean(entry.terminal && entry.output?.length) && live-- > 0, bottom: true });
+    }
+  }
+
+  result(e) {
+    const mine = this.mine.get(e.request);
+    const title = mine?.what ?? this.pending.get(e.request)?.event.summary ?? "an action";
+    const type = mine?.type ?? this.pending.get(e.request)?.event.action.type;
+    const exit = e.exit_code === null || e.exit_code === undefined ? "done" : `exit ${e.exit_code}`;
+    this.say({
+      request: e.request,
+      title: `${title}: ${exit}`,
+      detail: e.truncated ? "output truncated by the host" : null,
+      tone: e.exit_code === 0 || e.exit_code === null ? "ok" : "bad",
+      output: p.fromBase64(e.output ?? ""),
+      // A file's content is text; a command's output is what a terminal shows.
+      terminal: type !== "read_file",
+    });
+  }
+
+  error(e) {
+    const entry = e.request && this.pending.get(e.request);
+    if (entry && entry.answered && !entry.outcome) {
+      entry.outcomeEl.textContent = `Not taken: ${errorText(e)}`;
+      entry.outcomeEl.className = "outcome bad";
+      return;
+    }
+    const title = (e.request && this.mine.get(e.request)?.what) ?? "The host said no";
+    this.say({ request: e.request, title: `${title}: refused`, detail: errorText(e), tone: "bad" });
+  }
+
+  // --- requests (operators) ---
+
+  async request(action) {
+    const id = Device.requestId();
+    const what = describe(action);
+    const mine = { what, type: action.type, stage: this.waiting ? "queued" : "sending", waiting: this.waiting };
+    this.mine.set(id, mine);
+    this.say({ request: id, title: what, detail: this.waiting ? QUEUED[this.waiting] : "sending…" });
+    try {
+      const { acked } = await this.device.send("request", { type: "action", id, action });
+      acked.then(() => {
+        if (mine.stage === "answered") return;
+        mine.stage = "sent";
+        this.say({ request: id, title: what, detail: SENT });
+      });
+    } catch (error) {
+      mine.stage = "answered";
+      this.say({ request: id, title: `${what}: not sent`, detail: error.message, tone: "bad" });
+    }
+  }
+
+  requestForms() {
+    const command = h("input", { type: "text", id: "run-command", name: "command", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "cargo test 2>&1 | tail -20" });
+    const cwd = h("input", { type: "text", id: "run-cwd", name: "cwd", value: ".", autocapitalize: "off", spellcheck: "false" });
+    const runError = h("p", { class: "bad", role: "alert" });
+    const run = h(
+      "form",
+      {},
+      h("label", { for: "run-command" }, "Run a command"),
+      h("p", { class: "muted hint", id: "run-hint" }, "A line for bash, as at a terminal: pipes, redirections and ; included. The host judges every part."),
+      command,
+      h("label", { for: "run-cwd" }, "In (relative to the workspace)"),
+      cwd,
+      h("div", { class: "buttons" }, h("button", { type: "submit" }, "Request run")),
+      runError,
+    );
+    command.setAttribute("aria-describedby", "run-hint");
+    run.addEventListener("submit", (event) => {
+      event.preventDefault();
+      runError.textContent = "";
+      // The line as typed, for bash: what it means is what bash makes of it, and the host
+      // judges that (every command of a pipeline or list, every redirection).
+      const line = command.value;
+      if (!line.trim()) {
+        runError.textContent = "Not sent: type a command.";
+        return;
+      }
+      this.request({ type: "run", argv: ["bash", "-c", line], cwd: cwd.value.trim() || ".", env: {} });
+      command.value = "";
+    });
+    const path = h("input", { type: "text", id: "read-path", name: "path", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "README.md" });
+    const read = h("form", {}, h("label", { for: "read-path" }, "Read a file"), path, h("div", { class: "buttons" }, h("button", { type: "submit" }, "Request read")));
+    read.addEventListener("submit", (event) => {
+      event.preventDefault();
+      if (!path.value.trim()) return;
+      this.request({ type: "read_file", path: path.value.trim() });
+      path.value = "";
+    });
+    return h("section", { "aria-labelledby": "request-title" }, h("h2", { id: "request-title" }, "Ask the host"), run, read);
+  }
+
+  // --- sessions ---
+
+  sessionEvent(e) {
+    let s = this.sessions.get(e.session);
+    if (!s) {
+      // `seq` counts from 0: nothing is shown yet.
+      s = { command: [], kind: "agent", seq: -1, ended: null, gen: this.gen };
+      this.sessions.set(e.session, s);
+      this.buildSession(e.session, s);
+    }
+    if (e.type === "session_started") {
+      Object.assign(s, { command: e.command, kind: e.kind, ended: null, gen: this.gen });
+    } else if (e.type === "output") {
+      // A sync sends the scrollback again: what this view has already shown is skipped.
+      if (e.seq <= s.seq) return;
+      s.seq = e.seq;
+      s.view.write(p.fromBase64(e.data));
+    } else {
+      s.ended = { exit: e.exit_code };
+    }
+    this.renderSession(s);
+  }
+
+  buildSession(id, s) {
+    const input = h("input", { type: "text", id: `input-${id}`, autocomplete: "off", autocapitalize: "off", spellcheck: "false" });
+    const send = h("button", { type: "submit" }, "Send");
+    const interrupt = h("button", { type: "button", class: "deny" }, "Interrupt (Ctrl-C)");
+    const form = h("form", {}, h("label", { for: `input-${id}` }, "Type into the session"), input, h("div", { class: "buttons" }, send, interrupt));
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      this.request({ type: "session_input", session: id, data: `${input.value}\n` });
+      input.value = "";
+    });
+    interrupt.addEventListener("click", () => this.request({ type: "session_input", session: id, data: "\u0003" }));
+    s.title = h("h3", {});
+    s.state = h("p", { class: "muted" });
+    s.waits = h("div", { class: "waits" });
+    s.view = new TermView("session", "session output");
+    s.form = form;
+    s.card = h("article", { class: "card session", "data-session": id }, s.title, s.state, s.waits, s.view.element, form);
+    this.sessionList.append(s.card);
+    this.sessionSection.hidden = false;
+    s.view.open();
+    // Input to it that waited for its card (a sync sends pending actions first).
+    for (const entry of this.pending.values()) {
+      if (entry.event.action.type === "session_input" && entry.event.action.session === id) this.placePending(entry);
+    }
+  }
+
+  renderSession(s) {
+    s.title.textContent = sessionTitle(s);
+    s.state.textContent = s.ended?.gone
+      ? "ended: the host no longer has this session (it restarted, or the session stopped being shared)"
+      : s.ended
+        ? `ended${s.ended.exit === null || s.ended.exit === undefined ? "" : `, exit ${s.ended.exit}`}`
+        : s.kind === "shell"
+          ? "running (a shell: each input is asked at the host)"
+          : "running (an agent: prompts go straight in)";
+    s.card.classList.toggle("ended", Boolean(s.ended));
+    s.form.hidden = Boolean(s.ended) || this.record.role !== "operator";
+  }
+
+  async forget() {
+    if (!confirm("Forget this browser? Its key is deleted; to use it again, pair it again.")) return;
+    this.device.close();
+    await store.forget();
+    location.assign("/");
+  }
+}
+
+// A result's bytes kept for Activity: its last 64 KiB.
+const OUTPUT_KEPT = 64 << 10;
+
+function sessionTitle(s) {
+  return shellLine(s.command) ?? (s.command.join(" ") || "a session");
+}
+

@@ -1,0 +1,102 @@
+// Pairing this browser from a link's fragment: a new key pair (not extractable), its
+// fingerprint to compare at the machine, the pairing handshake, and the record kept.
+
+import * as p from "./protocol.js";
+import { newKeyPair, pair, rawPublicKey } from "./device.js";
+import * as store from "./store.js";
+import { transport, linkState, h, show, fail, tick } from "./ui.js";
+
+// --- pairing ---------------------------------------------------------------------------------
+
+function sameRelay(a, b) {
+  const bare = (host) => host.replace(/:443$/, "");
+  return bare(a) === bare(b);
+}
+
+export async function pairingScreen(href, existing, start) {
+  let link;
+  try {
+    link = p.parseLink(href);
+  } catch (e) {
+    history.replaceState(null, "", `/pair${location.search}`);
+    return fail("This pairing link is not valid", `${e.message}. Run \`agent-host pair\` again and open the new link.`);
+  }
+  // The secret stays out of the address bar, the history and any bookmark.
+  history.replaceState(null, "", `/pair${location.search}`);
+  linkState.textContent = "Pairing";
+  if (!sameRelay(link.relay, location.host)) {
+    return fail("This link is for another relay", `It names ${link.relay}, but this page came from ${location.host}. Open the link as it was printed.`);
+  }
+  if (link.expiresAtMs <= Date.now()) {
+    return fail("This pairing link expired", `It expired at ${new Date(link.expiresAtMs).toLocaleTimeString()}. Run \`agent-host pair\` again for a new one.`);
+  }
+  if (existing) {
+    const again = h("button", { type: "button" }, "Forget it and pair with this link");
+    again.addEventListener("click", async () => {
+      await store.forget();
+      start(href);
+    });
+    return fail(
+      "This browser is already paired",
+      `It is paired with ${existing.hostName}. To pair it with this link instead, forget the current pairing (its key is deleted).`,
+      h("div", { class: "buttons" }, again, h("button", { type: "button", onclick: () => location.assign("/") }, "Keep it")),
+    );
+  }
+  let keyPair;
+  try {
+    keyPair = await newKeyPair();
+  } catch {
+    return fail("This browser cannot make the key it needs", "It has no WebCrypto Ed25519. A current Chrome, Edge, Firefox or Safari has it.");
+  }
+  const publicKey = await rawPublicKey(keyPair);
+  const fingerprint = await p.fingerprint(publicKey);
+  const hostId = p.keyId("host", link.hostKey);
+  const name = h("input", { type: "text", id: "device-name", name: "name", required: true, maxlength: "64", autocomplete: "off", value: /Mobi|Android|iPhone/.test(navigator.userAgent) ? "Phone" : "Browser" });
+  const button = h("button", { type: "submit", class: "approve" }, "Pair this browser");
+  const progress = h("div", { role: "status", "aria-live": "polite" });
+  const left = h("span", { "data-expires": link.expiresAtMs });
+  const form = h(
+    "form",
+    {},
+    h("h2", {}, "Pair this browser"),
+    h("p", {}, "With the host ", h("code", { class: "mono" }, hostId.slice(0, 20) + "…"), ". The link works once; ", left, " left."),
+    h("label", { for: "device-name" }, "Name for this browser"),
+    name,
+    h("p", {}, "This browser's fingerprint (the host shows it when it asks):"),
+    h("p", { class: "fingerprint mono", id: "my-fingerprint" }, fingerprint),
+    h("div", { class: "buttons" }, button),
+    progress,
+  );
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    button.disabled = true;
+    name.disabled = true;
+    progress.replaceChildren(
+      h("p", {}, "Waiting for the host. At its terminal, check that it shows the fingerprint ", h("strong", {}, fingerprint), " before you answer yes."),
+    );
+    const binding = link.certSha256 ?? (await p.originBinding(location.origin));
+    try {
+      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${location.host}/ws`, binding, keyPair, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
+      await store.save({
+        keyPair,
+        publicKey,
+        name: name.value.trim() || "Browser",
+        hostKey: link.hostKey,
+        hostName: paired.hostName,
+        role: paired.role,
+        relay: location.host,
+        binding,
+        sent: paired.state.sent,
+        received: paired.state.received,
+        pairedAtMs: Date.now(),
+      });
+      history.replaceState(null, "", `/${location.search}`);
+      start(`/${location.search}`);
+    } catch (e) {
+      progress.replaceChildren(h("p", { class: "bad", role: "alert" }, `Not paired: ${e.message}.`), h("p", {}, "Run `agent-host pair` again for a new link."));
+    }
+  });
+  show(h("section", {}, form));
+  tick();
+}
+
