@@ -65,7 +65,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
 
 /// The variable that makes the relay read the UI's files from a directory (a checkout's
 /// `web/src`) at every request instead of the built-in copies: for working on the page without
-/// rebuilding. Only the files of [`FILES`] are served from it.
+/// rebuilding. Only the files the relay has built in are served from it.
 pub const WEB_DIR_VARIABLE: &str = "AGENT_BRIDGE_WEB_DIR";
 
 /// The file at `path` (the request target without its query), if there is one. `/` is the
