@@ -541,8 +541,9 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
             let outcome = crate::actions::run_allowed(host, door, id, action).await;
             conn.send(&to_api(outcome)).await
         }
-        ApiRequest::Session { command, kind } => {
-            share_session(&host, &mut conn, command, kind).await
+        ApiRequest::Session { command, kind, size } => {
+            let size = size.filter(|s| s.check().is_ok());
+            share_session(&host, &mut conn, command, kind, size).await
         }
         ApiRequest::Pair { role, name, expires_secs, yes } => {
             crate::link::pair_local(&host, &mut conn, role, name, expires_secs, yes).await
@@ -568,6 +569,7 @@ async fn share_session(
     conn: &mut LocalConn,
     command: Vec<String>,
     kind: protocol::SessionKind,
+    size: Option<protocol::TermSize>,
 ) -> anyhow::Result<()> {
     use crate::session::{Live, SessionUpdate};
     let total: usize = command.iter().map(String::len).sum();
@@ -577,8 +579,10 @@ async fn share_session(
     }
     let session = protocol::SessionId(crate::identity::random_id()?);
     let (input, mut inputs) = mpsc::unbounded_channel();
-    lock(&host.sessions).insert(session, Live::new(command.clone(), kind, input));
-    host.broadcast(HostEvent::SessionStarted { session, command, kind });
+    let mut live = Live::new(command.clone(), kind, input);
+    live.size = size;
+    lock(&host.sessions).insert(session, live);
+    host.broadcast(HostEvent::SessionStarted { session, command, kind, size });
     let result = async {
         conn.send(&ApiResponse::SessionOpened { session }).await?;
         loop {
@@ -590,6 +594,16 @@ async fn share_session(
                             None => return Ok(None),
                         };
                         host.broadcast(HostEvent::Output { session, seq, data });
+                    }
+                    Some(SessionUpdate::Resized { size }) => {
+                        if size.check().is_err() {
+                            continue;
+                        }
+                        match lock(&host.sessions).get_mut(&session) {
+                            Some(live) => live.size = Some(size),
+                            None => return Ok(None),
+                        }
+                        host.broadcast(HostEvent::SessionResized { session, size });
                     }
                     Some(SessionUpdate::Ended { exit_code }) => return Ok(exit_code),
                     None => return Ok(None),

@@ -543,6 +543,7 @@ fn sync(
                 session: *id,
                 command: live.command.clone(),
                 kind: live.kind,
+                size: live.size,
             };
             let output = live.scrollback.iter().map(|(seq, data)| HostEvent::Output {
                 session: *id,

@@ -49,6 +49,9 @@ pub enum ApiRequest {
         command: Vec<String>,
         /// Its kind.
         kind: protocol::SessionKind,
+        /// Its terminal's size, when known.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<protocol::TermSize>,
     },
     /// Run, through the host's sandbox, a command an agent was allowed under `id` (by
     /// `judge`): the action must be exactly the one judged (the same action hash), and runs

@@ -47,6 +47,11 @@ pub enum SessionUpdate {
         /// The bytes.
         data: Blob,
     },
+    /// The terminal changed size.
+    Resized {
+        /// Its new size.
+        size: protocol::TermSize,
+    },
     /// The program ended.
     Ended {
         /// Its exit code, if it exited.
@@ -81,6 +86,8 @@ pub struct Live {
     pub input: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     /// What device input left unsubmitted in the program's line.
     pub typed: input::Typed,
+    /// Its terminal's size, when known.
+    pub size: Option<protocol::TermSize>,
 }
 
 impl Live {
@@ -98,6 +105,7 @@ impl Live {
             next_seq: 0,
             input,
             typed: input::Typed::default(),
+            size: None,
         }
     }
 
@@ -173,6 +181,8 @@ struct Sharing {
     tail: std::sync::Mutex<VecDeque<u8>>,
     /// The program ended: no more registering.
     ended: std::sync::atomic::AtomicBool,
+    /// The terminal's size as last told (changed under `writer`'s lock).
+    size: std::sync::Mutex<Option<protocol::TermSize>>,
 }
 
 impl Sharing {
@@ -185,7 +195,8 @@ impl Sharing {
                 self.socket.display()
             )
         })?;
-        let request = ApiRequest::Session { command: self.command.clone(), kind: self.kind };
+        let size = *lock(&self.size);
+        let request = ApiRequest::Session { command: self.command.clone(), kind: self.kind, size };
         let mut line = serde_json::to_vec(&request)?;
         line.push(b'\n');
         host.write_all(&line)?;
@@ -222,6 +233,21 @@ impl Sharing {
             {
                 *writer = None;
             }
+        }
+    }
+
+    /// Tells the host the terminal's size when it changed.
+    fn resized(&self, size: protocol::TermSize) {
+        let mut writer = lock(&self.writer);
+        let mut known = lock(&self.size);
+        if *known == Some(size) {
+            return;
+        }
+        *known = Some(size);
+        if let Some(host) = writer.as_mut()
+            && send(host, &SessionUpdate::Resized { size }).is_err()
+        {
+            *writer = None;
         }
     }
 
@@ -269,6 +295,13 @@ impl Sharing {
     }
 }
 
+/// This terminal's size, if it is a terminal with one.
+fn terminal_size() -> Option<protocol::TermSize> {
+    let size = rustix::termios::tcgetwinsize(std::io::stdin()).ok()?;
+    let size = protocol::TermSize { cols: size.ws_col, rows: size.ws_row };
+    size.check().is_ok().then_some(size)
+}
+
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
@@ -290,6 +323,7 @@ pub fn run(
         writer: std::sync::Mutex::new(None),
         tail: std::sync::Mutex::new(VecDeque::new()),
         ended: std::sync::atomic::AtomicBool::new(false),
+        size: std::sync::Mutex::new(terminal_size()),
     });
     let (session, from_host) = sharing.register()?;
 
@@ -303,13 +337,16 @@ pub fn run(
         .read(true)
         .write(true)
         .open(std::ffi::OsStr::new(std::str::from_utf8(name.as_bytes())?))?;
-    let follow_size = |master: &std::fs::File| {
+    let follow_size = |master: &std::fs::File, sharing: &Sharing| {
         if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdin()) {
             let _ = rustix::termios::tcsetwinsize(master, size);
         }
+        if let Some(size) = terminal_size() {
+            sharing.resized(size);
+        }
     };
     let master = std::fs::File::from(master);
-    follow_size(&master);
+    follow_size(&master, &sharing);
     let mut launch: Vec<std::ffi::OsString> = jail.map(|j| j.argv()).unwrap_or_default();
     launch.extend(["setsid".into(), "--ctty".into(), "--".into()]);
     launch.extend(argv.iter().map(Into::into));
@@ -389,7 +426,8 @@ pub fn run(
     });
     // Approved input from devices, and the host's comings and goings.
     let input_to = master.try_clone()?;
-    std::thread::spawn(move || sharing.keep(from_host, input_to));
+    let keeper = sharing.clone();
+    std::thread::spawn(move || keeper.keep(from_host, input_to));
     // The terminal's size, followed; and what a jailed program would point git at removed as
     // soon as it appears (a read-only mount cannot keep a file from being made).
     let roots: Vec<std::path::PathBuf> =
@@ -406,7 +444,7 @@ pub fn run(
                 path.display()
             );
         }
-        follow_size(&master);
+        follow_size(&master, &sharing);
         std::thread::sleep(Duration::from_millis(200));
     };
     for path in crate::exec::remove_new_git_redirects(&roots, &redirects) {

@@ -33,6 +33,6 @@ pub use keys::{DeviceId, Fingerprint, HostId, PublicKey, SecretKey};
 pub use link::PairingLink;
 pub use message::{
     Action, Actor, Blob, Decision, ErrorCode, HostEvent, Message, MessageKind, Pairing, Request,
-    Role, SessionKind, Verdict,
+    Role, SessionKind, TermSize, Verdict,
 };
 pub use replay::{ReplayState, ReplayWindow};

@@ -34,6 +34,10 @@ pub const MAX_TOOL_NAME: usize = 256;
 pub const MAX_INPUT: usize = 64 << 10;
 /// The most entries a directory listing carries.
 pub const MAX_LIST_ENTRIES: usize = 10_000;
+/// The widest terminal a session reports, in columns.
+pub const MAX_TERM_COLS: usize = 1000;
+/// The tallest terminal a session reports, in rows.
+pub const MAX_TERM_ROWS: usize = 500;
 
 /// A field of a message was over its limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -408,6 +408,16 @@ pub enum HostEvent {
         command: Vec<String>,
         /// What kind of program it is, which decides how input to it is judged.
         kind: SessionKind,
+        /// The size of its terminal at the host, when known: what the program draws for.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        size: Option<TermSize>,
+    },
+    /// A session's terminal at the host changed size.
+    SessionResized {
+        /// The session.
+        session: SessionId,
+        /// Its new size.
+        size: TermSize,
     },
     /// A session ended.
     SessionEnded {
@@ -473,11 +483,13 @@ impl HostEvent {
             Self::Output { data, .. } => {
                 Ok(limits::check("event.data", data.0.len(), limits::MAX_OUTPUT)?)
             }
-            Self::SessionStarted { command, .. } => {
+            Self::SessionStarted { command, size, .. } => {
                 limits::check("event.command (count)", command.len(), limits::MAX_ARGS)?;
                 let total: usize = command.iter().map(String::len).sum();
-                Ok(limits::check("event.command", total, limits::MAX_ARGV_BYTES)?)
+                limits::check("event.command", total, limits::MAX_ARGV_BYTES)?;
+                size.as_ref().map_or(Ok(()), TermSize::check)
             }
+            Self::SessionResized { size, .. } => size.check(),
             Self::SessionEnded { .. } => Ok(()),
             Self::Status { host_name, workspace, sandbox, .. } => {
                 check_text("event.host_name", host_name)?;
@@ -494,6 +506,28 @@ fn check_actor(actor: &Actor) -> Result<(), MessageError> {
         Actor::Device { name: None, .. } => Ok(()),
         Actor::Device { name: Some(name), .. } => check_text("actor.name", name),
         Actor::Local { name } => check_text("actor.name", name),
+    }
+}
+
+/// A terminal's size in character cells.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TermSize {
+    /// Columns, 1 to [`limits::MAX_TERM_COLS`].
+    pub cols: u16,
+    /// Rows, 1 to [`limits::MAX_TERM_ROWS`].
+    pub rows: u16,
+}
+
+impl TermSize {
+    /// Within the limits, and not zero.
+    pub fn check(&self) -> Result<(), MessageError> {
+        limits::check("size.cols", usize::from(self.cols), limits::MAX_TERM_COLS)?;
+        limits::check("size.rows", usize::from(self.rows), limits::MAX_TERM_ROWS)?;
+        if self.cols == 0 || self.rows == 0 {
+            return Err(MessageError::Invalid { field: "size", reason: "a terminal of no cells" });
+        }
+        Ok(())
     }
 }
 

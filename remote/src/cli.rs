@@ -671,8 +671,12 @@ async fn watch(ctx: &mut Ctx) -> anyhow::Result<ExitCode> {
                 println!("host {host_name}: {pending} pending");
             }
             HostEvent::Output { data, .. } => std::io::stdout().write_all(&data.0)?,
-            HostEvent::SessionStarted { session, command, kind } => {
-                println!("session {session} ({kind:?}): {command:?}");
+            HostEvent::SessionStarted { session, command, kind, size } => {
+                let size = size.map(|s| format!(", {}x{}", s.cols, s.rows)).unwrap_or_default();
+                println!("session {session} ({kind:?}{size}): {command:?}");
+            }
+            HostEvent::SessionResized { session, size } => {
+                println!("session {session} resized to {}x{}", size.cols, size.rows);
             }
             HostEvent::SessionEnded { session, exit_code } => {
                 println!("session {session} ended ({exit_code:?})");

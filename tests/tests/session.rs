@@ -343,3 +343,45 @@ fn a_session_is_shared_again_after_the_host_restarts() {
     let _ = watcher.kill();
     let _ = watcher.wait();
 }
+
+/// The size of the terminal a session runs in at the host reaches devices, so that they can
+/// draw what the program drew (here `agent-host run` in a terminal of 100 by 30, made by
+/// `script`).
+#[test]
+fn a_sessions_terminal_size_reaches_devices() {
+    if std::process::Command::new("script").arg("--version").output().is_err() {
+        println!("SKIPPED: no `script` here to give `agent-host run` a terminal");
+        return;
+    }
+    let (world, _host, _op, screen) = setup();
+    let jail = if e2e::sandbox_available() { "" } else { " --no-jail" };
+    let line = format!(
+        "stty cols 100 rows 30; exec '{}' run{jail} -- bash --norc",
+        e2e::bin("agent-host").display()
+    );
+    let mut shell = std::process::Command::new("script")
+        .args(["-qfec", &line, "/dev/null"])
+        .current_dir(world.ws())
+        .env("AGENT_HOST_HOME", world.home())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut watcher = screen.spawn(&["--json", "watch"]);
+    let lines = std::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(HostEvent::SessionStarted { size, .. }) = serde_json::from_str(&line) {
+                let _ = tx.send(size);
+                return;
+            }
+        }
+    });
+    let size = rx.recv_timeout(Duration::from_secs(20)).expect("no session started");
+    assert_eq!(size, Some(protocol::TermSize { cols: 100, rows: 30 }));
+    let _ = shell.kill();
+    let _ = shell.wait();
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+}

@@ -194,6 +194,7 @@ export class HostScreen {
         this.error(e);
         break;
       case "session_started":
+      case "session_resized":
       case "output":
       case "session_ended":
         this.sessionEvent(e);
@@ -558,6 +559,9 @@ export class HostScreen {
     }
     if (e.type === "session_started") {
       Object.assign(s, { command: e.command, kind: e.kind, ended: null, gen: this.gen });
+      s.view.hostSize(e.size ?? null);
+    } else if (e.type === "session_resized") {
+      s.view.hostSize(e.size);
     } else if (e.type === "output") {
       // A sync sends the scrollback again: what this view has already shown is skipped.
       if (e.seq <= s.seq) return;

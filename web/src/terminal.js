@@ -14,6 +14,10 @@ const FONT = 'ui-monospace, "SF Mono", Menlo, Consolas, "DejaVu Sans Mono", "Lib
 const SCROLLBAR = 14;
 const SESSION_ROWS = 16;
 const RESULT_ROWS = 24;
+// A session drawn for the host's terminal: its type no smaller than this (then it scrolls
+// sideways), and at most this many of its rows shown at once.
+const MIN_FONT = 8;
+const MAX_HOST_ROWS = 60;
 
 // Both palettes keep every colour at 4.5:1 or more against their background (xterm.js also
 // lifts any colour a program picks to that ratio: `minimumContrastRatio`).
@@ -87,7 +91,10 @@ function cellWidth(size) {
  * One terminal, display only. `kind` "session": a PTY's output (its line ends are already
  * CR LF), a fixed height, a long scrollback. `kind` "result": a command's output, whose bare
  * line feeds (a pipe's) end lines; as tall as its lines, up to a limit. Its columns follow the
- * width of its element, so a phone never scrolls sideways; a line longer than that wraps.
+ * width of its element, so a phone never scrolls sideways; a line longer than that wraps. A
+ * session whose terminal size the host reports ([`TermView.hostSize`]) is drawn with exactly
+ * that many columns and rows instead, as the program drew it: in smaller type on a narrow
+ * screen, and, below a legible size, scrolling sideways within its own box (never the page).
  */
 export class TermView {
   constructor(kind, label) {
@@ -145,12 +152,29 @@ export class TermView {
     this.term.write("\x1b[?25l");
   }
 
+  /** The size of the program's terminal at the host (`{ cols, rows }`), or null if unknown. */
+  hostSize(size) {
+    this.host = size?.cols > 0 && size?.rows > 0 ? size : null;
+    this.fit();
+  }
+
   /** Fits the columns to the element's width, and a result's rows to its lines. */
   fit() {
     if (!this.opened) return;
-    const width = this.screen.clientWidth;
-    if (!width) return;
+    const width = this.element.clientWidth - 8;
+    if (width <= 0) return;
     this.cell ??= cellWidth(this.size);
+    if (this.host) {
+      const { cols } = this.host;
+      const rows = Math.min(this.host.rows, MAX_HOST_ROWS);
+      const font = Math.max(MIN_FONT, Math.min(this.size, Math.floor(((width - SCROLLBAR) / cols) * (this.size / this.cell))));
+      if (font !== this.term.options.fontSize) this.term.options.fontSize = font;
+      if (cols !== this.term.cols || rows !== this.term.rows) this.term.resize(cols, rows);
+      this.element.classList.toggle("wide", cellWidth(font) * cols + SCROLLBAR > width);
+      return;
+    }
+    if (this.term.options.fontSize !== this.size) this.term.options.fontSize = this.size;
+    this.element.classList.remove("wide");
     const cols = Math.max(20, Math.floor((width - SCROLLBAR) / this.cell));
     if (cols !== this.term.cols) this.term.resize(cols, this.term.rows);
     if (this.kind !== "result") return;

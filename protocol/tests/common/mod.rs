@@ -9,7 +9,7 @@ use protocol::envelope::{SealContext, Sealed, VerifyContext, seal};
 use protocol::pairing::{self, PairingSecret};
 use protocol::{
     Action, Actor, Blob, Decision, DeviceId, ErrorCode, HostEvent, Message, Pairing, PublicKey,
-    ReplayWindow, Request, RequestId, Role, SecretKey, SessionId, SessionKind, Verdict,
+    ReplayWindow, Request, RequestId, Role, SecretKey, SessionId, SessionKind, TermSize, Verdict,
     action_hash,
 };
 
@@ -180,6 +180,14 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
                 session: session_id(),
                 command: vec!["claude".into(), "--model".into(), "opus".into()],
                 kind: SessionKind::Agent,
+                size: Some(TermSize { cols: 120, rows: 40 }),
+            },
+        ),
+        (
+            "event_session_resized",
+            HostEvent::SessionResized {
+                session: session_id(),
+                size: TermSize { cols: 80, rows: 24 },
             },
         ),
         ("event_session_ended", HostEvent::SessionEnded { session: session_id(), exit_code: Some(0) }),
