@@ -437,7 +437,10 @@ impl UserEnv {
         env.insert("HOME".into(), home.display().to_string());
         env.insert("TMPDIR".into(), "/tmp".into());
         env.entry("LANG".into()).or_insert_with(|| "C.UTF-8".into());
-        env.insert("TERM".into(), "dumb".into());
+        // Output is shown by terminals (xterm.js on a device, the user's at `remote run`):
+        // colours asked for (`--color always`) come out as they would there. A job's output is
+        // a pipe, so nothing colours unasked.
+        env.insert("TERM".into(), "xterm-256color".into());
         if let Some(cache) = &self.cache {
             let cache = cache.display();
             env.insert("XDG_CACHE_HOME".into(), cache.to_string());

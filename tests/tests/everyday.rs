@@ -134,3 +134,36 @@ fn a_shell_line_is_judged_by_its_parts_and_runs_as_bash_would() {
     let out = phone.run(&["run", "--", "printf", "%s %s", "a", "|"]);
     assert_eq!(out.stdout, b"a |", "{}", text(&out));
 }
+
+/// A Node project: `npm test` asked from a phone, approved, runs where Node is installed, with
+/// npm's cache and logs in the jobs' own cache.
+#[test]
+fn npm_test_from_a_device_runs_where_node_is_installed() {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = |name: &str| path.split(':').any(|d| PathBuf::from(d).join(name).is_file());
+    if !found("npm") || !found("node") {
+        println!("SKIPPED: no node and npm here");
+        return;
+    }
+    let world = World::new();
+    let ws = world.ws();
+    std::fs::write(
+        ws.join("package.json"),
+        r#"{"name":"tiny","version":"1.0.0","private":true,"scripts":{"test":"node test.js"}}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        ws.join("test.js"),
+        "require('node:assert').strictEqual(2 + 2, 4); console.log('node test passed');\n",
+    )
+    .unwrap();
+    let _host = world.up(0, &[]);
+    let phone = world.device("phone");
+    world.pair(&phone, "operator");
+    let run = phone.spawn(&["--timeout", "120s", "run", "--", "npm", "test"]);
+    approve_the_pending_one(&world);
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node test passed"), "{}", text(&out));
+    assert!(world.home().join("state/sandbox-cache/npm").is_dir(), "npm's cache is not the jobs'");
+}

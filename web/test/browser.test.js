@@ -238,6 +238,39 @@ describe("the web UI in Chromium", { skip }, () => {
     await page.locator("ol.feed li", { hasText: "read notes.txt" }).filter({ hasText: "keep this line" }).waitFor();
   });
 
+  test("cargo test asked from the phone, approved, runs with the toolchain in the user's home and reads as at a terminal", async (t) => {
+    const { mkdirSync, writeFileSync } = await import("node:fs");
+    const { spawnSync } = await import("node:child_process");
+    if (spawnSync("cargo", ["--version"], { env: world.env }).status !== 0) return t.skip("no cargo here");
+    const dir = join(world.ws, "tiny");
+    mkdirSync(join(dir, "src"), { recursive: true });
+    writeFileSync(join(dir, "Cargo.toml"), '[package]\nname = "tiny"\nversion = "0.1.0"\nedition = "2021"\n\n[workspace]\n');
+    writeFileSync(join(dir, "src/lib.rs"), "#[test]\nfn adds() { assert_eq!(2 + 2, 4); }\n");
+    // Colours as at a terminal: cargo's own, and the test harness's.
+    const line = "cargo test --color always -- --color always";
+    await page.getByLabel("Run a command").fill(line);
+    await page.getByLabel("In (relative to the workspace)").fill("tiny");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.getByLabel("In (relative to the workspace)").fill(".");
+    const card = page.locator("article.pending").filter({ has: page.locator("code.line", { hasText: line }) });
+    await card.getByRole("button", { name: "Approve" }).click();
+    const result = page.locator("ol.feed li", { hasText: "cargo test" }).filter({ hasText: "exit 0" });
+    const lines = await termShows(result.locator(".term"), /^test result: ok\. 1 passed/, 120000);
+    assert.ok(lines.some((l) => /^test adds \.\.\. ok$/.test(l)), JSON.stringify(lines));
+    // In colour, as cargo prints to a terminal that takes it: the "ok" is drawn green.
+    const green = await result.locator(".term").evaluate((el) => {
+      const b = el.terminal.buffer.active;
+      for (let i = 0; i < b.length; i++) {
+        const line = b.getLine(i);
+        if (!line.translateToString(true).startsWith("test adds ... ok")) continue;
+        const cell = line.getCell("test adds ... ".length);
+        return [cell.getChars(), cell.isFgPalette(), cell.getFgColor()];
+      }
+      return null;
+    });
+    assert.deepEqual(green, ["o", true, 2], "the ok is not green");
+  });
+
   test("the run box is a line for bash: judged as its parts, run as bash runs it", async () => {
     const line = "echo hi | tr a-z A-Z > out.txt; cat out.txt";
     await page.getByLabel("Run a command").fill(line);
@@ -278,6 +311,30 @@ describe("the web UI in Chromium", { skip }, () => {
     await session.getByRole("button", { name: "Interrupt (Ctrl-C)" }).click();
     await type("echo after-$((20+1))", "after-");
     await termShows(session.locator(".term"), /^after-21$/);
+  });
+
+  test("a session in a terminal of 100 columns at the host is drawn with 100 columns, and the page still fits", async (t) => {
+    const { spawnSync, spawn } = await import("node:child_process");
+    if (spawnSync("script", ["--version"]).error) return t.skip("no `script` here to give the session a terminal");
+    const line = `stty cols 100 rows 30; exec '${agentHost}' run --shell -- bash --noprofile --norc -i`;
+    const child = spawn("script", ["-qfec", line, "/dev/null"], { cwd: world.ws, env: world.env, stdio: ["pipe", "ignore", "ignore"] });
+    try {
+      const session = page.locator("article.session", { hasText: "bash --noprofile --norc -i" });
+      await session.waitFor();
+      const term = session.locator(".term");
+      await termShows(term, /^bash-[\d.]+[$#] $/);
+      assert.deepEqual(await term.evaluate((el) => [el.terminal.cols, el.terminal.rows]), [100, 30]);
+      for (const width of [320, 430]) {
+        await page.setViewportSize({ width, height: 800 });
+        await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
+        const [wide, screen] = await page.evaluate(() => [document.documentElement.scrollWidth, innerWidth]);
+        assert.ok(wide <= screen, `at ${width} px the page is ${wide} px wide`);
+        assert.equal(await term.evaluate((el) => el.terminal.cols), 100);
+      }
+    } finally {
+      await page.setViewportSize({ width: 390, height: 844 });
+      child.kill();
+    }
   });
 
   test("an agent's hook call is approved in the browser, and the agent proceeds", async () => {
