@@ -183,12 +183,25 @@ struct Sharing {
     ended: std::sync::atomic::AtomicBool,
     /// The terminal's size as last told (changed under `writer`'s lock).
     size: std::sync::Mutex<Option<protocol::TermSize>>,
+    /// The host first registered with (its id and workspace): a session is shared again only
+    /// with the same host for the same workspace, not whatever answers at the socket later.
+    host: std::sync::Mutex<Option<(String, String)>>,
 }
 
 impl Sharing {
     /// Registers the session at the host; returns its id and the host's side to read input
     /// from, and makes the connection the one output goes to, after the output kept so far.
     fn register(&self) -> anyhow::Result<(SessionId, BufReader<UnixStream>)> {
+        let answering = self.status()?;
+        match &mut *lock(&self.host) {
+            Some(first) if *first != answering => anyhow::bail!(
+                "another host answers now (host {}, workspace {}): this session stays unshared",
+                answering.0,
+                answering.1
+            ),
+            Some(_) => {}
+            none => *none = Some(answering),
+        }
         let mut host = UnixStream::connect(&self.socket).map_err(|e| {
             anyhow::anyhow!(
                 "cannot reach the host at {}: {e} (is it running?)",
@@ -215,6 +228,25 @@ impl Sharing {
         }
         *writer = Some(host);
         Ok((session, from_host))
+    }
+
+    /// Which host answers at the socket, and for which workspace.
+    fn status(&self) -> anyhow::Result<(String, String)> {
+        let mut host = UnixStream::connect(&self.socket).map_err(|e| {
+            anyhow::anyhow!(
+                "cannot reach the host at {}: {e} (is it running?)",
+                self.socket.display()
+            )
+        })?;
+        let mut line = serde_json::to_vec(&ApiRequest::Status)?;
+        line.push(b'\n');
+        host.write_all(&line)?;
+        let mut answer = String::new();
+        BufReader::new(host).read_line(&mut answer)?;
+        match serde_json::from_str(&answer)? {
+            ApiResponse::Status { host_id, workspace, .. } => Ok((host_id, workspace)),
+            other => anyhow::bail!("unexpected answer: {other:?}"),
+        }
     }
 
     /// Sends output to the host if it is there, and keeps it for a later registration.
@@ -281,14 +313,22 @@ impl Sharing {
             eprint!(
                 "\r\nagent-host: the host went away; this session is not shared until it is back\r\n"
             );
+            let mut said = false;
             from_host = loop {
                 std::thread::sleep(RECONNECT_EVERY);
                 if ended() {
                     return;
                 }
-                if let Ok((session, reader)) = self.register() {
-                    eprint!("\r\nagent-host: shared again, as session {session}\r\n");
-                    break reader;
+                match self.register() {
+                    Ok((session, reader)) => {
+                        eprint!("\r\nagent-host: shared again, as session {session}\r\n");
+                        break reader;
+                    }
+                    Err(e) if !said && e.to_string().starts_with("another host") => {
+                        eprint!("\r\nagent-host: {e}\r\n");
+                        said = true;
+                    }
+                    Err(_) => {}
                 }
             };
         }
@@ -324,6 +364,7 @@ pub fn run(
         tail: std::sync::Mutex::new(VecDeque::new()),
         ended: std::sync::atomic::AtomicBool::new(false),
         size: std::sync::Mutex::new(terminal_size()),
+        host: std::sync::Mutex::new(None),
     });
     let (session, from_host) = sharing.register()?;
 
