@@ -490,8 +490,11 @@ fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::daemon:
         Some(relay) => Some(relay_setup(relay, args.relay_cert.as_deref())?),
         None => None,
     };
-    let user =
-        crate::userenv::UserEnv::from_host(&dirs.user_settings(), Some(dirs.sandbox_cache()))?;
+    let cache = dirs.sandbox_cache_for(&workspace);
+    let user = crate::userenv::UserEnv::from_host(&dirs.user_settings(), Some(cache))?;
+    if let Some(refusal) = user.unfit(std::slice::from_ref(&workspace), &dirs.all()) {
+        anyhow::bail!("{refusal}");
+    }
     Ok(crate::daemon::Config {
         user,
         workspace,
@@ -666,9 +669,11 @@ fn run_session(
     let Some(ApiResponse::Status { workspace, .. }) = status.into_iter().next() else {
         anyhow::bail!("the host did not say where its workspace is");
     };
+    let user = crate::userenv::UserEnv::from_host(&dirs.user_settings(), None)?;
     let jail = crate::jail::Jail {
         bwrap,
         workspace: workspace.into(),
+        secrets: crate::jail::Jail::secrets_of(&user),
         dirs,
         home: std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute()),
         exe: std::env::current_exe().ok().and_then(|e| e.canonicalize().ok()),
@@ -1006,7 +1011,9 @@ fn doctor() -> anyhow::Result<ExitCode> {
             false
         }
     };
-    match crate::userenv::UserEnv::from_host(&dirs.user_settings(), Some(dirs.sandbox_cache())) {
+    let here = std::env::current_dir().and_then(|d| d.canonicalize()).unwrap_or_default();
+    let cache = Some(dirs.sandbox_cache_for(&here));
+    match crate::userenv::UserEnv::from_host(&dirs.user_settings(), cache) {
         Ok(user) => {
             for line in user.describe() {
                 println!("jobs:    {line}");

@@ -45,9 +45,12 @@ impl Dirs {
     }
 
     /// The jobs' own caches (see [`crate::userenv`]): inside the state directory, which jobs
-    /// do not see, and bound back into each job writable.
-    pub fn sandbox_cache(&self) -> PathBuf {
-        self.state.join("sandbox-cache")
+    /// do not see, one for each workspace (a job in one must not leave a build result for
+    /// another to pick up), bound back into each job writable.
+    pub fn sandbox_cache_for(&self, workspace: &Path) -> PathBuf {
+        use sha2::Digest as _;
+        let digest = sha2::Sha256::digest(workspace.as_os_str().as_encoded_bytes());
+        self.state.join("sandbox-cache").join(hex::encode(&digest[..8]))
     }
 
     /// Both, for the policy's protected paths.

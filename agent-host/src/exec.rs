@@ -321,20 +321,13 @@ pub fn protected_in(roots: &[PathBuf]) -> Protected {
 /// container engines' sockets, and the X cookie: bubblewrap's arguments that hide those
 /// present, the directories under empty tmpfs mounts, the files under `/dev/null`.
 pub fn hide_runtime_sockets() -> Vec<OsString> {
-    const DIRS: &[&str] = &["/run/user", "/run/dbus", "/run/screen", "/var/run/screen"];
     const SOCKETS: &[&str] = &[
         "/run/docker.sock",
         "/var/run/docker.sock",
         "/run/podman/podman.sock",
         "/run/containerd/containerd.sock",
     ];
-    let mut dirs: Vec<PathBuf> = DIRS.iter().map(PathBuf::from).collect();
-    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
-        && runtime.is_absolute()
-        && !dirs.iter().any(|d| runtime.starts_with(d))
-    {
-        dirs.push(runtime);
-    }
+    let dirs = runtime_dirs();
     // As the kernel resolves them, once each: bubblewrap resolves a destination inside the
     // new root, where an absolute link (Debian's `/var/run -> /run`) does not lead anywhere.
     let real = |paths: Vec<PathBuf>, kind: fn(&Path) -> bool| -> Vec<PathBuf> {
@@ -355,6 +348,47 @@ pub fn hide_runtime_sockets() -> Vec<OsString> {
         argv.extend(["--ro-bind".into(), "/dev/null".into(), file.into()]);
     }
     argv
+}
+
+/// What of the machine's `/tmp` a Landlock job may not read (bubblewrap gives a job a
+/// private one): all of it but the places in `keep` that lie there (the job's own temporary
+/// directory, a root, a home) and the way to them. Links are left alone: hiding one would
+/// hide what it leads to.
+fn shared_tmp(keep: &[PathBuf]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, keep: &[&PathBuf], out: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_symlink()) || keep.contains(&&path) {
+                continue;
+            }
+            if keep.iter().any(|k| k.starts_with(&path)) {
+                walk(&path, keep, out);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    let tmp = Path::new("/tmp");
+    let inside: Vec<&PathBuf> = keep.iter().filter(|k| k.starts_with(tmp)).collect();
+    if inside.is_empty() {
+        return vec![tmp.to_path_buf()];
+    }
+    let mut out = Vec::new();
+    walk(tmp, &inside, &mut out);
+    out
+}
+
+/// The directories of the user's runtime sockets ([`hide_runtime_sockets`]), as named.
+fn runtime_dirs() -> Vec<PathBuf> {
+    const DIRS: &[&str] = &["/run/user", "/run/dbus", "/run/screen", "/var/run/screen"];
+    let mut dirs: Vec<PathBuf> = DIRS.iter().map(PathBuf::from).collect();
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from)
+        && runtime.is_absolute()
+        && !dirs.iter().any(|d| runtime.starts_with(d))
+    {
+        dirs.push(runtime);
+    }
+    dirs
 }
 
 /// Files in a repository's `.git` that point git at another directory's config and hooks
@@ -430,14 +464,43 @@ pub struct Scope {
 
 impl Scope {
     /// The environment `job` starts from: the user's ([`UserEnv::job_env`]), then its own.
+    /// `PATH` loses the directories a job can write (in a root, a writable place or the
+    /// jobs' cache): a program left there by one job would run for the next under the name of
+    /// a program policy knows.
     fn env(&self, job: &Job) -> BTreeMap<String, String> {
-        let mut env = self.user.job_env(&job.cwd);
+        let mut env = self.user.job_env();
+        let writable: Vec<&PathBuf> =
+            self.roots.iter().chain(&self.user.writable).chain(&self.user.cache).collect();
+        let path: Vec<&str> = self
+            .user
+            .path
+            .split(':')
+            .filter(|dir| {
+                let real = Path::new(dir).canonicalize().unwrap_or_else(|_| PathBuf::from(dir));
+                !writable.iter().any(|w| real.starts_with(w) || Path::new(dir).starts_with(w))
+            })
+            .collect();
+        env.insert("PATH".into(), path.join(":"));
         env.extend(job.env.clone());
         env
     }
 
     /// What a bubblewrap sandbox for these roots mounts, as things are on disk now.
     fn mounts(&self) -> Mounts {
+        let mut mounts = self.mounts_by_name();
+        // A mount sits on what a name led to when it was made: were the file or directory
+        // replaced since (an editor saving a history by renaming), the name would lead past it.
+        let hidden = mounts.hidden.iter().chain(mounts.secrets.iter().map(|(p, _)| p));
+        mounts.identities = hidden
+            .map(|p| {
+                use std::os::unix::fs::MetadataExt as _;
+                std::fs::metadata(p).map_or((0, 0), |m| (m.dev(), m.ino()))
+            })
+            .collect();
+        mounts
+    }
+
+    fn mounts_by_name(&self) -> Mounts {
         Mounts {
             protected: protected_in(&self.roots),
             hidden: self.hidden.iter().filter(|d| d.exists()).cloned().collect(),
@@ -445,8 +508,15 @@ impl Scope {
             home: self.user.home.clone().filter(|h| h.is_dir()),
             shown: self.user.shown.as_ref().map(|_| self.user.shown_present()),
             secrets: self.user.secrets_present(),
+            identities: Vec::new(),
+            cache: self.user.cache_present(),
             writable: self.user.writable_present(),
         }
+    }
+
+    /// Why no job can run in this scope, if so ([`UserEnv::unfit`]).
+    pub fn unfit(&self) -> Option<String> {
+        self.user.unfit(&self.roots, &self.hidden)
     }
 }
 
@@ -466,7 +536,11 @@ struct Mounts {
     shown: Option<Vec<PathBuf>>,
     /// The user's secret places that exist, and whether each is a directory.
     secrets: Vec<(PathBuf, bool)>,
-    /// The jobs' cache and the user's places made writable.
+    /// What the hidden directories and the secrets were (device and inode), in that order.
+    identities: Vec<(u64, u64)>,
+    /// The jobs' cache.
+    cache: Option<PathBuf>,
+    /// The user's places made writable.
     writable: Vec<PathBuf>,
 }
 
@@ -491,7 +565,7 @@ fn bwrap_args(
     cwd: &Path,
     env: &BTreeMap<String, String>,
 ) -> Vec<OsString> {
-    let Mounts { protected, hidden, runtime, home, shown, secrets, writable } = mounts;
+    let Mounts { protected, hidden, runtime, home, shown, secrets, cache, writable, .. } = mounts;
     let mut argv: Vec<OsString> = vec![bwrap.into()];
     for arg in ["--die-with-parent", "--new-session", "--unshare-all"] {
         argv.push(arg.into());
@@ -502,7 +576,6 @@ fn bwrap_args(
     for arg in ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"] {
         argv.push(arg.into());
     }
-    argv.extend(runtime.iter().cloned());
     // Before the roots, which usually lie in the home.
     match (home, shown) {
         (Some(home), Some(shown)) => {
@@ -519,6 +592,10 @@ fn bwrap_args(
     for root in roots {
         argv.extend(["--bind".into(), root.into(), root.into()]);
     }
+    // The user's writable places like the roots: what is protected or hidden comes after.
+    for place in writable {
+        argv.extend(["--bind".into(), place.into(), place.into()]);
+    }
     // Protected paths stay read-only even inside a writable root.
     for path in &protected.pinned {
         argv.extend(["--bind".into(), path.into(), path.into()]);
@@ -529,9 +606,9 @@ fn bwrap_args(
     for dir in hidden {
         argv.extend(["--tmpfs".into(), dir.into()]);
     }
-    // After the host's directories: the jobs' cache lies in its state.
-    for place in writable {
-        argv.extend(["--bind".into(), place.into(), place.into()]);
+    // After the host's directories: the jobs' cache lies in their state.
+    if let Some(cache) = cache {
+        argv.extend(["--bind".into(), cache.into(), cache.into()]);
     }
     // Last, so that no bind above shows one again.
     for (secret, dir) in secrets {
@@ -540,6 +617,7 @@ fn bwrap_args(
             false => argv.extend(["--ro-bind".into(), "/dev/null".into(), secret.into()]),
         }
     }
+    argv.extend(runtime.iter().cloned());
     argv.extend(["--chdir".into(), cwd.into(), "--clearenv".into()]);
     for (k, v) in env {
         argv.extend(["--setenv".into(), k.into(), v.into()]);
@@ -587,11 +665,17 @@ pub fn run(
     };
     let mut env = scope.env(job);
     if let Some(tmp) = &private_tmp {
+        if scope.user.home.is_none() {
+            env.insert("HOME".into(), tmp.path.display().to_string());
+        }
         env.insert("TMPDIR".into(), tmp.path.display().to_string());
     }
     let mut argv: Vec<OsString> = Vec::new();
     match sandbox {
         Sandbox::Bubblewrap(bwrap) => {
+            if let Some(refusal) = scope.unfit() {
+                return Err(std::io::Error::other(refusal));
+            }
             let mounts = scope.mounts();
             if let Some(refusal) = mounts.protected.refusal() {
                 return Err(std::io::Error::other(refusal));
@@ -599,13 +683,27 @@ pub fn run(
             argv = bwrap_args(bwrap, job.network, roots, &mounts, &job.cwd, &env);
         }
         Sandbox::Landlock(helper) => {
+            if let Some(refusal) = scope.unfit() {
+                return Err(std::io::Error::other(refusal));
+            }
             argv.extend([helper.into(), "__sandbox".into()]);
-            let writable = scope.user.writable_present();
+            let mut writable = scope.user.writable_present();
+            writable.extend(scope.user.cache_present());
             for root in roots.iter().chain(private_tmp.as_ref().map(|t| &t.path)).chain(&writable) {
                 argv.extend(["--write".into(), root.into()]);
             }
+            // What bubblewrap hides with a private /tmp and empty runtime directories, hidden
+            // too (the job's own temporary directory, and a root there, are written).
             let secrets = scope.user.secrets_present().into_iter().map(|(p, _)| p);
-            for dir in scope.hidden.iter().cloned().chain(secrets) {
+            let keep: Vec<PathBuf> = roots
+                .iter()
+                .chain(private_tmp.as_ref().map(|t| &t.path))
+                .chain(&writable)
+                .chain(&scope.user.home)
+                .cloned()
+                .collect();
+            let machine = runtime_dirs().into_iter().chain(shared_tmp(&keep));
+            for dir in scope.hidden.iter().cloned().chain(secrets).chain(machine) {
                 argv.extend(["--hide".into(), dir.into()]);
             }
             if let (Some(home), Some(_)) = (&scope.user.home, &scope.user.shown) {
@@ -803,6 +901,11 @@ fn finish(
     Ok((Outcome { exit_code, output, truncated, timed_out, cancelled }, unreaped))
 }
 
+/// How long a sandbox started ahead may wait for its job: what it hid was hidden as things
+/// were when it started, and a secret replaced on the machine since would show through it
+/// (its identity is compared too, but a name can be replaced and replaced back).
+const WARM_MAX_AGE: Duration = Duration::from_secs(60);
+
 /// How long the pool waits after a job before starting the next sandbox.
 const REFILL_DELAY: Duration = Duration::from_millis(10);
 
@@ -939,6 +1042,8 @@ struct Warm {
     cgroup: Option<PidsCgroup>,
     /// What it mounted as things were on disk when it started.
     mounts: Mounts,
+    /// When it started: it is used only within [`WARM_MAX_AGE`] of that.
+    started: Instant,
 }
 
 impl Warm {
@@ -960,6 +1065,9 @@ struct PoolSpec {
 
 impl PoolSpec {
     fn start(&self) -> std::io::Result<Warm> {
+        if let Some(refusal) = self.scope.unfit() {
+            return Err(std::io::Error::other(refusal));
+        }
         let cgroup = PidsCgroup::create(self.limits.max_processes);
         let mounts = self.scope.mounts();
         if let Some(refusal) = mounts.protected.refusal() {
@@ -1004,7 +1112,7 @@ impl PoolSpec {
             .process_group(0);
         let child = command.spawn()?;
         drop(command);
-        let mut warm = Warm { child, channel, output, cgroup, mounts };
+        let mut warm = Warm { child, channel, output, cgroup, mounts, started: Instant::now() };
         // Ready once the launcher runs inside: namespaces, mounts and cgroup all made.
         let mut ready = [0u8; 1];
         match warm.channel.read_exact(&mut ready) {
@@ -1131,8 +1239,9 @@ impl WarmPool {
     pub fn run(&self, job: &Job, cancel: &Arc<AtomicBool>) -> std::io::Result<Outcome> {
         let warm = if job.network { None } else { lock_slot(&self.ready).take() };
         let warm = warm.and_then(|mut w| {
-            let fits =
-                w.mounts == self.spec.scope.mounts() && matches!(w.child.try_wait(), Ok(None));
+            let fits = w.started.elapsed() < WARM_MAX_AGE
+                && w.mounts == self.spec.scope.mounts()
+                && matches!(w.child.try_wait(), Ok(None));
             if fits {
                 Some(w)
             } else {

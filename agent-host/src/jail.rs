@@ -71,6 +71,8 @@ pub struct Jail {
     pub home: Option<PathBuf>,
     /// The `agent-host` binary, bound in at its path.
     pub exe: Option<PathBuf>,
+    /// Where the user's secrets may be: hidden where they exist ([`Jail::secrets_of`]).
+    pub secrets: Vec<PathBuf>,
 }
 
 impl Jail {
@@ -106,8 +108,7 @@ impl Jail {
             push(&[&"--ro-bind-try", &file, &file]);
         }
         // The user's secrets, as jobs have them hidden, but the agents' own logins.
-        let secrets = crate::userenv::SECRETS.iter().filter_map(|s| home.map(|h| h.join(s)));
-        for (secret, dir) in crate::userenv::present(secrets) {
+        for (secret, dir) in crate::userenv::present(self.secrets.iter().cloned()) {
             match dir {
                 true => push(&[&"--tmpfs", &secret]),
                 false => push(&[&"--ro-bind", &"/dev/null", &secret]),
@@ -150,6 +151,17 @@ impl Jail {
                 self.workspace.display()
             )
         })
+    }
+
+    /// The secret places a jail hides: those jobs have hidden ([`crate::userenv::UserEnv`],
+    /// with the settings' `sandbox.hide`), but the agents' own logins, which the agent needs.
+    pub fn secrets_of(user: &crate::userenv::UserEnv) -> Vec<PathBuf> {
+        let logins: Vec<PathBuf> = user
+            .home
+            .iter()
+            .flat_map(|h| crate::userenv::AGENT_LOGINS.iter().map(move |l| h.join(l)))
+            .collect();
+        user.secrets.iter().filter(|s| !logins.contains(s)).cloned().collect()
     }
 
     /// Makes the agents' settings files that are missing where the agent's directory exists
@@ -205,6 +217,7 @@ mod tests {
             dirs,
             home: Some("/h".into()),
             exe: Some("/tmp/x/agent-host".into()),
+            secrets: Vec::new(),
         };
         let argv: Vec<String> =
             jail.argv().iter().map(|a| a.to_string_lossy().into_owned()).collect();
@@ -232,12 +245,21 @@ mod tests {
             std::fs::write(h.join(file), "x").unwrap();
         }
         let dirs = Dirs { config: h.join("cfg"), state: h.join("st") };
+        let settings =
+            crate::userenv::SandboxSettings { hide: vec!["~/vault".into()], ..Default::default() };
+        std::fs::write(h.join("vault"), "x").unwrap();
+        let user = crate::userenv::UserEnv::new(
+            [("HOME".to_string(), h.display().to_string())],
+            &settings,
+            None,
+        );
         let jail = Jail {
             bwrap: "/usr/bin/bwrap".into(),
             workspace: h.join("ws"),
             dirs,
             home: Some(h.clone()),
             exe: None,
+            secrets: Jail::secrets_of(&user),
         };
         let argv: Vec<OsString> = jail.argv();
         let after = |flag: &str, path: &Path| {
@@ -246,6 +268,7 @@ mod tests {
         };
         assert!(after("--tmpfs", &h.join(".ssh")));
         assert!(after("--ro-bind", &h.join(".netrc")));
+        assert!(after("--ro-bind", &h.join("vault")), "the settings' places too");
         assert!(!argv.iter().any(|a| *a == *h.join(".claude/.credentials.json").as_os_str()));
         assert!(!after("--ro-bind", &h.join(".claude.json")));
     }

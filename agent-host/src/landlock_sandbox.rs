@@ -113,6 +113,18 @@ fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
         None => Vec::new(),
     };
     let unreadable: Vec<PathBuf> = hidden.iter().cloned().chain(home).collect();
+    // A rule grants everything below it: a hidden place inside a writable one cannot be kept
+    // hidden, so nothing runs.
+    let write: Vec<PathBuf> = args.write.iter().filter_map(|w| w.canonicalize().ok()).collect();
+    if let Some((h, w)) =
+        hidden.iter().find_map(|h| write.iter().find(|w| h.starts_with(w)).map(|w| (h, w)))
+    {
+        anyhow::bail!(
+            "{} would be writable (it lies in {}), which Landlock cannot keep hidden",
+            h.display(),
+            w.display()
+        );
+    }
     let mut ruleset =
         Ruleset::default().set_compatibility(CompatLevel::HardRequirement).handle_access(all)?;
     if !args.network {
@@ -124,7 +136,7 @@ fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
         .create()?
         .add_rules(path_beneath_rules(readable_roots(&unreadable), read))?
         .add_rules(path_beneath_rules(shown, read))?
-        .add_rules(path_beneath_rules(&args.write, all))?
+        .add_rules(path_beneath_rules(&write, all))?
         .add_rules(path_beneath_rules(devices, AccessFs::from_all(REQUIRED) & !AccessFs::Execute))?
         .restrict_self()?;
     if status.ruleset != RulesetStatus::FullyEnforced {

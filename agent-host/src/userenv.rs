@@ -38,8 +38,15 @@ use std::path::{Path, PathBuf};
 /// Places in the home that hold secrets (keys, tokens, passwords, sessions, histories), hidden
 /// from every job. Relative to the home.
 pub const SECRETS: &[&str] = &[
-    // keys and agents' sockets
+    // keys, and agents' and container engines' sockets (a socket reaches its server whatever
+    // the mounts: Docker's runs anything as root)
     ".ssh",
+    ".1password",
+    ".docker/desktop",
+    ".colima",
+    ".lima",
+    ".rd",
+    ".orbstack",
     ".gnupg",
     ".password-store",
     ".local/share/keyrings",
@@ -87,8 +94,15 @@ pub const SECRETS: &[&str] = &[
     ".git-credentials",
     ".config/git/credentials",
     ".docker/config.json",
+    ".config/containers/auth.json",
     ".npmrc",
     ".yarnrc",
+    ".yarnrc.yml",
+    ".config/configstore",
+    ".config/github-copilot",
+    ".config/composer/auth.json",
+    ".boto",
+    ".terraformrc",
     ".pypirc",
     ".gem/credentials",
     ".cargo/credentials",
@@ -117,6 +131,9 @@ pub const SECRETS: &[&str] = &[
     // what was typed at prompts
     ".bash_history",
     ".zsh_history",
+    ".zhistory",
+    ".histfile",
+    ".local/share/atuin",
     ".local/share/fish/fish_history",
     ".python_history",
     ".node_repl_history",
@@ -125,6 +142,22 @@ pub const SECRETS: &[&str] = &[
     ".sqlite_history",
     ".lesshst",
     ".viminfo",
+];
+
+/// Variables that name a secret file or directory (or a list of them, `:`-separated), hidden
+/// where they point.
+pub const SECRET_VARS: &[&str] = &[
+    "SSH_AUTH_SOCK",
+    "GNUPGHOME",
+    "PASSWORD_STORE_DIR",
+    "GOOGLE_APPLICATION_CREDENTIALS",
+    "CLOUDSDK_CONFIG",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_CONFIG_FILE",
+    "KUBECONFIG",
+    "NETRC",
+    "NPM_CONFIG_USERCONFIG",
+    "VAULT_CONFIG_PATH",
 ];
 
 /// The agents' own logins, hidden from every job as [`SECRETS`] are (a job has no use for
@@ -350,7 +383,7 @@ pub struct UserEnv {
     pub vars: BTreeMap<String, String>,
     /// Where secrets may be: hidden wherever they exist when a job starts.
     pub secrets: Vec<PathBuf>,
-    /// The jobs' own cache directory, writable in every job.
+    /// The jobs' own cache directory, writable in every job (one per workspace).
     pub cache: Option<PathBuf>,
     /// The user's places jobs may write (settings).
     pub writable: Vec<PathBuf>,
@@ -367,11 +400,12 @@ impl UserEnv {
         cache: Option<PathBuf>,
     ) -> Self {
         let vars: BTreeMap<String, String> = vars.into_iter().collect();
+        // `/` or `/tmp` as a home would bring what the sandbox hides back in.
         let home = vars
             .get("HOME")
             .map(PathBuf::from)
-            .filter(|h| h.is_absolute() && h != Path::new("/"))
-            .and_then(|h| h.canonicalize().ok());
+            .and_then(|h| h.canonicalize().ok())
+            .filter(|h| h.is_absolute() && h != Path::new("/") && h != Path::new("/tmp"));
         let expand = |place: &str| -> Option<PathBuf> {
             match place.strip_prefix("~/") {
                 Some(rest) => home.as_ref().map(|h| h.join(rest)),
@@ -386,11 +420,19 @@ impl UserEnv {
             .chain(settings.env.iter().cloned())
             .filter_map(|name| vars.get(&name).map(|v| (name, v.clone())))
             .collect();
-        // A toolchain's home elsewhere keeps its tokens there.
+        // Secrets that variables place elsewhere (a toolchain's home keeps its tokens there).
         let elsewhere = [("CARGO_HOME", "credentials"), ("CARGO_HOME", "credentials.toml")]
             .into_iter()
             .chain([("DOCKER_CONFIG", "config.json")])
-            .filter_map(|(var, file)| Some(PathBuf::from(vars.get(var)?).join(file)));
+            .filter_map(|(var, file)| Some(PathBuf::from(vars.get(var)?).join(file)))
+            .chain(
+                SECRET_VARS
+                    .iter()
+                    .filter_map(|v| vars.get(*v))
+                    .flat_map(|v| v.split(':'))
+                    .filter(|p| p.starts_with('/'))
+                    .map(PathBuf::from),
+            );
         let mut secrets: Vec<PathBuf> = home
             .iter()
             .flat_map(|h| SECRETS.iter().chain(AGENT_LOGINS).map(move |s| h.join(s)))
@@ -429,11 +471,12 @@ impl UserEnv {
         Ok(Self::new(vars, &settings, cache))
     }
 
-    /// The environment a job in `cwd` starts from (before the job's own variables).
-    pub fn job_env(&self, cwd: &Path) -> BTreeMap<String, String> {
+    /// The environment a job starts from (before the job's own variables).
+    pub fn job_env(&self) -> BTreeMap<String, String> {
         let mut env = self.vars.clone();
         env.insert("PATH".into(), self.path.clone());
-        let home = self.home.as_deref().unwrap_or(cwd);
+        // Without a home, the job's private temporary directory: never a place it shares.
+        let home = self.home.as_deref().unwrap_or(Path::new("/tmp"));
         env.insert("HOME".into(), home.display().to_string());
         env.insert("TMPDIR".into(), "/tmp".into());
         env.entry("LANG".into()).or_insert_with(|| "C.UTF-8".into());
@@ -470,19 +513,45 @@ impl UserEnv {
         out
     }
 
-    /// The places jobs write besides their workspace that exist now: the jobs' cache (made
-    /// when missing), then the user's opted-in places, as the kernel resolves them.
+    /// The jobs' cache as the kernel resolves it, made when missing.
+    pub fn cache_present(&self) -> Option<PathBuf> {
+        let cache = self.cache.as_ref()?;
+        if let Err(e) = make_private_dir(cache) {
+            tracing::warn!("cannot make the jobs' cache {}: {e}", cache.display());
+            return None;
+        }
+        cache.canonicalize().ok()
+    }
+
+    /// The user's places that jobs may write (settings) that exist now, as the kernel
+    /// resolves them.
     pub fn writable_present(&self) -> Vec<PathBuf> {
-        let mut out = Vec::new();
-        if let Some(cache) = &self.cache {
-            if let Err(e) = make_private_dir(cache) {
-                tracing::warn!("cannot make the jobs' cache {}: {e}", cache.display());
-            } else if let Ok(real) = cache.canonicalize() {
-                out.push(real);
+        self.writable.iter().filter_map(|p| p.canonicalize().ok()).collect()
+    }
+
+    /// Why jobs cannot run with these settings around `roots` and the host's `hidden`
+    /// directories, if so: a place made writable that is `/`, or holds the home, a root or the
+    /// host's directories, would take their protections with it.
+    pub fn unfit(&self, roots: &[PathBuf], hidden: &[PathBuf]) -> Option<String> {
+        let guarded: Vec<&Path> = roots
+            .iter()
+            .chain(hidden)
+            .chain(&self.home)
+            .map(PathBuf::as_path)
+            .chain([Path::new("/")])
+            .collect();
+        for place in &self.writable {
+            let real = place.canonicalize().unwrap_or_else(|_| place.clone());
+            if let Some(inside) = guarded.iter().find(|g| g.starts_with(&real)) {
+                return Some(format!(
+                    "sandbox.writable names {}, which holds {}: jobs would be free to change \
+                     what must stay protected there; name the cache inside it instead",
+                    place.display(),
+                    inside.display()
+                ));
             }
         }
-        out.extend(self.writable.iter().filter_map(|p| p.canonicalize().ok()));
-        out
+        None
     }
 
     /// What `agent-host doctor` says of it, one line each.
@@ -504,7 +573,9 @@ impl UserEnv {
                     shown.join(" ")
                 ));
             }
-            (None, _) => lines.push("HOME the working directory (no usable home)".into()),
+            (None, _) => {
+                lines.push("HOME the job's own temporary directory (no usable home)".into())
+            }
         }
         let hidden: Vec<String> =
             self.secrets_present().into_iter().map(|(p, _)| p.display().to_string()).collect();
@@ -569,7 +640,7 @@ mod tests {
             None,
         );
         assert_eq!(env.path, "/a/bin:/usr/bin");
-        let job = env.job_env(Path::new("/w"));
+        let job = env.job_env();
         assert_eq!(job.get("CARGO_HOME").map(String::as_str), Some("/c"));
         assert_eq!(job.get("MY_TOOL").map(String::as_str), Some("x"));
         assert!(!job.contains_key("GITHUB_TOKEN"));
@@ -585,7 +656,7 @@ mod tests {
             None,
         );
         assert_eq!(env.path, "/x:/y");
-        assert_eq!(env.job_env(Path::new("/w")).get("HOME").map(String::as_str), Some("/w"));
+        assert_eq!(env.job_env().get("HOME").map(String::as_str), Some("/tmp"));
         assert!(env.secrets.is_empty());
     }
 
@@ -640,6 +711,46 @@ mod tests {
             None,
         );
         assert!(default.shown.is_none() && default.shown_present().is_empty());
+    }
+
+    #[test]
+    fn a_writable_place_that_holds_a_root_the_home_or_the_hosts_state_is_refused() {
+        let base = tempfile::tempdir().unwrap();
+        let b = base.path().canonicalize().unwrap();
+        let (home, ws, state) = (b.join("home"), b.join("home/go/src/x"), b.join("home/.local/st"));
+        for d in [&ws, &state, &home.join(".cargo/registry")] {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let vars = || vec![("HOME".to_string(), home.display().to_string())];
+        let with = |writable: &[&str]| {
+            let settings = SandboxSettings {
+                writable: writable.iter().map(|w| w.to_string()).collect(),
+                ..Default::default()
+            };
+            UserEnv::new(vars(), &settings, None)
+                .unfit(std::slice::from_ref(&ws), std::slice::from_ref(&state))
+        };
+        assert_eq!(with(&["~/.cargo/registry"]), None);
+        for bad in ["~/go", "~/.local", "/", &home.display().to_string()] {
+            assert!(with(&[bad]).is_some(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn variables_that_name_secrets_hide_what_they_name() {
+        let env = UserEnv::new(
+            vars(&[
+                ("GOOGLE_APPLICATION_CREDENTIALS", "/srv/gcp.json"),
+                ("KUBECONFIG", "/a/kube:/b/kube"),
+                ("SSH_AUTH_SOCK", "relative/sock"),
+            ]),
+            &SandboxSettings::default(),
+            None,
+        );
+        for place in ["/srv/gcp.json", "/a/kube", "/b/kube"] {
+            assert!(env.secrets.contains(&PathBuf::from(place)), "{place}");
+        }
+        assert!(!env.secrets.iter().any(|p| p.ends_with("sock")));
     }
 
     #[test]

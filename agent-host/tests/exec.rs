@@ -797,3 +797,62 @@ fn the_home_can_be_hidden_but_for_the_toolchains() {
         std::fs::remove_file(ws.join("made.txt")).unwrap();
     }
 }
+
+/// A directory of `PATH` that a job can write (a virtualenv in the workspace, say) is left out
+/// of jobs' `PATH`: a program one job leaves there must not run for the next under the name of
+/// a program policy knows.
+#[test]
+fn path_leaves_out_what_jobs_can_write() {
+    for sb in sandboxes() {
+        let mut s = setup();
+        let venv = s.root.join(".venv/bin");
+        std::fs::create_dir_all(&venv).unwrap();
+        let fake = venv.join("cat");
+        std::fs::write(&fake, "#!/bin/sh\necho FAKE CAT\n").unwrap();
+        let mut mode = std::fs::metadata(&fake).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut mode, 0o755);
+        std::fs::set_permissions(&fake, mode).unwrap();
+        s.scope.user.path = format!("{}:/usr/bin:/bin", venv.display());
+        let out = exec(&sb, &s, &job(&s, "echo real | cat; echo \"$PATH\""));
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(text.starts_with("real\n") && !text.contains("FAKE"), "{sb:?}: {text}");
+        assert!(text.contains("\n/usr/bin:/bin\n"), "{sb:?}: {text}");
+    }
+}
+
+/// A sandbox started ahead is not used once a secret it hid was replaced on the machine (a
+/// mount sits on what the name led to when it was made; a rename takes the name past it).
+#[test]
+fn a_sandbox_started_ahead_is_not_used_once_a_secret_was_replaced() {
+    let s = setup();
+    std::fs::write(s.home.join(".netrc"), "OLD PASSWORD").unwrap();
+    let Some(pool) = ready_pool(&s) else { return };
+    // Replaced as editors and `npm login` do: a new file renamed over the old.
+    std::fs::write(s.home.join(".netrc.new"), "NEW PASSWORD").unwrap();
+    std::fs::rename(s.home.join(".netrc.new"), s.home.join(".netrc")).unwrap();
+    let out =
+        pool.run(&job(&s, "cat ~/.netrc; echo done"), &Arc::new(AtomicBool::new(false))).unwrap();
+    let text = String::from_utf8_lossy(&out.output);
+    assert!(!text.contains("PASSWORD") && text.contains("done"), "{text}");
+    assert_eq!(pool.warm_runs(), 0, "the sandbox started before the replacement was used");
+}
+
+/// A hidden place inside the workspace: bubblewrap hides it; Landlock, whose rule for the
+/// writable workspace would grant it, refuses to run anything rather than show it.
+#[test]
+fn a_hidden_place_inside_a_writable_one_stays_hidden_or_nothing_runs() {
+    for sb in sandboxes() {
+        let mut s = setup();
+        let inside = s.root.join("state-in-the-workspace");
+        std::fs::create_dir_all(&inside).unwrap();
+        std::fs::write(inside.join("host.key"), "INSIDE KEY").unwrap();
+        s.scope.hidden.push(inside.clone());
+        let out = exec(&sb, &s, &job(&s, "cat state-in-the-workspace/host.key; echo ran"));
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(!text.contains("INSIDE KEY"), "{sb:?}: {text}");
+        match sb.sandbox {
+            Sandbox::Landlock(_) => assert!(text.contains("cannot keep hidden"), "{sb:?}: {text}"),
+            _ => assert!(text.contains("ran"), "{sb:?}: {text}"),
+        }
+    }
+}

@@ -165,5 +165,10 @@ fn npm_test_from_a_device_runs_where_node_is_installed() {
     let out = run.wait_with_output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("node test passed"), "{}", text(&out));
-    assert!(world.home().join("state/sandbox-cache/npm").is_dir(), "npm's cache is not the jobs'");
+    let caches: Vec<_> = std::fs::read_dir(world.home().join("state/sandbox-cache"))
+        .unwrap()
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    assert_eq!(caches.len(), 1, "one cache for the one workspace: {caches:?}");
+    assert!(caches[0].join("npm").is_dir(), "npm's cache is not the jobs'");
 }
