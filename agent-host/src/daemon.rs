@@ -272,6 +272,7 @@ pub async fn serve(
         roots: vec![config.workspace.clone()],
         hidden: dirs.all(),
         user: config.user.clone(),
+        layer: std::env::current_exe().ok(),
     };
     let pool = std::env::current_exe().ok().and_then(|launcher| {
         crate::exec::WarmPool::start(

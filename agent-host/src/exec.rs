@@ -460,6 +460,10 @@ pub struct Scope {
     pub hidden: Vec<PathBuf>,
     /// `PATH`, variables, home, secrets and caches.
     pub user: UserEnv,
+    /// This `agent-host` binary, when known: bound into bubblewrap sandboxes, where it keeps
+    /// the secrets unreadable by Landlock as well (`__sandbox --layer`,
+    /// [`crate::landlock_sandbox::hide_layer`]).
+    pub layer: Option<PathBuf>,
 }
 
 impl Scope {
@@ -576,6 +580,9 @@ fn bwrap_args(
     for arg in ["--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"] {
         argv.push(arg.into());
     }
+    // The job's temporary files in a directory of their own, there before the job starts: the
+    // Landlock layer's rules are made on what exists then ([`crate::landlock_sandbox::hide_layer`]).
+    argv.extend(["--dir".into(), crate::userenv::JOB_TMP.into()]);
     // Before the roots, which usually lie in the home.
     match (home, shown) {
         (Some(home), Some(shown)) => {
@@ -681,6 +688,17 @@ pub fn run(
                 return Err(std::io::Error::other(refusal));
             }
             argv = bwrap_args(bwrap, job.network, roots, &mounts, &job.cwd, &env);
+            // The second wall on the secrets: this binary, bound in, restricts itself and
+            // becomes the command.
+            if let Some(layer) = scope.layer.as_ref().filter(|_| !mounts.secrets.is_empty()) {
+                let end = argv.len() - 1; // before bubblewrap's `--`
+                argv.splice(end..end, ["--ro-bind".into(), layer.into(), LAUNCHER_INSIDE.into()]);
+                argv.extend([LAUNCHER_INSIDE.into(), "__sandbox".into(), "--layer".into()]);
+                for (secret, _) in &mounts.secrets {
+                    argv.extend(["--hide".into(), secret.into()]);
+                }
+                argv.push("--".into());
+            }
         }
         Sandbox::Landlock(helper) => {
             if let Some(refusal) = scope.unfit() {
@@ -918,6 +936,8 @@ struct Launch {
     argv: Vec<String>,
     cwd: PathBuf,
     env: BTreeMap<String, String>,
+    /// The places to keep unreadable with Landlock too ([`crate::landlock_sandbox::hide_layer`]).
+    hide: Vec<PathBuf>,
 }
 
 /// The most a launcher reads from its channel.
@@ -996,6 +1016,14 @@ pub fn launch_in_sandbox() -> u8 {
         report(CANNOT_LAUNCH);
         return 1;
     };
+    // The second wall on the secrets, on this process and so on the command it starts.
+    if !launch.hide.is_empty()
+        && let Err(e) = crate::landlock_sandbox::hide_layer(&launch.hide)
+    {
+        eprintln!("agent-host: cannot keep the secrets unreadable: {e}; nothing was run");
+        report(CANNOT_LAUNCH);
+        return 1;
+    }
     // Found here in the job's own PATH, so that the command is spawned (vfork and exec)
     // rather than forked from this process.
     let path = launch.env.get("PATH").map_or("", String::as_str);
@@ -1272,13 +1300,15 @@ impl WarmPool {
         cancel: &Arc<AtomicBool>,
     ) -> std::io::Result<Outcome> {
         use std::io::Write as _;
-        let Warm { child, mut channel, output, cgroup, .. } = warm;
+        let Warm { child, mut channel, output, cgroup, mounts, .. } = warm;
+        let secrets = mounts.secrets;
         let mut argv: Vec<String> = nproc_prefix(cgroup.as_ref(), &self.spec.limits)
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         argv.extend(job.argv.iter().cloned());
-        let launch = Launch { argv, cwd: job.cwd.clone(), env: self.spec.scope.env(job) };
+        let hide = secrets.into_iter().map(|(p, _)| p).collect();
+        let launch = Launch { argv, cwd: job.cwd.clone(), env: self.spec.scope.env(job), hide };
         let bytes = serde_json::to_vec(&launch).map_err(std::io::Error::other)?;
         let sent =
             channel.write_all(&bytes).and_then(|()| channel.shutdown(std::net::Shutdown::Write));

@@ -53,6 +53,10 @@ pub struct HelperArgs {
     /// Leave the network on.
     #[arg(long)]
     pub network: bool,
+    /// Inside bubblewrap, which has made its mounts: only keep the `--hide` places unreadable
+    /// ([`hide_layer`]), and run the command even where Landlock is missing.
+    #[arg(long)]
+    pub layer: bool,
     /// The command.
     #[arg(last = true, required = true)]
     pub argv: Vec<String>,
@@ -94,7 +98,34 @@ pub fn scope_then_run(argv: &[String]) -> anyhow::Error {
     anyhow::anyhow!("cannot run {program}: {error}")
 }
 
+/// A second wall inside a bubblewrap sandbox: the `hidden` places (the user's secrets, which
+/// bubblewrap hid by mounting over them) stay unreadable by what they are, not only by the mount
+/// that lies on their name. A mount is dropped when its name is renamed over or removed on the
+/// machine (a history saved, a login rewritten), and a secret made after the sandbox started was
+/// never mounted over; Landlock's rules are on the hidden places' siblings, so neither is
+/// readable through them. Only reading is handled here (bubblewrap's mounts say what is
+/// writable), with moving files between directories (Landlock's "refer"), which a ruleset that
+/// does not grant it forbids. Where the kernel has no Landlock, or one older than that right
+/// (Linux 5.19), this wall is missing and the command runs with bubblewrap's alone; the result
+/// says which.
+pub fn hide_layer(hidden: &[PathBuf]) -> anyhow::Result<RulesetStatus> {
+    let rights = AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::Refer;
+    let hidden: Vec<PathBuf> = hidden.iter().filter_map(|h| h.canonicalize().ok()).collect();
+    let created = Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(rights)
+        .and_then(|r| r.create());
+    let Ok(ruleset) = created else { return Ok(RulesetStatus::NotEnforced) };
+    let status =
+        ruleset.add_rules(path_beneath_rules(readable_roots(&hidden), rights))?.restrict_self()?;
+    Ok(status.ruleset)
+}
+
 fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
+    if args.layer {
+        hide_layer(&args.hide)?;
+        return Ok(());
+    }
     let all = AccessFs::from_all(REQUIRED);
     let read = AccessFs::from_read(REQUIRED);
     let hidden: Vec<PathBuf> = args.hide.iter().filter_map(|h| h.canonicalize().ok()).collect();

@@ -287,6 +287,9 @@ pub enum HomeView {
     Toolchains,
 }
 
+/// A job's `TMPDIR` inside its sandbox's private `/tmp`.
+pub const JOB_TMP: &str = "/tmp/job";
+
 /// `PATH` when the host has none.
 const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
@@ -476,9 +479,9 @@ impl UserEnv {
         let mut env = self.vars.clone();
         env.insert("PATH".into(), self.path.clone());
         // Without a home, the job's private temporary directory: never a place it shares.
-        let home = self.home.as_deref().unwrap_or(Path::new("/tmp"));
+        let home = self.home.as_deref().unwrap_or(Path::new(JOB_TMP));
         env.insert("HOME".into(), home.display().to_string());
-        env.insert("TMPDIR".into(), "/tmp".into());
+        env.insert("TMPDIR".into(), JOB_TMP.into());
         env.entry("LANG".into()).or_insert_with(|| "C.UTF-8".into());
         // Output is shown by terminals (xterm.js on a device, the user's at `remote run`):
         // colours asked for (`--color always`) come out as they would there. A job's output is
@@ -656,7 +659,7 @@ mod tests {
             None,
         );
         assert_eq!(env.path, "/x:/y");
-        assert_eq!(env.job_env().get("HOME").map(String::as_str), Some("/tmp"));
+        assert_eq!(env.job_env().get("HOME").map(String::as_str), Some(JOB_TMP));
         assert!(env.secrets.is_empty());
     }
 

@@ -55,7 +55,8 @@ fn setup_with(settings: &SandboxSettings) -> Setup {
     }
     vars.insert("HOME".into(), home.display().to_string());
     let user = UserEnv::new(vars, settings, Some(hidden.join("sandbox-cache")));
-    let scope = Scope { roots: vec![root.clone()], hidden: vec![hidden.clone()], user };
+    let layer = Some(agent_host_bin().to_path_buf());
+    let scope = Scope { roots: vec![root.clone()], hidden: vec![hidden.clone()], user, layer };
     Setup { _dir: dir, root, outside, hidden, home, scope }
 }
 
@@ -762,7 +763,9 @@ fn the_home_can_be_hidden_but_for_the_toolchains() {
         };
         let vars = [("HOME".to_string(), home.display().to_string())];
         let user = UserEnv::new(vars, &settings, Some(base.hidden.join("sandbox-cache")));
-        let scope = Scope { roots: vec![ws.clone()], hidden: vec![base.hidden.clone()], user };
+        let layer = Some(agent_host_bin().to_path_buf());
+        let scope =
+            Scope { roots: vec![ws.clone()], hidden: vec![base.hidden.clone()], user, layer };
         let mut j = job(
             &base,
             "hello; cat ~/.gitconfig ~/.cargo/config.toml ~/docs/shown.txt; \
@@ -854,5 +857,35 @@ fn a_hidden_place_inside_a_writable_one_stays_hidden_or_nothing_runs() {
             Sandbox::Landlock(_) => assert!(text.contains("cannot keep hidden"), "{sb:?}: {text}"),
             _ => assert!(text.contains("ran"), "{sb:?}: {text}"),
         }
+    }
+}
+
+/// While a job runs, a secret replaced on the machine (which takes its name past the mount that
+/// hid it) and a secret made meanwhile stay unreadable: Landlock keeps them so inside
+/// bubblewrap, by what they are rather than by the mounts on their names.
+#[test]
+fn secrets_replaced_or_made_while_a_job_runs_stay_unreadable() {
+    let runners = sandboxes();
+    for sb in runners.iter().filter(|s| matches!(s.sandbox, Sandbox::Bubblewrap(_))) {
+        let s = setup();
+        std::fs::write(s.home.join(".netrc"), "OLD PASSWORD").unwrap();
+        std::fs::write(s.home.join("notes.txt"), "notes").unwrap();
+        let home = s.home.clone();
+        let changer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(700));
+            std::fs::write(home.join(".netrc.new"), "NEW PASSWORD").unwrap();
+            std::fs::rename(home.join(".netrc.new"), home.join(".netrc")).unwrap();
+            std::fs::create_dir_all(home.join(".aws")).unwrap();
+            std::fs::write(home.join(".aws/credentials"), "NEW AWS KEY").unwrap();
+        });
+        let out = exec(
+            sb,
+            &s,
+            &job(&s, "sleep 2; cat ~/.netrc ~/.aws/credentials; cat ~/notes.txt; echo; echo done"),
+        );
+        changer.join().unwrap();
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(!text.contains("PASSWORD") && !text.contains("AWS KEY"), "{sb:?}: {text}");
+        assert!(text.contains("notes\ndone"), "{sb:?}: the rest of the home reads: {text}");
     }
 }
