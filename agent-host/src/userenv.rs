@@ -11,15 +11,17 @@
 //! - **`HOME`** is the user's real home, read-only like the rest of the machine, with the secret
 //!   places hidden ([`SECRETS`], relative to the home, and `sandbox.hide`): directories under
 //!   empty tmpfs mounts, files under `/dev/null` (each as the kernel resolves it, so a link to a
-//!   secret hides the secret). The host's own directories are hidden as before.
+//!   secret hides the secret), and inside bubblewrap also kept unreadable by a Landlock layer
+//!   ([`crate::landlock_sandbox::hide_layer`]) should one be replaced or made while a job
+//!   runs. The host's own directories are hidden as before.
 //! - **Caches**: a job may not write the user's own toolchain caches: `~/.cargo/registry`,
 //!   `~/.npm`, `~/.cache/pip` or Go's module and build caches feed builds that later run
 //!   *outside* any sandbox, so a job that could write them could poison them (a crate's source
 //!   edited in place runs at the user's next `cargo build`). Jobs read them (what the user has
-//!   fetched builds offline), and write their own: one directory of the host's
-//!   ([`crate::dirs::Dirs::sandbox_cache`]) holds `XDG_CACHE_HOME` (pip's cache, Go's build
-//!   cache, and most tools'), `npm_config_cache` and `GOCACHE`, writable in every job and
-//!   nowhere else. A user who wants jobs to fill their real caches names them in
+//!   fetched builds offline), and write their own: one directory of the host's for each
+//!   workspace ([`crate::dirs::Dirs::sandbox_cache_for`]) holds `XDG_CACHE_HOME` (pip's cache,
+//!   Go's build cache, and most tools'), `npm_config_cache` and `GOCACHE`, writable in that
+//!   workspace's jobs and nowhere else. A user who wants jobs to fill their real caches names them in
 //!   `sandbox.writable`, accepting that risk; `agent-host doctor` lists them.
 //!
 //! A secret list is always one place short (an application's token kept somewhere else in the
