@@ -473,8 +473,15 @@ impl Scope {
     /// a program policy knows.
     fn env(&self, job: &Job) -> BTreeMap<String, String> {
         let mut env = self.user.job_env();
-        let writable: Vec<&PathBuf> =
-            self.roots.iter().chain(&self.user.writable).chain(&self.user.cache).collect();
+        let present = self.user.writable_present().into_iter().chain(self.user.cache_present());
+        let writable: Vec<PathBuf> = self
+            .roots
+            .iter()
+            .chain(&self.user.writable)
+            .chain(&self.user.cache)
+            .cloned()
+            .chain(present)
+            .collect();
         let path: Vec<&str> = self
             .user
             .path
@@ -494,7 +501,18 @@ impl Scope {
         let mut mounts = self.mounts_by_name();
         // A mount sits on what a name led to when it was made: were the file or directory
         // replaced since (an editor saving a history by renaming), the name would lead past it.
-        let hidden = mounts.hidden.iter().chain(mounts.secrets.iter().map(|(p, _)| p));
+        // The runtime sockets too: a socket made again (a service restarted) would be reachable.
+        let runtime = mounts
+            .runtime
+            .iter()
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute() && p != Path::new("/dev/null"));
+        let hidden = mounts
+            .hidden
+            .iter()
+            .cloned()
+            .chain(mounts.secrets.iter().map(|(p, _)| p.clone()))
+            .chain(runtime);
         mounts.identities = hidden
             .map(|p| {
                 use std::os::unix::fs::MetadataExt as _;
@@ -505,16 +523,39 @@ impl Scope {
     }
 
     fn mounts_by_name(&self) -> Mounts {
+        let (cache, writable) = (self.user.cache_present(), self.user.writable_present());
+        let home = self.user.home.clone().filter(|h| h.is_dir());
+        // Where jobs write: a secret there is hidden by its mount alone (a Landlock layer
+        // around it would leave the job's own new files there unreadable).
+        let written: Vec<&PathBuf> = self.roots.iter().chain(&writable).chain(&cache).collect();
+        let in_written = |p: &Path| written.iter().any(|w| p.starts_with(w));
+        // A private /tmp hides what lies in the machine's, unless bound back (a home or root
+        // there).
+        let bound_back =
+            |p: &Path| home.iter().chain(written.iter().copied()).any(|k| p.starts_with(k));
+        let in_private_tmp = |p: &Path| p.starts_with("/tmp") && !bound_back(p);
+        let secrets: Vec<(PathBuf, bool)> =
+            self.user.secrets_present().into_iter().filter(|(p, _)| !in_private_tmp(p)).collect();
+        let mut layer: Vec<PathBuf> = self
+            .user
+            .secrets
+            .iter()
+            .filter_map(|p| crate::userenv::resolve_place(p))
+            .filter(|p| !in_private_tmp(p) && !in_written(p))
+            .collect();
+        layer.sort();
+        layer.dedup();
         Mounts {
             protected: protected_in(&self.roots),
             hidden: self.hidden.iter().filter(|d| d.exists()).cloned().collect(),
             runtime: hide_runtime_sockets(),
-            home: self.user.home.clone().filter(|h| h.is_dir()),
+            home,
             shown: self.user.shown.as_ref().map(|_| self.user.shown_present()),
-            secrets: self.user.secrets_present(),
+            secrets,
+            layer,
             identities: Vec::new(),
-            cache: self.user.cache_present(),
-            writable: self.user.writable_present(),
+            cache,
+            writable,
         }
     }
 
@@ -540,7 +581,12 @@ struct Mounts {
     shown: Option<Vec<PathBuf>>,
     /// The user's secret places that exist, and whether each is a directory.
     secrets: Vec<(PathBuf, bool)>,
-    /// What the hidden directories and the secrets were (device and inode), in that order.
+    /// The places the Landlock layer keeps unreadable: the secret places, present or not,
+    /// resolved ([`crate::userenv::resolve_place`]), but for those where jobs write or in the
+    /// private `/tmp`.
+    layer: Vec<PathBuf>,
+    /// What the hidden directories, the secrets and the runtime sockets were (device and
+    /// inode), in that order.
     identities: Vec<(u64, u64)>,
     /// The jobs' cache.
     cache: Option<PathBuf>,
@@ -690,11 +736,11 @@ pub fn run(
             argv = bwrap_args(bwrap, job.network, roots, &mounts, &job.cwd, &env);
             // The second wall on the secrets: this binary, bound in, restricts itself and
             // becomes the command.
-            if let Some(layer) = scope.layer.as_ref().filter(|_| !mounts.secrets.is_empty()) {
+            if let Some(layer) = scope.layer.as_ref().filter(|_| !mounts.layer.is_empty()) {
                 let end = argv.len() - 1; // before bubblewrap's `--`
                 argv.splice(end..end, ["--ro-bind".into(), layer.into(), LAUNCHER_INSIDE.into()]);
                 argv.extend([LAUNCHER_INSIDE.into(), "__sandbox".into(), "--layer".into()]);
-                for (secret, _) in &mounts.secrets {
+                for secret in &mounts.layer {
                     argv.extend(["--hide".into(), secret.into()]);
                 }
                 argv.push("--".into());
@@ -937,6 +983,7 @@ struct Launch {
     cwd: PathBuf,
     env: BTreeMap<String, String>,
     /// The places to keep unreadable with Landlock too ([`crate::landlock_sandbox::hide_layer`]).
+    #[serde(default)]
     hide: Vec<PathBuf>,
 }
 
@@ -1301,13 +1348,12 @@ impl WarmPool {
     ) -> std::io::Result<Outcome> {
         use std::io::Write as _;
         let Warm { child, mut channel, output, cgroup, mounts, .. } = warm;
-        let secrets = mounts.secrets;
         let mut argv: Vec<String> = nproc_prefix(cgroup.as_ref(), &self.spec.limits)
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         argv.extend(job.argv.iter().cloned());
-        let hide = secrets.into_iter().map(|(p, _)| p).collect();
+        let hide = mounts.layer;
         let launch = Launch { argv, cwd: job.cwd.clone(), env: self.spec.scope.env(job), hide };
         let bytes = serde_json::to_vec(&launch).map_err(std::io::Error::other)?;
         let sent =

@@ -110,7 +110,10 @@ pub fn scope_then_run(argv: &[String]) -> anyhow::Error {
 /// says which.
 pub fn hide_layer(hidden: &[PathBuf]) -> anyhow::Result<RulesetStatus> {
     let rights = AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::Refer;
-    let hidden: Vec<PathBuf> = hidden.iter().filter_map(|h| h.canonicalize().ok()).collect();
+    // A place that does not exist yet is kept too: its nearest existing ancestor is then listed
+    // entry by entry, and what is made there later has no rule.
+    let hidden: Vec<PathBuf> =
+        hidden.iter().filter_map(|h| crate::userenv::resolve_place(h)).collect();
     let created = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
         .handle_access(rights)

@@ -188,6 +188,24 @@ pub fn present(places: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, bool)
     out
 }
 
+/// `place` as the kernel would resolve it: itself resolved if it exists, else its nearest
+/// existing ancestor resolved with the rest of the path after it (what a file made there later
+/// would be); `None` for a relative path.
+pub fn resolve_place(place: &Path) -> Option<PathBuf> {
+    if !place.is_absolute() {
+        return None;
+    }
+    let mut rest = Vec::new();
+    let mut at = place;
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            return Some(rest.iter().rev().fold(real, |p, part| p.join(part)));
+        }
+        rest.push(at.file_name()?.to_os_string());
+        at = at.parent()?;
+    }
+}
+
 /// Variables passed from the host's environment to every job when set there.
 pub const PASSED: &[&str] = &[
     "LANG",
@@ -756,6 +774,17 @@ mod tests {
             assert!(env.secrets.contains(&PathBuf::from(place)), "{place}");
         }
         assert!(!env.secrets.iter().any(|p| p.ends_with("sock")));
+    }
+
+    #[test]
+    fn a_place_that_does_not_exist_resolves_through_its_nearest_ancestor() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(real.join("a")).unwrap();
+        std::os::unix::fs::symlink(real.join("a"), real.join("link")).unwrap();
+        assert_eq!(resolve_place(&real.join("link/b/c")), Some(real.join("a/b/c")));
+        assert_eq!(resolve_place(&real.join("link")), Some(real.join("a")));
+        assert_eq!(resolve_place(Path::new("relative")), None);
     }
 
     #[test]

@@ -840,6 +840,59 @@ fn a_sandbox_started_ahead_is_not_used_once_a_secret_was_replaced() {
     assert_eq!(pool.warm_runs(), 0, "the sandbox started before the replacement was used");
 }
 
+/// A secret inside the workspace (a settings' place): bubblewrap hides it by its mount, and
+/// what the job makes beside it reads as usual; Landlock, whose rule for the writable
+/// workspace would grant it, refuses to run anything rather than show it.
+#[test]
+fn a_secret_inside_the_workspace_is_hidden_and_the_workspace_works() {
+    for sb in sandboxes() {
+        let probe = setup();
+        let secret = probe.root.join(".secrets");
+        let settings =
+            SandboxSettings { hide: vec![secret.display().to_string()], ..Default::default() };
+        let mut s = setup_with(&settings);
+        s.scope.roots = vec![probe.root.clone()];
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join("key"), "WORKSPACE SECRET").unwrap();
+        let mut j = job(
+            &s,
+            "echo made > made.txt && cat made.txt; ls >/dev/null && echo listed; \
+                             cat .secrets/key; echo ran",
+        );
+        j.cwd = probe.root.clone();
+        let out = exec(&sb, &s, &j);
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(!text.contains("WORKSPACE SECRET"), "{sb:?}: {text}");
+        match sb.sandbox {
+            Sandbox::Landlock(_) => assert!(text.contains("cannot keep hidden"), "{sb:?}: {text}"),
+            _ => assert!(text.contains("made\nlisted\n") && text.contains("ran"), "{sb:?}: {text}"),
+        }
+    }
+}
+
+/// An agent socket in the machine's /tmp (`ssh-agent`'s `SSH_AUTH_SOCK`) is hidden by the
+/// private /tmp alone: the job's own files in /tmp stay readable.
+#[test]
+fn a_secret_in_the_machines_tmp_leaves_the_jobs_tmp_working() {
+    let sock_dir = tempfile::Builder::new().prefix("ssh-test-").tempdir_in("/tmp").unwrap();
+    let sock = sock_dir.path().join("agent.1");
+    std::fs::write(&sock, "not a socket").unwrap();
+    for sb in sandboxes().into_iter().filter(|s| matches!(s.sandbox, Sandbox::Bubblewrap(_))) {
+        let mut s = setup();
+        // (No home: the test's homes lie in /tmp themselves, which would bring the layer there.)
+        let vars = [("SSH_AUTH_SOCK".to_string(), sock.display().to_string())];
+        s.scope.user = UserEnv::new(vars, &SandboxSettings::default(), None);
+        let script = format!(
+            "echo x > /tmp/foo && cat /tmp/foo && mkdir /tmp/d && echo y > /tmp/d/f && cat /tmp/d/f; \
+             cat '{}' 2>/dev/null; echo done",
+            sock.display()
+        );
+        let out = exec(&sb, &s, &job(&s, &script));
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(text.starts_with("x\ny\n") && !text.contains("not a socket"), "{sb:?}: {text}");
+    }
+}
+
 /// A hidden place inside the workspace: bubblewrap hides it; Landlock, whose rule for the
 /// writable workspace would grant it, refuses to run anything rather than show it.
 #[test]
@@ -870,6 +923,9 @@ fn secrets_replaced_or_made_while_a_job_runs_stay_unreadable() {
         let s = setup();
         std::fs::write(s.home.join(".netrc"), "OLD PASSWORD").unwrap();
         std::fs::write(s.home.join("notes.txt"), "notes").unwrap();
+        // Directories that exist, and secrets in them that do not yet.
+        std::fs::create_dir_all(s.home.join(".config")).unwrap();
+        std::fs::create_dir_all(s.home.join(".docker")).unwrap();
         let home = s.home.clone();
         let changer = std::thread::spawn(move || {
             std::thread::sleep(Duration::from_millis(700));
@@ -877,15 +933,18 @@ fn secrets_replaced_or_made_while_a_job_runs_stay_unreadable() {
             std::fs::rename(home.join(".netrc.new"), home.join(".netrc")).unwrap();
             std::fs::create_dir_all(home.join(".aws")).unwrap();
             std::fs::write(home.join(".aws/credentials"), "NEW AWS KEY").unwrap();
+            std::fs::create_dir_all(home.join(".config/gh")).unwrap();
+            std::fs::write(home.join(".config/gh/hosts.yml"), "NEW GH TOKEN").unwrap();
+            std::fs::write(home.join(".docker/config.json"), "NEW DOCKER AUTH").unwrap();
         });
-        let out = exec(
-            sb,
-            &s,
-            &job(&s, "sleep 2; cat ~/.netrc ~/.aws/credentials; cat ~/notes.txt; echo; echo done"),
-        );
+        let script = "sleep 2; cat ~/.netrc ~/.aws/credentials ~/.config/gh/hosts.yml \
+                      ~/.docker/config.json; cat ~/notes.txt; echo; echo done";
+        let out = exec(sb, &s, &job(&s, script));
         changer.join().unwrap();
         let text = String::from_utf8_lossy(&out.output);
-        assert!(!text.contains("PASSWORD") && !text.contains("AWS KEY"), "{sb:?}: {text}");
+        for secret in ["PASSWORD", "AWS KEY", "GH TOKEN", "DOCKER AUTH"] {
+            assert!(!text.contains(secret), "{sb:?}: {secret}: {text}");
+        }
         assert!(text.contains("notes\ndone"), "{sb:?}: the rest of the home reads: {text}");
     }
 }
