@@ -226,6 +226,12 @@ impl Sharing {
         for piece in tail.chunks(CHUNK) {
             send(&mut host, &SessionUpdate::Output { data: Blob(piece.to_vec()) })?;
         }
+        // A resize while this registered.
+        if let Some(now) = *lock(&self.size)
+            && Some(now) != size
+        {
+            send(&mut host, &SessionUpdate::Resized { size: now })?;
+        }
         *writer = Some(host);
         Ok((session, from_host))
     }
@@ -270,12 +276,13 @@ impl Sharing {
 
     /// Tells the host the terminal's size when it changed.
     fn resized(&self, size: protocol::TermSize) {
-        let mut writer = lock(&self.writer);
-        let mut known = lock(&self.size);
-        if *known == Some(size) {
+        // Looked at alone first: the writer may be busy with a host that reads slowly, and the
+        // caller follows the program's end too.
+        if *lock(&self.size) == Some(size) {
             return;
         }
-        *known = Some(size);
+        let mut writer = lock(&self.writer);
+        *lock(&self.size) = Some(size);
         if let Some(host) = writer.as_mut()
             && send(host, &SessionUpdate::Resized { size }).is_err()
         {

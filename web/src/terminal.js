@@ -15,9 +15,8 @@ const SCROLLBAR = 14;
 const SESSION_ROWS = 16;
 const RESULT_ROWS = 24;
 // A session drawn for the host's terminal: its type no smaller than this (then it scrolls
-// sideways), and at most this many of its rows shown at once.
+// sideways; a tall one scrolls within its box, `.term.host` in the style).
 const MIN_FONT = 8;
-const MAX_HOST_ROWS = 60;
 
 // Both palettes keep every colour at 4.5:1 or more against their background (xterm.js also
 // lifts any colour a program picks to that ratio: `minimumContrastRatio`).
@@ -76,8 +75,15 @@ darkScheme?.addEventListener("change", () => {
 });
 const resized = typeof ResizeObserver === "function" ? new ResizeObserver((entries) => entries.forEach((e) => e.target.view?.fit())) : null;
 
-/** The width of one character cell of `size` px in the terminals' font. */
+const cellWidths = new Map();
+
+/** The width of one character cell of `size` px in the terminals' font (measured once). */
 function cellWidth(size) {
+  if (!cellWidths.has(size)) cellWidths.set(size, measureCell(size));
+  return cellWidths.get(size);
+}
+
+function measureCell(size) {
   const probe = document.createElement("span");
   probe.style.cssText = `position:absolute;visibility:hidden;white-space:pre;font-kerning:none;font-family:${FONT};font-size:${size}px`;
   probe.textContent = "W".repeat(32);
@@ -165,16 +171,16 @@ export class TermView {
     if (width <= 0) return;
     this.cell ??= cellWidth(this.size);
     if (this.host) {
-      const { cols } = this.host;
-      const rows = Math.min(this.host.rows, MAX_HOST_ROWS);
+      const { cols, rows } = this.host;
       const font = Math.max(MIN_FONT, Math.min(this.size, Math.floor(((width - SCROLLBAR) / cols) * (this.size / this.cell))));
       if (font !== this.term.options.fontSize) this.term.options.fontSize = font;
       if (cols !== this.term.cols || rows !== this.term.rows) this.term.resize(cols, rows);
       this.element.classList.toggle("wide", cellWidth(font) * cols + SCROLLBAR > width);
+      this.element.classList.add("host");
       return;
     }
     if (this.term.options.fontSize !== this.size) this.term.options.fontSize = this.size;
-    this.element.classList.remove("wide");
+    this.element.classList.remove("wide", "host");
     const cols = Math.max(20, Math.floor((width - SCROLLBAR) / this.cell));
     if (cols !== this.term.cols) this.term.resize(cols, this.term.rows);
     if (this.kind !== "result") return;
