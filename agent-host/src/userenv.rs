@@ -3,9 +3,11 @@
 //!
 //! - **`PATH`** is the host's own, as it was started (absolute directories only: `.` or a
 //!   relative entry would make the working directory's files programs), or the settings'
-//!   `sandbox.path`. So `cargo`, `npm`, `go`, `python` resolve as at the user's prompt.
-//! - **Variables**: the toolchains' and the locale's ([`PASSED`]: `CARGO_HOME`, `RUSTUP_HOME`,
-//!   `GOPATH`, `NVM_DIR`, `PYENV_ROOT`, `VIRTUAL_ENV`, `LANG`, …) pass through from the host's
+//!   `sandbox.path`, less the directories a job can write ([`crate::exec::Scope`]). So `cargo`,
+//!   `npm`, `go`, `python` resolve as at the user's prompt.
+//! - **Variables**: the toolchains' and the locale's ([`TOOLCHAIN_VARS`] and [`PASSED`]:
+//!   `CARGO_HOME`, `RUSTUP_HOME`, `GOPATH`, `NVM_DIR`, `PYENV_ROOT`, `VIRTUAL_ENV`, `LANG`, …)
+//!   pass through from the host's
 //!   environment, with the names `sandbox.env` adds; nothing else does (an allow-list: tokens in
 //!   the environment stay out).
 //! - **`HOME`** is the user's real home, read-only like the rest of the machine, with the secret
@@ -206,7 +208,8 @@ pub fn resolve_place(place: &Path) -> Option<PathBuf> {
     }
 }
 
-/// Variables passed from the host's environment to every job when set there.
+/// Variables passed from the host's environment to every job when set there, besides those
+/// that name a toolchain's directory ([`TOOLCHAIN_VARS`]).
 pub const PASSED: &[&str] = &[
     "LANG",
     "LANGUAGE",
@@ -215,37 +218,12 @@ pub const PASSED: &[&str] = &[
     "TZ",
     "USER",
     "LOGNAME",
-    // Rust
-    "CARGO_HOME",
-    "RUSTUP_HOME",
     "RUSTUP_TOOLCHAIN",
-    // Go
-    "GOPATH",
-    "GOROOT",
-    "GOMODCACHE",
     "GOTOOLCHAIN",
-    // JavaScript
-    "NVM_DIR",
     "NVM_BIN",
     "NVM_INC",
-    "VOLTA_HOME",
-    "BUN_INSTALL",
-    "DENO_DIR",
-    "DENO_INSTALL",
-    "PNPM_HOME",
-    // Python
-    "PYENV_ROOT",
     "PYENV_VERSION",
-    "VIRTUAL_ENV",
-    "CONDA_PREFIX",
     "CONDA_DEFAULT_ENV",
-    // others
-    "JAVA_HOME",
-    "ASDF_DIR",
-    "ASDF_DATA_DIR",
-    "MISE_DATA_DIR",
-    "RBENV_ROOT",
-    "GEM_HOME",
     "GEM_PATH",
 ];
 
@@ -271,8 +249,9 @@ pub const TOOLCHAIN_DIRS: &[&str] = &[
     ".config/git",
 ];
 
-/// Variables that name a toolchain's directory, shown when the home is hidden.
-const TOOLCHAIN_VARS: &[&str] = &[
+/// Variables that name a toolchain's directory: passed to every job when set, and shown when
+/// the home is hidden.
+pub const TOOLCHAIN_VARS: &[&str] = &[
     "CARGO_HOME",
     "RUSTUP_HOME",
     "GOPATH",
@@ -439,6 +418,7 @@ impl UserEnv {
         let path = path.map_or_else(|| DEFAULT_PATH.to_string(), |p| absolute_path(&p));
         let passed: BTreeMap<String, String> = PASSED
             .iter()
+            .chain(TOOLCHAIN_VARS)
             .map(|n| n.to_string())
             .chain(settings.env.iter().cloned())
             .filter_map(|name| vars.get(&name).map(|v| (name, v.clone())))
