@@ -547,7 +547,9 @@ impl Scope {
         layer.dedup();
         Mounts {
             protected: protected_in(&self.roots),
-            hidden: self.hidden.iter().filter(|d| d.exists()).cloned().collect(),
+            // As the kernel resolves them: bubblewrap makes a mount point inside the new root,
+            // where a link on the way (an absolute one) does not lead anywhere.
+            hidden: self.hidden.iter().filter_map(|d| d.canonicalize().ok()).collect(),
             runtime: hide_runtime_sockets(),
             home,
             shown: self.user.shown.as_ref().map(|_| self.user.shown_present()),

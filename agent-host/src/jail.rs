@@ -114,10 +114,12 @@ impl Jail {
                 false => push(&[&"--ro-bind", &"/dev/null", &secret]),
             }
         }
-        for dir in self.dirs.all() {
+        // As the kernel resolves them (a link on the way would not lead anywhere in the jail).
+        let real = |p: PathBuf| p.canonicalize().unwrap_or(p);
+        for dir in self.dirs.all().into_iter().map(real) {
             push(&[&"--tmpfs", &dir]);
         }
-        let agent = crate::daemon::agent_socket_dir(&self.dirs);
+        let agent = real(crate::daemon::agent_socket_dir(&self.dirs));
         push(&[&"--ro-bind", &agent, &agent]);
         if let Some(exe) = &self.exe {
             push(&[&"--ro-bind", exe, exe]);

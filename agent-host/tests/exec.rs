@@ -948,3 +948,19 @@ fn secrets_replaced_or_made_while_a_job_runs_stay_unreadable() {
         assert!(text.contains("notes\ndone"), "{sb:?}: the rest of the home reads: {text}");
     }
 }
+
+/// The host's directories named through a link (a home reached through `/home -> /var/home`)
+/// are hidden all the same, and jobs run.
+#[test]
+fn the_hosts_state_named_through_a_link_is_hidden() {
+    for sb in sandboxes() {
+        let mut s = setup();
+        let link = s.outside.join("state-link");
+        std::os::unix::fs::symlink(&s.hidden, &link).unwrap();
+        s.scope.hidden = vec![link.clone()];
+        let key = link.join("host.key");
+        let out = exec(&sb, &s, &job(&s, &format!("cat '{}'; echo ran", key.display())));
+        let text = String::from_utf8_lossy(&out.output);
+        assert!(!text.contains("PRIVATE KEY") && text.contains("ran"), "{sb:?}: {text}");
+    }
+}
