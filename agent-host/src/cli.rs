@@ -998,6 +998,20 @@ fn doctor() -> anyhow::Result<ExitCode> {
     let ok = match Sandbox::detect(helper.as_deref()) {
         Ok(sandbox) => {
             println!("sandbox: {}", sandbox.describe());
+            if matches!(sandbox, Sandbox::Bubblewrap(_)) {
+                if crate::landlock_sandbox::layer_available() {
+                    println!(
+                        "secrets: hidden by bubblewrap and kept unreadable by a Landlock layer \
+                         inside it (also when replaced or made while a job runs)"
+                    );
+                } else {
+                    println!(
+                        "secrets: hidden by bubblewrap's mounts only (no Landlock with the \
+                         \"refer\" right here, Linux 5.19): a secret replaced on the machine \
+                         while a job runs shows through to it"
+                    );
+                }
+            }
             true
         }
         Err(e) => {

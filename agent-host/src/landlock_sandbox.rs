@@ -98,6 +98,20 @@ pub fn scope_then_run(argv: &[String]) -> anyhow::Error {
     anyhow::anyhow!("cannot run {program}: {error}")
 }
 
+/// What the layer handles ([`hide_layer`]).
+const LAYER_RIGHTS: landlock::BitFlags<AccessFs> =
+    landlock::make_bitflags!(AccessFs::{ReadFile | ReadDir | Refer});
+
+/// Whether this kernel can hold [`hide_layer`] (Landlock with the "refer" right, Linux 5.19):
+/// asked without restricting anything.
+pub fn layer_available() -> bool {
+    Ruleset::default()
+        .set_compatibility(CompatLevel::HardRequirement)
+        .handle_access(LAYER_RIGHTS)
+        .and_then(|r| r.create())
+        .is_ok()
+}
+
 /// A second wall inside a bubblewrap sandbox: the `hidden` places (the user's secrets, which
 /// bubblewrap hid by mounting over them) stay unreadable by what they are, not only by the mount
 /// that lies on their name. A mount is dropped when its name is renamed over or removed on the
@@ -109,7 +123,7 @@ pub fn scope_then_run(argv: &[String]) -> anyhow::Error {
 /// (Linux 5.19), this wall is missing and the command runs with bubblewrap's alone; the result
 /// says which.
 pub fn hide_layer(hidden: &[PathBuf]) -> anyhow::Result<RulesetStatus> {
-    let rights = AccessFs::ReadFile | AccessFs::ReadDir | AccessFs::Refer;
+    let rights = LAYER_RIGHTS;
     // A place that does not exist yet is kept too: its nearest existing ancestor is then listed
     // entry by entry, and what is made there later has no rule.
     let hidden: Vec<PathBuf> =

@@ -452,6 +452,9 @@ fn doctor_says_which_sandbox_jail_and_hook_mode_are_in_force() {
                 text.contains("sandbox: bubblewrap") || text.contains("sandbox: Landlock"),
                 "{text}"
             );
+            if text.contains("sandbox: bubblewrap") {
+                assert!(text.contains("\nsecrets: hidden by bubblewrap"), "{text}");
+            }
         }
         Err(_) => {
             assert_eq!(out.status.code(), Some(1), "{text}");
