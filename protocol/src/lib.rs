@@ -23,6 +23,7 @@ pub mod message;
 pub mod pairing;
 pub mod relay;
 pub mod replay;
+pub mod resume;
 
 pub use action::action_hash;
 pub use envelope::{

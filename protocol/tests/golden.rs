@@ -157,6 +157,11 @@ fn golden_files_match() {
         &mut mismatches,
     );
 
+    // End-to-end resume payloads (`protocol::resume`), and the relay's routing header around
+    // them. Numbers are decimal strings: an epoch is nanoseconds, past what a JSON number holds
+    // exactly in a browser.
+    check("resume.json", &pretty(&resume_cases()), &mut mismatches);
+
     assert!(
         mismatches.is_empty(),
         "golden files differ from what the code produces: {mismatches:#?}\n\
@@ -182,4 +187,65 @@ fn committed_payloads_parse_back() {
         };
         assert_eq!(parsed, message, "{name}");
     }
+}
+
+/// The resume frames of `resume.json`: each encoded, and each malformed payload with the error
+/// it must get.
+fn resume_cases() -> serde_json::Value {
+    use protocol::resume::{Frame, FrameError};
+    let epoch = 1_767_225_600_000_000_123u64;
+    let envelope = b"an envelope's bytes";
+    let frames = [
+        ("data_first", Frame::Data { epoch, seq: 1, base: 1, message: b"hello" }),
+        ("data_later", Frame::Data { epoch, seq: 7, base: 3, message: envelope }),
+        ("data_empty", Frame::Data { epoch: 1, seq: u64::MAX, base: u64::MAX, message: b"" }),
+        ("ack", Frame::Ack { epoch, seq: 42 }),
+        ("ack_nothing_yet", Frame::Ack { epoch: 5, seq: 0 }),
+    ];
+    let mut cases: Vec<serde_json::Value> = frames
+        .iter()
+        .map(|(name, frame)| {
+            let payload = frame.encode();
+            assert_eq!(Frame::decode(&payload).as_ref(), Ok(frame), "{name}");
+            let shape = match *frame {
+                Frame::Data { epoch, seq, base, message } => json!({
+                    "kind": "data",
+                    "epoch": epoch.to_string(),
+                    "seq": seq.to_string(),
+                    "base": base.to_string(),
+                    "message": hex::encode(message),
+                }),
+                Frame::Ack { epoch, seq } => {
+                    json!({ "kind": "ack", "epoch": epoch.to_string(), "seq": seq.to_string() })
+                }
+            };
+            json!({ "name": name, "payload": hex::encode(&payload), "frame": shape })
+        })
+        .collect();
+    let data = |base: u64| Frame::Data { epoch, seq: 4, base, message: b"x" }.encode();
+    let ack = Frame::Ack { epoch, seq: 1 }.encode();
+    let malformed: [(&str, Vec<u8>, FrameError); 8] = [
+        ("empty", vec![], FrameError::Length),
+        ("data_without_base", data(1)[..17].to_vec(), FrameError::Length),
+        ("data_cut_in_base", data(1)[..24].to_vec(), FrameError::Length),
+        ("ack_short", ack[..16].to_vec(), FrameError::Length),
+        ("ack_with_more", [ack.as_slice(), b"x"].concat(), FrameError::Length),
+        ("unknown_kind", [&[2u8][..], &ack[1..]].concat(), FrameError::Kind(2)),
+        ("base_zero", data(0), FrameError::Base),
+        ("base_past_seq", data(5), FrameError::Base),
+    ];
+    for (name, payload, error) in malformed {
+        assert_eq!(Frame::decode(&payload), Err(error), "{name}");
+        let error = match error {
+            FrameError::Length => "length",
+            FrameError::Kind(_) => "kind",
+            FrameError::Base => "base",
+            _ => unreachable!("a new kind of error wants a name here"),
+        };
+        cases.push(json!({ "name": name, "payload": hex::encode(&payload), "error": error }));
+    }
+    json!({
+        "layout": "data: 0 ‖ epoch u64 BE ‖ seq u64 BE ‖ base u64 BE ‖ message; ack: 1 ‖ epoch u64 BE ‖ seq u64 BE",
+        "frames": cases,
+    })
 }

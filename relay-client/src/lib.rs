@@ -14,7 +14,8 @@
 #![forbid(unsafe_code)]
 
 pub mod client;
-pub mod resume;
+/// End-to-end resume: sans-IO, kept in `protocol` beside the other wire formats.
+pub use protocol::resume;
 
 pub use client::{Client, ClientConfig, Inbound};
 

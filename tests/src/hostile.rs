@@ -161,7 +161,10 @@ async fn serve(
 
 /// The envelope inside a resume data payload (`0 ‖ epoch ‖ seq ‖ base ‖ envelope`), if it is one.
 pub fn envelope_of(payload: &[u8]) -> Option<&[u8]> {
-    (payload.first() == Some(&0)).then(|| payload.get(25..)).flatten()
+    match protocol::resume::Frame::decode(payload) {
+        Ok(protocol::resume::Frame::Data { message, .. }) => Some(message),
+        _ => None,
+    }
 }
 
 /// Wraps an envelope as the first message of a new resume stream, which a receiver delivers
@@ -172,10 +175,5 @@ pub fn fresh_stream(envelope: &[u8]) -> Vec<u8> {
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
             as u64
             + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let mut out = vec![0];
-    out.extend_from_slice(&epoch.to_be_bytes());
-    out.extend_from_slice(&1u64.to_be_bytes());
-    out.extend_from_slice(&1u64.to_be_bytes());
-    out.extend_from_slice(envelope);
-    out
+    protocol::resume::Frame::Data { epoch, seq: 1, base: 1, message: envelope }.encode()
 }

@@ -24,16 +24,6 @@ function randomBytes(n) {
   return out;
 }
 
-function u64(bytes, at) {
-  return new DataView(bytes.buffer, bytes.byteOffset + at, 8).getBigUint64(0);
-}
-
-function be64(n) {
-  const out = new Uint8Array(8);
-  new DataView(out.buffer).setBigUint64(0, BigInt(n));
-  return out;
-}
-
 /**
  * The relay's event-stream fallback (relay/src/sse.rs) in the shape of a WebSocket: `send`,
  * `close`, `onmessage`, `onclose`. Events come as server-sent events; each message goes out as
@@ -175,20 +165,18 @@ export class RelayLink {
       }
       return;
     }
-    const frame = new Uint8Array(data);
-    if (frame.length < 33) return;
-    const from = frame.slice(1, 33);
-    const payload = frame.subarray(33);
-    if (payload[0] === 1 && payload.length === 17) {
-      if (u64(payload, 1) === this.epoch) {
-        const seq = u64(payload, 9);
-        while (this.unacked.length > 0 && this.unacked[0].seq <= seq) this.unacked.shift().acked();
+    const routed = p.splitRelayFrame(new Uint8Array(data));
+    if (!routed) return;
+    const { peer: from, payload } = routed;
+    const frame = p.decodeResume(payload);
+    if (frame.kind === "ack") {
+      if (frame.epoch === this.epoch) {
+        while (this.unacked.length > 0 && this.unacked[0].seq <= frame.seq) this.unacked.shift().acked();
       }
       return;
     }
-    if (payload[0] !== 0 || payload.length < 25) return;
-    const [epoch, seq, base] = [u64(payload, 1), u64(payload, 9), u64(payload, 17)];
-    if (base < 1n || base > seq) return;
+    if (frame.kind !== "data") return;
+    const { epoch, seq, base } = frame;
     const key = `${p.toHex(from)}:${epoch}`;
     const known = this.streams.has(key);
     // A stream this side has not seen is joined where it arrives (resume.rs: Join::AtFirstFrame).
@@ -198,7 +186,7 @@ export class RelayLink {
     if (seq === delivered + 1n) {
       now = seq;
       this.streams.set(key, now);
-      this.onMessage(from, payload.slice(25));
+      this.onMessage(from, frame.message.slice());
     } else {
       this.streams.set(key, delivered);
     }
@@ -207,7 +195,7 @@ export class RelayLink {
 
   ack(peer, epoch, seq) {
     if (!this.ready) return;
-    this.ws.send(p.concat(Uint8Array.of(1), peer, Uint8Array.of(1), be64(epoch), be64(seq)));
+    this.ws.send(p.relayFrame(peer, p.encodeResume({ kind: "ack", epoch, seq })));
   }
 
   /** "websocket" or "event-stream": what the link uses (or tries) now. */
@@ -266,8 +254,8 @@ export class RelayLink {
     for (const m of this.unacked) {
       if (all || m.sentAt === null || now - m.sentAt >= 1000) {
         m.sentAt = now;
-        const payload = p.concat(Uint8Array.of(0), be64(this.epoch), be64(m.seq), be64(base), m.message);
-        this.ws.send(p.concat(Uint8Array.of(1), m.peer, payload));
+        const payload = p.encodeResume({ kind: "data", epoch: this.epoch, seq: m.seq, base, message: m.message });
+        this.ws.send(p.relayFrame(m.peer, payload));
       }
     }
   }

@@ -300,6 +300,64 @@ export function authMessage(nonce, side, binding) {
   return concat(AUTH_DOMAIN, nonce, Uint8Array.of(side === "host" ? 0x68 : 0x64), binding);
 }
 
+// --- relay frames and end-to-end resume ----------------------------------------------------
+// The relay's routing header (protocol/src/relay.rs) and the resume payload inside it
+// (protocol/src/resume.rs); protocol/golden/resume.json pins both sides to the same bytes.
+
+/** A data frame's routing header: kind ‖ peer key (32). */
+export const RELAY_HEADER = 33;
+/** The frame kinds: to one peer; from a host to all its devices. */
+export const FRAME = { to: 1, broadcast: 2 };
+
+/** A data frame to `peer`. */
+export function relayFrame(peer, payload) {
+  return concat(Uint8Array.of(FRAME.to), peer, payload);
+}
+
+/** `{ kind, peer, payload }` of a data frame, or null when shorter than its header. */
+export function splitRelayFrame(frame) {
+  if (frame.length < RELAY_HEADER) return null;
+  return { kind: frame[0], peer: frame.slice(1, RELAY_HEADER), payload: frame.subarray(RELAY_HEADER) };
+}
+
+const RESUME_DATA_HEADER = 25;
+const RESUME_ACK_LEN = 17;
+
+function readU64(bytes, at) {
+  return new DataView(bytes.buffer, bytes.byteOffset + at, 8).getBigUint64(0);
+}
+
+/**
+ * A resume payload: `{ kind: "data", epoch, seq, base, message }` or `{ kind: "ack", epoch,
+ * seq }`, numbers as BigInt.
+ */
+export function encodeResume(frame) {
+  if (frame.kind === "data") {
+    return concat(Uint8Array.of(0), u64(frame.epoch), u64(frame.seq), u64(frame.base), frame.message);
+  }
+  if (frame.kind === "ack") return concat(Uint8Array.of(1), u64(frame.epoch), u64(frame.seq));
+  throw new Error(`no resume frame of kind ${frame.kind}`);
+}
+
+/**
+ * Reads a resume payload: a frame as [`encodeResume`] takes it, or `{ error }` naming why it
+ * is none ("length", "kind" or "base"), as `protocol::resume::FrameError` does.
+ */
+export function decodeResume(payload) {
+  if (payload.length === 0) return { error: "length" };
+  if (payload[0] === 0) {
+    if (payload.length < RESUME_DATA_HEADER) return { error: "length" };
+    const [epoch, seq, base] = [readU64(payload, 1), readU64(payload, 9), readU64(payload, 17)];
+    if (base === 0n || base > seq) return { error: "base" };
+    return { kind: "data", epoch, seq, base, message: payload.subarray(RESUME_DATA_HEADER) };
+  }
+  if (payload[0] === 1) {
+    if (payload.length !== RESUME_ACK_LEN) return { error: "length" };
+    return { kind: "ack", epoch: readU64(payload, 1), seq: readU64(payload, 9) };
+  }
+  return { error: "kind" };
+}
+
 // --- pairing -------------------------------------------------------------------------------
 
 /** The offer's public name: what the relay sees instead of the secret. */

@@ -118,3 +118,32 @@ test("the relay challenge answer, bound to a certificate or an origin", async ()
   assert.equal(p.toHex(binding), g.origin_binding);
   assert.equal(p.toHex(p.authMessage(nonce, "device", binding)), g.device_bound_to_origin);
 });
+
+test("resume frames: written and read as protocol::resume does", () => {
+  const { frames } = json("resume.json");
+  assert.ok(frames.length >= 10, `${frames.length} resume cases`);
+  for (const { name, payload, frame, error } of frames) {
+    const bytes = p.fromHex(payload);
+    const read = p.decodeResume(bytes);
+    if (error) {
+      assert.deepEqual(read, { error }, name);
+      continue;
+    }
+    const expected = { kind: frame.kind, epoch: BigInt(frame.epoch), seq: BigInt(frame.seq) };
+    if (frame.kind === "data") Object.assign(expected, { base: BigInt(frame.base) });
+    const { message, ...rest } = read;
+    assert.deepEqual(rest, expected, name);
+    if (frame.kind === "data") assert.equal(p.toHex(message), frame.message, name);
+    const again = p.encodeResume(frame.kind === "data" ? { ...expected, message: p.fromHex(frame.message) } : expected);
+    assert.equal(p.toHex(again), payload, name);
+  }
+});
+
+test("relay frames: the routing header", () => {
+  const peer = new Uint8Array(32).fill(7);
+  const frame = p.relayFrame(peer, Uint8Array.of(9, 9));
+  assert.equal(frame.length, p.RELAY_HEADER + 2);
+  const { kind, peer: back, payload } = p.splitRelayFrame(frame);
+  assert.deepEqual([kind, p.toHex(back), p.toHex(payload)], [p.FRAME.to, p.toHex(peer), "0909"]);
+  assert.equal(p.splitRelayFrame(frame.subarray(0, 32)), null);
+});

@@ -22,6 +22,10 @@
 //!   sent before was for an earlier process of the device, or for another process of the same
 //!   key, which acknowledges it on its own).
 //!
+//! The payloads are [`Frame`]s: [`Frame::decode`] and [`Frame::encode`] are the only code that
+//! reads or writes them here, and `protocol/golden/resume.json` pins their bytes for the
+//! browser's copy (`web/src/protocol.js`).
+//!
 //! The sender keeps what is not yet acknowledged; [`Peer::poll_send`] hands out what is due
 //! (never sent, or sent longer ago than the retransmission timeout, or everything after
 //! [`Peer::reconnected`]) up to a budget, so the caller can pace itself below the relay's rate
@@ -36,7 +40,96 @@ pub const MAX_UNACKED: usize = 4096;
 /// The most incarnations of one peer followed at once; the oldest is forgotten first.
 pub const MAX_STREAMS: usize = 8;
 
-const DATA_HEADER: usize = 25;
+/// The bytes before a data frame's message.
+pub const DATA_HEADER: usize = 25;
+/// The length of an acknowledgement.
+pub const ACK_LEN: usize = 17;
+
+/// One resume payload, as it travels inside a relay frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Frame<'a> {
+    /// Message number `seq` of the sender's stream `epoch`; `base` is the oldest it still holds
+    /// (`1 ≤ base ≤ seq`).
+    Data {
+        /// The sender's incarnation.
+        epoch: u64,
+        /// This message's number, from 1.
+        seq: u64,
+        /// The oldest message the sender still holds.
+        base: u64,
+        /// The application message.
+        message: &'a [u8],
+    },
+    /// "Of your stream `epoch`, I have everything up to `seq`."
+    Ack {
+        /// The stream acknowledged (the receiver's incarnation).
+        epoch: u64,
+        /// Everything up to here was delivered.
+        seq: u64,
+    },
+}
+
+/// Why a payload is not a resume frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Shorter than its kind's header, or an acknowledgement with bytes after it.
+    #[error("a resume frame of the wrong length")]
+    Length,
+    /// Neither a data frame (0) nor an acknowledgement (1).
+    #[error("an unknown resume frame kind {0}")]
+    Kind(u8),
+    /// A data frame whose base is 0 or past its own number.
+    #[error("a resume data frame whose base is not within 1..=seq")]
+    Base,
+}
+
+impl<'a> Frame<'a> {
+    /// Reads a payload.
+    pub fn decode(payload: &'a [u8]) -> Result<Self, FrameError> {
+        let (&kind, _) = payload.split_first().ok_or(FrameError::Length)?;
+        match kind {
+            0 => {
+                let (Some(epoch), Some(seq), Some(base)) =
+                    (be_u64(payload, 1), be_u64(payload, 9), be_u64(payload, 17))
+                else {
+                    return Err(FrameError::Length);
+                };
+                if base == 0 || base > seq {
+                    return Err(FrameError::Base);
+                }
+                Ok(Self::Data { epoch, seq, base, message: &payload[DATA_HEADER..] })
+            }
+            1 => match (payload.len(), be_u64(payload, 1), be_u64(payload, 9)) {
+                (ACK_LEN, Some(epoch), Some(seq)) => Ok(Self::Ack { epoch, seq }),
+                _ => Err(FrameError::Length),
+            },
+            other => Err(FrameError::Kind(other)),
+        }
+    }
+
+    /// Writes a payload.
+    pub fn encode(&self) -> Vec<u8> {
+        match *self {
+            Self::Data { epoch, seq, base, message } => {
+                let mut out = Vec::with_capacity(DATA_HEADER + message.len());
+                out.push(0);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out.extend_from_slice(&base.to_be_bytes());
+                out.extend_from_slice(message);
+                out
+            }
+            Self::Ack { epoch, seq } => {
+                let mut out = Vec::with_capacity(ACK_LEN);
+                out.push(1);
+                out.extend_from_slice(&epoch.to_be_bytes());
+                out.extend_from_slice(&seq.to_be_bytes());
+                out
+            }
+        }
+    }
+}
 
 /// Why a message could not be queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -122,16 +215,8 @@ impl Peer {
 
     /// Handles a payload from the peer.
     pub fn receive(&mut self, payload: &[u8]) -> Incoming {
-        let (Some(&kind), Some(epoch), Some(seq)) =
-            (payload.first(), be_u64(payload, 1), be_u64(payload, 9))
-        else {
-            return Incoming::Malformed;
-        };
-        match kind {
-            0 => {
-                let Some(base) = be_u64(payload, 17).filter(|&b| b >= 1 && b <= seq) else {
-                    return Incoming::Malformed;
-                };
+        match Frame::decode(payload) {
+            Ok(Frame::Data { epoch, seq, base, message }) => {
                 let at = match self.streams.iter().position(|s| s.epoch == epoch) {
                     Some(at) => at,
                     None => {
@@ -157,12 +242,12 @@ impl Peer {
                 stream.ack_due = true;
                 if seq == stream.delivered + 1 {
                     stream.delivered = seq;
-                    Incoming::Deliver(payload[DATA_HEADER..].to_vec())
+                    Incoming::Deliver(message.to_vec())
                 } else {
                     Incoming::Nothing
                 }
             }
-            1 if payload.len() == 17 => {
+            Ok(Frame::Ack { epoch, seq }) => {
                 if epoch == self.epoch {
                     while self.unacked.front().is_some_and(|(s, _, _)| *s <= seq) {
                         self.unacked.pop_front();
@@ -170,7 +255,7 @@ impl Peer {
                 }
                 Incoming::Nothing
             }
-            _ => Incoming::Malformed,
+            Err(_) => Incoming::Malformed,
         }
     }
 
@@ -179,10 +264,7 @@ impl Peer {
         let mut out = Vec::new();
         for stream in self.streams.iter_mut().filter(|s| s.ack_due) {
             stream.ack_due = false;
-            let mut payload = vec![1];
-            payload.extend_from_slice(&stream.epoch.to_be_bytes());
-            payload.extend_from_slice(&stream.delivered.to_be_bytes());
-            out.push(payload);
+            out.push(Frame::Ack { epoch: stream.epoch, seq: stream.delivered }.encode());
         }
         out
     }
@@ -198,13 +280,7 @@ impl Peer {
             }
             if sent.is_none_or(|t| now_ms.saturating_sub(t) >= rto_ms) {
                 *sent = Some(now_ms);
-                let mut payload = Vec::with_capacity(DATA_HEADER + message.len());
-                payload.push(0);
-                payload.extend_from_slice(&self.epoch.to_be_bytes());
-                payload.extend_from_slice(&seq.to_be_bytes());
-                payload.extend_from_slice(&base.to_be_bytes());
-                payload.extend_from_slice(message);
-                out.push(payload);
+                out.push(Frame::Data { epoch: self.epoch, seq: *seq, base, message }.encode());
             }
         }
         out
