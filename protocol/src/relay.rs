@@ -6,6 +6,7 @@
 //! ```text
 //! to the relay:    kind (1 byte) ‖ destination key (32) ‖ payload     kind 1: to that peer
 //!                                                                      kind 2: host → all its devices (key ignored)
+//!                                                                      ([`FrameKind`])
 //! from the relay:  1 ‖ source key (32) ‖ payload
 //! ```
 //!
@@ -290,23 +291,113 @@ pub fn check_register(
     Ok(Registration { devices, offers })
 }
 
+/// What a data frame asks of the relay (its first byte).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum FrameKind {
+    /// To the peer it names; from the relay, always this, naming the sender.
+    To = 1,
+    /// From a host to all its registered devices (the key is ignored).
+    Broadcast = 2,
+}
+
+impl TryFrom<u8> for FrameKind {
+    type Error = FrameError;
+
+    fn try_from(byte: u8) -> Result<Self, FrameError> {
+        match byte {
+            1 => Ok(Self::To),
+            2 => Ok(Self::Broadcast),
+            other => Err(FrameError::Kind(other)),
+        }
+    }
+}
+
+/// Why bytes are not a data frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// Shorter than the routing header.
+    #[error("data frame shorter than its routing header")]
+    Short,
+    /// A first byte that is no [`FrameKind`].
+    #[error("unknown data frame kind {0}")]
+    Kind(u8),
+}
+
 /// Builds a data frame for the relay.
-pub fn data_frame(kind: u8, peer: &[u8; 32], payload: &[u8]) -> Vec<u8> {
+pub fn data_frame(kind: FrameKind, peer: &[u8; 32], payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len());
-    out.push(kind);
+    out.push(kind as u8);
     out.extend_from_slice(peer);
     out.extend_from_slice(payload);
     out
 }
 
-/// Splits a data frame into kind, peer and payload; `None` if shorter than the header.
-pub fn split_frame(frame: &[u8]) -> Option<(u8, [u8; 32], &[u8])> {
-    if frame.len() < HEADER {
-        return None;
-    }
+/// Splits a data frame into kind, peer and payload.
+pub fn split_frame(frame: &[u8]) -> Result<(FrameKind, [u8; 32], &[u8]), FrameError> {
+    let (header, payload) = frame.split_at_checked(HEADER).ok_or(FrameError::Short)?;
+    let kind = FrameKind::try_from(header[0])?;
     let mut peer = [0u8; 32];
-    peer.copy_from_slice(&frame[1..HEADER]);
-    Some((frame[0], peer, &frame[HEADER..]))
+    peer.copy_from_slice(&header[1..]);
+    Ok((kind, peer, payload))
+}
+
+/// The close codes the relay ends a connection with (RFC 6455 §7.4, and 4000–4999 for its own),
+/// in one place: each says to a client whether to come back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum CloseCode {
+    /// The client closed, or the relay answered its close.
+    Normal = 1000,
+    /// The relay is shutting down, or the connection was idle too long: come back.
+    GoingAway = 1001,
+    /// The WebSocket was broken.
+    ProtocolError = 1002,
+    /// Never sent: the connection ended without a close frame (a client's own name for that).
+    Abnormal = 1006,
+    /// A text frame that is not UTF-8.
+    InvalidData = 1007,
+    /// A limit or a rule was broken: the rate, a slow reader's queue, a frame's shape, an
+    /// unexpected control message.
+    Policy = 1008,
+    /// A frame over the size limit.
+    TooBig = 1009,
+    /// The relay failed.
+    Internal = 1011,
+    /// The challenge was not answered with a valid signature: do not retry with the same key.
+    AuthFailed = 4003,
+    /// The challenge was not answered in time.
+    AuthTimeout = 4008,
+    /// This key has as many connections as it may.
+    TooManyConnections = 4009,
+}
+
+impl CloseCode {
+    /// The code on the wire.
+    pub fn code(self) -> u16 {
+        self as u16
+    }
+
+    /// The code a number stands for, if the relay sends it.
+    pub fn from_code(code: u16) -> Option<Self> {
+        [
+            Self::Normal,
+            Self::GoingAway,
+            Self::ProtocolError,
+            Self::Abnormal,
+            Self::InvalidData,
+            Self::Policy,
+            Self::TooBig,
+            Self::Internal,
+            Self::AuthFailed,
+            Self::AuthTimeout,
+            Self::TooManyConnections,
+        ]
+        .into_iter()
+        .find(|c| c.code() == code)
+    }
 }
 
 #[cfg(test)]
@@ -368,8 +459,17 @@ mod tests {
 
     #[test]
     fn frames_split() {
-        let f = data_frame(1, &[3; 32], b"hi");
-        assert_eq!(split_frame(&f), Some((1, [3; 32], &b"hi"[..])));
-        assert_eq!(split_frame(&f[..10]), None);
+        let f = data_frame(FrameKind::To, &[3; 32], b"hi");
+        assert_eq!(split_frame(&f), Ok((FrameKind::To, [3; 32], &b"hi"[..])));
+        assert_eq!(split_frame(&f[..10]), Err(FrameError::Short));
+        let b = data_frame(FrameKind::Broadcast, &[0; 32], b"");
+        assert_eq!(split_frame(&b), Ok((FrameKind::Broadcast, [0; 32], &b""[..])));
+        let mut odd = f.clone();
+        odd[0] = 3;
+        assert_eq!(split_frame(&odd), Err(FrameError::Kind(3)));
+        for code in [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 4003, 4008, 4009] {
+            assert_eq!(CloseCode::from_code(code).map(CloseCode::code), Some(code));
+        }
+        assert_eq!(CloseCode::from_code(1003), None);
     }
 }

@@ -140,7 +140,7 @@ proptest! {
         use protocol::relay::{Side, check_hello, check_register, split_frame};
         prop_assert!(check_hello(Side::Host, &key, &signature, &[1; 32], &[2; 32]).is_err());
         let _ = check_register(&host().public_key(), counter, &devices, &devices, &signature);
-        if let Some((_, _, payload)) = split_frame(&frame) {
+        if let Ok((_, _, payload)) = split_frame(&frame) {
             prop_assert_eq!(payload.len(), frame.len() - protocol::relay::HEADER);
         }
     }

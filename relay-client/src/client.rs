@@ -224,7 +224,11 @@ async fn flush(
         pace.spend(frames.len());
         for payload in frames {
             if link
-                .send(Message::binary(protocol::relay::data_frame(1, peer, &payload)))
+                .send(Message::binary(protocol::relay::data_frame(
+                    protocol::relay::FrameKind::To,
+                    peer,
+                    &payload,
+                )))
                 .await
                 .is_err()
             {
@@ -348,7 +352,7 @@ async fn drive(
                 },
                 incoming = link.next() => match incoming {
                     Some(Ok(Message::Binary(frame))) => {
-                        let Some((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
+                        let Ok((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
                         let state = peers.entry(from).or_insert_with(|| Peer::new(epoch, join));
                         if let Incoming::Deliver(bytes) = state.receive(payload)
                             && inbox.send(Inbound::Message { from, bytes }).is_err()

@@ -239,7 +239,12 @@ pub async fn next_control<L: Duplex + ?Sized>(link: &mut L) -> Result<FromRelay,
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(e.into()),
-            None => return Err(LinkError::Closed { code: 1006, reason: "connection lost".into() }),
+            None => {
+                return Err(LinkError::Closed {
+                    code: protocol::relay::CloseCode::Abnormal.code(),
+                    reason: "connection lost".into(),
+                });
+            }
         }
     }
 }

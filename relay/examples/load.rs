@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::SecretKey;
-use protocol::relay::Side;
+use protocol::relay::{FrameKind, Side};
 use relay::{Config, Limits, Server};
 use relay_client::{Link, authenticate, connect, pinned_config};
 use tokio_tungstenite::tungstenite::Message;
@@ -146,9 +146,13 @@ async fn relay_links(
         tokio::spawn(async move {
             while let Some(Ok(message)) = host.next().await {
                 if let Message::Binary(frame) = message
-                    && let Some((_, from, payload)) = protocol::relay::split_frame(&frame)
+                    && let Ok((_, from, payload)) = protocol::relay::split_frame(&frame)
                     && host
-                        .send(Message::binary(protocol::relay::data_frame(1, &from, payload)))
+                        .send(Message::binary(protocol::relay::data_frame(
+                            FrameKind::To,
+                            &from,
+                            payload,
+                        )))
                         .await
                         .is_err()
                 {
@@ -157,7 +161,7 @@ async fn relay_links(
             }
         });
         let device = join(addr, pin, &d, Side::Device).await?;
-        links.push((device, protocol::relay::data_frame(1, &hk, &[0x5a; FRAME])));
+        links.push((device, protocol::relay::data_frame(FrameKind::To, &hk, &[0x5a; FRAME])));
     }
     Ok(links)
 }
@@ -167,7 +171,7 @@ async fn echo_links(addr: &str, pin: [u8; 32], pairs: u32) -> anyhow::Result<Vec
     let mut links = Vec::new();
     for _ in 0..pairs {
         let (link, _) = connect(addr, "localhost", pinned_config(pin)).await?;
-        links.push((link, protocol::relay::data_frame(1, &[0; 32], &[0x5a; FRAME])));
+        links.push((link, protocol::relay::data_frame(FrameKind::To, &[0; 32], &[0x5a; FRAME])));
     }
     Ok(links)
 }

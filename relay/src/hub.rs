@@ -23,7 +23,7 @@ pub(crate) const MAX_KNOCKS: usize = 4;
 type Knocks = HashMap<[u8; 32], Vec<[u8; 32]>>;
 
 /// Why a connection is being closed by the relay.
-pub(crate) type Kick = Option<(u16, String)>;
+pub(crate) type Kick = Option<(protocol::relay::CloseCode, String)>;
 
 /// One authenticated connection, as the hub sees it.
 #[derive(Debug)]
@@ -44,9 +44,10 @@ impl Conn {
             self.queued.fetch_sub(size, Ordering::Relaxed);
             if self.kick.borrow().is_none() {
                 Metrics::inc(&metrics.limit_closes);
-                let _ = self
-                    .kick
-                    .send(Some((1008, format!("too slow: over {max_queued} bytes queued"))));
+                let _ = self.kick.send(Some((
+                    protocol::relay::CloseCode::Policy,
+                    format!("too slow: over {max_queued} bytes queued"),
+                )));
             }
             return false;
         }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use protocol::relay::{FromRelay, Side, ToRelay};
+use protocol::relay::{CloseCode, FrameKind, FromRelay, Side, ToRelay};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -198,7 +198,7 @@ impl Server {
     pub async fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
         for kick in lock(&self.inner.hub).all_kicks() {
-            let _ = kick.send(Some((1001, "relay shutting down".into())));
+            let _ = kick.send(Some((CloseCode::GoingAway, "relay shutting down".into())));
         }
         let deadline = Instant::now() + self.inner.config.limits.drain_timeout;
         while self.inner.open.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
@@ -381,8 +381,8 @@ async fn respond<S: AsyncWrite + Unpin>(
     Ok(())
 }
 
-fn close(code: u16, reason: impl Into<String>) -> Message {
-    Message::Close(Some(CloseFrame { code: code.into(), reason: reason.into().into() }))
+fn close(code: CloseCode, reason: impl Into<String>) -> Message {
+    Message::Close(Some(CloseFrame { code: code.code().into(), reason: reason.into().into() }))
 }
 
 /// The session of one client, over a WebSocket or the event-stream fallback
@@ -412,25 +412,31 @@ where
                     Ok(key) => (side, *key.as_bytes()),
                     Err(e) => {
                         Metrics::inc(&metrics.auth_failures);
-                        sink.send(close(4003, format!("authentication failed: {e}"))).await?;
+                        sink.send(close(
+                            CloseCode::AuthFailed,
+                            format!("authentication failed: {e}"),
+                        ))
+                        .await?;
                         return Ok(());
                     }
                 }
             }
             _ => {
                 Metrics::inc(&metrics.auth_failures);
-                sink.send(close(4003, "authentication failed: expected a hello")).await?;
+                sink.send(close(CloseCode::AuthFailed, "authentication failed: expected a hello"))
+                    .await?;
                 return Ok(());
             }
         },
         Ok(_) => {
             Metrics::inc(&metrics.auth_failures);
-            sink.send(close(4003, "authentication failed: expected a hello")).await?;
+            sink.send(close(CloseCode::AuthFailed, "authentication failed: expected a hello"))
+                .await?;
             return Ok(());
         }
         Err(_) => {
             Metrics::inc(&metrics.auth_failures);
-            sink.send(close(4008, "authentication timeout")).await?;
+            sink.send(close(CloseCode::AuthTimeout, "authentication timeout")).await?;
             return Ok(());
         }
     };
@@ -448,7 +454,8 @@ where
     };
     let Some(id) = added else {
         Metrics::inc(&metrics.limit_closes);
-        sink.send(close(4009, "too many connections for this key")).await?;
+        sink.send(close(CloseCode::TooManyConnections, "too many connections for this key"))
+            .await?;
         return Ok(());
     };
     // Everything queued for the writer is counted, so that the writer's accounting balances.
@@ -526,13 +533,13 @@ where
     tokio::pin!(idle);
     let stopped = kicked.changed();
     tokio::pin!(stopped);
-    let outcome: Option<(u16, String)> = loop {
+    let outcome: Option<(CloseCode, String)> = loop {
         let next = tokio::select! {
             _ = &mut stopped => break None,
             () = &mut idle => {
                 let deadline = heard + limits.idle_timeout;
                 if deadline <= tokio::time::Instant::now() {
-                    break Some((1001, "idle timeout".into()));
+                    break Some((CloseCode::GoingAway, "idle timeout".into()));
                 }
                 idle.as_mut().reset(deadline);
                 continue;
@@ -543,13 +550,13 @@ where
         let message = match next {
             None => break None,
             Some(Err(WsError::Capacity(e))) => {
-                break Some((1009, format!("frame too large: {e}")));
+                break Some((CloseCode::TooBig, format!("frame too large: {e}")));
             }
             Some(Err(WsError::Protocol(e))) => {
-                break Some((1002, format!("protocol error: {e}")));
+                break Some((CloseCode::ProtocolError, format!("protocol error: {e}")));
             }
             Some(Err(WsError::Utf8(_))) => {
-                break Some((1007, "text frame is not UTF-8".into()));
+                break Some((CloseCode::InvalidData, "text frame is not UTF-8".into()));
             }
             Some(Err(_)) => break None,
             Some(Ok(m)) => m,
@@ -564,17 +571,15 @@ where
                 refilled = now;
                 if tokens < 1.0 {
                     break Some((
-                        1008,
+                        CloseCode::Policy,
                         format!("rate limit: over {} frames per second", limits.frames_per_sec),
                     ));
                 }
                 tokens -= 1.0;
-                let Some((kind, peer, payload)) = protocol::relay::split_frame(&frame) else {
-                    break Some((1008, "data frame shorter than its routing header".into()));
+                let (kind, peer, payload) = match protocol::relay::split_frame(&frame) {
+                    Ok(split) => split,
+                    Err(e) => break Some((CloseCode::Policy, e.to_string())),
                 };
-                if !matches!(kind, 1 | 2) {
-                    break Some((1008, format!("unknown data frame kind {kind}")));
-                }
                 let payload_len = payload.len();
                 Metrics::inc(&metrics.frames_in);
                 metrics.bytes_in.fetch_add(payload_len as u64, Ordering::Relaxed);
@@ -582,18 +587,24 @@ where
                 // sender (the same size), instead of copying the payload into a new frame.
                 let forwarded = match frame.try_into_mut() {
                     Ok(mut buffer) => {
-                        buffer[0] = 1;
+                        buffer[0] = FrameKind::To as u8;
                         buffer[1..protocol::relay::HEADER].copy_from_slice(&key);
                         Message::Binary(buffer.freeze())
                     }
                     Err(frame) => Message::binary(protocol::relay::data_frame(
-                        1,
+                        FrameKind::To,
                         &key,
                         &frame[protocol::relay::HEADER..],
                     )),
                 };
-                let routed =
-                    lock(&inner.hub).route(&key, side, kind == 2, &peer, forwarded, metrics);
+                let routed = lock(&inner.hub).route(
+                    &key,
+                    side,
+                    kind == FrameKind::Broadcast,
+                    &peer,
+                    forwarded,
+                    metrics,
+                );
                 match routed {
                     Ok(n) => {
                         metrics.frames_out.fetch_add(n as u64, Ordering::Relaxed);
@@ -618,7 +629,7 @@ where
                     if side == Side::Host =>
                 {
                     let Ok(host) = protocol::PublicKey::from_bytes(&key) else {
-                        break Some((1011, "internal error".into()));
+                        break Some((CloseCode::Internal, "internal error".into()));
                     };
                     let checked = protocol::relay::check_register(
                         &host, counter, &devices, &offers, &signature,
@@ -652,16 +663,16 @@ where
                         })?));
                     }
                 }
-                _ => break Some((1008, "unexpected control message".into())),
+                _ => break Some((CloseCode::Policy, "unexpected control message".into())),
             },
             Message::Close(_) => break None,
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
     };
-    if outcome.as_ref().is_some_and(|(code, _)| *code != 1000) {
+    if outcome.as_ref().is_some_and(|(code, _)| *code != CloseCode::Normal) {
         Metrics::inc(&metrics.limit_closes);
     }
-    let reason = outcome.unwrap_or((1000, "bye".into()));
+    let reason = outcome.unwrap_or((CloseCode::Normal, "bye".into()));
     // A kick already in place (too slow, shutdown) keeps its reason.
     kick.send_if_modified(|current| {
         if current.is_none() {

@@ -53,8 +53,10 @@ async fn register(link: &mut Link, host: &SecretKey, counter: u64, devices: &[&S
     link.send(Message::text(serde_json::to_string(&message).unwrap())).await.unwrap();
 }
 
+/// A data frame as bytes on the wire: `kind` ‖ `to`'s key ‖ payload (kind 1: to that peer, 2:
+/// to all of a host's devices), written out here so the test pins the format.
 async fn send(link: &mut Link, kind: u8, to: &SecretKey, payload: &[u8]) {
-    let frame = protocol::relay::data_frame(kind, to.public_key().as_bytes(), payload);
+    let frame = [&[kind][..], to.public_key().as_bytes(), payload].concat();
     link.send(Message::binary(frame)).await.unwrap();
 }
 
@@ -73,7 +75,7 @@ async fn recv_within(link: &mut Link, wait: Duration) -> Option<([u8; 32], Vec<u
         match tokio::time::timeout(wait, link.next()).await {
             Ok(Some(Ok(Message::Binary(frame)))) => {
                 let (kind, from, payload) = protocol::relay::split_frame(&frame).unwrap();
-                assert_eq!(kind, 1);
+                assert_eq!(kind, protocol::relay::FrameKind::To);
                 return Some((from, payload.to_vec()));
             }
             Ok(Some(Ok(_))) => {}
@@ -309,6 +311,11 @@ async fn oversized_and_garbage_frames_get_a_close_code_and_others_keep_going() {
     short.send(Message::binary(vec![1; 5])).await.unwrap();
     assert_eq!(closed(&mut short).await.0, 1008);
 
+    let mut odd = join(&r, &key(8), Side::Device).await;
+    send(&mut odd, 3, &h, b"a kind no relay knows").await;
+    let (code, reason) = closed(&mut odd).await;
+    assert_eq!((code, reason.as_str()), (1008, "unknown data frame kind 3"));
+
     let mut chatter = join(&r, &key(7), Side::Device).await;
     chatter.send(Message::text("{\"type\":\"nonsense\"}")).await.unwrap();
     assert_eq!(closed(&mut chatter).await.0, 1008);
@@ -327,7 +334,11 @@ async fn a_flood_is_cut_off_by_the_rate_limit() {
     let mut dev = join(&r, &d, Side::Device).await;
     for _ in 0..500 {
         if dev
-            .send(Message::binary(protocol::relay::data_frame(1, h.public_key().as_bytes(), b"x")))
+            .send(Message::binary(protocol::relay::data_frame(
+                protocol::relay::FrameKind::To,
+                h.public_key().as_bytes(),
+                b"x",
+            )))
             .await
             .is_err()
         {
@@ -540,7 +551,11 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
     );
 
     // Both ways, the relay naming the sender as on a WebSocket.
-    let frame = protocol::relay::data_frame(1, host.public_key().as_bytes(), b"from the phone");
+    let frame = protocol::relay::data_frame(
+        protocol::relay::FrameKind::To,
+        host.public_key().as_bytes(),
+        b"from the phone",
+    );
     let body = [b"b".as_slice(), &frame].concat();
     assert!(https(&r, &post(&path, &body)).await.starts_with("HTTP/1.1 204"));
     assert_eq!(
@@ -553,7 +568,7 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
     let (kind, from, payload) = protocol::relay::split_frame(&frame).unwrap();
     assert_eq!(
         (kind, from, payload),
-        (1, *host.public_key().as_bytes(), b"to the phone".as_slice())
+        (protocol::relay::FrameKind::To, *host.public_key().as_bytes(), b"to the phone".as_slice())
     );
 
     // Closing the event stream ends the session at once (not at the idle timeout).
@@ -632,7 +647,11 @@ async fn a_host_in_the_relays_own_process_gets_the_same_session_without_tls() {
         }
     };
     assert_eq!(from_phone, (*phone.public_key().as_bytes(), b"from the phone".to_vec()));
-    let frame = protocol::relay::data_frame(1, phone.public_key().as_bytes(), b"from the host");
+    let frame = protocol::relay::data_frame(
+        protocol::relay::FrameKind::To,
+        phone.public_key().as_bytes(),
+        b"from the host",
+    );
     local.send(Message::binary(frame)).await.unwrap();
     assert_eq!(
         recv(&mut device).await,

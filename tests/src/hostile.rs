@@ -102,7 +102,8 @@ impl Hostile {
 
 fn deliver(state: &State, from: [u8; 32], to: [u8; 32], payload: &[u8]) {
     for tx in state.conns.get(&to).into_iter().flatten() {
-        let _ = tx.send(protocol::relay::data_frame(1, &from, payload));
+        let _ =
+            tx.send(protocol::relay::data_frame(protocol::relay::FrameKind::To, &from, payload));
     }
 }
 
@@ -139,7 +140,7 @@ async fn serve(
             }
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Binary(frame))) => {
-                    let Some((_, to, payload)) = protocol::relay::split_frame(&frame) else { continue };
+                    let Ok((_, to, payload)) = protocol::relay::split_frame(&frame) else { continue };
                     let seen = Seen { from: key, to, payload: payload.to_vec() };
                     let mut state = lock(&state);
                     state.log.push(seen.clone());
