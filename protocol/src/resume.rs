@@ -14,6 +14,10 @@
 //! and is not mistaken for a replay of the old one. A receiver follows each incarnation of a
 //! peer that sends to it as a stream of its own (up to [`MAX_STREAMS`]), so two processes
 //! holding the same key (a `remote watch` and a `remote approve`) can both talk to the host.
+//! Past that many, the oldest is forgotten, and if it speaks again it is joined afresh at its
+//! `base`: what it still holds may be delivered a second time. Exactly once is the resume
+//! layer's promise to well-behaved peers only; a relay can always make up streams, and what
+//! refuses a message delivered twice is the envelope's replay window ([`crate::replay`]).
 //! Where a receiver starts in a stream it has not seen:
 //! - if it has followed a stream of this peer before (the peer restarted), at `base`, the oldest
 //!   message the peer still holds, so nothing the new incarnation sent is skipped;
@@ -240,7 +244,8 @@ impl Peer {
                 // A duplicate (already delivered) or ahead of a gap gets an acknowledgement of
                 // what is held, so the sender knows where to resume.
                 stream.ack_due = true;
-                if seq == stream.delivered + 1 {
+                // A stream that reached the last number delivers nothing more.
+                if stream.delivered.checked_add(1) == Some(seq) {
                     stream.delivered = seq;
                     Incoming::Deliver(message.to_vec())
                 } else {
@@ -370,6 +375,17 @@ mod tests {
         assert_eq!(p.receive(&[0, 1, 2]), Incoming::Malformed);
         assert_eq!(p.receive(&[9; 9]), Incoming::Malformed);
         assert_eq!(p.receive(&[0; 17]), Incoming::Malformed, "a message without its base");
+    }
+
+    /// Found by the fuzzer: a stream that reached the last number took the next as 0 + 1.
+    #[test]
+    fn a_stream_at_the_last_number_delivers_nothing_more() {
+        let mut p = Peer::new(1, Join::AtFirstFrame);
+        let last = |message: &'static [u8]| {
+            Frame::Data { epoch: 9, seq: u64::MAX, base: u64::MAX, message }.encode()
+        };
+        assert_eq!(p.receive(&last(b"a")), Incoming::Deliver(b"a".to_vec()));
+        assert_eq!(p.receive(&last(b"b")), Incoming::Nothing);
     }
 
     /// A side that joins a stream late (a new process for a key another process of the same key
