@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod conn;
 pub mod echo;
 pub mod hub;
 pub mod local;

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use protocol::relay::{CloseCode, FrameKind, FromRelay, Side, ToRelay};
+use protocol::relay::{CloseCode, FrameKind, FromRelay, ToRelay};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -23,10 +23,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
+use crate::conn::Step;
 use crate::hub::{Conn, Hub, Kick, NoRoute};
-
-/// The shortest time between two "undeliverable" notices to one connection.
-const NOTICE_INTERVAL: Duration = Duration::from_secs(1);
 use crate::metrics::Metrics;
 use crate::tls::Identity;
 
@@ -523,9 +521,7 @@ where
         })
     };
 
-    let mut tokens = f64::from(limits.burst);
-    let mut refilled = Instant::now();
-    let mut last_notice: Option<Instant> = None;
+    let mut rules = crate::conn::State::new(side, &limits, Instant::now());
     // The idle timer is armed once and moved on only when it fires, to the idle timeout after
     // the last message heard (not re-armed for every frame).
     let mut heard = tokio::time::Instant::now();
@@ -549,38 +545,13 @@ where
         heard = tokio::time::Instant::now();
         let message = match next {
             None => break None,
-            Some(Err(WsError::Capacity(e))) => {
-                break Some((CloseCode::TooBig, format!("frame too large: {e}")));
-            }
-            Some(Err(WsError::Protocol(e))) => {
-                break Some((CloseCode::ProtocolError, format!("protocol error: {e}")));
-            }
-            Some(Err(WsError::Utf8(_))) => {
-                break Some((CloseCode::InvalidData, "text frame is not UTF-8".into()));
-            }
-            Some(Err(_)) => break None,
+            Some(Err(e)) => break crate::conn::close_for(&e),
             Some(Ok(m)) => m,
         };
-        match message {
-            Message::Binary(frame) => {
-                let now = heard.into_std();
-                tokens = (tokens
-                    + now.duration_since(refilled).as_secs_f64()
-                        * f64::from(limits.frames_per_sec))
-                .min(f64::from(limits.burst));
-                refilled = now;
-                if tokens < 1.0 {
-                    break Some((
-                        CloseCode::Policy,
-                        format!("rate limit: over {} frames per second", limits.frames_per_sec),
-                    ));
-                }
-                tokens -= 1.0;
-                let (kind, peer, payload) = match protocol::relay::split_frame(&frame) {
-                    Ok(split) => split,
-                    Err(e) => break Some((CloseCode::Policy, e.to_string())),
-                };
-                let payload_len = payload.len();
+        let now = heard.into_std();
+        match rules.handle(now, &message) {
+            Step::Route { broadcast, peer, payload_len } => {
+                let Message::Binary(frame) = message else { continue };
                 Metrics::inc(&metrics.frames_in);
                 metrics.bytes_in.fetch_add(payload_len as u64, Ordering::Relaxed);
                 // Forward the received buffer itself, its routing header rewritten to name the
@@ -597,14 +568,8 @@ where
                         &frame[protocol::relay::HEADER..],
                     )),
                 };
-                let routed = lock(&inner.hub).route(
-                    &key,
-                    side,
-                    kind == FrameKind::Broadcast,
-                    &peer,
-                    forwarded,
-                    metrics,
-                );
+                let routed =
+                    lock(&inner.hub).route(&key, side, broadcast, &peer, forwarded, metrics);
                 match routed {
                     Ok(n) => {
                         metrics.frames_out.fetch_add(n as u64, Ordering::Relaxed);
@@ -613,8 +578,7 @@ where
                     Err(no_route) => {
                         Metrics::inc(&metrics.drops);
                         // Say so, at most once a second, so a sender learns why it hears nothing.
-                        if last_notice.is_none_or(|t| now.duration_since(t) >= NOTICE_INTERVAL) {
-                            last_notice = Some(now);
+                        if rules.notice_due(now) {
                             let notice = FromRelay::Undeliverable {
                                 peer: hex::encode(peer),
                                 offline: no_route == NoRoute::Offline,
@@ -624,49 +588,42 @@ where
                     }
                 }
             }
-            Message::Text(text) => match serde_json::from_str::<ToRelay>(&text) {
-                Ok(ToRelay::Register { counter, devices, offers, signature })
-                    if side == Side::Host =>
-                {
-                    let Ok(host) = protocol::PublicKey::from_bytes(&key) else {
-                        break Some((CloseCode::Internal, "internal error".into()));
-                    };
-                    let checked = protocol::relay::check_register(
-                        &host, counter, &devices, &offers, &signature,
-                    );
-                    let refusal = match checked {
-                        Ok(list) => {
-                            let fresh = lock(&inner.hub).register(key, counter, list, metrics);
-                            (!fresh).then(|| {
-                                format!("registration counter {counter} is not newer than the last")
-                            })
-                        }
-                        Err(e) => Some(format!("registration refused: {e}")),
-                    };
-                    if let Some(reason) = refusal {
-                        enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
-                            reason,
-                        })?));
+            Step::Register { counter, devices, offers, signature } => {
+                let Ok(host) = protocol::PublicKey::from_bytes(&key) else {
+                    break Some((CloseCode::Internal, "internal error".into()));
+                };
+                let checked =
+                    protocol::relay::check_register(&host, counter, &devices, &offers, &signature);
+                let refusal = match checked {
+                    Ok(list) => {
+                        let fresh = lock(&inner.hub).register(key, counter, list, metrics);
+                        (!fresh).then(|| {
+                            format!("registration counter {counter} is not newer than the last")
+                        })
                     }
+                    Err(e) => Some(format!("registration refused: {e}")),
+                };
+                if let Some(reason) = refusal {
+                    enqueue(Message::text(serde_json::to_string(&FromRelay::Refused { reason })?));
                 }
-                Ok(ToRelay::Knock { host, token }) if side == Side::Device => {
-                    let open = match (
-                        protocol::relay::hex32(&host, "host"),
-                        protocol::relay::hex32(&token, "token"),
-                    ) {
-                        (Ok(host), Ok(token)) => lock(&inner.hub).knock(key, &host, &token),
-                        _ => false,
-                    };
-                    if !open {
-                        enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
-                            reason: "no such pairing offer is open at that host".into(),
-                        })?));
-                    }
+            }
+            Step::Knock { host, token } => {
+                let open = match (
+                    protocol::relay::hex32(&host, "host"),
+                    protocol::relay::hex32(&token, "token"),
+                ) {
+                    (Ok(host), Ok(token)) => lock(&inner.hub).knock(key, &host, &token),
+                    _ => false,
+                };
+                if !open {
+                    enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
+                        reason: "no such pairing offer is open at that host".into(),
+                    })?));
                 }
-                _ => break Some((CloseCode::Policy, "unexpected control message".into())),
-            },
-            Message::Close(_) => break None,
-            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
+            }
+            Step::Nothing => {}
+            Step::End => break None,
+            Step::Close(code, reason) => break Some((code, reason)),
         }
     };
     if outcome.as_ref().is_some_and(|(code, _)| *code != CloseCode::Normal) {
