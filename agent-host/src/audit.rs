@@ -745,6 +745,38 @@ pub fn describe(record: &Record, name_of: &dyn Fn(&str) -> Option<String>) -> St
         }
         Event::Device { device, change } => format!("device {}: {change}", who(device)),
     };
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(record.time_ms);
-    format!("#{:<5} {} {what}", record.seq, humantime::format_rfc3339_seconds(time))
+    format!("#{:<5} {} {what}", record.seq, time_for_people(record.time_ms))
+}
+
+/// A time in Unix ms as people read it (RFC 3339, UTC, to the second); past the year 9999,
+/// which RFC 3339 cannot write, the number itself.
+pub fn time_for_people(ms: u64) -> String {
+    /// 10000-01-01T00:00:00Z.
+    const PAST_RFC3339_MS: u64 = 253_402_300_800_000;
+    if ms >= PAST_RFC3339_MS {
+        return format!("{ms} ms after 1970");
+    }
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Found by the fuzzer: a record dated past the year 9999 (a damaged or forged log) made
+    /// `audit tail` panic on RFC 3339's limit.
+    #[test]
+    fn any_time_in_a_record_can_be_shown() {
+        assert_eq!(time_for_people(1_767_225_600_000), "2026-01-01T00:00:00Z");
+        assert_eq!(time_for_people(253_402_300_799_999), "9999-12-31T23:59:59Z");
+        assert_eq!(time_for_people(u64::MAX), format!("{} ms after 1970", u64::MAX));
+        let record = Record {
+            seq: 3,
+            time_ms: 1_767_220_225_600_001,
+            prev: GENESIS.into(),
+            event: Event::Start { request: "07".repeat(16) },
+        };
+        assert!(describe(&record, &|_| None).contains("1767220225600001 ms after 1970"));
+    }
 }

@@ -793,12 +793,7 @@ fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Result<ExitCod
         for d in devices.iter().filter(|_| !json) {
             let seen = match d.last_seen_ms {
                 _ if d.online => "online now".to_string(),
-                Some(ms) => format!(
-                    "last seen {}",
-                    humantime::format_rfc3339_seconds(
-                        std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms)
-                    )
-                ),
+                Some(ms) => format!("last seen {}", crate::audit::time_for_people(ms)),
                 None => "never seen".into(),
             };
             println!(
