@@ -17,6 +17,7 @@ use crate::approvals::{Pending, Resolution};
 use crate::audit::Event;
 use crate::daemon::{Host, lock, now_ms};
 use crate::exec::{Job, Limits};
+use crate::host_core::{Effect, Grant, HostCore};
 use crate::local_api::Door;
 use crate::policy::{Subject, Verdict as PolicyVerdict};
 
@@ -377,13 +378,14 @@ pub async fn submit(
                 }
                 perform(runner, id, work).await
             })
+            .await
         }
     }
 }
 
 /// Makes an action wait for a person; once approved, `then` (given who approved) gives the
 /// final outcome; a denial or a lapse is the final outcome itself.
-fn ask_then<F, Fut>(
+async fn ask_then<F, Fut>(
     host: &Arc<Host>,
     id: RequestId,
     action: Action,
@@ -394,7 +396,7 @@ where
     F: FnOnce(String) -> Fut + Send + 'static,
     Fut: Future<Output = Outcome> + Send + 'static,
 {
-    let (pending, rx) = match open_pending(host, id, action, shown) {
+    let (pending, rx) = match open_pending(host, id, action, shown).await {
         Ok(opened) => opened,
         Err(refusal) => return (refusal, None),
     };
@@ -441,7 +443,7 @@ struct Shown {
 
 /// Makes an action wait for a person, shows it to every device, and returns it with where its
 /// resolution will arrive.
-fn open_pending(
+async fn open_pending(
     host: &Host,
     id: RequestId,
     action: Action,
@@ -455,16 +457,14 @@ fn open_pending(
         reason: shown.reason,
         preview: shown.preview,
         requested_by: shown.requested_by,
-        expires_at_ms: now_ms() + host.config.approval_timeout.as_millis() as u64,
+        // Set by the core, from the time it takes the question.
+        expires_at_ms: 0,
     };
-    let (tx, rx) = oneshot::channel();
-    lock(&host.waiters).insert(id, tx);
-    if let Err(e) = lock(&host.broker).add(pending.clone()) {
-        lock(&host.waiters).remove(&id);
-        return Err(Outcome::refused(Some(id), ErrorCode::Conflict, e.to_string()));
+    match host.core.ask(pending).await {
+        Ok(Ok(opened)) => Ok(opened),
+        Ok(Err(e)) => Err(Outcome::refused(Some(id), e.code(), e.to_string())),
+        Err(e) => Err(Outcome::refused(Some(id), ErrorCode::Internal, e.to_string())),
     }
-    host.broadcast(pending_event(host, &pending));
-    Ok((pending, rx))
 }
 
 /// Who approved, or the refusal a denial or a lapse means.
@@ -569,7 +569,10 @@ pub async fn judge(
         }
         PolicyVerdict::Allow => {
             let explicit = decision.explicit;
-            grant_run(&host, id, grant.map(|g| Grant { network: g.network && explicit, ..g }));
+            let grant = grant.map(|g| Grant { network: g.network && explicit, ..g });
+            if let Err(refusal) = grant_run(&host, id, grant).await {
+                return (refusal, None);
+            }
             (allowed(&host, id, decision.reason), None)
         }
         PolicyVerdict::Ask => {
@@ -578,49 +581,30 @@ pub async fn judge(
             let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
             let answering = host.clone();
             ask_then(&host, id, action, shown, move |by| async move {
-                grant_run(&answering, id, grant);
+                if let Err(refusal) = grant_run(&answering, id, grant).await {
+                    return refusal;
+                }
                 allowed(&answering, id, format!("approved by {by}"))
             })
+            .await
         }
     }
 }
 
-/// How long an allowed command waits for its run through the sandbox.
-const GRANT_FOR_MS: u64 = 5 * 60 * 1000;
-/// The most allowed commands waiting for their run (the oldest go first).
-const MAX_GRANTS: usize = 256;
-
-/// A command an agent was allowed, waiting for its run through the sandbox.
-#[derive(Debug, Clone)]
-pub struct Grant {
-    action_hash: ActionHash,
-    /// The directory judged, as the kernel resolved it.
-    cwd: PathBuf,
-    network: bool,
-    expires_at_ms: u64,
-}
-
-/// The allowed commands waiting for their run, by request.
-pub type Grants = std::collections::HashMap<RequestId, Grant>;
-
-fn grant_run(host: &Host, id: RequestId, grant: Option<Grant>) {
-    let Some(grant) = grant else { return };
-    let now = now_ms();
-    let mut grants = lock(&host.grants);
-    grants.retain(|_, g| g.expires_at_ms > now);
-    while grants.len() >= MAX_GRANTS {
-        let oldest = grants.iter().min_by_key(|(_, g)| g.expires_at_ms).map(|(id, _)| *id);
-        let Some(oldest) = oldest else { break };
-        grants.remove(&oldest);
-    }
-    grants.insert(id, Grant { expires_at_ms: now + GRANT_FOR_MS, ..grant });
+/// Lets the command judged under `id` run once through the sandbox (when it is a command).
+async fn grant_run(host: &Host, id: RequestId, grant: Option<Grant>) -> Result<(), Outcome> {
+    let Some(grant) = grant else { return Ok(()) };
+    host.core
+        .grant(id, grant)
+        .await
+        .map_err(|e| Outcome::refused(Some(id), ErrorCode::Internal, format!("{e}; not allowed")))
 }
 
 /// Runs, through the sandbox, the command an agent was allowed under `id` (see
 /// [`crate::local_api::ApiRequest::RunAllowed`]): only the action judged, only once, in the
 /// directory judged. Anything else is refused and audited.
 pub async fn run_allowed(host: Arc<Host>, door: Door, id: RequestId, action: Action) -> Outcome {
-    let grant = lock(&host.grants).remove(&id).filter(|g| g.expires_at_ms > now_ms());
+    let grant = host.core.take_grant(id).await.ok().flatten();
     let refuse = |code, message: String| {
         crate::link::refuse(&host, &format!("local:{}", door.asker()), &message);
         Outcome::refused(Some(id), code, message)
@@ -726,40 +710,89 @@ pub fn pending_event(host: &Host, p: &Pending) -> HostEvent {
     }
 }
 
-/// Records a resolution, tells the devices, and wakes whoever waits for it.
-pub fn settle(host: &Host, resolution: Resolution) {
-    let id = resolution.pending.id;
-    let by = resolution.by.clone().unwrap_or_else(|| "nobody (lapsed)".into());
-    let verdict = if resolution.verdict == Verdict::Approve { "approve" } else { "deny" };
-    if let Err(e) = host.record(Event::Approval {
-        request: id.to_string(),
-        verdict: verdict.into(),
-        by,
-        action_hash: resolution.pending.action_hash.to_string(),
-    }) {
-        tracing::error!("audit: {e}");
-    }
-    host.broadcast(HostEvent::ActionDecided {
-        request: id,
-        verdict: resolution.verdict,
-        decided_by: resolution.by.as_deref().map(|by| host.actor(by)),
-    });
-    if let Some(waiter) = lock(&host.waiters).remove(&id) {
-        let _ = waiter.send(resolution);
-    }
-}
-
 /// Applies a decision by `by` (a device id or `local:…`); the first valid one wins.
-pub fn decide(
+pub async fn decide(
     host: &Host,
     id: RequestId,
     action_hash: &ActionHash,
     verdict: Verdict,
     by: &str,
-) -> Result<(), crate::approvals::DecisionError> {
-    let resolution = lock(&host.broker).decide(id, action_hash, verdict, by, now_ms())?;
-    settle(host, resolution);
-    Ok(())
+) -> Result<(), DecideError> {
+    Ok(host.core.decide(id, *action_hash, verdict, by.to_string()).await??)
+}
+
+/// Why a decision was not taken.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DecideError {
+    /// The broker refused it.
+    #[error(transparent)]
+    Decision(#[from] crate::approvals::DecisionError),
+    /// The core could not take it.
+    #[error(transparent)]
+    Core(#[from] crate::host_core::CoreError),
+}
+
+impl DecideError {
+    /// What a device is told.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Decision(e) => e.code(),
+            Self::Core(_) => ErrorCode::Internal,
+        }
+    }
+}
+
+/// The core's driver: the one owner of the [`HostCore`]. It applies what the rest of the host
+/// asks, in the order asked, fires the core's timer when the next pending action lapses, and
+/// carries out the core's effects in the order the core gives them.
+pub(crate) async fn drive(
+    host: Arc<Host>,
+    mut core: HostCore,
+    mut commands: tokio::sync::mpsc::Receiver<crate::host_core::Command>,
+) {
+    let mut waiters = std::collections::HashMap::new();
+    loop {
+        let lapse = core.poll_timeout().map(|at| {
+            let wait = std::time::Duration::from_millis(at.saturating_sub(now_ms()));
+            tokio::time::Instant::now() + wait
+        });
+        let timer = async {
+            match lapse {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => crate::host_core::apply(&mut core, &mut waiters, now_ms(), command),
+                None => return,
+            },
+            () = timer => core.handle_timeout(now_ms()),
+        }
+        while let Some(effect) = core.poll_effect() {
+            match effect {
+                Effect::Audit(event) => {
+                    if let Err(e) = host.record(event) {
+                        tracing::error!("audit: {e}");
+                    }
+                }
+                Effect::Pending(p) => host.broadcast(pending_event(&host, &p)),
+                Effect::Decided { request, verdict, by } => {
+                    host.broadcast(HostEvent::ActionDecided {
+                        request,
+                        verdict,
+                        decided_by: by.as_deref().map(|by| host.actor(by)),
+                    });
+                }
+                Effect::Settled(resolution) => {
+                    if let Some(waiter) = waiters.remove(&resolution.pending.id) {
+                        let _ = waiter.send(*resolution);
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// The directory a command runs in: `requested` taken from `base` (an absolute directory; an

@@ -1,7 +1,7 @@
 //! The approvals broker: actions waiting for a person, and the rule that the first valid
 //! decision wins, once.
 //!
-//! Pure state, no I/O and no clock: the daemon holds it behind a mutex and passes the time in.
+//! Pure state, no I/O and no clock: [`crate::host_core::HostCore`] holds it and passes the time in.
 //! A decision is valid only if it names a pending request, carries that request's action hash
 //! (so it approves exactly what was shown), and arrives before the request lapses. Deciding
 //! removes the request, so a second decision (a duplicate, a replay, or a loser of a race
@@ -71,7 +71,26 @@ pub enum DecisionError {
         "request {0} was made by this device; under the two-person rule another must approve it"
     )]
     OwnRequest(RequestId),
+    /// As many actions as may wait for a person already wait.
+    #[error("{MAX_PENDING} actions already wait for a person; answer some first")]
+    Full,
 }
+
+impl DecisionError {
+    /// What a device is told: the one place this error meets the wire.
+    pub fn code(&self) -> protocol::ErrorCode {
+        use protocol::ErrorCode;
+        match self {
+            Self::WrongAction(_) | Self::Duplicate(_) | Self::Full => ErrorCode::Conflict,
+            Self::Lapsed(_) => ErrorCode::Expired,
+            Self::OwnRequest(_) => ErrorCode::Forbidden,
+            Self::NotPending(_) => ErrorCode::NotFound,
+        }
+    }
+}
+
+/// The most actions waiting for a person at once.
+pub const MAX_PENDING: usize = 1024;
 
 /// The pending actions.
 #[derive(Debug, Default)]
@@ -97,6 +116,9 @@ impl Broker {
     pub fn add(&mut self, pending: Pending) -> Result<(), DecisionError> {
         if self.pending.contains_key(&pending.id) {
             return Err(DecisionError::Duplicate(pending.id));
+        }
+        if self.pending.len() >= MAX_PENDING {
+            return Err(DecisionError::Full);
         }
         self.pending.insert(pending.id, pending);
         Ok(())
@@ -138,6 +160,11 @@ impl Broker {
         }
         let pending = self.pending.remove(&id).ok_or(DecisionError::NotPending(id))?;
         Ok(Resolution { pending, verdict, by: Some(by.to_string()) })
+    }
+
+    /// When the next pending action lapses (Unix ms).
+    pub fn next_expiry(&self) -> Option<u64> {
+        self.pending.values().map(|p| p.expires_at_ms).min()
     }
 
     /// Removes what lapsed by `now_ms`: each is a denial.

@@ -24,7 +24,6 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::actions::{Outcome, Requester};
-use crate::approvals::{Broker, Resolution};
 use crate::audit::{AuditError, AuditLog, Event, Record};
 use crate::devices::{JournalSync, Registry};
 use crate::dirs::Dirs;
@@ -68,15 +67,12 @@ pub struct Host {
     pub(crate) requested_before: HashSet<(DeviceId, RequestId)>,
     /// Syncs both in the background.
     pub(crate) syncer: Syncer,
-    pub(crate) broker: Mutex<Broker>,
-    pub(crate) waiters: Mutex<HashMap<RequestId, oneshot::Sender<Resolution>>>,
+    /// The decision state's driver ([`crate::host_core`]): pending actions and grants.
+    pub(crate) core: crate::host_core::CoreHandle,
     /// The workspace root, held open once for every confined lookup.
     pub(crate) files: crate::confine::Workspace,
     pub(crate) devices: Mutex<Registry>,
     pub(crate) offers: Mutex<Offers>,
-    /// Commands agents were allowed to run, waiting for their run through the sandbox
-    /// ([`crate::actions::run_allowed`]).
-    pub(crate) grants: Mutex<crate::actions::Grants>,
     /// Sessions shared by `agent-host run`.
     pub(crate) sessions: Mutex<HashMap<protocol::SessionId, crate::session::Live>>,
     /// To the relay link, when there is one.
@@ -282,7 +278,11 @@ pub async fn serve(
             &crate::exec::Limits::default(),
         )
     });
-    let broker = Broker::new().two_person(config.two_person);
+    let core = crate::host_core::HostCore::new(
+        u64::try_from(config.approval_timeout.as_millis()).unwrap_or(u64::MAX),
+        config.two_person,
+    );
+    let (core_handle, core_commands) = crate::host_core::CoreHandle::channel();
     let host = Arc::new(Host {
         config,
         key,
@@ -290,17 +290,16 @@ pub async fn serve(
         audit,
         requested_before,
         syncer,
-        broker: Mutex::new(broker),
-        waiters: Mutex::new(HashMap::new()),
+        core: core_handle,
         files,
         devices: Mutex::new(devices),
         offers: Mutex::new(Offers::default()),
-        grants: Mutex::new(crate::actions::Grants::default()),
         sessions: Mutex::new(HashMap::new()),
         link: relay.is_some().then_some(link_tx),
         pool,
         scope,
     });
+    let driver = tokio::spawn(crate::actions::drive(host.clone(), core, core_commands));
     let link = relay.map(|setup| tokio::spawn(crate::link::run(host.clone(), setup, link_rx)));
     if let Some(ready) = ready {
         let _ = ready.send(host_id);
@@ -315,6 +314,7 @@ pub async fn serve(
         }
     }
     expiry.abort();
+    driver.abort();
     if let Some(link) = link {
         link.abort();
     }
@@ -327,14 +327,10 @@ pub async fn serve(
     Ok(())
 }
 
-/// Denies what lapsed, every 250 ms, and drops lapsed pairing offers.
+/// Drops lapsed pairing offers, every 250 ms. (Pending actions lapse on the core's own timer.)
 async fn expire_loop(host: Arc<Host>) {
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
-        let lapsed = lock(&host.broker).expire(now_ms());
-        for resolution in lapsed {
-            crate::actions::settle(&host, resolution);
-        }
         if lock(&host.offers).expire(now_ms()) {
             host.reregister();
         }
@@ -435,16 +431,17 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
             };
             conn.send(&response).await
         }
-        ApiRequest::Approvals => {
-            let pending = lock(&host.broker).list();
-            conn.send(&ApiResponse::Approvals { pending }).await
-        }
+        ApiRequest::Approvals => match host.core.pending().await {
+            Ok(pending) => conn.send(&ApiResponse::Approvals { pending }).await,
+            Err(e) => conn.send(&ApiResponse::Error { message: e.to_string() }).await,
+        },
         ApiRequest::Decide { id, action_hash, verdict } => {
-            let response =
-                match crate::actions::decide(&host, id, &action_hash, verdict, "local:terminal") {
-                    Ok(()) => ApiResponse::Decided { request: id, verdict },
-                    Err(e) => ApiResponse::Error { message: e.to_string() },
-                };
+            let decided =
+                crate::actions::decide(&host, id, &action_hash, verdict, "local:terminal").await;
+            let response = match decided {
+                Ok(()) => ApiResponse::Decided { request: id, verdict },
+                Err(e) => ApiResponse::Error { message: e.to_string() },
+            };
             conn.send(&response).await
         }
         ApiRequest::Exec { argv, cwd, wait } => {
@@ -524,16 +521,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
                 // The asker hung up (its own deadline passed): nobody would hear an approval,
                 // so the question is withdrawn as denied.
                 _ = conn.next::<serde_json::Value>() => {
-                    let hash = lock(&host.broker).get(&id).map(|p| p.action_hash);
-                    if let Some(hash) = hash {
-                        let _ = crate::actions::decide(
-                            &host,
-                            id,
-                            &hash,
-                            protocol::Verdict::Deny,
-                            &gave_up,
-                        );
-                    }
+                    let _ = host.core.withdraw(id, gave_up, false).await;
                     Ok(())
                 }
             }

@@ -1,13 +1,14 @@
 //! The host: the only part of the bridge that decides and executes.
 //!
 //! It holds the pure policy engine ([`policy`]: the permission rules of `PERMISSIONS.md`), the
-//! approvals broker ([`approvals`]), confined file operations ([`confine`]), the sandboxed
-//! executor ([`exec`], with [`landlock_sandbox`] as its fallback), the hash-chained audit log
-//! ([`audit`]), the identity key ([`identity`]), the daemon and its local socket ([`daemon`],
-//! [`local_api`]), the one path every action takes ([`actions`]), the paired devices
-//! ([`devices`]), the link to them through a relay and pairing ([`link`]), `agent-host up` with
-//! its embedded relay ([`up`]), agents' hooks ([`hook`]), sessions in a pseudo-terminal
-//! ([`session`]) and the command line ([`cli`]). It
+//! approvals broker ([`approvals`]) inside the host's sans-IO decision state ([`host_core`]),
+//! confined file operations ([`confine`]), the sandboxed executor ([`exec`], with
+//! [`landlock_sandbox`] as its fallback), the hash-chained audit log ([`audit`]), the identity
+//! key ([`identity`]), the daemon and its local socket ([`daemon`], [`local_api`]), the one path
+//! every action takes ([`actions`]), the paired devices ([`devices`]), the link to them through
+//! a relay and pairing ([`link`]), `agent-host up` with its embedded relay ([`up`]), agents'
+//! hooks ([`hook`]), sessions in a pseudo-terminal ([`session`]) and the command line
+//! ([`cli`]). It
 //! holds no relay routing logic: `up` runs the `relay` crate's server beside the host.
 
 #![forbid(unsafe_code)]
@@ -23,6 +24,7 @@ pub mod dirs;
 pub mod exec;
 pub mod fsutil;
 pub mod hook;
+pub mod host_core;
 pub mod identity;
 pub mod jail;
 pub mod landlock_sandbox;

@@ -38,6 +38,7 @@ use crate::actions::{Requester, pending_event};
 use crate::audit::Event;
 use crate::daemon::{Host, LocalConn, lock, now_ms};
 use crate::devices::{Device, Registry};
+use crate::host_core::{Command, CoreError};
 use crate::local_api::{ApiResponse, DeviceChange, DeviceInfo, PairAnswer};
 
 /// How long an event the host sends stays valid.
@@ -523,15 +524,29 @@ pub(crate) async fn run(
     }
 }
 
-/// Sends a device every pending action, then the host's status.
+/// Sends a device every pending action, then the host's status (in a task of its own: the list
+/// comes from the core's driver).
 fn sync(
+    host: &Arc<Host>,
+    link: &mpsc::UnboundedSender<ToLink>,
+    device: DeviceId,
+    request: Option<RequestId>,
+) {
+    let (host, link) = (host.clone(), link.clone());
+    tokio::spawn(async move { sync_now(&host, &link, device, request).await });
+}
+
+async fn sync_now(
     host: &Host,
     link: &mpsc::UnboundedSender<ToLink>,
     device: DeviceId,
     request: Option<RequestId>,
 ) {
     let Some(role) = lock(&host.devices).get(&device).map(|d| d.role) else { return };
-    let pending = lock(&host.broker).list();
+    let pending = match host.core.pending().await {
+        Ok(pending) => pending,
+        Err(e) => return error(link, device, request, ErrorCode::Internal, e.to_string()),
+    };
     for p in &pending {
         let _ = link.send(ToLink::To(device, pending_event(host, p)));
     }
@@ -699,44 +714,53 @@ fn dispatch(
             if device.role < Role::Operator {
                 return forbidden(Role::Operator, Some(target));
             }
-            let hash = lock(&host.broker)
-                .get(&target)
-                .filter(|p| p.requested_by == label)
-                .map(|p| p.action_hash);
-            let done = hash.is_some_and(|hash| {
-                crate::actions::decide(host, target, &hash, protocol::Verdict::Deny, &label).is_ok()
+            // Only a request of this device's own; queued in the order frames came.
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Withdraw { id: target, by: label, own_only: true, reply };
+            let (link, who) = (link.clone(), device.id);
+            let queued = host.core.try_send(command);
+            tokio::spawn(async move {
+                let withdrawn = match queued {
+                    Ok(()) => answer.await.map_err(|_| CoreError::Stopped.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                if !matches!(withdrawn, Ok(Ok(()))) {
+                    error(
+                        &link,
+                        who,
+                        Some(target),
+                        ErrorCode::NotFound,
+                        "no pending request of this device has that id",
+                    );
+                }
             });
-            if !done {
-                error(
-                    link,
-                    device.id,
-                    Some(target),
-                    ErrorCode::NotFound,
-                    "no pending request of this device has that id",
-                );
-            }
         }
         Message::Decision(decision) => {
             if device.role < Role::Approver {
                 return forbidden(Role::Approver, Some(decision.request));
             }
-            if let Err(e) = crate::actions::decide(
-                host,
-                decision.request,
-                &decision.action_hash,
-                decision.verdict,
-                &label,
-            ) {
-                use crate::approvals::DecisionError;
-                let code = match e {
-                    DecisionError::WrongAction(_) => ErrorCode::Conflict,
-                    DecisionError::Lapsed(_) => ErrorCode::Expired,
-                    DecisionError::OwnRequest(_) => ErrorCode::Forbidden,
-                    _ => ErrorCode::NotFound,
+            let (reply, answer) = oneshot::channel();
+            let command = Command::Decide {
+                id: decision.request,
+                action_hash: decision.action_hash,
+                verdict: decision.verdict,
+                by: label.clone(),
+                reply,
+            };
+            let (host, link, who) = (host.clone(), link.clone(), device.id);
+            let queued = host.core.try_send(command);
+            tokio::spawn(async move {
+                let refusal = match queued {
+                    Ok(()) => match answer.await {
+                        Ok(Ok(())) => return,
+                        Ok(Err(e)) => (e.code(), e.to_string()),
+                        Err(_) => (ErrorCode::Internal, CoreError::Stopped.to_string()),
+                    },
+                    Err(e) => (ErrorCode::Internal, e.to_string()),
                 };
-                refuse(host, &label, &e);
-                error(link, device.id, Some(decision.request), code, e.to_string());
-            }
+                refuse(&host, &label, &refusal.1);
+                error(&link, who, Some(decision.request), refusal.0, refusal.1);
+            });
         }
         Message::Event(_) | Message::Pairing(_) => {
             refuse(host, &label, "devices do not send host events or pairing messages once paired");

@@ -1,0 +1,469 @@
+//! The host's decision state, without I/O and without a clock: [`HostCore`].
+//!
+//! It holds what waits for a person and what was allowed to run later: the pending actions (the
+//! [`Broker`] and its rule that the first valid decision wins), when the next of them lapses, and
+//! the commands agents were allowed to run through the sandbox ([`Grant`]s). Callers pass the time
+//! in; what must happen as a result comes out of [`HostCore::poll_effect`] as [`Effect`]s, in the
+//! order they must take place: a decision's audit record comes before the devices hear of it, and
+//! both before the requester is woken to act on it. One driver task owns the core
+//! (`crate::actions::drive`); everything else talks to it over a bounded channel
+//! ([`CoreHandle`]), so no lock guards this state and no timer polls it.
+//!
+//! It must not hold sockets, files, the audit log or the runtime: those are the driver's. Still
+//! outside it, and to move in: the devices and their replay windows, pairing offers, presence,
+//! the link's recent requests and sessions' metadata.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+
+use protocol::{ActionHash, RequestId, Verdict};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::approvals::{Broker, DecisionError, Pending, Resolution};
+use crate::audit::Event;
+
+/// How long an allowed command waits for its run through the sandbox.
+pub const GRANT_FOR_MS: u64 = 5 * 60 * 1000;
+/// The most allowed commands waiting for their run (the oldest go first).
+pub const MAX_GRANTS: usize = 256;
+/// The most requests waiting for the core at once; past this a sender waits (an async caller)
+/// or is refused (the link, which must not block).
+pub const MAX_QUEUED: usize = 1024;
+
+/// A command an agent was allowed, waiting for its run through the sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    /// What was judged: only this action runs.
+    pub action_hash: ActionHash,
+    /// The directory judged, as the kernel resolved it.
+    pub cwd: PathBuf,
+    /// Whether the command may reach the network.
+    pub network: bool,
+    /// When it lapses (set by [`HostCore::grant`]).
+    pub expires_at_ms: u64,
+}
+
+/// What the driver must do, in this order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Effect {
+    /// Write this audit record.
+    Audit(Event),
+    /// Show a new pending action to every device.
+    Pending(Box<Pending>),
+    /// Tell every device how a pending action was decided (`by` is `None` when it lapsed).
+    Decided {
+        /// The request.
+        request: RequestId,
+        /// Approved or denied.
+        verdict: Verdict,
+        /// Who decided, as the broker names them.
+        by: Option<String>,
+    },
+    /// Wake whoever waits for this pending action: it is settled.
+    Settled(Box<Resolution>),
+}
+
+/// The host's decision state (see the module notes).
+#[derive(Debug)]
+pub struct HostCore {
+    broker: Broker,
+    approval_timeout_ms: u64,
+    grants: HashMap<RequestId, Grant>,
+    effects: VecDeque<Effect>,
+}
+
+impl HostCore {
+    /// A core whose pending actions lapse `approval_timeout_ms` after they are asked, under the
+    /// two-person rule when `two_person` ([`Broker::two_person`]).
+    pub fn new(approval_timeout_ms: u64, two_person: bool) -> Self {
+        Self {
+            broker: Broker::new().two_person(two_person),
+            approval_timeout_ms,
+            grants: HashMap::new(),
+            effects: VecDeque::new(),
+        }
+    }
+
+    /// Makes `pending` wait for a person from `now` (its `expires_at_ms` is set here) and shows
+    /// it to the devices. Returns it as shown.
+    pub fn ask(&mut self, now: u64, mut pending: Pending) -> Result<Pending, DecisionError> {
+        pending.expires_at_ms = now.saturating_add(self.approval_timeout_ms);
+        self.broker.add(pending.clone())?;
+        self.effects.push_back(Effect::Pending(Box::new(pending.clone())));
+        Ok(pending)
+    }
+
+    /// A decision by `by` (a device id or `local:…`); the first valid one wins.
+    pub fn decide(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        action_hash: &ActionHash,
+        verdict: Verdict,
+        by: &str,
+    ) -> Result<(), DecisionError> {
+        let resolution = self.broker.decide(id, action_hash, verdict, by, now)?;
+        self.settle(resolution);
+        Ok(())
+    }
+
+    /// Denies `id` for `by` whatever action it names, if it is pending and (with `own_only`)
+    /// was requested by `by`: a requester withdrawing its own request, or giving up on it.
+    pub fn withdraw(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        by: &str,
+        own_only: bool,
+    ) -> Result<(), DecisionError> {
+        let hash = match self.broker.get(&id) {
+            Some(p) if !own_only || p.requested_by == by => p.action_hash,
+            _ => return Err(DecisionError::NotPending(id)),
+        };
+        self.decide(now, id, &hash, Verdict::Deny, by)
+    }
+
+    /// What is waiting, oldest id first.
+    pub fn pending(&self) -> Vec<Pending> {
+        self.broker.list()
+    }
+
+    /// Lets the command judged under `id` run once through the sandbox, until [`GRANT_FOR_MS`]
+    /// from `now`. The oldest grants go when there are [`MAX_GRANTS`].
+    pub fn grant(&mut self, now: u64, id: RequestId, grant: Grant) {
+        self.grants.retain(|_, g| g.expires_at_ms > now);
+        while self.grants.len() >= MAX_GRANTS {
+            let oldest = self.grants.iter().min_by_key(|(_, g)| g.expires_at_ms).map(|(id, _)| *id);
+            let Some(oldest) = oldest else { break };
+            self.grants.remove(&oldest);
+        }
+        let expires_at_ms = now.saturating_add(GRANT_FOR_MS);
+        self.grants.insert(id, Grant { expires_at_ms, ..grant });
+    }
+
+    /// Takes the grant made under `id`, unless it lapsed: it is used up either way.
+    pub fn take_grant(&mut self, now: u64, id: RequestId) -> Option<Grant> {
+        self.grants.remove(&id).filter(|g| g.expires_at_ms > now)
+    }
+
+    /// Settles what lapsed by `now`: each is a denial by nobody.
+    pub fn handle_timeout(&mut self, now: u64) {
+        for resolution in self.broker.expire(now) {
+            self.settle(resolution);
+        }
+    }
+
+    /// When [`HostCore::handle_timeout`] has something to do next (Unix ms).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.broker.next_expiry()
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    fn settle(&mut self, resolution: Resolution) {
+        let id = resolution.pending.id;
+        self.effects.push_back(Effect::Audit(Event::Approval {
+            request: id.to_string(),
+            verdict: if resolution.verdict == Verdict::Approve { "approve" } else { "deny" }.into(),
+            by: resolution.by.clone().unwrap_or_else(|| "nobody (lapsed)".into()),
+            action_hash: resolution.pending.action_hash.to_string(),
+        }));
+        self.effects.push_back(Effect::Decided {
+            request: id,
+            verdict: resolution.verdict,
+            by: resolution.by.clone(),
+        });
+        self.effects.push_back(Effect::Settled(Box::new(resolution)));
+    }
+}
+
+/// What the rest of the host asks of the core's driver.
+#[derive(Debug)]
+pub enum Command {
+    /// [`HostCore::ask`]; the answer carries where the resolution will arrive.
+    Ask {
+        /// The action, as it will be shown.
+        pending: Box<Pending>,
+        /// The action as shown, and its resolution to come.
+        reply: oneshot::Sender<Result<(Pending, oneshot::Receiver<Resolution>), DecisionError>>,
+    },
+    /// [`HostCore::decide`].
+    Decide {
+        /// The request.
+        id: RequestId,
+        /// What the decision names.
+        action_hash: ActionHash,
+        /// Approve or deny.
+        verdict: Verdict,
+        /// Who decides.
+        by: String,
+        /// Whether it was taken.
+        reply: oneshot::Sender<Result<(), DecisionError>>,
+    },
+    /// [`HostCore::withdraw`].
+    Withdraw {
+        /// The request.
+        id: RequestId,
+        /// Who withdraws it.
+        by: String,
+        /// Only a request of `by`'s own.
+        own_only: bool,
+        /// Whether it was withdrawn.
+        reply: oneshot::Sender<Result<(), DecisionError>>,
+    },
+    /// [`HostCore::pending`].
+    Pending {
+        /// The list.
+        reply: oneshot::Sender<Vec<Pending>>,
+    },
+    /// [`HostCore::grant`].
+    Grant {
+        /// The request judged.
+        id: RequestId,
+        /// What may run.
+        grant: Grant,
+    },
+    /// [`HostCore::take_grant`].
+    TakeGrant {
+        /// The request judged.
+        id: RequestId,
+        /// The grant, if there is one.
+        reply: oneshot::Sender<Option<Grant>>,
+    },
+}
+
+/// Why the core did not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The driver stopped (the host is stopping).
+    #[error("the host stopped")]
+    Stopped,
+    /// More requests wait for the core than it queues.
+    #[error("the host is busy: over {MAX_QUEUED} requests wait")]
+    Busy,
+}
+
+/// How the rest of the host reaches the core's driver.
+#[derive(Debug, Clone)]
+pub struct CoreHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl CoreHandle {
+    /// A handle, and what the driver receives.
+    pub fn channel() -> (Self, mpsc::Receiver<Command>) {
+        let (commands, rx) = mpsc::channel(MAX_QUEUED);
+        (Self { commands }, rx)
+    }
+
+    async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(|_| CoreError::Stopped)?;
+        answer.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Queues `command` without waiting (for a caller that must not block: the link).
+    pub fn try_send(&self, command: Command) -> Result<(), CoreError> {
+        self.commands.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => CoreError::Stopped,
+        })
+    }
+
+    /// See [`Command::Ask`].
+    pub async fn ask(
+        &self,
+        pending: Pending,
+    ) -> Result<Result<(Pending, oneshot::Receiver<Resolution>), DecisionError>, CoreError> {
+        self.call(|reply| Command::Ask { pending: Box::new(pending), reply }).await
+    }
+
+    /// See [`Command::Decide`].
+    pub async fn decide(
+        &self,
+        id: RequestId,
+        action_hash: ActionHash,
+        verdict: Verdict,
+        by: String,
+    ) -> Result<Result<(), DecisionError>, CoreError> {
+        self.call(|reply| Command::Decide { id, action_hash, verdict, by, reply }).await
+    }
+
+    /// See [`Command::Withdraw`].
+    pub async fn withdraw(
+        &self,
+        id: RequestId,
+        by: String,
+        own_only: bool,
+    ) -> Result<Result<(), DecisionError>, CoreError> {
+        self.call(|reply| Command::Withdraw { id, by, own_only, reply }).await
+    }
+
+    /// See [`Command::Pending`].
+    pub async fn pending(&self) -> Result<Vec<Pending>, CoreError> {
+        self.call(|reply| Command::Pending { reply }).await
+    }
+
+    /// See [`Command::Grant`].
+    pub async fn grant(&self, id: RequestId, grant: Grant) -> Result<(), CoreError> {
+        self.commands.send(Command::Grant { id, grant }).await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// See [`Command::TakeGrant`].
+    pub async fn take_grant(&self, id: RequestId) -> Result<Option<Grant>, CoreError> {
+        self.call(|reply| Command::TakeGrant { id, reply }).await
+    }
+}
+
+/// Applies `command` to `core` at `now`; what the caller waits for is answered through its
+/// reply, and a new pending action's waiter is kept in `waiters` until its
+/// [`Effect::Settled`] wakes it.
+pub fn apply(
+    core: &mut HostCore,
+    waiters: &mut HashMap<RequestId, oneshot::Sender<Resolution>>,
+    now: u64,
+    command: Command,
+) {
+    match command {
+        Command::Ask { pending, reply } => {
+            let asked = core.ask(now, *pending).map(|pending| {
+                let (tx, rx) = oneshot::channel();
+                waiters.insert(pending.id, tx);
+                (pending, rx)
+            });
+            let _ = reply.send(asked);
+        }
+        Command::Decide { id, action_hash, verdict, by, reply } => {
+            let _ = reply.send(core.decide(now, id, &action_hash, verdict, &by));
+        }
+        Command::Withdraw { id, by, own_only, reply } => {
+            let _ = reply.send(core.withdraw(now, id, &by, own_only));
+        }
+        Command::Pending { reply } => {
+            let _ = reply.send(core.pending());
+        }
+        Command::Grant { id, grant } => core.grant(now, id, grant),
+        Command::TakeGrant { id, reply } => {
+            let _ = reply.send(core.take_grant(now, id));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(n: u8, by: &str) -> Pending {
+        let action = protocol::Action::Run {
+            argv: vec!["rm".into(), n.to_string()],
+            cwd: ".".into(),
+            env: Default::default(),
+        };
+        Pending {
+            id: RequestId([n; 16]),
+            action_hash: protocol::action_hash(&action),
+            action,
+            summary: format!("rm {n}"),
+            reason: "asked".into(),
+            preview: None,
+            requested_by: by.into(),
+            expires_at_ms: 0,
+        }
+    }
+
+    fn effects(core: &mut HostCore) -> Vec<Effect> {
+        std::iter::from_fn(|| core.poll_effect()).collect()
+    }
+
+    /// "The audit record is on disk before the action runs": the record of a decision comes
+    /// before the devices hear of it, and both before the requester is woken to act.
+    #[test]
+    fn a_decision_is_recorded_then_told_then_acted_on() {
+        let mut core = HostCore::new(1000, false);
+        let p = core.ask(10, pending(1, "dev1x")).unwrap();
+        assert_eq!(p.expires_at_ms, 1010);
+        assert_eq!(effects(&mut core), [Effect::Pending(Box::new(p.clone()))]);
+        core.decide(20, p.id, &p.action_hash, Verdict::Approve, "local:terminal").unwrap();
+        let got = effects(&mut core);
+        assert!(matches!(&got[0], Effect::Audit(Event::Approval { verdict, by, .. })
+            if verdict == "approve" && by == "local:terminal"));
+        assert_eq!(
+            got[1],
+            Effect::Decided {
+                request: p.id,
+                verdict: Verdict::Approve,
+                by: Some("local:terminal".into())
+            }
+        );
+        assert!(matches!(&got[2], Effect::Settled(r) if r.verdict == Verdict::Approve));
+        assert_eq!(got.len(), 3);
+        // Once: a second decision finds nothing, and says nothing.
+        let again = core.decide(21, p.id, &p.action_hash, Verdict::Deny, "dev1y");
+        assert_eq!(again, Err(DecisionError::NotPending(p.id)));
+        assert!(effects(&mut core).is_empty());
+    }
+
+    #[test]
+    fn the_timer_points_at_the_next_lapse_and_a_lapse_is_a_denial_by_nobody() {
+        let mut core = HostCore::new(1000, false);
+        assert_eq!(core.poll_timeout(), None);
+        core.ask(0, pending(1, "local:agent")).unwrap();
+        core.ask(500, pending(2, "local:agent")).unwrap();
+        assert_eq!(core.poll_timeout(), Some(1000));
+        effects(&mut core);
+        core.handle_timeout(999);
+        assert!(effects(&mut core).is_empty(), "nothing lapsed yet");
+        core.handle_timeout(1000);
+        let got = effects(&mut core);
+        assert!(matches!(&got[0], Effect::Audit(Event::Approval { by, verdict, .. })
+            if by == "nobody (lapsed)" && verdict == "deny"));
+        assert!(matches!(got[1], Effect::Decided { by: None, verdict: Verdict::Deny, .. }));
+        assert!(matches!(&got[2], Effect::Settled(r) if r.by.is_none()));
+        assert_eq!(core.poll_timeout(), Some(1500));
+    }
+
+    #[test]
+    fn only_the_requester_withdraws_its_own_request() {
+        let mut core = HostCore::new(1000, false);
+        let p = core.ask(0, pending(1, "dev1x")).unwrap();
+        assert_eq!(core.withdraw(1, p.id, "dev1y", true), Err(DecisionError::NotPending(p.id)));
+        assert_eq!(core.pending().len(), 1);
+        core.withdraw(1, p.id, "dev1x", true).unwrap();
+        assert!(core.pending().is_empty());
+        // Giving up on a question (the asker hung up) withdraws it whoever asked.
+        let q = core.ask(2, pending(2, "local:hook")).unwrap();
+        core.withdraw(3, q.id, "local:hook (stopped waiting)", false).unwrap();
+        assert!(core.pending().is_empty());
+    }
+
+    #[test]
+    fn a_grant_runs_once_and_lapses() {
+        let mut core = HostCore::new(1000, false);
+        let grant = Grant {
+            action_hash: ActionHash([1; 32]),
+            cwd: "/w".into(),
+            network: false,
+            expires_at_ms: 0,
+        };
+        let id = RequestId([1; 16]);
+        core.grant(0, id, grant.clone());
+        assert_eq!(core.take_grant(1, id).map(|g| g.expires_at_ms), Some(GRANT_FOR_MS));
+        assert_eq!(core.take_grant(2, id), None, "used up");
+        core.grant(0, id, grant.clone());
+        assert_eq!(core.take_grant(GRANT_FOR_MS, id), None, "lapsed");
+        for n in 0..=MAX_GRANTS as u64 {
+            let mut bytes = [0u8; 16];
+            bytes[..8].copy_from_slice(&n.to_be_bytes());
+            core.grant(n, RequestId(bytes), grant.clone());
+        }
+        assert_eq!(core.grants.len(), MAX_GRANTS);
+        assert_eq!(core.take_grant(10, RequestId([0; 16])), None, "the oldest went first");
+    }
+}
