@@ -148,7 +148,8 @@ impl Broker {
             return Err(DecisionError::WrongAction(id));
         }
         if now_ms >= pending.expires_at_ms {
-            self.pending.remove(&id);
+            // Left for [`Broker::expire`], which settles it as lapsed: removed here, it would
+            // end with no record and nobody woken.
             return Err(DecisionError::Lapsed(id));
         }
         if self.two_person
@@ -259,6 +260,7 @@ mod tests {
             b.decide(p.id, &p.action_hash, Verdict::Approve, "x", 200),
             Err(DecisionError::Lapsed(p.id))
         );
+        assert_eq!(b.expire(200).len(), 1, "a lapsed one is settled by expire, not dropped");
         assert!(b.list().is_empty());
     }
 }

@@ -102,9 +102,20 @@ impl HostCore {
         verdict: Verdict,
         by: &str,
     ) -> Result<(), DecisionError> {
-        let resolution = self.broker.decide(id, action_hash, verdict, by, now)?;
-        self.settle(resolution);
-        Ok(())
+        match self.broker.decide(id, action_hash, verdict, by, now) {
+            Ok(resolution) => {
+                self.settle(resolution);
+                Ok(())
+            }
+            Err(e) => {
+                // A decision that came after the deadline, before the timer fired: the lapse
+                // is settled now, recorded and told like any other.
+                if matches!(e, DecisionError::Lapsed(_)) {
+                    self.handle_timeout(now);
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Denies `id` for `by` whatever action it names, if it is pending and (with `own_only`)
@@ -427,6 +438,26 @@ mod tests {
         assert!(matches!(got[1], Effect::Decided { by: None, verdict: Verdict::Deny, .. }));
         assert!(matches!(&got[2], Effect::Settled(r) if r.by.is_none()));
         assert_eq!(core.poll_timeout(), Some(1500));
+    }
+
+    /// Found by the simulation: a decision arriving at or after the deadline, before the timer
+    /// fired, dropped the pending action with no record, no word to the devices, and its
+    /// requester never answered.
+    #[test]
+    fn a_late_decision_settles_the_lapse_instead_of_dropping_it() {
+        let mut core = HostCore::new(1000, false);
+        let p = core.ask(0, pending(1, "local:agent")).unwrap();
+        effects(&mut core);
+        let late = core.decide(1000, p.id, &p.action_hash, Verdict::Approve, "dev1x");
+        assert_eq!(late, Err(DecisionError::Lapsed(p.id)));
+        let got = effects(&mut core);
+        assert!(
+            matches!(&got[0], Effect::Audit(Event::Approval { by, .. }) if by == "nobody (lapsed)")
+        );
+        assert!(
+            matches!(&got[2], Effect::Settled(r) if r.by.is_none() && r.verdict == Verdict::Deny)
+        );
+        assert!(core.pending().is_empty());
     }
 
     #[test]
