@@ -42,7 +42,7 @@ pub fn relay_identity(dirs: &Dirs, names: Vec<String>) -> anyhow::Result<relay::
         crate::fsutil::write_atomic(&key, key_pem.as_bytes(), 0o600)?;
         crate::fsutil::write_atomic(&cert, cert_pem.as_bytes(), 0o644)?;
     }
-    relay::tls::from_pem_files(&cert, &key)
+    Ok(relay::tls::from_pem_files(&cert, &key)?)
 }
 
 /// Starts the embedded relay on `listen`; returns it and how the host reaches it.

@@ -24,7 +24,7 @@ pub async fn serve_echo(listener: TcpListener, limits: Limits) -> std::io::Resul
     }
 }
 
-async fn echo(mut tcp: TcpStream, limits: &Limits) -> anyhow::Result<()> {
+async fn echo(mut tcp: TcpStream, limits: &Limits) -> Result<(), crate::server::ConnError> {
     let head = read_head(&mut tcp).await?;
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut request = httparse::Request::new(&mut headers);
@@ -34,7 +34,7 @@ async fn echo(mut tcp: TcpStream, limits: &Limits) -> anyhow::Result<()> {
         .iter()
         .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-key"))
         .map(|h| h.value)
-        .ok_or_else(|| anyhow::anyhow!("not a WebSocket upgrade"))?;
+        .ok_or(crate::server::ConnError::NotUpgrade)?;
     tcp.write_all(switching_protocols(key).as_bytes()).await?;
     let ws = WebSocketStream::from_raw_socket(tcp, Role::Server, Some(ws_config(limits))).await;
     let (mut sink, mut stream) = ws.split();

@@ -230,7 +230,7 @@ async fn connection(
     acceptor: tokio_rustls::TlsAcceptor,
     tcp: TcpStream,
     open: usize,
-) -> anyhow::Result<()> {
+) -> Result<(), ConnError> {
     let limits = &inner.config.limits;
     let _ = tcp.set_nodelay(true);
     let mut tls = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await??;
@@ -348,15 +348,15 @@ pub(crate) fn switching_protocols(key: &[u8]) -> String {
 }
 
 /// Reads an HTTP request head (through the blank line), at most 8 KiB.
-pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> anyhow::Result<Vec<u8>> {
+pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, ConnError> {
     let mut head = Vec::with_capacity(512);
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
         if head.len() >= 8192 {
-            anyhow::bail!("request head over 8 KiB");
+            return Err(ConnError::Head("request head over 8 KiB"));
         }
         if stream.read(&mut byte).await? == 0 {
-            anyhow::bail!("closed during the request head");
+            return Err(ConnError::Head("closed during the request head"));
         }
         head.push(byte[0]);
     }
@@ -367,7 +367,7 @@ async fn respond<S: AsyncWrite + Unpin>(
     stream: &mut S,
     status: &str,
     body: &str,
-) -> anyhow::Result<()> {
+) -> Result<(), ConnError> {
     let content_type =
         if body.starts_with("# HELP") { "text/plain; version=0.0.4" } else { "text/plain" };
     let response = format!(
@@ -379,13 +379,44 @@ async fn respond<S: AsyncWrite + Unpin>(
     Ok(())
 }
 
+/// Why a connection ended before its time (logged at debug level: a client's fault or the
+/// network's, never the relay's state).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConnError {
+    /// The socket failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The TLS handshake or the request head took too long.
+    #[error("timed out")]
+    Timeout(#[from] tokio::time::error::Elapsed),
+    /// The request head was not one.
+    #[error("{0}")]
+    Head(&'static str),
+    /// The request head did not parse.
+    #[error("bad request head: {0}")]
+    Http(#[from] httparse::Error),
+    /// Not a WebSocket upgrade where one was expected.
+    #[error("not a WebSocket upgrade")]
+    NotUpgrade,
+    /// The WebSocket failed.
+    #[error(transparent)]
+    WebSocket(#[from] WsError),
+    /// A message could not be written as JSON.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
+    /// No randomness for a challenge or a session name.
+    #[error("no randomness: {0}")]
+    Random(#[from] getrandom::Error),
+}
+
 fn close(code: CloseCode, reason: impl Into<String>) -> Message {
     Message::Close(Some(CloseFrame { code: code.code().into(), reason: reason.into().into() }))
 }
 
 /// The session of one client, over a WebSocket or the event-stream fallback
 /// ([`crate::sse`]): authenticate, then route until either side closes.
-async fn session<K, T>(inner: &Arc<Inner>, mut sink: K, mut stream: T) -> anyhow::Result<()>
+async fn session<K, T>(inner: &Arc<Inner>, mut sink: K, mut stream: T) -> Result<(), ConnError>
 where
     K: futures_util::Sink<Message, Error = WsError> + Unpin + Send + 'static,
     T: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
@@ -393,7 +424,7 @@ where
     let limits = inner.config.limits.clone();
     let metrics = &inner.metrics;
     let mut nonce = [0u8; 32];
-    getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    getrandom::fill(&mut nonce)?;
     sink.send(Message::text(serde_json::to_string(&FromRelay::Challenge {
         nonce: hex::encode(nonce),
     })?))

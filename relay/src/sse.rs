@@ -47,10 +47,12 @@ impl Sessions {
     pub fn open(
         self: &std::sync::Arc<Self>,
         gone: tokio::sync::oneshot::Receiver<()>,
-    ) -> anyhow::Result<(String, impl Stream<Item = Result<Message, WsError>> + Unpin + use<>)>
-    {
+    ) -> Result<
+        (String, impl Stream<Item = Result<Message, WsError>> + Unpin + use<>),
+        getrandom::Error,
+    > {
         let mut bytes = [0u8; 16];
-        getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+        getrandom::fill(&mut bytes)?;
         let name = hex::encode(bytes);
         let (tx, rx) = mpsc::channel(QUEUE);
         self.lock().insert(name.clone(), tx);
