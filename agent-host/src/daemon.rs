@@ -71,7 +71,7 @@ pub struct Host {
     pub(crate) core: crate::host_core::CoreHandle,
     /// The workspace root, held open once for every confined lookup.
     pub(crate) files: crate::confine::Workspace,
-    pub(crate) devices: Mutex<Registry>,
+    pub(crate) devices: Arc<Mutex<Registry>>,
     pub(crate) offers: Mutex<Offers>,
     /// Sessions shared by `agent-host run`.
     pub(crate) sessions: Mutex<HashMap<protocol::SessionId, crate::session::Live>>,
@@ -127,20 +127,37 @@ const SYNC_WINDOW: Duration = Duration::from_millis(10);
 
 /// Syncs the audit log and the counter journal on a thread of its own, [`SYNC_WINDOW`] after
 /// it is asked to (requests coalesce), so that records and counters reach the disk soon without
-/// anyone waiting for them. Stops, after one last sync, when dropped.
+/// anyone waiting for them; and folds a long journal into `counters.json`, holding the
+/// registry's lock only to take the state and to empty the journal. Stops, after one last sync,
+/// when dropped.
 pub(crate) struct Syncer {
     asked: Option<std::sync::mpsc::SyncSender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Syncer {
-    fn start(audit: Arc<AuditLog>, journal: Arc<JournalSync>) -> std::io::Result<Self> {
+    fn start(
+        audit: Arc<AuditLog>,
+        journal: Arc<JournalSync>,
+        registry: Arc<Mutex<Registry>>,
+    ) -> std::io::Result<Self> {
         // One request waiting is enough: it syncs everything written before it is served.
         let (asked, requests) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new().name("state-sync".into()).spawn(move || {
             let sync = || {
                 if let Err(e) = journal.sync() {
                     tracing::error!("the devices' counters: {e}");
+                }
+                let due = {
+                    let registry = lock(&registry);
+                    registry.compaction_due().then(|| registry.compaction())
+                };
+                if let Some(compaction) = due {
+                    let written =
+                        compaction.write().and_then(|()| lock(&registry).compacted(&compaction));
+                    if let Err(e) = written {
+                        tracing::error!("the devices' counters: {e}");
+                    }
                 }
                 if let Err(e) = audit.sync().and_then(|()| audit.sync_head()) {
                     tracing::error!("audit: {e}");
@@ -249,9 +266,11 @@ pub async fn serve(
     if let Some(note) = &audit.recovered {
         tracing::warn!("audit log: {note}");
     }
-    let devices = Registry::load(&dirs.state)?;
+    let mut devices = Registry::load(&dirs.state)?;
+    devices.prepare()?;
     let (audit, journal) = (Arc::new(audit), devices.journal_sync());
-    let syncer = Syncer::start(audit.clone(), journal.clone())?;
+    let devices = Arc::new(Mutex::new(devices));
+    let syncer = Syncer::start(audit.clone(), journal, devices.clone())?;
     let agent_dir = agent_socket_dir(&dirs);
     std::fs::create_dir_all(&agent_dir)?;
     std::fs::set_permissions(&agent_dir, std::fs::Permissions::from_mode(0o700))?;
@@ -292,7 +311,7 @@ pub async fn serve(
         syncer,
         core: core_handle,
         files,
-        devices: Mutex::new(devices),
+        devices,
         offers: Mutex::new(Offers::default()),
         sessions: Mutex::new(HashMap::new()),
         link: relay.is_some().then_some(link_tx),

@@ -18,7 +18,10 @@
 //!   replaying both after the restart gets the approved action run then, once, as it never
 //!   ran; never twice. Loading applies the journal's lines numbered past the one
 //!   `counters.json` records; every [`JOURNAL_COMPACT`] lines (and whenever `counters.json` is
-//!   written anyway) the state is written whole and the journal emptied. A torn last line
+//!   written anyway) the state is written whole and the journal emptied. The background sync
+//!   does that ([`Registry::compaction`]): the state is taken under the registry's lock and
+//!   written without it, so no message waits for the disk, and the journal is emptied only if
+//!   no line came meanwhile. A torn last line
 //!   (power lost, or the host killed, mid-write) was never synced: it is dropped, and cut off
 //!   before the next line is appended. Each update is thus atomic (a whole line, or none)
 //!   without a temporary file and a rename per message.
@@ -29,8 +32,9 @@
 //! block is reserved ahead, by a journal line, while the last quarter of the current one is
 //! used; the line is synced in the background, and only if it is not yet on disk when the
 //! block runs out does the event that needs it wait for the sync. A block
-//! is thus never used before its reservation is durable, and no event waits for a rewrite of
-//! `counters.json` except the first to a device after a start.
+//! is thus never used before its reservation is durable. A starting host reserves a fresh block
+//! for every device and opens the journal before it serves ([`Registry::prepare`]), so no event
+//! waits for a rewrite of `counters.json`, nor any message for the journal's first open.
 //!
 //! A file that exists but does not parse stops the host (fail closed): it never starts with
 //! an empty device list or forgotten counters in its place.
@@ -185,6 +189,23 @@ pub struct Registry {
     journal_sync: Arc<JournalSync>,
 }
 
+/// `counters.json` as it is to be written, taken under the registry's lock and written
+/// without it ([`Registry::compaction`]).
+#[derive(Debug)]
+pub struct Compaction {
+    path: PathBuf,
+    journal_n: u64,
+    bytes: Vec<u8>,
+}
+
+impl Compaction {
+    /// Writes it atomically and durably.
+    pub fn write(&self) -> Result<(), RegistryError> {
+        crate::fsutil::write_atomic(&self.path, &self.bytes, 0o600)
+            .map_err(|error| RegistryError::Io { path: self.path.clone(), error })
+    }
+}
+
 /// Makes the journal's lines durable, apart from the registry, so that a sync in progress
 /// does not hold up the next message.
 #[derive(Debug, Default)]
@@ -336,9 +357,8 @@ impl Registry {
         self.journal_sync.clone()
     }
 
-    /// Appends one line to the journal (synced by [`JournalSync`]).
-    fn journal_append(&mut self, line: &JournalLine) -> Result<(), RegistryError> {
-        use std::io::Write as _;
+    /// Opens the journal for appending, once.
+    fn open_journal(&mut self) -> Result<(), RegistryError> {
         let path = self.dir.join(JOURNAL);
         let io = |error| RegistryError::Io { path: path.clone(), error };
         if self.journal.is_none() {
@@ -358,6 +378,15 @@ impl Registry {
             let _ = self.journal_sync.file.set(file.try_clone().map_err(io)?);
             self.journal = Some(file);
         }
+        Ok(())
+    }
+
+    /// Appends one line to the journal (synced by [`JournalSync`]).
+    fn journal_append(&mut self, line: &JournalLine) -> Result<(), RegistryError> {
+        use std::io::Write as _;
+        self.open_journal()?;
+        let path = self.dir.join(JOURNAL);
+        let io = |error| RegistryError::Io { path: path.clone(), error };
         let mut bytes = serde_json::to_vec(line).unwrap_or_default();
         bytes.push(b'\n');
         let journal = self.journal.as_mut().ok_or_else(|| io(std::io::Error::other("closed")))?;
@@ -463,9 +492,54 @@ impl Registry {
         let counters = self.counters.entry(*id).or_default();
         counters.rx = rx;
         counters.last_seen_ms = Some(now_ms);
-        if self.journal_lines >= JOURNAL_COMPACT {
-            self.save_counters()?;
+        Ok(())
+    }
+
+    /// Makes the registry ready to serve before any device talks, so that no message waits
+    /// for the disk later: the journal is opened (a torn last line cut off), and every paired
+    /// device gets a fresh block of counters, written with the state whole (which empties the
+    /// journal).
+    pub fn prepare(&mut self) -> Result<(), RegistryError> {
+        for (id, next) in &self.tx_next {
+            if let Some(c) = self.counters.get_mut(id) {
+                c.tx_reserved = c.tx_reserved.max(next + TX_BLOCK - 1);
+            }
         }
+        self.save_counters()?;
+        self.open_journal()
+    }
+
+    /// Whether the journal is long enough to be folded into `counters.json`
+    /// ([`JOURNAL_COMPACT`] lines).
+    pub fn compaction_due(&self) -> bool {
+        self.journal_lines >= JOURNAL_COMPACT
+    }
+
+    /// The state as `counters.json` would hold it now, to be written without the registry's
+    /// lock ([`Compaction::write`]) and then folded in ([`Registry::compacted`]).
+    pub fn compaction(&self) -> Compaction {
+        let file = CountersFile { journal: self.journal_n, devices: self.counters.clone() };
+        Compaction {
+            path: self.dir.join("counters.json"),
+            journal_n: self.journal_n,
+            bytes: serde_json::to_vec_pretty(&file).unwrap_or_default(),
+        }
+    }
+
+    /// After a [`Compaction`] is on disk: the journal is emptied unless lines came meanwhile
+    /// (they are not in the file; the next compaction takes them). The emptying needs no sync
+    /// of its own: the lines it drops are in the file already, and the journal's next sync
+    /// makes it durable with the lines after it.
+    pub fn compacted(&mut self, done: &Compaction) -> Result<(), RegistryError> {
+        self.tx_ahead.retain(|_, (line, _)| *line > done.journal_n);
+        if self.journal_n != done.journal_n {
+            return Ok(());
+        }
+        if let Some(journal) = &self.journal {
+            let path = self.dir.join(JOURNAL);
+            journal.set_len(0).map_err(|error| RegistryError::Io { path, error })?;
+        }
+        self.journal_lines = 0;
         Ok(())
     }
 
@@ -550,6 +624,69 @@ mod tests {
         assert!(window.commit(7).is_err(), "a message accepted before the restart bounces");
         assert!(again.next_tx(&d.id).unwrap().counter > 3, "a counter used before is never reused");
         assert_eq!(again.list()[0].1.last_seen_ms, Some(99));
+    }
+
+    /// A started host writes nothing on the way of a message or an event: every device has a
+    /// fresh block and the journal is open before anyone talks.
+    #[test]
+    fn a_prepared_registry_sends_and_accepts_without_writing_the_state_whole() {
+        let (dir, mut reg, d) = one_device();
+        let used = reg.next_tx(&d.id).unwrap().counter;
+        drop(reg);
+        let mut reg = Registry::load(dir.path()).unwrap();
+        reg.prepare().unwrap();
+        let before =
+            std::fs::metadata(dir.path().join("counters.json")).unwrap().modified().unwrap();
+        assert!(reg.journal.is_some(), "the journal is open");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let next = reg.next_tx(&d.id).unwrap().counter;
+        assert!(next > used);
+        let mut window = ReplayWindow::restore(reg.rx(&d.id));
+        window.commit(1).unwrap();
+        reg.accepted(&d.id, window.export(), 5).unwrap();
+        let after =
+            std::fs::metadata(dir.path().join("counters.json")).unwrap().modified().unwrap();
+        assert_eq!(before, after, "counters.json was not rewritten on the way");
+        // And a restart goes past the prepared block.
+        let mut again = Registry::load(dir.path()).unwrap();
+        assert!(again.next_tx(&d.id).unwrap().counter >= next + TX_BLOCK - 1);
+    }
+
+    /// Compaction writes the state without the lock; a line that comes meanwhile is not lost
+    /// by emptying the journal.
+    #[test]
+    fn compaction_keeps_a_line_that_came_while_it_wrote() {
+        let (dir, mut reg, d) = one_device();
+        reg.prepare().unwrap();
+        let mut window = ReplayWindow::restore(reg.rx(&d.id));
+        for counter in 1..=3 {
+            window.commit(counter).unwrap();
+            reg.accepted(&d.id, window.export(), counter).unwrap();
+        }
+        let compaction = reg.compaction();
+        // A message is accepted while the state is being written.
+        window.commit(4).unwrap();
+        reg.accepted(&d.id, window.export(), 4).unwrap();
+        compaction.write().unwrap();
+        reg.compacted(&compaction).unwrap();
+        let journal = std::fs::read_to_string(dir.path().join(JOURNAL)).unwrap();
+        assert_eq!(journal.lines().count(), 4, "not emptied: a line came meanwhile");
+        let again = Registry::load(dir.path()).unwrap();
+        assert_eq!(again.rx(&d.id), window.export());
+        // With nothing in between, it is emptied, and the state survives in the file alone.
+        let compaction = reg.compaction();
+        compaction.write().unwrap();
+        reg.compacted(&compaction).unwrap();
+        assert_eq!(std::fs::read(dir.path().join(JOURNAL)).unwrap().len(), 0);
+        assert!(!reg.compaction_due());
+        let again = Registry::load(dir.path()).unwrap();
+        assert_eq!(again.rx(&d.id), window.export());
+        assert!(ReplayWindow::restore(again.rx(&d.id)).commit(4).is_err());
+        // The next line goes to the emptied journal and is read back.
+        window.commit(5).unwrap();
+        reg.accepted(&d.id, window.export(), 5).unwrap();
+        let again = Registry::load(dir.path()).unwrap();
+        assert_eq!(again.rx(&d.id), window.export());
     }
 
     #[test]
