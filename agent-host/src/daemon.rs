@@ -49,7 +49,7 @@ pub struct Config {
     pub host_name: String,
     /// The relay that links paired devices, if any.
     pub relay: Option<RelaySetup>,
-    /// A device may not approve what it requested itself ([`Broker::two_person`]).
+    /// A device may not approve what it requested itself ([`crate::approvals::Broker::two_person`]).
     pub two_person: bool,
     /// What jobs see of the user's machine.
     pub user: crate::userenv::UserEnv,

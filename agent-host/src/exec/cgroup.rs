@@ -72,7 +72,7 @@ pub(super) fn pids_parents() -> Vec<PathBuf> {
     out
 }
 
-/// Whether [`run`] can limit processes on this machine (for `doctor` and the tests).
+/// Whether [`super::run`] can limit processes on this machine (for `doctor` and the tests).
 pub fn process_limit_available() -> Option<&'static str> {
     if PidsCgroup::create(16).is_some() {
         Some("pids cgroup")
