@@ -54,6 +54,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("/ui.js", SCRIPT, include_bytes!("../../web/src/ui.js")),
     ("/pairing.js", SCRIPT, include_bytes!("../../web/src/pairing.js")),
     ("/host-screen.js", SCRIPT, include_bytes!("../../web/src/host-screen.js")),
+    ("/sync-state.js", SCRIPT, include_bytes!("../../web/src/sync-state.js")),
     ("/store.js", SCRIPT, include_bytes!("../../web/src/store.js")),
     ("/terminal.js", SCRIPT, include_bytes!("../../web/src/terminal.js")),
     ("/device.js", SCRIPT, include_bytes!("../../web/src/device.js")),
@@ -116,5 +117,29 @@ mod tests {
         for bad in [&b"evil.com\r\nSet-Cookie: x"[..], b"a b", b"", b"x;y"] {
             assert_eq!(plain_host(bad), None);
         }
+    }
+
+    /// Every file of `web/src` is served: a module left off the list would break the page
+    /// with a 404 that only a browser test would notice.
+    #[test]
+    fn every_file_of_the_ui_is_built_in() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../web/src");
+        let mut missing = Vec::new();
+        for dir in [src.clone(), src.join("vendor")] {
+            for entry in std::fs::read_dir(&dir).unwrap() {
+                let path = entry.unwrap().path();
+                let served = path
+                    .extension()
+                    .is_some_and(|e| e == "js" || e == "mjs" || e == "css" || e == "html");
+                if !served {
+                    continue;
+                }
+                let address = format!("/{}", path.strip_prefix(&src).unwrap().display());
+                if !FILES.iter().any(|(p, _, _)| *p == address) {
+                    missing.push(address);
+                }
+            }
+        }
+        assert!(missing.is_empty(), "not served by the relay: {missing:?}");
     }
 }

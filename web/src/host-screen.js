@@ -7,6 +7,7 @@ import { Device } from "./device.js";
 import * as store from "./store.js";
 import { TermView, resultText } from "./terminal.js";
 import { transport, linkState, h, show, setBanner, diff, shellLine, describe, errorText, actorName, actorNode, ROLES, tick } from "./ui.js";
+import * as syncState from "./sync-state.js";
 
 // --- the host screen -------------------------------------------------------------------------
 
@@ -22,16 +23,12 @@ export class HostScreen {
   constructor(record) {
     this.record = record;
     this.me = p.keyId("dev", record.publicKey);
-    this.hostHex = p.toHex(record.hostKey);
-    this.pending = new Map(); // request -> { event, gen, card, outcome, pointer }
-    this.gen = 0;
-    this.mine = new Map(); // request -> { what, type, stage: queued | sending | sent | answered }
+    // What the page knows about its host (sync-state.js); the DOM that shows it is kept here.
+    this.state = syncState.initial({ host: p.toHex(record.hostKey), role: record.role });
+    this.cards = new Map(); // request -> { card, approve, deny, outcomeEl, pointer }
+    this.sessionViews = new Map(); // session -> { title, state, waits, view, form, card }
     this.items = new Map(); // activity entry id -> { entry, item, view }
     this.liveResults = []; // the activity entries whose output is a live terminal, oldest first
-    this.sessions = new Map(); // session -> { command, kind, seq, ended, gen, view, … }
-    this.relayUp = false;
-    this.transport = null;
-    this.hostState = "unknown"; // online | offline | no-route | revoked | unknown
     this.build();
     this.device = new Device({
       relayUrl: `wss://${location.host}/ws`,
@@ -41,10 +38,10 @@ export class HostScreen {
       hostKey: record.hostKey,
       state: record,
       persist: (state) => store.save(state),
-      notice: (n) => this.notice(n),
+      notice: (notice) => this.apply({ kind: "notice", notice }),
       transport,
     });
-    this.device.onEvent = (event) => this.event(event);
+    this.device.onEvent = (event) => this.apply({ kind: "event", event });
     addEventListener("pagehide", () => this.device.persist(this.device.state).catch(() => {}));
     store.activity().then((entries) => this.restore(entries), () => {});
   }
@@ -79,72 +76,104 @@ export class HostScreen {
 
   /** Whether what this browser sends now goes at once; else why it waits. */
   get waiting() {
-    return !this.relayUp ? "link" : this.hostState === "offline" ? "host" : null;
+    return syncState.waiting(this.state);
+  }
+
+  /** Takes `input` into the state, then renders what it changed, in order. */
+  apply(input) {
+    const { state, changes } = syncState.reduce(this.state, input);
+    this.state = state;
+    for (const change of changes) this.render(change);
+    if (changes.some((c) => c.kind.startsWith("pending_"))) this.renderPendingEmpty();
+  }
+
+  render(c) {
+    switch (c.kind) {
+      case "sync":
+        this.sync();
+        break;
+      case "status":
+        this.renderStatus();
+        break;
+      case "role":
+        this.record.role = c.role;
+        store.save(this.record);
+        this.applyRole();
+        break;
+      case "mine":
+        this.sayMine(c.request);
+        break;
+      case "pending_added":
+        this.addPending(c.request);
+        break;
+      case "pending_decided":
+        this.showOutcome(c.event);
+        break;
+      case "pending_refused": {
+        const { outcomeEl } = this.cards.get(c.request);
+        outcomeEl.textContent = `Not taken: ${errorText(c.event)}`;
+        outcomeEl.className = "outcome bad";
+        break;
+      }
+      case "pending_dropped":
+        this.dropPending(c.request);
+        break;
+      case "session_added":
+        this.buildSession(c.session);
+        break;
+      case "session_size":
+        this.sessionViews.get(c.session).view.hostSize(c.size);
+        break;
+      case "session_output":
+        this.sessionViews.get(c.session).view.write(p.fromBase64(c.data));
+        break;
+      case "session":
+        this.renderSession(c.session);
+        break;
+      case "decided":
+        this.decided(c.event);
+        break;
+      case "result":
+        this.result(c.event);
+        break;
+      case "error":
+        this.error(c.event);
+        break;
+      case "refused":
+        this.say({ title: "The relay refused", detail: c.reason, tone: "bad" });
+        break;
+    }
   }
 
   renderStatus() {
-    const s = this.status;
+    const { status: s, relayUp, wasUp, transport, hostState, role } = this.state;
     const state = {
       online: "online",
       offline: "offline (not connected to the relay)",
       "no-route": "unreachable from this browser",
       revoked: "revoked this browser",
-      unknown: this.relayUp ? "asking…" : "unknown",
-    }[this.hostState];
-    const rows = [["Host", state], ["Your role", ROLES[this.record.role] ?? this.record.role]];
+      unknown: relayUp ? "asking…" : "unknown",
+    }[hostState];
+    const rows = [["Host", state], ["Your role", ROLES[role] ?? role]];
     if (s) rows.push(["Workspace", s.workspace], ["Sandbox", s.sandbox]);
     this.statusList.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k.toLowerCase() }, v)]));
-    linkState.textContent = !this.relayUp ? "Connecting…" : this.transport === "event-stream" ? "Connected (event stream)" : "Connected";
-    linkState.dataset.transport = this.relayUp ? this.transport ?? "" : "";
+    linkState.textContent = !relayUp ? "Connecting…" : transport === "event-stream" ? "Connected (event stream)" : "Connected";
+    linkState.dataset.transport = relayUp ? transport ?? "" : "";
     setBanner(
-      !this.relayUp && this.wasUp
+      !relayUp && wasUp
         ? "The connection to the relay is lost. Reconnecting… (nothing you sent is lost: it goes when the link is back)"
-        : this.hostState === "revoked"
+        : hostState === "revoked"
           ? "The host revoked this browser: it takes nothing from it any more. Forget this browser, then pair it again if it should come back."
-          : this.hostState === "no-route"
+          : hostState === "no-route"
           ? "The relay will not carry this browser's messages to the host: the host revoked this browser, or has not reconnected since the relay restarted. If it was revoked, forget this browser and pair it again."
-          : this.hostState === "offline"
+          : hostState === "offline"
             ? "Your host is offline: it is not connected to the relay. What you send waits and goes when it is back."
             : null,
     );
-    // What was sent says whether it waits.
-    for (const [request, mine] of this.mine) {
-      if (mine.stage !== "queued" && mine.stage !== "sending") continue;
-      const stage = this.waiting ? "queued" : "sending";
-      if (mine.stage === stage && mine.waiting === this.waiting) continue;
-      Object.assign(mine, { stage, waiting: this.waiting });
-      this.say({ request, title: mine.what, detail: this.waiting ? QUEUED[this.waiting] : "sending…" });
-    }
   }
 
   applyRole() {
     this.requestSection.hidden = this.record.role !== "operator";
-  }
-
-  notice(n) {
-    if (n.type === "link" && n.up) {
-      this.relayUp = true;
-      this.wasUp = true;
-      this.transport = n.transport;
-      this.sync();
-    } else if (n.type === "link") {
-      this.relayUp = false;
-    } else if (n.type === "transport") {
-      this.transport = n.transport;
-    } else if (n.type === "undeliverable") {
-      if (this.hostState !== "revoked") this.hostState = n.offline ? "offline" : "no-route";
-    } else if (n.type === "host_presence" && n.host === this.hostHex && this.hostState !== "revoked") {
-      // The relay's word, a hint: the host's own answer to a sync says more.
-      if (!n.online) {
-        this.hostState = "offline";
-      } else if (this.hostState === "offline" || this.hostState === "no-route") {
-        this.hostState = "unknown";
-        this.sync();
-      }
-    } else if (n.type === "refused") {
-      this.say({ title: "The relay refused", detail: n.reason, tone: "bad" });
-    }
-    this.renderStatus();
   }
 
   sync() {
@@ -153,72 +182,11 @@ export class HostScreen {
     });
   }
 
-  event(e) {
-    if (e.type === "error" && e.code === "revoked" && !e.request) {
-      // The host's last word to this browser.
-      this.hostState = "revoked";
-      this.renderStatus();
-      return;
-    }
-    this.hostState = "online";
-    if (e.request) this.answered(e.request);
-    switch (e.type) {
-      case "status":
-        this.status = e;
-        if (e.role !== this.record.role) {
-          this.record.role = e.role;
-          store.save(this.record);
-          this.applyRole();
-        }
-        // A sync sends every open action and every live session before its status: what was
-        // not announced since the last status is no longer open, or no longer runs.
-        for (const [id, entry] of this.pending) if (entry.gen < this.gen && !entry.outcome) this.dropPending(id);
-        for (const s of this.sessions.values()) {
-          if (s.gen < this.gen && !s.ended) {
-            s.ended = { gone: true };
-            this.renderSession(s);
-          }
-        }
-        this.gen++;
-        break;
-      case "action_pending":
-        this.addPending(e);
-        break;
-      case "action_decided":
-        this.decided(e);
-        break;
-      case "action_result":
-        this.result(e);
-        break;
-      case "error":
-        this.error(e);
-        break;
-      case "session_started":
-      case "session_resized":
-      case "output":
-      case "session_ended":
-        this.sessionEvent(e);
-        break;
-    }
-    this.renderStatus();
-    this.renderPendingEmpty();
-  }
-
-  /** The host has answered `request` (of this browser's, if it is one): it got it. */
-  answered(request) {
-    const mine = this.mine.get(request);
-    if (mine) mine.stage = "answered";
-  }
-
   // --- what needs an answer ---
 
-  addPending(e) {
-    const known = this.pending.get(e.request);
-    if (known) {
-      known.gen = this.gen;
-      return;
-    }
-    const entry = { event: e, gen: this.gen, outcome: null };
+  /** Builds the card of a pending action the state has just taken in, and puts it in place. */
+  addPending(request) {
+    const e = this.state.pending.get(request).event;
     const a = e.action;
     const what = [];
     if (a.type === "run") {
@@ -234,7 +202,7 @@ export class HostScreen {
     } else if (a.type === "tool") {
       what.push(h("dt", {}, "Tool"), h("dd", { class: "mono" }, a.name), h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.input)));
     } else if (a.type === "session_input") {
-      const s = this.sessions.get(a.session);
+      const s = this.state.sessions.get(a.session);
       if (s) what.push(h("dt", {}, "Session"), h("dd", { class: "mono" }, sessionTitle(s)));
       what.push(h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.data)));
     }
@@ -263,25 +231,25 @@ export class HostScreen {
         outcome.textContent = "Refused here: the action does not match its hash.";
         return;
       }
-      entry.answered = verdict;
+      this.apply({ kind: "answer", request, verdict });
       try {
-        const { acked } = await this.device.send("decision", { request: e.request, action_hash: e.action_hash, verdict });
+        const { acked } = await this.device.send("decision", { request, action_hash: e.action_hash, verdict });
         acked.then(() => {
-          if (!entry.outcome && entry.answered) outcome.textContent = `Your ${noun} is sent; waiting for the host.`;
+          const entry = this.state.pending.get(request);
+          if (entry && !entry.outcome && entry.answered) outcome.textContent = `Your ${noun} is sent; waiting for the host.`;
         });
       } catch (error) {
         // Nothing was signed (the counter could not be stored first): it may be pressed again.
-        entry.answered = null;
+        this.apply({ kind: "answer", request, verdict: null });
         approve.disabled = deny.disabled = false;
         outcome.textContent = `Not sent: ${error.message}`;
       }
     };
     approve.addEventListener("click", () => answer("approve"));
     deny.addEventListener("click", () => answer("deny"));
-    Object.assign(entry, { card, approve, deny, outcomeEl: outcome });
-    this.pending.set(e.request, entry);
-    this.placePending(entry);
-    if (this.mine.get(e.request)?.type === "session_input") card.scrollIntoView({ block: "center" });
+    this.cards.set(request, { card, approve, deny, outcomeEl: outcome, pointer: null });
+    this.placePending(request);
+    if (this.state.mine.get(request)?.type === "session_input") card.scrollIntoView({ block: "center" });
     tick();
   }
 
@@ -289,40 +257,43 @@ export class HostScreen {
    * Puts a pending card in "Needs you", or, for input to a session shown here, at that session
    * (with a line in "Needs you" that leads to it).
    */
-  placePending(entry) {
-    const a = entry.event.action;
-    const s = a.type === "session_input" ? this.sessions.get(a.session) : null;
-    if (!s) {
-      this.pendingList.append(entry.card);
+  placePending(request) {
+    const shown = this.cards.get(request);
+    const a = this.state.pending.get(request).event.action;
+    const v = a.type === "session_input" ? this.sessionViews.get(a.session) : null;
+    if (!v) {
+      this.pendingList.append(shown.card);
       return;
     }
-    s.waits.append(entry.card);
-    if (!entry.pointer) {
+    v.waits.append(shown.card);
+    if (!shown.pointer) {
       const go = h("button", { type: "button" }, "Show it");
       go.addEventListener("click", () => {
-        entry.card.scrollIntoView({ block: "center" });
-        (entry.approve.disabled ? entry.card : entry.approve).focus({ preventScroll: true });
+        shown.card.scrollIntoView({ block: "center" });
+        (shown.approve.disabled ? shown.card : shown.approve).focus({ preventScroll: true });
       });
-      entry.pointer = h("p", { class: "pointer" }, `Input to the session ${sessionTitle(s)} waits at the session. `, go);
-      this.pendingList.append(entry.pointer);
+      const title = sessionTitle(this.state.sessions.get(a.session));
+      shown.pointer = h("p", { class: "pointer" }, `Input to the session ${title} waits at the session. `, go);
+      this.pendingList.append(shown.pointer);
     }
   }
 
-  decided(e) {
-    const by = actorName(e.decided_by, this.me, "you");
+  /** A pending action's card shows its outcome a moment, then goes (Activity keeps it). */
+  showOutcome(e) {
+    const shown = this.cards.get(e.request);
     const verb = e.verdict === "approve" ? "Approved" : "Denied";
-    const entry = this.pending.get(e.request);
-    const title = entry?.event.summary ?? this.mine.get(e.request)?.what ?? "an action";
-    if (entry && !entry.outcome) {
-      entry.outcome = e.verdict;
-      entry.approve.disabled = entry.deny.disabled = true;
-      entry.outcomeEl.textContent = e.decided_by ? `${verb} by ${by}.` : `${verb} by the host (no answer in time, or the asker left).`;
-      entry.outcomeEl.className = `outcome ${e.verdict === "approve" ? "ok" : "bad"}`;
-      entry.card.querySelector("[data-expires]")?.removeAttribute("data-expires");
-      entry.pointer?.remove();
-      // The outcome stays in view a moment, then the activity feed keeps it.
-      setTimeout(() => this.dropPending(e.request), 5000);
-    }
+    shown.approve.disabled = shown.deny.disabled = true;
+    shown.outcomeEl.textContent = e.decided_by ? `${verb} by ${actorName(e.decided_by, this.me, "you")}.` : `${verb} by the host (no answer in time, or the asker left).`;
+    shown.outcomeEl.className = `outcome ${e.verdict === "approve" ? "ok" : "bad"}`;
+    shown.card.querySelector("[data-expires]")?.removeAttribute("data-expires");
+    shown.pointer?.remove();
+    // The outcome stays in view a moment, then the activity feed keeps it.
+    setTimeout(() => this.apply({ kind: "dismiss", request: e.request }), 5000);
+  }
+
+  decided(e) {
+    const verb = e.verdict === "approve" ? "Approved" : "Denied";
+    const title = this.state.pending.get(e.request)?.event.summary ?? this.state.mine.get(e.request)?.what ?? "an action";
     this.say({
       request: e.request,
       title: `${verb}: ${title}`,
@@ -332,17 +303,17 @@ export class HostScreen {
     });
   }
 
-  dropPending(id) {
-    const entry = this.pending.get(id);
-    entry?.card.remove();
-    entry?.pointer?.remove();
-    this.pending.delete(id);
-    this.renderPendingEmpty();
+  dropPending(request) {
+    const shown = this.cards.get(request);
+    shown?.card.remove();
+    shown?.pointer?.remove();
+    this.cards.delete(request);
   }
 
   renderPendingEmpty() {
-    const open = [...this.pending.values()].filter((entry) => !entry.outcome).length;
-    this.pendingEmpty.hidden = this.pending.size > 0;
+    const { pending } = this.state;
+    const open = [...pending.values()].filter((entry) => !entry.outcome).length;
+    this.pendingEmpty.hidden = pending.size > 0;
     // The tab says how many answers are waiting, for a phone with the page in the background.
     document.title = open > 0 ? `(${open}) Agent bridge` : "Agent bridge";
   }
@@ -356,7 +327,7 @@ export class HostScreen {
    */
   say({ request = null, title, detail = null, tone = null, by = null, output = null, terminal = false }) {
     const known = request ? this.items.get(request) : null;
-    const mine = request ? this.mine.get(request) : null;
+    const mine = request ? this.state.mine.get(request) : null;
     const entry = {
       id: request ?? `note-${Device.requestId()}`,
       at: known?.entry.at ?? Date.now(),
@@ -448,9 +419,7 @@ export class HostScreen {
     const newest = entries.filter((e) => !this.items.has(e.id)).reverse();
     let live = LIVE_RESULTS - this.liveResults.length;
     for (let entry of newest) {
-      if (entry.mine && entry.request && !this.mine.has(entry.request)) {
-        this.mine.set(entry.request, { what: entry.what, type: entry.type, stage: "answered" });
-      }
+      if (entry.mine && entry.request) this.apply({ kind: "restored", request: entry.request, what: entry.what, type: entry.type });
       if (entry.stage === "queued" || entry.stage === "sending") {
         // Its message lived in the earlier page only.
         entry = { ...entry, stage: null, tone: "bad", detail: "maybe not sent: the page was closed or reloaded before the host had it" };
@@ -460,9 +429,10 @@ export class HostScreen {
   }
 
   result(e) {
-    const mine = this.mine.get(e.request);
-    const title = mine?.what ?? this.pending.get(e.request)?.event.summary ?? "an action";
-    const type = mine?.type ?? this.pending.get(e.request)?.event.action.type;
+    const mine = this.state.mine.get(e.request);
+    const pending = this.state.pending.get(e.request);
+    const title = mine?.what ?? pending?.event.summary ?? "an action";
+    const type = mine?.type ?? pending?.event.action.type;
     const exit = e.exit_code === null || e.exit_code === undefined ? "done" : `exit ${e.exit_code}`;
     this.say({
       request: e.request,
@@ -476,13 +446,7 @@ export class HostScreen {
   }
 
   error(e) {
-    const entry = e.request && this.pending.get(e.request);
-    if (entry && entry.answered && !entry.outcome) {
-      entry.outcomeEl.textContent = `Not taken: ${errorText(e)}`;
-      entry.outcomeEl.className = "outcome bad";
-      return;
-    }
-    const title = (e.request && this.mine.get(e.request)?.what) ?? "The host said no";
+    const title = (e.request && this.state.mine.get(e.request)?.what) ?? "The host said no";
     this.say({ request: e.request, title: `${title}: refused`, detail: errorText(e), tone: "bad" });
   }
 
@@ -490,21 +454,20 @@ export class HostScreen {
 
   async request(action) {
     const id = Device.requestId();
-    const what = describe(action);
-    const mine = { what, type: action.type, stage: this.waiting ? "queued" : "sending", waiting: this.waiting };
-    this.mine.set(id, mine);
-    this.say({ request: id, title: what, detail: this.waiting ? QUEUED[this.waiting] : "sending…" });
+    this.apply({ kind: "request", request: id, what: describe(action), type: action.type });
     try {
       const { acked } = await this.device.send("request", { type: "action", id, action });
-      acked.then(() => {
-        if (mine.stage === "answered") return;
-        mine.stage = "sent";
-        this.say({ request: id, title: what, detail: SENT });
-      });
+      acked.then(() => this.apply({ kind: "acked", request: id }));
     } catch (error) {
-      mine.stage = "answered";
-      this.say({ request: id, title: `${what}: not sent`, detail: error.message, tone: "bad" });
+      this.apply({ kind: "not_sent", request: id, reason: error.message });
     }
+  }
+
+  /** Says in Activity where one of this browser's requests is: waiting, going, sent, or not sent. */
+  sayMine(request) {
+    const { what, stage, waiting, error } = this.state.mine.get(request);
+    if (error !== null) this.say({ request, title: `${what}: not sent`, detail: error, tone: "bad" });
+    else this.say({ request, title: what, detail: stage === "sent" ? SENT : waiting ? QUEUED[waiting] : "sending…" });
   }
 
   requestForms() {
@@ -549,31 +512,7 @@ export class HostScreen {
 
   // --- sessions ---
 
-  sessionEvent(e) {
-    let s = this.sessions.get(e.session);
-    if (!s) {
-      // `seq` counts from 0: nothing is shown yet.
-      s = { command: [], kind: "agent", seq: -1, ended: null, gen: this.gen };
-      this.sessions.set(e.session, s);
-      this.buildSession(e.session, s);
-    }
-    if (e.type === "session_started") {
-      Object.assign(s, { command: e.command, kind: e.kind, ended: null, gen: this.gen });
-      s.view.hostSize(e.size ?? null);
-    } else if (e.type === "session_resized") {
-      s.view.hostSize(e.size);
-    } else if (e.type === "output") {
-      // A sync sends the scrollback again: what this view has already shown is skipped.
-      if (e.seq <= s.seq) return;
-      s.seq = e.seq;
-      s.view.write(p.fromBase64(e.data));
-    } else {
-      s.ended = { exit: e.exit_code };
-    }
-    this.renderSession(s);
-  }
-
-  buildSession(id, s) {
+  buildSession(id) {
     const input = h("input", { type: "text", id: `input-${id}`, autocomplete: "off", autocapitalize: "off", spellcheck: "false" });
     const send = h("button", { type: "submit" }, "Send");
     const interrupt = h("button", { type: "button", class: "deny" }, "Interrupt (Ctrl-C)");
@@ -584,32 +523,32 @@ export class HostScreen {
       input.value = "";
     });
     interrupt.addEventListener("click", () => this.request({ type: "session_input", session: id, data: "\u0003" }));
-    s.title = h("h3", {});
-    s.state = h("p", { class: "muted" });
-    s.waits = h("div", { class: "waits" });
-    s.view = new TermView("session", "session output");
-    s.form = form;
-    s.card = h("article", { class: "card session", "data-session": id }, s.title, s.state, s.waits, s.view.element, form);
-    this.sessionList.append(s.card);
+    const v = { title: h("h3", {}), state: h("p", { class: "muted" }), waits: h("div", { class: "waits" }), view: new TermView("session", "session output"), form };
+    v.card = h("article", { class: "card session", "data-session": id }, v.title, v.state, v.waits, v.view.element, form);
+    this.sessionViews.set(id, v);
+    this.sessionList.append(v.card);
     this.sessionSection.hidden = false;
-    s.view.open();
+    v.view.open();
     // Input to it that waited for its card (a sync sends pending actions first).
-    for (const entry of this.pending.values()) {
-      if (entry.event.action.type === "session_input" && entry.event.action.session === id) this.placePending(entry);
+    for (const request of this.cards.keys()) {
+      const a = this.state.pending.get(request).event.action;
+      if (a.type === "session_input" && a.session === id) this.placePending(request);
     }
   }
 
-  renderSession(s) {
-    s.title.textContent = sessionTitle(s);
-    s.state.textContent = s.ended?.gone
+  renderSession(id) {
+    const s = this.state.sessions.get(id);
+    const v = this.sessionViews.get(id);
+    v.title.textContent = sessionTitle(s);
+    v.state.textContent = s.ended?.gone
       ? "ended: the host no longer has this session (it restarted, or the session stopped being shared)"
       : s.ended
         ? `ended${s.ended.exit === null || s.ended.exit === undefined ? "" : `, exit ${s.ended.exit}`}`
         : s.kind === "shell"
           ? "running (a shell: each input is asked at the host)"
           : "running (an agent: prompts go straight in)";
-    s.card.classList.toggle("ended", Boolean(s.ended));
-    s.form.hidden = Boolean(s.ended) || this.record.role !== "operator";
+    v.card.classList.toggle("ended", Boolean(s.ended));
+    v.form.hidden = Boolean(s.ended) || this.record.role !== "operator";
   }
 
   async forget() {
