@@ -785,6 +785,9 @@ pub(crate) async fn drive(
                         decided_by: by.as_deref().map(|by| host.actor(by)),
                     });
                 }
+                Effect::Sync { device, request, pending } => {
+                    crate::link::send_sync(&host, device, request, &pending);
+                }
                 Effect::Settled(resolution) => {
                     if let Some(waiter) = waiters.remove(&resolution.pending.id) {
                         let _ = waiter.send(*resolution);

@@ -61,6 +61,17 @@ pub enum Effect {
     },
     /// Wake whoever waits for this pending action: it is settled.
     Settled(Box<Resolution>),
+    /// Send `device` what waits (then the rest of the host's state), in order with every
+    /// other effect: a decision taken before this reaches the device before the list, one
+    /// taken after it comes after.
+    Sync {
+        /// To whom.
+        device: protocol::DeviceId,
+        /// The device's sync request, when it asked.
+        request: Option<RequestId>,
+        /// What waits now.
+        pending: Vec<Pending>,
+    },
 }
 
 /// The host's decision state (see the module notes).
@@ -137,6 +148,12 @@ impl HostCore {
     /// What is waiting, oldest id first.
     pub fn pending(&self) -> Vec<Pending> {
         self.broker.list()
+    }
+
+    /// Brings `device` up to date ([`Effect::Sync`]).
+    pub fn sync(&mut self, device: protocol::DeviceId, request: Option<RequestId>) {
+        let pending = self.broker.list();
+        self.effects.push_back(Effect::Sync { device, request, pending });
     }
 
     /// Lets the command judged under `id` run once through the sandbox, until [`GRANT_FOR_MS`]
@@ -229,6 +246,13 @@ pub enum Command {
     Pending {
         /// The list.
         reply: oneshot::Sender<Vec<Pending>>,
+    },
+    /// [`HostCore::sync`].
+    Sync {
+        /// To whom.
+        device: protocol::DeviceId,
+        /// The device's sync request, when it asked.
+        request: Option<RequestId>,
     },
     /// [`HostCore::grant`].
     Grant {
@@ -360,6 +384,7 @@ pub fn apply(
         Command::Pending { reply } => {
             let _ = reply.send(core.pending());
         }
+        Command::Sync { device, request } => core.sync(device, request),
         Command::Grant { id, grant } => core.grant(now, id, grant),
         Command::TakeGrant { id, reply } => {
             let _ = reply.send(core.take_grant(now, id));

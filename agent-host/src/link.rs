@@ -524,30 +524,30 @@ pub(crate) async fn run(
     }
 }
 
-/// Sends a device every pending action, then the host's status (in a task of its own: the list
-/// comes from the core's driver).
+/// Asks the core's driver to bring a device up to date ([`send_sync`]), in order with the
+/// decisions it takes.
 fn sync(
     host: &Arc<Host>,
     link: &mpsc::UnboundedSender<ToLink>,
     device: DeviceId,
     request: Option<RequestId>,
 ) {
-    let (host, link) = (host.clone(), link.clone());
-    tokio::spawn(async move { sync_now(&host, &link, device, request).await });
+    if let Err(e) = host.core.try_send(Command::Sync { device, request }) {
+        error(link, device, request, ErrorCode::Internal, format!("{e}; ask again"));
+    }
 }
 
-async fn sync_now(
+/// Sends a device every pending action, the live sessions, then the host's status (the core's
+/// driver does, for [`crate::host_core::Effect::Sync`]).
+pub(crate) fn send_sync(
     host: &Host,
-    link: &mpsc::UnboundedSender<ToLink>,
     device: DeviceId,
     request: Option<RequestId>,
+    pending: &[crate::approvals::Pending],
 ) {
+    let Some(link) = &host.link else { return };
     let Some(role) = lock(&host.devices).get(&device).map(|d| d.role) else { return };
-    let pending = match host.core.pending().await {
-        Ok(pending) => pending,
-        Err(e) => return error(link, device, request, ErrorCode::Internal, e.to_string()),
-    };
-    for p in &pending {
+    for p in pending {
         let _ = link.send(ToLink::To(device, pending_event(host, p)));
     }
     // Live sessions, with what they printed lately.
