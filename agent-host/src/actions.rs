@@ -487,7 +487,11 @@ fn answered(
             ErrorCode::Expired,
             "nobody approved before the request lapsed",
         )),
-        Err(_) => Err(Outcome::refused(Some(id), ErrorCode::Internal, "the host stopped")),
+        Err(_) => Err(Outcome::refused(
+            Some(id),
+            ErrorCode::Internal,
+            "the host could not settle it (it is stopping, or its audit log failed); nothing was done",
+        )),
     }
 }
 
@@ -604,7 +608,10 @@ async fn grant_run(host: &Host, id: RequestId, grant: Option<Grant>) -> Result<(
 /// [`crate::local_api::ApiRequest::RunAllowed`]): only the action judged, only once, in the
 /// directory judged. Anything else is refused and audited.
 pub async fn run_allowed(host: Arc<Host>, door: Door, id: RequestId, action: Action) -> Outcome {
-    let grant = host.core.take_grant(id).await.ok().flatten();
+    let grant = match host.core.take_grant(id).await {
+        Ok(grant) => grant,
+        Err(e) => return Outcome::refused(Some(id), ErrorCode::Internal, format!("{e}; not run")),
+    };
     let refuse = |code, message: String| {
         crate::link::refuse(&host, &format!("local:{}", door.asker()), &message);
         Outcome::refused(Some(id), code, message)
@@ -752,6 +759,8 @@ pub(crate) async fn drive(
     mut commands: tokio::sync::mpsc::Receiver<crate::host_core::Command>,
 ) {
     let mut waiters = std::collections::HashMap::new();
+    // Decisions whose record could not be written: they take no effect.
+    let mut unrecorded = std::collections::HashSet::new();
     loop {
         let lapse = core.poll_timeout().map(|at| {
             let wait = std::time::Duration::from_millis(at.saturating_sub(now_ms()));
@@ -773,12 +782,23 @@ pub(crate) async fn drive(
         while let Some(effect) = core.poll_effect() {
             match effect {
                 Effect::Audit(event) => {
+                    let request = match &event {
+                        Event::Approval { request, .. } => Some(request.clone()),
+                        _ => None,
+                    };
                     if let Err(e) = host.record(event) {
-                        tracing::error!("audit: {e}");
+                        tracing::error!("audit: {e}; the decision takes no effect");
+                        unrecorded.extend(request);
                     }
                 }
                 Effect::Pending(p) => host.broadcast(pending_event(&host, &p)),
                 Effect::Decided { request, verdict, by } => {
+                    // A decision the log does not hold is told as a denial by nobody.
+                    let (verdict, by) = if unrecorded.contains(&request.to_string()) {
+                        (Verdict::Deny, None)
+                    } else {
+                        (verdict, by)
+                    };
                     host.broadcast(HostEvent::ActionDecided {
                         request,
                         verdict,
@@ -789,7 +809,13 @@ pub(crate) async fn drive(
                     crate::link::send_sync(&host, device, request, &pending);
                 }
                 Effect::Settled(resolution) => {
-                    if let Some(waiter) = waiters.remove(&resolution.pending.id) {
+                    let waiter = waiters.remove(&resolution.pending.id);
+                    // Unrecorded: the waiter is dropped unanswered, which its requester takes
+                    // as a failure (nothing is done).
+                    if unrecorded.remove(&resolution.pending.id.to_string()) {
+                        continue;
+                    }
+                    if let Some(waiter) = waiter {
                         let _ = waiter.send(*resolution);
                     }
                 }

@@ -325,9 +325,17 @@ pub async fn serve(
     }
     let expiry = tokio::spawn(expire_loop(host.clone()));
     tokio::pin!(shutdown);
+    tokio::pin!(driver);
+    let mut failed = None;
     loop {
         tokio::select! {
             () = &mut shutdown => break,
+            // Without its driver the host can decide nothing: stop rather than answer
+            // "stopped" to everyone while looking alive.
+            ended = &mut driver => {
+                failed = Some(format!("the host's decision state stopped ({ended:?})"));
+                break;
+            }
             accepted = owners.accept() => accept(&host, accepted, Door::Owner),
             accepted = agents.accept() => accept(&host, accepted, Door::Agent),
         }
@@ -341,6 +349,9 @@ pub async fn serve(
     let _ = std::fs::remove_file(&agent);
     if let Err(e) = host.commit() {
         tracing::error!("{e}");
+    }
+    if let Some(failed) = failed {
+        anyhow::bail!("{failed}; the host stopped");
     }
     tracing::info!("host stopped");
     Ok(())

@@ -720,19 +720,23 @@ fn dispatch(
             let (link, who) = (link.clone(), device.id);
             let queued = host.core.try_send(command);
             tokio::spawn(async move {
-                let withdrawn = match queued {
-                    Ok(()) => answer.await.map_err(|_| CoreError::Stopped.to_string()),
-                    Err(e) => Err(e.to_string()),
+                let failed = match queued {
+                    Ok(()) => match answer.await {
+                        Ok(Ok(())) => return,
+                        Ok(Err(_)) => None,
+                        Err(_) => Some(CoreError::Stopped),
+                    },
+                    Err(e) => Some(e),
                 };
-                if !matches!(withdrawn, Ok(Ok(()))) {
-                    error(
-                        &link,
-                        who,
-                        Some(target),
-                        ErrorCode::NotFound,
-                        "no pending request of this device has that id",
-                    );
-                }
+                let (code, message) = match failed {
+                    None => (ErrorCode::NotFound, "no pending request of this device has that id"),
+                    // Not withdrawn: it still waits, and must not look gone.
+                    Some(CoreError::Busy) => {
+                        (ErrorCode::Internal, "the host is busy; not withdrawn, send it again")
+                    }
+                    Some(_) => (ErrorCode::Internal, "the host is stopping; not withdrawn"),
+                };
+                error(&link, who, Some(target), code, message);
             });
         }
         Message::Decision(decision) => {
