@@ -342,17 +342,21 @@ impl SandboxSettings {
     /// The `sandbox` object of the settings file at `path` (defaults when the file or the
     /// object is absent).
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        match std::fs::read_to_string(path) {
+            Ok(text) => Self::parse(&text, path),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Self::default()),
+            Err(error) => Err(SettingsError::Read { path: path.into(), error }),
+        }
+    }
+
+    /// The `sandbox` object of settings text read from `path` (named in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Self, SettingsError> {
         #[derive(serde::Deserialize)]
         struct File {
             #[serde(default)]
             sandbox: Option<SandboxSettings>,
         }
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Self::default()),
-            Err(error) => return Err(SettingsError::Read { path: path.into(), error }),
-        };
-        let file: File = serde_json::from_str(&text)
+        let file: File = serde_json::from_str(text)
             .map_err(|e| SettingsError::Invalid { path: path.into(), message: e.to_string() })?;
         let settings = file.sandbox.unwrap_or_default();
         let invalid = |message: String| SettingsError::Invalid { path: path.into(), message };
