@@ -464,7 +464,7 @@ mod tests {
         assert_eq!(split_frame(&f[..10]), Err(FrameError::Short));
         let b = data_frame(FrameKind::Broadcast, &[0; 32], b"");
         assert_eq!(split_frame(&b), Ok((FrameKind::Broadcast, [0; 32], &b""[..])));
-        let mut odd = f.clone();
+        let mut odd = f;
         odd[0] = 3;
         assert_eq!(split_frame(&odd), Err(FrameError::Kind(3)));
         for code in [1000, 1001, 1002, 1006, 1007, 1008, 1009, 1011, 4003, 4008, 4009] {
