@@ -120,6 +120,10 @@ impl Host {
     }
 }
 
+/// Compactions in a row that lines overtook before the state is written under the registry's
+/// lock.
+const MAX_MISSED_COMPACTIONS: u32 = 3;
+
 /// How long a record that no action waits for may stay unsynced: the background sync waits
 /// this long after it is asked for, so that a commit coming meanwhile (an action about to
 /// start) syncs it in the same `fdatasync` instead of waiting behind a sync in progress.
@@ -144,7 +148,8 @@ impl Syncer {
         // One request waiting is enough: it syncs everything written before it is served.
         let (asked, requests) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new().name("state-sync".into()).spawn(move || {
-            let sync = || {
+            let mut missed = 0;
+            let mut sync = || {
                 if let Err(e) = journal.sync() {
                     tracing::error!("the devices' counters: {e}");
                 }
@@ -155,8 +160,21 @@ impl Syncer {
                 if let Some(compaction) = due {
                     let written =
                         compaction.write().and_then(|()| lock(&registry).compacted(&compaction));
-                    if let Err(e) = written {
-                        tracing::error!("the devices' counters: {e}");
+                    match written {
+                        Ok(true) => missed = 0,
+                        // Lines came while it wrote: the next round tries again, and after a
+                        // few misses (steady traffic) it writes under the lock instead, so the
+                        // journal cannot grow without end.
+                        Ok(false) => {
+                            missed += 1;
+                            if missed >= MAX_MISSED_COMPACTIONS {
+                                missed = 0;
+                                if let Err(e) = lock(&registry).save_counters() {
+                                    tracing::error!("the devices' counters: {e}");
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!("the devices' counters: {e}"),
                     }
                 }
                 if let Err(e) = audit.sync().and_then(|()| audit.sync_head()) {

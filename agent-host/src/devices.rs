@@ -114,6 +114,10 @@ pub enum RegistryError {
     /// No room for another device.
     #[error("at most {MAX_DEVICES} devices can be paired")]
     Full,
+    /// The host's counters towards this device are used up (a damaged or forged state file
+    /// can say so): nothing more is sent to it rather than a counter twice.
+    #[error("the counters towards {0} are used up; pair it again")]
+    Exhausted(DeviceId),
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -187,6 +191,12 @@ pub struct Registry {
     journal: Option<std::fs::File>,
     /// What syncs the journal, without the registry's lock.
     journal_sync: Arc<JournalSync>,
+    /// How many times the state was written whole by [`Registry::save_counters`].
+    saves: u64,
+    /// Taken by every writer of `counters.json`, holding the number of the last
+    /// [`Registry::save_counters`] on disk: a [`Compaction`] taken before a later save must not
+    /// replace what that save wrote.
+    counters_file: Arc<Mutex<u64>>,
 }
 
 /// `counters.json` as it is to be written, taken under the registry's lock and written
@@ -195,15 +205,27 @@ pub struct Registry {
 pub struct Compaction {
     path: PathBuf,
     journal_n: u64,
+    /// The number of the last whole save it includes.
+    saves: u64,
+    file: Arc<Mutex<u64>>,
     bytes: Vec<u8>,
 }
 
 impl Compaction {
-    /// Writes it atomically and durably.
+    /// Writes it atomically and durably, unless the state was saved whole since it was taken
+    /// (that file is newer: it stays, and the journal lines it holds are in it).
     pub fn write(&self) -> Result<(), RegistryError> {
+        let on_disk = lock_file(&self.file);
+        if *on_disk > self.saves {
+            return Ok(());
+        }
         crate::fsutil::write_atomic(&self.path, &self.bytes, 0o600)
             .map_err(|error| RegistryError::Io { path: self.path.clone(), error })
     }
+}
+
+fn lock_file(file: &Mutex<u64>) -> std::sync::MutexGuard<'_, u64> {
+    file.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Makes the journal's lines durable, apart from the registry, so that a sync in progress
@@ -303,7 +325,8 @@ impl Registry {
             }
         }
         // Continue after every reserved block: counters handed out before a crash stay used.
-        let tx_next = counters.iter().map(|(id, c)| (*id, c.tx_reserved + 1)).collect();
+        let tx_next =
+            counters.iter().map(|(id, c)| (*id, c.tx_reserved.saturating_add(1))).collect();
         Ok(Self {
             dir: state_dir.to_path_buf(),
             devices: file.devices.into_iter().map(|d| (d.id, d)).collect(),
@@ -314,6 +337,8 @@ impl Registry {
             journal_lines,
             journal: None,
             journal_sync: Arc::default(),
+            saves: 0,
+            counters_file: Arc::default(),
         })
     }
 
@@ -331,7 +356,12 @@ impl Registry {
     /// Writes the counters file whole, then empties the journal (whose lines it includes).
     pub fn save_counters(&mut self) -> Result<(), RegistryError> {
         let file = CountersFile { journal: self.journal_n, devices: self.counters.clone() };
-        self.write("counters.json", &serde_json::to_vec_pretty(&file).unwrap_or_default())?;
+        {
+            let mut on_disk = lock_file(&self.counters_file);
+            self.write("counters.json", &serde_json::to_vec_pretty(&file).unwrap_or_default())?;
+            self.saves += 1;
+            *on_disk = self.saves;
+        }
         if self.journal_lines > 0 {
             let path = self.dir.join(JOURNAL);
             let io = |error| RegistryError::Io { path: path.clone(), error };
@@ -438,7 +468,7 @@ impl Registry {
         let id = device.id;
         // A newly paired device counts from 1 again; the host's own counter towards it goes on
         // after anything it ever reserved for that key.
-        let tx_from = self.counters.get(&id).map_or(1, |c| c.tx_reserved + 1);
+        let tx_from = self.counters.get(&id).map_or(1, |c| c.tx_reserved.saturating_add(1));
         self.devices.insert(id, device);
         self.counters.insert(id, Counters { tx_reserved: tx_from - 1, ..Counters::default() });
         self.tx_next.insert(id, tx_from);
@@ -502,7 +532,7 @@ impl Registry {
     pub fn prepare(&mut self) -> Result<(), RegistryError> {
         for (id, next) in &self.tx_next {
             if let Some(c) = self.counters.get_mut(id) {
-                c.tx_reserved = c.tx_reserved.max(next + TX_BLOCK - 1);
+                c.tx_reserved = c.tx_reserved.max(next.saturating_add(TX_BLOCK - 1));
             }
         }
         self.save_counters()?;
@@ -522,6 +552,8 @@ impl Registry {
         Compaction {
             path: self.dir.join("counters.json"),
             journal_n: self.journal_n,
+            saves: self.saves,
+            file: self.counters_file.clone(),
             bytes: serde_json::to_vec_pretty(&file).unwrap_or_default(),
         }
     }
@@ -530,17 +562,18 @@ impl Registry {
     /// (they are not in the file; the next compaction takes them). The emptying needs no sync
     /// of its own: the lines it drops are in the file already, and the journal's next sync
     /// makes it durable with the lines after it.
-    pub fn compacted(&mut self, done: &Compaction) -> Result<(), RegistryError> {
+    /// Returns whether the journal was emptied.
+    pub fn compacted(&mut self, done: &Compaction) -> Result<bool, RegistryError> {
         self.tx_ahead.retain(|_, (line, _)| *line > done.journal_n);
         if self.journal_n != done.journal_n {
-            return Ok(());
+            return Ok(false);
         }
         if let Some(journal) = &self.journal {
             let path = self.dir.join(JOURNAL);
             journal.set_len(0).map_err(|error| RegistryError::Io { path, error })?;
         }
         self.journal_lines = 0;
-        Ok(())
+        Ok(true)
     }
 
     /// The next counter towards `id` (see [`TX_BLOCK`]): from a block whose reservation is on
@@ -548,6 +581,9 @@ impl Registry {
     /// left, a new one is written whole first.
     pub fn next_tx(&mut self, id: &DeviceId) -> Result<Tx, RegistryError> {
         let next = self.tx_next.get(id).copied().unwrap_or(1);
+        // The last counter is never handed out, so that none is handed out twice.
+        let after =
+            next.checked_add(1).filter(|&a| a < u64::MAX).ok_or(RegistryError::Exhausted(*id))?;
         if let Some(&(line, durable)) = self.tx_ahead.get(id)
             && next > durable
         {
@@ -560,7 +596,7 @@ impl Registry {
         let reserved = self.counters.entry(*id).or_default().tx_reserved;
         let mut reserved_ahead = false;
         if next > reserved {
-            self.counters.entry(*id).or_default().tx_reserved = next + TX_BLOCK - 1;
+            self.counters.entry(*id).or_default().tx_reserved = next.saturating_add(TX_BLOCK - 1);
             self.save_counters()?;
         } else if reserved - next < TX_BLOCK / 4 && !self.tx_ahead.contains_key(id) {
             self.journal_n += 1;
@@ -569,11 +605,12 @@ impl Registry {
                 id: *id,
                 rx: None,
                 seen_ms: None,
-                tx_reserved: Some(reserved + TX_BLOCK),
+                tx_reserved: Some(reserved.saturating_add(TX_BLOCK)),
             };
             match self.journal_append(&line) {
                 Ok(()) => {
-                    self.counters.entry(*id).or_default().tx_reserved = reserved + TX_BLOCK;
+                    self.counters.entry(*id).or_default().tx_reserved =
+                        reserved.saturating_add(TX_BLOCK);
                     self.tx_ahead.insert(*id, (line.n, reserved));
                     reserved_ahead = true;
                 }
@@ -581,7 +618,7 @@ impl Registry {
                 Err(e) => tracing::warn!("cannot reserve counters ahead: {e}"),
             }
         }
-        self.tx_next.insert(*id, next + 1);
+        self.tx_next.insert(*id, after);
         Ok(Tx { counter: next, reserved_ahead })
     }
 }
@@ -687,6 +724,25 @@ mod tests {
         reg.accepted(&d.id, window.export(), 5).unwrap();
         let again = Registry::load(dir.path()).unwrap();
         assert_eq!(again.rx(&d.id), window.export());
+    }
+
+    /// Found by review: a compaction taken before a whole save (a device paired, a block
+    /// reserved) replaced that save's newer file with its older state.
+    #[test]
+    fn a_compaction_never_replaces_a_newer_save() {
+        let (dir, mut reg, d) = one_device();
+        reg.prepare().unwrap();
+        let compaction = reg.compaction();
+        // A device is paired meanwhile: the state is saved whole, with it.
+        let other = device(2);
+        reg.add(other.clone()).unwrap();
+        compaction.write().unwrap();
+        reg.compacted(&compaction).unwrap();
+        let file: CountersFile =
+            serde_json::from_slice(&std::fs::read(dir.path().join("counters.json")).unwrap())
+                .unwrap();
+        assert!(file.devices.contains_key(&other.id), "the newer save stays on disk");
+        assert!(file.devices.contains_key(&d.id));
     }
 
     #[test]
@@ -826,6 +882,25 @@ mod tests {
         let mut reg = Registry::load(dir.path()).unwrap();
         assert_eq!(reg.rx(&d.id).highest, 7);
         assert_eq!(reg.next_tx(&d.id).unwrap().counter, 1025);
+    }
+
+    /// A state file whose counter is at the end of its range (damaged or forged) makes the
+    /// host send nothing more to that device, instead of panicking or reusing a counter.
+    #[test]
+    fn counters_at_the_end_of_their_range_are_used_up_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = device(1);
+        let state = format!(
+            "{{\"journal\": 0, \"devices\": {{\"{}\": {{\"rx\": {{\"highest\": 0, \"seen\": 0}}, \"tx_reserved\": {}, \"last_seen_ms\": null}}}}}}",
+            d.id,
+            u64::MAX
+        );
+        std::fs::write(dir.path().join("counters.json"), state).unwrap();
+        let devices = format!("{{\"devices\": [{}]}}", serde_json::to_string(&d).unwrap());
+        std::fs::write(dir.path().join("devices.json"), devices).unwrap();
+        let mut reg = Registry::load(dir.path()).unwrap();
+        reg.prepare().unwrap();
+        assert!(matches!(reg.next_tx(&d.id), Err(RegistryError::Exhausted(_))));
     }
 
     #[test]
