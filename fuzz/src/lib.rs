@@ -142,16 +142,24 @@ fn scratch() -> &'static Path {
         let base = if base.is_dir() { base.to_path_buf() } else { std::env::temp_dir() };
 
         // libFuzzer ends the process without running destructors: the directories of runs that
-        // ended are removed by the next one.
+        // ended are removed by the next one (where /proc says which processes still run).
+        let proc_mounted = Path::new("/proc/self").exists();
         for entry in std::fs::read_dir(&base).into_iter().flatten().flatten() {
             let name = entry.file_name();
-            let pid = name.to_str().and_then(|n| n.strip_prefix("agent-bridge-fuzz-"));
-            if pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
+            let pid = name
+                .to_str()
+                .and_then(|n| n.strip_prefix("agent-bridge-fuzz-"))
+                .and_then(|rest| rest.split('-').next());
+            if proc_mounted && pid.is_some_and(|pid| !Path::new("/proc").join(pid).exists()) {
                 let _ = std::fs::remove_dir_all(entry.path());
             }
         }
-        let dir = base.join(format!("agent-bridge-fuzz-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // A new directory of this process's own (never one made or planted before it).
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir = base.join(format!("agent-bridge-fuzz-{}-{nanos}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
         dir
     })
 }
@@ -184,9 +192,17 @@ pub fn device_state(data: &[u8]) {
             std::fs::write(dir.join(name), bytes).unwrap();
         }
     }
-    if let Ok(registry) = agent_host::devices::Registry::load(&dir) {
-        for (device, _) in registry.list() {
-            let _ = registry.rx(&device.id);
+    let Ok(mut registry) = agent_host::devices::Registry::load(&dir) else { return };
+    let loaded = registry.list();
+    // As a starting host: a fresh block for every device, then an event to each never reuses
+    // a counter reserved before.
+    if registry.prepare().is_err() {
+        return;
+    }
+    for (device, counters) in loaded {
+        let _ = registry.rx(&device.id);
+        if let Ok(tx) = registry.next_tx(&device.id) {
+            assert!(tx.counter > counters.tx_reserved, "a reserved counter was handed out again");
         }
     }
 }
