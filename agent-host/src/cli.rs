@@ -540,17 +540,24 @@ fn relay_setup(relay: &str, cert: Option<&str>) -> anyhow::Result<crate::link::R
     })
 }
 
-/// Waits for Ctrl-C at the terminal, or SIGTERM from a service manager.
-async fn stop_signal() {
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+/// Waits for Ctrl-C at the terminal, or SIGTERM from a service manager. The handlers are
+/// installed when this is called, not when it is first awaited: a signal that comes as soon as
+/// the host's socket appears must stop the host cleanly, not kill it.
+fn stop_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (term, int) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()));
+    async move {
+        match (term, int) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
             }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
+            (Ok(mut one), Err(_)) | (Err(_), Ok(mut one)) => {
+                one.recv().await;
+            }
+            (Err(_), Err(_)) => std::future::pending().await,
         }
     }
 }
