@@ -467,10 +467,12 @@ impl Registry {
         }
         let id = device.id;
         // A newly paired device counts from 1 again; the host's own counter towards it goes on
-        // after anything it ever reserved for that key.
+        // after anything it ever reserved for that key, from a first block reserved in the same
+        // write (so its first event does not wait for another).
         let tx_from = self.counters.get(&id).map_or(1, |c| c.tx_reserved.saturating_add(1));
         self.devices.insert(id, device);
-        self.counters.insert(id, Counters { tx_reserved: tx_from - 1, ..Counters::default() });
+        let tx_reserved = tx_from.saturating_add(TX_BLOCK - 1);
+        self.counters.insert(id, Counters { tx_reserved, ..Counters::default() });
         self.tx_next.insert(id, tx_from);
         self.save_counters()?;
         self.save_devices()
@@ -661,6 +663,16 @@ mod tests {
         assert!(window.commit(7).is_err(), "a message accepted before the restart bounces");
         assert!(again.next_tx(&d.id).unwrap().counter > 3, "a counter used before is never reused");
         assert_eq!(again.list()[0].1.last_seen_ms, Some(99));
+    }
+
+    /// A device paired while the host runs gets its first block in the pairing's own write.
+    #[test]
+    fn a_newly_paired_device_sends_without_another_save() {
+        let (dir, mut reg, d) = one_device();
+        let file = dir.path().join("counters.json");
+        let before = std::fs::read(&file).unwrap();
+        assert_eq!(reg.next_tx(&d.id).unwrap().counter, 1);
+        assert_eq!(std::fs::read(&file).unwrap(), before, "no whole save for the first event");
     }
 
     /// A started host writes nothing on the way of a message or an event: every device has a
