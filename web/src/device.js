@@ -85,7 +85,7 @@ export class EventStreamSocket {
 
 /**
  * The relay link of a device: one WebSocket, reconnected with backoff, and the resume layer of
- * relay-client/src/resume.rs towards the host (this side's epoch; the host's stream joined at
+ * protocol/src/resume.rs towards the host (this side's epoch; the host's stream joined at
  * the first frame that arrives; acknowledgements; everything unacknowledged sent again after a
  * reconnect or a second).
  *
