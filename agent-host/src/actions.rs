@@ -10,73 +10,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use protocol::{Action, ActionHash, Actor, Blob, ErrorCode, HostEvent, RequestId, Verdict};
+use protocol::{Action, ActionHash, Blob, ErrorCode, HostEvent, RequestId, Verdict};
 use tokio::sync::oneshot;
 
-use crate::approvals::{Pending, Resolution};
+use crate::approvals::{Pending, Requester, Resolution};
 use crate::audit::Event;
-use crate::daemon::{Host, lock, now_ms};
 use crate::exec::{Job, Limits};
+use crate::host::{Host, lock, now_ms, pending_event};
 use crate::host_core::{Effect, Grant, HostCore};
 use crate::local_api::Door;
 use crate::policy::{Subject, Verdict as PolicyVerdict};
 
 /// The longest diff preview shown with a pending write or edit.
 pub const MAX_PREVIEW: usize = protocol::limits::MAX_PREVIEW - 32;
-
-/// Who asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Requester {
-    /// Someone at this machine (`terminal`, `hook claude-code`).
-    Local(String),
-    /// A paired device.
-    Device(protocol::DeviceId),
-}
-
-impl Requester {
-    /// The name the audit log and the broker use: `local:terminal`, `dev1…`.
-    pub fn label(&self) -> String {
-        match self {
-            Self::Local(name) => format!("local:{name}"),
-            Self::Device(id) => id.to_string(),
-        }
-    }
-}
-
-/// The actor a label stands for, as devices are told, with the device's name from `name_of`.
-pub fn actor(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<String>) -> Actor {
-    match label.parse() {
-        Ok(id) => Actor::Device { name: name_of(&id), id },
-        Err(_) => Actor::Local { name: label.strip_prefix("local:").unwrap_or(label).into() },
-    }
-}
-
-/// Who a label stands for, as people read it: a device by its name (its id when it has none),
-/// someone at the machine by what they are.
-pub fn person(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<String>) -> String {
-    match actor(label, name_of) {
-        Actor::Device { name: Some(name), .. } => format!("{name} (a paired device)"),
-        Actor::Device { id, name: None } => format!("device {id}"),
-        Actor::Local { name } => format!("{name} at the host"),
-    }
-}
-
-impl Host {
-    /// A device's name in the registry.
-    pub fn device_name(&self, id: &protocol::DeviceId) -> Option<String> {
-        lock(&self.devices).get(id).map(|d| d.name.clone())
-    }
-
-    /// [`actor`] with names from the registry.
-    pub fn actor(&self, label: &str) -> Actor {
-        actor(label, |id| self.device_name(id))
-    }
-
-    /// [`person`] with names from the registry.
-    pub fn person(&self, label: &str) -> String {
-        person(label, |id| self.device_name(id))
-    }
-}
 
 /// Where a request stands, as its requester is told.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -613,7 +559,7 @@ pub async fn run_allowed(host: Arc<Host>, door: Door, id: RequestId, action: Act
         Err(e) => return Outcome::refused(Some(id), ErrorCode::Internal, format!("{e}; not run")),
     };
     let refuse = |code, message: String| {
-        crate::link::refuse(&host, &format!("local:{}", door.asker()), &message);
+        crate::host::refuse(&host, &format!("local:{}", door.asker()), &message);
         Outcome::refused(Some(id), code, message)
     };
     let Some(grant) = grant else {
@@ -700,20 +646,6 @@ fn describe_for_agent(
             (format!("use {name}"), Some(shown))
         }
         Action::SessionInput { .. } => ("send input to a session".into(), None),
-    }
-}
-
-/// The event that shows a pending action to devices.
-pub fn pending_event(host: &Host, p: &Pending) -> HostEvent {
-    HostEvent::ActionPending {
-        request: p.id,
-        requested_by: host.actor(&p.requested_by),
-        action: p.action.clone(),
-        action_hash: p.action_hash,
-        summary: p.summary.clone(),
-        reason: p.reason.clone(),
-        preview: p.preview.clone(),
-        expires_at_ms: p.expires_at_ms,
     }
 }
 
@@ -806,7 +738,7 @@ pub(crate) async fn drive(
                     });
                 }
                 Effect::Sync { device, request, pending } => {
-                    crate::link::send_sync(&host, device, request, &pending);
+                    crate::host::send_sync(&host, device, request, &pending);
                 }
                 Effect::Settled(resolution) => {
                     let waiter = waiters.remove(&resolution.pending.id);
@@ -990,16 +922,6 @@ mod tests {
         assert_eq!(quote_argv(&argv(&["rm", "-rf", "a b"])), "rm -rf 'a b'");
         assert_eq!(quote_argv(&argv(&["sh", "-c", "it's; ls"])), r"sh -c 'it'\''s; ls'");
         assert_eq!(quote_argv(&argv(&["printf", ""])), "printf ''");
-    }
-
-    #[test]
-    fn labels_map_to_actors() {
-        assert_eq!(actor("local:terminal", |_| None), Actor::Local { name: "terminal".into() });
-        let id = protocol::DeviceId::new(protocol::SecretKey::from_seed(&[1; 32]).public_key());
-        let named = |_: &protocol::DeviceId| Some("phone".to_string());
-        assert_eq!(actor(&id.to_string(), named), Actor::Device { id, name: Some("phone".into()) });
-        assert_eq!(person(&id.to_string(), named), "phone (a paired device)");
-        assert_eq!(person(&id.to_string(), |_| None), format!("device {id}"));
     }
 
     #[test]

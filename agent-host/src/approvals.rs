@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use protocol::{Action, ActionHash, RequestId, Verdict};
+use protocol::{Action, ActionHash, Actor, RequestId, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// An action waiting for a person.
@@ -180,9 +180,56 @@ impl Broker {
     }
 }
 
+/// Who asks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Requester {
+    /// Someone at this machine (`terminal`, `hook claude-code`).
+    Local(String),
+    /// A paired device.
+    Device(protocol::DeviceId),
+}
+
+impl Requester {
+    /// The name the audit log and the broker use: `local:terminal`, `dev1…`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Local(name) => format!("local:{name}"),
+            Self::Device(id) => id.to_string(),
+        }
+    }
+}
+
+/// The actor a label stands for, as devices are told, with the device's name from `name_of`.
+pub fn actor(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<String>) -> Actor {
+    match label.parse() {
+        Ok(id) => Actor::Device { name: name_of(&id), id },
+        Err(_) => Actor::Local { name: label.strip_prefix("local:").unwrap_or(label).into() },
+    }
+}
+
+/// Who a label stands for, as people read it: a device by its name (its id when it has none),
+/// someone at the machine by what they are.
+pub fn person(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<String>) -> String {
+    match actor(label, name_of) {
+        Actor::Device { name: Some(name), .. } => format!("{name} (a paired device)"),
+        Actor::Device { id, name: None } => format!("device {id}"),
+        Actor::Local { name } => format!("{name} at the host"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_map_to_actors() {
+        assert_eq!(actor("local:terminal", |_| None), Actor::Local { name: "terminal".into() });
+        let id = protocol::DeviceId::new(protocol::SecretKey::from_seed(&[1; 32]).public_key());
+        let named = |_: &protocol::DeviceId| Some("phone".to_string());
+        assert_eq!(actor(&id.to_string(), named), Actor::Device { id, name: Some("phone".into()) });
+        assert_eq!(person(&id.to_string(), named), "phone (a paired device)");
+        assert_eq!(person(&id.to_string(), |_| None), format!("device {id}"));
+    }
 
     fn pending(n: u8, expires_at_ms: u64) -> Pending {
         let action = Action::Run {

@@ -466,7 +466,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
-fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::daemon::Config> {
+fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::host::Config> {
     let workspace = match &args.workspace {
         Some(w) => w.canonicalize()?,
         None => std::env::current_dir()?.canonicalize()?,
@@ -495,7 +495,7 @@ fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::daemon:
     if let Some(refusal) = user.unfit(std::slice::from_ref(&workspace), &dirs.all()) {
         anyhow::bail!("{refusal}");
     }
-    Ok(crate::daemon::Config {
+    Ok(crate::host::Config {
         user,
         workspace,
         policy,
@@ -509,7 +509,7 @@ fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::daemon:
 }
 
 /// How to reach a relay given as `HOST:PORT` (a `wss://` or `https://` prefix is allowed).
-fn relay_setup(relay: &str, cert: Option<&str>) -> anyhow::Result<crate::link::RelaySetup> {
+fn relay_setup(relay: &str, cert: Option<&str>) -> anyhow::Result<crate::host::RelaySetup> {
     let addr = relay
         .trim_start_matches("wss://")
         .trim_start_matches("https://")
@@ -530,7 +530,7 @@ fn relay_setup(relay: &str, cert: Option<&str>) -> anyhow::Result<crate::link::R
         }
         None => (relay_client::system_roots_config()?, None),
     };
-    Ok(crate::link::RelaySetup {
+    Ok(crate::host::RelaySetup {
         public: addr.clone(),
         addr,
         server_name,
@@ -565,7 +565,7 @@ fn stop_signal() -> impl Future<Output = ()> {
 /// Runs the daemon until a stop signal; `announce` runs once it is ready.
 async fn run_daemon(
     dirs: Dirs,
-    config: crate::daemon::Config,
+    config: crate::host::Config,
     announce: impl FnOnce(protocol::HostId),
 ) -> anyhow::Result<()> {
     let (ready, host) = tokio::sync::oneshot::channel();
@@ -583,7 +583,7 @@ fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::discover()?;
     let config = daemon_config(&dirs, args)?;
     let workspace = config.workspace.clone();
-    let socket = crate::daemon::owner_socket(&dirs);
+    let socket = dirs::owner_socket(&dirs);
     runtime()?.block_on(run_daemon(dirs, config, |id| {
         println!("agent-host serving {} as {id}", workspace.display());
         println!("socket: {}", socket.display());
@@ -600,7 +600,7 @@ fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let dirs = Dirs::discover()?;
     let mut config = daemon_config(&dirs, &args.serve)?;
     let workspace = config.workspace.clone();
-    let socket = crate::daemon::owner_socket(&dirs);
+    let socket = dirs::owner_socket(&dirs);
     let (role, yes, no_pair) = (args.role, args.yes, args.no_pair);
     runtime()?.block_on(async {
         let ip = if args.lan {
@@ -653,7 +653,7 @@ fn run_session(
 ) -> anyhow::Result<ExitCode> {
     use crate::local_api::{ApiRequest, ApiResponse};
     let dirs = Dirs::discover()?;
-    let socket = crate::daemon::agent_socket(&dirs);
+    let socket = dirs::agent_socket(&dirs);
     if no_jail {
         eprintln!(
             "agent-host: WARNING: `{}` runs UNJAILED with your full rights: it and everything it \
@@ -694,7 +694,7 @@ fn run_session(
 
 fn agent_socket_or_none() -> PathBuf {
     // Without directories the socket cannot exist; the ask then fails and is a deny.
-    Dirs::discover().map(|d| crate::daemon::agent_socket(&d)).unwrap_or_default()
+    Dirs::discover().map(|d| dirs::agent_socket(&d)).unwrap_or_default()
 }
 
 fn hook_claude_code(timeout: std::time::Duration, sandboxed: bool) -> anyhow::Result<ExitCode> {
@@ -766,7 +766,7 @@ fn ask(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
 }
 
 fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
-    let socket = crate::daemon::owner_socket(&Dirs::discover()?);
+    let socket = dirs::owner_socket(&Dirs::discover()?);
     let paired = crate::up::pair_at_terminal(
         &socket,
         args.role,
@@ -780,7 +780,7 @@ fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
 fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Result<ExitCode> {
     use crate::local_api::{ApiRequest, ApiResponse, DeviceChange};
     let dirs = Dirs::discover()?;
-    let socket = crate::daemon::owner_socket(&dirs);
+    let socket = dirs::owner_socket(&dirs);
     let running = std::os::unix::net::UnixStream::connect(&socket).is_ok();
     let Some(change) = change else {
         let devices = if running {
@@ -806,7 +806,7 @@ fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Result<ExitCod
             println!(
                 "{}  {}  {}  fingerprint {}  {seen}",
                 d.id,
-                crate::link::role_name(d.role),
+                crate::devices::role_name(d.role),
                 d.name,
                 d.fingerprint
             );
@@ -830,7 +830,7 @@ fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Result<ExitCod
         let (device, what) = crate::link::apply_change(&mut registry, &id, &change)?;
         let audit = crate::audit::AuditLog::open(&dirs.audit_log())?;
         audit.append(
-            crate::daemon::now_ms(),
+            crate::host::now_ms(),
             crate::audit::Event::Device { device: device.to_string(), change: what.clone() },
         )?;
         println!("{device}: {what}");
@@ -843,14 +843,11 @@ fn call(
     on_line: impl FnMut(&crate::local_api::ApiResponse),
 ) -> anyhow::Result<Vec<crate::local_api::ApiResponse>> {
     let dirs = Dirs::discover()?;
-    let owner = crate::daemon::owner_socket(&dirs);
+    let owner = dirs::owner_socket(&dirs);
     // What any asker may do goes through the agent socket where the owner socket is out of
     // reach (inside a jail), and is labelled `local:agent` there.
-    let socket = if request.needs_owner() || owner.exists() {
-        owner
-    } else {
-        crate::daemon::agent_socket(&dirs)
-    };
+    let socket =
+        if request.needs_owner() || owner.exists() { owner } else { dirs::agent_socket(&dirs) };
     runtime()?.block_on(crate::local_api::call(&socket, request, on_line))
 }
 
@@ -880,7 +877,7 @@ fn approvals(json: bool) -> anyhow::Result<ExitCode> {
         println!("nothing is waiting for approval");
     } else {
         for p in &pending {
-            let left = p.expires_at_ms.saturating_sub(crate::daemon::now_ms()) / 1000;
+            let left = p.expires_at_ms.saturating_sub(crate::host::now_ms()) / 1000;
             println!("{}  {}", p.id, p.summary);
             if let protocol::Action::Run { argv, cwd, env } = &p.action {
                 println!("    exactly: {argv:?} in {cwd}");
@@ -891,7 +888,7 @@ fn approvals(json: bool) -> anyhow::Result<ExitCode> {
             println!("    why: {}", p.reason);
             let names = device_names();
             let who =
-                crate::actions::person(&p.requested_by, |id| names.get(&id.to_string()).cloned());
+                crate::approvals::person(&p.requested_by, |id| names.get(&id.to_string()).cloned());
             println!("    asked by {who}; {left} s left");
             for line in p.preview.iter().flat_map(|p| p.lines()) {
                 println!("    | {line}");
@@ -990,11 +987,11 @@ fn doctor() -> anyhow::Result<ExitCode> {
     println!("state:   {}", dirs.state.display());
     println!(
         "sockets: owner {} (hidden from every sandbox and jail)",
-        crate::daemon::owner_socket(&dirs).display()
+        dirs::owner_socket(&dirs).display()
     );
     println!(
         "         agent {} (ask, hook, sessions; bound into jails)",
-        crate::daemon::agent_socket(&dirs).display()
+        dirs::agent_socket(&dirs).display()
     );
     let helper = std::env::current_exe().ok();
     let ok = match Sandbox::detect(helper.as_deref()) {

@@ -1,6 +1,7 @@
-//! `agent-host serve`: the daemon for one workspace. It holds the identity key, the policy, the
-//! approvals broker, the audit log, the sandbox and the paired devices, serves the local API on
-//! two unix sockets, and (with a relay) the link to paired devices.
+//! `agent-host serve`: the daemon for one workspace. It starts the [`Host`] (the identity key,
+//! the policy, the audit log, the sandbox, the paired devices; [`crate::host`]) and the driver of
+//! its decision state, serves the local API on two unix sockets, and (with a relay) starts the
+//! link to paired devices.
 //!
 //! The two sockets ([`Door`]): the *owner socket* takes every request, including those that
 //! grant or change authority (approve, deny, pair, devices and their roles); it lies in the
@@ -15,232 +16,22 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use protocol::{DeviceId, HostEvent, HostId, RequestId, SecretKey};
-use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use protocol::{HostEvent, HostId, RequestId};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::actions::{Outcome, Requester};
-use crate::audit::{AuditError, AuditLog, Event, Record};
-use crate::devices::{JournalSync, Registry};
+use crate::actions::Outcome;
+use crate::approvals::Requester;
+use crate::audit::{AuditError, AuditLog, Record};
+use crate::devices::Registry;
 use crate::dirs::Dirs;
-use crate::exec::Sandbox;
-use crate::link::{Offers, RelaySetup, ToLink};
-use crate::local_api::{ApiRequest, ApiResponse, Door, MAX_LINE};
-use crate::policy::Policy;
-
-/// How the daemon is set up.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// The workspace root.
-    pub workspace: PathBuf,
-    /// The merged policy.
-    pub policy: Policy,
-    /// The sandbox in force.
-    pub sandbox: Sandbox,
-    /// How long a pending action waits before it lapses into a denial.
-    pub approval_timeout: Duration,
-    /// How long a command may run.
-    pub command_timeout: Duration,
-    /// The host's name, shown to devices.
-    pub host_name: String,
-    /// The relay that links paired devices, if any.
-    pub relay: Option<RelaySetup>,
-    /// A device may not approve what it requested itself ([`crate::approvals::Broker::two_person`]).
-    pub two_person: bool,
-    /// What jobs see of the user's machine.
-    pub user: crate::userenv::UserEnv,
-}
-
-/// The running host, shared by the local API, the relay link and the actions they start.
-pub struct Host {
-    pub(crate) config: Config,
-    pub(crate) key: SecretKey,
-    pub(crate) host_id: HostId,
-    /// Written through [`Host::record`], made durable by [`Host::commit`].
-    pub(crate) audit: Arc<AuditLog>,
-    /// The requests devices made shortly before this start, which could still be replayed
-    /// ([`recent_request`]).
-    pub(crate) requested_before: HashSet<(DeviceId, RequestId)>,
-    /// Syncs both in the background.
-    pub(crate) syncer: Syncer,
-    /// The decision state's driver ([`crate::host_core`]): pending actions and grants.
-    pub(crate) core: crate::host_core::CoreHandle,
-    /// The workspace root, held open once for every confined lookup.
-    pub(crate) files: crate::confine::Workspace,
-    pub(crate) devices: Arc<Mutex<Registry>>,
-    pub(crate) offers: Mutex<Offers>,
-    /// Sessions shared by `agent-host run`.
-    pub(crate) sessions: Mutex<HashMap<protocol::SessionId, crate::session::Live>>,
-    /// To the relay link, when there is one.
-    pub(crate) link: Option<mpsc::UnboundedSender<ToLink>>,
-    /// A bubblewrap sandbox kept started for the next command (none under other sandboxes).
-    pub(crate) pool: Option<crate::exec::WarmPool>,
-    /// Where jobs run and what they see.
-    pub(crate) scope: crate::exec::Scope,
-}
-
-impl Host {
-    /// Tells every paired device (through the link, if there is one).
-    pub(crate) fn broadcast(&self, event: HostEvent) {
-        if let Some(link) = &self.link {
-            let _ = link.send(ToLink::Broadcast(event));
-        }
-    }
-
-    /// Writes an audit record now. It reaches the disk in the background right after, and
-    /// surely before anything takes effect ([`Host::commit`]).
-    pub(crate) fn record(&self, event: Event) -> Result<Record, AuditError> {
-        let record = self.audit.append_deferred(now_ms(), event);
-        self.syncer.soon();
-        record
-    }
-
-    /// Makes durable every audit record written so far. Called before anything takes effect:
-    /// an action starts, an agent is told yes, the device list changes.
-    ///
-    /// The counter lines of the messages that led there are synced in the background, within
-    /// [`SYNC_WINDOW`], not here: one `fdatasync` on the way of every action instead of two.
-    /// Were the power lost before they reached the disk, the request's record did, and a
-    /// restarted host refuses the request if it comes again ([`recent_request`]); its approval
-    /// has nothing to approve (pending actions do not survive a restart). An action runs at most
-    /// once all the same.
-    pub(crate) fn commit(&self) -> anyhow::Result<()> {
-        self.audit.sync().map_err(|e| anyhow::anyhow!("the audit log: {e}"))
-    }
-
-    /// Asks the link to register the current devices and offers at the relay.
-    pub(crate) fn reregister(&self) {
-        if let Some(link) = &self.link {
-            let _ = link.send(ToLink::Register);
-        }
-    }
-}
-
-/// Compactions in a row that lines overtook before the state is written under the registry's
-/// lock.
-const MAX_MISSED_COMPACTIONS: u32 = 3;
-
-/// How long a record that no action waits for may stay unsynced: the background sync waits
-/// this long after it is asked for, so that a commit coming meanwhile (an action about to
-/// start) syncs it in the same `fdatasync` instead of waiting behind a sync in progress.
-const SYNC_WINDOW: Duration = Duration::from_millis(10);
-
-/// Syncs the audit log and the counter journal on a thread of its own, [`SYNC_WINDOW`] after
-/// it is asked to (requests coalesce), so that records and counters reach the disk soon without
-/// anyone waiting for them; and folds a long journal into `counters.json`, holding the
-/// registry's lock only to take the state and to empty the journal. Stops, after one last sync,
-/// when dropped.
-pub(crate) struct Syncer {
-    asked: Option<std::sync::mpsc::SyncSender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Syncer {
-    fn start(
-        audit: Arc<AuditLog>,
-        journal: Arc<JournalSync>,
-        registry: Arc<Mutex<Registry>>,
-    ) -> std::io::Result<Self> {
-        // One request waiting is enough: it syncs everything written before it is served.
-        let (asked, requests) = std::sync::mpsc::sync_channel::<()>(1);
-        let thread = std::thread::Builder::new().name("state-sync".into()).spawn(move || {
-            let mut missed = 0;
-            let mut sync = || {
-                if let Err(e) = journal.sync() {
-                    tracing::error!("the devices' counters: {e}");
-                }
-                let due = {
-                    let registry = lock(&registry);
-                    registry.compaction_due().then(|| registry.compaction())
-                };
-                if let Some(compaction) = due {
-                    let written =
-                        compaction.write().and_then(|()| lock(&registry).compacted(&compaction));
-                    match written {
-                        Ok(true) => missed = 0,
-                        // Lines came while it wrote: the next round tries again, and after a
-                        // few misses (steady traffic) it writes under the lock instead, so the
-                        // journal cannot grow without end.
-                        Ok(false) => {
-                            missed += 1;
-                            if missed >= MAX_MISSED_COMPACTIONS {
-                                missed = 0;
-                                if let Err(e) = lock(&registry).save_counters() {
-                                    tracing::error!("the devices' counters: {e}");
-                                }
-                            }
-                        }
-                        Err(e) => tracing::error!("the devices' counters: {e}"),
-                    }
-                }
-                if let Err(e) = audit.sync().and_then(|()| audit.sync_head()) {
-                    tracing::error!("audit: {e}");
-                }
-            };
-            while requests.recv().is_ok() {
-                std::thread::sleep(SYNC_WINDOW);
-                sync();
-            }
-            sync();
-        })?;
-        Ok(Self { asked: Some(asked), thread: Some(thread) })
-    }
-
-    /// Asks for a sync soon.
-    pub(crate) fn soon(&self) {
-        if let Some(asked) = &self.asked {
-            let _ = asked.try_send(());
-        }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        drop(self.asked.take());
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
-    }
-}
-
-/// The request a paired device made in `record`, if the record is recent enough that a relay
-/// could still deliver the request again: written at `since_ms` or later, that is within a
-/// message's longest life and twice the clock skew allowed before now
-/// ([`protocol::VerifyContext::replayable_for_ms`]). A restarted host refuses these requests
-/// even if the counters of their messages were lost with the power ([`Host::commit`]). Every
-/// record of the log is looked at, so a clock stepped back meanwhile hides none.
-pub(crate) fn recent_request(record: &Record, since_ms: u64) -> Option<(DeviceId, RequestId)> {
-    match &record.event {
-        Event::Request { request, actor, .. } if record.time_ms >= since_ms => {
-            Some((actor.parse().ok()?, request.parse().ok()?))
-        }
-        _ => None,
-    }
-}
-
-/// Now, in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
-}
-
-/// The owner socket of the host whose state is in `dirs` (see the module notes).
-pub fn owner_socket(dirs: &Dirs) -> PathBuf {
-    dirs.state.join("host.sock")
-}
-
-/// The directory of the agent socket, which a jail binds in.
-pub fn agent_socket_dir(dirs: &Dirs) -> PathBuf {
-    dirs.state.join("agent")
-}
-
-/// The agent socket of the host whose state is in `dirs` (see the module notes).
-pub fn agent_socket(dirs: &Dirs) -> PathBuf {
-    agent_socket_dir(dirs).join("agent.sock")
-}
+use crate::dirs::{agent_socket, agent_socket_dir, owner_socket};
+use crate::host::{Config, Host, Syncer, lock, now_ms, recent_request};
+use crate::local_api::LocalConn;
+use crate::local_api::{ApiRequest, ApiResponse, Door};
+use crate::offers::Offers;
 
 /// Binds a private socket at `path`, replacing a stale one (the audit log's lock proves no
 /// host owns it).
@@ -249,12 +40,6 @@ fn bind_private(path: &std::path::Path) -> std::io::Result<UnixListener> {
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(listener)
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A panic while holding one of these would be a bug; the state is still consistent
-    // (every mutation is a single call), so keep serving.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Runs the daemon until `shutdown` resolves. `ready` receives the host id once the socket
@@ -385,47 +170,6 @@ async fn expire_loop(host: Arc<Host>) {
     }
 }
 
-/// One local client's connection: one request, then one or more answers (and, while pairing,
-/// the person's yes or no).
-pub(crate) struct LocalConn {
-    read: BufReader<OwnedReadHalf>,
-    /// Bytes read but not yet a whole line.
-    partial: Vec<u8>,
-    write: OwnedWriteHalf,
-}
-
-impl LocalConn {
-    pub(crate) async fn send(&mut self, response: &ApiResponse) -> anyhow::Result<()> {
-        let mut bytes = serde_json::to_vec(response)?;
-        bytes.push(b'\n');
-        self.write.write_all(&bytes).await?;
-        Ok(())
-    }
-
-    /// The next line from the client (at most [`MAX_LINE`] bytes), parsed; `None` when it hung
-    /// up. Cancel-safe: what was read stays for the next call.
-    pub(crate) async fn next<T: serde::de::DeserializeOwned>(
-        &mut self,
-    ) -> anyhow::Result<Option<T>> {
-        loop {
-            if let Some(at) = self.partial.iter().position(|&b| b == b'\n') {
-                let line: Vec<u8> = self.partial.drain(..=at).collect();
-                return Ok(Some(serde_json::from_slice(&line[..at])?));
-            }
-            if self.partial.len() > MAX_LINE {
-                anyhow::bail!("a line over {MAX_LINE} bytes");
-            }
-            let buf = self.read.fill_buf().await?;
-            if buf.is_empty() {
-                return Ok(None);
-            }
-            let n = buf.len().min(MAX_LINE + 1);
-            self.partial.extend_from_slice(&buf[..n]);
-            self.read.consume(n);
-        }
-    }
-}
-
 /// Serves one local client that came in at `door`.
 fn accept(
     host: &Arc<Host>,
@@ -452,8 +196,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
     if peer.uid() != rustix::process::getuid().as_raw() {
         anyhow::bail!("refused a local client of uid {}", peer.uid());
     }
-    let (read, write) = stream.into_split();
-    let mut conn = LocalConn { read: BufReader::new(read), partial: Vec::new(), write };
+    let mut conn = LocalConn::new(stream);
     let request: ApiRequest = match conn.next().await {
         Ok(Some(r)) => r,
         Ok(None) => return Ok(()),
@@ -467,7 +210,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
              agent runs can reach that",
             request.op()
         );
-        crate::link::refuse(&host, "local:agent-socket", &message);
+        crate::host::refuse(&host, "local:agent-socket", &message);
         return conn.send(&ApiResponse::Error { message }).await;
     }
     match request {

@@ -12,7 +12,7 @@
 //!   however many lines) in the background a few milliseconds after each line, so a power
 //!   loss can only lose the lines of the last few messages. What protects an action then is
 //!   the audit log, synced before the action starts: a restarted host refuses a device's
-//!   request whose record it holds from before (`daemon::recent_request`), and pending
+//!   request whose record it holds from before (`host::recent_request`), and pending
 //!   actions, which an old approval could name, do not survive a restart. At worst a request
 //!   and its approval were accepted and the power went before the action's commit: a relay
 //!   replaying both after the restart gets the approved action run then, once, as it never
@@ -622,6 +622,15 @@ impl Registry {
         }
         self.tx_next.insert(*id, after);
         Ok(Tx { counter: next, reserved_ahead })
+    }
+}
+
+/// A role as people and the CLI spell it.
+pub fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Viewer => "viewer",
+        Role::Approver => "approver",
+        Role::Operator => "operator",
     }
 }
 

@@ -87,3 +87,18 @@ pub fn trust(dirs: &Dirs, workspace: &Path) -> anyhow::Result<PathBuf> {
     )?;
     Ok(workspace)
 }
+
+/// The owner socket of the host whose state is in `dirs` (see the module notes).
+pub fn owner_socket(dirs: &Dirs) -> PathBuf {
+    dirs.state.join("host.sock")
+}
+
+/// The directory of the agent socket, which a jail binds in.
+pub fn agent_socket_dir(dirs: &Dirs) -> PathBuf {
+    dirs.state.join("agent")
+}
+
+/// The agent socket of the host whose state is in `dirs` (see the module notes).
+pub fn agent_socket(dirs: &Dirs) -> PathBuf {
+    agent_socket_dir(dirs).join("agent.sock")
+}

@@ -119,7 +119,7 @@ impl Jail {
         for dir in self.dirs.all().into_iter().map(real) {
             push(&[&"--tmpfs", &dir]);
         }
-        let agent = real(crate::daemon::agent_socket_dir(&self.dirs));
+        let agent = real(crate::dirs::agent_socket_dir(&self.dirs));
         push(&[&"--ro-bind", &agent, &agent]);
         if let Some(exe) = &self.exe {
             push(&[&"--ro-bind", exe, exe]);

@@ -4,12 +4,16 @@
 //! approvals broker ([`approvals`]) inside the host's sans-IO decision state ([`host_core`]),
 //! confined file operations ([`confine`]), the sandboxed executor ([`exec`], with
 //! [`landlock_sandbox`] as its fallback), the hash-chained audit log ([`audit`]), the identity
-//! key ([`identity`]), the daemon and its local socket ([`daemon`], [`local_api`]), the one path
-//! every action takes ([`actions`]), the paired devices ([`devices`]), the link to them through
-//! a relay and pairing ([`link`]), `agent-host up` with its embedded relay ([`up`]), agents'
-//! hooks ([`hook`]), sessions in a pseudo-terminal ([`session`]) and the command line
-//! ([`cli`]). It
-//! holds no relay routing logic: `up` runs the `relay` crate's server beside the host.
+//! key ([`identity`]), the running host's shared parts ([`host`], [`offers`]), the daemon and its
+//! local socket ([`daemon`], [`local_api`]), the one path every action takes ([`actions`]), the
+//! paired devices ([`devices`]), the link to them through a relay and pairing ([`link`]),
+//! `agent-host up` with its embedded relay ([`up`]), agents' hooks ([`hook`]), sessions in a
+//! pseudo-terminal ([`session`]) and the command line ([`cli`]). It holds no relay routing
+//! logic: `up` runs the `relay` crate's server beside the host.
+//!
+//! The modules form layers (`tests/modules.rs` checks it): [`host`] imports none of the drivers
+//! ([`daemon`], [`link`], [`actions`]) that import it, and no module reaches one that reaches
+//! it back.
 
 #![forbid(unsafe_code)]
 
@@ -24,12 +28,14 @@ pub mod dirs;
 pub mod exec;
 pub mod fsutil;
 pub mod hook;
+pub mod host;
 pub mod host_core;
 pub mod identity;
 pub mod jail;
 pub mod landlock_sandbox;
 pub mod link;
 pub mod local_api;
+pub mod offers;
 pub mod policy;
 pub mod session;
 pub mod up;

@@ -13,6 +13,7 @@ use protocol::{ActionHash, Blob, RequestId, Role, Verdict};
 use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
 use tokio::net::UnixStream;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 
 use crate::approvals::Pending;
 
@@ -360,4 +361,51 @@ pub async fn converse(
         out.push(response);
     }
     Ok(out)
+}
+
+/// One local client's connection: one request, then one or more answers (and, while pairing,
+/// the person's yes or no).
+pub(crate) struct LocalConn {
+    read: BufReader<OwnedReadHalf>,
+    /// Bytes read but not yet a whole line.
+    partial: Vec<u8>,
+    write: OwnedWriteHalf,
+}
+
+impl LocalConn {
+    /// A connection over an accepted stream.
+    pub(crate) fn new(stream: UnixStream) -> Self {
+        let (read, write) = stream.into_split();
+        Self { read: BufReader::new(read), partial: Vec::new(), write }
+    }
+
+    pub(crate) async fn send(&mut self, response: &ApiResponse) -> anyhow::Result<()> {
+        let mut bytes = serde_json::to_vec(response)?;
+        bytes.push(b'\n');
+        self.write.write_all(&bytes).await?;
+        Ok(())
+    }
+
+    /// The next line from the client (at most [`MAX_LINE`] bytes), parsed; `None` when it hung
+    /// up. Cancel-safe: what was read stays for the next call.
+    pub(crate) async fn next<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> anyhow::Result<Option<T>> {
+        loop {
+            if let Some(at) = self.partial.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.partial.drain(..=at).collect();
+                return Ok(Some(serde_json::from_slice(&line[..at])?));
+            }
+            if self.partial.len() > MAX_LINE {
+                anyhow::bail!("a line over {MAX_LINE} bytes");
+            }
+            let buf = self.read.fill_buf().await?;
+            if buf.is_empty() {
+                return Ok(None);
+            }
+            let n = buf.len().min(MAX_LINE + 1);
+            self.partial.extend_from_slice(&buf[..n]);
+            self.read.consume(n);
+        }
+    }
 }

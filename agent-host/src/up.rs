@@ -14,8 +14,9 @@ use std::sync::Arc;
 
 use protocol::Role;
 
+use crate::devices::role_name;
 use crate::dirs::Dirs;
-use crate::link::{RelaySetup, role_name};
+use crate::host::RelaySetup;
 use crate::local_api::{ApiRequest, ApiResponse, PairAnswer};
 
 /// This machine's address on its LAN: the source address of the default route (found without
@@ -116,7 +117,7 @@ pub fn pair_at_terminal(
     let mut failure = None;
     runtime.block_on(crate::local_api::converse(socket, &request, |response| match response {
         ApiResponse::PairLink { link, expires_at_ms } => {
-            let left = expires_at_ms.saturating_sub(crate::daemon::now_ms()) / 1000;
+            let left = expires_at_ms.saturating_sub(crate::host::now_ms()) / 1000;
             println!("{}", qr_code(link));
             println!("Pair a device as {} (the link works once, for {left} s):", role_name(role));
             println!("  {link}");

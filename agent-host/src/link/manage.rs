@@ -1,0 +1,100 @@
+//! Changes made at this machine to the paired devices (revoke, rename, set a role), and their
+//! listing with who is online.
+
+use std::collections::HashSet;
+
+use protocol::{DeviceId, ErrorCode, HostEvent};
+
+use crate::audit::Event;
+use crate::devices::{Registry, role_name};
+use crate::host::{Host, ToLink, audit, lock};
+use crate::local_api::{DeviceChange, DeviceInfo};
+
+/// Records a change of the device list, durably before going on.
+pub(super) fn audit_device_change(host: &Host, device: DeviceId, change: String) {
+    audit(host, Event::Device { device: device.to_string(), change });
+    if let Err(e) = host.commit() {
+        tracing::error!("{e}");
+    }
+}
+
+/// The devices online now.
+pub(crate) fn online(host: &Host) -> HashSet<DeviceId> {
+    lock(&host.offers).online.clone()
+}
+
+/// The paired devices, for listing.
+pub(crate) fn device_infos(registry: &Registry, online: &HashSet<DeviceId>) -> Vec<DeviceInfo> {
+    registry
+        .list()
+        .into_iter()
+        .map(|(d, c)| DeviceInfo {
+            id: d.id.to_string(),
+            name: d.name,
+            role: d.role,
+            fingerprint: d.id.key().fingerprint().to_string(),
+            paired_at_ms: d.paired_at_ms,
+            last_seen_ms: c.last_seen_ms,
+            online: online.contains(&d.id),
+        })
+        .collect()
+}
+
+/// Applies a change made at this machine to a paired device; returns what was done.
+pub(crate) fn apply_change(
+    registry: &mut Registry,
+    id: &str,
+    change: &DeviceChange,
+) -> anyhow::Result<(DeviceId, String)> {
+    let id = registry.find(id)?;
+    let what = match change {
+        DeviceChange::Revoke => {
+            let device = registry.revoke(&id)?;
+            format!("revoked ({})", device.name)
+        }
+        DeviceChange::Rename { name } => {
+            check_name(name)?;
+            registry.rename(&id, name.clone())?;
+            format!("renamed to {name}")
+        }
+        DeviceChange::SetRole { role } => {
+            registry.set_role(&id, *role)?;
+            format!("role set to {}", role_name(*role))
+        }
+    };
+    Ok((id, what))
+}
+
+pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
+    if name.trim().is_empty()
+        || name.chars().any(char::is_control)
+        || name.len() > protocol::limits::MAX_TEXT
+    {
+        anyhow::bail!("a device name is non-empty text without control characters");
+    }
+    Ok(())
+}
+
+/// A change through the running host: applied, audited, and (for a revocation) the device is
+/// cut off at the relay at once.
+pub(crate) fn change_device(host: &Host, id: &str, change: DeviceChange) -> anyhow::Result<String> {
+    let (device, what) = apply_change(&mut lock(&host.devices), id, &change)?;
+    audit_device_change(host, device, what.clone());
+    if change == DeviceChange::Revoke {
+        lock(&host.offers).online.remove(&device);
+        // Said to the device while its route is still open (the registration that closes it
+        // follows on the same link), so that it knows why it hears nothing more.
+        if let Some(link) = &host.link {
+            let _ = link.send(ToLink::To(
+                device,
+                HostEvent::Error {
+                    request: None,
+                    code: ErrorCode::Revoked,
+                    message: "this device was revoked at the host; pair it again to use it".into(),
+                },
+            ));
+        }
+    }
+    host.reregister();
+    Ok(format!("{device}: {what}"))
+}
