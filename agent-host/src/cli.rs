@@ -42,10 +42,14 @@ pub enum Command {
     /// (internal) Restrict this process with Landlock and seccomp, then run a command.
     #[command(name = "__sandbox", hide = true)]
     Sandbox(crate::landlock_sandbox::HelperArgs),
-    /// (internal) Inside a sandbox started ahead: read the job from the pool, run it, and
-    /// report how it ended.
+    /// (internal) Inside a sandbox started ahead: keep the given places unreadable, read the
+    /// job from the pool, run it, and report how it ended.
     #[command(name = "__launch", hide = true)]
-    Launch,
+    Launch {
+        /// The places to keep unreadable (with Landlock, besides bubblewrap's mounts).
+        #[arg(last = true)]
+        hidden: Vec<PathBuf>,
+    },
     /// (internal) Inside a jail: scope this process away from abstract unix sockets made
     /// outside, then run a command.
     #[command(name = "__scope", hide = true)]
@@ -358,7 +362,9 @@ pub fn run(cli: Cli) -> ExitCode {
             eprintln!("agent-host: {:#}", crate::landlock_sandbox::run_helper(&args));
             return ExitCode::from(125);
         }
-        Command::Launch => return ExitCode::from(crate::exec::launch_in_sandbox()),
+        Command::Launch { hidden } => {
+            return ExitCode::from(crate::exec::launch_in_sandbox(&hidden));
+        }
         Command::Scope { argv } => {
             eprintln!("agent-host: {:#}", crate::landlock_sandbox::scope_then_run(&argv));
             return ExitCode::from(125);

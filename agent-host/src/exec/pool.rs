@@ -32,9 +32,6 @@ pub(super) struct Launch {
     argv: Vec<String>,
     cwd: PathBuf,
     env: BTreeMap<String, String>,
-    /// The places to keep unreadable with Landlock too ([`crate::landlock_sandbox::hide_layer`]).
-    #[serde(default)]
-    hide: Vec<PathBuf>,
 }
 
 /// The most a launcher reads from its channel.
@@ -73,18 +70,27 @@ pub(super) fn parse_report(bytes: &[u8]) -> Option<i32> {
     }
 }
 
-/// The launcher inside a warm sandbox (`agent-host __launch`). Its standard input is its
-/// channel to the pool, a socket: it says it is ready, reads what to run (to the end of what
-/// the pool sends), starts it with standard input from `/dev/null`, standard output and error
-/// its own (the job's output pipe), in its directory, with exactly its environment; waits for
-/// it and reports its exit code (128 + the signal that killed it, as shells do) on the
-/// channel. The pool has its answer then, without waiting for bubblewrap to end. The launcher
-/// (and with it the sandbox) ends when the pool hangs up, which the pool does once the
-/// result is on its way: taking the sandbox down is work for the CPU that can wait. Returns
-/// the launcher's own exit code.
-pub fn launch_in_sandbox() -> u8 {
+/// The launcher inside a warm sandbox (`agent-host __launch -- HIDDEN...`). First it keeps the
+/// `hidden` places unreadable with Landlock too ([`crate::landlock_sandbox::hide_layer`]), on
+/// itself and so on every command it starts: the ruleset is made while the sandbox waits, not
+/// while a job does. Its standard input is its channel to the pool, a socket: it says it is
+/// ready, reads what to run (to the end of what the pool sends), starts it with standard input
+/// from `/dev/null`, standard output and error its own (the job's output pipe), in its
+/// directory, with exactly its environment; waits for it and reports its exit code (128 + the
+/// signal that killed it, as shells do) on the channel. The pool has its answer then, without
+/// waiting for bubblewrap to end. The launcher (and with it the sandbox) ends when the pool
+/// hangs up, which the pool does once the result is on its way: taking the sandbox down is
+/// work for the CPU that can wait. If the places could not be hidden, the job is not run and
+/// the report says it could not be launched. Returns the launcher's own exit code.
+pub fn launch_in_sandbox(hidden: &[PathBuf]) -> u8 {
     use std::os::fd::AsFd as _;
     use std::os::unix::process::ExitStatusExt as _;
+    // The second wall on the secrets, before anything of the job is read.
+    let walled = if hidden.is_empty() {
+        Ok(())
+    } else {
+        crate::landlock_sandbox::hide_layer(hidden).map(drop)
+    };
     let stdin = std::io::stdin();
     let report = |code: i32| {
         let mut message = vec![LAUNCHER_REPORT];
@@ -113,10 +119,7 @@ pub fn launch_in_sandbox() -> u8 {
         report(CANNOT_LAUNCH);
         return 1;
     };
-    // The second wall on the secrets, on this process and so on the command it starts.
-    if !launch.hide.is_empty()
-        && let Err(e) = crate::landlock_sandbox::hide_layer(&launch.hide)
-    {
+    if let Err(e) = walled {
         eprintln!("agent-host: cannot keep the secrets unreadable: {e}; nothing was run");
         report(CANNOT_LAUNCH);
         return 1;
@@ -219,9 +222,11 @@ impl PoolSpec {
         // output and error: the pipe's end then comes with the job's processes alone, and the
         // launcher's report, on a socket as its standard input, comes before bubblewrap ends.
         argv.extend(
-            ["/bin/sh", "-c", "exec >&3 2>&3 3>&- && exec \"$0\" __launch"].map(OsString::from),
+            ["/bin/sh", "-c", "exec >&3 2>&3 3>&- && exec \"$0\" __launch -- \"$@\""]
+                .map(OsString::from),
         );
         argv.push(LAUNCHER_INSIDE.into());
+        argv.extend(mounts.layer.iter().map(OsString::from));
         let mut outer: Vec<OsString> =
             ["/bin/sh", "-c", "exec 3>&1 >/dev/null && exec \"$@\"", "agent-host-launch"]
                 .map(OsString::from)
@@ -397,14 +402,13 @@ impl WarmPool {
         cancel: &Arc<AtomicBool>,
     ) -> std::io::Result<Outcome> {
         use std::io::Write as _;
-        let Warm { child, mut channel, output, cgroup, mounts, .. } = warm;
+        let Warm { child, mut channel, output, cgroup, .. } = warm;
         let mut argv: Vec<String> = nproc_prefix(cgroup.as_ref(), &self.spec.limits)
             .into_iter()
             .map(|a| a.to_string_lossy().into_owned())
             .collect();
         argv.extend(job.argv.iter().cloned());
-        let hide = mounts.layer;
-        let launch = Launch { argv, cwd: job.cwd.clone(), env: self.spec.scope.env(job), hide };
+        let launch = Launch { argv, cwd: job.cwd.clone(), env: self.spec.scope.env(job) };
         let bytes = serde_json::to_vec(&launch).map_err(std::io::Error::other)?;
         let sent =
             channel.write_all(&bytes).and_then(|()| channel.shutdown(std::net::Shutdown::Write));
