@@ -36,7 +36,7 @@
 //! The settings are read from the host's own settings file only (`settings.json` in its config
 //! directory), never from a workspace's: a workspace cannot widen what its jobs see.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// Places in the home that hold secrets (keys, tokens, passwords, sessions, histories), hidden
@@ -177,34 +177,82 @@ pub const AGENT_LOGINS: &[&str] = &[
 /// The `places` that exist now, each as the kernel resolves it, with
 /// whether it is a directory; sorted, once each.
 pub fn present(places: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, bool)> {
-    let mut out: Vec<(PathBuf, bool)> = places
-        .into_iter()
-        .filter_map(|p| p.canonicalize().ok())
-        .map(|p| {
-            let dir = p.is_dir();
-            (p, dir)
-        })
-        .collect();
-    out.sort();
-    out.dedup();
-    out
+    Resolver::default().present(places)
 }
 
 /// `place` as the kernel would resolve it: itself resolved if it exists, else its nearest
 /// existing ancestor resolved with the rest of the path after it (what a file made there later
 /// would be); `None` for a relative path.
 pub fn resolve_place(place: &Path) -> Option<PathBuf> {
-    if !place.is_absolute() {
-        return None;
-    }
-    let mut rest = Vec::new();
-    let mut at = place;
-    loop {
-        if let Ok(real) = at.canonicalize() {
-            return Some(rest.iter().rev().fold(real, |p, part| p.join(part)));
+    Resolver::default().place(place)
+}
+
+/// Resolves paths as the kernel does ([`Path::canonicalize`]), remembering each answer, so
+/// that many places below the same directories (a home's secret places) cost one look at each
+/// directory instead of one per place below it: a plain absolute path is its parent's answer
+/// joined with its name, looked at without following it, and resolved in full only where that
+/// is a symbolic link; any other path (`..` in it) is resolved in full. For the answers of one
+/// moment: nothing remembered is looked at again.
+#[derive(Debug, Default)]
+pub struct Resolver {
+    known: HashMap<PathBuf, Option<PathBuf>>,
+}
+
+impl Resolver {
+    /// `path` resolved if it exists, as [`Path::canonicalize`] would.
+    pub fn canonical(&mut self, path: &Path) -> Option<PathBuf> {
+        if let Some(known) = self.known.get(path) {
+            return known.clone();
         }
-        rest.push(at.file_name()?.to_os_string());
-        at = at.parent()?;
+        let resolved = self.resolve(path);
+        self.known.insert(path.to_path_buf(), resolved.clone());
+        resolved
+    }
+
+    fn resolve(&mut self, path: &Path) -> Option<PathBuf> {
+        use std::path::Component;
+        let plain = path.is_absolute()
+            && path.components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        let (true, Some(parent), Some(name)) = (plain, path.parent(), path.file_name()) else {
+            return path.canonicalize().ok();
+        };
+        let candidate = self.canonical(parent)?.join(name);
+        match candidate.symlink_metadata() {
+            Ok(meta) if meta.file_type().is_symlink() => candidate.canonicalize().ok(),
+            Ok(_) => Some(candidate),
+            Err(_) => None,
+        }
+    }
+
+    /// [`resolve_place`], remembering.
+    pub fn place(&mut self, place: &Path) -> Option<PathBuf> {
+        if !place.is_absolute() {
+            return None;
+        }
+        let mut rest = Vec::new();
+        let mut at = place;
+        loop {
+            if let Some(real) = self.canonical(at) {
+                return Some(rest.iter().rev().fold(real, |p, part| p.join(part)));
+            }
+            rest.push(at.file_name()?.to_os_string());
+            at = at.parent()?;
+        }
+    }
+
+    /// [`present`], remembering.
+    pub fn present(&mut self, places: impl IntoIterator<Item = PathBuf>) -> Vec<(PathBuf, bool)> {
+        let mut out: Vec<(PathBuf, bool)> = places
+            .into_iter()
+            .filter_map(|p| self.canonical(&p))
+            .map(|p| {
+                let dir = p.is_dir();
+                (p, dir)
+            })
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 }
 
@@ -769,6 +817,78 @@ mod tests {
         assert_eq!(resolve_place(&real.join("link/b/c")), Some(real.join("a/b/c")));
         assert_eq!(resolve_place(&real.join("link")), Some(real.join("a")));
         assert_eq!(resolve_place(Path::new("relative")), None);
+    }
+
+    /// [`resolve_place`] with nothing remembered: every step asks the kernel.
+    fn place_by_kernel(place: &Path) -> Option<PathBuf> {
+        let mut rest = Vec::new();
+        let mut at = place;
+        loop {
+            if let Ok(real) = at.canonicalize() {
+                return Some(
+                    rest.iter().rev().fold(real, |p, part: &std::ffi::OsString| p.join(part)),
+                );
+            }
+            rest.push(at.file_name()?.to_os_string());
+            at = at.parent()?;
+        }
+    }
+
+    #[test]
+    fn the_resolver_answers_as_the_kernel_does() {
+        use std::os::unix::fs::symlink;
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().canonicalize().unwrap();
+        for d in ["a/b/c", "x/y"] {
+            std::fs::create_dir_all(real.join(d)).unwrap();
+        }
+        std::fs::write(real.join("a/file"), "").unwrap();
+        symlink(real.join("a/b"), real.join("abs")).unwrap(); // absolute
+        symlink("a/b/c", real.join("rel")).unwrap(); // relative
+        symlink("rel", real.join("chain")).unwrap(); // a link to a link
+        symlink("../x", real.join("a/up")).unwrap(); // out through ..
+        symlink(real.join("nowhere"), real.join("dangling")).unwrap();
+        symlink("loop2", real.join("loop1")).unwrap();
+        symlink("loop1", real.join("loop2")).unwrap();
+        let names = [
+            "",
+            "a",
+            "a/b",
+            "a/b/c",
+            "a/file",
+            "a/file/below",
+            "abs",
+            "abs/c",
+            "abs/c/new",
+            "rel",
+            "rel/../..",
+            "chain",
+            "chain/more",
+            "a/up",
+            "a/up/y",
+            "a/up/../a/b",
+            "dangling",
+            "dangling/x",
+            "loop1",
+            "loop1/x",
+            "missing",
+            "missing/deeper",
+            "a/./b",
+            "a/b/../file",
+        ];
+        let mut resolver = Resolver::default();
+        for round in 0..2 {
+            for name in names {
+                let path = if name.is_empty() { real.clone() } else { real.join(name) };
+                assert_eq!(resolver.canonical(&path), path.canonicalize().ok(), "{name} ({round})");
+                assert_eq!(resolver.place(&path), place_by_kernel(&path), "{name}");
+            }
+        }
+        assert_eq!(resolver.canonical(Path::new("/")), Some(PathBuf::from("/")));
+        assert_eq!(
+            resolver.canonical(Path::new("relative")),
+            Path::new("relative").canonicalize().ok()
+        );
     }
 
     #[test]

@@ -290,13 +290,18 @@ impl Scope {
         let bound_back =
             |p: &Path| home.iter().chain(written.iter().copied()).any(|k| p.starts_with(k));
         let in_private_tmp = |p: &Path| p.starts_with("/tmp") && !bound_back(p);
-        let secrets: Vec<(PathBuf, bool)> =
-            self.user.secrets_present().into_iter().filter(|(p, _)| !in_private_tmp(p)).collect();
+        // Many secret places share their directories: each is looked at once.
+        let mut resolver = crate::userenv::Resolver::default();
+        let secrets: Vec<(PathBuf, bool)> = resolver
+            .present(self.user.secrets.iter().cloned())
+            .into_iter()
+            .filter(|(p, _)| !in_private_tmp(p))
+            .collect();
         let mut layer: Vec<PathBuf> = self
             .user
             .secrets
             .iter()
-            .filter_map(|p| crate::userenv::resolve_place(p))
+            .filter_map(|p| resolver.place(p))
             .filter(|p| !in_private_tmp(p) && !in_written(p))
             .collect();
         layer.sort();
