@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release -p agent-host -p remote
-//! cargo run --release -p e2e --example approval_rtt -- [ROUNDS] [INTERVAL_MS]
+//! cargo run --release -p e2e --example approval_rtt -- [ROUNDS] [INTERVAL_MS] [SLOW_SYNC_MS [BUSY_MS]]
 //! ```
 //!
 //! It runs the real `agent-host up` (its embedded relay) and pairs two devices with the real
@@ -13,6 +13,13 @@
 //! thread of its own with a current-thread runtime as in `remote`, so a process start is not
 //! counted. Rounds start `INTERVAL_MS` apart (default 100): approvals come at a
 //! person's pace, and each client keeps under the relay's frame rate.
+//!
+//! With `SLOW_SYNC_MS` (0 too), the rounds run beside a busy device and a slow disk: a third
+//! device (a viewer) asks the host for its state every `BUSY_MS` (default 100), so that its
+//! counters are journaled and synced all along, and every `fsync`/`fdatasync` of the host's
+//! counter files (`counters.json`, `counters.journal`) takes `SLOW_SYNC_MS` longer (`slow_sync.c`, built here with `cc` and loaded
+//! with `LD_PRELOAD`). The audit log's syncs are not slowed: the round waits for those by
+//! design (the record is on disk before the action runs).
 
 #![allow(clippy::unwrap_used)] // a measuring tool: a panic is the report
 
@@ -27,21 +34,80 @@ fn session(device: &Device) -> Session {
     Session::open(&profile).unwrap().1
 }
 
+/// Each device runs as `remote` does: a thread of its own with a current-thread runtime, so
+/// that no wake-up crosses threads inside a device.
+fn device_runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+/// `slow_sync.c` built into the world's directory.
+fn slow_sync_library(world: &World) -> std::path::PathBuf {
+    let source = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/slow_sync.c");
+    let out = world.ws().with_file_name("slow_sync.so");
+    let built = std::process::Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&out)
+        .arg(&source)
+        .arg("-ldl")
+        .status()
+        .unwrap();
+    assert!(built.success(), "cc could not build {}", source.display());
+    out
+}
+
 fn main() {
     let mut args = std::env::args().skip(1);
     let rounds: usize = args.next().map_or(1000, |a| a.parse().unwrap());
     let interval = Duration::from_millis(args.next().map_or(100, |a| a.parse().unwrap()));
+    let slow_sync_ms: Option<u64> = args.next().map(|a| a.parse().unwrap());
+    let busy_every = Duration::from_millis(args.next().map_or(100, |a| a.parse().unwrap()));
     let world = World::new();
-    let host = world.up(0, &[]);
+    let shim = slow_sync_ms.map(|ms| (slow_sync_library(&world), ms));
+    let host = match &shim {
+        Some((shim, ms)) => {
+            let ms = ms.to_string();
+            world.up_with_env(
+                &[],
+                &[
+                    ("LD_PRELOAD", shim.as_os_str()),
+                    ("SLOW_SYNC_MATCH", "/counters.".as_ref()),
+                    ("SLOW_SYNC_MS", ms.as_ref()),
+                ],
+            )
+        }
+        None => world.up(0, &[]),
+    };
     let (a, b) = (world.device("asker"), world.device("approver"));
     world.pair(&a, "operator");
     world.pair(&b, "approver");
     println!("host {} via relay {}", host.id, host.relay.as_deref().unwrap_or("?"));
+    if let Some(ms) = slow_sync_ms {
+        let busy = world.device("busy");
+        world.pair(&busy, "viewer");
+        println!(
+            "every sync of the counters {ms} ms slower; a third device syncs every {} ms",
+            busy_every.as_millis()
+        );
+        std::thread::spawn(move || {
+            device_runtime().block_on(async {
+                let mut viewer = session(&busy);
+                let mut next = Instant::now();
+                loop {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += busy_every;
+                    let mut id = [0u8; 16];
+                    getrandom::fill(&mut id).unwrap();
+                    let sync = Message::Request(Request::Sync { id: RequestId(id) });
+                    if viewer.send(&sync).is_err() {
+                        return;
+                    }
+                    // Whatever came meanwhile, without waiting for it.
+                    while viewer.next_event(Instant::now()).await.is_ok() {}
+                }
+            });
+        });
+    }
 
-    // Each device runs as `remote` does: a thread of its own with a current-thread runtime,
-    // so that no wake-up crosses threads inside a device.
-    let device_runtime =
-        || tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     std::thread::spawn(move || {
         device_runtime().block_on(async {
             let mut approver = session(&b);
