@@ -46,6 +46,12 @@ pub const MAX_DEVICES: usize = 256;
 pub const MAX_OFFERS: usize = 16;
 /// Length of the routing header of a data frame.
 pub const HEADER: usize = 33;
+/// Data frames per second a device's connection may send, by default (a burst of twice that).
+pub const FRAMES_PER_SEC: u32 = 200;
+/// Data frames per second a host's connection may send, by default (a burst of twice that):
+/// one host answers every device it paired, over one connection, so that one busy device
+/// cannot use up what the others' answers need.
+pub const HOST_FRAMES_PER_SEC: u32 = 1_000;
 
 /// Which side of the bridge a client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -42,7 +42,9 @@ pub struct ClientConfig {
     /// The longest reconnection delay.
     pub backoff_max: Duration,
     /// Data frames per second this client sends at most (messages, resends and
-    /// acknowledgements), so that it stays under the relay's rate limit. Also the burst.
+    /// acknowledgements), so that it stays under the relay's rate limit. Also the burst. By
+    /// default three quarters of the relay's default for the side
+    /// ([`protocol::relay::FRAMES_PER_SEC`], [`protocol::relay::HOST_FRAMES_PER_SEC`]).
     pub max_frames_per_sec: u32,
     /// For a host whose relay runs in its own process: connect through this instead of TLS
     /// to `addr` (the rest, authentication included, is the same).
@@ -71,7 +73,10 @@ impl ClientConfig {
             rto: Duration::from_secs(1),
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
-            max_frames_per_sec: 150,
+            max_frames_per_sec: match side {
+                Side::Host => protocol::relay::HOST_FRAMES_PER_SEC * 3 / 4,
+                Side::Device => protocol::relay::FRAMES_PER_SEC * 3 / 4,
+            },
             local: None,
         }
     }
@@ -214,29 +219,48 @@ async fn flush(
     now_ms: u64,
     rto_ms: u64,
 ) -> bool {
-    for (peer, state) in peers.iter_mut() {
-        let budget = pace.available();
-        let mut frames: Vec<Vec<u8>> = Vec::new();
-        if budget > 0 {
-            frames.extend(state.poll_acks());
-        }
-        frames.extend(state.poll_send(now_ms, rto_ms, budget.saturating_sub(frames.len())));
-        pace.spend(frames.len());
-        for payload in frames {
-            if link
-                .send(Message::binary(protocol::relay::data_frame(
-                    protocol::relay::FrameKind::To,
-                    peer,
-                    &payload,
-                )))
-                .await
-                .is_err()
-            {
-                return false;
-            }
+    let budget = pace.available();
+    let frames = due_fairly(peers, budget, now_ms, rto_ms);
+    pace.spend(frames.len());
+    for (peer, payload) in frames {
+        let frame = protocol::relay::data_frame(protocol::relay::FrameKind::To, &peer, &payload);
+        if link.send(Message::binary(frame)).await.is_err() {
+            return false;
         }
     }
     true
+}
+
+/// Up to `budget` frames that are due, taken fairly: first each peer's acknowledgements, then
+/// an equal share of what is left for each peer, and what a peer did not need for those that
+/// have more, so that one peer's backlog (a device that asks for much) does not hold up what
+/// the others are owed.
+fn due_fairly(
+    peers: &mut HashMap<[u8; 32], Peer>,
+    budget: usize,
+    now_ms: u64,
+    rto_ms: u64,
+) -> Vec<([u8; 32], Vec<u8>)> {
+    let mut frames = Vec::new();
+    for (peer, state) in peers.iter_mut() {
+        if frames.len() >= budget {
+            return frames;
+        }
+        frames.extend(state.poll_acks().into_iter().map(|ack| (*peer, ack)));
+    }
+    let mut wanting: Vec<([u8; 32], &mut Peer)> = peers.iter_mut().map(|(k, v)| (*k, v)).collect();
+    while frames.len() < budget && !wanting.is_empty() {
+        let share = (budget - frames.len()).div_ceil(wanting.len());
+        wanting.retain_mut(|(peer, state)| {
+            let room = share.min(budget - frames.len());
+            let due = state.poll_send(now_ms, rto_ms, room);
+            // A peer that took its whole share may have more.
+            let more = room > 0 && due.len() == room;
+            frames.extend(due.into_iter().map(|payload| (*peer, payload)));
+            more
+        });
+    }
+    frames
 }
 
 /// This incarnation's resume epoch: nanoseconds since the Unix epoch, so it grows across
@@ -426,5 +450,50 @@ async fn wait(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peers_with(backlogs: &[(u8, usize)]) -> HashMap<[u8; 32], Peer> {
+        backlogs
+            .iter()
+            .map(|&(key, n)| {
+                let mut peer = Peer::new(1, Join::AtBase);
+                for i in 0..n {
+                    peer.push(&[key, i as u8]).unwrap();
+                }
+                ([key; 32], peer)
+            })
+            .collect()
+    }
+
+    fn sent_to(frames: &[([u8; 32], Vec<u8>)], key: u8) -> usize {
+        frames.iter().filter(|(peer, _)| *peer == [key; 32]).count()
+    }
+
+    #[test]
+    fn one_peers_backlog_does_not_hold_up_the_others() {
+        let mut peers = peers_with(&[(1, 500), (2, 1), (3, 2)]);
+        let frames = due_fairly(&mut peers, 10, 0, 1_000);
+        assert_eq!(frames.len(), 10);
+        assert_eq!((sent_to(&frames, 2), sent_to(&frames, 3)), (1, 2));
+        // What the others did not need goes to the one with more.
+        assert_eq!(sent_to(&frames, 1), 7);
+        // Nothing more is due until the round trip passes; then resends, within the budget.
+        assert!(due_fairly(&mut peers, 10, 10, 1_000).len() == 10);
+        assert_eq!(due_fairly(&mut peers, 1_000, 20, 1_000).len(), 500 + 3 - 20);
+        assert!(due_fairly(&mut peers, 1_000, 30, 1_000).is_empty());
+        assert_eq!(due_fairly(&mut peers, 5, 2_000, 1_000).len(), 5);
+    }
+
+    #[test]
+    fn a_budget_smaller_than_the_peers_is_kept() {
+        let mut peers = peers_with(&[(1, 3), (2, 3), (3, 3), (4, 3)]);
+        assert_eq!(due_fairly(&mut peers, 2, 0, 1_000).len(), 2);
+        assert_eq!(due_fairly(&mut peers, 0, 0, 1_000).len(), 0);
+        assert_eq!(due_fairly(&mut peers, 100, 0, 1_000).len(), 10);
     }
 }

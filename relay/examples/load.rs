@@ -44,6 +44,8 @@ fn limits() -> Limits {
     Limits {
         frames_per_sec: 1_000_000,
         burst: 1_000_000,
+        host_frames_per_sec: 1_000_000,
+        host_burst: 1_000_000,
         max_connections: 30_000,
         ..Limits::default()
     }

@@ -68,11 +68,15 @@ pub struct State {
 impl State {
     /// A connection of `side`, authenticated at `now`, under `limits`.
     pub fn new(side: Side, limits: &Limits, now: Instant) -> Self {
+        let (frames_per_sec, burst) = match side {
+            Side::Host => (limits.host_frames_per_sec, limits.host_burst),
+            Side::Device => (limits.frames_per_sec, limits.burst),
+        };
         Self {
             side,
-            frames_per_sec: limits.frames_per_sec,
-            burst: limits.burst,
-            tokens: f64::from(limits.burst),
+            frames_per_sec,
+            burst,
+            tokens: f64::from(burst),
             refilled: now,
             last_notice: None,
         }
@@ -146,7 +150,13 @@ mod tests {
     use super::*;
 
     fn limits() -> Limits {
-        Limits { frames_per_sec: 10, burst: 3, ..Limits::default() }
+        Limits {
+            frames_per_sec: 10,
+            burst: 3,
+            host_frames_per_sec: 10,
+            host_burst: 3,
+            ..Limits::default()
+        }
     }
 
     fn frame(kind: u8, len: usize) -> Message {
@@ -182,6 +192,26 @@ mod tests {
         assert!(matches!(conn.handle(later, &frame(1, 0)), Step::Close(CloseCode::Policy, _)));
         // A clock that steps back refills nothing and breaks nothing.
         assert!(matches!(conn.handle(t0, &frame(1, 0)), Step::Close(CloseCode::Policy, _)));
+    }
+
+    #[test]
+    fn a_host_sends_at_a_rate_of_its_own() {
+        let t0 = Instant::now();
+        let limits = Limits { host_frames_per_sec: 100, host_burst: 6, ..limits() };
+        let mut host = State::new(Side::Host, &limits, t0);
+        let mut device = State::new(Side::Device, &limits, t0);
+        for _ in 0..3 {
+            assert!(matches!(device.handle(t0, &frame(1, 0)), Step::Route { .. }));
+        }
+        assert!(matches!(device.handle(t0, &frame(1, 0)), Step::Close(CloseCode::Policy, _)));
+        for _ in 0..6 {
+            assert!(matches!(host.handle(t0, &frame(1, 0)), Step::Route { .. }));
+        }
+        let Step::Close(_, reason) = host.handle(t0, &frame(1, 0)) else { panic!() };
+        assert_eq!(reason, "rate limit: over 100 frames per second");
+        // The defaults: a host's rate is five devices'.
+        let defaults = Limits::default();
+        assert_eq!(defaults.host_frames_per_sec, 5 * defaults.frames_per_sec);
     }
 
     #[test]

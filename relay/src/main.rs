@@ -37,9 +37,13 @@ struct Args {
     /// Bytes queued towards one connection before it is cut off as too slow.
     #[arg(long, env = "RELAY_MAX_QUEUED")]
     max_queued: Option<usize>,
-    /// Data frames per second one connection may send.
+    /// Data frames per second one device's connection may send (a burst of twice that).
     #[arg(long, env = "RELAY_RATE")]
     rate: Option<u32>,
+    /// Data frames per second one host's connection may send (a burst of twice that): a host
+    /// answers all its devices over one connection.
+    #[arg(long, env = "RELAY_HOST_RATE")]
+    host_rate: Option<u32>,
     /// Connections open at once.
     #[arg(long, env = "RELAY_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
@@ -108,6 +112,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = args.rate {
         limits.frames_per_sec = v;
         limits.burst = v.saturating_mul(2);
+    }
+    if let Some(v) = args.host_rate {
+        limits.host_frames_per_sec = v;
+        limits.host_burst = v.saturating_mul(2);
     }
     if let Some(v) = args.max_connections {
         limits.max_connections = v;

@@ -35,10 +35,15 @@ pub struct Limits {
     pub max_frame: usize,
     /// Bytes queued towards one connection before it is cut off as too slow.
     pub max_queued: usize,
-    /// Data frames per second one connection may send (sustained).
+    /// Data frames per second one device's connection may send (sustained).
     pub frames_per_sec: u32,
-    /// Data frames one connection may send in a burst.
+    /// Data frames one device's connection may send in a burst.
     pub burst: u32,
+    /// Data frames per second one host's connection may send (sustained): a host answers all
+    /// its devices over one connection.
+    pub host_frames_per_sec: u32,
+    /// Data frames one host's connection may send in a burst.
+    pub host_burst: u32,
     /// Connections open at once.
     pub max_connections: usize,
     /// Connections open at once for one key.
@@ -60,8 +65,10 @@ impl Default for Limits {
             // that relay-client puts before each envelope, with room to spare.
             max_frame: protocol::limits::MAX_FRAME + protocol::relay::HEADER + 64,
             max_queued: 8 << 20,
-            frames_per_sec: 200,
-            burst: 400,
+            frames_per_sec: protocol::relay::FRAMES_PER_SEC,
+            burst: 2 * protocol::relay::FRAMES_PER_SEC,
+            host_frames_per_sec: protocol::relay::HOST_FRAMES_PER_SEC,
+            host_burst: 2 * protocol::relay::HOST_FRAMES_PER_SEC,
             max_connections: 20_000,
             max_per_key: 4,
             handshake_timeout: Duration::from_secs(10),

@@ -356,6 +356,8 @@ async fn a_slow_consumer_is_cut_off_without_slowing_its_neighbours() {
         max_queued: 4 << 20,
         frames_per_sec: 100_000,
         burst: 100_000,
+        host_frames_per_sec: 100_000,
+        host_burst: 100_000,
         ..Limits::default()
     };
     let r = relay(limits).await;

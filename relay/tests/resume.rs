@@ -12,7 +12,13 @@ use relay_client::{Client, ClientConfig, Inbound, pinned_config};
 
 async fn start(addr: std::net::SocketAddr, identity: relay::tls::Identity) -> Server {
     // The clients pace themselves below this rate, resent backlogs included.
-    let limits = Limits { frames_per_sec: 2_000, burst: 2_000, ..Limits::default() };
+    let limits = Limits {
+        frames_per_sec: 2_000,
+        burst: 2_000,
+        host_frames_per_sec: 2_000,
+        host_burst: 2_000,
+        ..Limits::default()
+    };
     let server =
         Server::bind(Config { listen: addr, identity, limits, origins: Vec::new() }).await.unwrap();
     let serving = server.clone();
