@@ -48,10 +48,18 @@ pub const MAX_OFFERS: usize = 16;
 pub const HEADER: usize = 33;
 /// Data frames per second a device's connection may send, by default (a burst of twice that).
 pub const FRAMES_PER_SEC: u32 = 200;
-/// Data frames per second a host's connection may send, by default (a burst of twice that):
-/// one host answers every device it paired, over one connection, so that one busy device
-/// cannot use up what the others' answers need.
+/// The most data frames per second a host's connection may send, by default (a burst of twice
+/// that): see [`host_rate`].
 pub const HOST_FRAMES_PER_SEC: u32 = 1_000;
+
+/// A host's rate: one host answers every device it registered over one connection, so it may
+/// send a device's rate for each of them (at least one), up to `host_max`; then one busy
+/// device cannot use up what the others' answers need, and a key that registers no devices
+/// gets no more than a device.
+pub fn host_rate(device_rate: u32, devices: usize, host_max: u32) -> u32 {
+    let devices = u32::try_from(devices.max(1)).unwrap_or(u32::MAX);
+    device_rate.saturating_mul(devices).min(host_max.max(device_rate))
+}
 
 /// Which side of the bridge a client is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -74,6 +82,15 @@ pub enum FromRelay {
     },
     /// Authentication succeeded.
     Welcome,
+    /// What this connection may send now: data frames per second and the burst. Sent after
+    /// the welcome, and again when it changes (a host's grows with the devices it registered,
+    /// [`host_rate`]). A client that does not know this message ignores it.
+    Rate {
+        /// Data frames per second, sustained.
+        frames_per_sec: u32,
+        /// Data frames at once.
+        burst: u32,
+    },
     /// A registered device came online or went away (to its hosts only).
     Presence {
         /// The device's key, hex.

@@ -42,9 +42,10 @@ pub struct ClientConfig {
     /// The longest reconnection delay.
     pub backoff_max: Duration,
     /// Data frames per second this client sends at most (messages, resends and
-    /// acknowledgements), so that it stays under the relay's rate limit. Also the burst. By
-    /// default three quarters of the relay's default for the side
-    /// ([`protocol::relay::FRAMES_PER_SEC`], [`protocol::relay::HOST_FRAMES_PER_SEC`]).
+    /// acknowledgements). Also the burst. Within it, the client keeps to three quarters of what
+    /// the relay says this connection may send ([`protocol::relay::FromRelay::Rate`]), and of
+    /// a device's default rate ([`protocol::relay::FRAMES_PER_SEC`]) until the relay says (a
+    /// relay that never says is paced as one that allows a device's rate).
     pub max_frames_per_sec: u32,
     /// For a host whose relay runs in its own process: connect through this instead of TLS
     /// to `addr` (the rest, authentication included, is the same).
@@ -52,8 +53,9 @@ pub struct ClientConfig {
 }
 
 impl ClientConfig {
-    /// Defaults: resend after 1 s, reconnect after 100 ms doubling up to 5 s, at most 150
-    /// frames per second (the relay's default limit is 200).
+    /// Defaults: resend after 1 s, reconnect after 100 ms doubling up to 5 s, at most three
+    /// quarters of the relay's default rate for the side (150 frames per second for a device,
+    /// 750 for a host) and of what the relay says.
     pub fn new(
         addr: String,
         server_name: String,
@@ -190,12 +192,25 @@ fn jittered(config: &ClientConfig, attempt: u32) -> Duration {
 struct Pace {
     tokens: f64,
     rate: f64,
+    /// Which peer goes first, moved on at each flush.
+    turn: usize,
+    /// The configured most ([`ClientConfig::max_frames_per_sec`]).
+    most: f64,
     last: Instant,
 }
 
 impl Pace {
-    fn new(rate: u32) -> Self {
-        Self { tokens: f64::from(rate), rate: f64::from(rate), last: Instant::now() }
+    /// Paced for a relay that allows a device's rate, within `most`.
+    fn new(most: u32) -> Self {
+        let most = f64::from(most.max(1));
+        let rate = pace_for(protocol::relay::FRAMES_PER_SEC).min(most);
+        Self { tokens: rate, rate, turn: 0, most, last: Instant::now() }
+    }
+
+    /// The relay said this connection may send `frames_per_sec`.
+    fn allowed(&mut self, frames_per_sec: u32) {
+        self.rate = pace_for(frames_per_sec).min(self.most).max(1.0);
+        self.tokens = self.tokens.min(self.rate);
     }
 
     fn available(&mut self) -> usize {
@@ -211,6 +226,11 @@ impl Pace {
     }
 }
 
+/// Three quarters of a relay's rate: room for resends and the clock's jitter.
+fn pace_for(frames_per_sec: u32) -> f64 {
+    f64::from(frames_per_sec) * 0.75
+}
+
 /// Sends acknowledgements and whatever is due, within the pace. False: the link failed.
 async fn flush(
     link: &mut Box<dyn Duplex>,
@@ -220,7 +240,8 @@ async fn flush(
     rto_ms: u64,
 ) -> bool {
     let budget = pace.available();
-    let frames = due_fairly(peers, budget, now_ms, rto_ms);
+    pace.turn = pace.turn.wrapping_add(1);
+    let frames = due_fairly(peers, budget, pace.turn, now_ms, rto_ms);
     pace.spend(frames.len());
     for (peer, payload) in frames {
         let frame = protocol::relay::data_frame(protocol::relay::FrameKind::To, &peer, &payload);
@@ -234,21 +255,28 @@ async fn flush(
 /// Up to `budget` frames that are due, taken fairly: first each peer's acknowledgements, then
 /// an equal share of what is left for each peer, and what a peer did not need for those that
 /// have more, so that one peer's backlog (a device that asks for much) does not hold up what
-/// the others are owed.
+/// the others are owed. The peers take turns by `turn` (which goes first), so that a budget
+/// smaller than the number of peers (a busy link) goes to each in turn.
 fn due_fairly(
     peers: &mut HashMap<[u8; 32], Peer>,
     budget: usize,
+    turn: usize,
     now_ms: u64,
     rto_ms: u64,
 ) -> Vec<([u8; 32], Vec<u8>)> {
     let mut frames = Vec::new();
-    for (peer, state) in peers.iter_mut() {
+    let mut wanting: Vec<([u8; 32], &mut Peer)> = peers.iter_mut().map(|(k, v)| (*k, v)).collect();
+    wanting.sort_unstable_by_key(|(key, _)| *key);
+    if !wanting.is_empty() {
+        let first = turn % wanting.len();
+        wanting.rotate_left(first);
+    }
+    for (peer, state) in &mut wanting {
         if frames.len() >= budget {
             return frames;
         }
         frames.extend(state.poll_acks().into_iter().map(|ack| (*peer, ack)));
     }
-    let mut wanting: Vec<([u8; 32], &mut Peer)> = peers.iter_mut().map(|(k, v)| (*k, v)).collect();
     while frames.len() < budget && !wanting.is_empty() {
         let share = (budget - frames.len()).div_ceil(wanting.len());
         wanting.retain_mut(|(peer, state)| {
@@ -296,7 +324,7 @@ async fn drive(
     let join = if config.side == Side::Host { Join::AtBase } else { Join::AtFirstFrame };
     let rto_ms = config.rto.as_millis() as u64;
     let mut peers: HashMap<[u8; 32], Peer> = HashMap::new();
-    let mut pace = Pace::new(config.max_frames_per_sec.max(1));
+    let mut pace;
     let mut attempt = 0u32;
     let mut counter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -323,6 +351,8 @@ async fn drive(
             continue;
         };
         attempt = 0;
+        // Paced as for a device until this relay says what this connection may send.
+        pace = Pace::new(config.max_frames_per_sec);
         if config.side == Side::Host {
             counter += 1;
             let register =
@@ -399,6 +429,10 @@ async fn drive(
                                 Inbound::Undeliverable { peer, offline }
                             }
                             Ok(FromRelay::Refused { reason }) => Inbound::Refused(reason),
+                            Ok(FromRelay::Rate { frames_per_sec, .. }) => {
+                                pace.allowed(frames_per_sec);
+                                continue;
+                            }
                             _ => continue,
                         };
                         if inbox.send(notice).is_err() {
@@ -477,23 +511,46 @@ mod tests {
     #[test]
     fn one_peers_backlog_does_not_hold_up_the_others() {
         let mut peers = peers_with(&[(1, 500), (2, 1), (3, 2)]);
-        let frames = due_fairly(&mut peers, 10, 0, 1_000);
+        let frames = due_fairly(&mut peers, 10, 0, 0, 1_000);
         assert_eq!(frames.len(), 10);
         assert_eq!((sent_to(&frames, 2), sent_to(&frames, 3)), (1, 2));
         // What the others did not need goes to the one with more.
         assert_eq!(sent_to(&frames, 1), 7);
         // Nothing more is due until the round trip passes; then resends, within the budget.
-        assert!(due_fairly(&mut peers, 10, 10, 1_000).len() == 10);
-        assert_eq!(due_fairly(&mut peers, 1_000, 20, 1_000).len(), 500 + 3 - 20);
-        assert!(due_fairly(&mut peers, 1_000, 30, 1_000).is_empty());
-        assert_eq!(due_fairly(&mut peers, 5, 2_000, 1_000).len(), 5);
+        assert!(due_fairly(&mut peers, 10, 0, 10, 1_000).len() == 10);
+        assert_eq!(due_fairly(&mut peers, 1_000, 0, 20, 1_000).len(), 500 + 3 - 20);
+        assert!(due_fairly(&mut peers, 1_000, 0, 30, 1_000).is_empty());
+        assert_eq!(due_fairly(&mut peers, 5, 0, 2_000, 1_000).len(), 5);
     }
 
     #[test]
-    fn a_budget_smaller_than_the_peers_is_kept() {
+    fn a_budget_smaller_than_the_peers_goes_to_each_in_turn() {
         let mut peers = peers_with(&[(1, 3), (2, 3), (3, 3), (4, 3)]);
-        assert_eq!(due_fairly(&mut peers, 2, 0, 1_000).len(), 2);
-        assert_eq!(due_fairly(&mut peers, 0, 0, 1_000).len(), 0);
-        assert_eq!(due_fairly(&mut peers, 100, 0, 1_000).len(), 10);
+        assert_eq!(due_fairly(&mut peers, 0, 0, 0, 1_000).len(), 0);
+        // One frame a flush (a busy link): the four peers are served one after another.
+        let mut served = Vec::new();
+        for turn in 0..4 {
+            let frames = due_fairly(&mut peers, 1, turn, 0, 1_000);
+            assert_eq!(frames.len(), 1);
+            served.push(frames[0].0[0]);
+        }
+        served.sort_unstable();
+        assert_eq!(served, [1, 2, 3, 4]);
+        assert_eq!(due_fairly(&mut peers, 2, 4, 0, 1_000).len(), 2);
+        assert_eq!(due_fairly(&mut peers, 100, 5, 0, 1_000).len(), 6);
+    }
+
+    #[test]
+    fn the_pace_keeps_to_what_the_relay_allows() {
+        // Before the relay says: a device's rate, whatever the configured most.
+        let mut pace = Pace::new(750);
+        assert_eq!(pace.rate, 150.0);
+        pace.allowed(600);
+        assert_eq!(pace.rate, 450.0);
+        pace.allowed(10_000);
+        assert_eq!(pace.rate, 750.0);
+        pace.allowed(0);
+        assert_eq!(pace.rate, 1.0);
+        assert!(Pace::new(100).rate <= 100.0);
     }
 }

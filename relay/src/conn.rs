@@ -58,6 +58,10 @@ pub enum Step {
 #[derive(Debug)]
 pub struct State {
     side: Side,
+    /// A device's rate and burst: every connection's until a host registers devices.
+    device: (u32, u32),
+    /// The most a host's may grow to.
+    host_max: (u32, u32),
     frames_per_sec: u32,
     burst: u32,
     tokens: f64,
@@ -68,18 +72,35 @@ pub struct State {
 impl State {
     /// A connection of `side`, authenticated at `now`, under `limits`.
     pub fn new(side: Side, limits: &Limits, now: Instant) -> Self {
-        let (frames_per_sec, burst) = match side {
-            Side::Host => (limits.host_frames_per_sec, limits.host_burst),
-            Side::Device => (limits.frames_per_sec, limits.burst),
-        };
         Self {
             side,
-            frames_per_sec,
-            burst,
-            tokens: f64::from(burst),
+            device: (limits.frames_per_sec, limits.burst),
+            host_max: (limits.host_frames_per_sec, limits.host_burst),
+            frames_per_sec: limits.frames_per_sec,
+            burst: limits.burst,
+            tokens: f64::from(limits.burst),
             refilled: now,
             last_notice: None,
         }
+    }
+
+    /// What this connection may send now: data frames per second and the burst.
+    pub fn rate(&self) -> (u32, u32) {
+        (self.frames_per_sec, self.burst)
+    }
+
+    /// A host registered `devices`: its rate becomes
+    /// [`protocol::relay::host_rate`]'s. The new rate, if it changed.
+    pub fn registered(&mut self, devices: usize) -> Option<(u32, u32)> {
+        if self.side != Side::Host {
+            return None;
+        }
+        let rate = protocol::relay::host_rate(self.device.0, devices, self.host_max.0);
+        let burst = protocol::relay::host_rate(self.device.1, devices, self.host_max.1);
+        let changed = (rate, burst) != self.rate();
+        (self.frames_per_sec, self.burst) = (rate, burst);
+        self.tokens = self.tokens.min(f64::from(burst));
+        changed.then_some((rate, burst))
     }
 
     /// What `message`, arrived at `now`, asks of the relay.
@@ -195,23 +216,32 @@ mod tests {
     }
 
     #[test]
-    fn a_host_sends_at_a_rate_of_its_own() {
+    fn a_host_sends_a_devices_rate_for_each_device_it_registered() {
         let t0 = Instant::now();
-        let limits = Limits { host_frames_per_sec: 100, host_burst: 6, ..limits() };
+        let limits = Limits { host_frames_per_sec: 25, host_burst: 7, ..limits() };
         let mut host = State::new(Side::Host, &limits, t0);
         let mut device = State::new(Side::Device, &limits, t0);
+        // Before it registers, a host is a device.
+        assert_eq!(host.rate(), (10, 3));
+        assert_eq!(device.registered(5), None);
+        assert_eq!(host.registered(0), None);
+        assert_eq!(host.registered(2), Some((20, 6)));
+        assert_eq!(host.registered(2), None);
+        // Up to the most a host may send.
+        assert_eq!(host.registered(200), Some((25, 7)));
         for _ in 0..3 {
             assert!(matches!(device.handle(t0, &frame(1, 0)), Step::Route { .. }));
         }
         assert!(matches!(device.handle(t0, &frame(1, 0)), Step::Close(CloseCode::Policy, _)));
-        for _ in 0..6 {
-            assert!(matches!(host.handle(t0, &frame(1, 0)), Step::Route { .. }));
+        // The bucket fills at the new rate (it does not start full again).
+        let later = t0 + Duration::from_millis(1_000);
+        for _ in 0..7 {
+            assert!(matches!(host.handle(later, &frame(1, 0)), Step::Route { .. }));
         }
-        let Step::Close(_, reason) = host.handle(t0, &frame(1, 0)) else { panic!() };
-        assert_eq!(reason, "rate limit: over 100 frames per second");
-        // The defaults: a host's rate is five devices'.
-        let defaults = Limits::default();
-        assert_eq!(defaults.host_frames_per_sec, 5 * defaults.frames_per_sec);
+        let Step::Close(_, reason) = host.handle(later, &frame(1, 0)) else { panic!() };
+        assert_eq!(reason, "rate limit: over 25 frames per second");
+        // Fewer devices, a lower rate again.
+        assert_eq!(host.registered(1), Some((10, 3)));
     }
 
     #[test]

@@ -40,8 +40,9 @@ struct Args {
     /// Data frames per second one device's connection may send (a burst of twice that).
     #[arg(long, env = "RELAY_RATE")]
     rate: Option<u32>,
-    /// Data frames per second one host's connection may send (a burst of twice that): a host
-    /// answers all its devices over one connection.
+    /// The most data frames per second one host's connection may send (a burst of twice
+    /// that): a host may send `--rate` for each device it registered, up to this. Five times
+    /// `--rate` unless given.
     #[arg(long, env = "RELAY_HOST_RATE")]
     host_rate: Option<u32>,
     /// Connections open at once.
@@ -112,6 +113,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = args.rate {
         limits.frames_per_sec = v;
         limits.burst = v.saturating_mul(2);
+        limits.host_frames_per_sec = v.saturating_mul(5);
+        limits.host_burst = v.saturating_mul(10);
     }
     if let Some(v) = args.host_rate {
         limits.host_frames_per_sec = v;

@@ -39,10 +39,11 @@ pub struct Limits {
     pub frames_per_sec: u32,
     /// Data frames one device's connection may send in a burst.
     pub burst: u32,
-    /// Data frames per second one host's connection may send (sustained): a host answers all
-    /// its devices over one connection.
+    /// The most data frames per second one host's connection may send (sustained): a host
+    /// answers all its devices over one connection, and may send `frames_per_sec` for each
+    /// device it registered up to this ([`protocol::relay::host_rate`]).
     pub host_frames_per_sec: u32,
-    /// Data frames one host's connection may send in a burst.
+    /// The most data frames one host's connection may send in a burst.
     pub host_burst: u32,
     /// Connections open at once.
     pub max_connections: usize,
@@ -499,7 +500,10 @@ where
         queued.fetch_add(message.len(), Ordering::Relaxed);
         let _ = tx.send(message);
     };
+    let mut rules = crate::conn::State::new(side, &limits, Instant::now());
     enqueue(Message::text(serde_json::to_string(&FromRelay::Welcome)?));
+    let (frames_per_sec, burst) = rules.rate();
+    enqueue(Message::text(serde_json::to_string(&FromRelay::Rate { frames_per_sec, burst })?));
     lock(&inner.hub).greet(id, metrics);
 
     // The writer owns the sink: queued messages, pings, and the close when kicked.
@@ -559,7 +563,6 @@ where
         })
     };
 
-    let mut rules = crate::conn::State::new(side, &limits, Instant::now());
     // The idle timer is armed once and moved on only when it fires, to the idle timeout after
     // the last message heard (not re-armed for every frame).
     let mut heard = tokio::time::Instant::now();
@@ -634,7 +637,12 @@ where
                     protocol::relay::check_register(&host, counter, &devices, &offers, &signature);
                 let refusal = match checked {
                     Ok(list) => {
+                        let devices = list.devices.len();
                         let fresh = lock(&inner.hub).register(key, counter, list, metrics);
+                        if fresh && let Some((frames_per_sec, burst)) = rules.registered(devices) {
+                            let rate = FromRelay::Rate { frames_per_sec, burst };
+                            enqueue(Message::text(serde_json::to_string(&rate)?));
+                        }
                         (!fresh).then(|| {
                             format!("registration counter {counter} is not newer than the last")
                         })

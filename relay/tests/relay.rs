@@ -325,6 +325,35 @@ async fn oversized_and_garbage_frames_get_a_close_code_and_others_keep_going() {
 }
 
 #[tokio::test]
+async fn the_relay_says_what_each_connection_may_send() {
+    let limits =
+        Limits { frames_per_sec: 20, burst: 40, host_frames_per_sec: 50, ..Limits::default() };
+    let r = relay(limits).await;
+    let (h, d1, d2, d3) = (key(1), key(2), key(3), key(4));
+    let mut dev = join(&r, &d1, Side::Device).await;
+    let rate = |frames_per_sec, burst| FromRelay::Rate { frames_per_sec, burst };
+    // The next rate the relay says, past presence notices.
+    async fn said(link: &mut Link) -> FromRelay {
+        loop {
+            match next_control(link).await.unwrap() {
+                FromRelay::Presence { .. } => continue,
+                other => return other,
+            }
+        }
+    }
+    assert_eq!(said(&mut dev).await, rate(20, 40));
+    // A host is a device until it registers devices; then a device's rate for each, up to its
+    // most.
+    let mut host = join(&r, &h, Side::Host).await;
+    assert_eq!(said(&mut host).await, rate(20, 40));
+    register(&mut host, &h, 1, &[&d1, &d2]).await;
+    assert_eq!(said(&mut host).await, rate(40, 80));
+    register(&mut host, &h, 2, &[&d1, &d2, &d3]).await;
+    let most = Limits::default().host_burst;
+    assert_eq!(said(&mut host).await, rate(50, 120.min(most)));
+}
+
+#[tokio::test]
 async fn a_flood_is_cut_off_by_the_rate_limit() {
     let limits = Limits { frames_per_sec: 50, burst: 50, ..Limits::default() };
     let r = relay(limits).await;
@@ -518,6 +547,12 @@ impl EventStream {
                 Ok(FromRelay::Welcome)
             ),
             "{welcome}"
+        );
+        // Then what it may send: a device's rate.
+        let rate = self.next().await;
+        assert_eq!(
+            serde_json::from_slice::<FromRelay>(&b64(rate.strip_prefix('t').unwrap())).unwrap(),
+            FromRelay::Rate { frames_per_sec: 200, burst: 400 }
         );
     }
 }
