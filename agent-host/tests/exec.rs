@@ -549,6 +549,26 @@ fn ready_pool(s: &Setup) -> Option<WarmPool> {
     Some(pool)
 }
 
+/// The Landlock layer of a sandbox started ahead lists the home's entries when it starts: a
+/// file made in the home since then would have no rule there, so that sandbox is not used, and
+/// the job reads the new file (its secrets stay unreadable all the same).
+#[test]
+fn a_file_made_in_the_home_after_a_sandbox_started_ahead_reads_in_the_next_job() {
+    let s = setup();
+    std::fs::write(s.home.join(".netrc"), "SECRET PASSWORD").unwrap();
+    let Some(pool) = ready_pool(&s) else { return };
+    // Past the coarsest timestamp step, so that the home's change shows.
+    std::thread::sleep(Duration::from_millis(20));
+    std::fs::write(s.home.join("made-after.txt"), "made after").unwrap();
+    let out = pool
+        .run(&job(&s, "cat ~/made-after.txt; echo; cat ~/.netrc; echo done"), &Arc::default())
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.output);
+    assert!(text.contains("made after\n") && text.contains("done"), "{text}");
+    assert!(!text.contains("SECRET"), "{text}");
+    assert_eq!(pool.warm_runs(), 0, "the sandbox started before the change was used");
+}
+
 #[test]
 fn a_process_left_behind_in_a_sandbox_started_ahead_ends_before_the_next_one_is_ready() {
     let s = setup();

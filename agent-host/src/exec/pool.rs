@@ -26,8 +26,11 @@ pub(super) const REFILL_DELAY: Duration = Duration::from_millis(10);
 /// Where a warm sandbox's launcher (this `agent-host` binary) is bound inside it.
 pub(super) const LAUNCHER_INSIDE: &str = "/tmp/.agent-host-launcher";
 
-/// What a warm sandbox's launcher is told to run (as JSON on its channel).
+/// What a warm sandbox's launcher is told to run (as JSON on its channel). Nothing else: a
+/// message from another version (one that still sent the places to hide here) is refused, and
+/// its job not run.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct Launch {
     argv: Vec<String>,
     cwd: PathBuf,

@@ -306,6 +306,19 @@ impl Scope {
             .collect();
         layer.sort();
         layer.dedup();
+        // The Landlock layer lists the directories above each place entry by entry when its
+        // sandbox starts: one changed since (a file made or replaced there) would have no rule.
+        let mut listed: Vec<&Path> = layer.iter().flat_map(|p| p.ancestors().skip(1)).collect();
+        listed.sort();
+        listed.dedup();
+        let listings = listed
+            .into_iter()
+            .map(|dir| {
+                use std::os::unix::fs::MetadataExt as _;
+                std::fs::metadata(dir)
+                    .map_or((0, 0, 0, 0), |m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
+            })
+            .collect();
         Mounts {
             protected: protected_in(&self.roots),
             // As the kernel resolves them: bubblewrap makes a mount point inside the new root,
@@ -316,6 +329,7 @@ impl Scope {
             shown: self.user.shown.as_ref().map(|_| self.user.shown_present()),
             secrets,
             layer,
+            listings,
             identities: Vec::new(),
             cache,
             writable,
@@ -348,6 +362,9 @@ pub(super) struct Mounts {
     /// resolved ([`crate::userenv::resolve_place`]), but for those where jobs write or in the
     /// private `/tmp`.
     pub(super) layer: Vec<PathBuf>,
+    /// What the directories the layer lists were (device, inode, modification time), so that
+    /// a sandbox started ahead is not used once one of them changed.
+    pub(super) listings: Vec<(u64, u64, i64, i64)>,
     /// What the hidden directories, the secrets and the runtime sockets were (device and
     /// inode), in that order.
     pub(super) identities: Vec<(u64, u64)>,
