@@ -306,19 +306,8 @@ impl Scope {
             .collect();
         layer.sort();
         layer.dedup();
-        // The Landlock layer lists the directories above each place entry by entry when its
-        // sandbox starts: one changed since (a file made or replaced there) would have no rule.
-        let mut listed: Vec<&Path> = layer.iter().flat_map(|p| p.ancestors().skip(1)).collect();
-        listed.sort();
-        listed.dedup();
-        let listings = listed
-            .into_iter()
-            .map(|dir| {
-                use std::os::unix::fs::MetadataExt as _;
-                std::fs::metadata(dir)
-                    .map_or((0, 0, 0, 0), |m| (m.dev(), m.ino(), m.mtime(), m.mtime_nsec()))
-            })
-            .collect();
+        let home_real = home.as_deref().and_then(|h| resolver.canonical(h));
+        let listings = listings(&layer, home_real.as_deref());
         Mounts {
             protected: protected_in(&self.roots),
             // As the kernel resolves them: bubblewrap makes a mount point inside the new root,
@@ -342,6 +331,49 @@ impl Scope {
     }
 }
 
+/// One directory the Landlock layer lists, and what it grants there: the entries (name and
+/// inode) that are neither symbolic links nor a hidden place or on the way to one; `None` if
+/// it cannot be read.
+pub(super) type Listing = (PathBuf, Option<Vec<(OsString, u64)>>);
+
+/// What the Landlock layer grants, entry by entry, in the directories above the hidden places
+/// (`layer`) that lie in the `home` ([`crate::landlock_sandbox::readable_roots`]). The layer
+/// of a sandbox started ahead lists them when it starts: a file made or replaced there since
+/// has no rule and would read as denied, so the sandbox is used only while these are the same.
+/// A hidden place saved anew (an agent's settings written to a new file and renamed) changes
+/// nothing here (what the hidden places are is checked apart, by their identities). Directories outside the home are left out: what lies above it changes seldom,
+/// and the sandbox's private `/tmp` and runtime directories are not what the layer lists.
+pub(super) fn listings(layer: &[PathBuf], home: Option<&Path>) -> Vec<Listing> {
+    use std::os::unix::fs::DirEntryExt as _;
+    let Some(home) = home else { return Vec::new() };
+    let mut listed: Vec<&Path> = layer
+        .iter()
+        .flat_map(|p| p.ancestors().skip(1))
+        .filter(|dir| dir.starts_with(home))
+        .collect();
+    listed.sort();
+    listed.dedup();
+    listed
+        .into_iter()
+        .map(|dir| {
+            let entries = std::fs::read_dir(dir).ok().map(|entries| {
+                let mut granted: Vec<(OsString, u64)> = entries
+                    .flatten()
+                    .filter(|e| !e.file_type().is_ok_and(|t| t.is_symlink()))
+                    .filter(|e| {
+                        let path = e.path();
+                        !layer.iter().any(|hidden| hidden.starts_with(&path))
+                    })
+                    .map(|e| (e.file_name(), e.ino()))
+                    .collect();
+                granted.sort();
+                granted
+            });
+            (dir.to_path_buf(), entries)
+        })
+        .collect()
+}
+
 /// What a bubblewrap sandbox mounts besides the roots, found on disk when it starts: a sandbox
 /// started ahead is used only while these are the same.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -362,9 +394,8 @@ pub(super) struct Mounts {
     /// resolved ([`crate::userenv::resolve_place`]), but for those where jobs write or in the
     /// private `/tmp`.
     pub(super) layer: Vec<PathBuf>,
-    /// What the directories the layer lists were (device, inode, modification time), so that
-    /// a sandbox started ahead is not used once one of them changed.
-    pub(super) listings: Vec<(u64, u64, i64, i64)>,
+    /// What the layer grants in the directories of the home it lists ([`listings`]).
+    pub(super) listings: Vec<Listing>,
     /// What the hidden directories, the secrets and the runtime sockets were (device and
     /// inode), in that order.
     pub(super) identities: Vec<(u64, u64)>,
