@@ -207,9 +207,9 @@ impl Pace {
         Self { tokens: rate, rate, turn: 0, most, last: Instant::now() }
     }
 
-    /// The relay said this connection may send `frames_per_sec`.
-    fn allowed(&mut self, frames_per_sec: u32) {
-        self.rate = pace_for(frames_per_sec).min(self.most).max(1.0);
+    /// The relay said this connection may send `frames_per_sec`, `burst` at once.
+    fn allowed(&mut self, frames_per_sec: u32, burst: u32) {
+        self.rate = pace_for(frames_per_sec.min(burst)).min(self.most).max(1.0);
         self.tokens = self.tokens.min(self.rate);
     }
 
@@ -429,8 +429,8 @@ async fn drive(
                                 Inbound::Undeliverable { peer, offline }
                             }
                             Ok(FromRelay::Refused { reason }) => Inbound::Refused(reason),
-                            Ok(FromRelay::Rate { frames_per_sec, .. }) => {
-                                pace.allowed(frames_per_sec);
+                            Ok(FromRelay::Rate { frames_per_sec, burst }) => {
+                                pace.allowed(frames_per_sec, burst);
                                 continue;
                             }
                             _ => continue,
@@ -545,11 +545,14 @@ mod tests {
         // Before the relay says: a device's rate, whatever the configured most.
         let mut pace = Pace::new(750);
         assert_eq!(pace.rate, 150.0);
-        pace.allowed(600);
+        pace.allowed(600, 1_200);
         assert_eq!(pace.rate, 450.0);
-        pace.allowed(10_000);
+        pace.allowed(10_000, 20_000);
         assert_eq!(pace.rate, 750.0);
-        pace.allowed(0);
+        // Never more at once than the relay's burst.
+        pace.allowed(600, 100);
+        assert_eq!(pace.rate, 75.0);
+        pace.allowed(0, 0);
         assert_eq!(pace.rate, 1.0);
         assert!(Pace::new(100).rate <= 100.0);
     }

@@ -89,18 +89,23 @@ impl State {
         (self.frames_per_sec, self.burst)
     }
 
-    /// A host registered `devices`: its rate becomes
-    /// [`protocol::relay::host_rate`]'s. The new rate, if it changed.
+    /// A host registered `devices` (distinct keys): its rate becomes
+    /// [`protocol::relay::host_rate`]'s, if that is more than it has; it is not lowered while
+    /// the connection lasts (the host would be cut off for frames it sent at the old rate before
+    /// it heard the new one, and a host could keep the keys it registered anyway). The new
+    /// rate, if it changed.
     pub fn registered(&mut self, devices: usize) -> Option<(u32, u32)> {
         if self.side != Side::Host {
             return None;
         }
         let rate = protocol::relay::host_rate(self.device.0, devices, self.host_max.0);
         let burst = protocol::relay::host_rate(self.device.1, devices, self.host_max.1);
-        let changed = (rate, burst) != self.rate();
-        (self.frames_per_sec, self.burst) = (rate, burst);
-        self.tokens = self.tokens.min(f64::from(burst));
-        changed.then_some((rate, burst))
+        if rate <= self.frames_per_sec && burst <= self.burst {
+            return None;
+        }
+        self.frames_per_sec = self.frames_per_sec.max(rate);
+        self.burst = self.burst.max(burst);
+        Some(self.rate())
     }
 
     /// What `message`, arrived at `now`, asks of the relay.
@@ -240,8 +245,9 @@ mod tests {
         }
         let Step::Close(_, reason) = host.handle(later, &frame(1, 0)) else { panic!() };
         assert_eq!(reason, "rate limit: over 25 frames per second");
-        // Fewer devices, a lower rate again.
-        assert_eq!(host.registered(1), Some((10, 3)));
+        // Fewer devices: the rate stays while the connection lasts.
+        assert_eq!(host.registered(1), None);
+        assert_eq!(host.rate(), (25, 7));
     }
 
     #[test]

@@ -481,9 +481,21 @@ where
     let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
     let queued = Arc::new(AtomicUsize::new(0));
     let (kick, mut kicked) = watch::channel::<Kick>(None);
+    // Everything queued for the writer is counted, so that the writer's accounting balances.
+    let enqueue = |message: Message| {
+        queued.fetch_add(message.len(), Ordering::Relaxed);
+        let _ = tx.send(message);
+    };
+    // The welcome and the rate first, before the hub can queue anything for this connection.
+    let mut rules = crate::conn::State::new(side, &limits, Instant::now());
+    let welcome = serde_json::to_string(&FromRelay::Welcome)?;
+    let (frames_per_sec, burst) = rules.rate();
+    let rate = serde_json::to_string(&FromRelay::Rate { frames_per_sec, burst })?;
     let added = {
         let mut hub = lock(&inner.hub);
         (hub.connections_of(&key) < limits.max_per_key).then(|| {
+            enqueue(Message::text(welcome));
+            enqueue(Message::text(rate));
             let conn =
                 Conn { key, side, tx: tx.clone(), queued: queued.clone(), kick: kick.clone() };
             hub.add(conn, metrics)
@@ -495,15 +507,6 @@ where
             .await?;
         return Ok(());
     };
-    // Everything queued for the writer is counted, so that the writer's accounting balances.
-    let enqueue = |message: Message| {
-        queued.fetch_add(message.len(), Ordering::Relaxed);
-        let _ = tx.send(message);
-    };
-    let mut rules = crate::conn::State::new(side, &limits, Instant::now());
-    enqueue(Message::text(serde_json::to_string(&FromRelay::Welcome)?));
-    let (frames_per_sec, burst) = rules.rate();
-    enqueue(Message::text(serde_json::to_string(&FromRelay::Rate { frames_per_sec, burst })?));
     lock(&inner.hub).greet(id, metrics);
 
     // The writer owns the sink: queued messages, pings, and the close when kicked.
@@ -637,7 +640,8 @@ where
                     protocol::relay::check_register(&host, counter, &devices, &offers, &signature);
                 let refusal = match checked {
                     Ok(list) => {
-                        let devices = list.devices.len();
+                        let devices =
+                            list.devices.iter().collect::<std::collections::HashSet<_>>().len();
                         let fresh = lock(&inner.hub).register(key, counter, list, metrics);
                         if fresh && let Some((frames_per_sec, burst)) = rules.registered(devices) {
                             let rate = FromRelay::Rate { frames_per_sec, burst };
