@@ -41,8 +41,8 @@ struct Args {
     #[arg(long, env = "RELAY_RATE")]
     rate: Option<u32>,
     /// The most data frames per second one host's connection may send (a burst of twice
-    /// that): a host may send `--rate` for each device it registered, up to this. Five times
-    /// `--rate` unless given.
+    /// that): a host may send `--rate` for each device it registered, up to this (and never
+    /// less than `--rate`). Five times `--rate` unless given.
     #[arg(long, env = "RELAY_HOST_RATE")]
     host_rate: Option<u32>,
     /// Connections open at once.

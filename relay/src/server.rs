@@ -41,7 +41,8 @@ pub struct Limits {
     pub burst: u32,
     /// The most data frames per second one host's connection may send (sustained): a host
     /// answers all its devices over one connection, and may send `frames_per_sec` for each
-    /// device it registered up to this ([`protocol::relay::host_rate`]).
+    /// device it registered up to this, and never less than `frames_per_sec`
+    /// ([`protocol::relay::host_rate`]).
     pub host_frames_per_sec: u32,
     /// The most data frames one host's connection may send in a burst.
     pub host_burst: u32,
