@@ -17,8 +17,8 @@
 //! With `SLOW_SYNC_MS` (0 too), the rounds run beside a busy device and a slow disk: a third
 //! device (a viewer) asks the host for its state every `BUSY_MS` (default 100), so that its
 //! counters are journaled and synced all along, and every `fsync`/`fdatasync` of the host's
-//! counter files (`counters.json`, `counters.journal`) takes `SLOW_SYNC_MS` longer (`slow_sync.c`, built here with `cc` and loaded
-//! with `LD_PRELOAD`). The audit log's syncs are not slowed: the round waits for those by
+//! counter files (`counters.json`, `counters.journal`) takes `SLOW_SYNC_MS` longer
+//! (`slow_sync.c`, built here with `cc` and loaded with `LD_PRELOAD`). The audit log's syncs are not slowed: the round waits for those by
 //! design (the record is on disk before the action runs).
 
 #![allow(clippy::unwrap_used)] // a measuring tool: a panic is the report
