@@ -1,0 +1,196 @@
+//! How the rest of the host reaches the core: the [`Command`]s its one driver task applies,
+//! sent over a bounded channel through a [`CoreHandle`].
+//!
+//! It must not decide anything: each command is one call into [`HostCore`].
+
+use std::collections::HashMap;
+
+use protocol::{ActionHash, RequestId, Verdict};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Grant, HostCore, MAX_QUEUED};
+use crate::approvals::{DecisionError, Pending, Resolution};
+
+/// What the rest of the host asks of the core's driver.
+#[derive(Debug)]
+pub enum Command {
+    /// [`HostCore::ask`]; the answer carries where the resolution will arrive.
+    Ask {
+        /// The action, as it will be shown.
+        pending: Box<Pending>,
+        /// The action as shown, and its resolution to come.
+        reply: oneshot::Sender<Result<(Pending, oneshot::Receiver<Resolution>), DecisionError>>,
+    },
+    /// [`HostCore::decide`].
+    Decide {
+        /// The request.
+        id: RequestId,
+        /// What the decision names.
+        action_hash: ActionHash,
+        /// Approve or deny.
+        verdict: Verdict,
+        /// Who decides.
+        by: String,
+        /// Whether it was taken.
+        reply: oneshot::Sender<Result<(), DecisionError>>,
+    },
+    /// [`HostCore::withdraw`].
+    Withdraw {
+        /// The request.
+        id: RequestId,
+        /// Who withdraws it.
+        by: String,
+        /// Only a request of `by`'s own.
+        own_only: bool,
+        /// Whether it was withdrawn.
+        reply: oneshot::Sender<Result<(), DecisionError>>,
+    },
+    /// [`HostCore::pending`].
+    Pending {
+        /// The list.
+        reply: oneshot::Sender<Vec<Pending>>,
+    },
+    /// [`HostCore::sync`].
+    Sync {
+        /// To whom.
+        device: protocol::DeviceId,
+        /// The device's sync request, when it asked.
+        request: Option<RequestId>,
+    },
+    /// [`HostCore::grant`].
+    Grant {
+        /// The request judged.
+        id: RequestId,
+        /// What may run.
+        grant: Grant,
+    },
+    /// [`HostCore::take_grant`].
+    TakeGrant {
+        /// The request judged.
+        id: RequestId,
+        /// The grant, if there is one.
+        reply: oneshot::Sender<Option<Grant>>,
+    },
+}
+
+/// Why the core did not answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CoreError {
+    /// The driver stopped (the host is stopping).
+    #[error("the host stopped")]
+    Stopped,
+    /// More requests wait for the core than it queues.
+    #[error("the host is busy: over {MAX_QUEUED} requests wait")]
+    Busy,
+}
+
+/// How the rest of the host reaches the core's driver.
+#[derive(Debug, Clone)]
+pub struct CoreHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl CoreHandle {
+    /// A handle, and what the driver receives.
+    pub fn channel() -> (Self, mpsc::Receiver<Command>) {
+        let (commands, rx) = mpsc::channel(MAX_QUEUED);
+        (Self { commands }, rx)
+    }
+
+    async fn call<T>(
+        &self,
+        command: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, CoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.commands.send(command(reply)).await.map_err(|_| CoreError::Stopped)?;
+        answer.await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// Queues `command` without waiting (for a caller that must not block: the link).
+    pub fn try_send(&self, command: Command) -> Result<(), CoreError> {
+        self.commands.try_send(command).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => CoreError::Busy,
+            mpsc::error::TrySendError::Closed(_) => CoreError::Stopped,
+        })
+    }
+
+    /// See [`Command::Ask`].
+    pub async fn ask(
+        &self,
+        pending: Pending,
+    ) -> Result<Result<(Pending, oneshot::Receiver<Resolution>), DecisionError>, CoreError> {
+        self.call(|reply| Command::Ask { pending: Box::new(pending), reply }).await
+    }
+
+    /// See [`Command::Decide`].
+    pub async fn decide(
+        &self,
+        id: RequestId,
+        action_hash: ActionHash,
+        verdict: Verdict,
+        by: String,
+    ) -> Result<Result<(), DecisionError>, CoreError> {
+        self.call(|reply| Command::Decide { id, action_hash, verdict, by, reply }).await
+    }
+
+    /// See [`Command::Withdraw`].
+    pub async fn withdraw(
+        &self,
+        id: RequestId,
+        by: String,
+        own_only: bool,
+    ) -> Result<Result<(), DecisionError>, CoreError> {
+        self.call(|reply| Command::Withdraw { id, by, own_only, reply }).await
+    }
+
+    /// See [`Command::Pending`].
+    pub async fn pending(&self) -> Result<Vec<Pending>, CoreError> {
+        self.call(|reply| Command::Pending { reply }).await
+    }
+
+    /// See [`Command::Grant`].
+    pub async fn grant(&self, id: RequestId, grant: Grant) -> Result<(), CoreError> {
+        self.commands.send(Command::Grant { id, grant }).await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// See [`Command::TakeGrant`].
+    pub async fn take_grant(&self, id: RequestId) -> Result<Option<Grant>, CoreError> {
+        self.call(|reply| Command::TakeGrant { id, reply }).await
+    }
+}
+
+/// Applies `command` to `core` at `now`; what the caller waits for is answered through its
+/// reply, and a new pending action's waiter is kept in `waiters` until its
+/// [`Effect::Settled`] wakes it.
+pub fn apply(
+    core: &mut HostCore,
+    waiters: &mut HashMap<RequestId, oneshot::Sender<Resolution>>,
+    now: u64,
+    command: Command,
+) {
+    match command {
+        Command::Ask { pending, reply } => {
+            let asked = core.ask(now, *pending).map(|pending| {
+                let (tx, rx) = oneshot::channel();
+                waiters.insert(pending.id, tx);
+                (pending, rx)
+            });
+            let _ = reply.send(asked);
+        }
+        Command::Decide { id, action_hash, verdict, by, reply } => {
+            let _ = reply.send(core.decide(now, id, &action_hash, verdict, &by));
+        }
+        Command::Withdraw { id, by, own_only, reply } => {
+            let _ = reply.send(core.withdraw(now, id, &by, own_only));
+        }
+        Command::Pending { reply } => {
+            let _ = reply.send(core.pending());
+        }
+        Command::Sync { device, request } => core.sync(device, request),
+        Command::Grant { id, grant } => core.grant(now, id, grant),
+        Command::TakeGrant { id, reply } => {
+            let _ = reply.send(core.take_grant(now, id));
+        }
+    }
+}
