@@ -16,8 +16,8 @@ use tokio::sync::oneshot;
 use crate::approvals::{Pending, Requester, Resolution};
 use crate::audit::Event;
 use crate::exec::{Job, Limits};
-use crate::host::{Host, lock, now_ms, pending_event};
-use crate::host_core::{Effect, Grant, HostCore};
+use crate::host::{Host, lock};
+use crate::host_core::Grant;
 use crate::local_api::Door;
 use crate::policy::{Subject, Verdict as PolicyVerdict};
 
@@ -678,80 +678,6 @@ impl DecideError {
         match self {
             Self::Decision(e) => e.code(),
             Self::Core(_) => ErrorCode::Internal,
-        }
-    }
-}
-
-/// The core's driver: the one owner of the [`HostCore`]. It applies what the rest of the host
-/// asks, in the order asked, fires the core's timer when the next pending action lapses, and
-/// carries out the core's effects in the order the core gives them.
-pub(crate) async fn drive(
-    host: Arc<Host>,
-    mut core: HostCore,
-    mut commands: tokio::sync::mpsc::Receiver<crate::host_core::Command>,
-) {
-    let mut waiters = std::collections::HashMap::new();
-    // Decisions whose record could not be written: they take no effect.
-    let mut unrecorded = std::collections::HashSet::new();
-    loop {
-        let lapse = core.poll_timeout().map(|at| {
-            let wait = std::time::Duration::from_millis(at.saturating_sub(now_ms()));
-            tokio::time::Instant::now() + wait
-        });
-        let timer = async {
-            match lapse {
-                Some(at) => tokio::time::sleep_until(at).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            command = commands.recv() => match command {
-                Some(command) => crate::host_core::apply(&mut core, &mut waiters, now_ms(), command),
-                None => return,
-            },
-            () = timer => core.handle_timeout(now_ms()),
-        }
-        while let Some(effect) = core.poll_effect() {
-            match effect {
-                Effect::Audit(event) => {
-                    let request = match &event {
-                        Event::Approval { request, .. } => Some(request.clone()),
-                        _ => None,
-                    };
-                    if let Err(e) = host.record(event) {
-                        tracing::error!("audit: {e}; the decision takes no effect");
-                        unrecorded.extend(request);
-                    }
-                }
-                Effect::Pending(p) => host.broadcast(pending_event(&host, &p)),
-                Effect::Decided { request, verdict, by } => {
-                    // A decision the log does not hold is told as a denial by nobody.
-                    let (verdict, by) = if unrecorded.contains(&request.to_string()) {
-                        (Verdict::Deny, None)
-                    } else {
-                        (verdict, by)
-                    };
-                    host.broadcast(HostEvent::ActionDecided {
-                        request,
-                        verdict,
-                        decided_by: by.as_deref().map(|by| host.actor(by)),
-                    });
-                }
-                Effect::Sync { device, request, pending } => {
-                    crate::host::send_sync(&host, device, request, &pending);
-                }
-                Effect::Settled(resolution) => {
-                    let waiter = waiters.remove(&resolution.pending.id);
-                    // Unrecorded: the waiter is dropped unanswered, which its requester takes
-                    // as a failure (nothing is done).
-                    if unrecorded.remove(&resolution.pending.id.to_string()) {
-                        continue;
-                    }
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(*resolution);
-                    }
-                }
-            }
         }
     }
 }

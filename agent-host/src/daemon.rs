@@ -121,7 +121,7 @@ pub async fn serve(
         pool,
         scope,
     });
-    let driver = tokio::spawn(crate::actions::drive(host.clone(), core, core_commands));
+    let driver = tokio::spawn(crate::driver::drive(host.clone(), core, core_commands));
     let link = relay.map(|setup| tokio::spawn(crate::link::run(host.clone(), setup, link_rx)));
     if let Some(ready) = ready {
         let _ = ready.send(host_id);

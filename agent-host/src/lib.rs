@@ -5,15 +5,15 @@
 //! confined file operations ([`confine`]), the sandboxed executor ([`exec`], with
 //! [`landlock_sandbox`] as its fallback), the hash-chained audit log ([`audit`]), the identity
 //! key ([`identity`]), the running host's shared parts ([`host`], [`offers`]), the daemon and its
-//! local socket ([`daemon`], [`local_api`]), the one path every action takes ([`actions`]), the
-//! paired devices ([`devices`]), the link to them through a relay and pairing ([`link`]),
-//! `agent-host up` with its embedded relay ([`up`]), agents' hooks ([`hook`]), sessions in a
-//! pseudo-terminal ([`session`]) and the command line ([`cli`]). It holds no relay routing
-//! logic: `up` runs the `relay` crate's server beside the host.
+//! local socket ([`daemon`], [`local_api`]), the core's driver ([`driver`]), the one path every
+//! action takes ([`actions`]), the paired devices ([`devices`]), the link to them through a
+//! relay and pairing ([`link`]), `agent-host up` with its embedded relay ([`up`]), agents' hooks
+//! ([`hook`]), sessions in a pseudo-terminal ([`session`]) and the command line ([`cli`]). It
+//! holds no relay routing logic: `up` runs the `relay` crate's server beside the host.
 //!
 //! The modules form layers (`tests/modules.rs` checks it): [`host`] imports none of the drivers
-//! ([`daemon`], [`link`], [`actions`]) that import it, and no module reaches one that reaches
-//! it back.
+//! ([`daemon`], [`link`], [`driver`], [`actions`]) that import it, and no module reaches one that
+//! reaches it back.
 
 #![forbid(unsafe_code)]
 
@@ -25,6 +25,7 @@ pub mod confine;
 pub mod daemon;
 pub mod devices;
 pub mod dirs;
+pub mod driver;
 pub mod exec;
 pub mod fsutil;
 pub mod hook;

@@ -6,7 +6,7 @@
 //! in; what must happen as a result comes out of [`HostCore::poll_effect`] as [`Effect`]s, in the
 //! order they must take place: a decision's audit record comes before the devices hear of it, and
 //! both before the requester is woken to act on it. One driver task owns the core
-//! (`crate::actions::drive`); everything else talks to it over a bounded channel
+//! (`crate::driver::drive`); everything else talks to it over a bounded channel
 //! ([`CoreHandle`]), so no lock guards this state and no timer polls it.
 //!
 //! It must not hold sockets, files, the audit log or the runtime: those are the driver's. Still
