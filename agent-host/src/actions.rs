@@ -725,13 +725,13 @@ async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
     } else {
         format!("{} bytes of output", output.len())
     };
-    // The result goes out first: its record is not one an action waits for.
-    host.broadcast(HostEvent::ActionResult {
-        request: id,
-        exit_code,
-        output: Blob(output.clone()),
-        truncated,
-    });
+    // The result goes out first: its record is not one an action waits for. Through the core,
+    // which keeps it as the answer to a device that asks again.
+    let result =
+        HostEvent::ActionResult { request: id, exit_code, output: Blob(output.clone()), truncated };
+    if let Err(e) = host.core.done(None, result).await {
+        tracing::warn!("the result of {id} is not told: {e}");
+    }
     audit_result(&host, id, exit_code, &summary);
     Outcome::Done { request: id, exit_code, output, truncated, timed_out }
 }

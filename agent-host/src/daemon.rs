@@ -100,17 +100,21 @@ pub async fn serve(
             &crate::exec::Limits::default(),
         )
     });
-    let core = crate::host_core::HostCore::new(
+    let mut core = crate::host_core::HostCore::new(
+        me,
         u64::try_from(config.approval_timeout.as_millis()).unwrap_or(u64::MAX),
         config.two_person,
-    );
+    )
+    .requested_before(requested_before);
+    for (device, counters) in lock(&devices).list() {
+        core.load_device(device.id, device.role, counters.rx);
+    }
     let (core_handle, core_commands) = crate::host_core::CoreHandle::channel();
     let host = Arc::new(Host {
         config,
         key,
         host_id,
         audit,
-        requested_before,
         syncer,
         core: core_handle,
         files,
@@ -334,7 +338,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
             conn.send(&ApiResponse::Devices { devices }).await
         }
         ApiRequest::Device { id, change } => {
-            let response = match crate::link::change_device(&host, &id, change) {
+            let response = match crate::link::change_device(&host, &id, change).await {
                 Ok(message) => ApiResponse::Ok { message },
                 Err(e) => ApiResponse::Error { message: e.to_string() },
             };

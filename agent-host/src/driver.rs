@@ -1,17 +1,35 @@
 //! The core's driver: the one task that owns the host's decision state ([`HostCore`]) and
-//! carries out what it says, in the order it says it: audit records, events to the devices,
+//! carries out what it says, in the order it says it: audit records and refusals, replay
+//! windows to disk (then the message they admitted back to the core), events to the devices,
+//! a device's request down the one path of [`crate::actions`], a new key's hello to pairing,
 //! waking the requesters.
 //!
-//! It must not decide anything itself: every rule is the core's, and every action takes the
-//! path of [`crate::actions`].
+//! It must not decide anything itself: every rule is the core's.
 
 use std::sync::Arc;
 
-use protocol::{HostEvent, Verdict};
+use protocol::{Action, DeviceId, HostEvent, RequestId, Verdict};
 
+use crate::approvals::Requester;
 use crate::audit::Event;
-use crate::host::{Host, now_ms, pending_event};
+use crate::host::{Host, lock, now_ms, pending_event, refuse};
 use crate::host_core::{Effect, HostCore};
+
+/// A device's request, through the one path every action takes; its refusal, now or once a
+/// person decided, goes back through the core to the device ([`HostCore::handle_done`]).
+async fn submit(host: Arc<Host>, device: DeviceId, id: RequestId, action: Action) {
+    let (first, later) =
+        crate::actions::submit(host.clone(), Requester::Device(device), id, action).await;
+    if let Some(event) = first.error_event() {
+        let _ = host.core.done(Some(device), event).await;
+    }
+    if let Some(later) = later
+        && let Ok(last) = later.await
+        && let Some(event) = last.error_event()
+    {
+        let _ = host.core.done(Some(device), event).await;
+    }
+}
 
 /// The core's driver: the one owner of the [`HostCore`]. It applies what the rest of the host
 /// asks, in the order asked, fires the core's timer when the next pending action lapses, and
@@ -55,6 +73,32 @@ pub(crate) async fn drive(
                     }
                 }
                 Effect::Pending(p) => host.broadcast(pending_event(&host, &p)),
+                Effect::Refuse { claimed, reason } => refuse(&host, &claimed, reason),
+                Effect::Persist { device, rx, at, message } => {
+                    let recorded = lock(&host.devices).accepted(&device, rx, at);
+                    match recorded {
+                        Ok(()) => {
+                            host.syncer.soon();
+                            // Its effects join the queue, after those already in it.
+                            core.handle_message(now_ms(), device, *message);
+                        }
+                        Err(e) => {
+                            refuse(
+                                &host,
+                                &device.to_string(),
+                                format!("cannot record its counter: {e}"),
+                            );
+                        }
+                    }
+                }
+                Effect::Hello { key, token, name, proof } => {
+                    tokio::spawn(crate::link::pair_device(host.clone(), key, token, name, proof));
+                }
+                Effect::Submit { device, id, action } => {
+                    tokio::spawn(submit(host.clone(), device, id, *action));
+                }
+                Effect::Send { device, event } => host.send(device, event),
+                Effect::Broadcast(event) => host.broadcast(event),
                 Effect::Decided { request, verdict, by } => {
                     // A decision the log does not hold is told as a denial by nobody.
                     let (verdict, by) = if unrecorded.contains(&request.to_string()) {

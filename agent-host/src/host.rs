@@ -6,7 +6,7 @@
 //! It imports none of the drivers (the daemon's local API, the link, the actions and the core's
 //! driver): they import it.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -74,9 +74,6 @@ pub struct Host {
     pub(crate) host_id: HostId,
     /// Written through [`Host::record`], made durable by [`Host::commit`].
     pub(crate) audit: Arc<AuditLog>,
-    /// The requests devices made shortly before this start, which could still be replayed
-    /// ([`recent_request`]).
-    pub(crate) requested_before: HashSet<(DeviceId, RequestId)>,
     /// Syncs both in the background.
     pub(crate) syncer: Syncer,
     /// The decision state's driver ([`crate::host_core`]): pending actions and grants.
@@ -100,6 +97,13 @@ impl Host {
     pub(crate) fn broadcast(&self, event: HostEvent) {
         if let Some(link) = &self.link {
             let _ = link.send(ToLink::Broadcast(event));
+        }
+    }
+
+    /// Tells one paired device (through the link, if there is one).
+    pub(crate) fn send(&self, device: DeviceId, event: HostEvent) {
+        if let Some(link) = &self.link {
+            let _ = link.send(ToLink::To(device, event));
         }
     }
 

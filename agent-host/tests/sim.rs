@@ -240,6 +240,7 @@ impl Sim {
                 }
                 Effect::Decided { request, .. } => (*request, "decided"),
                 Effect::Settled(r) => (r.pending.id, "settled"),
+                other => self.ctx.fail(step, format!("unexpected effect {other:?}")),
             };
             let now = self.now;
             let m = self.model.get_mut(&id).unwrap();
@@ -313,7 +314,7 @@ fn run(seed: u64, steps: u64) -> Seen {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let two_person = rng.chance(50);
     let mut sim = Sim {
-        core: HostCore::new(TIMEOUT_MS, two_person),
+        core: HostCore::new(SecretKey::from_seed(&[8; 32]).public_key(), TIMEOUT_MS, two_person),
         model: BTreeMap::new(),
         ctx: Ctx { seed, two_person },
         seen: Seen::default(),

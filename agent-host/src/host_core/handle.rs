@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use protocol::{ActionHash, RequestId, Verdict};
+use protocol::{ActionHash, DeviceId, HostEvent, ReplayState, RequestId, Role, Verdict};
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Grant, HostCore, MAX_QUEUED};
@@ -53,7 +53,7 @@ pub enum Command {
     /// [`HostCore::sync`].
     Sync {
         /// To whom.
-        device: protocol::DeviceId,
+        device: DeviceId,
         /// The device's sync request, when it asked.
         request: Option<RequestId>,
     },
@@ -70,6 +70,31 @@ pub enum Command {
         id: RequestId,
         /// The grant, if there is one.
         reply: oneshot::Sender<Option<Grant>>,
+    },
+    /// [`HostCore::handle_frame`].
+    Frame {
+        /// The key the relay says sent it.
+        from: [u8; 32],
+        /// The frame.
+        bytes: Vec<u8>,
+    },
+    /// [`HostCore::handle_done`].
+    Done {
+        /// The device that made the request, or `None` for every device.
+        to: Option<DeviceId>,
+        /// What it came to.
+        event: Box<HostEvent>,
+    },
+    /// [`HostCore::set_device`].
+    Device {
+        /// The device.
+        id: DeviceId,
+        /// Its role now, or `None` once it is no longer paired.
+        role: Option<Role>,
+        /// Its replay window on disk.
+        rx: ReplayState,
+        /// Answered once the core acts on it.
+        reply: oneshot::Sender<()>,
     },
 }
 
@@ -154,6 +179,31 @@ impl CoreHandle {
         self.commands.send(Command::Grant { id, grant }).await.map_err(|_| CoreError::Stopped)
     }
 
+    /// See [`Command::Frame`]. Waits while the core is busy (the relay then holds what comes
+    /// next).
+    pub async fn frame(&self, from: [u8; 32], bytes: Vec<u8>) -> Result<(), CoreError> {
+        self.commands.send(Command::Frame { from, bytes }).await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// See [`Command::Done`].
+    pub async fn done(&self, to: Option<DeviceId>, event: HostEvent) -> Result<(), CoreError> {
+        self.commands
+            .send(Command::Done { to, event: Box::new(event) })
+            .await
+            .map_err(|_| CoreError::Stopped)
+    }
+
+    /// See [`Command::Device`]; returns once every frame the core takes after it is judged by
+    /// the change.
+    pub async fn set_device(
+        &self,
+        id: DeviceId,
+        role: Option<Role>,
+        rx: ReplayState,
+    ) -> Result<(), CoreError> {
+        self.call(|reply| Command::Device { id, role, rx, reply }).await
+    }
+
     /// See [`Command::TakeGrant`].
     pub async fn take_grant(&self, id: RequestId) -> Result<Option<Grant>, CoreError> {
         self.call(|reply| Command::TakeGrant { id, reply }).await
@@ -191,6 +241,12 @@ pub fn apply(
         Command::Grant { id, grant } => core.grant(now, id, grant),
         Command::TakeGrant { id, reply } => {
             let _ = reply.send(core.take_grant(now, id));
+        }
+        Command::Frame { from, bytes } => core.handle_frame(now, from, &bytes),
+        Command::Done { to, event } => core.handle_done(to, *event),
+        Command::Device { id, role, rx, reply } => {
+            core.set_device(id, role, rx);
+            let _ = reply.send(());
         }
     }
 }

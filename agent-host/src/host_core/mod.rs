@@ -9,20 +9,28 @@
 //! (`crate::driver::drive`); everything else talks to it over a bounded channel
 //! ([`CoreHandle`]), so no lock guards this state and no timer polls it.
 //!
+//! It also takes what paired devices send, from the bytes the relay delivered
+//! ([`HostCore::handle_frame`]): it holds each device's role and replay window, and the recent
+//! requests of devices with their answers ([`inbound`]).
+//!
 //! It must not hold sockets, files, the audit log or the runtime: those are the driver's. Still
-//! outside it, and to move in: the devices and their replay windows, pairing offers, presence,
-//! the link's recent requests and sessions' metadata.
+//! outside it, and to move in: pairing offers, presence and sessions' metadata.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 
-use protocol::{ActionHash, RequestId, Verdict};
+use protocol::{
+    Action, ActionHash, DeviceId, HostEvent, Message, PairingProof, PairingToken, PublicKey,
+    ReplayState, RequestId, Verdict,
+};
 
 use crate::approvals::{Broker, DecisionError, Pending, Resolution};
 use crate::audit::Event;
 
 mod handle;
+mod inbound;
 pub use handle::{Command, CoreError, CoreHandle, apply};
+pub use inbound::REMEMBERED;
 
 /// How long an allowed command waits for its run through the sandbox.
 pub const GRANT_FOR_MS: u64 = 5 * 60 * 1000;
@@ -68,12 +76,61 @@ pub enum Effect {
     /// taken after it comes after.
     Sync {
         /// To whom.
-        device: protocol::DeviceId,
+        device: DeviceId,
         /// The device's sync request, when it asked.
         request: Option<RequestId>,
         /// What waits now.
         pending: Vec<Pending>,
     },
+    /// Refuse what `claimed` sent, and write why to the audit log.
+    Refuse {
+        /// Who sent it, as far as is known (a device id, or the key the relay named).
+        claimed: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// Make a device's replay window durable, then hand `message` back to
+    /// [`HostCore::handle_message`]; if it cannot be written, refuse the message.
+    Persist {
+        /// The device.
+        device: DeviceId,
+        /// Its window after the message.
+        rx: ReplayState,
+        /// When the message came (Unix ms).
+        at: u64,
+        /// The verified message, to act on once the window is on disk.
+        message: Box<Message>,
+    },
+    /// A new key's pairing hello (its signature verified; its proof not yet).
+    Hello {
+        /// The new key.
+        key: PublicKey,
+        /// Which offer it names.
+        token: PairingToken,
+        /// The name it gives itself.
+        name: String,
+        /// Its proof of the offer's secret.
+        proof: PairingProof,
+    },
+    /// Judge a device's request and carry it out (the one path of `crate::actions`); what it
+    /// comes to returns through [`HostCore::handle_done`].
+    Submit {
+        /// The device that asked.
+        device: DeviceId,
+        /// Its request.
+        id: RequestId,
+        /// What it asks for.
+        action: Box<Action>,
+    },
+    /// Send one device an event.
+    Send {
+        /// To whom.
+        device: DeviceId,
+        /// What.
+        event: HostEvent,
+    },
+    /// Tell every device.
+    Broadcast(HostEvent),
 }
 
 /// The host's decision state (see the module notes).
@@ -83,17 +140,31 @@ pub struct HostCore {
     approval_timeout_ms: u64,
     grants: HashMap<RequestId, Grant>,
     effects: VecDeque<Effect>,
+    /// This host's key, to which every device's frame must be addressed.
+    me: PublicKey,
+    /// The paired devices.
+    devices: HashMap<DeviceId, inbound::Peer>,
+    recent: inbound::Recent,
+    requested_before: HashSet<(DeviceId, RequestId)>,
+    /// Requests their device withdrew while they were still being judged.
+    withdrawn_early: HashMap<RequestId, DeviceId>,
 }
 
 impl HostCore {
-    /// A core whose pending actions lapse `approval_timeout_ms` after they are asked, under the
-    /// two-person rule when `two_person` ([`Broker::two_person`]).
-    pub fn new(approval_timeout_ms: u64, two_person: bool) -> Self {
+    /// The core of the host whose key is `me`, whose pending actions lapse
+    /// `approval_timeout_ms` after they are asked, under the two-person rule when `two_person`
+    /// ([`Broker::two_person`]). No device is paired yet ([`HostCore::load_device`]).
+    pub fn new(me: PublicKey, approval_timeout_ms: u64, two_person: bool) -> Self {
         Self {
             broker: Broker::new().two_person(two_person),
             approval_timeout_ms,
             grants: HashMap::new(),
             effects: VecDeque::new(),
+            me,
+            devices: HashMap::new(),
+            recent: inbound::Recent::default(),
+            requested_before: HashSet::new(),
+            withdrawn_early: HashMap::new(),
         }
     }
 
@@ -103,6 +174,7 @@ impl HostCore {
         pending.expires_at_ms = now.saturating_add(self.approval_timeout_ms);
         self.broker.add(pending.clone())?;
         self.effects.push_back(Effect::Pending(Box::new(pending.clone())));
+        self.withdrawn_before(now, pending.id, &pending.requested_by);
         Ok(pending)
     }
 
@@ -153,7 +225,7 @@ impl HostCore {
     }
 
     /// Brings `device` up to date ([`Effect::Sync`]).
-    pub fn sync(&mut self, device: protocol::DeviceId, request: Option<RequestId>) {
+    pub fn sync(&mut self, device: DeviceId, request: Option<RequestId>) {
         let pending = self.broker.list();
         self.effects.push_back(Effect::Sync { device, request, pending });
     }
@@ -215,7 +287,7 @@ mod tests {
     use super::*;
 
     fn pending(n: u8, by: &str) -> Pending {
-        let action = protocol::Action::Run {
+        let action = Action::Run {
             argv: vec!["rm".into(), n.to_string()],
             cwd: ".".into(),
             env: Default::default(),
@@ -232,6 +304,10 @@ mod tests {
         }
     }
 
+    fn core(timeout_ms: u64) -> HostCore {
+        HostCore::new(protocol::SecretKey::from_seed(&[7; 32]).public_key(), timeout_ms, false)
+    }
+
     fn effects(core: &mut HostCore) -> Vec<Effect> {
         std::iter::from_fn(|| core.poll_effect()).collect()
     }
@@ -240,7 +316,7 @@ mod tests {
     /// before the devices hear of it, and both before the requester is woken to act.
     #[test]
     fn a_decision_is_recorded_then_told_then_acted_on() {
-        let mut core = HostCore::new(1000, false);
+        let mut core = core(1000);
         let p = core.ask(10, pending(1, "dev1x")).unwrap();
         assert_eq!(p.expires_at_ms, 1010);
         assert_eq!(effects(&mut core), [Effect::Pending(Box::new(p.clone()))]);
@@ -266,7 +342,7 @@ mod tests {
 
     #[test]
     fn the_timer_points_at_the_next_lapse_and_a_lapse_is_a_denial_by_nobody() {
-        let mut core = HostCore::new(1000, false);
+        let mut core = core(1000);
         assert_eq!(core.poll_timeout(), None);
         core.ask(0, pending(1, "local:agent")).unwrap();
         core.ask(500, pending(2, "local:agent")).unwrap();
@@ -288,7 +364,7 @@ mod tests {
     /// requester never answered.
     #[test]
     fn a_late_decision_settles_the_lapse_instead_of_dropping_it() {
-        let mut core = HostCore::new(1000, false);
+        let mut core = core(1000);
         let p = core.ask(0, pending(1, "local:agent")).unwrap();
         effects(&mut core);
         let late = core.decide(1000, p.id, &p.action_hash, Verdict::Approve, "dev1x");
@@ -305,7 +381,7 @@ mod tests {
 
     #[test]
     fn only_the_requester_withdraws_its_own_request() {
-        let mut core = HostCore::new(1000, false);
+        let mut core = core(1000);
         let p = core.ask(0, pending(1, "dev1x")).unwrap();
         assert_eq!(core.withdraw(1, p.id, "dev1y", true), Err(DecisionError::NotPending(p.id)));
         assert_eq!(core.pending().len(), 1);
@@ -319,7 +395,7 @@ mod tests {
 
     #[test]
     fn a_grant_runs_once_and_lapses() {
-        let mut core = HostCore::new(1000, false);
+        let mut core = core(1000);
         let grant = Grant {
             action_hash: ActionHash([1; 32]),
             cwd: "/w".into(),

@@ -76,9 +76,27 @@ pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// A change through the running host: applied, audited, and (for a revocation) the device is
-/// cut off at the relay at once.
-pub(crate) fn change_device(host: &Host, id: &str, change: DeviceChange) -> anyhow::Result<String> {
-    let (device, what) = apply_change(&mut lock(&host.devices), id, &change)?;
+/// cut off at the relay at once. The core judges every frame it takes after the change by it,
+/// before the change is recorded: nothing the device sent is acted on under its old role after
+/// the record of the new one.
+pub(crate) async fn change_device(
+    host: &Host,
+    id: &str,
+    change: DeviceChange,
+) -> anyhow::Result<String> {
+    let (device, what, rx) = {
+        let mut registry = lock(&host.devices);
+        let (device, what) = apply_change(&mut registry, id, &change)?;
+        (device, what, registry.rx(&device))
+    };
+    let role = match &change {
+        DeviceChange::Revoke => Some(None),
+        DeviceChange::SetRole { role } => Some(Some(*role)),
+        DeviceChange::Rename { .. } => None,
+    };
+    if let Some(role) = role {
+        host.core.set_device(device, role, rx).await?;
+    }
     audit_device_change(host, device, what.clone());
     if change == DeviceChange::Revoke {
         lock(&host.offers).online.remove(&device);

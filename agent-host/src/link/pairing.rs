@@ -105,14 +105,14 @@ pub(crate) async fn pair_local(
 }
 
 /// A hello from a new key: find the offer, check it, ask the person, answer.
-pub(super) async fn pair_device(
+pub(crate) async fn pair_device(
     host: Arc<Host>,
-    link: mpsc::UnboundedSender<ToLink>,
     key: PublicKey,
     token: PairingToken,
     name: String,
     proof: protocol::PairingProof,
 ) {
+    let Some(link) = host.link.clone() else { return };
     let id = DeviceId::new(key);
     let reject = |reason: &str| {
         refuse(&host, &id.to_string(), format!("pairing refused: {reason}"));
@@ -163,6 +163,11 @@ pub(super) async fn pair_device(
     let device = Device { id, name, role: offer.role, paired_at_ms: now_ms() };
     if let Err(e) = lock(&host.devices).add(device.clone()) {
         reject("the host could not record the pairing");
+        return finish(Err(e.to_string()));
+    }
+    // Its frames are taken from now on (the core counts them from the start).
+    if let Err(e) = host.core.set_device(id, Some(device.role), Default::default()).await {
+        reject("the host is stopping");
         return finish(Err(e.to_string()));
     }
     audit_device_change(

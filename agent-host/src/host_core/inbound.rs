@@ -1,0 +1,595 @@
+//! What paired devices send, from the bytes the relay delivered to what the host does about it:
+//! [`HostCore::handle_frame`] and [`HostCore::handle_message`].
+//!
+//! Everything that arrives is checked before anything acts on it, in this order: the frame's
+//! shape; that it was signed by the key the relay says sent it; that the key is a paired device
+//! (or, for a pairing hello only, a new key); `verify_strict` over the exact bytes; recipient
+//! (this host), issue and expiry times, and the device's counter against its replay window,
+//! which the core holds. The window goes to disk ([`Effect::Persist`]) before the message is
+//! acted on: the driver hands the message back once it is written. Then the device's role: a
+//! viewer only syncs, an approver also decides, an operator also requests and withdraws its own
+//! requests. Every refusal is an [`Effect::Refuse`] (written to the audit log); a refusal of a
+//! request is also told to its device.
+//!
+//! A request a device sends again (its frame retransmitted under a new counter, or replayed
+//! across a restart of the device) is never run twice: the core remembers the last
+//! [`REMEMBERED`] requests and their answers ([`HostCore::handle_done`]) and sends the answer
+//! again, and refuses a request of the last host's run that the audit log names
+//! ([`HostCore::requested_before`]).
+//!
+//! It must not verify pairing proofs or keep pairing offers (the driver's, for now): a hello
+//! from a new key leaves as [`Effect::Hello`].
+
+use std::collections::{HashMap, VecDeque};
+
+use protocol::{
+    DeviceId, ErrorCode, HostEvent, Message, Pairing, PublicKey, ReplayState, ReplayWindow,
+    Request, RequestId, Role, Sealed, VerifyContext,
+};
+
+use super::{Effect, HostCore};
+use crate::devices::role_name;
+
+/// How many (device, request) ids the core remembers, to answer a retransmitted request with
+/// its result instead of running it again.
+pub const REMEMBERED: usize = 1024;
+
+/// A paired device, as the core knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Peer {
+    pub(super) role: Role,
+    /// What it sent: the window its next frame is checked against.
+    pub(super) rx: ReplayState,
+}
+
+/// Recent requests of devices: their last answer (`None` while they are being judged, wait or
+/// run), to send again when a device repeats a request instead of running it twice.
+#[derive(Debug, Default)]
+pub(super) struct Recent {
+    order: VecDeque<(DeviceId, RequestId)>,
+    answers: HashMap<(DeviceId, RequestId), Option<HostEvent>>,
+}
+
+impl Recent {
+    /// Remembers a new request; false if it is already known.
+    fn start(&mut self, key: (DeviceId, RequestId)) -> bool {
+        if self.answers.contains_key(&key) {
+            return false;
+        }
+        if self.order.len() >= REMEMBERED
+            && let Some(old) = self.order.pop_front()
+        {
+            self.answers.remove(&old);
+        }
+        self.order.push_back(key);
+        self.answers.insert(key, None);
+        true
+    }
+
+    /// Whether `key` is a request still on its way (started, not answered).
+    fn unanswered(&self, key: &(DeviceId, RequestId)) -> bool {
+        matches!(self.answers.get(key), Some(None))
+    }
+
+    /// Keeps `event` as the answer to its request, for `device` (or every device that made it).
+    fn record(&mut self, device: Option<DeviceId>, event: &HostEvent) {
+        let Some(request) = answered_request(event) else { return };
+        for ((d, r), answer) in &mut self.answers {
+            if *r == request && device.is_none_or(|device| device == *d) {
+                *answer = Some(event.clone());
+            }
+        }
+    }
+}
+
+/// The request an event answers (its result, or a refusal of it).
+fn answered_request(event: &HostEvent) -> Option<RequestId> {
+    match event {
+        HostEvent::ActionResult { request, .. } => Some(*request),
+        HostEvent::Error { request: Some(request), .. } => Some(*request),
+        _ => None,
+    }
+}
+
+impl HostCore {
+    /// Makes `id` a paired device with `role` whose next frame is checked against `rx` (from
+    /// the state directory, when the host starts).
+    pub fn load_device(&mut self, id: DeviceId, role: Role, rx: ReplayState) {
+        self.devices.insert(id, Peer { role, rx });
+    }
+
+    /// A change of the paired devices made at this machine: `id` now has `role` (a device the
+    /// core did not know, newly paired, is checked against `rx`, its window on disk), or with
+    /// `None` it is no longer paired and every frame it sends from now on is refused.
+    pub fn set_device(&mut self, id: DeviceId, role: Option<Role>, rx: ReplayState) {
+        match role {
+            Some(role) => {
+                self.devices.entry(id).and_modify(|p| p.role = role).or_insert(Peer { role, rx });
+            }
+            None => {
+                self.devices.remove(&id);
+            }
+        }
+    }
+
+    /// The requests paired devices made shortly before this host started, which a relay could
+    /// still deliver again (`crate::host::recent_request`): refused if they come.
+    pub fn requested_before(
+        mut self,
+        requests: impl IntoIterator<Item = (DeviceId, RequestId)>,
+    ) -> Self {
+        self.requested_before.extend(requests);
+        self
+    }
+
+    /// A frame the relay delivered from the key `from` (see the module notes).
+    pub fn handle_frame(&mut self, now: u64, from: [u8; 32], bytes: &[u8]) {
+        let claimed = hex::encode(from);
+        let sealed = match Sealed::decode(bytes) {
+            Ok(s) => s,
+            Err(e) => return self.refuse(claimed, e),
+        };
+        if *sealed.sender() != from {
+            return self.refuse(claimed, "signed by another key than the connection that sent it");
+        }
+        let key = match PublicKey::from_bytes(sealed.sender()) {
+            Ok(k) => k,
+            Err(e) => return self.refuse(claimed, e),
+        };
+        let id = DeviceId::new(key);
+        let ctx = VerifyContext::new(&self.me, now);
+        let Some(peer) = self.devices.get_mut(&id) else {
+            // Only a pairing hello may come from a key this host does not know.
+            if sealed.unverified_header().kind != protocol::MessageKind::Pairing {
+                return self.refuse(id.to_string(), "not a paired device");
+            }
+            let verified = match sealed.verify(&key, &ctx, &mut ReplayWindow::new()) {
+                Ok(v) => v,
+                Err(e) => return self.refuse(id.to_string(), e),
+            };
+            let (_, message) = verified.into_parts();
+            let Message::Pairing(Pairing::Hello { token, name, proof }) = message else {
+                return self.refuse(id.to_string(), "a pairing message other than a hello");
+            };
+            self.effects.push_back(Effect::Hello { key, token, name, proof });
+            return;
+        };
+        let mut window = ReplayWindow::restore(peer.rx);
+        match sealed.verify(&key, &ctx, &mut window) {
+            Ok(verified) => {
+                // Taken in memory at once: a frame that comes again while this one is being
+                // written is a replay.
+                peer.rx = window.export();
+                let (_, message) = verified.into_parts();
+                self.effects.push_back(Effect::Persist {
+                    device: id,
+                    rx: peer.rx,
+                    at: now,
+                    message: Box::new(message),
+                });
+            }
+            Err(e) => self.refuse(id.to_string(), e),
+        }
+    }
+
+    /// A verified message from `device` whose counter is on disk ([`Effect::Persist`]).
+    pub fn handle_message(&mut self, now: u64, device: DeviceId, message: Message) {
+        let label = device.to_string();
+        // Revoked (or its role changed) while its counter was being written: as it is now.
+        let Some(role) = self.devices.get(&device).map(|p| p.role) else {
+            return self.refuse(label, "not a paired device");
+        };
+        let needs = |needs: Role| (role < needs).then_some(needs);
+        match message {
+            Message::Request(Request::Sync { id }) => self.sync(device, Some(id)),
+            Message::Request(Request::Action { id, action }) => {
+                if let Some(needs) = needs(Role::Operator) {
+                    return self.forbidden(device, role, needs, Some(id));
+                }
+                if self.requested_before.contains(&(device, id)) {
+                    let what = "a request made before the host restarted, sent again";
+                    return self.refuse_request(device, id, ErrorCode::Conflict, what);
+                }
+                if !self.recent.start((device, id)) {
+                    // Asked before: send the answer again, never run it twice.
+                    if let Some(Some(answer)) = self.recent.answers.get(&(device, id)) {
+                        let event = answer.clone();
+                        self.effects.push_back(Effect::Send { device, event });
+                    }
+                    return;
+                }
+                self.effects.push_back(Effect::Submit { device, id, action: Box::new(action) });
+            }
+            Message::Request(Request::Cancel { id: _, target }) => {
+                if let Some(needs) = needs(Role::Operator) {
+                    return self.forbidden(device, role, needs, Some(target));
+                }
+                // Only a request of this device's own.
+                if self.withdraw(now, target, &label, true).is_ok() {
+                    return;
+                }
+                if self.recent.unanswered(&(device, target))
+                    && self.withdrawn_early.len() < REMEMBERED
+                {
+                    // Still being judged (the cancel overtook it): withdrawn as soon as it
+                    // waits for a person ([`HostCore::ask`]). A request that policy allows or
+                    // denies without a person ends as policy says.
+                    self.withdrawn_early.insert(target, device);
+                    return;
+                }
+                let what = "no pending request of this device has that id";
+                self.effects.push_back(Effect::Send {
+                    device,
+                    event: HostEvent::Error {
+                        request: Some(target),
+                        code: ErrorCode::NotFound,
+                        message: what.into(),
+                    },
+                });
+            }
+            Message::Decision(d) => {
+                if let Some(needs) = needs(Role::Approver) {
+                    return self.forbidden(device, role, needs, Some(d.request));
+                }
+                if let Err(e) = self.decide(now, d.request, &d.action_hash, d.verdict, &label) {
+                    self.refuse_request(device, d.request, e.code(), &e.to_string());
+                }
+            }
+            Message::Event(_) | Message::Pairing(_) => self
+                .refuse(label, "devices do not send host events or pairing messages once paired"),
+        }
+    }
+
+    /// What a request came to: its result, for every device (`to` is `None`), or a refusal of
+    /// it for the device that made it. Kept as the answer to send again if the request comes
+    /// again, and sent.
+    pub fn handle_done(&mut self, to: Option<DeviceId>, event: HostEvent) {
+        self.recent.record(to, &event);
+        if let Some(request) = answered_request(&event) {
+            self.withdrawn_early.remove(&request);
+        }
+        self.effects.push_back(match to {
+            Some(device) => Effect::Send { device, event },
+            None => Effect::Broadcast(event),
+        });
+    }
+
+    /// A request `ask`ed while its device had withdrawn it: withdrawn now.
+    pub(super) fn withdrawn_before(&mut self, now: u64, id: RequestId, requested_by: &str) {
+        let Some(device) = self.withdrawn_early.remove(&id) else { return };
+        let label = device.to_string();
+        if label == requested_by {
+            let _ = self.withdraw(now, id, &label, true);
+        }
+    }
+
+    fn refuse(&mut self, claimed: String, reason: impl std::fmt::Display) {
+        self.effects.push_back(Effect::Refuse { claimed, reason: reason.to_string() });
+    }
+
+    /// Refuses a device's request (or decision) and tells it why.
+    fn refuse_request(&mut self, device: DeviceId, id: RequestId, code: ErrorCode, what: &str) {
+        self.refuse(device.to_string(), what);
+        let event = HostEvent::Error { request: Some(id), code, message: what.into() };
+        self.effects.push_back(Effect::Send { device, event });
+    }
+
+    fn forbidden(&mut self, device: DeviceId, role: Role, needs: Role, request: Option<RequestId>) {
+        let what = format!("a {} may not do this (needs {})", role_name(role), role_name(needs));
+        self.refuse(device.to_string(), &what);
+        let event = HostEvent::Error { request, code: ErrorCode::Forbidden, message: what };
+        self.effects.push_back(Effect::Send { device, event });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::{Action, Decision, SealContext, SecretKey, Verdict};
+
+    use super::*;
+    use crate::approvals::Pending;
+    use crate::audit::Event;
+
+    const NOW: u64 = 1_000_000;
+
+    struct Peer {
+        key: SecretKey,
+        counter: u64,
+    }
+
+    impl Peer {
+        fn new(seed: u8) -> Self {
+            Self { key: SecretKey::from_seed(&[seed; 32]), counter: 0 }
+        }
+
+        fn id(&self) -> DeviceId {
+            DeviceId::new(self.key.public_key())
+        }
+
+        fn from(&self) -> [u8; 32] {
+            *self.key.public_key().as_bytes()
+        }
+
+        fn seal_to(&mut self, to: &PublicKey, message: &Message) -> Vec<u8> {
+            self.counter += 1;
+            let ctx = SealContext {
+                recipient: to,
+                counter: self.counter,
+                issued_at_ms: NOW,
+                expires_at_ms: NOW + 60_000,
+            };
+            protocol::seal(&self.key, &ctx, message).unwrap()
+        }
+    }
+
+    fn host() -> (HostCore, PublicKey) {
+        let me = SecretKey::from_seed(&[1; 32]).public_key();
+        (HostCore::new(me, 10_000, false), me)
+    }
+
+    fn effects(core: &mut HostCore) -> Vec<Effect> {
+        std::iter::from_fn(|| core.poll_effect()).collect()
+    }
+
+    /// Carries out the core's effects as the driver does: a persisted window hands its message
+    /// back. Returns every other effect.
+    fn drive(core: &mut HostCore) -> Vec<Effect> {
+        let mut out = Vec::new();
+        while let Some(effect) = core.poll_effect() {
+            match effect {
+                Effect::Persist { device, message, .. } => {
+                    core.handle_message(NOW, device, *message)
+                }
+                other => out.push(other),
+            }
+        }
+        out
+    }
+
+    fn refusals(effects: &[Effect]) -> Vec<&str> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Refuse { reason, .. } => Some(reason.as_str()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ask(core: &mut HostCore, n: u8, by: &str) -> Pending {
+        let action = Action::Run {
+            argv: vec!["rm".into(), n.to_string()],
+            cwd: ".".into(),
+            env: Default::default(),
+        };
+        let pending = Pending {
+            id: RequestId([n; 16]),
+            action_hash: protocol::action_hash(&action),
+            action,
+            summary: "rm".into(),
+            reason: "asked".into(),
+            preview: None,
+            requested_by: by.into(),
+            expires_at_ms: 0,
+        };
+        let p = core.ask(NOW, pending).unwrap();
+        effects(core);
+        p
+    }
+
+    fn decision(p: &Pending, verdict: Verdict) -> Message {
+        Message::Decision(Decision { request: p.id, action_hash: p.action_hash, verdict })
+    }
+
+    /// The replay window is on disk before anything acts: a verified frame leaves as a
+    /// `Persist` alone, and only the message handed back decides.
+    #[test]
+    fn a_decision_is_persisted_before_it_decides_and_counts_once() {
+        let (mut core, me) = host();
+        let mut phone = Peer::new(2);
+        core.load_device(phone.id(), Role::Approver, ReplayState::default());
+        let p = ask(&mut core, 1, "local:agent");
+        let frame = phone.seal_to(&me, &decision(&p, Verdict::Approve));
+        core.handle_frame(NOW, phone.from(), &frame);
+        let got = effects(&mut core);
+        assert_eq!(got.len(), 1);
+        let Effect::Persist { device, rx, message, .. } = &got[0] else { panic!("{got:?}") };
+        assert_eq!((*device, rx.highest), (phone.id(), 1));
+        assert_eq!(core.pending().len(), 1, "nothing decided before the window is on disk");
+        core.handle_message(NOW, *device, (**message).clone());
+        let got = effects(&mut core);
+        assert!(
+            matches!(&got[0], Effect::Audit(Event::Approval { by, .. }) if *by == phone.id().to_string())
+        );
+        assert!(core.pending().is_empty());
+        // The same frame again is a replay, refused before it is persisted or acted on.
+        core.handle_frame(NOW, phone.from(), &frame);
+        let got = effects(&mut core);
+        assert_eq!(refusals(&got).len(), 1, "{got:?}");
+        assert_eq!(got.len(), 1);
+    }
+
+    #[test]
+    fn frames_not_from_a_paired_device_or_not_for_this_host_are_refused() {
+        let (mut core, me) = host();
+        let mut phone = Peer::new(2);
+        let mut stranger = Peer::new(3);
+        core.load_device(phone.id(), Role::Operator, ReplayState::default());
+        let sync = Message::Request(Request::Sync { id: RequestId([5; 16]) });
+        // Not paired.
+        let frame = stranger.seal_to(&me, &sync);
+        core.handle_frame(NOW, stranger.from(), &frame);
+        assert_eq!(refusals(&drive(&mut core)), ["not a paired device"]);
+        // Signed by a paired device, sent by another connection.
+        let frame = phone.seal_to(&me, &sync);
+        core.handle_frame(NOW, stranger.from(), &frame);
+        assert_eq!(
+            refusals(&drive(&mut core)),
+            ["signed by another key than the connection that sent it"]
+        );
+        // For another host.
+        let other = SecretKey::from_seed(&[4; 32]).public_key();
+        let frame = phone.seal_to(&other, &sync);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert_eq!(refusals(&drive(&mut core)).len(), 1);
+        // Garbage.
+        core.handle_frame(NOW, phone.from(), b"not a frame");
+        assert_eq!(refusals(&drive(&mut core)).len(), 1);
+        // A pairing hello from a new key goes to pairing, and nothing else does.
+        let hello = Message::Pairing(Pairing::Hello {
+            token: protocol::PairingToken([6; 32]),
+            name: "tablet".into(),
+            proof: protocol::PairingProof([7; 32]),
+        });
+        let frame = stranger.seal_to(&me, &hello);
+        core.handle_frame(NOW, stranger.from(), &frame);
+        assert!(matches!(&drive(&mut core)[..], [Effect::Hello { name, .. }] if name == "tablet"));
+        // The paired device is still served.
+        let frame = phone.seal_to(&me, &sync);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert!(matches!(&drive(&mut core)[..], [Effect::Sync { .. }]));
+    }
+
+    #[test]
+    fn each_role_does_only_what_it_may() {
+        let (mut core, me) = host();
+        let mut viewer = Peer::new(2);
+        let mut approver = Peer::new(3);
+        core.load_device(viewer.id(), Role::Viewer, ReplayState::default());
+        core.load_device(approver.id(), Role::Approver, ReplayState::default());
+        let p = ask(&mut core, 1, "local:agent");
+        let action = Message::Request(Request::Action {
+            id: RequestId([9; 16]),
+            action: Action::ReadFile { path: "x".into() },
+        });
+        let cancel = Message::Request(Request::Cancel { id: RequestId([8; 16]), target: p.id });
+        for (is_viewer, message) in [
+            (true, decision(&p, Verdict::Approve)),
+            (true, action.clone()),
+            (false, action),
+            (false, cancel),
+        ] {
+            let device = if is_viewer { &mut viewer } else { &mut approver };
+            let frame = device.seal_to(&me, &message);
+            core.handle_frame(NOW, device.from(), &frame);
+            let got = drive(&mut core);
+            assert_eq!(refusals(&got).len(), 1, "{got:?}");
+            let forbidden = |e: &Effect| {
+                matches!(
+                    e,
+                    Effect::Send { event: HostEvent::Error { code: ErrorCode::Forbidden, .. }, .. }
+                )
+            };
+            assert!(got.iter().any(forbidden), "{got:?}");
+        }
+        assert_eq!(core.pending().len(), 1, "nothing was decided");
+        // A role changed at the machine applies to the next frame.
+        core.set_device(viewer.id(), Some(Role::Approver), ReplayState::default());
+        let frame = viewer.seal_to(&me, &decision(&p, Verdict::Deny));
+        core.handle_frame(NOW, viewer.from(), &frame);
+        drive(&mut core);
+        assert!(core.pending().is_empty());
+        // Revoked while its frame was being written: not acted on.
+        let q = ask(&mut core, 2, "local:agent");
+        let frame = approver.seal_to(&me, &decision(&q, Verdict::Approve));
+        core.handle_frame(NOW, approver.from(), &frame);
+        let persisted = effects(&mut core);
+        core.set_device(approver.id(), None, ReplayState::default());
+        let Effect::Persist { device, message, .. } = &persisted[0] else { panic!() };
+        core.handle_message(NOW, *device, (**message).clone());
+        assert_eq!(refusals(&effects(&mut core)), ["not a paired device"]);
+        assert_eq!(core.pending().len(), 1);
+        // And its next frames are refused outright.
+        let frame = approver.seal_to(&me, &decision(&q, Verdict::Approve));
+        core.handle_frame(NOW, approver.from(), &frame);
+        assert_eq!(refusals(&drive(&mut core)), ["not a paired device"]);
+    }
+
+    #[test]
+    fn a_request_sent_again_runs_once_and_gets_its_answer_again() {
+        let (mut core, me) = host();
+        let mut phone = Peer::new(2);
+        core.load_device(phone.id(), Role::Operator, ReplayState::default());
+        let id = RequestId([3; 16]);
+        let request =
+            Message::Request(Request::Action { id, action: Action::ReadFile { path: "a".into() } });
+        let frame = phone.seal_to(&me, &request);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert!(matches!(&drive(&mut core)[..], [Effect::Submit { id: i, .. }] if *i == id));
+        // Sent again under a new counter while it runs: nothing, neither run nor answer yet.
+        let frame = phone.seal_to(&me, &request);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert!(drive(&mut core).is_empty());
+        let result = HostEvent::ActionResult {
+            request: id,
+            exit_code: None,
+            output: protocol::Blob(b"a".to_vec()),
+            truncated: false,
+        };
+        core.handle_done(None, result.clone());
+        assert_eq!(drive(&mut core), [Effect::Broadcast(result.clone())]);
+        let frame = phone.seal_to(&me, &request);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert_eq!(drive(&mut core), [Effect::Send { device: phone.id(), event: result }]);
+        // A request the last run of the host took is refused, not run.
+        let (core2, _) = host();
+        let mut core2 = core2.requested_before([(phone.id(), id)]);
+        core2.load_device(phone.id(), Role::Operator, ReplayState::default());
+        let frame = phone.seal_to(&me, &request);
+        core2.handle_frame(NOW, phone.from(), &frame);
+        let got = drive(&mut core2);
+        assert!(
+            got.iter().any(|e| matches!(
+                e,
+                Effect::Send { event: HostEvent::Error { code: ErrorCode::Conflict, .. }, .. }
+            )),
+            "{got:?}"
+        );
+        assert!(!got.iter().any(|e| matches!(e, Effect::Submit { .. })));
+    }
+
+    /// A cancel that overtakes its request (the request is still being judged when it comes)
+    /// withdraws it as soon as it waits for a person; before, it found nothing.
+    #[test]
+    fn a_cancel_right_behind_its_request_withdraws_it() {
+        let (mut core, me) = host();
+        let mut phone = Peer::new(2);
+        let mut other = Peer::new(3);
+        core.load_device(phone.id(), Role::Operator, ReplayState::default());
+        core.load_device(other.id(), Role::Operator, ReplayState::default());
+        let id = RequestId([3; 16]);
+        let request =
+            Message::Request(Request::Action { id, action: Action::ReadFile { path: "a".into() } });
+        let cancel = Message::Request(Request::Cancel { id: RequestId([4; 16]), target: id });
+        let frame = phone.seal_to(&me, &request);
+        core.handle_frame(NOW, phone.from(), &frame);
+        drive(&mut core);
+        // Another device cannot withdraw it.
+        let frame = other.seal_to(&me, &cancel);
+        core.handle_frame(NOW, other.from(), &frame);
+        assert!(matches!(
+            &drive(&mut core)[..],
+            [Effect::Send { event: HostEvent::Error { code: ErrorCode::NotFound, .. }, .. }]
+        ));
+        let frame = phone.seal_to(&me, &cancel);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert!(drive(&mut core).is_empty());
+        // Policy asks: it waits, and is withdrawn at once, by the device.
+        let p = ask(&mut core, 3, &phone.id().to_string());
+        assert!(core.pending().is_empty(), "{p:?} still waits");
+        // Its requester is told, through the core; then a cancel finds nothing.
+        let denied = HostEvent::Error {
+            request: Some(id),
+            code: ErrorCode::DeniedByApprover,
+            message: "denied".into(),
+        };
+        core.handle_done(Some(phone.id()), denied);
+        drive(&mut core);
+        let frame = phone.seal_to(&me, &cancel);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert!(matches!(
+            &drive(&mut core)[..],
+            [Effect::Send { event: HostEvent::Error { code: ErrorCode::NotFound, .. }, .. }]
+        ));
+    }
+}
