@@ -1,11 +1,19 @@
 //! Deterministic simulation of the host's decision state ([`HostCore`]) with a virtual clock:
-//! requesters ask, devices and the person at the machine decide over a network that loses,
-//! duplicates and delays their decisions (some naming the wrong action, some arriving after the
-//! deadline), requesters withdraw their own requests and others try to, devices sync, and time
-//! passes, all drawn from a seed. The simulation keeps its own model of what must happen and
-//! checks the core against it after every step:
+//! requesters ask, devices and the person at the machine decide, requesters withdraw their own
+//! requests and others try to, devices sync, and time passes, all drawn from a seed. Devices
+//! are real keys: their decisions and withdrawals travel as signed frames over a network that
+//! loses, duplicates, delays and reorders them, through a hostile relay that now and then
+//! tampers with a frame or names the wrong sender, into [`HostCore::handle_frame`]; the
+//! simulation plays the driver (a `Persist` is written, then its message handed back). One
+//! device is a viewer. The simulation keeps its own model of what must happen and checks the
+//! core against it after every step:
 //!
-//! - every call's answer is the model's (taken, not pending, wrong action, lapsed, own request);
+//! - every answer is the model's (taken, not pending, wrong action, lapsed, own request,
+//!   forbidden for the role), and a refused decision or withdrawal is told to its device with
+//!   the right code;
+//! - a frame is acted on only after its `Persist`, once: a duplicate or a frame from outside
+//!   the replay window is refused before anything else, and so is every tampered or misrouted
+//!   frame;
 //! - nothing is approved without a decision that named its exact action hash, came before it
 //!   lapsed, and (under the two-person rule) came from someone other than the device that asked;
 //! - every pending action ends exactly once, as the model says (who, which verdict), a lapse
@@ -20,12 +28,15 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use agent_host::approvals::{DecisionError, Pending};
 use agent_host::audit::Event;
 use agent_host::host_core::{Effect, HostCore};
-use protocol::{Action, ActionHash, DeviceId, RequestId, SecretKey, Verdict};
+use protocol::{
+    Action, ActionHash, Decision, DeviceId, ErrorCode, HostEvent, Message, PublicKey, ReplayState,
+    Request, RequestId, Role, SealContext, SecretKey, Verdict,
+};
 
 /// xorshift64*: enough randomness for a simulation, and the same on every machine.
 struct Rng(u64);
@@ -50,17 +61,84 @@ impl Rng {
 const TIMEOUT_MS: u64 = 2_000;
 /// Times move in ticks, so that some decisions arrive exactly at a deadline.
 const TICK_MS: u64 = 100;
-const DEVICES: [&str; 3] = ["dev1phone", "dev1tablet", "dev1laptop"];
+/// Paired devices: two operators (they ask, decide and withdraw) and a viewer (it may only
+/// look: its decisions are refused).
+const ROLES: [Role; 3] = [Role::Operator, Role::Operator, Role::Viewer];
 const LOCAL: &str = "local:terminal";
 
-/// A decision on its way to the host.
+/// A paired device, and what the host has taken of its frames.
+struct SimDevice {
+    key: SecretKey,
+    id: DeviceId,
+    label: String,
+    role: Role,
+    /// Its last counter.
+    counter: u64,
+    /// The counters the host took, and the highest.
+    taken: BTreeSet<u64>,
+    highest: u64,
+}
+
+impl SimDevice {
+    fn new(n: u8, role: Role) -> Self {
+        let key = SecretKey::from_seed(&[0x40 + n; 32]);
+        let id = DeviceId::new(key.public_key());
+        Self {
+            label: id.to_string(),
+            key,
+            id,
+            role,
+            counter: 0,
+            taken: BTreeSet::new(),
+            highest: 0,
+        }
+    }
+
+    fn seal(&mut self, host: &PublicKey, now: u64, message: &Message) -> (Vec<u8>, u64) {
+        self.counter += 1;
+        let ctx = SealContext {
+            recipient: host,
+            counter: self.counter,
+            issued_at_ms: now,
+            expires_at_ms: now + 60_000,
+        };
+        (protocol::seal(&self.key, &ctx, message).unwrap(), self.counter)
+    }
+
+    /// Whether the host's replay window takes `counter` now.
+    fn fresh(&self, counter: u64) -> bool {
+        !self.taken.contains(&counter)
+            && (counter > self.highest || self.highest - counter < protocol::replay::WINDOW)
+    }
+}
+
+/// What a decider sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Decide,
+    /// Withdraw its own request.
+    Cancel,
+}
+
+/// A device's frame on the network.
+#[derive(Debug, Clone)]
+struct Frame {
+    device: usize,
+    bytes: Vec<u8>,
+    counter: u64,
+}
+
+/// A decision (or a device's withdrawal) on its way to the host.
 #[derive(Debug, Clone)]
 struct InFlight {
     arrives_at: u64,
+    kind: Kind,
     id: RequestId,
     hash: ActionHash,
     verdict: Verdict,
-    by: &'static str,
+    by: String,
+    /// How it travels, when a device sends it.
+    frame: Option<Frame>,
 }
 
 /// The model's view of one request.
@@ -84,6 +162,10 @@ struct Seen {
     refused: u64,
     withdrawn_by_others: u64,
     synced: u64,
+    /// Frames refused as replays, as tampered or misrouted, and for the device's role.
+    replays: u64,
+    forged: u64,
+    forbidden: u64,
 }
 
 /// Names the seed and step of a failure.
@@ -105,7 +187,10 @@ struct Sim {
     seen: Seen,
     /// The last time the core was told; it never goes back.
     now: u64,
-    device: DeviceId,
+    host: PublicKey,
+    devices: Vec<SimDevice>,
+    /// Effects other than the decision's own, for the step that caused them to check.
+    other: Vec<Effect>,
 }
 
 impl Sim {
@@ -165,31 +250,157 @@ impl Sim {
 
     fn decide(&mut self, step: u64, d: &InFlight) {
         self.advance(step, d.arrives_at);
-        let expected = self.expect_decision(d.arrives_at, d.id, &d.hash, d.verdict, d.by);
+        if let Some(frame) = &d.frame {
+            return self.deliver(step, d, frame);
+        }
+        let expected = self.expect_decision(d.arrives_at, d.id, &d.hash, d.verdict, &d.by);
         if matches!(expected, Err(DecisionError::Lapsed(_))) {
             // The core settles the lapse it found, with every other one due by then.
             self.lapse(d.arrives_at);
         }
-        let got = self.core.decide(d.arrives_at, d.id, &d.hash, d.verdict, d.by);
+        let got = self.core.decide(d.arrives_at, d.id, &d.hash, d.verdict, &d.by);
         if got != expected {
             self.ctx.fail(step, format!("decision {d:?} gave {got:?}, the model {expected:?}"));
         }
+        self.count(&got, d.verdict);
+        self.drain(step);
+        self.no_other(step, "a decision at the machine");
+    }
+
+    /// Puts a decision (or withdrawal) on the network: from the machine (`device` is `None`),
+    /// or signed by a device, maybe lost, maybe twice, each copy delayed on its own.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        rng: &mut Rng,
+        wire: &mut Vec<InFlight>,
+        device: Option<usize>,
+        kind: Kind,
+        id: RequestId,
+        hash: ActionHash,
+        verdict: Verdict,
+        message: &Message,
+    ) {
+        let (by, frame) = match device {
+            None => (LOCAL.to_string(), None),
+            Some(n) => {
+                let (bytes, counter) = self.devices[n].seal(&self.host, self.now, message);
+                (self.devices[n].label.clone(), Some(Frame { device: n, bytes, counter }))
+            }
+        };
+        let copies = if rng.chance(10) { 2 } else { 1 };
+        for _ in 0..copies {
+            if rng.chance(10) {
+                continue; // lost
+            }
+            let arrives_at = self.now + rng.below(3 * TIMEOUT_MS / 2 / TICK_MS) * TICK_MS;
+            let (by, frame) = (by.clone(), frame.clone());
+            wire.push(InFlight { arrives_at, kind, id, hash, verdict, by, frame });
+        }
+    }
+
+    fn count(&mut self, got: &Result<(), DecisionError>, verdict: Verdict) {
         match got {
-            Ok(()) if d.verdict == Verdict::Approve => self.seen.approved += 1,
+            Ok(()) if verdict == Verdict::Approve => self.seen.approved += 1,
             Ok(()) => {}
             Err(_) => self.seen.refused += 1,
         }
+    }
+
+    fn no_other(&mut self, step: u64, what: &str) {
+        if !self.other.is_empty() {
+            self.ctx.fail(step, format!("{what} also gave {:?}", self.other));
+        }
+    }
+
+    /// A device's frame arrives, as the relay passes it on (see [`Forgery`]): the core must
+    /// take it only if it is the device's own, untouched and new to the replay window, persist
+    /// its window before acting, then act as the device's role allows.
+    fn deliver(&mut self, step: u64, d: &InFlight, frame: &Frame) {
+        let at = d.arrives_at;
+        let device = &self.devices[frame.device];
+        let (id, role, fresh) = (device.id, device.role, device.fresh(frame.counter));
+        self.core.handle_frame(at, *device.key.public_key().as_bytes(), &frame.bytes);
+        let got: Vec<Effect> = std::iter::from_fn(|| self.core.poll_effect()).collect();
+        let message = match &got[..] {
+            [Effect::Refuse { .. }] if !fresh => {
+                self.seen.replays += 1;
+                return;
+            }
+            [Effect::Persist { device, rx, at: when, message }]
+                if fresh && *device == id && *when == at =>
+            {
+                let me = &mut self.devices[frame.device];
+                me.taken.insert(frame.counter);
+                me.highest = me.highest.max(frame.counter);
+                if rx.highest != me.highest {
+                    self.ctx
+                        .fail(step, format!("window at {}, the model {}", rx.highest, me.highest));
+                }
+                (**message).clone()
+            }
+            _ => self
+                .ctx
+                .fail(step, format!("frame {} (fresh: {fresh}) gave {got:?}", frame.counter)),
+        };
+        // The driver wrote the window: now the message acts.
+        self.core.handle_message(at, id, message);
+        let refusal = |code: ErrorCode| move |other: &[Effect]| matches!(other, [Effect::Refuse { .. }, Effect::Send { event: HostEvent::Error { code: c, .. }, .. }] if *c == code);
+        if role == Role::Viewer {
+            self.drain(step);
+            if !refusal(ErrorCode::Forbidden)(&self.other) {
+                self.ctx.fail(step, format!("a viewer's {:?} gave {:?}", d.kind, self.other));
+            }
+            self.other.clear();
+            self.seen.forbidden += 1;
+            return;
+        }
+        let expected = match d.kind {
+            Kind::Decide => self.expect_decision(at, d.id, &d.hash, d.verdict, &d.by),
+            Kind::Cancel => self.expect_withdrawal(d.id, &d.by, true),
+        };
+        if matches!(expected, Err(DecisionError::Lapsed(_))) {
+            self.lapse(at);
+        }
         self.drain(step);
+        let told = match (&expected, d.kind) {
+            (Ok(()), _) => self.other.is_empty(),
+            (Err(e), Kind::Decide) => refusal(e.code())(&self.other),
+            // A withdrawal that finds nothing of the device's own waiting says so.
+            (Err(_), Kind::Cancel) => matches!(
+                &self.other[..],
+                [Effect::Send { event: HostEvent::Error { code: ErrorCode::NotFound, .. }, .. }]
+            ),
+        };
+        if !told {
+            self.ctx
+                .fail(step, format!("{d:?}: the model {expected:?}, the core {:?}", self.other));
+        }
+        self.other.clear();
+        self.count(&expected, d.verdict);
+    }
+
+    /// What the model expects of a withdrawal of `id` by `by` now.
+    fn expect_withdrawal(
+        &mut self,
+        id: RequestId,
+        by: &str,
+        own_only: bool,
+    ) -> Result<(), DecisionError> {
+        let m = &self.model[&id];
+        if m.ending.is_some() || (own_only && by != m.by) {
+            return Err(DecisionError::NotPending(id));
+        }
+        let hash = m.hash;
+        let expected = self.expect_decision(self.now, id, &hash, Verdict::Deny, by);
+        if expected.is_ok() && by != self.model[&id].by {
+            self.seen.withdrawn_by_others += 1;
+        }
+        expected
     }
 
     fn withdraw(&mut self, step: u64, id: RequestId, by: &str, own_only: bool) {
-        let m = &self.model[&id];
-        let expected = if m.ending.is_some() || (own_only && by != m.by) {
-            Err(DecisionError::NotPending(id))
-        } else {
-            let hash = m.hash;
-            self.expect_decision(self.now, id, &hash, Verdict::Deny, by)
-        };
+        let expected = self.expect_withdrawal(id, by, own_only);
         if matches!(expected, Err(DecisionError::Lapsed(_))) {
             self.lapse(self.now);
         }
@@ -198,10 +409,28 @@ impl Sim {
             let what = format!("withdraw of {id} by {by} (own only: {own_only}) gave {got:?}");
             self.ctx.fail(step, format!("{what}, the model {expected:?}"));
         }
-        if got.is_ok() && by != self.model[&id].by {
-            self.seen.withdrawn_by_others += 1;
-        }
         self.drain(step);
+        self.no_other(step, "a withdrawal at the machine");
+    }
+
+    /// Forged by the relay: the frame's bytes tampered with, or delivered as another device's.
+    fn forged(&mut self, step: u64, at: u64, frame: &Frame, tamper: Option<usize>) {
+        self.advance(step, at);
+        let (mut bytes, mut from) =
+            (frame.bytes.clone(), *self.devices[frame.device].key.public_key().as_bytes());
+        match tamper {
+            Some(i) => bytes[i % frame.bytes.len()] ^= 0x20,
+            None => {
+                let other = (frame.device + 1) % self.devices.len();
+                from = *self.devices[other].key.public_key().as_bytes();
+            }
+        }
+        self.core.handle_frame(at, from, &bytes);
+        let got: Vec<Effect> = std::iter::from_fn(|| self.core.poll_effect()).collect();
+        if !matches!(&got[..], [Effect::Refuse { .. }]) {
+            self.ctx.fail(step, format!("a forged frame ({tamper:?}) gave {got:?}"));
+        }
+        self.seen.forged += 1;
     }
 
     /// Takes the core's effects, checking each against the model.
@@ -222,7 +451,7 @@ impl Sim {
                         .map(|(id, _)| *id)
                         .collect();
                     let listed: Vec<RequestId> = pending.iter().map(|p| p.id).collect();
-                    if *device != self.device || listed != open {
+                    if *device != self.devices[0].id || listed != open {
                         self.ctx.fail(step, format!("a sync listed {listed:?}, open: {open:?}"));
                     }
                     self.seen.synced += 1;
@@ -240,6 +469,10 @@ impl Sim {
                 }
                 Effect::Decided { request, .. } => (*request, "decided"),
                 Effect::Settled(r) => (r.pending.id, "settled"),
+                Effect::Refuse { .. } | Effect::Send { .. } => {
+                    self.other.push(effect);
+                    continue;
+                }
                 other => self.ctx.fail(step, format!("unexpected effect {other:?}")),
             };
             let now = self.now;
@@ -313,14 +546,24 @@ fn action(n: u64) -> Action {
 fn run(seed: u64, steps: u64) -> Seen {
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let two_person = rng.chance(50);
+    let host = SecretKey::from_seed(&[8; 32]).public_key();
     let mut sim = Sim {
-        core: HostCore::new(SecretKey::from_seed(&[8; 32]).public_key(), TIMEOUT_MS, two_person),
+        core: HostCore::new(host, TIMEOUT_MS, two_person),
         model: BTreeMap::new(),
         ctx: Ctx { seed, two_person },
         seen: Seen::default(),
         now: 1_000_000,
-        device: DeviceId::new(SecretKey::from_seed(&[9; 32]).public_key()),
+        host,
+        devices: ROLES.iter().zip(0u8..).map(|(&role, n)| SimDevice::new(n, role)).collect(),
+        other: Vec::new(),
     };
+    for device in &sim.devices {
+        sim.core.load_device(device.id, device.role, ReplayState::default());
+    }
+    // Who asks: the terminal, or an operator.
+    let askers: Vec<String> = std::iter::once(LOCAL.to_string())
+        .chain(sim.devices.iter().filter(|d| d.role == Role::Operator).map(|d| d.label.clone()))
+        .collect();
     let mut next_id = 0u64;
     let mut wire: Vec<InFlight> = Vec::new();
 
@@ -334,7 +577,7 @@ fn run(seed: u64, steps: u64) -> Seen {
                 let by = if rng.chance(50) {
                     LOCAL.to_string()
                 } else {
-                    DEVICES[rng.below(3) as usize].to_string()
+                    askers[1 + rng.below(askers.len() as u64 - 1) as usize].clone()
                 };
                 let pending = Pending {
                     id,
@@ -377,15 +620,11 @@ fn run(seed: u64, steps: u64) -> Seen {
                 let hash =
                     if rng.chance(10) { ActionHash([0xee; 32]) } else { sim.model[&id].hash };
                 let verdict = if rng.chance(70) { Verdict::Approve } else { Verdict::Deny };
-                let by = if rng.chance(25) { LOCAL } else { DEVICES[rng.below(3) as usize] };
-                let copies = if rng.chance(10) { 2 } else { 1 };
-                for _ in 0..copies {
-                    if rng.chance(10) {
-                        continue; // lost
-                    }
-                    let arrives_at = sim.now + rng.below(3 * TIMEOUT_MS / 2 / TICK_MS) * TICK_MS;
-                    wire.push(InFlight { arrives_at, id, hash, verdict, by });
-                }
+                let device =
+                    (!rng.chance(25)).then(|| rng.below(sim.devices.len() as u64) as usize);
+                let message =
+                    Message::Decision(Decision { request: id, action_hash: hash, verdict });
+                sim.send(&mut rng, &mut wire, device, Kind::Decide, id, hash, verdict, &message);
             }
             // A requester withdraws its own; or someone else tries to (as a device, only its
             // own may go; giving up on a question goes whoever asked).
@@ -398,18 +637,40 @@ fn run(seed: u64, steps: u64) -> Seen {
                     .map(|(id, _)| *id)
                     .collect();
                 if let Some(&id) = ids.get(rng.below(ids.len().max(1) as u64) as usize) {
+                    let device = rng.below(sim.devices.len() as u64) as usize;
                     let by = if rng.chance(60) {
                         sim.model[&id].by.clone()
                     } else {
-                        DEVICES[rng.below(3) as usize].to_string()
+                        sim.devices[device].label.clone()
                     };
                     let own_only = rng.chance(70);
-                    sim.withdraw(step, id, &by, own_only);
+                    match sim.devices.iter().position(|d| d.label == by) {
+                        // A device withdraws only its own, by a frame.
+                        Some(device) if own_only => {
+                            let cancel = Message::Request(Request::Cancel {
+                                id: RequestId([0; 16]),
+                                target: id,
+                            });
+                            let hash = sim.model[&id].hash;
+                            let kind = Kind::Cancel;
+                            sim.send(
+                                &mut rng,
+                                &mut wire,
+                                Some(device),
+                                kind,
+                                id,
+                                hash,
+                                Verdict::Deny,
+                                &cancel,
+                            );
+                        }
+                        _ => sim.withdraw(step, id, &by, own_only),
+                    }
                 }
             }
             // A device syncs.
             14 => {
-                sim.core.sync(sim.device, None);
+                sim.core.sync(sim.devices[0].id, None);
                 sim.drain(step);
             }
             // Time passes; what arrived by then is delivered, in the order it arrives.
@@ -424,6 +685,13 @@ fn run(seed: u64, steps: u64) -> Seen {
                     // or not yet.
                     if rng.chance(50) {
                         sim.timer(step, d.arrives_at);
+                    }
+                    // Now and then the relay forges a copy first.
+                    if let Some(frame) = &d.frame
+                        && rng.chance(5)
+                    {
+                        let tamper = rng.chance(50).then(|| rng.below(1 << 16) as usize);
+                        sim.forged(step, d.arrives_at, frame, tamper);
                     }
                     sim.decide(step, &d);
                 }
@@ -468,6 +736,9 @@ fn seeded_runs_keep_every_invariant() {
             seen.refused,
             seen.withdrawn_by_others,
             seen.synced,
+            seen.replays,
+            seen.forged,
+            seen.forbidden,
         ];
         assert!(exercised.iter().all(|&n| n > 0), "seed {seed} exercised too little: {seen:?}");
         println!("seed {seed}: {seen:?}");
