@@ -314,7 +314,13 @@ pub async fn submit(
         PolicyVerdict::Deny => {
             (Outcome::refused(Some(id), ErrorCode::DeniedByPolicy, decision.reason), None)
         }
-        PolicyVerdict::Allow => (perform(host, id, work).await, None),
+        PolicyVerdict::Allow => {
+            // A device's withdrawal that overtook it finds nothing to withdraw, and says so.
+            if let Requester::Device(device) = by {
+                let _ = host.core.send(crate::host_core::Command::Allowed { device, id }).await;
+            }
+            (perform(host, id, work).await, None)
+        }
         PolicyVerdict::Ask => {
             let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
             let runner = host.clone();

@@ -16,7 +16,6 @@ use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use protocol::{HostEvent, HostId, RequestId};
 use tokio::net::{UnixListener, UnixStream};
@@ -31,7 +30,7 @@ use crate::dirs::{agent_socket, agent_socket_dir, owner_socket};
 use crate::host::{Config, Host, Syncer, lock, now_ms, recent_request};
 use crate::local_api::LocalConn;
 use crate::local_api::{ApiRequest, ApiResponse, Door};
-use crate::offers::Offers;
+use crate::refusals::RefusalBudget;
 
 /// Binds a private socket at `path`, replacing a stale one (the audit log's lock proves no
 /// host owns it).
@@ -105,7 +104,8 @@ pub async fn serve(
         u64::try_from(config.approval_timeout.as_millis()).unwrap_or(u64::MAX),
         config.two_person,
     )
-    .requested_before(requested_before);
+    .requested_before(requested_before)
+    .named(config.host_name.clone());
     for (device, counters) in lock(&devices).list() {
         core.load_device(device.id, device.role, counters.rx);
     }
@@ -119,7 +119,8 @@ pub async fn serve(
         core: core_handle,
         files,
         devices,
-        offers: Mutex::new(Offers::default()),
+        device_changes: tokio::sync::Mutex::new(()),
+        refusals: Mutex::new(RefusalBudget::default()),
         sessions: Mutex::new(HashMap::new()),
         link: relay.is_some().then_some(link_tx),
         pool,
@@ -130,7 +131,6 @@ pub async fn serve(
     if let Some(ready) = ready {
         let _ = ready.send(host_id);
     }
-    let expiry = tokio::spawn(expire_loop(host.clone()));
     tokio::pin!(shutdown);
     tokio::pin!(driver);
     let mut failed = None;
@@ -147,7 +147,6 @@ pub async fn serve(
             accepted = agents.accept() => accept(&host, accepted, Door::Agent),
         }
     }
-    expiry.abort();
     driver.abort();
     if let Some(link) = link {
         link.abort();
@@ -162,16 +161,6 @@ pub async fn serve(
     }
     tracing::info!("host stopped");
     Ok(())
-}
-
-/// Drops lapsed pairing offers, every 250 ms. (Pending actions lapse on the core's own timer.)
-async fn expire_loop(host: Arc<Host>) {
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if lock(&host.offers).expire(now_ms()) {
-            host.reregister();
-        }
-    }
 }
 
 /// Serves one local client that came in at `door`.
@@ -333,7 +322,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
             crate::link::pair_local(&host, &mut conn, role, name, expires_secs, yes).await
         }
         ApiRequest::Devices => {
-            let online = crate::link::online(&host);
+            let online = host.core.online().await.unwrap_or_default().into_iter().collect();
             let devices = crate::link::device_infos(&lock(&host.devices), &online);
             conn.send(&ApiResponse::Devices { devices }).await
         }

@@ -12,8 +12,8 @@ use protocol::{Action, DeviceId, HostEvent, RequestId, Verdict};
 
 use crate::approvals::Requester;
 use crate::audit::Event;
-use crate::host::{Host, lock, now_ms, pending_event, refuse};
-use crate::host_core::{Effect, HostCore};
+use crate::host::{Host, ToLink, lock, now_ms, pending_event, refuse};
+use crate::host_core::{Effect, HostCore, PairEvent};
 
 /// A device's request, through the one path every action takes; its refusal, now or once a
 /// person decided, goes back through the core to the device ([`HostCore::handle_done`]).
@@ -39,7 +39,7 @@ pub(crate) async fn drive(
     mut core: HostCore,
     mut commands: tokio::sync::mpsc::Receiver<crate::host_core::Command>,
 ) {
-    let mut waiters = std::collections::HashMap::new();
+    let mut waiters = crate::host_core::Waiters::default();
     // Decisions whose record could not be written: they take no effect.
     let mut unrecorded = std::collections::HashSet::new();
     loop {
@@ -91,8 +91,29 @@ pub(crate) async fn drive(
                         }
                     }
                 }
-                Effect::Hello { key, token, name, proof } => {
-                    tokio::spawn(crate::link::pair_device(host.clone(), key, token, name, proof));
+                Effect::Pair { token, key, device } => {
+                    tokio::spawn(crate::link::record_pairing(host.clone(), token, key, device));
+                }
+                Effect::OfferEvent { token, event } => {
+                    let done = matches!(event, PairEvent::Done(_));
+                    let client = if done {
+                        waiters.offers.remove(&token)
+                    } else {
+                        waiters.offers.get(&token).cloned()
+                    };
+                    if let Some(client) = client {
+                        let _ = client.send(event);
+                    }
+                }
+                Effect::SendPairing { key, answer } => {
+                    if let Some(link) = &host.link {
+                        let _ = link.send(ToLink::Pairing(*key.as_bytes(), answer));
+                    }
+                }
+                Effect::Register { devices, offers } => {
+                    if let Some(link) = &host.link {
+                        let _ = link.send(ToLink::Register { devices, offers });
+                    }
                 }
                 Effect::Submit { device, id, action } => {
                     tokio::spawn(submit(host.clone(), device, id, *action));
@@ -116,7 +137,7 @@ pub(crate) async fn drive(
                     crate::host::send_sync(&host, device, request, &pending);
                 }
                 Effect::Settled(resolution) => {
-                    let waiter = waiters.remove(&resolution.pending.id);
+                    let waiter = waiters.resolutions.remove(&resolution.pending.id);
                     // Unrecorded: the waiter is dropped unanswered, which its requester takes
                     // as a failure (nothing is done).
                     if unrecorded.remove(&resolution.pending.id.to_string()) {

@@ -18,8 +18,8 @@ use crate::approvals::{Pending, actor, person};
 use crate::audit::{AuditError, AuditLog, Event, Record};
 use crate::devices::{JournalSync, Registry};
 use crate::exec::Sandbox;
-use crate::offers::{Offers, REFUSALS_PER_SEC};
 use crate::policy::Policy;
+use crate::refusals::{REFUSALS_PER_SEC, RefusalBudget};
 
 /// How the daemon is set up.
 #[derive(Debug, Clone)]
@@ -81,7 +81,11 @@ pub struct Host {
     /// The workspace root, held open once for every confined lookup.
     pub(crate) files: crate::confine::Workspace,
     pub(crate) devices: Arc<Mutex<Registry>>,
-    pub(crate) offers: Mutex<Offers>,
+    /// Held across a change of the paired devices: the registry's, then the core's, then its
+    /// audit record, so that the core learns of changes in the order the registry made them.
+    pub(crate) device_changes: tokio::sync::Mutex<()>,
+    /// How many refusals may still be written one by one.
+    pub(crate) refusals: Mutex<RefusalBudget>,
     /// Sessions shared by `agent-host run`.
     pub(crate) sessions: Mutex<HashMap<protocol::SessionId, crate::session::Live>>,
     /// To the relay link, when there is one.
@@ -127,13 +131,6 @@ impl Host {
     pub(crate) fn commit(&self) -> anyhow::Result<()> {
         self.audit.sync().map_err(|e| anyhow::anyhow!("the audit log: {e}"))
     }
-
-    /// Asks the link to register the current devices and offers at the relay.
-    pub(crate) fn reregister(&self) {
-        if let Some(link) = &self.link {
-            let _ = link.send(ToLink::Register);
-        }
-    }
 }
 
 impl Host {
@@ -161,8 +158,13 @@ pub(crate) enum ToLink {
     To(DeviceId, HostEvent),
     /// Send a pairing answer to a key (paired or not yet).
     Pairing([u8; 32], Pairing),
-    /// Register the current devices and open offers at the relay.
-    Register,
+    /// Register these devices and offers at the relay.
+    Register {
+        /// The paired devices' keys.
+        devices: Vec<[u8; 32]>,
+        /// The open offers' tokens.
+        offers: Vec<[u8; 32]>,
+    },
 }
 
 pub(crate) fn audit(host: &Host, event: Event) {
@@ -173,7 +175,7 @@ pub(crate) fn audit(host: &Host, event: Event) {
 
 pub(crate) fn refuse(host: &Host, claimed: &str, reason: impl std::fmt::Display) {
     tracing::info!(claimed_sender = claimed, "refused: {reason}");
-    let Some(earlier) = lock(&host.offers).refusals.take() else { return };
+    let Some(earlier) = lock(&host.refusals).take() else { return };
     let reason = if earlier > 0 {
         format!(
             "{reason} (and {earlier} refusals before this one, over {REFUSALS_PER_SEC}/s, counted only)"

@@ -4,7 +4,7 @@
 //! approvals broker ([`approvals`]) inside the host's sans-IO decision state ([`host_core`]),
 //! confined file operations ([`confine`]), the sandboxed executor ([`exec`], with
 //! [`landlock_sandbox`] as its fallback), the hash-chained audit log ([`audit`]), the identity
-//! key ([`identity`]), the running host's shared parts ([`host`], [`offers`]), the daemon and its
+//! key ([`identity`]), the running host's shared parts ([`host`], [`refusals`]), the daemon and its
 //! local socket ([`daemon`], [`local_api`]), the core's driver ([`driver`]), the one path every
 //! action takes ([`actions`]), the paired devices ([`devices`]), the link to them through a
 //! relay and pairing ([`link`]), `agent-host up` with its embedded relay ([`up`]), agents' hooks
@@ -36,8 +36,8 @@ pub mod jail;
 pub mod landlock_sandbox;
 pub mod link;
 pub mod local_api;
-pub mod offers;
 pub mod policy;
+pub mod refusals;
 pub mod session;
 pub mod up;
 pub mod userenv;

@@ -5,11 +5,14 @@
 
 use std::collections::HashMap;
 
-use protocol::{ActionHash, DeviceId, HostEvent, ReplayState, RequestId, Role, Verdict};
+use protocol::{
+    ActionHash, DeviceId, HostEvent, PairingToken, PublicKey, ReplayState, RequestId, Role, Verdict,
+};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Grant, HostCore, MAX_QUEUED};
+use super::{Grant, HostCore, MAX_QUEUED, OfferError, OfferTerms, PairEvent};
 use crate::approvals::{DecisionError, Pending, Resolution};
+use crate::devices::Device;
 
 /// What the rest of the host asks of the core's driver.
 #[derive(Debug)]
@@ -96,6 +99,66 @@ pub enum Command {
         /// Answered once the core acts on it.
         reply: oneshot::Sender<()>,
     },
+    /// [`HostCore::open_offer`]; what becomes of it goes to `events`.
+    OpenOffer {
+        /// The offer's token.
+        token: PairingToken,
+        /// What it grants.
+        terms: Box<OfferTerms>,
+        /// Where its client hears what happens.
+        events: mpsc::UnboundedSender<PairEvent>,
+        /// Whether it opened.
+        reply: oneshot::Sender<Result<(), OfferError>>,
+    },
+    /// [`HostCore::close_offer`].
+    CloseOffer {
+        /// The offer's token.
+        token: PairingToken,
+    },
+    /// [`HostCore::confirm`].
+    Confirm {
+        /// The new device.
+        device: DeviceId,
+        /// The person's answer.
+        accept: bool,
+    },
+    /// [`HostCore::paired`] (`Ok`) or [`HostCore::pair_failed`].
+    Paired {
+        /// The offer used.
+        token: PairingToken,
+        /// The new key.
+        key: PublicKey,
+        /// The device recorded, or why not.
+        device: Result<Box<Device>, String>,
+    },
+    /// [`HostCore::allowed`].
+    Allowed {
+        /// The device that asked.
+        device: DeviceId,
+        /// Its request.
+        id: RequestId,
+    },
+    /// [`HostCore::handle_presence`].
+    Presence {
+        /// The device.
+        device: DeviceId,
+        /// Online or gone.
+        online: bool,
+    },
+    /// [`HostCore::online`].
+    Online {
+        /// The devices online.
+        reply: oneshot::Sender<Vec<DeviceId>>,
+    },
+}
+
+/// What the driver keeps beside the core: who waits for what the core settles.
+#[derive(Debug, Default)]
+pub struct Waiters {
+    /// The requester of each pending action.
+    pub resolutions: HashMap<RequestId, oneshot::Sender<Resolution>>,
+    /// The client of each open offer.
+    pub offers: HashMap<PairingToken, mpsc::UnboundedSender<PairEvent>>,
 }
 
 /// Why the core did not answer.
@@ -105,9 +168,6 @@ pub enum CoreError {
     /// The driver stopped (the host is stopping).
     #[error("the host stopped")]
     Stopped,
-    /// More requests wait for the core than it queues.
-    #[error("the host is busy: over {MAX_QUEUED} requests wait")]
-    Busy,
 }
 
 /// How the rest of the host reaches the core's driver.
@@ -130,14 +190,6 @@ impl CoreHandle {
         let (reply, answer) = oneshot::channel();
         self.commands.send(command(reply)).await.map_err(|_| CoreError::Stopped)?;
         answer.await.map_err(|_| CoreError::Stopped)
-    }
-
-    /// Queues `command` without waiting (for a caller that must not block: the link).
-    pub fn try_send(&self, command: Command) -> Result<(), CoreError> {
-        self.commands.try_send(command).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => CoreError::Busy,
-            mpsc::error::TrySendError::Closed(_) => CoreError::Stopped,
-        })
     }
 
     /// See [`Command::Ask`].
@@ -179,8 +231,7 @@ impl CoreHandle {
         self.commands.send(Command::Grant { id, grant }).await.map_err(|_| CoreError::Stopped)
     }
 
-    /// See [`Command::Frame`]. Waits while the core is busy (the relay then holds what comes
-    /// next).
+    /// See [`Command::Frame`]. Waits while the core is busy.
     pub async fn frame(&self, from: [u8; 32], bytes: Vec<u8>) -> Result<(), CoreError> {
         self.commands.send(Command::Frame { from, bytes }).await.map_err(|_| CoreError::Stopped)
     }
@@ -204,6 +255,26 @@ impl CoreHandle {
         self.call(|reply| Command::Device { id, role, rx, reply }).await
     }
 
+    /// See [`Command::OpenOffer`].
+    pub async fn open_offer(
+        &self,
+        token: PairingToken,
+        terms: OfferTerms,
+        events: mpsc::UnboundedSender<PairEvent>,
+    ) -> Result<Result<(), OfferError>, CoreError> {
+        self.call(|reply| Command::OpenOffer { token, terms: Box::new(terms), events, reply }).await
+    }
+
+    /// Sends `command`, waiting while the core is busy.
+    pub async fn send(&self, command: Command) -> Result<(), CoreError> {
+        self.commands.send(command).await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// See [`Command::Online`].
+    pub async fn online(&self) -> Result<Vec<DeviceId>, CoreError> {
+        self.call(|reply| Command::Online { reply }).await
+    }
+
     /// See [`Command::TakeGrant`].
     pub async fn take_grant(&self, id: RequestId) -> Result<Option<Grant>, CoreError> {
         self.call(|reply| Command::TakeGrant { id, reply }).await
@@ -211,19 +282,14 @@ impl CoreHandle {
 }
 
 /// Applies `command` to `core` at `now`; what the caller waits for is answered through its
-/// reply, and a new pending action's waiter is kept in `waiters` until its
-/// [`Effect::Settled`] wakes it.
-pub fn apply(
-    core: &mut HostCore,
-    waiters: &mut HashMap<RequestId, oneshot::Sender<Resolution>>,
-    now: u64,
-    command: Command,
-) {
+/// reply, a new pending action's waiter is kept in `waiters` until its
+/// [`super::Effect::Settled`] wakes it, and an offer's client until its offer is done.
+pub fn apply(core: &mut HostCore, waiters: &mut Waiters, now: u64, command: Command) {
     match command {
         Command::Ask { pending, reply } => {
             let asked = core.ask(now, *pending).map(|pending| {
                 let (tx, rx) = oneshot::channel();
-                waiters.insert(pending.id, tx);
+                waiters.resolutions.insert(pending.id, tx);
                 (pending, rx)
             });
             let _ = reply.send(asked);
@@ -247,6 +313,24 @@ pub fn apply(
         Command::Device { id, role, rx, reply } => {
             core.set_device(id, role, rx);
             let _ = reply.send(());
+        }
+        Command::OpenOffer { token, terms, events, reply } => {
+            let opened = core.open_offer(token, *terms);
+            if opened.is_ok() {
+                waiters.offers.insert(token, events);
+            }
+            let _ = reply.send(opened);
+        }
+        Command::CloseOffer { token } => core.close_offer(token),
+        Command::Confirm { device, accept } => core.confirm(device, accept),
+        Command::Paired { token, key, device } => match device {
+            Ok(device) => core.paired(token, key, *device),
+            Err(why) => core.pair_failed(token, key, why),
+        },
+        Command::Allowed { device, id } => core.allowed(device, id),
+        Command::Presence { device, online } => core.handle_presence(device, online),
+        Command::Online { reply } => {
+            let _ = reply.send(core.online());
         }
     }
 }

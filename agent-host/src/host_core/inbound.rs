@@ -17,8 +17,7 @@
 //! again, and refuses a request of the last host's run that the audit log names
 //! ([`HostCore::requested_before`]).
 //!
-//! It must not verify pairing proofs or keep pairing offers (the driver's, for now): a hello
-//! from a new key leaves as [`Effect::Hello`].
+//! A hello from a new key goes to pairing ([`super::pairing`]).
 
 use std::collections::{HashMap, VecDeque};
 
@@ -42,41 +41,71 @@ pub(super) struct Peer {
     pub(super) rx: ReplayState,
 }
 
-/// Recent requests of devices: their last answer (`None` while they are being judged, wait or
-/// run), to send again when a device repeats a request instead of running it twice.
+/// Where a recent request of a device stands.
+#[derive(Debug, Clone)]
+enum Stage {
+    /// Being judged (policy, the audit record); `withdrawn` once its device withdrew it, which
+    /// takes effect if it comes to wait for a person.
+    Judging { withdrawn: bool },
+    /// Asked of a person, or allowed: the broker (or the run) has it.
+    Asked,
+    /// What it came to, to send again.
+    Answered(Box<HostEvent>),
+}
+
+/// Recent requests of devices and where each stands, to send the answer again when a device
+/// repeats a request instead of running it twice.
 #[derive(Debug, Default)]
 pub(super) struct Recent {
     order: VecDeque<(DeviceId, RequestId)>,
-    answers: HashMap<(DeviceId, RequestId), Option<HostEvent>>,
+    stages: HashMap<(DeviceId, RequestId), Stage>,
 }
 
 impl Recent {
     /// Remembers a new request; false if it is already known.
     fn start(&mut self, key: (DeviceId, RequestId)) -> bool {
-        if self.answers.contains_key(&key) {
+        if self.stages.contains_key(&key) {
             return false;
         }
         if self.order.len() >= REMEMBERED
             && let Some(old) = self.order.pop_front()
         {
-            self.answers.remove(&old);
+            self.stages.remove(&old);
         }
         self.order.push_back(key);
-        self.answers.insert(key, None);
+        self.stages.insert(key, Stage::Judging { withdrawn: false });
         true
     }
 
-    /// Whether `key` is a request still on its way (started, not answered).
-    fn unanswered(&self, key: &(DeviceId, RequestId)) -> bool {
-        matches!(self.answers.get(key), Some(None))
+    /// Marks a request being judged as withdrawn; false if it is not being judged.
+    fn withdraw_early(&mut self, key: &(DeviceId, RequestId)) -> bool {
+        match self.stages.get_mut(key) {
+            Some(Stage::Judging { withdrawn }) => {
+                *withdrawn = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// A request judged: it now waits for a person. Returns whether its device had withdrawn it.
+    fn asked(&mut self, key: &(DeviceId, RequestId)) -> bool {
+        match self.stages.get_mut(key) {
+            Some(stage @ Stage::Judging { .. }) => {
+                let withdrawn = matches!(stage, Stage::Judging { withdrawn: true });
+                *stage = Stage::Asked;
+                withdrawn
+            }
+            _ => false,
+        }
     }
 
     /// Keeps `event` as the answer to its request, for `device` (or every device that made it).
     fn record(&mut self, device: Option<DeviceId>, event: &HostEvent) {
         let Some(request) = answered_request(event) else { return };
-        for ((d, r), answer) in &mut self.answers {
+        for ((d, r), stage) in &mut self.stages {
             if *r == request && device.is_none_or(|device| device == *d) {
-                *answer = Some(event.clone());
+                *stage = Stage::Answered(Box::new(event.clone()));
             }
         }
     }
@@ -104,10 +133,18 @@ impl HostCore {
     pub fn set_device(&mut self, id: DeviceId, role: Option<Role>, rx: ReplayState) {
         match role {
             Some(role) => {
-                self.devices.entry(id).and_modify(|p| p.role = role).or_insert(Peer { role, rx });
+                if let Some(peer) = self.devices.get_mut(&id) {
+                    peer.role = role;
+                } else {
+                    self.devices.insert(id, Peer { role, rx });
+                    self.register();
+                }
             }
             None => {
-                self.devices.remove(&id);
+                if self.devices.remove(&id).is_some() {
+                    self.revoked(id);
+                    self.register();
+                }
             }
         }
     }
@@ -151,8 +188,7 @@ impl HostCore {
             let Message::Pairing(Pairing::Hello { token, name, proof }) = message else {
                 return self.refuse(id.to_string(), "a pairing message other than a hello");
             };
-            self.effects.push_back(Effect::Hello { key, token, name, proof });
-            return;
+            return self.hello(now, key, token, name, proof);
         };
         let mut window = ReplayWindow::restore(peer.rx);
         match sealed.verify(&key, &ctx, &mut window) {
@@ -192,8 +228,8 @@ impl HostCore {
                 }
                 if !self.recent.start((device, id)) {
                     // Asked before: send the answer again, never run it twice.
-                    if let Some(Some(answer)) = self.recent.answers.get(&(device, id)) {
-                        let event = answer.clone();
+                    if let Some(Stage::Answered(answer)) = self.recent.stages.get(&(device, id)) {
+                        let event = (**answer).clone();
                         self.effects.push_back(Effect::Send { device, event });
                     }
                     return;
@@ -208,24 +244,13 @@ impl HostCore {
                 if self.withdraw(now, target, &label, true).is_ok() {
                     return;
                 }
-                if self.recent.unanswered(&(device, target))
-                    && self.withdrawn_early.len() < REMEMBERED
-                {
+                if self.recent.withdraw_early(&(device, target)) {
                     // Still being judged (the cancel overtook it): withdrawn as soon as it
                     // waits for a person ([`HostCore::ask`]). A request that policy allows or
                     // denies without a person ends as policy says.
-                    self.withdrawn_early.insert(target, device);
                     return;
                 }
-                let what = "no pending request of this device has that id";
-                self.effects.push_back(Effect::Send {
-                    device,
-                    event: HostEvent::Error {
-                        request: Some(target),
-                        code: ErrorCode::NotFound,
-                        message: what.into(),
-                    },
-                });
+                self.not_found(device, target);
             }
             Message::Decision(d) => {
                 if let Some(needs) = needs(Role::Approver) {
@@ -245,21 +270,36 @@ impl HostCore {
     /// again, and sent.
     pub fn handle_done(&mut self, to: Option<DeviceId>, event: HostEvent) {
         self.recent.record(to, &event);
-        if let Some(request) = answered_request(&event) {
-            self.withdrawn_early.remove(&request);
-        }
         self.effects.push_back(match to {
             Some(device) => Effect::Send { device, event },
             None => Effect::Broadcast(event),
         });
     }
 
-    /// A request `ask`ed while its device had withdrawn it: withdrawn now.
-    pub(super) fn withdrawn_before(&mut self, now: u64, id: RequestId, requested_by: &str) {
-        let Some(device) = self.withdrawn_early.remove(&id) else { return };
-        let label = device.to_string();
-        if label == requested_by {
-            let _ = self.withdraw(now, id, &label, true);
+    /// A device's request that policy allowed: it runs, with nothing to withdraw. A withdrawal
+    /// that came while it was being judged is told so.
+    pub fn allowed(&mut self, device: DeviceId, id: RequestId) {
+        if self.recent.asked(&(device, id)) {
+            self.not_found(device, id);
+        }
+    }
+
+    fn not_found(&mut self, device: DeviceId, target: RequestId) {
+        let what = "no pending request of this device has that id";
+        let event = HostEvent::Error {
+            request: Some(target),
+            code: ErrorCode::NotFound,
+            message: what.into(),
+        };
+        self.effects.push_back(Effect::Send { device, event });
+    }
+
+    /// A request `ask`ed of a person: if a device asked it and withdrew it meanwhile, it is
+    /// withdrawn now.
+    pub(super) fn judged(&mut self, now: u64, id: RequestId, requested_by: &str) {
+        let Ok(device) = requested_by.parse::<DeviceId>() else { return };
+        if self.recent.asked(&(device, id)) {
+            let _ = self.withdraw(now, id, requested_by, true);
         }
     }
 
@@ -443,7 +483,18 @@ mod tests {
         });
         let frame = stranger.seal_to(&me, &hello);
         core.handle_frame(NOW, stranger.from(), &frame);
-        assert!(matches!(&drive(&mut core)[..], [Effect::Hello { name, .. }] if name == "tablet"));
+        // (with no offer open, it is refused, and told why)
+        let got = drive(&mut core);
+        assert!(
+            matches!(
+                &got[..],
+                [
+                    Effect::Refuse { .. },
+                    Effect::SendPairing { answer: Pairing::Rejected { .. }, .. }
+                ]
+            ),
+            "{got:?}"
+        );
         // The paired device is still served.
         let frame = phone.seal_to(&me, &sync);
         core.handle_frame(NOW, phone.from(), &frame);
@@ -575,8 +626,29 @@ mod tests {
         core.handle_frame(NOW, phone.from(), &frame);
         assert!(drive(&mut core).is_empty());
         // Policy asks: it waits, and is withdrawn at once, by the device.
-        let p = ask(&mut core, 3, &phone.id().to_string());
-        assert!(core.pending().is_empty(), "{p:?} still waits");
+        let action = Action::Run {
+            argv: vec!["rm".into(), "3".into()],
+            cwd: ".".into(),
+            env: Default::default(),
+        };
+        let pending = Pending {
+            id,
+            action_hash: protocol::action_hash(&action),
+            action,
+            summary: "rm".into(),
+            reason: "asked".into(),
+            preview: None,
+            requested_by: phone.id().to_string(),
+            expires_at_ms: 0,
+        };
+        core.ask(NOW, pending).unwrap();
+        let got = effects(&mut core);
+        assert!(
+            got.iter().any(|e| matches!(e, Effect::Audit(Event::Approval { by, verdict, .. })
+                if *by == phone.id().to_string() && verdict == "deny")),
+            "{got:?}"
+        );
+        assert!(core.pending().is_empty());
         // Its requester is told, through the core; then a cancel finds nothing.
         let denied = HostEvent::Error {
             request: Some(id),
@@ -591,5 +663,82 @@ mod tests {
             &drive(&mut core)[..],
             [Effect::Send { event: HostEvent::Error { code: ErrorCode::NotFound, .. }, .. }]
         ));
+    }
+
+    /// Only its own: another operator's withdrawal of a request that waits finds nothing.
+    #[test]
+    fn an_operator_withdraws_only_its_own_requests() {
+        let (mut core, me) = host();
+        let mut phone = Peer::new(2);
+        let mut other = Peer::new(3);
+        core.load_device(phone.id(), Role::Operator, ReplayState::default());
+        core.load_device(other.id(), Role::Operator, ReplayState::default());
+        let p = ask(&mut core, 1, &phone.id().to_string());
+        let cancel = Message::Request(Request::Cancel { id: RequestId([4; 16]), target: p.id });
+        let frame = other.seal_to(&me, &cancel);
+        core.handle_frame(NOW, other.from(), &frame);
+        assert!(matches!(
+            &drive(&mut core)[..],
+            [Effect::Send { event: HostEvent::Error { code: ErrorCode::NotFound, .. }, .. }]
+        ));
+        assert_eq!(core.pending().len(), 1);
+        let frame = phone.seal_to(&me, &cancel);
+        core.handle_frame(NOW, phone.from(), &frame);
+        drive(&mut core);
+        assert!(core.pending().is_empty());
+    }
+
+    /// A withdrawal that overtook a request policy then allows finds nothing, and says so
+    /// once it is known.
+    #[test]
+    fn a_cancel_of_a_request_that_policy_allows_says_it_found_nothing() {
+        let (mut core, me) = host();
+        let mut phone = Peer::new(2);
+        core.load_device(phone.id(), Role::Operator, ReplayState::default());
+        let id = RequestId([3; 16]);
+        let request =
+            Message::Request(Request::Action { id, action: Action::ReadFile { path: "a".into() } });
+        let frame = phone.seal_to(&me, &request);
+        core.handle_frame(NOW, phone.from(), &frame);
+        drive(&mut core);
+        let cancel = Message::Request(Request::Cancel { id: RequestId([4; 16]), target: id });
+        let frame = phone.seal_to(&me, &cancel);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert!(drive(&mut core).is_empty());
+        core.allowed(phone.id(), id);
+        assert!(matches!(
+            &drive(&mut core)[..],
+            [Effect::Send { event: HostEvent::Error { code: ErrorCode::NotFound, .. }, .. }]
+        ));
+        // While it runs, a withdrawal says so at once.
+        let frame = phone.seal_to(&me, &cancel);
+        core.handle_frame(NOW, phone.from(), &frame);
+        assert_eq!(drive(&mut core).len(), 1);
+    }
+
+    /// The window a device had when the host stopped holds across the restart, and a frame
+    /// that fails its checks moves it not at all.
+    #[test]
+    fn the_window_loaded_at_start_holds_and_refusals_leave_it_as_it_was() {
+        let (mut core, me) = host();
+        let mut phone = Peer::new(2);
+        let mut window = ReplayWindow::new();
+        for counter in 1..=5 {
+            window.commit(counter).unwrap();
+        }
+        core.load_device(phone.id(), Role::Viewer, window.export());
+        let sync = Message::Request(Request::Sync { id: RequestId([5; 16]) });
+        phone.counter = 4;
+        let old = phone.seal_to(&me, &sync);
+        core.handle_frame(NOW, phone.from(), &old);
+        assert_eq!(refusals(&drive(&mut core)).len(), 1, "counter 5 came before the restart");
+        let next = phone.seal_to(&me, &sync);
+        let mut tampered = next.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        core.handle_frame(NOW, phone.from(), &tampered);
+        assert_eq!(refusals(&drive(&mut core)).len(), 1);
+        core.handle_frame(NOW, phone.from(), &next);
+        assert!(matches!(&drive(&mut core)[..], [Effect::Sync { .. }]), "counter 6 is still new");
     }
 }

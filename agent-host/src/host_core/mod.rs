@@ -11,33 +11,36 @@
 //!
 //! It also takes what paired devices send, from the bytes the relay delivered
 //! ([`HostCore::handle_frame`]): it holds each device's role and replay window, and the recent
-//! requests of devices with their answers ([`inbound`]).
+//! requests of devices with their answers ([`inbound`]); and it pairs new devices: open offers,
+//! the hellos that name them, who is online ([`pairing`]).
 //!
 //! It must not hold sockets, files, the audit log or the runtime: those are the driver's. Still
-//! outside it, and to move in: pairing offers, presence and sessions' metadata.
+//! outside it, and to move in: sessions' metadata, and the local API's requests.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 
 use protocol::{
-    Action, ActionHash, DeviceId, HostEvent, Message, PairingProof, PairingToken, PublicKey,
+    Action, ActionHash, DeviceId, HostEvent, Message, Pairing, PairingToken, PublicKey,
     ReplayState, RequestId, Verdict,
 };
 
 use crate::approvals::{Broker, DecisionError, Pending, Resolution};
 use crate::audit::Event;
+use crate::devices::Device;
 
 mod handle;
 mod inbound;
-pub use handle::{Command, CoreError, CoreHandle, apply};
+mod pairing;
+pub use handle::{Command, CoreError, CoreHandle, Waiters, apply};
 pub use inbound::REMEMBERED;
+pub use pairing::{MAX_OFFER_SECS, MIN_CONFIRM_MS, OfferError, OfferTerms, PairEvent};
 
 /// How long an allowed command waits for its run through the sandbox.
 pub const GRANT_FOR_MS: u64 = 5 * 60 * 1000;
 /// The most allowed commands waiting for their run (the oldest go first).
 pub const MAX_GRANTS: usize = 256;
-/// The most requests waiting for the core at once; past this a sender waits (an async caller)
-/// or is refused (the link, which must not block).
+/// The most requests waiting for the core at once; past this a sender waits.
 pub const MAX_QUEUED: usize = 1024;
 
 /// A command an agent was allowed, waiting for its run through the sandbox.
@@ -101,16 +104,36 @@ pub enum Effect {
         /// The verified message, to act on once the window is on disk.
         message: Box<Message>,
     },
-    /// A new key's pairing hello (its signature verified; its proof not yet).
-    Hello {
-        /// The new key.
-        key: PublicKey,
-        /// Which offer it names.
+    /// Record a newly paired device (the device list, the audit log), then call
+    /// [`HostCore::paired`] or [`HostCore::pair_failed`].
+    Pair {
+        /// The offer it used.
         token: PairingToken,
-        /// The name it gives itself.
-        name: String,
-        /// Its proof of the offer's secret.
-        proof: PairingProof,
+        /// Its key, to answer it.
+        key: PublicKey,
+        /// The device, as it will be kept.
+        device: Device,
+    },
+    /// Tell the client of an offer.
+    OfferEvent {
+        /// The offer.
+        token: PairingToken,
+        /// What happened.
+        event: PairEvent,
+    },
+    /// Send a pairing answer to a key (paired or not yet).
+    SendPairing {
+        /// To whom.
+        key: PublicKey,
+        /// The answer.
+        answer: Pairing,
+    },
+    /// Register these devices and offers at the relay (what it routes to this host).
+    Register {
+        /// The paired devices' keys.
+        devices: Vec<[u8; 32]>,
+        /// The open offers' tokens.
+        offers: Vec<[u8; 32]>,
     },
     /// Judge a device's request and carry it out (the one path of `crate::actions`); what it
     /// comes to returns through [`HostCore::handle_done`].
@@ -146,8 +169,14 @@ pub struct HostCore {
     devices: HashMap<DeviceId, inbound::Peer>,
     recent: inbound::Recent,
     requested_before: HashSet<(DeviceId, RequestId)>,
-    /// Requests their device withdrew while they were still being judged.
-    withdrawn_early: HashMap<RequestId, DeviceId>,
+    /// The host's name, told to a new device.
+    host_name: String,
+    /// Open pairing offers.
+    offers: HashMap<PairingToken, OfferTerms>,
+    /// Hellos waiting for the person's yes, by device.
+    confirming: HashMap<DeviceId, pairing::Confirming>,
+    /// The devices online, as the relay says.
+    online: HashSet<DeviceId>,
 }
 
 impl HostCore {
@@ -164,8 +193,17 @@ impl HostCore {
             devices: HashMap::new(),
             recent: inbound::Recent::default(),
             requested_before: HashSet::new(),
-            withdrawn_early: HashMap::new(),
+            host_name: String::new(),
+            offers: HashMap::new(),
+            confirming: HashMap::new(),
+            online: HashSet::new(),
         }
+    }
+
+    /// The host's name, as a newly paired device is told.
+    pub fn named(mut self, host_name: impl Into<String>) -> Self {
+        self.host_name = host_name.into();
+        self
     }
 
     /// Makes `pending` wait for a person from `now` (its `expires_at_ms` is set here) and shows
@@ -174,7 +212,7 @@ impl HostCore {
         pending.expires_at_ms = now.saturating_add(self.approval_timeout_ms);
         self.broker.add(pending.clone())?;
         self.effects.push_back(Effect::Pending(Box::new(pending.clone())));
-        self.withdrawn_before(now, pending.id, &pending.requested_by);
+        self.judged(now, pending.id, &pending.requested_by);
         Ok(pending)
     }
 
@@ -248,16 +286,18 @@ impl HostCore {
         self.grants.remove(&id).filter(|g| g.expires_at_ms > now)
     }
 
-    /// Settles what lapsed by `now`: each is a denial by nobody.
+    /// Settles what lapsed by `now`: each pending action is a denial by nobody; pairing offers
+    /// and questions about new devices go.
     pub fn handle_timeout(&mut self, now: u64) {
         for resolution in self.broker.expire(now) {
             self.settle(resolution);
         }
+        self.expire_pairing(now);
     }
 
     /// When [`HostCore::handle_timeout`] has something to do next (Unix ms).
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.broker.next_expiry()
+        self.broker.next_expiry().into_iter().chain(self.next_pairing_timeout()).min()
     }
 
     /// The next thing the driver must do.

@@ -3,24 +3,19 @@
 
 use std::collections::HashSet;
 
-use protocol::{DeviceId, ErrorCode, HostEvent};
+use protocol::DeviceId;
 
 use crate::audit::Event;
 use crate::devices::{Registry, role_name};
-use crate::host::{Host, ToLink, audit, lock};
+use crate::host::{Host, audit, lock};
 use crate::local_api::{DeviceChange, DeviceInfo};
 
 /// Records a change of the device list, durably before going on.
-pub(super) fn audit_device_change(host: &Host, device: DeviceId, change: String) {
+pub(crate) fn audit_device_change(host: &Host, device: DeviceId, change: String) {
     audit(host, Event::Device { device: device.to_string(), change });
     if let Err(e) = host.commit() {
         tracing::error!("{e}");
     }
-}
-
-/// The devices online now.
-pub(crate) fn online(host: &Host) -> HashSet<DeviceId> {
-    lock(&host.offers).online.clone()
 }
 
 /// The paired devices, for listing.
@@ -76,7 +71,7 @@ pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// A change through the running host: applied, audited, and (for a revocation) the device is
-/// cut off at the relay at once. The core judges every frame it takes after the change by it,
+/// told and cut off at the relay at once (by the core). The core judges every frame it takes after the change by it,
 /// before the change is recorded: nothing the device sent is acted on under its old role after
 /// the record of the new one.
 pub(crate) async fn change_device(
@@ -84,6 +79,7 @@ pub(crate) async fn change_device(
     id: &str,
     change: DeviceChange,
 ) -> anyhow::Result<String> {
+    let _one_at_a_time = host.device_changes.lock().await;
     let (device, what, rx) = {
         let mut registry = lock(&host.devices);
         let (device, what) = apply_change(&mut registry, id, &change)?;
@@ -94,25 +90,12 @@ pub(crate) async fn change_device(
         DeviceChange::SetRole { role } => Some(Some(*role)),
         DeviceChange::Rename { .. } => None,
     };
-    if let Some(role) = role {
-        host.core.set_device(device, role, rx).await?;
-    }
+    let told = match role {
+        Some(role) => host.core.set_device(device, role, rx).await,
+        None => Ok(()),
+    };
+    // Recorded even if the core is gone (the host is stopping): the registry changed.
     audit_device_change(host, device, what.clone());
-    if change == DeviceChange::Revoke {
-        lock(&host.offers).online.remove(&device);
-        // Said to the device while its route is still open (the registration that closes it
-        // follows on the same link), so that it knows why it hears nothing more.
-        if let Some(link) = &host.link {
-            let _ = link.send(ToLink::To(
-                device,
-                HostEvent::Error {
-                    request: None,
-                    code: ErrorCode::Revoked,
-                    message: "this device was revoked at the host; pair it again to use it".into(),
-                },
-            ));
-        }
-    }
-    host.reregister();
+    told?;
     Ok(format!("{device}: {what}"))
 }

@@ -8,18 +8,15 @@
 //! host's counter towards it ([`crate::devices`]), so a device accepts only what this host said
 //! to it.
 //!
-//! Pairing: `agent-host pair` (or `up`) opens an offer: a one-time secret that travels only in
-//! the link. The offer's token is registered at the relay so that the new device can reach the
-//! host; the device's hello proves the secret over both keys and its name. The offer is used up
-//! by the first hello that names it, whatever happens next: a wrong proof burns it, an expired one
-//! is refused, and a good one is shown to the person at the machine (unless they said `--yes`).
-//! Pending actions do not survive a host restart: the restart denies them (they lapse unanswered),
-//! and devices see a fresh list when they sync.
+//! Pairing (see [`crate::host_core`] for its rules): `agent-host pair` (or `up`) opens an offer,
+//! a one-time secret that travels only in the link; the offer's token is registered at the relay
+//! so that the new device can reach the host. Pending actions do not survive a host restart: the
+//! restart denies them (they lapse unanswered), and devices see a fresh list when they sync.
 
 use std::sync::Arc;
 
 use protocol::relay::Side;
-use protocol::{DeviceId, ErrorCode, HostEvent, Message, PublicKey, SealContext};
+use protocol::{DeviceId, Message, PublicKey, SealContext};
 use relay_client::{Client, ClientConfig, Inbound};
 use tokio::sync::mpsc;
 
@@ -29,8 +26,8 @@ use crate::host_core::Command;
 mod manage;
 mod pairing;
 
-pub(crate) use manage::{apply_change, change_device, device_infos, online};
-pub(crate) use pairing::{pair_device, pair_local};
+pub(crate) use manage::{apply_change, change_device, device_infos};
+pub(crate) use pairing::{pair_local, record_pairing};
 
 /// How long an event the host sends stays valid.
 const EVENT_LIFETIME_MS: u64 = 5 * 60 * 1000;
@@ -89,10 +86,8 @@ pub(crate) async fn run(
         Side::Host,
     );
     config.devices = lock(&host.devices).keys();
-    config.offers = lock(&host.offers).tokens();
     config.local = setup.local.clone();
     let mut client = Client::start(config);
-    let Some(to_self) = host.link.clone() else { return };
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -117,16 +112,14 @@ pub(crate) async fn run(
                         let _ = client.send(key, frame);
                     }
                 }
-                Some(ToLink::Register) => {
-                    let devices = lock(&host.devices).keys();
-                    let offers = lock(&host.offers).tokens();
+                Some(ToLink::Register { devices, offers }) => {
                     let _ = client.register(devices, offers);
                 }
             },
             inbound = client.next() => match inbound {
                 None => return,
-                // Judged by the core, in the order frames came; while it is busy the relay
-                // holds what comes next.
+                // Judged by the core, in the order frames came; while it is busy the link
+                // waits (and reads nothing more from the relay).
                 Some(Inbound::Message { from, bytes }) => {
                     if host.core.frame(from, bytes).await.is_err() {
                         return;
@@ -134,13 +127,11 @@ pub(crate) async fn run(
                 }
                 Some(Inbound::Presence { device, online }) => {
                     let Ok(key) = PublicKey::from_bytes(&device) else { continue };
-                    let id = DeviceId::new(key);
-                    if online {
-                        lock(&host.offers).online.insert(id);
-                        // A device that connects later sees what is still open.
-                        sync(&host, &to_self, id);
-                    } else {
-                        lock(&host.offers).online.remove(&id);
+                    // A device that comes online is brought up to date, in order with the
+                    // decisions the core takes.
+                    let presence = Command::Presence { device: DeviceId::new(key), online };
+                    if host.core.send(presence).await.is_err() {
+                        return;
                     }
                 }
                 Some(Inbound::Connected) => tracing::info!(relay = %setup.addr, "linked to the relay"),
@@ -148,15 +139,5 @@ pub(crate) async fn run(
                 Some(Inbound::Undeliverable { .. }) => {}
             },
         }
-    }
-}
-
-/// Asks the core's driver to bring a device up to date ([`crate::host::send_sync`]), in order
-/// with the decisions it takes.
-fn sync(host: &Arc<Host>, link: &mpsc::UnboundedSender<ToLink>, device: DeviceId) {
-    if let Err(e) = host.core.try_send(Command::Sync { device, request: None }) {
-        let message = format!("{e}; ask again");
-        let event = HostEvent::Error { request: None, code: ErrorCode::Internal, message };
-        let _ = link.send(ToLink::To(device, event));
     }
 }

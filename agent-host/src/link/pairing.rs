@@ -1,18 +1,19 @@
-//! Pairing a new device: an offer opened for a local client (`agent-host pair`, `up`), and the
-//! hello of a new key that names it (see the notes of [`crate::link`]).
+//! Pairing a new device, as the local client (`agent-host pair`, `up`) and the disk see it: an
+//! offer opened through the core, the person's yes or no, and the new device recorded. The
+//! rules (the offer used up by the first hello, its expiry, the proof) are the core's
+//! ([`crate::host_core`]).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use protocol::pairing::{self, PairingSecret};
-use protocol::{DeviceId, Pairing, PairingLink, PairingToken, PublicKey, Role};
-use tokio::sync::{mpsc, oneshot};
+use protocol::{PairingLink, PairingToken, PublicKey, Role};
+use tokio::sync::mpsc;
 
 use super::manage::{audit_device_change, check_name};
 use crate::devices::{Device, role_name};
-use crate::host::{Host, ToLink, lock, now_ms, refuse};
+use crate::host::{Host, lock, now_ms};
+use crate::host_core::{Command, MAX_OFFER_SECS, OfferTerms, PairEvent};
 use crate::local_api::{ApiResponse, LocalConn, PairAnswer};
-use crate::offers::{MAX_OFFER_SECS, Offer, PairEvent};
 
 /// Opens a pairing offer for a local client and sees it through (see the module docs).
 pub(crate) async fn pair_local(
@@ -48,25 +49,17 @@ pub(crate) async fn pair_local(
         cert_sha256: setup.cert_sha256,
     };
     let (events, mut rx) = mpsc::unbounded_channel();
-    let opened = {
-        let mut offers = lock(&host.offers);
-        let room = offers.open.len() < protocol::relay::MAX_OFFERS;
-        if room {
-            offers.open.insert(token, Offer { secret, role, name, expires_at_ms, yes, events });
-        }
-        room
-    };
-    if !opened {
-        return conn
-            .send(&ApiResponse::Error { message: "too many pairing offers are open".into() })
-            .await;
+    let terms = OfferTerms { secret, role, name, expires_at_ms, yes };
+    match host.core.open_offer(token, terms, events).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return conn.send(&ApiResponse::Error { message: e.to_string() }).await,
+        Err(e) => return conn.send(&ApiResponse::Error { message: e.to_string() }).await,
     }
-    host.reregister();
     conn.send(&ApiResponse::PairLink { link: link.to_string(), expires_at_ms }).await?;
     loop {
         tokio::select! {
             event = rx.recv() => match event {
-                Some(PairEvent::Confirm { device, name, role, answer }) => {
+                Some(PairEvent::Confirm { device, name, role }) => {
                     conn.send(&ApiResponse::PairConfirm {
                         device: device.to_string(),
                         name,
@@ -75,7 +68,7 @@ pub(crate) async fn pair_local(
                     })
                     .await?;
                     let accept = matches!(conn.next::<PairAnswer>().await, Ok(Some(a)) if a.accept);
-                    let _ = answer.send(accept);
+                    host.core.send(Command::Confirm { device, accept }).await?;
                 }
                 Some(PairEvent::Done(Ok(device))) => {
                     return conn
@@ -94,9 +87,7 @@ pub(crate) async fn pair_local(
             // The client hung up before anyone used the offer: withdraw it.
             gone = conn.next::<PairAnswer>() => {
                 if matches!(gone, Ok(None) | Err(_)) {
-                    if lock(&host.offers).open.remove(&token).is_some() {
-                        host.reregister();
-                    }
+                    host.core.send(Command::CloseOffer { token }).await?;
                     return Ok(());
                 }
             }
@@ -104,81 +95,24 @@ pub(crate) async fn pair_local(
     }
 }
 
-/// A hello from a new key: find the offer, check it, ask the person, answer.
-pub(crate) async fn pair_device(
+/// Records a device that the core paired ([`crate::host_core::Effect::Pair`]): the device
+/// list, then the audit log (durably), then the core, which takes its frames from then on and
+/// answers it.
+pub(crate) async fn record_pairing(
     host: Arc<Host>,
-    key: PublicKey,
     token: PairingToken,
-    name: String,
-    proof: protocol::PairingProof,
+    key: PublicKey,
+    device: Device,
 ) {
-    let Some(link) = host.link.clone() else { return };
-    let id = DeviceId::new(key);
-    let reject = |reason: &str| {
-        refuse(&host, &id.to_string(), format!("pairing refused: {reason}"));
-        let _ = link
-            .send(ToLink::Pairing(*key.as_bytes(), Pairing::Rejected { reason: reason.into() }));
+    let _one_at_a_time = host.device_changes.lock().await;
+    let added = lock(&host.devices).add(device.clone());
+    let device = match added {
+        Ok(()) => {
+            let change = format!("paired as {} ({})", role_name(device.role), device.name);
+            audit_device_change(&host, device.id, change);
+            Ok(Box::new(device))
+        }
+        Err(e) => Err(e.to_string()),
     };
-    // The first hello that names an offer uses it up, whatever happens next.
-    let Some(offer) = lock(&host.offers).open.remove(&token) else {
-        return reject("this pairing offer is not open (used, burned, withdrawn or expired)");
-    };
-    let finish = |result: Result<Device, String>| {
-        let _ = offer.events.send(PairEvent::Done(result));
-        // The offer's route at the relay closes; a new device's route opens.
-        let _ = link.send(ToLink::Register);
-    };
-    if now_ms() >= offer.expires_at_ms {
-        reject("the pairing offer expired");
-        return finish(Err("the offer expired".into()));
-    }
-    if pairing::check(&offer.secret, &host.key.public_key(), &key, &name, &proof).is_err() {
-        reject("wrong proof: this pairing link is burned; make a new one");
-        return finish(Err(format!(
-            "{id} sent a wrong proof (not the secret of this link, or tampered with); the offer is burned"
-        )));
-    }
-    if lock(&host.devices).get(&id).is_some() {
-        reject("this device is already paired");
-        return finish(Err("the device is already paired".into()));
-    }
-    let name = offer.name.clone().unwrap_or(name);
-    let accept = if offer.yes {
-        true
-    } else {
-        let (answer, asked) = oneshot::channel();
-        let question =
-            PairEvent::Confirm { device: id, name: name.clone(), role: offer.role, answer };
-        let left = offer.expires_at_ms.saturating_sub(now_ms()).max(60_000);
-        offer.events.send(question).is_ok()
-            && matches!(
-                tokio::time::timeout(Duration::from_millis(left), asked).await,
-                Ok(Ok(true))
-            )
-    };
-    if !accept {
-        reject("the person at the host did not accept");
-        return finish(Err("not accepted at the host".into()));
-    }
-    let device = Device { id, name, role: offer.role, paired_at_ms: now_ms() };
-    if let Err(e) = lock(&host.devices).add(device.clone()) {
-        reject("the host could not record the pairing");
-        return finish(Err(e.to_string()));
-    }
-    // Its frames are taken from now on (the core counts them from the start).
-    if let Err(e) = host.core.set_device(id, Some(device.role), Default::default()).await {
-        reject("the host is stopping");
-        return finish(Err(e.to_string()));
-    }
-    audit_device_change(
-        &host,
-        id,
-        format!("paired as {} ({})", role_name(device.role), device.name),
-    );
-    let _ = link.send(ToLink::Register);
-    let _ = link.send(ToLink::Pairing(
-        *key.as_bytes(),
-        Pairing::Accepted { role: device.role, host_name: host.config.host_name.clone() },
-    ));
-    finish(Ok(device));
+    let _ = host.core.send(Command::Paired { token, key, device }).await;
 }

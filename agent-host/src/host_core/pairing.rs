@@ -1,0 +1,437 @@
+//! Pairing offers and who is online, in the core: an offer opened at this machine
+//! ([`HostCore::open_offer`]), the hello of a new key that names it (from
+//! [`HostCore::handle_frame`]), the person's yes or no ([`HostCore::confirm`]), and the end of
+//! it ([`HostCore::paired`], [`HostCore::pair_failed`]); offers lapse on the core's timer.
+//!
+//! The offer is used up by the first hello that names it, whatever happens next: a wrong proof
+//! burns it, a late one is refused, and a good one is shown to the person at the machine
+//! (unless the offer said yes ahead). The new device is recorded by the driver
+//! ([`Effect::Pair`]); only then does the core take its frames and answer it.
+//!
+//! It must not write the device list or the audit log: those are the driver's.
+
+use protocol::pairing::{self, PairingSecret};
+use protocol::{
+    DeviceId, ErrorCode, HostEvent, Pairing, PairingProof, PairingToken, PublicKey, Role,
+};
+
+use super::{Effect, HostCore};
+use crate::devices::Device;
+
+/// The longest a pairing offer may stay open.
+pub const MAX_OFFER_SECS: u64 = 60 * 60;
+
+/// The longest a person has to answer, counted from a hello that came late in its offer's life.
+pub const MIN_CONFIRM_MS: u64 = 60_000;
+
+/// What a pairing offer tells the client that opened it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PairEvent {
+    /// A device proved the secret: yes or no ([`HostCore::confirm`])?
+    Confirm {
+        /// The new device.
+        device: DeviceId,
+        /// Its name, as it will be kept.
+        name: String,
+        /// The role it will have.
+        role: Role,
+    },
+    /// Over: paired, or why not.
+    Done(Result<Device, String>),
+}
+
+/// What an offer opened at this machine grants.
+#[derive(Clone)]
+pub struct OfferTerms {
+    /// The one-time secret, which travels only in the link.
+    pub secret: PairingSecret,
+    /// The new device's role.
+    pub role: Role,
+    /// The name to give it instead of its own.
+    pub name: Option<String>,
+    /// When the offer lapses (Unix ms).
+    pub expires_at_ms: u64,
+    /// Said yes ahead: no question at the machine.
+    pub yes: bool,
+}
+
+impl std::fmt::Debug for OfferTerms {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OfferTerms")
+            .field("role", &self.role)
+            .field("name", &self.name)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("yes", &self.yes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hello that proved its offer's secret, waiting for the person's answer.
+#[derive(Debug, Clone)]
+pub(super) struct Confirming {
+    token: PairingToken,
+    key: PublicKey,
+    device: Device,
+    deadline_ms: u64,
+}
+
+/// Why an offer was not opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OfferError {
+    /// As many offers are open as the relay registers.
+    #[error("too many pairing offers are open")]
+    Full,
+}
+
+impl HostCore {
+    /// Opens an offer: the relay is told its token, so that a new device can reach the host.
+    pub fn open_offer(&mut self, token: PairingToken, terms: OfferTerms) -> Result<(), OfferError> {
+        if self.offers.len() >= protocol::relay::MAX_OFFERS {
+            return Err(OfferError::Full);
+        }
+        self.offers.insert(token, terms);
+        self.register();
+        Ok(())
+    }
+
+    /// Withdraws an offer nobody used (its client hung up).
+    pub fn close_offer(&mut self, token: PairingToken) {
+        if self.offers.remove(&token).is_some() {
+            self.register();
+        }
+    }
+
+    /// The person's answer about a device that proved an offer's secret.
+    pub fn confirm(&mut self, device: DeviceId, accept: bool) {
+        let Some(c) = self.confirming.remove(&device) else { return };
+        if accept {
+            self.effects.push_back(Effect::Pair { token: c.token, key: c.key, device: c.device });
+        } else {
+            self.reject_hello(
+                c.key,
+                c.token,
+                "the person at the host did not accept",
+                "not accepted at the host".into(),
+            );
+        }
+    }
+
+    /// The driver recorded the new device: its frames are taken from now on, it is told, and so
+    /// is the client of its offer.
+    pub fn paired(&mut self, token: PairingToken, key: PublicKey, device: Device) {
+        self.set_device(device.id, Some(device.role), protocol::ReplayState::default());
+        let answer = Pairing::Accepted { role: device.role, host_name: self.host_name.clone() };
+        self.effects.push_back(Effect::SendPairing { key, answer });
+        self.effects.push_back(Effect::OfferEvent { token, event: PairEvent::Done(Ok(device)) });
+    }
+
+    /// The driver could not record the new device.
+    pub fn pair_failed(&mut self, token: PairingToken, key: PublicKey, why: String) {
+        self.reject_hello(key, token, "the host could not record the pairing", why);
+    }
+
+    /// Which devices are online now.
+    pub fn online(&self) -> Vec<DeviceId> {
+        self.online.iter().copied().collect()
+    }
+
+    /// The relay says a device came online or went: one that comes sees what is open.
+    pub fn handle_presence(&mut self, device: DeviceId, online: bool) {
+        if online {
+            self.online.insert(device);
+            if self.devices.contains_key(&device) {
+                self.sync(device, None);
+            }
+        } else {
+            self.online.remove(&device);
+        }
+    }
+
+    /// A new key's hello, its signature verified (see the module notes).
+    pub(super) fn hello(
+        &mut self,
+        now: u64,
+        key: PublicKey,
+        token: PairingToken,
+        name: String,
+        proof: PairingProof,
+    ) {
+        let id = DeviceId::new(key);
+        // The first hello that names an offer uses it up, whatever happens next.
+        let Some(offer) = self.offers.remove(&token) else {
+            let reason = "this pairing offer is not open (used, burned, withdrawn or expired)";
+            return self.reject(key, reason);
+        };
+        if now >= offer.expires_at_ms {
+            return self.reject_hello(
+                key,
+                token,
+                "the pairing offer expired",
+                "the offer expired".into(),
+            );
+        }
+        if pairing::check(&offer.secret, &self.me, &key, &name, &proof).is_err() {
+            let why = format!(
+                "{id} sent a wrong proof (not the secret of this link, or tampered with); the offer is burned"
+            );
+            return self.reject_hello(
+                key,
+                token,
+                "wrong proof: this pairing link is burned; make a new one",
+                why,
+            );
+        }
+        if self.devices.contains_key(&id) || self.confirming.contains_key(&id) {
+            return self.reject_hello(
+                key,
+                token,
+                "this device is already paired",
+                "the device is already paired".into(),
+            );
+        }
+        let device =
+            Device { id, name: offer.name.unwrap_or(name), role: offer.role, paired_at_ms: now };
+        if offer.yes {
+            self.effects.push_back(Effect::Pair { token, key, device });
+            return;
+        }
+        let question =
+            PairEvent::Confirm { device: id, name: device.name.clone(), role: device.role };
+        self.effects.push_back(Effect::OfferEvent { token, event: question });
+        let deadline_ms =
+            now.saturating_add(offer.expires_at_ms.saturating_sub(now).max(MIN_CONFIRM_MS));
+        // The offer's route at the relay stays open until the device has its answer.
+        self.confirming.insert(id, Confirming { token, key, device, deadline_ms });
+    }
+
+    /// Drops lapsed offers and unanswered questions.
+    pub(super) fn expire_pairing(&mut self, now: u64) {
+        let lapsed: Vec<PairingToken> =
+            self.offers.iter().filter(|(_, o)| now >= o.expires_at_ms).map(|(t, _)| *t).collect();
+        for token in &lapsed {
+            self.offers.remove(token);
+            let event = PairEvent::Done(Err("the offer expired unused".into()));
+            self.effects.push_back(Effect::OfferEvent { token: *token, event });
+        }
+        if !lapsed.is_empty() {
+            self.register();
+        }
+        let unanswered: Vec<DeviceId> =
+            self.confirming.iter().filter(|(_, c)| now >= c.deadline_ms).map(|(d, _)| *d).collect();
+        for device in unanswered {
+            self.confirm(device, false);
+        }
+    }
+
+    /// When the next offer or question lapses.
+    pub(super) fn next_pairing_timeout(&self) -> Option<u64> {
+        let offers = self.offers.values().map(|o| o.expires_at_ms);
+        offers.chain(self.confirming.values().map(|c| c.deadline_ms)).min()
+    }
+
+    /// Refuses a hello, and tells the new key why.
+    fn reject(&mut self, key: PublicKey, reason: &str) {
+        let claimed = DeviceId::new(key).to_string();
+        self.effects
+            .push_back(Effect::Refuse { claimed, reason: format!("pairing refused: {reason}") });
+        let answer = Pairing::Rejected { reason: reason.into() };
+        self.effects.push_back(Effect::SendPairing { key, answer });
+    }
+
+    /// Refuses a hello that used up an offer, and tells the offer's client.
+    fn reject_hello(&mut self, key: PublicKey, token: PairingToken, reason: &str, why: String) {
+        self.reject(key, reason);
+        self.effects.push_back(Effect::OfferEvent { token, event: PairEvent::Done(Err(why)) });
+        self.register();
+    }
+
+    /// Tells the relay the devices and offers to route (after a change of either).
+    pub(super) fn register(&mut self) {
+        let devices = self.devices.keys().map(|d| *d.as_bytes()).collect();
+        let offers = self.offers.keys().map(|t| t.0).collect();
+        self.effects.push_back(Effect::Register { devices, offers });
+    }
+
+    /// A device revoked at this machine is told why it hears nothing more, while its route is
+    /// still open (the registration that closes it follows).
+    pub(super) fn revoked(&mut self, device: DeviceId) {
+        self.online.remove(&device);
+        let event = HostEvent::Error {
+            request: None,
+            code: ErrorCode::Revoked,
+            message: "this device was revoked at the host; pair it again to use it".into(),
+        };
+        self.effects.push_back(Effect::Send { device, event });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::{Message, SealContext, SecretKey};
+
+    use super::*;
+
+    const NOW: u64 = 1_000_000;
+
+    fn host() -> (HostCore, SecretKey) {
+        let key = SecretKey::from_seed(&[1; 32]);
+        (HostCore::new(key.public_key(), 10_000, false).named("box"), key)
+    }
+
+    fn effects(core: &mut HostCore) -> Vec<Effect> {
+        std::iter::from_fn(|| core.poll_effect()).collect()
+    }
+
+    fn offer(core: &mut HostCore, seed: u8, yes: bool) -> (PairingSecret, PairingToken) {
+        let secret = PairingSecret::from_bytes([seed; 32]);
+        let token = pairing::token(&secret);
+        let terms = OfferTerms {
+            secret: secret.clone(),
+            role: Role::Approver,
+            name: None,
+            expires_at_ms: NOW + 5_000,
+            yes,
+        };
+        core.open_offer(token, terms).unwrap();
+        let got = effects(core);
+        assert!(
+            matches!(&got[..], [Effect::Register { offers, .. }] if offers.contains(&token.0)),
+            "{got:?}"
+        );
+        (secret, token)
+    }
+
+    /// A new device's hello, proving `secret` (or not) for `name`.
+    fn hello(
+        core: &mut HostCore,
+        host: &PublicKey,
+        device: &SecretKey,
+        counter: u64,
+        token: PairingToken,
+        secret: &PairingSecret,
+    ) {
+        let proof = pairing::prove(secret, host, &device.public_key(), "phone");
+        let message = Message::Pairing(Pairing::Hello { token, name: "phone".into(), proof });
+        let ctx = SealContext {
+            recipient: host,
+            counter,
+            issued_at_ms: NOW,
+            expires_at_ms: NOW + 60_000,
+        };
+        let frame = protocol::seal(device, &ctx, &message).unwrap();
+        core.handle_frame(NOW, *device.public_key().as_bytes(), &frame);
+    }
+
+    fn done(got: &[Effect]) -> Option<&Result<Device, String>> {
+        got.iter().find_map(|e| match e {
+            Effect::OfferEvent { event: PairEvent::Done(result), .. } => Some(result),
+            _ => None,
+        })
+    }
+
+    fn rejected(got: &[Effect]) -> bool {
+        got.iter()
+            .any(|e| matches!(e, Effect::SendPairing { answer: Pairing::Rejected { .. }, .. }))
+            && got.iter().any(|e| matches!(e, Effect::Refuse { .. }))
+    }
+
+    #[test]
+    fn a_good_hello_pairs_once_recorded_and_its_frames_count_from_then() {
+        let (mut core, host) = host();
+        let me = host.public_key();
+        let (secret, token) = offer(&mut core, 9, true);
+        let phone = SecretKey::from_seed(&[2; 32]);
+        hello(&mut core, &me, &phone, 1, token, &secret);
+        let got = effects(&mut core);
+        let [Effect::Pair { device, .. }] = &got[..] else { panic!("{got:?}") };
+        assert_eq!((device.role, device.name.as_str()), (Role::Approver, "phone"));
+        // Not yet recorded: its frames are not taken.
+        let sync = Message::Request(protocol::Request::Sync { id: protocol::RequestId([1; 16]) });
+        let ctx =
+            SealContext { recipient: &me, counter: 2, issued_at_ms: NOW, expires_at_ms: NOW + 1 };
+        let frame = protocol::seal(&phone, &ctx, &sync).unwrap();
+        core.handle_frame(NOW, *phone.public_key().as_bytes(), &frame);
+        assert!(matches!(&effects(&mut core)[..], [Effect::Refuse { .. }]));
+        // Recorded: the relay routes it, it is told, then the client is.
+        core.paired(token, phone.public_key(), device.clone());
+        let got = effects(&mut core);
+        assert!(
+            matches!(&got[0], Effect::Register { devices, offers } if devices.len() == 1 && offers.is_empty())
+        );
+        assert!(
+            matches!(&got[1], Effect::SendPairing { answer: Pairing::Accepted { host_name, .. }, .. } if host_name == "box")
+        );
+        assert!(matches!(done(&got), Some(Ok(d)) if d == device));
+        core.handle_frame(NOW, *phone.public_key().as_bytes(), &frame);
+        assert!(matches!(&effects(&mut core)[..], [Effect::Persist { .. }]));
+    }
+
+    #[test]
+    fn the_first_hello_uses_the_offer_up_and_a_wrong_proof_burns_it() {
+        let (mut core, host) = host();
+        let me = host.public_key();
+        let (secret, token) = offer(&mut core, 9, true);
+        let thief = SecretKey::from_seed(&[3; 32]);
+        hello(&mut core, &me, &thief, 1, token, &PairingSecret::from_bytes([8; 32]));
+        let got = effects(&mut core);
+        assert!(rejected(&got), "{got:?}");
+        assert!(matches!(done(&got), Some(Err(why)) if why.contains("wrong proof")));
+        // The right secret, after: the offer is gone.
+        let phone = SecretKey::from_seed(&[2; 32]);
+        hello(&mut core, &me, &phone, 1, token, &secret);
+        let got = effects(&mut core);
+        assert!(rejected(&got), "{got:?}");
+        assert_eq!(done(&got), None, "the client heard the end already");
+    }
+
+    #[test]
+    fn offers_and_questions_lapse_on_the_timer() {
+        let (mut core, host) = host();
+        let me = host.public_key();
+        let (_, token) = offer(&mut core, 9, true);
+        assert_eq!(core.poll_timeout(), Some(NOW + 5_000));
+        core.handle_timeout(NOW + 4_999);
+        assert!(effects(&mut core).is_empty());
+        core.handle_timeout(NOW + 5_000);
+        let got = effects(&mut core);
+        assert!(matches!(done(&got), Some(Err(why)) if why.contains("expired")), "{got:?}");
+        assert!(matches!(got.last(), Some(Effect::Register { offers, .. }) if offers.is_empty()));
+        assert_eq!(core.poll_timeout(), None);
+        let _ = token;
+        // Asked at the machine: nobody answers, and it is a no.
+        let (secret, token) = offer(&mut core, 10, false);
+        let phone = SecretKey::from_seed(&[2; 32]);
+        hello(&mut core, &me, &phone, 1, token, &secret);
+        let got = effects(&mut core);
+        assert!(matches!(&got[0], Effect::OfferEvent { event: PairEvent::Confirm { .. }, .. }));
+        assert_eq!(core.poll_timeout(), Some(NOW + MIN_CONFIRM_MS));
+        core.handle_timeout(NOW + MIN_CONFIRM_MS);
+        let got = effects(&mut core);
+        assert!(rejected(&got), "{got:?}");
+        assert!(matches!(done(&got), Some(Err(why)) if why.contains("not accepted")));
+        // An answer after that changes nothing.
+        core.confirm(DeviceId::new(phone.public_key()), true);
+        assert!(effects(&mut core).is_empty());
+    }
+
+    #[test]
+    fn a_yes_at_the_machine_pairs_and_a_no_refuses() {
+        let (mut core, host) = host();
+        let me = host.public_key();
+        for (seed, accept) in [(10, false), (11, true)] {
+            let (secret, token) = offer(&mut core, seed, false);
+            let phone = SecretKey::from_seed(&[seed; 32]);
+            hello(&mut core, &me, &phone, 1, token, &secret);
+            let got = effects(&mut core);
+            let [Effect::OfferEvent { event: PairEvent::Confirm { device, .. }, .. }] = &got[..]
+            else {
+                panic!("{got:?}")
+            };
+            core.confirm(*device, accept);
+            let got = effects(&mut core);
+            assert_eq!(matches!(&got[..], [Effect::Pair { .. }]), accept, "{got:?}");
+            assert_eq!(rejected(&got), !accept, "{got:?}");
+        }
+    }
+}
