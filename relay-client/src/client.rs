@@ -126,10 +126,15 @@ pub enum Inbound {
 #[error("the relay client has stopped")]
 pub struct Stopped;
 
+/// The most messages and notices waiting for [`Client::next`]: past this the client reads
+/// nothing more from the relay until the caller takes one, and the relay's own limits apply to
+/// what waits there (what it drops, the resume layer sends again).
+pub const MAX_INBOX: usize = 64;
+
 /// A self-healing link. Dropping it stops it.
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
-    inbox: mpsc::UnboundedReceiver<Inbound>,
+    inbox: mpsc::Receiver<Inbound>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -143,7 +148,7 @@ impl Client {
     /// Starts connecting in the background.
     pub fn start(config: ClientConfig) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
-        let (tx, inbox) = mpsc::unbounded_channel();
+        let (tx, inbox) = mpsc::channel(MAX_INBOX);
         let task = tokio::spawn(drive(config, rx, tx));
         Self { commands, inbox, task }
     }
@@ -314,7 +319,7 @@ fn hex_key(s: &str) -> Option<[u8; 32]> {
 async fn drive(
     mut config: ClientConfig,
     mut commands: mpsc::UnboundedReceiver<Command>,
-    inbox: mpsc::UnboundedSender<Inbound>,
+    inbox: mpsc::Sender<Inbound>,
 ) {
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
@@ -367,7 +372,7 @@ async fn drive(
                 continue;
             }
         }
-        if inbox.send(Inbound::Connected).is_err() {
+        if inbox.send(Inbound::Connected).await.is_err() {
             return;
         }
         // Everything not yet acknowledged is due again on a new connection.
@@ -409,7 +414,7 @@ async fn drive(
                         let Ok((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
                         let state = peers.entry(from).or_insert_with(|| Peer::new(epoch, join));
                         if let Incoming::Deliver(bytes) = state.receive(payload)
-                            && inbox.send(Inbound::Message { from, bytes }).is_err()
+                            && inbox.send(Inbound::Message { from, bytes }).await.is_err()
                         {
                             return;
                         }
@@ -435,7 +440,7 @@ async fn drive(
                             }
                             _ => continue,
                         };
-                        if inbox.send(notice).is_err() {
+                        if inbox.send(notice).await.is_err() {
                             return;
                         }
                     }
