@@ -1,19 +1,26 @@
 //! Deterministic simulation of the host's decision state ([`HostCore`]) with a virtual clock:
 //! requesters ask, devices and the person at the machine decide, requesters withdraw their own
-//! requests and others try to, devices sync, and time passes, all drawn from a seed. Devices
-//! are real keys: their decisions and withdrawals travel as signed frames over a network that
-//! loses, duplicates, delays and reorders them, through a hostile relay that now and then
-//! tampers with a frame or names the wrong sender, into [`HostCore::handle_frame`]; the
-//! simulation plays the driver (a `Persist` is written, then its message handed back). One
-//! device is a viewer. The simulation keeps its own model of what must happen and checks the
-//! core against it after every step:
+//! requests and others try to, devices sync, the machine opens pairing offers and revokes
+//! devices, new keys say hello, the host restarts, and time passes, all drawn from a seed.
+//! Devices are real keys: their decisions, withdrawals and hellos travel as signed frames over
+//! a network that loses, duplicates, delays and reorders them, through a hostile relay that now
+//! and then tampers with a frame or names the wrong sender, into [`HostCore::handle_frame`];
+//! the simulation plays the driver (a `Persist` is written, then its message handed back; a
+//! pairing is recorded, then handed back). One device is a viewer; devices paired later are
+//! approvers. A restart builds a new core from what the driver wrote: the paired devices and
+//! their windows (pending actions and offers do not survive it). The simulation keeps its own
+//! model of what must happen and checks the core against it after every step:
 //!
 //! - every answer is the model's (taken, not pending, wrong action, lapsed, own request,
 //!   forbidden for the role), and a refused decision or withdrawal is told to its device with
 //!   the right code;
 //! - a frame is acted on only after its `Persist`, once: a duplicate or a frame from outside
-//!   the replay window is refused before anything else, and so is every tampered or misrouted
-//!   frame;
+//!   the replay window is refused before anything else (across restarts too), and so is every
+//!   tampered or misrouted frame and every frame of a key not paired (never, or revoked);
+//! - an offer is used up by the first hello that names it; only a good proof in time pairs,
+//!   and only once recorded does the core take the new device's frames; an offer nobody uses
+//!   lapses at its time, and its client is told once;
+//! - the relay is always told to route exactly the paired devices and the open offers;
 //! - nothing is approved without a decision that named its exact action hash, came before it
 //!   lapsed, and (under the two-person rule) came from someone other than the device that asked;
 //! - every pending action ends exactly once, as the model says (who, which verdict), a lapse
@@ -21,7 +28,7 @@
 //! - for each action its audit record (naming the same verdict, decider and action hash) comes
 //!   before the devices are told (the same), and both before the requester is woken;
 //! - a device's sync lists exactly what waits;
-//! - the timer points at the earliest deadline of what waits.
+//! - the timer points at the earliest deadline of what waits (pending actions and offers).
 //!
 //! `SIM_SEEDS` (default 8) seeds of `SIM_STEPS` (default 2,500) steps run in every test run;
 //! `SIM_SEED=N` runs that one seed alone, to reproduce a failure.
@@ -32,10 +39,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agent_host::approvals::{DecisionError, Pending};
 use agent_host::audit::Event;
+use agent_host::host_core::PairEvent;
 use agent_host::host_core::{Effect, HostCore};
+use protocol::pairing::{self, PairingSecret};
 use protocol::{
-    Action, ActionHash, Decision, DeviceId, ErrorCode, HostEvent, Message, PublicKey, ReplayState,
-    Request, RequestId, Role, SealContext, SecretKey, Verdict,
+    Action, ActionHash, Decision, DeviceId, ErrorCode, HostEvent, Message, Pairing, PairingToken,
+    PublicKey, ReplayState, Request, RequestId, Role, SealContext, SecretKey, Verdict,
 };
 
 /// xorshift64*: enough randomness for a simulation, and the same on every machine.
@@ -61,9 +70,11 @@ impl Rng {
 const TIMEOUT_MS: u64 = 2_000;
 /// Times move in ticks, so that some decisions arrive exactly at a deadline.
 const TICK_MS: u64 = 100;
-/// Paired devices: two operators (they ask, decide and withdraw) and a viewer (it may only
-/// look: its decisions are refused).
-const ROLES: [Role; 3] = [Role::Operator, Role::Operator, Role::Viewer];
+/// The devices: two operators (they ask, decide and withdraw) and a viewer (it may only look:
+/// its decisions are refused) paired from the start, and two keys that pair later (as
+/// approvers), if they get a good hello through in time.
+const START: [Option<Role>; 5] =
+    [Some(Role::Operator), Some(Role::Operator), Some(Role::Viewer), None, None];
 const LOCAL: &str = "local:terminal";
 
 /// A paired device, and what the host has taken of its frames.
@@ -77,21 +88,34 @@ struct SimDevice {
     /// The counters the host took, and the highest.
     taken: BTreeSet<u64>,
     highest: u64,
+    /// Paired now (the core takes its frames).
+    paired: bool,
+    /// Its window as the driver last wrote it (what a restarted host loads).
+    persisted: ReplayState,
 }
 
 impl SimDevice {
-    fn new(n: u8, role: Role) -> Self {
+    fn new(n: u8, role: Option<Role>) -> Self {
         let key = SecretKey::from_seed(&[0x40 + n; 32]);
         let id = DeviceId::new(key.public_key());
         Self {
             label: id.to_string(),
             key,
             id,
-            role,
+            role: role.unwrap_or(Role::Approver),
             counter: 0,
             taken: BTreeSet::new(),
             highest: 0,
+            paired: role.is_some(),
+            persisted: ReplayState::default(),
         }
+    }
+
+    /// Paired (again): its frames count from the start.
+    fn pair(&mut self, role: Role) {
+        (self.paired, self.role, self.highest) = (true, role, 0);
+        self.taken.clear();
+        self.persisted = ReplayState::default();
     }
 
     fn seal(&mut self, host: &PublicKey, now: u64, message: &Message) -> (Vec<u8>, u64) {
@@ -118,6 +142,28 @@ enum Kind {
     Decide,
     /// Withdraw its own request.
     Cancel,
+    /// A new key's pairing hello naming an offer, with a good proof of its secret or not.
+    Hello {
+        offer: usize,
+        good: bool,
+    },
+}
+
+/// A pairing offer opened at the machine, as the model sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OfferState {
+    Open,
+    /// Named by a hello (good or not): gone.
+    Used,
+    /// Lapsed unused, or lost in a restart.
+    Lapsed,
+}
+
+struct SimOffer {
+    secret: PairingSecret,
+    token: PairingToken,
+    expires_at: u64,
+    state: OfferState,
 }
 
 /// A device's frame on the network.
@@ -151,6 +197,8 @@ struct Model {
     ending: Option<(Verdict, Option<String>)>,
     /// Effects seen for it, in order: "audit", "decided", "settled".
     seen: Vec<&'static str>,
+    /// Lost in a restart of the host (pending actions do not survive one).
+    lost: bool,
 }
 
 /// How often each ending and refusal happened, so a run that exercised nothing fails.
@@ -166,6 +214,14 @@ struct Seen {
     replays: u64,
     forged: u64,
     forbidden: u64,
+    /// Frames of keys not paired (never, or revoked) refused.
+    unpaired: u64,
+    /// Pairings, hellos refused, offers lapsed, revocations, restarts.
+    paired: u64,
+    hellos_refused: u64,
+    offers_lapsed: u64,
+    revoked: u64,
+    restarts: u64,
 }
 
 /// Names the seed and step of a failure.
@@ -189,6 +245,9 @@ struct Sim {
     now: u64,
     host: PublicKey,
     devices: Vec<SimDevice>,
+    offers: Vec<SimOffer>,
+    /// Offers the model let lapse, whose end the core must tell (with a registration).
+    offer_lapses: Vec<PairingToken>,
     /// Effects other than the decision's own, for the step that caused them to check.
     other: Vec<Effect>,
 }
@@ -222,13 +281,74 @@ impl Sim {
         Ok(())
     }
 
-    /// The model's lapses at `at`: everything open whose deadline passed.
+    /// The model's lapses at `at`: everything open whose deadline passed, pending actions and
+    /// pairing offers.
     fn lapse(&mut self, at: u64) {
         for m in self.model.values_mut() {
             if m.ending.is_none() && m.expires_at <= at {
                 m.ending = Some((Verdict::Deny, None));
             }
         }
+        for o in &mut self.offers {
+            if o.state == OfferState::Open && o.expires_at <= at {
+                o.state = OfferState::Lapsed;
+                self.offer_lapses.push(o.token);
+            }
+        }
+    }
+
+    /// The relay is told to route exactly the paired devices and the open offers.
+    fn check_register(&self, step: u64, effect: &Effect) {
+        let Effect::Register { devices, offers } = effect else {
+            self.ctx.fail(step, format!("{effect:?} where a registration belongs"))
+        };
+        let mut want_devices: Vec<[u8; 32]> =
+            self.devices.iter().filter(|d| d.paired).map(|d| *d.id.as_bytes()).collect();
+        let mut want_offers: Vec<[u8; 32]> =
+            self.offers.iter().filter(|o| o.state == OfferState::Open).map(|o| o.token.0).collect();
+        let (mut devices, mut offers) = (devices.clone(), offers.clone());
+        for list in [&mut want_devices, &mut want_offers, &mut devices, &mut offers] {
+            list.sort_unstable();
+        }
+        if devices != want_devices || offers != want_offers {
+            self.ctx.fail(
+                step,
+                format!("registered {effect:?}, the model {want_devices:?} {want_offers:?}"),
+            );
+        }
+    }
+
+    /// Takes the ends of the offers the model let lapse out of the effects: each told once,
+    /// then one registration.
+    fn offer_lapses_told(&mut self, step: u64) {
+        let lapses = std::mem::take(&mut self.offer_lapses);
+        if lapses.is_empty() {
+            return;
+        }
+        let mut told = Vec::new();
+        let mut register = None;
+        let mut rest = Vec::new();
+        for effect in std::mem::take(&mut self.other) {
+            match effect {
+                Effect::OfferEvent { token, event: PairEvent::Done(Err(_)) }
+                    if lapses.contains(&token) && !told.contains(&token) =>
+                {
+                    told.push(token);
+                }
+                Effect::Register { .. } if register.is_none() && told.len() == lapses.len() => {
+                    register = Some(effect);
+                }
+                other => rest.push(other),
+            }
+        }
+        self.other = rest;
+        match register {
+            Some(r) if told.len() == lapses.len() => self.check_register(step, &r),
+            _ => self
+                .ctx
+                .fail(step, format!("offers {lapses:?} lapsed; told {told:?}, {register:?}")),
+        }
+        self.seen.offers_lapsed += lapses.len() as u64;
     }
 
     fn advance(&mut self, step: u64, at: u64) {
@@ -251,6 +371,9 @@ impl Sim {
     fn decide(&mut self, step: u64, d: &InFlight) {
         self.advance(step, d.arrives_at);
         if let Some(frame) = &d.frame {
+            if !self.devices[frame.device].paired {
+                return self.unpaired(step, d, frame);
+            }
             return self.deliver(step, d, frame);
         }
         let expected = self.expect_decision(d.arrives_at, d.id, &d.hash, d.verdict, &d.by);
@@ -333,6 +456,7 @@ impl Sim {
                 let me = &mut self.devices[frame.device];
                 me.taken.insert(frame.counter);
                 me.highest = me.highest.max(frame.counter);
+                me.persisted = *rx;
                 if rx.highest != me.highest {
                     self.ctx
                         .fail(step, format!("window at {}, the model {}", rx.highest, me.highest));
@@ -346,10 +470,24 @@ impl Sim {
         // The driver wrote the window: now the message acts.
         self.core.handle_message(at, id, message);
         let refusal = |code: ErrorCode| move |other: &[Effect]| matches!(other, [Effect::Refuse { .. }, Effect::Send { event: HostEvent::Error { code: c, .. }, .. }] if *c == code);
-        if role == Role::Viewer {
+        let needs = match d.kind {
+            Kind::Decide => Role::Approver,
+            Kind::Cancel => Role::Operator,
+            // A hello sent before its key was paired, taken after: paired devices do not pair.
+            Kind::Hello { .. } => {
+                self.drain(step);
+                if !matches!(&self.other[..], [Effect::Refuse { .. }]) {
+                    self.ctx.fail(step, format!("a paired key's hello gave {:?}", self.other));
+                }
+                self.other.clear();
+                self.seen.hellos_refused += 1;
+                return;
+            }
+        };
+        if role < needs {
             self.drain(step);
             if !refusal(ErrorCode::Forbidden)(&self.other) {
-                self.ctx.fail(step, format!("a viewer's {:?} gave {:?}", d.kind, self.other));
+                self.ctx.fail(step, format!("a {role:?}'s {:?} gave {:?}", d.kind, self.other));
             }
             self.other.clear();
             self.seen.forbidden += 1;
@@ -357,7 +495,7 @@ impl Sim {
         }
         let expected = match d.kind {
             Kind::Decide => self.expect_decision(at, d.id, &d.hash, d.verdict, &d.by),
-            Kind::Cancel => self.expect_withdrawal(d.id, &d.by, true),
+            Kind::Cancel | Kind::Hello { .. } => self.expect_withdrawal(d.id, &d.by, true),
         };
         if matches!(expected, Err(DecisionError::Lapsed(_))) {
             self.lapse(at);
@@ -367,7 +505,7 @@ impl Sim {
             (Ok(()), _) => self.other.is_empty(),
             (Err(e), Kind::Decide) => refusal(e.code())(&self.other),
             // A withdrawal that finds nothing of the device's own waiting says so.
-            (Err(_), Kind::Cancel) => matches!(
+            (Err(_), _) => matches!(
                 &self.other[..],
                 [Effect::Send { event: HostEvent::Error { code: ErrorCode::NotFound, .. }, .. }]
             ),
@@ -378,6 +516,141 @@ impl Sim {
         }
         self.other.clear();
         self.count(&expected, d.verdict);
+    }
+
+    /// A frame from a key that is not paired (never, or no longer): a hello goes to pairing,
+    /// anything else is refused before anything acts on it.
+    fn unpaired(&mut self, step: u64, d: &InFlight, frame: &Frame) {
+        let at = d.arrives_at;
+        let key = self.devices[frame.device].key.public_key();
+        self.core.handle_frame(at, *key.as_bytes(), &frame.bytes);
+        let got: Vec<Effect> = std::iter::from_fn(|| self.core.poll_effect()).collect();
+        let Kind::Hello { offer, good } = d.kind else {
+            if !matches!(&got[..], [Effect::Refuse { .. }]) {
+                self.ctx.fail(step, format!("an unpaired key's {:?} gave {got:?}", d.kind));
+            }
+            self.seen.unpaired += 1;
+            return;
+        };
+        let (token, state, expires_at) = {
+            let o = &self.offers[offer];
+            (o.token, o.state, o.expires_at)
+        };
+        let rejected = |got: &[Effect]| {
+            matches!(
+                got,
+                [Effect::Refuse { .. }, Effect::SendPairing { key: k, answer: Pairing::Rejected { .. } }, ..]
+                    if *k == key
+            )
+        };
+        if state != OfferState::Open {
+            // Used up or gone: refused, and the key is told.
+            if got.len() != 2 || !rejected(&got) {
+                self.ctx.fail(step, format!("a hello for a closed offer gave {got:?}"));
+            }
+            self.seen.hellos_refused += 1;
+            return;
+        }
+        // The first hello that names an offer uses it up, whatever happens next.
+        self.offers[offer].state = OfferState::Used;
+        if at >= expires_at || !good {
+            let ok = got.len() == 4
+                && rejected(&got)
+                && matches!(&got[2], Effect::OfferEvent { token: t, event: PairEvent::Done(Err(_)) } if *t == token);
+            if !ok {
+                self.ctx.fail(step, format!("a late or false hello gave {got:?}"));
+            }
+            self.check_register(step, &got[3]);
+            self.seen.hellos_refused += 1;
+            return;
+        }
+        let [Effect::Pair { token: t, key: k, device }] = &got[..] else {
+            self.ctx.fail(step, format!("a good hello in time gave {got:?}"))
+        };
+        if *t != token || *k != key || device.role != Role::Approver {
+            self.ctx.fail(step, format!("a good hello paired {device:?}"));
+        }
+        // The driver records it, and hands it back.
+        self.core.paired(token, key, device.clone());
+        self.devices[frame.device].pair(Role::Approver);
+        let got: Vec<Effect> = std::iter::from_fn(|| self.core.poll_effect()).collect();
+        let ok = got.len() == 3
+            && matches!(&got[1], Effect::SendPairing { key: k, answer: Pairing::Accepted { .. } } if *k == key)
+            && matches!(&got[2], Effect::OfferEvent { token: t, event: PairEvent::Done(Ok(_)) } if *t == token);
+        if !ok {
+            self.ctx.fail(step, format!("a recorded pairing gave {got:?}"));
+        }
+        self.check_register(step, &got[0]);
+        self.seen.paired += 1;
+    }
+
+    /// A device to send from: mostly a paired one, sometimes any (its frames are refused).
+    fn pick_device(&self, rng: &mut Rng) -> usize {
+        let paired: Vec<usize> =
+            (0..self.devices.len()).filter(|&n| self.devices[n].paired).collect();
+        if !paired.is_empty() && rng.chance(90) {
+            paired[rng.below(paired.len() as u64) as usize]
+        } else {
+            rng.below(self.devices.len() as u64) as usize
+        }
+    }
+
+    /// The machine opens an offer (said yes ahead), lapsing at `expires_at`.
+    fn open_offer(&mut self, step: u64, n: u64, expires_at: u64) {
+        let mut bytes = [0u8; 32];
+        bytes[..8].copy_from_slice(&n.to_be_bytes());
+        bytes[8..16].copy_from_slice(&self.ctx.seed.to_be_bytes());
+        let secret = PairingSecret::from_bytes(bytes);
+        let token = pairing::token(&secret);
+        let terms = agent_host::host_core::OfferTerms {
+            secret: secret.clone(),
+            role: Role::Approver,
+            name: None,
+            expires_at_ms: expires_at,
+            yes: true,
+        };
+        self.core.open_offer(token, terms).unwrap();
+        self.offers.push(SimOffer { secret, token, expires_at, state: OfferState::Open });
+        let got: Vec<Effect> = std::iter::from_fn(|| self.core.poll_effect()).collect();
+        match &got[..] {
+            [register] => self.check_register(step, register),
+            _ => self.ctx.fail(step, format!("opening an offer gave {got:?}")),
+        }
+    }
+
+    /// The machine revokes a paired device: it is told, and its route closes.
+    fn revoke(&mut self, step: u64, n: usize) {
+        let id = self.devices[n].id;
+        self.core.set_device(id, None, ReplayState::default());
+        self.devices[n].paired = false;
+        let got: Vec<Effect> = std::iter::from_fn(|| self.core.poll_effect()).collect();
+        match &got[..] {
+            [
+                Effect::Send { device, event: HostEvent::Error { code: ErrorCode::Revoked, .. } },
+                register,
+            ] if *device == id => {
+                self.check_register(step, register);
+            }
+            _ => self.ctx.fail(step, format!("revoking gave {got:?}")),
+        }
+        self.seen.revoked += 1;
+    }
+
+    /// The host restarts: a new core from what is on disk (the paired devices and the windows
+    /// the driver wrote). Pending actions and offers do not survive it.
+    fn restart(&mut self) {
+        let mut core = HostCore::new(self.host, TIMEOUT_MS, self.ctx.two_person);
+        for d in self.devices.iter().filter(|d| d.paired) {
+            core.load_device(d.id, d.role, d.persisted);
+        }
+        self.core = core;
+        for m in self.model.values_mut().filter(|m| m.ending.is_none()) {
+            (m.ending, m.lost) = (Some((Verdict::Deny, None)), true);
+        }
+        for o in self.offers.iter_mut().filter(|o| o.state == OfferState::Open) {
+            o.state = OfferState::Lapsed;
+        }
+        self.seen.restarts += 1;
     }
 
     /// What the model expects of a withdrawal of `id` by `by` now.
@@ -469,7 +742,10 @@ impl Sim {
                 }
                 Effect::Decided { request, .. } => (*request, "decided"),
                 Effect::Settled(r) => (r.pending.id, "settled"),
-                Effect::Refuse { .. } | Effect::Send { .. } => {
+                Effect::Refuse { .. }
+                | Effect::Send { .. }
+                | Effect::OfferEvent { .. }
+                | Effect::Register { .. } => {
                     self.other.push(effect);
                     continue;
                 }
@@ -511,6 +787,7 @@ impl Sim {
                 }
             }
         }
+        self.offer_lapses_told(step);
     }
 
     fn check(&self, step: u64) {
@@ -521,13 +798,15 @@ impl Sim {
         if listed != open {
             self.ctx.fail(step, format!("the core has {listed:?} waiting, the model {open:?}"));
         }
-        let earliest = waiting.iter().map(|p| p.expires_at_ms).min();
+        let offers = self.offers.iter().filter(|o| o.state == OfferState::Open);
+        let earliest =
+            waiting.iter().map(|p| p.expires_at_ms).chain(offers.map(|o| o.expires_at)).min();
         if self.core.poll_timeout() != earliest {
             let timer = self.core.poll_timeout();
             self.ctx.fail(step, format!("timer at {timer:?}, earliest deadline {earliest:?}"));
         }
         for (id, m) in &self.model {
-            let done = m.seen.len() == 3;
+            let done = m.seen.len() == 3 || m.lost;
             if m.ending.is_some() != done {
                 self.ctx.fail(step, format!("{id}: ended {:?}, effects {:?}", m.ending, m.seen));
             }
@@ -554,21 +833,28 @@ fn run(seed: u64, steps: u64) -> Seen {
         seen: Seen::default(),
         now: 1_000_000,
         host,
-        devices: ROLES.iter().zip(0u8..).map(|(&role, n)| SimDevice::new(n, role)).collect(),
+        devices: START.iter().zip(0u8..).map(|(&role, n)| SimDevice::new(n, role)).collect(),
+        offers: Vec::new(),
+        offer_lapses: Vec::new(),
         other: Vec::new(),
     };
-    for device in &sim.devices {
+    for device in sim.devices.iter().filter(|d| d.paired) {
         sim.core.load_device(device.id, device.role, ReplayState::default());
     }
     // Who asks: the terminal, or an operator.
     let askers: Vec<String> = std::iter::once(LOCAL.to_string())
-        .chain(sim.devices.iter().filter(|d| d.role == Role::Operator).map(|d| d.label.clone()))
+        .chain(
+            sim.devices
+                .iter()
+                .filter(|d| d.paired && d.role == Role::Operator)
+                .map(|d| d.label.clone()),
+        )
         .collect();
     let mut next_id = 0u64;
     let mut wire: Vec<InFlight> = Vec::new();
 
     for step in 0..steps {
-        match rng.below(20) {
+        match rng.below(24) {
             // Someone asks.
             0..=5 => {
                 next_id += 1;
@@ -599,6 +885,7 @@ fn run(seed: u64, steps: u64) -> Seen {
                     expires_at: shown.expires_at_ms,
                     ending: None,
                     seen: Vec::new(),
+                    lost: false,
                 };
                 sim.model.insert(id, m);
                 sim.drain(step);
@@ -620,8 +907,7 @@ fn run(seed: u64, steps: u64) -> Seen {
                 let hash =
                     if rng.chance(10) { ActionHash([0xee; 32]) } else { sim.model[&id].hash };
                 let verdict = if rng.chance(70) { Verdict::Approve } else { Verdict::Deny };
-                let device =
-                    (!rng.chance(25)).then(|| rng.below(sim.devices.len() as u64) as usize);
+                let device = (!rng.chance(25)).then(|| sim.pick_device(&mut rng));
                 let message =
                     Message::Decision(Decision { request: id, action_hash: hash, verdict });
                 sim.send(&mut rng, &mut wire, device, Kind::Decide, id, hash, verdict, &message);
@@ -673,6 +959,67 @@ fn run(seed: u64, steps: u64) -> Seen {
                 sim.core.sync(sim.devices[0].id, None);
                 sim.drain(step);
             }
+            // The machine opens a pairing offer (a few at most).
+            15 => {
+                let open = sim.offers.iter().filter(|o| o.state == OfferState::Open).count();
+                if open < 3 {
+                    let expires_at = sim.now + (1 + rng.below(2 * TIMEOUT_MS / TICK_MS)) * TICK_MS;
+                    sim.open_offer(step, sim.offers.len() as u64, expires_at);
+                }
+            }
+            // A key that is not paired says hello, naming an offer (open or not), mostly with
+            // a good proof of its secret.
+            16 | 17 => {
+                let keys: Vec<usize> =
+                    (0..sim.devices.len()).filter(|&n| !sim.devices[n].paired).collect();
+                if keys.is_empty() || sim.offers.is_empty() {
+                    continue;
+                }
+                let n = keys[rng.below(keys.len() as u64) as usize];
+                // Mostly an offer still open; sometimes any (used, lapsed, lost).
+                let open: Vec<usize> = (0..sim.offers.len())
+                    .filter(|&o| sim.offers[o].state == OfferState::Open)
+                    .collect();
+                let offer = if !open.is_empty() && rng.chance(70) {
+                    open[rng.below(open.len() as u64) as usize]
+                } else {
+                    rng.below(sim.offers.len() as u64) as usize
+                };
+                let good = rng.chance(80);
+                let secret = if good {
+                    sim.offers[offer].secret.clone()
+                } else {
+                    PairingSecret::from_bytes([0xee; 32])
+                };
+                let public = sim.devices[n].key.public_key();
+                let proof = pairing::prove(&secret, &sim.host, &public, "newcomer");
+                let token = sim.offers[offer].token;
+                let hello =
+                    Message::Pairing(Pairing::Hello { token, name: "newcomer".into(), proof });
+                let kind = Kind::Hello { offer, good };
+                let nothing = RequestId([0; 16]);
+                sim.send(
+                    &mut rng,
+                    &mut wire,
+                    Some(n),
+                    kind,
+                    nothing,
+                    ActionHash([0; 32]),
+                    Verdict::Deny,
+                    &hello,
+                );
+            }
+            // The machine revokes a device (keeping two paired, and the viewer).
+            18 => {
+                let paired: Vec<usize> = (0..sim.devices.len())
+                    .filter(|&n| sim.devices[n].paired && sim.devices[n].role != Role::Viewer)
+                    .collect();
+                if paired.len() > 1 && rng.chance(30) {
+                    sim.revoke(step, paired[rng.below(paired.len() as u64) as usize]);
+                }
+            }
+            // The host restarts, now and then.
+            19 if rng.chance(15) => sim.restart(),
             // Time passes; what arrived by then is delivered, in the order it arrives.
             _ => {
                 let until = sim.now + rng.below(TIMEOUT_MS / 2 / TICK_MS) * TICK_MS;
@@ -700,8 +1047,9 @@ fn run(seed: u64, steps: u64) -> Seen {
         }
         sim.check(step);
     }
-    // In the end every deadline passes: nothing may be left waiting.
-    let end = sim.now + TIMEOUT_MS + 1;
+    // In the end every deadline passes (offers last up to twice as long): nothing may be left
+    // waiting.
+    let end = sim.now + 2 * TIMEOUT_MS + TICK_MS;
     sim.timer(steps, end);
     sim.check(steps);
     if !sim.core.pending().is_empty() || sim.core.poll_timeout().is_some() {
@@ -739,6 +1087,12 @@ fn seeded_runs_keep_every_invariant() {
             seen.replays,
             seen.forged,
             seen.forbidden,
+            seen.unpaired,
+            seen.paired,
+            seen.hellos_refused,
+            seen.offers_lapsed,
+            seen.revoked,
+            seen.restarts,
         ];
         assert!(exercised.iter().all(|&n| n > 0), "seed {seed} exercised too little: {seen:?}");
         println!("seed {seed}: {seen:?}");
