@@ -61,15 +61,18 @@ fn expired_reused_and_wrong_secrets_pair_nothing() {
     let world = World::new();
     let _host = world.up(0, &[]);
 
-    // Expired: the device refuses the link, and the host no longer holds the offer either.
+    // Expired: the device refuses the link, and the host no longer holds the offer either
+    // (the pair command ends when the host drops the offer: no waiting on a guess).
     let offer = world.offer(&["--yes", "--expires", "1s"]);
-    std::thread::sleep(Duration::from_millis(1500));
+    let link = offer.link.clone();
+    let said = offer.finish();
+    assert!(said.contains("expired"), "{said}");
     let late = world.device("late");
-    let out = late.run(&["pair", &offer.link]);
+    let out = late.run(&["pair", &link]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("expired"), "{}", text(&out));
     // The same link with its expiry moved later: the host has dropped the offer all the same.
-    let mut stretched: protocol::PairingLink = offer.link.parse().unwrap();
+    let mut stretched: protocol::PairingLink = link.parse().unwrap();
     stretched.expires_at_ms += 3_600_000;
     let out = late.run(&["--timeout", "3s", "pair", &stretched.to_string()]);
     assert!(!out.status.success(), "a host-side expired offer still paired: {}", text(&out));
