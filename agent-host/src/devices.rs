@@ -499,6 +499,12 @@ impl Registry {
         self.save_devices()
     }
 
+    /// Whether `id` has counters here: paired now, or before (a revoked device keeps them, so
+    /// that what the host still tells it goes on from its last counter).
+    pub fn knows(&self, id: &DeviceId) -> bool {
+        self.counters.contains_key(id)
+    }
+
     /// The persisted replay window of what `id` sent.
     pub fn rx(&self, id: &DeviceId) -> ReplayState {
         self.counters.get(id).map(|c| c.rx).unwrap_or_default()

@@ -1,10 +1,14 @@
 //! The core's driver: the one task that owns the host's decision state ([`HostCore`]) and
 //! carries out what it says, in the order it says it: audit records and refusals, replay
-//! windows to disk (then the message they admitted back to the core), events to the devices,
-//! a device's request down the one path of [`crate::actions`], a new key's hello to pairing,
-//! waking the requesters.
+//! windows to disk (then the message they admitted back to the core), events to the devices
+//! and registrations at the relay, a device's request down the one path of [`crate::actions`],
+//! a newly paired device to the device list (then back to the core), news for the client of a
+//! pairing offer, waking the requesters.
 //!
-//! It must not decide anything itself: every rule is the core's.
+//! It decides only what a failed write means: a decision whose record could not be written
+//! takes no effect, and a message whose counter could not be written is refused.
+//!
+//! It must not decide anything else: every rule is the core's.
 
 use std::sync::Arc;
 
@@ -32,7 +36,8 @@ async fn submit(host: Arc<Host>, device: DeviceId, id: RequestId, action: Action
 }
 
 /// The core's driver: the one owner of the [`HostCore`]. It applies what the rest of the host
-/// asks, in the order asked, fires the core's timer when the next pending action lapses, and
+/// asks, in the order asked, fires the core's timer when the next pending action, pairing offer
+/// or question about a new device lapses, and
 /// carries out the core's effects in the order the core gives them.
 pub(crate) async fn drive(
     host: Arc<Host>,

@@ -117,6 +117,8 @@ pub enum Command {
     },
     /// [`HostCore::confirm`].
     Confirm {
+        /// The offer whose client answers.
+        token: PairingToken,
         /// The new device.
         device: DeviceId,
         /// The person's answer.
@@ -321,8 +323,11 @@ pub fn apply(core: &mut HostCore, waiters: &mut Waiters, now: u64, command: Comm
             }
             let _ = reply.send(opened);
         }
-        Command::CloseOffer { token } => core.close_offer(token),
-        Command::Confirm { device, accept } => core.confirm(device, accept),
+        Command::CloseOffer { token } => {
+            core.close_offer(token);
+            waiters.offers.remove(&token);
+        }
+        Command::Confirm { token, device, accept } => core.confirm(token, device, accept),
         Command::Paired { token, key, device } => match device {
             Ok(device) => core.paired(token, key, *device),
             Err(why) => core.pair_failed(token, key, why),

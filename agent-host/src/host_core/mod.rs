@@ -175,6 +175,8 @@ pub struct HostCore {
     offers: HashMap<PairingToken, OfferTerms>,
     /// Hellos waiting for the person's yes, by device.
     confirming: HashMap<DeviceId, pairing::Confirming>,
+    /// Hellos accepted, being recorded by the driver: their offers, by device.
+    pairing: HashMap<DeviceId, PairingToken>,
     /// The devices online, as the relay says.
     online: HashSet<DeviceId>,
 }
@@ -196,6 +198,7 @@ impl HostCore {
             host_name: String::new(),
             offers: HashMap::new(),
             confirming: HashMap::new(),
+            pairing: HashMap::new(),
             online: HashSet::new(),
         }
     }

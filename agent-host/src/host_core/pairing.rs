@@ -21,7 +21,7 @@ use crate::devices::Device;
 /// The longest a pairing offer may stay open.
 pub const MAX_OFFER_SECS: u64 = 60 * 60;
 
-/// The longest a person has to answer, counted from a hello that came late in its offer's life.
+/// The least time a person has to answer a hello (more when the offer has longer to run).
 pub const MIN_CONFIRM_MS: u64 = 60_000;
 
 /// What a pairing offer tells the client that opened it.
@@ -87,7 +87,9 @@ pub enum OfferError {
 impl HostCore {
     /// Opens an offer: the relay is told its token, so that a new device can reach the host.
     pub fn open_offer(&mut self, token: PairingToken, terms: OfferTerms) -> Result<(), OfferError> {
-        if self.offers.len() >= protocol::relay::MAX_OFFERS {
+        // The tokens of hellos still under way are registered too.
+        let held = self.confirming.len() + self.pairing.len();
+        if self.offers.len() + held >= protocol::relay::MAX_OFFERS {
             return Err(OfferError::Full);
         }
         self.offers.insert(token, terms);
@@ -95,18 +97,27 @@ impl HostCore {
         Ok(())
     }
 
-    /// Withdraws an offer nobody used (its client hung up).
+    /// Withdraws an offer (its client hung up): unused, it goes; a hello that used it and waits
+    /// for the client's yes is refused.
     pub fn close_offer(&mut self, token: PairingToken) {
         if self.offers.remove(&token).is_some() {
             self.register();
         }
+        let asked = self.confirming.iter().find(|(_, c)| c.token == token).map(|(d, _)| *d);
+        if let Some(device) = asked {
+            self.confirm(token, device, false);
+        }
     }
 
-    /// The person's answer about a device that proved an offer's secret.
-    pub fn confirm(&mut self, device: DeviceId, accept: bool) {
+    /// The person's answer, through the client of offer `token`, about a device that proved
+    /// its secret.
+    pub fn confirm(&mut self, token: PairingToken, device: DeviceId, accept: bool) {
+        if self.confirming.get(&device).is_none_or(|c| c.token != token) {
+            return;
+        }
         let Some(c) = self.confirming.remove(&device) else { return };
         if accept {
-            self.effects.push_back(Effect::Pair { token: c.token, key: c.key, device: c.device });
+            self.pair(c.token, c.key, c.device);
         } else {
             self.reject_hello(
                 c.key,
@@ -120,6 +131,9 @@ impl HostCore {
     /// The driver recorded the new device: its frames are taken from now on, it is told, and so
     /// is the client of its offer.
     pub fn paired(&mut self, token: PairingToken, key: PublicKey, device: Device) {
+        if self.pairing.remove(&device.id) != Some(token) {
+            return;
+        }
         self.set_device(device.id, Some(device.role), protocol::ReplayState::default());
         let answer = Pairing::Accepted { role: device.role, host_name: self.host_name.clone() };
         self.effects.push_back(Effect::SendPairing { key, answer });
@@ -128,7 +142,16 @@ impl HostCore {
 
     /// The driver could not record the new device.
     pub fn pair_failed(&mut self, token: PairingToken, key: PublicKey, why: String) {
+        if self.pairing.remove(&DeviceId::new(key)) != Some(token) {
+            return;
+        }
         self.reject_hello(key, token, "the host could not record the pairing", why);
+    }
+
+    /// A hello accepted: the driver records the device; its offer's route stays open meanwhile.
+    fn pair(&mut self, token: PairingToken, key: PublicKey, device: Device) {
+        self.pairing.insert(device.id, token);
+        self.effects.push_back(Effect::Pair { token, key, device });
     }
 
     /// Which devices are online now.
@@ -139,8 +162,8 @@ impl HostCore {
     /// The relay says a device came online or went: one that comes sees what is open.
     pub fn handle_presence(&mut self, device: DeviceId, online: bool) {
         if online {
-            self.online.insert(device);
             if self.devices.contains_key(&device) {
+                self.online.insert(device);
                 self.sync(device, None);
             }
         } else {
@@ -182,19 +205,27 @@ impl HostCore {
                 why,
             );
         }
-        if self.devices.contains_key(&id) || self.confirming.contains_key(&id) {
+        if self.confirming.contains_key(&id) || self.pairing.contains_key(&id) {
             return self.reject_hello(
                 key,
                 token,
-                "this device is already paired",
-                "the device is already paired".into(),
+                "a pairing of this device is already under way",
+                "the device is being paired through another offer".into(),
+            );
+        }
+        if name.chars().any(char::is_control) {
+            let reason = "a device name is text without control characters";
+            return self.reject_hello(
+                key,
+                token,
+                reason,
+                format!("{id} gave a name with control characters"),
             );
         }
         let device =
             Device { id, name: offer.name.unwrap_or(name), role: offer.role, paired_at_ms: now };
         if offer.yes {
-            self.effects.push_back(Effect::Pair { token, key, device });
-            return;
+            return self.pair(token, key, device);
         }
         let question =
             PairEvent::Confirm { device: id, name: device.name.clone(), role: device.role };
@@ -217,10 +248,14 @@ impl HostCore {
         if !lapsed.is_empty() {
             self.register();
         }
-        let unanswered: Vec<DeviceId> =
-            self.confirming.iter().filter(|(_, c)| now >= c.deadline_ms).map(|(d, _)| *d).collect();
-        for device in unanswered {
-            self.confirm(device, false);
+        let unanswered: Vec<(DeviceId, PairingToken)> = self
+            .confirming
+            .iter()
+            .filter(|(_, c)| now >= c.deadline_ms)
+            .map(|(d, c)| (*d, c.token))
+            .collect();
+        for (device, token) in unanswered {
+            self.confirm(token, device, false);
         }
     }
 
@@ -246,10 +281,13 @@ impl HostCore {
         self.register();
     }
 
-    /// Tells the relay the devices and offers to route (after a change of either).
+    /// Tells the relay the devices and offers to route (after a change of either): the open
+    /// offers, and those whose hello is still under way (asked of the person, or being
+    /// recorded), so that the new key hears its answer.
     pub(super) fn register(&mut self) {
         let devices = self.devices.keys().map(|d| *d.as_bytes()).collect();
-        let offers = self.offers.keys().map(|t| t.0).collect();
+        let held = self.confirming.values().map(|c| c.token).chain(self.pairing.values().copied());
+        let offers = self.offers.keys().copied().chain(held).map(|t| t.0).collect();
         self.effects.push_back(Effect::Register { devices, offers });
     }
 
@@ -411,7 +449,7 @@ mod tests {
         assert!(rejected(&got), "{got:?}");
         assert!(matches!(done(&got), Some(Err(why)) if why.contains("not accepted")));
         // An answer after that changes nothing.
-        core.confirm(DeviceId::new(phone.public_key()), true);
+        core.confirm(token, DeviceId::new(phone.public_key()), true);
         assert!(effects(&mut core).is_empty());
     }
 
@@ -428,10 +466,79 @@ mod tests {
             else {
                 panic!("{got:?}")
             };
-            core.confirm(*device, accept);
+            core.confirm(token, *device, accept);
             let got = effects(&mut core);
             assert_eq!(matches!(&got[..], [Effect::Pair { .. }]), accept, "{got:?}");
             assert_eq!(rejected(&got), !accept, "{got:?}");
         }
+    }
+
+    /// While a hello waits for the person (or is being recorded), its offer's route stays
+    /// registered, so that the new key hears its answer whatever else changes meanwhile; and
+    /// it counts towards the offers the relay registers.
+    #[test]
+    fn a_hello_under_way_keeps_its_route_and_its_place() {
+        let (mut core, host) = host();
+        let me = host.public_key();
+        let (secret, token) = offer(&mut core, 10, false);
+        let phone = SecretKey::from_seed(&[2; 32]);
+        hello(&mut core, &me, &phone, 1, token, &secret);
+        effects(&mut core);
+        // Another offer opens: both tokens are registered.
+        let (_, other) = offer(&mut core, 11, true);
+        core.close_offer(other);
+        let got = effects(&mut core);
+        assert!(
+            matches!(&got[..], [Effect::Register { offers, .. }] if *offers == vec![token.0]),
+            "{got:?}"
+        );
+        // A late answer for another offer's client changes nothing; this one's does.
+        let device = DeviceId::new(phone.public_key());
+        core.confirm(other, device, true);
+        assert!(effects(&mut core).is_empty());
+        core.confirm(token, device, true);
+        let got = effects(&mut core);
+        let [Effect::Pair { device: d, .. }] = &got[..] else { panic!("{got:?}") };
+        // Being recorded: still registered, still counted.
+        for n in 0..protocol::relay::MAX_OFFERS - 1 {
+            offer(&mut core, 20 + n as u8, true);
+        }
+        let full = PairingSecret::from_bytes([99; 32]);
+        let terms = OfferTerms {
+            secret: full.clone(),
+            role: Role::Viewer,
+            name: None,
+            expires_at_ms: NOW + 1,
+            yes: true,
+        };
+        assert_eq!(core.open_offer(pairing::token(&full), terms), Err(OfferError::Full));
+        core.paired(token, phone.public_key(), d.clone());
+        let got = effects(&mut core);
+        assert!(
+            matches!(&got[0], Effect::Register { devices, offers } if devices.len() == 1 && !offers.contains(&token.0)),
+            "{got:?}"
+        );
+    }
+
+    /// The client that opened an offer hangs up while its question waits: the hello is
+    /// refused at once (and the device may pair again through a new offer).
+    #[test]
+    fn a_question_whose_client_went_is_a_no() {
+        let (mut core, host) = host();
+        let me = host.public_key();
+        let (secret, token) = offer(&mut core, 10, false);
+        let phone = SecretKey::from_seed(&[2; 32]);
+        hello(&mut core, &me, &phone, 1, token, &secret);
+        effects(&mut core);
+        core.close_offer(token);
+        let got = effects(&mut core);
+        assert!(rejected(&got), "{got:?}");
+        // The answer reaches the key before the route closes.
+        let sent = got.iter().position(|e| matches!(e, Effect::SendPairing { .. })).unwrap();
+        let closed = got.iter().position(|e| matches!(e, Effect::Register { .. })).unwrap();
+        assert!(sent < closed, "{got:?}");
+        let (secret, token) = offer(&mut core, 11, true);
+        hello(&mut core, &me, &phone, 2, token, &secret);
+        assert!(matches!(&effects(&mut core)[..], [Effect::Pair { .. }]));
     }
 }

@@ -71,9 +71,9 @@ pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
 }
 
 /// A change through the running host: applied, audited, and (for a revocation) the device is
-/// told and cut off at the relay at once (by the core). The core judges every frame it takes after the change by it,
-/// before the change is recorded: nothing the device sent is acted on under its old role after
-/// the record of the new one.
+/// told and cut off at the relay at once (by the core). The core judges every frame it takes
+/// after the change by it, before the change is recorded: nothing the device sent is acted on
+/// under its old role after the record of the new one.
 pub(crate) async fn change_device(
     host: &Host,
     id: &str,

@@ -32,14 +32,16 @@ pub(crate) use pairing::{pair_local, record_pairing};
 /// How long an event the host sends stays valid.
 const EVENT_LIFETIME_MS: u64 = 5 * 60 * 1000;
 
-/// A frame's counter towards `to`: the paired device's next, or 1 for a key not (yet) paired
-/// (a pairing answer; the device has no window for this host yet).
+/// A frame's counter towards `to`: the device's next, or 1 for a key not (yet) paired (a
+/// pairing answer; the device has no window for this host yet). An event to a device revoked
+/// a moment ago (the notice of it) goes on from its last counter, so that the device takes it.
 fn seal_to(host: &Host, to: &[u8; 32], message: &Message) -> Option<Vec<u8>> {
     let recipient = PublicKey::from_bytes(to).ok()?;
     let id = DeviceId::new(recipient);
     let counter = {
         let mut devices = lock(&host.devices);
-        if devices.get(&id).is_some() {
+        let was_paired = matches!(message, Message::Event(_)) && devices.knows(&id);
+        if devices.get(&id).is_some() || was_paired {
             match devices.next_tx(&id) {
                 Ok(tx) => {
                     if tx.reserved_ahead {

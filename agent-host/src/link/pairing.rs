@@ -60,15 +60,16 @@ pub(crate) async fn pair_local(
         tokio::select! {
             event = rx.recv() => match event {
                 Some(PairEvent::Confirm { device, name, role }) => {
-                    conn.send(&ApiResponse::PairConfirm {
+                    let question = ApiResponse::PairConfirm {
                         device: device.to_string(),
                         name,
                         fingerprint: device.key().fingerprint().to_string(),
                         role,
-                    })
-                    .await?;
-                    let accept = matches!(conn.next::<PairAnswer>().await, Ok(Some(a)) if a.accept);
-                    host.core.send(Command::Confirm { device, accept }).await?;
+                    };
+                    // Not asked (the client went): a no.
+                    let accept = conn.send(&question).await.is_ok()
+                        && matches!(conn.next::<PairAnswer>().await, Ok(Some(a)) if a.accept);
+                    host.core.send(Command::Confirm { token, device, accept }).await?;
                 }
                 Some(PairEvent::Done(Ok(device))) => {
                     return conn
