@@ -316,13 +316,14 @@ pub async fn submit(
         }
         PolicyVerdict::Allow => {
             // A device's withdrawal that overtook it finds nothing to withdraw, and says so.
-            if let Requester::Device(device) = by {
+            if let Requester::Device(device) = &by {
+                let device = *device;
                 let _ = host.core.send(crate::host_core::Command::Allowed { device, id }).await;
             }
             (perform(host, id, work).await, None)
         }
         PolicyVerdict::Ask => {
-            let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
+            let shown = Shown { summary, reason: decision.reason, preview, requested_by: by };
             let runner = host.clone();
             ask_then(&host, id, action, shown, move |_| async move {
                 if let Work::Run(job) = &mut work {
@@ -390,7 +391,7 @@ struct Shown {
     summary: String,
     reason: String,
     preview: Option<String>,
-    requested_by: String,
+    requested_by: Requester,
 }
 
 /// Makes an action wait for a person, shows it to every device, and returns it with where its
@@ -426,9 +427,7 @@ fn answered(
     resolution: Result<Resolution, oneshot::error::RecvError>,
 ) -> Result<String, Outcome> {
     match resolution {
-        Ok(Resolution { verdict: Verdict::Approve, by, .. }) => {
-            Ok(host.person(&by.unwrap_or_default()))
-        }
+        Ok(Resolution { verdict: Verdict::Approve, by: Some(by), .. }) => Ok(host.person(&by)),
         Ok(Resolution { by: Some(by), .. }) => Err(Outcome::refused(
             Some(id),
             ErrorCode::DeniedByApprover,
@@ -533,8 +532,8 @@ pub async fn judge(
         }
         PolicyVerdict::Ask => {
             let (summary, preview) = describe_for_agent(&host.files, &action);
-            let summary = format!("{summary} (by {})", host.person(&by.label()));
-            let shown = Shown { summary, reason: decision.reason, preview, requested_by: label };
+            let summary = format!("{summary} (by {})", host.person(&by));
+            let shown = Shown { summary, reason: decision.reason, preview, requested_by: by };
             let answering = host.clone();
             ask_then(&host, id, action, shown, move |by| async move {
                 if let Err(refusal) = grant_run(&answering, id, grant).await {
@@ -661,9 +660,9 @@ pub async fn decide(
     id: RequestId,
     action_hash: &ActionHash,
     verdict: Verdict,
-    by: &str,
+    by: &Requester,
 ) -> Result<(), DecideError> {
-    Ok(host.core.decide(id, *action_hash, verdict, by.to_string()).await??)
+    Ok(host.core.decide(id, *action_hash, verdict, by.clone()).await??)
 }
 
 /// Why a decision was not taken.

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use protocol::{Action, ActionHash, Actor, RequestId, Verdict};
+use protocol::{Action, ActionHash, Actor, DeviceId, RequestId, Verdict};
 use serde::{Deserialize, Serialize};
 
 /// An action waiting for a person.
@@ -34,7 +34,7 @@ pub struct Pending {
     /// For writes and edits: a diff preview.
     pub preview: Option<String>,
     /// Who asked.
-    pub requested_by: String,
+    pub requested_by: Requester,
     /// When it lapses (Unix ms).
     pub expires_at_ms: u64,
 }
@@ -47,7 +47,7 @@ pub struct Resolution {
     /// Approved or denied.
     pub verdict: Verdict,
     /// Who decided; `None` when it lapsed.
-    pub by: Option<String>,
+    pub by: Option<Requester>,
 }
 
 /// Why a decision was refused.
@@ -106,7 +106,7 @@ impl Broker {
     }
 
     /// A broker under which a device may not approve its own requests (see the module notes).
-    /// Requests made at this machine (`local:…`) are not a device's.
+    /// Requests made at this machine ([`Requester::Local`]) are not a device's.
     pub fn two_person(mut self, on: bool) -> Self {
         self.two_person = on;
         self
@@ -140,7 +140,7 @@ impl Broker {
         id: RequestId,
         action_hash: &ActionHash,
         verdict: Verdict,
-        by: &str,
+        by: &Requester,
         now_ms: u64,
     ) -> Result<Resolution, DecisionError> {
         let pending = self.pending.get(&id).ok_or(DecisionError::NotPending(id))?;
@@ -154,13 +154,13 @@ impl Broker {
         }
         if self.two_person
             && verdict == Verdict::Approve
-            && pending.requested_by == by
-            && !by.starts_with("local:")
+            && by.device().is_some()
+            && pending.requested_by == *by
         {
             return Err(DecisionError::OwnRequest(id));
         }
         let pending = self.pending.remove(&id).ok_or(DecisionError::NotPending(id))?;
-        Ok(Resolution { pending, verdict, by: Some(by.to_string()) })
+        Ok(Resolution { pending, verdict, by: Some(by.clone()) })
     }
 
     /// When the next pending action lapses (Unix ms).
@@ -180,13 +180,15 @@ impl Broker {
     }
 }
 
-/// Who asks.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Who asks, or decides: someone at this machine, or a paired device. The audit log, the local
+/// API and the broker's records write it as a label (`local:terminal`, `dev1…`), and read it
+/// back from one ([`Requester::from_label`]); inside the host it is this type, never a string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Requester {
     /// Someone at this machine (`terminal`, `hook claude-code`).
     Local(String),
     /// A paired device.
-    Device(protocol::DeviceId),
+    Device(DeviceId),
 }
 
 impl Requester {
@@ -197,23 +199,61 @@ impl Requester {
             Self::Device(id) => id.to_string(),
         }
     }
-}
 
-/// The actor a label stands for, as devices are told, with the device's name from `name_of`.
-pub fn actor(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<String>) -> Actor {
-    match label.parse() {
-        Ok(id) => Actor::Device { name: name_of(&id), id },
-        Err(_) => Actor::Local { name: label.strip_prefix("local:").unwrap_or(label).into() },
+    /// The requester a label names: `local:…` at this machine, else a device id. `None` for
+    /// anything else.
+    pub fn from_label(label: &str) -> Option<Self> {
+        match label.strip_prefix("local:") {
+            Some(name) => Some(Self::Local(name.into())),
+            None => label.parse().ok().map(Self::Device),
+        }
+    }
+
+    /// The device, when it is one.
+    pub fn device(&self) -> Option<DeviceId> {
+        match self {
+            Self::Device(id) => Some(*id),
+            Self::Local(_) => None,
+        }
+    }
+
+    /// The actor it is, as devices are told, with the device's name from `name_of`.
+    pub fn actor(&self, name_of: impl FnOnce(&DeviceId) -> Option<String>) -> Actor {
+        match self {
+            Self::Device(id) => Actor::Device { name: name_of(id), id: *id },
+            Self::Local(name) => Actor::Local { name: name.clone() },
+        }
+    }
+
+    /// Who it is, as people read it: a device by its name (its id when it has none), someone
+    /// at the machine by what they are.
+    pub fn person(&self, name_of: impl FnOnce(&DeviceId) -> Option<String>) -> String {
+        match self.actor(name_of) {
+            Actor::Device { name: Some(name), .. } => format!("{name} (a paired device)"),
+            Actor::Device { id, name: None } => format!("device {id}"),
+            Actor::Local { name } => format!("{name} at the host"),
+        }
     }
 }
 
-/// Who a label stands for, as people read it: a device by its name (its id when it has none),
-/// someone at the machine by what they are.
-pub fn person(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<String>) -> String {
-    match actor(label, name_of) {
-        Actor::Device { name: Some(name), .. } => format!("{name} (a paired device)"),
-        Actor::Device { id, name: None } => format!("device {id}"),
-        Actor::Local { name } => format!("{name} at the host"),
+impl std::fmt::Display for Requester {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.label())
+    }
+}
+
+impl Serialize for Requester {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.label())
+    }
+}
+
+impl<'de> Deserialize<'de> for Requester {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let label = String::deserialize(deserializer)?;
+        Self::from_label(&label).ok_or_else(|| {
+            serde::de::Error::custom(format!("{label:?} is neither local:… nor a device id"))
+        })
     }
 }
 
@@ -221,14 +261,32 @@ pub fn person(label: &str, name_of: impl FnOnce(&protocol::DeviceId) -> Option<S
 mod tests {
     use super::*;
 
+    fn device(n: u8) -> Requester {
+        Requester::Device(DeviceId::new(protocol::SecretKey::from_seed(&[n; 32]).public_key()))
+    }
+
+    fn local(name: &str) -> Requester {
+        Requester::Local(name.into())
+    }
+
     #[test]
-    fn labels_map_to_actors() {
-        assert_eq!(actor("local:terminal", |_| None), Actor::Local { name: "terminal".into() });
-        let id = protocol::DeviceId::new(protocol::SecretKey::from_seed(&[1; 32]).public_key());
-        let named = |_: &protocol::DeviceId| Some("phone".to_string());
-        assert_eq!(actor(&id.to_string(), named), Actor::Device { id, name: Some("phone".into()) });
-        assert_eq!(person(&id.to_string(), named), "phone (a paired device)");
-        assert_eq!(person(&id.to_string(), |_| None), format!("device {id}"));
+    fn requesters_are_written_as_labels_and_read_back() {
+        let id = DeviceId::new(protocol::SecretKey::from_seed(&[1; 32]).public_key());
+        for who in [local("terminal"), local("hook claude-code"), Requester::Device(id)] {
+            assert_eq!(Requester::from_label(&who.label()), Some(who.clone()));
+            let json = serde_json::to_string(&who).unwrap();
+            assert_eq!(json, format!("\"{}\"", who.label()));
+            assert_eq!(serde_json::from_str::<Requester>(&json).unwrap(), who);
+        }
+        assert_eq!(Requester::from_label("dev1x"), None);
+        assert!(serde_json::from_str::<Requester>("\"terminal\"").is_err());
+        assert_eq!(local("terminal").actor(|_| None), Actor::Local { name: "terminal".into() });
+        let named = |_: &DeviceId| Some("phone".to_string());
+        let phone = Requester::Device(id);
+        assert_eq!(phone.actor(named), Actor::Device { id, name: Some("phone".into()) });
+        assert_eq!(phone.person(named), "phone (a paired device)");
+        assert_eq!(phone.person(|_| None), format!("device {id}"));
+        assert_eq!(local("terminal").person(|_| None), "terminal at the host");
     }
 
     fn pending(n: u8, expires_at_ms: u64) -> Pending {
@@ -244,7 +302,7 @@ mod tests {
             summary: String::new(),
             reason: String::new(),
             preview: None,
-            requested_by: "dev1x".into(),
+            requested_by: device(1),
             expires_at_ms,
         }
     }
@@ -257,13 +315,13 @@ mod tests {
         assert_eq!(b.add(p.clone()), Err(DecisionError::Duplicate(p.id)));
         let wrong = ActionHash([0; 32]);
         assert_eq!(
-            b.decide(p.id, &wrong, Verdict::Approve, "x", 10),
+            b.decide(p.id, &wrong, Verdict::Approve, &local("terminal"), 10),
             Err(DecisionError::WrongAction(p.id))
         );
-        let r = b.decide(p.id, &p.action_hash, Verdict::Approve, "terminal", 10).unwrap();
-        assert_eq!((r.verdict, r.by.as_deref()), (Verdict::Approve, Some("terminal")));
+        let r = b.decide(p.id, &p.action_hash, Verdict::Approve, &local("terminal"), 10).unwrap();
+        assert_eq!((r.verdict, r.by), (Verdict::Approve, Some(local("terminal"))));
         assert_eq!(
-            b.decide(p.id, &p.action_hash, Verdict::Deny, "phone", 11),
+            b.decide(p.id, &p.action_hash, Verdict::Deny, &device(2), 11),
             Err(DecisionError::NotPending(p.id))
         );
     }
@@ -273,25 +331,27 @@ mod tests {
         let p = pending(1, 1000);
         let mut alone = Broker::new();
         alone.add(p.clone()).unwrap();
-        assert!(alone.decide(p.id, &p.action_hash, Verdict::Approve, "dev1x", 10).is_ok());
+        assert!(alone.decide(p.id, &p.action_hash, Verdict::Approve, &device(1), 10).is_ok());
         let mut b = Broker::new().two_person(true);
         b.add(p.clone()).unwrap();
         assert_eq!(
-            b.decide(p.id, &p.action_hash, Verdict::Approve, "dev1x", 10),
+            b.decide(p.id, &p.action_hash, Verdict::Approve, &device(1), 10),
             Err(DecisionError::OwnRequest(p.id))
         );
         // Still pending: another device approves it.
-        let r = b.decide(p.id, &p.action_hash, Verdict::Approve, "dev1y", 10).unwrap();
-        assert_eq!(r.by.as_deref(), Some("dev1y"));
+        let r = b.decide(p.id, &p.action_hash, Verdict::Approve, &device(2), 10).unwrap();
+        assert_eq!(r.by, Some(device(2)));
         // Its own deny withdraws it.
         b.add(p.clone()).unwrap();
-        let r = b.decide(p.id, &p.action_hash, Verdict::Deny, "dev1x", 10).unwrap();
+        let r = b.decide(p.id, &p.action_hash, Verdict::Deny, &device(1), 10).unwrap();
         assert_eq!(r.verdict, Verdict::Deny);
         // The person at the machine approves what the terminal asked.
-        let mut local = Broker::new().two_person(true);
-        let mine = Pending { requested_by: "local:terminal".into(), ..p.clone() };
-        local.add(mine).unwrap();
-        assert!(local.decide(p.id, &p.action_hash, Verdict::Approve, "local:terminal", 10).is_ok());
+        let mut at_machine = Broker::new().two_person(true);
+        let mine = Pending { requested_by: local("terminal"), ..p.clone() };
+        at_machine.add(mine).unwrap();
+        let approved =
+            at_machine.decide(p.id, &p.action_hash, Verdict::Approve, &local("terminal"), 10);
+        assert!(approved.is_ok());
     }
 
     #[test]
@@ -304,7 +364,7 @@ mod tests {
         assert_eq!((lapsed[0].verdict, &lapsed[0].by), (Verdict::Deny, &None));
         let p = pending(2, 200);
         assert_eq!(
-            b.decide(p.id, &p.action_hash, Verdict::Approve, "x", 200),
+            b.decide(p.id, &p.action_hash, Verdict::Approve, &device(2), 200),
             Err(DecisionError::Lapsed(p.id))
         );
         assert_eq!(b.expire(200).len(), 1, "a lapsed one is settled by expire, not dropped");

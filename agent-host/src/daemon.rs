@@ -220,8 +220,14 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
             Err(e) => conn.send(&ApiResponse::Error { message: e.to_string() }).await,
         },
         ApiRequest::Decide { id, action_hash, verdict } => {
-            let decided =
-                crate::actions::decide(&host, id, &action_hash, verdict, "local:terminal").await;
+            let decided = crate::actions::decide(
+                &host,
+                id,
+                &action_hash,
+                verdict,
+                &Requester::Local("terminal".into()),
+            )
+            .await;
             let response = match decided {
                 Ok(()) => ApiResponse::Decided { request: id, verdict },
                 Err(e) => ApiResponse::Error { message: e.to_string() },
@@ -287,7 +293,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Resu
                 );
                 return conn.send(&ApiResponse::Denied { request: None, reason }).await;
             }
-            let gave_up = format!("local:{requester} (stopped waiting)");
+            let gave_up = Requester::Local(format!("{requester} (stopped waiting)"));
             let by = Requester::Local(requester);
             let cwd = PathBuf::from(cwd);
             let (first, rest) = crate::actions::judge(host.clone(), by, id, action, cwd).await;

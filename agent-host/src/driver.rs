@@ -135,7 +135,7 @@ pub(crate) async fn drive(
                     host.broadcast(HostEvent::ActionDecided {
                         request,
                         verdict,
-                        decided_by: by.as_deref().map(|by| host.actor(by)),
+                        decided_by: by.as_ref().map(|by| host.actor(by)),
                     });
                 }
                 Effect::Sync { device, request, pending } => {

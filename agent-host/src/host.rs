@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use protocol::{Actor, DeviceId, HostEvent, HostId, Pairing, RequestId, SecretKey};
 use tokio::sync::mpsc;
 
-use crate::approvals::{Pending, actor, person};
+use crate::approvals::{Pending, Requester};
 use crate::audit::{AuditError, AuditLog, Event, Record};
 use crate::devices::{JournalSync, Registry};
 use crate::exec::Sandbox;
@@ -139,14 +139,14 @@ impl Host {
         lock(&self.devices).get(id).map(|d| d.name.clone())
     }
 
-    /// [`actor`] with names from the registry.
-    pub fn actor(&self, label: &str) -> Actor {
-        actor(label, |id| self.device_name(id))
+    /// [`Requester::actor`] with names from the registry.
+    pub fn actor(&self, who: &Requester) -> Actor {
+        who.actor(|id| self.device_name(id))
     }
 
-    /// [`person`] with names from the registry.
-    pub fn person(&self, label: &str) -> String {
-        person(label, |id| self.device_name(id))
+    /// [`Requester::person`] with names from the registry.
+    pub fn person(&self, who: &Requester) -> String {
+        who.person(|id| self.device_name(id))
     }
 }
 

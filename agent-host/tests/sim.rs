@@ -37,7 +37,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use agent_host::approvals::{DecisionError, Pending};
+use agent_host::approvals::{DecisionError, Pending, Requester};
 use agent_host::audit::Event;
 use agent_host::host_core::PairEvent;
 use agent_host::host_core::{Effect, HostCore};
@@ -75,13 +75,16 @@ const TICK_MS: u64 = 100;
 /// approvers), if they get a good hello through in time.
 const START: [Option<Role>; 5] =
     [Some(Role::Operator), Some(Role::Operator), Some(Role::Viewer), None, None];
-const LOCAL: &str = "local:terminal";
+/// The person at the machine.
+fn local() -> Requester {
+    Requester::Local("terminal".into())
+}
 
 /// A paired device, and what the host has taken of its frames.
 struct SimDevice {
     key: SecretKey,
     id: DeviceId,
-    label: String,
+    who: Requester,
     role: Role,
     /// Its last counter.
     counter: u64,
@@ -99,7 +102,7 @@ impl SimDevice {
         let key = SecretKey::from_seed(&[0x40 + n; 32]);
         let id = DeviceId::new(key.public_key());
         Self {
-            label: id.to_string(),
+            who: Requester::Device(id),
             key,
             id,
             role: role.unwrap_or(Role::Approver),
@@ -182,7 +185,7 @@ struct InFlight {
     id: RequestId,
     hash: ActionHash,
     verdict: Verdict,
-    by: String,
+    by: Requester,
     /// How it travels, when a device sends it.
     frame: Option<Frame>,
 }
@@ -191,10 +194,10 @@ struct InFlight {
 #[derive(Debug, Clone)]
 struct Model {
     hash: ActionHash,
-    by: String,
+    by: Requester,
     expires_at: u64,
     /// How it must end, once the model has settled it: the verdict and who (`None`: lapsed).
-    ending: Option<(Verdict, Option<String>)>,
+    ending: Option<(Verdict, Option<Requester>)>,
     /// Effects seen for it, in order: "audit", "decided", "settled".
     seen: Vec<&'static str>,
     /// Lost in a restart of the host (pending actions do not survive one).
@@ -261,7 +264,7 @@ impl Sim {
         id: RequestId,
         hash: &ActionHash,
         verdict: Verdict,
-        by: &str,
+        by: &Requester,
     ) -> Result<(), DecisionError> {
         let two_person = self.ctx.two_person;
         let m = self.model.get_mut(&id).unwrap();
@@ -274,10 +277,10 @@ impl Sim {
         if at >= m.expires_at {
             return Err(DecisionError::Lapsed(id));
         }
-        if two_person && verdict == Verdict::Approve && by == m.by && !by.starts_with("local:") {
+        if two_person && verdict == Verdict::Approve && by.device().is_some() && *by == m.by {
             return Err(DecisionError::OwnRequest(id));
         }
-        m.ending = Some((verdict, Some(by.to_string())));
+        m.ending = Some((verdict, Some(by.clone())));
         Ok(())
     }
 
@@ -405,10 +408,10 @@ impl Sim {
         message: &Message,
     ) {
         let (by, frame) = match device {
-            None => (LOCAL.to_string(), None),
+            None => (local(), None),
             Some(n) => {
                 let (bytes, counter) = self.devices[n].seal(&self.host, self.now, message);
-                (self.devices[n].label.clone(), Some(Frame { device: n, bytes, counter }))
+                (self.devices[n].who.clone(), Some(Frame { device: n, bytes, counter }))
             }
         };
         let copies = if rng.chance(10) { 2 } else { 1 };
@@ -657,22 +660,22 @@ impl Sim {
     fn expect_withdrawal(
         &mut self,
         id: RequestId,
-        by: &str,
+        by: &Requester,
         own_only: bool,
     ) -> Result<(), DecisionError> {
         let m = &self.model[&id];
-        if m.ending.is_some() || (own_only && by != m.by) {
+        if m.ending.is_some() || (own_only && *by != m.by) {
             return Err(DecisionError::NotPending(id));
         }
         let hash = m.hash;
         let expected = self.expect_decision(self.now, id, &hash, Verdict::Deny, by);
-        if expected.is_ok() && by != self.model[&id].by {
+        if expected.is_ok() && *by != self.model[&id].by {
             self.seen.withdrawn_by_others += 1;
         }
         expected
     }
 
-    fn withdraw(&mut self, step: u64, id: RequestId, by: &str, own_only: bool) {
+    fn withdraw(&mut self, step: u64, id: RequestId, by: &Requester, own_only: bool) {
         let expected = self.expect_withdrawal(id, by, own_only);
         if matches!(expected, Err(DecisionError::Lapsed(_))) {
             self.lapse(self.now);
@@ -761,7 +764,7 @@ impl Sim {
                 self.ctx.fail(step, format!("{id}: {what} after {:?}", m.seen));
             }
             m.seen.push(what);
-            let by_text = by.clone().unwrap_or_else(|| "nobody (lapsed)".into());
+            let by_text = by.as_ref().map_or_else(|| "nobody (lapsed)".into(), Requester::label);
             let verdict_text = if verdict == Verdict::Approve { "approve" } else { "deny" };
             let matches = match &effect {
                 Effect::Audit(Event::Approval { verdict: v, by: b, action_hash, .. }) => {
@@ -842,12 +845,12 @@ fn run(seed: u64, steps: u64) -> Seen {
         sim.core.load_device(device.id, device.role, ReplayState::default());
     }
     // Who asks: the terminal, or an operator.
-    let askers: Vec<String> = std::iter::once(LOCAL.to_string())
+    let askers: Vec<Requester> = std::iter::once(local())
         .chain(
             sim.devices
                 .iter()
                 .filter(|d| d.paired && d.role == Role::Operator)
-                .map(|d| d.label.clone()),
+                .map(|d| d.who.clone()),
         )
         .collect();
     let mut next_id = 0u64;
@@ -861,7 +864,7 @@ fn run(seed: u64, steps: u64) -> Seen {
                 let id = RequestId(u128::from(next_id).to_be_bytes());
                 let a = action(next_id);
                 let by = if rng.chance(50) {
-                    LOCAL.to_string()
+                    local()
                 } else {
                     askers[1 + rng.below(askers.len() as u64 - 1) as usize].clone()
                 };
@@ -927,10 +930,10 @@ fn run(seed: u64, steps: u64) -> Seen {
                     let by = if rng.chance(60) {
                         sim.model[&id].by.clone()
                     } else {
-                        sim.devices[device].label.clone()
+                        sim.devices[device].who.clone()
                     };
                     let own_only = rng.chance(70);
-                    match sim.devices.iter().position(|d| d.label == by) {
+                    match sim.devices.iter().position(|d| d.who == by) {
                         // A device withdraws only its own, by a frame.
                         Some(device) if own_only => {
                             let cancel = Message::Request(Request::Cancel {

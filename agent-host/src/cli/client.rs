@@ -262,8 +262,7 @@ pub(super) fn approvals(json: bool) -> anyhow::Result<ExitCode> {
             }
             println!("    why: {}", p.reason);
             let names = device_names();
-            let who =
-                crate::approvals::person(&p.requested_by, |id| names.get(&id.to_string()).cloned());
+            let who = p.requested_by.person(|id| names.get(&id.to_string()).cloned());
             println!("    asked by {who}; {left} s left");
             for line in p.preview.iter().flat_map(|p| p.lines()) {
                 println!("    | {line}");

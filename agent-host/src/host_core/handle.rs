@@ -11,7 +11,7 @@ use protocol::{
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Grant, HostCore, MAX_QUEUED, OfferError, OfferTerms, PairEvent};
-use crate::approvals::{DecisionError, Pending, Resolution};
+use crate::approvals::{DecisionError, Pending, Requester, Resolution};
 use crate::devices::Device;
 
 /// What the rest of the host asks of the core's driver.
@@ -33,7 +33,7 @@ pub enum Command {
         /// Approve or deny.
         verdict: Verdict,
         /// Who decides.
-        by: String,
+        by: Requester,
         /// Whether it was taken.
         reply: oneshot::Sender<Result<(), DecisionError>>,
     },
@@ -42,7 +42,7 @@ pub enum Command {
         /// The request.
         id: RequestId,
         /// Who withdraws it.
-        by: String,
+        by: Requester,
         /// Only a request of `by`'s own.
         own_only: bool,
         /// Whether it was withdrawn.
@@ -208,7 +208,7 @@ impl CoreHandle {
         id: RequestId,
         action_hash: ActionHash,
         verdict: Verdict,
-        by: String,
+        by: Requester,
     ) -> Result<Result<(), DecisionError>, CoreError> {
         self.call(|reply| Command::Decide { id, action_hash, verdict, by, reply }).await
     }
@@ -217,7 +217,7 @@ impl CoreHandle {
     pub async fn withdraw(
         &self,
         id: RequestId,
-        by: String,
+        by: Requester,
         own_only: bool,
     ) -> Result<Result<(), DecisionError>, CoreError> {
         self.call(|reply| Command::Withdraw { id, by, own_only, reply }).await

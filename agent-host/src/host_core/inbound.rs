@@ -27,6 +27,7 @@ use protocol::{
 };
 
 use super::{Effect, HostCore};
+use crate::approvals::Requester;
 use crate::devices::role_name;
 
 /// How many (device, request) ids the core remembers, to answer a retransmitted request with
@@ -211,6 +212,7 @@ impl HostCore {
     /// A verified message from `device` whose counter is on disk ([`Effect::Persist`]).
     pub fn handle_message(&mut self, now: u64, device: DeviceId, message: Message) {
         let label = device.to_string();
+        let who = Requester::Device(device);
         // Revoked (or its role changed) while its counter was being written: as it is now.
         let Some(role) = self.devices.get(&device).map(|p| p.role) else {
             return self.refuse(label, "not a paired device");
@@ -241,7 +243,7 @@ impl HostCore {
                     return self.forbidden(device, role, needs, Some(target));
                 }
                 // Only a request of this device's own.
-                if self.withdraw(now, target, &label, true).is_ok() {
+                if self.withdraw(now, target, &who, true).is_ok() {
                     return;
                 }
                 if self.recent.withdraw_early(&(device, target)) {
@@ -256,7 +258,7 @@ impl HostCore {
                 if let Some(needs) = needs(Role::Approver) {
                     return self.forbidden(device, role, needs, Some(d.request));
                 }
-                if let Err(e) = self.decide(now, d.request, &d.action_hash, d.verdict, &label) {
+                if let Err(e) = self.decide(now, d.request, &d.action_hash, d.verdict, &who) {
                     self.refuse_request(device, d.request, e.code(), &e.to_string());
                 }
             }
@@ -296,8 +298,8 @@ impl HostCore {
 
     /// A request `ask`ed of a person: if a device asked it and withdrew it meanwhile, it is
     /// withdrawn now.
-    pub(super) fn judged(&mut self, now: u64, id: RequestId, requested_by: &str) {
-        let Ok(device) = requested_by.parse::<DeviceId>() else { return };
+    pub(super) fn judged(&mut self, now: u64, id: RequestId, requested_by: &Requester) {
+        let Some(device) = requested_by.device() else { return };
         if self.recent.asked(&(device, id)) {
             let _ = self.withdraw(now, id, requested_by, true);
         }
@@ -409,7 +411,7 @@ mod tests {
             summary: "rm".into(),
             reason: "asked".into(),
             preview: None,
-            requested_by: by.into(),
+            requested_by: Requester::from_label(by).unwrap(),
             expires_at_ms: 0,
         };
         let p = core.ask(NOW, pending).unwrap();
@@ -638,7 +640,7 @@ mod tests {
             summary: "rm".into(),
             reason: "asked".into(),
             preview: None,
-            requested_by: phone.id().to_string(),
+            requested_by: Requester::Device(phone.id()),
             expires_at_ms: 0,
         };
         core.ask(NOW, pending).unwrap();

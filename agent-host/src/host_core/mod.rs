@@ -25,7 +25,7 @@ use protocol::{
     ReplayState, RequestId, Verdict,
 };
 
-use crate::approvals::{Broker, DecisionError, Pending, Resolution};
+use crate::approvals::{Broker, DecisionError, Pending, Requester, Resolution};
 use crate::audit::Event;
 use crate::devices::Device;
 
@@ -69,8 +69,8 @@ pub enum Effect {
         request: RequestId,
         /// Approved or denied.
         verdict: Verdict,
-        /// Who decided, as the broker names them.
-        by: Option<String>,
+        /// Who decided.
+        by: Option<Requester>,
     },
     /// Wake whoever waits for this pending action: it is settled.
     Settled(Box<Resolution>),
@@ -226,7 +226,7 @@ impl HostCore {
         id: RequestId,
         action_hash: &ActionHash,
         verdict: Verdict,
-        by: &str,
+        by: &Requester,
     ) -> Result<(), DecisionError> {
         match self.broker.decide(id, action_hash, verdict, by, now) {
             Ok(resolution) => {
@@ -250,11 +250,11 @@ impl HostCore {
         &mut self,
         now: u64,
         id: RequestId,
-        by: &str,
+        by: &Requester,
         own_only: bool,
     ) -> Result<(), DecisionError> {
         let hash = match self.broker.get(&id) {
-            Some(p) if !own_only || p.requested_by == by => p.action_hash,
+            Some(p) if !own_only || p.requested_by == *by => p.action_hash,
             _ => return Err(DecisionError::NotPending(id)),
         };
         self.decide(now, id, &hash, Verdict::Deny, by)
@@ -313,7 +313,7 @@ impl HostCore {
         self.effects.push_back(Effect::Audit(Event::Approval {
             request: id.to_string(),
             verdict: if resolution.verdict == Verdict::Approve { "approve" } else { "deny" }.into(),
-            by: resolution.by.clone().unwrap_or_else(|| "nobody (lapsed)".into()),
+            by: resolution.by.as_ref().map_or_else(|| "nobody (lapsed)".into(), Requester::label),
             action_hash: resolution.pending.action_hash.to_string(),
         }));
         self.effects.push_back(Effect::Decided {
@@ -329,6 +329,18 @@ impl HostCore {
 mod tests {
     use super::*;
 
+    /// A requester by label; `dev1x` and `dev1y` stand for two devices.
+    fn who(label: &str) -> Requester {
+        let device = |n| {
+            Requester::Device(DeviceId::new(protocol::SecretKey::from_seed(&[n; 32]).public_key()))
+        };
+        match label {
+            "dev1x" => device(1),
+            "dev1y" => device(2),
+            other => Requester::from_label(other).unwrap(),
+        }
+    }
+
     fn pending(n: u8, by: &str) -> Pending {
         let action = Action::Run {
             argv: vec!["rm".into(), n.to_string()],
@@ -342,7 +354,7 @@ mod tests {
             summary: format!("rm {n}"),
             reason: "asked".into(),
             preview: None,
-            requested_by: by.into(),
+            requested_by: who(by),
             expires_at_ms: 0,
         }
     }
@@ -363,7 +375,7 @@ mod tests {
         let p = core.ask(10, pending(1, "dev1x")).unwrap();
         assert_eq!(p.expires_at_ms, 1010);
         assert_eq!(effects(&mut core), [Effect::Pending(Box::new(p.clone()))]);
-        core.decide(20, p.id, &p.action_hash, Verdict::Approve, "local:terminal").unwrap();
+        core.decide(20, p.id, &p.action_hash, Verdict::Approve, &who("local:terminal")).unwrap();
         let got = effects(&mut core);
         assert!(matches!(&got[0], Effect::Audit(Event::Approval { verdict, by, .. })
             if verdict == "approve" && by == "local:terminal"));
@@ -372,13 +384,13 @@ mod tests {
             Effect::Decided {
                 request: p.id,
                 verdict: Verdict::Approve,
-                by: Some("local:terminal".into())
+                by: Some(who("local:terminal"))
             }
         );
         assert!(matches!(&got[2], Effect::Settled(r) if r.verdict == Verdict::Approve));
         assert_eq!(got.len(), 3);
         // Once: a second decision finds nothing, and says nothing.
-        let again = core.decide(21, p.id, &p.action_hash, Verdict::Deny, "dev1y");
+        let again = core.decide(21, p.id, &p.action_hash, Verdict::Deny, &who("dev1y"));
         assert_eq!(again, Err(DecisionError::NotPending(p.id)));
         assert!(effects(&mut core).is_empty());
     }
@@ -410,7 +422,7 @@ mod tests {
         let mut core = core(1000);
         let p = core.ask(0, pending(1, "local:agent")).unwrap();
         effects(&mut core);
-        let late = core.decide(1000, p.id, &p.action_hash, Verdict::Approve, "dev1x");
+        let late = core.decide(1000, p.id, &p.action_hash, Verdict::Approve, &who("dev1x"));
         assert_eq!(late, Err(DecisionError::Lapsed(p.id)));
         let got = effects(&mut core);
         assert!(
@@ -426,13 +438,16 @@ mod tests {
     fn only_the_requester_withdraws_its_own_request() {
         let mut core = core(1000);
         let p = core.ask(0, pending(1, "dev1x")).unwrap();
-        assert_eq!(core.withdraw(1, p.id, "dev1y", true), Err(DecisionError::NotPending(p.id)));
+        assert_eq!(
+            core.withdraw(1, p.id, &who("dev1y"), true),
+            Err(DecisionError::NotPending(p.id))
+        );
         assert_eq!(core.pending().len(), 1);
-        core.withdraw(1, p.id, "dev1x", true).unwrap();
+        core.withdraw(1, p.id, &who("dev1x"), true).unwrap();
         assert!(core.pending().is_empty());
         // Giving up on a question (the asker hung up) withdraws it whoever asked.
         let q = core.ask(2, pending(2, "local:hook")).unwrap();
-        core.withdraw(3, q.id, "local:hook (stopped waiting)", false).unwrap();
+        core.withdraw(3, q.id, &who("local:hook (stopped waiting)"), false).unwrap();
         assert!(core.pending().is_empty());
     }
 
