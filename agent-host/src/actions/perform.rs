@@ -1,0 +1,200 @@
+//! Doing what was allowed or approved: the audit record of the start (durable, with every record
+//! that led there), the sandboxed run or the confined file operation or a session's input, the
+//! result to every device through the core, then its audit record.
+//!
+//! It must not judge: what arrives here was allowed by policy or approved by a person.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use protocol::{Action, Blob, ErrorCode, HostEvent, RequestId};
+
+use super::Outcome;
+use crate::audit::Event;
+use crate::exec::{Job, Limits};
+use crate::host::{Host, lock};
+
+/// What an allowed or approved request does.
+pub(super) enum Work {
+    Run(Job),
+    File(Action),
+    /// Input for a session's terminal, with the line it was judged against.
+    Input(protocol::SessionId, String, crate::session::input::Typed),
+}
+
+pub(super) fn fs_code(e: &crate::confine::FsError) -> ErrorCode {
+    use crate::confine::FsError;
+    match e {
+        FsError::OutsideWorkspace(_) | FsError::Symlink(_) | FsError::HardLinked(..) => {
+            ErrorCode::OutsideWorkspace
+        }
+        FsError::OldTextMissing(_) | FsError::OldTextNotUnique(..) => ErrorCode::Conflict,
+        FsError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
+            ErrorCode::NotFound
+        }
+        FsError::WrongType(..) | FsError::TooLarge { .. } | FsError::NotText(_) => {
+            ErrorCode::BadRequest
+        }
+        _ => ErrorCode::Internal,
+    }
+}
+
+/// The directory a command runs in: `requested` taken from `base` (an absolute directory; an
+/// absolute `requested` stands alone), resolved by the kernel, and a directory inside the
+/// workspace; `None` otherwise. Every requester's directory goes through here.
+pub(super) fn working_dir(
+    files: &crate::confine::Workspace,
+    base: &Path,
+    requested: &str,
+) -> Option<PathBuf> {
+    let real = base.join(requested).canonicalize().ok()?;
+    let relative = real.strip_prefix(files.root()).ok()?;
+    files.is_dir(relative).ok()?;
+    Some(real)
+}
+
+/// Performs an allowed or approved request: audit first (committed, with the records that led
+/// here; see [`Host::commit`]), then the sandbox or the confined file operation, then the result
+/// to every device, then audit.
+pub(super) async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outcome {
+    if let Err(e) = host.record(Event::Start { request: id.to_string() }) {
+        return Outcome::refused(Some(id), ErrorCode::Internal, format!("{e}; not done"));
+    }
+    let worker = host.clone();
+    // The commit waits for the disk off the runtime's thread, which meanwhile sends the
+    // decision to the devices.
+    let done = tokio::task::spawn_blocking(move || {
+        worker.commit().map_err(|e| (ErrorCode::Internal, format!("{e}; not done")))?;
+        Ok(act(&worker, work))
+    })
+    .await;
+    let (exit_code, mut output, mut truncated, timed_out) = match done {
+        Ok(Ok(Ok(o))) => o,
+        Ok(Ok(Err((code, message)))) => {
+            audit_result(&host, id, None, &format!("failed: {message}"));
+            return Outcome::refused(Some(id), code, message);
+        }
+        Ok(Err((code, message))) => return Outcome::refused(Some(id), code, message),
+        Err(e) => return Outcome::refused(Some(id), ErrorCode::Internal, e.to_string()),
+    };
+    if output.len() > protocol::limits::MAX_OUTPUT {
+        output.truncate(protocol::limits::MAX_OUTPUT);
+        truncated = true;
+    }
+    let summary = if timed_out {
+        "killed at the timeout".to_string()
+    } else {
+        format!("{} bytes of output", output.len())
+    };
+    // The result goes out first: its record is not one an action waits for. Through the core,
+    // which keeps it as the answer to a device that asks again.
+    let result =
+        HostEvent::ActionResult { request: id, exit_code, output: Blob(output.clone()), truncated };
+    if let Err(e) = host.core.done(None, result).await {
+        tracing::warn!("the result of {id} is not told: {e}");
+    }
+    audit_result(&host, id, exit_code, &summary);
+    Outcome::Done { request: id, exit_code, output, truncated, timed_out }
+}
+
+/// What an action left: exit code, output, whether it was cut, whether it timed out.
+type Ran = (Option<i32>, Vec<u8>, bool, bool);
+
+/// Does `work`, on a thread that may block.
+fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
+    match work {
+        Work::Run(job) => {
+            let roots = [worker.config.workspace.clone()];
+            let cancel = Arc::new(AtomicBool::new(false));
+            let redirects = crate::exec::git_redirects(&roots);
+            let ran = match &worker.pool {
+                Some(pool) => pool.run(&job, &cancel),
+                None => crate::exec::run(
+                    &worker.config.sandbox,
+                    &job,
+                    &worker.scope,
+                    &Limits::default(),
+                    &cancel,
+                ),
+            };
+            let removed = crate::exec::remove_new_git_redirects(&roots, &redirects);
+            ran.map(|o| {
+                let mut output = o.output;
+                for path in removed {
+                    output.extend_from_slice(
+                        format!(
+                            "\nagent-host: removed {}, which the command created: it would \
+                             point git at other config and hooks\n",
+                            path.display()
+                        )
+                        .as_bytes(),
+                    );
+                }
+                (o.exit_code, output, o.truncated, o.timed_out)
+            })
+            .map_err(|e| (ErrorCode::Internal, format!("could not run: {e}")))
+        }
+        Work::File(action) => file_op(&worker.files, &action)
+            .map(|output| (None, output, false, false))
+            .map_err(|e| (fs_code(&e), e.to_string())),
+        Work::Input(session, data, judged) => match lock(&worker.sessions).get_mut(&session) {
+            // Other input reached the line while this one waited: what it would do now was
+            // never judged, unless it is allowed as the line is now. (Each input to a shell is
+            // judged alone.)
+            Some(live)
+                if live.typed != judged
+                    && live.kind != protocol::SessionKind::Shell
+                    && !crate::session::input::judge(live.kind, &live.typed, &data).0 =>
+            {
+                Err((
+                    ErrorCode::Conflict,
+                    "other input reached the session while this one waited; nothing was typed, \
+                 send it again"
+                        .to_string(),
+                ))
+            }
+            Some(live) => {
+                live.typed = crate::session::input::after(&live.typed, &data);
+                if live.input.send(data.into_bytes()).is_err() {
+                    return Err((ErrorCode::NotFound, "the session ended".to_string()));
+                }
+                Ok((None, Vec::new(), false, false))
+            }
+            _ => Err((ErrorCode::NotFound, "the session ended".to_string())),
+        },
+    }
+}
+
+pub(super) fn audit_result(host: &Host, id: RequestId, exit_code: Option<i32>, summary: &str) {
+    if let Err(e) =
+        host.record(Event::Result { request: id.to_string(), exit_code, summary: summary.into() })
+    {
+        tracing::error!("audit: {e}");
+    }
+}
+
+fn file_op(
+    files: &crate::confine::Workspace,
+    action: &Action,
+) -> Result<Vec<u8>, crate::confine::FsError> {
+    match action {
+        Action::ReadFile { path } => files.read(Path::new(path)),
+        Action::ListDir { path } => Ok(files
+            .list(Path::new(path))?
+            .into_iter()
+            .map(|e| format!("{}\t{}\n", e.kind, e.name))
+            .collect::<String>()
+            .into_bytes()),
+        Action::WriteFile { path, content } => files.write(Path::new(path), &content.0).map(|()| {
+            Vec::new() // nothing to show but success
+        }),
+        Action::EditFile { path, old, new } => {
+            files.edit(Path::new(path), old, new).map(|()| Vec::new())
+        }
+        Action::Run { .. }
+        | Action::SessionInput { .. }
+        | Action::WebFetch { .. }
+        | Action::Tool { .. } => Ok(Vec::new()),
+    }
+}
