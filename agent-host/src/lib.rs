@@ -8,8 +8,9 @@
 //! local socket ([`daemon`], [`local_api`]), the core's driver ([`driver`]), the one path every
 //! action takes ([`actions`]), the paired devices ([`devices`]), the link to them through a
 //! relay and pairing ([`link`]), `agent-host up` with its embedded relay ([`up`]), agents' hooks
-//! ([`hook`]), sessions in a pseudo-terminal ([`session`]) and the command line ([`cli`]). It
-//! holds no relay routing logic: `up` runs the `relay` crate's server beside the host.
+//! ([`hook`]) and sessions in a pseudo-terminal ([`session`]); the command line is the binary's
+//! (`src/main.rs`, `src/cli/`). It holds no relay routing logic: `up` runs the `relay` crate's
+//! server beside the host.
 //!
 //! The modules form layers (`tests/modules.rs` checks it): [`host`] imports none of the drivers
 //! ([`daemon`], [`link`], [`driver`], [`actions`]) that import it, and no module reaches one that
@@ -20,7 +21,6 @@
 pub mod actions;
 pub mod approvals;
 pub mod audit;
-pub mod cli;
 pub mod confine;
 pub mod daemon;
 pub mod devices;

@@ -1,4 +1,4 @@
-//! How many refusals may still be written to the audit log one by one ([`RefusalBudget`]).
+//! How many refusals may still be written to the audit log one by one (`RefusalBudget`).
 
 /// Refused frames are audited one by one up to [`REFUSALS_PER_SEC`] (and a burst of as many
 /// again); past that, a flood (a hostile relay can send anything) is counted, and the count is

@@ -5,7 +5,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::dirs::{self, Dirs};
+use agent_host::dirs::{self, Dirs};
 
 use super::start::runtime;
 use super::{DevicesCommand, PairArgs};
@@ -13,7 +13,7 @@ use super::{DevicesCommand, PairArgs};
 pub(super) fn read_stdin() -> std::io::Result<Vec<u8>> {
     use std::io::Read as _;
     let mut input = Vec::new();
-    std::io::stdin().take(crate::hook::MAX_INPUT as u64).read_to_end(&mut input)?;
+    std::io::stdin().take(agent_host::hook::MAX_INPUT as u64).read_to_end(&mut input)?;
     Ok(input)
 }
 
@@ -23,7 +23,7 @@ pub(super) fn run_session(
     kind: protocol::SessionKind,
     no_jail: bool,
 ) -> anyhow::Result<ExitCode> {
-    use crate::local_api::{ApiRequest, ApiResponse};
+    use agent_host::local_api::{ApiRequest, ApiResponse};
     let dirs = Dirs::discover()?;
     let socket = dirs::agent_socket(&dirs);
     if no_jail {
@@ -32,10 +32,10 @@ pub(super) fn run_session(
              starts can approve, pair and trust as you can.",
             command[0]
         );
-        return crate::session::run(&socket, command, kind, None);
+        return agent_host::session::run(&socket, command, kind, None);
     }
-    let bwrap = match crate::exec::Sandbox::bubblewrap() {
-        Ok(crate::exec::Sandbox::Bubblewrap(bwrap)) => bwrap,
+    let bwrap = match agent_host::exec::Sandbox::bubblewrap() {
+        Ok(agent_host::exec::Sandbox::Bubblewrap(bwrap)) => bwrap,
         Ok(_) => anyhow::bail!("no jail can run here"),
         Err(e) => anyhow::bail!(
             "no jail can run here: {}; `agent-host run --no-jail` runs the session with your \
@@ -44,15 +44,15 @@ pub(super) fn run_session(
         ),
     };
     let status =
-        runtime()?.block_on(crate::local_api::call(&socket, &ApiRequest::Status, |_| {}))?;
+        runtime()?.block_on(agent_host::local_api::call(&socket, &ApiRequest::Status, |_| {}))?;
     let Some(ApiResponse::Status { workspace, .. }) = status.into_iter().next() else {
         anyhow::bail!("the host did not say where its workspace is");
     };
-    let user = crate::userenv::UserEnv::from_host(&dirs.user_settings(), None)?;
-    let jail = crate::jail::Jail {
+    let user = agent_host::userenv::UserEnv::from_host(&dirs.user_settings(), None)?;
+    let jail = agent_host::jail::Jail {
         bwrap,
         workspace: workspace.into(),
-        secrets: crate::jail::Jail::secrets_of(&user),
+        secrets: agent_host::jail::Jail::secrets_of(&user),
         dirs,
         home: std::env::var_os("HOME").map(PathBuf::from).filter(|h| h.is_absolute()),
         exe: std::env::current_exe().ok().and_then(|e| e.canonicalize().ok()),
@@ -61,7 +61,7 @@ pub(super) fn run_session(
         anyhow::bail!("no jail: {why} (or run with --no-jail, with your full rights)");
     }
     jail.ensure_home_settings()?;
-    crate::session::run(&socket, command, kind, Some(&jail))
+    agent_host::session::run(&socket, command, kind, Some(&jail))
 }
 
 pub(super) fn agent_socket_or_none() -> PathBuf {
@@ -80,15 +80,15 @@ pub(super) fn hook_claude_code(
         Ok(exe) => exe,
         Err(e) => {
             // Never fall back to running in place: the answer is a deny.
-            let answer = crate::hook::Answer::deny(
+            let answer = agent_host::hook::Answer::deny(
                 format!("agent-host cannot find its own binary ({e}); denied"),
                 false,
             );
-            println!("{}", crate::hook::claude_code_output("PreToolUse", &answer, None));
+            println!("{}", agent_host::hook::claude_code_output("PreToolUse", &answer, None));
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let output = runtime.block_on(crate::hook::claude_code(
+    let output = runtime.block_on(agent_host::hook::claude_code(
         &input,
         &agent_socket_or_none(),
         timeout,
@@ -99,7 +99,7 @@ pub(super) fn hook_claude_code(
 }
 
 pub(super) fn ask(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
-    use crate::hook::{Answer, AskInput, ask_output};
+    use agent_host::hook::{Answer, AskInput, ask_output};
     let print = |answer: &Answer, code: u8| {
         println!("{}", ask_output(answer));
         Ok(ExitCode::from(code))
@@ -125,7 +125,7 @@ pub(super) fn ask(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
     };
     let requester = input.requester.unwrap_or_else(|| "ask".into());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let answer = runtime.block_on(crate::hook::ask_host(
+    let answer = runtime.block_on(agent_host::hook::ask_host(
         &agent_socket_or_none(),
         input.action,
         &requester,
@@ -142,7 +142,7 @@ pub(super) fn ask(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
 
 pub(super) fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
     let socket = dirs::owner_socket(&Dirs::discover()?);
-    let paired = crate::up::pair_at_terminal(
+    let paired = agent_host::up::pair_at_terminal(
         &socket,
         args.role,
         args.name.clone(),
@@ -153,7 +153,7 @@ pub(super) fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Result<ExitCode> {
-    use crate::local_api::{ApiRequest, ApiResponse, DeviceChange};
+    use agent_host::local_api::{ApiRequest, ApiResponse, DeviceChange};
     let dirs = Dirs::discover()?;
     let socket = dirs::owner_socket(&dirs);
     let running = std::os::unix::net::UnixStream::connect(&socket).is_ok();
@@ -164,8 +164,8 @@ pub(super) fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Res
                 other => anyhow::bail!("unexpected answer: {other:?}"),
             }
         } else {
-            let registry = crate::devices::Registry::load(&dirs.state)?;
-            crate::link::device_infos(&registry, &Default::default())
+            let registry = agent_host::devices::Registry::load(&dirs.state)?;
+            agent_host::link::device_infos(&registry, &Default::default())
         };
         if json {
             println!("{}", serde_json::to_string(&devices)?);
@@ -175,13 +175,13 @@ pub(super) fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Res
         for d in devices.iter().filter(|_| !json) {
             let seen = match d.last_seen_ms {
                 _ if d.online => "online now".to_string(),
-                Some(ms) => format!("last seen {}", crate::audit::time_for_people(ms)),
+                Some(ms) => format!("last seen {}", agent_host::audit::time_for_people(ms)),
                 None => "never seen".into(),
             };
             println!(
                 "{}  {}  {}  fingerprint {}  {seen}",
                 d.id,
-                crate::devices::role_name(d.role),
+                agent_host::devices::role_name(d.role),
                 d.name,
                 d.fingerprint
             );
@@ -201,12 +201,12 @@ pub(super) fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Res
         }
     } else {
         // No host runs: change the files; the audit log records it all the same.
-        let mut registry = crate::devices::Registry::load(&dirs.state)?;
-        let (device, what) = crate::link::apply_change(&mut registry, &id, &change)?;
-        let audit = crate::audit::AuditLog::open(&dirs.audit_log())?;
+        let mut registry = agent_host::devices::Registry::load(&dirs.state)?;
+        let (device, what) = agent_host::link::apply_change(&mut registry, &id, &change)?;
+        let audit = agent_host::audit::AuditLog::open(&dirs.audit_log())?;
         audit.append(
-            crate::host::now_ms(),
-            crate::audit::Event::Device { device: device.to_string(), change: what.clone() },
+            agent_host::host::now_ms(),
+            agent_host::audit::Event::Device { device: device.to_string(), change: what.clone() },
         )?;
         println!("{device}: {what}");
     }
@@ -214,30 +214,30 @@ pub(super) fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Res
 }
 
 pub(super) fn call(
-    request: &crate::local_api::ApiRequest,
-    on_line: impl FnMut(&crate::local_api::ApiResponse),
-) -> anyhow::Result<Vec<crate::local_api::ApiResponse>> {
+    request: &agent_host::local_api::ApiRequest,
+    on_line: impl FnMut(&agent_host::local_api::ApiResponse),
+) -> anyhow::Result<Vec<agent_host::local_api::ApiResponse>> {
     let dirs = Dirs::discover()?;
     let owner = dirs::owner_socket(&dirs);
     // What any asker may do goes through the agent socket where the owner socket is out of
     // reach (inside a jail), and is labelled `local:agent` there.
     let socket =
         if request.needs_owner() || owner.exists() { owner } else { dirs::agent_socket(&dirs) };
-    runtime()?.block_on(crate::local_api::call(&socket, request, on_line))
+    runtime()?.block_on(agent_host::local_api::call(&socket, request, on_line))
 }
 
 /// The paired devices' names by their ids, as the host's registry has them (none if it cannot
 /// be read: people then read ids).
 pub(super) fn device_names() -> std::collections::BTreeMap<String, String> {
     let registry =
-        Dirs::discover().ok().and_then(|d| crate::devices::Registry::load(&d.state).ok());
+        Dirs::discover().ok().and_then(|d| agent_host::devices::Registry::load(&d.state).ok());
     registry
         .map(|r| r.list().into_iter().map(|(d, _)| (d.id.to_string(), d.name)).collect())
         .unwrap_or_default()
 }
 
-pub(super) fn pending_list() -> anyhow::Result<Vec<crate::approvals::Pending>> {
-    use crate::local_api::{ApiRequest, ApiResponse};
+pub(super) fn pending_list() -> anyhow::Result<Vec<agent_host::approvals::Pending>> {
+    use agent_host::local_api::{ApiRequest, ApiResponse};
     match call(&ApiRequest::Approvals, |_| {})?.into_iter().next() {
         Some(ApiResponse::Approvals { pending }) => Ok(pending),
         other => anyhow::bail!("unexpected answer: {other:?}"),
@@ -252,7 +252,7 @@ pub(super) fn approvals(json: bool) -> anyhow::Result<ExitCode> {
         println!("nothing is waiting for approval");
     } else {
         for p in &pending {
-            let left = p.expires_at_ms.saturating_sub(crate::host::now_ms()) / 1000;
+            let left = p.expires_at_ms.saturating_sub(agent_host::host::now_ms()) / 1000;
             println!("{}  {}", p.id, p.summary);
             if let protocol::Action::Run { argv, cwd, env } = &p.action {
                 println!("    exactly: {argv:?} in {cwd}");
@@ -273,7 +273,7 @@ pub(super) fn approvals(json: bool) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn decide(prefix: &str, verdict: protocol::Verdict) -> anyhow::Result<ExitCode> {
-    use crate::local_api::{ApiRequest, ApiResponse};
+    use agent_host::local_api::{ApiRequest, ApiResponse};
     let pending = pending_list()?;
     let matches: Vec<_> = pending.iter().filter(|p| p.id.to_string().starts_with(prefix)).collect();
     let target = match matches.as_slice() {
@@ -319,7 +319,7 @@ pub(super) fn run_allowed(
     cwd: String,
     argv: Vec<String>,
 ) -> anyhow::Result<ExitCode> {
-    use crate::local_api::{ApiRequest, ApiResponse};
+    use agent_host::local_api::{ApiRequest, ApiResponse};
     let id = request.parse().map_err(|e| anyhow::anyhow!("--request: {e}"))?;
     let action = protocol::Action::Run { argv, cwd, env: Default::default() };
     let mut code = ExitCode::from(126);
@@ -335,7 +335,7 @@ pub(super) fn run_allowed(
 }
 
 pub(super) fn exec(argv: Vec<String>, cwd: Option<String>, wait: bool) -> anyhow::Result<ExitCode> {
-    use crate::local_api::{ApiRequest, ApiResponse};
+    use agent_host::local_api::{ApiRequest, ApiResponse};
     let mut code = ExitCode::from(1);
     call(&ApiRequest::Exec { argv, cwd, wait }, |response| match response {
         ApiResponse::Pending { request, summary, reason, .. } => {

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::dirs::{self, Dirs};
-use crate::policy::{Policy, Subject};
+use agent_host::dirs::{self, Dirs};
+use agent_host::policy::{Policy, Subject};
 
 use super::client::device_names;
 use super::start::load_settings;
@@ -20,7 +20,7 @@ pub(super) fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                 Some(l) => l,
                 None => default_log()?,
             };
-            match crate::audit::verify(&log) {
+            match agent_host::audit::verify(&log) {
                 Ok(v) => {
                     let head = v
                         .last
@@ -37,7 +37,7 @@ pub(super) fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     println!("ok: {} records intact{head}{unsynced}", v.records);
                     Ok(ExitCode::SUCCESS)
                 }
-                Err(e @ crate::audit::AuditError::Io { .. }) => Err(e.into()),
+                Err(e @ agent_host::audit::AuditError::Io { .. }) => Err(e.into()),
                 Err(e) => {
                     println!("TAMPERED: {e}");
                     Ok(ExitCode::from(1))
@@ -51,10 +51,10 @@ pub(super) fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             };
             let names = if ids { Default::default() } else { device_names() };
             let name_of = |id: &str| names.get(id).cloned();
-            let records = crate::audit::read_records(&log)?;
+            let records = agent_host::audit::read_records(&log)?;
             let mut out = std::io::stdout().lock();
             for r in records.iter().skip(records.len().saturating_sub(lines)) {
-                writeln!(out, "{}", crate::audit::describe(r, &name_of))?;
+                writeln!(out, "{}", agent_host::audit::describe(r, &name_of))?;
             }
             out.flush()?;
             if !follow {
@@ -63,9 +63,9 @@ pub(super) fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
             let mut seen = records.len();
             loop {
                 std::thread::sleep(std::time::Duration::from_millis(300));
-                let records = crate::audit::read_records(&log)?;
+                let records = agent_host::audit::read_records(&log)?;
                 for r in records.iter().skip(seen) {
-                    writeln!(out, "{}", crate::audit::describe(r, &name_of))?;
+                    writeln!(out, "{}", agent_host::audit::describe(r, &name_of))?;
                 }
                 out.flush()?;
                 seen = records.len();
@@ -75,7 +75,7 @@ pub(super) fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
 }
 
 pub(super) fn doctor() -> anyhow::Result<ExitCode> {
-    use crate::exec::{Sandbox, process_limit_available};
+    use agent_host::exec::{Sandbox, process_limit_available};
     let dirs = Dirs::discover()?;
     println!("config:  {}", dirs.config.display());
     println!("state:   {}", dirs.state.display());
@@ -92,7 +92,7 @@ pub(super) fn doctor() -> anyhow::Result<ExitCode> {
         Ok(sandbox) => {
             println!("sandbox: {}", sandbox.describe());
             if matches!(sandbox, Sandbox::Bubblewrap(_)) {
-                if crate::landlock_sandbox::layer_available() {
+                if agent_host::landlock_sandbox::layer_available() {
                     println!(
                         "secrets: hidden by bubblewrap and kept unreadable by a Landlock layer \
                          inside it (also when replaced or made while a job runs)"
@@ -120,7 +120,7 @@ pub(super) fn doctor() -> anyhow::Result<ExitCode> {
     };
     let here = std::env::current_dir().and_then(|d| d.canonicalize()).unwrap_or_default();
     let cache = Some(dirs.sandbox_cache_for(&here));
-    match crate::userenv::UserEnv::from_host(&dirs.user_settings(), cache) {
+    match agent_host::userenv::UserEnv::from_host(&dirs.user_settings(), cache) {
         Ok(user) => {
             for line in user.describe() {
                 println!("jobs:    {line}");
@@ -151,7 +151,7 @@ pub(super) fn doctor() -> anyhow::Result<ExitCode> {
     }
     let probe = std::env::temp_dir().join(format!("agent-host-doctor-{}", std::process::id()));
     std::fs::create_dir_all(&probe)?;
-    let confined = crate::confine::Workspace::open(std::slice::from_ref(&probe))
+    let confined = agent_host::confine::Workspace::open(std::slice::from_ref(&probe))
         .and_then(|w| w.list(Path::new(".")).map(|_| ()));
     let _ = std::fs::remove_dir(&probe);
     match confined {

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-use crate::policy::Mode;
+use agent_host::policy::Mode;
 
 mod client;
 mod inspect;
@@ -18,21 +18,20 @@ use client::{
     approvals, ask, decide, devices, exec, hook_claude_code, pair, run_allowed, run_session,
 };
 use inspect::{audit, check, doctor, trust};
-pub use start::load_settings;
 use start::{serve, up};
 
 /// The host of the remote-control bridge: it alone decides and executes on this machine.
 #[derive(Debug, Parser)]
 #[command(name = "agent-host", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Show what the policy decides for a command or a path, and why.
     ///
     /// Settings are merged from the user's file, the workspace's `.claude/settings.json` and
@@ -52,7 +51,7 @@ pub enum Command {
     Doctor,
     /// (internal) Restrict this process with Landlock and seccomp, then run a command.
     #[command(name = "__sandbox", hide = true)]
-    Sandbox(crate::landlock_sandbox::HelperArgs),
+    Sandbox(agent_host::landlock_sandbox::HelperArgs),
     /// (internal) Inside a sandbox started ahead: keep the given places unreadable, read the
     /// job from the pool, run it, and report how it ended.
     #[command(name = "__launch", hide = true)]
@@ -171,7 +170,7 @@ pub enum Command {
 
 /// `agent-host hook …`
 #[derive(Debug, Subcommand)]
-pub enum HookCommand {
+pub(crate) enum HookCommand {
     /// Claude Code's PreToolUse and PermissionRequest hooks. An allowed Bash command is
     /// handed back rewritten to run through the host's sandbox (`agent-host run-allowed`).
     ClaudeCode {
@@ -188,7 +187,7 @@ pub enum HookCommand {
 
 /// `agent-host devices …`
 #[derive(Debug, Subcommand)]
-pub enum DevicesCommand {
+pub(crate) enum DevicesCommand {
     /// Remove a device: it is cut off at once.
     Revoke {
         /// Its id (a unique prefix is enough).
@@ -222,84 +221,84 @@ fn parse_role(s: &str) -> Result<protocol::Role, String> {
 
 /// Arguments of `pair`.
 #[derive(Debug, clap::Args)]
-pub struct PairArgs {
+pub(crate) struct PairArgs {
     /// What the device may do: viewer (sees), approver (also answers pending actions) or
     /// operator (also requests actions).
     #[arg(long, default_value = "operator", value_parser = parse_role)]
-    pub role: protocol::Role,
+    pub(crate) role: protocol::Role,
     /// The name to register the device under (default: the name it gives itself).
     #[arg(long)]
-    pub name: Option<String>,
+    pub(crate) name: Option<String>,
     /// How long the link works.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub expires: std::time::Duration,
+    pub(crate) expires: std::time::Duration,
     /// Pair the device that proves the secret without asking (for scripts run here).
     #[arg(long)]
-    pub yes: bool,
+    pub(crate) yes: bool,
 }
 
 /// Arguments of `up`.
 #[derive(Debug, clap::Args)]
-pub struct UpArgs {
+pub(crate) struct UpArgs {
     /// The host's settings, sandbox and timeouts.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub(crate) serve: ServeArgs,
     /// Listen on this machine's LAN address instead of loopback.
     #[arg(long)]
-    pub lan: bool,
+    pub(crate) lan: bool,
     /// The embedded relay's port.
     #[arg(long, default_value_t = 7443)]
-    pub port: u16,
+    pub(crate) port: u16,
     /// The role of the device paired with the printed link.
     #[arg(long, default_value = "operator", value_parser = parse_role)]
-    pub role: protocol::Role,
+    pub(crate) role: protocol::Role,
     /// Pair the device that proves the printed link's secret without asking.
     #[arg(long)]
-    pub yes: bool,
+    pub(crate) yes: bool,
     /// Print no pairing link at start (pair later with `agent-host pair`).
     #[arg(long)]
-    pub no_pair: bool,
+    pub(crate) no_pair: bool,
 }
 
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
-pub struct ServeArgs {
+pub(crate) struct ServeArgs {
     /// The workspace root (default: the current directory).
     #[arg(long, value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
+    pub(crate) workspace: Option<PathBuf>,
     /// An extra settings file (repeatable).
     #[arg(long = "settings", value_name = "FILE")]
-    pub settings: Vec<PathBuf>,
+    pub(crate) settings: Vec<PathBuf>,
     /// The mode, overriding every file's `defaultMode`.
     #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
+    pub(crate) mode: Option<Mode>,
     /// Run commands WITHOUT a sandbox when none can work here. Never the default.
     #[arg(long)]
-    pub allow_unsandboxed: bool,
+    pub(crate) allow_unsandboxed: bool,
     /// How long a pending action waits for a person before it counts as denied.
     #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
-    pub approval_timeout: std::time::Duration,
+    pub(crate) approval_timeout: std::time::Duration,
     /// How long a command may run.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
-    pub command_timeout: std::time::Duration,
+    pub(crate) command_timeout: std::time::Duration,
     /// The relay that links paired devices, `HOST:PORT` (not with `up`, which embeds one).
     #[arg(long, value_name = "HOST:PORT")]
-    pub relay: Option<String>,
+    pub(crate) relay: Option<String>,
     /// The relay certificate's SHA-256 (hex), to pin a self-signed relay; without it the
     /// system's certificate authorities are trusted.
     #[arg(long, value_name = "SHA256", requires = "relay")]
-    pub relay_cert: Option<String>,
+    pub(crate) relay_cert: Option<String>,
     /// The name devices see for this host (default: the machine's name).
     #[arg(long)]
-    pub host_name: Option<String>,
+    pub(crate) host_name: Option<String>,
     /// The two-person rule: a device may not approve an action it requested itself.
     #[arg(long)]
-    pub two_person: bool,
+    pub(crate) two_person: bool,
 }
 
 /// `agent-host audit …`
 #[derive(Debug, Subcommand)]
-pub enum AuditCommand {
+pub(crate) enum AuditCommand {
     /// Check the hash chain and the head; name the first record that was edited, removed,
     /// inserted or reordered. Exit status 0 when intact, 1 when not, 2 when unreadable.
     Verify {
@@ -326,7 +325,7 @@ pub enum AuditCommand {
 
 /// What `check` judges.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum CheckKind {
+pub(crate) enum CheckKind {
     /// A shell command line.
     Bash,
     /// Reading a file.
@@ -341,27 +340,27 @@ pub enum CheckKind {
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {
+pub(crate) struct CheckArgs {
     /// bash, read, edit, webfetch or tool.
-    pub kind: CheckKind,
+    pub(crate) kind: CheckKind,
     /// The command line, path, URL or tool name.
-    pub subject: String,
+    pub(crate) subject: String,
     /// An extra settings file (repeatable); its rules count as the user's own.
     #[arg(long = "settings", value_name = "FILE")]
-    pub settings: Vec<PathBuf>,
+    pub(crate) settings: Vec<PathBuf>,
     /// The workspace root (default: the current directory).
     #[arg(long, value_name = "DIR")]
-    pub workspace: Option<PathBuf>,
+    pub(crate) workspace: Option<PathBuf>,
     /// The mode, overriding every file's `defaultMode`.
     #[arg(long, value_enum)]
-    pub mode: Option<Mode>,
+    pub(crate) mode: Option<Mode>,
     /// Print one JSON object: {"decision", "reason", "rule"}.
     #[arg(long)]
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> ExitCode {
+pub(crate) fn run(cli: Cli) -> ExitCode {
     let result = match cli.command {
         Command::Check(args) => check(&args),
         Command::Trust { dir } => trust(dir),
@@ -370,14 +369,14 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Sandbox(args) => {
             // Only reached when the sandbox could not be set up or the command not started:
             // 125, as `env` and `timeout` do, so it is not mistaken for the command's own code.
-            eprintln!("agent-host: {:#}", crate::landlock_sandbox::run_helper(&args));
+            eprintln!("agent-host: {:#}", agent_host::landlock_sandbox::run_helper(&args));
             return ExitCode::from(125);
         }
         Command::Launch { hidden } => {
-            return ExitCode::from(crate::exec::launch_in_sandbox(&hidden));
+            return ExitCode::from(agent_host::exec::launch_in_sandbox(&hidden));
         }
         Command::Scope { argv } => {
-            eprintln!("agent-host: {:#}", crate::landlock_sandbox::scope_then_run(&argv));
+            eprintln!("agent-host: {:#}", agent_host::landlock_sandbox::scope_then_run(&argv));
             return ExitCode::from(125);
         }
         Command::Serve(args) => serve(&args),
@@ -393,7 +392,7 @@ pub fn run(cli: Cli) -> ExitCode {
             let kind = match (agent, shell) {
                 (true, _) => protocol::SessionKind::Agent,
                 (_, true) => protocol::SessionKind::Shell,
-                _ => crate::session::kind_of(&command[0]),
+                _ => agent_host::session::kind_of(&command[0]),
             };
             run_session(command, kind, no_jail)
         }

@@ -5,8 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::dirs::{self, Dirs};
-use crate::policy::{Policy, Settings, Trust};
+use agent_host::dirs::{self, Dirs};
+use agent_host::policy::{Policy, Settings, Trust};
 
 use super::{ServeArgs, UpArgs};
 
@@ -14,7 +14,10 @@ pub(super) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?)
 }
 
-pub(super) fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<crate::host::Config> {
+pub(super) fn daemon_config(
+    dirs: &Dirs,
+    args: &ServeArgs,
+) -> anyhow::Result<agent_host::host::Config> {
     let workspace = match &args.workspace {
         Some(w) => w.canonicalize()?,
         None => std::env::current_dir()?.canonicalize()?,
@@ -24,8 +27,8 @@ pub(super) fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<cra
     for note in policy.notes() {
         eprintln!("note: {note}");
     }
-    let sandbox = crate::exec::Sandbox::choose(args.allow_unsandboxed)?;
-    if sandbox == crate::exec::Sandbox::Unsandboxed {
+    let sandbox = agent_host::exec::Sandbox::choose(args.allow_unsandboxed)?;
+    if sandbox == agent_host::exec::Sandbox::Unsandboxed {
         eprintln!(
             "WARNING: no sandbox can run here; commands will run UNSANDBOXED with your full rights."
         );
@@ -39,11 +42,11 @@ pub(super) fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<cra
         None => None,
     };
     let cache = dirs.sandbox_cache_for(&workspace);
-    let user = crate::userenv::UserEnv::from_host(&dirs.user_settings(), Some(cache))?;
+    let user = agent_host::userenv::UserEnv::from_host(&dirs.user_settings(), Some(cache))?;
     if let Some(refusal) = user.unfit(std::slice::from_ref(&workspace), &dirs.all()) {
         anyhow::bail!("{refusal}");
     }
-    Ok(crate::host::Config {
+    Ok(agent_host::host::Config {
         user,
         workspace,
         policy,
@@ -60,7 +63,7 @@ pub(super) fn daemon_config(dirs: &Dirs, args: &ServeArgs) -> anyhow::Result<cra
 pub(super) fn relay_setup(
     relay: &str,
     cert: Option<&str>,
-) -> anyhow::Result<crate::host::RelaySetup> {
+) -> anyhow::Result<agent_host::host::RelaySetup> {
     let addr = relay
         .trim_start_matches("wss://")
         .trim_start_matches("https://")
@@ -81,7 +84,7 @@ pub(super) fn relay_setup(
         }
         None => (relay_client::system_roots_config()?, None),
     };
-    Ok(crate::host::RelaySetup {
+    Ok(agent_host::host::RelaySetup {
         public: addr.clone(),
         addr,
         server_name,
@@ -116,7 +119,7 @@ pub(super) fn stop_signal() -> impl Future<Output = ()> {
 /// Runs the daemon until a stop signal; `announce` runs once it is ready.
 pub(super) async fn run_daemon(
     dirs: Dirs,
-    config: crate::host::Config,
+    config: agent_host::host::Config,
     announce: impl FnOnce(protocol::HostId),
 ) -> anyhow::Result<()> {
     let (ready, host) = tokio::sync::oneshot::channel();
@@ -125,8 +128,10 @@ pub(super) async fn run_daemon(
             announce(id);
         }
     };
-    let (result, ()) =
-        tokio::join!(crate::daemon::serve(dirs, config, Some(ready), stop_signal()), announced);
+    let (result, ()) = tokio::join!(
+        agent_host::daemon::serve(dirs, config, Some(ready), stop_signal()),
+        announced
+    );
     result
 }
 
@@ -155,12 +160,12 @@ pub(super) fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let (role, yes, no_pair) = (args.role, args.yes, args.no_pair);
     runtime()?.block_on(async {
         let ip = if args.lan {
-            crate::up::lan_address()?
+            agent_host::up::lan_address()?
         } else {
             std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
         };
         let (relay, setup) =
-            crate::up::start_relay(&dirs, std::net::SocketAddr::new(ip, args.port)).await?;
+            agent_host::up::start_relay(&dirs, std::net::SocketAddr::new(ip, args.port)).await?;
         let pin = setup.cert_sha256.map(hex::encode).unwrap_or_default();
         let public = setup.public.clone();
         config.relay = Some(setup);
@@ -174,7 +179,7 @@ pub(super) fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             if !no_pair {
                 // The person's yes/no is read from this terminal, away from the host's threads.
                 std::thread::spawn(move || {
-                    match crate::up::pair_at_terminal(&socket, role, None, 300, yes) {
+                    match agent_host::up::pair_at_terminal(&socket, role, None, 300, yes) {
                         Ok(true) => {}
                         Ok(false) => println!("pair a device later with `agent-host pair`"),
                         Err(e) => eprintln!("agent-host: pairing: {e:#}"),
@@ -190,7 +195,7 @@ pub(super) fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Loads every settings file that applies to `workspace`, trusted or not.
-pub fn load_settings(
+pub(crate) fn load_settings(
     dirs: &Dirs,
     workspace: &Path,
     extra: &[PathBuf],

@@ -11,8 +11,8 @@
 //!
 //! It also takes what paired devices send, from the bytes the relay delivered
 //! ([`HostCore::handle_frame`]): it holds each device's role and replay window, and the recent
-//! requests of devices with their answers ([`inbound`]); and it pairs new devices: open offers,
-//! the hellos that name them, who is online ([`pairing`]).
+//! requests of devices with their answers (`inbound.rs`); and it pairs new devices: open offers,
+//! the hellos that name them, who is online (`pairing.rs`).
 //!
 //! It must not hold sockets, files, the audit log or the runtime: those are the driver's. Still
 //! outside it, and to move in: sessions' metadata, and the local API's requests.

@@ -19,7 +19,7 @@ pub(crate) fn audit_device_change(host: &Host, device: DeviceId, change: String)
 }
 
 /// The paired devices, for listing.
-pub(crate) fn device_infos(registry: &Registry, online: &HashSet<DeviceId>) -> Vec<DeviceInfo> {
+pub fn device_infos(registry: &Registry, online: &HashSet<DeviceId>) -> Vec<DeviceInfo> {
     registry
         .list()
         .into_iter()
@@ -36,7 +36,7 @@ pub(crate) fn device_infos(registry: &Registry, online: &HashSet<DeviceId>) -> V
 }
 
 /// Applies a change made at this machine to a paired device; returns what was done.
-pub(crate) fn apply_change(
+pub fn apply_change(
     registry: &mut Registry,
     id: &str,
     change: &DeviceChange,

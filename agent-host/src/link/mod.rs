@@ -26,7 +26,8 @@ use crate::host_core::Command;
 mod manage;
 mod pairing;
 
-pub(crate) use manage::{apply_change, change_device, device_infos};
+pub(crate) use manage::change_device;
+pub use manage::{apply_change, device_infos};
 pub(crate) use pairing::{pair_local, record_pairing};
 
 /// How long an event the host sends stays valid.
