@@ -29,7 +29,7 @@ use crate::dirs::Dirs;
 use crate::dirs::{agent_socket, agent_socket_dir, owner_socket};
 use crate::host::{Config, Host, Syncer, lock, now_ms, recent_request};
 use crate::local_api::LocalConn;
-use crate::local_api::{ApiRequest, ApiResponse, Door};
+use crate::local_api::{ApiRequest, ApiResponse, Door, LocalApiError};
 use crate::refusals::RefusalBudget;
 
 /// Binds a private socket at `path`, replacing a stale one (the audit log's lock proves no
@@ -41,6 +41,42 @@ fn bind_private(path: &std::path::Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
+/// Why the host did not start, or stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// A directory, socket or file of the host's could not be made.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// Where.
+        path: PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// The identity key.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// Another host runs on this state directory.
+    #[error("another agent-host is running on {}", .0.display())]
+    Running(PathBuf),
+    /// The audit log does not verify.
+    #[error("the audit log does not verify; refusing to start: {0}")]
+    Audit(AuditError),
+    /// The paired devices could not be loaded.
+    #[error(transparent)]
+    Devices(#[from] crate::devices::RegistryError),
+    /// The workspace could not be opened.
+    #[error(transparent)]
+    Workspace(#[from] crate::confine::FsError),
+    /// The host's decision state stopped while serving.
+    #[error("{0}; the host stopped")]
+    Stopped(String),
+}
+
+fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> ServeError + '_ {
+    move |error| ServeError::Io { path: path.to_path_buf(), error }
+}
+
 /// Runs the daemon until `shutdown` resolves. `ready` receives the host id once the socket
 /// accepts connections.
 pub async fn serve(
@@ -48,9 +84,10 @@ pub async fn serve(
     config: Config,
     ready: Option<oneshot::Sender<HostId>>,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&dirs.state)?;
-    std::fs::set_permissions(&dirs.state, std::fs::Permissions::from_mode(0o700))?;
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&dirs.state).map_err(io(&dirs.state))?;
+    std::fs::set_permissions(&dirs.state, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(&dirs.state))?;
     let key = crate::identity::load_or_create(&dirs.config.join("host.key"))?;
     let host_id = HostId::new(key.public_key());
     let me = key.public_key();
@@ -60,10 +97,8 @@ pub async fn serve(
     let mut remember = |record: &Record| requested_before.extend(recent_request(record, since));
     // The audit log's lock also makes this the only host on this state directory.
     let audit = AuditLog::open_with(&dirs.audit_log(), &mut remember).map_err(|e| match e {
-        AuditError::Locked(_) => {
-            anyhow::anyhow!("another agent-host is running on {}", dirs.state.display())
-        }
-        other => anyhow::anyhow!("the audit log does not verify; refusing to start: {other}"),
+        AuditError::Locked(_) => ServeError::Running(dirs.state.clone()),
+        other => ServeError::Audit(other),
     })?;
     if let Some(note) = &audit.recovered {
         tracing::warn!("audit log: {note}");
@@ -72,16 +107,17 @@ pub async fn serve(
     devices.prepare()?;
     let (audit, journal) = (Arc::new(audit), devices.journal_sync());
     let devices = Arc::new(Mutex::new(devices));
-    let syncer = Syncer::start(audit.clone(), journal, devices.clone())?;
+    let syncer = Syncer::start(audit.clone(), journal, devices.clone()).map_err(io(&dirs.state))?;
     let agent_dir = agent_socket_dir(&dirs);
-    std::fs::create_dir_all(&agent_dir)?;
-    std::fs::set_permissions(&agent_dir, std::fs::Permissions::from_mode(0o700))?;
+    std::fs::create_dir_all(&agent_dir).map_err(io(&agent_dir))?;
+    std::fs::set_permissions(&agent_dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(io(&agent_dir))?;
     let (socket, agent) = (owner_socket(&dirs), agent_socket(&dirs));
-    let agents = bind_private(&agent)?;
+    let agents = bind_private(&agent).map_err(io(&agent))?;
     // The owner socket last: tests and clients take it as the sign that the host is ready.
-    let owners = bind_private(&socket)?;
+    let owners = bind_private(&socket).map_err(io(&socket))?;
     tracing::info!(host = %host_id, socket = %socket.display(), agent_socket = %agent.display(), sandbox = %config.sandbox.describe(), "host ready");
-    crate::exec::ensure_agent_settings_dir(&config.workspace)?;
+    crate::exec::ensure_agent_settings_dir(&config.workspace).map_err(io(&config.workspace))?;
     let files = crate::confine::Workspace::open(std::slice::from_ref(&config.workspace))?;
     let (link_tx, link_rx) = mpsc::unbounded_channel();
     let relay = config.relay.clone();
@@ -157,7 +193,7 @@ pub async fn serve(
         tracing::error!("{e}");
     }
     if let Some(failed) = failed {
-        anyhow::bail!("{failed}; the host stopped");
+        return Err(ServeError::Stopped(failed));
     }
     tracing::info!("host stopped");
     Ok(())
@@ -184,10 +220,10 @@ fn accept(
     });
 }
 
-async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> anyhow::Result<()> {
+async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), LocalApiError> {
     let peer = stream.peer_cred()?;
     if peer.uid() != rustix::process::getuid().as_raw() {
-        anyhow::bail!("refused a local client of uid {}", peer.uid());
+        return Err(LocalApiError::NotTheOwner(peer.uid()));
     }
     let mut conn = LocalConn::new(stream);
     let request: ApiRequest = match conn.next().await {
@@ -349,7 +385,7 @@ async fn share_session(
     command: Vec<String>,
     kind: protocol::SessionKind,
     size: Option<protocol::TermSize>,
-) -> anyhow::Result<()> {
+) -> Result<(), LocalApiError> {
     use crate::session::{Live, SessionUpdate};
     let total: usize = command.iter().map(String::len).sum();
     if command.is_empty() || command.len() > protocol::limits::MAX_ARGS || total > 64 << 10 {

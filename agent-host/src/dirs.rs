@@ -7,6 +7,36 @@
 
 use std::path::{Path, PathBuf};
 
+/// Why the host's directories or its list of trusted workspaces could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DirsError {
+    /// No home directory to put them in.
+    #[error("no home directory: set AGENT_HOST_HOME")]
+    NoHome,
+    /// A file or directory could not be read or written.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// The trusted-workspace list is not what this host writes (or a path in it cannot be
+    /// written: not UTF-8).
+    #[error("{}: {error}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: serde_json::Error,
+    },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> DirsError + '_ {
+    move |error| DirsError::Io { path: path.to_path_buf(), error }
+}
+
 /// The host's directories.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dirs {
@@ -18,13 +48,13 @@ pub struct Dirs {
 
 impl Dirs {
     /// The directories for this user.
-    pub fn discover() -> anyhow::Result<Self> {
+    pub fn discover() -> Result<Self, DirsError> {
         if let Some(home) = std::env::var_os("AGENT_HOST_HOME") {
             let home = PathBuf::from(home);
             return Ok(Self { config: home.join("config"), state: home.join("state") });
         }
-        let project = directories::ProjectDirs::from("", "", "agent-host")
-            .ok_or_else(|| anyhow::anyhow!("no home directory: set AGENT_HOST_HOME"))?;
+        let project =
+            directories::ProjectDirs::from("", "", "agent-host").ok_or(DirsError::NoHome)?;
         let state = project.state_dir().unwrap_or_else(|| project.data_local_dir()).to_path_buf();
         Ok(Self { config: project.config_dir().to_path_buf(), state })
     }
@@ -61,30 +91,30 @@ impl Dirs {
 
 /// Reads the trusted-workspace list. A missing file is an empty list; an unreadable or invalid
 /// one is an error (the host refuses to guess).
-pub fn trusted(dirs: &Dirs) -> anyhow::Result<Vec<PathBuf>> {
+pub fn trusted(dirs: &Dirs) -> Result<Vec<PathBuf>, DirsError> {
     let path = dirs.trusted_workspaces();
     match std::fs::read(&path) {
         Ok(bytes) => {
-            serde_json::from_slice(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+            serde_json::from_slice(&bytes).map_err(|error| DirsError::Damaged { path, error })
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        Err(error) => Err(DirsError::Io { path, error }),
     }
 }
 
 /// Adds `workspace` (canonicalized) to the trusted list.
-pub fn trust(dirs: &Dirs, workspace: &Path) -> anyhow::Result<PathBuf> {
-    let workspace = workspace.canonicalize()?;
+pub fn trust(dirs: &Dirs, workspace: &Path) -> Result<PathBuf, DirsError> {
+    let workspace = workspace.canonicalize().map_err(io(workspace))?;
     let mut list = trusted(dirs)?;
     if !list.contains(&workspace) {
         list.push(workspace.clone());
     }
-    std::fs::create_dir_all(&dirs.state)?;
-    crate::fsutil::write_atomic(
-        &dirs.trusted_workspaces(),
-        &serde_json::to_vec_pretty(&list)?,
-        0o600,
-    )?;
+    std::fs::create_dir_all(&dirs.state).map_err(io(&dirs.state))?;
+    let path = dirs.trusted_workspaces();
+    // (A path that is not UTF-8 cannot be written in the list.)
+    let bytes = serde_json::to_vec_pretty(&list)
+        .map_err(|error| DirsError::Damaged { path: path.clone(), error })?;
+    crate::fsutil::write_atomic(&path, &bytes, 0o600).map_err(io(&path))?;
     Ok(workspace)
 }
 

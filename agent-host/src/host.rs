@@ -128,8 +128,8 @@ impl Host {
     /// restarted host refuses the request if it comes again ([`recent_request`]); its approval
     /// has nothing to approve (pending actions do not survive a restart). An action runs at most
     /// once all the same.
-    pub(crate) fn commit(&self) -> anyhow::Result<()> {
-        self.audit.sync().map_err(|e| anyhow::anyhow!("the audit log: {e}"))
+    pub(crate) fn commit(&self) -> Result<(), CommitError> {
+        self.audit.sync().map_err(CommitError)
     }
 }
 
@@ -149,6 +149,11 @@ impl Host {
         who.person(|id| self.device_name(id))
     }
 }
+
+/// The audit log could not be made durable: nothing that waited for it takes effect.
+#[derive(Debug, thiserror::Error)]
+#[error("the audit log: {0}")]
+pub struct CommitError(#[from] pub AuditError);
 
 /// What the rest of the host asks of the link.
 pub(crate) enum ToLink {

@@ -2,45 +2,72 @@
 //! if anyone but the owner can read it.
 
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use protocol::SecretKey;
 
+/// Why the identity key (or a random id) could not be had.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum IdentityError {
+    /// The key file or its directory could not be read or written.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// Someone else than the owner may read the key.
+    #[error("{} is readable by others (mode {mode:o}); refusing to use it", path.display())]
+    Exposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file holds something else than a key.
+    #[error("{} is not a 32-byte key", .0.display())]
+    NotAKey(PathBuf),
+    /// The system gave no randomness.
+    #[error("no randomness: {0}")]
+    NoRandomness(getrandom::Error),
+}
+
 /// Loads the key at `path`, or makes one there if there is none.
-pub fn load_or_create(path: &Path) -> anyhow::Result<SecretKey> {
+pub fn load_or_create(path: &Path) -> Result<SecretKey, IdentityError> {
+    let io = |at: &Path| {
+        let path = at.to_path_buf();
+        move |error| IdentityError::Io { path, error }
+    };
     match std::fs::read(path) {
         Ok(bytes) => {
-            let mode = std::fs::metadata(path)?.permissions().mode();
+            let mode = std::fs::metadata(path).map_err(io(path))?.permissions().mode();
             if mode & 0o077 != 0 {
-                anyhow::bail!(
-                    "{} is readable by others (mode {:o}); refusing to use it",
-                    path.display(),
-                    mode & 0o777
-                );
+                return Err(IdentityError::Exposed { path: path.into(), mode: mode & 0o777 });
             }
-            let seed: [u8; 32] = bytes
-                .as_slice()
-                .try_into()
-                .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()))?;
+            let seed: [u8; 32] =
+                bytes.as_slice().try_into().map_err(|_| IdentityError::NotAKey(path.into()))?;
             Ok(SecretKey::from_seed(&seed))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
-            getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+            getrandom::fill(&mut seed).map_err(IdentityError::NoRandomness)?;
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+                std::fs::create_dir_all(dir).map_err(io(dir))?;
+                std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                    .map_err(io(dir))?;
             }
-            crate::fsutil::write_atomic(path, &seed, 0o600)?;
+            crate::fsutil::write_atomic(path, &seed, 0o600).map_err(io(path))?;
             Ok(SecretKey::from_seed(&seed))
         }
-        Err(e) => Err(anyhow::anyhow!("{}: {e}", path.display())),
+        Err(error) => Err(IdentityError::Io { path: path.into(), error }),
     }
 }
 
 /// 16 random bytes for a request id.
-pub fn random_id() -> anyhow::Result<[u8; 16]> {
+pub fn random_id() -> Result<[u8; 16], IdentityError> {
     let mut id = [0u8; 16];
-    getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    getrandom::fill(&mut id).map_err(IdentityError::NoRandomness)?;
     Ok(id)
 }

@@ -62,23 +62,63 @@ pub struct HelperArgs {
     pub argv: Vec<String>,
 }
 
+/// Why the sandbox was not set up, or its command not run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SandboxError {
+    /// The sandbox could not be set up: nothing ran.
+    #[error("the Landlock sandbox could not be set up; nothing was run: {0}")]
+    NotSetUp(Box<Self>),
+    /// Landlock refused the ruleset.
+    #[error("Landlock: {0}")]
+    Landlock(#[from] landlock::RulesetError),
+    /// The seccomp filter could not be made.
+    #[error("seccomp: {0}")]
+    Filter(#[from] seccompiler::BackendError),
+    /// The seccomp filter could not be applied.
+    #[error("seccomp: {0}")]
+    Seccomp(#[from] seccompiler::Error),
+    /// A hidden place lies in a writable one: Landlock cannot keep it hidden.
+    #[error("{} would be writable (it lies in {}), which Landlock cannot keep hidden", hidden.display(), writable.display())]
+    HiddenInWritable {
+        /// The hidden place.
+        hidden: PathBuf,
+        /// The writable place it lies in.
+        writable: PathBuf,
+    },
+    /// This kernel enforces Landlock only in part.
+    #[error("Landlock is not fully enforced here ({0:?})")]
+    NotEnforced(RulesetStatus),
+    /// No command was given.
+    #[error("no command")]
+    NoCommand,
+    /// The command could not be run.
+    #[error("cannot run {program}: {error}")]
+    Exec {
+        /// The program.
+        program: String,
+        /// What failed.
+        error: std::io::Error,
+    },
+}
+
 /// Restricts this process as asked, then becomes the command. Returns only on failure.
-pub fn run_helper(args: &HelperArgs) -> anyhow::Error {
+pub fn run_helper(args: &HelperArgs) -> SandboxError {
     if let Err(e) = restrict(args) {
-        return e.context("the Landlock sandbox could not be set up; nothing was run");
+        return SandboxError::NotSetUp(Box::new(e));
     }
     let Some((program, rest)) = args.argv.split_first() else {
-        return anyhow::anyhow!("no command");
+        return SandboxError::NoCommand;
     };
     let error = std::process::Command::new(program).args(rest).exec();
-    anyhow::anyhow!("cannot run {program}: {error}")
+    SandboxError::Exec { program: program.clone(), error }
 }
 
 /// `agent-host __scope -- ARGV` (inside a jail): keeps the command and everything it starts
 /// from abstract unix sockets made outside (Landlock's scoping, Linux 6.12 and later), then
 /// becomes the command. Where the kernel cannot, it says so once and runs the command all the
 /// same (the jail's other walls stand). Returns only on failure.
-pub fn scope_then_run(argv: &[String]) -> anyhow::Error {
+pub fn scope_then_run(argv: &[String]) -> SandboxError {
     let scoped = Ruleset::default()
         .set_compatibility(CompatLevel::BestEffort)
         .scope(Scope::AbstractUnixSocket)
@@ -92,10 +132,10 @@ pub fn scope_then_run(argv: &[String]) -> anyhow::Error {
         ),
     }
     let Some((program, rest)) = argv.split_first() else {
-        return anyhow::anyhow!("no command");
+        return SandboxError::NoCommand;
     };
     let error = std::process::Command::new(program).args(rest).exec();
-    anyhow::anyhow!("cannot run {program}: {error}")
+    SandboxError::Exec { program: program.clone(), error }
 }
 
 /// What the layer handles ([`hide_layer`]).
@@ -122,7 +162,7 @@ pub fn layer_available() -> bool {
 /// does not grant it forbids. Where the kernel has no Landlock, or one older than that right
 /// (Linux 5.19), this wall is missing and the command runs with bubblewrap's alone; the result
 /// says which.
-pub fn hide_layer(hidden: &[PathBuf]) -> anyhow::Result<RulesetStatus> {
+pub fn hide_layer(hidden: &[PathBuf]) -> Result<RulesetStatus, SandboxError> {
     let rights = LAYER_RIGHTS;
     // A place that does not exist yet is kept too: its nearest existing ancestor is then listed
     // entry by entry, and what is made there later has no rule.
@@ -138,7 +178,7 @@ pub fn hide_layer(hidden: &[PathBuf]) -> anyhow::Result<RulesetStatus> {
     Ok(status.ruleset)
 }
 
-fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
+fn restrict(args: &HelperArgs) -> Result<(), SandboxError> {
     if args.layer {
         hide_layer(&args.hide)?;
         return Ok(());
@@ -167,11 +207,7 @@ fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
     if let Some((h, w)) =
         hidden.iter().find_map(|h| write.iter().find(|w| h.starts_with(w)).map(|w| (h, w)))
     {
-        anyhow::bail!(
-            "{} would be writable (it lies in {}), which Landlock cannot keep hidden",
-            h.display(),
-            w.display()
-        );
+        return Err(SandboxError::HiddenInWritable { hidden: h.clone(), writable: w.clone() });
     }
     let mut ruleset =
         Ruleset::default().set_compatibility(CompatLevel::HardRequirement).handle_access(all)?;
@@ -188,15 +224,15 @@ fn restrict(args: &HelperArgs) -> anyhow::Result<()> {
         .add_rules(path_beneath_rules(devices, AccessFs::from_all(REQUIRED) & !AccessFs::Execute))?
         .restrict_self()?;
     if status.ruleset != RulesetStatus::FullyEnforced {
-        anyhow::bail!("Landlock is not fully enforced here ({:?})", status.ruleset);
+        return Err(SandboxError::NotEnforced(status.ruleset));
     }
     let filter: BpfProgram = socket_filter(args.network)?.try_into()?;
     seccompiler::apply_filter(&filter)?;
     Ok(())
 }
 
-fn socket_filter(network: bool) -> anyhow::Result<SeccompFilter> {
-    let family = |f: i32| -> anyhow::Result<SeccompRule> {
+fn socket_filter(network: bool) -> Result<SeccompFilter, SandboxError> {
+    let family = |f: i32| -> Result<SeccompRule, SandboxError> {
         Ok(SeccompRule::new(vec![SeccompCondition::new(
             0,
             SeccompCmpArgLen::Dword,

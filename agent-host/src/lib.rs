@@ -4,13 +4,13 @@
 //! approvals broker ([`approvals`]) inside the host's sans-IO decision state ([`host_core`]),
 //! confined file operations ([`confine`]), the sandboxed executor ([`exec`], with
 //! [`landlock_sandbox`] as its fallback), the hash-chained audit log ([`audit`]), the identity
-//! key ([`identity`]), the running host's shared parts ([`host`], [`refusals`]), the daemon and its
-//! local socket ([`daemon`], [`local_api`]), the core's driver ([`driver`]), the one path every
-//! action takes ([`actions`]), the paired devices ([`devices`]), the link to them through a
-//! relay and pairing ([`link`]), `agent-host up` with its embedded relay ([`up`]), agents' hooks
-//! ([`hook`]) and sessions in a pseudo-terminal ([`session`]); the command line is the binary's
-//! (`src/main.rs`, `src/cli/`). It holds no relay routing logic: `up` runs the `relay` crate's
-//! server beside the host.
+//! key ([`identity`]), the running host's shared parts ([`host`], [`refusals`]), the daemon and
+//! its local socket ([`daemon`], [`local_api`]), the core's driver ([`driver`]), the one path
+//! every action takes ([`actions`]), the paired devices ([`devices`]), the link to them through
+//! a relay and pairing ([`link`]), agents' hooks ([`hook`]) and sessions in a pseudo-terminal
+//! ([`session`]). The command line, `agent-host up` with its embedded relay among it, is the
+//! binary's (`src/main.rs`, `src/cli/`). It holds no relay routing logic: `up` runs the `relay`
+//! crate's server beside the host.
 //!
 //! The modules form layers (`tests/modules.rs` checks it): [`host`] imports none of the drivers
 //! ([`daemon`], [`link`], [`driver`], [`actions`]) that import it, and no module reaches one that
@@ -39,5 +39,4 @@ pub mod local_api;
 pub mod policy;
 pub mod refusals;
 pub mod session;
-pub mod up;
 pub mod userenv;

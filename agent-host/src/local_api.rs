@@ -319,13 +319,42 @@ pub enum ApiResponse {
     },
 }
 
+/// Why a local connection failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocalApiError {
+    /// The host's socket could not be reached.
+    #[error("cannot reach the host at {}: {error} (is `agent-host serve` running?)", socket.display())]
+    Unreachable {
+        /// The socket.
+        socket: std::path::PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// Reading or writing the connection failed.
+    #[error("the local connection: {0}")]
+    Io(#[from] std::io::Error),
+    /// A line is not one of the API's messages.
+    #[error("a line that is not the local API's: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// A line longer than [`MAX_LINE`].
+    #[error("a line over {MAX_LINE} bytes")]
+    TooLong,
+    /// The host could not make an id (no randomness).
+    #[error(transparent)]
+    Id(#[from] crate::identity::IdentityError),
+    /// A client of another user (the sockets are the owner's alone).
+    #[error("refused a local client of uid {0}")]
+    NotTheOwner(u32),
+}
+
 /// Sends one request and returns every answer line until the host closes the connection
 /// (`on_line` sees each as it arrives).
 pub async fn call(
     socket: &Path,
     request: &ApiRequest,
     mut on_line: impl FnMut(&ApiResponse),
-) -> anyhow::Result<Vec<ApiResponse>> {
+) -> Result<Vec<ApiResponse>, LocalApiError> {
     converse(socket, request, |r| {
         on_line(r);
         None
@@ -338,13 +367,10 @@ pub async fn converse(
     socket: &Path,
     request: &ApiRequest,
     mut on_line: impl FnMut(&ApiResponse) -> Option<PairAnswer>,
-) -> anyhow::Result<Vec<ApiResponse>> {
-    let stream = UnixStream::connect(socket).await.map_err(|e| {
-        anyhow::anyhow!(
-            "cannot reach the host at {}: {e} (is `agent-host serve` running?)",
-            socket.display()
-        )
-    })?;
+) -> Result<Vec<ApiResponse>, LocalApiError> {
+    let stream = UnixStream::connect(socket)
+        .await
+        .map_err(|error| LocalApiError::Unreachable { socket: socket.to_path_buf(), error })?;
     let (read, mut write) = stream.into_split();
     let mut line = serde_json::to_vec(request)?;
     line.push(b'\n');
@@ -379,7 +405,7 @@ impl LocalConn {
         Self { read: BufReader::new(read), partial: Vec::new(), write }
     }
 
-    pub(crate) async fn send(&mut self, response: &ApiResponse) -> anyhow::Result<()> {
+    pub(crate) async fn send(&mut self, response: &ApiResponse) -> Result<(), LocalApiError> {
         let mut bytes = serde_json::to_vec(response)?;
         bytes.push(b'\n');
         self.write.write_all(&bytes).await?;
@@ -390,14 +416,14 @@ impl LocalConn {
     /// up. Cancel-safe: what was read stays for the next call.
     pub(crate) async fn next<T: serde::de::DeserializeOwned>(
         &mut self,
-    ) -> anyhow::Result<Option<T>> {
+    ) -> Result<Option<T>, LocalApiError> {
         loop {
             if let Some(at) = self.partial.iter().position(|&b| b == b'\n') {
                 let line: Vec<u8> = self.partial.drain(..=at).collect();
                 return Ok(Some(serde_json::from_slice(&line[..at])?));
             }
             if self.partial.len() > MAX_LINE {
-                anyhow::bail!("a line over {MAX_LINE} bytes");
+                return Err(LocalApiError::TooLong);
             }
             let buf = self.read.fill_buf().await?;
             if buf.is_empty() {

@@ -165,6 +165,56 @@ fn send(stream: &mut UnixStream, update: &SessionUpdate) -> std::io::Result<()> 
     stream.write_all(&line)
 }
 
+/// Why `agent-host run` could not share its session, or run its program.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The host's socket could not be reached.
+    #[error("cannot reach the host at {}: {error} (is it running?)", socket.display())]
+    Unreachable {
+        /// The socket.
+        socket: std::path::PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// Another host than the first answers at the socket.
+    #[error(
+        "another host answers now (host {host}, workspace {workspace}): this session stays unshared"
+    )]
+    OtherHost {
+        /// The host's id.
+        host: String,
+        /// Its workspace.
+        workspace: String,
+    },
+    /// The host refused the session.
+    #[error("{0}")]
+    Refused(String),
+    /// The host answered something else than the API says.
+    #[error("unexpected answer: {0}")]
+    Unexpected(String),
+    /// The connection or the terminal failed.
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    /// The pseudo-terminal could not be made.
+    #[error("the pseudo-terminal: {0}")]
+    Pty(#[from] rustix::io::Errno),
+    /// A line from the host was not the API's.
+    #[error("a line that is not the local API's: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// The terminal's name is not UTF-8.
+    #[error("the pseudo-terminal's name is not UTF-8")]
+    PtyName,
+    /// The program could not be started.
+    #[error("cannot start {program}: {error}")]
+    Start {
+        /// The program.
+        program: String,
+        /// What failed.
+        error: std::io::Error,
+    },
+}
+
 /// How often `agent-host run` tries to reach a host that went away.
 const RECONNECT_EVERY: Duration = Duration::from_secs(1);
 
@@ -191,23 +241,18 @@ struct Sharing {
 impl Sharing {
     /// Registers the session at the host; returns its id and the host's side to read input
     /// from, and makes the connection the one output goes to, after the output kept so far.
-    fn register(&self) -> anyhow::Result<(SessionId, BufReader<UnixStream>)> {
+    fn register(&self) -> Result<(SessionId, BufReader<UnixStream>), SessionError> {
         let answering = self.status()?;
         match &mut *lock(&self.host) {
-            Some(first) if *first != answering => anyhow::bail!(
-                "another host answers now (host {}, workspace {}): this session stays unshared",
-                answering.0,
-                answering.1
-            ),
+            Some(first) if *first != answering => {
+                let (host, workspace) = answering;
+                return Err(SessionError::OtherHost { host, workspace });
+            }
             Some(_) => {}
             none => *none = Some(answering),
         }
-        let mut host = UnixStream::connect(&self.socket).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the host at {}: {e} (is it running?)",
-                self.socket.display()
-            )
-        })?;
+        let mut host = UnixStream::connect(&self.socket)
+            .map_err(|error| SessionError::Unreachable { socket: self.socket.clone(), error })?;
         let size = *lock(&self.size);
         let request = ApiRequest::Session { command: self.command.clone(), kind: self.kind, size };
         let mut line = serde_json::to_vec(&request)?;
@@ -218,8 +263,8 @@ impl Sharing {
         from_host.read_line(&mut first)?;
         let session: SessionId = match serde_json::from_str(&first)? {
             ApiResponse::SessionOpened { session } => session,
-            ApiResponse::Error { message } => anyhow::bail!("{message}"),
-            other => anyhow::bail!("unexpected answer: {other:?}"),
+            ApiResponse::Error { message } => return Err(SessionError::Refused(message)),
+            other => return Err(SessionError::Unexpected(format!("{other:?}"))),
         };
         let mut writer = lock(&self.writer);
         let tail: Vec<u8> = lock(&self.tail).iter().copied().collect();
@@ -237,13 +282,9 @@ impl Sharing {
     }
 
     /// Which host answers at the socket, and for which workspace.
-    fn status(&self) -> anyhow::Result<(String, String)> {
-        let mut host = UnixStream::connect(&self.socket).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot reach the host at {}: {e} (is it running?)",
-                self.socket.display()
-            )
-        })?;
+    fn status(&self) -> Result<(String, String), SessionError> {
+        let mut host = UnixStream::connect(&self.socket)
+            .map_err(|error| SessionError::Unreachable { socket: self.socket.clone(), error })?;
         let mut line = serde_json::to_vec(&ApiRequest::Status)?;
         line.push(b'\n');
         host.write_all(&line)?;
@@ -251,7 +292,7 @@ impl Sharing {
         BufReader::new(host).read_line(&mut answer)?;
         match serde_json::from_str(&answer)? {
             ApiResponse::Status { host_id, workspace, .. } => Ok((host_id, workspace)),
-            other => anyhow::bail!("unexpected answer: {other:?}"),
+            other => Err(SessionError::Unexpected(format!("{other:?}"))),
         }
     }
 
@@ -362,7 +403,7 @@ pub fn run(
     argv: Vec<String>,
     kind: SessionKind,
     jail: Option<&crate::jail::Jail>,
-) -> anyhow::Result<ExitCode> {
+) -> Result<ExitCode, SessionError> {
     let sharing = std::sync::Arc::new(Sharing {
         socket: socket.to_path_buf(),
         command: argv.clone(),
@@ -381,10 +422,9 @@ pub fn run(
     grantpt(&master)?;
     unlockpt(&master)?;
     let name = ptsname(&master, Vec::new())?;
-    let slave = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(std::ffi::OsStr::new(std::str::from_utf8(name.as_bytes())?))?;
+    let slave = std::fs::OpenOptions::new().read(true).write(true).open(std::ffi::OsStr::new(
+        std::str::from_utf8(name.as_bytes()).map_err(|_| SessionError::PtyName)?,
+    ))?;
     let follow_size = |master: &std::fs::File, sharing: &Sharing| {
         if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdin()) {
             let _ = rustix::termios::tcsetwinsize(master, size);
@@ -404,7 +444,7 @@ pub fn run(
         .stdout(Stdio::from(slave.try_clone()?))
         .stderr(Stdio::from(slave))
         .spawn()
-        .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", argv[0]))?;
+        .map_err(|error| SessionError::Start { program: argv[0].clone(), error })?;
     eprintln!("agent-host: session {session} shared with paired devices\r");
     let raw = RawMode::enter();
 

@@ -32,7 +32,7 @@ pub(super) fn run_session(
              starts can approve, pair and trust as you can.",
             command[0]
         );
-        return agent_host::session::run(&socket, command, kind, None);
+        return Ok(agent_host::session::run(&socket, command, kind, None)?);
     }
     let bwrap = match agent_host::exec::Sandbox::bubblewrap() {
         Ok(agent_host::exec::Sandbox::Bubblewrap(bwrap)) => bwrap,
@@ -61,7 +61,7 @@ pub(super) fn run_session(
         anyhow::bail!("no jail: {why} (or run with --no-jail, with your full rights)");
     }
     jail.ensure_home_settings()?;
-    agent_host::session::run(&socket, command, kind, Some(&jail))
+    Ok(agent_host::session::run(&socket, command, kind, Some(&jail))?)
 }
 
 pub(super) fn agent_socket_or_none() -> PathBuf {
@@ -142,7 +142,7 @@ pub(super) fn ask(timeout: std::time::Duration) -> anyhow::Result<ExitCode> {
 
 pub(super) fn pair(args: &PairArgs) -> anyhow::Result<ExitCode> {
     let socket = dirs::owner_socket(&Dirs::discover()?);
-    let paired = agent_host::up::pair_at_terminal(
+    let paired = super::up::pair_at_terminal(
         &socket,
         args.role,
         args.name.clone(),
@@ -223,7 +223,7 @@ pub(super) fn call(
     // reach (inside a jail), and is labelled `local:agent` there.
     let socket =
         if request.needs_owner() || owner.exists() { owner } else { dirs::agent_socket(&dirs) };
-    runtime()?.block_on(agent_host::local_api::call(&socket, request, on_line))
+    Ok(runtime()?.block_on(agent_host::local_api::call(&socket, request, on_line))?)
 }
 
 /// The paired devices' names by their ids, as the host's registry has them (none if it cannot

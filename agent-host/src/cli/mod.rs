@@ -13,6 +13,7 @@ use agent_host::policy::Mode;
 mod client;
 mod inspect;
 mod start;
+mod up;
 
 use client::{
     approvals, ask, decide, devices, exec, hook_claude_code, pair, run_allowed, run_session,

@@ -132,7 +132,7 @@ pub(super) async fn run_daemon(
         agent_host::daemon::serve(dirs, config, Some(ready), stop_signal()),
         announced
     );
-    result
+    Ok(result?)
 }
 
 pub(super) fn serve(args: &ServeArgs) -> anyhow::Result<ExitCode> {
@@ -160,12 +160,12 @@ pub(super) fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
     let (role, yes, no_pair) = (args.role, args.yes, args.no_pair);
     runtime()?.block_on(async {
         let ip = if args.lan {
-            agent_host::up::lan_address()?
+            super::up::lan_address()?
         } else {
             std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)
         };
         let (relay, setup) =
-            agent_host::up::start_relay(&dirs, std::net::SocketAddr::new(ip, args.port)).await?;
+            super::up::start_relay(&dirs, std::net::SocketAddr::new(ip, args.port)).await?;
         let pin = setup.cert_sha256.map(hex::encode).unwrap_or_default();
         let public = setup.public.clone();
         config.relay = Some(setup);
@@ -179,7 +179,7 @@ pub(super) fn up(args: &UpArgs) -> anyhow::Result<ExitCode> {
             if !no_pair {
                 // The person's yes/no is read from this terminal, away from the host's threads.
                 std::thread::spawn(move || {
-                    match agent_host::up::pair_at_terminal(&socket, role, None, 300, yes) {
+                    match super::up::pair_at_terminal(&socket, role, None, 300, yes) {
                         Ok(true) => {}
                         Ok(false) => println!("pair a device later with `agent-host pair`"),
                         Err(e) => eprintln!("agent-host: pairing: {e:#}"),

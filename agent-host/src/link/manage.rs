@@ -35,12 +35,30 @@ pub fn device_infos(registry: &Registry, online: &HashSet<DeviceId>) -> Vec<Devi
         .collect()
 }
 
+/// Why a change of a paired device was not made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceChangeError {
+    /// The registry refused it (no such device, or it could not be written).
+    #[error(transparent)]
+    Registry(#[from] crate::devices::RegistryError),
+    /// Not a name a device may have.
+    #[error(
+        "a device name is non-empty text without control characters, at most {} bytes",
+        protocol::limits::MAX_TEXT
+    )]
+    BadName,
+    /// The host is stopping (the registry changed; the audit log says so).
+    #[error(transparent)]
+    Core(#[from] crate::host_core::CoreError),
+}
+
 /// Applies a change made at this machine to a paired device; returns what was done.
 pub fn apply_change(
     registry: &mut Registry,
     id: &str,
     change: &DeviceChange,
-) -> anyhow::Result<(DeviceId, String)> {
+) -> Result<(DeviceId, String), DeviceChangeError> {
     let id = registry.find(id)?;
     let what = match change {
         DeviceChange::Revoke => {
@@ -60,12 +78,12 @@ pub fn apply_change(
     Ok((id, what))
 }
 
-pub(super) fn check_name(name: &str) -> anyhow::Result<()> {
+pub(super) fn check_name(name: &str) -> Result<(), DeviceChangeError> {
     if name.trim().is_empty()
         || name.chars().any(char::is_control)
         || name.len() > protocol::limits::MAX_TEXT
     {
-        anyhow::bail!("a device name is non-empty text without control characters");
+        return Err(DeviceChangeError::BadName);
     }
     Ok(())
 }
@@ -78,7 +96,7 @@ pub(crate) async fn change_device(
     host: &Host,
     id: &str,
     change: DeviceChange,
-) -> anyhow::Result<String> {
+) -> Result<String, DeviceChangeError> {
     let _one_at_a_time = host.device_changes.lock().await;
     let (device, what, rx) = {
         let mut registry = lock(&host.devices);

@@ -27,7 +27,7 @@ mod manage;
 mod pairing;
 
 pub(crate) use manage::change_device;
-pub use manage::{apply_change, device_infos};
+pub use manage::{DeviceChangeError, apply_change, device_infos};
 pub(crate) use pairing::{pair_local, record_pairing};
 
 /// How long an event the host sends stays valid.

@@ -13,7 +13,7 @@ use super::manage::{audit_device_change, check_name};
 use crate::devices::{Device, role_name};
 use crate::host::{Host, lock, now_ms};
 use crate::host_core::{Command, MAX_OFFER_SECS, OfferTerms, PairEvent};
-use crate::local_api::{ApiResponse, LocalConn, PairAnswer};
+use crate::local_api::{ApiResponse, LocalApiError, LocalConn, PairAnswer};
 
 /// Opens a pairing offer for a local client and sees it through (see the module docs).
 pub(crate) async fn pair_local(
@@ -23,7 +23,7 @@ pub(crate) async fn pair_local(
     name: Option<String>,
     expires_secs: u64,
     yes: bool,
-) -> anyhow::Result<()> {
+) -> Result<(), LocalApiError> {
     let Some(setup) = &host.config.relay else {
         return conn
             .send(&ApiResponse::Error {
@@ -33,11 +33,15 @@ pub(crate) async fn pair_local(
             })
             .await;
     };
-    if let Some(name) = &name {
-        check_name(name)?;
+    if let Some(name) = &name
+        && let Err(e) = check_name(name)
+    {
+        return conn.send(&ApiResponse::Error { message: e.to_string() }).await;
     }
     let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    if let Err(e) = getrandom::fill(&mut secret) {
+        return conn.send(&ApiResponse::Error { message: format!("no randomness: {e}") }).await;
+    }
     let secret = PairingSecret::from_bytes(secret);
     let token = pairing::token(&secret);
     let expires_at_ms = now_ms() + expires_secs.clamp(1, MAX_OFFER_SECS) * 1000;
@@ -69,7 +73,9 @@ pub(crate) async fn pair_local(
                     // Not asked (the client went): a no.
                     let accept = conn.send(&question).await.is_ok()
                         && matches!(conn.next::<PairAnswer>().await, Ok(Some(a)) if a.accept);
-                    host.core.send(Command::Confirm { token, device, accept }).await?;
+                    if host.core.send(Command::Confirm { token, device, accept }).await.is_err() {
+                        return Ok(()); // the host is stopping
+                    }
                 }
                 Some(PairEvent::Done(Ok(device))) => {
                     return conn
@@ -88,7 +94,7 @@ pub(crate) async fn pair_local(
             // The client hung up before anyone used the offer: withdraw it.
             gone = conn.next::<PairAnswer>() => {
                 if matches!(gone, Ok(None) | Err(_)) {
-                    host.core.send(Command::CloseOffer { token }).await?;
+                    let _ = host.core.send(Command::CloseOffer { token }).await;
                     return Ok(());
                 }
             }

@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use protocol::Role;
 
-use crate::devices::role_name;
-use crate::dirs::Dirs;
-use crate::host::RelaySetup;
-use crate::local_api::{ApiRequest, ApiResponse, PairAnswer};
+use agent_host::devices::role_name;
+use agent_host::dirs::Dirs;
+use agent_host::host::RelaySetup;
+use agent_host::local_api::{ApiRequest, ApiResponse, PairAnswer};
 
 /// This machine's address on its LAN: the source address of the default route (found without
 /// sending anything).
-pub fn lan_address() -> anyhow::Result<IpAddr> {
+pub(crate) fn lan_address() -> anyhow::Result<IpAddr> {
     let socket = std::net::UdpSocket::bind("0.0.0.0:0")?;
     // Connecting a UDP socket sends nothing; it only picks the route and the source address.
     socket
@@ -35,19 +35,22 @@ pub fn lan_address() -> anyhow::Result<IpAddr> {
 }
 
 /// The embedded relay's identity: the kept certificate, or a new one kept for next time.
-pub fn relay_identity(dirs: &Dirs, names: Vec<String>) -> anyhow::Result<relay::tls::Identity> {
+pub(crate) fn relay_identity(
+    dirs: &Dirs,
+    names: Vec<String>,
+) -> anyhow::Result<relay::tls::Identity> {
     let (cert, key) = (dirs.config.join("relay-cert.pem"), dirs.config.join("relay-key.pem"));
     if !(cert.exists() && key.exists()) {
         let (cert_pem, key_pem) = relay::tls::self_signed_pem(names)?;
         std::fs::create_dir_all(&dirs.config)?;
-        crate::fsutil::write_atomic(&key, key_pem.as_bytes(), 0o600)?;
-        crate::fsutil::write_atomic(&cert, cert_pem.as_bytes(), 0o644)?;
+        agent_host::fsutil::write_atomic(&key, key_pem.as_bytes(), 0o600)?;
+        agent_host::fsutil::write_atomic(&cert, cert_pem.as_bytes(), 0o644)?;
     }
     Ok(relay::tls::from_pem_files(&cert, &key)?)
 }
 
 /// Starts the embedded relay on `listen`; returns it and how the host reaches it.
-pub async fn start_relay(
+pub(crate) async fn start_relay(
     dirs: &Dirs,
     listen: SocketAddr,
 ) -> anyhow::Result<(relay::Server, RelaySetup)> {
@@ -88,7 +91,7 @@ pub async fn start_relay(
 }
 
 /// What to print for a pairing link: a QR code for a phone's camera, and the link itself.
-pub fn qr_code(link: &str) -> String {
+pub(crate) fn qr_code(link: &str) -> String {
     match qrcode::QrCode::new(link.as_bytes()) {
         Ok(code) => code
             .render::<qrcode::render::unicode::Dense1x2>()
@@ -104,7 +107,7 @@ pub fn qr_code(link: &str) -> String {
 /// terminal: prints the QR code and the link, asks the yes/no on stdin (unless `yes`), prints
 /// the outcome, and for a link that pins a self-signed relay, what a browser will show. Returns
 /// whether a device was paired.
-pub fn pair_at_terminal(
+pub(crate) fn pair_at_terminal(
     socket: &Path,
     role: Role,
     name: Option<String>,
@@ -115,48 +118,55 @@ pub fn pair_at_terminal(
     let request = ApiRequest::Pair { role, name, expires_secs, yes };
     let mut paired = false;
     let mut failure = None;
-    runtime.block_on(crate::local_api::converse(socket, &request, |response| match response {
-        ApiResponse::PairLink { link, expires_at_ms } => {
-            let left = expires_at_ms.saturating_sub(crate::host::now_ms()) / 1000;
-            println!("{}", qr_code(link));
-            println!("Pair a device as {} (the link works once, for {left} s):", role_name(role));
-            println!("  {link}");
-            println!("  with the command line: remote pair '{link}'");
-            if let Some(pin) =
-                link.parse::<protocol::link::PairingLink>().ok().and_then(|l| l.cert_sha256)
-            {
-                println!("{}", self_signed_advice(&pin));
+    runtime.block_on(agent_host::local_api::converse(
+        socket,
+        &request,
+        |response| match response {
+            ApiResponse::PairLink { link, expires_at_ms } => {
+                let left = expires_at_ms.saturating_sub(agent_host::host::now_ms()) / 1000;
+                println!("{}", qr_code(link));
+                println!(
+                    "Pair a device as {} (the link works once, for {left} s):",
+                    role_name(role)
+                );
+                println!("  {link}");
+                println!("  with the command line: remote pair '{link}'");
+                if let Some(pin) =
+                    link.parse::<protocol::link::PairingLink>().ok().and_then(|l| l.cert_sha256)
+                {
+                    println!("{}", self_signed_advice(&pin));
+                }
+                let _ = std::io::stdout().flush();
+                None
             }
-            let _ = std::io::stdout().flush();
-            None
-        }
-        ApiResponse::PairConfirm { device, name, fingerprint, role } => {
-            println!(
-                "pair \"{name}\", fingerprint {fingerprint} ({device}), as {}?",
-                role_name(*role)
-            );
-            print!("[y/N] ");
-            let _ = std::io::stdout().flush();
-            let mut line = String::new();
-            let accept = std::io::stdin().lock().read_line(&mut line).is_ok()
-                && matches!(line.trim(), "y" | "Y" | "yes" | "Yes");
-            Some(PairAnswer { accept })
-        }
-        ApiResponse::Paired { device, name, role } => {
-            println!("paired \"{name}\" ({device}) as {}", role_name(*role));
-            paired = true;
-            None
-        }
-        ApiResponse::PairFailed { reason } => {
-            failure = Some(reason.clone());
-            None
-        }
-        ApiResponse::Error { message } => {
-            failure = Some(message.clone());
-            None
-        }
-        _ => None,
-    }))?;
+            ApiResponse::PairConfirm { device, name, fingerprint, role } => {
+                println!(
+                    "pair \"{name}\", fingerprint {fingerprint} ({device}), as {}?",
+                    role_name(*role)
+                );
+                print!("[y/N] ");
+                let _ = std::io::stdout().flush();
+                let mut line = String::new();
+                let accept = std::io::stdin().lock().read_line(&mut line).is_ok()
+                    && matches!(line.trim(), "y" | "Y" | "yes" | "Yes");
+                Some(PairAnswer { accept })
+            }
+            ApiResponse::Paired { device, name, role } => {
+                println!("paired \"{name}\" ({device}) as {}", role_name(*role));
+                paired = true;
+                None
+            }
+            ApiResponse::PairFailed { reason } => {
+                failure = Some(reason.clone());
+                None
+            }
+            ApiResponse::Error { message } => {
+                failure = Some(message.clone());
+                None
+            }
+            _ => None,
+        },
+    ))?;
     if let Some(reason) = failure {
         eprintln!("not paired: {reason}");
     }
@@ -165,7 +175,7 @@ pub fn pair_at_terminal(
 
 /// What a person opening the link in a browser will see with a self-signed relay, and what to
 /// check before going past the warning.
-pub fn self_signed_advice(pin: &[u8; 32]) -> String {
+pub(crate) fn self_signed_advice(pin: &[u8; 32]) -> String {
     let pairs: Vec<String> = pin.iter().map(|b| format!("{b:02X}")).collect();
     format!(
         "  In a browser: the relay's certificate is self-signed, so the browser warns before it \
