@@ -14,32 +14,32 @@ use protocol::{
     Action, Decision, ErrorCode, HostEvent, Message, PairingLink, Request, RequestId, Role, Verdict,
 };
 
-use crate::profile::{Pairing, Profile};
-use crate::session::{Link, Session, Silence, now_ms};
+use remote::profile::{Pairing, Profile};
+use remote::session::{Link, Session, Silence, now_ms};
 
 /// A command-line device for agent-host: pair once, then ask the host to run commands, read
 /// and change files, and answer its pending actions. Every request is signed by this device's
 /// key and judged by the host; nothing here can act on the host by itself.
 #[derive(Debug, Parser)]
 #[command(name = "remote", version, about)]
-pub struct Cli {
+pub(crate) struct Cli {
     /// Which paired identity to use (one machine may hold several).
     #[arg(long, global = true, default_value = "default", env = "REMOTE_PROFILE")]
-    pub profile: String,
+    pub(crate) profile: String,
     /// Print JSON (one object per line) instead of text.
     #[arg(long, global = true)]
-    pub json: bool,
+    pub(crate) json: bool,
     /// How long to wait for the host's first answer.
     #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub(crate) command: Command,
 }
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// Pair with a host, using the link (or QR code content) that `agent-host pair` printed.
     Pair {
         /// The pairing link.
@@ -123,7 +123,7 @@ pub enum Command {
 }
 
 /// Runs a parsed command line.
-pub fn run(cli: Cli) -> ExitCode {
+pub(crate) fn run(cli: Cli) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

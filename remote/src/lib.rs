@@ -6,6 +6,5 @@
 
 #![forbid(unsafe_code)]
 
-pub mod cli;
 pub mod profile;
 pub mod session;

@@ -1,7 +1,9 @@
-//! The `remote` binary; everything is in the library.
+//! The `remote` binary: its command line ([`cli`]), over the library.
 
 use clap::Parser as _;
 
+mod cli;
+
 fn main() -> std::process::ExitCode {
-    remote::cli::run(remote::cli::Cli::parse())
+    cli::run(cli::Cli::parse())
 }

@@ -60,6 +60,71 @@ pub struct Counters {
     pub received: u64,
 }
 
+/// Why a profile could not be read or written.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProfileError {
+    /// No home directory to keep profiles in.
+    #[error("no home directory: set REMOTE_HOME")]
+    NoHome,
+    /// Not a name a profile may have.
+    #[error("a profile name is letters, digits, `-`, `_` and `.`")]
+    BadName,
+    /// A file of the profile could not be read or written.
+    #[error("{}: {error}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// The profile has no key: it was never paired.
+    #[error("{}: {error} (pair this profile first: remote pair LINK)", path.display())]
+    NoKey {
+        /// The key file.
+        path: PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// The profile has no pairing.
+    #[error("this profile is not paired ({}: {error}); run: remote pair LINK", path.display())]
+    NotPaired {
+        /// The pairing file.
+        path: PathBuf,
+        /// What failed.
+        error: std::io::Error,
+    },
+    /// Someone else than the owner may read the key.
+    #[error("{} is readable by others (mode {mode:o}); refusing it", path.display())]
+    Exposed {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file holds something else than a key.
+    #[error("{} is not a 32-byte key", .0.display())]
+    NotAKey(PathBuf),
+    /// A file is not what this program writes.
+    #[error("{} is damaged: {error}", path.display())]
+    Damaged {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        error: serde_json::Error,
+    },
+    /// The system gave no randomness.
+    #[error("no randomness: {0}")]
+    NoRandomness(getrandom::Error),
+    /// A reservation made on a thread of its own was lost (the thread panicked).
+    #[error("a counter reservation was lost")]
+    Lost,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ProfileError + '_ {
+    move |error| ProfileError::Io { path: path.to_path_buf(), error }
+}
+
 /// One profile's directory.
 #[derive(Debug, Clone)]
 pub struct Profile {
@@ -78,11 +143,11 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 
 impl Profile {
     /// The profile called `name`, in `$REMOTE_HOME` or the platform's config directory.
-    pub fn open(name: &str) -> anyhow::Result<Self> {
+    pub fn open(name: &str) -> Result<Self, ProfileError> {
         let base = match std::env::var_os("REMOTE_HOME") {
             Some(home) => PathBuf::from(home),
             None => directories::ProjectDirs::from("", "", "agent-bridge-remote")
-                .ok_or_else(|| anyhow::anyhow!("no home directory: set REMOTE_HOME"))?
+                .ok_or(ProfileError::NoHome)?
                 .config_dir()
                 .join("profiles"),
         };
@@ -90,12 +155,12 @@ impl Profile {
     }
 
     /// The profile called `name` under `base`.
-    pub fn open_in(base: &Path, name: &str) -> anyhow::Result<Self> {
+    pub fn open_in(base: &Path, name: &str) -> Result<Self, ProfileError> {
         if name.is_empty()
             || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
             || name.starts_with('.')
         {
-            anyhow::bail!("a profile name is letters, digits, `-`, `_` and `.`");
+            return Err(ProfileError::BadName);
         }
         Ok(Self { dir: base.join(name) })
     }
@@ -105,70 +170,68 @@ impl Profile {
         &self.dir
     }
 
-    fn ensure_dir(&self) -> anyhow::Result<()> {
-        std::fs::create_dir_all(&self.dir)?;
-        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))?;
-        Ok(())
+    fn ensure_dir(&self) -> Result<(), ProfileError> {
+        std::fs::create_dir_all(&self.dir).map_err(io(&self.dir))?;
+        std::fs::set_permissions(&self.dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io(&self.dir))
     }
 
     /// Makes a new device key (replacing any), with fresh counters.
-    pub fn new_key(&self) -> anyhow::Result<SecretKey> {
+    pub fn new_key(&self) -> Result<SecretKey, ProfileError> {
         self.ensure_dir()?;
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-        write_atomic(&self.dir.join("device.key"), &seed, 0o600)?;
+        getrandom::fill(&mut seed).map_err(ProfileError::NoRandomness)?;
+        let path = self.dir.join("device.key");
+        write_atomic(&path, &seed, 0o600).map_err(io(&path))?;
         let _ = std::fs::remove_file(self.dir.join("pairing.json"));
         self.save_counters(Counters::default())?;
         Ok(SecretKey::from_seed(&seed))
     }
 
     /// The device key.
-    pub fn key(&self) -> anyhow::Result<SecretKey> {
+    pub fn key(&self) -> Result<SecretKey, ProfileError> {
         let path = self.dir.join("device.key");
-        let bytes = std::fs::read(&path).map_err(|e| {
-            anyhow::anyhow!("{}: {e} (pair this profile first: remote pair LINK)", path.display())
-        })?;
-        let mode = std::fs::metadata(&path)?.permissions().mode();
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => return Err(ProfileError::NoKey { path, error }),
+        };
+        let mode = std::fs::metadata(&path).map_err(io(&path))?.permissions().mode();
         if mode & 0o077 != 0 {
-            anyhow::bail!(
-                "{} is readable by others (mode {:o}); refusing it",
-                path.display(),
-                mode & 0o777
-            );
+            return Err(ProfileError::Exposed { path, mode: mode & 0o777 });
         }
-        let seed: [u8; 32] = bytes
-            .as_slice()
-            .try_into()
-            .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", path.display()))?;
+        let Ok(seed) = <[u8; 32]>::try_from(bytes.as_slice()) else {
+            return Err(ProfileError::NotAKey(path));
+        };
         Ok(SecretKey::from_seed(&seed))
     }
 
     /// What pairing learnt.
-    pub fn pairing(&self) -> anyhow::Result<Pairing> {
+    pub fn pairing(&self) -> Result<Pairing, ProfileError> {
         let path = self.dir.join("pairing.json");
-        let bytes = std::fs::read(&path).map_err(|e| {
-            anyhow::anyhow!(
-                "this profile is not paired ({}: {e}); run: remote pair LINK",
-                path.display()
-            )
-        })?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) => return Err(ProfileError::NotPaired { path, error }),
+        };
+        serde_json::from_slice(&bytes).map_err(|error| ProfileError::Damaged { path, error })
     }
 
     /// Records a pairing.
-    pub fn save_pairing(&self, pairing: &Pairing) -> anyhow::Result<()> {
-        write_atomic(&self.dir.join("pairing.json"), &serde_json::to_vec_pretty(pairing)?, 0o600)?;
-        Ok(())
+    pub fn save_pairing(&self, pairing: &Pairing) -> Result<(), ProfileError> {
+        let path = self.dir.join("pairing.json");
+        let bytes = serde_json::to_vec_pretty(pairing)
+            .map_err(|error| ProfileError::Damaged { path: path.clone(), error })?;
+        write_atomic(&path, &bytes, 0o600).map_err(io(&path))
     }
 
-    fn save_counters(&self, counters: Counters) -> anyhow::Result<()> {
-        write_atomic(&self.dir.join("counters.json"), &serde_json::to_vec(&counters)?, 0o600)?;
-        Ok(())
+    fn save_counters(&self, counters: Counters) -> Result<(), ProfileError> {
+        let path = self.dir.join("counters.json");
+        let bytes = serde_json::to_vec(&counters)
+            .map_err(|error| ProfileError::Damaged { path: path.clone(), error })?;
+        write_atomic(&path, &bytes, 0o600).map_err(io(&path))
     }
 
     /// Reserves the next [`COUNTER_BLOCK`] counters towards the host: its first and last.
-    pub fn reserve_block(&self) -> anyhow::Result<(u64, u64)> {
+    pub fn reserve_block(&self) -> Result<(u64, u64), ProfileError> {
         self.update_counters(|c| {
             let first = c.sent + 1;
             c.sent += COUNTER_BLOCK;
@@ -178,19 +241,25 @@ impl Profile {
 
     /// Reads the counters, lets `change` update them, and writes them back, all under the
     /// profile's lock.
-    pub fn update_counters<T>(&self, change: impl FnOnce(&mut Counters) -> T) -> anyhow::Result<T> {
+    pub fn update_counters<T>(
+        &self,
+        change: impl FnOnce(&mut Counters) -> T,
+    ) -> Result<T, ProfileError> {
+        let lock_path = self.dir.join("counters.lock");
         let lock = File::options()
             .create(true)
             .truncate(false)
             .write(true)
-            .open(self.dir.join("counters.lock"))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)?;
+            .open(&lock_path)
+            .map_err(io(&lock_path))?;
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive)
+            .map_err(|e| ProfileError::Io { path: lock_path.clone(), error: e.into() })?;
         let path = self.dir.join("counters.json");
         let mut counters: Counters = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| anyhow::anyhow!("{} is damaged: {e}", path.display()))?,
+                .map_err(|error| ProfileError::Damaged { path: path.clone(), error })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Counters::default(),
-            Err(e) => return Err(e.into()),
+            Err(error) => return Err(ProfileError::Io { path, error }),
         };
         let out = change(&mut counters);
         self.save_counters(counters)?;
@@ -208,7 +277,7 @@ pub struct CounterBlocks {
     /// The last of the block in use.
     last: u64,
     /// The next block, being reserved on a thread of its own.
-    ahead: Option<std::thread::JoinHandle<anyhow::Result<(u64, u64)>>>,
+    ahead: Option<std::thread::JoinHandle<Result<(u64, u64), ProfileError>>>,
 }
 
 impl CounterBlocks {
@@ -220,7 +289,7 @@ impl CounterBlocks {
     /// The next counter. When the block is used up, the next one is the block reserved ahead
     /// ([`Self::reserve_ahead`]), waited for if still being written; if that failed, or none
     /// was reserved ahead, a block is reserved here, and its error returned.
-    pub fn take(&mut self) -> anyhow::Result<u64> {
+    pub fn take(&mut self) -> Result<u64, ProfileError> {
         if let Some(profile) = &self.profile
             && self.next > self.last
         {
@@ -349,7 +418,7 @@ mod tests {
         for _ in 0..COUNTER_BLOCK {
             session.take().unwrap();
         }
-        session.ahead = Some(std::thread::spawn(|| Err(anyhow::anyhow!("disk full"))));
+        session.ahead = Some(std::thread::spawn(|| Err(ProfileError::Lost)));
         assert_eq!(session.take().unwrap(), COUNTER_BLOCK + 1);
         assert_eq!(sent(&profile), 2 * COUNTER_BLOCK);
         // Without a profile (pairing), counters simply count from 1.

@@ -12,7 +12,28 @@ use protocol::{
 };
 use relay_client::{Client, ClientConfig, Inbound};
 
-use crate::profile::{CounterBlocks, Profile};
+use crate::profile::{CounterBlocks, Profile, ProfileError};
+
+/// Why a session could not be opened, or a message not sent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The profile (its key, pairing or counters).
+    #[error(transparent)]
+    Profile(#[from] ProfileError),
+    /// The system's trusted certificates could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] relay_client::LinkError),
+    /// The pairing's certificate pin is not one.
+    #[error("the pairing's certificate pin: {0}")]
+    Pin(#[from] protocol::relay::RelayAuthError),
+    /// The message could not be sealed (over a limit, or never valid).
+    #[error(transparent)]
+    Seal(#[from] protocol::SealError),
+    /// The link to the relay stopped.
+    #[error("the link to the relay stopped")]
+    Stopped,
+}
 
 /// How long a message the device sends stays valid.
 const LIFETIME_MS: u64 = 2 * 60 * 1000;
@@ -97,7 +118,7 @@ impl Session {
         key: SecretKey,
         profile: Option<Profile>,
         received: u64,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, SessionError> {
         let tls = match link.cert_sha256 {
             Some(pin) => relay_client::pinned_config(pin),
             None => relay_client::system_roots_config()?,
@@ -129,13 +150,11 @@ impl Session {
     }
 
     /// Connects as a paired profile, to the host and through the relay it was paired with.
-    pub fn open(profile: &Profile) -> anyhow::Result<(crate::profile::Pairing, Self)> {
+    pub fn open(profile: &Profile) -> Result<(crate::profile::Pairing, Self), SessionError> {
         let pairing = profile.pairing()?;
         let key = profile.key()?;
         let cert_sha256 = match &pairing.cert_sha256 {
-            Some(hex) => {
-                Some(protocol::relay::hex32(hex, "certificate").map_err(anyhow::Error::msg)?)
-            }
+            Some(hex) => Some(protocol::relay::hex32(hex, "certificate")?),
             None => None,
         };
         let received = profile.update_counters(|c| c.received)?;
@@ -150,7 +169,7 @@ impl Session {
     }
 
     /// Seals and queues a message to the host.
-    pub fn send(&mut self, message: &Message) -> anyhow::Result<()> {
+    pub fn send(&mut self, message: &Message) -> Result<(), SessionError> {
         let counter = self.counters.take()?;
         let now = now_ms();
         let ctx = SealContext {
@@ -160,9 +179,7 @@ impl Session {
             expires_at_ms: now + LIFETIME_MS,
         };
         let frame = protocol::seal(&self.key, &ctx, message)?;
-        self.client
-            .send(*self.host.as_bytes(), frame)
-            .map_err(|_| anyhow::anyhow!("the link to the relay stopped"))?;
+        self.client.send(*self.host.as_bytes(), frame).map_err(|_| SessionError::Stopped)?;
         self.counters.reserve_ahead();
         Ok(())
     }
