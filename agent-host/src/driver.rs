@@ -112,7 +112,7 @@ pub(crate) async fn drive(
                 }
                 Effect::SendPairing { key, answer } => {
                     if let Some(link) = &host.link {
-                        let _ = link.send(ToLink::Pairing(*key.as_bytes(), answer));
+                        let _ = link.send(ToLink::Pairing(key, answer));
                     }
                 }
                 Effect::Register { devices, offers } => {

@@ -162,13 +162,13 @@ pub(crate) enum ToLink {
     /// Tell one device.
     To(DeviceId, HostEvent),
     /// Send a pairing answer to a key (paired or not yet).
-    Pairing([u8; 32], Pairing),
+    Pairing(protocol::PublicKey, Pairing),
     /// Register these devices and offers at the relay.
     Register {
         /// The paired devices' keys.
-        devices: Vec<[u8; 32]>,
+        devices: Vec<protocol::RelayKey>,
         /// The open offers' tokens.
-        offers: Vec<[u8; 32]>,
+        offers: Vec<protocol::PairingToken>,
     },
 }
 

@@ -305,12 +305,19 @@ impl Sim {
         let Effect::Register { devices, offers } = effect else {
             self.ctx.fail(step, format!("{effect:?} where a registration belongs"))
         };
-        let mut want_devices: Vec<[u8; 32]> =
-            self.devices.iter().filter(|d| d.paired).map(|d| *d.id.as_bytes()).collect();
-        let mut want_offers: Vec<[u8; 32]> =
-            self.offers.iter().filter(|o| o.state == OfferState::Open).map(|o| o.token.0).collect();
+        let mut want_devices: Vec<protocol::RelayKey> = self
+            .devices
+            .iter()
+            .filter(|d| d.paired)
+            .map(|d| protocol::RelayKey::of(&d.key.public_key()))
+            .collect();
+        let mut want_offers: Vec<PairingToken> =
+            self.offers.iter().filter(|o| o.state == OfferState::Open).map(|o| o.token).collect();
         let (mut devices, mut offers) = (devices.clone(), offers.clone());
-        for list in [&mut want_devices, &mut want_offers, &mut devices, &mut offers] {
+        for list in [&mut want_devices, &mut devices] {
+            list.sort_unstable();
+        }
+        for list in [&mut want_offers, &mut offers] {
             list.sort_unstable();
         }
         if devices != want_devices || offers != want_offers {
@@ -446,7 +453,7 @@ impl Sim {
         let at = d.arrives_at;
         let device = &self.devices[frame.device];
         let (id, role, fresh) = (device.id, device.role, device.fresh(frame.counter));
-        self.core.handle_frame(at, *device.key.public_key().as_bytes(), &frame.bytes);
+        self.core.handle_frame(at, protocol::RelayKey::of(&device.key.public_key()), &frame.bytes);
         let got: Vec<Effect> = std::iter::from_fn(|| self.core.poll_effect()).collect();
         let message = match &got[..] {
             [Effect::Refuse { .. }] if !fresh => {
@@ -526,7 +533,7 @@ impl Sim {
     fn unpaired(&mut self, step: u64, d: &InFlight, frame: &Frame) {
         let at = d.arrives_at;
         let key = self.devices[frame.device].key.public_key();
-        self.core.handle_frame(at, *key.as_bytes(), &frame.bytes);
+        self.core.handle_frame(at, protocol::RelayKey::of(&key), &frame.bytes);
         let got: Vec<Effect> = std::iter::from_fn(|| self.core.poll_effect()).collect();
         let Kind::Hello { offer, good } = d.kind else {
             if !matches!(&got[..], [Effect::Refuse { .. }]) {
@@ -692,13 +699,15 @@ impl Sim {
     /// Forged by the relay: the frame's bytes tampered with, or delivered as another device's.
     fn forged(&mut self, step: u64, at: u64, frame: &Frame, tamper: Option<usize>) {
         self.advance(step, at);
-        let (mut bytes, mut from) =
-            (frame.bytes.clone(), *self.devices[frame.device].key.public_key().as_bytes());
+        let (mut bytes, mut from) = (
+            frame.bytes.clone(),
+            protocol::RelayKey::of(&self.devices[frame.device].key.public_key()),
+        );
         match tamper {
             Some(i) => bytes[i % frame.bytes.len()] ^= 0x20,
             None => {
                 let other = (frame.device + 1) % self.devices.len();
-                from = *self.devices[other].key.public_key().as_bytes();
+                from = protocol::RelayKey::of(&self.devices[other].key.public_key());
             }
         }
         self.core.handle_frame(at, from, &bytes);

@@ -58,15 +58,18 @@ fn main() {
     }
 
     // The relay: data frames, and control messages both ways.
-    write("relay_frames", "data_to", &protocol::relay::data_frame(FrameKind::To, &host_key, b"x"));
+    let (host_route, device_route) = (protocol::RelayKey(host_key), protocol::RelayKey(device_key));
+    let route = |kind, to, payload: &[u8]| protocol::relay::data_frame(kind, to, payload);
+    write("relay_frames", "data_to", &route(FrameKind::To, &host_route, b"x"));
     write(
         "relay_frames",
         "data_broadcast",
-        &protocol::relay::data_frame(FrameKind::Broadcast, &[0; 32], b""),
+        &route(FrameKind::Broadcast, &protocol::RelayKey([0; 32]), b""),
     );
     let nonce = [0x44; 32];
     let hello = protocol::relay::hello(&device, Side::Device, &nonce, &[0x55; 32]);
-    let register = protocol::relay::register(&host, 3, &[device_key], &[[0x33; 32]]);
+    let offer = protocol::PairingToken([0x33; 32]);
+    let register = protocol::relay::register(&host, 3, &[device_route], &[offer]);
     let knock = ToRelay::Knock { host: hex::encode(host_key), token: hex::encode([0x33; 32]) };
     for (name, message) in [("hello", hello), ("register", register), ("knock", knock)] {
         write("relay_frames", name, serde_json::to_string(&message).unwrap().as_bytes());

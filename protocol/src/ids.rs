@@ -84,6 +84,13 @@ hex_bytes!(
     32
 );
 hex_bytes!(
+    /// A key the relay routes by: the public key a host or a device proved to the relay (its
+    /// challenge), as the 32 bytes of the routing header. The relay checks nothing else about
+    /// it; the host and devices check every frame's signature themselves.
+    RelayKey,
+    32
+);
+hex_bytes!(
     /// Names one pairing offer without revealing its secret: SHA-256 of a domain prefix and the
     /// secret (see [`crate::pairing::token`]). The relay sees it; it cannot be turned into a proof.
     PairingToken,

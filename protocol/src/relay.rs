@@ -31,6 +31,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::ids::{PairingToken, RelayKey};
 use crate::keys::{BadSignature, PublicKey, SecretKey};
 
 /// Prefix of the signed challenge answer.
@@ -182,16 +183,25 @@ pub fn auth_message(nonce: &[u8; 32], side: Side, binding: &[u8; 32]) -> Vec<u8>
 }
 
 /// The bytes a host signs to register devices and open pairing offers.
-pub fn register_message(counter: u64, devices: &[[u8; 32]], offers: &[[u8; 32]]) -> Vec<u8> {
+pub fn register_message(counter: u64, devices: &[RelayKey], offers: &[PairingToken]) -> Vec<u8> {
     let mut out = REGISTER_DOMAIN.to_vec();
     out.extend_from_slice(&counter.to_be_bytes());
-    for list in [devices, offers] {
-        out.extend_from_slice(&(list.len() as u32).to_be_bytes());
-        for item in list {
-            out.extend_from_slice(item);
-        }
+    out.extend_from_slice(&(devices.len() as u32).to_be_bytes());
+    for device in devices {
+        out.extend_from_slice(&device.0);
+    }
+    out.extend_from_slice(&(offers.len() as u32).to_be_bytes());
+    for offer in offers {
+        out.extend_from_slice(&offer.0);
     }
     out
+}
+
+impl RelayKey {
+    /// The routing key of a public key.
+    pub fn of(key: &PublicKey) -> Self {
+        Self(*key.as_bytes())
+    }
 }
 
 /// Builds a signed `Hello`.
@@ -207,13 +217,13 @@ pub fn hello(secret: &SecretKey, side: Side, nonce: &[u8; 32], cert_sha256: &[u8
 pub fn register(
     secret: &SecretKey,
     counter: u64,
-    devices: &[[u8; 32]],
-    offers: &[[u8; 32]],
+    devices: &[RelayKey],
+    offers: &[PairingToken],
 ) -> ToRelay {
     ToRelay::Register {
         counter,
-        devices: devices.iter().map(hex::encode).collect(),
-        offers: offers.iter().map(hex::encode).collect(),
+        devices: devices.iter().map(ToString::to_string).collect(),
+        offers: offers.iter().map(ToString::to_string).collect(),
         signature: hex::encode(secret.sign(&register_message(counter, devices, offers))),
     }
 }
@@ -289,9 +299,9 @@ pub fn check_hello_any(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
     /// The devices that may reach the host.
-    pub devices: Vec<[u8; 32]>,
+    pub devices: Vec<RelayKey>,
     /// Tokens of its open pairing offers.
-    pub offers: Vec<[u8; 32]>,
+    pub offers: Vec<PairingToken>,
 }
 
 /// The relay's check of a `Register` from an authenticated host.
@@ -308,8 +318,14 @@ pub fn check_register(
     if offers.len() > MAX_OFFERS {
         return Err(RelayAuthError::TooManyOffers);
     }
-    let devices = devices.iter().map(|d| hex32(d, "device key")).collect::<Result<Vec<_>, _>>()?;
-    let offers = offers.iter().map(|t| hex32(t, "offer token")).collect::<Result<Vec<_>, _>>()?;
+    let devices = devices
+        .iter()
+        .map(|d| hex32(d, "device key").map(RelayKey))
+        .collect::<Result<Vec<_>, _>>()?;
+    let offers = offers
+        .iter()
+        .map(|t| hex32(t, "offer token").map(PairingToken))
+        .collect::<Result<Vec<_>, _>>()?;
     host.verify(&register_message(counter, &devices, &offers), &hex64(signature)?)?;
     Ok(Registration { devices, offers })
 }
@@ -349,21 +365,21 @@ pub enum FrameError {
 }
 
 /// Builds a data frame for the relay.
-pub fn data_frame(kind: FrameKind, peer: &[u8; 32], payload: &[u8]) -> Vec<u8> {
+pub fn data_frame(kind: FrameKind, peer: &RelayKey, payload: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + payload.len());
     out.push(kind as u8);
-    out.extend_from_slice(peer);
+    out.extend_from_slice(&peer.0);
     out.extend_from_slice(payload);
     out
 }
 
 /// Splits a data frame into kind, peer and payload.
-pub fn split_frame(frame: &[u8]) -> Result<(FrameKind, [u8; 32], &[u8]), FrameError> {
+pub fn split_frame(frame: &[u8]) -> Result<(FrameKind, RelayKey, &[u8]), FrameError> {
     let (header, payload) = frame.split_at_checked(HEADER).ok_or(FrameError::Short)?;
     let kind = FrameKind::try_from(header[0])?;
     let mut peer = [0u8; 32];
     peer.copy_from_slice(&header[1..]);
-    Ok((kind, peer, payload))
+    Ok((kind, RelayKey(peer), payload))
 }
 
 /// The close codes the relay ends a connection with (RFC 6455 §7.4, and 4000–4999 for its own),
@@ -462,8 +478,8 @@ mod tests {
     fn registration_is_signed_by_the_host() {
         let host = SecretKey::from_seed(&[5; 32]);
         let other = SecretKey::from_seed(&[6; 32]);
-        let devices = [[7u8; 32], [8u8; 32]];
-        let offers = [[9u8; 32]];
+        let devices = [RelayKey([7u8; 32]), RelayKey([8u8; 32])];
+        let offers = [PairingToken([9u8; 32])];
         let ToRelay::Register { counter, devices: d, offers: o, signature } =
             register(&host, 3, &devices, &offers)
         else {
@@ -482,11 +498,11 @@ mod tests {
 
     #[test]
     fn frames_split() {
-        let f = data_frame(FrameKind::To, &[3; 32], b"hi");
-        assert_eq!(split_frame(&f), Ok((FrameKind::To, [3; 32], &b"hi"[..])));
+        let f = data_frame(FrameKind::To, &RelayKey([3; 32]), b"hi");
+        assert_eq!(split_frame(&f), Ok((FrameKind::To, RelayKey([3; 32]), &b"hi"[..])));
         assert_eq!(split_frame(&f[..10]), Err(FrameError::Short));
-        let b = data_frame(FrameKind::Broadcast, &[0; 32], b"");
-        assert_eq!(split_frame(&b), Ok((FrameKind::Broadcast, [0; 32], &b""[..])));
+        let b = data_frame(FrameKind::Broadcast, &RelayKey([0; 32]), b"");
+        assert_eq!(split_frame(&b), Ok((FrameKind::Broadcast, RelayKey([0; 32]), &b""[..])));
         let mut odd = f;
         odd[0] = 3;
         assert_eq!(split_frame(&odd), Err(FrameError::Kind(3)));

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use protocol::SecretKey;
 use protocol::relay::{FromRelay, Side, ToRelay};
+use protocol::{PairingToken, RelayKey, SecretKey};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -29,12 +29,12 @@ pub struct ClientConfig {
     /// Host or device.
     pub side: Side,
     /// For a host: the devices that may reach it, registered on every connection.
-    pub devices: Vec<[u8; 32]>,
+    pub devices: Vec<RelayKey>,
     /// For a host: the tokens of its open pairing offers, registered with the devices.
-    pub offers: Vec<[u8; 32]>,
+    pub offers: Vec<PairingToken>,
     /// For a device that is pairing: the host's key and the offer's token, sent on every
     /// connection so the relay routes the handshake.
-    pub knock: Option<([u8; 32], [u8; 32])>,
+    pub knock: Option<(RelayKey, PairingToken)>,
     /// Unacknowledged messages are sent again after this long.
     pub rto: Duration,
     /// The first reconnection delay; doubled on each failure up to `backoff_max`.
@@ -85,8 +85,8 @@ impl ClientConfig {
 }
 
 enum Command {
-    Send([u8; 32], Vec<u8>),
-    Register(Vec<[u8; 32]>, Vec<[u8; 32]>),
+    Send(RelayKey, Vec<u8>),
+    Register(Vec<RelayKey>, Vec<PairingToken>),
     DropConnection,
 }
 
@@ -96,21 +96,21 @@ pub enum Inbound {
     /// A message from a peer, exactly once and in order.
     Message {
         /// The peer's key (authenticated by the relay only: check the envelope).
-        from: [u8; 32],
+        from: RelayKey,
         /// The message.
         bytes: Vec<u8>,
     },
     /// A registered device came online or went away (hosts only).
     Presence {
         /// The device's key.
-        device: [u8; 32],
+        device: RelayKey,
         /// Online now?
         online: bool,
     },
     /// A frame could not be delivered (at most one notice a second per connection).
     Undeliverable {
         /// To whom.
-        peer: [u8; 32],
+        peer: RelayKey,
         /// True: allowed but not connected. False: the relay has no route (not registered by
         /// that host, or no longer).
         offline: bool,
@@ -154,12 +154,12 @@ impl Client {
     }
 
     /// Queues a message for `peer`; it is delivered exactly once, whenever the link allows.
-    pub fn send(&self, peer: [u8; 32], message: Vec<u8>) -> Result<(), Stopped> {
+    pub fn send(&self, peer: RelayKey, message: Vec<u8>) -> Result<(), Stopped> {
         self.commands.send(Command::Send(peer, message)).map_err(|_| Stopped)
     }
 
     /// The next message from a peer, in order (other notices are skipped).
-    pub async fn recv(&mut self) -> Option<([u8; 32], Vec<u8>)> {
+    pub async fn recv(&mut self) -> Option<(RelayKey, Vec<u8>)> {
         loop {
             if let Inbound::Message { from, bytes } = self.inbox.recv().await? {
                 return Some((from, bytes));
@@ -174,7 +174,11 @@ impl Client {
 
     /// For a host: replaces the registered devices and open pairing offers, at once on the
     /// current connection and on every later one.
-    pub fn register(&self, devices: Vec<[u8; 32]>, offers: Vec<[u8; 32]>) -> Result<(), Stopped> {
+    pub fn register(
+        &self,
+        devices: Vec<RelayKey>,
+        offers: Vec<PairingToken>,
+    ) -> Result<(), Stopped> {
         self.commands.send(Command::Register(devices, offers)).map_err(|_| Stopped)
     }
 
@@ -239,7 +243,7 @@ fn pace_for(frames_per_sec: u32) -> f64 {
 /// Sends acknowledgements and whatever is due, within the pace. False: the link failed.
 async fn flush(
     link: &mut Box<dyn Duplex>,
-    peers: &mut HashMap<[u8; 32], Peer>,
+    peers: &mut HashMap<RelayKey, Peer>,
     pace: &mut Pace,
     now_ms: u64,
     rto_ms: u64,
@@ -263,14 +267,14 @@ async fn flush(
 /// the others are owed. The peers take turns by `turn` (which goes first), so that a budget
 /// smaller than the number of peers (a busy link) goes to each in turn.
 fn due_fairly(
-    peers: &mut HashMap<[u8; 32], Peer>,
+    peers: &mut HashMap<RelayKey, Peer>,
     budget: usize,
     turn: usize,
     now_ms: u64,
     rto_ms: u64,
-) -> Vec<([u8; 32], Vec<u8>)> {
+) -> Vec<(RelayKey, Vec<u8>)> {
     let mut frames = Vec::new();
-    let mut wanting: Vec<([u8; 32], &mut Peer)> = peers.iter_mut().map(|(k, v)| (*k, v)).collect();
+    let mut wanting: Vec<(RelayKey, &mut Peer)> = peers.iter_mut().map(|(k, v)| (*k, v)).collect();
     wanting.sort_unstable_by_key(|(key, _)| *key);
     if !wanting.is_empty() {
         let first = turn % wanting.len();
@@ -311,9 +315,9 @@ async fn send_control(link: &mut Box<dyn Duplex>, message: &ToRelay) -> bool {
     }
 }
 
-fn hex_key(s: &str) -> Option<[u8; 32]> {
+fn hex_key(s: &str) -> Option<RelayKey> {
     let mut key = [0u8; 32];
-    hex::decode_to_slice(s, &mut key).ok().map(|()| key)
+    hex::decode_to_slice(s, &mut key).ok().map(|()| RelayKey(key))
 }
 
 async fn drive(
@@ -328,7 +332,7 @@ async fn drive(
     // sent while it was away (see crate::resume).
     let join = if config.side == Side::Host { Join::AtBase } else { Join::AtFirstFrame };
     let rto_ms = config.rto.as_millis() as u64;
-    let mut peers: HashMap<[u8; 32], Peer> = HashMap::new();
+    let mut peers: HashMap<RelayKey, Peer> = HashMap::new();
     let mut pace;
     let mut attempt = 0u32;
     let mut counter = std::time::SystemTime::now()
@@ -367,7 +371,7 @@ async fn drive(
             }
         }
         if let Some((host, token)) = &config.knock {
-            let knock = ToRelay::Knock { host: hex::encode(host), token: hex::encode(token) };
+            let knock = ToRelay::Knock { host: host.to_string(), token: token.to_string() };
             if !send_control(&mut link, &knock).await {
                 continue;
             }
@@ -471,7 +475,7 @@ async fn wait(
     attempt: u32,
     (epoch, join): (u64, Join),
     commands: &mut mpsc::UnboundedReceiver<Command>,
-    peers: &mut HashMap<[u8; 32], Peer>,
+    peers: &mut HashMap<RelayKey, Peer>,
 ) -> bool {
     let sleep = tokio::time::sleep(jittered(config, attempt));
     tokio::pin!(sleep);
@@ -496,7 +500,7 @@ async fn wait(
 mod tests {
     use super::*;
 
-    fn peers_with(backlogs: &[(u8, usize)]) -> HashMap<[u8; 32], Peer> {
+    fn peers_with(backlogs: &[(u8, usize)]) -> HashMap<RelayKey, Peer> {
         backlogs
             .iter()
             .map(|&(key, n)| {
@@ -504,13 +508,13 @@ mod tests {
                 for i in 0..n {
                     peer.push(&[key, i as u8]).unwrap();
                 }
-                ([key; 32], peer)
+                (RelayKey([key; 32]), peer)
             })
             .collect()
     }
 
-    fn sent_to(frames: &[([u8; 32], Vec<u8>)], key: u8) -> usize {
-        frames.iter().filter(|(peer, _)| *peer == [key; 32]).count()
+    fn sent_to(frames: &[(RelayKey, Vec<u8>)], key: u8) -> usize {
+        frames.iter().filter(|(peer, _)| *peer == RelayKey([key; 32])).count()
     }
 
     #[test]
@@ -537,7 +541,7 @@ mod tests {
         for turn in 0..4 {
             let frames = due_fairly(&mut peers, 1, turn, 0, 1_000);
             assert_eq!(frames.len(), 1);
-            served.push(frames[0].0[0]);
+            served.push(frames[0].0.0[0]);
         }
         served.sort_unstable();
         assert_eq!(served, [1, 2, 3, 4]);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use protocol::SecretKey;
 use protocol::relay::{FrameKind, Side};
+use protocol::{RelayKey, SecretKey};
 use relay::{Config, Limits, Server};
 use relay_client::{Link, authenticate, connect, pinned_config};
 use tokio_tungstenite::tungstenite::Message;
@@ -141,7 +141,7 @@ async fn relay_links(
     let mut links = Vec::new();
     for i in 0..pairs {
         let (h, d) = (secret(1, i), secret(2, i));
-        let (hk, dk) = (*h.public_key().as_bytes(), *d.public_key().as_bytes());
+        let (hk, dk) = (RelayKey::of(&h.public_key()), RelayKey::of(&d.public_key()));
         let mut host = join(addr, pin, &h, Side::Host).await?;
         let register = protocol::relay::register(&h, 1, &[dk], &[]);
         host.send(Message::text(serde_json::to_string(&register)?)).await?;
@@ -173,7 +173,10 @@ async fn echo_links(addr: &str, pin: [u8; 32], pairs: u32) -> anyhow::Result<Vec
     let mut links = Vec::new();
     for _ in 0..pairs {
         let (link, _) = connect(addr, "localhost", pinned_config(pin)).await?;
-        links.push((link, protocol::relay::data_frame(FrameKind::To, &[0; 32], &[0x5a; FRAME])));
+        links.push((
+            link,
+            protocol::relay::data_frame(FrameKind::To, &RelayKey([0; 32]), &[0x5a; FRAME]),
+        ));
     }
     Ok(links)
 }

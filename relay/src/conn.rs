@@ -24,7 +24,7 @@ pub enum Step {
         /// To all the devices the sending host registered.
         broadcast: bool,
         /// The addressee (ignored for a broadcast).
-        peer: [u8; 32],
+        peer: protocol::RelayKey,
         /// The payload's length, for the figures.
         payload_len: usize,
     },
@@ -196,7 +196,8 @@ mod tests {
     fn data_frames_route_within_the_rate_and_close_past_it() {
         let t0 = Instant::now();
         let mut conn = State::new(Side::Host, &limits(), t0);
-        let to = Step::Route { broadcast: false, peer: [7; 32], payload_len: 5 };
+        let to =
+            Step::Route { broadcast: false, peer: protocol::RelayKey([7; 32]), payload_len: 5 };
         for _ in 0..3 {
             assert_eq!(conn.handle(t0, &frame(1, 5)), to);
         }
@@ -213,7 +214,7 @@ mod tests {
         let later = t0 + Duration::from_millis(100);
         assert_eq!(
             conn.handle(later, &frame(2, 0)),
-            Step::Route { broadcast: true, peer: [7; 32], payload_len: 0 }
+            Step::Route { broadcast: true, peer: protocol::RelayKey([7; 32]), payload_len: 0 }
         );
         assert!(matches!(conn.handle(later, &frame(1, 0)), Step::Close(CloseCode::Policy, _)));
         // A clock that steps back refills nothing and breaks nothing.

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use protocol::relay::{FromRelay, Registration, Side};
+use protocol::{PairingToken, RelayKey};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -20,7 +21,7 @@ use crate::metrics::Metrics;
 pub(crate) const MAX_KNOCKS: usize = 4;
 
 /// One host's open offers: token → the devices that knocked with it.
-type Knocks = HashMap<[u8; 32], Vec<[u8; 32]>>;
+type Knocks = HashMap<PairingToken, Vec<RelayKey>>;
 
 /// Why a connection is being closed by the relay.
 pub(crate) type Kick = Option<(protocol::relay::CloseCode, String)>;
@@ -28,7 +29,7 @@ pub(crate) type Kick = Option<(protocol::relay::CloseCode, String)>;
 /// One authenticated connection, as the hub sees it.
 #[derive(Debug)]
 pub(crate) struct Conn {
-    pub(crate) key: [u8; 32],
+    pub(crate) key: RelayKey,
     pub(crate) side: Side,
     pub(crate) tx: mpsc::UnboundedSender<Message>,
     pub(crate) queued: Arc<AtomicUsize>,
@@ -65,11 +66,11 @@ pub(crate) struct Hub {
     /// Bytes queued towards one connection before it is cut off.
     max_queued: usize,
     conns: HashMap<u64, Conn>,
-    by_key: HashMap<[u8; 32], Vec<u64>>,
+    by_key: HashMap<RelayKey, Vec<u64>>,
     /// host → (last counter, devices)
-    registrations: HashMap<[u8; 32], (u64, HashSet<[u8; 32]>)>,
+    registrations: HashMap<RelayKey, (u64, HashSet<RelayKey>)>,
     /// host → its open pairing offers' tokens → the devices that knocked with each
-    offers: HashMap<[u8; 32], Knocks>,
+    offers: HashMap<RelayKey, Knocks>,
     next_id: u64,
 }
 
@@ -87,7 +88,7 @@ impl Hub {
         Self { max_queued, ..Self::default() }
     }
 
-    pub(crate) fn connections_of(&self, key: &[u8; 32]) -> usize {
+    pub(crate) fn connections_of(&self, key: &RelayKey) -> usize {
         self.by_key.get(key).map_or(0, Vec::len)
     }
 
@@ -117,7 +118,7 @@ impl Hub {
         for (host, (_, devices)) in &self.registrations {
             if devices.contains(&conn.key) {
                 let online = self.by_key.contains_key(host);
-                let event = FromRelay::HostPresence { host: hex::encode(host), online };
+                let event = FromRelay::HostPresence { host: host.to_string(), online };
                 if let Ok(text) = serde_json::to_string(&event) {
                     conn.deliver(Message::text(text), self.max_queued, metrics);
                 }
@@ -144,8 +145,8 @@ impl Hub {
         }
     }
 
-    fn presence(&self, device: &[u8; 32], online: bool, metrics: &Metrics) {
-        let event = FromRelay::Presence { device: hex::encode(device), online };
+    fn presence(&self, device: &RelayKey, online: bool, metrics: &Metrics) {
+        let event = FromRelay::Presence { device: device.to_string(), online };
         let Ok(text) = serde_json::to_string(&event) else { return };
         for (host, (_, devices)) in &self.registrations {
             if devices.contains(device) {
@@ -157,12 +158,12 @@ impl Hub {
     /// Tells `host`'s registered devices (or only `to`) whether it is connected.
     fn host_presence(
         &self,
-        host: &[u8; 32],
+        host: &RelayKey,
         online: bool,
-        to: Option<&[u8; 32]>,
+        to: Option<&RelayKey>,
         metrics: &Metrics,
     ) {
-        let event = FromRelay::HostPresence { host: hex::encode(host), online };
+        let event = FromRelay::HostPresence { host: host.to_string(), online };
         let Ok(text) = serde_json::to_string(&event) else { return };
         let Some((_, devices)) = self.registrations.get(host) else { return };
         for device in devices.iter().filter(|d| to.is_none_or(|to| to == *d)) {
@@ -170,7 +171,7 @@ impl Hub {
         }
     }
 
-    fn send_to_key(&self, key: &[u8; 32], side: Side, message: Message, metrics: &Metrics) -> bool {
+    fn send_to_key(&self, key: &RelayKey, side: Side, message: Message, metrics: &Metrics) -> bool {
         let mut delivered = false;
         for id in self.by_key.get(key).into_iter().flatten() {
             if let Some(conn) = self.conns.get(id).filter(|c| c.side == side) {
@@ -184,7 +185,7 @@ impl Hub {
     /// a stale counter. Devices that knocked with an offer no longer open lose their route.
     pub(crate) fn register(
         &mut self,
-        host: [u8; 32],
+        host: RelayKey,
         counter: u64,
         registration: Registration,
         metrics: &Metrics,
@@ -201,13 +202,13 @@ impl Hub {
         if !offers.is_empty() {
             self.offers.insert(host, offers);
         }
-        let devices: HashSet<[u8; 32]> = registration.devices.into_iter().collect();
+        let devices: HashSet<RelayKey> = registration.devices.into_iter().collect();
         // Devices no longer registered lose their route at once; tell the host who is online.
-        let online: Vec<[u8; 32]> =
+        let online: Vec<RelayKey> =
             devices.iter().filter(|d| self.by_key.contains_key(*d)).copied().collect();
         let before = self.registrations.insert(host, (counter, devices)).map(|(_, d)| d);
         for device in online {
-            let event = FromRelay::Presence { device: hex::encode(device), online: true };
+            let event = FromRelay::Presence { device: device.to_string(), online: true };
             if let Ok(text) = serde_json::to_string(&event) {
                 self.send_to_key(&host, Side::Host, Message::text(text), metrics);
             }
@@ -221,7 +222,12 @@ impl Hub {
 
     /// A device not registered by `host` asks to reach it with an open offer's token. True if
     /// the offer is open (and has room for another device: at most [`MAX_KNOCKS`]).
-    pub(crate) fn knock(&mut self, device: [u8; 32], host: &[u8; 32], token: &[u8; 32]) -> bool {
+    pub(crate) fn knock(
+        &mut self,
+        device: RelayKey,
+        host: &RelayKey,
+        token: &PairingToken,
+    ) -> bool {
         let Some(knocked) = self.offers.get_mut(host).and_then(|o| o.get_mut(token)) else {
             return false;
         };
@@ -235,7 +241,7 @@ impl Hub {
         true
     }
 
-    fn registered(&self, host: &[u8; 32], device: &[u8; 32]) -> bool {
+    fn registered(&self, host: &RelayKey, device: &RelayKey) -> bool {
         self.registrations.get(host).is_some_and(|(_, d)| d.contains(device))
             || self
                 .offers
@@ -247,10 +253,10 @@ impl Hub {
     /// or to all of a host's devices.
     pub(crate) fn route(
         &self,
-        from: &[u8; 32],
+        from: &RelayKey,
         side: Side,
         broadcast: bool,
-        to: &[u8; 32],
+        to: &RelayKey,
         frame: Message,
         metrics: &Metrics,
     ) -> Result<usize, NoRoute> {
@@ -283,7 +289,7 @@ mod tests {
     use super::*;
 
     /// A connection of `key` on `side`, and what the hub queues for it.
-    fn conn(key: [u8; 32], side: Side) -> (Conn, mpsc::UnboundedReceiver<Message>) {
+    fn conn(key: RelayKey, side: Side) -> (Conn, mpsc::UnboundedReceiver<Message>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let (kick, _) = watch::channel(None);
         (Conn { key, side, tx, queued: Arc::default(), kick }, rx)
@@ -295,14 +301,14 @@ mod tests {
             .collect()
     }
 
-    fn host_presence(host: [u8; 32], online: bool) -> FromRelay {
-        FromRelay::HostPresence { host: hex::encode(host), online }
+    fn host_presence(host: RelayKey, online: bool) -> FromRelay {
+        FromRelay::HostPresence { host: host.to_string(), online }
     }
 
     #[test]
     fn a_device_hears_when_its_host_comes_and_goes_and_where_it_is_when_greeted() {
         let (metrics, mut hub) = (Metrics::default(), Hub::new(1 << 20));
-        let (host, device, stranger) = ([1; 32], [2; 32], [3; 32]);
+        let (host, device, stranger) = (RelayKey([1; 32]), RelayKey([2; 32]), RelayKey([3; 32]));
         let (h, _host_rx) = conn(host, Side::Host);
         let host_id = hub.add(h, &metrics);
         let (d, mut device_rx) = conn(device, Side::Device);

@@ -447,7 +447,7 @@ where
                     .chain(inner.config.origins.iter().map(|o| protocol::relay::origin_binding(o)))
                     .collect();
                 match protocol::relay::check_hello_any(side, &key, &signature, &nonce, &bindings) {
-                    Ok(key) => (side, *key.as_bytes()),
+                    Ok(key) => (side, protocol::RelayKey::of(&key)),
                     Err(e) => {
                         Metrics::inc(&metrics.auth_failures);
                         sink.send(close(
@@ -604,7 +604,7 @@ where
                 let forwarded = match frame.try_into_mut() {
                     Ok(mut buffer) => {
                         buffer[0] = FrameKind::To as u8;
-                        buffer[1..protocol::relay::HEADER].copy_from_slice(&key);
+                        buffer[1..protocol::relay::HEADER].copy_from_slice(&key.0);
                         Message::Binary(buffer.freeze())
                     }
                     Err(frame) => Message::binary(protocol::relay::data_frame(
@@ -625,7 +625,7 @@ where
                         // Say so, at most once a second, so a sender learns why it hears nothing.
                         if rules.notice_due(now) {
                             let notice = FromRelay::Undeliverable {
-                                peer: hex::encode(peer),
+                                peer: peer.to_string(),
                                 offline: no_route == NoRoute::Offline,
                             };
                             enqueue(Message::text(serde_json::to_string(&notice)?));
@@ -634,7 +634,7 @@ where
                 }
             }
             Step::Register { counter, devices, offers, signature } => {
-                let Ok(host) = protocol::PublicKey::from_bytes(&key) else {
+                let Ok(host) = protocol::PublicKey::from_bytes(&key.0) else {
                     break Some((CloseCode::Internal, "internal error".into()));
                 };
                 let checked =
@@ -663,7 +663,11 @@ where
                     protocol::relay::hex32(&host, "host"),
                     protocol::relay::hex32(&token, "token"),
                 ) {
-                    (Ok(host), Ok(token)) => lock(&inner.hub).knock(key, &host, &token),
+                    (Ok(host), Ok(token)) => lock(&inner.hub).knock(
+                        key,
+                        &protocol::RelayKey(host),
+                        &protocol::PairingToken(token),
+                    ),
                     _ => false,
                 };
                 if !open {

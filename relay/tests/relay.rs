@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
-use protocol::SecretKey;
 use protocol::relay::{FromRelay, Side, ToRelay};
+use protocol::{RelayKey, SecretKey};
 use relay::{Config, Limits, Server};
 use relay_client::{Link, LinkError, authenticate, connect, next_control, pinned_config};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -48,7 +48,7 @@ async fn join(r: &Relay, secret: &SecretKey, side: Side) -> Link {
 }
 
 async fn register(link: &mut Link, host: &SecretKey, counter: u64, devices: &[&SecretKey]) {
-    let keys: Vec<[u8; 32]> = devices.iter().map(|d| *d.public_key().as_bytes()).collect();
+    let keys: Vec<RelayKey> = devices.iter().map(|d| RelayKey::of(&d.public_key())).collect();
     let message = protocol::relay::register(host, counter, &keys, &[]);
     link.send(Message::text(serde_json::to_string(&message).unwrap())).await.unwrap();
 }
@@ -76,7 +76,7 @@ async fn recv_within(link: &mut Link, wait: Duration) -> Option<([u8; 32], Vec<u
             Ok(Some(Ok(Message::Binary(frame)))) => {
                 let (kind, from, payload) = protocol::relay::split_frame(&frame).unwrap();
                 assert_eq!(kind, protocol::relay::FrameKind::To);
-                return Some((from, payload.to_vec()));
+                return Some((from.0, payload.to_vec()));
             }
             Ok(Some(Ok(_))) => {}
             _ => return None,
@@ -174,7 +174,8 @@ async fn a_new_device_reaches_the_host_only_through_an_open_pairing_offer() {
     let mut new = join(&r, &newcomer, Side::Device).await;
     let mut guess = join(&r, &guesser, Side::Device).await;
     let token = [0x77; 32];
-    control(&mut host, &protocol::relay::register(&h, 1, &[], &[token])).await;
+    control(&mut host, &protocol::relay::register(&h, 1, &[], &[protocol::PairingToken(token)]))
+        .await;
     tokio::time::sleep(Duration::from_millis(100)).await;
 
     // Before knocking, nothing passes; a wrong token is refused and opens nothing.
@@ -365,7 +366,7 @@ async fn a_flood_is_cut_off_by_the_rate_limit() {
         if dev
             .send(Message::binary(protocol::relay::data_frame(
                 protocol::relay::FrameKind::To,
-                h.public_key().as_bytes(),
+                &RelayKey::of(&h.public_key()),
                 b"x",
             )))
             .await
@@ -590,7 +591,7 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
     // Both ways, the relay naming the sender as on a WebSocket.
     let frame = protocol::relay::data_frame(
         protocol::relay::FrameKind::To,
-        host.public_key().as_bytes(),
+        &RelayKey::of(&host.public_key()),
         b"from the phone",
     );
     let body = [b"b".as_slice(), &frame].concat();
@@ -605,7 +606,11 @@ async fn the_event_stream_fallback_carries_a_session_like_a_websocket() {
     let (kind, from, payload) = protocol::relay::split_frame(&frame).unwrap();
     assert_eq!(
         (kind, from, payload),
-        (protocol::relay::FrameKind::To, *host.public_key().as_bytes(), b"to the phone".as_slice())
+        (
+            protocol::relay::FrameKind::To,
+            RelayKey::of(&host.public_key()),
+            b"to the phone".as_slice()
+        )
     );
 
     // Closing the event stream ends the session at once (not at the idle timeout).
@@ -660,7 +665,7 @@ async fn a_host_in_the_relays_own_process_gets_the_same_session_without_tls() {
     assert!(authenticate(&mut wrong, &host, Side::Host, &[7u8; 32]).await.is_err());
     let mut local = r.server.connect_local();
     authenticate(&mut local, &host, Side::Host, &r.pin).await.unwrap();
-    let message = protocol::relay::register(&host, 1, &[*phone.public_key().as_bytes()], &[]);
+    let message = protocol::relay::register(&host, 1, &[RelayKey::of(&phone.public_key())], &[]);
     local.send(Message::text(serde_json::to_string(&message).unwrap())).await.unwrap();
     let mut device = join(&r, &phone, Side::Device).await;
     let online =
@@ -677,7 +682,7 @@ async fn a_host_in_the_relays_own_process_gets_the_same_session_without_tls() {
         match tokio::time::timeout(Duration::from_secs(2), local.next()).await.unwrap() {
             Some(Ok(Message::Binary(frame))) => {
                 let (_, from, payload) = protocol::relay::split_frame(&frame).unwrap();
-                break (from, payload.to_vec());
+                break (from.0, payload.to_vec());
             }
             Some(Ok(_)) => {}
             other => panic!("{other:?}"),
@@ -686,7 +691,7 @@ async fn a_host_in_the_relays_own_process_gets_the_same_session_without_tls() {
     assert_eq!(from_phone, (*phone.public_key().as_bytes(), b"from the phone".to_vec()));
     let frame = protocol::relay::data_frame(
         protocol::relay::FrameKind::To,
-        phone.public_key().as_bytes(),
+        &RelayKey::of(&phone.public_key()),
         b"from the host",
     );
     local.send(Message::binary(frame)).await.unwrap();

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use protocol::SecretKey;
 use protocol::relay::Side;
+use protocol::{RelayKey, SecretKey};
 use relay::{Config, Limits, Server};
 use relay_client::{Client, ClientConfig, Inbound, pinned_config};
 
@@ -26,7 +26,7 @@ async fn start(addr: std::net::SocketAddr, identity: relay::tls::Identity) -> Se
     server
 }
 
-fn client(addr: &str, pin: [u8; 32], seed: u8, side: Side, devices: Vec<[u8; 32]>) -> Client {
+fn client(addr: &str, pin: [u8; 32], seed: u8, side: Side, devices: Vec<RelayKey>) -> Client {
     let mut config = ClientConfig::new(
         addr.into(),
         "localhost".into(),
@@ -50,7 +50,7 @@ async fn thousand_messages_each_way_survive_drops_and_a_relay_restart() {
     let addr = server.local_addr();
     let (host_key, device_key) =
         (SecretKey::from_seed(&[1; 32]).public_key(), SecretKey::from_seed(&[2; 32]).public_key());
-    let (h, d) = (*host_key.as_bytes(), *device_key.as_bytes());
+    let (h, d) = (RelayKey::of(&host_key), RelayKey::of(&device_key));
     let mut host = client(&addr.to_string(), pin, 1, Side::Host, vec![d]);
     let mut device = client(&addr.to_string(), pin, 2, Side::Device, Vec::new());
     // Start once both are linked: a device joins the host's stream where it connects (what was
@@ -85,7 +85,7 @@ async fn thousand_messages_each_way_survive_drops_and_a_relay_restart() {
         }
     }
 
-    let collect = |mut c: Client, prefix: &'static str, from: [u8; 32]| async move {
+    let collect = |mut c: Client, prefix: &'static str, from: RelayKey| async move {
         let mut got = Vec::new();
         while got.len() < N as usize {
             let (peer, message) = tokio::time::timeout(Duration::from_secs(30), c.recv())

@@ -275,7 +275,7 @@ async fn pair(
         relay: link.relay.clone(),
         cert_sha256: link.cert_sha256,
         host,
-        knock: Some((*host.as_bytes(), token.0)),
+        knock: Some((protocol::RelayKey::of(&host), token)),
     };
     let mut session = Session::start(session_link, key, None, 0)?;
     session.send(&Message::Pairing(protocol::Pairing::Hello { token, name, proof }))?;

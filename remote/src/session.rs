@@ -86,7 +86,7 @@ pub struct Link {
     /// The host.
     pub host: PublicKey,
     /// For pairing: the host key and the offer token to knock with.
-    pub knock: Option<([u8; 32], [u8; 32])>,
+    pub knock: Option<(protocol::RelayKey, protocol::PairingToken)>,
 }
 
 /// A connected device.
@@ -179,7 +179,8 @@ impl Session {
             expires_at_ms: now + LIFETIME_MS,
         };
         let frame = protocol::seal(&self.key, &ctx, message)?;
-        self.client.send(*self.host.as_bytes(), frame).map_err(|_| SessionError::Stopped)?;
+        let host = protocol::RelayKey::of(&self.host);
+        self.client.send(host, frame).map_err(|_| SessionError::Stopped)?;
         self.counters.reserve_ahead();
         Ok(())
     }
@@ -195,7 +196,7 @@ impl Session {
             };
             match inbound {
                 Inbound::Message { from, bytes } => {
-                    if from != *self.host.as_bytes() {
+                    if from != protocol::RelayKey::of(&self.host) {
                         self.dropped += 1;
                         continue;
                     }

@@ -102,8 +102,11 @@ impl Hostile {
 
 fn deliver(state: &State, from: [u8; 32], to: [u8; 32], payload: &[u8]) {
     for tx in state.conns.get(&to).into_iter().flatten() {
-        let _ =
-            tx.send(protocol::relay::data_frame(protocol::relay::FrameKind::To, &from, payload));
+        let _ = tx.send(protocol::relay::data_frame(
+            protocol::relay::FrameKind::To,
+            &protocol::RelayKey(from),
+            payload,
+        ));
     }
 }
 
@@ -141,7 +144,7 @@ async fn serve(
             incoming = ws.next() => match incoming {
                 Some(Ok(Message::Binary(frame))) => {
                     let Ok((_, to, payload)) = protocol::relay::split_frame(&frame) else { continue };
-                    let seen = Seen { from: key, to, payload: payload.to_vec() };
+                    let seen = Seen { from: key, to: to.0, payload: payload.to_vec() };
                     let mut state = lock(&state);
                     state.log.push(seen.clone());
                     let out = match state.rule.as_mut() {

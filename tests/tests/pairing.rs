@@ -237,7 +237,7 @@ fn a_wrong_proof_burns_the_offer() {
             relay: link.relay.clone(),
             cert_sha256: link.cert_sha256,
             host,
-            knock: Some((*host.as_bytes(), token.0)),
+            knock: Some((protocol::RelayKey::of(&host), token)),
         };
         let key = protocol::SecretKey::from_seed(&[0x42; 32]);
         let mut session = remote::session::Session::start(session_link, key, None, 0).unwrap();

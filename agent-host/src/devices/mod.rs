@@ -288,9 +288,9 @@ impl Registry {
         self.devices.get(id)
     }
 
-    /// The keys the relay should route to.
-    pub fn keys(&self) -> Vec<[u8; 32]> {
-        self.devices.keys().map(|id| *id.as_bytes()).collect()
+    /// The paired devices.
+    pub fn ids(&self) -> Vec<DeviceId> {
+        self.devices.keys().copied().collect()
     }
 
     /// The device an id or unique prefix of one names.

@@ -77,7 +77,7 @@ pub enum Command {
     /// [`HostCore::handle_frame`].
     Frame {
         /// The key the relay says sent it.
-        from: [u8; 32],
+        from: protocol::RelayKey,
         /// The frame.
         bytes: Vec<u8>,
     },
@@ -234,7 +234,7 @@ impl CoreHandle {
     }
 
     /// See [`Command::Frame`]. Waits while the core is busy.
-    pub async fn frame(&self, from: [u8; 32], bytes: Vec<u8>) -> Result<(), CoreError> {
+    pub async fn frame(&self, from: protocol::RelayKey, bytes: Vec<u8>) -> Result<(), CoreError> {
         self.commands.send(Command::Frame { from, bytes }).await.map_err(|_| CoreError::Stopped)
     }
 

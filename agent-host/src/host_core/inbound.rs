@@ -161,13 +161,13 @@ impl HostCore {
     }
 
     /// A frame the relay delivered from the key `from` (see the module notes).
-    pub fn handle_frame(&mut self, now: u64, from: [u8; 32], bytes: &[u8]) {
-        let claimed = hex::encode(from);
+    pub fn handle_frame(&mut self, now: u64, from: protocol::RelayKey, bytes: &[u8]) {
+        let claimed = from.to_string();
         let sealed = match Sealed::decode(bytes) {
             Ok(s) => s,
             Err(e) => return self.refuse(claimed, e),
         };
-        if *sealed.sender() != from {
+        if *sealed.sender() != from.0 {
             return self.refuse(claimed, "signed by another key than the connection that sent it");
         }
         let key = match PublicKey::from_bytes(sealed.sender()) {
@@ -348,8 +348,8 @@ mod tests {
             DeviceId::new(self.key.public_key())
         }
 
-        fn from(&self) -> [u8; 32] {
-            *self.key.public_key().as_bytes()
+        fn from(&self) -> protocol::RelayKey {
+            protocol::RelayKey::of(&self.key.public_key())
         }
 
         fn seal_to(&mut self, to: &PublicKey, message: &Message) -> Vec<u8> {

@@ -131,9 +131,9 @@ pub enum Effect {
     /// Register these devices and offers at the relay (what it routes to this host).
     Register {
         /// The paired devices' keys.
-        devices: Vec<[u8; 32]>,
+        devices: Vec<protocol::RelayKey>,
         /// The open offers' tokens.
-        offers: Vec<[u8; 32]>,
+        offers: Vec<PairingToken>,
     },
     /// Judge a device's request and carry it out (the one path of `crate::actions`); what it
     /// comes to returns through [`HostCore::handle_done`].

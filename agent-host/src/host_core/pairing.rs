@@ -285,9 +285,9 @@ impl HostCore {
     /// offers, and those whose hello is still under way (asked of the person, or being
     /// recorded), so that the new key hears its answer.
     pub(super) fn register(&mut self) {
-        let devices = self.devices.keys().map(|d| *d.as_bytes()).collect();
+        let devices = self.devices.keys().map(|d| protocol::RelayKey::of(&d.key())).collect();
         let held = self.confirming.values().map(|c| c.token).chain(self.pairing.values().copied());
-        let offers = self.offers.keys().copied().chain(held).map(|t| t.0).collect();
+        let offers = self.offers.keys().copied().chain(held).collect();
         self.effects.push_back(Effect::Register { devices, offers });
     }
 
@@ -334,7 +334,7 @@ mod tests {
         core.open_offer(token, terms).unwrap();
         let got = effects(core);
         assert!(
-            matches!(&got[..], [Effect::Register { offers, .. }] if offers.contains(&token.0)),
+            matches!(&got[..], [Effect::Register { offers, .. }] if offers.contains(&token)),
             "{got:?}"
         );
         (secret, token)
@@ -358,7 +358,7 @@ mod tests {
             expires_at_ms: NOW + 60_000,
         };
         let frame = protocol::seal(device, &ctx, &message).unwrap();
-        core.handle_frame(NOW, *device.public_key().as_bytes(), &frame);
+        core.handle_frame(NOW, protocol::RelayKey::of(&device.public_key()), &frame);
     }
 
     fn done(got: &[Effect]) -> Option<&Result<Device, String>> {
@@ -389,7 +389,7 @@ mod tests {
         let ctx =
             SealContext { recipient: &me, counter: 2, issued_at_ms: NOW, expires_at_ms: NOW + 1 };
         let frame = protocol::seal(&phone, &ctx, &sync).unwrap();
-        core.handle_frame(NOW, *phone.public_key().as_bytes(), &frame);
+        core.handle_frame(NOW, protocol::RelayKey::of(&phone.public_key()), &frame);
         assert!(matches!(&effects(&mut core)[..], [Effect::Refuse { .. }]));
         // Recorded: the relay routes it, it is told, then the client is.
         core.paired(token, phone.public_key(), device.clone());
@@ -401,7 +401,7 @@ mod tests {
             matches!(&got[1], Effect::SendPairing { answer: Pairing::Accepted { host_name, .. }, .. } if host_name == "box")
         );
         assert!(matches!(done(&got), Some(Ok(d)) if d == device));
-        core.handle_frame(NOW, *phone.public_key().as_bytes(), &frame);
+        core.handle_frame(NOW, protocol::RelayKey::of(&phone.public_key()), &frame);
         assert!(matches!(&effects(&mut core)[..], [Effect::Persist { .. }]));
     }
 
@@ -489,7 +489,7 @@ mod tests {
         core.close_offer(other);
         let got = effects(&mut core);
         assert!(
-            matches!(&got[..], [Effect::Register { offers, .. }] if *offers == vec![token.0]),
+            matches!(&got[..], [Effect::Register { offers, .. }] if *offers == vec![token]),
             "{got:?}"
         );
         // A late answer for another offer's client changes nothing; this one's does.
@@ -515,7 +515,7 @@ mod tests {
         core.paired(token, phone.public_key(), d.clone());
         let got = effects(&mut core);
         assert!(
-            matches!(&got[0], Effect::Register { devices, offers } if devices.len() == 1 && !offers.contains(&token.0)),
+            matches!(&got[0], Effect::Register { devices, offers } if devices.len() == 1 && !offers.contains(&token)),
             "{got:?}"
         );
     }

@@ -16,7 +16,7 @@
 use std::sync::Arc;
 
 use protocol::relay::Side;
-use protocol::{DeviceId, Message, PublicKey, SealContext};
+use protocol::{DeviceId, Message, PublicKey, RelayKey, SealContext};
 use relay_client::{Client, ClientConfig, Inbound};
 use tokio::sync::mpsc;
 
@@ -33,12 +33,18 @@ pub(crate) use pairing::{pair_local, record_pairing};
 /// How long an event the host sends stays valid.
 const EVENT_LIFETIME_MS: u64 = 5 * 60 * 1000;
 
+/// Seals `message` to `recipient` ([`seal_to`]) and queues it.
+fn send_to(host: &Host, client: &Client, recipient: &PublicKey, message: &Message) {
+    if let Some(frame) = seal_to(host, recipient, message) {
+        let _ = client.send(RelayKey::of(recipient), frame);
+    }
+}
+
 /// A frame's counter towards `to`: the device's next, or 1 for a key not (yet) paired (a
 /// pairing answer; the device has no window for this host yet). An event to a device revoked
 /// a moment ago (the notice of it) goes on from its last counter, so that the device takes it.
-fn seal_to(host: &Host, to: &[u8; 32], message: &Message) -> Option<Vec<u8>> {
-    let recipient = PublicKey::from_bytes(to).ok()?;
-    let id = DeviceId::new(recipient);
+fn seal_to(host: &Host, recipient: &PublicKey, message: &Message) -> Option<Vec<u8>> {
+    let id = DeviceId::new(*recipient);
     let counter = {
         let mut devices = lock(&host.devices);
         let was_paired = matches!(message, Message::Event(_)) && devices.knows(&id);
@@ -61,7 +67,7 @@ fn seal_to(host: &Host, to: &[u8; 32], message: &Message) -> Option<Vec<u8>> {
     };
     let now = now_ms();
     let ctx = SealContext {
-        recipient: &recipient,
+        recipient,
         counter,
         issued_at_ms: now,
         expires_at_ms: now + EVENT_LIFETIME_MS,
@@ -88,7 +94,7 @@ pub(crate) async fn run(
         protocol::SecretKey::from_seed(&host.key.to_seed()),
         Side::Host,
     );
-    config.devices = lock(&host.devices).keys();
+    config.devices = lock(&host.devices).ids().iter().map(|id| RelayKey::of(&id.key())).collect();
     config.local = setup.local.clone();
     let mut client = Client::start(config);
     loop {
@@ -96,24 +102,17 @@ pub(crate) async fn run(
             command = commands.recv() => match command {
                 None => return,
                 Some(ToLink::Broadcast(event)) => {
-                    let keys = lock(&host.devices).keys();
+                    let ids = lock(&host.devices).ids();
                     let message = Message::Event(event);
-                    for key in keys {
-                        if let Some(frame) = seal_to(&host, &key, &message) {
-                            let _ = client.send(key, frame);
-                        }
+                    for id in ids {
+                        send_to(&host, &client, &id.key(), &message);
                     }
                 }
                 Some(ToLink::To(device, event)) => {
-                    let key = *device.as_bytes();
-                    if let Some(frame) = seal_to(&host, &key, &Message::Event(event)) {
-                        let _ = client.send(key, frame);
-                    }
+                    send_to(&host, &client, &device.key(), &Message::Event(event));
                 }
                 Some(ToLink::Pairing(key, answer)) => {
-                    if let Some(frame) = seal_to(&host, &key, &Message::Pairing(answer)) {
-                        let _ = client.send(key, frame);
-                    }
+                    send_to(&host, &client, &key, &Message::Pairing(answer));
                 }
                 Some(ToLink::Register { devices, offers }) => {
                     let _ = client.register(devices, offers);
@@ -129,7 +128,7 @@ pub(crate) async fn run(
                     }
                 }
                 Some(Inbound::Presence { device, online }) => {
-                    let Ok(key) = PublicKey::from_bytes(&device) else { continue };
+                    let Ok(key) = PublicKey::from_bytes(&device.0) else { continue };
                     // A device that comes online is brought up to date, in order with the
                     // decisions the core takes.
                     let presence = Command::Presence { device: DeviceId::new(key), online };
