@@ -12,12 +12,12 @@
 //!
 //! Every action, local or remote, takes the one path in [`crate::actions`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use protocol::{HostEvent, HostId, RequestId};
+use protocol::{HostId, RequestId};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 
@@ -157,7 +157,6 @@ pub async fn serve(
         devices,
         device_changes: tokio::sync::Mutex::new(()),
         refusals: Mutex::new(RefusalBudget::default()),
-        sessions: Mutex::new(HashMap::new()),
         link: relay.is_some().then_some(link_tx),
         pool,
         scope,
@@ -378,7 +377,8 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
     }
 }
 
-/// Shares the session an `agent-host run` holds until it ends or hangs up.
+/// Shares the session an `agent-host run` holds until it ends or hangs up: its changes go to
+/// the core, which keeps the session and tells devices; approved input comes back from it.
 async fn share_session(
     host: &Host,
     conn: &mut LocalConn,
@@ -386,7 +386,8 @@ async fn share_session(
     kind: protocol::SessionKind,
     size: Option<protocol::TermSize>,
 ) -> Result<(), LocalApiError> {
-    use crate::session::{Live, SessionUpdate};
+    use crate::host_core::Command;
+    use crate::session::SessionUpdate;
     let total: usize = command.iter().map(String::len).sum();
     if command.is_empty() || command.len() > protocol::limits::MAX_ARGS || total > 64 << 10 {
         let message = "a session runs one program with its arguments".to_string();
@@ -394,31 +395,29 @@ async fn share_session(
     }
     let session = protocol::SessionId(crate::identity::random_id()?);
     let (input, mut inputs) = mpsc::unbounded_channel();
-    let mut live = Live::new(command.clone(), kind, input);
-    live.size = size;
-    lock(&host.sessions).insert(session, live);
-    host.broadcast(HostEvent::SessionStarted { session, command, kind, size });
+    let started = Command::SessionStarted { session, command, kind, size, input };
+    if host.core.send(started).await.is_err() {
+        let message = "the host is stopping".to_string();
+        return conn.send(&ApiResponse::Error { message }).await;
+    }
     let result = async {
         conn.send(&ApiResponse::SessionOpened { session }).await?;
         loop {
             tokio::select! {
                 update = conn.next::<SessionUpdate>() => match update? {
                     Some(SessionUpdate::Output { data }) => {
-                        let seq = match lock(&host.sessions).get_mut(&session) {
-                            Some(live) => live.push(data.0.clone()),
-                            None => return Ok(None),
-                        };
-                        host.broadcast(HostEvent::Output { session, seq, data });
+                        let output = Command::SessionOutput { session, data: data.0 };
+                        if host.core.send(output).await.is_err() {
+                            return Ok(None);
+                        }
                     }
                     Some(SessionUpdate::Resized { size }) => {
                         if size.check().is_err() {
                             continue;
                         }
-                        match lock(&host.sessions).get_mut(&session) {
-                            Some(live) => live.size = Some(size),
-                            None => return Ok(None),
+                        if host.core.send(Command::SessionResized { session, size }).await.is_err() {
+                            return Ok(None);
                         }
-                        host.broadcast(HostEvent::SessionResized { session, size });
                     }
                     Some(SessionUpdate::Ended { exit_code }) => return Ok(exit_code),
                     None => return Ok(None),
@@ -430,9 +429,8 @@ async fn share_session(
         }
     }
     .await;
-    lock(&host.sessions).remove(&session);
     let exit_code = result.as_ref().ok().copied().flatten();
-    host.broadcast(HostEvent::SessionEnded { session, exit_code });
+    let _ = host.core.send(Command::SessionEnded { session, exit_code }).await;
     result.map(|_| ())
 }
 

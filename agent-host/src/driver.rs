@@ -138,8 +138,8 @@ pub(crate) async fn drive(
                         decided_by: by.as_ref().map(|by| host.actor(by)),
                     });
                 }
-                Effect::Sync { device, request, pending } => {
-                    crate::host::send_sync(&host, device, request, &pending);
+                Effect::Sync { device, request, pending, sessions } => {
+                    crate::host::send_sync(&host, device, request, &pending, sessions);
                 }
                 Effect::Settled(resolution) => {
                     let waiter = waiters.resolutions.remove(&resolution.pending.id);

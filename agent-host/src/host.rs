@@ -6,7 +6,6 @@
 //! It imports none of the drivers (the daemon's local API, the link, the actions and the core's
 //! driver): they import it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -86,8 +85,6 @@ pub struct Host {
     pub(crate) device_changes: tokio::sync::Mutex<()>,
     /// How many refusals may still be written one by one.
     pub(crate) refusals: Mutex<RefusalBudget>,
-    /// Sessions shared by `agent-host run`.
-    pub(crate) sessions: Mutex<HashMap<protocol::SessionId, crate::session::Live>>,
     /// To the relay link, when there is one.
     pub(crate) link: Option<mpsc::UnboundedSender<ToLink>>,
     /// A bubblewrap sandbox kept started for the next command (none under other sandboxes).
@@ -212,6 +209,7 @@ pub(crate) fn send_sync(
     device: DeviceId,
     request: Option<RequestId>,
     pending: &[Pending],
+    sessions: Vec<HostEvent>,
 ) {
     let Some(link) = &host.link else { return };
     let Some(role) = lock(&host.devices).get(&device).map(|d| d.role) else { return };
@@ -219,23 +217,6 @@ pub(crate) fn send_sync(
         let _ = link.send(ToLink::To(device, pending_event(host, p)));
     }
     // Live sessions, with what they printed lately.
-    let sessions: Vec<HostEvent> = lock(&host.sessions)
-        .iter()
-        .flat_map(|(id, live)| {
-            let started = HostEvent::SessionStarted {
-                session: *id,
-                command: live.command.clone(),
-                kind: live.kind,
-                size: live.size,
-            };
-            let output = live.scrollback.iter().map(|(seq, data)| HostEvent::Output {
-                session: *id,
-                seq: *seq,
-                data: protocol::Blob(data.clone()),
-            });
-            std::iter::once(started).chain(output).collect::<Vec<_>>()
-        })
-        .collect();
     for event in sessions {
         let _ = link.send(ToLink::To(device, event));
     }

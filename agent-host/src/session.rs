@@ -71,7 +71,7 @@ pub fn kind_of(program: &str) -> SessionKind {
     }
 }
 
-/// A session as the host keeps it.
+/// A session as the host's core keeps it ([`crate::host_core`]).
 #[derive(Debug)]
 pub struct Live {
     /// The program and its arguments.
@@ -82,8 +82,6 @@ pub struct Live {
     pub scrollback: VecDeque<(u64, Vec<u8>)>,
     bytes: usize,
     next_seq: u64,
-    /// Approved input, to the `agent-host run` that holds the terminal.
-    pub input: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
     /// What device input left unsubmitted in the program's line.
     pub typed: input::Typed,
     /// Its terminal's size, when known.
@@ -92,18 +90,13 @@ pub struct Live {
 
 impl Live {
     /// A new session.
-    pub fn new(
-        command: Vec<String>,
-        kind: SessionKind,
-        input: tokio::sync::mpsc::UnboundedSender<Vec<u8>>,
-    ) -> Self {
+    pub fn new(command: Vec<String>, kind: SessionKind) -> Self {
         Self {
             command,
             kind,
             scrollback: VecDeque::new(),
             bytes: 0,
             next_seq: 0,
-            input,
             typed: input::Typed::default(),
             size: None,
         }
@@ -559,8 +552,7 @@ mod tests {
 
     #[test]
     fn scrollback_keeps_the_latest_output_within_its_bound() {
-        let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut live = Live::new(vec!["sh".into()], SessionKind::Shell, tx);
+        let mut live = Live::new(vec!["sh".into()], SessionKind::Shell);
         for i in 0..100u64 {
             assert_eq!(live.push(vec![b'x'; 4096]), i);
         }

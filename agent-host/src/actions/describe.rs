@@ -12,7 +12,7 @@ use protocol::{Action, ErrorCode, RequestId};
 use super::Outcome;
 use super::perform::{Work, fs_code, working_dir};
 use crate::exec::Job;
-use crate::host::{Host, lock};
+use crate::host::Host;
 use crate::policy::{Subject, Verdict as PolicyVerdict};
 
 /// The longest diff preview shown with a pending write or edit.
@@ -59,7 +59,13 @@ pub(super) struct Judged {
     pub(super) wants_network: bool,
 }
 
-pub(super) fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result<Judged, Outcome> {
+/// `session` is the state of the session a `SessionInput` names, as the core had it.
+pub(super) fn judge_input(
+    host: &Host,
+    id: RequestId,
+    action: &Action,
+    session: Option<crate::host_core::SessionState>,
+) -> Result<Judged, Outcome> {
     let root = host.files.root().to_path_buf();
     // A file outside the workspace can never be read or written (the kernel refuses it at the
     // moment of use, too): say so at once instead of asking a person for nothing.
@@ -150,10 +156,8 @@ pub(super) fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result
                 work: Work::File(action.clone()),
             }
         }
-        Action::SessionInput { session, data } => {
-            let live = lock(&host.sessions)
-                .get(session)
-                .map(|l| (l.kind, l.command.clone(), l.typed.clone()));
+        Action::SessionInput { session: id_of_session, data } => {
+            let live = session.map(|s| (s.kind, s.command, s.typed));
             let Some((kind, command, typed)) = live else {
                 return Err(Outcome::refused(
                     Some(id),
@@ -168,7 +172,7 @@ pub(super) fn judge_input(host: &Host, id: RequestId, action: &Action) -> Result
                 summary: format!("type {data:?} into `{}`", quote_argv(&command)),
                 preview: None,
                 wants_network: false,
-                work: Work::Input(*session, data.clone(), typed),
+                work: Work::Input(*id_of_session, data.clone(), typed),
             }
         }
         Action::WebFetch { .. } | Action::Tool { .. } => {

@@ -91,7 +91,12 @@ pub async fn submit(
     id: RequestId,
     action: Action,
 ) -> (Outcome, Option<Later>) {
-    let judged = match judge_input(&host, id, &action) {
+    // Input for a session is judged against the line as the core has it now.
+    let session = match &action {
+        Action::SessionInput { session, .. } => host.core.session(*session).await.ok().flatten(),
+        _ => None,
+    };
+    let judged = match judge_input(&host, id, &action, session) {
         Ok(j) => j,
         Err(refusal) => return (refusal, None),
     };

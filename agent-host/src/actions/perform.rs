@@ -13,7 +13,7 @@ use protocol::{Action, Blob, ErrorCode, HostEvent, RequestId};
 use super::Outcome;
 use crate::audit::Event;
 use crate::exec::{Job, Limits};
-use crate::host::{Host, lock};
+use crate::host::Host;
 
 /// What an allowed or approved request does.
 pub(super) enum Work {
@@ -64,11 +64,24 @@ pub(super) async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outco
     let worker = host.clone();
     // The commit waits for the disk off the runtime's thread, which meanwhile sends the
     // decision to the devices.
-    let done = tokio::task::spawn_blocking(move || {
-        worker.commit().map_err(|e| (ErrorCode::Internal, format!("{e}; not done")))?;
-        Ok(act(&worker, work))
-    })
-    .await;
+    let done = match work {
+        // Typed through the core, which knows the line as it is now.
+        Work::Input(session, data, judged) => {
+            let committed = tokio::task::spawn_blocking(move || worker.commit()).await;
+            match committed {
+                Ok(Ok(())) => Ok(Ok(type_input(&host, session, data, judged).await)),
+                Ok(Err(e)) => Ok(Err((ErrorCode::Internal, format!("{e}; not done")))),
+                Err(e) => Err(e),
+            }
+        }
+        work => {
+            tokio::task::spawn_blocking(move || {
+                worker.commit().map_err(|e| (ErrorCode::Internal, format!("{e}; not done")))?;
+                Ok(act(&worker, work))
+            })
+            .await
+        }
+    };
     let (exit_code, mut output, mut truncated, timed_out) = match done {
         Ok(Ok(Ok(o))) => o,
         Ok(Ok(Err((code, message)))) => {
@@ -138,31 +151,25 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
         Work::File(action) => file_op(&worker.files, &action)
             .map(|output| (None, output, false, false))
             .map_err(|e| (fs_code(&e), e.to_string())),
-        Work::Input(session, data, judged) => match lock(&worker.sessions).get_mut(&session) {
-            // Other input reached the line while this one waited: what it would do now was
-            // never judged, unless it is allowed as the line is now. (Each input to a shell is
-            // judged alone.)
-            Some(live)
-                if live.typed != judged
-                    && live.kind != protocol::SessionKind::Shell
-                    && !crate::session::input::judge(live.kind, &live.typed, &data).0 =>
-            {
-                Err((
-                    ErrorCode::Conflict,
-                    "other input reached the session while this one waited; nothing was typed, \
-                 send it again"
-                        .to_string(),
-                ))
-            }
-            Some(live) => {
-                live.typed = crate::session::input::after(&live.typed, &data);
-                if live.input.send(data.into_bytes()).is_err() {
-                    return Err((ErrorCode::NotFound, "the session ended".to_string()));
-                }
-                Ok((None, Vec::new(), false, false))
-            }
-            _ => Err((ErrorCode::NotFound, "the session ended".to_string())),
-        },
+        // Typed through the core ([`type_input`]), never here.
+        Work::Input(..) => Err((ErrorCode::Internal, "input is typed through the core".into())),
+    }
+}
+
+/// Types allowed or approved input into a session, through the core, which checks it against
+/// the line as it is now ([`crate::host_core::HostCore::type_into`]).
+async fn type_input(
+    host: &Host,
+    session: protocol::SessionId,
+    data: String,
+    judged: crate::session::input::Typed,
+) -> Result<Ran, (ErrorCode, String)> {
+    use crate::host_core::TypeError;
+    match host.core.type_into(session, data, judged).await {
+        Ok(Ok(())) => Ok((None, Vec::new(), false, false)),
+        Ok(Err(e @ TypeError::Conflict)) => Err((ErrorCode::Conflict, e.to_string())),
+        Ok(Err(e)) => Err((ErrorCode::NotFound, e.to_string())),
+        Err(e) => Err((ErrorCode::Internal, e.to_string())),
     }
 }
 

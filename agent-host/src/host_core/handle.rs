@@ -6,13 +6,17 @@
 use std::collections::HashMap;
 
 use protocol::{
-    ActionHash, DeviceId, HostEvent, PairingToken, PublicKey, ReplayState, RequestId, Role, Verdict,
+    ActionHash, DeviceId, HostEvent, PairingToken, PublicKey, ReplayState, RequestId, Role,
+    SessionId, SessionKind, TermSize, Verdict,
 };
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Grant, HostCore, MAX_QUEUED, OfferError, OfferTerms, PairEvent};
+use super::{
+    Grant, HostCore, MAX_QUEUED, OfferError, OfferTerms, PairEvent, SessionState, TypeError,
+};
 use crate::approvals::{DecisionError, Pending, Requester, Resolution};
 use crate::devices::Device;
+use crate::session::input::Typed;
 
 /// What the rest of the host asks of the core's driver.
 #[derive(Debug)]
@@ -152,6 +156,58 @@ pub enum Command {
         /// The devices online.
         reply: oneshot::Sender<Vec<DeviceId>>,
     },
+    /// [`HostCore::session_started`]; approved input for it goes to `input`.
+    SessionStarted {
+        /// The session.
+        session: SessionId,
+        /// The program and its arguments.
+        command: Vec<String>,
+        /// Its kind.
+        kind: SessionKind,
+        /// Its terminal's size, when known.
+        size: Option<TermSize>,
+        /// To the `agent-host run` that holds the terminal.
+        input: mpsc::UnboundedSender<Vec<u8>>,
+    },
+    /// [`HostCore::session_output`].
+    SessionOutput {
+        /// The session.
+        session: SessionId,
+        /// The bytes.
+        data: Vec<u8>,
+    },
+    /// [`HostCore::session_resized`].
+    SessionResized {
+        /// The session.
+        session: SessionId,
+        /// Its new size.
+        size: TermSize,
+    },
+    /// [`HostCore::session_ended`].
+    SessionEnded {
+        /// The session.
+        session: SessionId,
+        /// Its exit code, if it exited.
+        exit_code: Option<i32>,
+    },
+    /// [`HostCore::session`].
+    Session {
+        /// The session.
+        session: SessionId,
+        /// What judging input needs of it, if it is live.
+        reply: oneshot::Sender<Option<SessionState>>,
+    },
+    /// [`HostCore::type_into`], then the input to the session's terminal.
+    Type {
+        /// The session.
+        session: SessionId,
+        /// The input.
+        data: String,
+        /// The line as the input was judged against.
+        judged: Box<Typed>,
+        /// Whether it was typed.
+        reply: oneshot::Sender<Result<(), TypeError>>,
+    },
 }
 
 /// What the driver keeps beside the core: who waits for what the core settles.
@@ -161,6 +217,8 @@ pub struct Waiters {
     pub resolutions: HashMap<RequestId, oneshot::Sender<Resolution>>,
     /// The client of each open offer.
     pub offers: HashMap<PairingToken, mpsc::UnboundedSender<PairEvent>>,
+    /// The way to each live session's terminal.
+    pub sessions: HashMap<SessionId, mpsc::UnboundedSender<Vec<u8>>>,
 }
 
 /// Why the core did not answer.
@@ -272,6 +330,21 @@ impl CoreHandle {
         self.commands.send(command).await.map_err(|_| CoreError::Stopped)
     }
 
+    /// See [`Command::Session`].
+    pub async fn session(&self, session: SessionId) -> Result<Option<SessionState>, CoreError> {
+        self.call(|reply| Command::Session { session, reply }).await
+    }
+
+    /// See [`Command::Type`].
+    pub async fn type_into(
+        &self,
+        session: SessionId,
+        data: String,
+        judged: Typed,
+    ) -> Result<Result<(), TypeError>, CoreError> {
+        self.call(|reply| Command::Type { session, data, judged: Box::new(judged), reply }).await
+    }
+
     /// See [`Command::Online`].
     pub async fn online(&self) -> Result<Vec<DeviceId>, CoreError> {
         self.call(|reply| Command::Online { reply }).await
@@ -336,6 +409,26 @@ pub fn apply(core: &mut HostCore, waiters: &mut Waiters, now: u64, command: Comm
         Command::Presence { device, online } => core.handle_presence(device, online),
         Command::Online { reply } => {
             let _ = reply.send(core.online());
+        }
+        Command::SessionStarted { session, command, kind, size, input } => {
+            waiters.sessions.insert(session, input);
+            core.session_started(session, command, kind, size);
+        }
+        Command::SessionOutput { session, data } => core.session_output(session, data),
+        Command::SessionResized { session, size } => core.session_resized(session, size),
+        Command::SessionEnded { session, exit_code } => {
+            waiters.sessions.remove(&session);
+            core.session_ended(session, exit_code);
+        }
+        Command::Session { session, reply } => {
+            let _ = reply.send(core.session(session));
+        }
+        Command::Type { session, data, judged, reply } => {
+            let typed = core.type_into(session, &data, &judged).and_then(|()| {
+                let terminal = waiters.sessions.get(&session).ok_or(TypeError::Ended)?;
+                terminal.send(data.into_bytes()).map_err(|_| TypeError::Ended)
+            });
+            let _ = reply.send(typed);
         }
     }
 }

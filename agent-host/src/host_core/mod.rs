@@ -12,10 +12,12 @@
 //! It also takes what paired devices send, from the bytes the relay delivered
 //! ([`HostCore::handle_frame`]): it holds each device's role and replay window, and the recent
 //! requests of devices with their answers (`inbound.rs`); and it pairs new devices: open offers,
-//! the hellos that name them, who is online (`pairing.rs`).
+//! the hellos that name them, who is online (`pairing.rs`); and the sessions shared by
+//! `agent-host run`, with their scrollback and the line device input left (`sessions.rs`).
 //!
 //! It must not hold sockets, files, the audit log or the runtime: those are the driver's. Still
-//! outside it, and to move in: sessions' metadata, and the local API's requests.
+//! outside it: the local API's requests are served by their connections' tasks, which call the
+//! core's commands.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
@@ -32,9 +34,11 @@ use crate::devices::Device;
 mod handle;
 mod inbound;
 mod pairing;
+mod sessions;
 pub use handle::{Command, CoreError, CoreHandle, Waiters, apply};
 pub use inbound::REMEMBERED;
 pub use pairing::{MAX_OFFER_SECS, MIN_CONFIRM_MS, OfferError, OfferTerms, PairEvent};
+pub use sessions::{SessionState, TypeError};
 
 /// How long an allowed command waits for its run through the sandbox.
 pub const GRANT_FOR_MS: u64 = 5 * 60 * 1000;
@@ -84,6 +88,8 @@ pub enum Effect {
         request: Option<RequestId>,
         /// What waits now.
         pending: Vec<Pending>,
+        /// The live sessions (started, then their scrollback).
+        sessions: Vec<HostEvent>,
     },
     /// Refuse what `claimed` sent, and write why to the audit log.
     Refuse {
@@ -179,6 +185,8 @@ pub struct HostCore {
     pairing: HashMap<DeviceId, PairingToken>,
     /// The devices online, as the relay says.
     online: HashSet<DeviceId>,
+    /// Sessions shared by `agent-host run`.
+    sessions: HashMap<protocol::SessionId, crate::session::Live>,
 }
 
 impl HostCore {
@@ -200,6 +208,7 @@ impl HostCore {
             confirming: HashMap::new(),
             pairing: HashMap::new(),
             online: HashSet::new(),
+            sessions: HashMap::new(),
         }
     }
 
@@ -268,7 +277,8 @@ impl HostCore {
     /// Brings `device` up to date ([`Effect::Sync`]).
     pub fn sync(&mut self, device: DeviceId, request: Option<RequestId>) {
         let pending = self.broker.list();
-        self.effects.push_back(Effect::Sync { device, request, pending });
+        let sessions = self.session_events();
+        self.effects.push_back(Effect::Sync { device, request, pending, sessions });
     }
 
     /// Lets the command judged under `id` run once through the sandbox, until [`GRANT_FOR_MS`]
