@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -131,9 +132,30 @@ pub struct Stopped;
 /// what waits there (what it drops, the resume layer sends again).
 pub const MAX_INBOX: usize = 64;
 
+/// The most bytes of messages [`Client::send`] queues for the link's task: past this a
+/// message is refused ([`SendError::Full`]) until the task has taken what waits. The task
+/// takes messages into each peer's bounded backlog at once, connected or not
+/// ([`protocol::resume::Peer::push`]), so the queue fills only while a connection is slow to
+/// write. Registrations and other commands are not counted: they are the host's own, few, and
+/// keep their order with the messages.
+pub const MAX_QUEUED_BYTES: usize = 8 << 20;
+
+/// Why [`Client::send`] did not queue a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// The client was closed.
+    #[error("the relay client has stopped")]
+    Stopped,
+    /// [`MAX_QUEUED_BYTES`] wait already.
+    #[error("the relay client's queue is full")]
+    Full,
+}
+
 /// A self-healing link. Dropping it stops it.
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
+    /// Bytes of messages in `commands` (see [`MAX_QUEUED_BYTES`]).
+    queued: Arc<AtomicUsize>,
     inbox: mpsc::Receiver<Inbound>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -149,13 +171,21 @@ impl Client {
     pub fn start(config: ClientConfig) -> Self {
         let (commands, rx) = mpsc::unbounded_channel();
         let (tx, inbox) = mpsc::channel(MAX_INBOX);
-        let task = tokio::spawn(drive(config, rx, tx));
-        Self { commands, inbox, task }
+        let queued = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(drive(config, Commands { rx, queued: queued.clone() }, tx));
+        Self { commands, queued, inbox, task }
     }
 
-    /// Queues a message for `peer`; it is delivered exactly once, whenever the link allows.
-    pub fn send(&self, peer: RelayKey, message: Vec<u8>) -> Result<(), Stopped> {
-        self.commands.send(Command::Send(peer, message)).map_err(|_| Stopped)
+    /// Queues a message for `peer`; it is delivered exactly once, whenever the link allows,
+    /// unless the peer's backlog is full when the link's task takes it (then it is dropped, as
+    /// if never acknowledged) or [`MAX_QUEUED_BYTES`] wait already.
+    pub fn send(&self, peer: RelayKey, message: Vec<u8>) -> Result<(), SendError> {
+        let size = message.len();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > MAX_QUEUED_BYTES {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return Err(SendError::Full);
+        }
+        self.commands.send(Command::Send(peer, message)).map_err(|_| SendError::Stopped)
     }
 
     /// The next message from a peer, in order (other notices are skipped).
@@ -320,11 +350,23 @@ fn hex_key(s: &str) -> Option<RelayKey> {
     hex::decode_to_slice(s, &mut key).ok().map(|()| RelayKey(key))
 }
 
-async fn drive(
-    mut config: ClientConfig,
-    mut commands: mpsc::UnboundedReceiver<Command>,
-    inbox: mpsc::Sender<Inbound>,
-) {
+/// The link task's end of [`Client`]'s commands, which gives back the count of what it takes.
+struct Commands {
+    rx: mpsc::UnboundedReceiver<Command>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Commands {
+    async fn recv(&mut self) -> Option<Command> {
+        let command = self.rx.recv().await;
+        if let Some(Command::Send(_, message)) = &command {
+            self.queued.fetch_sub(message.len(), Ordering::Relaxed);
+        }
+        command
+    }
+}
+
+async fn drive(mut config: ClientConfig, mut commands: Commands, inbox: mpsc::Sender<Inbound>) {
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
     let epoch = incarnation();
@@ -474,7 +516,7 @@ async fn wait(
     config: &mut ClientConfig,
     attempt: u32,
     (epoch, join): (u64, Join),
-    commands: &mut mpsc::UnboundedReceiver<Command>,
+    commands: &mut Commands,
     peers: &mut HashMap<RelayKey, Peer>,
 ) -> bool {
     let sleep = tokio::time::sleep(jittered(config, attempt));
@@ -564,5 +606,31 @@ mod tests {
         pace.allowed(0, 0);
         assert_eq!(pace.rate, 1.0);
         assert!(Pace::new(100).rate <= 100.0);
+    }
+
+    /// `send` refuses past `MAX_QUEUED_BYTES` until the link's task has taken what waits (on a
+    /// runtime of one thread, the task runs only when the test waits).
+    #[tokio::test]
+    async fn the_queue_to_the_links_task_is_bounded() {
+        let config = ClientConfig::new(
+            "127.0.0.1:9".into(),
+            "localhost".into(),
+            crate::pinned_config([0; 32]),
+            SecretKey::from_seed(&[7; 32]),
+            Side::Device,
+        );
+        let client = Client::start(config);
+        let peer = RelayKey([1; 32]);
+        let message = vec![0; 64 << 10];
+        for _ in 0..MAX_QUEUED_BYTES / message.len() {
+            client.send(peer, message.clone()).unwrap();
+        }
+        assert_eq!(client.send(peer, vec![0]), Err(SendError::Full));
+        // The task takes them all (into the peer's backlog, which drops what it has no room
+        // for); the queue has room again.
+        while client.queued.load(Ordering::Relaxed) > 0 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(client.send(peer, message), Ok(()));
     }
 }

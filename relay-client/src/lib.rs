@@ -17,7 +17,7 @@ pub mod client;
 /// End-to-end resume: sans-IO, kept in `protocol` beside the other wire formats.
 pub use protocol::resume;
 
-pub use client::{Client, ClientConfig, Inbound};
+pub use client::{Client, ClientConfig, Inbound, MAX_QUEUED_BYTES, SendError};
 
 use std::sync::Arc;
 

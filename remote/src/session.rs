@@ -30,9 +30,9 @@ pub enum SessionError {
     /// The message could not be sealed (over a limit, or never valid).
     #[error(transparent)]
     Seal(#[from] protocol::SealError),
-    /// The link to the relay stopped.
-    #[error("the link to the relay stopped")]
-    Stopped,
+    /// The link to the relay stopped, or has too much queued to take more.
+    #[error(transparent)]
+    Link(#[from] relay_client::SendError),
 }
 
 /// How long a message the device sends stays valid.
@@ -180,7 +180,7 @@ impl Session {
         };
         let frame = protocol::seal(&self.key, &ctx, message)?;
         let host = protocol::RelayKey::of(&self.host);
-        self.client.send(host, frame).map_err(|_| SessionError::Stopped)?;
+        self.client.send(host, frame)?;
         self.counters.reserve_ahead();
         Ok(())
     }
