@@ -119,7 +119,7 @@ pub async fn serve(
     tracing::info!(host = %host_id, socket = %socket.display(), agent_socket = %agent.display(), sandbox = %config.sandbox.describe(), "host ready");
     crate::exec::ensure_agent_settings_dir(&config.workspace).map_err(io(&config.workspace))?;
     let files = crate::confine::Workspace::open(std::slice::from_ref(&config.workspace))?;
-    let (link_tx, link_rx) = mpsc::unbounded_channel();
+    let (link_tx, link_rx) = crate::host::link_queue();
     let relay = config.relay.clone();
     let scope = crate::exec::Scope {
         roots: vec![config.workspace.clone()],
@@ -394,7 +394,7 @@ async fn share_session(
         return conn.send(&ApiResponse::Error { message }).await;
     }
     let session = protocol::SessionId(crate::identity::random_id()?);
-    let (input, mut inputs) = mpsc::unbounded_channel();
+    let (input, mut inputs) = mpsc::channel(crate::host_core::MAX_SESSION_INPUTS);
     let started = Command::SessionStarted { session, command, kind, size, input };
     if host.core.send(started).await.is_err() {
         let message = "the host is stopping".to_string();

@@ -107,17 +107,18 @@ pub(crate) async fn drive(
                         waiters.offers.get(&token).cloned()
                     };
                     if let Some(client) = client {
-                        let _ = client.send(event);
+                        // Room enough: see `MAX_PAIR_EVENTS`.
+                        let _ = client.try_send(event);
                     }
                 }
                 Effect::SendPairing { key, answer } => {
                     if let Some(link) = &host.link {
-                        let _ = link.send(ToLink::Pairing(key, answer));
+                        link.send(ToLink::Pairing(key, answer));
                     }
                 }
                 Effect::Register { devices, offers } => {
                     if let Some(link) = &host.link {
-                        let _ = link.send(ToLink::Register { devices, offers });
+                        link.send(ToLink::Register { devices, offers });
                     }
                 }
                 Effect::Submit { device, id, action } => {

@@ -7,6 +7,7 @@
 //! driver): they import it.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -86,7 +87,7 @@ pub struct Host {
     /// How many refusals may still be written one by one.
     pub(crate) refusals: Mutex<RefusalBudget>,
     /// To the relay link, when there is one.
-    pub(crate) link: Option<mpsc::UnboundedSender<ToLink>>,
+    pub(crate) link: Option<LinkQueue>,
     /// A bubblewrap sandbox kept started for the next command (none under other sandboxes).
     pub(crate) pool: Option<crate::exec::WarmPool>,
     /// Where jobs run and what they see.
@@ -97,14 +98,14 @@ impl Host {
     /// Tells every paired device (through the link, if there is one).
     pub(crate) fn broadcast(&self, event: HostEvent) {
         if let Some(link) = &self.link {
-            let _ = link.send(ToLink::Broadcast(event));
+            link.send(ToLink::Broadcast(event));
         }
     }
 
     /// Tells one paired device (through the link, if there is one).
     pub(crate) fn send(&self, device: DeviceId, event: HostEvent) {
         if let Some(link) = &self.link {
-            let _ = link.send(ToLink::To(device, event));
+            link.send(ToLink::To(device, event));
         }
     }
 
@@ -151,6 +152,58 @@ impl Host {
 #[derive(Debug, thiserror::Error)]
 #[error("the audit log: {0}")]
 pub struct CommitError(#[from] pub AuditError);
+
+/// The most events for devices waiting for the relay link's task: past this an event is
+/// dropped (and said so in the host's log; a device gets what waits when it syncs again). The
+/// link takes them as fast as it seals them, so the queue fills only while the link waits for
+/// the core. Pairing answers and registrations are not counted: the core makes few, and they
+/// keep their order with the events.
+pub(crate) const MAX_TO_LINK: usize = 4096;
+
+/// The rest of the host's end of the queue to the link.
+pub(crate) struct LinkQueue {
+    tx: mpsc::UnboundedSender<ToLink>,
+    events: Arc<AtomicUsize>,
+}
+
+/// The link's end of [`LinkQueue`].
+pub(crate) struct LinkInbox {
+    rx: mpsc::UnboundedReceiver<ToLink>,
+    events: Arc<AtomicUsize>,
+}
+
+/// A queue to the link, bounded as [`MAX_TO_LINK`] says.
+pub(crate) fn link_queue() -> (LinkQueue, LinkInbox) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let events = Arc::new(AtomicUsize::new(0));
+    (LinkQueue { tx, events: events.clone() }, LinkInbox { rx, events })
+}
+
+impl LinkQueue {
+    /// Queues `message` unless it is an event and [`MAX_TO_LINK`] wait.
+    pub(crate) fn send(&self, message: ToLink) {
+        let event = matches!(message, ToLink::Broadcast(_) | ToLink::To(..));
+        if event && self.events.fetch_add(1, Ordering::Relaxed) >= MAX_TO_LINK {
+            self.events.fetch_sub(1, Ordering::Relaxed);
+            tracing::warn!("{MAX_TO_LINK} events wait for the relay link: one more is dropped");
+            return;
+        }
+        if self.tx.send(message).is_err() && event {
+            self.events.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl LinkInbox {
+    /// The next message for the link; `None` once the host has stopped.
+    pub(crate) async fn recv(&mut self) -> Option<ToLink> {
+        let message = self.rx.recv().await;
+        if matches!(message, Some(ToLink::Broadcast(_) | ToLink::To(..))) {
+            self.events.fetch_sub(1, Ordering::Relaxed);
+        }
+        message
+    }
+}
 
 /// What the rest of the host asks of the link.
 pub(crate) enum ToLink {
@@ -214,13 +267,13 @@ pub(crate) fn send_sync(
     let Some(link) = &host.link else { return };
     let Some(role) = lock(&host.devices).get(&device).map(|d| d.role) else { return };
     for p in pending {
-        let _ = link.send(ToLink::To(device, pending_event(host, p)));
+        link.send(ToLink::To(device, pending_event(host, p)));
     }
     // Live sessions, with what they printed lately.
     for event in sessions {
-        let _ = link.send(ToLink::To(device, event));
+        link.send(ToLink::To(device, event));
     }
-    let _ = link.send(ToLink::To(
+    link.send(ToLink::To(
         device,
         HostEvent::Status {
             request,
@@ -344,4 +397,28 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     // A panic while holding one of these would be a bug; the state is still consistent
     // (every mutation is a single call), so keep serving.
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Past `MAX_TO_LINK` waiting events one more is dropped, a registration still goes, and
+    /// taking one makes room.
+    #[tokio::test]
+    async fn the_queue_to_the_link_drops_events_past_its_bound_but_not_registrations() {
+        let (queue, mut inbox) = link_queue();
+        let event =
+            || HostEvent::SessionEnded { session: protocol::SessionId([0; 16]), exit_code: None };
+        for _ in 0..=MAX_TO_LINK {
+            queue.send(ToLink::Broadcast(event()));
+        }
+        queue.send(ToLink::Register { devices: vec![], offers: vec![] });
+        for _ in 0..MAX_TO_LINK {
+            assert!(matches!(inbox.recv().await, Some(ToLink::Broadcast(_))));
+        }
+        assert!(matches!(inbox.recv().await, Some(ToLink::Register { .. })));
+        queue.send(ToLink::Broadcast(event()));
+        assert!(matches!(inbox.recv().await, Some(ToLink::Broadcast(_))));
+    }
 }

@@ -167,7 +167,9 @@ async fn type_input(
     use crate::host_core::TypeError;
     match host.core.type_into(session, data, judged).await {
         Ok(Ok(())) => Ok((None, Vec::new(), false, false)),
-        Ok(Err(e @ TypeError::Conflict)) => Err((ErrorCode::Conflict, e.to_string())),
+        Ok(Err(e @ (TypeError::Conflict | TypeError::Busy))) => {
+            Err((ErrorCode::Conflict, e.to_string()))
+        }
         Ok(Err(e)) => Err((ErrorCode::NotFound, e.to_string())),
         Err(e) => Err((ErrorCode::Internal, e.to_string())),
     }

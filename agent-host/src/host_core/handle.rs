@@ -110,7 +110,7 @@ pub enum Command {
         /// What it grants.
         terms: Box<OfferTerms>,
         /// Where its client hears what happens.
-        events: mpsc::UnboundedSender<PairEvent>,
+        events: mpsc::Sender<PairEvent>,
         /// Whether it opened.
         reply: oneshot::Sender<Result<(), OfferError>>,
     },
@@ -167,7 +167,7 @@ pub enum Command {
         /// Its terminal's size, when known.
         size: Option<TermSize>,
         /// To the `agent-host run` that holds the terminal.
-        input: mpsc::UnboundedSender<Vec<u8>>,
+        input: mpsc::Sender<Vec<u8>>,
     },
     /// [`HostCore::session_output`].
     SessionOutput {
@@ -216,9 +216,9 @@ pub struct Waiters {
     /// The requester of each pending action.
     pub resolutions: HashMap<RequestId, oneshot::Sender<Resolution>>,
     /// The client of each open offer.
-    pub offers: HashMap<PairingToken, mpsc::UnboundedSender<PairEvent>>,
+    pub offers: HashMap<PairingToken, mpsc::Sender<PairEvent>>,
     /// The way to each live session's terminal.
-    pub sessions: HashMap<SessionId, mpsc::UnboundedSender<Vec<u8>>>,
+    pub sessions: HashMap<SessionId, mpsc::Sender<Vec<u8>>>,
 }
 
 /// Why the core did not answer.
@@ -320,7 +320,7 @@ impl CoreHandle {
         &self,
         token: PairingToken,
         terms: OfferTerms,
-        events: mpsc::UnboundedSender<PairEvent>,
+        events: mpsc::Sender<PairEvent>,
     ) -> Result<Result<(), OfferError>, CoreError> {
         self.call(|reply| Command::OpenOffer { token, terms: Box::new(terms), events, reply }).await
     }
@@ -424,11 +424,67 @@ pub fn apply(core: &mut HostCore, waiters: &mut Waiters, now: u64, command: Comm
             let _ = reply.send(core.session(session));
         }
         Command::Type { session, data, judged, reply } => {
-            let typed = core.type_into(session, &data, &judged).and_then(|()| {
-                let terminal = waiters.sessions.get(&session).ok_or(TypeError::Ended)?;
-                terminal.send(data.into_bytes()).map_err(|_| TypeError::Ended)
-            });
+            // Room at the terminal first: the core counts the input as typed only if it goes.
+            let typed = waiters
+                .sessions
+                .get(&session)
+                .ok_or(TypeError::Ended)
+                .and_then(|terminal| {
+                    terminal.try_reserve().map_err(|e| match e {
+                        mpsc::error::TrySendError::Full(()) => TypeError::Busy,
+                        mpsc::error::TrySendError::Closed(()) => TypeError::Ended,
+                    })
+                })
+                .and_then(|room| {
+                    core.type_into(session, &data, &judged)?;
+                    room.send(data.into_bytes());
+                    Ok(())
+                });
             let _ = reply.send(typed);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn type_into(
+        core: &mut HostCore,
+        waiters: &mut Waiters,
+        session: SessionId,
+        data: &str,
+    ) -> Result<(), TypeError> {
+        let (reply, mut answer) = oneshot::channel();
+        let judged = Box::new(core.session(session).map(|s| s.typed).unwrap_or_default());
+        apply(core, waiters, 0, Command::Type { session, data: data.into(), judged, reply });
+        answer.try_recv().unwrap()
+    }
+
+    /// Input the terminal has no room for is refused before the core counts it as typed.
+    #[test]
+    fn input_a_terminal_has_no_room_for_is_not_typed() {
+        let mut core =
+            HostCore::new(protocol::SecretKey::from_seed(&[7; 32]).public_key(), 1000, false);
+        let mut waiters = Waiters::default();
+        let session = SessionId([1; 16]);
+        let (input, mut terminal) = mpsc::channel(1);
+        let command = vec!["claude".to_string()];
+        let kind = SessionKind::Agent;
+        apply(
+            &mut core,
+            &mut waiters,
+            0,
+            Command::SessionStarted { session, command, kind, size: None, input },
+        );
+        assert_eq!(type_into(&mut core, &mut waiters, session, "ab"), Ok(()));
+        let line = core.session(session).unwrap().typed;
+        assert_eq!(type_into(&mut core, &mut waiters, session, "cd"), Err(TypeError::Busy));
+        assert_eq!(core.session(session).unwrap().typed, line, "counted as typed");
+        assert_eq!(terminal.try_recv().unwrap(), b"ab");
+        assert_eq!(type_into(&mut core, &mut waiters, session, "cd"), Ok(()));
+        assert_eq!(terminal.try_recv().unwrap(), b"cd");
+        drop(terminal);
+        assert_eq!(type_into(&mut core, &mut waiters, session, "e"), Err(TypeError::Ended));
     }
 }

@@ -24,6 +24,10 @@ pub const MAX_OFFER_SECS: u64 = 60 * 60;
 /// The least time a person has to answer a hello (more when the offer has longer to run).
 pub const MIN_CONFIRM_MS: u64 = 60_000;
 
+/// What an offer's client is told waits for it at most: an offer is used up by the first hello
+/// that names it, so it makes one [`PairEvent::Confirm`] at most, then one [`PairEvent::Done`].
+pub const MAX_PAIR_EVENTS: usize = 2;
+
 /// What a pairing offer tells the client that opened it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PairEvent {

@@ -37,7 +37,14 @@ pub enum TypeError {
         "other input reached the session while this one waited; nothing was typed, send it again"
     )]
     Conflict,
+    /// The terminal has not taken the input before ([`MAX_SESSION_INPUTS`] wait).
+    #[error("the session's terminal is not taking input; nothing was typed, send it again")]
+    Busy,
 }
+
+/// The most inputs waiting for a session's terminal (the `agent-host run` that holds it): past
+/// this, input is refused ([`TypeError::Busy`]) before anything of it counts as typed.
+pub const MAX_SESSION_INPUTS: usize = 64;
 
 impl HostCore {
     /// A session opened: devices are told.

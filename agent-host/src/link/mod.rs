@@ -18,9 +18,8 @@ use std::sync::Arc;
 use protocol::relay::Side;
 use protocol::{DeviceId, Message, PublicKey, RelayKey, SealContext};
 use relay_client::{Client, ClientConfig, Inbound};
-use tokio::sync::mpsc;
 
-use crate::host::{Host, RelaySetup, ToLink, lock, now_ms};
+use crate::host::{Host, LinkInbox, RelaySetup, ToLink, lock, now_ms};
 use crate::host_core::Command;
 
 mod manage;
@@ -35,8 +34,11 @@ const EVENT_LIFETIME_MS: u64 = 5 * 60 * 1000;
 
 /// Seals `message` to `recipient` ([`seal_to`]) and queues it.
 fn send_to(host: &Host, client: &Client, recipient: &PublicKey, message: &Message) {
-    if let Some(frame) = seal_to(host, recipient, message) {
-        let _ = client.send(RelayKey::of(recipient), frame);
+    if let Some(frame) = seal_to(host, recipient, message)
+        && let Err(e) = client.send(RelayKey::of(recipient), frame)
+    {
+        // The device gets what waits for it when it syncs again.
+        tracing::warn!(device = %DeviceId::new(*recipient), "not sent: {e}");
     }
 }
 
@@ -82,11 +84,7 @@ fn seal_to(host: &Host, recipient: &PublicKey, message: &Message) -> Option<Vec<
 }
 
 /// Runs the link until the host stops.
-pub(crate) async fn run(
-    host: Arc<Host>,
-    setup: RelaySetup,
-    mut commands: mpsc::UnboundedReceiver<ToLink>,
-) {
+pub(crate) async fn run(host: Arc<Host>, setup: RelaySetup, mut commands: LinkInbox) {
     let mut config = ClientConfig::new(
         setup.addr.clone(),
         setup.server_name.clone(),

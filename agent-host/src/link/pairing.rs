@@ -52,7 +52,7 @@ pub(crate) async fn pair_local(
         expires_at_ms,
         cert_sha256: setup.cert_sha256,
     };
-    let (events, mut rx) = mpsc::unbounded_channel();
+    let (events, mut rx) = mpsc::channel(crate::host_core::MAX_PAIR_EVENTS);
     let terms = OfferTerms { secret, role, name, expires_at_ms, yes };
     match host.core.open_offer(token, terms, events).await {
         Ok(Ok(())) => {}
