@@ -76,19 +76,6 @@ pub enum DecisionError {
     Full,
 }
 
-impl DecisionError {
-    /// What a device is told: the one place this error meets the wire.
-    pub fn code(&self) -> protocol::ErrorCode {
-        use protocol::ErrorCode;
-        match self {
-            Self::WrongAction(_) | Self::Duplicate(_) | Self::Full => ErrorCode::Conflict,
-            Self::Lapsed(_) => ErrorCode::Expired,
-            Self::OwnRequest(_) => ErrorCode::Forbidden,
-            Self::NotPending(_) => ErrorCode::NotFound,
-        }
-    }
-}
-
 /// The most actions waiting for a person at once.
 pub const MAX_PENDING: usize = 1024;
 

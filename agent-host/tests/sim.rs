@@ -513,7 +513,7 @@ impl Sim {
         self.drain(step);
         let told = match (&expected, d.kind) {
             (Ok(()), _) => self.other.is_empty(),
-            (Err(e), Kind::Decide) => refusal(e.code())(&self.other),
+            (Err(e), Kind::Decide) => refusal(ErrorCode::from(e))(&self.other),
             // A withdrawal that finds nothing of the device's own waiting says so.
             (Err(_), _) => matches!(
                 &self.other[..],

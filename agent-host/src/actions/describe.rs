@@ -10,7 +10,7 @@ use std::path::Path;
 use protocol::{Action, ErrorCode, RequestId};
 
 use super::Outcome;
-use super::perform::{Work, fs_code, working_dir};
+use super::perform::{Work, working_dir};
 use crate::exec::Job;
 use crate::host::Host;
 use crate::policy::{Subject, Verdict as PolicyVerdict};
@@ -83,7 +83,7 @@ pub(super) fn judge_input(
         }
         // Nor a symlink, or a path through one that leads out: the kernel says so now.
         if let Err(e) = host.files.usable(Path::new(path)) {
-            return Err(Outcome::refused(Some(id), fs_code(&e), e.to_string()));
+            return Err(Outcome::refused(Some(id), (&e).into(), e.to_string()));
         }
     }
     let shown = |p: &str| root.join(p).display().to_string();

@@ -237,7 +237,7 @@ async fn open_pending(
     };
     match host.core.ask(pending).await {
         Ok(Ok(opened)) => Ok(opened),
-        Ok(Err(e)) => Err(Outcome::refused(Some(id), e.code(), e.to_string())),
+        Ok(Err(e)) => Err(Outcome::refused(Some(id), (&e).into(), e.to_string())),
         Err(e) => Err(Outcome::refused(Some(id), ErrorCode::Internal, e.to_string())),
     }
 }
@@ -419,14 +419,4 @@ pub enum DecideError {
     /// The core could not take it.
     #[error(transparent)]
     Core(#[from] crate::host_core::CoreError),
-}
-
-impl DecideError {
-    /// What a device is told.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::Decision(e) => e.code(),
-            Self::Core(_) => ErrorCode::Internal,
-        }
-    }
 }

@@ -23,23 +23,6 @@ pub(super) enum Work {
     Input(protocol::SessionId, String, crate::session::input::Typed),
 }
 
-pub(super) fn fs_code(e: &crate::confine::FsError) -> ErrorCode {
-    use crate::confine::FsError;
-    match e {
-        FsError::OutsideWorkspace(_) | FsError::Symlink(_) | FsError::HardLinked(..) => {
-            ErrorCode::OutsideWorkspace
-        }
-        FsError::OldTextMissing(_) | FsError::OldTextNotUnique(..) => ErrorCode::Conflict,
-        FsError::Io { error, .. } if error.kind() == std::io::ErrorKind::NotFound => {
-            ErrorCode::NotFound
-        }
-        FsError::WrongType(..) | FsError::TooLarge { .. } | FsError::NotText(_) => {
-            ErrorCode::BadRequest
-        }
-        _ => ErrorCode::Internal,
-    }
-}
-
 /// The directory a command runs in: `requested` taken from `base` (an absolute directory; an
 /// absolute `requested` stands alone), resolved by the kernel, and a directory inside the
 /// workspace; `None` otherwise. Every requester's directory goes through here.
@@ -150,7 +133,7 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
         }
         Work::File(action) => file_op(&worker.files, &action)
             .map(|output| (None, output, false, false))
-            .map_err(|e| (fs_code(&e), e.to_string())),
+            .map_err(|e| ((&e).into(), e.to_string())),
         // Typed through the core ([`type_input`]), never here.
         Work::Input(..) => Err((ErrorCode::Internal, "input is typed through the core".into())),
     }
@@ -164,13 +147,9 @@ async fn type_input(
     data: String,
     judged: crate::session::input::Typed,
 ) -> Result<Ran, (ErrorCode, String)> {
-    use crate::host_core::TypeError;
     match host.core.type_into(session, data, judged).await {
         Ok(Ok(())) => Ok((None, Vec::new(), false, false)),
-        Ok(Err(e @ (TypeError::Conflict | TypeError::Busy))) => {
-            Err((ErrorCode::Conflict, e.to_string()))
-        }
-        Ok(Err(e)) => Err((ErrorCode::NotFound, e.to_string())),
+        Ok(Err(e)) => Err(((&e).into(), e.to_string())),
         Err(e) => Err((ErrorCode::Internal, e.to_string())),
     }
 }

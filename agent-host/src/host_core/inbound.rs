@@ -259,7 +259,7 @@ impl HostCore {
                     return self.forbidden(device, role, needs, Some(d.request));
                 }
                 if let Err(e) = self.decide(now, d.request, &d.action_hash, d.verdict, &who) {
-                    self.refuse_request(device, d.request, e.code(), &e.to_string());
+                    self.refuse_request(device, d.request, (&e).into(), &e.to_string());
                 }
             }
             Message::Event(_) | Message::Pairing(_) => self
