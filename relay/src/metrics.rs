@@ -24,6 +24,10 @@ pub struct Metrics {
     pub auth_failures: AtomicU64,
     /// Connections closed for breaking a limit (size, rate, queue, idle).
     pub limit_closes: AtomicU64,
+    /// Hosts' registrations taken (checked and newer than the last).
+    pub registrations: AtomicU64,
+    /// Knocks let through to an open pairing offer.
+    pub knocks: AtomicU64,
 }
 
 impl Metrics {
@@ -64,6 +68,18 @@ impl Metrics {
                 "Connections closed for breaking a limit.",
                 "counter",
                 &self.limit_closes,
+            ),
+            (
+                "relay_registrations_total",
+                "Hosts' registrations taken.",
+                "counter",
+                &self.registrations,
+            ),
+            (
+                "relay_knocks_total",
+                "Knocks let through to an open pairing offer.",
+                "counter",
+                &self.knocks,
             ),
         ] {
             let _ = writeln!(

@@ -644,6 +644,9 @@ where
                         let devices =
                             list.devices.iter().collect::<std::collections::HashSet<_>>().len();
                         let fresh = lock(&inner.hub).register(key, counter, list, metrics);
+                        if fresh {
+                            Metrics::inc(&metrics.registrations);
+                        }
                         if fresh && let Some((frames_per_sec, burst)) = rules.registered(devices) {
                             let rate = FromRelay::Rate { frames_per_sec, burst };
                             enqueue(Message::text(serde_json::to_string(&rate)?));
@@ -670,7 +673,9 @@ where
                     ),
                     _ => false,
                 };
-                if !open {
+                if open {
+                    Metrics::inc(&metrics.knocks);
+                } else {
                     enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
                         reason: "no such pairing offer is open at that host".into(),
                     })?));

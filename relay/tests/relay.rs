@@ -53,6 +53,16 @@ async fn register(link: &mut Link, host: &SecretKey, counter: u64, devices: &[&S
     link.send(Message::text(serde_json::to_string(&message).unwrap())).await.unwrap();
 }
 
+/// Waits until the relay has taken `n` more of what `counter` counts than `before` (a control
+/// message on one connection, before a frame on another depends on it). Panics after 5 s.
+async fn taken(counter: &std::sync::atomic::AtomicU64, before: u64, n: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while counter.load(std::sync::atomic::Ordering::Relaxed) < before + n {
+        assert!(tokio::time::Instant::now() < deadline, "the relay did not take it");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// A data frame as bytes on the wire: `kind` ‖ `to`'s key ‖ payload (kind 1: to that peer, 2:
 /// to all of a host's devices), written out here so the test pins the format.
 async fn send(link: &mut Link, kind: u8, to: &SecretKey, payload: &[u8]) {
@@ -140,8 +150,10 @@ async fn routes_only_between_a_host_and_its_registered_devices() {
     assert!(r.server.metrics().drops.load(std::sync::atomic::Ordering::Relaxed) >= 3);
 
     // A new registration without d2 cuts its route at once; an old counter is refused.
+    let registrations = &r.server.metrics().registrations;
+    let before = registrations.load(std::sync::atomic::Ordering::Relaxed);
     register(&mut host, &h, 2, &[&d1]).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    taken(registrations, before, 1).await;
     send(&mut dev2, 1, &h, b"still there?").await;
     assert!(nothing(&mut host).await);
     register(&mut host, &h, 1, &[&d1, &d2]).await;
@@ -174,9 +186,10 @@ async fn a_new_device_reaches_the_host_only_through_an_open_pairing_offer() {
     let mut new = join(&r, &newcomer, Side::Device).await;
     let mut guess = join(&r, &guesser, Side::Device).await;
     let token = [0x77; 32];
+    let (registrations, knocks) = (&r.server.metrics().registrations, &r.server.metrics().knocks);
     control(&mut host, &protocol::relay::register(&h, 1, &[], &[protocol::PairingToken(token)]))
         .await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    taken(registrations, 0, 1).await;
 
     // Before knocking, nothing passes; a wrong token is refused and opens nothing.
     send(&mut new, 1, &h, b"before").await;
@@ -200,7 +213,7 @@ async fn a_new_device_reaches_the_host_only_through_an_open_pairing_offer() {
 
     // With the token, the handshake flows both ways; broadcasts still reach registered devices only.
     control(&mut new, &ToRelay::Knock { host: h_hex, token: hex::encode(token) }).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    taken(knocks, 0, 1).await;
     send(&mut new, 1, &h, b"hello").await;
     assert_eq!(recv(&mut host).await.unwrap().1, b"hello");
     send(&mut host, 1, &newcomer, b"welcome").await;
@@ -210,7 +223,7 @@ async fn a_new_device_reaches_the_host_only_through_an_open_pairing_offer() {
 
     // The host closes the offer: the route goes with it.
     control(&mut host, &protocol::relay::register(&h, 2, &[], &[])).await;
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    taken(registrations, 1, 1).await;
     send(&mut new, 1, &h, b"after").await;
     assert!(nothing(&mut host).await);
     r.server.shutdown().await;
