@@ -246,8 +246,14 @@ async fn serve_child(mode: &str, port: u16) -> anyhow::Result<()> {
         serve_echo_tls(tokio::net::TcpListener::bind(listen).await?, identity).await;
         return Ok(());
     }
-    let server =
-        Server::bind(Config { listen, identity, limits: limits(), origins: Vec::new() }).await?;
+    let server = Server::bind(Config {
+        listen,
+        identity,
+        limits: limits(),
+        origins: Vec::new(),
+        serve_web: false,
+    })
+    .await?;
     server.serve().await?;
     Ok(())
 }

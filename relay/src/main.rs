@@ -31,6 +31,11 @@ struct Args {
     /// (repeatable; comma-separated in the variable).
     #[arg(long = "origin", env = "RELAY_ORIGIN", value_delimiter = ',', value_name = "URL")]
     origins: Vec<String>,
+    /// Serve the web UI at `/` too. Off by default: the page holds a browser device's key, so
+    /// whoever serves it can sign for that device; serve it only from a relay its users trust
+    /// as they trust their own machine (SECURITY.md).
+    #[arg(long, env = "RELAY_SERVE_WEB")]
+    serve_web: bool,
     /// Largest frame a client may send, in bytes.
     #[arg(long, env = "RELAY_MAX_FRAME")]
     max_frame: Option<usize>,
@@ -133,9 +138,10 @@ fn run(args: Args) -> anyhow::Result<()> {
             identity,
             limits,
             origins: args.origins,
+            serve_web: args.serve_web,
         })
         .await?;
-        tracing::info!(addr = %server.local_addr(), "relay listening");
+        tracing::info!(addr = %server.local_addr(), web_ui = args.serve_web, "relay listening");
         let serving = server.clone();
         let task = tokio::spawn(async move { serving.serve().await });
         // Ctrl-C at the terminal, or SIGTERM from a service manager: drain and stop.

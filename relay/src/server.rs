@@ -1,6 +1,6 @@
 //! The server: one TLS port with `/health`, `/metrics`, the WebSocket endpoint `/ws`, its
-//! event-stream fallback for browsers (`/sse`, see [`crate::sse`]), and the web UI (`/`, `/pair`
-//! and its files, see [`crate::web`]).
+//! event-stream fallback for browsers (`/sse`, see [`crate::sse`]), and, when its operator says
+//! so ([`Config::serve_web`]), the web UI (`/`, `/pair` and its files, see [`crate::web`]).
 //!
 //! Each connection: TLS handshake, one HTTP request head (at most 8 KiB), then either a plain
 //! answer or the WebSocket upgrade; then the challenge, the client's signed answer, and frames
@@ -93,6 +93,11 @@ pub struct Config {
     /// The origins browsers reach this relay at; a challenge answer bound to one of them is
     /// accepted besides one bound to the certificate (see `protocol::relay`).
     pub origins: Vec<String>,
+    /// Serve the web UI ([`crate::web`]) too. Off unless its operator says so: the page holds
+    /// a device's key, so it must come from an origin the device's person trusts (their own
+    /// machine's relay, as `agent-host up` runs it, or one they host), never from a relay they
+    /// merely route through (SECURITY.md).
+    pub serve_web: bool,
 }
 
 struct Inner {
@@ -324,7 +329,7 @@ async fn connection(
                 }
             }
         }
-        (Some("GET"), Some(path)) => match crate::web::file(path) {
+        (Some("GET"), Some(path)) if inner.config.serve_web => match crate::web::file(path) {
             Some(file) => {
                 let host = header("host").and_then(crate::web::plain_host);
                 tls.write_all(crate::web::head(&file, host).as_bytes()).await?;

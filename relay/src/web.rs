@@ -1,5 +1,7 @@
 //! The web UI's files, built into the relay (`web/src/` in the repository), served on the same
-//! TLS port as the WebSocket endpoint, so a phone needs nothing from anywhere else.
+//! TLS port as the WebSocket endpoint by a relay told to ([`crate::Config::serve_web`]: the
+//! relay `agent-host up` runs on the person's own machine is), so a phone needs nothing from
+//! anywhere else.
 //!
 //! Every answer carries a Content-Security-Policy that lets the page load scripts and styles
 //! from this origin only and connect only back to it, and is never framed or sniffed. The

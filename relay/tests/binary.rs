@@ -14,9 +14,16 @@ fn help_explains_every_flag() {
     let out = Command::new(env!("CARGO_BIN_EXE_relay")).arg("--help").output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8_lossy(&out.stdout);
-    for flag in
-        ["--listen", "--cert", "--key", "--self-signed", "--max-frame", "--rate", "--idle-timeout"]
-    {
+    for flag in [
+        "--listen",
+        "--cert",
+        "--key",
+        "--self-signed",
+        "--serve-web",
+        "--max-frame",
+        "--rate",
+        "--idle-timeout",
+    ] {
         assert!(text.contains(flag), "--help does not mention {flag}:\n{text}");
     }
 }

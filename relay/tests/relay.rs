@@ -21,6 +21,11 @@ struct Relay {
 }
 
 async fn relay(limits: Limits) -> Relay {
+    relay_serving(limits, false).await
+}
+
+/// A relay that serves the web UI too (`serve_web`) or not.
+async fn relay_serving(limits: Limits, serve_web: bool) -> Relay {
     let identity = relay::tls::self_signed(vec!["localhost".into()]).unwrap();
     let pin = identity.cert_sha256;
     let server = Server::bind(Config {
@@ -28,6 +33,7 @@ async fn relay(limits: Limits) -> Relay {
         identity,
         limits,
         origins: vec!["https://relay.test".into()],
+        serve_web,
     })
     .await
     .unwrap();
@@ -452,7 +458,7 @@ async fn a_slow_consumer_is_cut_off_without_slowing_its_neighbours() {
 #[tokio::test]
 async fn health_metrics_web_ui_and_per_key_cap() {
     let limits = Limits { max_per_key: 1, ..Limits::default() };
-    let r = relay(limits).await;
+    let r = relay_serving(limits.clone(), true).await;
     let _first = join(&r, &key(1), Side::Host).await;
     let (mut second, cert) = connect(&r.addr, "localhost", pinned_config(r.pin)).await.unwrap();
     let refused = authenticate(&mut second, &key(1), Side::Host, &cert).await;
@@ -473,6 +479,19 @@ async fn health_metrics_web_ui_and_per_key_cap() {
         let _ = tls.read_to_string(&mut body).await;
         assert!(body.starts_with("HTTP/1.1 200"), "{body}");
         assert!(body.contains(expect), "{body}");
+    }
+
+    // Unless told to, a relay serves no code: the same requests find no page, only its health.
+    let bare = relay(limits).await;
+    for (path, found) in [("/health", true), ("/", false), ("/pair", false), ("/app.js", false)] {
+        let mut tls = tls_to(&bare).await;
+        tls.write_all(format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut body = String::new();
+        let _ = tls.read_to_string(&mut body).await;
+        let status = if found { "HTTP/1.1 200" } else { "HTTP/1.1 404" };
+        assert!(body.starts_with(status), "{path}: {body}");
     }
 }
 

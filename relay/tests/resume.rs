@@ -19,8 +19,15 @@ async fn start(addr: std::net::SocketAddr, identity: relay::tls::Identity) -> Se
         host_burst: 2_000,
         ..Limits::default()
     };
-    let server =
-        Server::bind(Config { listen: addr, identity, limits, origins: Vec::new() }).await.unwrap();
+    let server = Server::bind(Config {
+        listen: addr,
+        identity,
+        limits,
+        origins: Vec::new(),
+        serve_web: false,
+    })
+    .await
+    .unwrap();
     let serving = server.clone();
     tokio::spawn(async move { serving.serve().await });
     server

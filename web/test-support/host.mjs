@@ -77,7 +77,8 @@ function exited(child) {
 
 /**
  * Starts a host with `permissions` as its settings: by default `agent-host up` (with its
- * embedded relay) on a free port; with `separateRelay`, the `relay` binary (self-signed) and
+ * embedded relay) on a free port; with `separateRelay`, the `relay` binary (self-signed, serving
+ * the page) and
  * `agent-host serve --relay` linked to it. The result runs `agent-host` and `remote` commands
  * in that world, makes pairing offers, stops and starts the host (same home, same port), and
  * stops everything.
@@ -95,7 +96,7 @@ export async function startHost(permissions, { separateRelay = false } = {}) {
   const relay = `127.0.0.1:${await freePort()}`;
   let hostArgs;
   if (separateRelay) {
-    const server = spawn(relayBin, ["--self-signed", "--listen", relay], { env, stdio: ["ignore", "pipe", openSync(join(base, "relay.log"), "w")] });
+    const server = spawn(relayBin, ["--self-signed", "--serve-web", "--listen", relay], { env, stdio: ["ignore", "pipe", openSync(join(base, "relay.log"), "w")] });
     children.push(server);
     const pin = (await lines(server.stdout)(/SHA-256 [0-9a-f]{64}/)).match(/[0-9a-f]{64}/)[0];
     hostArgs = ["serve", "--relay", relay, "--relay-cert", pin];

@@ -63,6 +63,8 @@ pub(crate) async fn start_relay(
         limits: relay::Limits::default(),
         // Self-signed: a browser binds its answer to the certificate hash from the link.
         origins: Vec::new(),
+        // The person's own machine: the one relay whose page they may trust with a key.
+        serve_web: true,
     })
     .await
     .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e} (another `up`? try --port)"))?;
