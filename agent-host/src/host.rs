@@ -153,11 +153,13 @@ impl Host {
 #[error("the audit log: {0}")]
 pub struct CommitError(#[from] pub AuditError);
 
-/// The most events for devices waiting for the relay link's task: past this an event is
-/// dropped (and said so in the host's log; a device gets what waits when it syncs again). The
-/// link takes them as fast as it seals them, so the queue fills only while the link waits for
-/// the core. Pairing answers and registrations are not counted: the core makes few, and they
-/// keep their order with the events.
+/// The most pieces of sessions' output waiting for the relay link's task: past this one is
+/// dropped (and said so in the host's log; a device that syncs again gets the session's
+/// scrollback). The link takes them as fast as it seals them, so they pile up only while it
+/// waits for the core or for the relay client. Nothing else is counted or dropped here: the
+/// other events are as many as the core lets happen (at most `MAX_PENDING` actions wait, each
+/// decided and finished once; a sync per device that comes online), and a lost decision or
+/// result would not come back.
 pub(crate) const MAX_TO_LINK: usize = 4096;
 
 /// The rest of the host's end of the queue to the link.
@@ -180,15 +182,17 @@ pub(crate) fn link_queue() -> (LinkQueue, LinkInbox) {
 }
 
 impl LinkQueue {
-    /// Queues `message` unless it is an event and [`MAX_TO_LINK`] wait.
+    /// Queues `message` unless it is a session's output and [`MAX_TO_LINK`] of those wait.
     pub(crate) fn send(&self, message: ToLink) {
-        let event = matches!(message, ToLink::Broadcast(_) | ToLink::To(..));
-        if event && self.events.fetch_add(1, Ordering::Relaxed) >= MAX_TO_LINK {
+        let counted = message.is_output();
+        if counted && self.events.fetch_add(1, Ordering::Relaxed) >= MAX_TO_LINK {
             self.events.fetch_sub(1, Ordering::Relaxed);
-            tracing::warn!("{MAX_TO_LINK} events wait for the relay link: one more is dropped");
+            tracing::warn!(
+                "{MAX_TO_LINK} pieces of output wait for the relay link: one is dropped"
+            );
             return;
         }
-        if self.tx.send(message).is_err() && event {
+        if self.tx.send(message).is_err() && counted {
             self.events.fetch_sub(1, Ordering::Relaxed);
         }
     }
@@ -198,10 +202,20 @@ impl LinkInbox {
     /// The next message for the link; `None` once the host has stopped.
     pub(crate) async fn recv(&mut self) -> Option<ToLink> {
         let message = self.rx.recv().await;
-        if matches!(message, Some(ToLink::Broadcast(_) | ToLink::To(..))) {
+        if message.as_ref().is_some_and(ToLink::is_output) {
             self.events.fetch_sub(1, Ordering::Relaxed);
         }
         message
+    }
+}
+
+impl ToLink {
+    /// A piece of a session's output ([`MAX_TO_LINK`]).
+    fn is_output(&self) -> bool {
+        matches!(
+            self,
+            Self::Broadcast(HostEvent::Output { .. }) | Self::To(_, HostEvent::Output { .. })
+        )
     }
 }
 
@@ -403,22 +417,31 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 mod tests {
     use super::*;
 
-    /// Past `MAX_TO_LINK` waiting events one more is dropped, a registration still goes, and
-    /// taking one makes room.
+    /// Past `MAX_TO_LINK` waiting pieces of output one more is dropped; other events and a
+    /// registration still go, in order; taking one makes room.
     #[tokio::test]
-    async fn the_queue_to_the_link_drops_events_past_its_bound_but_not_registrations() {
+    async fn the_queue_to_the_link_drops_output_past_its_bound_and_nothing_else() {
         let (queue, mut inbox) = link_queue();
-        let event =
-            || HostEvent::SessionEnded { session: protocol::SessionId([0; 16]), exit_code: None };
+        let session = protocol::SessionId([0; 16]);
+        let output = || HostEvent::Output { session, seq: 0, data: protocol::Blob(vec![1]) };
+        let ended = HostEvent::SessionEnded { session, exit_code: None };
         for _ in 0..=MAX_TO_LINK {
-            queue.send(ToLink::Broadcast(event()));
+            queue.send(ToLink::Broadcast(output()));
         }
+        queue.send(ToLink::Broadcast(ended));
         queue.send(ToLink::Register { devices: vec![], offers: vec![] });
         for _ in 0..MAX_TO_LINK {
-            assert!(matches!(inbox.recv().await, Some(ToLink::Broadcast(_))));
+            assert!(matches!(
+                inbox.recv().await,
+                Some(ToLink::Broadcast(HostEvent::Output { .. }))
+            ));
         }
+        assert!(matches!(
+            inbox.recv().await,
+            Some(ToLink::Broadcast(HostEvent::SessionEnded { .. }))
+        ));
         assert!(matches!(inbox.recv().await, Some(ToLink::Register { .. })));
-        queue.send(ToLink::Broadcast(event()));
-        assert!(matches!(inbox.recv().await, Some(ToLink::Broadcast(_))));
+        queue.send(ToLink::Broadcast(output()));
+        assert!(matches!(inbox.recv().await, Some(ToLink::Broadcast(HostEvent::Output { .. }))));
     }
 }

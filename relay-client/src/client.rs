@@ -86,7 +86,8 @@ impl ClientConfig {
 }
 
 enum Command {
-    Send(RelayKey, Vec<u8>),
+    /// A message, and how many of its bytes count against [`MAX_QUEUED_BYTES`].
+    Send(RelayKey, Vec<u8>, usize),
     Register(Vec<RelayKey>, Vec<PairingToken>),
     DropConnection,
 }
@@ -134,10 +135,11 @@ pub const MAX_INBOX: usize = 64;
 
 /// The most bytes of messages [`Client::send`] queues for the link's task: past this a
 /// message is refused ([`SendError::Full`]) until the task has taken what waits. The task
-/// takes messages into each peer's bounded backlog at once, connected or not
-/// ([`protocol::resume::Peer::push`]), so the queue fills only while a connection is slow to
-/// write. Registrations and other commands are not counted: they are the host's own, few, and
-/// keep their order with the messages.
+/// takes messages into each peer's bounded backlog ([`protocol::resume::Peer::push`]) whenever
+/// it is not busy otherwise: connecting and authenticating, writing to a slow connection, or
+/// waiting for the caller to take what arrived ([`MAX_INBOX`]). Registrations, other commands
+/// and [`Client::send_uncounted`] are not counted: they are few, and keep their order with the
+/// messages.
 pub const MAX_QUEUED_BYTES: usize = 8 << 20;
 
 /// Why [`Client::send`] did not queue a message.
@@ -185,7 +187,16 @@ impl Client {
             self.queued.fetch_sub(size, Ordering::Relaxed);
             return Err(SendError::Full);
         }
-        self.commands.send(Command::Send(peer, message)).map_err(|_| SendError::Stopped)
+        self.commands.send(Command::Send(peer, message, size)).map_err(|_| {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            SendError::Stopped
+        })
+    }
+
+    /// As [`Client::send`], but never refused for a full queue: for the few messages a caller
+    /// must not lose to someone else's flood (a host's answer to a device that is pairing).
+    pub fn send_uncounted(&self, peer: RelayKey, message: Vec<u8>) -> Result<(), SendError> {
+        self.commands.send(Command::Send(peer, message, 0)).map_err(|_| SendError::Stopped)
     }
 
     /// The next message from a peer, in order (other notices are skipped).
@@ -359,8 +370,8 @@ struct Commands {
 impl Commands {
     async fn recv(&mut self) -> Option<Command> {
         let command = self.rx.recv().await;
-        if let Some(Command::Send(_, message)) = &command {
-            self.queued.fetch_sub(message.len(), Ordering::Relaxed);
+        if let Some(Command::Send(_, _, counted)) = &command {
+            self.queued.fetch_sub(*counted, Ordering::Relaxed);
         }
         command
     }
@@ -447,7 +458,7 @@ async fn drive(mut config: ClientConfig, mut commands: Commands, inbox: mpsc::Se
                             break;
                         }
                     }
-                    Some(Command::Send(peer, message)) => {
+                    Some(Command::Send(peer, message, _)) => {
                         // A full backlog drops the message; the caller sees it as never acknowledged.
                         let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch, join)).push(&message);
                         if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
@@ -530,7 +541,7 @@ async fn wait(
                 Some(Command::Register(devices, offers)) => {
                     (config.devices, config.offers) = (devices, offers);
                 }
-                Some(Command::Send(peer, message)) => {
+                Some(Command::Send(peer, message, _)) => {
                     let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch, join)).push(&message);
                 }
             }
@@ -628,9 +639,12 @@ mod tests {
         assert_eq!(client.send(peer, vec![0]), Err(SendError::Full));
         // The task takes them all (into the peer's backlog, which drops what it has no room
         // for); the queue has room again.
-        while client.queued.load(Ordering::Relaxed) > 0 {
-            tokio::task::yield_now().await;
-        }
+        let drained = async {
+            while client.queued.load(Ordering::Relaxed) > 0 {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(10), drained).await.unwrap();
         assert_eq!(client.send(peer, message), Ok(()));
     }
 }

@@ -32,12 +32,16 @@ pub(crate) use pairing::{pair_local, record_pairing};
 /// How long an event the host sends stays valid.
 const EVENT_LIFETIME_MS: u64 = 5 * 60 * 1000;
 
-/// Seals `message` to `recipient` ([`seal_to`]) and queues it.
+/// Seals `message` to `recipient` ([`seal_to`]) and queues it: a pairing answer always, an
+/// event unless the client's queue is full (then it is dropped, and the host's log says so).
 fn send_to(host: &Host, client: &Client, recipient: &PublicKey, message: &Message) {
-    if let Some(frame) = seal_to(host, recipient, message)
-        && let Err(e) = client.send(RelayKey::of(recipient), frame)
-    {
-        // The device gets what waits for it when it syncs again.
+    let Some(frame) = seal_to(host, recipient, message) else { return };
+    let peer = RelayKey::of(recipient);
+    let sent = match message {
+        Message::Pairing(_) => client.send_uncounted(peer, frame),
+        _ => client.send(peer, frame),
+    };
+    if let Err(e) = sent {
         tracing::warn!(device = %DeviceId::new(*recipient), "not sent: {e}");
     }
 }
