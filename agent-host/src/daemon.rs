@@ -286,7 +286,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
             }
             let by = Requester::Local(door.asker().into());
             let (first, rest) = crate::actions::submit(host, by, id, action).await;
-            conn.send(&crate::wire::to_api(first)).await?;
+            conn.send(&to_api(first)).await?;
             if let Some(rest) = rest {
                 if wait {
                     let last = rest.await.unwrap_or_else(|_| Outcome::Refused {
@@ -294,7 +294,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
                         code: protocol::ErrorCode::Internal,
                         message: "the host stopped".into(),
                     });
-                    conn.send(&crate::wire::to_api(last)).await?;
+                    conn.send(&to_api(last)).await?;
                 } else {
                     // Go on without the client: the action still runs when approved.
                     tokio::spawn(async move {
@@ -332,7 +332,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
             let by = Requester::Local(requester);
             let cwd = PathBuf::from(cwd);
             let (first, rest) = crate::actions::judge(host.clone(), by, id, action, cwd).await;
-            conn.send(&crate::wire::to_api(first)).await?;
+            conn.send(&to_api(first)).await?;
             let Some(mut rest) = rest else { return Ok(()) };
             tokio::select! {
                 last = &mut rest => {
@@ -341,7 +341,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
                         code: protocol::ErrorCode::Internal,
                         message: "the host stopped".into(),
                     });
-                    conn.send(&crate::wire::to_api(last)).await
+                    conn.send(&to_api(last)).await
                 }
                 // The asker hung up (its own deadline passed): nobody would hear an approval,
                 // so the question is withdrawn as denied.
@@ -353,7 +353,7 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
         }
         ApiRequest::RunAllowed { id, action } => {
             let outcome = crate::actions::run_allowed(host, door, id, action).await;
-            conn.send(&crate::wire::to_api(outcome)).await
+            conn.send(&to_api(outcome)).await
         }
         ApiRequest::Session { command, kind, size } => {
             let size = size.filter(|s| s.check().is_ok());
@@ -432,4 +432,35 @@ async fn share_session(
     let exit_code = result.as_ref().ok().copied().flatten();
     let _ = host.core.send(Command::SessionEnded { session, exit_code }).await;
     result.map(|_| ())
+}
+
+/// How the local API reports an outcome.
+fn to_api(outcome: Outcome) -> ApiResponse {
+    use protocol::ErrorCode;
+    match outcome {
+        Outcome::Pending(p) => ApiResponse::Pending {
+            request: p.id,
+            action_hash: p.action_hash,
+            summary: p.summary,
+            reason: p.reason,
+        },
+        Outcome::Done { request, exit_code, output, truncated, timed_out } => ApiResponse::Done {
+            request,
+            exit_code,
+            output: protocol::Blob(output),
+            truncated,
+            timed_out,
+        },
+        Outcome::Refused {
+            request,
+            code:
+                ErrorCode::DeniedByPolicy
+                | ErrorCode::DeniedByApprover
+                | ErrorCode::Expired
+                | ErrorCode::OutsideWorkspace,
+            message,
+        } => ApiResponse::Denied { request, reason: message },
+        Outcome::Refused { message, .. } => ApiResponse::Error { message },
+        Outcome::Allowed { request, reason } => ApiResponse::Allowed { request, reason },
+    }
 }

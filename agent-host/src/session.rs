@@ -71,6 +71,23 @@ pub fn kind_of(program: &str) -> SessionKind {
     }
 }
 
+/// Why input was not typed into a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TypeError {
+    /// The session ended.
+    #[error("the session ended")]
+    Ended,
+    /// Other input reached the line since this was judged.
+    #[error(
+        "other input reached the session while this one waited; nothing was typed, send it again"
+    )]
+    Conflict,
+    /// The terminal has not taken the input before ([`crate::host_core::MAX_SESSION_INPUTS`] wait).
+    #[error("the session's terminal is not taking input; nothing was typed, send it again")]
+    Busy,
+}
+
 /// A session as the host's core keeps it ([`crate::host_core`]).
 #[derive(Debug)]
 pub struct Live {

@@ -420,3 +420,13 @@ pub enum DecideError {
     #[error(transparent)]
     Core(#[from] crate::host_core::CoreError),
 }
+
+impl From<&DecideError> for ErrorCode {
+    fn from(e: &DecideError) -> Self {
+        match e {
+            DecideError::Decision(e) => e.into(),
+            // The host is stopping.
+            DecideError::Core(_) => Self::Internal,
+        }
+    }
+}

@@ -35,12 +35,13 @@ mod handle;
 mod inbound;
 mod pairing;
 mod sessions;
+pub use crate::session::TypeError;
 pub use handle::{Command, CoreError, CoreHandle, Waiters, apply};
 pub use inbound::REMEMBERED;
 pub use pairing::{
     MAX_OFFER_SECS, MAX_PAIR_EVENTS, MIN_CONFIRM_MS, OfferError, OfferTerms, PairEvent,
 };
-pub use sessions::{MAX_SESSION_INPUTS, SessionState, TypeError};
+pub use sessions::{MAX_SESSION_INPUTS, SessionState};
 
 /// How long an allowed command waits for its run through the sandbox.
 pub const GRANT_FOR_MS: u64 = 5 * 60 * 1000;

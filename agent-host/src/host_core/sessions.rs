@@ -11,8 +11,8 @@
 use protocol::{Blob, HostEvent, SessionId, SessionKind, TermSize};
 
 use super::{Effect, HostCore};
-use crate::session::Live;
 use crate::session::input::{self, Typed};
+use crate::session::{Live, TypeError};
 
 /// What judging input for a session needs to know of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,23 +23,6 @@ pub struct SessionState {
     pub command: Vec<String>,
     /// What device input left unsubmitted in its line.
     pub typed: Typed,
-}
-
-/// Why input was not typed into a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum TypeError {
-    /// The session ended.
-    #[error("the session ended")]
-    Ended,
-    /// Other input reached the line since this was judged.
-    #[error(
-        "other input reached the session while this one waited; nothing was typed, send it again"
-    )]
-    Conflict,
-    /// The terminal has not taken the input before ([`MAX_SESSION_INPUTS`] wait).
-    #[error("the session's terminal is not taking input; nothing was typed, send it again")]
-    Busy,
 }
 
 /// The most inputs waiting for a session's terminal (the `agent-host run` that holds it): past
