@@ -10,6 +10,8 @@ import assert from "node:assert/strict";
 import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { agentHost, missingBinaries, root, run, startHost } from "../test-support/host.mjs";
+import { loadNoiseVectors, runNoiseVectors } from "../test-support/noise-vectors.mjs";
+import { pattern as noisePattern } from "../src/noise.js";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 let chromium = null;
@@ -125,6 +127,15 @@ describe("the web UI in Chromium", { skip }, () => {
     await page.getByRole("heading", { name: "This browser is not paired" }).waitFor();
     assert.match(await page.locator("main").innerText(), /agent-host pair/);
     await checkScreen(page, "the unpaired screen");
+  });
+
+  test("the page's Noise over Chromium's WebCrypto passes the known-answer vectors", async () => {
+    await page.goto(`https://${world.relay}/`);
+    const vectors = loadNoiseVectors(noisePattern);
+    const results = await page.evaluate(runNoiseVectors, { modulePath: "/noise.js", vectors });
+    assert.deepEqual(results.filter((r) => r.error), []);
+    assert.equal(results.length, vectors.length);
+    assert.ok(results.some((r) => r.name === "Noise_KK_25519_AESGCM_SHA256"));
   });
 
   test("the relay serves the page with a strict content security policy", async () => {
