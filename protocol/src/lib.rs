@@ -3,9 +3,10 @@
 //! ([`relay`]).
 //!
 //! This crate is sans-IO. It has no sockets, no async runtime, no clock and no filesystem: the
-//! current time and all randomness are passed in by the caller, so every rule here can be tested
-//! deterministically and reused by the host, the relay client and (through the golden files) the
-//! browser. It decides what a valid frame is; it never decides what the host should *do*.
+//! current time and all randomness are passed in by the caller (but for the end-to-end
+//! [`channel`]'s keys, which `snow` draws from the operating system; its tests fix them), so
+//! every rule here can be tested deterministically and reused by the host, the relay client and
+//! (through the golden files) the browser. It decides what a valid frame is; it never decides what the host should *do*.
 //!
 //! Receiving a frame: [`Sealed::decode`] → look up the sender → [`Sealed::verify`], which runs
 //! `verify_strict` before a byte of payload is parsed and is the only way to get a [`Verified`].
@@ -14,6 +15,7 @@
 #![forbid(unsafe_code)]
 
 pub mod action;
+pub mod channel;
 pub mod envelope;
 pub mod ids;
 pub mod keys;

@@ -162,6 +162,10 @@ fn golden_files_match() {
     // exactly in a browser.
     check("resume.json", &pretty(&resume_cases()), &mut mismatches);
 
+    // The end-to-end channel (`protocol::channel`): a handshake with fixed keys, then messages
+    // both ways, as frames (in full below 4 KiB, else by SHA-256).
+    check("channel.json", &pretty(&channel_case()), &mut mismatches);
+
     assert!(
         mismatches.is_empty(),
         "golden files differ from what the code produces: {mismatches:#?}\n\
@@ -247,5 +251,79 @@ fn resume_cases() -> serde_json::Value {
     json!({
         "layout": "data: 0 ‖ epoch u64 BE ‖ seq u64 BE ‖ base u64 BE ‖ message; ack: 1 ‖ epoch u64 BE ‖ seq u64 BE",
         "frames": cases,
+    })
+}
+
+/// The channel's golden case: every key fixed, the frames each side makes.
+fn channel_case() -> serde_json::Value {
+    use protocol::channel::{self, ChannelKeys};
+    use sha2::Digest as _;
+    let (host_static, device_static) = ([0x41u8; 32], [0x42u8; 32]);
+    let (host_ephemeral, device_ephemeral) = ([0x51u8; 32], [0x52u8; 32]);
+    let (host_public, device_public) =
+        (channel::public_of(&host_static).unwrap(), channel::public_of(&device_static).unwrap());
+    let at_host = ChannelKeys {
+        local_static: host_static,
+        remote_static: device_public,
+        host: host().public_key(),
+        device: device().public_key(),
+    };
+    let at_device = ChannelKeys {
+        local_static: device_static,
+        remote_static: host_public,
+        host: host().public_key(),
+        device: device().public_key(),
+    };
+    let (initiator, hello) =
+        channel::initiate_with(&at_device, 1 << 20, Some(&device_ephemeral)).unwrap();
+    let (mut host_side, answer) =
+        channel::respond_with(&at_host, &hello, 1 << 20, Some(&host_ephemeral)).unwrap();
+    let mut device_side = initiator.finish(&answer).unwrap();
+    let frame_json = |frames: Vec<Vec<u8>>| {
+        frames
+            .into_iter()
+            .map(|f| {
+                let sha256 = hex::encode(sha2::Sha256::digest(&f));
+                if f.len() < 4096 {
+                    json!({ "hex": hex::encode(&f), "sha256": sha256 })
+                } else {
+                    json!({ "len": f.len(), "sha256": sha256 })
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    // A message of `len` bytes: i mod 251, so no chunk repeats another.
+    let message = |len: usize| (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+    let mut messages = Vec::new();
+    for (from, len) in
+        [("device", 0), ("device", 5), ("host", 300), ("device", 70_000), ("host", 1)]
+    {
+        let m = message(len);
+        let frames = if from == "device" {
+            device_side.seal(&m).unwrap()
+        } else {
+            host_side.seal(&m).unwrap()
+        };
+        // Each opens on the other side.
+        let opener = if from == "device" { &mut host_side } else { &mut device_side };
+        let opened = frames.iter().map(|f| opener.open(f).unwrap()).last().unwrap();
+        assert_eq!(opened.unwrap(), m);
+        messages.push(json!({ "from": from, "len": len, "frames": frame_json(frames) }));
+    }
+    json!({
+        "protocol": channel::PROTOCOL,
+        "note": "message bytes are i mod 251 for i in 0..len",
+        "host_identity": hex::encode(host().public_key().as_bytes()),
+        "device_identity": hex::encode(device().public_key().as_bytes()),
+        "host_static": hex::encode(host_static),
+        "host_static_public": hex::encode(host_public),
+        "device_static": hex::encode(device_static),
+        "device_static_public": hex::encode(device_public),
+        "host_ephemeral": hex::encode(host_ephemeral),
+        "device_ephemeral": hex::encode(device_ephemeral),
+        "hello": hex::encode(&hello),
+        "answer": hex::encode(&answer),
+        "handshake_hash": hex::encode(host_side.handshake_hash()),
+        "messages": messages,
     })
 }

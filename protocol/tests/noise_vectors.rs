@@ -1,10 +1,10 @@
 //! Known-answer vectors for the Noise suite the end-to-end channel is built on,
 //! `Noise_*_25519_AESGCM_SHA256`: every handshake pattern of cacophony's vectors for that suite
 //! (`tests/vectors/noise/`, copied from snow's repository with its licences), run through `snow`
-//! as the host and the `remote` device use it. Each vector fixes both sides' keys, ephemeral
-//! keys, prologue and pre-shared keys; every message must encrypt to the expected bytes and
-//! decrypt back, and both sides must end with the expected handshake hash. The browser runs the
-//! same file through its WebCrypto implementation (`web/test/noise.test.js`).
+//! with the primitives the channel uses ([`protocol::channel::resolver`]). Each vector fixes both
+//! sides' keys, ephemeral keys, prologue and pre-shared keys; every message must encrypt to the
+//! expected bytes and decrypt back, and both sides must end with the expected handshake hash. The
+//! browser runs the same file through its WebCrypto implementation (`web/test/noise.test.js`).
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -40,7 +40,10 @@ fn side(v: &Value, prefix: &str, initiator: bool) -> snow::HandshakeState {
         .map(|rest| rest.chars().next().unwrap().to_digit(10).unwrap() as u8)
         .collect();
     assert_eq!(locations.len(), psks.len(), "{name}");
-    let mut builder = snow::Builder::new(name.parse().unwrap()).prologue(&prologue).unwrap();
+    let mut builder =
+        snow::Builder::with_resolver(name.parse().unwrap(), protocol::channel::resolver())
+            .prologue(&prologue)
+            .unwrap();
     if let Some(key) = &ephemeral {
         builder = builder.fixed_ephemeral_key_for_testing_only(key);
     }

@@ -62,6 +62,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("/device.js", SCRIPT, include_bytes!("../../web/src/device.js")),
     ("/protocol.js", SCRIPT, include_bytes!("../../web/src/protocol.js")),
     ("/noise.js", SCRIPT, include_bytes!("../../web/src/noise.js")),
+    ("/channel.js", SCRIPT, include_bytes!("../../web/src/channel.js")),
     ("/style.css", CSS, include_bytes!("../../web/src/style.css")),
     ("/vendor/xterm.mjs", SCRIPT, include_bytes!("../../web/src/vendor/xterm.mjs")),
     ("/vendor/xterm.css", CSS, include_bytes!("../../web/src/vendor/xterm.css")),
