@@ -57,6 +57,9 @@ pub struct RelaySetup {
     pub cert_sha256: Option<[u8; 32]>,
     /// `host:port` as devices reach it (printed in pairing links).
     pub public: String,
+    /// Where the web UI's page is, `host:port`, when not at the relay: pairing links name it,
+    /// and the relay apart (`agent-host serve --page`).
+    pub page: Option<String>,
     /// For a relay embedded in this process (`up`): the host's own way in, without TLS.
     pub local: Option<relay_client::LocalConnector>,
 }

@@ -153,6 +153,7 @@ fn main() {
     // Pairing links.
     let link = protocol::PairingLink {
         relay: "relay.example.com:8443".into(),
+        page: None,
         host: HostId::new(host.public_key()),
         secret: [0x33; 32],
         expires_at_ms: 1_767_225_600_000,
@@ -161,6 +162,8 @@ fn main() {
     write("pairing_link", "with_cert", link.to_string().as_bytes());
     let plain = protocol::PairingLink { cert_sha256: None, ..link };
     write("pairing_link", "without_cert", plain.to_string().as_bytes());
+    let elsewhere = protocol::PairingLink { page: Some("ui.example.com".into()), ..plain };
+    write("pairing_link", "page_elsewhere", elsewhere.to_string().as_bytes());
 
     // The audit log as a host writes it.
     let scratch = tempdir();

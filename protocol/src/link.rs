@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! https://RELAY/pair#v=1&host=host1…&secret=HEX64&expires=UNIX_MS[&cert=HEX64]
+//! https://PAGE/pair#v=1&host=host1…&secret=HEX64&expires=UNIX_MS&relay=RELAY[&cert=HEX64]
 //! ```
 //!
-//! `RELAY` is the relay's `host:port`; the path is the web UI's pairing page. Everything secret
+//! `RELAY` is the relay's `host:port`; the path is the web UI's pairing page, served by the
+//! relay itself (the first form: `agent-host up`'s relay on the person's own machine) or from
+//! another origin the person trusts (`PAGE`, a `host:port`; the relay is then named apart, and
+//! the page reaches it across origins). The `remote` CLI uses the relay alone. Everything secret
 //! sits in the fragment, which a browser never sends to the server, so the relay that serves the
 //! page never sees the secret. `cert` is the SHA-256 of the relay's certificate when it is
 //! self-signed: the device pins it instead of trusting certificate authorities. Values are hex,
@@ -25,6 +29,8 @@ pub const LINK_VERSION: u32 = 1;
 pub struct PairingLink {
     /// The relay, `host:port`.
     pub relay: String,
+    /// Where the web UI's page is, `host:port`, when not at the relay.
+    pub page: Option<String>,
     /// The host to pair with (its key).
     pub host: HostId,
     /// The one-time secret.
@@ -39,6 +45,7 @@ impl fmt::Debug for PairingLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("PairingLink")
             .field("relay", &self.relay)
+            .field("page", &self.page)
             .field("host", &self.host)
             .field("secret", &"…")
             .field("expires_at_ms", &self.expires_at_ms)
@@ -58,11 +65,14 @@ impl fmt::Display for PairingLink {
         write!(
             f,
             "https://{}/pair#v={LINK_VERSION}&host={}&secret={}&expires={}",
-            self.relay,
+            self.page.as_deref().unwrap_or(&self.relay),
             self.host,
             hex::encode(self.secret),
             self.expires_at_ms
         )?;
+        if self.page.is_some() {
+            write!(f, "&relay={}", self.relay)?;
+        }
         if let Some(cert) = &self.cert_sha256 {
             write!(f, "&cert={}", hex::encode(cert))?;
         }
@@ -88,6 +98,14 @@ pub enum LinkError {
     Invalid(String),
 }
 
+/// A `host:port` (or a bare host) with nothing that could make it a path, a query, a
+/// fragment, a user or another parameter.
+fn plain_host(value: &str) -> bool {
+    !value.is_empty()
+        && value.len() <= 255
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
+}
+
 fn hex32(value: &str, name: &str) -> Result<[u8; 32], LinkError> {
     let mut out = [0u8; 32];
     if value.len() != 64 || value.bytes().any(|b| b.is_ascii_uppercase()) {
@@ -106,12 +124,12 @@ impl FromStr for PairingLink {
             return Err(LinkError::NotALink);
         }
         let rest = s.strip_prefix("https://").ok_or(LinkError::NotALink)?;
-        let (relay, fragment) = rest.split_once("/pair#").ok_or(LinkError::NotALink)?;
-        if relay.is_empty() || relay.contains(['/', '?', '#', '@']) {
+        let (origin, fragment) = rest.split_once("/pair#").ok_or(LinkError::NotALink)?;
+        if !plain_host(origin) {
             return Err(LinkError::NotALink);
         }
-        let (mut version, mut host, mut secret, mut expires, mut cert) =
-            (None, None, None, None, None);
+        let (mut version, mut host, mut secret, mut expires, mut cert, mut relay) =
+            (None, None, None, None, None, None);
         for pair in fragment.split('&') {
             let (name, value) = pair.split_once('=').ok_or(LinkError::Invalid(pair.into()))?;
             let slot = match name {
@@ -120,6 +138,7 @@ impl FromStr for PairingLink {
                 "secret" => &mut secret,
                 "expires" => &mut expires,
                 "cert" => &mut cert,
+                "relay" => &mut relay,
                 _ => return Err(LinkError::Invalid(name.into())),
             };
             if slot.replace(value).is_some() {
@@ -130,8 +149,12 @@ impl FromStr for PairingLink {
         if version != LINK_VERSION.to_string() {
             return Err(LinkError::Version(version.into()));
         }
+        if relay.is_some_and(|r| !plain_host(r)) {
+            return Err(LinkError::Invalid("relay".into()));
+        }
         Ok(Self {
-            relay: relay.into(),
+            relay: relay.unwrap_or(origin).into(),
+            page: relay.map(|_| origin.into()),
             host: host
                 .ok_or(LinkError::Missing("host"))?
                 .parse()
@@ -154,6 +177,7 @@ mod tests {
     fn link() -> PairingLink {
         PairingLink {
             relay: "192.168.1.5:7443".into(),
+            page: None,
             host: HostId::new(SecretKey::from_seed(&[1; 32]).public_key()),
             secret: [7; 32],
             expires_at_ms: 1_800_000_000_000,
@@ -170,6 +194,25 @@ mod tests {
         assert_eq!(text.parse::<PairingLink>().unwrap(), link());
         let no_cert = PairingLink { cert_sha256: None, ..link() };
         assert_eq!(no_cert.to_string().parse::<PairingLink>().unwrap(), no_cert);
+    }
+
+    #[test]
+    fn a_page_elsewhere_names_the_relay_apart() {
+        let elsewhere = PairingLink { page: Some("ui.example.com".into()), ..link() };
+        let text = elsewhere.to_string();
+        assert!(text.starts_with("https://ui.example.com/pair#v=1&"), "{text}");
+        assert!(text.contains("&relay=192.168.1.5:7443"), "{text}");
+        assert_eq!(text.parse::<PairingLink>().unwrap(), elsewhere);
+        // The relay is a host and port, nothing more.
+        for bad in ["", "a/b", "a@b", "x%2fy", "a?b"] {
+            let changed = text.replace("192.168.1.5:7443", bad);
+            assert_eq!(
+                changed.parse::<PairingLink>(),
+                Err(LinkError::Invalid("relay".into())),
+                "{bad}"
+            );
+        }
+        assert!(format!("{text}&relay=x").parse::<PairingLink>().is_err(), "repeated");
     }
 
     #[test]

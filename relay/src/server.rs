@@ -307,24 +307,28 @@ async fn connection(
                 .and_then(|v| std::str::from_utf8(v).ok())
                 .and_then(|v| v.trim().parse::<usize>().ok());
             let Some(length) = length else {
-                return respond(&mut tls, "411 Length Required", "a length is required\n").await;
+                return respond_cors(&mut tls, "411 Length Required", "a length is required\n")
+                    .await;
             };
             if length > limits.max_frame + 1 {
-                return respond(&mut tls, "413 Content Too Large", "over the frame limit\n").await;
+                return respond_cors(&mut tls, "413 Content Too Large", "over the frame limit\n")
+                    .await;
             }
             let mut body = vec![0; length];
             tokio::time::timeout(limits.handshake_timeout, tls.read_exact(&mut body)).await??;
             let message = match crate::sse::decode_post(&body) {
                 Ok(m) => m,
-                Err(e) => return respond(&mut tls, "400 Bad Request", &format!("{e}\n")).await,
+                Err(e) => {
+                    return respond_cors(&mut tls, "400 Bad Request", &format!("{e}\n")).await;
+                }
             };
             match inner.sse.post(&path["/sse/".len()..], message) {
-                crate::sse::Posted::Queued => respond(&mut tls, "204 No Content", "").await,
+                crate::sse::Posted::Queued => respond_cors(&mut tls, "204 No Content", "").await,
                 crate::sse::Posted::NoSession => {
-                    respond(&mut tls, "404 Not Found", "no such session\n").await
+                    respond_cors(&mut tls, "404 Not Found", "no such session\n").await
                 }
                 crate::sse::Posted::Full => {
-                    respond(&mut tls, "429 Too Many Requests", "the session's queue is full\n")
+                    respond_cors(&mut tls, "429 Too Many Requests", "the session's queue is full\n")
                         .await
                 }
             }
@@ -382,10 +386,28 @@ async fn respond<S: AsyncWrite + Unpin>(
     status: &str,
     body: &str,
 ) -> Result<(), ConnError> {
+    respond_with(stream, status, body, "").await
+}
+
+/// [`respond`] to an event stream's POST, which any page may read ([`crate::sse::STREAM_HEAD`]).
+async fn respond_cors<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: &str,
+    body: &str,
+) -> Result<(), ConnError> {
+    respond_with(stream, status, body, "Access-Control-Allow-Origin: *\r\n").await
+}
+
+async fn respond_with<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    status: &str,
+    body: &str,
+    headers: &str,
+) -> Result<(), ConnError> {
     let content_type =
         if body.starts_with("# HELP") { "text/plain; version=0.0.4" } else { "text/plain" };
     let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(response.as_bytes()).await?;

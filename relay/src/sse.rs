@@ -141,8 +141,12 @@ pub fn encode_event(message: &Message) -> Option<String> {
 }
 
 /// The head of the event stream's answer.
+/// Any page may open it (`Access-Control-Allow-Origin: *`): the relay keeps no cookie or other
+/// credential a page could borrow, and what travels is signed end to end; a page on an origin
+/// of its own reaches the relay the link names.
 pub const STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-     Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n";
+     Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n\
+     Access-Control-Allow-Origin: *\r\nConnection: close\r\n\r\n";
 
 /// The sending half of an event stream: each message written and flushed as one event.
 pub fn event_sink<W>(writer: W) -> impl Sink<Message, Error = WsError> + Unpin + Send + 'static

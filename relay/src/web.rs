@@ -8,9 +8,12 @@
 //! pairing link's fragment (its secret) is never sent to the server by a browser; the page
 //! also drops it from the address bar once read.
 
-/// The policy on every page: own scripts and WebSocket only; no framing, no plugins, no forms
-/// posting anywhere, no `<base>` tricks. `connect-src` names the page's own `wss://` origin as
-/// well, for browsers whose `'self'` does not cover WebSockets. Styles may also be inline:
+/// The policy on every page: own scripts only; no framing, no plugins, no forms posting
+/// anywhere, no `<base>` tricks. `connect-src` names the page's own `wss://` origin (for
+/// browsers whose `'self'` does not cover WebSockets) and any `wss:`/`https:` one: a pairing
+/// link may name a relay apart from the page, and the page reaches it there (its event-stream
+/// fallback too). Everything the page exchanges with a relay is signed end to end, and no
+/// script but the page's own runs to send anything elsewhere. Styles may also be inline:
 /// the terminal (xterm.js) measures the font and writes its rules into `<style>` elements it
 /// makes; a style cannot run code or sign, and the page puts nothing from the host into markup
 /// (text only), so there is no markup for a hostile style to be injected through.
@@ -19,7 +22,7 @@ pub fn content_security_policy(host: Option<&str>) -> String {
     format!(
         "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; \
          img-src 'self' data:; \
-         connect-src 'self'{wss}; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
+         connect-src 'self'{wss} wss: https:; manifest-src 'self'; base-uri 'none'; form-action 'none'; \
          frame-ancestors 'none'"
     )
 }
@@ -117,7 +120,7 @@ mod tests {
         assert!(file("/").unwrap().body.starts_with(b"<!doctype html>"));
         assert!(head(&file("/app.js").unwrap(), None).contains("text/javascript"));
         let csp = head(&file("/").unwrap(), plain_host(b"192.168.1.5:7443"));
-        assert!(csp.contains("connect-src 'self' wss://192.168.1.5:7443;"), "{csp}");
+        assert!(csp.contains("connect-src 'self' wss://192.168.1.5:7443 wss: https:;"), "{csp}");
         for bad in [&b"evil.com\r\nSet-Cookie: x"[..], b"a b", b"", b"x;y"] {
             assert_eq!(plain_host(bad), None);
         }

@@ -31,7 +31,7 @@ export class HostScreen {
     this.liveResults = []; // the activity entries whose output is a live terminal, oldest first
     this.build();
     this.device = new Device({
-      relayUrl: `wss://${location.host}/ws`,
+      relayUrl: `wss://${record.relay ?? location.host}/ws`,
       binding: record.binding,
       keyPair: record.keyPair,
       publicKey: record.publicKey,

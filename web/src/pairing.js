@@ -8,7 +8,7 @@ import { transport, linkState, h, show, fail, tick } from "./ui.js";
 
 // --- pairing ---------------------------------------------------------------------------------
 
-function sameRelay(a, b) {
+function sameHost(a, b) {
   const bare = (host) => host.replace(/:443$/, "");
   return bare(a) === bare(b);
 }
@@ -24,8 +24,8 @@ export async function pairingScreen(href, existing, start) {
   // The secret stays out of the address bar, the history and any bookmark.
   history.replaceState(null, "", `/pair${location.search}`);
   linkState.textContent = "Pairing";
-  if (!sameRelay(link.relay, location.host)) {
-    return fail("This link is for another relay", `It names ${link.relay}, but this page came from ${location.host}. Open the link as it was printed.`);
+  if (!sameHost(link.page, location.host)) {
+    return fail("This link is for another page", `It names ${link.page}, but this page came from ${location.host}. Open the link as it was printed.`);
   }
   if (link.expiresAtMs <= Date.now()) {
     return fail("This pairing link expired", `It expired at ${new Date(link.expiresAtMs).toLocaleTimeString()}. Run \`agent-host pair\` again for a new one.`);
@@ -76,7 +76,7 @@ export async function pairingScreen(href, existing, start) {
     );
     const binding = link.certSha256 ?? (await p.originBinding(location.origin));
     try {
-      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${location.host}/ws`, binding, keyPair, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
+      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${link.relay}/ws`, binding, keyPair, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
       await store.save({
         keyPair,
         publicKey,
@@ -84,7 +84,7 @@ export async function pairingScreen(href, existing, start) {
         hostKey: link.hostKey,
         hostName: paired.hostName,
         role: paired.role,
-        relay: location.host,
+        relay: link.relay,
         binding,
         sent: paired.state.sent,
         received: paired.state.received,

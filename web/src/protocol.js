@@ -382,7 +382,7 @@ export function parseLink(link) {
     const at = pair.indexOf("=");
     if (at < 0) throw new Error(`the pairing link's \`${pair}\` is not valid`);
     const [name, value] = [pair.slice(0, at), pair.slice(at + 1)];
-    if (!["v", "host", "secret", "expires", "cert"].includes(name) || name in params) {
+    if (!["v", "host", "secret", "expires", "cert", "relay"].includes(name) || name in params) {
       throw new Error(`the pairing link's \`${name}\` is not valid`);
     }
     params[name] = value;
@@ -391,8 +391,13 @@ export function parseLink(link) {
   for (const name of ["host", "secret", "expires"]) {
     if (!(name in params)) throw new Error(`the pairing link has no \`${name}\``);
   }
+  if ("relay" in params && !/^[A-Za-z0-9.\-:[\]]{1,255}$/.test(params.relay)) {
+    throw new Error("the pairing link's `relay` is not valid");
+  }
   return {
-    relay: match[1],
+    // The relay, named apart when the page is elsewhere; else the page's own host.
+    relay: params.relay ?? match[1],
+    page: match[1],
     hostKey: keyOfId("host", params.host),
     secret: fromHex(params.secret, 32),
     expiresAtMs: Number(params.expires),

@@ -83,7 +83,7 @@ function exited(child) {
  * in that world, makes pairing offers, stops and starts the host (same home, same port), and
  * stops everything.
  */
-export async function startHost(permissions, { separateRelay = false } = {}) {
+export async function startHost(permissions, { separateRelay = false, pageElsewhere = false } = {}) {
   const base = mkdtempSync(join(tmpdir(), "web-host-"));
   const home = join(base, "home");
   const ws = join(base, "ws");
@@ -95,11 +95,22 @@ export async function startHost(permissions, { separateRelay = false } = {}) {
   const children = [];
   const relay = `127.0.0.1:${await freePort()}`;
   let hostArgs;
-  if (separateRelay) {
-    const server = spawn(relayBin, ["--self-signed", "--serve-web", "--listen", relay], { env, stdio: ["ignore", "pipe", openSync(join(base, "relay.log"), "w")] });
+  let page = null;
+  if (separateRelay || pageElsewhere) {
+    // With `pageElsewhere`, the relay serves no page: another server (a second relay binary,
+    // used only for its web UI) serves it on an origin of its own, which the links name.
+    const web = pageElsewhere ? [] : ["--serve-web"];
+    const server = spawn(relayBin, ["--self-signed", ...web, "--listen", relay], { env, stdio: ["ignore", "pipe", openSync(join(base, "relay.log"), "w")] });
     children.push(server);
     const pin = (await lines(server.stdout)(/SHA-256 [0-9a-f]{64}/)).match(/[0-9a-f]{64}/)[0];
     hostArgs = ["serve", "--relay", relay, "--relay-cert", pin];
+    if (pageElsewhere) {
+      page = `127.0.0.1:${await freePort()}`;
+      const pages = spawn(relayBin, ["--self-signed", "--serve-web", "--listen", page], { env, stdio: ["ignore", "pipe", "ignore"] });
+      children.push(pages);
+      await lines(pages.stdout)(/SHA-256 [0-9a-f]{64}/);
+      hostArgs.push("--page", page);
+    }
   } else {
     hostArgs = ["up", "--no-pair", "--port", relay.split(":")[1]];
   }
@@ -119,6 +130,8 @@ export async function startHost(permissions, { separateRelay = false } = {}) {
     ws,
     env,
     relay,
+    /** Where the page is when it is not at the relay (`pageElsewhere`). */
+    page,
     /** Stops the host (with `up`, its relay too); `signal` SIGKILL kills it. */
     stopHost: async (signal = "SIGINT") => {
       host.kill(signal);

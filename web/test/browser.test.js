@@ -493,6 +493,47 @@ describe("the web UI in Chromium, with a separate relay", { skip }, () => {
   });
 });
 
+describe("the web UI in Chromium, from an origin apart from the relay's", { skip }, () => {
+  let world;
+  let browser;
+
+  before(async () => {
+    world = await startHost({ allow: ["Bash(printf *)"] }, { pageElsewhere: true });
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+  });
+
+  after(async () => {
+    await browser?.close();
+    world?.stop();
+  });
+
+  test("the relay serves no page; the link names the page and the relay apart; both transports work across origins", async () => {
+    const context = await browser.newContext({ ignoreHTTPSErrors: true });
+    const page = await context.newPage();
+    const atRelay = await page.goto(`https://${world.relay}/`);
+    assert.equal(atRelay.status(), 404, "the relay served a page");
+    const { link } = await world.offer(["--yes", "--role", "operator"]);
+    assert.ok(link.startsWith(`https://${world.page}/pair#`), link);
+    assert.ok(link.includes(`&relay=${world.relay}`), link);
+    const sockets = [];
+    page.on("websocket", (ws) => sockets.push(ws.url()));
+    await page.goto(link);
+    await page.getByRole("button", { name: "Pair this browser" }).click();
+    await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
+    assert.ok(sockets.length > 0 && sockets.every((url) => url === `wss://${world.relay}/ws`), sockets.join(" "));
+    await page.getByLabel("Run a command").fill("printf across-origins");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.locator("ol.feed li", { hasText: "across-origins" }).filter({ hasText: "exit 0" }).waitFor();
+    // The event-stream fallback reaches the relay across origins too.
+    await page.goto(`https://${world.page}/?transport=event-stream`);
+    await page.locator("#link-state[data-transport=event-stream]").waitFor();
+    await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
+    await page.getByLabel("Run a command").fill("printf over-the-stream-across-origins");
+    await page.getByRole("button", { name: "Request run" }).click();
+    await page.locator("ol.feed li", { hasText: "over-the-stream-across-origins" }).filter({ hasText: "exit 0" }).waitFor();
+  });
+});
+
 describe("the web UI in Chromium, when the browser will not open a WebSocket", { skip }, () => {
   let world;
   let browser;

@@ -289,6 +289,11 @@ pub(crate) struct ServeArgs {
     /// system's certificate authorities are trusted.
     #[arg(long, value_name = "SHA256", requires = "relay")]
     pub(crate) relay_cert: Option<String>,
+    /// Where browsers open the web UI, `HOST[:PORT]`, when it is not served by the relay (a
+    /// static copy of `web/src` on an origin you trust; README, "The web UI on an origin of
+    /// your own"): pairing links name it, and the relay apart.
+    #[arg(long, value_name = "HOST[:PORT]", requires = "relay")]
+    pub(crate) page: Option<String>,
     /// The name devices see for this host (default: the machine's name).
     #[arg(long)]
     pub(crate) host_name: Option<String>,

@@ -38,7 +38,11 @@ pub(super) fn daemon_config(
         None => rustix::system::uname().nodename().to_string_lossy().into_owned(),
     };
     let relay = match &args.relay {
-        Some(relay) => Some(relay_setup(relay, args.relay_cert.as_deref())?),
+        Some(relay) => {
+            let mut setup = relay_setup(relay, args.relay_cert.as_deref())?;
+            setup.page = args.page.as_deref().map(page_host).transpose()?;
+            Some(setup)
+        }
         None => None,
     };
     let cache = dirs.sandbox_cache_for(&workspace);
@@ -57,6 +61,16 @@ pub(super) fn daemon_config(
         relay,
         two_person: args.two_person,
     })
+}
+
+/// The page's `host[:port]` from `--page` (an `https://` prefix and a trailing `/` are allowed).
+fn page_host(page: &str) -> anyhow::Result<String> {
+    let host = page.trim_start_matches("https://").trim_end_matches('/');
+    let plain = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
+    anyhow::ensure!(plain, "--page is an https origin's HOST[:PORT], not {page}");
+    Ok(host.to_string())
 }
 
 /// How to reach a relay given as `HOST:PORT` (a `wss://` or `https://` prefix is allowed).
@@ -91,6 +105,7 @@ pub(super) fn relay_setup(
         tls,
         cert_sha256,
         local: None,
+        page: None,
     })
 }
 

@@ -87,6 +87,7 @@ pub(crate) async fn start_relay(
         tls: relay_client::pinned_config(pin),
         cert_sha256: Some(pin),
         public: addr.to_string(),
+        page: None,
         local: Some(local),
     };
     Ok((server, setup))

@@ -47,6 +47,7 @@ pub(crate) async fn pair_local(
     let expires_at_ms = now_ms() + expires_secs.clamp(1, MAX_OFFER_SECS) * 1000;
     let link = PairingLink {
         relay: setup.public.clone(),
+        page: setup.page.clone(),
         host: host.host_id,
         secret: *secret.as_bytes(),
         expires_at_ms,
