@@ -56,6 +56,9 @@ pub enum ServeError {
     /// The identity key.
     #[error(transparent)]
     Identity(#[from] crate::identity::IdentityError),
+    /// The channel key's public half could not be worked out.
+    #[error("the channel key: {0}")]
+    Channel(protocol::channel::ChannelError),
     /// Another host runs on this state directory.
     #[error("another agent-host is running on {}", .0.display())]
     Running(PathBuf),
@@ -89,6 +92,8 @@ pub async fn serve(
     std::fs::set_permissions(&dirs.state, std::fs::Permissions::from_mode(0o700))
         .map_err(io(&dirs.state))?;
     let key = crate::identity::load_or_create(&dirs.config.join("host.key"))?;
+    let channel = crate::identity::load_or_create_channel(&dirs.config.join("channel.key"))?;
+    let channel_key = protocol::channel::public_of(&channel).map_err(ServeError::Channel)?;
     let host_id = HostId::new(key.public_key());
     let me = key.public_key();
     let horizon = protocol::VerifyContext::new(&me, now_ms());
@@ -141,7 +146,8 @@ pub async fn serve(
         config.two_person,
     )
     .requested_before(requested_before)
-    .named(config.host_name.clone());
+    .named(config.host_name.clone())
+    .with_channel_key(protocol::ChannelKey(channel_key));
     for (device, counters) in lock(&devices).list() {
         core.load_device(device.id, device.role, counters.rx);
     }

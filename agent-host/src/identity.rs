@@ -1,5 +1,6 @@
-//! The host's identity key: made on first run in the config directory (mode 0600), refused
-//! if anyone but the owner can read it.
+//! The host's keys: its identity (Ed25519, `host.key`) and its end-to-end channel's static
+//! X25519 key (`channel.key`, see [`protocol::channel`]), each made on first run in the config
+//! directory (mode 0600) and refused if anyone but the owner can read it.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -34,8 +35,19 @@ pub enum IdentityError {
     NoRandomness(getrandom::Error),
 }
 
-/// Loads the key at `path`, or makes one there if there is none.
+/// Loads the identity key at `path`, or makes one there if there is none.
 pub fn load_or_create(path: &Path) -> Result<SecretKey, IdentityError> {
+    load_or_create_bytes(path).map(|seed| SecretKey::from_seed(&seed))
+}
+
+/// Loads the channel's static X25519 private key at `path`, or makes one there if there is
+/// none (32 random bytes are one).
+pub fn load_or_create_channel(path: &Path) -> Result<[u8; 32], IdentityError> {
+    load_or_create_bytes(path)
+}
+
+/// 32 secret bytes kept at `path`, made there if there are none.
+fn load_or_create_bytes(path: &Path) -> Result<[u8; 32], IdentityError> {
     let io = |at: &Path| {
         let path = at.to_path_buf();
         move |error| IdentityError::Io { path, error }
@@ -46,9 +58,7 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, IdentityError> {
             if mode & 0o077 != 0 {
                 return Err(IdentityError::Exposed { path: path.into(), mode: mode & 0o777 });
             }
-            let seed: [u8; 32] =
-                bytes.as_slice().try_into().map_err(|_| IdentityError::NotAKey(path.into()))?;
-            Ok(SecretKey::from_seed(&seed))
+            bytes.as_slice().try_into().map_err(|_| IdentityError::NotAKey(path.into()))
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let mut seed = [0u8; 32];
@@ -59,7 +69,7 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, IdentityError> {
                     .map_err(io(dir))?;
             }
             crate::fsutil::write_atomic(path, &seed, 0o600).map_err(io(path))?;
-            Ok(SecretKey::from_seed(&seed))
+            Ok(seed)
         }
         Err(error) => Err(IdentityError::Io { path: path.into(), error }),
     }

@@ -1006,8 +1006,13 @@ fn run(seed: u64, steps: u64) -> Seen {
                 let public = sim.devices[n].key.public_key();
                 let proof = pairing::prove(&secret, &sim.host, &public, "newcomer");
                 let token = sim.offers[offer].token;
-                let hello =
-                    Message::Pairing(Pairing::Hello { token, name: "newcomer".into(), proof });
+                let channel_key = Some(protocol::ChannelKey([n as u8; 32]));
+                let hello = Message::Pairing(Pairing::Hello {
+                    token,
+                    name: "newcomer".into(),
+                    proof,
+                    channel_key,
+                });
                 let kind = Kind::Hello { offer, good };
                 let nothing = RequestId([0; 16]);
                 sim.send(

@@ -209,7 +209,13 @@ fn main() {
         let mut registry = Registry::load(&state).unwrap();
         let id = DeviceId::new(device.public_key());
         registry
-            .add(Device { id, name: "phone".into(), role: Role::Operator, paired_at_ms: 5 })
+            .add(Device {
+                id,
+                name: "phone".into(),
+                role: Role::Operator,
+                paired_at_ms: 5,
+                channel_key: Some(protocol::ChannelKey([0x66; 32])),
+            })
             .unwrap();
         registry.next_tx(&id).unwrap();
         let mut window = ReplayWindow::restore(registry.rx(&id));

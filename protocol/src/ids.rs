@@ -97,6 +97,14 @@ hex_bytes!(
     32
 );
 
+hex_bytes!(
+    /// A static X25519 public key of the end-to-end channel ([`crate::channel`]): each side's
+    /// own, apart from its Ed25519 identity, told to the other at pairing inside a message the
+    /// identity signs.
+    ChannelKey,
+    32
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

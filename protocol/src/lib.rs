@@ -31,7 +31,7 @@ pub use action::action_hash;
 pub use envelope::{
     EnvelopeError, Header, SealContext, SealError, Sealed, Verified, VerifyContext, seal,
 };
-pub use ids::{ActionHash, PairingProof, PairingToken, RelayKey, RequestId, SessionId};
+pub use ids::{ActionHash, ChannelKey, PairingProof, PairingToken, RelayKey, RequestId, SessionId};
 pub use keys::{DeviceId, Fingerprint, HostId, PublicKey, SecretKey};
 pub use link::PairingLink;
 pub use message::{

@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::ids::{ActionHash, PairingProof, PairingToken, RequestId, SessionId};
+use crate::ids::{ActionHash, ChannelKey, PairingProof, PairingToken, RequestId, SessionId};
 use crate::keys::DeviceId;
 use crate::limits::{self, LimitError};
 
@@ -595,6 +595,10 @@ pub enum Pairing {
         name: String,
         /// HMAC-SHA256 under the pairing secret over a transcript of both keys and the name.
         proof: PairingProof,
+        /// The device's static key for the end-to-end channel; absent from devices that do not
+        /// speak it yet. Bound to the device by the hello's signature.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_key: Option<ChannelKey>,
     },
     /// Host → device: the person at the host said yes.
     Accepted {
@@ -602,6 +606,10 @@ pub enum Pairing {
         role: Role,
         /// The host's name, for the device's list.
         host_name: String,
+        /// The host's static key for the end-to-end channel, bound to the host by the answer's
+        /// signature.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel_key: Option<ChannelKey>,
     },
     /// Host → device: refused (wrong proof, expired or used secret, the person said no).
     Rejected {

@@ -260,7 +260,8 @@ async fn pair(
         );
     }
     let name = name.unwrap_or_else(|| format!("remote on {}", this_machine()));
-    let key = profile.new_key()?;
+    let (key, channel) = profile.new_key()?;
+    let channel_key = Some(protocol::ChannelKey(protocol::channel::public_of(&channel)?));
     let me = key.public_key();
     let secret = link.pairing_secret();
     let token = protocol::pairing::token(&secret);
@@ -278,7 +279,12 @@ async fn pair(
         knock: Some((protocol::RelayKey::of(&host), token)),
     };
     let mut session = Session::start(session_link, key, None, 0)?;
-    session.send(&Message::Pairing(protocol::Pairing::Hello { token, name, proof }))?;
+    session.send(&Message::Pairing(protocol::Pairing::Hello {
+        token,
+        name,
+        proof,
+        channel_key,
+    }))?;
     // The person at the host has until the link lapses to answer, and at least the timeout.
     let wait = Duration::from_millis(link.expires_at_ms.saturating_sub(now_ms())).max(timeout);
     let deadline = Instant::now() + wait;
@@ -292,7 +298,7 @@ async fn pair(
             Err(e) => return Err(e.into()),
         };
         match message {
-            Message::Pairing(protocol::Pairing::Accepted { role, host_name }) => {
+            Message::Pairing(protocol::Pairing::Accepted { role, host_name, channel_key }) => {
                 let pairing = Pairing {
                     host: link.host,
                     host_name: host_name.clone(),
@@ -300,6 +306,7 @@ async fn pair(
                     cert_sha256: link.cert_sha256.map(hex::encode),
                     role,
                     paired_at_ms: now_ms(),
+                    host_channel_key: channel_key,
                 };
                 profile.save_pairing(&pairing)?;
                 // The host's next counters continue after the one of its answer.

@@ -4,6 +4,8 @@
 //! `$REMOTE_HOME/<profile>/` when `REMOTE_HOME` is set, else the platform's config directory
 //! (`~/.config/agent-bridge-remote/profiles/<profile>/` on Linux). Files:
 //! - `device.key`: the 32-byte Ed25519 seed, mode 0600 (refused if others can read it);
+//! - `channel.key`: the end-to-end channel's static X25519 private key (`protocol::channel`),
+//!   made with the device key, mode 0600;
 //! - `pairing.json`: the host's id, the relay, the pinned certificate, the role granted;
 //! - `counters.json`: how far this device's counters towards the host are reserved, and the
 //!   highest counter it accepted from the host, updated under a lock (`counters.lock`) so that
@@ -48,6 +50,10 @@ pub struct Pairing {
     pub role: Role,
     /// When (Unix ms).
     pub paired_at_ms: u64,
+    /// The host's static channel key, as its signed answer said (hosts before the channel
+    /// send none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_channel_key: Option<protocol::ChannelKey>,
 }
 
 /// The counters.
@@ -176,21 +182,37 @@ impl Profile {
             .map_err(io(&self.dir))
     }
 
-    /// Makes a new device key (replacing any), with fresh counters.
-    pub fn new_key(&self) -> Result<SecretKey, ProfileError> {
+    /// Makes a new device key and channel key (replacing any), with fresh counters. Returns
+    /// the device key and the channel key's private half.
+    pub fn new_key(&self) -> Result<(SecretKey, [u8; 32]), ProfileError> {
         self.ensure_dir()?;
-        let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(ProfileError::NoRandomness)?;
-        let path = self.dir.join("device.key");
-        write_atomic(&path, &seed, 0o600).map_err(io(&path))?;
+        let mut seeds = [[0u8; 32]; 2];
+        for seed in &mut seeds {
+            getrandom::fill(seed).map_err(ProfileError::NoRandomness)?;
+        }
+        let [seed, channel] = seeds;
+        for (file, bytes) in [("device.key", &seed), ("channel.key", &channel)] {
+            let path = self.dir.join(file);
+            write_atomic(&path, bytes, 0o600).map_err(io(&path))?;
+        }
         let _ = std::fs::remove_file(self.dir.join("pairing.json"));
         self.save_counters(Counters::default())?;
-        Ok(SecretKey::from_seed(&seed))
+        Ok((SecretKey::from_seed(&seed), channel))
     }
 
     /// The device key.
     pub fn key(&self) -> Result<SecretKey, ProfileError> {
-        let path = self.dir.join("device.key");
+        self.secret("device.key").map(|seed| SecretKey::from_seed(&seed))
+    }
+
+    /// The channel key's private half (profiles paired before the channel have none).
+    pub fn channel_key(&self) -> Result<[u8; 32], ProfileError> {
+        self.secret("channel.key")
+    }
+
+    /// 32 secret bytes of the profile's, refused if others may read them.
+    fn secret(&self, file: &str) -> Result<[u8; 32], ProfileError> {
+        let path = self.dir.join(file);
         let bytes = match std::fs::read(&path) {
             Ok(bytes) => bytes,
             Err(error) => return Err(ProfileError::NoKey { path, error }),
@@ -199,10 +221,7 @@ impl Profile {
         if mode & 0o077 != 0 {
             return Err(ProfileError::Exposed { path, mode: mode & 0o777 });
         }
-        let Ok(seed) = <[u8; 32]>::try_from(bytes.as_slice()) else {
-            return Err(ProfileError::NotAKey(path));
-        };
-        Ok(SecretKey::from_seed(&seed))
+        <[u8; 32]>::try_from(bytes.as_slice()).map_err(|_| ProfileError::NotAKey(path))
     }
 
     /// What pairing learnt.
@@ -339,11 +358,14 @@ mod tests {
     fn key_is_private_and_counters_never_repeat() {
         let dir = tempfile::tempdir().unwrap();
         let profile = Profile { dir: dir.path().join("p") };
-        let key = profile.new_key().unwrap();
-        let mode =
-            std::fs::metadata(profile.dir().join("device.key")).unwrap().permissions().mode();
-        assert_eq!(mode & 0o777, 0o600);
+        let (key, channel) = profile.new_key().unwrap();
+        for file in ["device.key", "channel.key"] {
+            let mode = std::fs::metadata(profile.dir().join(file)).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "{file}");
+        }
         assert_eq!(profile.key().unwrap().public_key(), key.public_key());
+        assert_eq!(profile.channel_key().unwrap(), channel);
+        assert_ne!(channel, key.to_seed(), "the channel key is a key of its own");
         let a = profile.update_counters(|c| {
             c.sent += 1;
             c.sent

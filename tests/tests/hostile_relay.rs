@@ -280,6 +280,7 @@ fn a_relay_cannot_answer_a_pairing_itself() {
         let accepted = Message::Pairing(Pairing::Accepted {
             role: Role::Operator,
             host_name: "definitely the host".into(),
+            channel_key: None,
         });
         vec![
             (hk, seen.from, fresh_stream(&forged(&seen.from, &accepted, Some(hk)))),

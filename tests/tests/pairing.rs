@@ -39,6 +39,21 @@ fn pair_with_the_local_yes_then_a_request_runs_after_local_approval() {
 
     let devices = world.agent_host(&["devices"]);
     assert!(String::from_utf8_lossy(&devices.stdout).contains("Ana's phone"));
+
+    // Each side learnt the other's channel key in the signed pairing messages, and kept it;
+    // neither is the identity key.
+    let public_of = |path: std::path::PathBuf| {
+        let private: [u8; 32] = std::fs::read(&path).unwrap().try_into().unwrap();
+        hex::encode(protocol::channel::public_of(&private).unwrap())
+    };
+    let host_channel = public_of(world.home().join("config/channel.key"));
+    let phone_channel = public_of(phone.home.join(&phone.profile).join("channel.key"));
+    let registry = std::fs::read_to_string(world.home().join("state/devices.json")).unwrap();
+    assert!(registry.contains(&format!("\"channel_key\": \"{phone_channel}\"")), "{registry}");
+    let pairing = std::fs::read_to_string(phone.home.join(&phone.profile).join("pairing.json"));
+    let pairing = pairing.unwrap();
+    assert!(pairing.contains(&format!("\"host_channel_key\": \"{host_channel}\"")), "{pairing}");
+    assert_ne!(host_channel, phone_channel);
 }
 
 #[test]
@@ -245,6 +260,7 @@ fn a_wrong_proof_burns_the_offer() {
             token,
             name: "impostor".into(),
             proof: protocol::PairingProof([0; 32]),
+            channel_key: None,
         };
         session.send(&protocol::Message::Pairing(hello)).unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(20);

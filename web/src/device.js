@@ -378,10 +378,12 @@ export class Device {
 
 /**
  * Pairs a new device with the host of `link` (a parsed pairing link): sends the hello proving
- * the secret, and waits for the host's answer (signed by the host key from the link). Fails
- * at once when the relay refuses the link's offer or has no route to the host.
+ * the secret (with `channelKey`, this device's static channel public key, when given), and
+ * waits for the host's answer (signed by the host key from the link), which carries the host's
+ * channel key. Fails at once when the relay refuses the link's offer or has no route to the
+ * host.
  */
-export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000, notice = () => {}, transport = "auto" }) {
+export async function pair({ link, name, relayUrl, binding, keyPair, channelKey = null, ms = 60000, notice = () => {}, transport = "auto" }) {
   const publicKey = await rawPublicKey(keyPair);
   const token = await p.pairingToken(link.secret);
   const proof = await p.pairingProof(link.secret, link.hostKey, publicKey, name);
@@ -406,11 +408,14 @@ export async function pair({ link, name, relayUrl, binding, keyPair, ms = 60000,
       }
     },
   });
-  await device.send("pairing", { type: "hello", token, name, proof });
+  const hello = { type: "hello", token, name, proof };
+  if (channelKey) hello.channel_key = p.toHex(channelKey);
+  await device.send("pairing", hello);
   try {
     const answer = await Promise.race([device.next((m) => m.type === "accepted" || m.type === "rejected", ms), failed]);
     if (answer.type === "rejected") throw new Error(`the host refused the pairing: ${answer.reason}`);
-    return { role: answer.role, hostName: answer.host_name, publicKey, state };
+    const hostChannelKey = typeof answer.channel_key === "string" ? p.fromHex(answer.channel_key, 32) : null;
+    return { role: answer.role, hostName: answer.host_name, hostChannelKey, publicKey, state };
   } finally {
     device.close();
   }

@@ -2,6 +2,7 @@
 // fingerprint to compare at the machine, the pairing handshake, and the record kept.
 
 import * as p from "./protocol.js";
+import { generateKeyPair as newChannelKeyPair } from "./noise.js";
 import { newKeyPair, pair, rawPublicKey } from "./device.js";
 import * as store from "./store.js";
 import { transport, linkState, h, show, fail, tick } from "./ui.js";
@@ -76,7 +77,9 @@ export async function pairingScreen(href, existing, start) {
     );
     const binding = link.certSha256 ?? (await p.originBinding(location.origin));
     try {
-      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${link.relay}/ws`, binding, keyPair, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
+      // The end-to-end channel's static key: X25519, its private half not extractable.
+      const channelKeyPair = await newChannelKeyPair();
+      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${link.relay}/ws`, binding, keyPair, channelKey: channelKeyPair.publicKey, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
       await store.save({
         keyPair,
         publicKey,
@@ -85,6 +88,8 @@ export async function pairingScreen(href, existing, start) {
         hostName: paired.hostName,
         role: paired.role,
         relay: link.relay,
+        channelKeyPair,
+        hostChannelKey: paired.hostChannelKey,
         binding,
         sent: paired.state.sent,
         received: paired.state.received,

@@ -11,7 +11,7 @@ import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { agentHost, missingBinaries, root, run, startHost } from "../test-support/host.mjs";
 import { loadNoiseVectors, runNoiseVectors } from "../test-support/noise-vectors.mjs";
-import { pattern as noisePattern } from "../src/noise.js";
+import { importKeyPair, pattern as noisePattern } from "../src/noise.js";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 let chromium = null;
@@ -171,11 +171,29 @@ describe("the web UI in Chromium", { skip }, () => {
           open.onerror = () => reject(open.error);
           open.onsuccess = () => {
             const get = open.result.transaction("device").objectStore("device").get("this");
-            get.onsuccess = () => resolve({ extractable: get.result.keyPair.privateKey.extractable, role: get.result.role, sent: get.result.sent });
+            get.onsuccess = () => {
+              const r = get.result;
+              const hex = (b) => Array.from(b ?? [], (x) => x.toString(16).padStart(2, "0")).join("");
+              resolve({
+                extractable: r.keyPair.privateKey.extractable,
+                channelExtractable: r.channelKeyPair.privateKey.extractable,
+                channelKey: hex(r.channelKeyPair.publicKey),
+                hostChannelKey: hex(r.hostChannelKey),
+                role: r.role,
+                sent: r.sent,
+              });
+            };
           };
         }),
     );
     assert.equal(stored.extractable, false);
+    assert.equal(stored.channelExtractable, false);
+    // The channel keys went both ways in the signed pairing messages: the host keeps this
+    // browser's, the browser the host's.
+    const registry = readFileSync(join(world.home, "state", "devices.json"), "utf8");
+    assert.ok(stored.channelKey.length === 64 && registry.includes(`"channel_key": "${stored.channelKey}"`), registry);
+    const hostChannel = await importKeyPair(new Uint8Array(readFileSync(join(world.home, "config", "channel.key"))));
+    assert.equal(stored.hostChannelKey, Buffer.from(hostChannel.publicKey).toString("hex"));
     assert.equal(stored.role, "operator");
     assert.ok(stored.sent >= 2, "the pairing hello and the first sync used counters 1 and 2");
   });

@@ -71,6 +71,10 @@ pub struct Device {
     pub role: Role,
     /// When it was paired (Unix ms).
     pub paired_at_ms: u64,
+    /// Its static key for the end-to-end channel, as its pairing hello said (devices paired
+    /// before the channel have none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_key: Option<protocol::ChannelKey>,
 }
 
 /// The counters of one device.
@@ -378,6 +382,7 @@ mod tests {
             name: format!("phone {seed}"),
             role: Role::Approver,
             paired_at_ms: 1,
+            channel_key: seed.is_multiple_of(2).then_some(protocol::ChannelKey([seed; 32])),
         }
     }
 

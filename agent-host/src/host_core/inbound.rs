@@ -186,10 +186,11 @@ impl HostCore {
                 Err(e) => return self.refuse(id.to_string(), e),
             };
             let (_, message) = verified.into_parts();
-            let Message::Pairing(Pairing::Hello { token, name, proof }) = message else {
+            let Message::Pairing(Pairing::Hello { token, name, proof, channel_key }) = message
+            else {
                 return self.refuse(id.to_string(), "a pairing message other than a hello");
             };
-            return self.hello(now, key, token, name, proof);
+            return self.hello(now, key, token, name, proof, channel_key);
         };
         let mut window = ReplayWindow::restore(peer.rx);
         match sealed.verify(&key, &ctx, &mut window) {
@@ -482,6 +483,7 @@ mod tests {
             token: protocol::PairingToken([6; 32]),
             name: "tablet".into(),
             proof: protocol::PairingProof([7; 32]),
+            channel_key: None,
         });
         let frame = stranger.seal_to(&me, &hello);
         core.handle_frame(NOW, stranger.from(), &frame);

@@ -180,6 +180,8 @@ pub struct HostCore {
     requested_before: HashSet<(DeviceId, RequestId)>,
     /// The host's name, told to a new device.
     host_name: String,
+    /// The host's static channel key, told to devices at pairing.
+    channel_key: Option<protocol::ChannelKey>,
     /// Open pairing offers.
     offers: HashMap<PairingToken, OfferTerms>,
     /// Hellos waiting for the person's yes, by device.
@@ -207,6 +209,7 @@ impl HostCore {
             recent: inbound::Recent::default(),
             requested_before: HashSet::new(),
             host_name: String::new(),
+            channel_key: None,
             offers: HashMap::new(),
             confirming: HashMap::new(),
             pairing: HashMap::new(),
@@ -218,6 +221,12 @@ impl HostCore {
     /// The host's name, as a newly paired device is told.
     pub fn named(mut self, host_name: impl Into<String>) -> Self {
         self.host_name = host_name.into();
+        self
+    }
+
+    /// The host's channel key ([`protocol::channel`]), as a newly paired device is told.
+    pub fn with_channel_key(mut self, key: protocol::ChannelKey) -> Self {
+        self.channel_key = Some(key);
         self
     }
 

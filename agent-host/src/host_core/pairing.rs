@@ -139,7 +139,11 @@ impl HostCore {
             return;
         }
         self.set_device(device.id, Some(device.role), protocol::ReplayState::default());
-        let answer = Pairing::Accepted { role: device.role, host_name: self.host_name.clone() };
+        let answer = Pairing::Accepted {
+            role: device.role,
+            host_name: self.host_name.clone(),
+            channel_key: self.channel_key,
+        };
         self.effects.push_back(Effect::SendPairing { key, answer });
         self.effects.push_back(Effect::OfferEvent { token, event: PairEvent::Done(Ok(device)) });
     }
@@ -183,6 +187,7 @@ impl HostCore {
         token: PairingToken,
         name: String,
         proof: PairingProof,
+        channel_key: Option<protocol::ChannelKey>,
     ) {
         let id = DeviceId::new(key);
         // The first hello that names an offer uses it up, whatever happens next.
@@ -226,8 +231,13 @@ impl HostCore {
                 format!("{id} gave a name with control characters"),
             );
         }
-        let device =
-            Device { id, name: offer.name.unwrap_or(name), role: offer.role, paired_at_ms: now };
+        let device = Device {
+            id,
+            name: offer.name.unwrap_or(name),
+            role: offer.role,
+            paired_at_ms: now,
+            channel_key,
+        };
         if offer.yes {
             return self.pair(token, key, device);
         }
@@ -354,7 +364,12 @@ mod tests {
         secret: &PairingSecret,
     ) {
         let proof = pairing::prove(secret, host, &device.public_key(), "phone");
-        let message = Message::Pairing(Pairing::Hello { token, name: "phone".into(), proof });
+        let message = Message::Pairing(Pairing::Hello {
+            token,
+            name: "phone".into(),
+            proof,
+            channel_key: Some(protocol::ChannelKey([0x42; 32])),
+        });
         let ctx = SealContext {
             recipient: host,
             counter,

@@ -223,6 +223,7 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
             token: pairing::token(&secret),
             name: "Ana's phone".into(),
             proof,
+            channel_key: Some(protocol::ChannelKey([0x44; 32])),
         }),
     ));
     out.push((
@@ -230,6 +231,7 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
         Message::Pairing(Pairing::Accepted {
             role: Role::Approver,
             host_name: "workstation".into(),
+            channel_key: Some(protocol::ChannelKey([0x45; 32])),
         }),
     ));
     out.push((
