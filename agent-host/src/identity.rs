@@ -41,9 +41,9 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, IdentityError> {
 }
 
 /// Loads the channel's static X25519 private key at `path`, or makes one there if there is
-/// none (32 random bytes are one).
-pub fn load_or_create_channel(path: &Path) -> Result<[u8; 32], IdentityError> {
-    load_or_create_bytes(path)
+/// none (32 random bytes are one). Wiped from memory when dropped.
+pub fn load_or_create_channel(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>, IdentityError> {
+    load_or_create_bytes(path).map(zeroize::Zeroizing::new)
 }
 
 /// 32 secret bytes kept at `path`, made there if there are none.

@@ -1,7 +1,8 @@
 //! The end-to-end channel between a host and one paired device, without I/O: a Noise handshake
 //! (`Noise_KK_25519_AESGCM_SHA256`, through `snow`), then messages split into chunks that are
 //! padded to a few size classes and encrypted, so that what passes the relay shows routing,
-//! timing and a size class only. The browser's side is `web/src/noise.js` and
+//! timing, each frame's kind and size class, and how many chunks a message took (its size to
+//! within 64 KiB) only. The browser's side is `web/src/noise.js` and
 //! `web/src/channel.js`; `golden/channel.json` pins the bytes both must make.
 //!
 //! Keys: each side has a static X25519 key of its own, apart from its Ed25519 identity, and knows
@@ -26,6 +27,7 @@
 //! its pairing), and what comes out still goes through the signed envelope's checks.
 
 use snow::params::NoiseParams;
+use zeroize::Zeroizing;
 
 /// The Noise protocol of every channel.
 pub const PROTOCOL: &str = "Noise_KK_25519_AESGCM_SHA256";
@@ -67,6 +69,11 @@ pub enum ChannelError {
     /// The message would be larger than the receiver takes.
     #[error("a message over {0} bytes")]
     TooLarge(usize),
+    /// An earlier chunk was malformed or over the limit: the peer is not keeping to this
+    /// format, and what it sends next could be read as a message it never was. Nothing more
+    /// is taken; a new handshake starts again.
+    #[error("the channel was closed after a bad chunk")]
+    Closed,
 }
 
 impl From<snow::Error> for ChannelError {
@@ -78,8 +85,8 @@ impl From<snow::Error> for ChannelError {
 /// Both sides' keys, as one side holds them.
 #[derive(Clone)]
 pub struct ChannelKeys {
-    /// This side's static X25519 private key.
-    pub local_static: [u8; 32],
+    /// This side's static X25519 private key (wiped when dropped).
+    pub local_static: Zeroizing<[u8; 32]>,
     /// The peer's static X25519 public key, from pairing.
     pub remote_static: [u8; 32],
     /// The host's Ed25519 identity.
@@ -96,12 +103,13 @@ impl std::fmt::Debug for ChannelKeys {
     }
 }
 
-/// A new static X25519 key pair: (private, public).
-pub fn generate_static() -> Result<([u8; 32], [u8; 32]), ChannelError> {
-    let pair = snow::Builder::with_resolver(params(), resolver()).generate_keypair()?;
-    let private = pair.private.as_slice().try_into().map_err(|_| ChannelError::Malformed)?;
+/// A new static X25519 key pair: (private, wiped when dropped; public).
+pub fn generate_static() -> Result<(Zeroizing<[u8; 32]>, [u8; 32]), ChannelError> {
+    let mut pair = snow::Builder::with_resolver(params(), resolver()).generate_keypair()?;
+    let private = pair.private.as_slice().try_into().map_err(|_| ChannelError::Malformed);
+    zeroize::Zeroize::zeroize(&mut pair.private);
     let public = pair.public.as_slice().try_into().map_err(|_| ChannelError::Malformed)?;
-    Ok((private, public))
+    Ok((Zeroizing::new(private?), public))
 }
 
 /// The public half of a static X25519 private key.
@@ -138,7 +146,7 @@ fn builder<'a>(
 ) -> Result<snow::Builder<'a>, ChannelError> {
     let mut b = snow::Builder::with_resolver(params(), resolver())
         .prologue(prologue)?
-        .local_private_key(&keys.local_static)?
+        .local_private_key(keys.local_static.as_slice())?
         .remote_public_key(&keys.remote_static)?;
     if let Some(e) = ephemeral {
         b = b.fixed_ephemeral_key_for_testing_only(e);
@@ -228,6 +236,8 @@ pub struct Channel {
     /// The chunks of a message not yet whole.
     partial: Vec<u8>,
     max_message: usize,
+    /// A chunk was refused after it decrypted ([`ChannelError::Closed`]).
+    closed: bool,
 }
 
 impl std::fmt::Debug for Channel {
@@ -249,7 +259,13 @@ impl Channel {
             handshake_hash,
             partial: Vec::new(),
             max_message,
+            closed: false,
         })
+    }
+
+    fn close(&mut self) {
+        self.closed = true;
+        self.partial = Vec::new();
     }
 
     /// The handshake hash (both sides have the same one).
@@ -282,8 +298,13 @@ impl Channel {
         }
     }
 
-    /// Opens a frame: the message, once its last chunk is in.
+    /// Opens a frame: the message, once its last chunk is in. A frame that does not decrypt
+    /// changes nothing (the same frame, untouched, still opens); a chunk that decrypts but is
+    /// malformed or over the limit closes the channel ([`ChannelError::Closed`]).
     pub fn open(&mut self, frame: &[u8]) -> Result<Option<Vec<u8>>, ChannelError> {
+        if self.closed {
+            return Err(ChannelError::Closed);
+        }
         let [KIND_DATA, ciphertext @ ..] = frame else { return Err(ChannelError::Unexpected) };
         let mut plaintext = vec![0; ciphertext.len()];
         let n = self.transport.read_message(ciphertext, &mut plaintext)?;
@@ -295,10 +316,11 @@ impl Channel {
             || chunk.len() != size_class(CHUNK_HEADER + len)
             || rest[len..].iter().any(|&b| b != 0)
         {
+            self.close();
             return Err(ChannelError::Malformed);
         }
         if self.partial.len() + len > self.max_message {
-            self.partial = Vec::new();
+            self.close();
             return Err(ChannelError::TooLarge(self.max_message));
         }
         self.partial.extend_from_slice(&rest[..len]);
@@ -395,6 +417,12 @@ mod tests {
         let frames = device.seal(&vec![7; 200_000]).unwrap();
         assert_eq!(small.open(&frames[0]).unwrap(), None);
         assert_eq!(small.open(&frames[1]), Err(ChannelError::TooLarge(100_000)));
+        // The rest of that message is not taken for a message of its own; nor is anything after.
+        for frame in &frames[2..] {
+            assert_eq!(small.open(frame), Err(ChannelError::Closed));
+        }
+        let next = device.seal(b"after").unwrap().remove(0);
+        assert_eq!(small.open(&next), Err(ChannelError::Closed));
     }
 
     #[test]

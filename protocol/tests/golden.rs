@@ -263,13 +263,13 @@ fn channel_case() -> serde_json::Value {
     let (host_public, device_public) =
         (channel::public_of(&host_static).unwrap(), channel::public_of(&device_static).unwrap());
     let at_host = ChannelKeys {
-        local_static: host_static,
+        local_static: host_static.into(),
         remote_static: device_public,
         host: host().public_key(),
         device: device().public_key(),
     };
     let at_device = ChannelKeys {
-        local_static: device_static,
+        local_static: device_static.into(),
         remote_static: host_public,
         host: host().public_key(),
         device: device().public_key(),

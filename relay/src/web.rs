@@ -4,7 +4,8 @@
 //! anywhere else.
 //!
 //! Every answer carries a Content-Security-Policy that lets the page load scripts and styles
-//! from this origin only and connect only back to it, and is never framed or sniffed. The
+//! from this origin only and connect to this origin or a relay over `wss:`/`https:` (the one
+//! its pairing link names), and is never framed or sniffed. The
 //! pairing link's fragment (its secret) is never sent to the server by a browser; the page
 //! also drops it from the address bar once read.
 

@@ -25,6 +25,7 @@ use std::path::{Path, PathBuf};
 
 use protocol::{HostId, Role, SecretKey};
 use serde::{Deserialize, Serialize};
+use zeroize::Zeroizing;
 
 /// How many counters a command reserves at once.
 pub const COUNTER_BLOCK: u64 = 16;
@@ -184,16 +185,15 @@ impl Profile {
 
     /// Makes a new device key and channel key (replacing any), with fresh counters. Returns
     /// the device key and the channel key's private half.
-    pub fn new_key(&self) -> Result<(SecretKey, [u8; 32]), ProfileError> {
+    pub fn new_key(&self) -> Result<(SecretKey, Zeroizing<[u8; 32]>), ProfileError> {
         self.ensure_dir()?;
-        let mut seeds = [[0u8; 32]; 2];
-        for seed in &mut seeds {
-            getrandom::fill(seed).map_err(ProfileError::NoRandomness)?;
+        let (mut seed, mut channel) = (Zeroizing::new([0u8; 32]), Zeroizing::new([0u8; 32]));
+        for bytes in [&mut seed, &mut channel] {
+            getrandom::fill(bytes.as_mut_slice()).map_err(ProfileError::NoRandomness)?;
         }
-        let [seed, channel] = seeds;
         for (file, bytes) in [("device.key", &seed), ("channel.key", &channel)] {
             let path = self.dir.join(file);
-            write_atomic(&path, bytes, 0o600).map_err(io(&path))?;
+            write_atomic(&path, bytes.as_slice(), 0o600).map_err(io(&path))?;
         }
         let _ = std::fs::remove_file(self.dir.join("pairing.json"));
         self.save_counters(Counters::default())?;
@@ -206,8 +206,8 @@ impl Profile {
     }
 
     /// The channel key's private half (profiles paired before the channel have none).
-    pub fn channel_key(&self) -> Result<[u8; 32], ProfileError> {
-        self.secret("channel.key")
+    pub fn channel_key(&self) -> Result<Zeroizing<[u8; 32]>, ProfileError> {
+        self.secret("channel.key").map(Zeroizing::new)
     }
 
     /// 32 secret bytes of the profile's, refused if others may read them.
@@ -364,8 +364,8 @@ mod tests {
             assert_eq!(mode & 0o777, 0o600, "{file}");
         }
         assert_eq!(profile.key().unwrap().public_key(), key.public_key());
-        assert_eq!(profile.channel_key().unwrap(), channel);
-        assert_ne!(channel, key.to_seed(), "the channel key is a key of its own");
+        assert_eq!(*profile.channel_key().unwrap(), *channel);
+        assert_ne!(*channel, key.to_seed(), "the channel key is a key of its own");
         let a = profile.update_counters(|c| {
             c.sent += 1;
             c.sent

@@ -11,7 +11,7 @@ const PROLOGUE_LABEL = new TextEncoder().encode("agent-bridge channel 1");
 export const KIND_HELLO = 0x01;
 export const KIND_ANSWER = 0x02;
 export const KIND_DATA = 0x03;
-/** Sizes a chunk's plaintext is padded up to. */
+/** Sizes a chunk's plaintext is padded up to (none is larger). */
 export const SIZE_CLASSES = [256, 1024, 4096, 16384, 32768, 65519];
 const CHUNK_HEADER = 3;
 export const MAX_CHUNK_DATA = 65519 - CHUNK_HEADER;
@@ -19,7 +19,9 @@ const LAST = 1;
 
 export { NoiseError };
 
-const sizeClass = (len) => SIZE_CLASSES.find((c) => c >= len) ?? len;
+const sizeClass = (len) => SIZE_CLASSES.find((c) => c >= len) ?? Infinity;
+/** The largest frame: the kind, the largest chunk and its tag. */
+const MAX_FRAME = 1 + 65519 + 16;
 
 const prologue = (host, device) => {
   const out = new Uint8Array(PROLOGUE_LABEL.length + 64);
@@ -43,6 +45,7 @@ export class Channel {
   #partial = [];
   #partialLength = 0;
   #maxMessage;
+  #closed = false;
 
   constructor({ send, receive }, handshakeHash, maxMessage) {
     this.#send = send;
@@ -68,10 +71,26 @@ export class Channel {
     } while (true);
   }
 
-  /** The message, once a frame brings its last chunk; `null` before. */
+  /**
+   * The message, once a frame brings its last chunk; `null` before. A frame that does not
+   * decrypt changes nothing; a chunk that decrypts but is malformed or over the limit closes the
+   * channel (as `protocol/src/channel.rs` says why).
+   */
   async open(frame) {
-    if (frame[0] !== KIND_DATA) throw new NoiseError("not a frame this side expects now");
+    if (this.#closed) throw new NoiseError("the channel was closed after a bad chunk");
+    if (frame[0] !== KIND_DATA || frame.length > MAX_FRAME) throw new NoiseError("not a frame this side expects now");
     const chunk = await this.#receive.decrypt(frame.subarray(1));
+    try {
+      return this.#take(chunk);
+    } catch (e) {
+      this.#closed = true;
+      this.#partial = [];
+      this.#partialLength = 0;
+      throw e;
+    }
+  }
+
+  #take(chunk) {
     if (chunk.length < CHUNK_HEADER) throw new NoiseError("a chunk is malformed");
     const flags = chunk[0];
     const len = new DataView(chunk.buffer, chunk.byteOffset).getUint16(1);
@@ -79,11 +98,7 @@ export class Channel {
     if ((flags & ~LAST) !== 0 || len > rest.length || chunk.length !== sizeClass(CHUNK_HEADER + len) || rest.subarray(len).some((b) => b !== 0)) {
       throw new NoiseError("a chunk is malformed");
     }
-    if (this.#partialLength + len > this.#maxMessage) {
-      this.#partial = [];
-      this.#partialLength = 0;
-      throw new NoiseError(`a message over ${this.#maxMessage} bytes`);
-    }
+    if (this.#partialLength + len > this.#maxMessage) throw new NoiseError(`a message over ${this.#maxMessage} bytes`);
     this.#partial.push(rest.slice(0, len));
     this.#partialLength += len;
     if (!(flags & LAST)) return null;

@@ -139,6 +139,7 @@ export class CipherState {
   }
 
   async decryptWithAd(ad, ciphertext) {
+    if (ciphertext.length > MAX_MESSAGE) throw new NoiseError("over the largest Noise message");
     if (!this.#key) return ciphertext;
     const iv = this.#nonce();
     let out;
@@ -339,7 +340,10 @@ export class HandshakeState {
     return message;
   }
 
-  /** Reads the peer's next handshake message; returns its payload. */
+  /**
+   * Reads the peer's next handshake message; returns its payload. A message it refuses leaves
+   * the handshake spent (unlike snow, which restores its state): start a new one.
+   */
   async readMessage(message) {
     const tokens = this.#tokens();
     if (this.writing) throw new NoiseError("it is this side's turn");

@@ -10,7 +10,7 @@ import { transport, linkState, h, show, fail, tick } from "./ui.js";
 // --- pairing ---------------------------------------------------------------------------------
 
 function sameHost(a, b) {
-  const bare = (host) => host.replace(/:443$/, "");
+  const bare = (host) => host.toLowerCase().replace(/:443$/, "");
   return bare(a) === bare(b);
 }
 
@@ -61,6 +61,9 @@ export async function pairingScreen(href, existing, start) {
     {},
     h("h2", {}, "Pair this browser"),
     h("p", {}, "With the host ", h("code", { class: "mono" }, hostId.slice(0, 20) + "…"), ". The link works once; ", left, " left."),
+    // A relay apart from this page is the link's to name: say which, so that a link made to
+    // send this browser elsewhere is seen for what it is.
+    sameHost(link.relay, location.host) ? null : h("p", {}, "Through the relay ", h("code", { class: "mono", id: "link-relay" }, link.relay), "."),
     h("label", { for: "device-name" }, "Name for this browser"),
     name,
     h("p", {}, "This browser's fingerprint (the host shows it when it asks):"),
@@ -75,7 +78,9 @@ export async function pairingScreen(href, existing, start) {
     progress.replaceChildren(
       h("p", {}, "Waiting for the host. At its terminal, check that it shows the fingerprint ", h("strong", {}, fingerprint), " before you answer yes."),
     );
-    const binding = link.certSha256 ?? (await p.originBinding(location.origin));
+    // The relay's login is bound to that relay: its pinned certificate, or its own origin
+    // (which the browser checked over TLS), never only to this page's.
+    const binding = link.certSha256 ?? (await p.originBinding(`https://${link.relay.toLowerCase().replace(/:443$/, "")}`));
     try {
       // The end-to-end channel's static key: X25519, its private half not extractable.
       const channelKeyPair = await newChannelKeyPair();

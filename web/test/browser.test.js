@@ -536,6 +536,8 @@ describe("the web UI in Chromium, from an origin apart from the relay's", { skip
     const sockets = [];
     page.on("websocket", (ws) => sockets.push(ws.url()));
     await page.goto(link);
+    // The page names the relay, which is not its own.
+    assert.equal(await page.locator("#link-relay").innerText(), world.relay);
     await page.getByRole("button", { name: "Pair this browser" }).click();
     await page.locator("[data-field=host]", { hasText: "online" }).waitFor();
     assert.ok(sockets.length > 0 && sockets.every((url) => url === `wss://${world.relay}/ws`), sockets.join(" "));

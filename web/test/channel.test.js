@@ -82,3 +82,18 @@ test("a tampered, replayed or out-of-order frame is refused", async () => {
   assert.deepEqual(await fresh.host.channel.open(one), new Uint8Array([7]));
   await assert.rejects(fresh.host.channel.open(one), c.NoiseError);
 });
+
+test("a message over the limit closes the channel: its tail is never taken for a message", async () => {
+  const [h, d] = await Promise.all([0, 1].map(() => importKeyPair(crypto.getRandomValues(new Uint8Array(32)))));
+  const ids = { host: hex(golden.host_identity), device: hex(golden.device_identity) };
+  const device = await c.initiate({ ...ids, localStatic: d, remoteStatic: h.publicKey, maxMessage: 1 << 20 });
+  const host = await c.respond({ ...ids, localStatic: h, remoteStatic: d.publicKey, maxMessage: 100000, hello: device.hello });
+  const sender = await device.finish(host.answer);
+  const frames = await sender.seal(new Uint8Array(200000));
+  assert.equal(frames.length, 4);
+  assert.equal(await host.channel.open(frames[0]), null);
+  await assert.rejects(host.channel.open(frames[1]), /over 100000 bytes/);
+  for (const frame of [...frames.slice(2), ...(await sender.seal(new Uint8Array(1)))]) {
+    await assert.rejects(host.channel.open(frame), /closed/);
+  }
+});

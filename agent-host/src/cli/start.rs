@@ -70,7 +70,8 @@ fn page_host(page: &str) -> anyhow::Result<String> {
         && host.len() <= 255
         && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
     anyhow::ensure!(plain, "--page is an https origin's HOST[:PORT], not {page}");
-    Ok(host.to_string())
+    // As a browser writes an origin's host.
+    Ok(host.to_ascii_lowercase())
 }
 
 /// How to reach a relay given as `HOST:PORT` (a `wss://` or `https://` prefix is allowed).
