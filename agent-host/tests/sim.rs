@@ -1006,7 +1006,7 @@ fn run(seed: u64, steps: u64) -> Seen {
                 let public = sim.devices[n].key.public_key();
                 let proof = pairing::prove(&secret, &sim.host, &public, "newcomer");
                 let token = sim.offers[offer].token;
-                let channel_key = Some(protocol::ChannelKey([n as u8; 32]));
+                let channel_key = Some(protocol::ChannelKey([0x40 + n as u8; 32]));
                 let hello = Message::Pairing(Pairing::Hello {
                     token,
                     name: "newcomer".into(),

@@ -112,14 +112,30 @@ pub fn generate_static() -> Result<(Zeroizing<[u8; 32]>, [u8; 32]), ChannelError
     Ok((Zeroizing::new(private?), public))
 }
 
+fn x25519() -> Result<Box<dyn snow::types::Dh>, ChannelError> {
+    use snow::resolvers::{CryptoResolver as _, DefaultResolver};
+    DefaultResolver
+        .resolve_dh(&snow::params::DHChoice::Curve25519)
+        .ok_or_else(|| ChannelError::Noise("no X25519".into()))
+}
+
 /// The public half of a static X25519 private key.
 pub fn public_of(private: &[u8; 32]) -> Result<[u8; 32], ChannelError> {
-    use snow::resolvers::{CryptoResolver as _, DefaultResolver};
-    let mut dh = DefaultResolver
-        .resolve_dh(&snow::params::DHChoice::Curve25519)
-        .ok_or_else(|| ChannelError::Noise("no X25519".into()))?;
+    let mut dh = x25519()?;
     dh.set(private);
     dh.pubkey().try_into().map_err(|_| ChannelError::Malformed)
+}
+
+/// Whether `public` is a key a channel can be made with: not of small order (every X25519
+/// agreement with such a key gives all zeros, whatever the other key, which snow does not
+/// refuse). A peer's static key is checked with this when it is learnt, at pairing.
+pub fn usable_public(public: &[u8; 32]) -> bool {
+    let Ok(mut dh) = x25519() else { return false };
+    // Any scalar will do: X25519 clamps it to a multiple of the cofactor, which sends every
+    // point of small order to zero and no other.
+    dh.set(&[0x55; 32]);
+    let mut out = [0u8; 32];
+    dh.dh(public, &mut out).is_ok() && out != [0; 32]
 }
 
 /// The primitives every channel runs on: ring's AES-GCM and SHA-256 (the ring the TLS stack
@@ -423,6 +439,28 @@ mod tests {
         }
         let next = device.seal(b"after").unwrap().remove(0);
         assert_eq!(small.open(&next), Err(ChannelError::Closed));
+    }
+
+    #[test]
+    fn keys_of_small_order_are_not_usable() {
+        let (_, public) = generate_static().unwrap();
+        assert!(usable_public(&public));
+        // The points of order 1, 2, 4 and 8 (as RFC 7748's implementations list them), and
+        // the same with the unused top bit set.
+        let small = [
+            "0000000000000000000000000000000000000000000000000000000000000000",
+            "0100000000000000000000000000000000000000000000000000000000000000",
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800",
+            "5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157",
+            "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+            "e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b880",
+        ];
+        for key in small {
+            let key: [u8; 32] = hex::decode(key).unwrap().try_into().unwrap();
+            assert!(!usable_public(&key), "{}", hex::encode(key));
+        }
     }
 
     #[test]

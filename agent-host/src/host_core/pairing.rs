@@ -231,6 +231,10 @@ impl HostCore {
                 format!("{id} gave a name with control characters"),
             );
         }
+        if channel_key.is_some_and(|k| !protocol::channel::usable_public(&k.0)) {
+            let reason = "the device's channel key is not a usable X25519 key";
+            return self.reject_hello(key, token, reason, format!("{id} sent {reason}"));
+        }
         let device = Device {
             id,
             name: offer.name.unwrap_or(name),
@@ -363,12 +367,24 @@ mod tests {
         token: PairingToken,
         secret: &PairingSecret,
     ) {
+        hello_with_channel_key(core, host, device, counter, token, secret, [0x42; 32]);
+    }
+
+    fn hello_with_channel_key(
+        core: &mut HostCore,
+        host: &PublicKey,
+        device: &SecretKey,
+        counter: u64,
+        token: PairingToken,
+        secret: &PairingSecret,
+        channel_key: [u8; 32],
+    ) {
         let proof = pairing::prove(secret, host, &device.public_key(), "phone");
         let message = Message::Pairing(Pairing::Hello {
             token,
             name: "phone".into(),
             proof,
-            channel_key: Some(protocol::ChannelKey([0x42; 32])),
+            channel_key: Some(protocol::ChannelKey(channel_key)),
         });
         let ctx = SealContext {
             recipient: host,
@@ -391,6 +407,20 @@ mod tests {
         got.iter()
             .any(|e| matches!(e, Effect::SendPairing { answer: Pairing::Rejected { .. }, .. }))
             && got.iter().any(|e| matches!(e, Effect::Refuse { .. }))
+    }
+
+    /// A channel key of small order would make every channel with the device all zeros: the
+    /// hello is refused, and the offer spent.
+    #[test]
+    fn a_hello_with_a_channel_key_of_small_order_pairs_nothing() {
+        let (mut core, host) = host();
+        let me = host.public_key();
+        let (secret, token) = offer(&mut core, 9, true);
+        let phone = SecretKey::from_seed(&[2; 32]);
+        hello_with_channel_key(&mut core, &me, &phone, 1, token, &secret, [0; 32]);
+        let got = effects(&mut core);
+        assert!(rejected(&got), "{got:?}");
+        assert!(matches!(done(&got), Some(Err(why)) if why.contains("channel key")), "{got:?}");
     }
 
     #[test]
