@@ -195,6 +195,10 @@ pub struct DeviceInfo {
     pub last_seen_ms: Option<u64>,
     /// Connected to the relay now (as far as the host knows).
     pub online: bool,
+    /// It told its end-to-end channel key at pairing (devices paired before the channel did
+    /// not, and must pair again to use it).
+    #[serde(default)]
+    pub channel_key: bool,
 }
 
 /// What the host answers.

@@ -38,7 +38,11 @@ fn pair_with_the_local_yes_then_a_request_runs_after_local_approval() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello\n");
 
     let devices = world.agent_host(&["devices"]);
-    assert!(String::from_utf8_lossy(&devices.stdout).contains("Ana's phone"));
+    let listed = String::from_utf8_lossy(&devices.stdout);
+    assert!(listed.contains("Ana's phone") && !listed.contains("no channel key"), "{listed}");
+    let json = world.agent_host(&["devices", "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(json[0]["channel_key"], true, "{json}");
 
     // Each side learnt the other's channel key in the signed pairing messages, and kept it;
     // neither is the identity key.

@@ -82,9 +82,10 @@ export async function pairingScreen(href, existing, start) {
     // (which the browser checked over TLS), never only to this page's.
     const binding = link.certSha256 ?? (await p.originBinding(`https://${link.relay.toLowerCase().replace(/:443$/, "")}`));
     try {
-      // The end-to-end channel's static key: X25519, its private half not extractable.
-      const channelKeyPair = await newChannelKeyPair();
-      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${link.relay}/ws`, binding, keyPair, channelKey: channelKeyPair.publicKey, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
+      // The end-to-end channel's static key: X25519, its private half not extractable. A
+      // browser without WebCrypto X25519 pairs without one (the host lists it so).
+      const channelKeyPair = await newChannelKeyPair().catch(() => null);
+      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${link.relay}/ws`, binding, keyPair, channelKey: channelKeyPair?.publicKey ?? null, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
       await store.save({
         keyPair,
         publicKey,

@@ -178,8 +178,9 @@ pub(super) fn devices(json: bool, change: Option<DevicesCommand>) -> anyhow::Res
                 Some(ms) => format!("last seen {}", agent_host::audit::time_for_people(ms)),
                 None => "never seen".into(),
             };
+            let channel = if d.channel_key { "" } else { "  (no channel key: pair it again)" };
             println!(
-                "{}  {}  {}  fingerprint {}  {seen}",
+                "{}  {}  {}  fingerprint {}  {seen}{channel}",
                 d.id,
                 agent_host::devices::role_name(d.role),
                 d.name,

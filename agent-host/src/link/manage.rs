@@ -31,6 +31,7 @@ pub fn device_infos(registry: &Registry, online: &HashSet<DeviceId>) -> Vec<Devi
             paired_at_ms: d.paired_at_ms,
             last_seen_ms: c.last_seen_ms,
             online: online.contains(&d.id),
+            channel_key: d.channel_key.is_some(),
         })
         .collect()
 }
