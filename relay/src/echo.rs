@@ -9,7 +9,8 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::Role;
 
-use crate::server::{Limits, read_head, switching_protocols, ws_config};
+use crate::http::{read_head, switching_protocols};
+use crate::server::{Limits, ws_config};
 
 /// Echoes on `listener` until the task is dropped.
 pub async fn serve_echo(listener: TcpListener, limits: Limits) -> std::io::Result<()> {

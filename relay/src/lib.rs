@@ -15,6 +15,7 @@
 
 pub mod conn;
 pub mod echo;
+pub mod http;
 pub mod hub;
 pub mod local;
 pub mod metrics;

@@ -3,8 +3,8 @@
 //! so ([`Config::serve_web`]), the web UI (`/`, `/pair` and its files, see [`crate::web`]).
 //!
 //! Each connection: TLS handshake, one HTTP request head (at most 8 KiB), then either a plain
-//! answer or the WebSocket upgrade; then the challenge, the client's signed answer, and frames
-//! until either side closes. Every step has a time limit, every frame a size limit, every
+//! answer or the WebSocket upgrade ([`crate::http`]); then here the challenge, the client's
+//! signed answer, and frames until either side closes. Every step has a time limit, every frame a size limit, every
 //! connection a rate and a queue limit; breaking one closes that connection with a code and a
 //! reason, and nothing else.
 
@@ -15,12 +15,10 @@ use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::relay::{CloseCode, FrameKind, FromRelay, ToRelay};
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 
 use crate::conn::Step;
@@ -100,14 +98,16 @@ pub struct Config {
     pub serve_web: bool,
 }
 
-struct Inner {
-    config: Config,
+/// The relay's shared state (the connections' HTTP side, [`crate::http`], reads its config,
+/// metrics and event-stream sessions).
+pub(crate) struct Inner {
+    pub(crate) config: Config,
     listener: Mutex<Option<TcpListener>>,
     local_addr: SocketAddr,
     hub: Mutex<Hub>,
-    metrics: Metrics,
+    pub(crate) metrics: Metrics,
     open: AtomicUsize,
-    sse: Arc<crate::sse::Sessions>,
+    pub(crate) sse: Arc<crate::sse::Sessions>,
     stop: watch::Sender<bool>,
 }
 
@@ -176,7 +176,7 @@ impl Server {
                     let acceptor = acceptor.clone();
                     tokio::spawn(async move {
                         let open = Open::count(&inner);
-                        if let Err(e) = connection(&inner, acceptor, tcp, open.0).await {
+                        if let Err(e) = crate::http::connection(&inner, acceptor, tcp, open.0).await {
                             tracing::debug!(%peer, "connection ended: {e}");
                         }
                     });
@@ -239,114 +239,6 @@ impl Drop for Open {
     }
 }
 
-async fn connection(
-    inner: &Arc<Inner>,
-    acceptor: tokio_rustls::TlsAcceptor,
-    tcp: TcpStream,
-    open: usize,
-) -> Result<(), ConnError> {
-    let limits = &inner.config.limits;
-    let _ = tcp.set_nodelay(true);
-    let mut tls = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(tcp)).await??;
-    let head = tokio::time::timeout(limits.handshake_timeout, read_head(&mut tls)).await??;
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut request = httparse::Request::new(&mut headers);
-    if !matches!(request.parse(&head), Ok(httparse::Status::Complete(n)) if n == head.len()) {
-        return respond(&mut tls, "400 Bad Request", "bad request\n").await;
-    }
-    let header = |name: &str| {
-        request.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value)
-    };
-    match (request.method, request.path) {
-        (Some("GET"), Some("/health")) => respond(&mut tls, "200 OK", "ok\n").await,
-        (Some("GET"), Some("/metrics")) => {
-            respond(&mut tls, "200 OK", &inner.metrics.render()).await
-        }
-        (Some("GET"), Some("/ws")) => {
-            let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
-            let Some(key) = header("sec-websocket-key").filter(|_| upgrade) else {
-                return respond(&mut tls, "400 Bad Request", "expected a WebSocket upgrade\n")
-                    .await;
-            };
-            if open > limits.max_connections {
-                Metrics::inc(&inner.metrics.limit_closes);
-                return respond(&mut tls, "503 Service Unavailable", "too many connections\n")
-                    .await;
-            }
-            tls.write_all(switching_protocols(key).as_bytes()).await?;
-            let ws =
-                WebSocketStream::from_raw_socket(tls, Role::Server, Some(ws_config(limits))).await;
-            let (sink, stream) = ws.split();
-            session(inner, sink, stream).await
-        }
-        (Some("GET"), Some("/sse")) => {
-            if open > limits.max_connections {
-                Metrics::inc(&inner.metrics.limit_closes);
-                return respond(&mut tls, "503 Service Unavailable", "too many connections\n")
-                    .await;
-            }
-            // What the client posts comes in through `inbound`; on this connection it only
-            // reads, and the session ends when the client closes it.
-            let (gone_tx, gone) = tokio::sync::oneshot::channel();
-            let (name, inbound) = inner.sse.open(gone)?;
-            tls.write_all(crate::sse::STREAM_HEAD.as_bytes()).await?;
-            tls.write_all(format!("data: s{name}\n\n").as_bytes()).await?;
-            tls.flush().await?;
-            let (mut reader, writer) = tokio::io::split(tls);
-            let watch = tokio::spawn(async move {
-                let mut buf = [0u8; 256];
-                while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
-                drop(gone_tx);
-            });
-            let result = session(inner, crate::sse::event_sink(writer), inbound).await;
-            watch.abort();
-            result
-        }
-        (Some("POST"), Some(path)) if path.starts_with("/sse/") => {
-            let length = header("content-length")
-                .and_then(|v| std::str::from_utf8(v).ok())
-                .and_then(|v| v.trim().parse::<usize>().ok());
-            let Some(length) = length else {
-                return respond_cors(&mut tls, "411 Length Required", "a length is required\n")
-                    .await;
-            };
-            if length > limits.max_frame + 1 {
-                return respond_cors(&mut tls, "413 Content Too Large", "over the frame limit\n")
-                    .await;
-            }
-            let mut body = vec![0; length];
-            tokio::time::timeout(limits.handshake_timeout, tls.read_exact(&mut body)).await??;
-            let message = match crate::sse::decode_post(&body) {
-                Ok(m) => m,
-                Err(e) => {
-                    return respond_cors(&mut tls, "400 Bad Request", &format!("{e}\n")).await;
-                }
-            };
-            match inner.sse.post(&path["/sse/".len()..], message) {
-                crate::sse::Posted::Queued => respond_cors(&mut tls, "204 No Content", "").await,
-                crate::sse::Posted::NoSession => {
-                    respond_cors(&mut tls, "404 Not Found", "no such session\n").await
-                }
-                crate::sse::Posted::Full => {
-                    respond_cors(&mut tls, "429 Too Many Requests", "the session's queue is full\n")
-                        .await
-                }
-            }
-        }
-        (Some("GET"), Some(path)) if inner.config.serve_web => match crate::web::file(path) {
-            Some(file) => {
-                let host = header("host").and_then(crate::web::plain_host);
-                tls.write_all(crate::web::head(&file, host).as_bytes()).await?;
-                tls.write_all(&file.body).await?;
-                tls.shutdown().await?;
-                Ok(())
-            }
-            None => respond(&mut tls, "404 Not Found", "not found\n").await,
-        },
-        _ => respond(&mut tls, "404 Not Found", "not found\n").await,
-    }
-}
-
 /// The WebSocket settings of every connection: the frame limit, and small buffers (an idle
 /// connection should cost little memory).
 pub fn ws_config(limits: &Limits) -> WebSocketConfig {
@@ -355,64 +247,6 @@ pub fn ws_config(limits: &Limits) -> WebSocketConfig {
         .max_frame_size(Some(limits.max_frame))
         .read_buffer_size(4096)
         .write_buffer_size(0)
-}
-
-/// The 101 answer to a WebSocket upgrade with this `Sec-WebSocket-Key`.
-pub(crate) fn switching_protocols(key: &[u8]) -> String {
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key);
-    format!(
-        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
-    )
-}
-
-/// Reads an HTTP request head (through the blank line), at most 8 KiB.
-pub(crate) async fn read_head<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Vec<u8>, ConnError> {
-    let mut head = Vec::with_capacity(512);
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if head.len() >= 8192 {
-            return Err(ConnError::Head("request head over 8 KiB"));
-        }
-        if stream.read(&mut byte).await? == 0 {
-            return Err(ConnError::Head("closed during the request head"));
-        }
-        head.push(byte[0]);
-    }
-    Ok(head)
-}
-
-async fn respond<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    status: &str,
-    body: &str,
-) -> Result<(), ConnError> {
-    respond_with(stream, status, body, "").await
-}
-
-/// [`respond`] to an event stream's POST, which any page may read ([`crate::sse::STREAM_HEAD`]).
-async fn respond_cors<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    status: &str,
-    body: &str,
-) -> Result<(), ConnError> {
-    respond_with(stream, status, body, "Access-Control-Allow-Origin: *\r\n").await
-}
-
-async fn respond_with<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    status: &str,
-    body: &str,
-    headers: &str,
-) -> Result<(), ConnError> {
-    let content_type =
-        if body.starts_with("# HELP") { "text/plain; version=0.0.4" } else { "text/plain" };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{headers}Connection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(response.as_bytes()).await?;
-    stream.shutdown().await?;
-    Ok(())
 }
 
 /// Why a connection ended before its time (logged at debug level: a client's fault or the
@@ -452,7 +286,11 @@ fn close(code: CloseCode, reason: impl Into<String>) -> Message {
 
 /// The session of one client, over a WebSocket or the event-stream fallback
 /// ([`crate::sse`]): authenticate, then route until either side closes.
-async fn session<K, T>(inner: &Arc<Inner>, mut sink: K, mut stream: T) -> Result<(), ConnError>
+pub(crate) async fn session<K, T>(
+    inner: &Arc<Inner>,
+    mut sink: K,
+    mut stream: T,
+) -> Result<(), ConnError>
 where
     K: futures_util::Sink<Message, Error = WsError> + Unpin + Send + 'static,
     T: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
