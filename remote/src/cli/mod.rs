@@ -1,0 +1,246 @@
+//! The `remote` command line.
+//!
+//! Exit status: 0 when done (for `run`, the command's own exit code); 1 when the host refused
+//! or failed the request; 3 when no answer came (host offline, relay unreachable, revoked);
+//! 126 when policy or an approver denied it, or nobody approved in time; 2 for bad usage or
+//! local trouble (no pairing, unreadable key).
+
+use std::io::{Read as _, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use protocol::{Action, HostEvent, Role, Verdict};
+
+use remote::profile::{Pairing, Profile};
+
+mod device;
+mod pair;
+
+use device::{decide, pending, request, status, watch};
+use pair::pair;
+use remote::session::{Session, Silence};
+
+/// A command-line device for agent-host: pair once, then ask the host to run commands, read
+/// and change files, and answer its pending actions. Every request is signed by this device's
+/// key and judged by the host; nothing here can act on the host by itself.
+#[derive(Debug, Parser)]
+#[command(name = "remote", version, about)]
+pub(crate) struct Cli {
+    /// Which paired identity to use (one machine may hold several).
+    #[arg(long, global = true, default_value = "default", env = "REMOTE_PROFILE")]
+    pub(crate) profile: String,
+    /// Print JSON (one object per line) instead of text.
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// How long to wait for the host's first answer.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub(crate) timeout: Duration,
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Pair with a host, using the link (or QR code content) that `agent-host pair` printed.
+    Pair {
+        /// The pairing link.
+        link: String,
+        /// The name to give this device (default: this machine's name).
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace this profile's existing pairing.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Show the host, its workspace and sandbox, this device's role, and how many actions wait.
+    Status,
+    /// Ask the host to run a command; waits for the decision and the result.
+    Run {
+        /// Return once the request is pending (or done) instead of waiting for the result.
+        #[arg(long)]
+        no_wait: bool,
+        /// Working directory, relative to the workspace root.
+        #[arg(long, default_value = ".")]
+        cwd: String,
+        /// An environment variable to set, NAME=VALUE (repeatable).
+        #[arg(long = "env", value_name = "NAME=VALUE")]
+        env: Vec<String>,
+        /// A shell line to run as bash runs it (`bash -c LINE`: pipes, redirections, `&&`),
+        /// judged by the host's policy part by part, instead of an exact argv.
+        #[arg(long, value_name = "LINE", conflicts_with = "argv")]
+        shell: Option<String>,
+        /// The program and its arguments, exactly (no shell).
+        #[arg(last = true, required_unless_present = "shell")]
+        argv: Vec<String>,
+    },
+    /// Print a file of the workspace.
+    Read {
+        /// The path, relative to the workspace root.
+        path: String,
+    },
+    /// Replace a file of the workspace with what comes on stdin.
+    Write {
+        /// The path, relative to the workspace root.
+        path: String,
+    },
+    /// Replace the one occurrence of a text in a file.
+    Edit {
+        /// The path, relative to the workspace root.
+        path: String,
+        /// The exact text to replace (must occur once).
+        #[arg(long)]
+        old: String,
+        /// Its replacement.
+        #[arg(long)]
+        new: String,
+    },
+    /// Type into a session the host shares (`agent-host run`): judged like any request.
+    Send {
+        /// The session (as `watch` shows it).
+        session: String,
+        /// The text; a newline is added unless --no-newline.
+        text: Option<String>,
+        /// Send Ctrl-C instead of text.
+        #[arg(long, conflicts_with = "text")]
+        interrupt: bool,
+        /// Do not add a newline.
+        #[arg(long)]
+        no_newline: bool,
+    },
+    /// List the actions waiting for approval, with what exactly each would do.
+    Pending,
+    /// Approve a pending action (as listed by `pending`; a unique id prefix is enough).
+    Approve {
+        /// The request id.
+        id: String,
+    },
+    /// Deny a pending action.
+    Deny {
+        /// The request id.
+        id: String,
+    },
+    /// Print the host's events as they come (pending actions, decisions, results).
+    Watch,
+}
+
+/// Runs a parsed command line.
+pub(crate) fn run(cli: Cli) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("remote: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("remote: {e:#}");
+            let silent = e.downcast_ref::<Silence>().is_some();
+            ExitCode::from(if silent { 3 } else { 2 })
+        }
+    }
+}
+
+pub(super) struct Ctx {
+    json: bool,
+    timeout: Duration,
+    pairing: Pairing,
+    session: Session,
+    /// Session events that came with a sync (live sessions and their recent output).
+    backlog: Vec<HostEvent>,
+    /// Output chunks already shown, (session, seq): a sync sends the scrollback again.
+    shown: std::collections::HashSet<(protocol::SessionId, u64)>,
+}
+
+impl Ctx {
+    /// Whether a session event is new (not a repeat of output already shown).
+    fn fresh(&mut self, event: &HostEvent) -> bool {
+        match event {
+            HostEvent::Output { session, seq, .. } => self.shown.insert((*session, *seq)),
+            HostEvent::SessionStarted { session, .. } => self.shown.insert((*session, u64::MAX)),
+            _ => true,
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let profile = Profile::open(&cli.profile)?;
+    if let Command::Pair { link, name, force } = cli.command {
+        return pair(&profile, &link, name, force, cli.json, cli.timeout).await;
+    }
+    let (pairing, session) = Session::open(&profile)?;
+    let mut ctx = Ctx {
+        json: cli.json,
+        timeout: cli.timeout,
+        pairing,
+        session,
+        backlog: Vec::new(),
+        shown: Default::default(),
+    };
+    match cli.command {
+        Command::Pair { .. } => unreachable!("handled above"),
+        Command::Status => status(&mut ctx).await,
+        Command::Pending => pending(&mut ctx).await,
+        Command::Run { no_wait, cwd, env, shell, argv } => {
+            let argv = match shell {
+                Some(line) => vec!["bash".into(), "-c".into(), line],
+                None => argv,
+            };
+            let mut vars = std::collections::BTreeMap::new();
+            for pair in env {
+                let Some((name, value)) = pair.split_once('=') else {
+                    anyhow::bail!("--env takes NAME=VALUE, not {pair}");
+                };
+                vars.insert(name.to_string(), value.to_string());
+            }
+            request(&mut ctx, Action::Run { argv, cwd, env: vars }, !no_wait, true).await
+        }
+        Command::Read { path } => request(&mut ctx, Action::ReadFile { path }, true, false).await,
+        Command::Write { path } => {
+            let mut content = Vec::new();
+            std::io::stdin().read_to_end(&mut content)?;
+            let action = Action::WriteFile { path, content: protocol::Blob(content) };
+            request(&mut ctx, action, true, false).await
+        }
+        Command::Edit { path, old, new } => {
+            request(&mut ctx, Action::EditFile { path, old, new }, true, false).await
+        }
+        Command::Send { session, text, interrupt, no_newline } => {
+            let session: protocol::SessionId = session.parse()?;
+            let data = match (interrupt, text) {
+                (true, _) => "\u{3}".to_string(),
+                (false, Some(text)) if no_newline => text,
+                (false, Some(text)) => format!("{text}\n"),
+                (false, None) => anyhow::bail!("give the text to send, or --interrupt"),
+            };
+            request(&mut ctx, Action::SessionInput { session, data }, true, false).await
+        }
+        Command::Approve { id } => decide(&mut ctx, &id, Verdict::Approve).await,
+        Command::Deny { id } => decide(&mut ctx, &id, Verdict::Deny).await,
+        Command::Watch => watch(&mut ctx).await,
+    }
+}
+
+pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer(&mut out, value)?;
+    writeln!(out)?;
+    out.flush()?;
+    Ok(())
+}
+
+pub(super) fn role_name(role: Role) -> &'static str {
+    match role {
+        Role::Viewer => "viewer",
+        Role::Approver => "approver",
+        Role::Operator => "operator",
+    }
+}
+
+pub(super) fn this_machine() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
