@@ -99,6 +99,11 @@ export async function importKeyPair(privateBytes) {
   return { privateKey, publicKey };
 }
 
+/** X25519 between `pair` and a peer's public key; refuses a key of small order. */
+export async function agree(pair, publicBytes) {
+  return dh(pair, publicBytes);
+}
+
 async function dh(pair, publicBytes) {
   const pub = await subtle.importKey("raw", publicBytes, { name: "X25519" }, false, []);
   try {

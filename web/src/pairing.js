@@ -2,7 +2,7 @@
 // fingerprint to compare at the machine, the pairing handshake, and the record kept.
 
 import * as p from "./protocol.js";
-import { generateKeyPair as newChannelKeyPair } from "./noise.js";
+import { agree, generateKeyPair as newChannelKeyPair } from "./noise.js";
 import { newKeyPair, pair, rawPublicKey } from "./device.js";
 import * as store from "./store.js";
 import { transport, linkState, h, show, fail, tick } from "./ui.js";
@@ -84,8 +84,17 @@ export async function pairingScreen(href, existing, start) {
     try {
       // The end-to-end channel's static key: X25519, its private half not extractable. A
       // browser without WebCrypto X25519 pairs without one (the host lists it so).
-      const channelKeyPair = await newChannelKeyPair().catch(() => null);
+      const channelKeyPair = await newChannelKeyPair().catch((e) => {
+        if (e?.name === "NotSupportedError") return null;
+        throw e;
+      });
       const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${link.relay}/ws`, binding, keyPair, channelKey: channelKeyPair?.publicKey ?? null, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
+      if (channelKeyPair && paired.hostChannelKey) {
+        // A key of small order would make every channel with the host all zeros.
+        await agree(channelKeyPair, paired.hostChannelKey).catch(() => {
+          throw new Error("the host's channel key is not a usable X25519 key (the host may list this browser: revoke it there)");
+        });
+      }
       await store.save({
         keyPair,
         publicKey,

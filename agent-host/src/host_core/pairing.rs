@@ -421,6 +421,10 @@ mod tests {
         let got = effects(&mut core);
         assert!(rejected(&got), "{got:?}");
         assert!(matches!(done(&got), Some(Err(why)) if why.contains("channel key")), "{got:?}");
+        // The offer is spent: a good hello on it now pairs nothing.
+        hello(&mut core, &me, &SecretKey::from_seed(&[3; 32]), 1, token, &secret);
+        let got = effects(&mut core);
+        assert!(rejected(&got) && !got.iter().any(|e| matches!(e, Effect::Pair { .. })), "{got:?}");
     }
 
     #[test]

@@ -70,7 +70,10 @@ pub(super) async fn pair(
         match message {
             Message::Pairing(protocol::Pairing::Accepted { role, host_name, channel_key }) => {
                 if channel_key.is_some_and(|k| !protocol::channel::usable_public(&k.0)) {
-                    anyhow::bail!("the host's channel key is not a usable X25519 key; not paired");
+                    anyhow::bail!(
+                        "the host's channel key is not a usable X25519 key; not paired (the \
+                         host may list this device: revoke it there)"
+                    );
                 }
                 let pairing = Pairing {
                     host: link.host,
