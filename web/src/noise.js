@@ -9,6 +9,8 @@
 // It holds no key material beyond the handshake and cipher states it is given, and decides
 // nothing about who is trusted: the caller says which static keys it expects.
 
+import { concat } from "./protocol.js";
+
 const subtle = globalThis.crypto.subtle;
 
 /** Bytes of a key or hash. */
@@ -57,16 +59,6 @@ export function pattern(name) {
   }
   return { pre: base.pre, messages, oneWay: m[1].length === 1, psks: (m[2]?.split("+") ?? []).length };
 }
-
-const concat = (...parts) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-};
 
 const sha256 = async (data) => new Uint8Array(await subtle.digest("SHA-256", data));
 
