@@ -45,6 +45,19 @@ impl Sink<Message> for LocalSink {
             return Poll::Ready(Ok(()));
         }
         let Some(tx) = self.tx.clone() else { return Poll::Ready(Err(WsError::ConnectionClosed)) };
+        if self.reserving.is_none() {
+            // Room now, as there is but for a reader that fell behind: no future to make.
+            match tx.clone().try_reserve_owned() {
+                Ok(room) => {
+                    self.room = Some(room);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Poll::Ready(Err(WsError::ConnectionClosed));
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {}
+            }
+        }
         let reserving = self
             .reserving
             .get_or_insert_with(|| Box::pin(async move { tx.reserve_owned().await.ok() }));
