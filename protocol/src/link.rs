@@ -99,8 +99,8 @@ pub enum LinkError {
 }
 
 /// A `host:port` (or a bare host) with nothing that could make it a path, a query, a
-/// fragment, a user or another parameter.
-fn plain_host(value: &str) -> bool {
+/// fragment, a user, another parameter or another header.
+pub fn plain_host(value: &str) -> bool {
     !value.is_empty()
         && value.len() <= 255
         && value.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))

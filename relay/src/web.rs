@@ -32,10 +32,7 @@ pub fn content_security_policy(host: Option<&str>) -> String {
 /// else is left out of the policy rather than echoed into a header).
 pub fn plain_host(host: &[u8]) -> Option<&str> {
     let host = std::str::from_utf8(host).ok()?;
-    let plain = !host.is_empty()
-        && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    plain.then_some(host)
+    protocol::link::plain_host(host).then_some(host)
 }
 
 /// One file of the UI.

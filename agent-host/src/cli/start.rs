@@ -66,10 +66,10 @@ pub(super) fn daemon_config(
 /// The page's `host[:port]` from `--page` (an `https://` prefix and a trailing `/` are allowed).
 fn page_host(page: &str) -> anyhow::Result<String> {
     let host = page.trim_start_matches("https://").trim_end_matches('/');
-    let plain = !host.is_empty()
-        && host.len() <= 255
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b));
-    anyhow::ensure!(plain, "--page is an https origin's HOST[:PORT], not {page}");
+    anyhow::ensure!(
+        protocol::link::plain_host(host),
+        "--page is an https origin's HOST[:PORT], not {page}"
+    );
     // As a browser writes an origin's host.
     Ok(host.to_ascii_lowercase())
 }
