@@ -171,10 +171,6 @@ pub(super) async fn request(
     let mut shown = false;
     loop {
         let event = ctx.session.next_event(deadline).await?;
-        // The same pending action also comes with a sync sent when this device connects.
-        if matches!(event, HostEvent::ActionPending { .. }) && std::mem::replace(&mut shown, true) {
-            continue;
-        }
         let about_this = match &event {
             HostEvent::ActionPending { request, .. }
             | HostEvent::ActionDecided { request, .. }
@@ -183,6 +179,10 @@ pub(super) async fn request(
             _ => false,
         };
         if !about_this {
+            continue;
+        }
+        // The same pending action also comes with a sync sent when this device connects.
+        if matches!(event, HostEvent::ActionPending { .. }) && std::mem::replace(&mut shown, true) {
             continue;
         }
         if ctx.json {
