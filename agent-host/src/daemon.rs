@@ -168,7 +168,8 @@ pub async fn serve(
         scope,
     });
     let driver = tokio::spawn(crate::driver::drive(host.clone(), core, core_commands));
-    let link = relay.map(|setup| tokio::spawn(crate::link::run(host.clone(), setup, link_rx)));
+    let link =
+        relay.map(|setup| tokio::spawn(crate::link::run(host.clone(), setup, channel, link_rx)));
     if let Some(ready) = ready {
         let _ = ready.send(host_id);
     }

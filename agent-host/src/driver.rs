@@ -116,9 +116,9 @@ pub(crate) async fn drive(
                         link.send(ToLink::Pairing(key, answer));
                     }
                 }
-                Effect::Register { devices, offers } => {
+                Effect::Register { devices, offers, psks } => {
                     if let Some(link) = &host.link {
-                        link.send(ToLink::Register { devices, offers });
+                        link.send(ToLink::Register { devices, offers, psks });
                     }
                 }
                 Effect::Submit { device, id, action } => {

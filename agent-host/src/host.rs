@@ -236,6 +236,8 @@ pub(crate) enum ToLink {
         devices: Vec<protocol::RelayKey>,
         /// The open offers' tokens.
         offers: Vec<protocol::PairingToken>,
+        /// The pairing channels' pre-shared keys of the offers that take new devices.
+        psks: Vec<(protocol::PairingToken, zeroize::Zeroizing<[u8; 32]>)>,
     },
 }
 
@@ -432,7 +434,7 @@ mod tests {
             queue.send(ToLink::Broadcast(output()));
         }
         queue.send(ToLink::Broadcast(ended));
-        queue.send(ToLink::Register { devices: vec![], offers: vec![] });
+        queue.send(ToLink::Register { devices: vec![], offers: vec![], psks: vec![] });
         for _ in 0..MAX_TO_LINK {
             assert!(matches!(
                 inbox.recv().await,

@@ -302,7 +302,7 @@ impl Sim {
 
     /// The relay is told to route exactly the paired devices and the open offers.
     fn check_register(&self, step: u64, effect: &Effect) {
-        let Effect::Register { devices, offers } = effect else {
+        let Effect::Register { devices, offers, .. } = effect else {
             self.ctx.fail(step, format!("{effect:?} where a registration belongs"))
         };
         let mut want_devices: Vec<protocol::RelayKey> = self

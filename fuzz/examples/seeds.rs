@@ -57,6 +57,35 @@ fn main() {
         write("resume_frames", name, &bytes);
     }
 
+    // The channel: a handshake, payloads of one and of two chunks, a replay, a tampered chunk,
+    // the host's notice; each frame behind its two-byte length.
+    let (mut at_device, _, hello, answer) = protocol_fuzz::fixed_channel();
+    let framed = |frames: &[Vec<u8>]| {
+        let mut out = Vec::new();
+        for f in frames {
+            out.extend_from_slice(&u16::try_from(f.len()).unwrap_or(u16::MAX).to_be_bytes());
+            out.extend_from_slice(f);
+        }
+        out
+    };
+    let small = at_device.seal(b"a resume payload").unwrap();
+    let big = at_device.seal(&vec![7; 70_000]).unwrap();
+    let mut tampered = small[0].clone();
+    let at = tampered.len() - 1;
+    tampered[at] ^= 1;
+    let unknown = protocol::channel::Frame::Unknown { id: protocol::channel::ChannelId::ANY };
+    write("channel_frames", "handshake", &framed(&[hello, answer, unknown.encode()]));
+    write(
+        "channel_frames",
+        "payloads",
+        &framed(&[small[0].clone(), big[0].clone(), big[1].clone()]),
+    );
+    write(
+        "channel_frames",
+        "replay_and_tamper",
+        &framed(&[tampered, small[0].clone(), small[0].clone()]),
+    );
+
     // The relay: data frames, and control messages both ways.
     let (host_route, device_route) = (protocol::RelayKey(host_key), protocol::RelayKey(device_key));
     let route = |kind, to, payload: &[u8]| protocol::relay::data_frame(kind, to, payload);

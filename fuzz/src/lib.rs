@@ -69,6 +69,62 @@ pub fn resume_frames(data: &[u8]) {
     }
 }
 
+/// Both sides of a channel made with fixed keys and ephemerals (the seeds' data frames are
+/// sealed by its device side).
+pub fn fixed_channel() -> (protocol::channel::Channel, protocol::channel::Channel, Vec<u8>, Vec<u8>)
+{
+    use protocol::channel::{self, ChannelId, ChannelKeys, Frame};
+    let (host_x, device_x) = ([0x41u8; 32], [0x42u8; 32]);
+    let host = protocol::SecretKey::from_seed(&[0x22; 32]).public_key();
+    let device = protocol::SecretKey::from_seed(&[0x11; 32]).public_key();
+    let keys = |local: [u8; 32], remote: [u8; 32]| ChannelKeys {
+        local_static: local.into(),
+        remote_static: channel::public_of(&remote).unwrap(),
+        host,
+        device,
+    };
+    let id = ChannelId([1; 8]);
+    let (initiator, hello) =
+        channel::initiate_with(Ok(&keys(device_x, host_x)), id, 9, 1 << 20, &[0x52; 32]).unwrap();
+    let Ok(Frame::Hello { message, .. }) = Frame::decode(&hello) else { unreachable!() };
+    let (at_host, answer, _) =
+        channel::respond_with(Ok(&keys(host_x, device_x)), id, message, 1 << 20, &[0x51; 32])
+            .unwrap();
+    let Ok(Frame::Answer { message, .. }) = Frame::decode(&answer) else { unreachable!() };
+    let at_device = initiator.finish(message).unwrap();
+    (at_device, at_host, hello, answer)
+}
+
+/// End-to-end channel frames, one after another (each behind a two-byte length): decoded and
+/// encoded back byte for byte; data frames opened by the host's side of [`fixed_channel`],
+/// which takes each nonce once and only upwards, and never more than its limit.
+pub fn channel_frames(data: &[u8]) {
+    use protocol::channel::{ChannelError, Frame};
+    let (_, mut host, _, _) = fixed_channel();
+    let mut last: Option<u64> = None;
+    let mut rest = data;
+    while rest.len() >= 2 {
+        let len = usize::from(u16::from_be_bytes([rest[0], rest[1]]));
+        let (bytes, next) = rest[2..].split_at(len.min(rest.len() - 2));
+        rest = next;
+        let Ok(frame) = Frame::decode(bytes) else { continue };
+        assert_eq!(frame.encode(), bytes, "decode then encode is not the identity");
+        if let Frame::Data { id, nonce, ciphertext } = frame
+            && id == host.id()
+        {
+            match host.open(nonce, ciphertext) {
+                Ok(payload) => {
+                    assert!(last.is_none_or(|l| nonce > l), "nonce {nonce} taken twice");
+                    last = Some(nonce);
+                    assert!(payload.is_none_or(|p| p.len() <= 1 << 20));
+                }
+                Err(ChannelError::Replayed) => assert!(last.is_some_and(|l| nonce <= l)),
+                Err(_) => {}
+            }
+        }
+    }
+}
+
 /// A relay's routing header, and the JSON control messages both ways with the checks a relay
 /// and a client run on them.
 pub fn relay_frames(data: &[u8]) {

@@ -70,6 +70,20 @@ fn mac(secret: &PairingSecret, host: &PublicKey, device: &PublicKey, name: &str)
     mac
 }
 
+/// The prefix hashed with the secret into the pairing channel's pre-shared key.
+pub const CHANNEL_PSK_DOMAIN: &[u8] = b"agent-bridge pairing channel psk v1\0";
+
+/// The pre-shared key of the pairing channel ([`crate::channel`]):
+/// `SHA-256("agent-bridge pairing channel psk v1" 0x00 ‖ secret)`, labelled apart from the
+/// [`token`] the relay sees.
+pub fn channel_psk(secret: &PairingSecret) -> [u8; 32] {
+    use sha2::Digest as _;
+    let mut hash = sha2::Sha256::new();
+    hash.update(CHANNEL_PSK_DOMAIN);
+    hash.update(secret.as_bytes());
+    hash.finalize().into()
+}
+
 /// The public name of the offer whose secret this is.
 pub fn token(secret: &PairingSecret) -> PairingToken {
     use sha2::Digest as _;

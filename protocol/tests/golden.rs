@@ -254,9 +254,10 @@ fn resume_cases() -> serde_json::Value {
     })
 }
 
-/// The channel's golden case: every key fixed, the frames each side makes.
+/// The channel's golden case: every key fixed, the frames each side makes, for a paired device
+/// and a pairing one.
 fn channel_case() -> serde_json::Value {
-    use protocol::channel::{self, ChannelKeys};
+    use protocol::channel::{self, ChannelId, ChannelKeys, Frame, PairingKeys};
     use sha2::Digest as _;
     let (host_static, device_static) = ([0x41u8; 32], [0x42u8; 32]);
     let (host_ephemeral, device_ephemeral) = ([0x51u8; 32], [0x52u8; 32]);
@@ -274,11 +275,23 @@ fn channel_case() -> serde_json::Value {
         host: host().public_key(),
         device: device().public_key(),
     };
-    let (initiator, hello) =
-        channel::initiate_with(&at_device, 1 << 20, Some(&device_ephemeral)).unwrap();
-    let (mut host_side, answer) =
-        channel::respond_with(&at_host, &hello, 1 << 20, Some(&host_ephemeral)).unwrap();
-    let mut device_side = initiator.finish(&answer).unwrap();
+    let secret = protocol::pairing::PairingSecret::from_bytes([0x61; 32]);
+    let pairing = PairingKeys {
+        psk: protocol::pairing::channel_psk(&secret).into(),
+        token: protocol::pairing::token(&secret),
+        host: host().public_key(),
+        device: device().public_key(),
+    };
+    let (id, incarnation) = (ChannelId([1, 2, 3, 4, 5, 6, 7, 8]), 0x0102_0304_0506_0708_u64);
+    let message_of = |frame: &[u8]| -> Vec<u8> {
+        match Frame::decode(frame).unwrap() {
+            Frame::Hello { message, .. }
+            | Frame::Answer { message, .. }
+            | Frame::PairHello { message, .. }
+            | Frame::PairAnswer { message, .. } => message.to_vec(),
+            other => panic!("{other:?}"),
+        }
+    };
     let frame_json = |frames: Vec<Vec<u8>>| {
         frames
             .into_iter()
@@ -292,27 +305,53 @@ fn channel_case() -> serde_json::Value {
             })
             .collect::<Vec<_>>()
     };
-    // A message of `len` bytes: i mod 251, so no chunk repeats another.
-    let message = |len: usize| (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
-    let mut messages = Vec::new();
-    for (from, len) in
-        [("device", 0), ("device", 5), ("host", 300), ("device", 70_000), ("host", 1)]
-    {
-        let m = message(len);
-        let frames = if from == "device" {
-            device_side.seal(&m).unwrap()
+    let open = |channel: &mut channel::Channel, frame: &[u8]| match Frame::decode(frame).unwrap() {
+        Frame::Data { nonce, ciphertext, .. } => channel.open(nonce, ciphertext).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    // A payload of `len` bytes: i mod 251, so no chunk repeats another.
+    let payload = |len: usize| (0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>();
+    let mut cases = Vec::new();
+    for (name, keys) in [("paired", Ok(&at_device)), ("pairing", Err(&pairing))] {
+        let host_keys = keys.map(|_| &at_host);
+        let (initiator, hello) =
+            channel::initiate_with(keys, id, incarnation, 1 << 20, &device_ephemeral).unwrap();
+        let (mut host_side, answer, got) =
+            channel::respond_with(host_keys, id, &message_of(&hello), 1 << 20, &host_ephemeral)
+                .unwrap();
+        assert_eq!(got, incarnation);
+        let mut device_side = initiator.finish(&message_of(&answer)).unwrap();
+        let mut payloads = Vec::new();
+        let sizes: &[(&str, usize)] = if name == "paired" {
+            &[("device", 0), ("device", 5), ("host", 300), ("device", 70_000), ("host", 1)]
         } else {
-            host_side.seal(&m).unwrap()
+            &[("device", 40), ("host", 2)]
         };
-        // Each opens on the other side.
-        let opener = if from == "device" { &mut host_side } else { &mut device_side };
-        let opened = frames.iter().map(|f| opener.open(f).unwrap()).last().unwrap();
-        assert_eq!(opened.unwrap(), m);
-        messages.push(json!({ "from": from, "len": len, "frames": frame_json(frames) }));
+        for &(from, len) in sizes {
+            let m = payload(len);
+            let frames = if from == "device" {
+                device_side.seal(&m).unwrap()
+            } else {
+                host_side.seal(&m).unwrap()
+            };
+            // Each opens on the other side.
+            let opener = if from == "device" { &mut host_side } else { &mut device_side };
+            let opened = frames.iter().map(|f| open(opener, f)).last().unwrap();
+            assert_eq!(opened.unwrap(), m);
+            payloads.push(json!({ "from": from, "len": len, "frames": frame_json(frames) }));
+        }
+        cases.push(json!({
+            "name": name,
+            "hello": hex::encode(&hello),
+            "answer": hex::encode(&answer),
+            "handshake_hash": hex::encode(host_side.handshake_hash()),
+            "payloads": payloads,
+        }));
     }
     json!({
         "protocol": channel::PROTOCOL,
-        "note": "message bytes are i mod 251 for i in 0..len",
+        "pairing_protocol": channel::PAIRING_PROTOCOL,
+        "note": "payload bytes are i mod 251 for i in 0..len",
         "host_identity": hex::encode(host().public_key().as_bytes()),
         "device_identity": hex::encode(device().public_key().as_bytes()),
         "host_static": hex::encode(host_static),
@@ -321,9 +360,11 @@ fn channel_case() -> serde_json::Value {
         "device_static_public": hex::encode(device_public),
         "host_ephemeral": hex::encode(host_ephemeral),
         "device_ephemeral": hex::encode(device_ephemeral),
-        "hello": hex::encode(&hello),
-        "answer": hex::encode(&answer),
-        "handshake_hash": hex::encode(host_side.handshake_hash()),
-        "messages": messages,
+        "pairing_secret": hex::encode(secret.as_bytes()),
+        "pairing_token": pairing.token.to_string(),
+        "pairing_psk": hex::encode(*pairing.psk),
+        "channel_id": hex::encode(id.0),
+        "incarnation": incarnation.to_string(),
+        "cases": cases,
     })
 }

@@ -1,7 +1,7 @@
 //! A link to the relay that stays up: reconnects with jittered exponential backoff,
 //! authenticates again, re-registers a host's devices, and resumes end to end
 //! ([`crate::resume`]) so every message is delivered exactly once across drops and relay
-//! restarts.
+//! restarts; every resume payload travels in the end-to-end channel ([`crate::channels`]).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,7 +13,9 @@ use protocol::relay::{FromRelay, Side, ToRelay};
 use protocol::{PairingToken, RelayKey, SecretKey};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
+use zeroize::Zeroizing;
 
+use crate::channels::{ChannelSetup, Channels, Event, Lane, Route, SetupError};
 use crate::resume::{Incoming, Join, Peer};
 use crate::{Duplex, LocalConnector, authenticate, connect};
 
@@ -29,10 +31,12 @@ pub struct ClientConfig {
     pub secret: SecretKey,
     /// Host or device.
     pub side: Side,
-    /// For a host: the devices that may reach it, registered on every connection.
-    pub devices: Vec<RelayKey>,
-    /// For a host: the tokens of its open pairing offers, registered with the devices.
-    pub offers: Vec<PairingToken>,
+    /// For a host: the devices that may reach it, with their channels' static keys,
+    /// registered on every connection.
+    pub devices: Vec<(RelayKey, [u8; 32])>,
+    /// For a host: its open pairing offers, registered with the devices: each one's token, and
+    /// the pre-shared key of its pairing channel while a new device may still open one.
+    pub offers: Vec<(PairingToken, Option<Zeroizing<[u8; 32]>>)>,
     /// For a device that is pairing: the host's key and the offer's token, sent on every
     /// connection so the relay routes the handshake.
     pub knock: Option<(RelayKey, PairingToken)>,
@@ -51,6 +55,8 @@ pub struct ClientConfig {
     /// For a host whose relay runs in its own process: connect through this instead of TLS
     /// to `addr` (the rest, authentication included, is the same).
     pub local: Option<LocalConnector>,
+    /// What the end-to-end channels are made with.
+    pub channel: ChannelSetup,
 }
 
 impl ClientConfig {
@@ -63,6 +69,7 @@ impl ClientConfig {
         tls: Arc<rustls::ClientConfig>,
         secret: SecretKey,
         side: Side,
+        channel: ChannelSetup,
     ) -> Self {
         Self {
             addr,
@@ -81,14 +88,15 @@ impl ClientConfig {
                 Side::Device => protocol::relay::FRAMES_PER_SEC * 3 / 4,
             },
             local: None,
+            channel,
         }
     }
 }
 
 enum Command {
     /// A message, and how many of its bytes count against [`MAX_QUEUED_BYTES`].
-    Send(RelayKey, Vec<u8>, usize),
-    Register(Vec<RelayKey>, Vec<PairingToken>),
+    Send(Route, Vec<u8>, usize),
+    Register(Registration),
     DropConnection,
 }
 
@@ -119,6 +127,14 @@ pub enum Inbound {
     },
     /// The relay refused a control message (a registration, a knock), with its reason.
     Refused(String),
+    /// The end-to-end channel refused a frame from this peer (tampered, replayed, a handshake
+    /// with other keys, from a key that may not open one), with the reason.
+    ChannelRefused {
+        /// Whom the relay said it came from.
+        peer: RelayKey,
+        /// Why.
+        reason: String,
+    },
     /// A connection was made and authenticated (and, for a host, its registration sent).
     Connected,
 }
@@ -138,7 +154,7 @@ pub const MAX_INBOX: usize = 64;
 /// takes messages into each peer's bounded backlog ([`protocol::resume::Peer::push`]) whenever
 /// it is not busy otherwise: connecting and authenticating, writing to a slow connection, or
 /// waiting for the caller to take what arrived ([`MAX_INBOX`]). Registrations, other commands
-/// and [`Client::send_uncounted`] are not counted: they are few, and keep their order with the
+/// and [`Client::send_pairing`] are not counted: they are few, and keep their order with the
 /// messages.
 pub const MAX_QUEUED_BYTES: usize = 8 << 20;
 
@@ -153,9 +169,16 @@ pub enum SendError {
     Full,
 }
 
+/// What a host registers: the devices (with their channels' static keys) and the open offers
+/// (with their pairing channels' pre-shared keys, while they take new devices).
+pub type Registration =
+    (Vec<(RelayKey, [u8; 32])>, Vec<(PairingToken, Option<Zeroizing<[u8; 32]>>)>);
+
 /// A self-healing link. Dropping it stops it.
 pub struct Client {
     commands: mpsc::UnboundedSender<Command>,
+    /// The lane [`Client::send`] uses.
+    lane: Lane,
     /// Bytes of messages in `commands` (see [`MAX_QUEUED_BYTES`]).
     queued: Arc<AtomicUsize>,
     inbox: mpsc::Receiver<Inbound>,
@@ -169,13 +192,21 @@ impl Drop for Client {
 }
 
 impl Client {
-    /// Starts connecting in the background.
-    pub fn start(config: ClientConfig) -> Self {
+    /// Starts connecting in the background. Fails if the channel's keys are not usable.
+    pub fn start(mut config: ClientConfig) -> Result<Self, SetupError> {
+        let epoch = incarnation();
+        let setup = std::mem::replace(
+            &mut config.channel,
+            ChannelSetup::Host { local_static: Zeroizing::new([0; 32]) },
+        );
+        let channels = Channels::new(config.secret.public_key(), setup, config.knock, epoch)?;
+        let lane = channels.lane();
         let (commands, rx) = mpsc::unbounded_channel();
         let (tx, inbox) = mpsc::channel(MAX_INBOX);
         let queued = Arc::new(AtomicUsize::new(0));
-        let task = tokio::spawn(drive(config, Commands { rx, queued: queued.clone() }, tx));
-        Self { commands, queued, inbox, task }
+        let commands_rx = Commands { rx, queued: queued.clone() };
+        let task = tokio::spawn(drive(config, channels, epoch, commands_rx, tx));
+        Ok(Self { commands, lane, queued, inbox, task })
     }
 
     /// Queues a message for `peer`; it is delivered exactly once, whenever the link allows,
@@ -187,16 +218,18 @@ impl Client {
             self.queued.fetch_sub(size, Ordering::Relaxed);
             return Err(SendError::Full);
         }
-        self.commands.send(Command::Send(peer, message, size)).map_err(|_| {
+        self.commands.send(Command::Send((peer, self.lane), message, size)).map_err(|_| {
             self.queued.fetch_sub(size, Ordering::Relaxed);
             SendError::Stopped
         })
     }
 
-    /// As [`Client::send`], but never refused for a full queue: for the few messages a caller
-    /// must not lose to someone else's flood (a host's answer to a device that is pairing).
-    pub fn send_uncounted(&self, peer: RelayKey, message: Vec<u8>) -> Result<(), SendError> {
-        self.commands.send(Command::Send(peer, message, 0)).map_err(|_| SendError::Stopped)
+    /// For a host: a message to a device that is pairing, on the pairing channel it opened
+    /// ([`Lane::Pairing`]). Never refused for a full queue: few, and not to be lost to someone
+    /// else's flood.
+    pub fn send_pairing(&self, peer: RelayKey, message: Vec<u8>) -> Result<(), SendError> {
+        let command = Command::Send((peer, Lane::Pairing), message, 0);
+        self.commands.send(command).map_err(|_| SendError::Stopped)
     }
 
     /// The next message from a peer, in order (other notices are skipped).
@@ -214,13 +247,10 @@ impl Client {
     }
 
     /// For a host: replaces the registered devices and open pairing offers, at once on the
-    /// current connection and on every later one.
-    pub fn register(
-        &self,
-        devices: Vec<RelayKey>,
-        offers: Vec<PairingToken>,
-    ) -> Result<(), Stopped> {
-        self.commands.send(Command::Register(devices, offers)).map_err(|_| Stopped)
+    /// current connection and on every later one. A device no longer registered loses its
+    /// channels.
+    pub fn register(&self, registration: Registration) -> Result<(), Stopped> {
+        self.commands.send(Command::Register(registration)).map_err(|_| Stopped)
     }
 
     /// Drops the current connection (as a network change would); the client reconnects.
@@ -281,25 +311,95 @@ fn pace_for(frames_per_sec: u32) -> f64 {
     f64::from(frames_per_sec) * 0.75
 }
 
-/// Sends acknowledgements and whatever is due, within the pace. False: the link failed.
+/// Sends acknowledgements and whatever is due on the routes with a channel, sealed, within the
+/// pace (a host asks a device with payloads due and no channel to open one). False: the link
+/// failed.
 async fn flush(
     link: &mut Box<dyn Duplex>,
-    peers: &mut HashMap<RelayKey, Peer>,
+    peers: &mut HashMap<Route, Peer>,
+    channels: &mut Channels,
     pace: &mut Pace,
     now_ms: u64,
     rto_ms: u64,
 ) -> bool {
     let budget = pace.available();
     pace.turn = pace.turn.wrapping_add(1);
-    let frames = due_fairly(peers, budget, pace.turn, now_ms, rto_ms);
-    pace.spend(frames.len());
-    for (peer, payload) in frames {
-        let frame = protocol::relay::data_frame(protocol::relay::FrameKind::To, &peer, &payload);
-        if link.send(Message::binary(frame)).await.is_err() {
+    let due = due_fairly(peers, budget, pace.turn, now_ms, rto_ms, |r| channels.sendable(r));
+    let mut sent = 0;
+    for (route, payload) in due {
+        for frame in channels.seal(&route, &payload) {
+            sent += 1;
+            if !send_data(link, &route.0, &frame).await {
+                return false;
+            }
+        }
+    }
+    pace.spend(sent);
+    let waiting: Vec<Route> = peers
+        .iter()
+        .filter(|(route, peer)| peer.unacked() > 0 && !channels.sendable(route))
+        .map(|(route, _)| *route)
+        .collect();
+    for route in waiting {
+        if let Some(hint) = channels.hint(&route, now_ms)
+            && !send_data(link, &route.0, &hint).await
+        {
             return false;
         }
     }
     true
+}
+
+async fn send_data(link: &mut Box<dyn Duplex>, peer: &RelayKey, payload: &[u8]) -> bool {
+    let frame = protocol::relay::data_frame(protocol::relay::FrameKind::To, peer, payload);
+    link.send(Message::binary(frame)).await.is_ok()
+}
+
+/// What carrying out the channels' events came to.
+enum Flow {
+    Ok,
+    /// The link failed: connect again.
+    LinkFailed,
+    /// The caller dropped the client.
+    Stopped,
+}
+
+/// Carries out what the channels asked: payloads into their resume streams (and what they
+/// deliver to the caller), frames to the relay, resends on a new channel, refusals to the
+/// caller.
+async fn carry_out(
+    events: Vec<Event>,
+    link: &mut Box<dyn Duplex>,
+    peers: &mut HashMap<Route, Peer>,
+    (epoch, join): (u64, Join),
+    inbox: &mpsc::Sender<Inbound>,
+) -> Flow {
+    for event in events {
+        match event {
+            Event::Payload(route, payload) => {
+                let state = peers.entry(route).or_insert_with(|| Peer::new(epoch, join));
+                if let Incoming::Deliver(bytes) = state.receive(&payload)
+                    && inbox.send(Inbound::Message { from: route.0, bytes }).await.is_err()
+                {
+                    return Flow::Stopped;
+                }
+            }
+            Event::Send(peer, frame) => {
+                if !send_data(link, &peer, &frame).await {
+                    return Flow::LinkFailed;
+                }
+            }
+            Event::Opened(route) => {
+                peers.entry(route).or_insert_with(|| Peer::new(epoch, join)).reconnected();
+            }
+            Event::Refused(peer, reason) => {
+                if inbox.send(Inbound::ChannelRefused { peer, reason }).await.is_err() {
+                    return Flow::Stopped;
+                }
+            }
+        }
+    }
+    Flow::Ok
 }
 
 /// Up to `budget` frames that are due, taken fairly: first each peer's acknowledgements, then
@@ -307,15 +407,17 @@ async fn flush(
 /// have more, so that one peer's backlog (a device that asks for much) does not hold up what
 /// the others are owed. The peers take turns by `turn` (which goes first), so that a budget
 /// smaller than the number of peers (a busy link) goes to each in turn.
-fn due_fairly(
-    peers: &mut HashMap<RelayKey, Peer>,
+fn due_fairly<K: Copy + Ord + std::hash::Hash>(
+    peers: &mut HashMap<K, Peer>,
     budget: usize,
     turn: usize,
     now_ms: u64,
     rto_ms: u64,
-) -> Vec<(RelayKey, Vec<u8>)> {
+    sendable: impl Fn(&K) -> bool,
+) -> Vec<(K, Vec<u8>)> {
     let mut frames = Vec::new();
-    let mut wanting: Vec<(RelayKey, &mut Peer)> = peers.iter_mut().map(|(k, v)| (*k, v)).collect();
+    let mut wanting: Vec<(K, &mut Peer)> =
+        peers.iter_mut().filter(|(k, _)| sendable(k)).map(|(k, v)| (*k, v)).collect();
     wanting.sort_unstable_by_key(|(key, _)| *key);
     if !wanting.is_empty() {
         let first = turn % wanting.len();
@@ -377,15 +479,21 @@ impl Commands {
     }
 }
 
-async fn drive(mut config: ClientConfig, mut commands: Commands, inbox: mpsc::Sender<Inbound>) {
+async fn drive(
+    mut config: ClientConfig,
+    mut channels: Channels,
+    epoch: u64,
+    mut commands: Commands,
+    inbox: mpsc::Sender<Inbound>,
+) {
     let started = Instant::now();
     let now_ms = || started.elapsed().as_millis() as u64;
-    let epoch = incarnation();
     // A device joins the host's stream where it connects; a host catches up on what a device
     // sent while it was away (see crate::resume).
     let join = if config.side == Side::Host { Join::AtBase } else { Join::AtFirstFrame };
     let rto_ms = config.rto.as_millis() as u64;
-    let mut peers: HashMap<RelayKey, Peer> = HashMap::new();
+    let mut peers: HashMap<Route, Peer> = HashMap::new();
+    register_channels(&mut channels, &config);
     let mut pace;
     let mut attempt = 0u32;
     let mut counter = std::time::SystemTime::now()
@@ -406,7 +514,9 @@ async fn drive(mut config: ClientConfig, mut commands: Commands, inbox: mpsc::Se
             Err(_) => None,
         };
         let Some(mut link) = connected else {
-            if !wait(&mut config, attempt, (epoch, join), &mut commands, &mut peers).await {
+            if !wait(&mut config, &mut channels, attempt, (epoch, join), &mut commands, &mut peers)
+                .await
+            {
                 return;
             }
             attempt += 1;
@@ -417,9 +527,7 @@ async fn drive(mut config: ClientConfig, mut commands: Commands, inbox: mpsc::Se
         pace = Pace::new(config.max_frames_per_sec);
         if config.side == Side::Host {
             counter += 1;
-            let register =
-                protocol::relay::register(&config.secret, counter, &config.devices, &config.offers);
-            if !send_control(&mut link, &register).await {
+            if !send_control(&mut link, &registration(&config, counter)).await {
                 continue;
             }
         }
@@ -432,59 +540,75 @@ async fn drive(mut config: ClientConfig, mut commands: Commands, inbox: mpsc::Se
         if inbox.send(Inbound::Connected).await.is_err() {
             return;
         }
-        // Everything not yet acknowledged is due again on a new connection.
+        // Everything not yet acknowledged is due again on a new connection (a device's, once
+        // its new channel is open).
         for state in peers.values_mut() {
             state.reconnected();
         }
-        if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
+        let hello = channels.connected(now_ms());
+        match carry_out(hello, &mut link, &mut peers, (epoch, join), &inbox).await {
+            Flow::Ok => {}
+            Flow::LinkFailed => continue,
+            Flow::Stopped => return,
+        }
+        if !flush(&mut link, &mut peers, &mut channels, &mut pace, now_ms(), rto_ms).await {
             continue;
         }
         let mut tick = tokio::time::interval((config.rto / 4).max(Duration::from_millis(10)));
         loop {
-            tokio::select! {
+            let events = tokio::select! {
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::DropConnection) => break,
-                    Some(Command::Register(devices, offers)) => {
+                    Some(Command::Register((devices, offers))) => {
                         (config.devices, config.offers) = (devices, offers);
+                        register_channels(&mut channels, &config);
                         counter += 1;
-                        let register = protocol::relay::register(
-                            &config.secret,
-                            counter,
-                            &config.devices,
-                            &config.offers,
-                        );
-                        if !send_control(&mut link, &register).await {
+                        if !send_control(&mut link, &registration(&config, counter)).await {
                             break;
                         }
+                        continue;
                     }
-                    Some(Command::Send(peer, message, _)) => {
+                    Some(Command::Send(route, message, _)) => {
                         // A full backlog drops the message; the caller sees it as never acknowledged.
-                        let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch, join)).push(&message);
-                        if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
-                            break;
-                        }
+                        let _ = peers.entry(route).or_insert_with(|| Peer::new(epoch, join)).push(&message);
+                        (Vec::new(), true)
                     }
                 },
                 incoming = link.next() => match incoming {
                     Some(Ok(Message::Binary(frame))) => {
                         let Ok((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
-                        let state = peers.entry(from).or_insert_with(|| Peer::new(epoch, join));
-                        if let Incoming::Deliver(bytes) = state.receive(payload)
-                            && inbox.send(Inbound::Message { from, bytes }).await.is_err()
-                        {
-                            return;
-                        }
+                        // Acknowledgements wait for the next flush (a message sent, a tick), as
+                        // before the channel; a channel that opened flushes at once.
+                        let events = channels.receive(now_ms(), from, payload);
+                        let opened = events.iter().any(|e| matches!(e, Event::Opened(_)));
+                        (events, opened)
                     }
                     Some(Ok(Message::Text(text))) => {
                         let notice = match serde_json::from_str(&text) {
                             Ok(FromRelay::Presence { device, online }) => {
                                 let Some(device) = hex_key(&device) else { continue };
-                                // A device coming back online gets what it missed at once.
-                                if online && let Some(state) = peers.get_mut(&device) {
-                                    state.reconnected();
+                                if online {
+                                    // A device coming back online gets what it missed at once
+                                    // (once it has a channel again).
+                                    for (route, state) in &mut peers {
+                                        if route.0 == device {
+                                            state.reconnected();
+                                        }
+                                    }
+                                } else {
+                                    channels.offline(&device);
                                 }
                                 Inbound::Presence { device, online }
+                            }
+                            Ok(FromRelay::HostPresence { host, online: true }) => {
+                                let Some(host) = hex_key(&host) else { continue };
+                                let hello = channels.host_online(&host, now_ms());
+                                match carry_out(hello, &mut link, &mut peers, (epoch, join), &inbox).await {
+                                    Flow::Ok => continue,
+                                    Flow::LinkFailed => break,
+                                    Flow::Stopped => return,
+                                }
                             }
                             Ok(FromRelay::Undeliverable { peer, offline }) => {
                                 let Some(peer) = hex_key(&peer) else { continue };
@@ -500,6 +624,7 @@ async fn drive(mut config: ClientConfig, mut commands: Commands, inbox: mpsc::Se
                         if inbox.send(notice).await.is_err() {
                             return;
                         }
+                        continue;
                     }
                     Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                     // Over TLS the WebSocket layer has answered already (one more pong is
@@ -508,27 +633,51 @@ async fn drive(mut config: ClientConfig, mut commands: Commands, inbox: mpsc::Se
                         if link.send(Message::Pong(payload)).await.is_err() {
                             break;
                         }
+                        continue;
                     }
-                    Some(Ok(_)) => {}
+                    Some(Ok(_)) => continue,
                 },
-                _ = tick.tick() => {
-                    if !flush(&mut link, &mut peers, &mut pace, now_ms(), rto_ms).await {
-                        break;
-                    }
-                }
+                _ = tick.tick() => (channels.tick(now_ms()), true),
+            };
+            let (events, flush_now) = events;
+            match carry_out(events, &mut link, &mut peers, (epoch, join), &inbox).await {
+                Flow::Ok => {}
+                Flow::LinkFailed => break,
+                Flow::Stopped => return,
+            }
+            if flush_now
+                && !flush(&mut link, &mut peers, &mut channels, &mut pace, now_ms(), rto_ms).await
+            {
+                break;
             }
         }
         let _ = link.close().await;
     }
 }
 
+/// A host's registration at the relay: its devices' keys and its offers' tokens.
+fn registration(config: &ClientConfig, counter: u64) -> ToRelay {
+    let devices: Vec<RelayKey> = config.devices.iter().map(|(key, _)| *key).collect();
+    let offers: Vec<PairingToken> = config.offers.iter().map(|(token, _)| *token).collect();
+    protocol::relay::register(&config.secret, counter, &devices, &offers)
+}
+
+/// Tells a host's channels which devices and offers may open one.
+fn register_channels(channels: &mut Channels, config: &ClientConfig) {
+    let devices = config.devices.iter().copied().collect();
+    let offers =
+        config.offers.iter().filter_map(|(token, psk)| Some((*token, psk.clone()?))).collect();
+    channels.register(devices, offers);
+}
+
 /// Waits out a backoff delay while still taking messages to send later. False: stopped.
 async fn wait(
     config: &mut ClientConfig,
+    channels: &mut Channels,
     attempt: u32,
     (epoch, join): (u64, Join),
     commands: &mut Commands,
-    peers: &mut HashMap<RelayKey, Peer>,
+    peers: &mut HashMap<Route, Peer>,
 ) -> bool {
     let sleep = tokio::time::sleep(jittered(config, attempt));
     tokio::pin!(sleep);
@@ -538,11 +687,12 @@ async fn wait(
             command = commands.recv() => match command {
                 None => return false,
                 Some(Command::DropConnection) => {}
-                Some(Command::Register(devices, offers)) => {
+                Some(Command::Register((devices, offers))) => {
                     (config.devices, config.offers) = (devices, offers);
+                    register_channels(channels, config);
                 }
-                Some(Command::Send(peer, message, _)) => {
-                    let _ = peers.entry(peer).or_insert_with(|| Peer::new(epoch, join)).push(&message);
+                Some(Command::Send(route, message, _)) => {
+                    let _ = peers.entry(route).or_insert_with(|| Peer::new(epoch, join)).push(&message);
                 }
             }
         }
@@ -573,33 +723,33 @@ mod tests {
     #[test]
     fn one_peers_backlog_does_not_hold_up_the_others() {
         let mut peers = peers_with(&[(1, 500), (2, 1), (3, 2)]);
-        let frames = due_fairly(&mut peers, 10, 0, 0, 1_000);
+        let frames = due_fairly(&mut peers, 10, 0, 0, 1_000, |_| true);
         assert_eq!(frames.len(), 10);
         assert_eq!((sent_to(&frames, 2), sent_to(&frames, 3)), (1, 2));
         // What the others did not need goes to the one with more.
         assert_eq!(sent_to(&frames, 1), 7);
         // Nothing more is due until the round trip passes; then resends, within the budget.
-        assert!(due_fairly(&mut peers, 10, 0, 10, 1_000).len() == 10);
-        assert_eq!(due_fairly(&mut peers, 1_000, 0, 20, 1_000).len(), 500 + 3 - 20);
-        assert!(due_fairly(&mut peers, 1_000, 0, 30, 1_000).is_empty());
-        assert_eq!(due_fairly(&mut peers, 5, 0, 2_000, 1_000).len(), 5);
+        assert!(due_fairly(&mut peers, 10, 0, 10, 1_000, |_| true).len() == 10);
+        assert_eq!(due_fairly(&mut peers, 1_000, 0, 20, 1_000, |_| true).len(), 500 + 3 - 20);
+        assert!(due_fairly(&mut peers, 1_000, 0, 30, 1_000, |_| true).is_empty());
+        assert_eq!(due_fairly(&mut peers, 5, 0, 2_000, 1_000, |_| true).len(), 5);
     }
 
     #[test]
     fn a_budget_smaller_than_the_peers_goes_to_each_in_turn() {
         let mut peers = peers_with(&[(1, 3), (2, 3), (3, 3), (4, 3)]);
-        assert_eq!(due_fairly(&mut peers, 0, 0, 0, 1_000).len(), 0);
+        assert_eq!(due_fairly(&mut peers, 0, 0, 0, 1_000, |_| true).len(), 0);
         // One frame a flush (a busy link): the four peers are served one after another.
         let mut served = Vec::new();
         for turn in 0..4 {
-            let frames = due_fairly(&mut peers, 1, turn, 0, 1_000);
+            let frames = due_fairly(&mut peers, 1, turn, 0, 1_000, |_| true);
             assert_eq!(frames.len(), 1);
             served.push(frames[0].0.0[0]);
         }
         served.sort_unstable();
         assert_eq!(served, [1, 2, 3, 4]);
-        assert_eq!(due_fairly(&mut peers, 2, 4, 0, 1_000).len(), 2);
-        assert_eq!(due_fairly(&mut peers, 100, 5, 0, 1_000).len(), 6);
+        assert_eq!(due_fairly(&mut peers, 2, 4, 0, 1_000, |_| true).len(), 2);
+        assert_eq!(due_fairly(&mut peers, 100, 5, 0, 1_000, |_| true).len(), 6);
     }
 
     #[test]
@@ -623,15 +773,20 @@ mod tests {
     /// runtime of one thread, the task runs only when the test waits).
     #[tokio::test]
     async fn the_queue_to_the_links_task_is_bounded() {
+        let peer = RelayKey(*SecretKey::from_seed(&[1; 32]).public_key().as_bytes());
         let config = ClientConfig::new(
             "127.0.0.1:9".into(),
             "localhost".into(),
             crate::pinned_config([0; 32]),
             SecretKey::from_seed(&[7; 32]),
             Side::Device,
+            ChannelSetup::Device {
+                local_static: Zeroizing::new([3; 32]),
+                host: peer,
+                host_static: [4; 32],
+            },
         );
-        let client = Client::start(config);
-        let peer = RelayKey([1; 32]);
+        let client = Client::start(config).unwrap();
         let message = vec![0; 64 << 10];
         for _ in 0..MAX_QUEUED_BYTES / message.len() {
             client.send(peer, message.clone()).unwrap();

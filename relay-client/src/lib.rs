@@ -13,11 +13,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod channels;
 pub mod client;
 /// End-to-end resume: sans-IO, kept in `protocol` beside the other wire formats.
 pub use protocol::resume;
 
-pub use client::{Client, ClientConfig, Inbound, MAX_QUEUED_BYTES, SendError};
+pub use channels::{ChannelSetup, Lane, SetupError};
+pub use client::{Client, ClientConfig, Inbound, MAX_QUEUED_BYTES, Registration, SendError};
 
 use std::sync::Arc;
 

@@ -1,5 +1,6 @@
 //! Exactly-once delivery through the real relay across dropped connections and a relay
-//! restart: 1,000 messages each way between a host and a device, 5 random drops, one restart.
+//! restart: 1,000 messages each way between a host and a device, 5 random drops, one restart;
+//! every one in the end-to-end channel, which each connection of the device opens anew.
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
@@ -8,7 +9,7 @@ use std::time::Duration;
 use protocol::relay::Side;
 use protocol::{RelayKey, SecretKey};
 use relay::{Config, Limits, Server};
-use relay_client::{Client, ClientConfig, Inbound, pinned_config};
+use relay_client::{ChannelSetup, Client, ClientConfig, Inbound, pinned_config};
 
 async fn start(addr: std::net::SocketAddr, identity: relay::tls::Identity) -> Server {
     // The clients pace themselves below this rate, resent backlogs included.
@@ -33,20 +34,36 @@ async fn start(addr: std::net::SocketAddr, identity: relay::tls::Identity) -> Se
     server
 }
 
+/// The static channel keys of the host (seed 1) and the device (seed 2).
+fn statics(seed: u8) -> ([u8; 32], [u8; 32]) {
+    let private = [seed + 0x40; 32];
+    (private, protocol::channel::public_of(&private).unwrap())
+}
+
 fn client(addr: &str, pin: [u8; 32], seed: u8, side: Side, devices: Vec<RelayKey>) -> Client {
+    let (private, _) = statics(seed);
+    let channel = match side {
+        Side::Host => ChannelSetup::Host { local_static: private.into() },
+        Side::Device => ChannelSetup::Device {
+            local_static: private.into(),
+            host: RelayKey::of(&SecretKey::from_seed(&[1; 32]).public_key()),
+            host_static: statics(1).1,
+        },
+    };
     let mut config = ClientConfig::new(
         addr.into(),
         "localhost".into(),
         pinned_config(pin),
         SecretKey::from_seed(&[seed; 32]),
         side,
+        channel,
     );
-    config.devices = devices;
+    config.devices = devices.into_iter().map(|d| (d, statics(2).1)).collect();
     config.rto = Duration::from_millis(200);
     config.backoff_min = Duration::from_millis(20);
     config.backoff_max = Duration::from_millis(300);
     config.max_frames_per_sec = 1_500;
-    Client::start(config)
+    Client::start(config).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,6 +10,8 @@ use protocol::{
     HostEvent, Message, PublicKey, ReplayState, ReplayWindow, SealContext, Sealed, SecretKey,
     VerifyContext,
 };
+/// What the end-to-end channel is made with ([`Link::channel`]).
+pub use relay_client::ChannelSetup;
 use relay_client::{Client, ClientConfig, Inbound};
 
 use crate::profile::{CounterBlocks, Profile, ProfileError};
@@ -33,6 +35,15 @@ pub enum SessionError {
     /// The link to the relay stopped, or has too much queued to take more.
     #[error(transparent)]
     Link(#[from] relay_client::SendError),
+    /// The end-to-end channel's keys are not usable.
+    #[error("the end-to-end channel: {0}")]
+    Channel(#[from] relay_client::SetupError),
+    /// The profile was paired before the end-to-end channel: it has no channel keys.
+    #[error(
+        "this profile was paired before the end-to-end channel and has no channel keys: pair it \
+         again (`remote pair LINK --force`)"
+    )]
+    NoChannel,
 }
 
 /// How long a message the device sends stays valid.
@@ -87,6 +98,8 @@ pub struct Link {
     pub host: PublicKey,
     /// For pairing: the host key and the offer token to knock with.
     pub knock: Option<(protocol::RelayKey, protocol::PairingToken)>,
+    /// The end-to-end channel's keys.
+    pub channel: ChannelSetup,
 }
 
 /// A connected device.
@@ -129,6 +142,7 @@ impl Session {
             tls,
             SecretKey::from_seed(&key.to_seed()),
             protocol::relay::Side::Device,
+            link.channel,
         );
         config.knock = link.knock;
         // Everything up to the highest counter accepted before counts as seen.
@@ -137,7 +151,7 @@ impl Session {
             seen: if received == 0 { 0 } else { u64::MAX },
         });
         Ok(Self {
-            client: Client::start(config),
+            client: Client::start(config)?,
             key,
             host: link.host,
             counters: CounterBlocks::new(profile.clone()),
@@ -158,18 +172,29 @@ impl Session {
             None => None,
         };
         let received = profile.update_counters(|c| c.received)?;
+        let (Some(host_static), Ok(local_static)) =
+            (pairing.host_channel_key, profile.channel_key())
+        else {
+            return Err(SessionError::NoChannel);
+        };
+        let host = pairing.host.key();
         let link = Link {
             relay: pairing.relay.clone(),
             cert_sha256,
-            host: pairing.host.key(),
+            host,
             knock: None,
+            channel: ChannelSetup::Device {
+                local_static,
+                host: protocol::RelayKey::of(&host),
+                host_static: host_static.0,
+            },
         };
         let session = Self::start(link, key, Some(profile.clone()), received)?;
         Ok((pairing, session))
     }
 
-    /// Seals and queues a message to the host.
-    pub fn send(&mut self, message: &Message) -> Result<(), SessionError> {
+    /// Seals and queues a message to the host; returns the frame as sealed.
+    pub fn send(&mut self, message: &Message) -> Result<Vec<u8>, SessionError> {
         let counter = self.counters.take()?;
         let now = now_ms();
         let ctx = SealContext {
@@ -180,8 +205,15 @@ impl Session {
         };
         let frame = protocol::seal(&self.key, &ctx, message)?;
         let host = protocol::RelayKey::of(&self.host);
-        self.client.send(host, frame)?;
+        self.client.send(host, frame.clone())?;
         self.counters.reserve_ahead();
+        Ok(frame)
+    }
+
+    /// Queues a frame sealed before, as it is (what a device that lost track of what it sent
+    /// might do: the host takes each frame once).
+    pub fn send_frame(&mut self, frame: Vec<u8>) -> Result<(), SessionError> {
+        self.client.send(protocol::RelayKey::of(&self.host), frame)?;
         Ok(())
     }
 
@@ -209,6 +241,8 @@ impl Session {
                 Inbound::Refused(reason) => {
                     eprintln!("remote: the relay refused: {reason}");
                 }
+                // Tampered or replayed on the way: dropped, and counted.
+                Inbound::ChannelRefused { .. } => self.dropped += 1,
                 Inbound::Presence { .. } | Inbound::Connected => {}
             }
         }

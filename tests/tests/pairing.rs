@@ -239,9 +239,10 @@ fn files_are_read_written_and_edited_inside_the_workspace_only() {
     assert!(!world.ws().join("new.txt").exists());
 }
 
-/// A hello with the right token but a wrong proof (what a relay that saw the token could send)
-/// burns the offer: the real device with the real link is then refused too, and the host's
-/// audit log says why.
+/// A hello with the right token but a wrong proof burns the offer: the real device with the real
+/// link is then refused too, and the host's audit log says why. (A relay, which sees the token
+/// but not the secret, cannot even open the pairing channel: see `hostile_relay.rs`; this is a
+/// sender that has the link and proves it wrongly.)
 #[test]
 fn a_wrong_proof_burns_the_offer() {
     let world = World::new();
@@ -257,6 +258,9 @@ fn a_wrong_proof_burns_the_offer() {
             cert_sha256: link.cert_sha256,
             host,
             knock: Some((protocol::RelayKey::of(&host), token)),
+            channel: remote::session::ChannelSetup::Pairing {
+                psk: protocol::pairing::channel_psk(&link.pairing_secret()).into(),
+            },
         };
         let key = protocol::SecretKey::from_seed(&[0x42; 32]);
         let mut session = remote::session::Session::start(session_link, key, None, 0).unwrap();

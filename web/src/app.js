@@ -7,7 +7,7 @@
 import * as store from "./store.js";
 import { pairingScreen } from "./pairing.js";
 import { HostScreen } from "./host-screen.js";
-import { fail, linkState, tick } from "./ui.js";
+import { fail, h, linkState, tick } from "./ui.js";
 
 setInterval(tick, 1000);
 
@@ -28,6 +28,18 @@ async function start(href) {
     return fail(
       "This browser is not paired",
       "At the host, run `agent-host pair` (or `agent-host up`), then open the link it prints, or scan its QR code, on this device.",
+    );
+  }
+  if (!record.channelKeyPair || !record.hostChannelKey) {
+    const again = h("button", { type: "button" }, "Forget this pairing");
+    again.addEventListener("click", async () => {
+      await store.forget();
+      start("/");
+    });
+    return fail(
+      "This browser was paired before the end-to-end channel",
+      `It has no channel keys for ${record.hostName}, and the host talks to no device without them. Forget this pairing, then pair again with a new link from \`agent-host pair\`.`,
+      h("div", { class: "buttons" }, again),
     );
   }
   new HostScreen(record);

@@ -1,141 +1,209 @@
 // The end-to-end channel between this device and its host: the browser's side of
 // `protocol/src/channel.rs` (which says why each part is as it is), over `noise.js`. A
-// handshake (`Noise_KK_25519_AESGCM_SHA256`, the prologue naming both Ed25519 identities), then
-// messages split into chunks padded to a few size classes. `protocol/golden/channel.json` pins
-// the bytes; `web/test/channel.test.js` makes the same ones here.
+// handshake on every connection (`Noise_KK_25519_AESGCM_SHA256` for a paired device, the
+// prologue naming both Ed25519 identities; `Noise_NNpsk0_25519_AESGCM_SHA256` under a key from
+// the pairing link's secret while pairing), then every resume payload sealed at an explicit
+// nonce, in chunks padded to a few size classes. `protocol/golden/channel.json` pins the bytes;
+// `web/test/channel.test.js` makes the same ones here.
 
 import { HandshakeState, NoiseError } from "./noise.js";
+import { concat } from "./protocol.js";
 
 export const PROTOCOL = "Noise_KK_25519_AESGCM_SHA256";
+export const PAIRING_PROTOCOL = "Noise_NNpsk0_25519_AESGCM_SHA256";
 const PROLOGUE_LABEL = new TextEncoder().encode("agent-bridge channel 1");
-export const KIND_HELLO = 0x01;
-export const KIND_ANSWER = 0x02;
-export const KIND_DATA = 0x03;
+const PAIRING_PROLOGUE_LABEL = new TextEncoder().encode("agent-bridge pairing channel 1");
+const PSK_DOMAIN = new TextEncoder().encode("agent-bridge pairing channel psk v1\0");
+export const KIND_HELLO = 0x11;
+export const KIND_ANSWER = 0x12;
+export const KIND_DATA = 0x13;
+export const KIND_UNKNOWN = 0x14;
+export const KIND_PAIR_HELLO = 0x15;
+export const KIND_PAIR_ANSWER = 0x16;
 /** Sizes a chunk's plaintext is padded up to (none is larger). */
 export const SIZE_CLASSES = [256, 1024, 4096, 16384, 32768, 65519];
 const CHUNK_HEADER = 3;
 export const MAX_CHUNK_DATA = 65519 - CHUNK_HEADER;
 const LAST = 1;
+const FIRST = 2;
+const DATA_HEADER = 17;
+const MAX_FRAME = DATA_HEADER + 65535;
 
 export { NoiseError };
 
 const sizeClass = (len) => SIZE_CLASSES.find((c) => c >= len) ?? Infinity;
-/** The largest frame: the kind, the largest chunk and its tag. */
-const MAX_FRAME = 1 + 65519 + 16;
+const subtle = globalThis.crypto.subtle;
 
-const prologue = (host, device) => {
-  const out = new Uint8Array(PROLOGUE_LABEL.length + 64);
-  out.set(PROLOGUE_LABEL);
-  out.set(host, PROLOGUE_LABEL.length);
-  out.set(device, PROLOGUE_LABEL.length + 32);
+/** The pairing channel's pre-shared key from the link's secret (`protocol::pairing::channel_psk`). */
+export async function pairingPsk(secret) {
+  return new Uint8Array(await subtle.digest("SHA-256", concat(PSK_DOMAIN, secret)));
+}
+
+/** Reads a channel frame's shape (nothing is decrypted); throws on a malformed one. */
+export function decodeFrame(bytes) {
+  if (bytes.length < 9 || bytes.length > MAX_FRAME) throw new NoiseError("a channel frame is malformed");
+  const kind = bytes[0];
+  const id = bytes.slice(1, 9);
+  const rest = bytes.subarray(9);
+  switch (kind) {
+    case KIND_HELLO:
+      return { kind: "hello", id, message: rest };
+    case KIND_ANSWER:
+      return { kind: "answer", id, message: rest };
+    case KIND_DATA:
+      if (rest.length < 8) break;
+      return { kind: "data", id, nonce: new DataView(rest.buffer, rest.byteOffset).getBigUint64(0), ciphertext: rest.subarray(8) };
+    case KIND_UNKNOWN:
+      if (rest.length !== 0) break;
+      return { kind: "unknown", id };
+    case KIND_PAIR_HELLO:
+      if (rest.length < 32) break;
+      return { kind: "pair_hello", id, token: rest.slice(0, 32), message: rest.subarray(32) };
+    case KIND_PAIR_ANSWER:
+      return { kind: "pair_answer", id, message: rest };
+  }
+  throw new NoiseError("a channel frame is malformed");
+}
+
+const framed = (kind, id, ...parts) => concat(Uint8Array.of(kind), id, ...parts);
+const u64 = (n) => {
+  const out = new Uint8Array(8);
+  new DataView(out.buffer).setBigUint64(0, BigInt(n));
   return out;
 };
+export const sameId = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 
-const framed = (kind, bytes) => {
-  const out = new Uint8Array(1 + bytes.length);
-  out[0] = kind;
-  out.set(bytes, 1);
-  return out;
-};
-
-/** An open channel: seals messages into frames and opens frames into messages. */
+/** An open channel: seals resume payloads into data frames and opens them. */
 export class Channel {
   #send;
   #receive;
+  #nextNonce = 0n;
+  #lastOpened = -1n;
   #partial = [];
   #partialLength = 0;
-  #maxMessage;
+  #partialNext = null;
+  #maxPayload;
   #closed = false;
 
-  constructor({ send, receive }, handshakeHash, maxMessage) {
+  constructor(id, { send, receive }, handshakeHash, maxPayload) {
+    this.id = id;
     this.#send = send;
     this.#receive = receive;
     this.handshakeHash = handshakeHash;
-    this.#maxMessage = maxMessage;
+    this.#maxPayload = maxPayload;
   }
 
-  /** One frame per chunk of `message`. */
-  async seal(message) {
-    const frames = [];
+  /** One data frame per chunk of `payload`, at consecutive nonces (taken at once). */
+  seal(payload) {
+    const chunks = [];
     let at = 0;
     do {
-      const data = message.subarray(at, at + MAX_CHUNK_DATA);
-      at += data.length;
-      const last = at >= message.length;
-      const plaintext = new Uint8Array(sizeClass(CHUNK_HEADER + data.length));
-      plaintext[0] = last ? LAST : 0;
-      new DataView(plaintext.buffer).setUint16(1, data.length);
-      plaintext.set(data, CHUNK_HEADER);
-      frames.push(framed(KIND_DATA, await this.#send.encrypt(plaintext)));
-      if (last) return frames;
-    } while (true);
+      chunks.push(payload.subarray(at, at + MAX_CHUNK_DATA));
+      at += MAX_CHUNK_DATA;
+    } while (at < payload.length);
+    const first = this.#nextNonce;
+    this.#nextNonce += BigInt(chunks.length);
+    return Promise.all(
+      chunks.map(async (data, i) => {
+        const plaintext = new Uint8Array(sizeClass(CHUNK_HEADER + data.length));
+        plaintext[0] = (i === 0 ? FIRST : 0) | (i === chunks.length - 1 ? LAST : 0);
+        new DataView(plaintext.buffer).setUint16(1, data.length);
+        plaintext.set(data, CHUNK_HEADER);
+        const nonce = first + BigInt(i);
+        return framed(KIND_DATA, this.id, u64(nonce), await this.#send.encryptAt(nonce, plaintext));
+      }),
+    );
   }
 
   /**
-   * The message, once a frame brings its last chunk; `null` before. A frame that does not
-   * decrypt changes nothing; a chunk that decrypts but is malformed or over the limit closes the
-   * channel (as `protocol/src/channel.rs` says why).
+   * A data frame's chunk (the caller found this channel by the frame's id, and opens one frame
+   * at a time, in order): the payload once whole, `null` before. A frame that does not decrypt,
+   * or came again, changes nothing; a chunk that decrypts but is malformed or over the limit
+   * closes the channel.
    */
-  async open(frame) {
+  async open(nonce, ciphertext) {
     if (this.#closed) throw new NoiseError("the channel was closed after a bad chunk");
-    if (frame[0] !== KIND_DATA || frame.length > MAX_FRAME) throw new NoiseError("not a frame this side expects now");
-    const chunk = await this.#receive.decrypt(frame.subarray(1));
+    if (nonce <= this.#lastOpened) throw new NoiseError("a channel frame came again");
+    const chunk = await this.#receive.decryptAt(nonce, ciphertext);
+    if (nonce <= this.#lastOpened) throw new NoiseError("a channel frame came again");
+    this.#lastOpened = nonce;
     try {
-      return this.#take(chunk);
+      return this.#take(nonce, chunk);
     } catch (e) {
       this.#closed = true;
-      this.#partial = [];
-      this.#partialLength = 0;
+      this.#reset();
       throw e;
     }
   }
 
-  #take(chunk) {
+  #reset() {
+    this.#partial = [];
+    this.#partialLength = 0;
+    this.#partialNext = null;
+  }
+
+  #take(nonce, chunk) {
     if (chunk.length < CHUNK_HEADER) throw new NoiseError("a chunk is malformed");
     const flags = chunk[0];
     const len = new DataView(chunk.buffer, chunk.byteOffset).getUint16(1);
     const rest = chunk.subarray(CHUNK_HEADER);
-    if ((flags & ~LAST) !== 0 || len > rest.length || chunk.length !== sizeClass(CHUNK_HEADER + len) || rest.subarray(len).some((b) => b !== 0)) {
+    if ((flags & ~(LAST | FIRST)) !== 0 || len > rest.length || chunk.length !== sizeClass(CHUNK_HEADER + len) || rest.subarray(len).some((b) => b !== 0)) {
       throw new NoiseError("a chunk is malformed");
     }
-    if (this.#partialLength + len > this.#maxMessage) throw new NoiseError(`a message over ${this.#maxMessage} bytes`);
+    if (flags & FIRST) {
+      this.#reset();
+    } else if (this.#partialNext !== nonce) {
+      // Its predecessors were lost: so is this payload, which the resume layer sends again.
+      this.#reset();
+      return null;
+    }
+    if (this.#partialLength + len > this.#maxPayload) throw new NoiseError(`a payload over ${this.#maxPayload} bytes`);
     this.#partial.push(rest.slice(0, len));
     this.#partialLength += len;
-    if (!(flags & LAST)) return null;
-    const message = new Uint8Array(this.#partialLength);
-    let at = 0;
-    for (const part of this.#partial) {
-      message.set(part, at);
-      at += part.length;
+    if (!(flags & LAST)) {
+      this.#partialNext = nonce + 1n;
+      return null;
     }
-    this.#partial = [];
-    this.#partialLength = 0;
-    return message;
+    const payload = concat(...this.#partial);
+    this.#reset();
+    return payload;
   }
 }
 
-/**
- * The device's side: `localStatic` its X25519 key pair ({ privateKey, publicKey }),
- * `remoteStatic` the host's public key from pairing, `host` and `device` the Ed25519 identities
- * (bytes). Returns the hello to send and `finish(answer)`, which opens the channel.
- * `ephemeral` is for known-answer tests only.
- */
-export async function initiate({ localStatic, remoteStatic, host, device, maxMessage, ephemeral = null }) {
-  const hs = await HandshakeState.create({ protocol: PROTOCOL, initiator: true, prologue: prologue(host, device), s: localStatic, rs: remoteStatic, e: ephemeral });
-  const hello = framed(KIND_HELLO, await hs.writeMessage());
-  const finish = async (answer) => {
-    if (answer[0] !== KIND_ANSWER) throw new NoiseError("not a frame this side expects now");
-    if ((await hs.readMessage(answer.subarray(1))).length !== 0) throw new NoiseError("a chunk is malformed");
-    return new Channel(hs.transport(), hs.handshakeHash, maxMessage);
-  };
-  return { hello, finish };
+function handshakeOf({ pairing, host, device, localStatic, remoteStatic, psk, token, ephemeral, initiator }) {
+  if (pairing) {
+    const prologue = concat(PAIRING_PROLOGUE_LABEL, host, device, token);
+    return HandshakeState.create({ protocol: PAIRING_PROTOCOL, initiator, prologue, psks: [psk], e: ephemeral });
+  }
+  return HandshakeState.create({ protocol: PROTOCOL, initiator, prologue: concat(PROLOGUE_LABEL, host, device), s: localStatic, rs: remoteStatic, e: ephemeral });
 }
 
-/** The host's side (the host is Rust; this is for tests): the open channel and the answer. */
-export async function respond({ localStatic, remoteStatic, host, device, maxMessage, hello, ephemeral = null }) {
-  if (hello[0] !== KIND_HELLO) throw new NoiseError("not a frame this side expects now");
-  const hs = await HandshakeState.create({ protocol: PROTOCOL, initiator: false, prologue: prologue(host, device), s: localStatic, rs: remoteStatic, e: ephemeral });
-  if ((await hs.readMessage(hello.subarray(1))).length !== 0) throw new NoiseError("a chunk is malformed");
-  const answer = framed(KIND_ANSWER, await hs.writeMessage());
-  return { channel: new Channel(hs.transport(), hs.handshakeHash, maxMessage), answer };
+/**
+ * The device's side of a handshake. A paired device gives `localStatic` (its X25519 key pair),
+ * `remoteStatic` (the host's public key from pairing); a pairing one `psk` ({@link pairingPsk})
+ * and `token` (the offer's, bytes). Both give `host` and `device` (Ed25519 identities, bytes),
+ * `id` (8 random bytes), `incarnation` (a bigint naming this page's run). Returns the hello and
+ * `finish(answerMessage)`, which opens the channel. `ephemeral` is for known-answer tests only.
+ */
+export async function initiate({ id, incarnation, maxPayload, ephemeral = null, ...keys }) {
+  const pairing = Boolean(keys.psk);
+  const hs = await handshakeOf({ ...keys, pairing, ephemeral, initiator: true });
+  const message = await hs.writeMessage(u64(incarnation));
+  const hello = pairing ? framed(KIND_PAIR_HELLO, id, keys.token, message) : framed(KIND_HELLO, id, message);
+  const finish = async (answer) => {
+    if ((await hs.readMessage(answer)).length !== 0) throw new NoiseError("a channel frame is malformed");
+    return new Channel(id, hs.transport(), hs.handshakeHash, maxPayload);
+  };
+  return { hello, finish, pairing };
+}
+
+/** The host's side (the host is Rust; this is for tests): the open channel, the answer, the incarnation. */
+export async function respond({ id, hello, maxPayload, ephemeral = null, ...keys }) {
+  const pairing = Boolean(keys.psk);
+  const hs = await handshakeOf({ ...keys, pairing, ephemeral, initiator: false });
+  const payload = await hs.readMessage(hello);
+  if (payload.length !== 8) throw new NoiseError("a channel frame is malformed");
+  const incarnation = new DataView(payload.buffer, payload.byteOffset).getBigUint64(0);
+  const answer = framed(pairing ? KIND_PAIR_ANSWER : KIND_ANSWER, id, await hs.writeMessage());
+  return { channel: new Channel(id, hs.transport(), hs.handshakeHash, maxPayload), answer, incarnation };
 }

@@ -1,11 +1,12 @@
-// A device in the browser: the link to the relay (authentication, pairing knock, end-to-end
-// resume) and the device's conversation with its host (signed requests and decisions out,
-// host-signed events in, checked against the host key from pairing).
+// A device in the browser: the link to the relay (authentication, pairing knock, the end-to-end
+// channel, end-to-end resume) and the device's conversation with its host (signed requests and
+// decisions out, host-signed events in, checked against the host key from pairing).
 //
 // The same code runs in Node for the tests (with its WebSocket). Keys are WebCrypto Ed25519
 // keys; in the browser the private key is made non-extractable and kept in IndexedDB.
 
 import * as p from "./protocol.js";
+import * as c from "./channel.js";
 
 const subtle = globalThis.crypto?.subtle ?? (await import("node:crypto")).webcrypto.subtle;
 
@@ -83,11 +84,23 @@ export class EventStreamSocket {
   }
 }
 
+/** The largest resume payload taken: a whole envelope and the resume header. */
+const MAX_PAYLOAD = (4 << 20) + 25;
+/** A hello unanswered this long is sent again (relay-client/src/channels.rs). */
+const HANDSHAKE_RETRY_MS = 3000;
+
 /**
- * The relay link of a device: one WebSocket, reconnected with backoff, and the resume layer of
- * protocol/src/resume.rs towards the host (this side's epoch; the host's stream joined at
- * the first frame that arrives; acknowledgements; everything unacknowledged sent again after a
- * reconnect or a second).
+ * The relay link of a device: one WebSocket, reconnected with backoff; on each connection a new
+ * end-to-end channel with the host (web/src/channel.js; relay-client/src/channels.rs says when a
+ * device opens one: each connection, the host back online, the host's "no such channel", an
+ * unanswered hello); inside it, the resume layer of protocol/src/resume.rs towards the host
+ * (this side's epoch; the host's stream joined at the first frame that arrives;
+ * acknowledgements; everything unacknowledged sent again once a new channel is open, or after a
+ * second). Nothing but handshakes goes to the host before its channel is open.
+ *
+ * `channel`: `{ host, device, localStatic, remoteStatic }` for a paired device (the Ed25519
+ * identities as bytes, this device's X25519 key pair, the host's X25519 public key), or
+ * `{ host, device, psk, token }` for one that is pairing (see `channel.js`).
  *
  * `transport`: "websocket", "event-stream" ([`EventStreamSocket`]), or "auto" (the default): a
  * WebSocket, and the event stream once two WebSocket attempts in a row closed before the relay
@@ -99,8 +112,13 @@ export class EventStreamSocket {
  * side delivers a sequence number once.
  */
 export class RelayLink {
-  constructor({ url, keyPair, publicKey, binding, knock = null, onMessage, onNotice = () => {}, transport = "auto", probeMs = 30000 }) {
-    Object.assign(this, { url, keyPair, publicKey, binding, knock, onMessage, onNotice, probeMs });
+  constructor({ url, keyPair, publicKey, binding, channel, knock = null, onMessage, onNotice = () => {}, transport = "auto", probeMs = 30000 }) {
+    Object.assign(this, { url, keyPair, publicKey, binding, channel, knock, onMessage, onNotice, probeMs });
+    this.peer = channel.host;
+    this.chan = null; // the open channel of this connection
+    this.handshaking = null; // { id, finish, at }
+    this.inbound = Promise.resolve(); // frames are opened one at a time, in order
+    this.sending = Promise.resolve(); // and sealed and sent one at a time, in order
     this.eventStream = transport === "event-stream";
     this.fallback = transport === "auto" && typeof EventSource === "function";
     this.silentFailures = 0;
@@ -110,7 +128,14 @@ export class RelayLink {
     this.streams = new Map(); // `${peerHex}:${epoch}` -> delivered (bigint)
     this.closed = false;
     this.backoff = 100;
-    this.timer = setInterval(() => this.resend(false), 250);
+    this.timer = setInterval(() => {
+      // A hello unanswered: sent again, unless a channel is still open (then it stays in use).
+      if (this.ready && this.handshaking && Date.now() - this.handshaking.at >= HANDSHAKE_RETRY_MS) {
+        if (this.chan) this.handshaking = null;
+        else this.handshake();
+      }
+      this.resend(false);
+    }, 250);
     this.connect();
   }
 
@@ -124,10 +149,12 @@ export class RelayLink {
     ws.onmessage = (event) => {
       heard = true;
       this.silentFailures = 0;
-      this.received(event.data).catch((e) => this.onNotice({ type: "error", error: String(e) }));
+      this.inbound = this.inbound.then(() => this.received(event.data)).catch((e) => this.onNotice({ type: "error", error: String(e) }));
     };
     ws.onclose = () => {
       this.ready = false;
+      this.chan = null;
+      this.handshaking = null;
       if (this.closed || ws !== this.ws) return;
       if (!heard && this.fallback && !this.eventStream && ++this.silentFailures >= 2) {
         this.eventStream = true;
@@ -155,19 +182,70 @@ export class RelayLink {
         if (this.knock) this.ws.send(JSON.stringify({ type: "knock", host: p.toHex(this.knock.host), token: this.knock.token }));
         this.ready = true;
         this.onNotice({ type: "link", up: true, transport: this.transport });
-        this.resend(true);
+        await this.handshake();
         if (this.eventStream && this.fallback) {
           clearInterval(this.probing);
           this.probing = setInterval(() => this.probe(), this.probeMs);
         }
       } else {
+        // The host back online may have restarted and forgotten this channel (unless a hello is
+        // under way; a device that is pairing keeps its channel: see relay-client/src/channels.rs).
+        if (control.type === "host_presence" && control.online && control.host === p.toHex(this.peer) && !this.channel.psk && !this.handshaking) await this.handshake();
         this.onNotice(control);
       }
       return;
     }
     const routed = p.splitRelayFrame(new Uint8Array(data));
-    if (!routed) return;
-    const { peer: from, payload } = routed;
+    if (!routed || p.toHex(routed.peer) !== p.toHex(this.peer)) return;
+    let frame;
+    try {
+      frame = c.decodeFrame(routed.payload);
+    } catch (e) {
+      return this.onNotice({ type: "channel_refused", error: String(e.message ?? e) });
+    }
+    const hs = this.handshaking;
+    if ((frame.kind === "answer" || frame.kind === "pair_answer") && hs?.finish && c.sameId(frame.id, hs.id) && (frame.kind === "pair_answer") === Boolean(this.channel.psk)) {
+      this.handshaking = null;
+      try {
+        this.chan = await hs.finish(frame.message);
+      } catch (e) {
+        return this.onNotice({ type: "channel_refused", error: String(e.message ?? e) });
+      }
+      this.chanAt = Date.now();
+      this.onNotice({ type: "channel", up: true });
+      this.resend(true);
+    } else if (frame.kind === "data" && this.chan && c.sameId(frame.id, this.chan.id)) {
+      // Frames for another channel are another page's (or process's) of the same key.
+      let payload;
+      try {
+        payload = await this.chan.open(frame.nonce, frame.ciphertext);
+      } catch (e) {
+        return this.onNotice({ type: "channel_refused", error: String(e.message ?? e) });
+      }
+      if (payload) this.resumed(routed.peer, payload);
+    } else if (frame.kind === "unknown") {
+      const ours = (this.chan && c.sameId(frame.id, this.chan.id)) || (hs && c.sameId(frame.id, hs.id));
+      const any = frame.id.every((b) => b === 0) && !hs && (!this.chan || Date.now() - this.chanAt >= 2000);
+      if (ours || any) await this.handshake();
+    }
+  }
+
+  /** Opens a new channel with the host on this connection (one still open stays in use until then). */
+  async handshake() {
+    if (!this.ready) return;
+    const id = randomBytes(8);
+    if (id.every((b) => b === 0)) id[0] = 1;
+    const ws = this.ws;
+    const started = { id, at: Date.now(), finish: null };
+    this.handshaking = started;
+    const { hello, finish } = await c.initiate({ ...this.channel, id, incarnation: this.epoch, maxPayload: MAX_PAYLOAD });
+    if (this.handshaking !== started || this.ws !== ws || !this.ready) return;
+    started.finish = finish;
+    ws.send(p.relayFrame(this.peer, hello));
+  }
+
+  /** A resume payload from the channel. */
+  resumed(from, payload) {
     const frame = p.decodeResume(payload);
     if (frame.kind === "ack") {
       if (frame.epoch === this.epoch) {
@@ -194,8 +272,20 @@ export class RelayLink {
   }
 
   ack(peer, epoch, seq) {
-    if (!this.ready) return;
-    this.ws.send(p.relayFrame(peer, p.encodeResume({ kind: "ack", epoch, seq })));
+    this.sealed(p.encodeResume({ kind: "ack", epoch, seq }));
+  }
+
+  /** Seals a resume payload in this connection's channel and sends it, in order. */
+  sealed(payload) {
+    const { chan, ws } = this;
+    if (!this.ready || !chan) return;
+    this.sending = this.sending
+      .then(async () => {
+        const frames = await chan.seal(payload);
+        if (this.chan !== chan || this.ws !== ws) return;
+        for (const frame of frames) ws.send(p.relayFrame(this.peer, frame));
+      })
+      .catch((e) => this.onNotice({ type: "error", error: String(e) }));
   }
 
   /** "websocket" or "event-stream": what the link uses (or tries) now. */
@@ -248,14 +338,13 @@ export class RelayLink {
   }
 
   resend(all) {
-    if (!this.ready || this.unacked.length === 0) return;
+    if (!this.ready || !this.chan || this.unacked.length === 0) return;
     const base = this.unacked[0].seq;
     const now = Date.now();
     for (const m of this.unacked) {
       if (all || m.sentAt === null || now - m.sentAt >= 1000) {
         m.sentAt = now;
-        const payload = p.encodeResume({ kind: "data", epoch: this.epoch, seq: m.seq, base, message: m.message });
-        this.ws.send(p.relayFrame(m.peer, payload));
+        this.sealed(p.encodeResume({ kind: "data", epoch: this.epoch, seq: m.seq, base, message: m.message }));
       }
     }
   }
@@ -272,13 +361,17 @@ export class RelayLink {
  * A paired (or pairing) device talking to its host. `state` is where counters live
  * ({ sent, received }); `persist(state)` keeps it (the browser: IndexedDB; the tests: memory)
  * and is awaited before a counter is used, so a reload never signs two messages with one
- * counter. `notice` receives notices: `{ type: "link", up, transport }` as the relay link comes
- * and goes, `{ type: "transport", transport }` when it falls back to the event stream,
- * `{ type: "error", error }`, and the relay's own control messages (`undeliverable`, `refused`,
- * `host_presence`).
+ * counter. `channel` is the end-to-end channel's keys: `{ localStatic, remoteStatic }` (this
+ * device's X25519 key pair, the host's public key) once paired, `{ psk, token }` while pairing
+ * (the identities are `hostKey` and `publicKey`). `notice` receives notices:
+ * `{ type: "link", up, transport }` as the relay link comes and goes, `{ type: "channel", up }`
+ * when a channel with the host opens, `{ type: "transport", transport }` when it falls back to
+ * the event stream, `{ type: "channel_refused", error }` for a frame the channel refused
+ * (tampered, replayed), `{ type: "error", error }`, and the relay's own control messages
+ * (`undeliverable`, `refused`, `host_presence`).
  */
 export class Device {
-  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, knock = null, persist = async () => {}, notice = () => {}, transport = "auto" }) {
+  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, channel, knock = null, persist = async () => {}, notice = () => {}, transport = "auto" }) {
     Object.assign(this, { keyPair, publicKey, hostKey, state, persist, notice });
     // Nothing at or below what an earlier run accepted is accepted again.
     this.floor = BigInt(state.received ?? 0);
@@ -296,6 +389,7 @@ export class Device {
       binding,
       knock,
       transport,
+      channel: { host: hostKey, device: publicKey, ...channel },
       // One at a time, in arrival order (checking a signature is asynchronous).
       onMessage: (from, bytes) => (this.queue = this.queue
           .then(() => this.incoming(from, bytes))
@@ -377,15 +471,16 @@ export class Device {
 }
 
 /**
- * Pairs a new device with the host of `link` (a parsed pairing link): sends the hello proving
- * the secret (with `channelKey`, this device's static channel public key, when given), and
- * waits for the host's answer (signed by the host key from the link), which carries the host's
- * channel key. Fails at once when the relay refuses the link's offer or has no route to the
- * host.
+ * Pairs a new device with the host of `link` (a parsed pairing link), through the pairing
+ * channel that the link's secret keys: sends the hello proving the secret (with `channelKey`,
+ * this device's static channel public key), and waits for the host's answer (signed by the host
+ * key from the link), which carries the host's channel key. Fails at once when the relay refuses
+ * the link's offer or has no route to the host.
  */
-export async function pair({ link, name, relayUrl, binding, keyPair, channelKey = null, ms = 60000, notice = () => {}, transport = "auto" }) {
+export async function pair({ link, name, relayUrl, binding, keyPair, channelKey, ms = 60000, notice = () => {}, transport = "auto" }) {
   const publicKey = await rawPublicKey(keyPair);
   const token = await p.pairingToken(link.secret);
+  const channel = { psk: await c.pairingPsk(link.secret), token: p.fromHex(token, 32) };
   const proof = await p.pairingProof(link.secret, link.hostKey, publicKey, name);
   const state = { sent: 0, received: 0 };
   let fail;
@@ -399,6 +494,7 @@ export async function pair({ link, name, relayUrl, binding, keyPair, channelKey 
     hostKey: link.hostKey,
     state,
     knock: { host: link.hostKey, token },
+    channel,
     transport,
     notice: (n) => {
       notice(n);
@@ -408,13 +504,12 @@ export async function pair({ link, name, relayUrl, binding, keyPair, channelKey 
       }
     },
   });
-  const hello = { type: "hello", token, name, proof };
-  if (channelKey) hello.channel_key = p.toHex(channelKey);
-  await device.send("pairing", hello);
+  await device.send("pairing", { type: "hello", token, name, proof, channel_key: p.toHex(channelKey) });
   try {
     const answer = await Promise.race([device.next((m) => m.type === "accepted" || m.type === "rejected", ms), failed]);
     if (answer.type === "rejected") throw new Error(`the host refused the pairing: ${answer.reason}`);
-    const hostChannelKey = typeof answer.channel_key === "string" ? p.fromHex(answer.channel_key, 32) : null;
+    if (typeof answer.channel_key !== "string") throw new Error("the host did not give its channel key (upgrade the host, then pair again)");
+    const hostChannelKey = p.fromHex(answer.channel_key, 32);
     return { role: answer.role, hostName: answer.host_name, hostChannelKey, publicKey, state };
   } finally {
     device.close();

@@ -36,6 +36,7 @@ export class HostScreen {
       keyPair: record.keyPair,
       publicKey: record.publicKey,
       hostKey: record.hostKey,
+      channel: { localStatic: record.channelKeyPair, remoteStatic: record.hostChannelKey },
       state: record,
       persist: (state) => store.save(state),
       notice: (notice) => this.apply({ kind: "notice", notice }),

@@ -106,6 +106,14 @@ async function dh(pair, publicBytes) {
   }
 }
 
+/** The AES-GCM nonce of Noise nonce `n` (section 12.4: 32 zero bits, then `n` big-endian). */
+function ivOf(n) {
+  if (typeof n !== "bigint" || n < 0n || n >= 0xffffffffffffffffn) throw new NoiseError("not a nonce");
+  const iv = new Uint8Array(12);
+  new DataView(iv.buffer).setBigUint64(4, n);
+  return iv;
+}
+
 /** Section 5.1: a key (or none) and a nonce. */
 export class CipherState {
   #key = null;
@@ -122,9 +130,7 @@ export class CipherState {
 
   #nonce() {
     if (this.#n >= 0xffffffffffffffffn) throw new NoiseError("the cipher's nonces are used up");
-    const iv = new Uint8Array(12);
-    new DataView(iv.buffer).setBigUint64(4, this.#n);
-    return iv;
+    return ivOf(this.#n);
   }
 
   async encryptWithAd(ad, plaintext) {
@@ -147,6 +153,28 @@ export class CipherState {
     }
     this.#n += 1n;
     return new Uint8Array(out);
+  }
+
+  /**
+   * A transport message at an explicit nonce (section 5.1's SetNonce, for messages that may be
+   * lost or reordered: section 11.4), with empty associated data; the state's own nonce is left
+   * as it was. The caller keeps every nonce to one use.
+   */
+  async encryptAt(nonce, plaintext) {
+    if (!this.#key) throw new NoiseError("no key yet");
+    const out = await subtle.encrypt({ name: "AES-GCM", iv: ivOf(nonce), additionalData: new Uint8Array(0), tagLength: 128 }, this.#key, plaintext);
+    return new Uint8Array(out);
+  }
+
+  /** The opening of {@link CipherState.encryptAt}. */
+  async decryptAt(nonce, ciphertext) {
+    if (ciphertext.length > MAX_MESSAGE) throw new NoiseError("over the largest Noise message");
+    if (!this.#key) throw new NoiseError("no key yet");
+    try {
+      return new Uint8Array(await subtle.decrypt({ name: "AES-GCM", iv: ivOf(nonce), additionalData: new Uint8Array(0), tagLength: 128 }, this.#key, ciphertext));
+    } catch {
+      throw new NoiseError("a message failed its authentication");
+    }
   }
 
   /** A transport message (section 5.1, with empty associated data). */

@@ -82,19 +82,15 @@ export async function pairingScreen(href, existing, start) {
     // (which the browser checked over TLS), never only to this page's.
     const binding = link.certSha256 ?? (await p.originBinding(`https://${link.relay.toLowerCase().replace(/:443$/, "")}`));
     try {
-      // The end-to-end channel's static key: X25519, its private half not extractable. A
-      // browser without WebCrypto X25519 pairs without one (the host lists it so).
+      // The end-to-end channel's static key: X25519, its private half not extractable.
       const channelKeyPair = await newChannelKeyPair().catch((e) => {
-        if (e?.name === "NotSupportedError") return null;
-        throw e;
+        throw new Error(e?.name === "NotSupportedError" ? "this browser has no WebCrypto X25519, which the end-to-end channel needs (a current Chrome, Edge, Firefox or Safari has it)" : String(e?.message ?? e));
       });
-      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${link.relay}/ws`, binding, keyPair, channelKey: channelKeyPair?.publicKey ?? null, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
-      if (channelKeyPair && paired.hostChannelKey) {
-        // A key of small order would make every channel with the host all zeros.
-        await agree(channelKeyPair, paired.hostChannelKey).catch(() => {
-          throw new Error("the host's channel key is not a usable X25519 key (the host may list this browser: revoke it there)");
-        });
-      }
+      const paired = await pair({ link, name: name.value.trim() || "Browser", relayUrl: `wss://${link.relay}/ws`, binding, keyPair, channelKey: channelKeyPair.publicKey, transport, ms: Math.max(link.expiresAtMs - Date.now(), 0) + 120000 });
+      // A key of small order would make every channel with the host all zeros.
+      await agree(channelKeyPair, paired.hostChannelKey).catch(() => {
+        throw new Error("the host's channel key is not a usable X25519 key (the host may list this browser: revoke it there)");
+      });
       await store.save({
         keyPair,
         publicKey,

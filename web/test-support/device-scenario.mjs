@@ -6,6 +6,7 @@
 import { spawn } from "node:child_process";
 import * as p from "../src/protocol.js";
 import { Device, newKeyPair, pair, rawPublicKey } from "../src/device.js";
+import { generateKeyPair } from "../src/noise.js";
 
 const [link, agentHost] = process.argv.slice(2);
 const parsed = p.parseLink(link);
@@ -14,7 +15,8 @@ const binding = parsed.certSha256;
 const keyPair = await newKeyPair();
 if (keyPair.privateKey.extractable) throw new Error("the private key must not be extractable");
 
-const paired = await pair({ link: parsed, name: "browser test", relayUrl, binding, keyPair });
+const channelKeyPair = await generateKeyPair();
+const paired = await pair({ link: parsed, name: "browser test", relayUrl, binding, keyPair, channelKey: channelKeyPair.publicKey });
 console.log(`paired as ${paired.role} with ${paired.hostName}`);
 
 const device = new Device({
@@ -23,6 +25,7 @@ const device = new Device({
   keyPair,
   publicKey: await rawPublicKey(keyPair),
   hostKey: parsed.hostKey,
+  channel: { localStatic: channelKeyPair, remoteStatic: paired.hostChannelKey },
   state: paired.state,
 });
 const sync = Device.requestId();

@@ -143,6 +143,9 @@ pub enum Effect {
         devices: Vec<protocol::RelayKey>,
         /// The open offers' tokens.
         offers: Vec<PairingToken>,
+        /// The pre-shared keys of the pairing channels the open offers take (not those whose
+        /// hello is under way: their channel is open already).
+        psks: Vec<(PairingToken, zeroize::Zeroizing<[u8; 32]>)>,
     },
     /// Judge a device's request and carry it out (the one path of `crate::actions`); what it
     /// comes to returns through [`HostCore::handle_done`].

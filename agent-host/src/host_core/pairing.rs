@@ -306,7 +306,13 @@ impl HostCore {
         let devices = self.devices.keys().map(|d| protocol::RelayKey::of(&d.key())).collect();
         let held = self.confirming.values().map(|c| c.token).chain(self.pairing.values().copied());
         let offers = self.offers.keys().copied().chain(held).collect();
-        self.effects.push_back(Effect::Register { devices, offers });
+        // Only an open offer takes a new pairing channel.
+        let psks = self
+            .offers
+            .iter()
+            .map(|(token, o)| (*token, zeroize::Zeroizing::new(pairing::channel_psk(&o.secret))))
+            .collect();
+        self.effects.push_back(Effect::Register { devices, offers, psks });
     }
 
     /// A device revoked at this machine is told why it hears nothing more, while its route is
@@ -448,7 +454,7 @@ mod tests {
         core.paired(token, phone.public_key(), device.clone());
         let got = effects(&mut core);
         assert!(
-            matches!(&got[0], Effect::Register { devices, offers } if devices.len() == 1 && offers.is_empty())
+            matches!(&got[0], Effect::Register { devices, offers, .. } if devices.len() == 1 && offers.is_empty())
         );
         assert!(
             matches!(&got[1], Effect::SendPairing { answer: Pairing::Accepted { host_name, .. }, .. } if host_name == "box")
@@ -568,7 +574,7 @@ mod tests {
         core.paired(token, phone.public_key(), d.clone());
         let got = effects(&mut core);
         assert!(
-            matches!(&got[0], Effect::Register { devices, offers } if devices.len() == 1 && !offers.contains(&token)),
+            matches!(&got[0], Effect::Register { devices, offers, .. } if devices.len() == 1 && !offers.contains(&token)),
             "{got:?}"
         );
     }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use protocol::relay::Side;
 use protocol::{DeviceId, Message, PublicKey, RelayKey, SealContext};
-use relay_client::{Client, ClientConfig, Inbound};
+use relay_client::{ChannelSetup, Client, ClientConfig, Inbound};
 
 use crate::host::{Host, LinkInbox, RelaySetup, ToLink, lock, now_ms};
 use crate::host_core::Command;
@@ -32,13 +32,14 @@ pub(crate) use pairing::{pair_local, record_pairing};
 /// How long an event the host sends stays valid.
 const EVENT_LIFETIME_MS: u64 = 5 * 60 * 1000;
 
-/// Seals `message` to `recipient` ([`seal_to`]) and queues it: a pairing answer always, an
-/// event unless the client's queue is full (then it is dropped, and the host's log says so).
+/// Seals `message` to `recipient` ([`seal_to`]) and queues it: a pairing answer always (on the
+/// channel the device opened to pair), an event unless the client's queue is full (then it is
+/// dropped, and the host's log says so).
 fn send_to(host: &Host, client: &Client, recipient: &PublicKey, message: &Message) {
     let Some(frame) = seal_to(host, recipient, message) else { return };
     let peer = RelayKey::of(recipient);
     let sent = match message {
-        Message::Pairing(_) => client.send_uncounted(peer, frame),
+        Message::Pairing(_) => client.send_pairing(peer, frame),
         _ => client.send(peer, frame),
     };
     if let Err(e) = sent {
@@ -87,18 +88,44 @@ fn seal_to(host: &Host, recipient: &PublicKey, message: &Message) -> Option<Vec<
     }
 }
 
-/// Runs the link until the host stops.
-pub(crate) async fn run(host: Arc<Host>, setup: RelaySetup, mut commands: LinkInbox) {
+/// The devices the relay routes to this host and that may open a channel: those paired with a
+/// channel key (one paired before the channel has to pair again: `agent-host devices` says so).
+fn routed(host: &Host, devices: impl IntoIterator<Item = RelayKey>) -> Vec<(RelayKey, [u8; 32])> {
+    let registry = lock(&host.devices);
+    devices
+        .into_iter()
+        .filter_map(|key| {
+            let id = DeviceId::new(PublicKey::from_bytes(&key.0).ok()?);
+            Some((key, registry.get(&id)?.channel_key?.0))
+        })
+        .collect()
+}
+
+/// Runs the link until the host stops; `channel` is the host's static channel key.
+pub(crate) async fn run(
+    host: Arc<Host>,
+    setup: RelaySetup,
+    channel: zeroize::Zeroizing<[u8; 32]>,
+    mut commands: LinkInbox,
+) {
     let mut config = ClientConfig::new(
         setup.addr.clone(),
         setup.server_name.clone(),
         setup.tls.clone(),
         protocol::SecretKey::from_seed(&host.key.to_seed()),
         Side::Host,
+        ChannelSetup::Host { local_static: channel },
     );
-    config.devices = lock(&host.devices).ids().iter().map(|id| RelayKey::of(&id.key())).collect();
+    let ids = lock(&host.devices).ids();
+    config.devices = routed(&host, ids.iter().map(|id| RelayKey::of(&id.key())));
     config.local = setup.local.clone();
-    let mut client = Client::start(config);
+    let mut client = match Client::start(config) {
+        Ok(client) => client,
+        Err(e) => {
+            tracing::error!("cannot start the relay link: {e}");
+            return;
+        }
+    };
     loop {
         tokio::select! {
             command = commands.recv() => match command {
@@ -116,8 +143,10 @@ pub(crate) async fn run(host: Arc<Host>, setup: RelaySetup, mut commands: LinkIn
                 Some(ToLink::Pairing(key, answer)) => {
                     send_to(&host, &client, &key, &Message::Pairing(answer));
                 }
-                Some(ToLink::Register { devices, offers }) => {
-                    let _ = client.register(devices, offers);
+                Some(ToLink::Register { devices, offers, psks }) => {
+                    let mut psks: std::collections::HashMap<_, _> = psks.into_iter().collect();
+                    let offers = offers.into_iter().map(|t| (t, psks.remove(&t))).collect();
+                    let _ = client.register((routed(&host, devices), offers));
                 }
             },
             inbound = client.next() => match inbound {
@@ -141,6 +170,11 @@ pub(crate) async fn run(host: Arc<Host>, setup: RelaySetup, mut commands: LinkIn
                 Some(Inbound::Connected) => tracing::info!(relay = %setup.addr, "linked to the relay"),
                 Some(Inbound::Refused(reason)) => tracing::warn!("the relay refused: {reason}"),
                 Some(Inbound::Undeliverable { .. }) => {}
+                // Tampered, replayed, or a handshake that failed: the audit log says so
+                // (within its limit on refusals).
+                Some(Inbound::ChannelRefused { peer, reason }) => {
+                    crate::host::refuse(&host, &peer.to_string(), format_args!("the end-to-end channel refused a frame: {reason}"));
+                }
             },
         }
     }

@@ -47,6 +47,10 @@ pub(super) async fn pair(
         cert_sha256: link.cert_sha256,
         host,
         knock: Some((protocol::RelayKey::of(&host), token)),
+        // The relay sees the token, never the secret, which keys this channel.
+        channel: relay_client::ChannelSetup::Pairing {
+            psk: protocol::pairing::channel_psk(&secret).into(),
+        },
     };
     let mut session = Session::start(session_link, key, None, 0)?;
     session.send(&Message::Pairing(protocol::Pairing::Hello {
@@ -69,7 +73,13 @@ pub(super) async fn pair(
         };
         match message {
             Message::Pairing(protocol::Pairing::Accepted { role, host_name, channel_key }) => {
-                if channel_key.is_some_and(|k| !protocol::channel::usable_public(&k.0)) {
+                let Some(channel_key) = channel_key else {
+                    anyhow::bail!(
+                        "the host did not give its channel key; not paired (upgrade the host, \
+                         then pair again)"
+                    );
+                };
+                if !protocol::channel::usable_public(&channel_key.0) {
                     anyhow::bail!(
                         "the host's channel key is not a usable X25519 key; not paired (the \
                          host may list this device: revoke it there)"
@@ -82,7 +92,7 @@ pub(super) async fn pair(
                     cert_sha256: link.cert_sha256.map(hex::encode),
                     role,
                     paired_at_ms: now_ms(),
-                    host_channel_key: channel_key,
+                    host_channel_key: Some(channel_key),
                 };
                 profile.save_pairing(&pairing)?;
                 // The host's next counters continue after the one of its answer.
