@@ -10,8 +10,9 @@
 //! from the relay:  1 ‖ source key (32) ‖ payload
 //! ```
 //!
-//! The payload is opaque to the relay: an end-to-end signed envelope ([`crate::envelope`]).
-//! The relay only ever learns who talks to whom.
+//! The payload is opaque to the relay: a frame of the end-to-end channel ([`crate::channel`]),
+//! which seals resume payloads ([`crate::resume`]) that carry signed envelopes
+//! ([`crate::envelope`]). The relay learns who talks to whom, when, and how much.
 //!
 //! Pairing: a device the host has not registered yet reaches it only through an open pairing
 //! offer. The host lists the offers' [`crate::pairing::token`]s in its signed registration; the
