@@ -1,7 +1,8 @@
-//! Load tool: the relay path (device → relay → host → relay → device, TLS on both legs) side
-//! by side with a direct TLS WebSocket echo (same client, no relay), in one run, with the
-//! processor time each side used per round trip; then the relay's resident memory per idle
-//! authenticated connection.
+//! Load tool: the relay path (device → relay → host → relay → device, TLS on both legs), the same
+//! with every message sealed and opened in the end-to-end channel (`protocol::channel`, one
+//! handshake per pair) at both ends, and a direct TLS WebSocket echo (same client, no relay),
+//! side by side in one run, with the processor time each side used per round trip; then the
+//! relay's resident memory per idle authenticated connection.
 //!
 //! Run: `cargo run --release -p relay --example load` (`-- --seconds 3 --idle 10000` are the
 //! defaults; `--pairs N` runs one row alone). Results go in BENCHMARKS.md.
@@ -10,6 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
+use protocol::channel::{self, Channel, ChannelId, ChannelKeys, Frame};
 use protocol::relay::{FrameKind, Side};
 use protocol::{RelayKey, SecretKey};
 use relay::{Config, Limits, Server};
@@ -57,15 +59,46 @@ async fn join(addr: &str, pin: [u8; 32], key: &SecretKey, side: Side) -> anyhow:
     Ok(link)
 }
 
-/// Closed loop until `end`: send the frame, wait for it to come back. Returns round-trip times.
-async fn ping_loop(link: &mut Link, frame: &[u8], end: Instant) -> anyhow::Result<Vec<u32>> {
+/// What a device sends: a frame as it is, or a payload sealed in its channel with the host.
+enum Sends {
+    Frame(Vec<u8>),
+    Sealed { channel: Box<Channel>, host: RelayKey },
+}
+
+/// The relay frames of one message (sealed anew each time, as a device does).
+fn frames_of(sends: &mut Sends) -> anyhow::Result<Vec<Vec<u8>>> {
+    Ok(match sends {
+        Sends::Frame(frame) => vec![frame.clone()],
+        Sends::Sealed { channel, host } => channel
+            .seal(&[0x5a; FRAME])?
+            .iter()
+            .map(|f| protocol::relay::data_frame(FrameKind::To, host, f))
+            .collect(),
+    })
+}
+
+/// Whether a frame from the relay completes the answer (a sealed one once it opens whole).
+fn answered(sends: &mut Sends, frame: &[u8]) -> anyhow::Result<bool> {
+    let Sends::Sealed { channel, .. } = sends else { return Ok(true) };
+    let (_, _, payload) = protocol::relay::split_frame(frame)?;
+    match Frame::decode(payload)? {
+        Frame::Data { nonce, ciphertext, .. } => Ok(channel.open(nonce, ciphertext)?.is_some()),
+        _ => Ok(false),
+    }
+}
+
+/// Closed loop until `end`: send the message, wait for it to come back. Returns round-trip
+/// times.
+async fn ping_loop(link: &mut Link, sends: &mut Sends, end: Instant) -> anyhow::Result<Vec<u32>> {
     let mut rtts = Vec::new();
     loop {
         let start = Instant::now();
-        link.send(Message::binary(frame.to_vec())).await?;
+        for frame in frames_of(sends)? {
+            link.send(Message::binary(frame)).await?;
+        }
         loop {
             match link.next().await {
-                Some(Ok(Message::Binary(_))) => break,
+                Some(Ok(Message::Binary(frame))) if answered(sends, &frame)? => break,
                 Some(Ok(_)) => {}
                 _ => anyhow::bail!("link closed"),
             }
@@ -103,11 +136,11 @@ fn cpu_time(pid: &str) -> Duration {
 
 /// Each link (with the frame it sends) in its closed loop, all at once, for `seconds`, after
 /// one warm-up round trip each (which also shows a host's registration is in).
-async fn run(links: Vec<(Link, Vec<u8>)>, server: u32, seconds: u64) -> anyhow::Result<Row> {
+async fn run(links: Vec<(Link, Sends)>, server: u32, seconds: u64) -> anyhow::Result<Row> {
     let mut ready = Vec::new();
-    for (mut link, frame) in links {
-        ping_loop(&mut link, &frame, Instant::now()).await?;
-        ready.push((link, frame));
+    for (mut link, mut sends) in links {
+        ping_loop(&mut link, &mut sends, Instant::now()).await?;
+        ready.push((link, sends));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (server, client) = (server.to_string(), "self");
@@ -116,8 +149,8 @@ async fn run(links: Vec<(Link, Vec<u8>)>, server: u32, seconds: u64) -> anyhow::
     let end = start + Duration::from_secs(seconds);
     let tasks: Vec<_> = ready
         .into_iter()
-        .map(|(mut link, frame)| {
-            tokio::spawn(async move { ping_loop(&mut link, &frame, end).await })
+        .map(|(mut link, mut sends)| {
+            tokio::spawn(async move { ping_loop(&mut link, &mut sends, end).await })
         })
         .collect();
     let mut rtts = Vec::new();
@@ -132,51 +165,104 @@ async fn run(links: Vec<(Link, Vec<u8>)>, server: u32, seconds: u64) -> anyhow::
     })
 }
 
-/// `pairs` devices, each with its own host, through the relay at `addr`; the hosts echo.
+/// What a host answers a frame from `from` with: the frame itself, or (in the channel) its
+/// answer to a hello and each message opened and sealed again.
+fn echo(channel: &mut Option<(ChannelKeys, Option<Channel>)>, payload: &[u8]) -> Vec<Vec<u8>> {
+    let Some((keys, open)) = channel else { return vec![payload.to_vec()] };
+    match (Frame::decode(payload), open) {
+        (Ok(Frame::Hello { id, message }), open) => {
+            let Ok((channel, answer, _)) = channel::respond(keys, id, message, 1 << 20) else {
+                return Vec::new();
+            };
+            *open = Some(channel);
+            vec![answer]
+        }
+        (Ok(Frame::Data { nonce, ciphertext, .. }), Some(channel)) => {
+            match channel.open(nonce, ciphertext) {
+                Ok(Some(message)) => channel.seal(&message).unwrap_or_default(),
+                _ => Vec::new(),
+            }
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// `pairs` devices, each with its own host, through the relay at `addr`; the hosts echo, in
+/// the end-to-end channel when `sealed` (each pair shakes hands first).
 async fn relay_links(
     addr: &str,
     pin: [u8; 32],
     pairs: u32,
-) -> anyhow::Result<Vec<(Link, Vec<u8>)>> {
+    sealed: bool,
+) -> anyhow::Result<Vec<(Link, Sends)>> {
     let mut links = Vec::new();
     for i in 0..pairs {
         let (h, d) = (secret(1, i), secret(2, i));
         let (hk, dk) = (RelayKey::of(&h.public_key()), RelayKey::of(&d.public_key()));
+        let ((host_x, host_xp), (device_x, device_xp)) =
+            (channel::generate_static()?, channel::generate_static()?);
+        let (host_id, device_id) = (h.public_key(), d.public_key());
+        let mut at_host = sealed.then(|| {
+            let keys = ChannelKeys {
+                local_static: host_x,
+                remote_static: device_xp,
+                host: host_id,
+                device: device_id,
+            };
+            (keys, None)
+        });
         let mut host = join(addr, pin, &h, Side::Host).await?;
         let register = protocol::relay::register(&h, 1, &[dk], &[]);
         host.send(Message::text(serde_json::to_string(&register)?)).await?;
         tokio::spawn(async move {
             while let Some(Ok(message)) = host.next().await {
-                if let Message::Binary(frame) = message
-                    && let Ok((_, from, payload)) = protocol::relay::split_frame(&frame)
-                    && host
-                        .send(Message::binary(protocol::relay::data_frame(
-                            FrameKind::To,
-                            &from,
-                            payload,
-                        )))
-                        .await
-                        .is_err()
-                {
-                    break;
+                let Message::Binary(frame) = message else { continue };
+                let Ok((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
+                for answer in echo(&mut at_host, payload) {
+                    let frame = protocol::relay::data_frame(FrameKind::To, &from, &answer);
+                    if host.send(Message::binary(frame)).await.is_err() {
+                        return;
+                    }
                 }
             }
         });
-        let device = join(addr, pin, &d, Side::Device).await?;
-        links.push((device, protocol::relay::data_frame(FrameKind::To, &hk, &[0x5a; FRAME])));
+        let mut device = join(addr, pin, &d, Side::Device).await?;
+        let sends = if sealed {
+            let keys = ChannelKeys {
+                local_static: device_x,
+                remote_static: host_xp,
+                host: host_id,
+                device: device_id,
+            };
+            let (initiator, hello) = channel::initiate(&keys, ChannelId([1; 8]), 1, 1 << 20)?;
+            device
+                .send(Message::binary(protocol::relay::data_frame(FrameKind::To, &hk, &hello)))
+                .await?;
+            let channel = loop {
+                let Some(Ok(Message::Binary(frame))) = device.next().await else {
+                    anyhow::bail!("no answer to the hello");
+                };
+                let (_, _, payload) = protocol::relay::split_frame(&frame)?;
+                if let Ok(Frame::Answer { message, .. }) = Frame::decode(payload) {
+                    break initiator.finish(message)?;
+                }
+            };
+            Sends::Sealed { channel: Box::new(channel), host: hk }
+        } else {
+            Sends::Frame(protocol::relay::data_frame(FrameKind::To, &hk, &[0x5a; FRAME]))
+        };
+        links.push((device, sends));
     }
     Ok(links)
 }
 
 /// `pairs` clients of the direct echo at `addr`, sending frames of the relay path's size.
-async fn echo_links(addr: &str, pin: [u8; 32], pairs: u32) -> anyhow::Result<Vec<(Link, Vec<u8>)>> {
+async fn echo_links(addr: &str, pin: [u8; 32], pairs: u32) -> anyhow::Result<Vec<(Link, Sends)>> {
     let mut links = Vec::new();
     for _ in 0..pairs {
         let (link, _) = connect(addr, "localhost", pinned_config(pin)).await?;
-        links.push((
-            link,
-            protocol::relay::data_frame(FrameKind::To, &RelayKey([0; 32]), &[0x5a; FRAME]),
-        ));
+        let frame = protocol::relay::data_frame(FrameKind::To, &RelayKey([0; 32]), &[0x5a; FRAME]);
+        links.push((link, Sends::Frame(frame)));
     }
     Ok(links)
 }
@@ -331,7 +417,8 @@ async fn main() -> anyhow::Result<()> {
     let seconds = arg("--seconds", 3);
     let idle = arg("--idle", 10_000) as u32;
     println!(
-        "1 KiB frames, closed loop, {seconds} s per row; relay path vs direct TLS WebSocket echo\n"
+        "1 KiB frames, closed loop, {seconds} s per row; relay path, the same in the end-to-end \
+         channel, and a direct TLS WebSocket echo\n"
     );
     println!(
         "| pairs | path | messages/s | p50 | p99 | server CPU per trip | client CPU per trip | relay/direct msgs/s | relay/direct p99 |"
@@ -345,13 +432,19 @@ async fn main() -> anyhow::Result<()> {
     for pairs in rows {
         let (relay_child, addr, pin) = spawn_child("relay").await?;
         let pid = child_pid(&relay_child)?;
-        let relayed = summary(run(relay_links(&addr, pin, pairs).await?, pid, seconds).await?);
+        let relayed =
+            summary(run(relay_links(&addr, pin, pairs, false).await?, pid, seconds).await?);
+        drop(relay_child);
+        let (relay_child, addr, pin) = spawn_child("relay").await?;
+        let pid = child_pid(&relay_child)?;
+        let sealed = summary(run(relay_links(&addr, pin, pairs, true).await?, pid, seconds).await?);
         drop(relay_child);
         let (echo_child, addr, pin) = spawn_child("echo").await?;
         let pid = child_pid(&echo_child)?;
         let direct = summary(run(echo_links(&addr, pin, pairs).await?, pid, seconds).await?);
         drop(echo_child);
-        for (name, (rate, p50, p99, server, client)) in [("relay", relayed), ("direct", direct)] {
+        let rows = [("relay", relayed), ("relay, channel", sealed), ("direct", direct)];
+        for (name, (rate, p50, p99, server, client)) in rows {
             println!(
                 "| {pairs} | {name} | {rate:.0} | {p50} µs | {p99} µs | {server:.1} µs | {client:.1} µs | | |"
             );
@@ -360,6 +453,11 @@ async fn main() -> anyhow::Result<()> {
             "| {pairs} | ratio | | | | | | {:.2} | {:.2} |",
             relayed.0 / direct.0,
             f64::from(relayed.2) / f64::from(direct.2.max(1))
+        );
+        println!(
+            "| {pairs} | channel/relay | | | | | | {:.2} | {:.2} |",
+            sealed.0 / relayed.0,
+            f64::from(sealed.2) / f64::from(relayed.2.max(1))
         );
     }
     let (before, after) = idle_memory(idle).await?;
