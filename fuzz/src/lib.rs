@@ -84,7 +84,7 @@ pub fn fixed_channel() -> (protocol::channel::Channel, protocol::channel::Channe
         device,
     };
     let id = ChannelId([1; 8]);
-    let (initiator, hello) =
+    let (mut initiator, hello) =
         channel::initiate_with(Ok(&keys(device_x, host_x)), id, 9, 1 << 20, &[0x52; 32]).unwrap();
     let Ok(Frame::Hello { message, .. }) = Frame::decode(&hello) else { unreachable!() };
     let (at_host, answer, _) =

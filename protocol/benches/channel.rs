@@ -35,7 +35,7 @@ fn message_of(frame: &[u8]) -> Vec<u8> {
 /// Both sides of a handshake: (the device's channel, the host's).
 fn handshake(at_device: &ChannelKeys, at_host: &ChannelKeys, max: usize) -> (Channel, Channel) {
     let id = ChannelId([1; 8]);
-    let (initiator, hello) = channel::initiate(at_device, id, 1, max).expect("hello");
+    let (mut initiator, hello) = channel::initiate(at_device, id, 1, max).expect("hello");
     let (host, answer, _) =
         channel::respond(at_host, id, &message_of(&hello), max).expect("answer");
     (initiator.finish(&message_of(&answer)).expect("open"), host)

@@ -314,7 +314,7 @@ fn channel_case() -> serde_json::Value {
     let mut cases = Vec::new();
     for (name, keys) in [("paired", Ok(&at_device)), ("pairing", Err(&pairing))] {
         let host_keys = keys.map(|_| &at_host);
-        let (initiator, hello) =
+        let (mut initiator, hello) =
             channel::initiate_with(keys, id, incarnation, 1 << 20, &device_ephemeral).unwrap();
         let (mut host_side, answer, got) =
             channel::respond_with(host_keys, id, &message_of(&hello), 1 << 20, &host_ephemeral)

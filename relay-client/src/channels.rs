@@ -14,6 +14,15 @@
 //! carries the pairing messages only). What it sends a device is sealed for each of its
 //! channels, so every process of one key hears the host as today. A device revoked or gone
 //! offline loses its channels.
+//!
+//! A hello can be replayed (Noise's first message carries no freshness), and anyone may claim
+//! to answer one; so a channel is *confirmed* by the first chunk the device seals in it (an empty
+//! payload it sends at once), which only the device that made the hello can make. Until then the
+//! host seals nothing for it, and it replaces or pushes out no confirmed channel: at most
+//! [`MAX_CHANNELS`] unconfirmed ones wait per device and lane (the oldest goes first), and a
+//! hello for an id in use is ignored. A
+//! device keeps its channel across its reconnections until a new one is answered; an answer
+//! that does not verify leaves the handshake waiting for the real one.
 
 use std::collections::HashMap;
 
@@ -84,6 +93,8 @@ struct Slot {
     channel: Channel,
     incarnation: u64,
     heard_ms: u64,
+    /// The device sealed a chunk in it ([`Channels`]' documentation).
+    confirmed: bool,
 }
 
 // One per client: the size of the larger variant costs nothing worth a box.
@@ -248,8 +259,30 @@ impl Channels {
     /// Whether payloads can be sealed for `route` now.
     pub fn sendable(&self, route: &Route) -> bool {
         match &self.state {
-            State::Host { open, .. } => open.get(route).is_some_and(|slots| !slots.is_empty()),
+            State::Host { open, .. } => {
+                open.get(route).is_some_and(|slots| slots.iter().any(|s| s.confirmed))
+            }
             State::Device { host, lane, open, .. } => open.is_some() && *route == (*host, *lane),
+        }
+    }
+
+    /// For a host: whether a channel (confirmed or not) is kept for `route`; the link forgets
+    /// a pairing route's resume state once none is.
+    pub fn has_route(&self, route: &Route) -> bool {
+        match &self.state {
+            State::Host { open, .. } => open.contains_key(route),
+            State::Device { host, lane, .. } => *route == (*host, *lane),
+        }
+    }
+
+    /// For a host: whether a message delivered on `route` may go on: on a pairing channel,
+    /// pairing messages only (by the envelope's kind byte; the core checks the signed kind).
+    pub fn accepts(&self, route: &Route, message: &[u8]) -> bool {
+        match &self.state {
+            State::Host { .. } if route.1 == Lane::Pairing => {
+                message.get(1) == Some(&(protocol::MessageKind::Pairing as u8))
+            }
+            _ => true,
         }
     }
 
@@ -265,16 +298,23 @@ impl Channels {
         self.hint_to(route.0, ChannelId::ANY, now_ms)
     }
 
+    /// A "no such channel" notice to a device the host knows (registered, or pairing), at
+    /// most every [`HINT_INTERVAL_MS`] per key.
     fn hint_to(&mut self, peer: RelayKey, id: ChannelId, now_ms: u64) -> Option<Vec<u8>> {
-        let State::Host { hinted, .. } = &mut self.state else { return None };
-        let last = hinted.entry(peer).or_insert(0);
-        if *last != 0 && now_ms.saturating_sub(*last) < HINT_INTERVAL_MS {
+        let State::Host { hinted, statics, open, .. } = &mut self.state else { return None };
+        if !statics.contains_key(&peer) && !open.contains_key(&(peer, Lane::Pairing)) {
             return None;
         }
-        *last = now_ms.max(1);
-        if hinted.len() > protocol::relay::MAX_DEVICES * 2 {
+        if let Some(last) = hinted.get(&peer)
+            && now_ms.saturating_sub(*last) < HINT_INTERVAL_MS
+        {
+            return None;
+        }
+        // Bounded by the keys that may be hinted: the registered devices and pairing routes.
+        if hinted.len() >= protocol::relay::MAX_DEVICES + MAX_PAIRING {
             hinted.retain(|_, at| now_ms.saturating_sub(*at) < HINT_INTERVAL_MS);
         }
+        hinted.insert(peer, now_ms);
         Some(Frame::Unknown { id }.encode())
     }
 
@@ -283,7 +323,7 @@ impl Channels {
         let mut frames = Vec::new();
         match &mut self.state {
             State::Host { open, .. } => {
-                for slot in open.get_mut(route).into_iter().flatten() {
+                for slot in open.get_mut(route).into_iter().flatten().filter(|s| s.confirmed) {
                     frames.extend(slot.channel.seal(payload).unwrap_or_default());
                 }
             }
@@ -340,7 +380,15 @@ impl Channels {
             return Vec::new();
         };
         let refused = |why: String| vec![Event::Refused(from, why)];
-        let (id, opened) = match frame {
+        // A hello for an id in use is a replay (or a device that cannot count): ignored.
+        if let Frame::Hello { id, .. } | Frame::PairHello { id, .. } = frame
+            && open
+                .iter()
+                .any(|(route, slots)| route.0 == from && slots.iter().any(|s| s.channel.id() == id))
+        {
+            return Vec::new();
+        }
+        let (_, opened) = match frame {
             Frame::Hello { id, message } => {
                 let Some(remote_static) = statics.get(&from) else {
                     return refused(
@@ -374,24 +422,12 @@ impl Channels {
                     (route.0 == from).then_some((*route, at))
                 });
                 let Some((route, at)) = found else {
-                    return self
-                        .hint_to(from, id, now_ms)
-                        .map(|f| Event::Send(from, f))
-                        .into_iter()
-                        .collect();
+                    return match self.hint_to(from, id, now_ms) {
+                        Some(notice) => vec![Event::Send(from, notice)],
+                        None => refused("a chunk for no channel this host keeps".into()),
+                    };
                 };
-                let State::Host { open, .. } = &mut self.state else { return Vec::new() };
-                let Some(slot) = open.get_mut(&route).and_then(|slots| slots.get_mut(at)) else {
-                    return Vec::new();
-                };
-                return match slot.channel.open(nonce, ciphertext) {
-                    Ok(Some(payload)) => {
-                        slot.heard_ms = now_ms;
-                        vec![Event::Payload(route, payload)]
-                    }
-                    Ok(None) => Vec::new(),
-                    Err(e) => refused(e.to_string()),
-                };
+                return self.host_opens(now_ms, route, at, nonce, ciphertext);
             }
             Frame::Answer { .. } | Frame::PairAnswer { .. } | Frame::Unknown { .. } => {
                 return refused("a frame only a host sends".into());
@@ -414,17 +450,57 @@ impl Channels {
                 open.remove(&oldest);
             }
         }
+        // It waits for the device's first chunk, beside at most as many others waiting (past
+        // that, the oldest waiting goes: replayed hellos push out only what is unconfirmed).
         let slots = open.entry(route).or_default();
-        // A process that connected again replaces its own channel; past the most, the one
-        // heard from least recently goes.
-        slots.retain(|s| s.incarnation != incarnation && s.channel.id() != id);
-        if slots.len() >= MAX_CHANNELS
-            && let Some(oldest) = (0..slots.len()).min_by_key(|&i| slots[i].heard_ms)
+        if slots.iter().filter(|s| !s.confirmed).count() >= MAX_CHANNELS
+            && let Some(oldest) =
+                (0..slots.len()).filter(|&i| !slots[i].confirmed).min_by_key(|&i| slots[i].heard_ms)
         {
             slots.swap_remove(oldest);
         }
-        slots.push(Slot { channel, incarnation, heard_ms: now_ms });
-        vec![Event::Send(from, answer), Event::Opened(route)]
+        slots.push(Slot { channel, incarnation, heard_ms: now_ms, confirmed: false });
+        vec![Event::Send(from, answer)]
+    }
+
+    /// Opens a chunk in the `at`th channel of `route`; the first one confirms the channel,
+    /// which then replaces the same process's older one (past the most, the one heard from
+    /// least recently goes).
+    fn host_opens(
+        &mut self,
+        now_ms: u64,
+        route: Route,
+        at: usize,
+        nonce: u64,
+        ciphertext: &[u8],
+    ) -> Vec<Event> {
+        let State::Host { open, .. } = &mut self.state else { return Vec::new() };
+        let Some(slots) = open.get_mut(&route) else { return Vec::new() };
+        let Some(slot) = slots.get_mut(at) else { return Vec::new() };
+        let opened = match slot.channel.open(nonce, ciphertext) {
+            Ok(opened) => opened,
+            Err(e) => return vec![Event::Refused(route.0, e.to_string())],
+        };
+        slot.heard_ms = now_ms;
+        let mut events = Vec::new();
+        if !slot.confirmed {
+            slot.confirmed = true;
+            let (id, incarnation) = (slot.channel.id(), slot.incarnation);
+            slots.retain(|s| s.channel.id() == id || s.incarnation != incarnation);
+            while slots.len() > MAX_CHANNELS {
+                let oldest = (0..slots.len())
+                    .filter(|&i| slots[i].channel.id() != id)
+                    .min_by_key(|&i| slots[i].heard_ms);
+                let Some(oldest) = oldest else { break };
+                slots.swap_remove(oldest);
+            }
+            events.push(Event::Opened(route));
+        }
+        // The confirmation itself is empty: nothing for the resume layer.
+        if let Some(payload) = opened.filter(|p| !p.is_empty()) {
+            events.push(Event::Payload(route, payload));
+        }
+        events
     }
 
     fn device_receives(&mut self, now_ms: u64, from: RelayKey, frame: Frame<'_>) -> Vec<Event> {
@@ -442,19 +518,32 @@ impl Channels {
                 } else {
                     matches!(frame, Frame::PairAnswer { .. })
                 };
-                if !expected || pending.as_ref().is_none_or(|(i, _)| i.id() != id) {
+                let Some((initiator, _)) =
+                    pending.as_mut().filter(|(i, _)| expected && i.id() == id)
+                else {
                     return Vec::new();
-                }
-                let Some((initiator, _)) = pending.take() else { return Vec::new() };
-                match initiator.finish(message) {
-                    Ok(channel) => {
-                        *open = Some((channel, now_ms));
-                        vec![Event::Opened((host, lane))]
-                    }
+                };
+                // One that does not verify leaves the handshake waiting for the real answer.
+                let mut channel = match initiator.finish(message) {
+                    Ok(channel) => channel,
                     Err(e) => {
-                        vec![Event::Refused(host, format!("a channel handshake failed: {e}"))]
+                        return vec![Event::Refused(
+                            host,
+                            format!("a channel handshake failed: {e}"),
+                        )];
                     }
-                }
+                };
+                *pending = None;
+                // The first chunk confirms the channel to the host: an empty payload, at once.
+                let mut events: Vec<Event> = channel
+                    .seal(&[])
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|frame| Event::Send(host, frame))
+                    .collect();
+                *open = Some((channel, now_ms));
+                events.push(Event::Opened((host, lane)));
+                events
             }
             Frame::Data { id, nonce, ciphertext } => {
                 // Another process of this key has channels of its own: not for this one.
@@ -581,7 +670,10 @@ mod tests {
         let Event::Send(_, hello) = &hello[0] else { panic!() };
         let answer = p.host.receive(20, p.device_key, hello);
         let Event::Send(_, answer) = &answer[0] else { panic!() };
-        assert!(matches!(second.receive(20, p.host_key, answer)[..], [Event::Opened(_)]));
+        assert_eq!(p.host.seal(&to_device, b"x").len(), 1, "not before it is confirmed");
+        let got = second.receive(20, p.host_key, answer);
+        let [Event::Send(_, confirmation), Event::Opened(_)] = &got[..] else { panic!("{got:?}") };
+        assert_eq!(p.host.receive(20, p.device_key, confirmation), [Event::Opened(to_device)]);
         let frames = p.host.seal(&to_device, b"to both");
         assert_eq!(frames.len(), 2);
         let from_host =
@@ -657,15 +749,52 @@ mod tests {
         );
         host.register(HashMap::new(), HashMap::from([(token, psk())]));
         let got = host.receive(0, device_key, hello);
-        assert!(got.contains(&Event::Opened((device_key, Lane::Pairing))));
-        let Event::Send(_, answer) = &got[0] else { panic!() };
-        assert_eq!(device.receive(0, host_key, answer), [Event::Opened((host_key, Lane::Pairing))]);
+        let [Event::Send(_, answer)] = &got[..] else { panic!("{got:?}") };
+        let got = device.receive(0, host_key, answer);
+        let [Event::Send(_, confirmation), Event::Opened(route)] = &got[..] else { panic!() };
+        assert_eq!(*route, (host_key, Lane::Pairing));
+        assert_eq!(
+            host.receive(0, device_key, confirmation),
+            [Event::Opened((device_key, Lane::Pairing))]
+        );
         assert!(!host.sendable(&(device_key, Lane::Paired)), "the pairing lane only");
+        assert!(host.sendable(&(device_key, Lane::Pairing)));
         let frame = device.seal(&(host_key, Lane::Pairing), b"hello").remove(0);
         assert_eq!(
             host.receive(1, device_key, &frame),
             [Event::Payload((device_key, Lane::Pairing), b"hello".to_vec())]
         );
+    }
+
+    #[test]
+    fn a_replayed_hello_or_a_forged_answer_breaks_no_channel() {
+        let mut p = pair(5);
+        let (route, to_device) = ((p.host_key, Lane::Paired), (p.device_key, Lane::Paired));
+        let first = p.device.connected(0);
+        let Event::Send(_, first_hello) = &first[0] else { panic!() };
+        let first_hello = first_hello.clone();
+        carry(&mut p, true, first, 0);
+        // The current hello again: ignored.
+        assert!(p.host.receive(1, p.device_key, &first_hello).is_empty());
+        // The device connects again; later the relay replays its first hello: answered, but
+        // that channel is never confirmed, and the one in use stays.
+        let second = p.device.connected(10);
+        carry(&mut p, true, second, 10);
+        assert!(matches!(&p.host.receive(20, p.device_key, &first_hello)[..], [Event::Send(..)]));
+        let frames = p.host.seal(&to_device, b"still");
+        assert_eq!(frames.len(), 1);
+        assert_eq!(
+            p.device.receive(21, p.host_key, &frames[0]),
+            [Event::Payload(route, b"still".to_vec())]
+        );
+        // A forged answer leaves the handshake waiting for the real one.
+        let next = p.device.connected(30);
+        let Event::Send(_, hello) = &next[0] else { panic!() };
+        let Frame::Hello { id, .. } = Frame::decode(hello).unwrap() else { panic!() };
+        let forged = Frame::Answer { id, message: &[0x24; 48] }.encode();
+        assert!(matches!(&p.device.receive(31, p.host_key, &forged)[..], [Event::Refused(..)]));
+        let rest = carry(&mut p, true, next, 32);
+        assert!(rest.contains(&Event::Opened(to_device)), "{rest:?}");
     }
 
     #[test]

@@ -370,7 +370,7 @@ enum Flow {
 async fn carry_out(
     events: Vec<Event>,
     link: &mut Box<dyn Duplex>,
-    peers: &mut HashMap<Route, Peer>,
+    (peers, channels): (&mut HashMap<Route, Peer>, &Channels),
     (epoch, join): (u64, Join),
     inbox: &mpsc::Sender<Inbound>,
 ) -> Flow {
@@ -378,9 +378,14 @@ async fn carry_out(
         match event {
             Event::Payload(route, payload) => {
                 let state = peers.entry(route).or_insert_with(|| Peer::new(epoch, join));
-                if let Incoming::Deliver(bytes) = state.receive(&payload)
-                    && inbox.send(Inbound::Message { from: route.0, bytes }).await.is_err()
-                {
+                let Incoming::Deliver(bytes) = state.receive(&payload) else { continue };
+                let inbound = if channels.accepts(&route, &bytes) {
+                    Inbound::Message { from: route.0, bytes }
+                } else {
+                    let reason = "a message other than a pairing one on a pairing channel".into();
+                    Inbound::ChannelRefused { peer: route.0, reason }
+                };
+                if inbox.send(inbound).await.is_err() {
                     return Flow::Stopped;
                 }
             }
@@ -546,7 +551,7 @@ async fn drive(
             state.reconnected();
         }
         let hello = channels.connected(now_ms());
-        match carry_out(hello, &mut link, &mut peers, (epoch, join), &inbox).await {
+        match carry_out(hello, &mut link, (&mut peers, &channels), (epoch, join), &inbox).await {
             Flow::Ok => {}
             Flow::LinkFailed => continue,
             Flow::Stopped => return,
@@ -604,7 +609,7 @@ async fn drive(
                             Ok(FromRelay::HostPresence { host, online: true }) => {
                                 let Some(host) = hex_key(&host) else { continue };
                                 let hello = channels.host_online(&host, now_ms());
-                                match carry_out(hello, &mut link, &mut peers, (epoch, join), &inbox).await {
+                                match carry_out(hello, &mut link, (&mut peers, &channels), (epoch, join), &inbox).await {
                                     Flow::Ok => continue,
                                     Flow::LinkFailed => break,
                                     Flow::Stopped => return,
@@ -637,10 +642,15 @@ async fn drive(
                     }
                     Some(Ok(_)) => continue,
                 },
-                _ = tick.tick() => (channels.tick(now_ms()), true),
+                _ = tick.tick() => {
+                    // A pairing device's stream goes with the last of its channels.
+                    peers.retain(|route, _| route.1 == Lane::Paired || channels.has_route(route));
+                    (channels.tick(now_ms()), true)
+                }
             };
             let (events, flush_now) = events;
-            match carry_out(events, &mut link, &mut peers, (epoch, join), &inbox).await {
+            match carry_out(events, &mut link, (&mut peers, &channels), (epoch, join), &inbox).await
+            {
                 Flow::Ok => {}
                 Flow::LinkFailed => break,
                 Flow::Stopped => return,

@@ -4,9 +4,10 @@
 //! relay's pairing link carries it; anything else is refused), the WebSocket upgrade, and
 //! authentication by answering the relay's challenge ([`connect`], [`authenticate`]); on top,
 //! [`Client`]: reconnection with jittered exponential backoff, re-registration of a host's
-//! devices, and end-to-end resume ([`resume`]: sequence numbers and acknowledgements per
+//! devices, end-to-end resume ([`resume`]: sequence numbers and acknowledgements per
 //! direction) so each application message is delivered exactly once across drops and relay
-//! restarts. Trust is either one pinned certificate ([`pinned_config`]) or the system's
+//! restarts, and under it the end-to-end channel ([`channels`]) that seals every resume payload
+//! between a host and a device, so that the relay reads none of them. Trust is either one pinned certificate ([`pinned_config`]) or the system's
 //! certificate authorities ([`system_roots_config`]). Everything the client sends (messages,
 //! resends after a reconnect, acknowledgements) is paced below a configured rate, so a backlog
 //! never trips the relay's rate limit. It holds no policy and executes nothing.

@@ -21,7 +21,7 @@ export const KIND_UNKNOWN = 0x14;
 export const KIND_PAIR_HELLO = 0x15;
 export const KIND_PAIR_ANSWER = 0x16;
 /** Sizes a chunk's plaintext is padded up to (none is larger). */
-export const SIZE_CLASSES = [256, 1024, 4096, 16384, 32768, 65519];
+export const SIZE_CLASSES = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65519];
 const CHUNK_HEADER = 3;
 export const MAX_CHUNK_DATA = 65519 - CHUNK_HEADER;
 const LAST = 1;

@@ -152,8 +152,8 @@ export class RelayLink {
       this.inbound = this.inbound.then(() => this.received(event.data)).catch((e) => this.onNotice({ type: "error", error: String(e) }));
     };
     ws.onclose = () => {
+      // The channel stays in use on the next connection until a new one is answered.
       this.ready = false;
-      this.chan = null;
       this.handshaking = null;
       if (this.closed || ws !== this.ws) return;
       if (!heard && this.fallback && !this.eventStream && ++this.silentFailures >= 2) {
@@ -206,12 +206,19 @@ export class RelayLink {
     const hs = this.handshaking;
     if ((frame.kind === "answer" || frame.kind === "pair_answer") && hs?.finish && c.sameId(frame.id, hs.id) && (frame.kind === "pair_answer") === Boolean(this.channel.psk)) {
       this.handshaking = null;
+      let chan;
       try {
-        this.chan = await hs.finish(frame.message);
+        chan = await hs.finish(frame.message);
       } catch (e) {
-        return this.onNotice({ type: "channel_refused", error: String(e.message ?? e) });
+        // An answer the relay made up spends this handshake (noise.js): start another.
+        this.onNotice({ type: "channel_refused", error: String(e.message ?? e) });
+        return this.handshake();
       }
+      this.chan = chan;
       this.chanAt = Date.now();
+      // The first chunk confirms the channel to the host (relay-client/src/channels.rs): an
+      // empty payload, before anything else.
+      this.sealed(new Uint8Array(0));
       this.onNotice({ type: "channel", up: true });
       this.resend(true);
     } else if (frame.kind === "data" && this.chan && c.sameId(frame.id, this.chan.id)) {
