@@ -1,7 +1,7 @@
 //! The end-to-end channel between a host and one paired device, without I/O: a Noise handshake
 //! through `snow` for every connection a device makes, then every resume payload
-//! ([`crate::resume`]) between them sealed, padded to a few size classes, so that what passes the
-//! relay shows routing, timing, each frame's kind and size class only. The browser's side is
+//! ([`crate::resume`]) between them sealed and padded ([`size_class`]), so that what passes the
+//! relay shows routing, timing, each frame's kind and its padded size only. The browser's side is
 //! `web/src/noise.js` and `web/src/channel.js`; `golden/channel.json` pins the bytes both must
 //! make.
 //!
@@ -35,7 +35,7 @@
 //! frame, and frames of one channel cannot pass each other on the relay's ordered connections).
 //! A data frame's plaintext is one chunk: `flags` (bit 0: a payload's last chunk, bit 1: its
 //! first) ‖ `length` (u16, big-endian) ‖ that many bytes of the payload ‖ zeros up to the next
-//! size class ([`SIZE_CLASSES`]). The chunks of one payload have consecutive nonces; a chunk
+//! size ([`size_class`]). The chunks of one payload have consecutive nonces; a chunk
 //! that does not follow its predecessor is dropped with what came before it (the resume layer
 //! sends the whole payload again), and a receiver refuses a payload over its limit before it is
 //! whole.
@@ -76,10 +76,11 @@ pub const KIND_PAIR_HELLO: u8 = 0x15;
 /// The host's answer to it.
 pub const KIND_PAIR_ANSWER: u8 = 0x16;
 
-/// Sizes a chunk's plaintext is padded up to: powers of two from 256 bytes, and the largest a
-/// Noise message holds beside its 16-byte tag. Padding costs at most twice the bytes (a 1 KiB
-/// message goes as 2 KiB): BENCHMARKS.md, "End-to-end channel", has what coarser classes cost.
-pub const SIZE_CLASSES: [usize; 9] = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65519];
+/// The least a chunk's plaintext is padded up to: every small message (a keystroke, a decision,
+/// an acknowledgement) looks the same.
+pub const MIN_PADDED: usize = 256;
+/// The largest chunk plaintext: the largest a Noise message holds beside its 16-byte tag.
+pub const MAX_PADDED: usize = 65519;
 
 /// A chunk's header: flags and length.
 const CHUNK_HEADER: usize = 3;
@@ -533,9 +534,21 @@ impl std::fmt::Debug for Channel {
     }
 }
 
-/// The size class a chunk of `len` bytes of plaintext is padded up to.
+/// What a chunk of `len` bytes of plaintext is padded up to: [`MIN_PADDED`] at least, and above
+/// that Padmé (Nikitin et al., "Reducing Metadata Leakage from Encrypted Files and
+/// Communication with PURBs", PETS 2019): a length of `E = ⌊log2 len⌋` bits keeps its top
+/// `⌊log2 E⌋ + 1` bits and rounds up the rest, so padding costs at most 12 % (a 1 KiB message
+/// pays 6 %) and a size gives away O(log log) bits; never past [`MAX_PADDED`]. (Powers of two
+/// cost up to twice the bytes, and 14 % of the relay's messages per second at 1 KiB:
+/// BENCHMARKS.md, "End-to-end channel".)
 pub fn size_class(len: usize) -> usize {
-    SIZE_CLASSES.into_iter().find(|&class| class >= len).unwrap_or(len)
+    if len <= MIN_PADDED {
+        return MIN_PADDED;
+    }
+    let e = len.ilog2();
+    let s = e.ilog2() + 1;
+    let mask = (1usize << (e - s)) - 1;
+    ((len + mask) & !mask).min(MAX_PADDED.max(len))
 }
 
 impl Channel {
@@ -723,8 +736,9 @@ mod tests {
             let frames = device.seal(&payload).unwrap();
             assert_eq!(frames.len(), len.div_ceil(MAX_CHUNK_DATA).max(1), "{len}");
             for frame in &frames {
-                let class = frame.len() - DATA_HEADER - TAG;
-                assert!(SIZE_CLASSES.contains(&class), "{len}: {}", frame.len());
+                let padded = frame.len() - DATA_HEADER - TAG;
+                assert!((MIN_PADDED..=MAX_PADDED).contains(&padded), "{len}: {}", frame.len());
+                assert_eq!(padded, size_class(padded), "{len}: a size padding gives");
             }
             let mut got = None;
             for frame in &frames {
@@ -907,9 +921,18 @@ mod tests {
         let _ = params(PAIRING_PROTOCOL);
         let (private, public) = generate_static().unwrap();
         assert_eq!(public_of(&private).unwrap(), public);
+        // Padmé's own examples, and the ends.
         assert_eq!(size_class(0), 256);
-        assert_eq!(size_class(257), 512);
-        assert_eq!(size_class(1027), 2048);
+        assert_eq!(size_class(257), 272);
+        assert_eq!(size_class(1027), 1088);
+        assert_eq!(size_class(9000), 9216);
+        assert_eq!(size_class(65000), 65519);
         assert_eq!(size_class(65519), 65519);
+        for len in 1..=MAX_PADDED {
+            let padded = size_class(len);
+            assert!(padded >= len && padded <= MAX_PADDED);
+            assert!(len <= MIN_PADDED || padded * 100 <= len * 112, "{len} → {padded}");
+            assert_eq!(size_class(padded), padded, "{len}: padding is idempotent");
+        }
     }
 }

@@ -348,6 +348,8 @@ fn channel_case() -> serde_json::Value {
             "payloads": payloads,
         }));
     }
+    let padded = [0, 1, 255, 256, 257, 300, 511, 512, 513, 1000, 1027, 2049, 9000, 16385, 40000]
+        .map(|len: usize| [len, channel::size_class(len)]);
     json!({
         "protocol": channel::PROTOCOL,
         "pairing_protocol": channel::PAIRING_PROTOCOL,
@@ -363,6 +365,7 @@ fn channel_case() -> serde_json::Value {
         "pairing_secret": hex::encode(secret.as_bytes()),
         "pairing_token": pairing.token.to_string(),
         "pairing_psk": hex::encode(*pairing.psk),
+        "padded": padded,
         "channel_id": hex::encode(id.0),
         "incarnation": incarnation.to_string(),
         "cases": cases,

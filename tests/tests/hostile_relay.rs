@@ -134,7 +134,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Everything a pairing, a request and its approval, a file written and read, and a session's
 /// output put past the relay: channel frames, none of which holds a known plaintext, or an
-/// envelope; a chunk's plaintext padded to a size class.
+/// envelope; a chunk's plaintext padded as the channel pads.
 #[test]
 fn the_relay_sees_channel_frames_only_and_no_plaintext() {
     let Setup { relay, world, op, appr, _host: _running, .. } =
@@ -209,8 +209,8 @@ fn the_relay_sees_channel_frames_only_and_no_plaintext() {
             assert!(!contains(&seen.payload, form), "the relay saw {needle:?} in {frame:?}");
         }
         if let Frame::Data { ciphertext, .. } = frame {
-            let class = ciphertext.len() - 16;
-            assert!(channel::SIZE_CLASSES.contains(&class), "a chunk of {class} bytes");
+            let padded = ciphertext.len() - 16;
+            assert_eq!(channel::size_class(padded), padded, "a chunk of {padded} bytes");
         }
         assert!(protocol::Sealed::decode(&seen.payload).is_err());
     }

@@ -3,7 +3,7 @@
 // handshake on every connection (`Noise_KK_25519_AESGCM_SHA256` for a paired device, the
 // prologue naming both Ed25519 identities; `Noise_NNpsk0_25519_AESGCM_SHA256` under a key from
 // the pairing link's secret while pairing), then every resume payload sealed at an explicit
-// nonce, in chunks padded to a few size classes. `protocol/golden/channel.json` pins the bytes;
+// nonce, in padded chunks. `protocol/golden/channel.json` pins the bytes;
 // `web/test/channel.test.js` makes the same ones here.
 
 import { HandshakeState, NoiseError } from "./noise.js";
@@ -20,8 +20,9 @@ export const KIND_DATA = 0x13;
 export const KIND_UNKNOWN = 0x14;
 export const KIND_PAIR_HELLO = 0x15;
 export const KIND_PAIR_ANSWER = 0x16;
-/** Sizes a chunk's plaintext is padded up to (none is larger). */
-export const SIZE_CLASSES = [256, 512, 1024, 2048, 4096, 8192, 16384, 32768, 65519];
+/** The least and the most a chunk's plaintext is padded to. */
+export const MIN_PADDED = 256;
+export const MAX_PADDED = 65519;
 const CHUNK_HEADER = 3;
 export const MAX_CHUNK_DATA = 65519 - CHUNK_HEADER;
 const LAST = 1;
@@ -31,7 +32,14 @@ const MAX_FRAME = DATA_HEADER + 65535;
 
 export { NoiseError };
 
-const sizeClass = (len) => SIZE_CLASSES.find((c) => c >= len) ?? Infinity;
+/** What a chunk of `len` bytes is padded up to: Padmé above 256 bytes (`size_class` in channel.rs). */
+export function sizeClass(len) {
+  if (len <= MIN_PADDED) return MIN_PADDED;
+  const e = 31 - Math.clz32(len);
+  const s = 32 - Math.clz32(e);
+  const mask = 2 ** (e - s) - 1;
+  return Math.min(Math.floor((len + mask) / (mask + 1)) * (mask + 1), Math.max(MAX_PADDED, len));
+}
 const subtle = globalThis.crypto.subtle;
 
 /** The pairing channel's pre-shared key from the link's secret (`protocol::pairing::channel_psk`). */

@@ -40,6 +40,15 @@ async function sides(name, { hostMax = 1 << 20, random = false } = {}) {
   return { device, host };
 }
 
+test("chunks are padded as the Rust crate pads them", () => {
+  assert.ok(golden.padded.length > 10);
+  for (const [len, padded] of golden.padded) assert.equal(c.sizeClass(len), padded, `${len}`);
+  for (let len = 1; len <= c.MAX_PADDED; len += 7) {
+    const padded = c.sizeClass(len);
+    assert.ok(padded >= len && padded <= c.MAX_PADDED && c.sizeClass(padded) === padded, `${len}`);
+  }
+});
+
 test("the pairing channel's key is the Rust crate's", async () => {
   assert.equal(toHex(await c.pairingPsk(hex(golden.pairing_secret))), golden.pairing_psk);
 });
