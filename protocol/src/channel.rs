@@ -539,7 +539,7 @@ impl std::fmt::Debug for Channel {
 /// Communication with PURBs", PETS 2019): a length of `E = ⌊log2 len⌋` bits keeps its top
 /// `⌊log2 E⌋ + 1` bits and rounds up the rest, so padding costs at most 12 % (a 1 KiB message
 /// pays 6 %) and a size gives away O(log log) bits; never past [`MAX_PADDED`]. (Powers of two
-/// cost up to twice the bytes, and 14 % of the relay's messages per second at 1 KiB:
+/// cost up to twice the bytes, and 4–22 % of the relay's messages per second at 1 KiB:
 /// BENCHMARKS.md, "End-to-end channel".)
 pub fn size_class(len: usize) -> usize {
     if len <= MIN_PADDED {

@@ -26,7 +26,9 @@
 
 use std::collections::HashMap;
 
-use protocol::channel::{self, Channel, ChannelId, ChannelKeys, Frame, Initiator, PairingKeys};
+use protocol::channel::{
+    self, Channel, ChannelError, ChannelId, ChannelKeys, Frame, Initiator, PairingKeys,
+};
 use protocol::{PairingToken, PublicKey, RelayKey};
 use zeroize::Zeroizing;
 
@@ -34,8 +36,11 @@ use zeroize::Zeroizing;
 pub const MAX_CHANNELS: usize = 8;
 /// The most devices pairing at once whose channels a host keeps.
 pub const MAX_PAIRING: usize = 2 * protocol::relay::MAX_OFFERS;
-/// A device that has no answer to its hello this long sends a new one.
+/// A device that has no answer to its hello this long sends a new one (and waits twice as long
+/// for each next, up to [`HANDSHAKE_RETRY_MAX_MS`]).
 pub const HANDSHAKE_RETRY_MS: u64 = 3_000;
+/// The longest a device waits between two unanswered hellos.
+pub const HANDSHAKE_RETRY_MAX_MS: u64 = 60_000;
 /// The least time between two "no such channel" notices from a host to one device key.
 pub const HINT_INTERVAL_MS: u64 = 1_000;
 
@@ -112,9 +117,22 @@ enum State {
         lane: Lane,
         keys: Result<ChannelKeys, PairingKeys>,
         incarnation: u64,
-        pending: Option<(Initiator, u64)>,
+        pending: Option<Pending>,
         open: Option<(Channel, u64)>,
+        /// The channel the open one replaced: what the host still seals in it is taken (it
+        /// does so until the new one's confirmation reaches it, which is then sent again).
+        previous: Option<Channel>,
+        /// When the open channel's confirmation was last sent.
+        confirmed_at_ms: u64,
     },
+}
+
+/// A device's hello waiting for its answer.
+struct Pending {
+    initiator: Initiator,
+    at_ms: u64,
+    /// How long until the next hello if this one goes unanswered.
+    retry_ms: u64,
 }
 
 /// A client's channels.
@@ -172,6 +190,8 @@ impl Channels {
                 incarnation,
                 pending: None,
                 open: None,
+                previous: None,
+                confirmed_at_ms: 0,
             },
             ChannelSetup::Pairing { psk } => {
                 let (host, token) = knock.ok_or(SetupError::NoKnock)?;
@@ -182,6 +202,8 @@ impl Channels {
                     incarnation,
                     pending: None,
                     open: None,
+                    previous: None,
+                    confirmed_at_ms: 0,
                 }
             }
         };
@@ -219,41 +241,37 @@ impl Channels {
 
     /// This side's link connected: a device opens a new channel.
     pub fn connected(&mut self, now_ms: u64) -> Vec<Event> {
-        self.handshake(now_ms)
+        self.handshake(now_ms, HANDSHAKE_RETRY_MS)
     }
 
     /// A paired device's host came online: it may have restarted, so a new channel is opened,
-    /// unless a hello is under way already (the relay tells of the host after each welcome,
+    /// unless a hello went out a moment ago (the relay tells of the host after each welcome,
     /// as the hello of that connection goes out). A device that is pairing does not: a host
     /// that restarted has forgotten the offer, and one that just paired it registers it, which
     /// the relay tells as coming online.
     pub fn host_online(&mut self, host_key: &RelayKey, now_ms: u64) -> Vec<Event> {
         match &self.state {
-            State::Device { host, lane: Lane::Paired, pending: None, .. } if host == host_key => {
-                self.handshake(now_ms)
+            State::Device { host, lane: Lane::Paired, pending, .. }
+                if host == host_key
+                    && pending
+                        .as_ref()
+                        .is_none_or(|p| now_ms.saturating_sub(p.at_ms) >= HINT_INTERVAL_MS) =>
+            {
+                self.handshake(now_ms, HANDSHAKE_RETRY_MS)
             }
             _ => Vec::new(),
         }
     }
 
-    /// Time passed: a device whose hello went unanswered sends a new one, unless a channel is
-    /// still open (then it keeps that one).
+    /// Time passed: a device whose hello went unanswered sends a new one, waiting twice as long
+    /// each time up to [`HANDSHAKE_RETRY_MAX_MS`] (a channel still open stays in use meanwhile).
     pub fn tick(&mut self, now_ms: u64) -> Vec<Event> {
-        match &mut self.state {
-            State::Device { pending: pending @ Some(_), open, .. }
-                if pending
-                    .as_ref()
-                    .is_some_and(|(_, at)| now_ms.saturating_sub(*at) >= HANDSHAKE_RETRY_MS) =>
-            {
-                if open.is_some() {
-                    *pending = None;
-                    Vec::new()
-                } else {
-                    self.handshake(now_ms)
-                }
-            }
-            _ => Vec::new(),
+        let State::Device { pending: Some(p), .. } = &self.state else { return Vec::new() };
+        if now_ms.saturating_sub(p.at_ms) < p.retry_ms {
+            return Vec::new();
         }
+        let retry = (p.retry_ms * 2).min(HANDSHAKE_RETRY_MAX_MS);
+        self.handshake(now_ms, retry)
     }
 
     /// Whether payloads can be sealed for `route` now.
@@ -337,9 +355,9 @@ impl Channels {
         frames
     }
 
-    /// Starts a device's handshake (a host: nothing). A channel still open stays in use until
-    /// the new one opens.
-    fn handshake(&mut self, now_ms: u64) -> Vec<Event> {
+    /// Starts a device's handshake (a host: nothing), to be tried again after `retry_ms`. A
+    /// channel still open stays in use until the new one opens.
+    fn handshake(&mut self, now_ms: u64, retry_ms: u64) -> Vec<Event> {
         let State::Device { host, keys, incarnation, pending, .. } = &mut self.state else {
             return Vec::new();
         };
@@ -354,7 +372,7 @@ impl Channels {
         };
         match started {
             Ok((initiator, hello)) => {
-                *pending = Some((initiator, now_ms));
+                *pending = Some(Pending { initiator, at_ms: now_ms, retry_ms });
                 vec![Event::Send(*host, hello)]
             }
             Err(e) => vec![Event::Refused(*host, format!("cannot start a channel: {e}"))],
@@ -487,9 +505,10 @@ impl Channels {
             slot.confirmed = true;
             let (id, incarnation) = (slot.channel.id(), slot.incarnation);
             slots.retain(|s| s.channel.id() == id || s.incarnation != incarnation);
-            while slots.len() > MAX_CHANNELS {
+            // Confirmed channels are counted apart from those waiting (bounded when made).
+            while slots.iter().filter(|s| s.confirmed).count() > MAX_CHANNELS {
                 let oldest = (0..slots.len())
-                    .filter(|&i| slots[i].channel.id() != id)
+                    .filter(|&i| slots[i].confirmed && slots[i].channel.id() != id)
                     .min_by_key(|&i| slots[i].heard_ms);
                 let Some(oldest) = oldest else { break };
                 slots.swap_remove(oldest);
@@ -504,13 +523,24 @@ impl Channels {
     }
 
     fn device_receives(&mut self, now_ms: u64, from: RelayKey, frame: Frame<'_>) -> Vec<Event> {
-        let State::Device { host, lane, pending, open, .. } = &mut self.state else {
+        let State::Device { host, lane, pending, open, previous, confirmed_at_ms, .. } =
+            &mut self.state
+        else {
             return Vec::new();
         };
         if from != *host {
             return Vec::new();
         }
         let (host, lane) = (*host, *lane);
+        // The first chunk of a channel confirms it to the host: an empty payload.
+        let confirmation = |channel: &mut Channel| -> Vec<Event> {
+            channel
+                .seal(&[])
+                .unwrap_or_default()
+                .into_iter()
+                .map(|f| Event::Send(host, f))
+                .collect()
+        };
         match frame {
             Frame::Answer { id, message } | Frame::PairAnswer { id, message } => {
                 let expected = if lane == Lane::Paired {
@@ -518,47 +548,63 @@ impl Channels {
                 } else {
                     matches!(frame, Frame::PairAnswer { .. })
                 };
-                let Some((initiator, _)) =
-                    pending.as_mut().filter(|(i, _)| expected && i.id() == id)
+                let Some(waiting) = pending.as_mut().filter(|p| expected && p.initiator.id() == id)
                 else {
                     return Vec::new();
                 };
-                // One that does not verify leaves the handshake waiting for the real answer.
-                let mut channel = match initiator.finish(message) {
+                let mut channel = match waiting.initiator.finish(message) {
                     Ok(channel) => channel,
+                    // One that verifies but is malformed (only a holder of the keys makes
+                    // one) spent the handshake: another starts.
+                    Err(ChannelError::Malformed) => {
+                        return self.handshake(now_ms, HANDSHAKE_RETRY_MS);
+                    }
+                    // One that does not verify leaves it waiting for the real answer.
                     Err(e) => {
-                        return vec![Event::Refused(
-                            host,
-                            format!("a channel handshake failed: {e}"),
-                        )];
+                        let why = format!("a channel handshake failed: {e}");
+                        return vec![Event::Refused(host, why)];
                     }
                 };
                 *pending = None;
-                // The first chunk confirms the channel to the host: an empty payload, at once.
-                let mut events: Vec<Event> = channel
-                    .seal(&[])
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|frame| Event::Send(host, frame))
-                    .collect();
+                let mut events = confirmation(&mut channel);
+                *confirmed_at_ms = now_ms;
+                *previous = open.take().map(|(old, _)| old);
                 *open = Some((channel, now_ms));
                 events.push(Event::Opened((host, lane)));
                 events
             }
             Frame::Data { id, nonce, ciphertext } => {
-                // Another process of this key has channels of its own: not for this one.
-                let Some((channel, _)) = open.as_mut().filter(|(c, _)| c.id() == id) else {
-                    return Vec::new();
+                let (channel, old) = match (open.as_mut(), previous.as_mut()) {
+                    (Some((channel, _)), _) if channel.id() == id => (channel, false),
+                    (_, Some(channel)) if channel.id() == id => (channel, true),
+                    // Another process of this key has channels of its own: not for this one.
+                    _ => return Vec::new(),
                 };
-                match channel.open(nonce, ciphertext) {
+                let mut events = match channel.open(nonce, ciphertext) {
                     Ok(Some(payload)) => vec![Event::Payload((host, lane), payload)],
                     Ok(None) => Vec::new(),
                     Err(e) => vec![Event::Refused(host, e.to_string())],
+                };
+                // The host still seals in the channel the open one replaced: the open one's
+                // confirmation did not reach it. Sent again, at most once a second.
+                if old
+                    && now_ms.saturating_sub(*confirmed_at_ms) >= HINT_INTERVAL_MS
+                    && let Some((channel, _)) = open.as_mut()
+                {
+                    *confirmed_at_ms = now_ms;
+                    events.extend(confirmation(channel));
                 }
+                events
             }
             Frame::Unknown { id } => {
-                let ours = open.as_ref().map(|(c, _)| c.id()) == Some(id)
-                    || pending.as_ref().map(|(i, _)| i.id()) == Some(id);
+                let open_id = open.as_ref().map(|(c, _)| c.id());
+                if open_id == Some(id) && pending.is_some() {
+                    // The host forgot the channel in use; the hello under way makes another.
+                    *open = None;
+                    return Vec::new();
+                }
+                let ours =
+                    open_id == Some(id) || pending.as_ref().map(|p| p.initiator.id()) == Some(id);
                 // "Any channel": unless this one opened a moment ago (the notice crossed it) or
                 // a hello is under way.
                 let any = id == ChannelId::ANY
@@ -566,7 +612,7 @@ impl Channels {
                     && open
                         .as_ref()
                         .is_none_or(|(_, at)| now_ms.saturating_sub(*at) >= HINT_INTERVAL_MS * 2);
-                if ours || any { self.handshake(now_ms) } else { Vec::new() }
+                if ours || any { self.handshake(now_ms, HANDSHAKE_RETRY_MS) } else { Vec::new() }
             }
             Frame::Hello { .. } | Frame::PairHello { .. } => Vec::new(),
         }
@@ -798,13 +844,44 @@ mod tests {
     }
 
     #[test]
-    fn an_unanswered_hello_is_sent_again() {
+    fn a_lost_confirmation_is_sent_again_when_the_host_seals_in_the_old_channel() {
+        let mut p = pair(5);
+        let (route, to_device) = ((p.host_key, Lane::Paired), (p.device_key, Lane::Paired));
+        let first = p.device.connected(0);
+        carry(&mut p, true, first, 0);
+        // A new connection: hello and answer pass, the confirmation is lost.
+        let Event::Send(_, hello) = &p.device.connected(10)[0] else { panic!() };
+        let Event::Send(_, answer) = &p.host.receive(10, p.device_key, hello)[0] else { panic!() };
+        let got = p.device.receive(11, p.host_key, answer);
+        assert!(matches!(&got[..], [Event::Send(..), Event::Opened(_)]), "{got:?}");
+        // The host still seals in the old channel: the device takes it and confirms again.
+        let old = p.host.seal(&to_device, b"in the old one");
+        assert_eq!(old.len(), 1);
+        let got = p.device.receive(2_000, p.host_key, &old[0]);
+        let [Event::Payload(_, payload), Event::Send(_, again)] = &got[..] else {
+            panic!("{got:?}")
+        };
+        assert_eq!(payload, b"in the old one");
+        assert_eq!(p.host.receive(2_001, p.device_key, again), [Event::Opened(to_device)]);
+        let new = p.host.seal(&to_device, b"in the new one");
+        assert_eq!(new.len(), 1, "the old channel of the same process is gone");
+        assert_eq!(
+            p.device.receive(2_002, p.host_key, &new[0]),
+            [Event::Payload(route, b"in the new one".to_vec())]
+        );
+    }
+
+    #[test]
+    fn an_unanswered_hello_is_sent_again_later_each_time() {
         let mut p = pair(5);
         let first = p.device.connected(0);
         assert!(p.device.tick(HANDSHAKE_RETRY_MS - 1).is_empty());
         let again = p.device.tick(HANDSHAKE_RETRY_MS);
         assert_eq!(again.len(), 1);
         assert_ne!(first, again, "a new channel id and ephemeral key");
+        // Twice as long before the next, up to the most.
+        assert!(p.device.tick(HANDSHAKE_RETRY_MS * 3 - 1).is_empty());
+        assert_eq!(p.device.tick(HANDSHAKE_RETRY_MS * 3).len(), 1);
         // The first answer, late, opens nothing.
         let Event::Send(_, hello) = &first[0] else { panic!() };
         let answer = p.host.receive(1, p.device_key, hello);

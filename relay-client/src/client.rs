@@ -643,8 +643,11 @@ async fn drive(
                     Some(Ok(_)) => continue,
                 },
                 _ = tick.tick() => {
-                    // A pairing device's stream goes with the last of its channels.
-                    peers.retain(|route, _| route.1 == Lane::Paired || channels.has_route(route));
+                    // A pairing device's stream goes with the last of its channels, once
+                    // nothing in it waits (a pairing answer waits for a channel again).
+                    peers.retain(|route, peer| {
+                        route.1 == Lane::Paired || channels.has_route(route) || peer.unacked() > 0
+                    });
                     (channels.tick(now_ms()), true)
                 }
             };

@@ -86,8 +86,9 @@ export class EventStreamSocket {
 
 /** The largest resume payload taken: a whole envelope and the resume header. */
 const MAX_PAYLOAD = (4 << 20) + 25;
-/** A hello unanswered this long is sent again (relay-client/src/channels.rs). */
+/** A hello unanswered this long is sent again, then twice as long each time up to the most (relay-client/src/channels.rs). */
 const HANDSHAKE_RETRY_MS = 3000;
+const HANDSHAKE_RETRY_MAX_MS = 60000;
 
 /**
  * The relay link of a device: one WebSocket, reconnected with backoff; on each connection a new
@@ -129,11 +130,9 @@ export class RelayLink {
     this.closed = false;
     this.backoff = 100;
     this.timer = setInterval(() => {
-      // A hello unanswered: sent again, unless a channel is still open (then it stays in use).
-      if (this.ready && this.handshaking && Date.now() - this.handshaking.at >= HANDSHAKE_RETRY_MS) {
-        if (this.chan) this.handshaking = null;
-        else this.handshake();
-      }
+      // A hello unanswered: sent again, later each time (a channel still open stays in use).
+      const hs = this.handshaking;
+      if (this.ready && hs && Date.now() - hs.at >= hs.retryMs) this.handshake(Math.min(hs.retryMs * 2, HANDSHAKE_RETRY_MAX_MS));
       this.resend(false);
     }, 250);
     this.connect();
@@ -190,7 +189,8 @@ export class RelayLink {
       } else {
         // The host back online may have restarted and forgotten this channel (unless a hello is
         // under way; a device that is pairing keeps its channel: see relay-client/src/channels.rs).
-        if (control.type === "host_presence" && control.online && control.host === p.toHex(this.peer) && !this.channel.psk && !this.handshaking) await this.handshake();
+        const fresh = this.handshaking && Date.now() - this.handshaking.at < 1000;
+        if (control.type === "host_presence" && control.online && control.host === p.toHex(this.peer) && !this.channel.psk && !fresh) await this.handshake();
         this.onNotice(control);
       }
       return;
@@ -214,23 +214,40 @@ export class RelayLink {
         this.onNotice({ type: "channel_refused", error: String(e.message ?? e) });
         return this.handshake();
       }
+      // The channel it replaces is kept for what the host still seals in it.
+      this.previous = this.chan;
       this.chan = chan;
       this.chanAt = Date.now();
       // The first chunk confirms the channel to the host (relay-client/src/channels.rs): an
       // empty payload, before anything else.
+      this.confirmedAt = Date.now();
       this.sealed(new Uint8Array(0));
       this.onNotice({ type: "channel", up: true });
       this.resend(true);
-    } else if (frame.kind === "data" && this.chan && c.sameId(frame.id, this.chan.id)) {
+    } else if (frame.kind === "data") {
       // Frames for another channel are another page's (or process's) of the same key.
+      const old = this.previous && c.sameId(frame.id, this.previous.id);
+      const chan = this.chan && c.sameId(frame.id, this.chan.id) ? this.chan : old ? this.previous : null;
+      if (!chan) return;
       let payload;
       try {
-        payload = await this.chan.open(frame.nonce, frame.ciphertext);
+        payload = await chan.open(frame.nonce, frame.ciphertext);
       } catch (e) {
         return this.onNotice({ type: "channel_refused", error: String(e.message ?? e) });
       }
       if (payload) this.resumed(routed.peer, payload);
+      // The host still seals in the replaced channel: the new one's confirmation did not reach
+      // it. Sent again, at most once a second.
+      if (old && this.chan && Date.now() - this.confirmedAt >= 1000) {
+        this.confirmedAt = Date.now();
+        this.sealed(new Uint8Array(0));
+      }
     } else if (frame.kind === "unknown") {
+      if (this.chan && c.sameId(frame.id, this.chan.id) && hs) {
+        // The host forgot the channel in use; the hello under way makes another.
+        this.chan = null;
+        return;
+      }
       const ours = (this.chan && c.sameId(frame.id, this.chan.id)) || (hs && c.sameId(frame.id, hs.id));
       const any = frame.id.every((b) => b === 0) && !hs && (!this.chan || Date.now() - this.chanAt >= 2000);
       if (ours || any) await this.handshake();
@@ -238,12 +255,12 @@ export class RelayLink {
   }
 
   /** Opens a new channel with the host on this connection (one still open stays in use until then). */
-  async handshake() {
+  async handshake(retryMs = HANDSHAKE_RETRY_MS) {
     if (!this.ready) return;
     const id = randomBytes(8);
     if (id.every((b) => b === 0)) id[0] = 1;
     const ws = this.ws;
-    const started = { id, at: Date.now(), finish: null };
+    const started = { id, at: Date.now(), finish: null, retryMs };
     this.handshaking = started;
     const { hello, finish } = await c.initiate({ ...this.channel, id, incarnation: this.epoch, maxPayload: MAX_PAYLOAD });
     if (this.handshaking !== started || this.ws !== ws || !this.ready) return;
