@@ -1,6 +1,7 @@
-//! The host's keys: its identity (Ed25519, `host.key`) and its end-to-end channel's static
-//! X25519 key (`channel.key`, see [`protocol::channel`]), each made on first run in the config
-//! directory (mode 0600) and refused if anyone but the owner can read it.
+//! The host's keys: its identity (Ed25519, `host.key`), its end-to-end channel's static X25519
+//! key (`channel.key`, see [`protocol::channel`]) and its VAPID key for Web Push (`vapid.key`,
+//! see [`crate::push`]), each made on first run in the config directory (mode 0600) and refused
+//! if anyone but the owner can read it.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -43,6 +44,13 @@ pub fn load_or_create(path: &Path) -> Result<SecretKey, IdentityError> {
 /// Loads the channel's static X25519 private key at `path`, or makes one there if there is
 /// none (32 random bytes are one). Wiped from memory when dropped.
 pub fn load_or_create_channel(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>, IdentityError> {
+    load_or_create_secret(path)
+}
+
+/// 32 secret bytes kept at `path` (mode 0600), made there from the system's randomness if
+/// there are none: the other keys' seeds (the VAPID key's, [`crate::push::VapidKey`]). Wiped
+/// from memory when dropped.
+pub fn load_or_create_secret(path: &Path) -> Result<zeroize::Zeroizing<[u8; 32]>, IdentityError> {
     load_or_create_bytes(path).map(zeroize::Zeroizing::new)
 }
 

@@ -37,6 +37,7 @@ pub mod landlock_sandbox;
 pub mod link;
 pub mod local_api;
 pub mod policy;
+pub mod push;
 pub mod refusals;
 pub mod session;
 pub mod userenv;
