@@ -231,10 +231,18 @@ impl HostCore {
                 format!("{id} gave a name with control characters"),
             );
         }
-        if channel_key.is_some_and(|k| !protocol::channel::usable_public(&k.0)) {
+        // Every message after pairing travels in the end-to-end channel: a device without a
+        // key for it could never be reached, so it is not paired (nor the offer spent on it
+        // unnoticed: the offer's client is told).
+        let Some(channel_key) = channel_key else {
+            let reason = "the device has no end-to-end channel key (upgrade it, then pair again)";
+            return self.reject_hello(key, token, reason, format!("{id}: {reason}"));
+        };
+        if !protocol::channel::usable_public(&channel_key.0) {
             let reason = "the device's channel key is not a usable X25519 key";
             return self.reject_hello(key, token, reason, format!("{id} sent {reason}"));
         }
+        let channel_key = Some(channel_key);
         let device = Device {
             id,
             name: offer.name.unwrap_or(name),
@@ -383,14 +391,14 @@ mod tests {
         counter: u64,
         token: PairingToken,
         secret: &PairingSecret,
-        channel_key: [u8; 32],
+        channel_key: impl Into<Option<[u8; 32]>>,
     ) {
         let proof = pairing::prove(secret, host, &device.public_key(), "phone");
         let message = Message::Pairing(Pairing::Hello {
             token,
             name: "phone".into(),
             proof,
-            channel_key: Some(protocol::ChannelKey(channel_key)),
+            channel_key: channel_key.into().map(protocol::ChannelKey),
         });
         let ctx = SealContext {
             recipient: host,
@@ -415,12 +423,28 @@ mod tests {
             && got.iter().any(|e| matches!(e, Effect::Refuse { .. }))
     }
 
-    /// A channel key of small order would make every channel with the device all zeros: the
-    /// hello is refused, and the offer spent.
+    /// A channel key of small order would make every channel with the device all zeros, and a
+    /// device without one could never be reached: the hello is refused, and the offer spent.
     #[test]
-    fn a_hello_with_a_channel_key_of_small_order_pairs_nothing() {
+    fn a_hello_without_a_usable_channel_key_pairs_nothing() {
         let (mut core, host) = host();
         let me = host.public_key();
+        let (secret, token) = offer(&mut core, 8, true);
+        hello_with_channel_key(
+            &mut core,
+            &me,
+            &SecretKey::from_seed(&[4; 32]),
+            1,
+            token,
+            &secret,
+            None,
+        );
+        let got = effects(&mut core);
+        assert!(rejected(&got), "{got:?}");
+        assert!(
+            matches!(done(&got), Some(Err(why)) if why.contains("no end-to-end channel key")),
+            "{got:?}"
+        );
         let (secret, token) = offer(&mut core, 9, true);
         let phone = SecretKey::from_seed(&[2; 32]);
         hello_with_channel_key(&mut core, &me, &phone, 1, token, &secret, [0; 32]);
