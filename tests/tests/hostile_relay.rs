@@ -212,7 +212,6 @@ fn the_relay_sees_channel_frames_only_and_no_plaintext() {
             let padded = ciphertext.len() - 16;
             assert_eq!(channel::size_class(padded), padded, "a chunk of {padded} bytes");
         }
-        assert!(protocol::Sealed::decode(&seen.payload).is_err());
     }
 }
 
@@ -372,35 +371,49 @@ fn frames_redirected_to_another_host_are_refused_there() {
 
 #[test]
 fn a_device_accepts_no_forged_host_event() {
-    let Setup { relay, world: _world, host, op, _host: _running, .. } = setup();
+    let Setup { relay, world, host, op, _host: _running, .. } = setup();
     let opk = device_key(&op);
-    // The host's sealed answers are dropped (its handshakes pass); forged ones take their
-    // place: envelopes in the clear, self-signed and claiming the host's key, and chunks under
-    // the device's channel that the relay cannot have sealed.
+    // For every frame the operator sends, the relay hands it forged host events: envelopes in
+    // the clear (self-signed, and claiming the host's key) and a chunk under the operator's
+    // channel that the relay cannot have sealed. A watching device prints every host event it
+    // takes: the forged ones must not be among them, the real ones must.
     relay.set_rule(Some(Box::new(move |seen: &Seen| {
-        if seen.from == host && is_data(seen) {
-            return vec![];
-        }
         let mut out = vec![(seen.from, seen.to, seen.payload.clone())];
-        if seen.from == opk && is_data(seen) {
-            let result = Message::Event(HostEvent::ActionResult {
-                request: protocol::RequestId([1; 16]),
-                exit_code: Some(0),
-                output: protocol::Blob(b"forged\n".to_vec()),
-                truncated: false,
+        if seen.from == opk {
+            let event = Message::Event(HostEvent::Error {
+                request: None,
+                code: protocol::ErrorCode::Forbidden,
+                message: "forged-marker".into(),
             });
             for claim in [None, Some(host)] {
-                out.push((host, opk, fresh_stream(&forged(&opk, &result, claim))));
+                out.push((host, opk, fresh_stream(&forged(&opk, &event, claim))));
             }
-            let id = channel_of(seen).unwrap();
-            let chunk = Frame::Data { id, nonce: 1 << 40, ciphertext: &[0x42; 272] };
-            out.push((host, opk, chunk.encode()));
+            if let Some(id) = channel_of(seen) {
+                let chunk = Frame::Data { id, nonce: 1 << 40, ciphertext: &[0x42; 272] };
+                out.push((host, opk, chunk.encode()));
+            }
         }
         out
     })));
-    let out = op.run(&["--timeout", "3s", "run", "--", "printf", "real"]);
-    assert_eq!(out.status.code(), Some(3), "{}", text(&out));
-    assert!(!String::from_utf8_lossy(&out.stdout).contains("forged"), "{}", text(&out));
+    let mut watcher = op.spawn(&["--json", "watch"]);
+    let printed = Arc::new(Mutex::new(String::new()));
+    let lines = std::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let into = printed.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            into.lock().unwrap().push_str(&line);
+        }
+    });
+    // A real event: an action asked at the host's terminal reaches the watching device.
+    let mut asked = world.agent_host_child(&["exec", "--", "touch", "real-marker"]);
+    let seen_real =
+        eventually(Duration::from_secs(20), || printed.lock().unwrap().contains("real-marker"));
+    let _ = (asked.kill(), watcher.kill());
+    let _ = (asked.wait(), watcher.wait());
+    let printed = printed.lock().unwrap().clone();
+    assert!(seen_real, "the watching device saw no real event: {printed}");
+    assert!(!printed.contains("forged-marker"), "a forged event was taken: {printed}");
+    assert!(relay.log().iter().filter(|s| s.from == opk).count() >= 2, "the operator spoke");
 }
 
 #[test]
