@@ -1,7 +1,7 @@
 //! The host's keys: its identity (Ed25519, `host.key`), its end-to-end channel's static X25519
 //! key (`channel.key`, see [`protocol::channel`]) and its VAPID key for Web Push (`vapid.key`,
-//! see [`crate::push`]), each made on first run in the config directory (mode 0600) and refused
-//! if anyone but the owner can read it.
+//! see [`crate::push`]), each made on first use in the config directory (mode 0600) and
+//! refused if anyone but the owner can read it.
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};

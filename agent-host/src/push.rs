@@ -5,9 +5,11 @@
 //! `web-push-native` (RustCrypto's P-256, HKDF and AES-GCM; `jwt-simple` for the token).
 //!
 //! The push service sees the endpoint, the VAPID key and token, sizes and timing: never what a
-//! notification says. The browser's subscription reaches the host only inside a device's signed
-//! and encrypted channel; an endpoint must be `https` with no credentials in it (the host makes
-//! a request to whatever a device names, so nothing else is taken).
+//! notification says. An endpoint must be `https` with no credentials in it (the host makes a
+//! request to whatever a device names, so nothing else is taken).
+//!
+//! Not wired into the host yet (issue 21): a browser's subscription is to reach the host inside
+//! its signed and encrypted channel, and the host to send on each action that needs a person.
 //!
 //! Decisions: the VAPID key is the host's own (`config/vapid.key`, like its other keys), so
 //! a push service can tie pushes to one host and nothing more; the token's `sub` is a contact

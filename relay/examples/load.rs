@@ -6,8 +6,7 @@
 //!
 //! Run: `cargo run --release -p relay --example load` (`-- --seconds 3 --idle 10000` are the
 //! defaults; `--pairs N` runs one row alone; `--sealed BYTES` sets the message the channel
-//! carries, 1,024 by default, which pads to 2 KiB: 1,021 fills the 1 KiB class). Results go in
-//! BENCHMARKS.md.
+//! carries, 1,024 by default, which goes padded as 1,088). Results go in BENCHMARKS.md.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
