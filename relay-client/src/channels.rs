@@ -57,6 +57,7 @@ pub enum Lane {
 pub type Route = (RelayKey, Lane);
 
 /// What a client's channels are made with.
+#[derive(Clone)]
 pub enum ChannelSetup {
     /// A host: its static X25519 private key. The devices' static keys and the offers'
     /// pre-shared keys come with each registration.

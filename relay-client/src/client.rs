@@ -193,12 +193,9 @@ impl Drop for Client {
 
 impl Client {
     /// Starts connecting in the background. Fails if the channel's keys are not usable.
-    pub fn start(mut config: ClientConfig) -> Result<Self, SetupError> {
+    pub fn start(config: ClientConfig) -> Result<Self, SetupError> {
         let epoch = incarnation();
-        let setup = std::mem::replace(
-            &mut config.channel,
-            ChannelSetup::Host { local_static: Zeroizing::new([0; 32]) },
-        );
+        let setup = config.channel.clone();
         let channels = Channels::new(config.secret.public_key(), setup, config.knock, epoch)?;
         let lane = channels.lane();
         let (commands, rx) = mpsc::unbounded_channel();
