@@ -96,20 +96,33 @@ fn setup() -> Setup {
     setup_with("op", "appr")
 }
 
-/// What a watching device saw of sessions: their output.
-fn watch(device: &Device) -> (std::process::Child, Arc<Mutex<Vec<u8>>>) {
+/// A watching device (`remote --json watch`) and the host events it printed so far.
+fn watch(device: &Device) -> (std::process::Child, Arc<Mutex<Vec<HostEvent>>>) {
     let mut child = device.spawn(&["--json", "watch"]);
-    let output = Arc::new(Mutex::new(Vec::new()));
+    let events = Arc::new(Mutex::new(Vec::new()));
     let lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
-    let into = output.clone();
+    let into = events.clone();
     std::thread::spawn(move || {
         for line in lines.map_while(Result::ok) {
-            if let Ok(HostEvent::Output { data, .. }) = serde_json::from_str(&line) {
-                into.lock().unwrap().extend_from_slice(&data.0);
+            if let Ok(event) = serde_json::from_str(&line) {
+                into.lock().unwrap().push(event);
             }
         }
     });
-    (child, output)
+    (child, events)
+}
+
+/// The sessions' output among what a watching device printed.
+fn output_of(events: &Mutex<Vec<HostEvent>>) -> String {
+    let events = events.lock().unwrap();
+    let bytes: Vec<u8> = events
+        .iter()
+        .filter_map(|e| {
+            if let HostEvent::Output { data, .. } = e { Some(data.0.clone()) } else { None }
+        })
+        .flatten()
+        .collect();
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// `needle` as it could appear in what passed: its bytes, or inside base64 at any alignment
@@ -177,7 +190,7 @@ fn the_relay_sees_channel_frames_only_and_no_plaintext() {
     );
     assert!(
         eventually(Duration::from_secs(20), || {
-            String::from_utf8_lossy(&output.lock().unwrap()).contains("session-marker-77aa")
+            output_of(&output).contains("session-marker-77aa")
         }),
         "the watching device never saw the session's output"
     );
@@ -395,22 +408,14 @@ fn a_device_accepts_no_forged_host_event() {
         }
         out
     })));
-    let mut watcher = op.spawn(&["--json", "watch"]);
-    let printed = Arc::new(Mutex::new(String::new()));
-    let lines = std::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
-    let into = printed.clone();
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            into.lock().unwrap().push_str(&line);
-        }
-    });
+    let (mut watcher, events) = watch(&op);
+    let printed = || format!("{:?}", events.lock().unwrap());
     // A real event: an action asked at the host's terminal reaches the watching device.
     let mut asked = world.agent_host_child(&["exec", "--", "touch", "real-marker"]);
-    let seen_real =
-        eventually(Duration::from_secs(20), || printed.lock().unwrap().contains("real-marker"));
+    let seen_real = eventually(Duration::from_secs(20), || printed().contains("real-marker"));
     let _ = (asked.kill(), watcher.kill());
     let _ = (asked.wait(), watcher.wait());
-    let printed = printed.lock().unwrap().clone();
+    let printed = printed();
     assert!(seen_real, "the watching device saw no real event: {printed}");
     assert!(!printed.contains("forged-marker"), "a forged event was taken: {printed}");
     assert!(relay.log().iter().filter(|s| s.from == opk).count() >= 2, "the operator spoke");
