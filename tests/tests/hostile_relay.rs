@@ -198,9 +198,15 @@ fn the_relay_sees_channel_frames_only_and_no_plaintext() {
     let _ = watcher.kill();
     let _ = (session.wait(), watcher.wait());
 
+    // The workspace's path travels too (a device's status shows it).
+    let status = op.run(&["status"]);
+    let workspace = world.ws().display().to_string();
+    assert!(String::from_utf8_lossy(&status.stdout).contains(&workspace), "{}", text(&status));
+
     let log = relay.log();
     assert!(log.len() > 20, "{} frames", log.len());
     let needles = [
+        workspace.as_str(),
         "orchid-phone-7c1",
         "tulip-tablet-93",
         "cmd-marker-3c8e",
