@@ -436,3 +436,27 @@ fn under_the_two_person_rule_a_device_does_not_approve_its_own_request() {
     assert_eq!(std::fs::read_to_string(world.ws().join("two")).unwrap(), "x\n");
     assert!(world.audit().contains("two-person"), "{}", world.audit());
 }
+
+/// `remote watch --exec CMD` runs CMD once for each pending action, with the action as JSON on
+/// its input (for notify-send, a pager service, a chat hook).
+#[test]
+fn watch_exec_runs_a_command_once_for_each_pending_action() {
+    let world = World::new();
+    let _host = world.up(0, &[]);
+    let op = world.device("op");
+    world.pair(&op, "operator");
+    let notified = world.home().join("notified.jsonl");
+    let command = format!("cat >> '{}'", notified.display());
+    let mut watcher = op.spawn(&["watch", "--exec", &command]);
+    let read = || std::fs::read_to_string(&notified).unwrap_or_default();
+    let mut first = world.agent_host_child(&["exec", "--", "touch", "notify-me"]);
+    assert!(eventually(Duration::from_secs(20), || read().contains("notify-me")), "{}", read());
+    let mut second = world.agent_host_child(&["exec", "--", "touch", "and-me"]);
+    assert!(eventually(Duration::from_secs(20), || read().contains("and-me")), "{}", read());
+    let _ = (first.kill(), second.kill(), watcher.kill());
+    let _ = (first.wait(), second.wait(), watcher.wait());
+    let lines: Vec<protocol::HostEvent> =
+        read().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(lines.len(), 2, "each pending action once: {}", read());
+    assert!(lines.iter().all(|e| matches!(e, protocol::HostEvent::ActionPending { .. })));
+}

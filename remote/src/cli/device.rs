@@ -318,9 +318,61 @@ impl Ctx {
     }
 }
 
-pub(super) async fn watch(ctx: &mut Ctx) -> anyhow::Result<ExitCode> {
+/// The most pending actions waiting for `watch --exec`'s command: past this, one is skipped
+/// (and said so).
+const MAX_EXEC_QUEUE: usize = 64;
+
+/// Runs `watch --exec`'s command for each pending action handed to it, one at a time, on a
+/// thread of its own (a slow command holds up no event).
+fn exec_runner(command: String) -> std::sync::mpsc::SyncSender<String> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<String>(MAX_EXEC_QUEUE);
+    std::thread::spawn(move || {
+        for line in rx {
+            let spawned = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(&command)
+                .stdin(std::process::Stdio::piped())
+                .spawn();
+            let mut child = match spawned {
+                Ok(child) => child,
+                Err(e) => {
+                    eprintln!("remote: cannot run the --exec command: {e}");
+                    continue;
+                }
+            };
+            if let Some(mut stdin) = child.stdin.take() {
+                // A command that does not read its input is not an error.
+                let _ = stdin.write_all(line.as_bytes()).and_then(|()| stdin.write_all(b"\n"));
+            }
+            match child.wait() {
+                Ok(status) if status.success() => {}
+                Ok(status) => eprintln!("remote: the --exec command failed ({status})"),
+                Err(e) => eprintln!("remote: the --exec command: {e}"),
+            }
+        }
+    });
+    tx
+}
+
+pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result<ExitCode> {
+    let runner = exec.map(exec_runner);
+    // Each pending action once, however often it is told (a sync repeats them).
+    let mut handed = std::collections::HashSet::new();
+    let mut hand = |event: &HostEvent| -> anyhow::Result<()> {
+        let (Some(runner), Some(id)) = (&runner, pending_id(event)) else { return Ok(()) };
+        if handed.len() >= 4 * MAX_EXEC_QUEUE {
+            handed.clear();
+        }
+        if handed.insert(id) && runner.try_send(serde_json::to_string(event)?).is_err() {
+            eprintln!(
+                "remote: {MAX_EXEC_QUEUE} pending actions wait for the --exec command; {id} skipped"
+            );
+        }
+        Ok(())
+    };
     let (pending, _) = sync(ctx).await?;
     for p in &pending {
+        hand(p)?;
         if ctx.json {
             print_json(p)?;
         } else {
@@ -339,6 +391,7 @@ pub(super) async fn watch(ctx: &mut Ctx) -> anyhow::Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             },
         };
+        hand(&event)?;
         if ctx.json {
             print_json(&event)?;
             continue;

@@ -123,7 +123,14 @@ pub(crate) enum Command {
         id: String,
     },
     /// Print the host's events as they come (pending actions, decisions, results).
-    Watch,
+    Watch {
+        /// Also run this shell command (`sh -c`) once for each pending action, with the action
+        /// (its `action_pending` event, JSON, one line) on its standard input: for
+        /// `notify-send`, a pager service, a chat hook. One at a time; one that fails is
+        /// reported and the watch goes on.
+        #[arg(long, value_name = "CMD")]
+        exec: Option<String>,
+    },
 }
 
 /// Runs a parsed command line.
@@ -221,7 +228,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Approve { id } => decide(&mut ctx, &id, Verdict::Approve).await,
         Command::Deny { id } => decide(&mut ctx, &id, Verdict::Deny).await,
-        Command::Watch => watch(&mut ctx).await,
+        Command::Watch { exec } => watch(&mut ctx, exec).await,
     }
 }
 
