@@ -38,6 +38,12 @@ pub const MAX_LIST_ENTRIES: usize = 10_000;
 pub const MAX_TERM_COLS: usize = 1000;
 /// The tallest terminal a session reports, in rows.
 pub const MAX_TERM_ROWS: usize = 500;
+/// The most pending actions one receipt names.
+pub const MAX_RECEIPTS: usize = 64;
+/// The longest key of a push subscription (base64url; a P-256 point takes 87 characters).
+pub const MAX_PUSH_KEY: usize = 128;
+/// The most pending actions one notification lists.
+pub const MAX_NOTICE_ACTIONS: usize = 4;
 
 /// A field of a message was over its limit.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

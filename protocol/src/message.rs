@@ -90,9 +90,12 @@ impl Message {
     pub fn check(&self) -> Result<(), MessageError> {
         match self {
             Self::Request(Request::Action { action, .. }) => action.check(),
-            Self::Request(Request::Cancel { .. } | Request::Sync { .. }) | Self::Decision(_) => {
-                Ok(())
+            Self::Request(Request::Push { subscription: Some(s), .. }) => s.check(),
+            Self::Request(Request::Receipt { requests, .. }) => {
+                Ok(limits::check("request.requests", requests.len(), limits::MAX_RECEIPTS)?)
             }
+            Self::Request(Request::Cancel { .. } | Request::Sync { .. } | Request::Push { .. })
+            | Self::Decision(_) => Ok(()),
             Self::Event(event) => event.check(),
             Self::Pairing(pairing) => pairing.check(),
         }
@@ -161,6 +164,49 @@ pub enum Request {
         /// This request's own id, echoed in the status.
         id: RequestId,
     },
+    /// Sets where the host pushes this device's notifications (a browser's Web Push
+    /// subscription), or with none stops them. The host answers with [`HostEvent::Status`].
+    Push {
+        /// This request's own id, echoed in the status.
+        id: RequestId,
+        /// The subscription; absent to stop.
+        subscription: Option<PushSubscription>,
+    },
+    /// Says how far pending actions got on this device: shown to its person, or only received.
+    /// Not answered.
+    Receipt {
+        /// This request's own id.
+        id: RequestId,
+        /// The pending actions, at most [`limits::MAX_RECEIPTS`].
+        requests: Vec<RequestId>,
+        /// How far.
+        stage: ReceiptStage,
+    },
+}
+
+/// A browser's Web Push subscription (`PushSubscription.toJSON()`), and how its notifications
+/// are to read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PushSubscription {
+    /// The push service's URL for this browser.
+    pub endpoint: String,
+    /// The browser's P-256 public key, base64url.
+    pub p256dh: String,
+    /// The browser's authentication secret, base64url.
+    pub auth: String,
+    /// Notifications say only how many actions wait, for a locked screen.
+    pub hide_detail: bool,
+}
+
+/// How far a pending action got on a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptStage {
+    /// The device has it.
+    Delivered,
+    /// Its person was shown it (a notification, or the page in view).
+    Shown,
 }
 
 /// One thing the host might do. Its canonical bytes (see [`crate::action`]) are what an approval
@@ -308,6 +354,15 @@ fn check_text(field: &'static str, text: &str) -> Result<(), MessageError> {
     Ok(limits::check(field, text.len(), limits::MAX_TEXT)?)
 }
 
+impl PushSubscription {
+    fn check(&self) -> Result<(), MessageError> {
+        limits::check("subscription.endpoint", self.endpoint.len(), limits::MAX_URL)?;
+        no_nul("subscription.endpoint", &self.endpoint)?;
+        limits::check("subscription.p256dh", self.p256dh.len(), limits::MAX_PUSH_KEY)?;
+        Ok(limits::check("subscription.auth", self.auth.len(), limits::MAX_PUSH_KEY)?)
+    }
+}
+
 fn is_env_name(name: &str) -> bool {
     let mut bytes = name.bytes();
     matches!(bytes.next(), Some(b'A'..=b'Z' | b'a'..=b'z' | b'_'))
@@ -451,6 +506,26 @@ pub enum HostEvent {
         role: Role,
         /// How many pending actions were sent just before.
         pending: u32,
+        /// The host's Web Push key (VAPID, P-256, base64url): a browser subscribes with it.
+        /// Absent when the host does not push.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        push_key: Option<String>,
+        /// Whether the host pushes to this device (it holds its subscription).
+        #[serde(default, skip_serializing_if = "is_false")]
+        push: bool,
+    },
+    /// What a push notification shows: sent through a push service, not the relay, to a device
+    /// that subscribed ([`Request::Push`]), when an action starts to wait.
+    Notice {
+        /// The host's name, for people.
+        host_name: String,
+        /// How many actions wait for a person now.
+        waiting: u32,
+        /// The newest of them, at most [`limits::MAX_NOTICE_ACTIONS`]; none for a device that
+        /// hides detail.
+        actions: Vec<NoticeAction>,
+        /// Whether this device may answer them (an approver or an operator).
+        can_decide: bool,
     },
     /// Something went wrong with a request, or with the link.
     Error {
@@ -497,8 +572,37 @@ impl HostEvent {
                 check_text("event.sandbox", sandbox)
             }
             Self::Error { message, .. } => check_text("event.message", message),
+            Self::Notice { host_name, actions, .. } => {
+                check_text("event.host_name", host_name)?;
+                limits::check("event.actions", actions.len(), limits::MAX_NOTICE_ACTIONS)?;
+                for a in actions {
+                    check_text("event.actions.summary", &a.summary)?;
+                    check_text("event.actions.requested_by", &a.requested_by)?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One pending action as a notification shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NoticeAction {
+    /// The request.
+    pub request: RequestId,
+    /// What a decision from the notification names.
+    pub action_hash: ActionHash,
+    /// One line for people.
+    pub summary: String,
+    /// Who asked, for people.
+    pub requested_by: String,
+    /// When it lapses (Unix time, milliseconds).
+    pub expires_at_ms: u64,
 }
 
 fn check_actor(actor: &Actor) -> Result<(), MessageError> {

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use protocol::envelope::{SealContext, Sealed, VerifyContext, seal};
 use protocol::pairing::{self, PairingSecret};
 use protocol::{
-    Action, Actor, Blob, Decision, DeviceId, ErrorCode, HostEvent, Message, Pairing, PublicKey,
-    ReplayWindow, Request, RequestId, Role, SecretKey, SessionId, SessionKind, TermSize, Verdict,
-    action_hash,
+    Action, Actor, Blob, Decision, DeviceId, ErrorCode, HostEvent, Message, NoticeAction, Pairing,
+    PublicKey, PushSubscription, ReceiptStage, ReplayWindow, Request, RequestId, Role, SecretKey,
+    SessionId, SessionKind, TermSize, Verdict, action_hash,
 };
 
 /// The device's seed in every golden file.
@@ -107,6 +107,30 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
         Message::Request(Request::Cancel { id: request_id(2), target: request_id(1) }),
     ));
     out.push(("request_sync".into(), Message::Request(Request::Sync { id: request_id(3) })));
+    out.push((
+        "request_push".into(),
+        Message::Request(Request::Push {
+            id: request_id(4),
+            subscription: Some(PushSubscription {
+                endpoint: "https://push.example.net/wpush/v2/gAAAAABl".into(),
+                p256dh: "BCVxsr7N_eNgVRqvHtD0zTZsEc6-VV-JvLexhqUzORcxaOzi6-AYWXvTBHm4bjyPjs7Vd8pZGH6SRpkNtoIAiw4".into(),
+                auth: "BTBZMqHH6r4Tts7J_aSIgg".into(),
+                hide_detail: true,
+            }),
+        }),
+    ));
+    out.push((
+        "request_push_stop".into(),
+        Message::Request(Request::Push { id: request_id(5), subscription: None }),
+    ));
+    out.push((
+        "request_receipt".into(),
+        Message::Request(Request::Receipt {
+            id: request_id(6),
+            requests: vec![request_id(1), request_id(2)],
+            stage: ReceiptStage::Shown,
+        }),
+    ));
     let (_, run) = actions().swap_remove(0);
     let (_, edit) = actions().into_iter().find(|(name, _)| *name == "edit_file").unwrap();
     for verdict in [Verdict::Approve, Verdict::Deny] {
@@ -200,6 +224,36 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
                 sandbox: "bubblewrap".into(),
                 role: Role::Operator,
                 pending: 1,
+                push_key: None,
+                push: false,
+            },
+        ),
+        (
+            "event_status_push",
+            HostEvent::Status {
+                request: None,
+                host_name: "workstation".into(),
+                workspace: "/home/ana/src/app".into(),
+                sandbox: "bubblewrap".into(),
+                role: Role::Approver,
+                pending: 0,
+                push_key: Some("BDd3_hVL9fZi9Ybo2UUzA284WG5FZR30_95YeZJsiApwXKpNcF1rRPF3foIiBHXRdJI2Qhumhf6_LFTeZaNndIo".into()),
+                push: true,
+            },
+        ),
+        (
+            "event_notice",
+            HostEvent::Notice {
+                host_name: "workstation".into(),
+                waiting: 2,
+                actions: vec![NoticeAction {
+                    request: request_id(1),
+                    action_hash: action_hash(&run),
+                    summary: "run `cargo test -- --nocapture` in crates/app".into(),
+                    requested_by: "hook claude-code".into(),
+                    expires_at_ms: NOW_MS + 300_000,
+                }],
+                can_decide: true,
             },
         ),
         (
