@@ -148,8 +148,23 @@ pub async fn serve(
     .requested_before(requested_before)
     .named(config.host_name.clone())
     .with_channel_key(protocol::ChannelKey(channel_key));
+    let pusher = match crate::push::VapidKey::load_or_create(&dirs.config.join("vapid.key"))
+        .and_then(|key| crate::push::Pusher::new(key, &config.push))
+    {
+        Ok(pusher) => Some(pusher),
+        Err(e) => {
+            tracing::warn!("push: {e}; notifications are not pushed");
+            None
+        }
+    };
+    if let Some(wait) = config.push.ack_wait {
+        core = core.push_ack_wait(u64::try_from(wait.as_millis()).unwrap_or(u64::MAX));
+    }
     for (device, counters) in lock(&devices).list() {
         core.load_device(device.id, device.role, counters.rx);
+        if device.push.is_some() && pusher.is_some() {
+            core.set_push(now_ms(), device.id, true);
+        }
     }
     let (core_handle, core_commands) = crate::host_core::CoreHandle::channel();
     let host = Arc::new(Host {
@@ -166,6 +181,7 @@ pub async fn serve(
         link: relay.is_some().then_some(link_tx),
         pool,
         scope,
+        pusher,
     });
     let driver = tokio::spawn(crate::driver::drive(host.clone(), core, core_commands));
     let link =
@@ -257,10 +273,16 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
             };
             conn.send(&response).await
         }
-        ApiRequest::Approvals => match host.core.pending().await {
-            Ok(pending) => conn.send(&ApiResponse::Approvals { pending }).await,
-            Err(e) => conn.send(&ApiResponse::Error { message: e.to_string() }).await,
-        },
+        ApiRequest::Approvals => {
+            let listed: Result<_, crate::host_core::CoreError> =
+                async { Ok((host.core.pending().await?, host.core.deliveries().await?)) }.await;
+            match listed {
+                Ok((pending, (delivery, push))) => {
+                    conn.send(&ApiResponse::Approvals { pending, delivery, push }).await
+                }
+                Err(e) => conn.send(&ApiResponse::Error { message: e.to_string() }).await,
+            }
+        }
         ApiRequest::Decide { id, action_hash, verdict } => {
             let decided = crate::actions::decide(
                 &host,

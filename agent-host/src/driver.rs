@@ -35,6 +35,28 @@ async fn submit(host: Arc<Host>, device: DeviceId, id: RequestId, action: Action
     }
 }
 
+/// Checks and keeps (or clears) a device's push subscription; `Ok(subscribed)`, or why not.
+fn set_push(
+    host: &Host,
+    device: DeviceId,
+    subscription: Option<protocol::PushSubscription>,
+) -> Result<bool, String> {
+    if subscription.is_some() && host.pusher.is_none() {
+        return Err("this host does not push notifications (see its log)".into());
+    }
+    if let Some(s) = &subscription {
+        crate::push::Subscription::from_wire(s).map_err(|e| e.to_string())?;
+    }
+    let subscribed = subscription.is_some();
+    let what = match &subscription {
+        Some(s) => format!("push to {}", crate::push::Subscription::origin_of(&s.endpoint)),
+        None => "no push".into(),
+    };
+    lock(&host.devices).set_push(&device, subscription).map_err(|e| e.to_string())?;
+    crate::host::audit(host, Event::Device { device: device.to_string(), change: what });
+    Ok(subscribed)
+}
+
 /// The core's driver: the one owner of the [`HostCore`]. It applies what the rest of the host
 /// asks, in the order asked, fires the core's timer when the next pending action, pairing offer
 /// or question about a new device lapses, and
@@ -77,7 +99,26 @@ pub(crate) async fn drive(
                         unrecorded.extend(request);
                     }
                 }
-                Effect::Pending(p) => host.broadcast(pending_event(&host, &p)),
+                Effect::Pending(p) => {
+                    host.broadcast(pending_event(&host, &p));
+                    crate::push::ntfy(&host);
+                }
+                Effect::Push { device, pending } => {
+                    let requests: Vec<RequestId> = pending.iter().map(|p| p.id).collect();
+                    if let Err(outcome) = crate::push::push(&host, device, pending) {
+                        core.pushed(now_ms(), device, &requests, outcome);
+                    }
+                }
+                Effect::DropPush { device } => {
+                    if let Err(e) = lock(&host.devices).set_push(&device, None) {
+                        tracing::warn!("push: cannot forget device {device}'s subscription: {e}");
+                    }
+                }
+                Effect::SetPush { device, request, subscription } => {
+                    let outcome = set_push(&host, device, subscription);
+                    core.push_changed(now_ms(), device, request, outcome);
+                }
+                Effect::Report(what) => tracing::warn!("{what}"),
                 Effect::Refuse { claimed, reason } => refuse(&host, &claimed, reason),
                 Effect::Persist { device, rx, at, message } => {
                     let recorded = lock(&host.devices).accepted(&device, rx, at);
@@ -149,8 +190,16 @@ pub(crate) async fn drive(
                     if unrecorded.remove(&resolution.pending.id.to_string()) {
                         continue;
                     }
-                    if let Some(waiter) = waiter {
-                        let _ = waiter.send(*resolution);
+                    let (id, approved) =
+                        (resolution.pending.id, resolution.verdict == Verdict::Approve);
+                    let local = resolution.pending.requested_by.device().is_none();
+                    if let Some(waiter) = waiter
+                        && waiter.send(*resolution).is_ok()
+                        && approved
+                        && local
+                    {
+                        // A requester at this machine carries it out itself once told.
+                        core.applied(id);
                     }
                 }
             }

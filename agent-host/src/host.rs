@@ -42,6 +42,8 @@ pub struct Config {
     pub two_person: bool,
     /// What jobs see of the user's machine.
     pub user: crate::userenv::UserEnv,
+    /// How the host pushes notifications to devices.
+    pub push: crate::push::PushSetup,
 }
 
 /// Where the relay is and how to trust it.
@@ -95,6 +97,8 @@ pub struct Host {
     pub(crate) pool: Option<crate::exec::WarmPool>,
     /// Where jobs run and what they see.
     pub(crate) scope: crate::exec::Scope,
+    /// Pushes notifications (none when the VAPID key could not be had).
+    pub(crate) pusher: Option<crate::push::Pusher>,
 }
 
 impl Host {
@@ -284,7 +288,10 @@ pub(crate) fn send_sync(
     sessions: Vec<HostEvent>,
 ) {
     let Some(link) = &host.link else { return };
-    let Some(role) = lock(&host.devices).get(&device).map(|d| d.role) else { return };
+    let Some((role, push)) = lock(&host.devices).get(&device).map(|d| (d.role, d.push.is_some()))
+    else {
+        return;
+    };
     for p in pending {
         link.send(ToLink::To(device, pending_event(host, p)));
     }
@@ -301,6 +308,8 @@ pub(crate) fn send_sync(
             sandbox: host.config.sandbox.describe(),
             role,
             pending: u32::try_from(pending.len()).unwrap_or(u32::MAX),
+            push_key: host.pusher.as_ref().map(|p| p.public_key().to_string()),
+            push,
         },
     ));
 }

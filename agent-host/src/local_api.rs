@@ -257,6 +257,12 @@ pub enum ApiResponse {
     Approvals {
         /// Oldest id first.
         pending: Vec<Pending>,
+        /// Where each pending action, then each settled lately, got on each device.
+        #[serde(default)]
+        delivery: Vec<crate::host_core::Track>,
+        /// The pushes to each device with a push subscription.
+        #[serde(default)]
+        push: std::collections::BTreeMap<protocol::DeviceId, crate::host_core::PushState>,
     },
     /// A decision was taken.
     Decided {

@@ -238,14 +238,70 @@ pub(super) fn device_names() -> std::collections::BTreeMap<String, String> {
 }
 
 pub(super) fn pending_list() -> anyhow::Result<Vec<agent_host::approvals::Pending>> {
+    Ok(listing()?.0)
+}
+
+type Listing = (
+    Vec<agent_host::approvals::Pending>,
+    Vec<agent_host::host_core::Track>,
+    std::collections::BTreeMap<protocol::DeviceId, agent_host::host_core::PushState>,
+);
+
+fn listing() -> anyhow::Result<Listing> {
     use agent_host::local_api::{ApiRequest, ApiResponse};
     match call(&ApiRequest::Approvals, |_| {})?.into_iter().next() {
-        Some(ApiResponse::Approvals { pending }) => Ok(pending),
+        Some(ApiResponse::Approvals { pending, delivery, push }) => Ok((pending, delivery, push)),
         other => anyhow::bail!("unexpected answer: {other:?}"),
     }
 }
 
-pub(super) fn approvals(json: bool) -> anyhow::Result<ExitCode> {
+/// `approvals --delivery`: every action kept, where it got on each device, and the pushes.
+fn delivery(json: bool) -> anyhow::Result<ExitCode> {
+    let (_, tracks, push) = listing()?;
+    if json {
+        let out = serde_json::json!({ "actions": tracks, "push": push });
+        println!("{out}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let names = device_names();
+    let name = |id: &protocol::DeviceId| {
+        names.get(&id.to_string()).cloned().unwrap_or_else(|| id.to_string())
+    };
+    if tracks.is_empty() {
+        println!("no action waits, and none was settled lately");
+    }
+    for t in &tracks {
+        let state = match (t.verdict, t.applied) {
+            (None, _) => "waiting".to_string(),
+            (Some(_), true) => "approved and applied".into(),
+            (Some(v), false) => {
+                let by = t.decided_by.as_deref().unwrap_or("nobody");
+                format!(
+                    "{} by {by}",
+                    if v == protocol::Verdict::Approve { "approved" } else { "denied" }
+                )
+            }
+        };
+        println!("{}  {}  ({state})", t.request, t.summary);
+        for (device, stage) in &t.devices {
+            println!(
+                "    {}: {}",
+                name(device),
+                serde_json::to_value(stage)?.as_str().unwrap_or("?")
+            );
+        }
+    }
+    for (device, state) in &push {
+        let error = state.last_error.as_deref().map(|e| format!("; last: {e}")).unwrap_or_default();
+        println!("push to {}: {} tries{error}", name(device), state.attempts);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub(super) fn approvals(json: bool, with_delivery: bool) -> anyhow::Result<ExitCode> {
+    if with_delivery {
+        return delivery(json);
+    }
     let pending = pending_list()?;
     if json {
         println!("{}", serde_json::to_string(&pending)?);

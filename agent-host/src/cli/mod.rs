@@ -78,6 +78,10 @@ pub(crate) enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Where each action (waiting, or settled lately) got on each device, and the pushes
+        /// to devices.
+        #[arg(long)]
+        delivery: bool,
     },
     /// Approve a pending action (the exact action listed by `approvals`).
     Approve {
@@ -300,6 +304,21 @@ pub(crate) struct ServeArgs {
     /// The two-person rule: a device may not approve an action it requested itself.
     #[arg(long)]
     pub(crate) two_person: bool,
+    /// Who runs this host, for push services (`mailto:you@example.org` or an `https:` URL);
+    /// they may write there about the host's pushes.
+    #[arg(long, value_name = "MAILTO_OR_URL")]
+    pub(crate) push_contact: Option<String>,
+    /// Certificate authorities (PEM) trusted for push services besides the system's: a push
+    /// service of your own.
+    #[arg(long, value_name = "PEM_FILE")]
+    pub(crate) push_ca: Option<PathBuf>,
+    /// Post a content-free "an action needs you" to this ntfy-style topic URL whenever an
+    /// action starts to wait (for push you host yourself).
+    #[arg(long, value_name = "URL")]
+    pub(crate) ntfy: Option<String>,
+    /// How long a device has to acknowledge a notification before it is pushed again.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub(crate) push_ack_wait: Option<std::time::Duration>,
 }
 
 /// `agent-host audit …`
@@ -402,7 +421,7 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
             };
             run_session(command, kind, no_jail)
         }
-        Command::Approvals { json } => approvals(json),
+        Command::Approvals { json, delivery } => approvals(json, delivery),
         Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
         Command::Deny { id } => decide(&id, protocol::Verdict::Deny),
         Command::Exec { no_wait, cwd, shell, argv } => {

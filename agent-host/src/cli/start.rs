@@ -60,7 +60,27 @@ pub(super) fn daemon_config(
         host_name,
         relay,
         two_person: args.two_person,
+        push: agent_host::push::PushSetup {
+            contact: args.push_contact.clone(),
+            extra_roots: match &args.push_ca {
+                Some(path) => read_roots(path)?,
+                None => Vec::new(),
+            },
+            ntfy: args.ntfy.clone(),
+            ack_wait: args.push_ack_wait,
+        },
     })
+}
+
+/// The certificates of a PEM file, as DER.
+fn read_roots(path: &Path) -> anyhow::Result<Vec<Vec<u8>>> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.map(|c| c.map(|c| c.to_vec())).collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("--push-ca {}: {e}", path.display()))?;
+    anyhow::ensure!(!certs.is_empty(), "--push-ca {}: no certificate in it", path.display());
+    Ok(certs)
 }
 
 /// The page's `host[:port]` from `--page` (an `https://` prefix and a trailing `/` are allowed).

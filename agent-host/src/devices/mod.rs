@@ -75,6 +75,9 @@ pub struct Device {
     /// before the channel have none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel_key: Option<protocol::ChannelKey>,
+    /// Where its notifications are pushed (a browser's Web Push subscription), when it asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub push: Option<protocol::PushSubscription>,
 }
 
 /// The counters of one device.
@@ -350,6 +353,16 @@ impl Registry {
         self.save_devices()
     }
 
+    /// Sets (or with `None` clears) where a device's notifications are pushed.
+    pub fn set_push(
+        &mut self,
+        id: &DeviceId,
+        push: Option<protocol::PushSubscription>,
+    ) -> Result<(), RegistryError> {
+        self.devices.get_mut(id).ok_or(RegistryError::Unknown(id.to_string()))?.push = push;
+        self.save_devices()
+    }
+
     /// Whether `id` has counters here: paired now, or before (a revoked device keeps them, so
     /// that what the host still tells it goes on from its last counter).
     pub fn knows(&self, id: &DeviceId) -> bool {
@@ -383,6 +396,7 @@ mod tests {
             role: Role::Approver,
             paired_at_ms: 1,
             channel_key: seed.is_multiple_of(2).then_some(protocol::ChannelKey([seed; 32])),
+            push: None,
         }
     }
 

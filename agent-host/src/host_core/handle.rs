@@ -3,7 +3,7 @@
 //!
 //! It must not decide anything: each command is one call into [`HostCore`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use protocol::{
     ActionHash, DeviceId, HostEvent, PairingToken, PublicKey, ReplayState, RequestId, Role,
@@ -56,6 +56,20 @@ pub enum Command {
     Pending {
         /// The list.
         reply: oneshot::Sender<Vec<Pending>>,
+    },
+    /// [`HostCore::pushed`].
+    Pushed {
+        /// To whom.
+        device: DeviceId,
+        /// What the push named.
+        requests: Vec<RequestId>,
+        /// What became of it.
+        outcome: super::PushOutcome,
+    },
+    /// [`HostCore::deliveries`] and [`HostCore::push_states`].
+    Deliveries {
+        /// Both.
+        reply: oneshot::Sender<(Vec<super::Track>, BTreeMap<DeviceId, super::PushState>)>,
     },
     /// [`HostCore::sync`].
     Sync {
@@ -286,6 +300,24 @@ impl CoreHandle {
         self.call(|reply| Command::Pending { reply }).await
     }
 
+    /// See [`Command::Pushed`].
+    pub async fn pushed(
+        &self,
+        device: DeviceId,
+        requests: Vec<RequestId>,
+        outcome: super::PushOutcome,
+    ) -> Result<(), CoreError> {
+        let command = Command::Pushed { device, requests, outcome };
+        self.commands.send(command).await.map_err(|_| CoreError::Stopped)
+    }
+
+    /// See [`Command::Deliveries`].
+    pub async fn deliveries(
+        &self,
+    ) -> Result<(Vec<super::Track>, BTreeMap<DeviceId, super::PushState>), CoreError> {
+        self.call(|reply| Command::Deliveries { reply }).await
+    }
+
     /// See [`Command::Grant`].
     pub async fn grant(&self, id: RequestId, grant: Grant) -> Result<(), CoreError> {
         self.commands.send(Command::Grant { id, grant }).await.map_err(|_| CoreError::Stopped)
@@ -377,6 +409,12 @@ pub fn apply(core: &mut HostCore, waiters: &mut Waiters, now: u64, command: Comm
         }
         Command::Pending { reply } => {
             let _ = reply.send(core.pending());
+        }
+        Command::Pushed { device, requests, outcome } => {
+            core.pushed(now, device, &requests, outcome);
+        }
+        Command::Deliveries { reply } => {
+            let _ = reply.send((core.deliveries(), core.push_states()));
         }
         Command::Sync { device, request } => core.sync(device, request),
         Command::Grant { id, grant } => core.grant(now, id, grant),

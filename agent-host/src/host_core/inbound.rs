@@ -221,6 +221,13 @@ impl HostCore {
         let needs = |needs: Role| (role < needs).then_some(needs);
         match message {
             Message::Request(Request::Sync { id }) => self.sync(device, Some(id)),
+            // Any role: a viewer is told what waits too (its notifications have no buttons).
+            Message::Request(Request::Push { id, subscription }) => {
+                self.effects.push_back(Effect::SetPush { device, request: id, subscription });
+            }
+            Message::Request(Request::Receipt { id: _, requests, stage }) => {
+                self.receipt(device, &requests, stage);
+            }
             Message::Request(Request::Action { id, action }) => {
                 if let Some(needs) = needs(Role::Operator) {
                     return self.forbidden(device, role, needs, Some(id));
@@ -268,11 +275,32 @@ impl HostCore {
         }
     }
 
+    /// A device's push subscription was kept (`subscribed`) or cleared, as it asked with
+    /// `request`; or it was refused (`refused` says why) and nothing changed.
+    pub fn push_changed(
+        &mut self,
+        now: u64,
+        device: DeviceId,
+        request: RequestId,
+        outcome: Result<bool, String>,
+    ) {
+        match outcome {
+            Ok(subscribed) => {
+                self.set_push(now, device, subscribed);
+                self.sync(device, Some(request));
+            }
+            Err(why) => self.refuse_request(device, request, ErrorCode::BadRequest, &why),
+        }
+    }
+
     /// What a request came to: its result, for every device (`to` is `None`), or a refusal of
     /// it for the device that made it. Kept as the answer to send again if the request comes
     /// again, and sent.
     pub fn handle_done(&mut self, to: Option<DeviceId>, event: HostEvent) {
         self.recent.record(to, &event);
+        if let HostEvent::ActionResult { request, .. } = &event {
+            self.applied(*request);
+        }
         self.effects.push_back(match to {
             Some(device) => Effect::Send { device, event },
             None => Effect::Broadcast(event),

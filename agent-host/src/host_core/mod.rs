@@ -31,11 +31,15 @@ use crate::approvals::{Broker, DecisionError, Pending, Requester, Resolution};
 use crate::audit::Event;
 use crate::devices::Device;
 
+mod delivery;
 mod handle;
 mod inbound;
 mod pairing;
 mod sessions;
 pub use crate::session::TypeError;
+pub use delivery::{
+    ACK_WAIT_MS, KEPT_SETTLED, PushOutcome, PushState, RETRY_MAX_MS, RETRY_MIN_MS, Stage, Track,
+};
 pub use handle::{Command, CoreError, CoreHandle, Waiters, apply};
 pub use inbound::REMEMBERED;
 pub use pairing::{
@@ -166,6 +170,31 @@ pub enum Effect {
     },
     /// Tell every device.
     Broadcast(HostEvent),
+    /// Push a notification of what waits (`pending`, newest last) to `device`'s subscription;
+    /// what becomes of it returns through [`HostCore::pushed`].
+    Push {
+        /// To whom.
+        device: DeviceId,
+        /// Everything that waits.
+        pending: Vec<Pending>,
+    },
+    /// Forget `device`'s push subscription (the push service ended it).
+    DropPush {
+        /// The device.
+        device: DeviceId,
+    },
+    /// Check and keep (or, with `None`, clear) a device's push subscription, then call
+    /// [`HostCore::push_changed`].
+    SetPush {
+        /// The device.
+        device: DeviceId,
+        /// Its request, to answer.
+        request: RequestId,
+        /// The subscription.
+        subscription: Option<protocol::PushSubscription>,
+    },
+    /// Tell the person at the host's terminal (its log).
+    Report(String),
 }
 
 /// The host's decision state (see the module notes).
@@ -195,6 +224,8 @@ pub struct HostCore {
     online: HashSet<DeviceId>,
     /// Sessions shared by `agent-host run`.
     sessions: HashMap<protocol::SessionId, crate::session::Live>,
+    /// Where each pending action got on each device; pushes.
+    delivery: delivery::Deliveries,
 }
 
 impl HostCore {
@@ -218,6 +249,7 @@ impl HostCore {
             pairing: HashMap::new(),
             online: HashSet::new(),
             sessions: HashMap::new(),
+            delivery: delivery::Deliveries::default(),
         }
     }
 
@@ -239,6 +271,7 @@ impl HostCore {
         pending.expires_at_ms = now.saturating_add(self.approval_timeout_ms);
         self.broker.add(pending.clone())?;
         self.effects.push_back(Effect::Pending(Box::new(pending.clone())));
+        self.track(now, &pending);
         self.judged(now, pending.id, &pending.requested_by);
         Ok(pending)
     }
@@ -293,6 +326,7 @@ impl HostCore {
     pub fn sync(&mut self, device: DeviceId, request: Option<RequestId>) {
         let pending = self.broker.list();
         let sessions = self.session_events();
+        self.issued(device, &pending);
         self.effects.push_back(Effect::Sync { device, request, pending, sessions });
     }
 
@@ -321,11 +355,13 @@ impl HostCore {
             self.settle(resolution);
         }
         self.expire_pairing(now);
+        self.delivery_timeout(now);
     }
 
     /// When [`HostCore::handle_timeout`] has something to do next (Unix ms).
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.broker.next_expiry().into_iter().chain(self.next_pairing_timeout()).min()
+        let next = self.broker.next_expiry().into_iter().chain(self.next_pairing_timeout());
+        next.chain(self.next_delivery_timeout()).min()
     }
 
     /// The next thing the driver must do.
@@ -335,6 +371,7 @@ impl HostCore {
 
     fn settle(&mut self, resolution: Resolution) {
         let id = resolution.pending.id;
+        self.track_settled(id, resolution.verdict, resolution.by.as_ref());
         self.effects.push_back(Effect::Audit(Event::Approval {
             request: id.to_string(),
             verdict: if resolution.verdict == Verdict::Approve { "approve" } else { "deny" }.into(),

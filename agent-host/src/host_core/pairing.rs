@@ -249,6 +249,7 @@ impl HostCore {
             role: offer.role,
             paired_at_ms: now,
             channel_key,
+            push: None,
         };
         if offer.yes {
             return self.pair(token, key, device);
@@ -327,6 +328,7 @@ impl HostCore {
     /// still open (the registration that closes it follows).
     pub(super) fn revoked(&mut self, device: DeviceId) {
         self.online.remove(&device);
+        self.forget_delivery(device);
         let event = HostEvent::Error {
             request: None,
             code: ErrorCode::Revoked,

@@ -51,6 +51,17 @@ fn send_to(host: &Host, client: &Client, recipient: &PublicKey, message: &Messag
 /// pairing answer; the device has no window for this host yet). An event to a device revoked
 /// a moment ago (the notice of it) goes on from its last counter, so that the device takes it.
 fn seal_to(host: &Host, recipient: &PublicKey, message: &Message) -> Option<Vec<u8>> {
+    seal_until(host, recipient, message, now_ms() + EVENT_LIFETIME_MS)
+}
+
+/// [`seal_to`], valid until `expires_at_ms` (a push, which may wait at its push service for
+/// a phone that is away).
+pub(crate) fn seal_until(
+    host: &Host,
+    recipient: &PublicKey,
+    message: &Message,
+    expires_at_ms: u64,
+) -> Option<Vec<u8>> {
     let id = DeviceId::new(*recipient);
     let counter = {
         let mut devices = lock(&host.devices);
@@ -77,7 +88,7 @@ fn seal_to(host: &Host, recipient: &PublicKey, message: &Message) -> Option<Vec<
         recipient,
         counter,
         issued_at_ms: now,
-        expires_at_ms: now + EVENT_LIFETIME_MS,
+        expires_at_ms: expires_at_ms.max(now + 1),
     };
     match protocol::seal(&host.key, &ctx, message) {
         Ok(frame) => Some(frame),

@@ -8,15 +8,16 @@
 //! notification says. An endpoint must be `https` with no credentials in it (the host makes a
 //! request to whatever a device names, so nothing else is taken).
 //!
-//! Not wired into the host yet (issue 21): a browser's subscription is to reach the host inside
-//! its signed and encrypted channel, and the host to send on each action that needs a person.
+//! A browser's subscription reaches the host inside its device's signed and encrypted channel
+//! ([`protocol::Request::Push`]); what the host pushes and when is the core's
+//! (`crate::host_core`, delivery), the sending is [`send`]'s.
 //!
 //! Decisions: the VAPID key is the host's own (`config/vapid.key`, like its other keys), so
 //! a push service can tie pushes to one host and nothing more; the token's `sub` is a contact
-//! the host's owner may set (`mailto:` or `https:`), a placeholder otherwise. A notification
-//! names the host, the action in one line, who asked and the time left; with several waiting it
-//! says how many; a device that asked for it gets only "N actions need you on HOST" (for a
-//! locked screen). Payloads are kept under 3,993 bytes, the most every push service takes.
+//! the host's owner may set (`mailto:` or `https:`), a placeholder otherwise. What a push
+//! carries is a [`protocol::HostEvent::Notice`] sealed to the device like every event (so a
+//! push service that could read it still could not forge one), as base64url text, kept under
+//! 3,993 bytes, the most every push service takes.
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +26,10 @@ use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256
 use web_push_native::p256;
 
 use crate::identity::IdentityError;
+
+mod send;
+pub use send::{MAX_SENDING, NTFY_BODY, PushSetup, Pusher, REQUEST_TIMEOUT, notice};
+pub(crate) use send::{ntfy, push};
 
 /// The most plaintext one push carries: the 4,096 bytes every push service takes (RFC 8030,
 /// section 7.2) less the `aes128gcm` header with its 65-byte key (86 bytes), the padding
@@ -125,9 +130,31 @@ impl Subscription {
         Ok(Self { endpoint: uri, p256dh, auth })
     }
 
+    /// A subscription as a device sends it (its keys base64url, padded or not).
+    pub fn from_wire(s: &protocol::PushSubscription) -> Result<Self, PushError> {
+        let key = |k: &str| {
+            base64_simd::URL_SAFE_NO_PAD
+                .decode_to_vec(k.trim_end_matches('=').as_bytes())
+                .map_err(|_| PushError::Keys("the keys must be base64url"))
+        };
+        Self::new(&s.endpoint, &key(&s.p256dh)?, &key(&s.auth)?)
+    }
+
     /// The endpoint.
     pub fn endpoint(&self) -> String {
         self.endpoint.to_string()
+    }
+
+    /// The scheme and authority of an endpoint (for the audit log: the rest names the browser).
+    pub fn origin_of(endpoint: &str) -> String {
+        match endpoint.parse::<http::Uri>() {
+            Ok(uri) => format!(
+                "{}://{}",
+                uri.scheme_str().unwrap_or("?"),
+                uri.authority().map_or("?", http::uri::Authority::as_str)
+            ),
+            Err(_) => "?".into(),
+        }
     }
 }
 
@@ -151,57 +178,6 @@ pub fn request(
         .with_vapid(&key.pair, contact)
         .build(payload.to_vec())
         .map_err(|e| PushError::Crypto(e.to_string()))
-}
-
-/// One pending action, as a notification tells it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Waiting {
-    /// The action in one line (`run cargo test in ~/proj`).
-    pub summary: String,
-    /// Who asked.
-    pub asked_by: String,
-    /// When it lapses, Unix milliseconds.
-    pub expires_at_ms: u64,
-}
-
-/// What a notification says.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Notice {
-    /// Its title.
-    pub title: String,
-    /// Its text.
-    pub body: String,
-    /// How many actions wait.
-    pub count: usize,
-}
-
-/// The longest summary a notification quotes, in characters.
-const MAX_SUMMARY: usize = 160;
-
-/// What a notification says about the actions `waiting` on `host` at `now_ms`: the oldest in
-/// one line with who asked and the time left, or how many wait; only the count when `hide`
-/// (a locked screen shows it).
-pub fn notice(host: &str, waiting: &[Waiting], hide: bool, now_ms: u64) -> Notice {
-    let count = waiting.len();
-    let needs = if count == 1 {
-        format!("1 action needs you on {host}")
-    } else {
-        format!("{count} actions need you on {host}")
-    };
-    let Some(first) = waiting.first().filter(|_| !hide) else {
-        return Notice { title: needs, body: String::new(), count };
-    };
-    let left = first.expires_at_ms.saturating_sub(now_ms) / 1000;
-    let mut summary: String = first.summary.chars().take(MAX_SUMMARY).collect();
-    if first.summary.chars().count() > MAX_SUMMARY {
-        summary.push('…');
-    }
-    let mut body =
-        format!("{summary}\nasked by {}; {}:{:02} left", first.asked_by, left / 60, left % 60);
-    if count > 1 {
-        body.push_str(&format!("\nand {} more", count - 1));
-    }
-    Notice { title: needs, body, count }
 }
 
 #[cfg(test)]
@@ -331,31 +307,6 @@ mod tests {
             Err(PushError::TooLarge(_))
         ));
         assert!(request(&vapid, &good, DEFAULT_CONTACT, &big[1..]).is_ok());
-    }
-
-    #[test]
-    fn a_notice_names_the_action_or_only_counts_on_a_locked_screen() {
-        let now = 1_000_000;
-        let one = Waiting {
-            summary: "run `cargo test` in ~/proj".into(),
-            asked_by: "phone".into(),
-            expires_at_ms: now + 125_000,
-        };
-        let n = notice("workstation", std::slice::from_ref(&one), false, now);
-        assert_eq!(n.title, "1 action needs you on workstation");
-        assert_eq!(n.body, "run `cargo test` in ~/proj\nasked by phone; 2:05 left");
-        let two =
-            [one.clone(), Waiting { summary: "edit src/main.rs (+12 −3)".into(), ..one.clone() }];
-        let n = notice("workstation", &two, false, now);
-        assert_eq!(n.title, "2 actions need you on workstation");
-        assert!(n.body.ends_with("\nand 1 more"), "{}", n.body);
-        let hidden = notice("workstation", &two, true, now);
-        assert_eq!(
-            (hidden.title.as_str(), hidden.body.as_str(), hidden.count),
-            ("2 actions need you on workstation", "", 2)
-        );
-        let long = Waiting { summary: "x".repeat(1000), ..one };
-        assert!(notice("h", &[long], false, now).body.chars().count() < 250);
     }
 
     #[test]

@@ -429,6 +429,8 @@ pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result
             HostEvent::SessionEnded { session, exit_code } => {
                 println!("session {session} ended ({exit_code:?})");
             }
+            // Pushed to browsers, never sent on the link.
+            HostEvent::Notice { .. } => {}
         }
         std::io::stdout().flush()?;
     }

@@ -1,0 +1,505 @@
+//! Where each pending action got on each device, and the pushes that carry it to devices whose
+//! page is closed: [`HostCore::receipt`], [`HostCore::pushed`] and what [`Effect::Push`] asks.
+//!
+//! A pending action goes, per device: issued (the host sent it: on the link to a device online,
+//! or a push service took the push), delivered (the device said it has it), shown (the device
+//! said its person saw it: a notification, or the page in view), decided (this device answered
+//! it), applied (what it approved was carried out). The stages only go forward.
+//!
+//! A device with a push subscription is pushed to as soon as an action starts to wait; one push
+//! says everything that waits (a notification counts them). If the push service refuses, or
+//! the device does not acknowledge every waiting action within the acknowledgement time, the
+//! host says so ([`Effect::Report`]) and pushes again, waiting twice as long each time (up to
+//! [`RETRY_MAX_MS`]) until the device acknowledges or nothing waits. A push service that says
+//! the subscription is gone (404, 410) ends it ([`Effect::DropPush`]).
+//!
+//! Settled actions are kept, with their stages, for the last [`KEPT_SETTLED`], so that
+//! `agent-host approvals` can say where an answer came from and that it was applied.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use protocol::{DeviceId, ReceiptStage, RequestId, Verdict};
+use serde::{Deserialize, Serialize};
+
+use super::{Effect, HostCore};
+use crate::approvals::{Pending, Requester};
+
+/// How long a device has to acknowledge what was pushed to it, by default.
+pub const ACK_WAIT_MS: u64 = 30_000;
+/// The first wait before a push the push service refused is tried again.
+pub const RETRY_MIN_MS: u64 = 5_000;
+/// The longest wait between pushes to one device.
+pub const RETRY_MAX_MS: u64 = 5 * 60_000;
+/// How many settled actions are kept with their stages.
+pub const KEPT_SETTLED: usize = 64;
+
+/// How far a pending action got on one device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Stage {
+    /// The host sent it.
+    Issued,
+    /// The device has it.
+    Delivered,
+    /// Its person was shown it.
+    Shown,
+    /// This device answered it.
+    Decided,
+    /// What this device approved was carried out.
+    Applied,
+}
+
+/// Where a push to a device stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushState {
+    /// Pushes made since the device last acknowledged everything.
+    pub attempts: u32,
+    /// What went wrong with the last, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the host looks again (Unix ms): to push again, or to see whether the device
+    /// acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at_ms: Option<u64>,
+    /// A push is on its way to the push service.
+    #[serde(skip)]
+    in_flight: bool,
+    /// Another push is wanted once the one on its way is done.
+    #[serde(skip)]
+    again: bool,
+}
+
+/// One action's delivery, as `agent-host approvals --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Track {
+    /// The request.
+    pub request: RequestId,
+    /// One line for people.
+    pub summary: String,
+    /// How it was settled: absent while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Who settled it, as the audit log names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// Whether what was approved was carried out.
+    pub applied: bool,
+    /// How far it got on each device it reached.
+    pub devices: BTreeMap<DeviceId, Stage>,
+}
+
+/// The stages of every pending action and recently settled one, and the pushes under way.
+#[derive(Debug)]
+pub(super) struct Deliveries {
+    tracks: HashMap<RequestId, Track>,
+    settled: VecDeque<RequestId>,
+    push: HashMap<DeviceId, PushState>,
+    ack_wait_ms: u64,
+}
+
+impl Default for Deliveries {
+    fn default() -> Self {
+        Self {
+            tracks: HashMap::new(),
+            settled: VecDeque::new(),
+            push: HashMap::new(),
+            ack_wait_ms: ACK_WAIT_MS,
+        }
+    }
+}
+
+/// What became of a push.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// The push service took it.
+    Taken,
+    /// The push service says the subscription is no more (404, 410).
+    Gone(String),
+    /// It could not be pushed now (refused, unreachable, too many requests).
+    Failed(String),
+}
+
+impl Track {
+    fn raise(&mut self, device: DeviceId, stage: Stage) {
+        let at = self.devices.entry(device).or_insert(stage);
+        *at = (*at).max(stage);
+    }
+}
+
+impl HostCore {
+    /// How long a device has to acknowledge a push before the host pushes again.
+    pub fn push_ack_wait(mut self, ms: u64) -> Self {
+        self.delivery.ack_wait_ms = ms.max(1);
+        self
+    }
+
+    /// Whether `device` has a push subscription: pushes go to it from now on, or no more.
+    pub fn set_push(&mut self, now: u64, device: DeviceId, subscribed: bool) {
+        if !subscribed {
+            self.delivery.push.remove(&device);
+            return;
+        }
+        self.delivery.push.entry(device).or_default();
+        // What waits already is pushed at once.
+        if self.unacknowledged(device) {
+            self.push_to(now, device);
+        }
+    }
+
+    /// Every pending action's delivery, then the settled ones kept, newest last.
+    pub fn deliveries(&self) -> Vec<Track> {
+        let mut out: Vec<Track> = self
+            .broker
+            .list()
+            .iter()
+            .filter_map(|p| self.delivery.tracks.get(&p.id).cloned())
+            .collect();
+        out.extend(
+            self.delivery.settled.iter().filter_map(|id| self.delivery.tracks.get(id)).cloned(),
+        );
+        out
+    }
+
+    /// Where pushes to each device stand.
+    pub fn push_states(&self) -> BTreeMap<DeviceId, PushState> {
+        self.delivery.push.iter().map(|(d, s)| (*d, s.clone())).collect()
+    }
+
+    /// A device says how far `requests` got on it.
+    pub fn receipt(&mut self, device: DeviceId, requests: &[RequestId], stage: ReceiptStage) {
+        let stage = match stage {
+            ReceiptStage::Delivered => Stage::Delivered,
+            ReceiptStage::Shown => Stage::Shown,
+        };
+        for request in requests {
+            // Only actions it was sent (a receipt for another is ignored).
+            if let Some(track) = self.delivery.tracks.get_mut(request)
+                && track.devices.contains_key(&device)
+            {
+                track.raise(device, stage);
+            }
+        }
+        if !self.unacknowledged(device)
+            && let Some(state) = self.delivery.push.get_mut(&device)
+        {
+            state.attempts = 0;
+            state.last_error = None;
+            state.next_at_ms = None;
+        }
+    }
+
+    /// What became of the push of `requests` to `device`.
+    pub fn pushed(
+        &mut self,
+        now: u64,
+        device: DeviceId,
+        requests: &[RequestId],
+        outcome: PushOutcome,
+    ) {
+        let Some(state) = self.delivery.push.get_mut(&device) else { return };
+        state.in_flight = false;
+        let again = std::mem::take(&mut state.again);
+        let wait = |first: u64, attempts: u32| {
+            first.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(RETRY_MAX_MS)
+        };
+        match outcome {
+            PushOutcome::Taken => {
+                state.last_error = None;
+                state.next_at_ms =
+                    Some(now.saturating_add(wait(self.delivery.ack_wait_ms, state.attempts)));
+                for request in requests {
+                    if let Some(track) = self.delivery.tracks.get_mut(request) {
+                        track.raise(device, Stage::Issued);
+                    }
+                }
+            }
+            PushOutcome::Gone(why) => {
+                self.delivery.push.remove(&device);
+                self.effects.push_back(Effect::Report(format!(
+                    "the push service ended device {device}'s subscription ({why}): it gets no more notifications until its page subscribes again"
+                )));
+                self.effects.push_back(Effect::DropPush { device });
+                return;
+            }
+            PushOutcome::Failed(why) => {
+                let next = now.saturating_add(wait(RETRY_MIN_MS, state.attempts));
+                self.effects.push_back(Effect::Report(format!(
+                    "a push to device {device} failed ({why}); trying again in {} s",
+                    next.saturating_sub(now) / 1000
+                )));
+                state.last_error = Some(why);
+                state.next_at_ms = Some(next);
+            }
+        }
+        if again {
+            self.push_to(now, device);
+        }
+    }
+
+    /// Pushes what lapsed by `now` and looks for pushes not acknowledged.
+    pub(super) fn delivery_timeout(&mut self, now: u64) {
+        let due: Vec<DeviceId> = self
+            .delivery
+            .push
+            .iter()
+            .filter(|(_, s)| s.next_at_ms.is_some_and(|at| at <= now) && !s.in_flight)
+            .map(|(d, _)| *d)
+            .collect();
+        for device in due {
+            let unacknowledged = self.unacknowledged(device);
+            let Some(state) = self.delivery.push.get_mut(&device) else { continue };
+            state.next_at_ms = None;
+            if !unacknowledged {
+                state.attempts = 0;
+                continue;
+            }
+            if state.last_error.is_none() {
+                self.effects.push_back(Effect::Report(format!(
+                    "device {device} did not acknowledge its notification; pushing again"
+                )));
+            }
+            self.push_to(now, device);
+        }
+    }
+
+    /// When [`Self::delivery_timeout`] has something to do.
+    pub(super) fn next_delivery_timeout(&self) -> Option<u64> {
+        self.delivery.push.values().filter(|s| !s.in_flight).filter_map(|s| s.next_at_ms).min()
+    }
+
+    /// A new pending action: issued to the devices online, pushed to those subscribed.
+    pub(super) fn track(&mut self, now: u64, pending: &Pending) {
+        let mut track = Track {
+            request: pending.id,
+            summary: pending.summary.clone(),
+            verdict: None,
+            decided_by: None,
+            applied: false,
+            devices: BTreeMap::new(),
+        };
+        for device in self.devices.keys().filter(|d| self.online.contains(d)) {
+            track.raise(*device, Stage::Issued);
+        }
+        self.delivery.tracks.insert(pending.id, track);
+        let subscribed: Vec<DeviceId> = self.delivery.push.keys().copied().collect();
+        for device in subscribed {
+            if let Some(state) = self.delivery.push.get_mut(&device) {
+                // A fresh action is news: the count of tries starts again.
+                state.attempts = 0;
+            }
+            self.push_to(now, device);
+        }
+    }
+
+    /// The pending actions sent to `device` in a sync: issued.
+    pub(super) fn issued(&mut self, device: DeviceId, pending: &[Pending]) {
+        for p in pending {
+            if let Some(track) = self.delivery.tracks.get_mut(&p.id) {
+                track.raise(device, Stage::Issued);
+            }
+        }
+    }
+
+    /// A pending action was settled.
+    pub(super) fn track_settled(
+        &mut self,
+        id: RequestId,
+        verdict: Verdict,
+        by: Option<&Requester>,
+    ) {
+        let Some(track) = self.delivery.tracks.get_mut(&id) else { return };
+        track.verdict = Some(verdict);
+        track.decided_by = Some(by.map_or_else(|| "nobody (lapsed)".into(), Requester::label));
+        if let Some(device) = by.and_then(Requester::device) {
+            track.raise(device, Stage::Decided);
+        }
+        self.delivery.settled.push_back(id);
+        while self.delivery.settled.len() > KEPT_SETTLED {
+            if let Some(old) = self.delivery.settled.pop_front() {
+                self.delivery.tracks.remove(&old);
+            }
+        }
+    }
+
+    /// What was approved under `id` was carried out.
+    pub fn applied(&mut self, id: RequestId) {
+        let Some(track) = self.delivery.tracks.get_mut(&id) else { return };
+        if track.verdict != Some(Verdict::Approve) {
+            return;
+        }
+        track.applied = true;
+        let decider = track.devices.iter().find(|(_, s)| **s == Stage::Decided).map(|(d, _)| *d);
+        if let Some(device) = decider {
+            track.raise(device, Stage::Applied);
+        }
+    }
+
+    /// A device is no longer paired.
+    pub(super) fn forget_delivery(&mut self, device: DeviceId) {
+        self.delivery.push.remove(&device);
+    }
+
+    /// Whether an action waits that `device` has not acknowledged.
+    fn unacknowledged(&self, device: DeviceId) -> bool {
+        self.broker.list().iter().any(|p| {
+            self.delivery
+                .tracks
+                .get(&p.id)
+                .is_some_and(|t| t.devices.get(&device).is_none_or(|s| *s < Stage::Delivered))
+        })
+    }
+
+    /// Pushes everything that waits to `device` (once the push on its way is done, if one is).
+    fn push_to(&mut self, _now: u64, device: DeviceId) {
+        let Some(state) = self.delivery.push.get_mut(&device) else { return };
+        if state.in_flight {
+            state.again = true;
+            return;
+        }
+        let pending = self.broker.list();
+        if pending.is_empty() {
+            return;
+        }
+        state.in_flight = true;
+        state.attempts = state.attempts.saturating_add(1);
+        state.next_at_ms = None;
+        self.effects.push_back(Effect::Push { device, pending });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use protocol::{Action, ActionHash, SecretKey};
+
+    use super::*;
+
+    fn device(n: u8) -> DeviceId {
+        DeviceId::new(SecretKey::from_seed(&[n; 32]).public_key())
+    }
+
+    fn pending(n: u8) -> Pending {
+        let action = Action::ReadFile { path: format!("f{n}") };
+        Pending {
+            id: RequestId([n; 16]),
+            action_hash: protocol::action_hash(&action),
+            action,
+            summary: format!("read f{n}"),
+            reason: "asked".into(),
+            preview: None,
+            requested_by: Requester::Local("terminal".into()),
+            expires_at_ms: 0,
+        }
+    }
+
+    fn core() -> HostCore {
+        let mut core = HostCore::new(SecretKey::from_seed(&[7; 32]).public_key(), 600_000, false)
+            .push_ack_wait(1000);
+        core.load_device(device(1), protocol::Role::Approver, Default::default());
+        core.set_push(0, device(1), true);
+        core
+    }
+
+    fn effects(core: &mut HostCore) -> Vec<Effect> {
+        std::iter::from_fn(|| core.poll_effect()).collect()
+    }
+
+    fn pushes(effects: &[Effect]) -> Vec<usize> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Push { pending, .. } => Some(pending.len()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reports(effects: &[Effect]) -> usize {
+        effects.iter().filter(|e| matches!(e, Effect::Report(_))).count()
+    }
+
+    #[test]
+    fn an_action_is_pushed_and_a_receipt_ends_the_retries() {
+        let mut core = core();
+        let p = core.ask(0, pending(1)).unwrap();
+        assert_eq!(pushes(&effects(&mut core)), [1]);
+        // A second action while the first push is on its way: pushed once that one is done,
+        // both in one notice.
+        core.ask(10, pending(2)).unwrap();
+        assert!(pushes(&effects(&mut core)).is_empty());
+        core.pushed(20, device(1), &[p.id], PushOutcome::Taken);
+        assert_eq!(pushes(&effects(&mut core)), [2]);
+        core.pushed(30, device(1), &[p.id, RequestId([2; 16])], PushOutcome::Taken);
+        assert_eq!(core.deliveries()[0].devices[&device(1)], Stage::Issued);
+        assert_eq!(core.poll_timeout(), Some(1030), "the acknowledgement is awaited");
+        core.receipt(device(1), &[p.id, RequestId([2; 16])], ReceiptStage::Shown);
+        assert_eq!(core.deliveries()[1].devices[&device(1)], Stage::Shown);
+        assert_eq!(core.poll_timeout(), Some(600_000), "only the lapse is left");
+        core.handle_timeout(5000);
+        assert!(effects(&mut core).is_empty());
+    }
+
+    #[test]
+    fn a_push_not_acknowledged_is_said_and_pushed_again_later_each_time() {
+        let mut core = core();
+        let p = core.ask(0, pending(1)).unwrap();
+        effects(&mut core);
+        core.pushed(0, device(1), &[p.id], PushOutcome::Taken);
+        let mut at = 0;
+        for wait in [1000, 2000, 4000] {
+            assert_eq!(core.poll_timeout(), Some(at + wait));
+            at += wait;
+            core.handle_timeout(at);
+            let got = effects(&mut core);
+            assert_eq!((reports(&got), pushes(&got)), (1, vec![1]), "at {at}");
+            core.pushed(at, device(1), &[p.id], PushOutcome::Taken);
+        }
+        // Delivered is enough to stop.
+        core.receipt(device(1), &[p.id], ReceiptStage::Delivered);
+        assert_eq!(core.push_states()[&device(1)].attempts, 0);
+    }
+
+    #[test]
+    fn a_refused_push_is_tried_again_and_a_gone_subscription_dropped() {
+        let mut core = core();
+        let p = core.ask(0, pending(1)).unwrap();
+        effects(&mut core);
+        core.pushed(0, device(1), &[p.id], PushOutcome::Failed("HTTP 503".into()));
+        assert_eq!(reports(&effects(&mut core)), 1);
+        assert_eq!(core.poll_timeout(), Some(RETRY_MIN_MS));
+        assert_eq!(core.push_states()[&device(1)].last_error.as_deref(), Some("HTTP 503"));
+        assert!(core.deliveries()[0].devices.is_empty(), "not issued");
+        core.handle_timeout(RETRY_MIN_MS);
+        let got = effects(&mut core);
+        assert_eq!((reports(&got), pushes(&got)), (0, vec![1]), "said once, when it failed");
+        core.pushed(RETRY_MIN_MS, device(1), &[p.id], PushOutcome::Gone("HTTP 410".into()));
+        let got = effects(&mut core);
+        assert!(got.contains(&Effect::DropPush { device: device(1) }));
+        assert!(core.push_states().is_empty());
+        assert_eq!(core.poll_timeout(), Some(600_000));
+    }
+
+    #[test]
+    fn the_stages_go_forward_to_decided_and_applied() {
+        let mut core = core();
+        let p = core.ask(0, pending(1)).unwrap();
+        core.pushed(0, device(1), &[p.id], PushOutcome::Taken);
+        core.receipt(device(1), &[p.id], ReceiptStage::Shown);
+        core.receipt(device(1), &[p.id], ReceiptStage::Delivered);
+        assert_eq!(core.deliveries()[0].devices[&device(1)], Stage::Shown, "never back");
+        // A receipt for an action it was never sent is ignored.
+        core.receipt(device(2), &[p.id], ReceiptStage::Shown);
+        assert!(!core.deliveries()[0].devices.contains_key(&device(2)));
+        let by = Requester::Device(device(1));
+        core.decide(1, p.id, &p.action_hash, Verdict::Approve, &by).unwrap();
+        assert_eq!(core.deliveries()[0].devices[&device(1)], Stage::Decided);
+        core.applied(p.id);
+        let track = &core.deliveries()[0];
+        assert_eq!((track.devices[&device(1)], track.applied), (Stage::Applied, true));
+        assert_eq!(track.verdict, Some(Verdict::Approve));
+        // A denial is never applied.
+        let q = core.ask(2, pending(2)).unwrap();
+        core.decide(3, q.id, &ActionHash(q.action_hash.0), Verdict::Deny, &by).unwrap();
+        core.applied(q.id);
+        assert!(!core.deliveries()[1].applied);
+    }
+}
