@@ -10,7 +10,7 @@
 //!
 //! A browser's subscription reaches the host inside its device's signed and encrypted channel
 //! ([`protocol::Request::Push`]); what the host pushes and when is the core's
-//! (`crate::host_core`, delivery), the sending is [`send`]'s.
+//! (`crate::host_core`, delivery), the sending is [`Pusher`]'s (`send.rs`).
 //!
 //! Decisions: the VAPID key is the host's own (`config/vapid.key`, like its other keys), so
 //! a push service can tie pushes to one host and nothing more; the token's `sub` is a contact
@@ -22,7 +22,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use web_push_native::jwt_simple::algorithms::{ECDSAP256PublicKeyLike as _, ES256KeyPair};
+use web_push_native::jwt_simple;
+use web_push_native::jwt_simple::algorithms::{
+    ECDSAP256KeyPairLike as _, ECDSAP256PublicKeyLike as _, ES256KeyPair,
+};
 use web_push_native::p256;
 
 use crate::identity::IdentityError;
@@ -145,15 +148,17 @@ impl Subscription {
         self.endpoint.to_string()
     }
 
-    /// The scheme and authority of an endpoint (for the audit log: the rest names the browser).
+    /// An endpoint's origin as a browser writes it (`https://host`, with `:port` unless 443):
+    /// a VAPID token's audience, and what the audit log names (the rest names the browser).
     pub fn origin_of(endpoint: &str) -> String {
-        match endpoint.parse::<http::Uri>() {
-            Ok(uri) => format!(
-                "{}://{}",
-                uri.scheme_str().unwrap_or("?"),
-                uri.authority().map_or("?", http::uri::Authority::as_str)
-            ),
-            Err(_) => "?".into(),
+        let Ok(uri) = endpoint.parse::<http::Uri>() else { return "?".into() };
+        let scheme = uri.scheme_str().unwrap_or("?");
+        let host = uri.host().unwrap_or("?");
+        match uri.port_u16() {
+            Some(port) if !(scheme == "https" && port == 443) => {
+                format!("{scheme}://{host}:{port}")
+            }
+            _ => format!("{scheme}://{host}"),
         }
     }
 }
@@ -173,11 +178,26 @@ pub fn request(
         return Err(PushError::Contact);
     }
     let auth = web_push_native::Auth::clone_from_slice(&subscription.auth);
-    web_push_native::WebPushBuilder::new(subscription.endpoint.clone(), subscription.p256dh, auth)
-        .with_valid_duration(TTL)
-        .with_vapid(&key.pair, contact)
-        .build(payload.to_vec())
-        .map_err(|e| PushError::Crypto(e.to_string()))
+    let mut request = web_push_native::WebPushBuilder::new(
+        subscription.endpoint.clone(),
+        subscription.p256dh,
+        auth,
+    )
+    .with_valid_duration(TTL)
+    .build(payload.to_vec())
+    .map_err(|e| PushError::Crypto(e.to_string()))?;
+    // The token is made here rather than by `with_vapid`, whose audience leaves out the port:
+    // RFC 8292 names the push resource's origin, port and all (a push service of your own may
+    // listen on another than 443).
+    let claims = jwt_simple::claims::Claims::create(TTL.into())
+        .with_audience(Subscription::origin_of(&subscription.endpoint()))
+        .with_subject(contact);
+    let token = key.pair.sign(claims).map_err(|e| PushError::Crypto(e.to_string()))?;
+    let k = base64_simd::URL_SAFE_NO_PAD.encode_to_string(key.public_key());
+    let value = http::HeaderValue::try_from(format!("vapid t={token}, k={k}"))
+        .map_err(|e| PushError::Crypto(e.to_string()))?;
+    request.headers_mut().insert(http::header::AUTHORIZATION, value);
+    Ok(request)
 }
 
 #[cfg(test)]
@@ -254,6 +274,26 @@ mod tests {
         assert_eq!(head["typ"], "JWT");
         let claims: serde_json::Value = serde_json::from_slice(&b64(claims)).unwrap();
         assert_eq!(claims["aud"], "https://push.example.net");
+        // RFC 8292: the push resource's origin, its port too.
+        for (endpoint, aud) in [
+            ("https://push.example.net:8443/x", "https://push.example.net:8443"),
+            ("https://push.example.net:443/x", "https://push.example.net"),
+            ("https://127.0.0.1:9/x", "https://127.0.0.1:9"),
+        ] {
+            let sub = Subscription::new(
+                endpoint,
+                ua.public_key().to_encoded_point(false).as_bytes(),
+                &[7; 16],
+            )
+            .unwrap();
+            let made = super::request(&key, &sub, "mailto:me@example.org", b"x").unwrap();
+            let authorization = made.headers()["authorization"].to_str().unwrap();
+            let token =
+                authorization.strip_prefix("vapid t=").unwrap().split(", k=").next().unwrap();
+            let claims: serde_json::Value =
+                serde_json::from_slice(&b64(token.split('.').nth(1).unwrap())).unwrap();
+            assert_eq!(claims["aud"], aud, "{endpoint}");
+        }
         assert_eq!(claims["sub"], "mailto:me@example.org");
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();

@@ -132,7 +132,7 @@ pub fn notice(host: &Host, role: Role, hide_detail: bool, pending: &[Pending]) -
                 request: p.id,
                 action_hash: p.action_hash,
                 summary: cut(&p.summary, MAX_SUMMARY),
-                requested_by: cut(&host.person(&p.requested_by), MAX_NAME),
+                requested_by: cut(&asker(host, &p.requested_by), MAX_NAME),
                 expires_at_ms: p.expires_at_ms,
             })
             .collect()
@@ -142,6 +142,16 @@ pub fn notice(host: &Host, role: Role, hide_detail: bool, pending: &[Pending]) -
         waiting: u32::try_from(pending.len()).unwrap_or(u32::MAX),
         actions,
         can_decide: role >= Role::Approver,
+    }
+}
+
+/// Who asked, as a notification names them: a device by its name, else its id; the terminal or
+/// an agent's hook by what it is.
+fn asker(host: &Host, who: &crate::approvals::Requester) -> String {
+    match host.actor(who) {
+        protocol::Actor::Device { name: Some(name), .. } => name,
+        protocol::Actor::Device { id, .. } => id.to_string(),
+        protocol::Actor::Local { name } => name,
     }
 }
 
