@@ -64,6 +64,8 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("/protocol.js", SCRIPT, include_bytes!("../../web/src/protocol.js")),
     ("/noise.js", SCRIPT, include_bytes!("../../web/src/noise.js")),
     ("/channel.js", SCRIPT, include_bytes!("../../web/src/channel.js")),
+    ("/notify.js", SCRIPT, include_bytes!("../../web/src/notify.js")),
+    ("/sw.js", SCRIPT, include_bytes!("../../web/src/sw.js")),
     ("/style.css", CSS, include_bytes!("../../web/src/style.css")),
     ("/vendor/xterm.mjs", SCRIPT, include_bytes!("../../web/src/vendor/xterm.mjs")),
     ("/vendor/xterm.css", CSS, include_bytes!("../../web/src/vendor/xterm.css")),

@@ -8,7 +8,7 @@
 import * as p from "./protocol.js";
 import * as c from "./channel.js";
 
-const subtle = globalThis.crypto?.subtle ?? (await import("node:crypto")).webcrypto.subtle;
+const subtle = globalThis.crypto.subtle;
 
 /** Makes a device key pair whose private half can never be read out. */
 export async function newKeyPair() {
@@ -28,7 +28,8 @@ function randomBytes(n) {
 /**
  * The relay's event-stream fallback (relay/src/sse.rs) in the shape of a WebSocket: `send`,
  * `close`, `onmessage`, `onclose`. Events come as server-sent events; each message goes out as
- * one POST, in order.
+ * one POST, in order. Where there is no `EventSource` (a service worker), the stream is read
+ * from a `fetch` as it comes.
  */
 export class EventStreamSocket {
   constructor(wsUrl) {
@@ -38,9 +39,40 @@ export class EventStreamSocket {
     this.name = null;
     this.ended = false;
     this.posting = Promise.resolve();
-    this.source = new EventSource(`${this.base}/sse`);
-    this.source.onmessage = (event) => this.event(event.data);
-    this.source.onerror = () => this.end();
+    if (typeof EventSource === "function") {
+      this.source = new EventSource(`${this.base}/sse`);
+      this.source.onmessage = (event) => this.event(event.data);
+      this.source.onerror = () => this.end();
+    } else {
+      this.aborter = new AbortController();
+      this.read().finally(() => this.end());
+    }
+  }
+
+  /** Reads the stream with `fetch`: each event's `data:` lines, as `EventSource` would give them. */
+  async read() {
+    try {
+      const response = await fetch(`${this.base}/sse`, { cache: "no-store", signal: this.aborter.signal, headers: { accept: "text/event-stream" } });
+      if (!response.ok || !response.body) return;
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.ended) return;
+        buffer += value.replaceAll("\r\n", "\n");
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const lines = buffer.slice(0, end).split("\n");
+          buffer = buffer.slice(end + 2);
+          const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, ""));
+          if (data.length > 0) this.event(data.join("\n"));
+        }
+        // One event is at most a frame in base64 and its tag: more is not an event stream.
+        if (buffer.length > (MAX_PAYLOAD * 4) / 3 + 64) return;
+      }
+    } catch {
+      // ended below
+    }
   }
 
   event(data) {
@@ -75,7 +107,8 @@ export class EventStreamSocket {
   end() {
     if (this.ended) return;
     this.ended = true;
-    this.source.close();
+    this.source?.close();
+    this.aborter?.abort();
     this.onclose?.();
   }
 
@@ -395,8 +428,15 @@ export class RelayLink {
  * (`undeliverable`, `refused`, `host_presence`).
  */
 export class Device {
-  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, channel, knock = null, persist = async () => {}, notice = () => {}, transport = "auto" }) {
+  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, channel, knock = null, persist = async () => {}, counter = null, notice = () => {}, transport = "auto" }) {
     Object.assign(this, { keyPair, publicKey, hostKey, state, persist, notice });
+    /** The next counter to sign with, stored before it is used (one shared with another
+     * context of this browser, such as its service worker, where it is given). */
+    this.counter = counter ?? (async () => {
+      this.state.sent = (this.state.sent ?? 0) + 1;
+      await this.persist(this.state);
+      return this.state.sent;
+    });
     // Nothing at or below what an earlier run accepted is accepted again.
     this.floor = BigInt(state.received ?? 0);
     this.highest = this.floor;
@@ -468,14 +508,13 @@ export class Device {
    * stored), to `{ acked }`, a promise that resolves when the host's side of the link has it.
    */
   async send(kind, message) {
-    this.state.sent = (this.state.sent ?? 0) + 1;
-    await this.persist(this.state);
+    const counter = await this.counter();
     const now = Date.now();
     const frame = await p.seal(this.keyPair.privateKey, {
       kind,
       sender: this.publicKey,
       recipient: this.hostKey,
-      counter: this.state.sent,
+      counter,
       issuedAtMs: now,
       expiresAtMs: now + 120000,
     }, message);

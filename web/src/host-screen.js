@@ -8,6 +8,7 @@ import * as store from "./store.js";
 import { TermView, resultText } from "./terminal.js";
 import { transport, linkState, h, show, setBanner, diff, shellLine, describe, errorText, actorName, actorNode, ROLES, tick } from "./ui.js";
 import * as syncState from "./sync-state.js";
+import { fromB64url } from "./notify.js";
 
 // --- the host screen -------------------------------------------------------------------------
 
@@ -39,11 +40,21 @@ export class HostScreen {
       channel: { localStatic: record.channelKeyPair, remoteStatic: record.hostChannelKey },
       state: record,
       persist: (state) => store.save(state),
+      counter: async () => (record.sent = await store.reserveCounter()),
       notice: (notice) => this.apply({ kind: "notice", notice }),
       transport,
     });
     this.device.onEvent = (event) => this.apply({ kind: "event", event });
     addEventListener("pagehide", () => this.device.persist(this.device.state).catch(() => {}));
+    // How far each pending action got here, as told to the host (receipts).
+    this.reported = new Map();
+    document.addEventListener("visibilitychange", () => this.receipts());
+    // Notifications while the page is closed (sw.js); a browser without service workers has none.
+    this.worker = globalThis.navigator?.serviceWorker?.register("/sw.js", { type: "module" }).catch(() => null) ?? Promise.resolve(null);
+    this.worker.then((registration) => {
+      this.workerFailed = !registration;
+      this.renderNotifications();
+    });
     store.activity().then((entries) => this.restore(entries), () => {});
   }
 
@@ -66,6 +77,7 @@ export class HostScreen {
       { "aria-labelledby": "about-title" },
       h("h2", { id: "about-title" }, "This browser"),
       h("dl", {}, h("dt", {}, "Name"), h("dd", {}, r.name), h("dt", {}, "Fingerprint"), h("dd", { class: "mono", id: "about-fingerprint" }, "…"), h("dt", {}, "Id"), h("dd", { class: "mono" }, this.me)),
+      this.notificationsPart(),
       h("div", { class: "buttons" }, forget),
     );
     p.fingerprint(r.publicKey).then((f) => (document.getElementById("about-fingerprint").textContent = f));
@@ -106,6 +118,7 @@ export class HostScreen {
         break;
       case "pending_added":
         this.addPending(c.request);
+        this.receipts();
         break;
       case "pending_decided":
         this.showOutcome(c.event);
@@ -146,7 +159,89 @@ export class HostScreen {
     }
   }
 
+  /** The "Notifications" part of "This browser": on or off, and whether they hide detail. */
+  notificationsPart() {
+    this.notifyState = h("p", { id: "notify-state" }, "…");
+    this.notifyToggle = h("button", { type: "button", id: "notify-toggle", hidden: true, onclick: () => this.toggleNotifications() }, "Turn on notifications");
+    this.notifyHide = h("input", { type: "checkbox", id: "notify-hide", onchange: () => this.subscribe(true) });
+    this.notifyHide.checked = Boolean(this.record.hideDetail);
+    this.notifyHideRow = h("p", { hidden: true }, h("label", {}, this.notifyHide, " Hide what the action is on the lock screen (only how many wait)"));
+    return h("div", { "aria-labelledby": "notify-title" }, h("h3", { id: "notify-title" }, "Notifications"), this.notifyState, this.notifyHideRow, h("div", { class: "buttons" }, this.notifyToggle));
+  }
+
+  renderNotifications() {
+    const s = this.state.status;
+    const able = "serviceWorker" in (globalThis.navigator ?? {}) && "PushManager" in globalThis && "Notification" in globalThis;
+    let text;
+    if (!able) text = "This browser cannot show notifications while the page is closed.";
+    else if (this.workerFailed) text = "This browser will not run the page's service worker here (it does not trust the page's certificate, or blocks it): no notifications while the page is closed.";
+    else if (!s) text = "…";
+    else if (!s.push_key) text = "The host does not push notifications.";
+    else if (s.push) text = "On: what needs you is pushed to this browser while the page is closed.";
+    else text = "Off: you learn that something needs you only while this page is open.";
+    this.notifyState.textContent = this.notifyError ?? text;
+    this.notifyToggle.hidden = !able || this.workerFailed || !s?.push_key;
+    this.notifyToggle.textContent = s?.push ? "Turn off notifications" : "Turn on notifications";
+    this.notifyHideRow.hidden = !s?.push;
+  }
+
+  async toggleNotifications() {
+    this.notifyError = null;
+    try {
+      if (this.state.status?.push) await this.unsubscribe();
+      else await this.subscribe(false);
+    } catch (e) {
+      this.notifyError = `Notifications: ${e.message ?? e}`;
+    }
+    this.renderNotifications();
+  }
+
+  /** Subscribes this browser to pushes with the host's key, and gives the host the subscription. */
+  async subscribe(onlyIfOn) {
+    if (onlyIfOn && !this.state.status?.push) return;
+    this.record.hideDetail = this.notifyHide.checked;
+    store.save(this.record).catch(() => {});
+    if ((await Notification.requestPermission()) !== "granted") throw new Error("this browser blocks them for this page (its site settings can allow them)");
+    const registration = (await this.worker) ? await navigator.serviceWorker.ready : null;
+    if (!registration) throw new Error("the page's service worker did not start");
+    const key = fromB64url(this.state.status.push_key);
+    let subscription = await registration.pushManager.getSubscription();
+    const same = (a, b) => a && p.toHex(new Uint8Array(a)) === p.toHex(b);
+    if (subscription && !same(subscription.options?.applicationServerKey, key)) {
+      await subscription.unsubscribe();
+      subscription = null;
+    }
+    subscription ??= await registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey: key });
+    const { endpoint, keys } = subscription.toJSON();
+    const push = { endpoint, p256dh: keys.p256dh, auth: keys.auth, hide_detail: this.notifyHide.checked };
+    await this.device.send("request", { type: "push", id: Device.requestId(), subscription: push });
+  }
+
+  async unsubscribe() {
+    await this.device.send("request", { type: "push", id: Device.requestId(), subscription: null });
+    const registration = (await this.worker) ? await navigator.serviceWorker.ready : null;
+    await (await registration?.pushManager.getSubscription())?.unsubscribe();
+  }
+
+  /**
+   * Tells the host how far the pending actions got here: shown while the page is in view,
+   * delivered otherwise. Each once per stage; a notification left for actions no longer
+   * pending is closed.
+   */
+  receipts() {
+    clearTimeout(this.receiptTimer);
+    this.receiptTimer = setTimeout(() => {
+      const stage = document.visibilityState === "visible" ? "shown" : "delivered";
+      const rank = { delivered: 1, shown: 2 };
+      const requests = [...this.state.pending.keys()].filter((r) => (rank[this.reported.get(r)] ?? 0) < rank[stage]).slice(0, 64);
+      if (requests.length === 0) return;
+      for (const r of requests) this.reported.set(r, stage);
+      this.device.send("request", { type: "receipt", id: Device.requestId(), requests, stage }).catch(() => {});
+    }, 200);
+  }
+
   renderStatus() {
+    this.renderNotifications();
     const { status: s, relayUp, wasUp, transport, hostState, role } = this.state;
     const state = {
       online: "online",

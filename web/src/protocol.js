@@ -7,7 +7,8 @@
 // never leaves the browser. Only `globalThis.crypto.subtle` is used, so the module runs the same
 // in a browser and in Node (for the tests; Node 18 keeps WebCrypto in node:crypto).
 
-const subtle = globalThis.crypto?.subtle ?? (await import("node:crypto")).webcrypto.subtle;
+// No top-level await: a service worker may not have one (Node has `crypto` global from 19).
+const subtle = globalThis.crypto.subtle;
 const utf8 = new TextEncoder();
 
 export const VERSION = 1;

@@ -51,9 +51,37 @@ export async function load() {
   return (await transaction(STORE, "readonly", (tx) => tx.objectStore(STORE).get(KEY))) ?? null;
 }
 
-/** Replaces the stored device (committed when this resolves). */
+/**
+ * Replaces the stored device (committed when this resolves). Its counter never goes back: the
+ * page and the service worker each sign with counters they reserve here ([`reserveCounter`]),
+ * and a record the page kept from before the worker's last one must not hand it out again.
+ */
 export async function save(record) {
-  await transaction(STORE, "readwrite", (tx) => tx.objectStore(STORE).put(record, KEY));
+  await transaction(STORE, "readwrite", (tx) => {
+    const store = tx.objectStore(STORE);
+    const current = store.get(KEY);
+    current.onsuccess = () => {
+      record.sent = Math.max(record.sent ?? 0, current.result?.sent ?? 0);
+      store.put(record, KEY);
+    };
+    return current;
+  });
+}
+
+/** Takes the device's next counter, in one transaction: no two callers ever get the same one. */
+export async function reserveCounter() {
+  let counter = null;
+  await transaction(STORE, "readwrite", (tx) => {
+    const store = tx.objectStore(STORE);
+    const current = store.get(KEY);
+    current.onsuccess = () => {
+      if (!current.result) return tx.abort();
+      counter = (current.result.sent ?? 0) + 1;
+      store.put({ ...current.result, sent: counter }, KEY);
+    };
+    return current;
+  });
+  return counter;
 }
 
 /** Forgets the device (its key pair is gone for good) and what its page showed. */

@@ -1,0 +1,106 @@
+// The service worker: notifications of what needs you while the page is closed, and Approve or
+// Deny from them (notify.js says what they say and why). It runs as a module
+// (`navigator.serviceWorker.register("/sw.js", { type: "module" })`).
+//
+// On a push: the host's notice is opened (anything else is dropped), shown (unless a page of
+// this origin is in view, which shows it itself), and acknowledged to the host ("shown", or
+// "delivered" when a page showed it) over the relay's event stream. On a tap of Approve or
+// Deny: the decision is signed with this browser's key (the private half never leaves
+// IndexedDB), sent the same way, and the notification then says what the host made of it.
+// Every errand is one `Device` for as long as the event's `waitUntil` keeps the worker.
+
+import * as store from "./store.js";
+import { decide, errandDevice, noticeText, openNotice } from "./notify.js";
+import { Device } from "./device.js";
+
+/** Requests this worker answered already (a second tap does nothing). */
+const answered = new Set();
+
+self.addEventListener("install", () => self.skipWaiting());
+self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
+self.addEventListener("push", (event) => event.waitUntil(onPush(event.data ? event.data.text() : "")));
+self.addEventListener("notificationclick", (event) => event.waitUntil(onClick(event.notification, event.action)));
+
+async function pageInView() {
+  const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  return windows.some((w) => w.visibilityState === "visible");
+}
+
+async function paired() {
+  const record = await store.load();
+  if (!record?.channelKeyPair || !record.hostChannelKey) return null;
+  return { ...record, relay: record.relay ?? self.location.host };
+}
+
+/** One errand with the host: `act(device)`, then the device closes. */
+async function errand(record, act) {
+  const device = errandDevice(record, () => store.reserveCounter());
+  try {
+    return await act(device);
+  } finally {
+    device.close();
+  }
+}
+
+/** A push: `{ shown }`, or `{ dropped: why }` for anything that is not the host's notice. */
+export async function onPush(text) {
+  const record = await paired();
+  if (!record) return { dropped: "not paired" };
+  let notice;
+  try {
+    notice = await openNotice(text, record);
+  } catch (e) {
+    return { dropped: String(e.message ?? e) };
+  }
+  const host = Array.from(record.hostKey, (b) => b.toString(16).padStart(2, "0")).join("");
+  const requests = notice.actions.map((a) => a.request);
+  const inView = await pageInView();
+  if (!inView) {
+    const n = noticeText(notice, host);
+    await self.registration.showNotification(n.title, { body: n.body, tag: n.tag, renotify: true, requireInteraction: n.buttons.length > 0, actions: n.buttons, data: n.data });
+  }
+  if (requests.length > 0) {
+    const receipt = { type: "receipt", id: Device.requestId(), requests, stage: inView ? "delivered" : "shown" };
+    await errand(record, async (device) => {
+      const { acked } = await device.send("request", receipt);
+      await Promise.race([acked, new Promise((resolve) => setTimeout(resolve, 10000))]);
+    }).catch(() => {});
+  }
+  return { shown: !inView, notice };
+}
+
+async function openPage() {
+  const windows = await self.clients.matchAll({ type: "window", includeUncontrolled: true });
+  if (windows.length > 0) return windows[0].focus();
+  return self.clients.openWindow("/");
+}
+
+/** A tap on a notification (`action` is the button, empty for the notification itself). */
+export async function onClick(notification, action) {
+  const data = notification.data ?? {};
+  if ((action !== "approve" && action !== "deny") || !data.request) {
+    notification.close();
+    return openPage();
+  }
+  if (answered.has(data.request)) return { outcome: "already answered here" };
+  answered.add(data.request);
+  const record = await paired();
+  let result;
+  try {
+    if (!record) throw new Error("this browser is no longer paired");
+    result = await errand(record, (device) => decide(device, data, action));
+  } catch (e) {
+    result = { ok: false, text: String(e.message ?? e) };
+  }
+  const title = result.ok ? result.text : `Could not answer: ${result.text}`;
+  await self.registration.showNotification(title, { tag: notification.tag, body: result.ok ? "" : "Tap to open the page.", data: { host: data.host } });
+  if (!result.ok) {
+    // Not answered: another tap may try again (the host takes one answer whatever comes).
+    answered.delete(data.request);
+    await openPage().catch(() => {});
+  }
+  return { outcome: result.ok ? "answered" : "failed", text: title };
+}
+
+// For tests driving the worker (DevTools' `ServiceWorker.deliverPushMessage` and a tap).
+self.agentBridge = { onPush, onClick };
