@@ -81,9 +81,9 @@ function exited(child) {
  * the page) and
  * `agent-host serve --relay` linked to it. The result runs `agent-host` and `remote` commands
  * in that world, makes pairing offers, stops and starts the host (same home, same port), and
- * stops everything.
+ * stops everything. `hostArgs` are added to the host's command line.
  */
-export async function startHost(permissions, { separateRelay = false, pageElsewhere = false } = {}) {
+export async function startHost(permissions, { separateRelay = false, pageElsewhere = false, hostArgs: more = [] } = {}) {
   const base = mkdtempSync(join(tmpdir(), "web-host-"));
   const home = join(base, "home");
   const ws = join(base, "ws");
@@ -114,7 +114,7 @@ export async function startHost(permissions, { separateRelay = false, pageElsewh
   } else {
     hostArgs = ["up", "--no-pair", "--port", relay.split(":")[1]];
   }
-  hostArgs.push("--host-name", "workstation", "--settings", settings, ...sandbox);
+  hostArgs.push("--host-name", "workstation", "--settings", settings, ...sandbox, ...more);
   let host = null;
   // The host's log goes beside the workspace, for a failing test to look at.
   const log = openSync(join(base, "host.log"), "a");
