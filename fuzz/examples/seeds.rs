@@ -244,6 +244,7 @@ fn main() {
                 role: Role::Operator,
                 paired_at_ms: 5,
                 channel_key: Some(protocol::ChannelKey([0x66; 32])),
+                push: None,
             })
             .unwrap();
         registry.next_tx(&id).unwrap();
