@@ -35,7 +35,8 @@ pub use ids::{ActionHash, ChannelKey, PairingProof, PairingToken, RelayKey, Requ
 pub use keys::{DeviceId, Fingerprint, HostId, PublicKey, SecretKey};
 pub use link::PairingLink;
 pub use message::{
-    Action, Actor, Blob, Decision, ErrorCode, HostEvent, Message, MessageKind, NoticeAction,
-    Pairing, PushSubscription, ReceiptStage, Request, Role, SessionKind, TermSize, Verdict,
+    Action, Actor, Blob, Decision, DeliveryStage, DeviceProgress, ErrorCode, HostEvent, Message,
+    MessageKind, NoticeAction, Pairing, PushSubscription, ReceiptStage, Request, Role, SessionKind,
+    TermSize, Verdict,
 };
 pub use replay::{ReplayState, ReplayWindow};

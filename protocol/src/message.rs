@@ -514,6 +514,14 @@ pub enum HostEvent {
         #[serde(default, skip_serializing_if = "is_false")]
         push: bool,
     },
+    /// How far a pending action (or one settled a moment ago) got on each device it reached;
+    /// sent when that changes.
+    ActionProgress {
+        /// The request.
+        request: RequestId,
+        /// The devices, at most [`crate::relay::MAX_DEVICES`].
+        devices: Vec<DeviceProgress>,
+    },
     /// What a push notification shows: sent through a push service, not the relay, to a device
     /// that subscribed ([`Request::Push`]), when an action starts to wait.
     Notice {
@@ -572,6 +580,13 @@ impl HostEvent {
                 check_text("event.sandbox", sandbox)
             }
             Self::Error { message, .. } => check_text("event.message", message),
+            Self::ActionProgress { devices, .. } => {
+                limits::check("event.devices", devices.len(), crate::relay::MAX_DEVICES)?;
+                for d in devices {
+                    d.name.as_deref().map_or(Ok(()), |n| check_text("event.devices.name", n))?;
+                }
+                Ok(())
+            }
             Self::Notice { host_name, actions, .. } => {
                 check_text("event.host_name", host_name)?;
                 limits::check("event.actions", actions.len(), limits::MAX_NOTICE_ACTIONS)?;
@@ -587,6 +602,37 @@ impl HostEvent {
 
 fn is_false(b: &bool) -> bool {
     !*b
+}
+
+/// How far an action got on one device: issued (the host sent it), delivered (the device has
+/// it), shown (its person saw it), decided (this device answered it), applied (what it
+/// approved was carried out). Only ever forward.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStage {
+    /// The host sent it.
+    Issued,
+    /// The device has it.
+    Delivered,
+    /// Its person was shown it.
+    Shown,
+    /// This device answered it.
+    Decided,
+    /// What this device approved was carried out.
+    Applied,
+}
+
+/// One device in an [`HostEvent::ActionProgress`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceProgress {
+    /// The device.
+    pub device: DeviceId,
+    /// Its name at the host, for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// How far.
+    pub stage: DeliveryStage,
 }
 
 /// One pending action as a notification shows it.

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use protocol::envelope::{SealContext, Sealed, VerifyContext, seal};
 use protocol::pairing::{self, PairingSecret};
 use protocol::{
-    Action, Actor, Blob, Decision, DeviceId, ErrorCode, HostEvent, Message, NoticeAction, Pairing,
-    PublicKey, PushSubscription, ReceiptStage, ReplayWindow, Request, RequestId, Role, SecretKey,
-    SessionId, SessionKind, TermSize, Verdict, action_hash,
+    Action, Actor, Blob, Decision, DeliveryStage, DeviceId, DeviceProgress, ErrorCode, HostEvent,
+    Message, NoticeAction, Pairing, PublicKey, PushSubscription, ReceiptStage, ReplayWindow,
+    Request, RequestId, Role, SecretKey, SessionId, SessionKind, TermSize, Verdict, action_hash,
 };
 
 /// The device's seed in every golden file.
@@ -239,6 +239,20 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
                 pending: 0,
                 push_key: Some("BDd3_hVL9fZi9Ybo2UUzA284WG5FZR30_95YeZJsiApwXKpNcF1rRPF3foIiBHXRdJI2Qhumhf6_LFTeZaNndIo".into()),
                 push: true,
+            },
+        ),
+        (
+            "event_action_progress",
+            HostEvent::ActionProgress {
+                request: request_id(1),
+                devices: vec![
+                    DeviceProgress {
+                        device: device_id,
+                        name: Some("Ana's phone".into()),
+                        stage: DeliveryStage::Shown,
+                    },
+                    DeviceProgress { device: device_id, name: None, stage: DeliveryStage::Applied },
+                ],
             },
         ),
         (
