@@ -244,6 +244,55 @@ impl<'de> Deserialize<'de> for Requester {
     }
 }
 
+/// How far a pending action got on one device (the protocol's, which devices are told).
+pub use protocol::DeliveryStage as Stage;
+
+/// Where a push to a device stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushState {
+    /// Pushes made since the device last acknowledged everything.
+    pub attempts: u32,
+    /// What went wrong with the last, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the host looks again (Unix ms): to push again, or to see whether the device
+    /// acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_at_ms: Option<u64>,
+    /// A push is on its way to the push service.
+    #[serde(skip)]
+    pub(crate) in_flight: bool,
+    /// Another push is wanted once the one on its way is done.
+    #[serde(skip)]
+    pub(crate) again: bool,
+    /// Which subscription of the device this is: what a push to one it replaced comes to is
+    /// not this one's.
+    #[serde(skip)]
+    pub(crate) generation: u64,
+    /// What the last push the push service took named.
+    #[serde(skip)]
+    pub(crate) last_pushed: Vec<RequestId>,
+}
+
+/// One action's delivery, as `agent-host approvals --json` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Track {
+    /// The request.
+    pub request: RequestId,
+    /// One line for people.
+    pub summary: String,
+    /// How it was settled: absent while it waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verdict: Option<Verdict>,
+    /// Who settled it, as the audit log names them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<String>,
+    /// Whether what was approved was carried out.
+    pub applied: bool,
+    /// How far it got on each device it reached.
+    pub devices: BTreeMap<DeviceId, Stage>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

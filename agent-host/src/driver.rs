@@ -45,9 +45,15 @@ fn set_push(
         return Err("this host does not push notifications (see its log)".into());
     }
     if let Some(s) = &subscription {
-        crate::push::Subscription::from_wire(s).map_err(|e| e.to_string())?;
+        crate::push::Subscription::from_wire(s)
+            .and_then(|sub| sub.check_service(&host.config.push.allow))
+            .map_err(|e| e.to_string())?;
     }
     let subscribed = subscription.is_some();
+    if lock(&host.devices).get(&device).is_some_and(|d| d.push == subscription) {
+        // Nothing changes (a page that subscribes at each load).
+        return Ok(subscribed);
+    }
     let what = match &subscription {
         Some(s) => format!("push to {}", crate::push::Subscription::origin_of(&s.endpoint)),
         None => "no push".into(),
@@ -101,12 +107,12 @@ pub(crate) async fn drive(
                 }
                 Effect::Pending(p) => {
                     host.broadcast(pending_event(&host, &p));
-                    crate::push::ntfy(&host);
+                    crate::notices::ntfy(&host);
                 }
-                Effect::Push { device, pending } => {
+                Effect::Push { device, generation, pending } => {
                     let requests: Vec<RequestId> = pending.iter().map(|p| p.id).collect();
-                    if let Err(outcome) = crate::push::push(&host, device, pending) {
-                        core.pushed(now_ms(), device, &requests, outcome);
+                    if let Err(outcome) = crate::notices::push(&host, device, generation, pending) {
+                        core.pushed(now_ms(), device, generation, &requests, outcome);
                     }
                 }
                 Effect::DropPush { device } => {
@@ -119,6 +125,17 @@ pub(crate) async fn drive(
                     core.push_changed(now_ms(), device, request, outcome);
                 }
                 Effect::Report(what) => tracing::warn!("{what}"),
+                Effect::Progress { request, devices } => {
+                    let devices = devices
+                        .into_iter()
+                        .map(|(device, stage)| protocol::DeviceProgress {
+                            device,
+                            name: host.device_name(&device),
+                            stage,
+                        })
+                        .collect();
+                    host.broadcast(HostEvent::ActionProgress { request, devices });
+                }
                 Effect::Refuse { claimed, reason } => refuse(&host, &claimed, reason),
                 Effect::Persist { device, rx, at, message } => {
                     let recorded = lock(&host.devices).accepted(&device, rx, at);

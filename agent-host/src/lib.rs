@@ -36,6 +36,7 @@ pub mod jail;
 pub mod landlock_sandbox;
 pub mod link;
 pub mod local_api;
+pub mod notices;
 pub mod policy;
 pub mod push;
 pub mod refusals;

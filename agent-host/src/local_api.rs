@@ -259,10 +259,10 @@ pub enum ApiResponse {
         pending: Vec<Pending>,
         /// Where each pending action, then each settled lately, got on each device.
         #[serde(default)]
-        delivery: Vec<crate::host_core::Track>,
+        delivery: Vec<crate::approvals::Track>,
         /// The pushes to each device with a push subscription.
         #[serde(default)]
-        push: std::collections::BTreeMap<protocol::DeviceId, crate::host_core::PushState>,
+        push: std::collections::BTreeMap<protocol::DeviceId, crate::approvals::PushState>,
     },
     /// A decision was taken.
     Decided {

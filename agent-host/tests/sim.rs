@@ -761,6 +761,8 @@ impl Sim {
                     self.other.push(effect);
                     continue;
                 }
+                // How far actions got on devices: told to devices, decides nothing.
+                Effect::Progress { .. } => continue,
                 other => self.ctx.fail(step, format!("unexpected effect {other:?}")),
             };
             let now = self.now;

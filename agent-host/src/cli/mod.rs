@@ -316,6 +316,10 @@ pub(crate) struct ServeArgs {
     /// action starts to wait (for push you host yourself).
     #[arg(long, value_name = "URL")]
     pub(crate) ntfy: Option<String>,
+    /// A push service's origin (`https://host[:port]`) devices may subscribe with besides the
+    /// browsers' own (repeatable): a push service of your own.
+    #[arg(long = "push-allow", value_name = "ORIGIN")]
+    pub(crate) push_allow: Vec<String>,
     /// How long a device has to acknowledge a notification before it is pushed again.
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub(crate) push_ack_wait: Option<std::time::Duration>,

@@ -68,6 +68,7 @@ pub(super) fn daemon_config(
             },
             ntfy: args.ntfy.clone(),
             ack_wait: args.push_ack_wait,
+            allow: args.push_allow.clone(),
         },
     })
 }

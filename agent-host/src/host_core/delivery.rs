@@ -19,7 +19,6 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
 use protocol::{DeviceId, ReceiptStage, RequestId, Verdict};
-use serde::{Deserialize, Serialize};
 
 use super::{Effect, HostCore};
 use crate::approvals::{Pending, Requester};
@@ -33,60 +32,7 @@ pub const RETRY_MAX_MS: u64 = 5 * 60_000;
 /// How many settled actions are kept with their stages.
 pub const KEPT_SETTLED: usize = 64;
 
-/// How far a pending action got on one device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Stage {
-    /// The host sent it.
-    Issued,
-    /// The device has it.
-    Delivered,
-    /// Its person was shown it.
-    Shown,
-    /// This device answered it.
-    Decided,
-    /// What this device approved was carried out.
-    Applied,
-}
-
-/// Where a push to a device stands.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushState {
-    /// Pushes made since the device last acknowledged everything.
-    pub attempts: u32,
-    /// What went wrong with the last, if anything.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// When the host looks again (Unix ms): to push again, or to see whether the device
-    /// acknowledged.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub next_at_ms: Option<u64>,
-    /// A push is on its way to the push service.
-    #[serde(skip)]
-    in_flight: bool,
-    /// Another push is wanted once the one on its way is done.
-    #[serde(skip)]
-    again: bool,
-}
-
-/// One action's delivery, as `agent-host approvals --json` shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Track {
-    /// The request.
-    pub request: RequestId,
-    /// One line for people.
-    pub summary: String,
-    /// How it was settled: absent while it waits.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub verdict: Option<Verdict>,
-    /// Who settled it, as the audit log names them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub decided_by: Option<String>,
-    /// Whether what was approved was carried out.
-    pub applied: bool,
-    /// How far it got on each device it reached.
-    pub devices: BTreeMap<DeviceId, Stage>,
-}
+pub use crate::approvals::{PushState, Stage, Track};
 
 /// The stages of every pending action and recently settled one, and the pushes under way.
 #[derive(Debug)]
@@ -95,6 +41,7 @@ pub(super) struct Deliveries {
     settled: VecDeque<RequestId>,
     push: HashMap<DeviceId, PushState>,
     ack_wait_ms: u64,
+    generations: u64,
 }
 
 impl Default for Deliveries {
@@ -104,6 +51,7 @@ impl Default for Deliveries {
             settled: VecDeque::new(),
             push: HashMap::new(),
             ack_wait_ms: ACK_WAIT_MS,
+            generations: 0,
         }
     }
 }
@@ -120,9 +68,19 @@ pub enum PushOutcome {
 }
 
 impl Track {
-    fn raise(&mut self, device: DeviceId, stage: Stage) {
-        let at = self.devices.entry(device).or_insert(stage);
-        *at = (*at).max(stage);
+    /// Moves `device` on to `stage`; whether that changed anything.
+    fn raise(&mut self, device: DeviceId, stage: Stage) -> bool {
+        match self.devices.get_mut(&device) {
+            Some(at) if *at >= stage => false,
+            Some(at) => {
+                *at = stage;
+                true
+            }
+            None => {
+                self.devices.insert(device, stage);
+                true
+            }
+        }
     }
 }
 
@@ -133,13 +91,16 @@ impl HostCore {
         self
     }
 
-    /// Whether `device` has a push subscription: pushes go to it from now on, or no more.
+    /// Whether `device` has a (new) push subscription: pushes go to it from now on, or no more.
+    /// What becomes of a push to the one it had is not this one's.
     pub fn set_push(&mut self, now: u64, device: DeviceId, subscribed: bool) {
         if !subscribed {
             self.delivery.push.remove(&device);
             return;
         }
-        self.delivery.push.entry(device).or_default();
+        self.delivery.generations += 1;
+        let generation = self.delivery.generations;
+        self.delivery.push.insert(device, PushState { generation, ..PushState::default() });
         // What waits already is pushed at once.
         if self.unacknowledged(device) {
             self.push_to(now, device);
@@ -165,18 +126,21 @@ impl HostCore {
         self.delivery.push.iter().map(|(d, s)| (*d, s.clone())).collect()
     }
 
-    /// A device says how far `requests` got on it.
+    /// A device says how far `requests` got on it. A receipt for the last notice pushed to it
+    /// (no requests, or some of those it named: a notice names at most a few, none when the
+    /// device hides detail, and counts the rest) covers every action that notice counted.
     pub fn receipt(&mut self, device: DeviceId, requests: &[RequestId], stage: ReceiptStage) {
         let stage = match stage {
             ReceiptStage::Delivered => Stage::Delivered,
             ReceiptStage::Shown => Stage::Shown,
         };
+        let last =
+            self.delivery.push.get(&device).map(|s| s.last_pushed.clone()).unwrap_or_default();
+        let requests = if requests.iter().all(|r| last.contains(r)) { &last[..] } else { requests };
         for request in requests {
             // Only actions it was sent (a receipt for another is ignored).
-            if let Some(track) = self.delivery.tracks.get_mut(request)
-                && track.devices.contains_key(&device)
-            {
-                track.raise(device, stage);
+            if self.delivery.tracks.get(request).is_some_and(|t| t.devices.contains_key(&device)) {
+                self.raise(*request, device, stage);
             }
         }
         if !self.unacknowledged(device)
@@ -188,15 +152,19 @@ impl HostCore {
         }
     }
 
-    /// What became of the push of `requests` to `device`.
+    /// What became of the push of `requests` to `device`'s subscription `generation`.
     pub fn pushed(
         &mut self,
         now: u64,
         device: DeviceId,
+        generation: u64,
         requests: &[RequestId],
         outcome: PushOutcome,
     ) {
         let Some(state) = self.delivery.push.get_mut(&device) else { return };
+        if state.generation != generation {
+            return;
+        }
         state.in_flight = false;
         let again = std::mem::take(&mut state.again);
         let wait = |first: u64, attempts: u32| {
@@ -205,12 +173,11 @@ impl HostCore {
         match outcome {
             PushOutcome::Taken => {
                 state.last_error = None;
+                state.last_pushed = requests.to_vec();
                 state.next_at_ms =
                     Some(now.saturating_add(wait(self.delivery.ack_wait_ms, state.attempts)));
                 for request in requests {
-                    if let Some(track) = self.delivery.tracks.get_mut(request) {
-                        track.raise(device, Stage::Issued);
-                    }
+                    self.raise(*request, device, Stage::Issued);
                 }
             }
             PushOutcome::Gone(why) => {
@@ -229,6 +196,8 @@ impl HostCore {
                 )));
                 state.last_error = Some(why);
                 state.next_at_ms = Some(next);
+                // What else came meanwhile goes with the retry, after the wait.
+                return;
             }
         }
         if again {
@@ -294,9 +263,7 @@ impl HostCore {
     /// The pending actions sent to `device` in a sync: issued.
     pub(super) fn issued(&mut self, device: DeviceId, pending: &[Pending]) {
         for p in pending {
-            if let Some(track) = self.delivery.tracks.get_mut(&p.id) {
-                track.raise(device, Stage::Issued);
-            }
+            self.raise(p.id, device, Stage::Issued);
         }
     }
 
@@ -311,7 +278,7 @@ impl HostCore {
         track.verdict = Some(verdict);
         track.decided_by = Some(by.map_or_else(|| "nobody (lapsed)".into(), Requester::label));
         if let Some(device) = by.and_then(Requester::device) {
-            track.raise(device, Stage::Decided);
+            self.raise(id, device, Stage::Decided);
         }
         self.delivery.settled.push_back(id);
         while self.delivery.settled.len() > KEPT_SETTLED {
@@ -330,7 +297,16 @@ impl HostCore {
         track.applied = true;
         let decider = track.devices.iter().find(|(_, s)| **s == Stage::Decided).map(|(d, _)| *d);
         if let Some(device) = decider {
-            track.raise(device, Stage::Applied);
+            self.raise(id, device, Stage::Applied);
+        }
+    }
+
+    /// Moves `device` on to `stage` for `request`; a change is told to the devices.
+    fn raise(&mut self, request: RequestId, device: DeviceId, stage: Stage) {
+        let Some(track) = self.delivery.tracks.get_mut(&request) else { return };
+        if track.raise(device, stage) {
+            let devices = track.devices.iter().map(|(d, s)| (*d, *s)).collect();
+            self.effects.push_back(Effect::Progress { request, devices });
         }
     }
 
@@ -363,7 +339,8 @@ impl HostCore {
         state.in_flight = true;
         state.attempts = state.attempts.saturating_add(1);
         state.next_at_ms = None;
-        self.effects.push_back(Effect::Push { device, pending });
+        let generation = state.generation;
+        self.effects.push_back(Effect::Push { device, generation, pending });
     }
 }
 
@@ -426,14 +403,18 @@ mod tests {
         // both in one notice.
         core.ask(10, pending(2)).unwrap();
         assert!(pushes(&effects(&mut core)).is_empty());
-        core.pushed(20, device(1), &[p.id], PushOutcome::Taken);
+        core.pushed(20, device(1), 1, &[p.id], PushOutcome::Taken);
         assert_eq!(pushes(&effects(&mut core)), [2]);
-        core.pushed(30, device(1), &[p.id, RequestId([2; 16])], PushOutcome::Taken);
+        core.pushed(30, device(1), 1, &[p.id, RequestId([2; 16])], PushOutcome::Taken);
         assert_eq!(core.deliveries()[0].devices[&device(1)], Stage::Issued);
         assert_eq!(core.poll_timeout(), Some(1030), "the acknowledgement is awaited");
         core.receipt(device(1), &[p.id, RequestId([2; 16])], ReceiptStage::Shown);
         assert_eq!(core.deliveries()[1].devices[&device(1)], Stage::Shown);
         assert_eq!(core.poll_timeout(), Some(600_000), "only the lapse is left");
+        // Every device hears how far each got.
+        let told = effects(&mut core);
+        assert!(told.iter().any(|e| matches!(e, Effect::Progress { request, devices }
+            if *request == p.id && devices == &[(device(1), Stage::Shown)])));
         core.handle_timeout(5000);
         assert!(effects(&mut core).is_empty());
     }
@@ -443,7 +424,7 @@ mod tests {
         let mut core = core();
         let p = core.ask(0, pending(1)).unwrap();
         effects(&mut core);
-        core.pushed(0, device(1), &[p.id], PushOutcome::Taken);
+        core.pushed(0, device(1), 1, &[p.id], PushOutcome::Taken);
         let mut at = 0;
         for wait in [1000, 2000, 4000] {
             assert_eq!(core.poll_timeout(), Some(at + wait));
@@ -451,7 +432,7 @@ mod tests {
             core.handle_timeout(at);
             let got = effects(&mut core);
             assert_eq!((reports(&got), pushes(&got)), (1, vec![1]), "at {at}");
-            core.pushed(at, device(1), &[p.id], PushOutcome::Taken);
+            core.pushed(at, device(1), 1, &[p.id], PushOutcome::Taken);
         }
         // Delivered is enough to stop.
         core.receipt(device(1), &[p.id], ReceiptStage::Delivered);
@@ -463,7 +444,7 @@ mod tests {
         let mut core = core();
         let p = core.ask(0, pending(1)).unwrap();
         effects(&mut core);
-        core.pushed(0, device(1), &[p.id], PushOutcome::Failed("HTTP 503".into()));
+        core.pushed(0, device(1), 1, &[p.id], PushOutcome::Failed("HTTP 503".into()));
         assert_eq!(reports(&effects(&mut core)), 1);
         assert_eq!(core.poll_timeout(), Some(RETRY_MIN_MS));
         assert_eq!(core.push_states()[&device(1)].last_error.as_deref(), Some("HTTP 503"));
@@ -471,7 +452,7 @@ mod tests {
         core.handle_timeout(RETRY_MIN_MS);
         let got = effects(&mut core);
         assert_eq!((reports(&got), pushes(&got)), (0, vec![1]), "said once, when it failed");
-        core.pushed(RETRY_MIN_MS, device(1), &[p.id], PushOutcome::Gone("HTTP 410".into()));
+        core.pushed(RETRY_MIN_MS, device(1), 1, &[p.id], PushOutcome::Gone("HTTP 410".into()));
         let got = effects(&mut core);
         assert!(got.contains(&Effect::DropPush { device: device(1) }));
         assert!(core.push_states().is_empty());
@@ -479,10 +460,47 @@ mod tests {
     }
 
     #[test]
+    fn a_receipt_for_a_notice_that_names_few_covers_all_it_counted() {
+        let mut core = core();
+        let ids: Vec<RequestId> = (1..=6).map(|n| core.ask(0, pending(n)).unwrap().id).collect();
+        effects(&mut core);
+        // The first push named one; the rest came while it was on its way.
+        core.pushed(0, device(1), 1, &ids[..1], PushOutcome::Taken);
+        core.pushed(0, device(1), 1, &ids, PushOutcome::Taken);
+        // The notice named the newest four; a receipt for those covers all six.
+        core.receipt(device(1), &ids[2..], ReceiptStage::Shown);
+        assert!(core.deliveries().iter().all(|t| t.devices[&device(1)] == Stage::Shown));
+        assert_eq!(core.poll_timeout(), Some(600_000), "nothing left to push");
+        // A notice that named none (hidden detail): an empty receipt stands for it.
+        let q = core.ask(1, pending(7)).unwrap();
+        core.pushed(1, device(1), 1, &[q.id], PushOutcome::Taken);
+        core.receipt(device(1), &[], ReceiptStage::Delivered);
+        assert_eq!(core.deliveries()[6].devices[&device(1)], Stage::Delivered);
+        // A receipt naming something the notice did not covers only what it names.
+        core.receipt(device(1), &[RequestId([9; 16]), q.id], ReceiptStage::Shown);
+        assert_eq!(core.deliveries()[6].devices[&device(1)], Stage::Shown);
+    }
+
+    #[test]
+    fn what_a_push_to_a_replaced_subscription_comes_to_is_not_the_new_ones() {
+        let mut core = core();
+        let p = core.ask(0, pending(1)).unwrap();
+        effects(&mut core);
+        // The page subscribes again (generation 2) while the push to the first is on its way.
+        core.set_push(1, device(1), true);
+        assert_eq!(pushes(&effects(&mut core)), [1], "the new one is pushed at once");
+        core.pushed(2, device(1), 1, &[p.id], PushOutcome::Gone("HTTP 410".into()));
+        assert!(effects(&mut core).is_empty(), "the old one's end ends nothing");
+        assert!(core.push_states().contains_key(&device(1)));
+        core.pushed(3, device(1), 2, &[p.id], PushOutcome::Taken);
+        assert_eq!(core.deliveries()[0].devices[&device(1)], Stage::Issued);
+    }
+
+    #[test]
     fn the_stages_go_forward_to_decided_and_applied() {
         let mut core = core();
         let p = core.ask(0, pending(1)).unwrap();
-        core.pushed(0, device(1), &[p.id], PushOutcome::Taken);
+        core.pushed(0, device(1), 1, &[p.id], PushOutcome::Taken);
         core.receipt(device(1), &[p.id], ReceiptStage::Shown);
         core.receipt(device(1), &[p.id], ReceiptStage::Delivered);
         assert_eq!(core.deliveries()[0].devices[&device(1)], Stage::Shown, "never back");

@@ -61,6 +61,8 @@ pub enum Command {
     Pushed {
         /// To whom.
         device: DeviceId,
+        /// Which of its subscriptions.
+        generation: u64,
         /// What the push named.
         requests: Vec<RequestId>,
         /// What became of it.
@@ -304,10 +306,11 @@ impl CoreHandle {
     pub async fn pushed(
         &self,
         device: DeviceId,
+        generation: u64,
         requests: Vec<RequestId>,
         outcome: super::PushOutcome,
     ) -> Result<(), CoreError> {
-        let command = Command::Pushed { device, requests, outcome };
+        let command = Command::Pushed { device, generation, requests, outcome };
         self.commands.send(command).await.map_err(|_| CoreError::Stopped)
     }
 
@@ -410,8 +413,8 @@ pub fn apply(core: &mut HostCore, waiters: &mut Waiters, now: u64, command: Comm
         Command::Pending { reply } => {
             let _ = reply.send(core.pending());
         }
-        Command::Pushed { device, requests, outcome } => {
-            core.pushed(now, device, &requests, outcome);
+        Command::Pushed { device, generation, requests, outcome } => {
+            core.pushed(now, device, generation, &requests, outcome);
         }
         Command::Deliveries { reply } => {
             let _ = reply.send((core.deliveries(), core.push_states()));

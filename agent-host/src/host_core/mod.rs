@@ -175,6 +175,8 @@ pub enum Effect {
     Push {
         /// To whom.
         device: DeviceId,
+        /// Which of its subscriptions (for [`HostCore::pushed`]).
+        generation: u64,
         /// Everything that waits.
         pending: Vec<Pending>,
     },
@@ -195,6 +197,13 @@ pub enum Effect {
     },
     /// Tell the person at the host's terminal (its log).
     Report(String),
+    /// Tell every device how far an action got on each device it reached.
+    Progress {
+        /// The request.
+        request: RequestId,
+        /// Each device, and how far.
+        devices: Vec<(DeviceId, Stage)>,
+    },
 }
 
 /// The host's decision state (see the module notes).
@@ -371,7 +380,7 @@ impl HostCore {
 
     fn settle(&mut self, resolution: Resolution) {
         let id = resolution.pending.id;
-        self.track_settled(id, resolution.verdict, resolution.by.as_ref());
+        let (verdict, by) = (resolution.verdict, resolution.by.clone());
         self.effects.push_back(Effect::Audit(Event::Approval {
             request: id.to_string(),
             verdict: if resolution.verdict == Verdict::Approve { "approve" } else { "deny" }.into(),
@@ -384,6 +393,8 @@ impl HostCore {
             by: resolution.by.clone(),
         });
         self.effects.push_back(Effect::Settled(Box::new(resolution)));
+        // Where it got: told after it was settled.
+        self.track_settled(id, verdict, by.as_ref());
     }
 }
 

@@ -10,7 +10,7 @@
 //!
 //! A browser's subscription reaches the host inside its device's signed and encrypted channel
 //! ([`protocol::Request::Push`]); what the host pushes and when is the core's
-//! (`crate::host_core`, delivery), the sending is [`Pusher`]'s (`send.rs`).
+//! (`crate::host_core`, delivery), what it says `crate::notices`'s, the sending [`Pusher`]'s.
 //!
 //! Decisions: the VAPID key is the host's own (`config/vapid.key`, like its other keys), so
 //! a push service can tie pushes to one host and nothing more; the token's `sub` is a contact
@@ -31,8 +31,7 @@ use web_push_native::p256;
 use crate::identity::IdentityError;
 
 mod send;
-pub use send::{MAX_SENDING, NTFY_BODY, PushSetup, Pusher, REQUEST_TIMEOUT, notice};
-pub(crate) use send::{ntfy, push};
+pub use send::{MAX_SENDING, NTFY_BODY, PushSetup, Pusher, REQUEST_TIMEOUT};
 
 /// The most plaintext one push carries: the 4,096 bytes every push service takes (RFC 8030,
 /// section 7.2) less the `aes128gcm` header with its 65-byte key (86 bytes), the padding
@@ -45,6 +44,21 @@ pub const MAX_ENDPOINT: usize = 2048;
 pub const TTL: Duration = Duration::from_secs(60 * 60);
 /// The contact named in the VAPID token when the owner set none.
 pub const DEFAULT_CONTACT: &str = "mailto:agent-host@localhost.invalid";
+
+/// The push services of the browsers people use: an endpoint must be on one of these hosts (on
+/// port 443), or on an origin the host's owner allowed (`--push-allow`). A device names the
+/// endpoint and the host posts to it, so the list is what keeps a device from making the host
+/// post to anything else (a service on its network, its loopback).
+pub const PUSH_SERVICES: &[&str] = &[
+    // Chrome, and the browsers built on Chromium but Edge on Windows.
+    "fcm.googleapis.com",
+    // Firefox.
+    "updates.push.services.mozilla.com",
+    // Safari.
+    "web.push.apple.com",
+];
+/// Microsoft's push service (Edge on Windows): hosts under this name.
+pub const PUSH_SERVICE_DOMAIN: &str = ".notify.windows.com";
 
 /// Why a push could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +75,11 @@ pub enum PushError {
         "a push endpoint must be an https URL without credentials, at most {MAX_ENDPOINT} bytes: {0}"
     )]
     Endpoint(String),
+    /// A subscription's endpoint is not at a known push service nor at one the owner allowed.
+    #[error(
+        "{0} is not a push service this host knows; its owner may allow it with --push-allow {0}"
+    )]
+    NotAllowed(String),
     /// A subscription's keys are not a P-256 public key and a 16-byte secret.
     #[error("a push subscription's keys are malformed: {0}")]
     Keys(&'static str),
@@ -131,6 +150,21 @@ impl Subscription {
             .map_err(|_| PushError::Keys("p256dh is not a point of P-256"))?;
         let auth = auth.try_into().map_err(|_| PushError::Keys("auth must be 16 bytes"))?;
         Ok(Self { endpoint: uri, p256dh, auth })
+    }
+
+    /// Whether the endpoint is at one of [`PUSH_SERVICES`] (or under [`PUSH_SERVICE_DOMAIN`])
+    /// on port 443, or at one of the `allowed` origins (`https://host[:port]`).
+    pub fn check_service(&self, allowed: &[String]) -> Result<(), PushError> {
+        let origin = Self::origin_of(&self.endpoint.to_string());
+        let host = self.endpoint.host().unwrap_or_default().to_ascii_lowercase();
+        let known = PUSH_SERVICES.contains(&host.as_str())
+            || host.strip_suffix(PUSH_SERVICE_DOMAIN).is_some_and(|h| !h.is_empty());
+        let default_port = self.endpoint.port_u16().is_none_or(|p| p == 443);
+        if (known && default_port) || allowed.iter().any(|a| Self::origin_of(a) == origin) {
+            Ok(())
+        } else {
+            Err(PushError::NotAllowed(origin))
+        }
     }
 
     /// A subscription as a device sends it (its keys base64url, padded or not).
@@ -347,6 +381,40 @@ mod tests {
             Err(PushError::TooLarge(_))
         ));
         assert!(request(&vapid, &good, DEFAULT_CONTACT, &big[1..]).is_ok());
+    }
+
+    #[test]
+    fn only_known_push_services_or_allowed_origins_are_posted_to() {
+        let (_, good) = browser();
+        let key = good.p256dh.to_encoded_point(false);
+        let sub = |e: &str| Subscription::new(e, key.as_bytes(), &[7; 16]).unwrap();
+        let allowed = ["https://push.example.net:8443".to_string()];
+        for ok in [
+            "https://fcm.googleapis.com/fcm/send/abc",
+            "https://updates.push.services.mozilla.com/wpush/v2/abc",
+            "https://web.push.apple.com/QGx",
+            "https://wns2-par02p.notify.windows.com/w/?token=x",
+            "https://FCM.googleapis.com:443/fcm/send/abc",
+            "https://push.example.net:8443/x",
+        ] {
+            assert!(sub(ok).check_service(&allowed).is_ok(), "{ok}");
+        }
+        for refused in [
+            "https://fcm.googleapis.com:8443/fcm/send/abc",
+            "https://fcm.googleapis.com.example.org/x",
+            "https://notify.windows.com/x",
+            "https://evilnotify.windows.com.example/x",
+            "https://127.0.0.1/x",
+            "https://localhost/x",
+            "https://192.168.1.1/admin",
+            "https://push.example.net/x",
+            "https://push.example.net:8444/x",
+        ] {
+            assert!(
+                matches!(sub(refused).check_service(&allowed), Err(PushError::NotAllowed(_))),
+                "{refused}"
+            );
+        }
     }
 
     #[test]
