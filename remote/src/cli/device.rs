@@ -49,6 +49,18 @@ fn pending_id(event: &HostEvent) -> Option<RequestId> {
     }
 }
 
+/// Tells the host that `requests` were shown here (printed, or handed to `--exec`), so that it
+/// stops pushing them to this device's person elsewhere.
+fn shown(ctx: &mut Ctx, requests: Vec<RequestId>) -> anyhow::Result<()> {
+    for requests in requests.chunks(protocol::limits::MAX_RECEIPTS) {
+        let id = RequestId(random_id()?);
+        let requests = requests.to_vec();
+        let stage = protocol::ReceiptStage::Shown;
+        ctx.session.send(&Message::Request(Request::Receipt { id, requests, stage }))?;
+    }
+    Ok(())
+}
+
 fn random_id() -> anyhow::Result<[u8; 16]> {
     let mut id = [0u8; 16];
     getrandom::fill(&mut id).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
@@ -379,6 +391,7 @@ pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result
             print_pending(&mut std::io::stdout(), p)?;
         }
     }
+    shown(ctx, pending.iter().filter_map(pending_id).collect())?;
     let forever = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
     let mut backlog = std::mem::take(&mut ctx.backlog).into_iter();
     loop {
@@ -392,6 +405,9 @@ pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result
             },
         };
         hand(&event)?;
+        if let Some(id) = pending_id(&event) {
+            shown(ctx, vec![id])?;
+        }
         if ctx.json {
             print_json(&event)?;
             continue;
@@ -429,8 +445,9 @@ pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result
             HostEvent::SessionEnded { session, exit_code } => {
                 println!("session {session} ended ({exit_code:?})");
             }
-            // Pushed to browsers, never sent on the link.
-            HostEvent::Notice { .. } => {}
+            // Pushed to browsers, never sent on the link; and where actions got on devices,
+            // which `--json` shows.
+            HostEvent::Notice { .. } | HostEvent::ActionProgress { .. } => {}
         }
         std::io::stdout().flush()?;
     }
