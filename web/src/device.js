@@ -59,11 +59,12 @@ export class EventStreamSocket {
       for (;;) {
         const { value, done } = await reader.read();
         if (done || this.ended) return;
-        buffer += value.replaceAll("\r\n", "\n");
+        buffer += value;
         let end;
-        while ((end = buffer.indexOf("\n\n")) >= 0) {
-          const lines = buffer.slice(0, end).split("\n");
-          buffer = buffer.slice(end + 2);
+        // Events end at a blank line; lines end at CRLF, LF or CR (the event-stream format).
+        while ((end = /\r\n\r\n|\n\n|\r\r|\r\n\n|\n\r\n/.exec(buffer)) !== null) {
+          const lines = buffer.slice(0, end.index).split(/\r\n|\n|\r/);
+          buffer = buffer.slice(end.index + end[0].length);
           const data = lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5).replace(/^ /, ""));
           if (data.length > 0) this.event(data.join("\n"));
         }

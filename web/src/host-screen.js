@@ -46,8 +46,10 @@ export class HostScreen {
     });
     this.device.onEvent = (event) => this.apply({ kind: "event", event });
     addEventListener("pagehide", () => this.device.persist(this.device.state).catch(() => {}));
-    // How far each pending action got here, as told to the host (receipts).
+    // How far each pending action got here, as told to the host (receipts), and on every
+    // device, as the host tells (request -> [{ device, name, stage }]).
     this.reported = new Map();
+    this.progress = new Map();
     document.addEventListener("visibilitychange", () => this.receipts());
     // Notifications while the page is closed (sw.js); a browser without service workers has none.
     this.worker = globalThis.navigator?.serviceWorker?.register("/sw.js", { type: "module" }).catch(() => null) ?? Promise.resolve(null);
@@ -123,6 +125,16 @@ export class HostScreen {
       case "pending_decided":
         this.showOutcome(c.event);
         break;
+      case "progress":
+        this.progress.delete(c.request);
+        this.progress.set(c.request, c.devices);
+        // The last few hundred: older actions are long settled.
+        for (const old of this.progress.keys()) {
+          if (this.progress.size <= 256) break;
+          this.progress.delete(old);
+        }
+        this.renderProgress(c.request);
+        break;
       case "pending_refused": {
         const { outcomeEl } = this.cards.get(c.request);
         outcomeEl.textContent = `Not taken: ${errorText(c.event)}`;
@@ -157,6 +169,15 @@ export class HostScreen {
         this.say({ title: "The relay refused", detail: c.reason, tone: "bad" });
         break;
     }
+  }
+
+  /** A pending action's "Reached" line: each device the host says it got to, and how far. */
+  renderProgress(request) {
+    const devices = this.progress.get(request);
+    const el = this.cards.get(request)?.reached;
+    if (!devices || !el) return;
+    const who = (d) => (d.device === this.me ? "this browser" : d.name ?? d.device.slice(0, 12));
+    el.textContent = devices.map((d) => `${who(d)}: ${d.stage}`).join(", ");
   }
 
   /** The "Notifications" part of "This browser": on or off, and whether they hide detail. */
@@ -217,10 +238,12 @@ export class HostScreen {
     await this.device.send("request", { type: "push", id: Device.requestId(), subscription: push });
   }
 
+  /** Tells the host to stop pushing here, and ends the subscription; resolves when the host has it. */
   async unsubscribe() {
-    await this.device.send("request", { type: "push", id: Device.requestId(), subscription: null });
+    const { acked } = await this.device.send("request", { type: "push", id: Device.requestId(), subscription: null });
     const registration = (await this.worker) ? await navigator.serviceWorker.ready : null;
     await (await registration?.pushManager.getSubscription())?.unsubscribe();
+    await acked;
   }
 
   /**
@@ -234,6 +257,7 @@ export class HostScreen {
       const stage = document.visibilityState === "visible" ? "shown" : "delivered";
       const rank = { delivered: 1, shown: 2 };
       const requests = [...this.state.pending.keys()].filter((r) => (rank[this.reported.get(r)] ?? 0) < rank[stage]).slice(0, 64);
+      for (const r of this.reported.keys()) if (!this.state.pending.has(r)) this.reported.delete(r);
       if (requests.length === 0) return;
       for (const r of requests) this.reported.set(r, stage);
       this.device.send("request", { type: "receipt", id: Device.requestId(), requests, stage }).catch(() => {});
@@ -305,6 +329,9 @@ export class HostScreen {
     what.push(h("dt", {}, "Why asked"), h("dd", {}, e.reason), h("dt", {}, "Asked by"), h("dd", {}, actorNode(e.requested_by, this.me, "this browser")));
     const left = h("span", { "data-expires": e.expires_at_ms });
     what.push(h("dt", {}, "Time left"), h("dd", {}, left));
+    // Where it got on each device (the host says as it changes): issued, delivered, shown, …
+    const reached = h("dd", { class: "reached" }, "sent");
+    what.push(h("dt", {}, "Reached"), reached);
     const approve = h("button", { type: "button", class: "approve" }, "Approve");
     const deny = h("button", { type: "button", class: "deny" }, "Deny");
     const outcome = h("p", { class: "outcome", role: "status", "aria-live": "polite" });
@@ -343,7 +370,8 @@ export class HostScreen {
     };
     approve.addEventListener("click", () => answer("approve"));
     deny.addEventListener("click", () => answer("deny"));
-    this.cards.set(request, { card, approve, deny, outcomeEl: outcome, pointer: null });
+    this.cards.set(request, { card, approve, deny, outcomeEl: outcome, pointer: null, reached });
+    this.renderProgress(request);
     this.placePending(request);
     if (this.state.mine.get(request)?.type === "session_input") card.scrollIntoView({ block: "center" });
     tick();
@@ -649,6 +677,12 @@ export class HostScreen {
 
   async forget() {
     if (!confirm("Forget this browser? Its key is deleted; to use it again, pair it again.")) return;
+    // No more pushes for a browser that cannot open them: the host is told (if it hears within
+    // a few seconds), and the browser's subscription ends.
+    if (this.state.status?.push) {
+      const told = this.unsubscribe().catch(() => {});
+      await Promise.race([told, new Promise((resolve) => setTimeout(resolve, 3000))]);
+    }
     this.device.close();
     await store.forget();
     location.assign("/");

@@ -25,13 +25,17 @@ export function fromB64url(text) {
   return p.fromBase64(padded);
 }
 
-/** The host's notice in a push (`text`), opened with the host key of `record`; throws on anything else. */
+/**
+ * The host's notice in a push (`text`), opened with the host key of `record`: `{ notice,
+ * counter }` (the host's counter towards this device, for the caller to refuse one it saw or
+ * older); throws on anything else.
+ */
 export async function openNotice(text, record, nowMs = Date.now()) {
   const frame = fromB64url(text.trim());
   const { header, message } = await p.open(frame, record.hostKey, record.publicKey, nowMs, { maxLifetimeMs: 24 * 3600 * 1000 });
   if (header.kind !== "event" || message.type !== "notice") throw new Error("not a notice");
   if (!Array.isArray(message.actions) || typeof message.waiting !== "number") throw new Error("a malformed notice");
-  return message;
+  return { notice: message, counter: Number(header.counter) };
 }
 
 function left(ms) {

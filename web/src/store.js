@@ -68,6 +68,25 @@ export async function save(record) {
   });
 }
 
+/**
+ * Takes the host's counter of a pushed notice: true if it is newer than every notice taken
+ * before (a push service that delivers one again, or an older one late, gets false).
+ */
+export async function takeNotice(counter) {
+  let newer = false;
+  await transaction(STORE, "readwrite", (tx) => {
+    const store = tx.objectStore(STORE);
+    const current = store.get(KEY);
+    current.onsuccess = () => {
+      if (!current.result || counter <= (current.result.noticeCounter ?? 0)) return;
+      newer = true;
+      store.put({ ...current.result, noticeCounter: counter }, KEY);
+    };
+    return current;
+  });
+  return newer;
+}
+
 /** Takes the device's next counter, in one transaction: no two callers ever get the same one. */
 export async function reserveCounter() {
   let counter = null;

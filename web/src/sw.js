@@ -13,8 +13,9 @@ import * as store from "./store.js";
 import { decide, errandDevice, noticeText, openNotice } from "./notify.js";
 import { Device } from "./device.js";
 
-/** Requests this worker answered already (a second tap does nothing). */
+/** Requests this worker answered already (a second tap does nothing); the last few hundred. */
 const answered = new Set();
+const ANSWERED_KEPT = 256;
 
 self.addEventListener("install", () => self.skipWaiting());
 self.addEventListener("activate", (event) => event.waitUntil(self.clients.claim()));
@@ -46,27 +47,28 @@ async function errand(record, act) {
 export async function onPush(text) {
   const record = await paired();
   if (!record) return { dropped: "not paired" };
-  let notice;
+  let opened;
   try {
-    notice = await openNotice(text, record);
+    opened = await openNotice(text, record);
   } catch (e) {
     return { dropped: String(e.message ?? e) };
   }
+  const { notice, counter } = opened;
+  // Each notice once: one delivered again, or an older one late, is not news.
+  if (!(await store.takeNotice(counter))) return { dropped: "a notice seen before, or older than one seen" };
+  // A page in view shows it, and tells the host itself.
+  if (await pageInView()) return { shown: false, notice };
   const host = Array.from(record.hostKey, (b) => b.toString(16).padStart(2, "0")).join("");
-  const requests = notice.actions.map((a) => a.request);
-  const inView = await pageInView();
-  if (!inView) {
-    const n = noticeText(notice, host);
-    await self.registration.showNotification(n.title, { body: n.body, tag: n.tag, renotify: true, requireInteraction: n.buttons.length > 0, actions: n.buttons, data: n.data });
-  }
-  if (requests.length > 0) {
-    const receipt = { type: "receipt", id: Device.requestId(), requests, stage: inView ? "delivered" : "shown" };
-    await errand(record, async (device) => {
-      const { acked } = await device.send("request", receipt);
-      await Promise.race([acked, new Promise((resolve) => setTimeout(resolve, 10000))]);
-    }).catch(() => {});
-  }
-  return { shown: !inView, notice };
+  const n = noticeText(notice, host);
+  await self.registration.showNotification(n.title, { body: n.body, tag: n.tag, renotify: true, requireInteraction: n.buttons.length > 0, actions: n.buttons, data: n.data });
+  // Shown: every action it counted (those it names, or none when it names none, stand for
+  // the whole notice at the host).
+  const receipt = { type: "receipt", id: Device.requestId(), requests: notice.actions.map((a) => a.request), stage: "shown" };
+  await errand(record, async (device) => {
+    const { acked } = await device.send("request", receipt);
+    await Promise.race([acked, new Promise((resolve) => setTimeout(resolve, 10000))]);
+  }).catch(() => {});
+  return { shown: true, notice };
 }
 
 async function openPage() {
@@ -83,6 +85,7 @@ export async function onClick(notification, action) {
     return openPage();
   }
   if (answered.has(data.request)) return { outcome: "already answered here" };
+  if (answered.size >= ANSWERED_KEPT) answered.delete(answered.values().next().value);
   answered.add(data.request);
   const record = await paired();
   let result;

@@ -217,6 +217,9 @@ function event(d, e) {
     case "action_result":
       d.changes.push({ kind: "result", event: e });
       break;
+    case "action_progress":
+      d.changes.push({ kind: "progress", request: e.request, devices: e.devices });
+      break;
     case "error": {
       const entry = e.request && s.pending.get(e.request);
       if (entry && entry.answered && !entry.outcome) d.changes.push({ kind: "pending_refused", request: e.request, event: e });
