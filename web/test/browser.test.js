@@ -209,8 +209,11 @@ describe("the web UI in Chromium", { skip }, () => {
     await card.locator("details.actor dd", { hasText: /^dev1\w{50,}$/ }).waitFor();
     await card.locator("details.actor dd", { hasText: /^[A-Z2-7]{4}(-[A-Z2-7]{4}){3}$/ }).waitFor();
     assert.match(await card.innerText(), /Time left\s+\d+:\d\d/);
+    // The page in view says it was shown; the host tells every device how far it got.
+    await card.locator(".reached", { hasText: "this browser: shown" }).waitFor();
     await card.getByRole("button", { name: "Approve" }).click();
     await card.getByText("Approved by you.").waitFor();
+    await card.locator(".reached", { hasText: "this browser: applied" }).waitFor();
     assert.ok(await card.getByRole("button", { name: "Approve" }).isDisabled(), "an answer can be given once");
     const done = await run.done;
     assert.equal(done.code, 0, done.stderr);
@@ -409,8 +412,10 @@ esac
     await page.getByLabel("Run a command").fill("printf after-the-restart");
     await page.getByRole("button", { name: "Request run" }).click();
     await page.locator("ol.feed li", { hasText: "after-the-restart" }).filter({ hasText: "exit 0" }).waitFor();
-    // The restarted host does not have the session of before: no ghost that takes input.
-    const session = page.locator("article.session", { hasText: "bash --norc" });
+    // The restarted host does not have the session of before: no ghost that takes input. (The
+    // `agent-host run` of it shares it again with the restarted host, as a new session, which
+    // may come as soon as it is back.)
+    const session = page.locator("article.session", { hasText: "bash --norc" }).filter({ hasText: "ended" }).first();
     await session.getByText("ended").waitFor();
     assert.equal(await session.getByLabel("Type into the session").isVisible(), false);
   });

@@ -90,7 +90,8 @@ describe("notifications pushed to a browser whose page is closed", { skip }, () 
     });
     await new Promise((r) => ntfy.listen(0, "127.0.0.1", r));
     const topic = `http://127.0.0.1:${ntfy.address().port}/needs-you`;
-    world = await startHost({ allow: ["Bash(printf *)"] }, { hostArgs: ["--push-ca", push.certFile, "--push-ack-wait", "2s", "--ntfy", topic] });
+    const hostArgs = ["--push-ca", push.certFile, "--push-allow", push.origin, "--push-ack-wait", "2s", "--ntfy", topic];
+    world = await startHost({ allow: ["Bash(printf *)"] }, { hostArgs });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox", "--ignore-certificate-errors"] });
     context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 }, permissions: ["notifications"] });
     sub = await push.subscribe();
@@ -178,14 +179,20 @@ describe("notifications pushed to a browser whose page is closed", { skip }, () 
     const id = await pendingId("pushed-and-approved");
     const text = await nextPush(0);
     const pushedIn = Date.now() - asked;
-    // What the push service carried is ciphertext: the action is not in it.
-    assert.ok(!Buffer.from(push.pushes[0].body).toString("latin1").includes("pushed-and-approved"));
+    // What the push service carried is ciphertext: neither the notice nor its JSON is in it.
+    const carried = Buffer.from(push.pushes[0].body);
+    const frame = Buffer.from(text, "base64url");
+    assert.ok(!carried.includes(Buffer.from(text)) && !carried.includes(frame.subarray(94, 200)));
+    assert.match(frame.subarray(94).toString("utf8"), /"type":"notice"/);
     await deliver(text);
     const [n] = await until("the notification", async () => (await notifications()).filter((n) => /needs you/.test(n.title)));
     assert.equal(n.title, "1 action needs you on workstation");
     assert.match(n.body, /^run `touch pushed-and-approved` .*\nasked by cli; \d:\d\d left$/);
     assert.deepEqual(n.actions, ["approve", "deny"]);
     assert.equal(n.data.request, id);
+    // The same push delivered again (a push service may) is not news: dropped.
+    const sw0 = context.serviceWorkers()[0];
+    assert.match((await sw0.evaluate((t) => self.agentBridge.onPush(t), text)).dropped, /seen before/);
     // The worker said it was shown.
     await until("shown", async () => (await delivery(id))?.devices[browserId] === "shown");
 
@@ -255,6 +262,8 @@ describe("notifications pushed to a browser whose page is closed", { skip }, () 
     const text = await nextPush(before);
     await deliver(text);
     const [n] = await until("the notification", async () => (await notifications()).filter((n) => /needs you/.test(n.title)));
+    assert.equal(n.title, "1 action needs you on workstation");
+    assert.match(n.body, /touch viewed/);
     assert.deepEqual(n.actions, []);
     assert.equal(n.data.request, null);
     assert.equal((await world.agentHost(["deny", id])).code, 0);
