@@ -241,6 +241,13 @@ impl Peer {
                     }
                 };
                 let stream = &mut self.streams[at];
+                // What the sender no longer holds (below `base`, its oldest) will never come:
+                // another process of this key acknowledged it (each sees the same stream). So
+                // this one goes on from there instead of waiting for it for ever. With one
+                // process per key this never happens: only it acknowledges.
+                if stream.delivered < base - 1 {
+                    stream.delivered = base - 1;
+                }
                 // A duplicate (already delivered) or ahead of a gap gets an acknowledgement of
                 // what is held, so the sender knows where to resume.
                 stream.ack_due = true;
@@ -366,6 +373,34 @@ mod tests {
         assert_eq!(p.poll_send(1000, 1000, 100).len(), 10, "all due after the timeout");
         p.reconnected();
         assert_eq!(p.poll_send(1001, 1000, 3).len(), 3);
+    }
+
+    /// Two processes of one device key hear the same stream; what one acknowledged is not sent
+    /// again, so the other, joined at a frame sent again, must not wait for it for ever.
+    #[test]
+    fn a_second_process_of_a_key_goes_on_past_what_the_first_acknowledged() {
+        let mut host = Peer::new(1, Join::AtBase);
+        let (mut first, mut second) =
+            (Peer::new(2, Join::AtFirstFrame), Peer::new(3, Join::AtFirstFrame));
+        for i in 1..=3u8 {
+            host.push(&[i]).unwrap();
+        }
+        let sent = host.poll_send(0, 1000, 100);
+        // The second process's channel opens as the first frame is sent again (the others
+        // were not sealed for it).
+        for frame in &sent {
+            assert!(matches!(first.receive(frame), Incoming::Deliver(_)));
+        }
+        assert!(matches!(second.receive(&sent[0]), Incoming::Deliver(m) if m == [1]));
+        // The first acknowledges all three; the host sends on, from 4.
+        for ack in first.poll_acks() {
+            host.receive(&ack);
+        }
+        host.push(&[4]).unwrap();
+        let next = host.poll_send(1, 1000, 100);
+        assert_eq!(next.len(), 1, "2 and 3 are acknowledged: not sent again");
+        assert!(matches!(second.receive(&next[0]), Incoming::Deliver(m) if m == [4]));
+        assert!(matches!(first.receive(&next[0]), Incoming::Deliver(m) if m == [4]));
     }
 
     #[test]

@@ -316,8 +316,11 @@ export class RelayLink {
     const key = `${p.toHex(from)}:${epoch}`;
     const known = this.streams.has(key);
     // A stream this side has not seen is joined where it arrives (resume.rs: Join::AtFirstFrame).
-    const delivered = known ? this.streams.get(key) : (this.followed ? base - 1n : seq - 1n);
+    let delivered = known ? this.streams.get(key) : (this.followed ? base - 1n : seq - 1n);
     this.followed = true;
+    // What the host no longer holds (below `base`) will never come: another page, or this
+    // browser's service worker, acknowledged it (protocol/src/resume.rs). Go on from there.
+    if (delivered < base - 1n) delivered = base - 1n;
     let now = delivered;
     if (seq === delivered + 1n) {
       now = seq;
