@@ -344,6 +344,13 @@ fn watch_streams_events_and_role_changes_apply_at_once() {
     let id = pending_ids(&world).remove(0);
     let shown = next_event("action_pending");
     assert_eq!(shown["request"], id.as_str(), "what was pending before it started");
+    // It showed it: the host says how far the action got there.
+    let reached = || String::from_utf8_lossy(&world.agent_host(&["approvals"]).stdout).into_owned();
+    assert!(
+        eventually(Duration::from_secs(20), || reached().contains("watcher shown")),
+        "{}",
+        reached()
+    );
     assert!(world.agent_host(&["deny", &id]).status.success());
     let decided = next_event("action_decided");
     assert_eq!(

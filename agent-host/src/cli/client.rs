@@ -255,6 +255,17 @@ fn listing() -> anyhow::Result<Listing> {
     }
 }
 
+/// A delivery stage as the protocol spells it.
+fn stage_name(stage: protocol::DeliveryStage) -> &'static str {
+    match stage {
+        protocol::DeliveryStage::Issued => "issued",
+        protocol::DeliveryStage::Delivered => "delivered",
+        protocol::DeliveryStage::Shown => "shown",
+        protocol::DeliveryStage::Decided => "decided",
+        protocol::DeliveryStage::Applied => "applied",
+    }
+}
+
 /// `approvals --delivery`: every action kept, where it got on each device, and the pushes.
 fn delivery(json: bool) -> anyhow::Result<ExitCode> {
     let (_, tracks, push) = listing()?;
@@ -284,11 +295,7 @@ fn delivery(json: bool) -> anyhow::Result<ExitCode> {
         };
         println!("{}  {}  ({state})", t.request, t.summary);
         for (device, stage) in &t.devices {
-            println!(
-                "    {}: {}",
-                name(device),
-                serde_json::to_value(stage)?.as_str().unwrap_or("?")
-            );
+            println!("    {}: {}", name(device), stage_name(*stage));
         }
     }
     for (device, state) in &push {
@@ -302,7 +309,7 @@ pub(super) fn approvals(json: bool, with_delivery: bool) -> anyhow::Result<ExitC
     if with_delivery {
         return delivery(json);
     }
-    let pending = pending_list()?;
+    let (pending, tracks, _) = listing()?;
     if json {
         println!("{}", serde_json::to_string(&pending)?);
     } else if pending.is_empty() {
@@ -321,6 +328,17 @@ pub(super) fn approvals(json: bool, with_delivery: bool) -> anyhow::Result<ExitC
             let names = device_names();
             let who = p.requested_by.person(|id| names.get(&id.to_string()).cloned());
             println!("    asked by {who}; {left} s left");
+            if let Some(t) = tracks.iter().find(|t| t.request == p.id && !t.devices.is_empty()) {
+                let reached: Vec<String> = t
+                    .devices
+                    .iter()
+                    .map(|(d, stage)| {
+                        let name = names.get(&d.to_string()).cloned().unwrap_or(d.to_string());
+                        format!("{name} {}", stage_name(*stage))
+                    })
+                    .collect();
+                println!("    reached: {}", reached.join(", "));
+            }
             for line in p.preview.iter().flat_map(|p| p.lines()) {
                 println!("    | {line}");
             }
