@@ -272,6 +272,12 @@ pub struct PushState {
     /// What the last push the push service took named.
     #[serde(skip)]
     pub(crate) last_pushed: Vec<RequestId>,
+    /// What it named (a notice names the newest few).
+    #[serde(skip)]
+    pub(crate) last_named: Vec<RequestId>,
+    /// The device's notices name no action.
+    #[serde(skip)]
+    pub(crate) hide_detail: bool,
 }
 
 /// One action's delivery, as `agent-host approvals --json` shows it.

@@ -162,8 +162,8 @@ pub async fn serve(
     }
     for (device, counters) in lock(&devices).list() {
         core.load_device(device.id, device.role, counters.rx);
-        if device.push.is_some() && pusher.is_some() {
-            core.set_push(now_ms(), device.id, true);
+        if let (Some(push), Some(_)) = (&device.push, &pusher) {
+            core.set_push(now_ms(), device.id, Some(push.hide_detail));
         }
     }
     let (core_handle, core_commands) = crate::host_core::CoreHandle::channel();

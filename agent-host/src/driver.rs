@@ -35,12 +35,13 @@ async fn submit(host: Arc<Host>, device: DeviceId, id: RequestId, action: Action
     }
 }
 
-/// Checks and keeps (or clears) a device's push subscription; `Ok(subscribed)`, or why not.
+/// Checks and keeps (or clears) a device's push subscription: what changed, or why not.
 fn set_push(
     host: &Host,
     device: DeviceId,
     subscription: Option<protocol::PushSubscription>,
-) -> Result<bool, String> {
+) -> Result<crate::host_core::PushChange, String> {
+    use crate::host_core::PushChange;
     if subscription.is_some() && host.pusher.is_none() {
         return Err("this host does not push notifications (see its log)".into());
     }
@@ -49,18 +50,21 @@ fn set_push(
             .and_then(|sub| sub.check_service(&host.config.push.allow))
             .map_err(|e| e.to_string())?;
     }
-    let subscribed = subscription.is_some();
     if lock(&host.devices).get(&device).is_some_and(|d| d.push == subscription) {
         // Nothing changes (a page that subscribes at each load).
-        return Ok(subscribed);
+        return Ok(PushChange::Unchanged);
     }
+    let change = match &subscription {
+        Some(s) => PushChange::Set { hide_detail: s.hide_detail },
+        None => PushChange::Cleared,
+    };
     let what = match &subscription {
         Some(s) => format!("push to {}", crate::push::Subscription::origin_of(&s.endpoint)),
         None => "no push".into(),
     };
     lock(&host.devices).set_push(&device, subscription).map_err(|e| e.to_string())?;
     crate::host::audit(host, Event::Device { device: device.to_string(), change: what });
-    Ok(subscribed)
+    Ok(change)
 }
 
 /// The core's driver: the one owner of the [`HostCore`]. It applies what the rest of the host
@@ -126,15 +130,30 @@ pub(crate) async fn drive(
                 }
                 Effect::Report(what) => tracing::warn!("{what}"),
                 Effect::Progress { request, devices } => {
-                    let devices = devices
-                        .into_iter()
-                        .map(|(device, stage)| protocol::DeviceProgress {
-                            device,
-                            name: host.device_name(&device),
-                            stage,
-                        })
-                        .collect();
-                    host.broadcast(HostEvent::ActionProgress { request, devices });
+                    // To those who answer (a viewer only watches: where other devices are,
+                    // and when their people look, is not its business).
+                    let (devices, to) = {
+                        let registry = lock(&host.devices);
+                        let devices: Vec<protocol::DeviceProgress> = devices
+                            .into_iter()
+                            .map(|(device, stage)| protocol::DeviceProgress {
+                                device,
+                                name: registry.get(&device).map(|d| d.name.clone()),
+                                stage,
+                            })
+                            .collect();
+                        let to: Vec<DeviceId> = registry
+                            .list()
+                            .into_iter()
+                            .filter(|(d, _)| d.role >= protocol::Role::Approver)
+                            .map(|(d, _)| d.id)
+                            .collect();
+                        (devices, to)
+                    };
+                    for device in to {
+                        let event = HostEvent::ActionProgress { request, devices: devices.clone() };
+                        host.send(device, event);
+                    }
                 }
                 Effect::Refuse { claimed, reason } => refuse(&host, &claimed, reason),
                 Effect::Persist { device, rx, at, message } => {

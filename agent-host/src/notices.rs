@@ -38,18 +38,17 @@ pub fn notice(host: &Host, role: Role, hide_detail: bool, pending: &[Pending]) -
     let actions = if hide_detail {
         Vec::new()
     } else {
-        pending
-            .iter()
-            .rev()
-            .take(protocol::limits::MAX_NOTICE_ACTIONS)
+        crate::host_core::newest(pending)
             .map(|p| {
-                let (summary, as_is) = shown(&one_line(p, home.as_deref()), MAX_SUMMARY);
-                whole &= as_is;
+                let (line, counted) = one_line(p, home.as_deref());
+                let (summary, as_is) = shown(&line, MAX_SUMMARY);
+                let (requested_by, name_as_is) = shown(&asker(host, &p.requested_by), MAX_NAME);
+                whole &= as_is && counted && name_as_is;
                 NoticeAction {
                     request: p.id,
                     action_hash: p.action_hash,
                     summary,
-                    requested_by: shown(&asker(host, &p.requested_by), MAX_NAME).0,
+                    requested_by,
                     expires_at_ms: p.expires_at_ms,
                 }
             })
@@ -63,22 +62,30 @@ pub fn notice(host: &Host, role: Role, hide_detail: bool, pending: &[Pending]) -
     }
 }
 
-/// `text` for a notification: control and bidirectional characters escaped (a line break as
-/// `⏎`, others as `\u{…}`), cut at `most` characters with `…`; and whether it is `text` as is.
+/// `text` for a notification, cut at `most` characters with `…`, with what could change how it
+/// reads escaped (a line break as `⏎`; control, format, bidirectional and line or paragraph
+/// separator characters as `\u{…}`); and whether it is plain printable ASCII shown whole, the
+/// only text a notification offers buttons for (an allow-list: a name or a path in another
+/// script is shown, and answered on the page).
 fn shown(text: &str, most: usize) -> (String, bool) {
-    let bidi = |c: char| matches!(c, '\u{061c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c,
+                '\u{00ad}' | '\u{061c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{206f}' | '\u{3164}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+                | '\u{e0000}'..='\u{e007f}')
+    };
     let mut out = String::new();
     let mut as_is = true;
     for c in text.chars() {
         if c == '\n' {
             out.push('⏎');
-            as_is = false;
-        } else if c.is_control() || bidi(c) {
+        } else if unsafe_char(c) {
             out.push_str(&c.escape_unicode().to_string());
-            as_is = false;
         } else {
             out.push(c);
         }
+        as_is &= c == ' ' || c.is_ascii_graphic();
     }
     if out.chars().count() > most {
         out = out.chars().take(most).collect();
@@ -90,8 +97,9 @@ fn shown(text: &str, most: usize) -> (String, bool) {
 
 /// An action in one line for a small screen: its summary with the home directory as `~` where
 /// the summary names a directory or a file (not inside the command's own words), and for a
-/// write or an edit how many lines it adds and removes (`edit ~/proj/src/main.rs (+12 −3)`).
-pub fn one_line(p: &Pending, home: Option<&str>) -> String {
+/// write or an edit how many lines it adds and removes (`edit ~/proj/src/main.rs (+12 −3)`);
+/// and whether those counts are whole (not from a preview cut short, or of binary content).
+pub fn one_line(p: &Pending, home: Option<&str>) -> (String, bool) {
     let mut line = p.summary.clone();
     if let Some(home) = home {
         let home = format!(" {}/", home.trim_end_matches('/'));
@@ -103,12 +111,15 @@ pub fn one_line(p: &Pending, home: Option<&str>) -> String {
     if let (Some(diff), protocol::Action::WriteFile { .. } | protocol::Action::EditFile { .. }) =
         (&p.preview, &p.action)
     {
-        let count = |sign: char, header: &str| {
-            diff.lines().filter(|l| l.starts_with(sign) && !l.starts_with(header)).count()
-        };
-        line.push_str(&format!(" (+{} −{})", count('+', "+++"), count('-', "---")));
+        // The two header lines (`--- path`, `+++ path (new)`), then the hunks.
+        let lines = || diff.lines().skip(2);
+        if !diff.starts_with("--- ") || diff.contains("\n… (preview cut)\n") {
+            return (line, false);
+        }
+        let count = |sign: char| lines().filter(|l| l.starts_with(sign)).count();
+        line.push_str(&format!(" (+{} −{})", count('+'), count('-')));
     }
-    line
+    (line, true)
 }
 
 /// Who asked, as a notification names them: a device by its name, else its id; the terminal or
@@ -188,7 +199,7 @@ pub(crate) fn push(
                     Err(e) => PushOutcome::Failed(e.to_string()),
                 }
             }
-            Err(_) => return,
+            Err(_) => PushOutcome::Failed("the host is stopping".into()),
         };
         let _ = host.core.pushed(device, generation, requests, outcome).await;
     });
@@ -242,18 +253,26 @@ mod tests {
             env: Default::default(),
         };
         let p = pending(run, "run `cargo test` in /home/ana/proj", None);
-        assert_eq!(one_line(&p, Some("/home/ana")), "run `cargo test` in ~/proj");
-        assert_eq!(one_line(&p, Some("/home/an")), "run `cargo test` in /home/ana/proj");
-        assert_eq!(one_line(&p, None), "run `cargo test` in /home/ana/proj");
+        assert_eq!(one_line(&p, Some("/home/ana")).0, "run `cargo test` in ~/proj");
+        assert_eq!(one_line(&p, Some("/home/an")).0, "run `cargo test` in /home/ana/proj");
+        assert_eq!(one_line(&p, None).0, "run `cargo test` in /home/ana/proj");
         let edit =
             Action::EditFile { path: "src/main.rs".into(), old: "a".into(), new: "b".into() };
-        let diff = "--- src/main.rs\n+++ src/main.rs (new)\n@@ -1,3 +1,2 @@\n-a\n-b\n+c\n ctx\n";
-        let p = pending(edit, "edit /home/ana/proj/src/main.rs", Some(diff));
-        assert_eq!(one_line(&p, Some("/home/ana/")), "edit ~/proj/src/main.rs (+1 −2)");
+        let diff = "--- src/main.rs\n+++ src/main.rs (new)\n@@ -1,3 +1,2 @@\n-a\n---b\n+c\n ctx\n";
+        let p = pending(edit.clone(), "edit /home/ana/proj/src/main.rs", Some(diff));
+        let line = one_line(&p, Some("/home/ana/"));
+        assert_eq!(
+            line,
+            ("edit ~/proj/src/main.rs (+1 −2)".into(), true),
+            "a line of `--b` removed counts"
+        );
+        let cut = format!("{diff}\n… (preview cut)\n");
+        assert!(!one_line(&pending(edit.clone(), "edit x", Some(&cut)), None).1);
+        assert!(!one_line(&pending(edit, "edit x", Some("12 bytes of binary content")), None).1);
         // Not inside the command's own words.
         let run = Action::Run { argv: vec!["rm".into()], cwd: ".".into(), env: Default::default() };
         let p = pending(run, "run `rm /home/ana/x` in /home/ana/proj", None);
-        assert_eq!(one_line(&p, Some("/home/ana")), "run `rm /home/ana/x` in ~/proj");
+        assert_eq!(one_line(&p, Some("/home/ana")).0, "run `rm /home/ana/x` in ~/proj");
     }
 
     #[test]
@@ -264,6 +283,12 @@ mod tests {
         assert!(!as_is);
         let (text, as_is) = shown("run `echo \u{202e}txt.exe`", 160);
         assert_eq!((text.as_str(), as_is), ("run `echo \\u{202e}txt.exe`", false));
+        for sneaky in ["\u{2028}", "\u{2029}", "\u{200b}", "\u{feff}", "\u{e0041}", "\u{00ad}"] {
+            let (text, as_is) = shown(&format!("run `a{sneaky}b`"), 160);
+            assert!(!as_is && text.contains("\\u{"), "{sneaky:?}: {text}");
+        }
+        // Another script is shown as it is, without buttons.
+        assert_eq!(shown("edit café.txt", 160), ("edit café.txt".into(), false));
         let (text, as_is) = shown(&"x".repeat(200), 160);
         assert_eq!((text.chars().count(), as_is), (161, false));
         assert!(text.ends_with('…'));

@@ -56,6 +56,20 @@ impl Default for Deliveries {
     }
 }
 
+/// What a device's [`protocol::Request::Push`] changed, once checked and kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushChange {
+    /// The same subscription as before (a page that subscribes at each load).
+    Unchanged,
+    /// A new subscription; its notices name the actions unless `hide_detail`.
+    Set {
+        /// Notices count the actions only.
+        hide_detail: bool,
+    },
+    /// No more pushes.
+    Cleared,
+}
+
 /// What became of a push.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PushOutcome {
@@ -65,6 +79,15 @@ pub enum PushOutcome {
     Gone(String),
     /// It could not be pushed now (refused, unreachable, too many requests).
     Failed(String),
+}
+
+/// The actions a notice names: the newest [`protocol::limits::MAX_NOTICE_ACTIONS`] of
+/// `pending` (by when they lapse, which is when they were asked plus the same wait), newest
+/// first.
+pub fn newest(pending: &[Pending]) -> impl Iterator<Item = &Pending> {
+    let mut sorted: Vec<&Pending> = pending.iter().collect();
+    sorted.sort_by_key(|p| std::cmp::Reverse((p.expires_at_ms, p.id)));
+    sorted.into_iter().take(protocol::limits::MAX_NOTICE_ACTIONS)
 }
 
 impl Track {
@@ -91,16 +114,21 @@ impl HostCore {
         self
     }
 
-    /// Whether `device` has a (new) push subscription: pushes go to it from now on, or no more.
-    /// What becomes of a push to the one it had is not this one's.
-    pub fn set_push(&mut self, now: u64, device: DeviceId, subscribed: bool) {
-        if !subscribed {
+    /// Whether `device` has a (new) push subscription, and whether its notices hide the actions
+    /// (`Some(hide_detail)`), or none (`None`): pushes go to it from now on, or no more. What
+    /// becomes of a push to the one it had is not this one's.
+    pub fn set_push(&mut self, now: u64, device: DeviceId, subscribed: Option<bool>) {
+        let Some(hide_detail) = subscribed else {
             self.delivery.push.remove(&device);
             return;
-        }
+        };
         self.delivery.generations += 1;
         let generation = self.delivery.generations;
-        self.delivery.push.insert(device, PushState { generation, ..PushState::default() });
+        // A push on its way to the one it replaces is waited for: one at a time per device.
+        let (in_flight, again) =
+            self.delivery.push.get(&device).map_or((false, false), |s| (s.in_flight, s.in_flight));
+        let state = PushState { generation, in_flight, again, hide_detail, ..PushState::default() };
+        self.delivery.push.insert(device, state);
         // What waits already is pushed at once.
         if self.unacknowledged(device) {
             self.push_to(now, device);
@@ -127,16 +155,24 @@ impl HostCore {
     }
 
     /// A device says how far `requests` got on it. A receipt for the last notice pushed to it
-    /// (no requests, or some of those it named: a notice names at most a few, none when the
-    /// device hides detail, and counts the rest) covers every action that notice counted.
+    /// (exactly the actions it named, or none when the device hides detail: a notice names at
+    /// most a few and counts the rest) covers every action that notice counted; a receipt for
+    /// an older notice, only what it names.
     pub fn receipt(&mut self, device: DeviceId, requests: &[RequestId], stage: ReceiptStage) {
         let stage = match stage {
             ReceiptStage::Delivered => Stage::Delivered,
             ReceiptStage::Shown => Stage::Shown,
         };
-        let last =
-            self.delivery.push.get(&device).map(|s| s.last_pushed.clone()).unwrap_or_default();
-        let requests = if requests.iter().all(|r| last.contains(r)) { &last[..] } else { requests };
+        let (last, named) = self
+            .delivery
+            .push
+            .get(&device)
+            .map(|s| (s.last_pushed.clone(), s.last_named.clone()))
+            .unwrap_or_default();
+        let same = |a: &[RequestId], b: &[RequestId]| {
+            a.len() == b.len() && a.iter().all(|r| b.contains(r))
+        };
+        let requests = if same(requests, &named) { &last[..] } else { requests };
         for request in requests {
             // Only actions it was sent (a receipt for another is ignored).
             if self.delivery.tracks.get(request).is_some_and(|t| t.devices.contains_key(&device)) {
@@ -161,11 +197,17 @@ impl HostCore {
         requests: &[RequestId],
         outcome: PushOutcome,
     ) {
+        let pending = self.broker.list();
         let Some(state) = self.delivery.push.get_mut(&device) else { return };
+        state.in_flight = false;
         if state.generation != generation {
+            // A push to the subscription this one replaced: nothing of it is this one's, but
+            // what waited for it to end goes now.
+            if std::mem::take(&mut state.again) {
+                self.push_to(now, device);
+            }
             return;
         }
-        state.in_flight = false;
         let again = std::mem::take(&mut state.again);
         let wait = |first: u64, attempts: u32| {
             first.saturating_mul(1 << attempts.saturating_sub(1).min(16)).min(RETRY_MAX_MS)
@@ -174,6 +216,13 @@ impl HostCore {
             PushOutcome::Taken => {
                 state.last_error = None;
                 state.last_pushed = requests.to_vec();
+                let sent: Vec<Pending> =
+                    pending.into_iter().filter(|p| requests.contains(&p.id)).collect();
+                state.last_named = if state.hide_detail {
+                    Vec::new()
+                } else {
+                    newest(&sent).map(|p| p.id).collect()
+                };
                 state.next_at_ms =
                     Some(now.saturating_add(wait(self.delivery.ack_wait_ms, state.attempts)));
                 for request in requests {
@@ -253,6 +302,11 @@ impl HostCore {
         let subscribed: Vec<DeviceId> = self.delivery.push.keys().copied().collect();
         for device in subscribed {
             if let Some(state) = self.delivery.push.get_mut(&device) {
+                if state.last_error.is_some() {
+                    // A push service that refused waits out its backoff: the retry takes
+                    // this one too.
+                    continue;
+                }
                 // A fresh action is news: the count of tries starts again.
                 state.attempts = 0;
             }
@@ -372,7 +426,7 @@ mod tests {
         let mut core = HostCore::new(SecretKey::from_seed(&[7; 32]).public_key(), 600_000, false)
             .push_ack_wait(1000);
         core.load_device(device(1), protocol::Role::Approver, Default::default());
-        core.set_push(0, device(1), true);
+        core.set_push(0, device(1), Some(false));
         core
     }
 
@@ -468,17 +522,30 @@ mod tests {
         core.pushed(0, device(1), 1, &ids[..1], PushOutcome::Taken);
         core.pushed(0, device(1), 1, &ids, PushOutcome::Taken);
         // The notice named the newest four; a receipt for those covers all six.
-        core.receipt(device(1), &ids[2..], ReceiptStage::Shown);
+        let named: Vec<RequestId> = newest(&core.pending()).map(|p| p.id).collect();
+        assert_eq!(named.len(), 4);
+        core.receipt(device(1), &named, ReceiptStage::Shown);
         assert!(core.deliveries().iter().all(|t| t.devices[&device(1)] == Stage::Shown));
         assert_eq!(core.poll_timeout(), Some(600_000), "nothing left to push");
         // A notice that named none (hidden detail): an empty receipt stands for it.
+        core.set_push(1, device(1), Some(true));
         let q = core.ask(1, pending(7)).unwrap();
-        core.pushed(1, device(1), 1, &[q.id], PushOutcome::Taken);
+        core.pushed(1, device(1), 2, &[q.id], PushOutcome::Taken);
         core.receipt(device(1), &[], ReceiptStage::Delivered);
         assert_eq!(core.deliveries()[6].devices[&device(1)], Stage::Delivered);
-        // A receipt naming something the notice did not covers only what it names.
-        core.receipt(device(1), &[RequestId([9; 16]), q.id], ReceiptStage::Shown);
-        assert_eq!(core.deliveries()[6].devices[&device(1)], Stage::Shown);
+        // A receipt for an older notice covers only what it names: one that named the first
+        // action alone, come late after a notice of two.
+        let r = core.ask(2, pending(8)).unwrap();
+        core.pushed(2, device(1), 2, &[q.id, r.id], PushOutcome::Taken);
+        core.receipt(device(1), &[q.id], ReceiptStage::Shown);
+        let stage = |core: &HostCore, id| {
+            core.deliveries().iter().find(|t| t.request == id).map(|t| t.devices[&device(1)])
+        };
+        assert_eq!(stage(&core, q.id), Some(Stage::Shown));
+        assert_eq!(stage(&core, r.id), Some(Stage::Issued), "never shown");
+        // A receipt that names both covers both.
+        core.receipt(device(1), &[r.id, q.id], ReceiptStage::Shown);
+        assert_eq!(stage(&core, r.id), Some(Stage::Shown));
     }
 
     #[test]
@@ -486,11 +553,14 @@ mod tests {
         let mut core = core();
         let p = core.ask(0, pending(1)).unwrap();
         effects(&mut core);
-        // The page subscribes again (generation 2) while the push to the first is on its way.
-        core.set_push(1, device(1), true);
-        assert_eq!(pushes(&effects(&mut core)), [1], "the new one is pushed at once");
+        // The page subscribes again (generation 2) while the push to the first is on its way:
+        // the new one waits for it (one at a time), and its end ends nothing of the new one.
+        core.set_push(1, device(1), Some(false));
+        assert!(pushes(&effects(&mut core)).is_empty());
         core.pushed(2, device(1), 1, &[p.id], PushOutcome::Gone("HTTP 410".into()));
-        assert!(effects(&mut core).is_empty(), "the old one's end ends nothing");
+        let got = effects(&mut core);
+        assert_eq!((pushes(&got), reports(&got)), (vec![1], 0));
+        assert!(!got.contains(&Effect::DropPush { device: device(1) }));
         assert!(core.push_states().contains_key(&device(1)));
         core.pushed(3, device(1), 2, &[p.id], PushOutcome::Taken);
         assert_eq!(core.deliveries()[0].devices[&device(1)], Stage::Issued);

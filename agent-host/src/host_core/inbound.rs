@@ -275,18 +275,24 @@ impl HostCore {
         }
     }
 
-    /// A device's push subscription was kept (`subscribed`) or cleared, as it asked with
-    /// `request`; or it was refused (`refused` says why) and nothing changed.
+    /// A device's push subscription was kept, cleared or found unchanged, as it asked with
+    /// `request`; or it was refused (the error says why) and nothing changed.
     pub fn push_changed(
         &mut self,
         now: u64,
         device: DeviceId,
         request: RequestId,
-        outcome: Result<bool, String>,
+        outcome: Result<super::PushChange, String>,
     ) {
         match outcome {
-            Ok(subscribed) => {
-                self.set_push(now, device, subscribed);
+            Ok(change) => {
+                match change {
+                    super::PushChange::Unchanged => {}
+                    super::PushChange::Set { hide_detail } => {
+                        self.set_push(now, device, Some(hide_detail));
+                    }
+                    super::PushChange::Cleared => self.set_push(now, device, None),
+                }
                 self.sync(device, Some(request));
             }
             Err(why) => self.refuse_request(device, request, ErrorCode::BadRequest, &why),

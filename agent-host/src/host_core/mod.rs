@@ -38,7 +38,8 @@ mod pairing;
 mod sessions;
 pub use crate::session::TypeError;
 pub use delivery::{
-    ACK_WAIT_MS, KEPT_SETTLED, PushOutcome, PushState, RETRY_MAX_MS, RETRY_MIN_MS, Stage, Track,
+    ACK_WAIT_MS, KEPT_SETTLED, PushChange, PushOutcome, PushState, RETRY_MAX_MS, RETRY_MIN_MS,
+    Stage, Track, newest,
 };
 pub use handle::{Command, CoreError, CoreHandle, Waiters, apply};
 pub use inbound::REMEMBERED;
