@@ -240,9 +240,9 @@ export class HostScreen {
 
   /** Tells the host to stop pushing here, and ends the subscription; resolves when the host has it. */
   async unsubscribe() {
-    const { acked } = await this.device.send("request", { type: "push", id: Device.requestId(), subscription: null });
     const registration = (await this.worker) ? await navigator.serviceWorker.ready : null;
-    await (await registration?.pushManager.getSubscription())?.unsubscribe();
+    await (await registration?.pushManager.getSubscription())?.unsubscribe().catch(() => {});
+    const { acked } = await this.device.send("request", { type: "push", id: Device.requestId(), subscription: null });
     await acked;
   }
 
@@ -678,11 +678,9 @@ export class HostScreen {
   async forget() {
     if (!confirm("Forget this browser? Its key is deleted; to use it again, pair it again.")) return;
     // No more pushes for a browser that cannot open them: the host is told (if it hears within
-    // a few seconds), and the browser's subscription ends.
-    if (this.state.status?.push) {
-      const told = this.unsubscribe().catch(() => {});
-      await Promise.race([told, new Promise((resolve) => setTimeout(resolve, 3000))]);
-    }
+    // a few seconds), and the browser's subscription ends whatever the host heard.
+    const told = this.unsubscribe().catch(() => {});
+    await Promise.race([told, new Promise((resolve) => setTimeout(resolve, 3000))]);
     this.device.close();
     await store.forget();
     location.assign("/");

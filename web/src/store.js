@@ -52,9 +52,10 @@ export async function load() {
 }
 
 /**
- * Replaces the stored device (committed when this resolves). Its counter never goes back: the
+ * Replaces the stored device (committed when this resolves). Its counters never go back: the
  * page and the service worker each sign with counters they reserve here ([`reserveCounter`]),
- * and a record the page kept from before the worker's last one must not hand it out again.
+ * and a record the page kept from before the worker's last one must not hand it out again (nor
+ * let a notice the worker showed be shown again).
  */
 export async function save(record) {
   await transaction(STORE, "readwrite", (tx) => {
@@ -62,6 +63,9 @@ export async function save(record) {
     const current = store.get(KEY);
     current.onsuccess = () => {
       record.sent = Math.max(record.sent ?? 0, current.result?.sent ?? 0);
+      // Nor does the last notice the worker took (`takeNotice`).
+      const notice = Math.max(record.noticeCounter ?? 0, current.result?.noticeCounter ?? 0);
+      if (notice > 0) record.noticeCounter = notice;
       store.put(record, KEY);
     };
     return current;

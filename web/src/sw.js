@@ -46,7 +46,11 @@ async function errand(record, act) {
 /** A push: `{ shown }`, or `{ dropped: why }` for anything that is not the host's notice. */
 export async function onPush(text) {
   const record = await paired();
-  if (!record) return { dropped: "not paired" };
+  if (!record) {
+    // Nobody here to show it to (the browser forgot its pairing): no more pushes.
+    await (await self.registration.pushManager.getSubscription())?.unsubscribe().catch(() => {});
+    return { dropped: "not paired" };
+  }
   let opened;
   try {
     opened = await openNotice(text, record);
