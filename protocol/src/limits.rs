@@ -42,6 +42,8 @@ pub const MAX_TERM_ROWS: usize = 500;
 pub const MAX_RECEIPTS: usize = 64;
 /// The longest key of a push subscription (base64url; a P-256 point takes 87 characters).
 pub const MAX_PUSH_KEY: usize = 128;
+/// The longest note with a decision, in bytes.
+pub const MAX_NOTE: usize = 1024;
 /// The most pending actions one notification lists.
 pub const MAX_NOTICE_ACTIONS: usize = 4;
 

@@ -94,8 +94,10 @@ impl Message {
             Self::Request(Request::Receipt { requests, .. }) => {
                 Ok(limits::check("request.requests", requests.len(), limits::MAX_RECEIPTS)?)
             }
-            Self::Request(Request::Cancel { .. } | Request::Sync { .. } | Request::Push { .. })
-            | Self::Decision(_) => Ok(()),
+            Self::Request(Request::Cancel { .. } | Request::Sync { .. } | Request::Push { .. }) => {
+                Ok(())
+            }
+            Self::Decision(d) => d.check(),
             Self::Event(event) => event.check(),
             Self::Pairing(pairing) => pairing.check(),
         }
@@ -379,6 +381,24 @@ pub struct Decision {
     pub action_hash: ActionHash,
     /// The answer.
     pub verdict: Verdict,
+    /// A few words for whoever asked (a denial's reason, an approval's note), at most
+    /// [`limits::MAX_NOTE`] bytes: the audit log keeps them, and an agent is told them ("use
+    /// cargo nextest instead").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl Decision {
+    /// The decision on `request` (whose action hashes to `action_hash`), without a note.
+    pub fn new(request: RequestId, action_hash: ActionHash, verdict: Verdict) -> Self {
+        Self { request, action_hash, verdict, note: None }
+    }
+
+    fn check(&self) -> Result<(), MessageError> {
+        let Some(note) = &self.note else { return Ok(()) };
+        limits::check("decision.note", note.len(), limits::MAX_NOTE)?;
+        no_nul("decision.note", note)
+    }
 }
 
 /// Approve or deny.
@@ -443,6 +463,9 @@ pub enum HostEvent {
         verdict: Verdict,
         /// Who answered; absent when the action lapsed unanswered.
         decided_by: Option<Actor>,
+        /// What they said with it (a denial's reason, an approval's note).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// An action finished.
     ActionResult {
@@ -557,7 +580,9 @@ impl HostEvent {
                 let preview = preview.as_deref().unwrap_or_default();
                 Ok(limits::check("event.preview", preview.len(), limits::MAX_PREVIEW)?)
             }
-            Self::ActionDecided { decided_by, .. } => {
+            Self::ActionDecided { decided_by, note, .. } => {
+                let note = note.as_deref().unwrap_or_default();
+                limits::check("event.note", note.len(), limits::MAX_NOTE)?;
                 decided_by.as_ref().map_or(Ok(()), check_actor)
             }
             Self::ActionResult { output, .. } => {

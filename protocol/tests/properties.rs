@@ -59,6 +59,7 @@ fn message() -> impl Strategy<Value = Message> {
                 request: RequestId(r),
                 action_hash: ActionHash(h),
                 verdict: if approve { Verdict::Approve } else { Verdict::Deny },
+                note: None,
             })
         }),
         (any::<[u8; 16]>(), any::<u64>(), prop::collection::vec(any::<u8>(), 0..64)).prop_map(

@@ -136,13 +136,16 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
     for verdict in [Verdict::Approve, Verdict::Deny] {
         out.push((
             format!("decision_{}", if verdict == Verdict::Approve { "approve" } else { "deny" }),
-            Message::Decision(Decision {
-                request: request_id(1),
-                action_hash: action_hash(&run),
-                verdict,
-            }),
+            Message::Decision(Decision::new(request_id(1), action_hash(&run), verdict)),
         ));
     }
+    out.push((
+        "decision_deny_with_reason".into(),
+        Message::Decision(Decision {
+            note: Some("use cargo nextest instead".into()),
+            ..Decision::new(request_id(1), action_hash(&run), Verdict::Deny)
+        }),
+    ));
     let events = [
         (
             "event_action_pending",
@@ -179,6 +182,16 @@ pub(crate) fn messages() -> Vec<(String, Message)> {
                 request: request_id(1),
                 verdict: Verdict::Approve,
                 decided_by: Some(Actor::Local { name: "terminal".into() }),
+                note: None,
+            },
+        ),
+        (
+            "event_action_decided_with_reason",
+            HostEvent::ActionDecided {
+                request: request_id(1),
+                verdict: Verdict::Deny,
+                decided_by: Some(Actor::Device { id: device_id, name: Some("Ana's phone".into()) }),
+                note: Some("use cargo nextest instead".into()),
             },
         ),
         (
