@@ -48,6 +48,8 @@ pub struct Resolution {
     pub verdict: Verdict,
     /// Who decided; `None` when it lapsed.
     pub by: Option<Requester>,
+    /// What they said with it (a denial's reason, an approval's note).
+    pub note: Option<String>,
 }
 
 /// Why a decision was refused.
@@ -147,7 +149,7 @@ impl Broker {
             return Err(DecisionError::OwnRequest(id));
         }
         let pending = self.pending.remove(&id).ok_or(DecisionError::NotPending(id))?;
-        Ok(Resolution { pending, verdict, by: Some(by.clone()) })
+        Ok(Resolution { pending, verdict, by: Some(by.clone()), note: None })
     }
 
     /// When the next pending action lapses (Unix ms).
@@ -162,7 +164,7 @@ impl Broker {
         lapsed
             .into_iter()
             .filter_map(|id| self.pending.remove(&id))
-            .map(|pending| Resolution { pending, verdict: Verdict::Deny, by: None })
+            .map(|pending| Resolution { pending, verdict: Verdict::Deny, by: None, note: None })
             .collect()
     }
 }

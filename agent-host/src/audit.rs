@@ -96,6 +96,9 @@ pub enum Event {
         by: String,
         /// The action hash the answer named.
         action_hash: String,
+        /// What the person said with it (a denial's reason, an approval's note).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// An action is about to run (written and flushed before it starts).
     Start {
@@ -732,8 +735,9 @@ pub fn describe(record: &Record, name_of: &dyn Fn(&str) -> Option<String>) -> St
             rule.as_ref().map(|r| format!("; rule {r}")).unwrap_or_default(),
             &action_hash[..action_hash.len().min(12)]
         ),
-        Event::Approval { request, verdict, by, .. } => {
-            format!("request {request}: {verdict} by {}", who(by))
+        Event::Approval { request, verdict, by, note, .. } => {
+            let note = note.as_deref().map(|n| format!(": {n:?}")).unwrap_or_default();
+            format!("request {request}: {verdict} by {}{note}", who(by))
         }
         Event::Start { request } => format!("request {request}: started"),
         Event::Result { request, exit_code, summary } => format!(

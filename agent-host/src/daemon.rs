@@ -283,13 +283,18 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
                 Err(e) => conn.send(&ApiResponse::Error { message: e.to_string() }).await,
             }
         }
-        ApiRequest::Decide { id, action_hash, verdict } => {
+        ApiRequest::Decide { id, action_hash, verdict, note } => {
+            if note.as_ref().is_some_and(|n| n.len() > protocol::limits::MAX_NOTE) {
+                let message = format!("a note is at most {} bytes", protocol::limits::MAX_NOTE);
+                return conn.send(&ApiResponse::Error { message }).await;
+            }
             let decided = crate::actions::decide(
                 &host,
                 id,
                 &action_hash,
                 verdict,
                 &Requester::Local("terminal".into()),
+                note,
             )
             .await;
             let response = match decided {

@@ -203,7 +203,7 @@ pub(crate) async fn drive(
                 }
                 Effect::Send { device, event } => host.send(device, event),
                 Effect::Broadcast(event) => host.broadcast(event),
-                Effect::Decided { request, verdict, by } => {
+                Effect::Decided { request, verdict, by, note } => {
                     // A decision the log does not hold is told as a denial by nobody.
                     let (verdict, by) = if unrecorded.contains(&request.to_string()) {
                         (Verdict::Deny, None)
@@ -214,6 +214,7 @@ pub(crate) async fn drive(
                         request,
                         verdict,
                         decided_by: by.as_ref().map(|by| host.actor(by)),
+                        note,
                     });
                 }
                 Effect::Sync { device, request, pending, sessions } => {

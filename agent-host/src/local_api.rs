@@ -73,6 +73,10 @@ pub enum ApiRequest {
         action_hash: ActionHash,
         /// Approve or deny.
         verdict: Verdict,
+        /// What the person says with it (a denial's reason, an approval's note), for the
+        /// audit log and whoever asked.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        note: Option<String>,
     },
     /// Who and where the host is.
     Status,

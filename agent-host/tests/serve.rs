@@ -215,8 +215,12 @@ fn racing_decisions_exactly_one_wins_and_the_action_runs_once() {
             let socket = socket.clone();
             let verdict =
                 if i % 2 == 0 { protocol::Verdict::Approve } else { protocol::Verdict::Deny };
-            let request =
-                ApiRequest::Decide { id: pending.id, action_hash: pending.action_hash, verdict };
+            let request = ApiRequest::Decide {
+                id: pending.id,
+                action_hash: pending.action_hash,
+                verdict,
+                note: None,
+            };
             tokio::spawn(async move { call(&socket, &request, |_| {}).await.unwrap().remove(0) })
         });
         let mut out = Vec::new();
@@ -247,6 +251,7 @@ fn a_decision_for_another_action_is_refused() {
         id: pending.id,
         action_hash: protocol::ActionHash([7; 32]),
         verdict: protocol::Verdict::Approve,
+        note: None,
     };
     let answer = runtime.block_on(call(&d.socket(), &forged, |_| {})).unwrap().remove(0);
     assert!(
@@ -285,6 +290,7 @@ fn the_agent_socket_asks_and_cannot_decide_pair_or_change_devices() {
         id: pending.id,
         action_hash: pending.action_hash,
         verdict: protocol::Verdict::Approve,
+        note: None,
     };
     let pair = ApiRequest::Pair {
         role: protocol::Role::Approver,

@@ -922,8 +922,7 @@ fn run(seed: u64, steps: u64) -> Seen {
                     if rng.chance(10) { ActionHash([0xee; 32]) } else { sim.model[&id].hash };
                 let verdict = if rng.chance(70) { Verdict::Approve } else { Verdict::Deny };
                 let device = (!rng.chance(25)).then(|| sim.pick_device(&mut rng));
-                let message =
-                    Message::Decision(Decision { request: id, action_hash: hash, verdict });
+                let message = Message::Decision(Decision::new(id, hash, verdict));
                 sim.send(&mut rng, &mut wire, device, Kind::Decide, id, hash, verdict, &message);
             }
             // A requester withdraws its own; or someone else tries to (as a device, only its

@@ -116,7 +116,7 @@ fn main() {
                 if let HostEvent::ActionPending { request, action, action_hash, .. } = event
                     && protocol::action_hash(&action) == action_hash
                 {
-                    let decision = Decision { request, action_hash, verdict: Verdict::Approve };
+                    let decision = Decision::new(request, action_hash, Verdict::Approve);
                     approver.send(&Message::Decision(decision)).unwrap();
                 }
             }

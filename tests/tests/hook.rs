@@ -70,19 +70,26 @@ fn the_hook_answers_every_tool_kind_from_policy_or_a_person() {
     assert!(reason.contains("approved by phone (a paired device)"), "{reason}");
     assert!(!world.ws().join("new.txt").exists(), "the host itself writes nothing");
 
-    // Asked, and denied from the phone; asked, and denied at the terminal.
-    for (name, deny_with_phone) in [("edit", true), ("webfetch", false), ("mcp", true)] {
+    // Asked, and denied from the phone; asked, and denied at the terminal: the reason given
+    // reaches the agent (Claude Code shows a deny's reason to the model) and the audit log.
+    let reasons = ["use cargo nextest instead", "not that site", "ask me first"];
+    for ((name, deny_with_phone), said) in
+        [("edit", true), ("webfetch", false), ("mcp", true)].into_iter().zip(reasons)
+    {
         let call = hook(&world, name);
         assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1), "{name}");
         let id = pending_ids(&world).remove(0);
         if deny_with_phone {
-            assert!(phone.run(&["deny", &id]).status.success());
+            assert!(phone.run(&["deny", &id, "--reason", said]).status.success());
         } else {
-            assert!(world.agent_host(&["deny", &id]).status.success());
+            assert!(world.agent_host(&["deny", &id, "--reason", said]).status.success());
         }
         let (decision, reason) = pre_tool_use(&call.wait_with_output().unwrap());
         assert_eq!(decision, "deny", "{name}: {reason}");
-        assert!(reason.contains("denied by"), "{name}: {reason}");
+        assert!(reason.contains("denied by") && reason.ends_with(said), "{name}: {reason}");
+        let log = world.agent_host(&["audit", "tail", "-n", "40"]);
+        assert!(text(&log).contains("deny by "), "{}", text(&log));
+        assert!(text(&log).contains(&format!("{said:?}")), "{name}: {}", text(&log));
     }
 
     // The PermissionRequest form, approved at the terminal.

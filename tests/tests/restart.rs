@@ -135,11 +135,7 @@ fn an_approval_for_another_action_hash_is_refused() {
             cwd: ".".into(),
             env: Default::default(),
         };
-        let decision = Decision {
-            request: id,
-            action_hash: protocol::action_hash(&other),
-            verdict: Verdict::Approve,
-        };
+        let decision = Decision::new(id, protocol::action_hash(&other), Verdict::Approve);
         session.send(&Message::Decision(decision)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {

@@ -242,6 +242,11 @@ async fn open_pending(
     }
 }
 
+/// What a person said with a decision, as an agent is told it: `: "use cargo nextest"`.
+fn said(note: Option<&str>) -> String {
+    note.map(|n| format!(", who says: {n}")).unwrap_or_default()
+}
+
 /// Who approved, or the refusal a denial or a lapse means.
 fn answered(
     host: &Host,
@@ -249,11 +254,13 @@ fn answered(
     resolution: Result<Resolution, oneshot::error::RecvError>,
 ) -> Result<String, Outcome> {
     match resolution {
-        Ok(Resolution { verdict: Verdict::Approve, by: Some(by), .. }) => Ok(host.person(&by)),
-        Ok(Resolution { by: Some(by), .. }) => Err(Outcome::refused(
+        Ok(Resolution { verdict: Verdict::Approve, by: Some(by), note, .. }) => {
+            Ok(host.person(&by) + &said(note.as_deref()))
+        }
+        Ok(Resolution { by: Some(by), note, .. }) => Err(Outcome::refused(
             Some(id),
             ErrorCode::DeniedByApprover,
-            format!("denied by {}", host.person(&by)),
+            format!("denied by {}{}", host.person(&by), said(note.as_deref())),
         )),
         Ok(Resolution { by: None, .. }) => Err(Outcome::refused(
             Some(id),
@@ -398,15 +405,17 @@ fn allowed(host: &Host, id: RequestId, reason: String) -> Outcome {
     }
 }
 
-/// Applies a decision by `by` (a device id or `local:…`); the first valid one wins.
+/// Applies a decision by `by` (a device id or `local:…`), with what they said (`note`); the
+/// first valid one wins.
 pub async fn decide(
     host: &Host,
     id: RequestId,
     action_hash: &ActionHash,
     verdict: Verdict,
     by: &Requester,
+    note: Option<String>,
 ) -> Result<(), DecideError> {
-    Ok(host.core.decide(id, *action_hash, verdict, by.clone()).await??)
+    Ok(host.core.decide(id, *action_hash, verdict, by.clone(), note).await??)
 }
 
 /// Why a decision was not taken.

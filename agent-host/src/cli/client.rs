@@ -347,7 +347,19 @@ pub(super) fn approvals(json: bool, with_delivery: bool) -> anyhow::Result<ExitC
     Ok(ExitCode::SUCCESS)
 }
 
-pub(super) fn decide(prefix: &str, verdict: protocol::Verdict) -> anyhow::Result<ExitCode> {
+pub(super) fn decide(
+    prefix: &str,
+    verdict: protocol::Verdict,
+    note: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    if let Some(note) = &note {
+        anyhow::ensure!(
+            note.len() <= protocol::limits::MAX_NOTE,
+            "the note is {} bytes, over the limit of {}",
+            note.len(),
+            protocol::limits::MAX_NOTE
+        );
+    }
     use agent_host::local_api::{ApiRequest, ApiResponse};
     let pending = pending_list()?;
     let matches: Vec<_> = pending.iter().filter(|p| p.id.to_string().starts_with(prefix)).collect();
@@ -361,7 +373,8 @@ pub(super) fn decide(prefix: &str, verdict: protocol::Verdict) -> anyhow::Result
     };
     let word = if verdict == protocol::Verdict::Approve { "approving" } else { "denying" };
     println!("{word}: {}", target.summary);
-    let request = ApiRequest::Decide { id: target.id, action_hash: target.action_hash, verdict };
+    let request =
+        ApiRequest::Decide { id: target.id, action_hash: target.action_hash, verdict, note };
     match call(&request, |_| {})?.into_iter().next() {
         Some(ApiResponse::Decided { .. }) => Ok(ExitCode::SUCCESS),
         Some(ApiResponse::Error { message }) => {

@@ -87,11 +87,18 @@ pub(crate) enum Command {
     Approve {
         /// The request id (a unique prefix is enough).
         id: String,
+        /// A note for whoever asked (and the audit log).
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
     },
     /// Deny a pending action.
     Deny {
         /// The request id (a unique prefix is enough).
         id: String,
+        /// Why, for whoever asked (an agent is told: "use cargo nextest instead") and the
+        /// audit log.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
     /// Start the host for this directory with an embedded relay, and print a pairing link and
     /// QR code. Loopback by default; `--lan` lets a phone on the same network reach it.
@@ -426,8 +433,8 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
             run_session(command, kind, no_jail)
         }
         Command::Approvals { json, delivery } => approvals(json, delivery),
-        Command::Approve { id } => decide(&id, protocol::Verdict::Approve),
-        Command::Deny { id } => decide(&id, protocol::Verdict::Deny),
+        Command::Approve { id, note } => decide(&id, protocol::Verdict::Approve, note),
+        Command::Deny { id, reason } => decide(&id, protocol::Verdict::Deny, reason),
         Command::Exec { no_wait, cwd, shell, argv } => {
             let argv = match shell {
                 Some(line) => vec!["bash".into(), "-c".into(), line],

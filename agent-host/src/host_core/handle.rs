@@ -38,6 +38,8 @@ pub enum Command {
         verdict: Verdict,
         /// Who decides.
         by: Requester,
+        /// What the person said with it.
+        note: Option<String>,
         /// Whether it was taken.
         reply: oneshot::Sender<Result<(), DecisionError>>,
     },
@@ -283,8 +285,9 @@ impl CoreHandle {
         action_hash: ActionHash,
         verdict: Verdict,
         by: Requester,
+        note: Option<String>,
     ) -> Result<Result<(), DecisionError>, CoreError> {
-        self.call(|reply| Command::Decide { id, action_hash, verdict, by, reply }).await
+        self.call(|reply| Command::Decide { id, action_hash, verdict, by, note, reply }).await
     }
 
     /// See [`Command::Withdraw`].
@@ -404,8 +407,8 @@ pub fn apply(core: &mut HostCore, waiters: &mut Waiters, now: u64, command: Comm
             });
             let _ = reply.send(asked);
         }
-        Command::Decide { id, action_hash, verdict, by, reply } => {
-            let _ = reply.send(core.decide(now, id, &action_hash, verdict, &by));
+        Command::Decide { id, action_hash, verdict, by, note, reply } => {
+            let _ = reply.send(core.decide_with(now, id, &action_hash, verdict, &by, note));
         }
         Command::Withdraw { id, by, own_only, reply } => {
             let _ = reply.send(core.withdraw(now, id, &by, own_only));

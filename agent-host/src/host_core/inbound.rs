@@ -266,7 +266,10 @@ impl HostCore {
                 if let Some(needs) = needs(Role::Approver) {
                     return self.forbidden(device, role, needs, Some(d.request));
                 }
-                if let Err(e) = self.decide(now, d.request, &d.action_hash, d.verdict, &who) {
+                let note = d.note;
+                if let Err(e) =
+                    self.decide_with(now, d.request, &d.action_hash, d.verdict, &who, note)
+                {
                     self.refuse_request(device, d.request, (&e).into(), &e.to_string());
                 }
             }
@@ -455,7 +458,7 @@ mod tests {
     }
 
     fn decision(p: &Pending, verdict: Verdict) -> Message {
-        Message::Decision(Decision { request: p.id, action_hash: p.action_hash, verdict })
+        Message::Decision(Decision::new(p.id, p.action_hash, verdict))
     }
 
     /// The replay window is on disk before anything acts: a verified frame leaves as a

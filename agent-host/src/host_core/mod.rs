@@ -83,6 +83,8 @@ pub enum Effect {
         verdict: Verdict,
         /// Who decided.
         by: Option<Requester>,
+        /// What they said with it.
+        note: Option<String>,
     },
     /// Wake whoever waits for this pending action: it is settled.
     Settled(Box<Resolution>),
@@ -295,8 +297,23 @@ impl HostCore {
         verdict: Verdict,
         by: &Requester,
     ) -> Result<(), DecisionError> {
+        self.decide_with(now, id, action_hash, verdict, by, None)
+    }
+
+    /// [`HostCore::decide`], with what the person said (a denial's reason, an approval's
+    /// note): recorded with the decision, told to the devices and to whoever asked.
+    pub fn decide_with(
+        &mut self,
+        now: u64,
+        id: RequestId,
+        action_hash: &ActionHash,
+        verdict: Verdict,
+        by: &Requester,
+        note: Option<String>,
+    ) -> Result<(), DecisionError> {
         match self.broker.decide(id, action_hash, verdict, by, now) {
-            Ok(resolution) => {
+            Ok(mut resolution) => {
+                resolution.note = note;
                 self.settle(resolution);
                 Ok(())
             }
@@ -387,11 +404,13 @@ impl HostCore {
             verdict: if resolution.verdict == Verdict::Approve { "approve" } else { "deny" }.into(),
             by: resolution.by.as_ref().map_or_else(|| "nobody (lapsed)".into(), Requester::label),
             action_hash: resolution.pending.action_hash.to_string(),
+            note: resolution.note.clone(),
         }));
         self.effects.push_back(Effect::Decided {
             request: id,
             verdict: resolution.verdict,
             by: resolution.by.clone(),
+            note: resolution.note.clone(),
         });
         self.effects.push_back(Effect::Settled(Box::new(resolution)));
         // Where it got: told after it was settled.
@@ -458,7 +477,8 @@ mod tests {
             Effect::Decided {
                 request: p.id,
                 verdict: Verdict::Approve,
-                by: Some(who("local:terminal"))
+                by: Some(who("local:terminal")),
+                note: None,
             }
         );
         assert!(matches!(&got[2], Effect::Settled(r) if r.verdict == Verdict::Approve));
