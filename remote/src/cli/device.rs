@@ -266,7 +266,16 @@ pub(super) async fn decide(
     ctx: &mut Ctx,
     prefix: &str,
     verdict: Verdict,
+    note: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    if let Some(note) = &note {
+        anyhow::ensure!(
+            note.len() <= protocol::limits::MAX_NOTE,
+            "the note is {} bytes, over the limit of {}",
+            note.len(),
+            protocol::limits::MAX_NOTE
+        );
+    }
     let (pending, _) = sync(ctx).await?;
     let matches: Vec<&HostEvent> = pending
         .iter()
@@ -288,7 +297,7 @@ pub(super) async fn decide(
         print_pending(&mut std::io::stdout(), target)?;
     }
     let request = *request;
-    let decision = Decision { request, action_hash: *action_hash, verdict };
+    let decision = Decision { request, action_hash: *action_hash, verdict, note };
     ctx.session.send(&Message::Decision(decision))?;
     let deadline = Instant::now() + ctx.timeout;
     loop {
@@ -414,8 +423,9 @@ pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result
         }
         match &event {
             HostEvent::ActionPending { .. } => print_pending(&mut std::io::stdout(), &event)?,
-            HostEvent::ActionDecided { request, verdict, decided_by } => {
-                println!("{request}  {verdict:?} by {decided_by:?}");
+            HostEvent::ActionDecided { request, verdict, decided_by, note } => {
+                let note = note.as_deref().map(|n| format!(": {n:?}")).unwrap_or_default();
+                println!("{request}  {verdict:?} by {decided_by:?}{note}");
             }
             HostEvent::ActionResult { request, exit_code, output, .. } => {
                 println!(

@@ -116,11 +116,18 @@ pub(crate) enum Command {
     Approve {
         /// The request id.
         id: String,
+        /// A note for whoever asked (and the host's audit log).
+        #[arg(long, value_name = "TEXT")]
+        note: Option<String>,
     },
     /// Deny a pending action.
     Deny {
         /// The request id.
         id: String,
+        /// Why, for whoever asked (an agent is told: "use cargo nextest instead") and the
+        /// host's audit log.
+        #[arg(long, value_name = "TEXT")]
+        reason: Option<String>,
     },
     /// Print the host's events as they come (pending actions, decisions, results).
     Watch {
@@ -226,8 +233,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             request(&mut ctx, Action::SessionInput { session, data }, true, false).await
         }
-        Command::Approve { id } => decide(&mut ctx, &id, Verdict::Approve).await,
-        Command::Deny { id } => decide(&mut ctx, &id, Verdict::Deny).await,
+        Command::Approve { id, note } => decide(&mut ctx, &id, Verdict::Approve, note).await,
+        Command::Deny { id, reason } => decide(&mut ctx, &id, Verdict::Deny, reason).await,
         Command::Watch { exec } => watch(&mut ctx, exec).await,
     }
 }
