@@ -171,6 +171,17 @@ export class HostScreen {
     }
   }
 
+  /**
+   * For input waiting at a session, an Interrupt of that session (operators): a run of prompts
+   * stops without answering each (the pending input lapses, or is denied, as it stands).
+   */
+  interruptFor(a) {
+    if (a.type !== "session_input" || this.record.role !== "operator") return null;
+    const interrupt = h("button", { type: "button", class: "interrupt" }, "Interrupt the session");
+    interrupt.addEventListener("click", () => this.request({ type: "session_input", session: a.session, data: "\u0003" }));
+    return interrupt;
+  }
+
   /** A pending action's "Reached" line: each device the host says it got to, and how far. */
   renderProgress(request) {
     const devices = this.progress.get(request);
@@ -336,13 +347,17 @@ export class HostScreen {
     const deny = h("button", { type: "button", class: "deny" }, "Deny");
     const outcome = h("p", { class: "outcome", role: "status", "aria-live": "polite" });
     const canAnswer = this.record.role !== "viewer";
+    // A few words with the answer: why not (the agent is told), or a note with a yes.
+    const note = h("input", { type: "text", maxlength: 500, id: `note-${e.request}`, autocomplete: "off", placeholder: "e.g. use cargo nextest instead" });
+    const noteRow = h("p", { class: "note" }, h("label", { for: `note-${e.request}` }, "Reason or note (optional)"), note);
     const card = h(
       "article",
       { class: "card pending", id: `pending-${e.request}`, "data-request": e.request, "aria-label": e.summary },
       h("h3", {}, e.summary),
       h("dl", {}, what),
       e.preview ? h("details", { open: true }, h("summary", {}, "Change"), diff(e.preview)) : null,
-      canAnswer ? h("div", { class: "buttons" }, approve, deny) : h("p", { class: "muted" }, "A viewer cannot answer."),
+      canAnswer ? noteRow : null,
+      canAnswer ? h("div", { class: "buttons" }, approve, deny, this.interruptFor(a)) : h("p", { class: "muted" }, "A viewer cannot answer."),
       outcome,
     );
     const answer = async (verdict) => {
@@ -356,7 +371,10 @@ export class HostScreen {
       }
       this.apply({ kind: "answer", request, verdict });
       try {
-        const { acked } = await this.device.send("decision", { request, action_hash: e.action_hash, verdict });
+        const said = note.value.trim();
+        const decision = { request, action_hash: e.action_hash, verdict, ...(said ? { note: said } : {}) };
+        note.disabled = true;
+        const { acked } = await this.device.send("decision", decision);
         acked.then(() => {
           const entry = this.state.pending.get(request);
           if (entry && !entry.outcome && entry.answered) outcome.textContent = `Your ${noun} is sent; waiting for the host.`;
@@ -364,7 +382,7 @@ export class HostScreen {
       } catch (error) {
         // Nothing was signed (the counter could not be stored first): it may be pressed again.
         this.apply({ kind: "answer", request, verdict: null });
-        approve.disabled = deny.disabled = false;
+        approve.disabled = deny.disabled = note.disabled = false;
         outcome.textContent = `Not sent: ${error.message}`;
       }
     };
@@ -407,7 +425,8 @@ export class HostScreen {
     const shown = this.cards.get(e.request);
     const verb = e.verdict === "approve" ? "Approved" : "Denied";
     shown.approve.disabled = shown.deny.disabled = true;
-    shown.outcomeEl.textContent = e.decided_by ? `${verb} by ${actorName(e.decided_by, this.me, "you")}.` : `${verb} by the host (no answer in time, or the asker left).`;
+    const said = e.note ? ` “${e.note}”` : "";
+    shown.outcomeEl.textContent = e.decided_by ? `${verb} by ${actorName(e.decided_by, this.me, "you")}.${said}` : `${verb} by the host (no answer in time, or the asker left).`;
     shown.outcomeEl.className = `outcome ${e.verdict === "approve" ? "ok" : "bad"}`;
     shown.card.querySelector("[data-expires]")?.removeAttribute("data-expires");
     shown.pointer?.remove();
@@ -421,7 +440,7 @@ export class HostScreen {
     this.say({
       request: e.request,
       title: `${verb}: ${title}`,
-      detail: e.decided_by ? null : "by the host (no answer in time, or the asker left)",
+      detail: e.decided_by ? (e.note ? `“${e.note}”` : null) : "by the host (no answer in time, or the asker left)",
       by: e.decided_by ?? null,
       tone: e.verdict === "approve" ? "ok" : "bad",
     });

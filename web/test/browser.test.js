@@ -237,14 +237,16 @@ describe("the web UI in Chromium", { skip }, () => {
     const shot = join(world.base, "pending-action.png");
     await page.screenshot({ path: shot });
     if (process.env.UPDATE_DOCS === "1") copyFileSync(shot, join(root, "docs/pending-action.png"));
-    // By keyboard this time: the buttons are real buttons.
+    // With a reason, which whoever asked is told; by keyboard this time: real buttons.
+    await card.getByLabel("Reason or note (optional)").fill("keep the line as it is");
     await card.getByRole("button", { name: "Deny" }).focus();
     await page.keyboard.press("Enter");
-    await card.getByText("Denied by you.").waitFor();
+    await card.getByText("Denied by you. “keep the line as it is”").waitFor();
     // Nothing on the page is wider than the phone.
     assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
     const done = await edit.done;
     assert.notEqual(done.code, 0, "a denied edit must fail at the CLI");
+    assert.match(done.stderr, /denied by Test phone.*who says: keep the line as it is/);
     assert.equal(readFileSync(join(world.ws, "notes.txt"), "utf8"), "keep this line\n");
   });
 
@@ -343,6 +345,16 @@ describe("the web UI in Chromium", { skip }, () => {
     await session.getByRole("button", { name: "Interrupt (Ctrl-C)" }).click();
     await type("echo after-$((20+1))", "after-");
     await termShows(session.locator(".term"), /^after-21$/);
+    // While input waits for an answer, its card interrupts the session without answering it.
+    await type("sleep 301", "sleep 301");
+    await session.getByLabel("Type into the session").fill("echo never-typed");
+    await session.getByRole("button", { name: "Send" }).click();
+    const waiting = session.locator("article.pending", { hasText: "never-typed" });
+    await waiting.getByRole("button", { name: "Interrupt the session" }).click();
+    await waiting.getByRole("button", { name: "Deny" }).click();
+    await waiting.getByText("Denied by you.").waitFor();
+    await type("echo then-$((1+1))", "then-");
+    await termShows(session.locator(".term"), /^then-2$/);
   });
 
   test("a session in a terminal of 100 columns at the host is drawn with 100 columns, and the page still fits", async (t) => {
