@@ -66,7 +66,12 @@ export class HostScreen {
     this.statusSection = h("section", { "aria-labelledby": "host-title" }, h("h2", { id: "host-title" }, r.hostName), this.statusList);
     this.pendingList = h("div", {});
     this.pendingEmpty = h("p", { class: "empty" }, "Nothing is waiting for an answer.");
-    this.pendingSection = h("section", { "aria-labelledby": "pending-title" }, h("h2", { id: "pending-title" }, "Needs you"), this.pendingEmpty, this.pendingList);
+    // Several at once: the cards selected, answered together after one confirmation that lists
+    // each (every answer is still signed on its own, bound to its own action's hash).
+    this.approveSelected = h("button", { type: "button", class: "approve", onclick: () => this.answerSelected("approve") }, "Approve selected");
+    this.denySelected = h("button", { type: "button", class: "deny", onclick: () => this.answerSelected("deny") }, "Deny selected");
+    this.bulk = h("div", { class: "buttons bulk", hidden: true }, this.approveSelected, this.denySelected);
+    this.pendingSection = h("section", { "aria-labelledby": "pending-title" }, h("h2", { id: "pending-title" }, "Needs you"), this.pendingEmpty, this.bulk, this.pendingList);
     this.sessionList = h("div", {});
     this.sessionSection = h("section", { "aria-labelledby": "sessions-title", hidden: true }, h("h2", { id: "sessions-title" }, "Sessions"), this.sessionList);
     this.feed = h("ol", { class: "feed" });
@@ -347,6 +352,8 @@ export class HostScreen {
     const deny = h("button", { type: "button", class: "deny" }, "Deny");
     const outcome = h("p", { class: "outcome", role: "status", "aria-live": "polite" });
     const canAnswer = this.record.role !== "viewer";
+    const select = h("input", { type: "checkbox", class: "select", id: `select-${e.request}`, onchange: () => this.renderBulk() });
+    const selectRow = h("p", { class: "select-row" }, h("label", { for: `select-${e.request}` }, select, " Select, to answer with others"));
     // A few words with the answer: why not (the agent is told), or a note with a yes.
     const note = h("input", { type: "text", maxlength: 500, id: `note-${e.request}`, autocomplete: "off", placeholder: "e.g. use cargo nextest instead" });
     const noteRow = h("p", { class: "note" }, h("label", { for: `note-${e.request}` }, "Reason or note (optional)"), note);
@@ -357,10 +364,14 @@ export class HostScreen {
       h("dl", {}, what),
       e.preview ? h("details", { open: true }, h("summary", {}, "Change"), diff(e.preview)) : null,
       canAnswer ? noteRow : null,
+      canAnswer ? selectRow : null,
       canAnswer ? h("div", { class: "buttons" }, approve, deny, this.interruptFor(a)) : h("p", { class: "muted" }, "A viewer cannot answer."),
       outcome,
     );
     const answer = async (verdict) => {
+      select.checked = false;
+      select.disabled = true;
+      this.renderBulk();
       approve.disabled = deny.disabled = true;
       const noun = verdict === "approve" ? "approval" : "denial";
       outcome.textContent = this.waiting ? `Your ${noun} is ${QUEUED[this.waiting]}.` : `Sending your ${noun}…`;
@@ -382,13 +393,13 @@ export class HostScreen {
       } catch (error) {
         // Nothing was signed (the counter could not be stored first): it may be pressed again.
         this.apply({ kind: "answer", request, verdict: null });
-        approve.disabled = deny.disabled = note.disabled = false;
+        approve.disabled = deny.disabled = note.disabled = select.disabled = false;
         outcome.textContent = `Not sent: ${error.message}`;
       }
     };
     approve.addEventListener("click", () => answer("approve"));
     deny.addEventListener("click", () => answer("deny"));
-    this.cards.set(request, { card, approve, deny, outcomeEl: outcome, pointer: null, reached });
+    this.cards.set(request, { card, approve, deny, outcomeEl: outcome, pointer: null, reached, select, answer, summary: e.summary });
     this.renderProgress(request);
     this.placePending(request);
     if (this.state.mine.get(request)?.type === "session_input") card.scrollIntoView({ block: "center" });
@@ -425,6 +436,9 @@ export class HostScreen {
     const shown = this.cards.get(e.request);
     const verb = e.verdict === "approve" ? "Approved" : "Denied";
     shown.approve.disabled = shown.deny.disabled = true;
+    shown.select.checked = false;
+    shown.select.disabled = true;
+    this.renderBulk();
     const said = e.note ? ` “${e.note}”` : "";
     shown.outcomeEl.textContent = e.decided_by ? `${verb} by ${actorName(e.decided_by, this.me, "you")}.${said}` : `${verb} by the host (no answer in time, or the asker left).`;
     shown.outcomeEl.className = `outcome ${e.verdict === "approve" ? "ok" : "bad"}`;
@@ -451,6 +465,29 @@ export class HostScreen {
     shown?.card.remove();
     shown?.pointer?.remove();
     this.cards.delete(request);
+    this.renderBulk();
+  }
+
+  /** The cards selected and still open to an answer. */
+  selected() {
+    return [...this.cards.values()].filter((c) => c.select.checked && !c.select.disabled && c.card.isConnected);
+  }
+
+  renderBulk() {
+    const n = this.selected().length;
+    this.bulk.hidden = n < 1;
+    this.approveSelected.textContent = `Approve selected (${n})`;
+    this.denySelected.textContent = `Deny selected (${n})`;
+  }
+
+  /** Answers every selected card with `verdict`, after one confirmation that lists each. */
+  async answerSelected(verdict) {
+    const cards = this.selected();
+    if (cards.length === 0) return;
+    const verb = verdict === "approve" ? "Approve" : "Deny";
+    if (!confirm(`${verb} these ${cards.length}?\n\n${cards.map((c) => `• ${c.summary}`).join("\n")}`)) return;
+    // Each is its own signed answer, bound to its own action hash.
+    await Promise.all(cards.map((c) => c.answer(verdict)));
   }
 
   renderPendingEmpty() {

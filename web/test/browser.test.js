@@ -103,13 +103,17 @@ describe("the web UI in Chromium", { skip }, () => {
   let browser;
   let page;
   let browserId;
+  const dialogs = [];
 
   before(async () => {
     world = await startHost({ allow: ["Bash(printf *)", "Bash(ls *)"], deny: ["Bash(rm *)"] });
     browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
     const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true });
     page = await context.newPage();
-    page.on("dialog", (dialog) => dialog.accept());
+    page.on("dialog", (dialog) => {
+      dialogs.push(dialog.message());
+      dialog.accept();
+    });
     // A CLI device beside the browser, to ask for things the browser then answers.
     const offer = await world.offer(["--yes", "--role", "operator"]);
     const cli = world.remote("cli", ["pair", offer.link, "--name", "cli"]);
@@ -248,6 +252,26 @@ describe("the web UI in Chromium", { skip }, () => {
     assert.notEqual(done.code, 0, "a denied edit must fail at the CLI");
     assert.match(done.stderr, /denied by Test phone.*who says: keep the line as it is/);
     assert.equal(readFileSync(join(world.ws, "notes.txt"), "utf8"), "keep this line\n");
+  });
+
+  test("several pending actions are answered together after one confirmation, each on its own", async () => {
+    const runs = ["one-of-two", "two-of-two"].map((name) => world.remote("cli", ["run", "--", "touch", name]));
+    const cards = ["one-of-two", "two-of-two"].map((name) => page.locator("article.pending", { hasText: name }));
+    for (const card of cards) {
+      await card.waitFor();
+      await card.getByLabel("Select, to answer with others").check();
+    }
+    await page.getByRole("button", { name: "Approve selected (2)" }).click();
+    for (const card of cards) await card.getByText("Approved by you.").waitFor();
+    // One confirmation, naming each.
+    assert.match(dialogs.at(-1), /^Approve these 2\?\n\n• run `touch (one|two)-of-two` .*\n• run `touch (one|two)-of-two` /);
+    for (const run of runs) assert.equal((await run.done).code, 0);
+    assert.ok(existsSync(join(world.ws, "one-of-two")) && existsSync(join(world.ws, "two-of-two")));
+    // Two answers, each signed on its own and bound to its own action.
+    const log = await world.agentHost(["audit", "tail", "-n", "30"]);
+    const approvals = log.stdout.split("\n").filter((l) => /approve by "Test phone"/.test(l));
+    assert.ok(approvals.length >= 2, log.stdout);
+    await page.getByRole("button", { name: /Approve selected/ }).waitFor({ state: "hidden" });
   });
 
   test("the operator form runs a command and reads a file", async () => {
