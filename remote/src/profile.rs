@@ -151,14 +151,40 @@ fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
 impl Profile {
     /// The profile called `name`, in `$REMOTE_HOME` or the platform's config directory.
     pub fn open(name: &str) -> Result<Self, ProfileError> {
-        let base = match std::env::var_os("REMOTE_HOME") {
+        Self::open_in(&Self::base()?, name)
+    }
+
+    /// Where the profiles are: `$REMOTE_HOME`, or the platform's config directory.
+    fn base() -> Result<PathBuf, ProfileError> {
+        Ok(match std::env::var_os("REMOTE_HOME") {
             Some(home) => PathBuf::from(home),
             None => directories::ProjectDirs::from("", "", "agent-bridge-remote")
                 .ok_or(ProfileError::NoHome)?
                 .config_dir()
                 .join("profiles"),
+        })
+    }
+
+    /// Every profile that is paired (has a `pairing.json`), by name.
+    pub fn all() -> Result<Vec<Self>, ProfileError> {
+        let base = Self::base()?;
+        let entries = match std::fs::read_dir(&base) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(error) => return Err(ProfileError::Io { path: base, error }),
         };
-        Self::open_in(&base, name)
+        let mut names: Vec<String> = entries
+            .filter_map(Result::ok)
+            .filter(|e| e.path().join("pairing.json").is_file())
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect();
+        names.sort();
+        names.iter().map(|name| Self::open_in(&base, name)).filter(Result::is_ok).collect()
+    }
+
+    /// Its name.
+    pub fn name(&self) -> String {
+        self.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
     }
 
     /// The profile called `name` under `base`.

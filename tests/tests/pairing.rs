@@ -467,3 +467,53 @@ fn watch_exec_runs_a_command_once_for_each_pending_action() {
     assert_eq!(lines.len(), 2, "each pending action once: {}", read());
     assert!(lines.iter().all(|e| matches!(e, protocol::HostEvent::ActionPending { .. })));
 }
+
+/// One machine paired with two hosts (a profile each): `remote pending --all` lists what waits
+/// on both, by host; `remote approve ID` and `deny ID --reason` find the host by the id; each
+/// answer goes to its own host only.
+#[test]
+fn one_device_answers_for_two_hosts_by_id() {
+    let (a, b) = (World::new(), World::new());
+    let _laptop = a.up(0, &["--host-name", "laptop"]);
+    let _buildbox = b.up(0, &["--host-name", "buildbox"]);
+    let on_a = a.device("laptop");
+    let on_b = e2e::Device { home: on_a.home.clone(), profile: "buildbox".into() };
+    a.pair(&on_a, "operator");
+    b.pair(&on_b, "operator");
+    let run_a = on_a.spawn(&["run", "--", "touch", "made-on-a"]);
+    let run_b = on_b.spawn(&["run", "--", "touch", "made-on-b"]);
+    assert!(eventually(Duration::from_secs(20), || {
+        pending_ids(&a).len() == 1 && pending_ids(&b).len() == 1
+    }));
+    // Without --profile: every profile is looked in.
+    let remote = |args: &[&str]| {
+        std::process::Command::new(e2e::bin("remote"))
+            .args(args)
+            .env("REMOTE_HOME", &on_a.home)
+            .env_remove("REMOTE_PROFILE")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    let listed = remote(&["pending", "--all"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    let out = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let (at_a, at_b) = (out.find("== laptop").unwrap(), out.find("== buildbox").unwrap());
+    let (made_a, made_b) = (out.find("made-on-a").unwrap(), out.find("made-on-b").unwrap());
+    assert!(at_b < made_b && made_b < at_a && at_a < made_a, "grouped by host: {out}");
+    let (id_a, id_b) = (pending_ids(&a).remove(0), pending_ids(&b).remove(0));
+    let approved = remote(&["approve", &id_b[..10]]);
+    assert!(approved.status.success(), "{}", text(&approved));
+    let denied = remote(&["deny", &id_a[..10], "--reason", "not on the laptop"]);
+    assert!(denied.status.success(), "{}", text(&denied));
+    assert!(run_b.wait_with_output().unwrap().status.success());
+    let refused = run_a.wait_with_output().unwrap();
+    assert_eq!(refused.status.code(), Some(126));
+    assert!(text(&refused).contains("not on the laptop"), "{}", text(&refused));
+    assert!(b.ws().join("made-on-b").exists() && !a.ws().join("made-on-a").exists());
+    // Each host heard only its own answer.
+    let log_a = text(&a.agent_host(&["audit", "tail", "-n", "50"]));
+    assert!(log_a.contains(&format!("{id_a}: deny")) && !log_a.contains(&id_b), "{log_a}");
+    let unknown = remote(&["approve", "ffffffff"]);
+    assert!(!unknown.status.success() && text(&unknown).contains("on any host"));
+}

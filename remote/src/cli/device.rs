@@ -42,7 +42,7 @@ async fn sync(ctx: &mut Ctx) -> anyhow::Result<(Vec<HostEvent>, HostEvent)> {
     }
 }
 
-fn pending_id(event: &HostEvent) -> Option<RequestId> {
+pub(super) fn pending_id(event: &HostEvent) -> Option<RequestId> {
     match event {
         HostEvent::ActionPending { request, .. } => Some(*request),
         _ => None,
@@ -113,7 +113,7 @@ fn who(id: &protocol::DeviceId, name: Option<&str>) -> String {
     }
 }
 
-fn print_pending(out: &mut dyn Write, event: &HostEvent) -> std::io::Result<()> {
+pub(super) fn print_pending(out: &mut dyn Write, event: &HostEvent) -> std::io::Result<()> {
     if let HostEvent::ActionPending {
         request,
         requested_by,
@@ -141,6 +141,13 @@ fn print_pending(out: &mut dyn Write, event: &HostEvent) -> std::io::Result<()> 
         }
     }
     out.flush()
+}
+
+/// The host's name and what waits there.
+pub(super) async fn pending_of(ctx: &mut Ctx) -> anyhow::Result<(String, Vec<HostEvent>)> {
+    let (pending, status) = sync(ctx).await?;
+    let HostEvent::Status { host_name, .. } = status else { unreachable!("sync ends at a status") };
+    Ok((host_name, pending))
 }
 
 pub(super) async fn pending(ctx: &mut Ctx) -> anyhow::Result<ExitCode> {

@@ -27,9 +27,10 @@ use remote::session::{Session, Silence};
 #[derive(Debug, Parser)]
 #[command(name = "remote", version, about)]
 pub(crate) struct Cli {
-    /// Which paired identity to use (one machine may hold several).
-    #[arg(long, global = true, default_value = "default", env = "REMOTE_PROFILE")]
-    pub(crate) profile: String,
+    /// Which paired identity to use (one machine may hold several, one per host; `default`
+    /// when not given). `approve` and `deny` without it look in every paired profile.
+    #[arg(long, global = true, env = "REMOTE_PROFILE")]
+    pub(crate) profile: Option<String>,
     /// Print JSON (one object per line) instead of text.
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -111,7 +112,11 @@ pub(crate) enum Command {
         no_newline: bool,
     },
     /// List the actions waiting for approval, with what exactly each would do.
-    Pending,
+    Pending {
+        /// On every host this machine is paired with (every profile), grouped by host.
+        #[arg(long)]
+        all: bool,
+    },
     /// Approve a pending action (as listed by `pending`; a unique id prefix is enough).
     Approve {
         /// The request id.
@@ -181,24 +186,35 @@ impl Ctx {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let profile = Profile::open(&cli.profile)?;
-    if let Command::Pair { link, name, force } = cli.command {
-        return pair(&profile, &link, name, force, cli.json, cli.timeout).await;
+impl Ctx {
+    /// A device of `profile`, linked to its host.
+    fn open(profile: &Profile, json: bool, timeout: Duration) -> anyhow::Result<Self> {
+        let (pairing, session) = Session::open(profile)?;
+        Ok(Self { json, timeout, pairing, session, backlog: Vec::new(), shown: Default::default() })
     }
-    let (pairing, session) = Session::open(&profile)?;
-    let mut ctx = Ctx {
-        json: cli.json,
-        timeout: cli.timeout,
-        pairing,
-        session,
-        backlog: Vec::new(),
-        shown: Default::default(),
-    };
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let explicit = cli.profile.is_some();
+    let profile = Profile::open(cli.profile.as_deref().unwrap_or("default"))?;
+    match cli.command {
+        Command::Pair { link, name, force } => {
+            return pair(&profile, &link, name, force, cli.json, cli.timeout).await;
+        }
+        Command::Pending { all: true } => return pending_all(cli.json, cli.timeout).await,
+        Command::Approve { id, note } if !explicit => {
+            return decide_anywhere(&id, Verdict::Approve, note, cli.json, cli.timeout).await;
+        }
+        Command::Deny { id, reason } if !explicit => {
+            return decide_anywhere(&id, Verdict::Deny, reason, cli.json, cli.timeout).await;
+        }
+        _ => {}
+    }
+    let mut ctx = Ctx::open(&profile, cli.json, cli.timeout)?;
     match cli.command {
         Command::Pair { .. } => unreachable!("handled above"),
         Command::Status => status(&mut ctx).await,
-        Command::Pending => pending(&mut ctx).await,
+        Command::Pending { .. } => pending(&mut ctx).await,
         Command::Run { no_wait, cwd, env, shell, argv } => {
             let argv = match shell {
                 Some(line) => vec!["bash".into(), "-c".into(), line],
@@ -237,6 +253,76 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Deny { id, reason } => decide(&mut ctx, &id, Verdict::Deny, reason).await,
         Command::Watch { exec } => watch(&mut ctx, exec).await,
     }
+}
+
+/// `pending --all`: each paired profile's host in turn, its pending actions under its name; a
+/// host that does not answer is said and skipped.
+async fn pending_all(json: bool, timeout: Duration) -> anyhow::Result<ExitCode> {
+    let profiles = Profile::all()?;
+    anyhow::ensure!(!profiles.is_empty(), "this machine is paired with no host (remote pair LINK)");
+    let mut failed = false;
+    for profile in profiles {
+        let name = profile.name();
+        let listed = async {
+            let mut ctx = Ctx::open(&profile, json, timeout)?;
+            device::pending_of(&mut ctx).await
+        };
+        match listed.await {
+            Ok((host, pending)) if json => {
+                print_json(
+                    &serde_json::json!({ "profile": name, "host": host, "pending": pending }),
+                )?;
+            }
+            Ok((host, pending)) => {
+                println!("== {host} (profile {name}): {} waiting", pending.len());
+                for p in &pending {
+                    device::print_pending(&mut std::io::stdout(), p)?;
+                }
+            }
+            Err(e) => {
+                failed = true;
+                eprintln!("remote: profile {name}: {e:#}");
+            }
+        }
+    }
+    Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+/// `approve ID` / `deny ID` without `--profile`: the one pending action whose id starts with
+/// ID on any host this machine is paired with, answered there.
+async fn decide_anywhere(
+    prefix: &str,
+    verdict: Verdict,
+    note: Option<String>,
+    json: bool,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let profiles = Profile::all()?;
+    let mut found = Vec::new();
+    for profile in &profiles {
+        let looked = async {
+            let mut ctx = Ctx::open(profile, json, timeout)?;
+            device::pending_of(&mut ctx).await
+        };
+        match looked.await {
+            Ok((host, pending)) => {
+                let ids = pending.iter().filter_map(device::pending_id);
+                let n = ids.filter(|id| id.to_string().starts_with(prefix)).count();
+                found.extend(std::iter::repeat_n((profile, host), n));
+            }
+            Err(e) => eprintln!("remote: profile {}: {e:#}", profile.name()),
+        }
+    }
+    let (profile, _) = match found.as_slice() {
+        [one] => one,
+        [] => anyhow::bail!("no pending action has an id starting with {prefix} on any host"),
+        several => anyhow::bail!(
+            "pending actions on {} start with {prefix}; give more of the id",
+            several.iter().map(|(_, host)| host.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    };
+    let mut ctx = Ctx::open(profile, json, timeout)?;
+    decide(&mut ctx, prefix, verdict, note).await
 }
 
 pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
