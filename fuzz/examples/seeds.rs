@@ -139,6 +139,7 @@ fn main() {
                 id,
                 action_hash: protocol::action_hash(&action),
                 verdict: protocol::Verdict::Approve,
+                note: Some("use cargo nextest instead".into()),
             },
         ),
         (
@@ -214,6 +215,7 @@ fn main() {
                 verdict: "approve".into(),
                 by: "local:terminal".into(),
                 action_hash: protocol::action_hash(&action).to_string(),
+                note: Some("use cargo nextest instead".into()),
             },
             Event::Start { request: hex::encode([7u8; 16]) },
             Event::Result {
