@@ -37,6 +37,6 @@ pub use link::PairingLink;
 pub use message::{
     Action, Actor, Blob, Decision, DeliveryStage, DeviceProgress, ErrorCode, HostEvent, Message,
     MessageKind, NoticeAction, Pairing, PushSubscription, ReceiptStage, Request, Role, SessionKind,
-    TermSize, Verdict,
+    TermSize, Verdict, check_note,
 };
 pub use replay::{ReplayState, ReplayWindow};

@@ -395,10 +395,23 @@ impl Decision {
     }
 
     fn check(&self) -> Result<(), MessageError> {
-        let Some(note) = &self.note else { return Ok(()) };
-        limits::check("decision.note", note.len(), limits::MAX_NOTE)?;
-        no_nul("decision.note", note)
+        self.note.as_deref().map_or(Ok(()), check_note)
     }
+}
+
+/// Checks a decision's note: at most [`limits::MAX_NOTE`] bytes of one line of text, without
+/// control characters or bidirectional overrides (it is shown at terminals, in the audit log,
+/// and to an agent, where such characters could make it read as something else).
+pub fn check_note(note: &str) -> Result<(), MessageError> {
+    limits::check("decision.note", note.len(), limits::MAX_NOTE)?;
+    let bidi = |c: char| matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}');
+    if note.chars().any(|c| c.is_control() || bidi(c)) {
+        return Err(invalid(
+            "decision.note",
+            "one line, without control or bidirectional characters",
+        ));
+    }
+    Ok(())
 }
 
 /// Approve or deny.
@@ -581,8 +594,7 @@ impl HostEvent {
                 Ok(limits::check("event.preview", preview.len(), limits::MAX_PREVIEW)?)
             }
             Self::ActionDecided { decided_by, note, .. } => {
-                let note = note.as_deref().unwrap_or_default();
-                limits::check("event.note", note.len(), limits::MAX_NOTE)?;
+                note.as_deref().map_or(Ok(()), check_note)?;
                 decided_by.as_ref().map_or(Ok(()), check_actor)
             }
             Self::ActionResult { output, .. } => {
@@ -848,6 +860,24 @@ impl<'de> Deserialize<'de> for Blob {
             }
         }
         deserializer.deserialize_str(Base64)
+    }
+}
+
+#[cfg(test)]
+mod note_tests {
+    use super::*;
+
+    #[test]
+    fn a_note_is_one_line_of_text_within_its_limit() {
+        assert!(check_note("use cargo nextest instead").is_ok());
+        assert!(check_note("écrire « ceci » 日本").is_ok());
+        for bad in
+            ["two\nlines", "\u{1b}[2Jclear", "back\rover", "\u{202e}txt", "nul\0", "a\u{2028}b"]
+        {
+            assert!(check_note(bad).is_err(), "{bad:?}");
+        }
+        assert!(check_note(&"x".repeat(limits::MAX_NOTE)).is_ok());
+        assert!(check_note(&"x".repeat(limits::MAX_NOTE + 1)).is_err());
     }
 }
 
