@@ -284,9 +284,8 @@ async fn handle(host: Arc<Host>, stream: UnixStream, door: Door) -> Result<(), L
             }
         }
         ApiRequest::Decide { id, action_hash, verdict, note } => {
-            if note.as_ref().is_some_and(|n| n.len() > protocol::limits::MAX_NOTE) {
-                let message = format!("a note is at most {} bytes", protocol::limits::MAX_NOTE);
-                return conn.send(&ApiResponse::Error { message }).await;
+            if let Some(Err(e)) = note.as_deref().map(protocol::check_note) {
+                return conn.send(&ApiResponse::Error { message: e.to_string() }).await;
             }
             let decided = crate::actions::decide(
                 &host,

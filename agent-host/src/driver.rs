@@ -205,10 +205,10 @@ pub(crate) async fn drive(
                 Effect::Broadcast(event) => host.broadcast(event),
                 Effect::Decided { request, verdict, by, note } => {
                     // A decision the log does not hold is told as a denial by nobody.
-                    let (verdict, by) = if unrecorded.contains(&request.to_string()) {
-                        (Verdict::Deny, None)
+                    let (verdict, by, note) = if unrecorded.contains(&request.to_string()) {
+                        (Verdict::Deny, None, None)
                     } else {
-                        (verdict, by)
+                        (verdict, by, note)
                     };
                     host.broadcast(HostEvent::ActionDecided {
                         request,

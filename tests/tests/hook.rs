@@ -86,7 +86,8 @@ fn the_hook_answers_every_tool_kind_from_policy_or_a_person() {
         }
         let (decision, reason) = pre_tool_use(&call.wait_with_output().unwrap());
         assert_eq!(decision, "deny", "{name}: {reason}");
-        assert!(reason.contains("denied by") && reason.ends_with(said), "{name}: {reason}");
+        let quoted = format!("{said:?}");
+        assert!(reason.contains("denied by") && reason.ends_with(&quoted), "{name}: {reason}");
         let log = world.agent_host(&["audit", "tail", "-n", "40"]);
         assert!(text(&log).contains("deny by "), "{}", text(&log));
         assert!(text(&log).contains(&format!("{said:?}")), "{name}: {}", text(&log));

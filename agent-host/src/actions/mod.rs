@@ -242,9 +242,10 @@ async fn open_pending(
     }
 }
 
-/// What a person said with a decision, as an agent is told it: `: "use cargo nextest"`.
+/// What a person said with a decision, as whoever asked is told it, quoted (a note is one line
+/// without control characters: `protocol::check_note`): `, who says: "use cargo nextest"`.
 fn said(note: Option<&str>) -> String {
-    note.map(|n| format!(", who says: {n}")).unwrap_or_default()
+    note.map(|n| format!(", who says: {n:?}")).unwrap_or_default()
 }
 
 /// Who approved, or the refusal a denial or a lapse means.

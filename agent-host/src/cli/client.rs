@@ -352,13 +352,9 @@ pub(super) fn decide(
     verdict: protocol::Verdict,
     note: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    let note = note.filter(|n| !n.trim().is_empty());
     if let Some(note) = &note {
-        anyhow::ensure!(
-            note.len() <= protocol::limits::MAX_NOTE,
-            "the note is {} bytes, over the limit of {}",
-            note.len(),
-            protocol::limits::MAX_NOTE
-        );
+        protocol::check_note(note)?;
     }
     use agent_host::local_api::{ApiRequest, ApiResponse};
     let pending = pending_list()?;
