@@ -480,11 +480,45 @@ fn one_device_answers_for_two_hosts_by_id() {
     let on_b = e2e::Device { home: on_a.home.clone(), profile: "buildbox".into() };
     a.pair(&on_a, "operator");
     b.pair(&on_b, "operator");
+    // One watch for both hosts.
+    let mut watch = std::process::Command::new(e2e::bin("remote"))
+        .args(["--json", "watch", "--all"])
+        .env("REMOTE_HOME", &on_a.home)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, watched) = std::sync::mpsc::channel();
+    {
+        use std::io::BufRead as _;
+        let lines = std::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+        std::thread::spawn(move || {
+            let mut seen = std::collections::BTreeMap::new();
+            for line in lines.map_while(Result::ok) {
+                let value: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if value["event"]["type"] == "action_pending" {
+                    let summary =
+                        value["event"]["summary"].as_str().unwrap_or_default().to_string();
+                    seen.insert(value["profile"].as_str().unwrap().to_string(), summary);
+                }
+                if seen.len() == 2 {
+                    let _ = tx.send(seen);
+                    return;
+                }
+            }
+        });
+    }
     let run_a = on_a.spawn(&["run", "--", "touch", "made-on-a"]);
     let run_b = on_b.spawn(&["run", "--", "touch", "made-on-b"]);
     assert!(eventually(Duration::from_secs(20), || {
         pending_ids(&a).len() == 1 && pending_ids(&b).len() == 1
     }));
+    let seen = watched.recv_timeout(Duration::from_secs(30)).expect("both hosts' actions watched");
+    assert!(
+        seen["laptop"].contains("made-on-a") && seen["buildbox"].contains("made-on-b"),
+        "{seen:?}"
+    );
+    let _ = (watch.kill(), watch.wait());
     // Without --profile: every profile is looked in.
     let remote = |args: &[&str]| {
         std::process::Command::new(e2e::bin("remote"))
@@ -514,6 +548,10 @@ fn one_device_answers_for_two_hosts_by_id() {
     // Each host heard only its own answer.
     let log_a = text(&a.agent_host(&["audit", "tail", "-n", "50"]));
     assert!(log_a.contains(&format!("{id_a}: deny")) && !log_a.contains(&id_b), "{log_a}");
+    let log_b = text(&b.agent_host(&["audit", "tail", "-n", "50"]));
+    assert!(log_b.contains(&format!("{id_b}: approve")) && !log_b.contains(&id_a), "{log_b}");
+    let short = remote(&["approve", &id_b[..4]]);
+    assert!(!short.status.success() && text(&short).contains("at least 8"), "{}", text(&short));
     let unknown = remote(&["approve", "ffffffff"]);
     assert!(!unknown.status.success() && text(&unknown).contains("on any host"));
 }

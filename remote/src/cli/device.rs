@@ -275,13 +275,9 @@ pub(super) async fn decide(
     verdict: Verdict,
     note: Option<String>,
 ) -> anyhow::Result<ExitCode> {
+    let note = note.filter(|n| !n.trim().is_empty());
     if let Some(note) = &note {
-        anyhow::ensure!(
-            note.len() <= protocol::limits::MAX_NOTE,
-            "the note is {} bytes, over the limit of {}",
-            note.len(),
-            protocol::limits::MAX_NOTE
-        );
+        protocol::check_note(note)?;
     }
     let (pending, _) = sync(ctx).await?;
     let matches: Vec<&HostEvent> = pending
@@ -382,7 +378,14 @@ fn exec_runner(command: String) -> std::sync::mpsc::SyncSender<String> {
     tx
 }
 
-pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result<ExitCode> {
+/// `watch`: what waits, then the host's events as they come, each printed whole (`label`, the
+/// profile's name, when several hosts are watched at once: before each line for people, or
+/// as `{"profile", "event"}` in JSON).
+pub(super) async fn watch(
+    ctx: &mut Ctx,
+    exec: Option<String>,
+    label: Option<String>,
+) -> anyhow::Result<ExitCode> {
     let runner = exec.map(exec_runner);
     // Each pending action once, however often it is told (a sync repeats them).
     let mut handed = std::collections::HashSet::new();
@@ -401,11 +404,7 @@ pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result
     let (pending, _) = sync(ctx).await?;
     for p in &pending {
         hand(p)?;
-        if ctx.json {
-            print_json(p)?;
-        } else {
-            print_pending(&mut std::io::stdout(), p)?;
-        }
+        show_event(ctx.json, label.as_deref(), p)?;
     }
     shown(ctx, pending.iter().filter_map(pending_id).collect())?;
     let forever = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
@@ -424,48 +423,67 @@ pub(super) async fn watch(ctx: &mut Ctx, exec: Option<String>) -> anyhow::Result
         if let Some(id) = pending_id(&event) {
             shown(ctx, vec![id])?;
         }
-        if ctx.json {
-            print_json(&event)?;
-            continue;
+        show_event(ctx.json, label.as_deref(), &event)?;
+    }
+}
+
+/// Prints one event for `watch` in one write (so that several watches at once print whole
+/// events): JSON, or lines for people; after `label` when there is one.
+fn show_event(json: bool, label: Option<&str>, event: &HostEvent) -> anyhow::Result<()> {
+    let mut out: Vec<u8> = Vec::new();
+    if json {
+        match label {
+            Some(label) => serde_json::to_writer(
+                &mut out,
+                &serde_json::json!({ "profile": label, "event": event }),
+            )?,
+            None => serde_json::to_writer(&mut out, event)?,
         }
-        match &event {
-            HostEvent::ActionPending { .. } => print_pending(&mut std::io::stdout(), &event)?,
+        out.push(b'\n');
+    } else {
+        match event {
+            HostEvent::ActionPending { .. } => print_pending(&mut out, event)?,
             HostEvent::ActionDecided { request, verdict, decided_by, note } => {
                 let note = note.as_deref().map(|n| format!(": {n:?}")).unwrap_or_default();
-                println!("{request}  {verdict:?} by {decided_by:?}{note}");
+                writeln!(out, "{request}  {verdict:?} by {decided_by:?}{note}")?;
             }
             HostEvent::ActionResult { request, exit_code, output, .. } => {
-                println!(
+                writeln!(
+                    out,
                     "{request}  finished{}: {} bytes of output",
                     exit_code.map(|c| format!(" with exit code {c}")).unwrap_or_default(),
                     output.0.len()
-                );
+                )?;
             }
             HostEvent::Error { request, code, message } => {
-                println!(
-                    "{}  {}: {message}",
-                    request.map(|r| r.to_string()).unwrap_or_default(),
-                    error_name(*code)
-                );
+                let request = request.map(|r| r.to_string()).unwrap_or_default();
+                writeln!(out, "{request}  {}: {message}", error_name(*code))?;
             }
             HostEvent::Status { host_name, pending, .. } => {
-                println!("host {host_name}: {pending} pending");
+                writeln!(out, "host {host_name}: {pending} pending")?;
             }
-            HostEvent::Output { data, .. } => std::io::stdout().write_all(&data.0)?,
+            HostEvent::Output { data, .. } => out.extend_from_slice(&data.0),
             HostEvent::SessionStarted { session, command, kind, size } => {
                 let size = size.map(|s| format!(", {}x{}", s.cols, s.rows)).unwrap_or_default();
-                println!("session {session} ({kind:?}{size}): {command:?}");
+                writeln!(out, "session {session} ({kind:?}{size}): {command:?}")?;
             }
             HostEvent::SessionResized { session, size } => {
-                println!("session {session} resized to {}x{}", size.cols, size.rows);
+                writeln!(out, "session {session} resized to {}x{}", size.cols, size.rows)?;
             }
             HostEvent::SessionEnded { session, exit_code } => {
-                println!("session {session} ended ({exit_code:?})");
+                writeln!(out, "session {session} ended ({exit_code:?})")?;
             }
             // Pushed to browsers, never sent on the link; and where actions got on devices,
             // which `--json` shows.
             HostEvent::Notice { .. } | HostEvent::ActionProgress { .. } => {}
         }
-        std::io::stdout().flush()?;
+        if let Some(label) = label.filter(|_| !out.is_empty()) {
+            let text = String::from_utf8_lossy(&out).into_owned();
+            out = text.lines().map(|l| format!("[{label}] {l}\n")).collect::<String>().into_bytes();
+        }
     }
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(&out)?;
+    stdout.flush()?;
+    Ok(())
 }

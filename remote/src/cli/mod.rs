@@ -142,6 +142,10 @@ pub(crate) enum Command {
         /// reported and the watch goes on.
         #[arg(long, value_name = "CMD")]
         exec: Option<String>,
+        /// Every host this machine is paired with at once (every profile), each line after
+        /// `[profile]` (JSON: `{"profile", "event"}`).
+        #[arg(long)]
+        all: bool,
     },
 }
 
@@ -202,6 +206,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             return pair(&profile, &link, name, force, cli.json, cli.timeout).await;
         }
         Command::Pending { all: true } => return pending_all(cli.json, cli.timeout).await,
+        Command::Watch { exec, all: true } => return watch_all(exec, cli.json, cli.timeout).await,
         Command::Approve { id, note } if !explicit => {
             return decide_anywhere(&id, Verdict::Approve, note, cli.json, cli.timeout).await;
         }
@@ -251,7 +256,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Approve { id, note } => decide(&mut ctx, &id, Verdict::Approve, note).await,
         Command::Deny { id, reason } => decide(&mut ctx, &id, Verdict::Deny, reason).await,
-        Command::Watch { exec } => watch(&mut ctx, exec).await,
+        Command::Watch { exec, all: _ } => watch(&mut ctx, exec, None).await,
     }
 }
 
@@ -288,6 +293,34 @@ async fn pending_all(json: bool, timeout: Duration) -> anyhow::Result<ExitCode> 
     Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }
 
+/// `watch --all`: a watch of each paired profile's host at once; one that ends (its host
+/// unreachable, the device revoked) is said, and the others go on.
+async fn watch_all(
+    exec: Option<String>,
+    json: bool,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    let profiles = Profile::all()?;
+    anyhow::ensure!(!profiles.is_empty(), "this machine is paired with no host (remote pair LINK)");
+    let mut watches = Vec::new();
+    for profile in profiles {
+        let (name, exec) = (profile.name(), exec.clone());
+        watches.push(tokio::spawn(async move {
+            let watched = async {
+                let mut ctx = Ctx::open(&profile, json, timeout)?;
+                watch(&mut ctx, exec, Some(name.clone())).await
+            };
+            if let Err(e) = watched.await {
+                eprintln!("remote: profile {name}: {e:#}");
+            }
+        }));
+    }
+    for watch in watches {
+        let _ = watch.await;
+    }
+    Ok(ExitCode::from(3))
+}
+
 /// `approve ID` / `deny ID` without `--profile`: the one pending action whose id starts with
 /// ID on any host this machine is paired with, answered there.
 async fn decide_anywhere(
@@ -297,32 +330,59 @@ async fn decide_anywhere(
     json: bool,
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
-    let profiles = Profile::all()?;
-    let mut found = Vec::new();
-    for profile in &profiles {
+    // Short prefixes match too easily across hosts.
+    const MIN_PREFIX: usize = 8;
+    let whole = prefix.len() == 32;
+    anyhow::ensure!(
+        prefix.len() >= MIN_PREFIX,
+        "give at least {MIN_PREFIX} characters of the id (or --profile to look on one host)"
+    );
+    let mut found: Vec<(Ctx, String, protocol::RequestId)> = Vec::new();
+    let mut hosts = std::collections::HashSet::new();
+    let mut unreachable = Vec::new();
+    for profile in Profile::all()? {
         let looked = async {
-            let mut ctx = Ctx::open(profile, json, timeout)?;
-            device::pending_of(&mut ctx).await
+            let mut ctx = Ctx::open(&profile, json, timeout)?;
+            let (host, pending) = device::pending_of(&mut ctx).await?;
+            anyhow::Ok((ctx, host, pending))
         };
         match looked.await {
-            Ok((host, pending)) => {
-                let ids = pending.iter().filter_map(device::pending_id);
-                let n = ids.filter(|id| id.to_string().starts_with(prefix)).count();
-                found.extend(std::iter::repeat_n((profile, host), n));
+            // Two profiles paired with one host see the same actions: counted once.
+            Ok((ctx, _, _)) if !hosts.insert(ctx.pairing.host.to_string()) => {}
+            Ok((ctx, host, pending)) => {
+                let mut ids = pending.iter().filter_map(device::pending_id);
+                let mine: Vec<_> =
+                    ids.by_ref().filter(|id| id.to_string().starts_with(prefix)).collect();
+                if let [id] = mine[..] {
+                    found.push((ctx, host, id));
+                } else if mine.len() > 1 {
+                    anyhow::bail!(
+                        "several pending actions on {host} start with {prefix}; give more of the id"
+                    );
+                }
             }
-            Err(e) => eprintln!("remote: profile {}: {e:#}", profile.name()),
+            Err(e) => {
+                eprintln!("remote: profile {}: {e:#}", profile.name());
+                unreachable.push(profile.name());
+            }
         }
     }
-    let (profile, _) = match found.as_slice() {
-        [one] => one,
-        [] => anyhow::bail!("no pending action has an id starting with {prefix} on any host"),
-        several => anyhow::bail!(
+    if !whole && !unreachable.is_empty() && !found.is_empty() {
+        anyhow::bail!(
+            "profiles {} did not answer, so {prefix} may also name an action there: give the whole id, or --profile",
+            unreachable.join(", ")
+        );
+    }
+    let (mut ctx, _, id) = match found.len() {
+        1 => found.remove(0),
+        0 => anyhow::bail!("no pending action has an id starting with {prefix} on any host"),
+        _ => anyhow::bail!(
             "pending actions on {} start with {prefix}; give more of the id",
-            several.iter().map(|(_, host)| host.as_str()).collect::<Vec<_>>().join(", ")
+            found.iter().map(|(_, host, _)| host.as_str()).collect::<Vec<_>>().join(", ")
         ),
     };
-    let mut ctx = Ctx::open(profile, json, timeout)?;
-    decide(&mut ctx, prefix, verdict, note).await
+    // On the same link, by its whole id: no other action can be taken for it meanwhile.
+    decide(&mut ctx, &id.to_string(), verdict, note).await
 }
 
 pub(super) fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
