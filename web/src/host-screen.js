@@ -383,6 +383,14 @@ export class HostScreen {
       this.apply({ kind: "answer", request, verdict });
       try {
         const said = note.value.trim();
+        // A note is one line within the host's limit (protocol::check_note): else the host
+        // would refuse the whole answer.
+        if (new TextEncoder().encode(said).length > 1024 || /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/.test(said)) {
+          this.apply({ kind: "answer", request, verdict: null });
+          approve.disabled = deny.disabled = select.disabled = false;
+          outcome.textContent = "Not sent: the note is one line of at most 1024 bytes, without control characters.";
+          return;
+        }
         const decision = { request, action_hash: e.action_hash, verdict, ...(said ? { note: said } : {}) };
         note.disabled = true;
         const { acked } = await this.device.send("decision", decision);
@@ -399,7 +407,7 @@ export class HostScreen {
     };
     approve.addEventListener("click", () => answer("approve"));
     deny.addEventListener("click", () => answer("deny"));
-    this.cards.set(request, { card, approve, deny, outcomeEl: outcome, pointer: null, reached, select, answer, summary: e.summary });
+    this.cards.set(request, { card, approve, deny, outcomeEl: outcome, pointer: null, reached, select, answer, summary: e.summary, request, note });
     this.renderProgress(request);
     this.placePending(request);
     if (this.state.mine.get(request)?.type === "session_input") card.scrollIntoView({ block: "center" });
@@ -485,7 +493,10 @@ export class HostScreen {
     const cards = this.selected();
     if (cards.length === 0) return;
     const verb = verdict === "approve" ? "Approve" : "Deny";
-    if (!confirm(`${verb} these ${cards.length}?\n\n${cards.map((c) => `• ${c.summary}`).join("\n")}`)) return;
+    // Each as a quoted string with its id, and the note that goes with it: a summary cannot add
+    // lines of its own to the list.
+    const line = (c) => `• ${c.request.slice(0, 8)} ${JSON.stringify(c.summary)}${c.note.value.trim() ? ` with ${JSON.stringify(c.note.value.trim())}` : ""}`;
+    if (!confirm(`${verb} these ${cards.length}?\n\n${cards.map(line).join("\n")}`)) return;
     // Each is its own signed answer, bound to its own action hash.
     await Promise.all(cards.map((c) => c.answer(verdict)));
   }

@@ -250,7 +250,7 @@ describe("the web UI in Chromium", { skip }, () => {
     assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= window.innerWidth));
     const done = await edit.done;
     assert.notEqual(done.code, 0, "a denied edit must fail at the CLI");
-    assert.match(done.stderr, /denied by Test phone.*who says: keep the line as it is/);
+    assert.match(done.stderr, /denied by Test phone.*who says: \\?"keep the line as it is\\?"/);
     assert.equal(readFileSync(join(world.ws, "notes.txt"), "utf8"), "keep this line\n");
   });
 
@@ -261,16 +261,16 @@ describe("the web UI in Chromium", { skip }, () => {
       await card.waitFor();
       await card.getByLabel("Select, to answer with others").check();
     }
+    const ids = await Promise.all(cards.map((card) => card.getAttribute("data-request")));
     await page.getByRole("button", { name: "Approve selected (2)" }).click();
     for (const card of cards) await card.getByText("Approved by you.").waitFor();
     // One confirmation, naming each.
-    assert.match(dialogs.at(-1), /^Approve these 2\?\n\n• run `touch (one|two)-of-two` .*\n• run `touch (one|two)-of-two` /);
+    assert.match(dialogs.at(-1), /^Approve these 2\?\n\n• [0-9a-f]{8} "run `touch (one|two)-of-two` [^"\n]*"\n• [0-9a-f]{8} "run `touch (one|two)-of-two` [^"\n]*"$/);
     for (const run of runs) assert.equal((await run.done).code, 0);
     assert.ok(existsSync(join(world.ws, "one-of-two")) && existsSync(join(world.ws, "two-of-two")));
     // Two answers, each signed on its own and bound to its own action.
     const log = await world.agentHost(["audit", "tail", "-n", "30"]);
-    const approvals = log.stdout.split("\n").filter((l) => /approve by "Test phone"/.test(l));
-    assert.ok(approvals.length >= 2, log.stdout);
+    for (const id of ids) assert.match(log.stdout, new RegExp(`request ${id}: approve by "Test phone"`));
     await page.getByRole("button", { name: /Approve selected/ }).waitFor({ state: "hidden" });
   });
 
