@@ -552,6 +552,17 @@ fn one_device_answers_for_two_hosts_by_id() {
     assert!(log_b.contains(&format!("{id_b}: approve")) && !log_b.contains(&id_a), "{log_b}");
     let short = remote(&["approve", &id_b[..4]]);
     assert!(!short.status.success() && text(&short).contains("at least 8"), "{}", text(&short));
+    // Several at once, on their hosts, each answered on its own.
+    let again_a = on_a.spawn(&["run", "--", "touch", "again-on-a"]);
+    let again_b = on_b.spawn(&["run", "--", "touch", "again-on-b"]);
+    assert!(eventually(Duration::from_secs(20), || {
+        pending_ids(&a).len() == 1 && pending_ids(&b).len() == 1
+    }));
+    let both = remote(&["approve", &pending_ids(&a)[0], &pending_ids(&b)[0]]);
+    assert!(both.status.success(), "{}", text(&both));
+    assert!(again_a.wait_with_output().unwrap().status.success());
+    assert!(again_b.wait_with_output().unwrap().status.success());
+    assert!(a.ws().join("again-on-a").exists() && b.ws().join("again-on-b").exists());
     let unknown = remote(&["approve", "ffffffff"]);
     assert!(!unknown.status.success() && text(&unknown).contains("on any host"));
 }

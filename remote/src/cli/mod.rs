@@ -119,16 +119,18 @@ pub(crate) enum Command {
     },
     /// Approve a pending action (as listed by `pending`; a unique id prefix is enough).
     Approve {
-        /// The request id.
-        id: String,
+        /// The request ids (several: each answered on its own, in turn).
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
         /// A note for whoever asked (and the host's audit log).
         #[arg(long, value_name = "TEXT")]
         note: Option<String>,
     },
     /// Deny a pending action.
     Deny {
-        /// The request id.
-        id: String,
+        /// The request ids (several: each answered on its own, in turn).
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
         /// Why, for whoever asked (an agent is told: "use cargo nextest instead") and the
         /// host's audit log.
         #[arg(long, value_name = "TEXT")]
@@ -207,11 +209,23 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Pending { all: true } => return pending_all(cli.json, cli.timeout).await,
         Command::Watch { exec, all: true } => return watch_all(exec, cli.json, cli.timeout).await,
-        Command::Approve { id, note } if !explicit => {
-            return decide_anywhere(&id, Verdict::Approve, note, cli.json, cli.timeout).await;
+        Command::Approve { ids, note } if !explicit => {
+            let mut worst = ExitCode::SUCCESS;
+            for id in &ids {
+                let this =
+                    decide_anywhere(id, Verdict::Approve, note.clone(), cli.json, cli.timeout);
+                worst = answered(worst, this.await);
+            }
+            return Ok(worst);
         }
-        Command::Deny { id, reason } if !explicit => {
-            return decide_anywhere(&id, Verdict::Deny, reason, cli.json, cli.timeout).await;
+        Command::Deny { ids, reason } if !explicit => {
+            let mut worst = ExitCode::SUCCESS;
+            for id in &ids {
+                let this =
+                    decide_anywhere(id, Verdict::Deny, reason.clone(), cli.json, cli.timeout);
+                worst = answered(worst, this.await);
+            }
+            return Ok(worst);
         }
         _ => {}
     }
@@ -254,8 +268,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             request(&mut ctx, Action::SessionInput { session, data }, true, false).await
         }
-        Command::Approve { id, note } => decide(&mut ctx, &id, Verdict::Approve, note).await,
-        Command::Deny { id, reason } => decide(&mut ctx, &id, Verdict::Deny, reason).await,
+        Command::Approve { ids, note } => {
+            let mut worst = ExitCode::SUCCESS;
+            for id in &ids {
+                worst = answered(worst, decide(&mut ctx, id, Verdict::Approve, note.clone()).await);
+            }
+            Ok(worst)
+        }
+        Command::Deny { ids, reason } => {
+            let mut worst = ExitCode::SUCCESS;
+            for id in &ids {
+                worst = answered(worst, decide(&mut ctx, id, Verdict::Deny, reason.clone()).await);
+            }
+            Ok(worst)
+        }
         Command::Watch { exec, all: _ } => watch(&mut ctx, exec, None).await,
     }
 }
@@ -291,6 +317,15 @@ async fn pending_all(json: bool, timeout: Duration) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+/// One answer of several: what it came to is said, and the first failure's exit code kept.
+fn answered(worst: ExitCode, this: anyhow::Result<ExitCode>) -> ExitCode {
+    let code = this.unwrap_or_else(|e| {
+        eprintln!("remote: {e:#}");
+        ExitCode::from(2)
+    });
+    if worst == ExitCode::SUCCESS { code } else { worst }
 }
 
 /// `watch --all`: a watch of each paired profile's host at once; one that ends (its host
