@@ -209,23 +209,25 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Pending { all: true } => return pending_all(cli.json, cli.timeout).await,
         Command::Watch { exec, all: true } => return watch_all(exec, cli.json, cli.timeout).await,
-        Command::Approve { ids, note } if !explicit => {
-            let mut worst = ExitCode::SUCCESS;
-            for id in &ids {
-                let this =
-                    decide_anywhere(id, Verdict::Approve, note.clone(), cli.json, cli.timeout);
-                worst = answered(worst, this.await);
-            }
-            return Ok(worst);
+        Command::Approve { ids, note } => {
+            return answer_each(
+                &ids,
+                Verdict::Approve,
+                note,
+                explicit.then_some(&profile),
+                (cli.json, cli.timeout),
+            )
+            .await;
         }
-        Command::Deny { ids, reason } if !explicit => {
-            let mut worst = ExitCode::SUCCESS;
-            for id in &ids {
-                let this =
-                    decide_anywhere(id, Verdict::Deny, reason.clone(), cli.json, cli.timeout);
-                worst = answered(worst, this.await);
-            }
-            return Ok(worst);
+        Command::Deny { ids, reason } => {
+            return answer_each(
+                &ids,
+                Verdict::Deny,
+                reason,
+                explicit.then_some(&profile),
+                (cli.json, cli.timeout),
+            )
+            .await;
         }
         _ => {}
     }
@@ -268,20 +270,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             request(&mut ctx, Action::SessionInput { session, data }, true, false).await
         }
-        Command::Approve { ids, note } => {
-            let mut worst = ExitCode::SUCCESS;
-            for id in &ids {
-                worst = answered(worst, decide(&mut ctx, id, Verdict::Approve, note.clone()).await);
-            }
-            Ok(worst)
-        }
-        Command::Deny { ids, reason } => {
-            let mut worst = ExitCode::SUCCESS;
-            for id in &ids {
-                worst = answered(worst, decide(&mut ctx, id, Verdict::Deny, reason.clone()).await);
-            }
-            Ok(worst)
-        }
+        Command::Approve { .. } | Command::Deny { .. } => unreachable!("handled above"),
         Command::Watch { exec, all: _ } => watch(&mut ctx, exec, None).await,
     }
 }
@@ -317,6 +306,27 @@ async fn pending_all(json: bool, timeout: Duration) -> anyhow::Result<ExitCode> 
         }
     }
     Ok(if failed { ExitCode::from(3) } else { ExitCode::SUCCESS })
+}
+
+/// `approve` / `deny` with one id or several, each answered on its own and in turn: with
+/// `--profile` (`profile`) on that profile's host, else on whichever host has it.
+async fn answer_each(
+    ids: &[String],
+    verdict: Verdict,
+    note: Option<String>,
+    profile: Option<&Profile>,
+    (json, timeout): (bool, Duration),
+) -> anyhow::Result<ExitCode> {
+    let mut ctx = profile.map(|p| Ctx::open(p, json, timeout)).transpose()?;
+    let mut worst = ExitCode::SUCCESS;
+    for id in ids {
+        let this = match &mut ctx {
+            Some(ctx) => decide(ctx, id, verdict, note.clone()).await,
+            None => decide_anywhere(id, verdict, note.clone(), json, timeout).await,
+        };
+        worst = answered(worst, this);
+    }
+    Ok(worst)
 }
 
 /// One answer of several: what it came to is said, and the first failure's exit code kept.
