@@ -2,9 +2,9 @@
 // Deny from them (notify.js says what they say and why). It runs as a module
 // (`navigator.serviceWorker.register("/sw.js", { type: "module" })`).
 //
-// On a push: the host's notice is opened (anything else is dropped), shown (unless a page of
-// this origin is in view, which shows it itself), and acknowledged to the host ("shown", or
-// "delivered" when a page showed it) over the relay's event stream. On a tap of Approve or
+// On a push: the host's notice is opened (anything else, and a notice seen before, is
+// dropped), shown and acknowledged to the host as shown over the relay's event stream; when a
+// page of this origin is in view, the page shows it and tells the host itself. On a tap of Approve or
 // Deny: the decision is signed with this browser's key (the private half never leaves
 // IndexedDB), sent the same way, and the notification then says what the host made of it.
 // Every errand is one `Device` for as long as the event's `waitUntil` keeps the worker.
