@@ -19,6 +19,7 @@
 //! session_input  field("session_input") ‖ field(session id, 16 raw bytes) ‖ h(data)
 //! web_fetch      field("web_fetch") ‖ field(url)
 //! tool           field("tool") ‖ field(name) ‖ h(input)
+//! start_session  field("start_session") ‖ count(argc) ‖ field(arg)…
 //! ```
 //!
 //! The type names are the JSON `type` tags. Content is bound by its hash, so the canonical form
@@ -84,6 +85,13 @@ pub fn canonical_bytes(action: &Action) -> Vec<u8> {
             field(&mut out, b"tool");
             field(&mut out, name.as_bytes());
             hashed(&mut out, input.as_bytes());
+        }
+        Action::StartSession { command } => {
+            field(&mut out, b"start_session");
+            count(&mut out, command.len());
+            for arg in command {
+                field(&mut out, arg.as_bytes());
+            }
         }
     }
     out

@@ -273,23 +273,28 @@ pub enum Action {
         /// Its input as the agent gave it (JSON text).
         input: String,
     },
+    /// Start a program as a session on the host (as `agent-host run -- COMMAND` would, in the
+    /// host's jail, in the workspace), shared with every device. Judged by `Session(…)` rules;
+    /// the host decides the session's kind from the program (a known agent, else a shell).
+    StartSession {
+        /// Program and arguments; never empty.
+        command: Vec<String>,
+    },
 }
 
 impl Action {
     fn check(&self) -> Result<(), MessageError> {
         match self {
             Self::Run { argv, cwd, env } => {
-                if argv.is_empty() {
-                    return Err(invalid("action.argv", "must name a program"));
-                }
-                limits::check("action.argv (count)", argv.len(), limits::MAX_ARGS)?;
-                let mut total = 0;
-                for arg in argv {
-                    limits::check("action.argv (one argument)", arg.len(), limits::MAX_ARG)?;
-                    no_nul("action.argv", arg)?;
-                    total += arg.len();
-                }
-                limits::check("action.argv (all arguments)", total, limits::MAX_ARGV_BYTES)?;
+                check_argv(
+                    [
+                        "action.argv",
+                        "action.argv (count)",
+                        "action.argv (one argument)",
+                        "action.argv (all arguments)",
+                    ],
+                    argv,
+                )?;
                 check_path("action.cwd", cwd)?;
                 limits::check("action.env (count)", env.len(), limits::MAX_ENV)?;
                 for (name, value) in env {
@@ -325,6 +330,15 @@ impl Action {
                 limits::check("action.url", url.len(), limits::MAX_URL)?;
                 no_nul("action.url", url)
             }
+            Self::StartSession { command } => check_argv(
+                [
+                    "action.command",
+                    "action.command (count)",
+                    "action.command (one argument)",
+                    "action.command (all arguments)",
+                ],
+                command,
+            ),
             Self::Tool { name, input } => {
                 if name.is_empty() || name.chars().any(char::is_control) {
                     return Err(invalid("action.name", "a tool name is printable text"));
@@ -342,6 +356,23 @@ fn invalid(field: &'static str, reason: &'static str) -> MessageError {
 
 fn no_nul(field: &'static str, s: &str) -> Result<(), MessageError> {
     if s.contains('\0') { Err(invalid(field, "must not contain NUL")) } else { Ok(()) }
+}
+
+/// A program and its arguments: a program named, within the limits, no NUL. `fields`: the
+/// field's name, then as its count, one argument and all arguments are named in errors.
+fn check_argv(fields: [&'static str; 4], argv: &[String]) -> Result<(), MessageError> {
+    let [field, count, one, all] = fields;
+    if argv.is_empty() {
+        return Err(invalid(field, "must name a program"));
+    }
+    limits::check(count, argv.len(), limits::MAX_ARGS)?;
+    let mut total = 0;
+    for arg in argv {
+        limits::check(one, arg.len(), limits::MAX_ARG)?;
+        no_nul(field, arg)?;
+        total += arg.len();
+    }
+    Ok(limits::check(all, total, limits::MAX_ARGV_BYTES)?)
 }
 
 fn check_path(field: &'static str, path: &str) -> Result<(), MessageError> {

@@ -172,7 +172,7 @@ fn golden_files_match() {
          If the change is deliberate: BLESS=1 cargo test -p protocol --test golden, then review the diff."
     );
     // Every message kind and every variant has a file.
-    assert_eq!(names.len(), 34);
+    assert_eq!(names.len(), 35);
 }
 
 #[test]

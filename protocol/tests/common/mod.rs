@@ -89,6 +89,12 @@ pub(crate) fn actions() -> Vec<(&'static str, Action)> {
                 input: r#"{"title":"Flaky test","body":"It fails 1 in 20 runs."}"#.into(),
             },
         ),
+        (
+            "start_session",
+            Action::StartSession {
+                command: vec!["claude".into(), "--model".into(), "ünï".into()]
+            },
+        ),
     ]
 }
 
