@@ -393,6 +393,9 @@ impl Sharing {
     }
 }
 
+/// The size of a session's terminal when `agent-host run` has none of its own.
+const HEADLESS: protocol::TermSize = protocol::TermSize { cols: 100, rows: 30 };
+
 /// This terminal's size, if it is a terminal with one.
 fn terminal_size() -> Option<protocol::TermSize> {
     let size = rustix::termios::tcgetwinsize(std::io::stdin()).ok()?;
@@ -414,6 +417,8 @@ pub fn run(
     kind: SessionKind,
     jail: Option<&crate::jail::Jail>,
 ) -> Result<ExitCode, SessionError> {
+    // Without a terminal here (a session a device started), the devices are its screen.
+    let headless = terminal_size().is_none();
     let sharing = std::sync::Arc::new(Sharing {
         socket: socket.to_path_buf(),
         command: argv.clone(),
@@ -421,7 +426,7 @@ pub fn run(
         writer: std::sync::Mutex::new(None),
         tail: std::sync::Mutex::new(VecDeque::new()),
         ended: std::sync::atomic::AtomicBool::new(false),
-        size: std::sync::Mutex::new(terminal_size()),
+        size: std::sync::Mutex::new(terminal_size().or(headless.then_some(HEADLESS))),
         host: std::sync::Mutex::new(None),
     });
     let (session, from_host) = sharing.register()?;
@@ -444,6 +449,15 @@ pub fn run(
         }
     };
     let master = std::fs::File::from(master);
+    if headless {
+        let size = rustix::termios::Winsize {
+            ws_row: HEADLESS.rows,
+            ws_col: HEADLESS.cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        let _ = rustix::termios::tcsetwinsize(&master, size);
+    }
     follow_size(&master, &sharing);
     let mut launch: Vec<std::ffi::OsString> = jail.map(|j| j.argv()).unwrap_or_default();
     launch.extend(["setsid".into(), "--ctty".into(), "--".into()]);

@@ -139,6 +139,34 @@ fn path_examples() {
     assert_eq!(fetch("https://example.evil.com/"), Ask);
 }
 
+/// Starting a session: `Session(cmd)` is that command line exactly, `Session(cmd:*)` with any
+/// arguments; nothing starts unasked without an allow, a deny wins, plan mode starts nothing.
+#[test]
+fn sessions_start_by_session_rules_only() {
+    let f = Fixture::new();
+    let ws = f.ws();
+    let words = |line: &str| Subject::Session(line.split(' ').map(String::from).collect());
+    let p = f.policy(
+        rules(&["Session(claude)", "Session(codex:*)"], &[], &["Session(codex --yolo)"]),
+        None,
+    );
+    let start = |line: &str| p.decide(&words(line), &ws);
+    assert_eq!(start("claude").decision, Allow);
+    assert!(start("claude").explicit);
+    assert_eq!(start("claude --dangerously-skip-permissions").decision, Ask, "exactly as written");
+    assert_eq!(start("claudex").decision, Ask);
+    assert_eq!(start("codex").decision, Allow);
+    assert_eq!(start("codex exec fix it").decision, Allow);
+    assert_eq!(start("codex --yolo").decision, Deny, "a deny wins");
+    assert_eq!(start("bash").decision, Ask, "no rule: asked");
+    let none = f.policy(rules(&["Bash", "Read", "Edit"], &[], &[]), None);
+    assert_eq!(none.decide(&words("claude"), &ws).decision, Ask, "other tools' rules do not start");
+    let plan = f.policy(rules(&["Session(claude)"], &[], &[]), Some(Mode::Plan));
+    assert_eq!(plan.decide(&words("claude"), &ws).decision, Deny);
+    let any = f.policy(rules(&["Session"], &[], &[]), None);
+    assert_eq!(any.decide(&words("python3 -q"), &ws).decision, Allow);
+}
+
 #[test]
 fn always_asked_whatever_the_rules_say() {
     let f = Fixture::new();

@@ -175,6 +175,20 @@ pub(super) fn judge_input(
                 work: Work::Input(*id_of_session, data.clone(), typed),
             }
         }
+        Action::StartSession { command } => {
+            let kind = crate::session::kind_of(&command[0]);
+            let as_what = match kind {
+                protocol::SessionKind::Agent => "an agent",
+                _ => "a shell (each input to it is asked)",
+            };
+            Judged {
+                subject: Ok(Subject::Session(command.clone())),
+                summary: format!("start `{}` as a session, as {as_what}", quote_argv(command)),
+                preview: None,
+                wants_network: false,
+                work: Work::Session(command.clone(), kind),
+            }
+        }
         Action::WebFetch { .. } | Action::Tool { .. } => {
             return Err(Outcome::refused(
                 Some(id),
@@ -209,7 +223,8 @@ pub(super) fn subject_of(action: &Action) -> Option<Subject> {
         }
         Action::WebFetch { url } => Subject::WebFetch(url.clone()),
         Action::Tool { name, .. } => Subject::Tool(name.clone()),
-        Action::SessionInput { .. } => return None,
+        // Not an agent's own action: only devices start sessions, through the host.
+        Action::SessionInput { .. } | Action::StartSession { .. } => return None,
     })
 }
 
@@ -264,6 +279,9 @@ pub(super) fn describe_for_agent(
             (format!("use {name}"), Some(shown))
         }
         Action::SessionInput { .. } => ("send input to a session".into(), None),
+        Action::StartSession { command } => {
+            (format!("start `{}` as a session", quote_argv(command)), None)
+        }
     }
 }
 

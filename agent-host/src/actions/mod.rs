@@ -102,7 +102,7 @@ pub async fn submit(
     };
     let cwd = match &judged.work {
         Work::Run(job) => job.cwd.clone(),
-        Work::File(_) | Work::Input(..) => host.files.root().to_path_buf(),
+        Work::File(_) | Work::Input(..) | Work::Session(..) => host.files.root().to_path_buf(),
     };
     let mut decision = match &judged.subject {
         Ok(subject) => host.config.policy.decide(subject, &cwd),

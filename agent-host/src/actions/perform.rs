@@ -21,6 +21,8 @@ pub(super) enum Work {
     File(Action),
     /// Input for a session's terminal, with the line it was judged against.
     Input(protocol::SessionId, String, crate::session::input::Typed),
+    /// A program to start as a session, of this kind ([`start_session`]).
+    Session(Vec<String>, protocol::SessionKind),
 }
 
 /// The directory a command runs in: `requested` taken from `base` (an absolute directory; an
@@ -53,6 +55,14 @@ pub(super) async fn perform(host: Arc<Host>, id: RequestId, work: Work) -> Outco
             let committed = tokio::task::spawn_blocking(move || worker.commit()).await;
             match committed {
                 Ok(Ok(())) => Ok(Ok(type_input(&host, session, data, judged).await)),
+                Ok(Err(e)) => Ok(Err((ErrorCode::Internal, format!("{e}; not done")))),
+                Err(e) => Err(e),
+            }
+        }
+        Work::Session(command, kind) => {
+            let committed = tokio::task::spawn_blocking(move || worker.commit()).await;
+            match committed {
+                Ok(Ok(())) => Ok(Ok(start_session(&host, command, kind).await)),
                 Ok(Err(e)) => Ok(Err((ErrorCode::Internal, format!("{e}; not done")))),
                 Err(e) => Err(e),
             }
@@ -134,8 +144,10 @@ fn act(worker: &Host, work: Work) -> Result<Ran, (ErrorCode, String)> {
         Work::File(action) => file_op(&worker.files, &action)
             .map(|output| (None, output, false, false))
             .map_err(|e| ((&e).into(), e.to_string())),
-        // Typed through the core ([`type_input`]), never here.
-        Work::Input(..) => Err((ErrorCode::Internal, "input is typed through the core".into())),
+        // Typed through the core ([`type_input`]), started by [`start_session`]: never here.
+        Work::Input(..) | Work::Session(..) => {
+            Err((ErrorCode::Internal, "input and sessions are not done on a thread".into()))
+        }
     }
 }
 
@@ -152,6 +164,93 @@ async fn type_input(
         Ok(Err(e)) => Err(((&e).into(), e.to_string())),
         Err(e) => Err((ErrorCode::Internal, e.to_string())),
     }
+}
+
+/// The most sessions started for devices that may run at once.
+pub(super) const MAX_STARTED_SESSIONS: usize = 8;
+/// How long a started session has to say it is shared.
+const SESSION_START_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The sessions started for devices that still run.
+static STARTED_SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Starts `command` as a session, as the person at the machine would with `agent-host run --
+/// COMMAND` in the workspace: this binary's `run`, always in the jail (it refuses to start
+/// where no jail can run; a device can never ask for `--no-jail`), with the host's
+/// environment, no terminal of its own (the devices are its screen). Waits until it says it is
+/// shared; the session then reaches every device as any session does. It ends when its program
+/// does, or with the host (the child is killed when the host's runtime stops).
+async fn start_session(
+    host: &Host,
+    command: Vec<String>,
+    kind: protocol::SessionKind,
+) -> Result<Ran, (ErrorCode, String)> {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncBufReadExt as _;
+    let shown = super::quote_argv(&command);
+    let fail = |message: String| (ErrorCode::Internal, message);
+    if STARTED_SESSIONS.fetch_add(1, Ordering::SeqCst) >= MAX_STARTED_SESSIONS {
+        STARTED_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+        return Err((
+            ErrorCode::RateLimited,
+            format!("{MAX_STARTED_SESSIONS} sessions started from devices run already"),
+        ));
+    }
+    struct Started;
+    impl Drop for Started {
+        fn drop(&mut self) {
+            STARTED_SESSIONS.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+    let started = Started;
+    let exe = std::env::current_exe().map_err(|e| fail(format!("cannot find agent-host: {e}")))?;
+    let flag = if kind == protocol::SessionKind::Agent { "--agent" } else { "--shell" };
+    let mut child = tokio::process::Command::new(exe)
+        .args(["run", flag, "--"])
+        .args(&command)
+        .current_dir(&host.config.workspace)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| fail(format!("cannot start `agent-host run`: {e}")))?;
+    let Some(stderr) = child.stderr.take() else {
+        return Err(fail("no stderr from `agent-host run`".into()));
+    };
+    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut said = Vec::new();
+    let shared = tokio::time::timeout(SESSION_START_WAIT, async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            let line = line.trim_matches(['\r', '\n']).to_string();
+            if line.contains("shared with paired devices") {
+                return Some(line);
+            }
+            if said.len() < 8 {
+                said.push(line);
+            }
+        }
+        None
+    })
+    .await;
+    let Ok(Some(line)) = shared else {
+        let _ = child.start_kill();
+        let why = if said.is_empty() { "it said nothing".to_string() } else { said.join("; ") };
+        return Err(fail(format!("`{shown}` did not start as a session: {why}")));
+    };
+    let pid = child.id();
+    tokio::spawn(async move {
+        let _started = started;
+        while let Ok(Some(line)) = lines.next_line().await {
+            tracing::info!("session `{shown}` ({pid:?}): {}", line.trim_matches(['\r', '\n']));
+        }
+        match child.wait().await {
+            Ok(status) => tracing::info!("session `{shown}` ({pid:?}) ended: {status}"),
+            Err(e) => tracing::warn!("session `{shown}` ({pid:?}): {e}"),
+        }
+    });
+    let text = line.strip_prefix("agent-host: ").unwrap_or(&line);
+    Ok((None, format!("{text}\n").into_bytes(), false, false))
 }
 
 pub(super) fn audit_result(host: &Host, id: RequestId, exit_code: Option<i32>, summary: &str) {
@@ -182,6 +281,7 @@ fn file_op(
         }
         Action::Run { .. }
         | Action::SessionInput { .. }
+        | Action::StartSession { .. }
         | Action::WebFetch { .. }
         | Action::Tool { .. } => Ok(Vec::new()),
     }

@@ -231,6 +231,9 @@ pub(super) fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         CheckKind::Edit => Subject::Edit(PathBuf::from(&args.subject)),
         CheckKind::Webfetch => Subject::WebFetch(args.subject.clone()),
         CheckKind::Tool => Subject::Tool(args.subject.clone()),
+        CheckKind::Session => {
+            Subject::Session(args.subject.split_whitespace().map(String::from).collect())
+        }
     };
     let decision = policy.decide(&subject, &cwd);
     let mut out = std::io::stdout().lock();

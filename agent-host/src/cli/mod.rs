@@ -372,12 +372,15 @@ pub(crate) enum CheckKind {
     Webfetch,
     /// Any other tool, by name.
     Tool,
+    /// Starting a session (a device's `remote session start`): the command line, its words
+    /// split at spaces.
+    Session,
 }
 
 /// Arguments of `check`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct CheckArgs {
-    /// bash, read, edit, webfetch or tool.
+    /// bash, read, edit, webfetch, tool or session.
     pub(crate) kind: CheckKind,
     /// The command line, path, URL or tool name.
     pub(crate) subject: String,

@@ -59,6 +59,8 @@ pub enum Subject {
     WebFetch(String),
     /// Any other tool by name (`mcp__server__tool`).
     Tool(String),
+    /// Starting a program as a session (a device's `start_session`): `Session(…)` rules.
+    Session(Vec<String>),
 }
 
 /// The outcome.
@@ -294,6 +296,7 @@ impl Policy {
             Subject::Edit(path) => self.edit(&locate(&cwd, path), &cwd),
             Subject::WebFetch(url) => self.web_fetch(url),
             Subject::Tool(name) => self.tool(name),
+            Subject::Session(command) => self.session(command),
         };
         self.apply_mode(decision)
     }
@@ -585,6 +588,51 @@ impl Policy {
             return Decision::new(Verdict::Allow, format!("{name} is allowed by {r}"), Some(r));
         }
         Decision::new(Verdict::Ask, format!("no rule allows {name}"), None)
+    }
+}
+
+impl Policy {
+    /// Starting `command` as a session. `Session(claude)` is that command line exactly (words
+    /// split at spaces), `Session(claude:*)` or `Session(claude *)` it with any arguments
+    /// after, bare `Session` any program. Nothing starts unasked without an allow rule, and never in plan mode.
+    fn session(&self, command: &[String]) -> Decision {
+        let shown = command.join(" ");
+        let matches = |r: &&Rule| match r.specifier.as_deref() {
+            None => true,
+            Some(spec) => {
+                let (words, open) = match spec.strip_suffix(":*").or(spec.strip_suffix(" *")) {
+                    Some(prefix) => (prefix, true),
+                    None => (spec, false),
+                };
+                let words: Vec<&str> = words.split_whitespace().collect();
+                !words.is_empty()
+                    && command.len() >= words.len()
+                    && (open || command.len() == words.len())
+                    && words.iter().zip(command).all(|(w, c)| w == c)
+            }
+        };
+        let rule = |kind| self.rules_for(&["Session"], kind).find(matches);
+        if let Some(r) = rule(RuleKind::Deny) {
+            return Decision::new(
+                Verdict::Deny,
+                format!("starting `{shown}` is denied by {r}"),
+                Some(r),
+            );
+        }
+        if let Some(r) = rule(RuleKind::Ask) {
+            return Decision::new(Verdict::Ask, format!("starting `{shown}` asks by {r}"), Some(r));
+        }
+        if self.mode == Mode::Plan {
+            return Decision::new(Verdict::Deny, "plan mode starts no sessions", None);
+        }
+        if let Some(r) = rule(RuleKind::Allow) {
+            return Decision::new(
+                Verdict::Allow,
+                format!("starting `{shown}` is allowed by {r}"),
+                Some(r),
+            );
+        }
+        Decision::new(Verdict::Ask, format!("no rule allows starting `{shown}` as a session"), None)
     }
 }
 
