@@ -385,3 +385,69 @@ fn a_sessions_terminal_size_reaches_devices() {
     let _ = watcher.kill();
     let _ = watcher.wait();
 }
+
+/// A device starts a session on an idle machine: judged by `Session(…)` rules (a deny refuses,
+/// an allow starts it unasked, anything else is asked), run jailed as `agent-host run` runs it,
+/// and shared with every device, which see its output and type into it as into any session.
+#[test]
+fn a_device_starts_a_session_asked_jailed_and_shared_with_every_device() {
+    let world = World::new();
+    let settings = r#"{"permissions":{"allow":["Session(python3 -q)"],"deny":["Session(bash)"]}}"#;
+    std::fs::write(world.base.join("settings.json"), settings).unwrap();
+    let _host = world.up(0, &[]);
+    let (op, screen) = (world.device("op"), world.device("screen"));
+    world.pair(&op, "operator");
+    world.pair(&screen, "viewer");
+    let (mut watching_op, seen_by_op) = watch(&op);
+    let (mut watching_screen, seen_by_screen) = watch(&screen);
+
+    let out = op.run(&["session", "start", "--", "bash"]);
+    assert!(!out.status.success() && text(&out).contains("denied by"), "{}", text(&out));
+    let out = screen.run(&["session", "start", "--", "python3", "-q"]);
+    assert!(!out.status.success(), "a viewer started a session: {}", text(&out));
+
+    // Not named by a rule: asked, with what would start and as what.
+    let start = op.spawn(&["session", "start", "--", "python3", "-q", "-u"]);
+    assert!(eventually(Duration::from_secs(15), || pending_ids(&world).len() == 1));
+    let listed = String::from_utf8_lossy(&world.agent_host(&["approvals"]).stdout).into_owned();
+    assert!(listed.contains("start `python3 -q -u` as a session, as a shell"), "{listed}");
+    assert!(world.agent_host(&["approve", &pending_ids(&world).remove(0)]).status.success());
+    let out = start.wait_with_output().unwrap();
+    if !e2e::sandbox_available() {
+        // Never unjailed for a device: where no jail can run, nothing starts.
+        assert!(!out.status.success() && text(&out).contains("jail"), "{}", text(&out));
+        println!("no sandbox here: the start was refused, as it must be");
+        return;
+    }
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("shared with paired devices"), "{}", text(&out));
+    for seen in [&seen_by_op, &seen_by_screen] {
+        assert!(eventually(Duration::from_secs(15), || seen.lock().unwrap().session.is_some()));
+    }
+    let session = seen_by_screen.lock().unwrap().session.clone().unwrap();
+    assert_eq!(seen_by_op.lock().unwrap().session.as_deref(), Some(session.as_str()));
+    // Its output reaches both devices; it runs in the jail (the host's key is not there).
+    let key = world.home().join("config/host.key");
+    assert!(key.exists());
+    type_approved(
+        &world,
+        &op,
+        &session,
+        &format!("import os; print(6*7, os.path.exists({:?}))", key.to_str().unwrap()),
+    );
+    assert!(saw(&seen_by_op, "42 False") && saw(&seen_by_screen, "42 False"));
+    type_approved(&world, &op, &session, "raise SystemExit(5)");
+    assert!(eventually(Duration::from_secs(15), || seen_by_screen.lock().unwrap().ended.is_some()));
+    assert_eq!(seen_by_screen.lock().unwrap().ended, Some(Some(5)));
+
+    // Named by an allow rule: started without asking.
+    let out = op.run(&["session", "start", "--", "python3", "-q"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(pending_ids(&world).is_empty());
+    let audit = world.audit();
+    assert!(audit.contains("is allowed by Session(python3 -q)"), "{audit}");
+    for child in [&mut watching_op, &mut watching_screen] {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}

@@ -100,6 +100,7 @@ fn describe_action(action: &Action) -> String {
         Action::SessionInput { session, data } => format!("send {data:?} to session {session}"),
         Action::WebFetch { url } => format!("fetch {url}"),
         Action::Tool { name, input } => format!("use {name} with {input}"),
+        Action::StartSession { command } => format!("start {command:?} as a session"),
     }
 }
 

@@ -111,6 +111,9 @@ pub(crate) enum Command {
         #[arg(long)]
         no_newline: bool,
     },
+    /// Sessions on the host: start one.
+    #[command(subcommand)]
+    Session(SessionCommand),
     /// List the actions waiting for approval, with what exactly each would do.
     Pending {
         /// On every host this machine is paired with (every profile), grouped by host.
@@ -148,6 +151,22 @@ pub(crate) enum Command {
         /// `[profile]` (JSON: `{"profile", "event"}`).
         #[arg(long)]
         all: bool,
+    },
+}
+
+/// `remote session …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum SessionCommand {
+    /// Ask the host to start a program as a session (as `agent-host run -- COMMAND` at the
+    /// machine: in the host's jail, in the workspace), shared with every device. Judged by the
+    /// host's `Session(…)` rules; asked otherwise. Waits until it started (or was refused).
+    Start {
+        /// Return once the request is pending (or done) instead of waiting.
+        #[arg(long)]
+        no_wait: bool,
+        /// The program and its arguments (`-- claude`).
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
     },
 }
 
@@ -269,6 +288,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 (false, None) => anyhow::bail!("give the text to send, or --interrupt"),
             };
             request(&mut ctx, Action::SessionInput { session, data }, true, false).await
+        }
+        Command::Session(SessionCommand::Start { no_wait, command }) => {
+            request(&mut ctx, Action::StartSession { command }, !no_wait, false).await
         }
         Command::Approve { .. } | Command::Deny { .. } => unreachable!("handled above"),
         Command::Watch { exec, all: _ } => watch(&mut ctx, exec, None).await,
