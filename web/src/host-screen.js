@@ -337,6 +337,8 @@ export class HostScreen {
       what.push(h("dt", {}, "URL"), h("dd", { class: "mono" }, a.url));
     } else if (a.type === "tool") {
       what.push(h("dt", {}, "Tool"), h("dd", { class: "mono" }, a.name), h("dt", {}, "Input"), h("dd", {}, h("pre", {}, a.input)));
+    } else if (a.type === "start_session") {
+      what.push(h("dt", {}, "Start"), h("dd", {}, h("ol", { class: "argv mono", "aria-label": "program and arguments" }, a.command.map((arg) => h("li", {}, arg)))));
     } else if (a.type === "session_input") {
       const s = this.state.sessions.get(a.session);
       if (s) what.push(h("dt", {}, "Session"), h("dd", { class: "mono" }, sessionTitle(s)));
@@ -698,7 +700,26 @@ export class HostScreen {
       this.request({ type: "read_file", path: path.value.trim() });
       path.value = "";
     });
-    return h("section", { "aria-labelledby": "request-title" }, h("h2", { id: "request-title" }, "Ask the host"), run, read);
+    // A program started as a session on the host (jailed, as `agent-host run` runs it): the
+    // words as typed, split at spaces; the host judges it by its `Session(…)` rules.
+    const program = h("input", { type: "text", id: "session-command", name: "session", autocomplete: "off", autocapitalize: "off", spellcheck: "false", placeholder: "claude" });
+    const start = h(
+      "form",
+      {},
+      h("label", { for: "session-command" }, "Start a session"),
+      h("p", { class: "muted hint", id: "session-hint" }, "A program and its arguments, split at spaces. It runs jailed on the host and appears under Sessions."),
+      program,
+      h("div", { class: "buttons" }, h("button", { type: "submit" }, "Request start")),
+    );
+    program.setAttribute("aria-describedby", "session-hint");
+    start.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const command = program.value.trim().split(/\s+/).filter(Boolean);
+      if (command.length === 0) return;
+      this.request({ type: "start_session", command });
+      program.value = "";
+    });
+    return h("section", { "aria-labelledby": "request-title" }, h("h2", { id: "request-title" }, "Ask the host"), run, read, start);
   }
 
   // --- sessions ---

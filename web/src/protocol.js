@@ -200,6 +200,9 @@ export async function actionCanonical(action) {
     case "tool":
       parts.push(text(action.name), await hashed(utf8.encode(action.input)));
       break;
+    case "start_session":
+      parts.push(u32(action.command.length), ...action.command.map(text));
+      break;
     default:
       throw new Error(`unknown action type ${action.type}`);
   }

@@ -76,6 +76,8 @@ export function describe(action) {
       return `fetch ${action.url}`;
     case "tool":
       return `use the tool ${action.name}`;
+    case "start_session":
+      return `start ${action.command.join(" ")} as a session`;
     default:
       return action.type;
   }
