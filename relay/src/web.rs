@@ -57,6 +57,7 @@ const FILES: &[(&str, &str, &[u8])] = &[
     ("/ui.js", SCRIPT, include_bytes!("../../web/src/ui.js")),
     ("/pairing.js", SCRIPT, include_bytes!("../../web/src/pairing.js")),
     ("/host-screen.js", SCRIPT, include_bytes!("../../web/src/host-screen.js")),
+    ("/inbox.js", SCRIPT, include_bytes!("../../web/src/inbox.js")),
     ("/sync-state.js", SCRIPT, include_bytes!("../../web/src/sync-state.js")),
     ("/store.js", SCRIPT, include_bytes!("../../web/src/store.js")),
     ("/terminal.js", SCRIPT, include_bytes!("../../web/src/terminal.js")),

@@ -1,12 +1,12 @@
-// The page: pairing from the link's fragment, then the host screen (status, what needs an
-// answer, sessions, requests, activity). Every tap that asks the host for something becomes a
+// The page: pairing from the link's fragment, then the inbox (what needs an answer on every
+// paired host, then each host's status, sessions, requests, activity). Every tap that asks the host for something becomes a
 // message signed with this browser's key; the host decides. Nothing here is trusted by the
 // host, and nothing the relay sends is shown unless the host's key signed it (the relay's own
 // hints, such as whether the host is connected, are shown as hints and decide nothing).
 
 import * as store from "./store.js";
 import { pairingScreen } from "./pairing.js";
-import { HostScreen } from "./host-screen.js";
+import { Inbox } from "./inbox.js";
 import { fail, h, linkState, tick } from "./ui.js";
 
 setInterval(tick, 1000);
@@ -14,35 +14,36 @@ setInterval(tick, 1000);
 // --- start -----------------------------------------------------------------------------------
 
 async function start(href) {
-  let record;
+  let records;
   try {
-    record = await store.load();
+    records = await store.all();
   } catch (e) {
     return fail("This browser cannot keep a key", `Its storage (IndexedDB) is not available: ${e.message}. A private window may block it.`);
   }
   const url = new URL(href, location.href);
   // The link as printed (a `?transport=` the person added is not part of it).
-  if (url.pathname === "/pair" && url.hash.length > 1) return pairingScreen(`${url.origin}${url.pathname}${url.hash}`, record, start);
-  if (!record) {
+  if (url.pathname === "/pair" && url.hash.length > 1) return pairingScreen(`${url.origin}${url.pathname}${url.hash}`, records, start);
+  if (records.length === 0) {
     linkState.textContent = "Not paired";
     return fail(
       "This browser is not paired",
       "At the host, run `agent-host pair` (or `agent-host up`), then open the link it prints, or scan its QR code, on this device.",
     );
   }
-  if (!record.channelKeyPair || !record.hostChannelKey) {
+  const old = records.find((record) => !record.channelKeyPair || !record.hostChannelKey);
+  if (old) {
     const again = h("button", { type: "button" }, "Forget this pairing");
     again.addEventListener("click", async () => {
-      await store.forget();
+      await store.forget(store.hostOf(old));
       start("/");
     });
     return fail(
       "This browser was paired before the end-to-end channel",
-      `It has no channel keys for ${record.hostName}, and the host talks to no device without them. Forget this pairing, then pair again with a new link from \`agent-host pair\`.`,
+      `It has no channel keys for ${old.hostName}, and the host talks to no device without them. Forget this pairing, then pair again with a new link from \`agent-host pair\`.`,
       h("div", { class: "buttons" }, again),
     );
   }
-  new HostScreen(record);
+  new Inbox(records);
 }
 
 start(location.href);

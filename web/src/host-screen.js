@@ -1,12 +1,14 @@
-// The host screen: the host's state, what needs an answer, sessions, requests and Activity,
-// over one device link. Every tap that asks the host for something becomes a message signed with
-// this browser's key; the host decides.
+// One host, as the page shows it: its state, what of it needs an answer, sessions, requests and
+// Activity, over one device link with its own keys. Every tap that asks the host for something
+// becomes a message signed with this browser's key for that host; the host decides. The inbox
+// (inbox.js) puts the cards of every host in one "Needs you" list and shows one host's other
+// sections at a time.
 
 import * as p from "./protocol.js";
 import { Device } from "./device.js";
 import * as store from "./store.js";
 import { TermView, resultText } from "./terminal.js";
-import { transport, linkState, h, show, setBanner, diff, shellLine, describe, errorText, actorName, actorNode, ROLES, tick } from "./ui.js";
+import { transport, h, diff, shellLine, describe, errorText, actorName, actorNode, ROLES, tick } from "./ui.js";
 import * as syncState from "./sync-state.js";
 import { fromB64url } from "./notify.js";
 
@@ -21,8 +23,11 @@ const SENT = "sent; waiting for the host (it may ask for an approval)";
 const LIVE_RESULTS = 12;
 
 export class HostScreen {
-  constructor(record) {
+  /** `inbox`: told when what it shows of this host changes (`refresh`, `renderBulk`, `select`). */
+  constructor(record, inbox) {
     this.record = record;
+    this.inbox = inbox;
+    this.host = store.hostOf(record);
     this.me = p.keyId("dev", record.publicKey);
     // What the page knows about its host (sync-state.js); the DOM that shows it is kept here.
     this.state = syncState.initial({ host: p.toHex(record.hostKey), role: record.role });
@@ -40,7 +45,7 @@ export class HostScreen {
       channel: { localStatic: record.channelKeyPair, remoteStatic: record.hostChannelKey },
       state: record,
       persist: (state) => store.save(state),
-      counter: async () => (record.sent = await store.reserveCounter()),
+      counter: async () => (record.sent = await store.reserveCounter(this.host)),
       notice: (notice) => this.apply({ kind: "notice", notice }),
       transport,
     });
@@ -51,47 +56,60 @@ export class HostScreen {
     this.reported = new Map();
     this.progress = new Map();
     document.addEventListener("visibilitychange", () => this.receipts());
-    // Notifications while the page is closed (sw.js); a browser without service workers has none.
-    this.worker = globalThis.navigator?.serviceWorker?.register("/sw.js", { type: "module" }).catch(() => null) ?? Promise.resolve(null);
+    // Notifications while the page is closed (sw.js); a browser without service workers has
+    // none. One registration per host (a registration holds one push subscription, made with
+    // one host's key), its scope naming the host.
+    this.worker = globalThis.navigator?.serviceWorker?.register("/sw.js", { type: "module", scope: `/hosts/${this.host}/` }).catch(() => null) ?? Promise.resolve(null);
     this.worker.then((registration) => {
       this.workerFailed = !registration;
       this.renderNotifications();
     });
-    store.activity().then((entries) => this.restore(entries), () => {});
+    store.activity(this.host).then((entries) => this.restore(entries), () => {});
   }
 
+  /** Makes this host's parts; the inbox puts them on the page. */
   build() {
     const r = this.record;
     this.statusList = h("dl", {});
     this.statusSection = h("section", { "aria-labelledby": "host-title" }, h("h2", { id: "host-title" }, r.hostName), this.statusList);
-    this.pendingList = h("div", {});
-    this.pendingEmpty = h("p", { class: "empty" }, "Nothing is waiting for an answer.");
-    // Several at once: the cards selected, answered together after one confirmation that lists
-    // each (every answer is still signed on its own, bound to its own action's hash).
-    this.approveSelected = h("button", { type: "button", class: "approve", onclick: () => this.answerSelected("approve") }, "Approve selected");
-    this.denySelected = h("button", { type: "button", class: "deny", onclick: () => this.answerSelected("deny") }, "Deny selected");
-    this.bulk = h("div", { class: "buttons bulk", hidden: true }, this.approveSelected, this.denySelected);
-    this.pendingSection = h("section", { "aria-labelledby": "pending-title" }, h("h2", { id: "pending-title" }, "Needs you"), this.pendingEmpty, this.bulk, this.pendingList);
+    // This host's cards in "Needs you" (the inbox groups them by host).
+    this.pendingList = h("div", { class: "host-pending" });
     this.sessionList = h("div", {});
     this.sessionSection = h("section", { "aria-labelledby": "sessions-title", hidden: true }, h("h2", { id: "sessions-title" }, "Sessions"), this.sessionList);
     this.feed = h("ol", { class: "feed" });
     this.feedEmpty = h("p", { class: "empty" }, "Nothing yet.");
     this.activitySection = h("section", { "aria-labelledby": "activity-title" }, h("h2", { id: "activity-title" }, "Activity"), this.feedEmpty, this.feed);
     this.requestSection = this.requestForms();
-    const forget = h("button", { type: "button", onclick: () => this.forget() }, "Forget this browser");
+    const forget = h("button", { type: "button", onclick: () => this.forget() }, "Forget this host");
+    const fingerprint = h("dd", { class: "mono", id: "about-fingerprint" }, "…");
     this.aboutSection = h(
       "section",
       { "aria-labelledby": "about-title" },
       h("h2", { id: "about-title" }, "This browser"),
-      h("dl", {}, h("dt", {}, "Name"), h("dd", {}, r.name), h("dt", {}, "Fingerprint"), h("dd", { class: "mono", id: "about-fingerprint" }, "…"), h("dt", {}, "Id"), h("dd", { class: "mono" }, this.me)),
+      h("p", { class: "muted" }, "Its key for this host, made for this host alone."),
+      h("dl", {}, h("dt", {}, "Name"), h("dd", {}, r.name), h("dt", {}, "Fingerprint"), fingerprint, h("dt", {}, "Id"), h("dd", { class: "mono" }, this.me)),
       this.notificationsPart(),
       h("div", { class: "buttons" }, forget),
     );
-    p.fingerprint(r.publicKey).then((f) => (document.getElementById("about-fingerprint").textContent = f));
-    // What needs an answer comes first: it is why the page is open.
-    show(this.pendingSection, this.statusSection, this.sessionSection, this.requestSection, this.activitySection, this.aboutSection);
+    p.fingerprint(r.publicKey).then((f) => (fingerprint.textContent = f));
     this.renderStatus();
     this.applyRole();
+  }
+
+  /** This host's sections below "Needs you", when it is the one shown. */
+  sections() {
+    return [this.statusSection, this.sessionSection, this.requestSection, this.activitySection, this.aboutSection];
+  }
+
+  /** Its sections are on the page now: terminals made while they were not can open. */
+  attached() {
+    for (const v of this.sessionViews.values()) v.view.open();
+    for (const shown of this.liveResults) shown.view?.open();
+  }
+
+  /** How many of its actions wait for an answer. */
+  get open() {
+    return [...this.state.pending.values()].filter((entry) => !entry.outcome).length;
   }
 
   /** Whether what this browser sends now goes at once; else why it waits. */
@@ -104,7 +122,7 @@ export class HostScreen {
     const { state, changes } = syncState.reduce(this.state, input);
     this.state = state;
     for (const change of changes) this.render(change);
-    if (changes.some((c) => c.kind.startsWith("pending_"))) this.renderPendingEmpty();
+    if (changes.some((c) => c.kind.startsWith("pending_"))) this.inbox.refresh();
   }
 
   render(c) {
@@ -239,7 +257,7 @@ export class HostScreen {
     this.record.hideDetail = this.notifyHide.checked;
     store.save(this.record).catch(() => {});
     if ((await Notification.requestPermission()) !== "granted") throw new Error("this browser blocks them for this page (its site settings can allow them)");
-    const registration = (await this.worker) ? await navigator.serviceWorker.ready : null;
+    const registration = await active(await this.worker);
     if (!registration) throw new Error("the page's service worker did not start");
     const key = fromB64url(this.state.status.push_key);
     let subscription = await registration.pushManager.getSubscription();
@@ -256,7 +274,7 @@ export class HostScreen {
 
   /** Tells the host to stop pushing here, and ends the subscription; resolves when the host has it. */
   async unsubscribe() {
-    const registration = (await this.worker) ? await navigator.serviceWorker.ready : null;
+    const registration = await this.worker;
     await (await registration?.pushManager.getSubscription())?.unsubscribe().catch(() => {});
     const { acked } = await this.device.send("request", { type: "push", id: Device.requestId(), subscription: null });
     await acked;
@@ -282,7 +300,7 @@ export class HostScreen {
 
   renderStatus() {
     this.renderNotifications();
-    const { status: s, relayUp, wasUp, transport, hostState, role } = this.state;
+    const { status: s, relayUp, wasUp, hostState, role } = this.state;
     const state = {
       online: "online",
       offline: "offline (not connected to the relay)",
@@ -293,19 +311,18 @@ export class HostScreen {
     const rows = [["Host", state], ["Your role", ROLES[role] ?? role]];
     if (s) rows.push(["Workspace", s.workspace], ["Sandbox", s.sandbox]);
     this.statusList.replaceChildren(...rows.flatMap(([k, v]) => [h("dt", {}, k), h("dd", { "data-field": k.toLowerCase() }, v)]));
-    linkState.textContent = !relayUp ? "Connecting…" : transport === "event-stream" ? "Connected (event stream)" : "Connected";
-    linkState.dataset.transport = relayUp ? transport ?? "" : "";
-    setBanner(
+    this.hostText = state;
+    this.banner =
       !relayUp && wasUp
         ? "The connection to the relay is lost. Reconnecting… (nothing you sent is lost: it goes when the link is back)"
         : hostState === "revoked"
-          ? "The host revoked this browser: it takes nothing from it any more. Forget this browser, then pair it again if it should come back."
+          ? "The host revoked this browser: it takes nothing from it any more. Forget this host, then pair again if it should come back."
           : hostState === "no-route"
-          ? "The relay will not carry this browser's messages to the host: the host revoked this browser, or has not reconnected since the relay restarted. If it was revoked, forget this browser and pair it again."
-          : hostState === "offline"
-            ? "Your host is offline: it is not connected to the relay. What you send waits and goes when it is back."
-            : null,
-    );
+            ? "The relay will not carry this browser's messages to the host: the host revoked this browser, or has not reconnected since the relay restarted. If it was revoked, forget this host and pair again."
+            : hostState === "offline"
+              ? "Your host is offline: it is not connected to the relay. What you send waits and goes when it is back."
+              : null;
+    this.inbox.refresh();
   }
 
   applyRole() {
@@ -432,6 +449,7 @@ export class HostScreen {
     if (!shown.pointer) {
       const go = h("button", { type: "button" }, "Show it");
       go.addEventListener("click", () => {
+        this.inbox.select(this);
         shown.card.scrollIntoView({ block: "center" });
         (shown.approve.disabled ? shown.card : shown.approve).focus({ preventScroll: true });
       });
@@ -484,31 +502,7 @@ export class HostScreen {
   }
 
   renderBulk() {
-    const n = this.selected().length;
-    this.bulk.hidden = n < 1;
-    this.approveSelected.textContent = `Approve selected (${n})`;
-    this.denySelected.textContent = `Deny selected (${n})`;
-  }
-
-  /** Answers every selected card with `verdict`, after one confirmation that lists each. */
-  async answerSelected(verdict) {
-    const cards = this.selected();
-    if (cards.length === 0) return;
-    const verb = verdict === "approve" ? "Approve" : "Deny";
-    // Each as a quoted string with its id, and the note that goes with it: a summary cannot add
-    // lines of its own to the list.
-    const line = (c) => `• ${c.request.slice(0, 8)} ${JSON.stringify(c.summary)}${c.note.value.trim() ? ` with ${JSON.stringify(c.note.value.trim())}` : ""}`;
-    if (!confirm(`${verb} these ${cards.length}?\n\n${cards.map(line).join("\n")}`)) return;
-    // Each is its own signed answer, bound to its own action hash.
-    await Promise.all(cards.map((c) => c.answer(verdict)));
-  }
-
-  renderPendingEmpty() {
-    const { pending } = this.state;
-    const open = [...pending.values()].filter((entry) => !entry.outcome).length;
-    this.pendingEmpty.hidden = pending.size > 0;
-    // The tab says how many answers are waiting, for a phone with the page in the background.
-    document.title = open > 0 ? `(${open}) Agent bridge` : "Agent bridge";
+    this.inbox.renderBulk();
   }
 
   // --- activity ---
@@ -523,6 +517,7 @@ export class HostScreen {
     const mine = request ? this.state.mine.get(request) : null;
     const entry = {
       id: request ?? `note-${Device.requestId()}`,
+      host: this.host,
       at: known?.entry.at ?? Date.now(),
       request,
       what: mine?.what ?? known?.entry.what ?? null,
@@ -764,15 +759,29 @@ export class HostScreen {
   }
 
   async forget() {
-    if (!confirm("Forget this browser? Its key is deleted; to use it again, pair it again.")) return;
+    const others = this.inbox.hosts.length > 1 ? " The other hosts stay." : "";
+    if (!confirm(`Forget ${this.record.hostName}? This browser's key for it is deleted; to use it again, pair again.${others}`)) return;
     // No more pushes for a browser that cannot open them: the host is told (if it hears within
     // a few seconds), and the browser's subscription ends whatever the host heard.
     const told = this.unsubscribe().catch(() => {});
     await Promise.race([told, new Promise((resolve) => setTimeout(resolve, 3000))]);
     this.device.close();
-    await store.forget();
+    await store.forget(this.host);
+    await (await this.worker)?.unregister().catch(() => {});
     location.assign("/");
   }
+}
+
+/** A service worker registration once its worker is active (a push subscription needs one). */
+async function active(registration) {
+  if (!registration || registration.active) return registration;
+  const worker = registration.installing ?? registration.waiting;
+  await new Promise((resolve) => {
+    const done = () => worker.state === "activated" || worker.state === "redundant";
+    if (!worker || done()) return resolve();
+    worker.addEventListener("statechange", () => done() && resolve());
+  });
+  return registration.active ? registration : null;
 }
 
 // A result's bytes kept for Activity: its last 64 KiB.

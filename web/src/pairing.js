@@ -31,15 +31,18 @@ export async function pairingScreen(href, existing, start) {
   if (link.expiresAtMs <= Date.now()) {
     return fail("This pairing link expired", `It expired at ${new Date(link.expiresAtMs).toLocaleTimeString()}. Run \`agent-host pair\` again for a new one.`);
   }
-  if (existing) {
+  // Each host once: a link for a host this browser is paired with replaces that pairing (its
+  // key is deleted); a link for another host adds one, and the others stay as they are.
+  const same = existing.find((record) => p.toHex(record.hostKey) === p.toHex(link.hostKey));
+  if (same) {
     const again = h("button", { type: "button" }, "Forget it and pair with this link");
     again.addEventListener("click", async () => {
-      await store.forget();
+      await store.forget(store.hostOf(same));
       start(href);
     });
     return fail(
-      "This browser is already paired",
-      `It is paired with ${existing.hostName}. To pair it with this link instead, forget the current pairing (its key is deleted).`,
+      "This browser is already paired with this host",
+      `It is paired with ${same.hostName}. To pair it again with this link, forget the current pairing with it (its key is deleted; other hosts stay).`,
       h("div", { class: "buttons" }, again, h("button", { type: "button", onclick: () => location.assign("/") }, "Keep it")),
     );
   }
@@ -61,6 +64,7 @@ export async function pairingScreen(href, existing, start) {
     {},
     h("h2", {}, "Pair this browser"),
     h("p", {}, "With the host ", h("code", { class: "mono" }, hostId.slice(0, 20) + "…"), ". The link works once; ", left, " left."),
+    existing.length > 0 ? h("p", {}, `It is added beside the ${existing.length === 1 ? "host" : "hosts"} this browser is paired with (${existing.map((r) => r.hostName).join(", ")}), with a key of its own.`) : null,
     // A relay apart from this page is the link's to name: say which, so that a link made to
     // send this browser elsewhere is seen for what it is.
     sameHost(link.relay, location.host) ? null : h("p", {}, "Through the relay ", h("code", { class: "mono", id: "link-relay" }, link.relay), "."),

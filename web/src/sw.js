@@ -27,15 +27,26 @@ async function pageInView() {
   return windows.some((w) => w.visibilityState === "visible");
 }
 
-async function paired() {
-  const record = await store.load();
+/** A record as the worker uses it: paired with channel keys, with its relay. */
+function usable(record) {
   if (!record?.channelKeyPair || !record.hostChannelKey) return null;
   return { ...record, relay: record.relay ?? self.location.host };
 }
 
+/**
+ * The hosts a push to this registration may be from: the one its scope names (the page
+ * registers the worker once per host, at `/hosts/HEX/`, since a registration holds one push
+ * subscription); for a registration of before (at `/`, one host per browser), every host.
+ */
+async function candidates() {
+  const named = /\/hosts\/([0-9a-f]{64})\/$/.exec(self.registration.scope);
+  const records = named ? [await store.load(named[1])] : await store.all();
+  return records.map(usable).filter(Boolean);
+}
+
 /** One errand with the host: `act(device)`, then the device closes. */
 async function errand(record, act) {
-  const device = errandDevice(record, () => store.reserveCounter());
+  const device = errandDevice(record, () => store.reserveCounter(store.hostOf(record)));
   try {
     return await act(device);
   } finally {
@@ -45,25 +56,32 @@ async function errand(record, act) {
 
 /** A push: `{ shown }`, or `{ dropped: why }` for anything that is not the host's notice. */
 export async function onPush(text) {
-  const record = await paired();
-  if (!record) {
+  const records = await candidates();
+  if (records.length === 0) {
     // Nobody here to show it to (the browser forgot its pairing): no more pushes.
     await (await self.registration.pushManager.getSubscription())?.unsubscribe().catch(() => {});
     return { dropped: "not paired" };
   }
+  // The host whose key sealed it to the device key of its pairing.
   let opened;
-  try {
-    opened = await openNotice(text, record);
-  } catch (e) {
-    return { dropped: String(e.message ?? e) };
+  let record;
+  const failures = [];
+  for (const candidate of records) {
+    try {
+      opened = await openNotice(text, candidate);
+      record = candidate;
+      break;
+    } catch (e) {
+      failures.push(String(e.message ?? e));
+    }
   }
+  if (!opened) return { dropped: failures.join("; ") };
   const { notice, counter } = opened;
   // Each notice once: one delivered again, or an older one late, is not news.
-  if (!(await store.takeNotice(counter))) return { dropped: "a notice seen before, or older than one seen" };
+  if (!(await store.takeNotice(store.hostOf(record), counter))) return { dropped: "a notice seen before, or older than one seen" };
   // A page in view shows it, and tells the host itself.
   if (await pageInView()) return { shown: false, notice };
-  const host = Array.from(record.hostKey, (b) => b.toString(16).padStart(2, "0")).join("");
-  const n = noticeText(notice, host);
+  const n = noticeText(notice, store.hostOf(record));
   await self.registration.showNotification(n.title, { body: n.body, tag: n.tag, renotify: true, requireInteraction: n.buttons.length > 0, actions: n.buttons, data: n.data });
   // Shown: every action it counted (those it names, or none when it names none, stand for
   // the whole notice at the host).
@@ -91,7 +109,7 @@ export async function onClick(notification, action) {
   if (answered.has(data.request)) return { outcome: "already answered here" };
   if (answered.size >= ANSWERED_KEPT) answered.delete(answered.values().next().value);
   answered.add(data.request);
-  const record = await paired();
+  const record = /^[0-9a-f]{64}$/.test(data.host ?? "") ? usable(await store.load(data.host)) : null;
   let result;
   try {
     if (!record) throw new Error("this browser is no longer paired");
