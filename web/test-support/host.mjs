@@ -79,11 +79,12 @@ function exited(child) {
  * Starts a host with `permissions` as its settings: by default `agent-host up` (with its
  * embedded relay) on a free port; with `separateRelay`, the `relay` binary (self-signed, serving
  * the page) and
- * `agent-host serve --relay` linked to it. The result runs `agent-host` and `remote` commands
+ * `agent-host serve --relay` linked to it; with `relayOf` (a world made with `separateRelay`),
+ * a host served through that world's relay (a second host behind the same page). The result runs `agent-host` and `remote` commands
  * in that world, makes pairing offers, stops and starts the host (same home, same port), and
  * stops everything. `hostArgs` are added to the host's command line.
  */
-export async function startHost(permissions, { separateRelay = false, pageElsewhere = false, hostArgs: more = [] } = {}) {
+export async function startHost(permissions, { separateRelay = false, pageElsewhere = false, hostArgs: more = [], relayOf = null, hostName = "workstation" } = {}) {
   const base = mkdtempSync(join(tmpdir(), "web-host-"));
   const home = join(base, "home");
   const ws = join(base, "ws");
@@ -93,16 +94,20 @@ export async function startHost(permissions, { separateRelay = false, pageElsewh
   const env = { ...process.env, AGENT_HOST_HOME: home, REMOTE_HOME: join(base, "devices"), RUST_LOG: process.env.RUST_LOG ?? "info" };
   const sandbox = spawnSync(agentHost, ["doctor"], { env }).status === 0 ? [] : ["--allow-unsandboxed"];
   const children = [];
-  const relay = `127.0.0.1:${await freePort()}`;
+  const relay = relayOf?.relay ?? `127.0.0.1:${await freePort()}`;
   let hostArgs;
   let page = null;
-  if (separateRelay || pageElsewhere) {
+  let pin = null;
+  if (relayOf) {
+    // Another host on the relay of an earlier world (`separateRelay`): one page for both.
+    hostArgs = ["serve", "--relay", relay, "--relay-cert", relayOf.pin];
+  } else if (separateRelay || pageElsewhere) {
     // With `pageElsewhere`, the relay serves no page: another server (a second relay binary,
     // used only for its web UI) serves it on an origin of its own, which the links name.
     const web = pageElsewhere ? [] : ["--serve-web"];
     const server = spawn(relayBin, ["--self-signed", ...web, "--listen", relay], { env, stdio: ["ignore", "pipe", openSync(join(base, "relay.log"), "w")] });
     children.push(server);
-    const pin = (await lines(server.stdout)(/SHA-256 [0-9a-f]{64}/)).match(/[0-9a-f]{64}/)[0];
+    pin = (await lines(server.stdout)(/SHA-256 [0-9a-f]{64}/)).match(/[0-9a-f]{64}/)[0];
     hostArgs = ["serve", "--relay", relay, "--relay-cert", pin];
     if (pageElsewhere) {
       page = `127.0.0.1:${await freePort()}`;
@@ -114,7 +119,7 @@ export async function startHost(permissions, { separateRelay = false, pageElsewh
   } else {
     hostArgs = ["up", "--no-pair", "--port", relay.split(":")[1]];
   }
-  hostArgs.push("--host-name", "workstation", "--settings", settings, ...sandbox, ...more);
+  hostArgs.push("--host-name", hostName, "--settings", settings, ...sandbox, ...more);
   let host = null;
   // The host's log goes beside the workspace, for a failing test to look at.
   const log = openSync(join(base, "host.log"), "a");
@@ -130,6 +135,10 @@ export async function startHost(permissions, { separateRelay = false, pageElsewh
     ws,
     env,
     relay,
+    /** The separate relay's certificate pin, for another host to join it (`relayOf`). */
+    pin,
+    /** Whether commands here run in the sandbox (else the host runs them unsandboxed). */
+    sandboxed: sandbox.length === 0,
     /** Where the page is when it is not at the relay (`pageElsewhere`). */
     page,
     /** Stops the host (with `up`, its relay too); `signal` SIGKILL kills it. */

@@ -11,6 +11,7 @@ import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { agentHost, missingBinaries, root, run, startHost } from "../test-support/host.mjs";
 import { loadNoiseVectors, runNoiseVectors } from "../test-support/noise-vectors.mjs";
+import { checkScreen } from "../test-support/screen.mjs";
 import { importKeyPair, pattern as noisePattern } from "../src/noise.js";
 
 const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
@@ -24,51 +25,6 @@ const skip =
   missingBinaries() ||
   (!chromium && "playwright-core is not installed (the project's test command runs `npm ci` in web/)") ||
   (!existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (the project's test command installs Debian's chromium)`);
-
-const AXE = new URL("../node_modules/axe-core/axe.min.js", import.meta.url);
-// What axe-core checks here: contrast, and that every control has a name people can read.
-const AXE_RULES = [
-  "color-contrast",
-  "label",
-  "label-title-only",
-  "form-field-multiple-labels",
-  "button-name",
-  "input-button-name",
-  "select-name",
-  "summary-name",
-  "aria-input-field-name",
-  "aria-toggle-field-name",
-];
-
-/**
- * Checks the screen the page shows now: nothing wider than a 320, 390 or 430 px phone, and
- * axe-core (served to the page from its own origin, so the page's CSP stays as it is) finds no
- * contrast or naming problems in the light or the dark theme.
- */
-async function checkScreen(page, what) {
-  const origin = new URL(page.url()).origin;
-  await page.route(`${origin}/axe.min.js`, (route) => route.fulfill({ body: readFileSync(AXE), contentType: "text/javascript" }));
-  try {
-    for (const width of [320, 390, 430]) {
-      await page.setViewportSize({ width, height: 800 });
-      // Terminals fit their columns when their size is observed to change.
-      await page.evaluate(() => new Promise((r) => requestAnimationFrame(() => requestAnimationFrame(r))));
-      const [wide, screen] = await page.evaluate(() => [document.documentElement.scrollWidth, innerWidth]);
-      assert.ok(wide <= screen, `${what} at ${width} px is ${wide} px wide`);
-    }
-    if (!(await page.evaluate(() => typeof window.axe === "object"))) await page.addScriptTag({ url: `${origin}/axe.min.js` });
-    for (const colorScheme of ["light", "dark"]) {
-      await page.emulateMedia({ colorScheme });
-      const found = await page.evaluate((rules) => window.axe.run(document, { runOnly: { type: "rule", values: rules } }), AXE_RULES);
-      const problems = found.violations.map((v) => `${v.id}: ${v.nodes.map((n) => `${n.target.join(" ")} (${n.failureSummary})`).join("; ")}`);
-      assert.deepEqual(problems, [], `${what}, ${colorScheme} theme`);
-    }
-  } finally {
-    await page.emulateMedia({ colorScheme: "light" });
-    await page.setViewportSize({ width: 390, height: 844 });
-    await page.unroute(`${origin}/axe.min.js`);
-  }
-}
 
 /** The lines a terminal on the page holds (rows that wrap joined again), as xterm.js has them. */
 function termLines(terminal) {
@@ -174,9 +130,11 @@ describe("the web UI in Chromium", { skip }, () => {
           const open = indexedDB.open("agent-bridge");
           open.onerror = () => reject(open.error);
           open.onsuccess = () => {
-            const get = open.result.transaction("device").objectStore("device").get("this");
+            // One record for each host, under its host key.
+            const get = open.result.transaction("device").objectStore("device").getAll();
             get.onsuccess = () => {
-              const r = get.result;
+              if (get.result.length !== 1) return reject(new Error(`${get.result.length} records`));
+              const r = get.result[0];
               const hex = (b) => Array.from(b ?? [], (x) => x.toString(16).padStart(2, "0")).join("");
               resolve({
                 extractable: r.keyPair.privateKey.extractable,
@@ -484,7 +442,7 @@ esac
     await new Promise((r) => setTimeout(r, 1500));
     assert.equal(await page.locator("ol.feed li", { hasText: "should-not-run" }).filter({ hasText: "exit" }).count(), 0);
     // Forgetting it leaves an unpaired browser.
-    await page.getByRole("button", { name: "Forget this browser" }).click();
+    await page.getByRole("button", { name: "Forget this host" }).click();
     await page.getByRole("heading", { name: "This browser is not paired" }).waitFor();
   });
 });

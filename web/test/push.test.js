@@ -169,7 +169,8 @@ describe("notifications pushed to a browser whose page is closed", { skip }, () 
     const registrations = [];
     cdp.on("ServiceWorker.workerRegistrationUpdated", (e) => registrations.push(...e.registrations));
     await cdp.send("ServiceWorker.enable");
-    const reg = await until("the worker's registration", () => registrations.find((r) => r.scopeURL === `${origin}/` && !r.isDeleted));
+    // The page registers the worker once for each host, at a scope naming it.
+    const reg = await until("the worker's registration", () => registrations.find((r) => r.scopeURL.startsWith(`${origin}/hosts/`) && !r.isDeleted));
     registration = { origin, id: reg.registrationId };
     // The page closes: only the worker is left.
     await page.close();
