@@ -72,6 +72,18 @@ pub(crate) struct Hub {
     /// host → its open pairing offers' tokens → the devices that knocked with each
     offers: HashMap<RelayKey, Knocks>,
     next_id: u64,
+    /// Keys connected at other nodes of a cluster ([`crate::cluster`]): their side, and at
+    /// how many other nodes.
+    remote: HashMap<RelayKey, (Side, usize)>,
+}
+
+/// Where a routed frame went.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Routed {
+    /// Connections here it was queued for.
+    pub(crate) local: usize,
+    /// Keys connected at other nodes it is to go to, with their side.
+    pub(crate) remote: Vec<(RelayKey, Side)>,
 }
 
 /// Why a frame was not routed.
@@ -92,17 +104,55 @@ impl Hub {
         self.by_key.get(key).map_or(0, Vec::len)
     }
 
+    /// Whether `key` is connected here or at another node.
+    fn online(&self, key: &RelayKey) -> bool {
+        self.by_key.contains_key(key) || self.remote.contains_key(key)
+    }
+
+    /// Keys connected at other nodes, for the figures.
+    pub(crate) fn remote_keys(&self) -> usize {
+        self.remote.len()
+    }
+
+    /// `key` (of `side`) is now connected at one more other node (`online`), or one fewer.
+    /// When that makes it online or offline anywhere, the hosts and devices here that it
+    /// concerns are told, as for a connection here.
+    pub(crate) fn remote_presence(
+        &mut self,
+        key: RelayKey,
+        side: Side,
+        online: bool,
+        metrics: &Metrics,
+    ) {
+        let before = self.online(&key);
+        match (online, self.remote.get_mut(&key)) {
+            (true, Some((_, nodes))) => *nodes += 1,
+            (true, None) => {
+                self.remote.insert(key, (side, 1));
+            }
+            (false, Some((_, nodes))) if *nodes > 1 => *nodes -= 1,
+            (false, Some(_)) => {
+                self.remote.remove(&key);
+            }
+            (false, None) => {}
+        }
+        let after = self.online(&key);
+        if before != after {
+            match side {
+                Side::Device => self.presence(&key, after, metrics),
+                Side::Host => self.host_presence(&key, after, None, metrics),
+            }
+        }
+    }
+
     /// Adds a connection; returns its id. Tells the hosts that registered a device it is online.
     pub(crate) fn add(&mut self, conn: Conn, metrics: &Metrics) -> u64 {
         self.next_id += 1;
         let id = self.next_id;
         let (key, side) = (conn.key, conn.side);
         self.conns.insert(id, conn);
-        let first = {
-            let ids = self.by_key.entry(key).or_default();
-            ids.push(id);
-            ids.len() == 1
-        };
+        let first = !self.online(&key);
+        self.by_key.entry(key).or_default().push(id);
         match side {
             Side::Device if first => self.presence(&key, true, metrics),
             Side::Host if first => self.host_presence(&key, true, None, metrics),
@@ -117,7 +167,7 @@ impl Hub {
         let Some(conn) = self.conns.get(&id).filter(|c| c.side == Side::Device) else { return };
         for (host, (_, devices)) in &self.registrations {
             if devices.contains(&conn.key) {
-                let online = self.by_key.contains_key(host);
+                let online = self.online(host);
                 let event = FromRelay::HostPresence { host: host.to_string(), online };
                 if let Ok(text) = serde_json::to_string(&event) {
                     conn.deliver(Message::text(text), self.max_queued, metrics);
@@ -138,6 +188,8 @@ impl Hub {
         };
         if last {
             self.by_key.remove(&conn.key);
+        }
+        if last && !self.online(&conn.key) {
             match conn.side {
                 Side::Device => self.presence(&conn.key, false, metrics),
                 Side::Host => self.host_presence(&conn.key, false, None, metrics),
@@ -204,17 +256,17 @@ impl Hub {
         }
         let devices: HashSet<RelayKey> = registration.devices.into_iter().collect();
         // Devices no longer registered lose their route at once; tell the host who is online.
-        let online: Vec<RelayKey> =
-            devices.iter().filter(|d| self.by_key.contains_key(*d)).copied().collect();
+        let online: Vec<RelayKey> = devices.iter().filter(|d| self.online(d)).copied().collect();
+        let host_online = self.online(&host);
         let before = self.registrations.insert(host, (counter, devices)).map(|(_, d)| d);
         for device in online {
             let event = FromRelay::Presence { device: device.to_string(), online: true };
             if let Ok(text) = serde_json::to_string(&event) {
                 self.send_to_key(&host, Side::Host, Message::text(text), metrics);
             }
-            // A device just registered (paired) learns that its host is here.
+            // A device just registered (paired) learns whether its host is here.
             if !before.as_ref().is_some_and(|b| b.contains(&device)) {
-                self.host_presence(&host, true, Some(&device), metrics);
+                self.host_presence(&host, host_online, Some(&device), metrics);
             }
         }
         true
@@ -250,7 +302,8 @@ impl Hub {
     }
 
     /// Routes `frame` (already addressed as coming from `from`) from `from` (of `side`) to `to`,
-    /// or to all of a host's devices.
+    /// or to all of a host's devices: queued for the connections here, and named for the
+    /// other nodes where the addressees are connected too.
     pub(crate) fn route(
         &self,
         from: &RelayKey,
@@ -259,23 +312,56 @@ impl Hub {
         to: &RelayKey,
         frame: Message,
         metrics: &Metrics,
-    ) -> Result<usize, NoRoute> {
-        let delivered = match (side, broadcast) {
-            (Side::Host, true) => self.registrations.get(from).map_or(0, |(_, devices)| {
-                devices
-                    .iter()
-                    .filter(|d| self.send_to_key(d, Side::Device, frame.clone(), metrics))
-                    .count()
-            }),
+    ) -> Result<Routed, NoRoute> {
+        let mut routed = Routed::default();
+        let send = |key: &RelayKey, side: Side, routed: &mut Routed| {
+            let here = self.send_to_key(key, side, frame.clone(), metrics);
+            let elsewhere = self.remote.get(key).is_some_and(|(s, _)| *s == side);
+            routed.local += usize::from(here);
+            if elsewhere {
+                routed.remote.push((*key, side));
+            }
+        };
+        match (side, broadcast) {
+            (Side::Host, true) => {
+                for device in self.registrations.get(from).into_iter().flat_map(|(_, d)| d) {
+                    send(device, Side::Device, &mut routed);
+                }
+            }
             (Side::Host, false) if self.registered(from, to) => {
-                usize::from(self.send_to_key(to, Side::Device, frame, metrics))
+                send(to, Side::Device, &mut routed);
             }
             (Side::Device, false) if self.registered(to, from) => {
-                usize::from(self.send_to_key(to, Side::Host, frame, metrics))
+                send(to, Side::Host, &mut routed);
             }
             _ => return Err(NoRoute::NotAllowed),
+        }
+        if routed.local == 0 && routed.remote.is_empty() {
+            Err(NoRoute::Offline)
+        } else {
+            Ok(routed)
+        }
+    }
+
+    /// A frame another node forwarded from `from` to `to` (of `side`), checked against the
+    /// registrations here as a frame from a connection here is: queued for `to`'s connections
+    /// here; how many took it.
+    pub(crate) fn deliver_forwarded(
+        &self,
+        from: &RelayKey,
+        to: &RelayKey,
+        side: Side,
+        frame: Message,
+        metrics: &Metrics,
+    ) -> usize {
+        let allowed = match side {
+            Side::Device => self.registered(from, to),
+            Side::Host => self.registered(to, from),
         };
-        if delivered == 0 { Err(NoRoute::Offline) } else { Ok(delivered) }
+        if !allowed {
+            return 0;
+        }
+        usize::from(self.send_to_key(to, side, frame, metrics))
     }
 
     /// Every connection's kick switch, for shutdown.

@@ -13,6 +13,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod cluster;
 pub mod conn;
 pub mod echo;
 pub mod http;

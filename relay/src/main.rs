@@ -56,6 +56,11 @@ struct Args {
     /// Seconds without any frame before a connection is closed.
     #[arg(long, env = "RELAY_IDLE_TIMEOUT")]
     idle_timeout: Option<u64>,
+    /// Share routing with other relay nodes through NATS (`nats://127.0.0.1:4222`): hosts and
+    /// devices may then connect to any node. The NATS server must take messages as large as
+    /// a frame (`max_payload: 8MB` in its configuration).
+    #[arg(long, env = "RELAY_CLUSTER", value_name = "URL")]
+    cluster: Option<String>,
     /// For conformance tests only: serve plain ws:// on this address, without TLS or
     /// authentication, echoing every message (the relay's WebSocket layer, for Autobahn).
     #[arg(long, value_name = "ADDR")]
@@ -141,6 +146,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             serve_web: args.serve_web,
         })
         .await?;
+        if let Some(url) = &args.cluster {
+            server.join_cluster(url).await?;
+        }
         tracing::info!(addr = %server.local_addr(), web_ui = args.serve_web, "relay listening");
         let serving = server.clone();
         let task = tokio::spawn(async move { serving.serve().await });

@@ -28,6 +28,14 @@ pub struct Metrics {
     pub registrations: AtomicU64,
     /// Knocks let through to an open pairing offer.
     pub knocks: AtomicU64,
+    /// Data frames sent to other nodes of the cluster.
+    pub cluster_frames_out: AtomicU64,
+    /// Data frames other nodes of the cluster forwarded here.
+    pub cluster_frames_in: AtomicU64,
+    /// Connections to NATS made again after it was away.
+    pub cluster_reconnects: AtomicU64,
+    /// Keys connected at other nodes, as this node knows them now.
+    pub cluster_presence: AtomicU64,
 }
 
 impl Metrics {
@@ -80,6 +88,30 @@ impl Metrics {
                 "Knocks let through to an open pairing offer.",
                 "counter",
                 &self.knocks,
+            ),
+            (
+                "relay_cluster_frames_out_total",
+                "Data frames sent to other nodes of the cluster.",
+                "counter",
+                &self.cluster_frames_out,
+            ),
+            (
+                "relay_cluster_frames_in_total",
+                "Data frames other nodes of the cluster forwarded here.",
+                "counter",
+                &self.cluster_frames_in,
+            ),
+            (
+                "relay_cluster_reconnects_total",
+                "Connections to NATS made again after it was away.",
+                "counter",
+                &self.cluster_reconnects,
+            ),
+            (
+                "relay_cluster_presence",
+                "Keys connected at other nodes of the cluster.",
+                "gauge",
+                &self.cluster_presence,
             ),
         ] {
             let _ = writeln!(

@@ -109,6 +109,8 @@ pub(crate) struct Inner {
     open: AtomicUsize,
     pub(crate) sse: Arc<crate::sse::Sessions>,
     stop: watch::Sender<bool>,
+    /// The cluster this node shares routing with, if any ([`Server::join_cluster`]).
+    cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
 }
 
 /// A relay. Cloning gives another handle to the same relay.
@@ -146,6 +148,7 @@ impl Server {
                 open: AtomicUsize::new(0),
                 sse: Arc::default(),
                 stop,
+                cluster: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -158,6 +161,17 @@ impl Server {
     /// The counters behind `/metrics`.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// Shares routing with the other nodes of the cluster at NATS `url` (see
+    /// [`crate::cluster`]), before [`Server::serve`]. Fails when NATS cannot be reached within
+    /// seconds, or takes smaller messages than the relay's frames.
+    pub async fn join_cluster(&self, url: &str) -> Result<(), crate::cluster::ClusterError> {
+        let cluster = crate::cluster::Cluster::join(&self.inner, url).await?;
+        if let Err(cluster) = self.inner.cluster.set(cluster) {
+            cluster.leave().await;
+        }
+        Ok(())
     }
 
     /// Accepts connections until [`Server::shutdown`].
@@ -209,6 +223,9 @@ impl Server {
     /// them to go (at most the drain timeout).
     pub async fn shutdown(&self) {
         let _ = self.inner.stop.send(true);
+        if let Some(cluster) = self.inner.cluster.get() {
+            cluster.leave().await;
+        }
         for kick in lock(&self.inner.hub).all_kicks() {
             let _ = kick.send(Some((CloseCode::GoingAway, "relay shutting down".into())));
         }
@@ -217,6 +234,63 @@ impl Server {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
+}
+
+/// How many connections of `key` are here.
+pub(crate) fn connections_of(inner: &Inner, key: &protocol::RelayKey) -> usize {
+    lock(&inner.hub).connections_of(key)
+}
+
+/// Keys connected at other nodes.
+pub(crate) fn remote_keys(inner: &Inner) -> usize {
+    lock(&inner.hub).remote_keys()
+}
+
+/// A frame another node forwarded: see [`Hub::deliver_forwarded`].
+pub(crate) fn deliver_forwarded(
+    inner: &Inner,
+    from: &protocol::RelayKey,
+    to: &protocol::RelayKey,
+    side: protocol::relay::Side,
+    frame: Message,
+) -> usize {
+    lock(&inner.hub).deliver_forwarded(from, to, side, frame, &inner.metrics)
+}
+
+/// Keys that came (`true`) to another node or went from it.
+pub(crate) fn remote_presence(
+    inner: &Inner,
+    changes: &[((protocol::RelayKey, protocol::relay::Side), bool)],
+) {
+    if changes.is_empty() {
+        return;
+    }
+    let mut hub = lock(&inner.hub);
+    for ((key, side), online) in changes {
+        hub.remote_presence(*key, *side, *online, &inner.metrics);
+    }
+}
+
+/// A registration another node took (signature checked there and here).
+pub(crate) fn register(
+    inner: &Inner,
+    host: protocol::RelayKey,
+    counter: u64,
+    list: protocol::relay::Registration,
+) {
+    if lock(&inner.hub).register(host, counter, list, &inner.metrics) {
+        Metrics::inc(&inner.metrics.registrations);
+    }
+}
+
+/// A knock another node let through.
+pub(crate) fn knock(
+    inner: &Inner,
+    device: protocol::RelayKey,
+    host: &protocol::RelayKey,
+    token: &protocol::PairingToken,
+) {
+    lock(&inner.hub).knock(device, host, token);
 }
 
 /// A connection counted as open (in the metrics and for the drain at shutdown) while it lives;
@@ -373,6 +447,10 @@ where
             .await?;
         return Ok(());
     };
+    let cluster = inner.cluster.get().cloned();
+    if let Some(cluster) = &cluster {
+        cluster.follow(inner, key, side).await;
+    }
     lock(&inner.hub).greet(id, metrics);
 
     // The writer owns the sink: queued messages, pings, and the close when kicked.
@@ -478,8 +556,26 @@ where
                         &frame[protocol::relay::HEADER..],
                     )),
                 };
-                let routed =
-                    lock(&inner.hub).route(&key, side, broadcast, &peer, forwarded, metrics);
+                let routed = lock(&inner.hub).route(
+                    &key,
+                    side,
+                    broadcast,
+                    &peer,
+                    forwarded.clone(),
+                    metrics,
+                );
+                // To the keys' connections at other nodes, through the cluster.
+                let routed = routed.and_then(|routed| {
+                    let Message::Binary(frame) = &forwarded else { return Ok(routed.local) };
+                    let mut n = routed.local;
+                    for (to, to_side) in &routed.remote {
+                        if cluster.as_ref().is_some_and(|c| c.forward(to, *to_side, frame)) {
+                            Metrics::inc(&metrics.cluster_frames_out);
+                            n += 1;
+                        }
+                    }
+                    if n == 0 { Err(NoRoute::Offline) } else { Ok(n) }
+                });
                 match routed {
                     Ok(n) => {
                         metrics.frames_out.fetch_add(n as u64, Ordering::Relaxed);
@@ -506,13 +602,16 @@ where
                     protocol::relay::check_register(&host, counter, &devices, &offers, &signature);
                 let refusal = match checked {
                     Ok(list) => {
-                        let devices =
+                        let distinct =
                             list.devices.iter().collect::<std::collections::HashSet<_>>().len();
                         let fresh = lock(&inner.hub).register(key, counter, list, metrics);
                         if fresh {
                             Metrics::inc(&metrics.registrations);
+                            if let Some(cluster) = &cluster {
+                                cluster.registered(key, counter, &devices, &offers, &signature);
+                            }
                         }
-                        if fresh && let Some((frames_per_sec, burst)) = rules.registered(devices) {
+                        if fresh && let Some((frames_per_sec, burst)) = rules.registered(distinct) {
                             let rate = FromRelay::Rate { frames_per_sec, burst };
                             enqueue(Message::text(serde_json::to_string(&rate)?));
                         }
@@ -540,6 +639,9 @@ where
                 };
                 if open {
                     Metrics::inc(&metrics.knocks);
+                    if let Some(cluster) = &cluster {
+                        cluster.knocked(&key, &host, &token);
+                    }
                 } else {
                     enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
                         reason: "no such pairing offer is open at that host".into(),
@@ -566,5 +668,8 @@ where
     });
     let _ = writer.await;
     lock(&inner.hub).remove(id, metrics);
+    if let Some(cluster) = &cluster {
+        cluster.follow(inner, key, side).await;
+    }
     Ok(())
 }
