@@ -5,7 +5,8 @@
 //! https://PAGE/pair#v=1&host=host1…&secret=HEX64&expires=UNIX_MS&relay=RELAY[&cert=HEX64]
 //! ```
 //!
-//! `RELAY` is the relay's `host:port`; the path is the web UI's pairing page, served by the
+//! `RELAY` is the relay's `host:port`, or several of a cluster's nodes, comma-separated (at most
+//! [`MAX_RELAYS`]): a client takes the next when one fails; the path is the web UI's pairing page, served by the
 //! relay itself (the first form: `agent-host up`'s relay on the person's own machine) or from
 //! another origin the person trusts (`PAGE`, a `host:port`; the relay is then named apart, and
 //! the page reaches it across origins). The `remote` CLI uses the relay alone. Everything secret
@@ -24,10 +25,24 @@ use crate::pairing::PairingSecret;
 /// The link format's version.
 pub const LINK_VERSION: u32 = 1;
 
+/// The most relay addresses a link names (the nodes of a cluster).
+pub const MAX_RELAYS: usize = 8;
+
+/// The addresses in a relay list (`a:443,b:443`), each `host:port`.
+pub fn relay_addresses(relay: &str) -> impl Iterator<Item = &str> {
+    relay.split(',').map(str::trim).filter(|a| !a.is_empty())
+}
+
+/// Whether `relay` is one to [`MAX_RELAYS`] plain `host:port` addresses, comma-separated.
+pub fn valid_relays(relay: &str) -> bool {
+    let count = relay.split(',').count();
+    count <= MAX_RELAYS && relay.split(',').all(plain_host)
+}
+
 /// A parsed pairing link.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PairingLink {
-    /// The relay, `host:port`.
+    /// The relay, `host:port`, or several nodes of one, comma-separated.
     pub relay: String,
     /// Where the web UI's page is, `host:port`, when not at the relay.
     pub page: Option<String>,
@@ -62,15 +77,18 @@ impl PairingLink {
 
 impl fmt::Display for PairingLink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Several relays: the page is at the first, and the list is named apart.
+        let several = self.relay.contains(',');
+        let first = relay_addresses(&self.relay).next().unwrap_or(&self.relay);
         write!(
             f,
             "https://{}/pair#v={LINK_VERSION}&host={}&secret={}&expires={}",
-            self.page.as_deref().unwrap_or(&self.relay),
+            self.page.as_deref().unwrap_or(first),
             self.host,
             hex::encode(self.secret),
             self.expires_at_ms
         )?;
-        if self.page.is_some() {
+        if self.page.is_some() || several {
             write!(f, "&relay={}", self.relay)?;
         }
         if let Some(cert) = &self.cert_sha256 {
@@ -149,7 +167,7 @@ impl FromStr for PairingLink {
         if version != LINK_VERSION.to_string() {
             return Err(LinkError::Version(version.into()));
         }
-        if relay.is_some_and(|r| !plain_host(r)) {
+        if relay.is_some_and(|r| !valid_relays(r)) {
             return Err(LinkError::Invalid("relay".into()));
         }
         Ok(Self {
@@ -213,6 +231,26 @@ mod tests {
             );
         }
         assert!(format!("{text}&relay=x").parse::<PairingLink>().is_err(), "repeated");
+    }
+
+    #[test]
+    fn a_cluster_link_names_its_nodes() {
+        let nodes =
+            PairingLink { relay: "a.example:443,b.example:443,10.0.0.3:7443".into(), ..link() };
+        let text = nodes.to_string();
+        assert!(text.starts_with("https://a.example:443/pair#v=1&"), "{text}");
+        assert!(text.contains("&relay=a.example:443,b.example:443,10.0.0.3:7443"), "{text}");
+        let parsed = text.parse::<PairingLink>().unwrap();
+        assert_eq!(parsed.relay, nodes.relay);
+        assert_eq!(parsed.page.as_deref(), Some("a.example:443"));
+        let addresses: Vec<&str> = relay_addresses(&parsed.relay).collect();
+        assert_eq!(addresses, ["a.example:443", "b.example:443", "10.0.0.3:7443"]);
+        // Each a host and port; at most eight.
+        for bad in ["a:1,", "a:1,,b:2", "a:1,b/c:2"] {
+            assert!(text.replace(&nodes.relay, bad).parse::<PairingLink>().is_err(), "{bad}");
+        }
+        let nine = ["n:1"; 9].join(",");
+        assert!(text.replace(&nodes.relay, &nine).parse::<PairingLink>().is_err());
     }
 
     #[test]
