@@ -21,9 +21,12 @@ use crate::{Duplex, LocalConnector, authenticate, connect};
 
 /// How the client connects.
 pub struct ClientConfig {
-    /// `host:port` of the relay.
+    /// `host:port` of the relay, or of several nodes of one, comma-separated: the client
+    /// connects to the first, and moves to the next whenever one cannot be reached (a node that
+    /// died), round and round, waiting between rounds ([`ClientConfig::backoff_min`]).
     pub addr: String,
-    /// The name the relay's certificate is presented for (SNI).
+    /// The name the relay's certificate is presented for (SNI). With several addresses, each
+    /// named by a host name is reached under that name, one named by an IP address under this.
     pub server_name: String,
     /// TLS trust ([`crate::pinned_config`] for a self-signed relay).
     pub tls: Arc<rustls::ClientConfig>,
@@ -498,15 +501,30 @@ async fn drive(
     register_channels(&mut channels, &config);
     let mut pace;
     let mut attempt = 0u32;
+    // The relay's nodes, in turn (one address: that one).
+    let addresses: Vec<String> =
+        protocol::link::relay_addresses(&config.addr).map(String::from).collect();
+    let mut turn = 0usize;
     let mut counter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
     loop {
         let opened = match &config.local {
             Some(local) => Ok(local()),
-            None => connect(&config.addr, &config.server_name, config.tls.clone())
+            None => {
+                let (addr, name) = node(&addresses, turn, &config);
+                match tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    connect(&addr, &name, config.tls.clone()),
+                )
                 .await
-                .map(|(link, cert)| (Box::new(link) as Box<dyn Duplex>, cert)),
+                {
+                    Ok(connected) => {
+                        connected.map(|(link, cert)| (Box::new(link) as Box<dyn Duplex>, cert))
+                    }
+                    Err(_) => Err(crate::LinkError::Protocol(format!("{addr}: no answer in time"))),
+                }
+            }
         };
         let connected = match opened {
             Ok((mut link, cert)) => authenticate(&mut *link, &config.secret, config.side, &cert)
@@ -516,6 +534,11 @@ async fn drive(
             Err(_) => None,
         };
         let Some(mut link) = connected else {
+            // The next node at once; a wait only once every node failed in this round.
+            turn += 1;
+            if addresses.len() > 1 && !turn.is_multiple_of(addresses.len()) {
+                continue;
+            }
             if !wait(&mut config, &mut channels, attempt, (epoch, join), &mut commands, &mut peers)
                 .await
             {
@@ -663,6 +686,25 @@ async fn drive(
         }
         let _ = link.close().await;
     }
+}
+
+/// How long a connection to a relay may take to open before the next node is tried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The address to try at `turn`, and the name its certificate is checked for.
+fn node(addresses: &[String], turn: usize, config: &ClientConfig) -> (String, String) {
+    if addresses.len() <= 1 {
+        return (config.addr.clone(), config.server_name.clone());
+    }
+    let addr = addresses[turn % addresses.len()].clone();
+    let host = addr.rsplit_once(':').map_or(addr.as_str(), |(h, _)| h);
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let name = if host.parse::<std::net::IpAddr>().is_ok() {
+        config.server_name.clone()
+    } else {
+        host.to_string()
+    };
+    (addr, name)
 }
 
 /// A host's registration at the relay: its devices' keys and its offers' tokens.

@@ -118,8 +118,10 @@ pub struct Session {
     pub dropped: u64,
 }
 
+/// The name the relay's certificate is for: its host's (the first node's, for several).
 fn server_name(relay: &str) -> String {
-    let host = relay.rsplit_once(':').map_or(relay, |(h, _)| h);
+    let first = protocol::link::relay_addresses(relay).next().unwrap_or(relay);
+    let host = first.rsplit_once(':').map_or(first, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']').to_string()
 }
 

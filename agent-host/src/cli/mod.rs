@@ -293,7 +293,9 @@ pub(crate) struct ServeArgs {
     /// How long a command may run.
     #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
     pub(crate) command_timeout: std::time::Duration,
-    /// The relay that links paired devices, `HOST:PORT` (not with `up`, which embeds one).
+    /// The relay that links paired devices, `HOST:PORT` (not with `up`, which embeds one), or
+    /// several nodes of a cluster, comma-separated: the host moves to the next when one fails,
+    /// and pairing links name them all.
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) relay: Option<String>,
     /// The relay certificate's SHA-256 (hex), to pin a self-signed relay; without it the

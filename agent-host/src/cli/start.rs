@@ -95,23 +95,34 @@ fn page_host(page: &str) -> anyhow::Result<String> {
     Ok(host.to_ascii_lowercase())
 }
 
-/// How to reach a relay given as `HOST:PORT` (a `wss://` or `https://` prefix is allowed).
+/// How to reach a relay given as `HOST:PORT` (a `wss://` or `https://` prefix is allowed), or
+/// several nodes of one, comma-separated (the link then names them all, and the relay client
+/// moves to the next when one fails).
 pub(super) fn relay_setup(
     relay: &str,
     cert: Option<&str>,
 ) -> anyhow::Result<agent_host::host::RelaySetup> {
-    let addr = relay
-        .trim_start_matches("wss://")
-        .trim_start_matches("https://")
-        .trim_end_matches('/')
-        .to_string();
-    let Some((host, port)) = addr.rsplit_once(':') else {
-        anyhow::bail!("the relay is HOST:PORT, not {relay}");
-    };
-    if port.parse::<u16>().is_err() || host.is_empty() {
-        anyhow::bail!("the relay is HOST:PORT, not {relay}");
+    let mut nodes = Vec::new();
+    for node in relay.split(',') {
+        let node = node
+            .trim()
+            .trim_start_matches("wss://")
+            .trim_start_matches("https://")
+            .trim_end_matches('/');
+        let Some((host, port)) = node.rsplit_once(':') else {
+            anyhow::bail!("the relay is HOST:PORT (or several, comma-separated), not {relay}");
+        };
+        if port.parse::<u16>().is_err() || host.is_empty() || !protocol::link::plain_host(node) {
+            anyhow::bail!("the relay is HOST:PORT (or several, comma-separated), not {relay}");
+        }
+        nodes.push(node.to_string());
     }
-    let server_name = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    if nodes.len() > protocol::link::MAX_RELAYS {
+        anyhow::bail!("at most {} relay nodes", protocol::link::MAX_RELAYS);
+    }
+    let addr = nodes.join(",");
+    let first = nodes[0].rsplit_once(':').map_or(nodes[0].as_str(), |(h, _)| h);
+    let server_name = first.trim_start_matches('[').trim_end_matches(']').to_string();
     let (tls, cert_sha256) = match cert {
         Some(hex_digest) => {
             let pin = protocol::relay::hex32(hex_digest, "certificate SHA-256")
