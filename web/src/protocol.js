@@ -395,12 +395,16 @@ export function parseLink(link) {
   for (const name of ["host", "secret", "expires"]) {
     if (!(name in params)) throw new Error(`the pairing link has no \`${name}\``);
   }
-  if ("relay" in params && !/^[A-Za-z0-9.\-:[\]]{1,255}$/.test(params.relay)) {
+  // One relay, or up to 8 nodes of one (comma-separated), each `host:port`.
+  const relays = "relay" in params ? params.relay.split(",") : [match[1]];
+  if (relays.length > 8 || !relays.every((r) => /^[A-Za-z0-9.\-:[\]]{1,255}$/.test(r))) {
     throw new Error("the pairing link's `relay` is not valid");
   }
   return {
-    // The relay, named apart when the page is elsewhere; else the page's own host.
-    relay: params.relay ?? match[1],
+    // The relay, named apart when the page is elsewhere; else the page's own host. Of a
+    // cluster's nodes, the one that served the page if it is one, else the first.
+    relay: relays.includes(match[1]) ? match[1] : relays[0],
+    relays,
     page: match[1],
     hostKey: keyOfId("host", params.host),
     secret: fromHex(params.secret, 32),

@@ -100,6 +100,13 @@ test("pairing links", () => {
   assert.throws(() => p.parseLink(link.replace("v=1", "v=2")), /version/);
   assert.throws(() => p.parseLink(`${link}&x=1`), /not valid/);
   assert.throws(() => p.parseLink(link.replace("https://", "http://")), /not a pairing link/);
+  // A cluster's nodes: the one that served the page when it is one of them, else the first.
+  const nodes = `${link}&relay=a.example:443,192.168.1.5:7443`;
+  assert.equal(p.parseLink(nodes).relay, "192.168.1.5:7443");
+  assert.deepEqual(p.parseLink(nodes).relays, ["a.example:443", "192.168.1.5:7443"]);
+  assert.equal(p.parseLink(`${link}&relay=a.example:443,b.example:443`).relay, "a.example:443");
+  assert.throws(() => p.parseLink(`${link}&relay=a:1,,b:2`), /not valid/);
+  assert.throws(() => p.parseLink(`${link}&relay=${Array(9).fill("n:1").join(",")}`), /not valid/);
 });
 
 test("base64 has one spelling", () => {
