@@ -9,7 +9,6 @@
 
 #![allow(clippy::unwrap_used)] // test code: a panic is the failure report
 
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -20,70 +19,9 @@ use relay::{Config, Limits, Server};
 use relay_client::{Link, authenticate, connect, next_control, pinned_config};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A `nats-server` on a free loopback port, stopped when dropped.
-struct Nats {
-    child: Child,
-    port: u16,
-    config: tempfile::NamedTempFile,
-}
-
-impl Nats {
-    /// Starts one, or `None` (said) where there is no `nats-server`.
-    fn start() -> Option<Self> {
-        if Command::new("nats-server").arg("--version").output().is_err() {
-            println!("skipped: no nats-server here (the project's test command installs it)");
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let config = tempfile::NamedTempFile::new().unwrap();
-        // Frames are up to 4 MiB: NATS must take them.
-        std::fs::write(config.path(), format!("listen: 127.0.0.1:{port}\nmax_payload: 8MB\n"))
-            .unwrap();
-        let child = Self::spawn(config.path());
-        let nats = Self { child, port, config };
-        nats.wait_up();
-        Some(nats)
-    }
-
-    fn spawn(config: &std::path::Path) -> Child {
-        Command::new("nats-server")
-            .arg("-c")
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
-    }
-
-    fn wait_up(&self) {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(std::time::Instant::now() < deadline, "nats-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        self.child = Self::spawn(self.config.path());
-        self.wait_up();
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+#[path = "support/nats.rs"]
+mod nats;
+use nats::Nats;
 
 struct Node {
     server: Server,

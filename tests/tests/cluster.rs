@@ -1,0 +1,98 @@
+//! Relay nodes in a cluster, with the real binaries: three `relay --cluster` processes sharing
+//! one certificate and a real `nats-server`, a host (`agent-host serve --relay A,B,C`) and
+//! `remote` devices paired through a link that names all three. The node everyone is connected
+//! to is killed with SIGKILL while an approval waits: host and devices move to the next node,
+//! and the action runs exactly once after the approval.
+
+#![allow(clippy::unwrap_used)] // test code: a panic is the failure report
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use e2e::{World, eventually, pending_ids, text};
+
+#[path = "../../relay/tests/support/nats.rs"]
+mod nats;
+
+/// A relay node (the binary), killed when dropped.
+struct Node {
+    child: Child,
+    addr: String,
+}
+
+impl Node {
+    fn start(world: &World, nats: &nats::Nats, name: &str) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = std::fs::File::create(world.base.join(format!("relay-{name}.log"))).unwrap();
+        let child = Command::new(e2e::bin("relay"))
+            .args(["--listen", &addr, "--cluster", &nats.url()])
+            .arg("--cert")
+            .arg(world.base.join("relay.pem"))
+            .arg("--key")
+            .arg(world.base.join("relay.key"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        assert!(
+            eventually(Duration::from_secs(10), || std::net::TcpStream::connect(&addr).is_ok()),
+            "relay node {name} did not start"
+        );
+        Self { child, addr }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill(); // SIGKILL
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+#[test]
+fn a_node_killed_while_an_approval_waits_loses_nothing_and_runs_it_once() {
+    let Some(nats) = nats::Nats::start() else { return };
+    let world = World::new();
+    // One certificate for every node (as behind one name), pinned by the link.
+    let (cert, key) = relay::tls::self_signed_pem(vec!["127.0.0.1".into()]).unwrap();
+    std::fs::write(world.base.join("relay.pem"), cert).unwrap();
+    std::fs::write(world.base.join("relay.key"), key).unwrap();
+    let identity =
+        relay::tls::from_pem_files(&world.base.join("relay.pem"), &world.base.join("relay.key"))
+            .unwrap();
+    let pin = hex::encode(identity.cert_sha256);
+    let mut a = Node::start(&world, &nats, "a");
+    let (b, c) = (Node::start(&world, &nats, "b"), Node::start(&world, &nats, "c"));
+    let nodes = format!("{},{},{}", a.addr, b.addr, c.addr);
+    let _host = world.serve(&nodes, &pin, &[]);
+    let (op, approver) = (world.device("op"), world.device("approver"));
+    world.pair(&op, "operator");
+    world.pair(&approver, "approver");
+
+    // Everyone is at A, the first node; an action waits for a person.
+    let waiting = op.spawn(&["run", "--", "touch", "ran-once"]);
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let id = pending_ids(&world).remove(0);
+    a.kill();
+
+    // The approver reaches the host through another node; the host and the waiting device
+    // moved there by themselves.
+    let out = approver.run(&["approve", &id]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(world.ws().join("ran-once").exists());
+    // Exactly once: one start, one result, for that request.
+    let audit = world.audit();
+    let starts = audit.lines().filter(|l| l.contains(&id[..8]) && l.contains("start")).count();
+    assert_eq!(starts, 1, "{audit}");
+    // And the devices still work through the nodes left.
+    let out = op.run(&["status"]);
+    assert!(out.status.success(), "{}", text(&out));
+    drop((b, c));
+}
