@@ -1,6 +1,6 @@
 //! Relay nodes that share routing through NATS (`relay --cluster nats://ADDR`).
 //!
-//! Every node keeps its own [`crate::hub::Hub`] for the connections it holds, and shares the
+//! Every node keeps its own hub (`crate::hub`) for the connections it holds, and shares the
 //! rest through one `nats-server` (subjects under [`SUBJECT`]):
 //!
 //! - **Frames** for a key connected at another node go to the subject of that key,
