@@ -7,6 +7,12 @@
 //! Run: `cargo run --release -p relay --example load` (`-- --seconds 3 --idle 10000` are the
 //! defaults; `--pairs N` runs one row alone; `--sealed BYTES` sets the message the channel
 //! carries, 1,024 by default, which goes padded as 1,088). Results go in BENCHMARKS.md.
+//!
+//! `-- --cluster [--runs 3]`: relay nodes sharing routing through a `nats-server` started here
+//! (on the PATH): the same 1 KiB round trip with host and device at one node, with the host at
+//! node A and the device at node B, and through NATS alone (request and reply through the same
+//! `nats-server`), for 1, 10 and 100 pairs, the three alternating, each run anew; medians of
+//! the runs.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -138,14 +144,21 @@ fn cpu_time(pid: &str) -> Duration {
 /// Each link (with the frame it sends) in its closed loop, all at once, for `seconds`, after
 /// one warm-up round trip each (which also shows a host's registration is in).
 async fn run(links: Vec<(Link, Sends)>, server: u32, seconds: u64) -> anyhow::Result<Row> {
+    run_on(links, &[server], seconds).await
+}
+
+/// [`run`], with the processor time of every server process (relay nodes, NATS) summed.
+async fn run_on(links: Vec<(Link, Sends)>, servers: &[u32], seconds: u64) -> anyhow::Result<Row> {
     let mut ready = Vec::new();
     for (mut link, mut sends) in links {
         ping_loop(&mut link, &mut sends, Instant::now()).await?;
         ready.push((link, sends));
     }
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let (server, client) = (server.to_string(), "self");
-    let (server_before, client_before) = (cpu_time(&server), cpu_time(client));
+    let servers: Vec<String> = servers.iter().map(u32::to_string).collect();
+    let server_cpu = || servers.iter().map(|s| cpu_time(s)).sum::<Duration>();
+    let client = "self";
+    let (server_before, client_before) = (server_cpu(), cpu_time(client));
     let start = Instant::now();
     let end = start + Duration::from_secs(seconds);
     let tasks: Vec<_> = ready
@@ -161,7 +174,7 @@ async fn run(links: Vec<(Link, Sends)>, server: u32, seconds: u64) -> anyhow::Re
     Ok(Row {
         rtts,
         elapsed: start.elapsed(),
-        server_cpu: cpu_time(&server).saturating_sub(server_before),
+        server_cpu: server_cpu().saturating_sub(server_before),
         client_cpu: cpu_time(client).saturating_sub(client_before),
     })
 }
@@ -196,8 +209,19 @@ async fn relay_links(
     pairs: u32,
     sealed: bool,
 ) -> anyhow::Result<Vec<(Link, Sends)>> {
+    relay_links_at((addr, pin), (addr, pin), 0..pairs, sealed).await
+}
+
+/// [`relay_links`] with the hosts at one relay (node) and the devices at another, for the pairs
+/// numbered `numbers` (each number a key pair of its own).
+async fn relay_links_at(
+    (addr, pin): (&str, [u8; 32]),
+    (device_addr, device_pin): (&str, [u8; 32]),
+    numbers: std::ops::Range<u32>,
+    sealed: bool,
+) -> anyhow::Result<Vec<(Link, Sends)>> {
     let mut links = Vec::new();
-    for i in 0..pairs {
+    for i in numbers {
         let (h, d) = (secret(1, i), secret(2, i));
         let (hk, dk) = (RelayKey::of(&h.public_key()), RelayKey::of(&d.public_key()));
         let ((host_x, host_xp), (device_x, device_xp)) =
@@ -227,7 +251,33 @@ async fn relay_links(
                 }
             }
         });
-        let mut device = join(addr, pin, &d, Side::Device).await?;
+        let mut device = join(device_addr, device_pin, &d, Side::Device).await?;
+        if device_addr != addr {
+            // Across nodes the route is in place once the registration and the presence have
+            // reached the device's node: until then a frame is undeliverable.
+            let probe = protocol::relay::data_frame(FrameKind::To, &hk, b"probe");
+            let deadline = Instant::now() + Duration::from_secs(10);
+            'routed: loop {
+                anyhow::ensure!(Instant::now() < deadline, "never routed across nodes");
+                device.send(Message::binary(probe.clone())).await?;
+                let wait = tokio::time::sleep(Duration::from_millis(100));
+                tokio::pin!(wait);
+                loop {
+                    tokio::select! {
+                        () = &mut wait => continue 'routed,
+                        next = device.next() => match next {
+                            Some(Ok(Message::Binary(_))) => break 'routed,
+                            Some(Ok(_)) => {}
+                            _ => anyhow::bail!("link closed"),
+                        }
+                    }
+                }
+            }
+            // Probes answered late are left behind.
+            while let Ok(Some(_)) =
+                tokio::time::timeout(Duration::from_millis(150), device.next()).await
+            {}
+        }
         let sends = if sealed {
             let keys = ChannelKeys {
                 local_static: device_x,
@@ -295,7 +345,10 @@ async fn serve_echo_tls(listener: tokio::net::TcpListener, identity: relay::tls:
 
 /// Messages per second, p50 and p99 in µs, and the server's and the client's processor time
 /// per round trip in µs.
-fn summary(row: Row) -> (f64, u32, u32, f64, f64) {
+type Summary = (f64, u32, u32, f64, f64);
+
+/// A row's [`Summary`].
+fn summary(row: Row) -> Summary {
     let Row { mut rtts, elapsed, server_cpu, client_cpu } = row;
     rtts.sort_unstable();
     let pct = |p: f64| {
@@ -336,6 +389,7 @@ async fn serve_child(mode: &str, port: u16) -> anyhow::Result<()> {
         serve_echo_tls(tokio::net::TcpListener::bind(listen).await?, identity).await;
         return Ok(());
     }
+    let cluster = std::env::var("LOAD_CLUSTER").ok();
     let server = Server::bind(Config {
         listen,
         identity,
@@ -344,15 +398,27 @@ async fn serve_child(mode: &str, port: u16) -> anyhow::Result<()> {
         serve_web: false,
     })
     .await?;
+    if let Some(url) = cluster.filter(|_| mode == "node") {
+        server.join_cluster(&url).await?;
+    }
     server.serve().await?;
     Ok(())
 }
 
 /// Starts a child server; returns it, its address and its certificate pin.
 async fn spawn_child(mode: &str) -> anyhow::Result<(tokio::process::Child, String, [u8; 32])> {
+    spawn_child_with(mode, &[]).await
+}
+
+/// [`spawn_child`] with these variables set for it (`LOAD_CLUSTER` for a node).
+async fn spawn_child_with(
+    mode: &str,
+    vars: &[(&str, &str)],
+) -> anyhow::Result<(tokio::process::Child, String, [u8; 32])> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .args(["--child", mode, &port.to_string()])
+        .envs(vars.iter().copied())
         // Relay and echo alike get one worker thread: on two cores shared with the clients,
         // a second one mostly adds cross-thread wake-ups to the tail.
         .env("TOKIO_WORKER_THREADS", "1")
@@ -419,6 +485,9 @@ async fn main() -> anyhow::Result<()> {
     }
     raise_fd_limit();
     let seconds = arg("--seconds", 3);
+    if args.iter().any(|a| a == "--cluster") {
+        return cluster::compare(seconds, arg("--runs", 3) as usize).await;
+    }
     let idle = arg("--idle", 10_000) as u32;
     println!(
         "1 KiB frames, closed loop, {seconds} s per row; relay path, the same in the end-to-end \
@@ -470,4 +539,166 @@ async fn main() -> anyhow::Result<()> {
         (after.saturating_sub(before)) as f64 / f64::from(idle)
     );
     Ok(())
+}
+
+/// `--cluster`: one node, two nodes, and NATS alone, side by side.
+mod cluster {
+    use super::*;
+
+    /// A `nats-server` on a free port, with frames' room (`max_payload: 8MB`); stopped when
+    /// dropped.
+    struct Nats {
+        child: std::process::Child,
+        url: String,
+        _config: std::path::PathBuf,
+    }
+
+    impl Nats {
+        fn start() -> anyhow::Result<Self> {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+            let config =
+                std::env::temp_dir().join(format!("load-nats-{}.conf", std::process::id()));
+            std::fs::write(&config, format!("listen: 127.0.0.1:{port}\nmax_payload: 8MB\n"))?;
+            let child = std::process::Command::new("nats-server")
+                .arg("-c")
+                .arg(&config)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| anyhow::anyhow!("nats-server: {e} (is it installed?)"))?;
+            let addr = format!("127.0.0.1:{port}");
+            for _ in 0..250 {
+                if std::net::TcpStream::connect(&addr).is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(Self { child, url: format!("nats://{addr}"), _config: config })
+        }
+    }
+
+    impl Drop for Nats {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            let _ = std::fs::remove_file(&self._config);
+        }
+    }
+
+    /// The same closed loop as the relay path's, through NATS alone: each pair a requester
+    /// and a responder (in this process, as the hosts are) on one `nats-server`.
+    async fn nats_alone(url: &str, pairs: u32, server: u32, seconds: u64) -> anyhow::Result<Row> {
+        let mut requesters = Vec::new();
+        for i in 0..pairs {
+            let responder = async_nats::connect(url).await?;
+            let mut inbox = responder.subscribe(format!("load.{i}")).await?;
+            tokio::spawn(async move {
+                while let Some(message) = inbox.next().await {
+                    if let Some(reply) = message.reply {
+                        let _ = responder.publish(reply, message.payload).await;
+                    }
+                }
+            });
+            let requester = async_nats::connect(url).await?;
+            requester.flush().await?;
+            requesters.push((requester, format!("load.{i}")));
+        }
+        let payload = tokio_tungstenite::tungstenite::Bytes::from(vec![0x5a; FRAME]);
+        for (requester, subject) in &requesters {
+            requester.request(subject.clone(), payload.clone()).await?;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (server_pid, client) = (server.to_string(), "self");
+        let (server_before, client_before) = (cpu_time(&server_pid), cpu_time(client));
+        let start = Instant::now();
+        let end = start + Duration::from_secs(seconds);
+        let tasks: Vec<_> = requesters
+            .into_iter()
+            .map(|(requester, subject)| {
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    let mut rtts = Vec::new();
+                    loop {
+                        let t = Instant::now();
+                        requester.request(subject.clone(), payload.clone()).await?;
+                        rtts.push(t.elapsed().as_micros() as u32);
+                        if Instant::now() >= end {
+                            return anyhow::Ok(rtts);
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut rtts = Vec::new();
+        for t in tasks {
+            rtts.extend(t.await??);
+        }
+        Ok(Row {
+            rtts,
+            elapsed: start.elapsed(),
+            server_cpu: cpu_time(&server_pid).saturating_sub(server_before),
+            client_cpu: cpu_time(client).saturating_sub(client_before),
+        })
+    }
+
+    fn median(mut values: Vec<f64>) -> f64 {
+        values.sort_by(f64::total_cmp);
+        values.get(values.len() / 2).copied().unwrap_or(0.0)
+    }
+
+    pub(super) async fn compare(seconds: u64, runs: usize) -> anyhow::Result<()> {
+        println!(
+            "1 KiB round trips, closed loop, {seconds} s per row, {runs} runs alternating; medians \
+             (server CPU: both relay nodes and nats-server for the cross-node path)\n"
+        );
+        println!(
+            "| pairs | path | messages/s | p50 | p99 | server CPU per trip | client CPU per trip |"
+        );
+        println!("|---:|---|---:|---:|---:|---:|---:|");
+        let mut results: std::collections::BTreeMap<(u32, &str), Vec<Summary>> = Default::default();
+        let mut number = 0u32;
+        for _ in 0..runs {
+            let nats = Nats::start()?;
+            let nats_pid = nats.child.id();
+            let vars = [("LOAD_CLUSTER", nats.url.as_str())];
+            let (a, a_addr, a_pin) = spawn_child_with("node", &vars).await?;
+            let (b, b_addr, b_pin) = spawn_child_with("node", &vars).await?;
+            let (a_pid, b_pid) = (child_pid(&a)?, child_pid(&b)?);
+            for pairs in [1u32, 10, 100] {
+                let numbers = number..number + pairs;
+                number += pairs;
+                let links =
+                    relay_links_at((&a_addr, a_pin), (&a_addr, a_pin), numbers, false).await?;
+                let same = summary(run_on(links, &[a_pid, b_pid, nats_pid], seconds).await?);
+                let numbers = number..number + pairs;
+                number += pairs;
+                let links =
+                    relay_links_at((&a_addr, a_pin), (&b_addr, b_pin), numbers, false).await?;
+                let cross = summary(run_on(links, &[a_pid, b_pid, nats_pid], seconds).await?);
+                let alone = summary(nats_alone(&nats.url, pairs, nats_pid, seconds).await?);
+                for (path, row) in
+                    [("same node", same), ("cross-node", cross), ("NATS alone", alone)]
+                {
+                    results.entry((pairs, path)).or_default().push(row);
+                }
+            }
+            drop((a, b, nats));
+        }
+        for pairs in [1u32, 10, 100] {
+            for path in ["same node", "cross-node", "NATS alone"] {
+                let rows = &results[&(pairs, path)];
+                let m =
+                    |f: fn(&(f64, u32, u32, f64, f64)) -> f64| median(rows.iter().map(f).collect());
+                println!(
+                    "| {pairs} | {path} | {:.0} | {:.0} µs | {:.0} µs | {:.1} µs | {:.1} µs |",
+                    m(|r| r.0),
+                    m(|r| f64::from(r.1)),
+                    m(|r| f64::from(r.2)),
+                    m(|r| r.3),
+                    m(|r| r.4)
+                );
+            }
+        }
+        Ok(())
+    }
 }
