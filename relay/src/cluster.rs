@@ -48,8 +48,11 @@ pub const SUBJECT: &str = "agent-bridge";
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long a node is believed alive since it was last heard.
 pub const EXPIRY: Duration = Duration::from_secs(3);
-/// Messages waiting to be published before frames for other nodes are dropped.
-const OUTBOX: usize = 8192;
+/// Bytes of frames for other nodes waiting to be published before more are refused (as
+/// undeliverable).
+pub const OUTBOX_BYTES: usize = 64 << 20;
+/// Control messages waiting to be published (they go before frames).
+const CONTROL_QUEUE: usize = 1024;
 
 /// Why a node could not join its cluster.
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +135,12 @@ pub(crate) struct Cluster {
     id: [u8; 16],
     /// The same in hex, as the control messages name it.
     node: String,
-    out: mpsc::Sender<(String, Bytes)>,
+    /// Frames for other nodes, to the publisher (bounded by [`OUTBOX_BYTES`]).
+    out: mpsc::UnboundedSender<(String, Bytes)>,
+    /// The bytes in `out`.
+    queued: Arc<std::sync::atomic::AtomicUsize>,
+    /// Control messages, to the publisher, which sends them first.
+    control: mpsc::Sender<(String, Bytes)>,
     /// The keys with a connection here, and the task that takes their frames from NATS.
     held: tokio::sync::Mutex<HashMap<RelayKey, (Side, JoinHandle<()>)>>,
     /// The other nodes.
@@ -198,12 +206,16 @@ impl Cluster {
         }
         let mut node_id = [0u8; 16];
         getrandom::fill(&mut node_id).expect("the system has randomness");
-        let (out, mut outbox) = mpsc::channel::<(String, Bytes)>(OUTBOX);
+        let (out, mut outbox) = mpsc::unbounded_channel::<(String, Bytes)>();
+        let (control_tx, mut controls) = mpsc::channel::<(String, Bytes)>(CONTROL_QUEUE);
+        let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let cluster = Arc::new(Self {
             client: client.clone(),
             id: node_id,
             node: hex::encode(node_id),
             out,
+            queued: queued.clone(),
+            control: control_tx,
             held: tokio::sync::Mutex::default(),
             peers: Mutex::default(),
             registrations: Mutex::default(),
@@ -212,9 +224,23 @@ impl Cluster {
         let mut control = client.subscribe(control_subject()).await?;
         let weak = Arc::downgrade(inner);
         let publisher = tokio::spawn(async move {
-            while let Some((subject, payload)) = outbox.recv().await {
+            loop {
+                // Control first: a node whose presence waits behind frames looks dead.
+                let (subject, payload, frame) = tokio::select! {
+                    biased;
+                    Some((subject, payload)) = controls.recv() => (subject, payload, false),
+                    Some((subject, payload)) = outbox.recv() => (subject, payload, true),
+                    else => return,
+                };
+                if frame {
+                    queued.fetch_sub(payload.len(), Ordering::Relaxed);
+                }
                 if let Err(e) = client.publish(subject, payload).await {
-                    tracing::debug!("cluster: not published: {e}");
+                    if frame {
+                        tracing::debug!("cluster: a frame not published: {e}");
+                    } else {
+                        tracing::warn!("cluster: a control message not published: {e}");
+                    }
                 }
             }
         });
@@ -291,8 +317,10 @@ impl Cluster {
     }
 
     fn publish_control(&self, control: &Control) {
-        if let Ok(json) = serde_json::to_vec(control) {
-            let _ = self.out.try_send((control_subject(), Bytes::from(json)));
+        if let Ok(json) = serde_json::to_vec(control)
+            && self.control.try_send((control_subject(), Bytes::from(json))).is_err()
+        {
+            tracing::warn!("cluster: too many control messages wait; one is dropped");
         }
     }
 
@@ -305,13 +333,17 @@ impl Cluster {
     }
 
     async fn publish_keys(&self) {
-        let online = self.held.lock().await.iter().map(|(k, (s, _))| (k.to_string(), *s)).collect();
+        // Queued under the lock: a change `follow` makes meanwhile goes after this snapshot,
+        // never before it (where the snapshot would undo it).
+        let held = self.held.lock().await;
+        let online = held.iter().map(|(k, (s, _))| (k.to_string(), *s)).collect();
         self.publish_control(&Control::Presence {
             node: self.node.clone(),
             full: true,
             online,
             offline: Vec::new(),
         });
+        drop(held);
     }
 
     fn publish_registrations(&self) {
@@ -327,11 +359,20 @@ impl Cluster {
         if !self.connected() {
             return false;
         }
-        let mut payload = Vec::with_capacity(17 + frame.len());
+        let size = 17 + frame.len();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > OUTBOX_BYTES {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        let mut payload = Vec::with_capacity(size);
         payload.extend_from_slice(&self.id);
         payload.push(side_byte(side));
         payload.extend_from_slice(frame);
-        self.out.try_send((key_subject(to), Bytes::from(payload))).is_ok()
+        if self.out.send((key_subject(to), Bytes::from(payload))).is_err() {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// A host here registered (checked, and newer than the last): the other nodes take it too.
