@@ -508,7 +508,30 @@ async fn drive(
     let mut counter = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64);
+    // When the last link was welcomed: one that ended soon after counts as a failure of its
+    // node (the next is tried, after the backoff), so a node that welcomes and drops is no loop.
+    let mut last_up: Option<Instant> = None;
     loop {
+        if let Some(up) = last_up.take() {
+            if up.elapsed() >= SETTLED {
+                last_up = Some(Instant::now());
+            } else {
+                turn += 1;
+                if !wait(
+                    &mut config,
+                    &mut channels,
+                    attempt,
+                    (epoch, join),
+                    &mut commands,
+                    &mut peers,
+                )
+                .await
+                {
+                    return;
+                }
+                attempt += 1;
+            }
+        }
         let opened = match &config.local {
             Some(local) => Ok(local()),
             None => {
@@ -527,10 +550,14 @@ async fn drive(
             }
         };
         let connected = match opened {
-            Ok((mut link, cert)) => authenticate(&mut *link, &config.secret, config.side, &cert)
-                .await
-                .map(|()| link)
-                .ok(),
+            Ok((mut link, cert)) => tokio::time::timeout(
+                CONNECT_TIMEOUT,
+                authenticate(&mut *link, &config.secret, config.side, &cert),
+            )
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|()| link),
             Err(_) => None,
         };
         let Some(mut link) = connected else {
@@ -580,6 +607,9 @@ async fn drive(
             continue;
         }
         let mut tick = tokio::time::interval((config.rto / 4).max(Duration::from_millis(10)));
+        // A relay pings every connection; one silent for long is gone (a node lost without a
+        // word: power, network), and the next is tried.
+        let mut heard = Instant::now();
         loop {
             let events = tokio::select! {
                 command = commands.recv() => match command {
@@ -600,7 +630,7 @@ async fn drive(
                         (Vec::new(), true)
                     }
                 },
-                incoming = link.next() => match incoming {
+                incoming = link.next() => { heard = Instant::now(); match incoming {
                     Some(Ok(Message::Binary(frame))) => {
                         let Ok((_, from, payload)) = protocol::relay::split_frame(&frame) else { continue };
                         // Acknowledgements wait for the next flush (a message sent, a tick), as
@@ -661,8 +691,11 @@ async fn drive(
                         continue;
                     }
                     Some(Ok(_)) => continue,
-                },
+                }},
                 _ = tick.tick() => {
+                    if heard.elapsed() > SILENCE {
+                        break;
+                    }
                     // A pairing device's stream goes with the last of its channels, once
                     // nothing in it waits (a pairing answer waits for a channel again).
                     peers.retain(|route, peer| {
@@ -688,8 +721,14 @@ async fn drive(
     }
 }
 
-/// How long a connection to a relay may take to open before the next node is tried.
+/// How long a connection to a relay may take to open (and be welcomed) before the next node is
+/// tried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a link lives before its node counts as good again (backoff starts afresh).
+const SETTLED: Duration = Duration::from_secs(2);
+/// How long a relay may say nothing (it pings every 25 s by default) before its link is taken
+/// for dead.
+const SILENCE: Duration = Duration::from_secs(90);
 
 /// The address to try at `turn`, and the name its certificate is checked for.
 fn node(addresses: &[String], turn: usize, config: &ClientConfig) -> (String, String) {
