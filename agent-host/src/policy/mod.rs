@@ -180,6 +180,16 @@ impl Policy {
                     ));
                     continue;
                 }
+                if rule.kind == RuleKind::Allow
+                    && rule.tool == "Session"
+                    && rule.specifier.as_deref().is_none_or(session_rule_open)
+                {
+                    notes.push(format!(
+                        "allow rule {rule}: a session starts unasked only for a command line \
+                         named whole (`Session(claude)`); this rule is ignored"
+                    ));
+                    continue;
+                }
                 if rule.kind == RuleKind::Allow && !matching::allow_glob_honoured(&rule.tool) {
                     notes.push(format!(
                         "allow rule {rule}: tool-name globs are ignored in allow rules"
@@ -592,40 +602,49 @@ impl Policy {
 }
 
 impl Policy {
-    /// Starting `command` as a session. `Session(claude)` is that command line exactly (words
-    /// split at spaces), `Session(claude:*)` or `Session(claude *)` it with any arguments
-    /// after, bare `Session` any program. Nothing starts unasked without an allow rule, and never in plan mode.
+    /// Starting `command` as a session (its words). Allowed unasked only by an allow rule that
+    /// names the whole command line exactly (`Session(claude)`: the words, split at spaces);
+    /// open and bare allow rules are ignored ([`Policy::new`] notes them). A deny or ask rule
+    /// matches more: a command whose program has the rule's program name (any directory) and
+    /// whose arguments include each of the rule's (anywhere, `:*` or ` *` at the end changing
+    /// nothing); bare `Session` matches every start. A deny wins; plan mode starts nothing.
     fn session(&self, command: &[String]) -> Decision {
         let shown = command.join(" ");
-        let matches = |r: &&Rule| match r.specifier.as_deref() {
+        let base = |word: &str| word.rsplit('/').next().unwrap_or(word).to_string();
+        let words = |spec: &str| -> Vec<String> {
+            let spec = spec.strip_suffix(":*").or(spec.strip_suffix(" *")).unwrap_or(spec);
+            spec.split_whitespace().map(String::from).collect()
+        };
+        let exactly = |r: &&Rule| {
+            r.specifier
+                .as_deref()
+                .is_some_and(|spec| !session_rule_open(spec) && words(spec) == command)
+        };
+        let broadly = |r: &&Rule| match r.specifier.as_deref() {
             None => true,
             Some(spec) => {
-                let (words, open) = match spec.strip_suffix(":*").or(spec.strip_suffix(" *")) {
-                    Some(prefix) => (prefix, true),
-                    None => (spec, false),
-                };
-                let words: Vec<&str> = words.split_whitespace().collect();
-                !words.is_empty()
-                    && command.len() >= words.len()
-                    && (open || command.len() == words.len())
-                    && words.iter().zip(command).all(|(w, c)| w == c)
+                let words = words(spec);
+                words.first().is_some_and(|program| base(program) == base(&command[0]))
+                    && words[1..].iter().all(|w| command[1..].contains(w))
             }
         };
-        let rule = |kind| self.rules_for(&["Session"], kind).find(matches);
-        if let Some(r) = rule(RuleKind::Deny) {
+        let rule = |kind, matches: &dyn Fn(&&Rule) -> bool| {
+            self.rules_for(&["Session"], kind).find(|r| matches(r))
+        };
+        if let Some(r) = rule(RuleKind::Deny, &broadly) {
             return Decision::new(
                 Verdict::Deny,
                 format!("starting `{shown}` is denied by {r}"),
                 Some(r),
             );
         }
-        if let Some(r) = rule(RuleKind::Ask) {
+        if let Some(r) = rule(RuleKind::Ask, &broadly) {
             return Decision::new(Verdict::Ask, format!("starting `{shown}` asks by {r}"), Some(r));
         }
         if self.mode == Mode::Plan {
             return Decision::new(Verdict::Deny, "plan mode starts no sessions", None);
         }
-        if let Some(r) = rule(RuleKind::Allow) {
+        if let Some(r) = rule(RuleKind::Allow, &exactly) {
             return Decision::new(
                 Verdict::Allow,
                 format!("starting `{shown}` is allowed by {r}"),
@@ -634,6 +653,11 @@ impl Policy {
         }
         Decision::new(Verdict::Ask, format!("no rule allows starting `{shown}` as a session"), None)
     }
+}
+
+/// Whether a `Session(…)` specifier leaves the arguments open (`claude:*`, `claude *`).
+fn session_rule_open(spec: &str) -> bool {
+    spec.ends_with(":*") || spec.ends_with(" *")
 }
 
 /// The stricter of two modes: plan, then dontAsk, then default, then acceptEdits.
