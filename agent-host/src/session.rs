@@ -246,6 +246,10 @@ struct Sharing {
     /// The host first registered with (its id and workspace): a session is shared again only
     /// with the same host for the same workspace, not whatever answers at the socket later.
     host: std::sync::Mutex<Option<(String, String)>>,
+    /// End the program when the host goes, instead of waiting to share it again.
+    end_with_host: bool,
+    /// The host went, and `end_with_host` says the program ends with it.
+    host_gone: std::sync::atomic::AtomicBool,
 }
 
 impl Sharing {
@@ -368,6 +372,16 @@ impl Sharing {
             if ended() {
                 return;
             }
+            if self.end_with_host {
+                self.host_gone.store(true, std::sync::atomic::Ordering::SeqCst);
+                // (Not `eprint!`: the host that read this standard error may be gone, and a
+                // failed write must not panic this thread.)
+                let _ = write!(
+                    std::io::stderr(),
+                    "\r\nagent-host: the host went away; the session ends with it\r\n"
+                );
+                return;
+            }
             eprint!(
                 "\r\nagent-host: the host went away; this session is not shared until it is back\r\n"
             );
@@ -410,12 +424,13 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// `agent-host run`: runs `argv` in a pseudo-terminal shared through the host at `socket`,
 /// inside `jail` when there is one. Returns the program's exit status. If the host goes away
 /// meanwhile, the program goes on, the terminal says sharing stopped, and the session is
-/// registered again when the host is back.
+/// registered again when the host is back; with `end_with_host`, the program is killed instead.
 pub fn run(
     socket: &Path,
     argv: Vec<String>,
     kind: SessionKind,
     jail: Option<&crate::jail::Jail>,
+    end_with_host: bool,
 ) -> Result<ExitCode, SessionError> {
     // Without a terminal here (a session a device started), the devices are its screen.
     let headless = terminal_size().is_none();
@@ -428,6 +443,8 @@ pub fn run(
         ended: std::sync::atomic::AtomicBool::new(false),
         size: std::sync::Mutex::new(terminal_size().or(headless.then_some(HEADLESS))),
         host: std::sync::Mutex::new(None),
+        end_with_host,
+        host_gone: std::sync::atomic::AtomicBool::new(false),
     });
     let (session, from_host) = sharing.register()?;
 
@@ -548,6 +565,10 @@ pub fn run(
     let status = loop {
         if let Some(status) = child.try_wait()? {
             break status;
+        }
+        if sharing.host_gone.load(std::sync::atomic::Ordering::SeqCst) {
+            // The jail dies with it (bubblewrap's --die-with-parent).
+            let _ = child.kill();
         }
         for path in crate::exec::remove_new_git_redirects(&roots, &redirects) {
             eprintln!(

@@ -392,17 +392,23 @@ fn a_sessions_terminal_size_reaches_devices() {
 #[test]
 fn a_device_starts_a_session_asked_jailed_and_shared_with_every_device() {
     let world = World::new();
-    let settings = r#"{"permissions":{"allow":["Session(python3 -q)"],"deny":["Session(bash)"]}}"#;
+    // A mark of this test's own in the allowed command line, to find its process by.
+    let mark = format!("mark-{}", std::process::id());
+    let settings = format!(
+        r#"{{"permissions":{{"allow":["Session(python3 -q -X {mark})"],"deny":["Session(bash)"]}}}}"#
+    );
     std::fs::write(world.base.join("settings.json"), settings).unwrap();
-    let _host = world.up(0, &[]);
+    let host = world.up(0, &[]);
     let (op, screen) = (world.device("op"), world.device("screen"));
     world.pair(&op, "operator");
     world.pair(&screen, "viewer");
     let (mut watching_op, seen_by_op) = watch(&op);
     let (mut watching_screen, seen_by_screen) = watch(&screen);
 
-    let out = op.run(&["session", "start", "--", "bash"]);
-    assert!(!out.status.success() && text(&out).contains("denied by"), "{}", text(&out));
+    for denied in [&["bash"][..], &["/bin/bash", "-i"]] {
+        let out = op.run(&[&["session", "start", "--"], denied].concat());
+        assert!(!out.status.success() && text(&out).contains("denied by"), "{}", text(&out));
+    }
     let out = screen.run(&["session", "start", "--", "python3", "-q"]);
     assert!(!out.status.success(), "a viewer started a session: {}", text(&out));
 
@@ -441,13 +447,37 @@ fn a_device_starts_a_session_asked_jailed_and_shared_with_every_device() {
     assert_eq!(seen_by_screen.lock().unwrap().ended, Some(Some(5)));
 
     // Named by an allow rule: started without asking.
-    let out = op.run(&["session", "start", "--", "python3", "-q"]);
+    let out = op.run(&["session", "start", "--", "python3", "-q", "-X", &mark]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(pending_ids(&world).is_empty());
     let audit = world.audit();
-    assert!(audit.contains("is allowed by Session(python3 -q)"), "{audit}");
+    assert!(audit.contains(&format!("is allowed by Session(python3 -q -X {mark})")), "{audit}");
     for child in [&mut watching_op, &mut watching_screen] {
         let _ = child.kill();
         let _ = child.wait();
     }
+    // It ends with the host, even one killed: nothing of it is left running.
+    assert!(running(&mark), "the started session is not running");
+    drop(host);
+    if !eventually(Duration::from_secs(15), || !running(&mark)) {
+        let left: Vec<String> = std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                let line = std::fs::read(e.path().join("cmdline")).ok()?;
+                line.windows(mark.len()).any(|w| w == mark.as_bytes()).then(|| {
+                    format!("{:?} {}", e.path(), String::from_utf8_lossy(&line).replace('\0', " "))
+                })
+            })
+            .collect();
+        panic!("it outlived the host: {left:#?}");
+    }
+}
+
+/// Whether a process whose command line holds `mark` runs.
+fn running(mark: &str) -> bool {
+    std::fs::read_dir("/proc").unwrap().filter_map(Result::ok).any(|entry| {
+        std::fs::read(entry.path().join("cmdline"))
+            .is_ok_and(|line| line.windows(mark.len()).any(|w| w == mark.as_bytes()))
+    })
 }

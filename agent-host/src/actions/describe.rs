@@ -176,7 +176,7 @@ pub(super) fn judge_input(
             }
         }
         Action::StartSession { command } => {
-            let kind = crate::session::kind_of(&command[0]);
+            let kind = started_kind(&command[0], &root);
             let as_what = match kind {
                 protocol::SessionKind::Agent => "an agent",
                 _ => "a shell (each input to it is asked)",
@@ -198,6 +198,26 @@ pub(super) fn judge_input(
             ));
         }
     })
+}
+
+/// The kind of a session a device starts: an agent (whose prompt text is typed unasked) only
+/// when the program is a known agent named bare (no `/`) and found on `PATH` outside the
+/// workspace, where a device could have written a program of that name; a shell otherwise.
+fn started_kind(program: &str, workspace: &Path) -> protocol::SessionKind {
+    let agent = crate::session::kind_of(program) == protocol::SessionKind::Agent;
+    let found = || {
+        let path = std::env::var_os("PATH")?;
+        std::env::split_paths(&path).map(|dir| dir.join(program)).find(|p| p.is_file())
+    };
+    let outside = |p: std::path::PathBuf| {
+        let real = p.canonicalize().unwrap_or(p);
+        !real.starts_with(workspace) && real.is_absolute()
+    };
+    if agent && !program.contains('/') && found().is_some_and(outside) {
+        protocol::SessionKind::Agent
+    } else {
+        protocol::SessionKind::Shell
+    }
 }
 
 /// What policy is asked about a command: its argv, and the variables it sets, judged like

@@ -179,14 +179,14 @@ static STARTED_SESSIONS: std::sync::atomic::AtomicUsize = std::sync::atomic::Ato
 /// where no jail can run; a device can never ask for `--no-jail`), with the host's
 /// environment, no terminal of its own (the devices are its screen). Waits until it says it is
 /// shared; the session then reaches every device as any session does. It ends when its program
-/// does, or with the host (the child is killed when the host's runtime stops).
+/// does, or with the host: `--end-with-host` ends it when its link to the host ends (a host
+/// that stops, or dies), and the child is killed when the host's runtime stops.
 async fn start_session(
     host: &Host,
     command: Vec<String>,
     kind: protocol::SessionKind,
 ) -> Result<Ran, (ErrorCode, String)> {
     use std::sync::atomic::Ordering;
-    use tokio::io::AsyncBufReadExt as _;
     let shown = super::quote_argv(&command);
     let fail = |message: String| (ErrorCode::Internal, message);
     if STARTED_SESSIONS.fetch_add(1, Ordering::SeqCst) >= MAX_STARTED_SESSIONS {
@@ -206,7 +206,7 @@ async fn start_session(
     let exe = std::env::current_exe().map_err(|e| fail(format!("cannot find agent-host: {e}")))?;
     let flag = if kind == protocol::SessionKind::Agent { "--agent" } else { "--shell" };
     let mut child = tokio::process::Command::new(exe)
-        .args(["run", flag, "--"])
+        .args(["run", flag, "--end-with-host", "--"])
         .args(&command)
         .current_dir(&host.config.workspace)
         .stdin(std::process::Stdio::null())
@@ -218,12 +218,11 @@ async fn start_session(
     let Some(stderr) = child.stderr.take() else {
         return Err(fail("no stderr from `agent-host run`".into()));
     };
-    let mut lines = tokio::io::BufReader::new(stderr).lines();
+    let mut lines = tokio::io::BufReader::new(stderr);
     let mut said = Vec::new();
     let shared = tokio::time::timeout(SESSION_START_WAIT, async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            let line = line.trim_matches(['\r', '\n']).to_string();
-            if line.contains("shared with paired devices") {
+        while let Some(line) = next_line(&mut lines).await {
+            if shared_line(&line) {
                 return Some(line);
             }
             if said.len() < 8 {
@@ -241,8 +240,8 @@ async fn start_session(
     let pid = child.id();
     tokio::spawn(async move {
         let _started = started;
-        while let Ok(Some(line)) = lines.next_line().await {
-            tracing::info!("session `{shown}` ({pid:?}): {}", line.trim_matches(['\r', '\n']));
+        while let Some(line) = next_line(&mut lines).await {
+            tracing::info!("session `{shown}` ({pid:?}): {line}");
         }
         match child.wait().await {
             Ok(status) => tracing::info!("session `{shown}` ({pid:?}) ended: {status}"),
@@ -251,6 +250,24 @@ async fn start_session(
     });
     let text = line.strip_prefix("agent-host: ").unwrap_or(&line);
     Ok((None, format!("{text}\n").into_bytes(), false, false))
+}
+
+/// The next line `agent-host run` wrote to its standard error (not UTF-8: decoded lossily; a
+/// line of more than 4 KiB cut), without its line end; `None` at the end.
+async fn next_line<R: tokio::io::AsyncBufRead + Unpin>(from: &mut R) -> Option<String> {
+    use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _};
+    let mut line = Vec::new();
+    let n = from.take(4096).read_until(b'\n', &mut line).await.ok()?;
+    (n > 0).then(|| String::from_utf8_lossy(&line).trim_end_matches(['\r', '\n']).to_string())
+}
+
+/// Whether `line` is `agent-host run`'s own word that the session is shared, exactly
+/// (`agent-host: session <id> shared with paired devices`): nothing a program's name or its
+/// own output can put in another line.
+fn shared_line(line: &str) -> bool {
+    line.strip_prefix("agent-host: session ")
+        .and_then(|rest| rest.strip_suffix(" shared with paired devices"))
+        .is_some_and(|id| id.parse::<protocol::SessionId>().is_ok())
 }
 
 pub(super) fn audit_result(host: &Host, id: RequestId, exit_code: Option<i32>, summary: &str) {

@@ -22,6 +22,7 @@ pub(super) fn run_session(
     command: Vec<String>,
     kind: protocol::SessionKind,
     no_jail: bool,
+    end_with_host: bool,
 ) -> anyhow::Result<ExitCode> {
     use agent_host::local_api::{ApiRequest, ApiResponse};
     let dirs = Dirs::discover()?;
@@ -32,7 +33,7 @@ pub(super) fn run_session(
              starts can approve, pair and trust as you can.",
             command[0]
         );
-        return Ok(agent_host::session::run(&socket, command, kind, None)?);
+        return Ok(agent_host::session::run(&socket, command, kind, None, false)?);
     }
     let bwrap = match agent_host::exec::Sandbox::bubblewrap() {
         Ok(agent_host::exec::Sandbox::Bubblewrap(bwrap)) => bwrap,
@@ -61,7 +62,7 @@ pub(super) fn run_session(
         anyhow::bail!("no jail: {why} (or run with --no-jail, with your full rights)");
     }
     jail.ensure_home_settings()?;
-    Ok(agent_host::session::run(&socket, command, kind, Some(&jail))?)
+    Ok(agent_host::session::run(&socket, command, kind, Some(&jail), end_with_host)?)
 }
 
 pub(super) fn agent_socket_or_none() -> PathBuf {

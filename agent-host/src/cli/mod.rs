@@ -143,6 +143,10 @@ pub(crate) enum Command {
         /// can then change authority (approve, pair, trust) as you could.
         #[arg(long)]
         no_jail: bool,
+        /// End the program when the link to the host ends (a session the host started for a
+        /// device: it must not outlive the host, nor be shared again with the next one).
+        #[arg(long, hide = true, conflicts_with = "no_jail")]
+        end_with_host: bool,
         /// The program and its arguments.
         #[arg(last = true, required = true)]
         command: Vec<String>,
@@ -429,13 +433,13 @@ pub(crate) fn run(cli: Cli) -> ExitCode {
         }
         Command::RunAllowed { request, cwd, argv } => run_allowed(&request, cwd, argv),
         Command::Ask { timeout } => ask(timeout),
-        Command::Run { agent, shell, no_jail, command } => {
+        Command::Run { agent, shell, no_jail, end_with_host, command } => {
             let kind = match (agent, shell) {
                 (true, _) => protocol::SessionKind::Agent,
                 (_, true) => protocol::SessionKind::Shell,
                 _ => agent_host::session::kind_of(&command[0]),
             };
-            run_session(command, kind, no_jail)
+            run_session(command, kind, no_jail, end_with_host)
         }
         Command::Approvals { json, delivery } => approvals(json, delivery),
         Command::Approve { id, note } => decide(&id, protocol::Verdict::Approve, note),
