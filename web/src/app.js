@@ -30,20 +30,21 @@ async function start(href) {
       "At the host, run `agent-host pair` (or `agent-host up`), then open the link it prints, or scan its QR code, on this device.",
     );
   }
-  const old = records.find((record) => !record.channelKeyPair || !record.hostChannelKey);
-  if (old) {
-    const again = h("button", { type: "button" }, "Forget this pairing");
-    again.addEventListener("click", async () => {
-      await store.forget(store.hostOf(old));
-      start("/");
-    });
-    return fail(
-      "This browser was paired before the end-to-end channel",
-      `It has no channel keys for ${old.hostName}, and the host talks to no device without them. Forget this pairing, then pair again with a new link from \`agent-host pair\`.`,
-      h("div", { class: "buttons" }, again),
-    );
-  }
-  new Inbox(records);
+  // Pairings from before the end-to-end channel: the host talks to them no more.
+  const stale = records.filter((record) => !record.channelKeyPair || !record.hostChannelKey);
+  const usable = records.filter((record) => !stale.includes(record));
+  if (usable.length > 0) return new Inbox(usable, stale);
+  const old = stale[0];
+  const again = h("button", { type: "button" }, "Forget this pairing");
+  again.addEventListener("click", async () => {
+    await store.forget(store.hostOf(old));
+    start("/");
+  });
+  return fail(
+    "This browser was paired before the end-to-end channel",
+    `It has no channel keys for ${old.hostName}, and the host talks to no device without them. Forget this pairing, then pair again with a new link from \`agent-host pair\`.`,
+    h("div", { class: "buttons" }, again),
+  );
 }
 
 start(location.href);

@@ -132,6 +132,11 @@ export class HostScreen {
         break;
       case "status":
         this.renderStatus();
+        // Notifications that were on through the worker of before go on through this host's.
+        if (this.resubscribe && this.state.status?.push) {
+          this.resubscribe = false;
+          this.subscribe(true).catch(() => {});
+        }
         break;
       case "role":
         this.record.role = c.role;

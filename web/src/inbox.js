@@ -9,10 +9,12 @@
 // link, and the inbox only reads what they show.
 
 import { HostScreen } from "./host-screen.js";
+import * as store from "./store.js";
 import { h, show, setBanner, linkState } from "./ui.js";
 
 export class Inbox {
-  constructor(records) {
+  /** `stale`: pairings from before the end-to-end channel, to forget (their hosts ignore them). */
+  constructor(records, stale = []) {
     this.pendingEmpty = h("p", { class: "empty" }, "Nothing is waiting for an answer.");
     this.approveSelected = h("button", { type: "button", class: "approve", onclick: () => this.answerSelected("approve") }, "Approve selected");
     this.denySelected = h("button", { type: "button", class: "deny", onclick: () => this.answerSelected("deny") }, "Deny selected");
@@ -26,7 +28,15 @@ export class Inbox {
       h("h2", { id: "hosts-title" }, "Hosts"),
       this.hostList,
       h("p", { class: "muted" }, "To add one, run `agent-host pair` at it (a host using this page's relay) and open the link it prints here."),
+      ...stale.map((record) => {
+        const forget = h("button", { type: "button", onclick: async () => {
+          await store.forget(store.hostOf(record));
+          location.assign("/");
+        } }, `Forget ${record.hostName}`);
+        return h("p", { class: "bad" }, `${record.hostName} was paired before the end-to-end channel and no longer answers this browser: forget it, then pair again. `, forget);
+      }),
     );
+    this.stale = stale.length > 0;
     this.hosts = [];
     for (const record of records) {
       const host = new HostScreen(record, this);
@@ -38,6 +48,10 @@ export class Inbox {
     }
     this.selected = this.hosts[0];
     this.layout();
+    retireRootWorker().then((hadPush) => {
+      // Its subscription served the one host of then: that host's pushes go to its own now.
+      if (hadPush) for (const host of this.hosts) host.resubscribe = true;
+    });
   }
 
   /** Shows `host`'s sections below "Needs you" and the hosts. */
@@ -49,7 +63,7 @@ export class Inbox {
 
   layout() {
     const several = this.hosts.length > 1;
-    show(this.pendingSection, several ? this.hostsSection : null, ...this.selected.sections());
+    show(this.pendingSection, several || this.stale ? this.hostsSection : null, ...this.selected.sections());
     this.selected.attached();
     this.refresh();
   }
@@ -114,4 +128,19 @@ export class Inbox {
     // Each is its own signed answer, on its own host, bound to its own action hash.
     await Promise.all(chosen.map(({ card }) => card.answer(verdict)));
   }
+}
+
+/**
+ * The worker a page of before registered at `/` (one host per browser, its push subscription
+ * made with that host's key) is ended, with its subscription: each host has its own worker now
+ * (host-screen.js). Whether it had a subscription (to make again at the host's own).
+ */
+async function retireRootWorker() {
+  const workers = globalThis.navigator?.serviceWorker;
+  const old = await workers?.getRegistration("/").catch(() => null);
+  if (!old || old.scope !== `${location.origin}/`) return false;
+  const subscription = await old.pushManager?.getSubscription().catch(() => null);
+  await subscription?.unsubscribe().catch(() => {});
+  await old.unregister().catch(() => {});
+  return Boolean(subscription);
 }

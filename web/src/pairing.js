@@ -109,7 +109,7 @@ export async function pairingScreen(href, existing, start) {
         sent: paired.state.sent,
         received: paired.state.received,
         pairedAtMs: Date.now(),
-      });
+      }, { create: true });
       history.replaceState(null, "", `/${location.search}`);
       start(`/${location.search}`);
     } catch (e) {

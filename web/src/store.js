@@ -10,7 +10,8 @@
 //                  received, pairedAtMs, channelKeyPair, hostChannelKey, noticeCounter,
 //                  hideDetail }
 // Activity entry: { id, host, at, request, what, mine, title, detail, tone, by, output, kind }
-//                 (see host-screen.js); at most ACTIVITY_KEPT per host, the oldest go first.
+//                 (see host-screen.js), kept under `HOST/id` (so that no host's entry can
+//                 replace another's); at most ACTIVITY_KEPT per host, the oldest go first.
 //
 // Version 1 had the `device` store only; 2 added `activity`; 3 keeps a record per host (2 kept
 // one, under "this", which the upgrade moves under its host, with its Activity).
@@ -53,7 +54,10 @@ function opened() {
           activity.openCursor().onsuccess = (e) => {
             const cursor = e.target.result;
             if (!cursor) return;
-            if (!cursor.value.host) cursor.update({ ...cursor.value, host });
+            if (!cursor.value.host) {
+              cursor.delete();
+              activity.put({ ...cursor.value, host, id: `${host}/${cursor.value.id}` });
+            }
             cursor.continue();
           };
         };
@@ -94,17 +98,19 @@ export async function load(host) {
 }
 
 /**
- * Replaces the stored record of its host (committed when this resolves). Its counters never
- * go back: the page and the service worker each sign with counters they reserve here
- * ([`reserveCounter`]), and a record the page kept from before the worker's last one must not
- * hand it out again (nor let a notice the worker showed be shown again).
+ * Replaces the stored record of its host (committed when this resolves); a new one only with
+ * `create` (pairing): a page still open on a host forgotten meanwhile cannot bring it back. Its
+ * counters never go back: the page and the service worker each sign with counters they reserve
+ * here ([`reserveCounter`]), and a record the page kept from before the worker's last one must
+ * not hand it out again (nor let a notice the worker showed be shown again).
  */
-export async function save(record) {
+export async function save(record, { create = false } = {}) {
   const host = hostOf(record);
   await transaction(STORE, "readwrite", (tx) => {
     const store = tx.objectStore(STORE);
     const current = store.get(host);
     current.onsuccess = () => {
+      if (!current.result && !create) return;
       record.sent = Math.max(record.sent ?? 0, current.result?.sent ?? 0);
       // Nor does the last notice the worker took (`takeNotice`).
       const notice = Math.max(record.noticeCounter ?? 0, current.result?.noticeCounter ?? 0);
@@ -168,14 +174,15 @@ export async function forget(host) {
 
 /** The kept Activity entries of `host`, oldest first. */
 export async function activity(host) {
-  return (await transaction(ACTIVITY, "readonly", (tx) => tx.objectStore(ACTIVITY).index("host-at").getAll(entriesOf(host)))) ?? [];
+  const kept = (await transaction(ACTIVITY, "readonly", (tx) => tx.objectStore(ACTIVITY).index("host-at").getAll(entriesOf(host)))) ?? [];
+  return kept.map((entry) => ({ ...entry, id: entry.id.slice(host.length + 1) }));
 }
 
 /** Adds or replaces an Activity entry (by its `id`); its host's oldest beyond ACTIVITY_KEPT go. */
 export async function keep(entry) {
   await transaction(ACTIVITY, "readwrite", (tx) => {
     const store = tx.objectStore(ACTIVITY);
-    store.put(entry);
+    store.put({ ...entry, id: `${entry.host}/${entry.id}` });
     const index = store.index("host-at");
     const count = index.count(entriesOf(entry.host));
     count.onsuccess = () => {
