@@ -96,3 +96,64 @@ fn a_node_killed_while_an_approval_waits_loses_nothing_and_runs_it_once() {
     assert!(out.status.success(), "{}", text(&out));
     drop((b, c));
 }
+
+/// A host at node A, its devices at node B: requests, approvals and results cross NATS.
+#[test]
+fn a_host_at_one_node_and_its_devices_at_another() {
+    let Some(nats) = nats::Nats::start() else { return };
+    let world = World::new();
+    let (cert, key) = relay::tls::self_signed_pem(vec!["127.0.0.1".into()]).unwrap();
+    std::fs::write(world.base.join("relay.pem"), cert).unwrap();
+    std::fs::write(world.base.join("relay.key"), key).unwrap();
+    let identity =
+        relay::tls::from_pem_files(&world.base.join("relay.pem"), &world.base.join("relay.key"))
+            .unwrap();
+    let pin = hex::encode(identity.cert_sha256);
+    let (a, b) = (Node::start(&world, &nats, "a"), Node::start(&world, &nats, "b"));
+    // Paired while the host named B first: the devices keep to B.
+    let host = world.serve(&format!("{},{}", b.addr, a.addr), &pin, &[]);
+    let (op, approver) = (world.device("op"), world.device("approver"));
+    world.pair(&op, "operator");
+    world.pair(&approver, "approver");
+    drop(host);
+    // The host, started again, is at A alone.
+    let _host = world.serve(&a.addr, &pin, &[]);
+    let waiting = op.spawn(&["run", "--", "touch", "across-nodes"]);
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    let listed = approver.run(&["pending"]);
+    assert!(text(&listed).contains("across-nodes"), "{}", text(&listed));
+    let out = approver.run(&["approve", &pending_ids(&world).remove(0)]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = waiting.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(world.ws().join("across-nodes").exists());
+    // Read back through the other node: the result came across.
+    std::fs::write(world.ws().join("note.txt"), "from A to B\n").unwrap();
+    let out = op.run(&["read", "note.txt"]);
+    assert!(out.status.success() && text(&out).contains("from A to B"), "{}", text(&out));
+    // And it went through NATS: each node forwarded frames to the other.
+    let pin = identity.cert_sha256;
+    for node in [&a, &b] {
+        let figures = metrics(&node.addr, pin);
+        let count = |name: &str| -> u64 {
+            figures.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
+        };
+        assert!(count("relay_cluster_frames_out_total ") > 0, "{figures}");
+        assert!(count("relay_cluster_frames_in_total ") > 0, "{figures}");
+    }
+}
+
+/// A node's `/metrics`.
+fn metrics(addr: &str, pin: [u8; 32]) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    runtime.block_on(async {
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let tls = tokio_rustls::TlsConnector::from(relay_client::pinned_config(pin));
+        let mut stream = tls.connect("127.0.0.1".try_into().unwrap(), tcp).await.unwrap();
+        stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: relay\r\n\r\n").await.unwrap();
+        let mut body = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(2), stream.read_to_end(&mut body)).await;
+        String::from_utf8_lossy(&body).into_owned()
+    })
+}
