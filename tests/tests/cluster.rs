@@ -97,7 +97,8 @@ fn a_node_killed_while_an_approval_waits_loses_nothing_and_runs_it_once() {
     drop((b, c));
 }
 
-/// A host at node A, its devices at node B: requests, approvals and results cross NATS.
+/// A host at node A, its devices at node B: requests, approvals, results and a session cross
+/// NATS.
 #[test]
 fn a_host_at_one_node_and_its_devices_at_another() {
     let Some(nats) = nats::Nats::start() else { return };
@@ -131,6 +132,44 @@ fn a_host_at_one_node_and_its_devices_at_another() {
     std::fs::write(world.ws().join("note.txt"), "from A to B\n").unwrap();
     let out = op.run(&["read", "note.txt"]);
     assert!(out.status.success() && text(&out).contains("from A to B"), "{}", text(&out));
+    // A session at the host, watched and typed into from B.
+    let jail: &[&str] = if e2e::sandbox_available() { &[] } else { &["--no-jail"] };
+    let mut program =
+        world.agent_host_child(&[&["run"], jail, &["--shell", "--", "python3", "-q"]].concat());
+    let mut watching = op.spawn(&["--json", "watch"]);
+    let lines = std::io::BufRead::lines(std::io::BufReader::new(watching.stdout.take().unwrap()));
+    let (tx, seen) = std::sync::mpsc::channel::<protocol::HostEvent>();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Ok(event) = serde_json::from_str(&line)
+                && tx.send(event).is_err()
+            {
+                return;
+            }
+        }
+    });
+    let session = loop {
+        match seen.recv_timeout(Duration::from_secs(20)).unwrap() {
+            protocol::HostEvent::SessionStarted { session, .. } => break session.to_string(),
+            _ => continue,
+        }
+    };
+    let typing = op.spawn(&["send", &session, "print(6 * 7, 'across nodes')"]);
+    assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
+    assert!(world.agent_host(&["approve", &pending_ids(&world).remove(0)]).status.success());
+    assert!(typing.wait_with_output().unwrap().status.success());
+    let mut output = Vec::new();
+    while !String::from_utf8_lossy(&output).contains("42 across nodes") {
+        if let protocol::HostEvent::Output { data, .. } =
+            seen.recv_timeout(Duration::from_secs(20)).unwrap()
+        {
+            output.extend_from_slice(&data.0);
+        }
+    }
+    let _ = program.kill();
+    let _ = program.wait();
+    let _ = watching.kill();
+    let _ = watching.wait();
     // And it went through NATS: each node forwarded frames to the other.
     let pin = identity.cert_sha256;
     for node in [&a, &b] {
