@@ -9,22 +9,13 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { copyFileSync, existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { agentHost, missingBinaries, root, run, startHost } from "../test-support/host.mjs";
+import { agentHost, root, run, startHost } from "../test-support/host.mjs";
 import { loadNoiseVectors, runNoiseVectors } from "../test-support/noise-vectors.mjs";
 import { checkScreen } from "../test-support/screen.mjs";
 import { importKeyPair, pattern as noisePattern } from "../src/noise.js";
+import { CHROMIUM, chromium, skipBrowser } from "../test-support/browser.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-let chromium = null;
-try {
-  ({ chromium } = await import("playwright-core"));
-} catch {
-  // said below
-}
-const skip =
-  missingBinaries() ||
-  (!chromium && "playwright-core is not installed (the project's test command runs `npm ci` in web/)") ||
-  (!existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (the project's test command installs Debian's chromium)`);
+const skip = skipBrowser;
 
 /** The lines a terminal on the page holds (rows that wrap joined again), as xterm.js has them. */
 function termLines(terminal) {

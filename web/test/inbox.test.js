@@ -6,22 +6,13 @@
 
 import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
-import { copyFileSync, existsSync, readFileSync } from "node:fs";
+import { copyFileSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { missingBinaries, root, startHost } from "../test-support/host.mjs";
+import { root, startHost } from "../test-support/host.mjs";
 import { checkScreen } from "../test-support/screen.mjs";
+import { CHROMIUM, chromium, skipBrowser } from "../test-support/browser.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-let chromium = null;
-try {
-  ({ chromium } = await import("playwright-core"));
-} catch {
-  // said below
-}
-const skip =
-  missingBinaries() ||
-  (!chromium && "playwright-core is not installed (the project's test command runs `npm ci` in web/)") ||
-  (!existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (the project's test command installs Debian's chromium)`);
+const skip = skipBrowser;
 
 describe("one browser paired with two hosts", { skip }, () => {
   let laptop;

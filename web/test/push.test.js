@@ -16,23 +16,15 @@ import { after, before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { missingBinaries, root } from "../test-support/host.mjs";
+import { root } from "../test-support/host.mjs";
 import { startHost } from "../test-support/host.mjs";
 import { decryptPush, startPushService } from "../test-support/push-service.mjs";
 import { createServer } from "node:http";
+import { CHROMIUM, chromium, skipBrowser } from "../test-support/browser.mjs";
 
-const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
-let chromium = null;
-try {
-  ({ chromium } = await import("playwright-core"));
-} catch {
-  // said below
-}
 const { spawnSync } = await import("node:child_process");
 const skip =
-  missingBinaries() ||
-  (!chromium && "playwright-core is not installed (the project's test command runs `npm ci` in web/)") ||
-  (!existsSync(CHROMIUM) && `no Chromium at ${CHROMIUM} (the project's test command installs Debian's chromium)`) ||
+  skipBrowser ||
   (spawnSync("openssl", ["version"]).status !== 0 && "no openssl to make the push service's certificate");
 
 /** Replaces `PushManager`'s subscribe with one that gives the test push service's subscription. */
