@@ -54,18 +54,21 @@ impl Drop for Node {
     }
 }
 
+/// One certificate for every node (as behind one name), written where [`Node::start`] takes
+/// it; its SHA-256, which the pairing links pin.
+fn shared_certificate(world: &World) -> [u8; 32] {
+    let (cert, key) = relay::tls::self_signed_pem(vec!["127.0.0.1".into()]).unwrap();
+    let (cert_file, key_file) = (world.base.join("relay.pem"), world.base.join("relay.key"));
+    std::fs::write(&cert_file, cert).unwrap();
+    std::fs::write(&key_file, key).unwrap();
+    relay::tls::from_pem_files(&cert_file, &key_file).unwrap().cert_sha256
+}
+
 #[test]
 fn a_node_killed_while_an_approval_waits_loses_nothing_and_runs_it_once() {
     let Some(nats) = nats::Nats::start() else { return };
     let world = World::new();
-    // One certificate for every node (as behind one name), pinned by the link.
-    let (cert, key) = relay::tls::self_signed_pem(vec!["127.0.0.1".into()]).unwrap();
-    std::fs::write(world.base.join("relay.pem"), cert).unwrap();
-    std::fs::write(world.base.join("relay.key"), key).unwrap();
-    let identity =
-        relay::tls::from_pem_files(&world.base.join("relay.pem"), &world.base.join("relay.key"))
-            .unwrap();
-    let pin = hex::encode(identity.cert_sha256);
+    let pin = hex::encode(shared_certificate(&world));
     let mut a = Node::start(&world, &nats, "a");
     let (b, c) = (Node::start(&world, &nats, "b"), Node::start(&world, &nats, "c"));
     let nodes = format!("{},{},{}", a.addr, b.addr, c.addr);
@@ -103,13 +106,8 @@ fn a_node_killed_while_an_approval_waits_loses_nothing_and_runs_it_once() {
 fn a_host_at_one_node_and_its_devices_at_another() {
     let Some(nats) = nats::Nats::start() else { return };
     let world = World::new();
-    let (cert, key) = relay::tls::self_signed_pem(vec!["127.0.0.1".into()]).unwrap();
-    std::fs::write(world.base.join("relay.pem"), cert).unwrap();
-    std::fs::write(world.base.join("relay.key"), key).unwrap();
-    let identity =
-        relay::tls::from_pem_files(&world.base.join("relay.pem"), &world.base.join("relay.key"))
-            .unwrap();
-    let pin = hex::encode(identity.cert_sha256);
+    let certificate = shared_certificate(&world);
+    let pin = hex::encode(certificate);
     let (a, b) = (Node::start(&world, &nats, "a"), Node::start(&world, &nats, "b"));
     // Paired while the host named B first: the devices keep to B.
     let host = world.serve(&format!("{},{}", b.addr, a.addr), &pin, &[]);
@@ -171,9 +169,8 @@ fn a_host_at_one_node_and_its_devices_at_another() {
     let _ = watching.kill();
     let _ = watching.wait();
     // And it went through NATS: each node forwarded frames to the other.
-    let pin = identity.cert_sha256;
     for node in [&a, &b] {
-        let figures = metrics(&node.addr, pin);
+        let figures = metrics(&node.addr, certificate);
         let count = |name: &str| -> u64 {
             figures.lines().find_map(|l| l.strip_prefix(name)?.trim().parse().ok()).unwrap_or(0)
         };
