@@ -309,7 +309,8 @@ impl Cluster {
         for (_, (_, task)) in self.held.lock().await.drain() {
             task.abort();
         }
-        let _ = self.client.flush().await;
+        // What was published goes out, unless NATS is away (then nothing waits for it).
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
     }
 
     fn connected(&self) -> bool {
