@@ -145,10 +145,16 @@ const HANDSHAKE_RETRY_MAX_MS = 60000;
  * relay, the event stream is closed and the link reconnects over a WebSocket. Nothing is lost
  * or doubled by a switch: the resume layer sends again what was not acknowledged, and each
  * side delivers a sequence number once.
+ *
+ * `nodes`, instead of `url` and `binding`: the nodes of a relay cluster, each `{ url, binding }`
+ * (the binding may be a promise): the link connects to the first, and moves to the next
+ * whenever a connection closes before the relay welcomed it (a node that died).
  */
 export class RelayLink {
-  constructor({ url, keyPair, publicKey, binding, channel, knock = null, onMessage, onNotice = () => {}, transport = "auto", probeMs = 30000 }) {
-    Object.assign(this, { url, keyPair, publicKey, binding, channel, knock, onMessage, onNotice, probeMs });
+  constructor({ url, keyPair, publicKey, binding, nodes = null, channel, knock = null, onMessage, onNotice = () => {}, transport = "auto", probeMs = 30000 }) {
+    Object.assign(this, { keyPair, publicKey, channel, knock, onMessage, onNotice, probeMs });
+    this.nodes = nodes?.length ? nodes : [{ url, binding }];
+    this.turn = 0;
     this.peer = channel.host;
     this.chan = null; // the open channel of this connection
     this.handshaking = null; // { id, finish, at }
@@ -172,9 +178,19 @@ export class RelayLink {
     this.connect();
   }
 
+  /** The node this connection is to. */
+  get node() {
+    return this.nodes[this.turn % this.nodes.length];
+  }
+
+  get url() {
+    return this.node.url;
+  }
+
   connect() {
     if (this.closed) return;
     const ws = this.eventStream ? new EventStreamSocket(this.url) : new WebSocket(this.url);
+    this.welcomed = false;
     ws.binaryType = "arraybuffer";
     this.ws = ws;
     this.ready = false;
@@ -198,8 +214,11 @@ export class RelayLink {
         this.silentFailures = 0;
       }
       this.onNotice({ type: "link", up: false });
-      setTimeout(() => this.connect(), this.backoff * (0.5 + Math.random() / 2));
-      this.backoff = Math.min(this.backoff * 2, 5000);
+      // Not welcomed: the next node (a whole round of failures waits longer each time).
+      if (!this.welcomed) this.turn++;
+      const round = this.nodes.length === 1 || this.turn % this.nodes.length === 0;
+      setTimeout(() => this.connect(), round ? this.backoff * (0.5 + Math.random() / 2) : 0);
+      if (round) this.backoff = Math.min(this.backoff * 2, 5000);
     };
   }
 
@@ -208,10 +227,11 @@ export class RelayLink {
       const control = JSON.parse(data);
       if (control.type === "challenge") {
         const nonce = p.fromHex(control.nonce, 32);
-        const signature = await subtle.sign("Ed25519", this.keyPair.privateKey, p.authMessage(nonce, "device", this.binding));
+        const signature = await subtle.sign("Ed25519", this.keyPair.privateKey, p.authMessage(nonce, "device", await this.node.binding));
         this.ws.send(JSON.stringify({ type: "hello", side: "device", key: p.toHex(this.publicKey), signature: p.toHex(new Uint8Array(signature)) }));
       } else if (control.type === "welcome") {
         this.backoff = 100;
+        this.welcomed = true;
         if (this.knock) this.ws.send(JSON.stringify({ type: "knock", host: p.toHex(this.knock.host), token: this.knock.token }));
         this.ready = true;
         this.onNotice({ type: "link", up: true, transport: this.transport });
@@ -431,8 +451,23 @@ export class RelayLink {
  * (tampered, replayed), `{ type: "error", error }`, and the relay's own control messages
  * (`undeliverable`, `refused`, `host_presence`).
  */
+/**
+ * The relay nodes a paired `record` reaches its host through, each `{ url, binding }`: the node
+ * it paired through first, then the others its link named (a cluster's). The binding of a
+ * pinned certificate is every node's (they share it); else each node's is its own origin's.
+ */
+export function relayNodes(record, here) {
+  const first = record.relay ?? here;
+  const others = (record.relays ?? []).filter((r) => r !== first);
+  const bare = (host) => host.toLowerCase().replace(/:443$/, "");
+  return [first, ...others].map((relay) => ({
+    url: `wss://${relay}/ws`,
+    binding: relay === first || record.pinned ? record.binding : p.originBinding(`https://${bare(relay)}`),
+  }));
+}
+
 export class Device {
-  constructor({ relayUrl, binding, keyPair, publicKey, hostKey, state, channel, knock = null, persist = async () => {}, counter = null, notice = () => {}, transport = "auto" }) {
+  constructor({ relayUrl, binding, nodes = null, keyPair, publicKey, hostKey, state, channel, knock = null, persist = async () => {}, counter = null, notice = () => {}, transport = "auto" }) {
     Object.assign(this, { keyPair, publicKey, hostKey, state, persist, notice });
     /** The next counter to sign with, stored before it is used (one shared with another
      * context of this browser, such as its service worker, where it is given). */
@@ -455,6 +490,7 @@ export class Device {
       keyPair,
       publicKey,
       binding,
+      nodes,
       knock,
       transport,
       channel: { host: hostKey, device: publicKey, ...channel },

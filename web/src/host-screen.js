@@ -5,7 +5,7 @@
 // sections at a time.
 
 import * as p from "./protocol.js";
-import { Device } from "./device.js";
+import { Device, relayNodes } from "./device.js";
 import * as store from "./store.js";
 import { TermView, resultText } from "./terminal.js";
 import { transport, h, diff, shellLine, describe, errorText, actorName, actorNode, ROLES, tick } from "./ui.js";
@@ -37,8 +37,7 @@ export class HostScreen {
     this.liveResults = []; // the activity entries whose output is a live terminal, oldest first
     this.build();
     this.device = new Device({
-      relayUrl: `wss://${record.relay ?? location.host}/ws`,
-      binding: record.binding,
+      nodes: relayNodes(record, location.host),
       keyPair: record.keyPair,
       publicKey: record.publicKey,
       hostKey: record.hostKey,

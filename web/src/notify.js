@@ -15,7 +15,7 @@
 // says what came of it, without buttons; a failure says so, and opens the page.
 
 import * as p from "./protocol.js";
-import { Device } from "./device.js";
+import { Device, relayNodes } from "./device.js";
 
 export const b64url = (bytes) => p.toBase64(bytes).replaceAll("+", "-").replaceAll("/", "_").replace(/=+$/, "");
 
@@ -69,8 +69,7 @@ export function noticeText(notice, host, nowMs = Date.now()) {
  */
 export function errandDevice(record, reserve) {
   return new Device({
-    relayUrl: `wss://${record.relay}/ws`,
-    binding: record.binding,
+    nodes: relayNodes(record, record.relay),
     keyPair: record.keyPair,
     publicKey: record.publicKey,
     hostKey: record.hostKey,

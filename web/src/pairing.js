@@ -103,6 +103,9 @@ export async function pairingScreen(href, existing, start) {
         hostName: paired.hostName,
         role: paired.role,
         relay: link.relay,
+        // A cluster's other nodes, to move to when this one fails (relayNodes, device.js).
+        relays: link.relays,
+        pinned: Boolean(link.certSha256),
         channelKeyPair,
         hostChannelKey: paired.hostChannelKey,
         binding,
