@@ -3,7 +3,8 @@
 // project's test command builds them first).
 
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, openSync, writeFileSync } from "node:fs";
+import { createHash, X509Certificate } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -60,6 +61,20 @@ export function run(command, args, options) {
 }
 
 /** A TCP port free on loopback just now. */
+/** Waits until something listens on loopback `port` (10 s at most). */
+async function waitPort(port) {
+  const { connect } = await import("node:net");
+  for (let i = 0; i < 200; i++) {
+    const up = await new Promise((resolve) => {
+      const socket = connect(port, "127.0.0.1", () => (socket.end(), resolve(true)));
+      socket.on("error", () => resolve(false));
+    });
+    if (up) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`nothing listens on port ${port}`);
+}
+
 export function freePort() {
   return new Promise((resolve, reject) => {
     const server = createServer();
@@ -80,11 +95,12 @@ function exited(child) {
  * embedded relay) on a free port; with `separateRelay`, the `relay` binary (self-signed, serving
  * the page) and
  * `agent-host serve --relay` linked to it; with `relayOf` (a world made with `separateRelay`),
- * a host served through that world's relay (a second host behind the same page). The result runs `agent-host` and `remote` commands
+ * a host served through that world's relay (a second host behind the same page); with
+ * `cluster`, two relay nodes joined through a `nats-server` and the host served through both. The result runs `agent-host` and `remote` commands
  * in that world, makes pairing offers, stops and starts the host (same home, same port), and
  * stops everything. `hostArgs` are added to the host's command line.
  */
-export async function startHost(permissions, { separateRelay = false, pageElsewhere = false, hostArgs: more = [], relayOf = null, hostName = "workstation" } = {}) {
+export async function startHost(permissions, { separateRelay = false, pageElsewhere = false, hostArgs: more = [], relayOf = null, hostName = "workstation", cluster = false } = {}) {
   const base = mkdtempSync(join(tmpdir(), "web-host-"));
   const home = join(base, "home");
   const ws = join(base, "ws");
@@ -98,7 +114,29 @@ export async function startHost(permissions, { separateRelay = false, pageElsewh
   let hostArgs;
   let page = null;
   let pin = null;
-  if (relayOf) {
+  const nodes = [];
+  if (cluster) {
+    // Two relay nodes (both serving the page) sharing routing through a nats-server, with one
+    // certificate between them (made here by openssl), which the link pins.
+    const natsPort = await freePort();
+    const natsConfig = join(base, "nats.conf");
+    writeFileSync(natsConfig, `listen: 127.0.0.1:${natsPort}\nmax_payload: 8MB\n`);
+    children.push(spawn("nats-server", ["-c", natsConfig], { stdio: "ignore" }));
+    const [cert, key] = [join(base, "relay.pem"), join(base, "relay.key")];
+    const made = spawnSync("openssl", ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", key, "-out", cert, "-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost"]);
+    if (made.status !== 0) throw new Error(`openssl: ${made.stderr}`);
+    pin = createHash("sha256").update(new X509Certificate(readFileSync(cert)).raw).digest("hex");
+    await waitPort(natsPort);
+    for (const name of ["a", "b"]) {
+      const addr = name === "a" ? relay : `127.0.0.1:${await freePort()}`;
+      const args = ["--cert", cert, "--key", key, "--serve-web", "--listen", addr, "--cluster", `nats://127.0.0.1:${natsPort}`];
+      const child = spawn(relayBin, args, { env, stdio: ["ignore", "ignore", openSync(join(base, `relay-${name}.log`), "w")] });
+      children.push(child);
+      nodes.push({ addr, child });
+      await waitPort(Number(addr.split(":")[1]));
+    }
+    hostArgs = ["serve", "--relay", nodes.map((n) => n.addr).join(","), "--relay-cert", pin];
+  } else if (relayOf) {
     // Another host on the relay of an earlier world (`separateRelay`): one page for both.
     hostArgs = ["serve", "--relay", relay, "--relay-cert", relayOf.pin];
   } else if (separateRelay || pageElsewhere) {
@@ -137,6 +175,8 @@ export async function startHost(permissions, { separateRelay = false, pageElsewh
     relay,
     /** The separate relay's certificate pin, for another host to join it (`relayOf`). */
     pin,
+    /** The relay nodes (`cluster`): `{ addr, child }` each, the first the page's. */
+    nodes,
     /** Whether commands here run in the sandbox (else the host runs them unsandboxed). */
     sandboxed: sandbox.length === 0,
     /** Where the page is when it is not at the relay (`pageElsewhere`). */
