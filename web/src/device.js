@@ -439,19 +439,6 @@ export class RelayLink {
 }
 
 /**
- * A paired (or pairing) device talking to its host. `state` is where counters live
- * ({ sent, received }); `persist(state)` keeps it (the browser: IndexedDB; the tests: memory)
- * and is awaited before a counter is used, so a reload never signs two messages with one
- * counter. `channel` is the end-to-end channel's keys: `{ localStatic, remoteStatic }` (this
- * device's X25519 key pair, the host's public key) once paired, `{ psk, token }` while pairing
- * (the identities are `hostKey` and `publicKey`). `notice` receives notices:
- * `{ type: "link", up, transport }` as the relay link comes and goes, `{ type: "channel", up }`
- * when a channel with the host opens, `{ type: "transport", transport }` when it falls back to
- * the event stream, `{ type: "channel_refused", error }` for a frame the channel refused
- * (tampered, replayed), `{ type: "error", error }`, and the relay's own control messages
- * (`undeliverable`, `refused`, `host_presence`).
- */
-/**
  * The relay nodes a paired `record` reaches its host through, each `{ url, binding }`: the node
  * it paired through first, then the others its link named (a cluster's). The binding of a
  * pinned certificate is every node's (they share it); else each node's is its own origin's.
@@ -466,6 +453,20 @@ export function relayNodes(record, here) {
   }));
 }
 
+/**
+ * A paired (or pairing) device talking to its host. `state` is where counters live
+ * ({ sent, received }); `persist(state)` keeps it (the browser: IndexedDB; the tests: memory)
+ * and is awaited before a counter is used, so a reload never signs two messages with one
+ * counter. `channel` is the end-to-end channel's keys: `{ localStatic, remoteStatic }` (this
+ * device's X25519 key pair, the host's public key) once paired, `{ psk, token }` while pairing
+ * (the identities are `hostKey` and `publicKey`). `notice` receives notices:
+ * `{ type: "link", up, transport }` as the relay link comes and goes, `{ type: "channel", up }`
+ * when a channel with the host opens, `{ type: "transport", transport }` when it falls back to
+ * the event stream, `{ type: "channel_refused", error }` for a frame the channel refused
+ * (tampered, replayed), `{ type: "error", error }`, and the relay's own control messages
+ * (`undeliverable`, `refused`, `host_presence`). `nodes` ([`relayNodes`]) instead of
+ * `relayUrl` and `binding`: a relay cluster's nodes, tried in turn.
+ */
 export class Device {
   constructor({ relayUrl, binding, nodes = null, keyPair, publicKey, hostKey, state, channel, knock = null, persist = async () => {}, counter = null, notice = () => {}, transport = "auto" }) {
     Object.assign(this, { keyPair, publicKey, hostKey, state, persist, notice });
