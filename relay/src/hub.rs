@@ -69,6 +69,9 @@ pub(crate) struct Hub {
     by_key: HashMap<RelayKey, Vec<u64>>,
     /// host → (last counter, devices)
     registrations: HashMap<RelayKey, (u64, HashSet<RelayKey>)>,
+    /// device → the hosts whose registration names it (the other way round, so that a device
+    /// coming or going costs its own hosts, not every registration).
+    hosts_of: HashMap<RelayKey, HashSet<RelayKey>>,
     /// host → its open pairing offers' tokens → the devices that knocked with each
     offers: HashMap<RelayKey, Knocks>,
     next_id: u64,
@@ -165,13 +168,11 @@ impl Hub {
     /// registered the device are connected.
     pub(crate) fn greet(&self, id: u64, metrics: &Metrics) {
         let Some(conn) = self.conns.get(&id).filter(|c| c.side == Side::Device) else { return };
-        for (host, (_, devices)) in &self.registrations {
-            if devices.contains(&conn.key) {
-                let online = self.online(host);
-                let event = FromRelay::HostPresence { host: host.to_string(), online };
-                if let Ok(text) = serde_json::to_string(&event) {
-                    conn.deliver(Message::text(text), self.max_queued, metrics);
-                }
+        for host in self.hosts_of.get(&conn.key).into_iter().flatten() {
+            let online = self.online(host);
+            let event = FromRelay::HostPresence { host: host.to_string(), online };
+            if let Ok(text) = serde_json::to_string(&event) {
+                conn.deliver(Message::text(text), self.max_queued, metrics);
             }
         }
     }
@@ -200,10 +201,8 @@ impl Hub {
     fn presence(&self, device: &RelayKey, online: bool, metrics: &Metrics) {
         let event = FromRelay::Presence { device: device.to_string(), online };
         let Ok(text) = serde_json::to_string(&event) else { return };
-        for (host, (_, devices)) in &self.registrations {
-            if devices.contains(device) {
-                self.send_to_key(host, Side::Host, Message::text(text.clone()), metrics);
-            }
+        for host in self.hosts_of.get(device).into_iter().flatten() {
+            self.send_to_key(host, Side::Host, Message::text(text.clone()), metrics);
         }
     }
 
@@ -258,7 +257,18 @@ impl Hub {
         // Devices no longer registered lose their route at once; tell the host who is online.
         let online: Vec<RelayKey> = devices.iter().filter(|d| self.online(d)).copied().collect();
         let host_online = self.online(&host);
-        let before = self.registrations.insert(host, (counter, devices)).map(|(_, d)| d);
+        let before = self.registrations.insert(host, (counter, devices.clone())).map(|(_, d)| d);
+        for gone in before.iter().flatten().filter(|d| !devices.contains(d)) {
+            if let Some(hosts) = self.hosts_of.get_mut(gone) {
+                hosts.remove(&host);
+                if hosts.is_empty() {
+                    self.hosts_of.remove(gone);
+                }
+            }
+        }
+        for device in &devices {
+            self.hosts_of.entry(*device).or_default().insert(host);
+        }
         for device in online {
             let event = FromRelay::Presence { device: device.to_string(), online: true };
             if let Ok(text) = serde_json::to_string(&event) {
@@ -291,6 +301,12 @@ impl Hub {
         }
         knocked.push(device);
         true
+    }
+
+    /// The devices that knocked at `host`'s open offers, with the offer's token.
+    pub(crate) fn knocks_at(&self, host: &RelayKey) -> Vec<(PairingToken, RelayKey)> {
+        let offers = self.offers.get(host).into_iter().flatten();
+        offers.flat_map(|(token, devices)| devices.iter().map(|d| (*token, *d))).collect()
     }
 
     fn registered(&self, host: &RelayKey, device: &RelayKey) -> bool {
@@ -421,5 +437,36 @@ mod tests {
         // A device the host did not register hears nothing of it.
         hub.greet(stranger_id, &metrics);
         assert!(heard(&mut stranger_rx).is_empty());
+    }
+
+    #[test]
+    fn a_host_hears_of_the_devices_it_registers_now_and_of_no_others() {
+        let (metrics, mut hub) = (Metrics::default(), Hub::new(1 << 20));
+        let (host, other_host) = (RelayKey([1; 32]), RelayKey([9; 32]));
+        let (device, other) = (RelayKey([2; 32]), RelayKey([3; 32]));
+        let (h, mut host_rx) = conn(host, Side::Host);
+        hub.add(h, &metrics);
+        let (h, mut other_host_rx) = conn(other_host, Side::Host);
+        hub.add(h, &metrics);
+        let both = Registration { devices: vec![device, other], offers: vec![] };
+        assert!(hub.register(host, 1, both.clone(), &metrics));
+        assert!(hub.register(other_host, 1, both, &metrics));
+        heard(&mut host_rx);
+        heard(&mut other_host_rx);
+        // `host` drops `other`: it hears no more of it, while `other_host` still does.
+        let one = Registration { devices: vec![device], offers: vec![] };
+        assert!(hub.register(host, 2, one, &metrics));
+        heard(&mut host_rx);
+        let (d, _rx) = conn(other, Side::Device);
+        let id = hub.add(d, &metrics);
+        let online = FromRelay::Presence { device: other.to_string(), online: true };
+        assert!(heard(&mut host_rx).is_empty());
+        assert_eq!(heard(&mut other_host_rx), vec![online]);
+        hub.remove(id, &metrics);
+        let (d, _rx) = conn(device, Side::Device);
+        hub.add(d, &metrics);
+        let online = FromRelay::Presence { device: device.to_string(), online: true };
+        assert_eq!(heard(&mut host_rx), vec![online.clone()]);
+        assert_eq!(heard(&mut other_host_rx)[1..], [online]);
     }
 }
