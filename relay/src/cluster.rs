@@ -16,18 +16,30 @@
 //!   the subjects) can add a route the host did not sign. A node that joins (or comes back after
 //!   NATS was away) says hello, and the others publish again the registrations of the hosts
 //!   they hold.
-//! - **Presence**: each node publishes which keys it holds, at once when that changes and in
-//!   full every [`HEARTBEAT`]; a node not heard from for [`EXPIRY`] is taken for dead and its
-//!   keys go offline (hosts and devices are told, as when a connection here ends).
+//! - **Presence**: each node publishes the keys that come and go as they do, and every
+//!   [`HEARTBEAT`] how many keys it holds with a digest of them (a few bytes, however many
+//!   keys). A node whose own view of another disagrees with that asks it for its whole list,
+//!   which comes in parts of [`SNAPSHOT_CHUNK`] keys (as it does to a node that says hello), so
+//!   no message grows with the number of keys past NATS's limit. A node not heard from for
+//!   [`EXPIRY`] is taken for dead and its keys go offline (hosts and devices are told, as when
+//!   a connection here ends); a node that stops says goodbye, and its keys go offline at once.
+//! - **Knocks**: the node holding a host publishes, for a node that joins, each device that
+//!   knocked at the host's open offers right after the host's registration (which opens them),
+//!   so that a device that knocked at one node may go on pairing through a node that came
+//!   later. The knocks made here are kept too, for [`KNOCK_KEEP`] (the newest
+//!   [`KEPT_KNOCKS`]), and published again, for a host's node that missed them. How many devices
+//!   may knock with one offer ([`crate::hub::MAX_KNOCKS`]) is counted at each node: a device
+//!   over the limit at the host's node gets no frame to the host there.
 //!
 //! While NATS is away, frames for keys at other nodes are not sent (the sender is told the
-//! peer is offline, as for any undelivered frame: fail closed), and the other nodes' keys go
-//! offline once their presence expires. What was in flight is the resume layer's to deliver
+//! peer is offline, as for any undelivered frame: fail closed), control messages are not queued
+//! (the hello on return publishes the state again), a key whose subscription fails is tried
+//! again at each heartbeat, and the other nodes' keys go offline once their presence expires. What was in flight is the resume layer's to deliver
 //! again (end to end, exactly once). Without `--cluster`, none of this exists: a single relay
 //! and `agent-host up` are as they were.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -53,6 +65,15 @@ pub const EXPIRY: Duration = Duration::from_secs(3);
 pub const OUTBOX_BYTES: usize = 64 << 20;
 /// Control messages waiting to be published (they go before frames).
 const CONTROL_QUEUE: usize = 1024;
+/// Keys in one part of a node's whole list (about 80 bytes each).
+pub const SNAPSHOT_CHUNK: usize = 2048;
+/// The knocks made here kept for nodes that join: the newest this many...
+pub const KEPT_KNOCKS: usize = 1024;
+/// ...for at most this long.
+pub const KNOCK_KEEP: Duration = Duration::from_secs(600);
+/// How long subscribing to a key's subject may take before it is tried again at the next
+/// heartbeat (it waits while NATS is away).
+const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a node could not join its cluster.
 #[derive(Debug, thiserror::Error)]
@@ -86,17 +107,24 @@ pub enum ClusterError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 enum Control {
-    /// A node is here (started, or back after NATS was away): the others publish their hosts'
-    /// registrations and their keys again.
+    /// A node is here (started, or back after NATS was away): the others publish their keys,
+    /// their hosts' registrations and their knocks again.
     Hello { node: String },
-    /// Keys a node holds: all of them (`full`), or those that came and went.
+    /// A node is alive, and holds `keys` keys whose [`digest`] is `digest`.
+    Alive { node: String, keys: usize, digest: u64 },
+    /// Keys that came to a node and went from it.
     Presence {
         node: String,
-        full: bool,
         online: Vec<(String, Side)>,
         #[serde(default)]
         offline: Vec<(String, Side)>,
     },
+    /// One part of all the keys a node holds: parts `0..` of snapshot `id`, the `last` ending it.
+    Snapshot { node: String, id: u64, part: u32, last: bool, online: Vec<(String, Side)> },
+    /// Node `node` asks node `of` for a snapshot (its view of `of` disagrees with `of`'s).
+    Sync { node: String, of: String },
+    /// A node stops: its keys are offline now.
+    Bye { node: String },
     /// A host's signed device list, as the host sent it.
     Register {
         node: String,
@@ -114,10 +142,98 @@ impl Control {
     fn node(&self) -> &str {
         match self {
             Self::Hello { node }
+            | Self::Alive { node, .. }
             | Self::Presence { node, .. }
+            | Self::Snapshot { node, .. }
+            | Self::Sync { node, .. }
+            | Self::Bye { node }
             | Self::Register { node, .. }
             | Self::Knock { node, .. } => node,
         }
+    }
+}
+
+/// A key held at a node, with its side.
+type Entry = (RelayKey, Side);
+
+/// An order-free digest of one entry: a set's digest is the XOR of its entries', so it is kept
+/// up to date as entries come and go.
+fn digest(entry: &Entry) -> u64 {
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&entry.0.0[..8]);
+    u64::from_le_bytes(first) ^ u64::from(side_byte(entry.1)).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+}
+
+fn entries(list: Vec<(String, Side)>) -> HashSet<Entry> {
+    list.into_iter()
+        .filter_map(|(k, s)| protocol::relay::hex32(&k, "key").ok().map(|k| (RelayKey(k), s)))
+        .collect()
+}
+
+/// What this node believes another holds: kept by its changes, replaced by its snapshots, and
+/// checked against its heartbeats. Pure bookkeeping: each call returns the keys that came
+/// (`true`) or went.
+#[derive(Debug, Default)]
+struct View {
+    keys: HashSet<Entry>,
+    digest: u64,
+    /// A snapshot being received: its id, the part expected next, the keys so far.
+    pending: Option<(u64, u32, HashSet<Entry>)>,
+}
+
+impl View {
+    fn change(&mut self, online: HashSet<Entry>, offline: HashSet<Entry>) -> Vec<(Entry, bool)> {
+        let mut changes = Vec::new();
+        for entry in online {
+            if self.keys.insert(entry) {
+                self.digest ^= digest(&entry);
+                changes.push((entry, true));
+            }
+        }
+        for entry in offline {
+            if self.keys.remove(&entry) {
+                self.digest ^= digest(&entry);
+                changes.push((entry, false));
+            }
+        }
+        changes
+    }
+
+    /// Part `part` of snapshot `id`: kept until the `last` part, which replaces the view. A
+    /// part out of order drops the snapshot (the next heartbeat asks again).
+    fn snapshot(
+        &mut self,
+        id: u64,
+        part: u32,
+        last: bool,
+        keys: HashSet<Entry>,
+    ) -> Vec<(Entry, bool)> {
+        let mut so_far = match self.pending.take() {
+            _ if part == 0 => HashSet::new(),
+            Some((pending, next, so_far)) if pending == id && next == part => so_far,
+            _ => return Vec::new(),
+        };
+        so_far.extend(keys);
+        if !last {
+            self.pending = Some((id, part + 1, so_far));
+            return Vec::new();
+        }
+        let mut changes: Vec<(Entry, bool)> =
+            self.keys.difference(&so_far).map(|e| (*e, false)).collect();
+        changes.extend(so_far.difference(&self.keys).map(|e| (*e, true)));
+        self.digest = so_far.iter().map(digest).fold(0, |a, b| a ^ b);
+        self.keys = so_far;
+        changes
+    }
+
+    /// Whether a heartbeat saying `keys` keys of digest `digest` agrees with this view.
+    fn agrees(&self, keys: usize, digest: u64) -> bool {
+        self.keys.len() == keys && self.digest == digest
+    }
+
+    /// The node is gone: every key it held goes.
+    fn gone(self) -> Vec<(Entry, bool)> {
+        self.keys.into_iter().map(|e| (e, false)).collect()
     }
 }
 
@@ -125,7 +241,7 @@ impl Control {
 #[derive(Debug)]
 struct Peer {
     last: Instant,
-    keys: HashSet<(RelayKey, Side)>,
+    view: View,
 }
 
 /// This node's part in the cluster.
@@ -147,6 +263,14 @@ pub(crate) struct Cluster {
     peers: Mutex<HashMap<String, Peer>>,
     /// The last registration of each host held here, to publish again for nodes that join.
     registrations: Mutex<HashMap<RelayKey, Control>>,
+    /// The knocks made here, to publish again for nodes that join (see [`KEPT_KNOCKS`]).
+    knocks: Mutex<VecDeque<(Instant, Control)>>,
+    /// Keys here whose subscription failed, to try again at the next heartbeat.
+    retry: Mutex<HashSet<Entry>>,
+    /// Another node asked for a snapshot: the next heartbeat sends one.
+    sync_wanted: AtomicBool,
+    /// The last snapshot's id.
+    snapshots: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -219,6 +343,10 @@ impl Cluster {
             held: tokio::sync::Mutex::default(),
             peers: Mutex::default(),
             registrations: Mutex::default(),
+            knocks: Mutex::default(),
+            retry: Mutex::default(),
+            sync_wanted: AtomicBool::new(false),
+            snapshots: AtomicU64::new(0),
             tasks: Mutex::default(),
         });
         let mut control = client.subscribe(control_subject()).await?;
@@ -234,6 +362,12 @@ impl Cluster {
                 };
                 if frame {
                     queued.fetch_sub(payload.len(), Ordering::Relaxed);
+                }
+                // While NATS is away nothing is queued at the client (its queue would fill and
+                // stall the subscriptions behind it): frames fail, and the hello on return
+                // publishes the state again.
+                if client.connection_state() != async_nats::connection::State::Connected {
+                    continue;
                 }
                 if let Err(e) = client.publish(subject, payload).await {
                     if frame {
@@ -265,7 +399,14 @@ impl Cluster {
                     every.tick().await;
                     let Some(inner) = weak.upgrade() else { return };
                     cluster.expire(&inner, Instant::now());
-                    cluster.publish_keys().await;
+                    let retry: Vec<Entry> = lock(&cluster.retry).drain().collect();
+                    for (key, side) in retry {
+                        cluster.follow(&inner, key, side).await;
+                    }
+                    if cluster.sync_wanted.swap(false, Ordering::Relaxed) {
+                        cluster.publish_snapshot().await;
+                    }
+                    cluster.publish_alive().await;
                 }
             })
         };
@@ -281,7 +422,7 @@ impl Cluster {
                             away = false;
                             Metrics::inc(&inner.metrics.cluster_reconnects);
                             tracing::info!("cluster: connected to NATS again");
-                            cluster.hello().await;
+                            cluster.hello(&inner).await;
                         }
                         async_nats::Event::Connected => {}
                         async_nats::Event::Disconnected => {
@@ -296,12 +437,13 @@ impl Cluster {
             })
         };
         lock(&cluster.tasks).extend([publisher, listener, heartbeat, watcher]);
-        cluster.hello().await;
+        cluster.hello(inner).await;
         tracing::info!(node = %cluster.node, %url, "joined the cluster");
         Ok(cluster)
     }
 
-    /// Stops taking part (at shutdown): every task ends, the keys' subscriptions with them.
+    /// Stops taking part (at shutdown): every task ends, the keys' subscriptions with them,
+    /// and the other nodes are told this one's keys are gone.
     pub(crate) async fn leave(&self) {
         for task in lock(&self.tasks).drain(..) {
             task.abort();
@@ -310,7 +452,14 @@ impl Cluster {
             task.abort();
         }
         // What was published goes out, unless NATS is away (then nothing waits for it).
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.client.flush()).await;
+        let bye = serde_json::to_vec(&Control::Bye { node: self.node.clone() });
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            if let Ok(bye) = bye {
+                let _ = self.client.publish(control_subject(), Bytes::from(bye)).await;
+            }
+            self.client.flush().await
+        })
+        .await;
     }
 
     fn connected(&self) -> bool {
@@ -326,32 +475,67 @@ impl Cluster {
     }
 
     /// Says hello, and everything a node that just joined needs: the keys here, and the
-    /// registrations of the hosts here.
-    async fn hello(&self) {
+    /// registrations and knocks of the hosts and devices here.
+    async fn hello(&self, inner: &Arc<Inner>) {
         self.publish_control(&Control::Hello { node: self.node.clone() });
-        self.publish_keys().await;
-        self.publish_registrations();
+        self.publish_state(inner).await;
     }
 
-    async fn publish_keys(&self) {
+    async fn publish_state(&self, inner: &Arc<Inner>) {
+        self.publish_snapshot().await;
+        let registrations: Vec<(RelayKey, Control)> =
+            lock(&self.registrations).iter().map(|(k, c)| (*k, c.clone())).collect();
+        for (host, registration) in registrations {
+            self.publish_control(&registration);
+            // The devices that knocked at the host's open offers (wherever they knocked), right
+            // after the registration that opens them: a knock that came first would find no
+            // offer at a node that just joined.
+            for (token, device) in crate::server::knocks_at(inner, &host) {
+                self.publish_control(&Control::Knock {
+                    node: self.node.clone(),
+                    device: device.to_string(),
+                    host: host.to_string(),
+                    token: hex::encode(token.0),
+                });
+            }
+        }
+        let knocks: Vec<Control> = {
+            let mut knocks = lock(&self.knocks);
+            keep_fresh(&mut knocks, Instant::now());
+            knocks.iter().map(|(_, k)| k.clone()).collect()
+        };
+        for knock in knocks {
+            self.publish_control(&knock);
+        }
+    }
+
+    /// Every key here, in parts of [`SNAPSHOT_CHUNK`].
+    async fn publish_snapshot(&self) {
         // Queued under the lock: a change `follow` makes meanwhile goes after this snapshot,
-        // never before it (where the snapshot would undo it).
+        // never before it or between its parts.
         let held = self.held.lock().await;
-        let online = held.iter().map(|(k, (s, _))| (k.to_string(), *s)).collect();
-        self.publish_control(&Control::Presence {
-            node: self.node.clone(),
-            full: true,
-            online,
-            offline: Vec::new(),
-        });
+        let id = self.snapshots.fetch_add(1, Ordering::Relaxed) + 1;
+        let all: Vec<(String, Side)> = held.iter().map(|(k, (s, _))| (k.to_string(), *s)).collect();
+        let parts = all.len().div_ceil(SNAPSHOT_CHUNK).max(1);
+        let mut chunks = all.chunks(SNAPSHOT_CHUNK);
+        for part in 0..parts {
+            self.publish_control(&Control::Snapshot {
+                node: self.node.clone(),
+                id,
+                part: u32::try_from(part).unwrap_or(u32::MAX),
+                last: part + 1 == parts,
+                online: chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
+            });
+        }
         drop(held);
     }
 
-    fn publish_registrations(&self) {
-        let registrations: Vec<Control> = lock(&self.registrations).values().cloned().collect();
-        for registration in registrations {
-            self.publish_control(&registration);
-        }
+    /// How many keys are here, and their digest.
+    async fn publish_alive(&self) {
+        let held = self.held.lock().await;
+        let digest = held.iter().map(|(k, (s, _))| digest(&(*k, *s))).fold(0, |a, b| a ^ b);
+        self.publish_control(&Control::Alive { node: self.node.clone(), keys: held.len(), digest });
+        drop(held);
     }
 
     /// Sends `frame` (as routed here: its header names the sender) to `to`'s connections at
@@ -399,12 +583,17 @@ impl Cluster {
 
     /// A device here knocked with an open offer: the other nodes let it through too.
     pub(crate) fn knocked(&self, device: &RelayKey, host: &str, token: &str) {
-        self.publish_control(&Control::Knock {
+        let knock = Control::Knock {
             node: self.node.clone(),
             device: device.to_string(),
             host: host.to_string(),
             token: token.to_string(),
-        });
+        };
+        self.publish_control(&knock);
+        let now = Instant::now();
+        let mut knocks = lock(&self.knocks);
+        knocks.push_back((now, knock));
+        keep_fresh(&mut knocks, now);
     }
 
     /// Follows the connections of `key` here: while there is one, frames for it come from NATS
@@ -415,10 +604,22 @@ impl Cluster {
         let here = crate::server::connections_of(inner, &key) > 0;
         match (here, held.contains_key(&key)) {
             (true, false) => {
-                let mut frames = match self.client.subscribe(key_subject(&key)).await {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::warn!("cluster: cannot take frames for {key}: {e}");
+                let subscribed = tokio::time::timeout(
+                    SUBSCRIBE_TIMEOUT,
+                    self.client.subscribe(key_subject(&key)),
+                )
+                .await;
+                let mut frames = match subscribed {
+                    Ok(Ok(s)) => s,
+                    failed => {
+                        let why = failed.map_or_else(
+                            |_| "timed out".to_string(),
+                            |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
+                        );
+                        tracing::warn!(
+                            "cluster: cannot take frames for {key} yet ({why}); will retry"
+                        );
+                        lock(&self.retry).insert((key, side));
                         return;
                     }
                 };
@@ -432,7 +633,6 @@ impl Cluster {
                 held.insert(key, (side, task));
                 self.publish_control(&Control::Presence {
                     node: self.node.clone(),
-                    full: false,
                     online: vec![(key.to_string(), side)],
                     offline: Vec::new(),
                 });
@@ -443,7 +643,6 @@ impl Cluster {
                     lock(&self.registrations).remove(&key);
                     self.publish_control(&Control::Presence {
                         node: self.node.clone(),
-                        full: false,
                         online: Vec::new(),
                         offline: vec![(key.to_string(), side)],
                     });
@@ -484,46 +683,36 @@ impl Cluster {
     /// Takes what another node said.
     async fn take(&self, inner: &Arc<Inner>, control: Control) {
         let now = Instant::now();
-        match control {
+        let changes = match control {
             Control::Hello { node } => {
                 tracing::debug!(%node, "cluster: a node said hello");
-                self.publish_keys().await;
-                self.publish_registrations();
+                self.publish_state(inner).await;
+                return;
             }
-            Control::Presence { node, full, online, offline } => {
-                let parse = |list: Vec<(String, Side)>| -> HashSet<(RelayKey, Side)> {
-                    list.into_iter()
-                        .filter_map(|(k, s)| {
-                            protocol::relay::hex32(&k, "key").ok().map(|k| (RelayKey(k), s))
-                        })
-                        .collect()
-                };
-                let (online, offline) = (parse(online), parse(offline));
-                let mut changes = Vec::new();
-                {
-                    let mut peers = lock(&self.peers);
-                    let peer = peers
-                        .entry(node)
-                        .or_insert_with(|| Peer { last: now, keys: HashSet::new() });
-                    peer.last = now;
-                    if full {
-                        changes.extend(peer.keys.difference(&online).map(|k| (*k, false)));
-                        changes.extend(online.difference(&peer.keys).map(|k| (*k, true)));
-                        peer.keys = online;
-                    } else {
-                        for key in online {
-                            if peer.keys.insert(key) {
-                                changes.push((key, true));
-                            }
-                        }
-                        for key in offline {
-                            if peer.keys.remove(&key) {
-                                changes.push((key, false));
-                            }
-                        }
-                    }
+            Control::Sync { of, .. } => {
+                if of == self.node {
+                    self.sync_wanted.store(true, Ordering::Relaxed);
                 }
-                crate::server::remote_presence(inner, &changes);
+                return;
+            }
+            Control::Alive { node, keys, digest } => {
+                let agrees = self.peer(node.clone(), now, |view| view.agrees(keys, digest));
+                if !agrees {
+                    // Something was lost on the way (or this node just came): ask for it all.
+                    tracing::debug!(%node, "cluster: presence out of step; asking for it all");
+                    self.publish_control(&Control::Sync { node: self.node.clone(), of: node });
+                }
+                return;
+            }
+            Control::Presence { node, online, offline } => {
+                self.peer(node, now, |view| view.change(entries(online), entries(offline)))
+            }
+            Control::Snapshot { node, id, part, last, online } => {
+                self.peer(node, now, |view| view.snapshot(id, part, last, entries(online)))
+            }
+            Control::Bye { node } => {
+                tracing::info!(%node, "cluster: a node stopped; its keys are offline");
+                lock(&self.peers).remove(&node).map(|p| p.view.gone()).unwrap_or_default()
             }
             Control::Register { host, counter, devices, offers, signature, .. } => {
                 let Ok(key) = protocol::relay::hex32(&host, "host") else { return };
@@ -535,6 +724,7 @@ impl Cluster {
                     Ok(list) => crate::server::register(inner, RelayKey(key), counter, list),
                     Err(e) => tracing::warn!("cluster: a registration for {host} refused: {e}"),
                 }
+                return;
             }
             Control::Knock { device, host, token, .. } => {
                 if let (Ok(device), Ok(host), Ok(token)) = (
@@ -549,13 +739,31 @@ impl Cluster {
                         &PairingToken(token),
                     );
                 }
+                return;
             }
-        }
+        };
+        crate::server::remote_presence(inner, &changes);
+        self.count_presence(inner);
+    }
+
+    /// `f` on the view of `node`, heard from `now`.
+    fn peer<T>(&self, node: String, now: Instant, f: impl FnOnce(&mut View) -> T) -> T {
+        let mut peers = lock(&self.peers);
+        let peer = peers.entry(node).or_insert_with(|| Peer { last: now, view: View::default() });
+        peer.last = now;
+        f(&mut peer.view)
+    }
+
+    fn count_presence(&self, inner: &Arc<Inner>) {
+        inner
+            .metrics
+            .cluster_presence
+            .store(crate::server::remote_keys(inner) as u64, Ordering::Relaxed);
     }
 
     /// Other nodes not heard from for [`EXPIRY`] are gone: their keys go offline.
     fn expire(&self, inner: &Arc<Inner>, now: Instant) {
-        let gone: Vec<(RelayKey, Side)> = {
+        let gone: Vec<(Entry, bool)> = {
             let mut peers = lock(&self.peers);
             let dead: Vec<String> = peers
                 .iter()
@@ -565,14 +773,114 @@ impl Cluster {
             dead.iter()
                 .filter_map(|n| peers.remove(n))
                 .inspect(|_| tracing::info!("cluster: a node went silent; its keys are offline"))
-                .flat_map(|p| p.keys)
+                .flat_map(|p| p.view.gone())
                 .collect()
         };
-        let changes: Vec<((RelayKey, Side), bool)> = gone.into_iter().map(|k| (k, false)).collect();
-        crate::server::remote_presence(inner, &changes);
-        inner
-            .metrics
-            .cluster_presence
-            .store(crate::server::remote_keys(inner) as u64, Ordering::Relaxed);
+        crate::server::remote_presence(inner, &gone);
+        self.count_presence(inner);
+    }
+}
+
+/// Drops the knocks kept past [`KNOCK_KEEP`] or past the newest [`KEPT_KNOCKS`].
+fn keep_fresh(knocks: &mut VecDeque<(Instant, Control)>, now: Instant) {
+    while knocks.len() > KEPT_KNOCKS
+        || knocks.front().is_some_and(|(at, _)| now.saturating_duration_since(*at) > KNOCK_KEEP)
+    {
+        knocks.pop_front();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(seed: u8, side: Side) -> Entry {
+        (RelayKey([seed; 32]), side)
+    }
+
+    fn set(entries: &[Entry]) -> HashSet<Entry> {
+        entries.iter().copied().collect()
+    }
+
+    fn sorted(mut changes: Vec<(Entry, bool)>) -> Vec<(Entry, bool)> {
+        changes.sort_by_key(|((k, s), online)| (k.0, side_byte(*s), *online));
+        changes
+    }
+
+    /// What a node holding `entries` says in its heartbeat.
+    fn alive(entries: &[Entry]) -> (usize, u64) {
+        (entries.len(), entries.iter().map(digest).fold(0, |a, b| a ^ b))
+    }
+
+    #[test]
+    fn changes_keep_the_view_in_step_with_the_heartbeat() {
+        let (a, b, c) = (entry(1, Side::Host), entry(2, Side::Device), entry(3, Side::Device));
+        let mut view = View::default();
+        assert!(view.agrees(0, 0));
+        assert_eq!(sorted(view.change(set(&[a, b]), set(&[]))), vec![(a, true), (b, true)]);
+        let (keys, sum) = alive(&[a, b]);
+        assert!(view.agrees(keys, sum));
+        // A change heard twice, or a key going that was never here, changes nothing.
+        assert!(view.change(set(&[a]), set(&[c])).is_empty());
+        assert_eq!(view.change(set(&[]), set(&[a])), vec![(a, false)]);
+        assert!(view.agrees(alive(&[b]).0, alive(&[b]).1));
+        // A lost change shows in the next heartbeat (the same count, another digest).
+        assert!(!view.agrees(alive(&[c]).0, alive(&[c]).1));
+        // The same key as host and as device are two entries.
+        assert_ne!(digest(&entry(4, Side::Host)), digest(&entry(4, Side::Device)));
+    }
+
+    #[test]
+    fn a_snapshot_in_parts_replaces_the_view_only_when_whole() {
+        let (a, b, c, d) = (
+            entry(1, Side::Host),
+            entry(2, Side::Device),
+            entry(3, Side::Device),
+            entry(4, Side::Host),
+        );
+        let mut view = View::default();
+        view.change(set(&[a, b]), set(&[]));
+        // Parts 0 and 1 of snapshot 7 change nothing yet; the last part replaces the view.
+        assert!(view.snapshot(7, 0, false, set(&[b])).is_empty());
+        assert!(view.snapshot(7, 1, false, set(&[c])).is_empty());
+        assert!(view.agrees(alive(&[a, b]).0, alive(&[a, b]).1));
+        assert_eq!(
+            sorted(view.snapshot(7, 2, true, set(&[d]))),
+            vec![(a, false), (c, true), (d, true)]
+        );
+        let (keys, sum) = alive(&[b, c, d]);
+        assert!(view.agrees(keys, sum));
+        // A part missing (2 after 0): the snapshot is dropped, the view stays.
+        assert!(view.snapshot(8, 0, false, set(&[a])).is_empty());
+        assert!(view.snapshot(8, 2, true, set(&[])).is_empty());
+        assert!(view.agrees(keys, sum));
+        // A new snapshot starts over whatever was pending, and may be empty.
+        assert!(view.snapshot(9, 0, false, set(&[a])).is_empty());
+        let all_gone = view.snapshot(10, 0, true, set(&[]));
+        assert_eq!(all_gone.len(), 3);
+        assert!(all_gone.iter().all(|(_, online)| !online));
+        assert!(view.agrees(0, 0));
+        // A node gone takes its keys with it.
+        view.change(set(&[a]), set(&[]));
+        assert_eq!(view.gone(), vec![(a, false)]);
+    }
+
+    #[test]
+    fn kept_knocks_are_the_newest_and_fresh() {
+        let knock = |n: usize| Control::Knock {
+            node: String::new(),
+            device: n.to_string(),
+            host: String::new(),
+            token: String::new(),
+        };
+        let t0 = Instant::now();
+        let mut knocks: VecDeque<(Instant, Control)> =
+            (0..KEPT_KNOCKS + 5).map(|n| (t0, knock(n))).collect();
+        keep_fresh(&mut knocks, t0);
+        assert_eq!(knocks.len(), KEPT_KNOCKS);
+        assert!(matches!(&knocks[0].1, Control::Knock { device, .. } if device == "5"));
+        knocks.push_back((t0 + KNOCK_KEEP, knock(0)));
+        keep_fresh(&mut knocks, t0 + KNOCK_KEEP + Duration::from_secs(1));
+        assert_eq!(knocks.len(), 1);
     }
 }

@@ -293,6 +293,14 @@ pub(crate) fn knock(
     lock(&inner.hub).knock(device, host, token);
 }
 
+/// The devices that knocked at `host`'s open offers here, with the offer's token.
+pub(crate) fn knocks_at(
+    inner: &Inner,
+    host: &protocol::RelayKey,
+) -> Vec<(protocol::PairingToken, protocol::RelayKey)> {
+    lock(&inner.hub).knocks_at(host)
+}
+
 /// A connection counted as open (in the metrics and for the drain at shutdown) while it lives;
 /// holds how many were open with it.
 struct Open(usize, Arc<Inner>);

@@ -281,9 +281,9 @@ async fn limits_hold_at_the_node_a_frame_is_sent_to() {
 async fn nats_restarted_mid_stream_delivers_nothing_twice_or_astray() {
     let Some(mut nats) = Nats::start() else { return };
     let (a, b) = (node(&nats, Limits::default()).await, node(&nats, Limits::default()).await);
-    let (h, d1, d2) = (key(1), key(2), key(3));
+    let (h, d1, d2, d3) = (key(1), key(2), key(3), key(4));
     let mut host = join(&a, &h, Side::Host).await;
-    let keys = [RelayKey::of(&d1.public_key()), RelayKey::of(&d2.public_key())];
+    let keys = [d1.public_key(), d2.public_key(), d3.public_key()].map(|k| RelayKey::of(&k));
     control(&mut host, &protocol::relay::register(&h, 1, &keys, &[])).await;
     let mut dev1 = join(&b, &d1, Side::Device).await;
     let mut dev2 = join(&b, &d2, Side::Device).await;
@@ -306,6 +306,10 @@ async fn nats_restarted_mid_stream_delivers_nothing_twice_or_astray() {
         }
         assert!(tokio::time::Instant::now() < deadline, "frames did not fail while NATS was away");
     }
+    // A node without NATS still takes new connections (its subscription waits for NATS).
+    let mut dev3 = tokio::time::timeout(Duration::from_secs(5), join(&b, &d3, Side::Device))
+        .await
+        .expect("a node without NATS did not welcome a new connection");
     nats.restart();
     // Back: the route comes back by itself (hello, presence, registrations again). A frame the
     // node took just before it saw NATS go may come first, late.
@@ -339,6 +343,57 @@ async fn nats_restarted_mid_stream_delivers_nothing_twice_or_astray() {
         .collect();
     assert_eq!(got, want, "frames lost, doubled or out of order");
     assert!(nothing(&mut dev2).await, "a frame went to the wrong key");
+    // The device that came while NATS was away is reached across nodes now.
+    until_routed(&mut host, &d3, &mut dev3, b"to the newcomer").await;
     a.server.shutdown().await;
     b.server.shutdown().await;
+}
+
+/// A node that joins later learns the knocks made before it, and a device that knocked at one
+/// node goes on pairing through it; a node that stops says so, and its keys go offline at once
+/// (not a heartbeat expiry later).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_node_knows_earlier_knocks_and_a_stopping_node_says_goodbye() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (node(&nats, Limits::default()).await, node(&nats, Limits::default()).await);
+    let (h, newcomer) = (key(1), key(2));
+    let mut host = join(&a, &h, Side::Host).await;
+    let token = protocol::PairingToken([0x55; 32]);
+    control(&mut host, &protocol::relay::register(&h, 1, &[], &[token])).await;
+    let mut new = join(&b, &newcomer, Side::Device).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while b.server.metrics().registrations.load(Relaxed) < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "B did not take the registration");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let knock = protocol::relay::ToRelay::Knock { host: hex_of(&h), token: hex::encode(token.0) };
+    control(&mut new, &knock).await;
+    until_routed(&mut new, &h, &mut host, b"knocked at B").await;
+
+    // C joins after the knock; the device moves from B to C and, without knocking again,
+    // reaches its host at A, and hears from it.
+    let c = node(&nats, Limits::default()).await;
+    new.close(None).await.unwrap();
+    let mut moved = join(&c, &newcomer, Side::Device).await;
+    until_routed(&mut moved, &h, &mut host, b"through C").await;
+    send(&mut host, 1, &newcomer, b"welcome at C").await;
+    assert_eq!(recv(&mut moved).await.unwrap().1, b"welcome at C");
+
+    // A registered device at C hears its host at A go when A stops: at once, by A's goodbye.
+    // (Without it, A's presence would expire at C no sooner than EXPIRY after A's last
+    // heartbeat, which came at most a HEARTBEAT before A stopped: two seconds at the least.)
+    let d = key(3);
+    let devices = [RelayKey::of(&d.public_key())];
+    control(&mut host, &protocol::relay::register(&h, 2, &devices, &[])).await;
+    let mut dev = join(&c, &d, Side::Device).await;
+    control_until(&mut dev, |m| matches!(m, FromRelay::HostPresence { online: true, .. })).await;
+    let stopped = tokio::time::Instant::now();
+    a.server.shutdown().await;
+    let gone = |m: &FromRelay| matches!(m, FromRelay::HostPresence { online: false, .. });
+    let before_expiry =
+        relay::cluster::EXPIRY - relay::cluster::HEARTBEAT - Duration::from_millis(500);
+    let said = tokio::time::timeout(before_expiry, control_until(&mut dev, gone)).await;
+    assert!(said.is_ok(), "no goodbye: the host went offline only {:?} later", stopped.elapsed());
+    b.server.shutdown().await;
+    c.server.shutdown().await;
 }
