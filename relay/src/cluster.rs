@@ -474,10 +474,18 @@ impl Cluster {
         }
     }
 
+    /// Queues `control`, waiting for room (for what must not be dropped: a node's state for
+    /// another that joins, however many hosts it holds).
+    async fn publish_waiting(&self, control: &Control) {
+        if let Ok(json) = serde_json::to_vec(control) {
+            let _ = self.control.send((control_subject(), Bytes::from(json))).await;
+        }
+    }
+
     /// Says hello, and everything a node that just joined needs: the keys here, and the
     /// registrations and knocks of the hosts and devices here.
     async fn hello(&self, inner: &Arc<Inner>) {
-        self.publish_control(&Control::Hello { node: self.node.clone() });
+        self.publish_waiting(&Control::Hello { node: self.node.clone() }).await;
         self.publish_state(inner).await;
     }
 
@@ -486,17 +494,18 @@ impl Cluster {
         let registrations: Vec<(RelayKey, Control)> =
             lock(&self.registrations).iter().map(|(k, c)| (*k, c.clone())).collect();
         for (host, registration) in registrations {
-            self.publish_control(&registration);
+            self.publish_waiting(&registration).await;
             // The devices that knocked at the host's open offers (wherever they knocked), right
             // after the registration that opens them: a knock that came first would find no
             // offer at a node that just joined.
             for (token, device) in crate::server::knocks_at(inner, &host) {
-                self.publish_control(&Control::Knock {
+                self.publish_waiting(&Control::Knock {
                     node: self.node.clone(),
                     device: device.to_string(),
                     host: host.to_string(),
                     token: hex::encode(token.0),
-                });
+                })
+                .await;
             }
         }
         let knocks: Vec<Control> = {
@@ -505,7 +514,7 @@ impl Cluster {
             knocks.iter().map(|(_, k)| k.clone()).collect()
         };
         for knock in knocks {
-            self.publish_control(&knock);
+            self.publish_waiting(&knock).await;
         }
     }
 
@@ -519,13 +528,14 @@ impl Cluster {
         let parts = all.len().div_ceil(SNAPSHOT_CHUNK).max(1);
         let mut chunks = all.chunks(SNAPSHOT_CHUNK);
         for part in 0..parts {
-            self.publish_control(&Control::Snapshot {
+            self.publish_waiting(&Control::Snapshot {
                 node: self.node.clone(),
                 id,
                 part: u32::try_from(part).unwrap_or(u32::MAX),
                 last: part + 1 == parts,
                 online: chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
-            });
+            })
+            .await;
         }
         drop(held);
     }
@@ -534,7 +544,8 @@ impl Cluster {
     async fn publish_alive(&self) {
         let held = self.held.lock().await;
         let digest = held.iter().map(|(k, (s, _))| digest(&(*k, *s))).fold(0, |a, b| a ^ b);
-        self.publish_control(&Control::Alive { node: self.node.clone(), keys: held.len(), digest });
+        self.publish_waiting(&Control::Alive { node: self.node.clone(), keys: held.len(), digest })
+            .await;
         drop(held);
     }
 
@@ -631,21 +642,23 @@ impl Cluster {
                     }
                 });
                 held.insert(key, (side, task));
-                self.publish_control(&Control::Presence {
+                self.publish_waiting(&Control::Presence {
                     node: self.node.clone(),
                     online: vec![(key.to_string(), side)],
                     offline: Vec::new(),
-                });
+                })
+                .await;
             }
             (false, true) => {
                 if let Some((side, task)) = held.remove(&key) {
                     task.abort();
                     lock(&self.registrations).remove(&key);
-                    self.publish_control(&Control::Presence {
+                    self.publish_waiting(&Control::Presence {
                         node: self.node.clone(),
                         online: Vec::new(),
                         offline: vec![(key.to_string(), side)],
-                    });
+                    })
+                    .await;
                 }
             }
             _ => {}
@@ -700,7 +713,8 @@ impl Cluster {
                 if !agrees {
                     // Something was lost on the way (or this node just came): ask for it all.
                     tracing::debug!(%node, "cluster: presence out of step; asking for it all");
-                    self.publish_control(&Control::Sync { node: self.node.clone(), of: node });
+                    self.publish_waiting(&Control::Sync { node: self.node.clone(), of: node })
+                        .await;
                 }
                 return;
             }

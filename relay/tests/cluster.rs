@@ -397,3 +397,41 @@ async fn a_later_node_knows_earlier_knocks_and_a_stopping_node_says_goodbye() {
     b.server.shutdown().await;
     c.server.shutdown().await;
 }
+
+/// A node that joins a cluster whose node holds thousands of hosts learns every one: their keys
+/// (a list in parts, more than one part holds) and their registrations (more than the queue of
+/// control messages holds at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_joins_learns_thousands_of_keys_and_registrations() {
+    let Some(nats) = Nats::start() else { return };
+    let a = node(&nats, Limits::default()).await;
+    let hosts = relay::cluster::SNAPSHOT_CHUNK as u64 + 500;
+    let mut held = Vec::new();
+    for i in 0..hosts {
+        let mut seed = [7u8; 32];
+        seed[..8].copy_from_slice(&i.to_le_bytes());
+        let secret = SecretKey::from_seed(&seed);
+        let mut conn = a.server.connect_local();
+        authenticate(&mut conn, &secret, Side::Host, &a.pin).await.unwrap();
+        let register = protocol::relay::register(&secret, 1, &[], &[]);
+        conn.send(Message::text(serde_json::to_string(&register).unwrap())).await.unwrap();
+        held.push(conn);
+    }
+    let b = node(&nats, Limits::default()).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = b.server.metrics().cluster_presence.load(Relaxed);
+        let registrations = b.server.metrics().registrations.load(Relaxed);
+        if keys == hosts && registrations == hosts {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "B learned {keys} keys and {registrations} registrations of {hosts}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(held);
+    a.server.shutdown().await;
+    b.server.shutdown().await;
+}
