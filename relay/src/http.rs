@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt as _;
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
@@ -53,8 +52,7 @@ pub(crate) async fn connection(
             tls.write_all(switching_protocols(key).as_bytes()).await?;
             let ws =
                 WebSocketStream::from_raw_socket(tls, Role::Server, Some(ws_config(limits))).await;
-            let (sink, stream) = ws.split();
-            session(inner, sink, stream).await
+            session(inner, ws).await
         }
         (Some("GET"), Some("/sse")) => {
             if open > limits.max_connections {
@@ -75,7 +73,8 @@ pub(crate) async fn connection(
                 while matches!(reader.read(&mut buf).await, Ok(n) if n > 0) {}
                 drop(gone_tx);
             });
-            let result = session(inner, crate::sse::event_sink(writer), inbound).await;
+            let sink = crate::sse::event_sink(writer);
+            let result = session(inner, crate::server::Joined(sink, inbound)).await;
             watch.abort();
             result
         }

@@ -9,8 +9,10 @@
 //! reason, and nothing else.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
@@ -211,7 +213,7 @@ impl Server {
             tokio::spawn(async move {
                 let _open = Open::count(&inner);
                 let (sink, stream) = relay;
-                if let Err(e) = session(&inner, sink, stream).await {
+                if let Err(e) = session(&inner, Joined(sink, stream)).await {
                     tracing::debug!("local connection ended: {e}");
                 }
             });
@@ -366,27 +368,146 @@ fn close(code: CloseCode, reason: impl Into<String>) -> Message {
     Message::Close(Some(CloseFrame { code: code.code().into(), reason: reason.into().into() }))
 }
 
-/// The session of one client, over a WebSocket or the event-stream fallback
-/// ([`crate::sse`]): authenticate, then route until either side closes.
-pub(crate) async fn session<K, T>(
-    inner: &Arc<Inner>,
-    mut sink: K,
-    mut stream: T,
-) -> Result<(), ConnError>
+/// A sink and a stream joined into one connection (the event-stream fallback's two halves, a
+/// local connection's two channels), for [`session`].
+pub(crate) struct Joined<K, T>(pub(crate) K, pub(crate) T);
+
+impl<K, T> futures_util::Sink<Message> for Joined<K, T>
 where
-    K: futures_util::Sink<Message, Error = WsError> + Unpin + Send + 'static,
+    K: futures_util::Sink<Message, Error = WsError> + Unpin,
+    T: Unpin,
+{
+    type Error = WsError;
+
+    fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.0).poll_ready(cx)
+    }
+
+    fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+        Pin::new(&mut self.0).start_send(item)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+        Pin::new(&mut self.0).poll_close(cx)
+    }
+}
+
+impl<K, T> futures_util::Stream for Joined<K, T>
+where
+    K: Unpin,
     T: futures_util::Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    type Item = Result<Message, WsError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.1).poll_next(cx)
+    }
+}
+
+/// What woke a session's loop.
+enum Woke {
+    /// The connection is being closed by the relay (too slow, shutdown).
+    Kicked,
+    /// Writing failed: the connection is gone.
+    Broken,
+    /// The idle timer fired.
+    Idle,
+    /// The client sent something (or its stream ended).
+    Read(Option<Result<Message, WsError>>),
+}
+
+/// Messages fed to the connection before one flush.
+const BATCH: usize = 64;
+
+/// The writing half of a session's loop: what the hub queued for the connection, and pings.
+struct Outgoing {
+    rx: mpsc::UnboundedReceiver<Message>,
+    /// Bytes in `rx` and fed but not yet flushed (the hub's queue limit counts them).
+    queued: Arc<AtomicUsize>,
+    /// Bytes fed since the last flush, and how many messages.
+    unflushed: usize,
+    batch: usize,
+    ping: tokio::time::Interval,
+    ping_due: bool,
+}
+
+impl Outgoing {
+    /// Writes what is queued, as far as the connection takes it now, [`BATCH`] messages to a
+    /// flush: never waits (a peer that reads slowly leaves the rest queued, and the loop goes
+    /// on reading). False when the connection failed.
+    fn poll_write<C>(&mut self, conn: &mut C, cx: &mut Context<'_>) -> bool
+    where
+        C: futures_util::Sink<Message, Error = WsError> + Unpin,
+    {
+        if self.ping.poll_tick(cx).is_ready() {
+            self.ping_due = true;
+        }
+        loop {
+            let mut full = false;
+            while self.batch < BATCH {
+                match Pin::new(&mut *conn).poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Err(_)) => return false,
+                    Poll::Pending => break,
+                }
+                let message = if std::mem::take(&mut self.ping_due) {
+                    Message::Ping(Default::default())
+                } else {
+                    match self.rx.poll_recv(cx) {
+                        Poll::Ready(Some(m)) => m,
+                        Poll::Ready(None) | Poll::Pending => break,
+                    }
+                };
+                self.unflushed += message.len();
+                self.batch += 1;
+                if Pin::new(&mut *conn).start_send(message).is_err() {
+                    return false;
+                }
+                full = self.batch == BATCH;
+            }
+            if self.batch == 0 {
+                return true;
+            }
+            match Pin::new(&mut *conn).poll_flush(cx) {
+                Poll::Ready(Ok(())) => {
+                    self.queued.fetch_sub(self.unflushed, Ordering::Relaxed);
+                    (self.unflushed, self.batch) = (0, 0);
+                    // A full batch went: there may be more.
+                    if !full {
+                        return true;
+                    }
+                }
+                Poll::Ready(Err(_)) => return false,
+                Poll::Pending => return true,
+            }
+        }
+    }
+}
+
+/// The session of one client, over a WebSocket or the event-stream fallback
+/// ([`crate::sse`]): authenticate, then route until either side closes. One task reads,
+/// routes and writes: what the hub queues for the connection wakes it, as a frame from the
+/// client does.
+pub(crate) async fn session<C>(inner: &Arc<Inner>, mut conn: C) -> Result<(), ConnError>
+where
+    C: futures_util::Sink<Message, Error = WsError>
+        + futures_util::Stream<Item = Result<Message, WsError>>
+        + Unpin,
 {
     let limits = inner.config.limits.clone();
     let metrics = &inner.metrics;
     let mut nonce = [0u8; 32];
     getrandom::fill(&mut nonce)?;
-    sink.send(Message::text(serde_json::to_string(&FromRelay::Challenge {
+    conn.send(Message::text(serde_json::to_string(&FromRelay::Challenge {
         nonce: hex::encode(nonce),
     })?))
     .await?;
 
-    let answer = tokio::time::timeout(limits.handshake_timeout, stream.next()).await;
+    let answer = tokio::time::timeout(limits.handshake_timeout, conn.next()).await;
     let (side, key) = match answer {
         Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<ToRelay>(&text) {
             Ok(ToRelay::Hello { side, key, signature }) => {
@@ -397,7 +518,7 @@ where
                     Ok(key) => (side, protocol::RelayKey::of(&key)),
                     Err(e) => {
                         Metrics::inc(&metrics.auth_failures);
-                        sink.send(close(
+                        conn.send(close(
                             CloseCode::AuthFailed,
                             format!("authentication failed: {e}"),
                         ))
@@ -408,28 +529,28 @@ where
             }
             _ => {
                 Metrics::inc(&metrics.auth_failures);
-                sink.send(close(CloseCode::AuthFailed, "authentication failed: expected a hello"))
+                conn.send(close(CloseCode::AuthFailed, "authentication failed: expected a hello"))
                     .await?;
                 return Ok(());
             }
         },
         Ok(_) => {
             Metrics::inc(&metrics.auth_failures);
-            sink.send(close(CloseCode::AuthFailed, "authentication failed: expected a hello"))
+            conn.send(close(CloseCode::AuthFailed, "authentication failed: expected a hello"))
                 .await?;
             return Ok(());
         }
         Err(_) => {
             Metrics::inc(&metrics.auth_failures);
-            sink.send(close(CloseCode::AuthTimeout, "authentication timeout")).await?;
+            conn.send(close(CloseCode::AuthTimeout, "authentication timeout")).await?;
             return Ok(());
         }
     };
 
-    let (tx, mut rx) = mpsc::unbounded_channel::<Message>();
+    let (tx, rx) = mpsc::unbounded_channel::<Message>();
     let queued = Arc::new(AtomicUsize::new(0));
     let (kick, mut kicked) = watch::channel::<Kick>(None);
-    // Everything queued for the writer is counted, so that the writer's accounting balances.
+    // Everything queued for the connection is counted, so that the accounting balances.
     let enqueue = |message: Message| {
         queued.fetch_add(message.len(), Ordering::Relaxed);
         let _ = tx.send(message);
@@ -451,7 +572,7 @@ where
     };
     let Some(id) = added else {
         Metrics::inc(&metrics.limit_closes);
-        sink.send(close(CloseCode::TooManyConnections, "too many connections for this key"))
+        conn.send(close(CloseCode::TooManyConnections, "too many connections for this key"))
             .await?;
         return Ok(());
     };
@@ -461,61 +582,16 @@ where
     }
     lock(&inner.hub).greet(id, metrics);
 
-    // The writer owns the sink: queued messages, pings, and the close when kicked.
-    let writer = {
-        let queued = queued.clone();
-        let mut kicked = kicked.clone();
-        let why = kicked.clone();
-        let ping_interval = limits.ping_interval;
-        tokio::spawn(async move {
-            let mut ping = tokio::time::interval(ping_interval);
-            ping.tick().await;
-            let stopped = kicked.changed();
-            tokio::pin!(stopped);
-            let was_kicked = loop {
-                let mut size = 0;
-                let write = tokio::select! {
-                    biased;
-                    _ = &mut stopped => break true,
-                    message = rx.recv() => {
-                        let Some(first) = message else { break false };
-                        // Whatever else is already queued goes out with it, in one flush.
-                        futures_util::future::Either::Left(async {
-                            let mut next = Some(first);
-                            let mut count = 0;
-                            while let Some(m) = next {
-                                size += m.len();
-                                sink.feed(m).await?;
-                                count += 1;
-                                next = if count < 64 { rx.try_recv().ok() } else { None };
-                            }
-                            sink.flush().await
-                        })
-                    }
-                    _ = ping.tick() => {
-                        futures_util::future::Either::Right(sink.send(Message::Ping(Default::default())))
-                    }
-                };
-                // A peer that stopped reading blocks this write; a kick must still end it.
-                let sent = tokio::select! {
-                    sent = write => Some(sent),
-                    _ = &mut stopped => None,
-                };
-                queued.fetch_sub(size, Ordering::Relaxed);
-                match sent {
-                    Some(Ok(())) => {}
-                    Some(Err(_)) => break false,
-                    None => break true,
-                }
-            };
-            let reason = why.borrow().clone();
-            if let (true, Some((code, reason))) = (was_kicked, reason) {
-                // A peer too slow to read may never take this; the time limit ends it.
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(5), sink.send(close(code, reason)))
-                        .await;
-            }
-        })
+    let mut out = Outgoing {
+        rx,
+        queued: queued.clone(),
+        unflushed: 0,
+        batch: 0,
+        ping: tokio::time::interval_at(
+            tokio::time::Instant::now() + limits.ping_interval,
+            limits.ping_interval,
+        ),
+        ping_due: false,
     };
 
     // The idle timer is armed once and moved on only when it fires, to the idle timeout after
@@ -525,10 +601,31 @@ where
     tokio::pin!(idle);
     let stopped = kicked.changed();
     tokio::pin!(stopped);
+    let mut broken = false;
     let outcome: Option<(CloseCode, String)> = loop {
-        let next = tokio::select! {
-            _ = &mut stopped => break None,
-            () = &mut idle => {
+        let woke = std::future::poll_fn(|cx| {
+            if stopped.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Kicked);
+            }
+            if !out.poll_write(&mut conn, cx) {
+                return Poll::Ready(Woke::Broken);
+            }
+            if let Poll::Ready(next) = Pin::new(&mut conn).poll_next(cx) {
+                return Poll::Ready(Woke::Read(next));
+            }
+            if idle.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Idle);
+            }
+            Poll::Pending
+        })
+        .await;
+        let next = match woke {
+            Woke::Kicked => break None,
+            Woke::Broken => {
+                broken = true;
+                break None;
+            }
+            Woke::Idle => {
                 let deadline = heard + limits.idle_timeout;
                 if deadline <= tokio::time::Instant::now() {
                     break Some((CloseCode::GoingAway, "idle timeout".into()));
@@ -536,7 +633,7 @@ where
                 idle.as_mut().reset(deadline);
                 continue;
             }
-            next = stream.next() => next,
+            Woke::Read(next) => next,
         };
         heard = tokio::time::Instant::now();
         let message = match next {
@@ -664,17 +761,23 @@ where
     if outcome.as_ref().is_some_and(|(code, _)| *code != CloseCode::Normal) {
         Metrics::inc(&metrics.limit_closes);
     }
-    let reason = outcome.unwrap_or((CloseCode::Normal, "bye".into()));
     // A kick already in place (too slow, shutdown) keeps its reason.
+    let kicked_for = kick.borrow().clone();
+    let (code, reason) =
+        kicked_for.or(outcome).unwrap_or_else(|| (CloseCode::Normal, "bye".into()));
+    // Whatever else would kick it (too slow, shutdown) finds it closing already.
     kick.send_if_modified(|current| {
         if current.is_none() {
-            *current = Some(reason);
+            *current = Some((code, reason.clone()));
             true
         } else {
             false
         }
     });
-    let _ = writer.await;
+    if !broken {
+        // A peer too slow to read may never take this; the time limit ends it.
+        let _ = tokio::time::timeout(Duration::from_secs(5), conn.send(close(code, reason))).await;
+    }
     lock(&inner.hub).remove(id, metrics);
     if let Some(cluster) = &cluster {
         cluster.follow(inner, key, side).await;
