@@ -426,12 +426,14 @@ const BATCH: usize = 64;
 /// The writing half of a session's loop: what the hub queued for the connection, and pings.
 struct Outgoing {
     rx: mpsc::UnboundedReceiver<Message>,
-    /// Bytes in `rx` and fed but not yet flushed (the hub's queue limit counts them).
+    /// Taken from `rx` (or a ping), waiting for the connection to take it.
+    next: Option<Message>,
+    /// Bytes in `rx`, in `next`, and fed but not yet flushed (the hub's queue limit counts
+    /// them).
     queued: Arc<AtomicUsize>,
     /// Bytes fed since the last flush, and how many messages.
     unflushed: usize,
     batch: usize,
-    ping: tokio::time::Interval,
     ping_due: bool,
 }
 
@@ -443,25 +445,28 @@ impl Outgoing {
     where
         C: futures_util::Sink<Message, Error = WsError> + Unpin,
     {
-        if self.ping.poll_tick(cx).is_ready() {
-            self.ping_due = true;
-        }
         loop {
             let mut full = false;
             while self.batch < BATCH {
+                if self.next.is_none() {
+                    self.next = if std::mem::take(&mut self.ping_due) {
+                        Some(Message::Ping(Default::default()))
+                    } else {
+                        match self.rx.poll_recv(cx) {
+                            Poll::Ready(Some(m)) => Some(m),
+                            Poll::Ready(None) | Poll::Pending => None,
+                        }
+                    };
+                }
+                let Some(message) = self.next.take() else { break };
                 match Pin::new(&mut *conn).poll_ready(cx) {
                     Poll::Ready(Ok(())) => {}
                     Poll::Ready(Err(_)) => return false,
-                    Poll::Pending => break,
-                }
-                let message = if std::mem::take(&mut self.ping_due) {
-                    Message::Ping(Default::default())
-                } else {
-                    match self.rx.poll_recv(cx) {
-                        Poll::Ready(Some(m)) => m,
-                        Poll::Ready(None) | Poll::Pending => break,
+                    Poll::Pending => {
+                        self.next = Some(message);
+                        break;
                     }
-                };
+                }
                 self.unflushed += message.len();
                 self.batch += 1;
                 if Pin::new(&mut *conn).start_send(message).is_err() {
@@ -584,28 +589,50 @@ where
 
     let mut out = Outgoing {
         rx,
+        next: None,
         queued: queued.clone(),
         unflushed: 0,
         batch: 0,
-        ping: tokio::time::interval_at(
-            tokio::time::Instant::now() + limits.ping_interval,
-            limits.ping_interval,
-        ),
         ping_due: false,
     };
 
-    // The idle timer is armed once and moved on only when it fires, to the idle timeout after
-    // the last message heard (not re-armed for every frame).
+    // The timers (the idle timeout after the last message heard, the next ping) are armed,
+    // polled once to be woken by, and moved only when they are due; on other wakes the loop
+    // reads the clock instead of polling them. Likewise the kick: its watch is polled once to
+    // be woken by, then its version is read.
     let mut heard = tokio::time::Instant::now();
     let idle = tokio::time::sleep_until(heard + limits.idle_timeout);
     tokio::pin!(idle);
+    let mut next_ping = heard + limits.ping_interval;
+    let ping = tokio::time::sleep_until(next_ping);
+    tokio::pin!(ping);
+    let mut armed = false;
+    let probe = kick.subscribe();
     let stopped = kicked.changed();
     tokio::pin!(stopped);
+    let mut watching = false;
     let mut broken = false;
     let outcome: Option<(CloseCode, String)> = loop {
         let woke = std::future::poll_fn(|cx| {
-            if stopped.as_mut().poll(cx).is_ready() {
+            if !watching {
+                if stopped.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Woke::Kicked);
+                }
+                watching = true;
+            } else if probe.has_changed().unwrap_or(true) {
                 return Poll::Ready(Woke::Kicked);
+            }
+            let now = tokio::time::Instant::now();
+            if now >= next_ping {
+                out.ping_due = true;
+                next_ping = now + limits.ping_interval;
+                ping.as_mut().reset(next_ping);
+                armed = false;
+            }
+            if !armed {
+                let _ = ping.as_mut().poll(cx);
+                let _ = idle.as_mut().poll(cx);
+                armed = true;
             }
             if !out.poll_write(&mut conn, cx) {
                 return Poll::Ready(Woke::Broken);
@@ -613,7 +640,7 @@ where
             if let Poll::Ready(next) = Pin::new(&mut conn).poll_next(cx) {
                 return Poll::Ready(Woke::Read(next));
             }
-            if idle.as_mut().poll(cx).is_ready() {
+            if now >= idle.deadline() {
                 return Poll::Ready(Woke::Idle);
             }
             Poll::Pending
@@ -631,6 +658,7 @@ where
                     break Some((CloseCode::GoingAway, "idle timeout".into()));
                 }
                 idle.as_mut().reset(deadline);
+                armed = false;
                 continue;
             }
             Woke::Read(next) => next,
