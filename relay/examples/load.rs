@@ -8,6 +8,11 @@
 //! defaults; `--pairs N` runs one row alone; `--sealed BYTES` sets the message the channel
 //! carries, 1,024 by default, which goes padded as 1,088). Results go in BENCHMARKS.md.
 //!
+//! `-- --processor [--runs 5]`: the relay's processor time per round trip beside the direct
+//! echo's, for 10 and 100 pairs, alternating, each run in new children; medians of the runs.
+//! The echo serves as many clients as there are pairs, and also twice as many: the relay holds
+//! two connections per pair (the host's and the device's), so at 100 pairs it serves 200.
+//!
 //! `-- --cluster [--runs 3]`: relay nodes sharing routing through a `nats-server` started here
 //! (on the PATH): the same 1 KiB round trip with host and device at one node, with the host at
 //! node A and the device at node B, and through NATS alone (request and reply through the same
@@ -488,6 +493,9 @@ async fn main() -> anyhow::Result<()> {
     if args.iter().any(|a| a == "--cluster") {
         return cluster::compare(seconds, arg("--runs", 3) as usize).await;
     }
+    if args.iter().any(|a| a == "--processor") {
+        return processor(seconds, arg("--runs", 5) as usize).await;
+    }
     let idle = arg("--idle", 10_000) as u32;
     println!(
         "1 KiB frames, closed loop, {seconds} s per row; relay path, the same in the end-to-end \
@@ -538,6 +546,46 @@ async fn main() -> anyhow::Result<()> {
         "\nidle authenticated connections: {idle}; relay RSS {before} KiB before, {after} KiB after: {:.1} KiB per connection",
         (after.saturating_sub(before)) as f64 / f64::from(idle)
     );
+    Ok(())
+}
+
+/// `--processor`: the relay's server time per round trip against the echo's, with as many
+/// echo clients as pairs and with twice as many.
+async fn processor(seconds: u64, runs: usize) -> anyhow::Result<()> {
+    println!(
+        "1 KiB round trips, closed loop, {seconds} s per row, {runs} runs alternating; medians \
+         of the server's processor time per round trip\n"
+    );
+    println!(
+        "| pairs | relay | echo, as many clients | echo, twice as many | relay / echo | relay / echo at twice |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|");
+    for pairs in [10u32, 100] {
+        let (mut relayed, mut direct, mut doubled) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (child, addr, pin) = spawn_child("relay").await?;
+            let pid = child_pid(&child)?;
+            relayed.push(
+                summary(run(relay_links(&addr, pin, pairs, false).await?, pid, seconds).await?).3,
+            );
+            drop(child);
+            for (clients, into) in [(pairs, &mut direct), (2 * pairs, &mut doubled)] {
+                let (child, addr, pin) = spawn_child("echo").await?;
+                let pid = child_pid(&child)?;
+                into.push(
+                    summary(run(echo_links(&addr, pin, clients).await?, pid, seconds).await?).3,
+                );
+                drop(child);
+            }
+        }
+        let (r, e, d) =
+            (cluster::median(relayed), cluster::median(direct), cluster::median(doubled));
+        println!(
+            "| {pairs} | {r:.1} µs | {e:.1} µs | {d:.1} µs | {:.2} | {:.2} |",
+            r / e.max(f64::MIN_POSITIVE),
+            r / d.max(f64::MIN_POSITIVE)
+        );
+    }
     Ok(())
 }
 
@@ -641,7 +689,7 @@ mod cluster {
         })
     }
 
-    fn median(mut values: Vec<f64>) -> f64 {
+    pub(super) fn median(mut values: Vec<f64>) -> f64 {
         values.sort_by(f64::total_cmp);
         values.get(values.len() / 2).copied().unwrap_or(0.0)
     }
