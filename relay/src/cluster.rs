@@ -28,7 +28,7 @@
 //!   so that a device that knocked at one node may go on pairing through a node that came
 //!   later. The knocks made here are kept too, for [`KNOCK_KEEP`] (the newest
 //!   [`KEPT_KNOCKS`]), and published again, for a host's node that missed them. How many devices
-//!   may knock with one offer ([`crate::hub::MAX_KNOCKS`]) is counted at each node: a device
+//!   may knock with one offer (four) is counted at each node: a device
 //!   over the limit at the host's node gets no frame to the host there.
 //!
 //! While NATS is away, frames for keys at other nodes are not sent (the sender is told the
