@@ -19,6 +19,7 @@ use futures_util::{SinkExt as _, StreamExt as _};
 use protocol::relay::{CloseCode, FrameKind, FromRelay, ToRelay};
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
+use tokio::task::coop::unconstrained;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::protocol::frame::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -446,7 +447,6 @@ impl Outgoing {
         C: futures_util::Sink<Message, Error = WsError> + Unpin,
     {
         loop {
-            let mut full = false;
             while self.batch < BATCH {
                 if self.next.is_none() {
                     self.next = if std::mem::take(&mut self.ping_due) {
@@ -472,7 +472,6 @@ impl Outgoing {
                 if Pin::new(&mut *conn).start_send(message).is_err() {
                     return false;
                 }
-                full = self.batch == BATCH;
             }
             if self.batch == 0 {
                 return true;
@@ -481,10 +480,9 @@ impl Outgoing {
                 Poll::Ready(Ok(())) => {
                     self.queued.fetch_sub(self.unflushed, Ordering::Relaxed);
                     (self.unflushed, self.batch) = (0, 0);
-                    // A full batch went: there may be more.
-                    if !full {
-                        return true;
-                    }
+                    // Round again, until the queue or the connection says Pending (and so
+                    // will wake the loop): more may wait, and a message taken while the
+                    // connection had no room waits in `next`.
                 }
                 Poll::Ready(Err(_)) => return false,
                 Poll::Pending => return true,
@@ -599,7 +597,9 @@ where
     // The timers (the idle timeout after the last message heard, the next ping) are armed,
     // polled once to be woken by, and moved only when they are due; on other wakes the loop
     // reads the clock instead of polling them. Likewise the kick: its watch is polled once to
-    // be woken by, then its version is read.
+    // be woken by, then its version is read. Those single polls are made outside the task's
+    // budget: a timer or a watch polled with the budget spent says Pending without taking the
+    // waker, and would never wake the loop.
     let mut heard = tokio::time::Instant::now();
     let idle = tokio::time::sleep_until(heard + limits.idle_timeout);
     tokio::pin!(idle);
@@ -615,7 +615,8 @@ where
     let outcome: Option<(CloseCode, String)> = loop {
         let woke = std::future::poll_fn(|cx| {
             if !watching {
-                if stopped.as_mut().poll(cx).is_ready() {
+                let stopping = unconstrained(stopped.as_mut());
+                if std::pin::pin!(stopping).poll(cx).is_ready() {
                     return Poll::Ready(Woke::Kicked);
                 }
                 watching = true;
@@ -630,8 +631,8 @@ where
                 armed = false;
             }
             if !armed {
-                let _ = ping.as_mut().poll(cx);
-                let _ = idle.as_mut().poll(cx);
+                let _ = std::pin::pin!(unconstrained(ping.as_mut())).poll(cx);
+                let _ = std::pin::pin!(unconstrained(idle.as_mut())).poll(cx);
                 armed = true;
             }
             if !out.poll_write(&mut conn, cx) {
@@ -741,7 +742,9 @@ where
                         if fresh {
                             Metrics::inc(&metrics.registrations);
                             if let Some(cluster) = &cluster {
-                                cluster.registered(key, counter, &devices, &offers, &signature);
+                                cluster
+                                    .registered(key, counter, &devices, &offers, &signature)
+                                    .await;
                             }
                         }
                         if fresh && let Some((frames_per_sec, burst)) = rules.registered(distinct) {
@@ -773,7 +776,7 @@ where
                 if open {
                     Metrics::inc(&metrics.knocks);
                     if let Some(cluster) = &cluster {
-                        cluster.knocked(&key, &host, &token);
+                        cluster.knocked(&key, &host, &token).await;
                     }
                 } else {
                     enqueue(Message::text(serde_json::to_string(&FromRelay::Refused {
@@ -811,4 +814,70 @@ where
         cluster.follow(inner, key, side).await;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that takes every message at once and whose flushes wait, one in two.
+    #[derive(Default)]
+    struct Slow {
+        sent: Vec<Message>,
+        flushes: usize,
+    }
+
+    impl futures_util::Sink<Message> for Slow {
+        type Error = WsError;
+
+        fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn start_send(mut self: Pin<&mut Self>, item: Message) -> Result<(), WsError> {
+            self.sent.push(item);
+            Ok(())
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            self.flushes += 1;
+            if self.flushes % 2 == 1 { Poll::Pending } else { Poll::Ready(Ok(())) }
+        }
+
+        fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    #[test]
+    fn a_full_batch_whose_flush_waited_is_followed_by_the_rest() {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let total = BATCH + 10;
+        for i in 0..total {
+            let message = Message::binary(vec![u8::try_from(i % 256).unwrap(); 3]);
+            queued.fetch_add(message.len(), Ordering::Relaxed);
+            tx.send(message).unwrap();
+        }
+        let mut out = Outgoing {
+            rx,
+            next: None,
+            queued: queued.clone(),
+            unflushed: 0,
+            batch: 0,
+            ping_due: false,
+        };
+        let mut conn = Slow::default();
+        let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+        // A full batch goes, and its flush waits.
+        assert!(out.poll_write(&mut conn, &mut cx));
+        assert_eq!(conn.sent.len(), BATCH);
+        // Woken by the connection: the flush ends, and the rest goes in the same wake (nothing
+        // else would wake the loop for what was already queued).
+        assert!(out.poll_write(&mut conn, &mut cx));
+        assert_eq!(conn.sent.len(), total);
+        assert!(out.poll_write(&mut conn, &mut cx));
+        assert_eq!(queued.load(Ordering::Relaxed), 0, "every byte flushed is counted off");
+        assert_eq!(out.batch, 0);
+    }
 }

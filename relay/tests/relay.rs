@@ -756,3 +756,46 @@ async fn a_host_in_the_relays_own_process_gets_the_same_session_without_tls() {
     };
     assert_eq!(code, 1001);
 }
+
+/// A burst far larger than the socket's buffers, to a device that reads all it can: every
+/// frame arrives, and no one is cut off as too slow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_reaches_a_device_that_reads_it_all() {
+    let limits = Limits {
+        max_queued: 64 << 20,
+        frames_per_sec: 100_000,
+        burst: 100_000,
+        host_frames_per_sec: 100_000,
+        host_burst: 100_000,
+        ..Limits::default()
+    };
+    let r = relay(limits).await;
+    let (h, d) = (key(1), key(2));
+    let mut host = join(&r, &h, Side::Host).await;
+    let mut device = join(&r, &d, Side::Device).await;
+    register(&mut host, &h, 1, &[&d]).await;
+    wait_presence(&mut host, &d, true).await;
+    let expected = 600;
+    let reader = tokio::spawn(async move {
+        let mut got = 0;
+        while got < expected {
+            match recv_within(&mut device, Duration::from_secs(10)).await {
+                Some(_) => got += 1,
+                None => break,
+            }
+        }
+        got
+    });
+    // 600 × 16 KiB, at once: the writes wait for the device to read.
+    let payload = vec![9u8; 16 * 1024];
+    for _ in 0..expected {
+        send(&mut host, 1, &d, &payload).await;
+    }
+    let got = reader.await.unwrap();
+    let m = r.server.metrics();
+    assert_eq!(
+        (got, m.limit_closes.load(std::sync::atomic::Ordering::Relaxed)),
+        (expected, 0),
+        "frames stalled: {got} of {expected} arrived"
+    );
+}
