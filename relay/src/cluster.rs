@@ -67,6 +67,9 @@ pub const OUTBOX_BYTES: usize = 64 << 20;
 const CONTROL_QUEUE: usize = 1024;
 /// Keys in one part of a node's whole list (about 80 bytes each).
 pub const SNAPSHOT_CHUNK: usize = 2048;
+/// The most keys taken from one node's list (its connections at most, and a node takes
+/// 20,000 by default).
+pub const MAX_SNAPSHOT_KEYS: usize = 1 << 20;
 /// The knocks made here kept for nodes that join: the newest this many...
 pub const KEPT_KNOCKS: usize = 1024;
 /// ...for at most this long.
@@ -214,8 +217,12 @@ impl View {
             _ => return Vec::new(),
         };
         so_far.extend(keys);
+        if so_far.len() > MAX_SNAPSHOT_KEYS {
+            tracing::warn!("cluster: a node's list is over {MAX_SNAPSHOT_KEYS} keys; dropped");
+            return Vec::new();
+        }
         if !last {
-            self.pending = Some((id, part + 1, so_far));
+            self.pending = part.checked_add(1).map(|next| (id, next, so_far));
             return Vec::new();
         }
         let mut changes: Vec<(Entry, bool)> =
@@ -384,6 +391,14 @@ impl Cluster {
                 while let Some(message) = control.next().await {
                     let Some(inner) = weak.upgrade() else { return };
                     match serde_json::from_slice::<Control>(&message.payload) {
+                        // A node that joins gets this one's state from a task of its own: the
+                        // listener goes on hearing the others meanwhile (a node not heard from
+                        // for EXPIRY is dead).
+                        Ok(Control::Hello { node }) if node != cluster.node => {
+                            tracing::debug!(%node, "cluster: a node said hello");
+                            let cluster = cluster.clone();
+                            tokio::spawn(async move { cluster.publish_state(&inner).await });
+                        }
                         Ok(c) if c.node() != cluster.node => cluster.take(&inner, c).await,
                         Ok(_) => {}
                         Err(e) => tracing::debug!("cluster: a control message dropped: {e}"),
@@ -399,14 +414,20 @@ impl Cluster {
                     every.tick().await;
                     let Some(inner) = weak.upgrade() else { return };
                     cluster.expire(&inner, Instant::now());
-                    let retry: Vec<Entry> = lock(&cluster.retry).drain().collect();
-                    for (key, side) in retry {
-                        cluster.follow(&inner, key, side).await;
-                    }
                     if cluster.sync_wanted.swap(false, Ordering::Relaxed) {
                         cluster.publish_snapshot().await;
                     }
                     cluster.publish_alive().await;
+                    // Keys whose subscription failed, until one fails again (NATS is not
+                    // taking them yet: the rest wait for the next heartbeat).
+                    let retry: Vec<Entry> = lock(&cluster.retry).drain().collect();
+                    for (key, side) in retry {
+                        if lock(&cluster.retry).is_empty() {
+                            cluster.follow(&inner, key, side).await;
+                        } else {
+                            lock(&cluster.retry).insert((key, side));
+                        }
+                    }
                 }
             })
         };
@@ -571,8 +592,9 @@ impl Cluster {
         true
     }
 
-    /// A host here registered (checked, and newer than the last): the other nodes take it too.
-    pub(crate) fn registered(
+    /// A host here registered (checked, and newer than the last): the other nodes take it too
+    /// (waiting for room in the queue: nothing else would publish it again until a node joins).
+    pub(crate) async fn registered(
         &self,
         host: RelayKey,
         counter: u64,
@@ -588,23 +610,25 @@ impl Cluster {
             offers: offers.to_vec(),
             signature: signature.to_string(),
         };
-        self.publish_control(&registration);
-        lock(&self.registrations).insert(host, registration);
+        lock(&self.registrations).insert(host, registration.clone());
+        self.publish_waiting(&registration).await;
     }
 
     /// A device here knocked with an open offer: the other nodes let it through too.
-    pub(crate) fn knocked(&self, device: &RelayKey, host: &str, token: &str) {
+    pub(crate) async fn knocked(&self, device: &RelayKey, host: &str, token: &str) {
         let knock = Control::Knock {
             node: self.node.clone(),
             device: device.to_string(),
             host: host.to_string(),
             token: token.to_string(),
         };
-        self.publish_control(&knock);
-        let now = Instant::now();
-        let mut knocks = lock(&self.knocks);
-        knocks.push_back((now, knock));
-        keep_fresh(&mut knocks, now);
+        {
+            let now = Instant::now();
+            let mut knocks = lock(&self.knocks);
+            knocks.push_back((now, knock.clone()));
+            keep_fresh(&mut knocks, now);
+        }
+        self.publish_waiting(&knock).await;
     }
 
     /// Follows the connections of `key` here: while there is one, frames for it come from NATS
@@ -642,23 +666,24 @@ impl Cluster {
                     }
                 });
                 held.insert(key, (side, task));
-                self.publish_waiting(&Control::Presence {
+                // Not waited for (a connection's welcome waits for this): one dropped when the
+                // queue is full shows in the next heartbeat's digest, and the others ask for
+                // the whole list.
+                self.publish_control(&Control::Presence {
                     node: self.node.clone(),
                     online: vec![(key.to_string(), side)],
                     offline: Vec::new(),
-                })
-                .await;
+                });
             }
             (false, true) => {
                 if let Some((side, task)) = held.remove(&key) {
                     task.abort();
                     lock(&self.registrations).remove(&key);
-                    self.publish_waiting(&Control::Presence {
+                    self.publish_control(&Control::Presence {
                         node: self.node.clone(),
                         online: Vec::new(),
                         offline: vec![(key.to_string(), side)],
-                    })
-                    .await;
+                    });
                 }
             }
             _ => {}
@@ -697,8 +722,7 @@ impl Cluster {
     async fn take(&self, inner: &Arc<Inner>, control: Control) {
         let now = Instant::now();
         let changes = match control {
-            Control::Hello { node } => {
-                tracing::debug!(%node, "cluster: a node said hello");
+            Control::Hello { .. } => {
                 self.publish_state(inner).await;
                 return;
             }

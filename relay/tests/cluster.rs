@@ -388,12 +388,14 @@ async fn a_later_node_knows_earlier_knocks_and_a_stopping_node_says_goodbye() {
     let mut dev = join(&c, &d, Side::Device).await;
     control_until(&mut dev, |m| matches!(m, FromRelay::HostPresence { online: true, .. })).await;
     let stopped = tokio::time::Instant::now();
-    a.server.shutdown().await;
+    let stopping = tokio::spawn(async move { a.server.shutdown().await });
     let gone = |m: &FromRelay| matches!(m, FromRelay::HostPresence { online: false, .. });
     let before_expiry =
         relay::cluster::EXPIRY - relay::cluster::HEARTBEAT - Duration::from_millis(500);
-    let said = tokio::time::timeout(before_expiry, control_until(&mut dev, gone)).await;
+    let said =
+        tokio::time::timeout_at(stopped + before_expiry, control_until(&mut dev, gone)).await;
     assert!(said.is_ok(), "no goodbye: the host went offline only {:?} later", stopped.elapsed());
+    stopping.await.unwrap();
     b.server.shutdown().await;
     c.server.shutdown().await;
 }
@@ -416,6 +418,12 @@ async fn a_node_that_joins_learns_thousands_of_keys_and_registrations() {
         let register = protocol::relay::register(&secret, 1, &[], &[]);
         conn.send(Message::text(serde_json::to_string(&register).unwrap())).await.unwrap();
         held.push(conn);
+    }
+    // All taken at A before B joins: B learns them from A's answer to its hello.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while a.server.metrics().registrations.load(Relaxed) < hosts {
+        assert!(tokio::time::Instant::now() < deadline, "A did not take every registration");
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let b = node(&nats, Limits::default()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
