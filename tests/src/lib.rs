@@ -186,8 +186,13 @@ impl World {
 
     /// Pairs a device with an offer opened `--yes` for `role`; panics unless it works.
     pub fn pair(&self, device: &Device, role: &str) {
+        self.pair_through(device, role, |link| link.to_string());
+    }
+
+    /// [`World::pair`], with the link the device is given made by `edit` from the host's.
+    pub fn pair_through(&self, device: &Device, role: &str, edit: impl Fn(&str) -> String) {
         let offer = self.offer(&["--yes", "--role", role]);
-        let out = device.run(&["pair", &offer.link, "--name", &device.profile]);
+        let out = device.run(&["pair", &edit(&offer.link), "--name", &device.profile]);
         assert!(out.status.success(), "pairing failed: {}", text(&out));
         let host = offer.finish();
         assert!(host.contains("paired"), "{host}");

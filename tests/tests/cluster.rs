@@ -100,8 +100,8 @@ fn a_node_killed_while_an_approval_waits_loses_nothing_and_runs_it_once() {
     drop((b, c));
 }
 
-/// A host at node A, its devices at node B: requests, approvals, results and a session cross
-/// NATS.
+/// A host at node A, its devices at node B: pairing, requests, approvals, results and a
+/// session cross NATS.
 #[test]
 fn a_host_at_one_node_and_its_devices_at_another() {
     let Some(nats) = nats::Nats::start() else { return };
@@ -109,14 +109,21 @@ fn a_host_at_one_node_and_its_devices_at_another() {
     let certificate = shared_certificate(&world);
     let pin = hex::encode(certificate);
     let (a, b) = (Node::start(&world, &nats, "a"), Node::start(&world, &nats, "b"));
-    // Paired while the host named B first: the devices keep to B.
-    let host = world.serve(&format!("{},{}", b.addr, a.addr), &pin, &[]);
+    // The host at A (the first it names); each device given a link that names B first pairs
+    // through B (a link's relay list is only where to connect: the pairing is end to end), and
+    // keeps to B.
+    let _host = world.serve(&format!("{},{}", a.addr, b.addr), &pin, &[]);
+    let b_first = |link: &str| {
+        let edited = link.replace(
+            &format!("relay={},{}", a.addr, b.addr),
+            &format!("relay={},{}", b.addr, a.addr),
+        );
+        assert_ne!(edited, link, "the link names no relay list: {link}");
+        edited
+    };
     let (op, approver) = (world.device("op"), world.device("approver"));
-    world.pair(&op, "operator");
-    world.pair(&approver, "approver");
-    drop(host);
-    // The host, started again, is at A alone.
-    let _host = world.serve(&a.addr, &pin, &[]);
+    world.pair_through(&op, "operator", b_first);
+    world.pair_through(&approver, "approver", b_first);
     let waiting = op.spawn(&["run", "--", "touch", "across-nodes"]);
     assert!(eventually(Duration::from_secs(20), || pending_ids(&world).len() == 1));
     let listed = approver.run(&["pending"]);
