@@ -423,6 +423,8 @@ enum Woke {
 
 /// Messages fed to the connection before one flush.
 const BATCH: usize = 64;
+/// Flushed batches in one wake of a session's loop, at most (then it reads, and comes back).
+const ROUNDS: usize = 2;
 
 /// The writing half of a session's loop: what the hub queued for the connection, and pings.
 struct Outgoing {
@@ -446,7 +448,7 @@ impl Outgoing {
     where
         C: futures_util::Sink<Message, Error = WsError> + Unpin,
     {
-        loop {
+        for _ in 0..ROUNDS {
             while self.batch < BATCH {
                 if self.next.is_none() {
                     self.next = if std::mem::take(&mut self.ping_due) {
@@ -488,6 +490,9 @@ impl Outgoing {
                 Poll::Pending => return true,
             }
         }
+        // Enough for one wake: the client's side gets its turn, and the loop comes back here.
+        cx.waker().wake_by_ref();
+        true
     }
 }
 
@@ -624,16 +629,23 @@ where
                 return Poll::Ready(Woke::Kicked);
             }
             let now = tokio::time::Instant::now();
-            if now >= next_ping {
-                out.ping_due = true;
-                next_ping = now + limits.ping_interval;
-                ping.as_mut().reset(next_ping);
-                armed = false;
-            }
-            if !armed {
-                let _ = std::pin::pin!(unconstrained(ping.as_mut())).poll(cx);
-                let _ = std::pin::pin!(unconstrained(idle.as_mut())).poll(cx);
-                armed = true;
+            let mut idle_due = now >= idle.deadline();
+            let mut ping_due = now >= next_ping;
+            // (Twice at most: a ping timer re-armed is a ping interval away.)
+            for _ in 0..2 {
+                if ping_due {
+                    out.ping_due = true;
+                    next_ping = now + limits.ping_interval;
+                    ping.as_mut().reset(next_ping);
+                    armed = false;
+                }
+                if armed {
+                    break;
+                }
+                // A timer that is due as it is armed says so here, and takes no waker.
+                ping_due = std::pin::pin!(unconstrained(ping.as_mut())).poll(cx).is_ready();
+                idle_due |= std::pin::pin!(unconstrained(idle.as_mut())).poll(cx).is_ready();
+                armed = !ping_due;
             }
             if !out.poll_write(&mut conn, cx) {
                 return Poll::Ready(Woke::Broken);
@@ -641,7 +653,7 @@ where
             if let Poll::Ready(next) = Pin::new(&mut conn).poll_next(cx) {
                 return Poll::Ready(Woke::Read(next));
             }
-            if now >= idle.deadline() {
+            if idle_due {
                 return Poll::Ready(Woke::Idle);
             }
             Poll::Pending
@@ -820,11 +832,13 @@ where
 mod tests {
     use super::*;
 
-    /// A connection that takes every message at once and whose flushes wait, one in two.
+    /// A connection that takes every message at once and whose flushes wait, one in two (or
+    /// never, when `quick`).
     #[derive(Default)]
     struct Slow {
         sent: Vec<Message>,
         flushes: usize,
+        quick: bool,
     }
 
     impl futures_util::Sink<Message> for Slow {
@@ -841,7 +855,7 @@ mod tests {
 
         fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
             self.flushes += 1;
-            if self.flushes % 2 == 1 { Poll::Pending } else { Poll::Ready(Ok(())) }
+            if !self.quick && self.flushes % 2 == 1 { Poll::Pending } else { Poll::Ready(Ok(())) }
         }
 
         fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), WsError>> {
@@ -849,17 +863,16 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_full_batch_whose_flush_waited_is_followed_by_the_rest() {
+    /// `total` messages queued for a connection, and its writing half.
+    fn queued(total: usize) -> (Outgoing, Arc<AtomicUsize>, mpsc::UnboundedSender<Message>) {
         let (tx, rx) = mpsc::unbounded_channel();
         let queued = Arc::new(AtomicUsize::new(0));
-        let total = BATCH + 10;
         for i in 0..total {
             let message = Message::binary(vec![u8::try_from(i % 256).unwrap(); 3]);
             queued.fetch_add(message.len(), Ordering::Relaxed);
             tx.send(message).unwrap();
         }
-        let mut out = Outgoing {
+        let out = Outgoing {
             rx,
             next: None,
             queued: queued.clone(),
@@ -867,6 +880,13 @@ mod tests {
             batch: 0,
             ping_due: false,
         };
+        (out, queued, tx)
+    }
+
+    #[test]
+    fn a_full_batch_whose_flush_waited_is_followed_by_the_rest() {
+        let total = BATCH + 10;
+        let (mut out, queued, _tx) = queued(total);
         let mut conn = Slow::default();
         let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
         // A full batch goes, and its flush waits.
@@ -879,5 +899,34 @@ mod tests {
         assert!(out.poll_write(&mut conn, &mut cx));
         assert_eq!(queued.load(Ordering::Relaxed), 0, "every byte flushed is counted off");
         assert_eq!(out.batch, 0);
+    }
+
+    /// Counts its wakes.
+    struct Wakes(AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn a_long_queue_goes_a_few_batches_a_wake_and_the_loop_comes_back() {
+        let (mut out, queued, _tx) = queued(5 * BATCH);
+        let mut conn = Slow { quick: true, ..Slow::default() };
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        let waker = std::task::Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        // Two batches, then the client's side gets its turn, and the loop is woken again.
+        assert!(out.poll_write(&mut conn, &mut cx));
+        assert_eq!((conn.sent.len(), wakes.0.load(Ordering::Relaxed)), (ROUNDS * BATCH, 1));
+        assert!(out.poll_write(&mut conn, &mut cx));
+        assert!(out.poll_write(&mut conn, &mut cx));
+        assert_eq!(conn.sent.len(), 5 * BATCH);
+        assert_eq!(queued.load(Ordering::Relaxed), 0);
+        // Nothing more queued: no wake asked for.
+        let before = wakes.0.load(Ordering::Relaxed);
+        assert!(out.poll_write(&mut conn, &mut cx));
+        assert_eq!(wakes.0.load(Ordering::Relaxed), before);
     }
 }
