@@ -74,6 +74,8 @@ pub const MAX_SNAPSHOT_KEYS: usize = 1 << 20;
 pub const KEPT_KNOCKS: usize = 1024;
 /// ...for at most this long.
 pub const KNOCK_KEEP: Duration = Duration::from_secs(600);
+/// How long a session waits for room to publish its host's registration or its knock.
+const CONTROL_WAIT: Duration = Duration::from_secs(5);
 /// How long subscribing to a key's subject may take before it is tried again at the next
 /// heartbeat (it waits while NATS is away).
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -276,6 +278,8 @@ pub(crate) struct Cluster {
     retry: Mutex<HashSet<Entry>>,
     /// Another node asked for a snapshot: the next heartbeat sends one.
     sync_wanted: AtomicBool,
+    /// A node said hello: the state publisher publishes this node's state.
+    state_wanted: tokio::sync::Notify,
     /// The last snapshot's id.
     snapshots: AtomicU64,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -353,6 +357,7 @@ impl Cluster {
             knocks: Mutex::default(),
             retry: Mutex::default(),
             sync_wanted: AtomicBool::new(false),
+            state_wanted: tokio::sync::Notify::new(),
             snapshots: AtomicU64::new(0),
             tasks: Mutex::default(),
         });
@@ -391,14 +396,6 @@ impl Cluster {
                 while let Some(message) = control.next().await {
                     let Some(inner) = weak.upgrade() else { return };
                     match serde_json::from_slice::<Control>(&message.payload) {
-                        // A node that joins gets this one's state from a task of its own: the
-                        // listener goes on hearing the others meanwhile (a node not heard from
-                        // for EXPIRY is dead).
-                        Ok(Control::Hello { node }) if node != cluster.node => {
-                            tracing::debug!(%node, "cluster: a node said hello");
-                            let cluster = cluster.clone();
-                            tokio::spawn(async move { cluster.publish_state(&inner).await });
-                        }
                         Ok(c) if c.node() != cluster.node => cluster.take(&inner, c).await,
                         Ok(_) => {}
                         Err(e) => tracing::debug!("cluster: a control message dropped: {e}"),
@@ -457,7 +454,17 @@ impl Cluster {
                 }
             })
         };
-        lock(&cluster.tasks).extend([publisher, listener, heartbeat, watcher]);
+        let state = {
+            let (cluster, weak) = (cluster.clone(), weak.clone());
+            tokio::spawn(async move {
+                loop {
+                    cluster.state_wanted.notified().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    cluster.publish_state(&inner).await;
+                }
+            })
+        };
+        lock(&cluster.tasks).extend([publisher, listener, heartbeat, watcher, state]);
         cluster.hello(inner).await;
         tracing::info!(node = %cluster.node, %url, "joined the cluster");
         Ok(cluster)
@@ -503,6 +510,16 @@ impl Cluster {
         }
     }
 
+    /// [`Cluster::publish_waiting`] for at most [`CONTROL_WAIT`] (a session waits on it: NATS
+    /// stalled must not stall the session); then dropped, and said.
+    async fn publish_within(&self, control: &Control) {
+        if tokio::time::timeout(CONTROL_WAIT, self.publish_waiting(control)).await.is_err() {
+            tracing::warn!(
+                "cluster: NATS takes no control message; a registration or knock dropped"
+            );
+        }
+    }
+
     /// Says hello, and everything a node that just joined needs: the keys here, and the
     /// registrations and knocks of the hosts and devices here.
     async fn hello(&self, inner: &Arc<Inner>) {
@@ -542,21 +559,22 @@ impl Cluster {
     /// Every key here, in parts of [`SNAPSHOT_CHUNK`].
     async fn publish_snapshot(&self) {
         // Queued under the lock: a change `follow` makes meanwhile goes after this snapshot,
-        // never before it or between its parts.
+        // never before it or between its parts. Not waited for (the lock is the one every
+        // new connection takes): a part dropped when the queue is full drops the snapshot at
+        // the other nodes, whose next look at the heartbeat asks for another.
         let held = self.held.lock().await;
         let id = self.snapshots.fetch_add(1, Ordering::Relaxed) + 1;
         let all: Vec<(String, Side)> = held.iter().map(|(k, (s, _))| (k.to_string(), *s)).collect();
         let parts = all.len().div_ceil(SNAPSHOT_CHUNK).max(1);
         let mut chunks = all.chunks(SNAPSHOT_CHUNK);
         for part in 0..parts {
-            self.publish_waiting(&Control::Snapshot {
+            self.publish_control(&Control::Snapshot {
                 node: self.node.clone(),
                 id,
                 part: u32::try_from(part).unwrap_or(u32::MAX),
                 last: part + 1 == parts,
                 online: chunks.next().map(<[_]>::to_vec).unwrap_or_default(),
-            })
-            .await;
+            });
         }
         drop(held);
     }
@@ -565,8 +583,7 @@ impl Cluster {
     async fn publish_alive(&self) {
         let held = self.held.lock().await;
         let digest = held.iter().map(|(k, (s, _))| digest(&(*k, *s))).fold(0, |a, b| a ^ b);
-        self.publish_waiting(&Control::Alive { node: self.node.clone(), keys: held.len(), digest })
-            .await;
+        self.publish_control(&Control::Alive { node: self.node.clone(), keys: held.len(), digest });
         drop(held);
     }
 
@@ -611,7 +628,7 @@ impl Cluster {
             signature: signature.to_string(),
         };
         lock(&self.registrations).insert(host, registration.clone());
-        self.publish_waiting(&registration).await;
+        self.publish_within(&registration).await;
     }
 
     /// A device here knocked with an open offer: the other nodes let it through too.
@@ -628,65 +645,74 @@ impl Cluster {
             knocks.push_back((now, knock.clone()));
             keep_fresh(&mut knocks, now);
         }
-        self.publish_waiting(&knock).await;
+        self.publish_within(&knock).await;
     }
 
     /// Follows the connections of `key` here: while there is one, frames for it come from NATS
     /// and the other nodes know it is here. Call after every change of its connections here;
-    /// whatever the order of the calls, the last one leaves things as they are.
+    /// whatever the order of the calls, the last one leaves things as they are: what to do is
+    /// decided, and done, under the lock, from the connections here at that moment, and the
+    /// subscription (which may wait for NATS) is made outside it, then taken only if still
+    /// wanted.
     pub(crate) async fn follow(self: &Arc<Self>, inner: &Arc<Inner>, key: RelayKey, side: Side) {
-        let mut held = self.held.lock().await;
-        let here = crate::server::connections_of(inner, &key) > 0;
-        match (here, held.contains_key(&key)) {
-            (true, false) => {
-                let subscribed = tokio::time::timeout(
-                    SUBSCRIBE_TIMEOUT,
-                    self.client.subscribe(key_subject(&key)),
-                )
-                .await;
-                let mut frames = match subscribed {
-                    Ok(Ok(s)) => s,
-                    failed => {
-                        let why = failed.map_or_else(
-                            |_| "timed out".to_string(),
-                            |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
-                        );
-                        tracing::warn!(
-                            "cluster: cannot take frames for {key} yet ({why}); will retry"
-                        );
-                        lock(&self.retry).insert((key, side));
-                        return;
+        let mut subscribed: Option<async_nats::Subscriber> = None;
+        loop {
+            let mut held = self.held.lock().await;
+            let here = crate::server::connections_of(inner, &key) > 0;
+            match (here, held.contains_key(&key), subscribed.take()) {
+                (true, false, None) => {
+                    drop(held);
+                    let subscribing = self.client.subscribe(key_subject(&key));
+                    match tokio::time::timeout(SUBSCRIBE_TIMEOUT, subscribing).await {
+                        Ok(Ok(frames)) => subscribed = Some(frames),
+                        failed => {
+                            let why = failed.map_or_else(
+                                |_| "timed out".to_string(),
+                                |r| r.err().map(|e| e.to_string()).unwrap_or_default(),
+                            );
+                            tracing::warn!(
+                                "cluster: cannot take frames for {key} yet ({why}); will retry"
+                            );
+                            lock(&self.retry).insert((key, side));
+                            return;
+                        }
                     }
-                };
-                let (cluster, weak) = (self.clone(), Arc::downgrade(inner));
-                let task = tokio::spawn(async move {
-                    while let Some(message) = frames.next().await {
-                        let Some(inner) = weak.upgrade() else { return };
-                        cluster.arrived(&inner, &key, message.payload);
-                    }
-                });
-                held.insert(key, (side, task));
-                // Not waited for (a connection's welcome waits for this): one dropped when the
-                // queue is full shows in the next heartbeat's digest, and the others ask for
-                // the whole list.
-                self.publish_control(&Control::Presence {
-                    node: self.node.clone(),
-                    online: vec![(key.to_string(), side)],
-                    offline: Vec::new(),
-                });
-            }
-            (false, true) => {
-                if let Some((side, task)) = held.remove(&key) {
-                    task.abort();
-                    lock(&self.registrations).remove(&key);
+                }
+                (true, false, Some(mut frames)) => {
+                    let (cluster, weak) = (self.clone(), Arc::downgrade(inner));
+                    let task = tokio::spawn(async move {
+                        while let Some(message) = frames.next().await {
+                            let Some(inner) = weak.upgrade() else { return };
+                            cluster.arrived(&inner, &key, message.payload);
+                        }
+                    });
+                    held.insert(key, (side, task));
+                    // Not waited for (a connection's welcome waits for this): one dropped when
+                    // the queue is full shows in the next heartbeat's digest, and the others
+                    // ask for the whole list.
                     self.publish_control(&Control::Presence {
                         node: self.node.clone(),
-                        online: Vec::new(),
-                        offline: vec![(key.to_string(), side)],
+                        online: vec![(key.to_string(), side)],
+                        offline: Vec::new(),
                     });
+                    return;
                 }
+                (false, true, _) => {
+                    if let Some((side, task)) = held.remove(&key) {
+                        task.abort();
+                        lock(&self.registrations).remove(&key);
+                        self.publish_control(&Control::Presence {
+                            node: self.node.clone(),
+                            online: Vec::new(),
+                            offline: vec![(key.to_string(), side)],
+                        });
+                    }
+                    return;
+                }
+                // As it should be (a subscription made meanwhile is dropped, and with it
+                // unsubscribed).
+                _ => return,
             }
-            _ => {}
         }
     }
 
@@ -722,8 +748,12 @@ impl Cluster {
     async fn take(&self, inner: &Arc<Inner>, control: Control) {
         let now = Instant::now();
         let changes = match control {
-            Control::Hello { .. } => {
-                self.publish_state(inner).await;
+            Control::Hello { node } => {
+                // This node's state, from the task that publishes it (the listener goes on
+                // hearing the others meanwhile: a node not heard from for EXPIRY is dead);
+                // several hellos while it does are answered once more, not once each.
+                tracing::debug!(%node, "cluster: a node said hello");
+                self.state_wanted.notify_one();
                 return;
             }
             Control::Sync { of, .. } => {
@@ -737,8 +767,8 @@ impl Cluster {
                 if !agrees {
                     // Something was lost on the way (or this node just came): ask for it all.
                     tracing::debug!(%node, "cluster: presence out of step; asking for it all");
-                    self.publish_waiting(&Control::Sync { node: self.node.clone(), of: node })
-                        .await;
+                    // (Not waited for: asked again at the next heartbeat if dropped.)
+                    self.publish_control(&Control::Sync { node: self.node.clone(), of: node });
                 }
                 return;
             }

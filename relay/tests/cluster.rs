@@ -116,6 +116,20 @@ async fn until_routed(from: &mut Link, to_key: &SecretKey, to: &mut Link, payloa
     }
 }
 
+/// Waits until node `n` has taken `count` registrations (its own hosts' and those other nodes
+/// published), for at most `wait`.
+async fn registrations_taken(n: &Node, name: &str, count: u64, wait: Duration) {
+    let deadline = tokio::time::Instant::now() + wait;
+    while n.server.metrics().registrations.load(Relaxed) < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{name} took no more than {} of {count} registrations",
+            n.server.metrics().registrations.load(Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 fn hex_of(secret: &SecretKey) -> String {
     hex::encode(secret.public_key().as_bytes())
 }
@@ -164,11 +178,7 @@ async fn a_host_at_one_node_and_its_devices_at_others() {
 
     // A new registration without d2, taken at A, cuts d2's route at C too.
     control(&mut host, &protocol::relay::register(&h, 2, &keys[..1], &[])).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while c.server.metrics().registrations.load(Relaxed) < 2 {
-        assert!(tokio::time::Instant::now() < deadline, "C did not take the new registration");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    registrations_taken(&c, "C", 2, Duration::from_secs(10)).await;
     send(&mut dev2, 1, &h, b"still there?").await;
     assert!(nothing(&mut host).await);
 
@@ -210,11 +220,7 @@ async fn a_device_pairs_through_another_node() {
     let token = protocol::PairingToken([0x77; 32]);
     control(&mut host, &protocol::relay::register(&h, 1, &[], &[token])).await;
     let mut new = join(&b, &newcomer, Side::Device).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while b.server.metrics().registrations.load(Relaxed) < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "B did not take the registration");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    registrations_taken(&b, "B", 1, Duration::from_secs(10)).await;
     let guess = protocol::relay::ToRelay::Knock { host: hex_of(&h), token: hex::encode([1; 32]) };
     control(&mut new, &guess).await;
     control_until(&mut new, |m| matches!(m, FromRelay::Refused { .. })).await;
@@ -361,11 +367,7 @@ async fn a_later_node_knows_earlier_knocks_and_a_stopping_node_says_goodbye() {
     let token = protocol::PairingToken([0x55; 32]);
     control(&mut host, &protocol::relay::register(&h, 1, &[], &[token])).await;
     let mut new = join(&b, &newcomer, Side::Device).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while b.server.metrics().registrations.load(Relaxed) < 1 {
-        assert!(tokio::time::Instant::now() < deadline, "B did not take the registration");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    registrations_taken(&b, "B", 1, Duration::from_secs(10)).await;
     let knock = protocol::relay::ToRelay::Knock { host: hex_of(&h), token: hex::encode(token.0) };
     control(&mut new, &knock).await;
     until_routed(&mut new, &h, &mut host, b"knocked at B").await;
@@ -420,11 +422,7 @@ async fn a_node_that_joins_learns_thousands_of_keys_and_registrations() {
         held.push(conn);
     }
     // All taken at A before B joins: B learns them from A's answer to its hello.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while a.server.metrics().registrations.load(Relaxed) < hosts {
-        assert!(tokio::time::Instant::now() < deadline, "A did not take every registration");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    registrations_taken(&a, "A", hosts, Duration::from_secs(30)).await;
     let b = node(&nats, Limits::default()).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
