@@ -264,7 +264,12 @@ pub(crate) struct Cluster {
     out: mpsc::UnboundedSender<(String, Bytes)>,
     /// The bytes in `out`.
     queued: Arc<std::sync::atomic::AtomicUsize>,
-    /// Control messages, to the publisher, which sends them first.
+    /// Presence (changes, heartbeats, snapshots, sync requests), to the publisher, which sends
+    /// them first of all: never waited for, and never behind a long state dump, so that a node
+    /// publishing its state still looks alive.
+    presence: mpsc::Sender<(String, Bytes)>,
+    /// Other control messages (hello, registrations, knocks), to the publisher, which sends them
+    /// before frames.
     control: mpsc::Sender<(String, Bytes)>,
     /// The keys with a connection here, and the task that takes their frames from NATS.
     held: tokio::sync::Mutex<HashMap<RelayKey, (Side, JoinHandle<()>)>>,
@@ -342,6 +347,7 @@ impl Cluster {
         let mut node_id = [0u8; 16];
         getrandom::fill(&mut node_id).expect("the system has randomness");
         let (out, mut outbox) = mpsc::unbounded_channel::<(String, Bytes)>();
+        let (presence_tx, mut presences) = mpsc::channel::<(String, Bytes)>(CONTROL_QUEUE);
         let (control_tx, mut controls) = mpsc::channel::<(String, Bytes)>(CONTROL_QUEUE);
         let queued = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let cluster = Arc::new(Self {
@@ -350,6 +356,7 @@ impl Cluster {
             node: hex::encode(node_id),
             out,
             queued: queued.clone(),
+            presence: presence_tx,
             control: control_tx,
             held: tokio::sync::Mutex::default(),
             peers: Mutex::default(),
@@ -365,9 +372,11 @@ impl Cluster {
         let weak = Arc::downgrade(inner);
         let publisher = tokio::spawn(async move {
             loop {
-                // Control first: a node whose presence waits behind frames looks dead.
+                // Presence first, then control: a node whose presence waits behind frames or a
+                // state dump looks dead.
                 let (subject, payload, frame) = tokio::select! {
                     biased;
+                    Some((subject, payload)) = presences.recv() => (subject, payload, false),
                     Some((subject, payload)) = controls.recv() => (subject, payload, false),
                     Some((subject, payload)) = outbox.recv() => (subject, payload, true),
                     else => return,
@@ -494,11 +503,13 @@ impl Cluster {
         self.client.connection_state() == async_nats::connection::State::Connected
     }
 
-    fn publish_control(&self, control: &Control) {
+    /// Queues a presence message (see [`Cluster::presence`]), or drops it when too many wait
+    /// (a dropped one shows in the next heartbeat's digest).
+    fn publish_presence(&self, control: &Control) {
         if let Ok(json) = serde_json::to_vec(control)
-            && self.control.try_send((control_subject(), Bytes::from(json))).is_err()
+            && self.presence.try_send((control_subject(), Bytes::from(json))).is_err()
         {
-            tracing::warn!("cluster: too many control messages wait; one is dropped");
+            tracing::warn!("cluster: too many presence messages wait; one is dropped");
         }
     }
 
@@ -511,12 +522,15 @@ impl Cluster {
     }
 
     /// [`Cluster::publish_waiting`] for at most [`CONTROL_WAIT`] (a session waits on it: NATS
-    /// stalled must not stall the session); then dropped, and said.
+    /// stalled must not stall the session); then it waits for the next publishing of the
+    /// whole state (it is kept here: registrations and knocks are part of it).
     async fn publish_within(&self, control: &Control) {
         if tokio::time::timeout(CONTROL_WAIT, self.publish_waiting(control)).await.is_err() {
             tracing::warn!(
-                "cluster: NATS takes no control message; a registration or knock dropped"
+                "cluster: NATS takes no control message; a registration or knock waits for the \
+                 next publishing of this node's state"
             );
+            self.state_wanted.notify_one();
         }
     }
 
@@ -568,7 +582,7 @@ impl Cluster {
         let parts = all.len().div_ceil(SNAPSHOT_CHUNK).max(1);
         let mut chunks = all.chunks(SNAPSHOT_CHUNK);
         for part in 0..parts {
-            self.publish_control(&Control::Snapshot {
+            self.publish_presence(&Control::Snapshot {
                 node: self.node.clone(),
                 id,
                 part: u32::try_from(part).unwrap_or(u32::MAX),
@@ -583,7 +597,11 @@ impl Cluster {
     async fn publish_alive(&self) {
         let held = self.held.lock().await;
         let digest = held.iter().map(|(k, (s, _))| digest(&(*k, *s))).fold(0, |a, b| a ^ b);
-        self.publish_control(&Control::Alive { node: self.node.clone(), keys: held.len(), digest });
+        self.publish_presence(&Control::Alive {
+            node: self.node.clone(),
+            keys: held.len(),
+            digest,
+        });
         drop(held);
     }
 
@@ -690,7 +708,7 @@ impl Cluster {
                     // Not waited for (a connection's welcome waits for this): one dropped when
                     // the queue is full shows in the next heartbeat's digest, and the others
                     // ask for the whole list.
-                    self.publish_control(&Control::Presence {
+                    self.publish_presence(&Control::Presence {
                         node: self.node.clone(),
                         online: vec![(key.to_string(), side)],
                         offline: Vec::new(),
@@ -701,7 +719,7 @@ impl Cluster {
                     if let Some((side, task)) = held.remove(&key) {
                         task.abort();
                         lock(&self.registrations).remove(&key);
-                        self.publish_control(&Control::Presence {
+                        self.publish_presence(&Control::Presence {
                             node: self.node.clone(),
                             online: Vec::new(),
                             offline: vec![(key.to_string(), side)],
@@ -768,7 +786,7 @@ impl Cluster {
                     // Something was lost on the way (or this node just came): ask for it all.
                     tracing::debug!(%node, "cluster: presence out of step; asking for it all");
                     // (Not waited for: asked again at the next heartbeat if dropped.)
-                    self.publish_control(&Control::Sync { node: self.node.clone(), of: node });
+                    self.publish_presence(&Control::Sync { node: self.node.clone(), of: node });
                 }
                 return;
             }
