@@ -441,3 +441,51 @@ async fn a_node_that_joins_learns_thousands_of_keys_and_registrations() {
     a.server.shutdown().await;
     b.server.shutdown().await;
 }
+
+/// Whatever else publishes on the cluster's subjects can add no route the host did not sign: a
+/// registration naming a stranger with a forged signature, one signed by the stranger itself,
+/// and the host's own earlier registration replayed after a newer one dropped a device, all
+/// change nothing at the nodes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_or_replayed_registration_on_nats_adds_no_route() {
+    let Some(nats) = Nats::start() else { return };
+    let (a, b) = (node(&nats, Limits::default()).await, node(&nats, Limits::default()).await);
+    let (h, dropped, stranger) = (key(1), key(2), key(3));
+    let mut host = join(&a, &h, Side::Host).await;
+    let old = protocol::relay::register(&h, 1, &[RelayKey::of(&dropped.public_key())], &[]);
+    control(&mut host, &old).await;
+    control(&mut host, &protocol::relay::register(&h, 2, &[], &[])).await;
+    registrations_taken(&b, "B", 2, Duration::from_secs(10)).await;
+
+    let publisher = async_nats::connect(nats.url()).await.unwrap();
+    let publish = |registration: protocol::relay::ToRelay| {
+        let mut json = serde_json::to_value(registration).unwrap();
+        json["node"] = "not-a-relay".into();
+        json["host"] = hex_of(&h).into();
+        serde_json::to_vec(&json).unwrap()
+    };
+    let stranger_key = RelayKey::of(&stranger.public_key());
+    let mut forged = protocol::relay::register(&h, 9, &[stranger_key], &[]);
+    if let protocol::relay::ToRelay::Register { signature, .. } = &mut forged {
+        *signature = hex::encode([0u8; 64]);
+    }
+    let by_stranger = protocol::relay::register(&stranger, 10, &[stranger_key], &[]);
+    for message in [publish(forged), publish(by_stranger), publish(old)] {
+        publisher.publish("agent-bridge.control", message.into()).await.unwrap();
+    }
+    publisher.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Neither the stranger nor the dropped device reaches the host, at either node.
+    for (n, secret) in [(&a, &stranger), (&b, &stranger), (&a, &dropped), (&b, &dropped)] {
+        let mut device = join(n, secret, Side::Device).await;
+        send(&mut device, 1, &h, b"let me in").await;
+        let said =
+            control_until(&mut device, |m| matches!(m, FromRelay::Undeliverable { .. })).await;
+        assert_eq!(said, FromRelay::Undeliverable { peer: hex_of(&h), offline: false });
+    }
+    assert!(nothing(&mut host).await, "a route the host did not sign");
+    assert_eq!(b.server.metrics().registrations.load(Relaxed), 2, "B took a registration");
+    a.server.shutdown().await;
+    b.server.shutdown().await;
+}
