@@ -441,6 +441,11 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// What the hub queues in `rx` (its bytes counted in `queued`), nothing fed yet.
+    fn new(rx: mpsc::UnboundedReceiver<Message>, queued: Arc<AtomicUsize>) -> Self {
+        Self { rx, next: None, queued, unflushed: 0, batch: 0, ping_due: false }
+    }
+
     /// Writes what is queued, as far as the connection takes it now, [`BATCH`] messages to a
     /// flush: never waits (a peer that reads slowly leaves the rest queued, and the loop goes
     /// on reading). False when the connection failed.
@@ -590,14 +595,7 @@ where
     }
     lock(&inner.hub).greet(id, metrics);
 
-    let mut out = Outgoing {
-        rx,
-        next: None,
-        queued: queued.clone(),
-        unflushed: 0,
-        batch: 0,
-        ping_due: false,
-    };
+    let mut out = Outgoing::new(rx, queued.clone());
 
     // The timers (the idle timeout after the last message heard, the next ping) are armed,
     // polled once to be woken by, and moved only when they are due; on other wakes the loop
@@ -872,15 +870,7 @@ mod tests {
             queued.fetch_add(message.len(), Ordering::Relaxed);
             tx.send(message).unwrap();
         }
-        let out = Outgoing {
-            rx,
-            next: None,
-            queued: queued.clone(),
-            unflushed: 0,
-            batch: 0,
-            ping_due: false,
-        };
-        (out, queued, tx)
+        (Outgoing::new(rx, queued.clone()), queued, tx)
     }
 
     #[test]
